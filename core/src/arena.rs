@@ -1,0 +1,168 @@
+//! The arena: one caller-owned block of bytes that the engine slices into typed buffers.
+//!
+//! Nothing is allocated. Every buffer starts on an [`ALIGN`]-byte boundary and its size is
+//! rounded up to a multiple of [`ALIGN`], exactly as [`crate::plan()`] counts it, so the
+//! high-water mark measured after a run can be compared byte for byte with the plan.
+
+use crate::Error;
+
+/// Alignment of the arena base and of every buffer in it, in bytes.
+pub const ALIGN: usize = 16;
+
+/// Rounds a byte count up to the arena alignment.
+pub const fn padded(bytes: usize) -> usize {
+    (bytes + (ALIGN - 1)) & !(ALIGN - 1)
+}
+
+/// Statically sized, 16-byte aligned storage for an arena, e.g. a firmware's
+/// `static mut ARENA: ArenaStorage<{ PLAN.peak_bytes }>`.
+#[repr(C, align(16))]
+pub struct ArenaStorage<const N: usize> {
+    bytes: [u8; N],
+}
+
+impl<const N: usize> ArenaStorage<N> {
+    /// Zeroed storage; `const` so it can initialise a `static`.
+    pub const fn new() -> Self {
+        ArenaStorage { bytes: [0; N] }
+    }
+
+    /// An arena over the whole storage.
+    pub fn arena(&mut self) -> Arena<'_> {
+        // The storage is aligned by its type, so this cannot fail.
+        Arena { rest: &mut self.bytes, base: 0, used: 0, high_water: 0 }
+    }
+}
+
+impl<const N: usize> Default for ArenaStorage<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A bump allocator over `&mut [u8]` that hands out disjoint typed slices.
+///
+/// Scopes ([`Arena::scope`]) let phases of the computation reuse the same bytes; the
+/// high-water mark is the largest offset (in bytes from the arena start) ever handed out.
+pub struct Arena<'a> {
+    rest: &'a mut [u8],
+    /// Offset of `rest` from the start of the outermost arena, in bytes.
+    base: usize,
+    /// Bytes handed out by this arena (not counting `base`).
+    used: usize,
+    /// Largest `base + used` seen here or in any nested scope, in bytes.
+    high_water: usize,
+}
+
+impl<'a> Arena<'a> {
+    /// An arena over caller memory, which must start on a 16-byte boundary.
+    pub fn new(bytes: &'a mut [u8]) -> Result<Self, Error> {
+        if (bytes.as_ptr() as usize) % ALIGN != 0 {
+            return Err(Error::ArenaMisaligned);
+        }
+        Ok(Arena { rest: bytes, base: 0, used: 0, high_water: 0 })
+    }
+
+    /// Largest number of bytes in use at any moment so far, from the arena start.
+    pub fn high_water(&self) -> usize {
+        self.high_water
+    }
+
+    /// Bytes handed out by this arena and its parents, from the arena start.
+    pub fn used(&self) -> usize {
+        self.base + self.used
+    }
+
+    /// Bytes still free.
+    pub fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
+    /// Takes `n` bytes (rounded up to [`ALIGN`]), zeroed.
+    pub fn take_bytes(&mut self, n: usize) -> Result<&'a mut [u8], Error> {
+        let size = padded(n);
+        if size > self.rest.len() {
+            return Err(Error::ArenaTooSmall {
+                needed: self.base + self.used + size,
+                available: self.base + self.used + self.rest.len(),
+            });
+        }
+        let rest = core::mem::take(&mut self.rest);
+        let (head, tail) = rest.split_at_mut(size);
+        self.rest = tail;
+        self.used += size;
+        self.high_water = self.high_water.max(self.base + self.used);
+        head.fill(0);
+        Ok(&mut head[..n])
+    }
+
+    /// Takes a zeroed slice of `n` values of a plain-old-data type (`f32`, `u16`, `i8`, ...).
+    pub fn take<T: bytemuck::Pod>(&mut self, n: usize) -> Result<&'a mut [T], Error> {
+        let bytes = n
+            .checked_mul(core::mem::size_of::<T>())
+            .ok_or(Error::ArenaTooSmall { needed: usize::MAX, available: self.remaining() })?;
+        let raw = self.take_bytes(bytes)?;
+        // Every buffer starts on a 16-byte boundary and ALIGN >= align_of::<T>() for the
+        // element types the engine uses, so this cast cannot fail.
+        bytemuck::try_cast_slice_mut(raw).map_err(|_| Error::ArenaMisaligned)
+    }
+
+    /// Runs `f` with a nested arena over the free bytes; whatever `f` takes is given back
+    /// when it returns (the bytes are reused by the next scope), while the high-water mark
+    /// keeps what `f` used.
+    pub fn scope<R>(&mut self, f: impl FnOnce(&mut Arena<'_>) -> R) -> R {
+        let mut inner =
+            Arena { rest: &mut *self.rest, base: self.base + self.used, used: 0, high_water: 0 };
+        let r = f(&mut inner);
+        self.high_water = self.high_water.max(inner.high_water);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_aligns_and_counts() {
+        let mut storage = ArenaStorage::<256>::new();
+        let mut arena = storage.arena();
+        let a: &mut [f32] = arena.take(3).unwrap();
+        assert_eq!(a.len(), 3);
+        assert_eq!(arena.used(), 16);
+        let b: &mut [u16] = arena.take(9).unwrap();
+        assert_eq!(b.len(), 9);
+        assert_eq!(arena.used(), 48);
+        assert_eq!(arena.high_water(), 48);
+    }
+
+    #[test]
+    fn scopes_reuse_bytes_and_keep_high_water() {
+        let mut storage = ArenaStorage::<256>::new();
+        let mut arena = storage.arena();
+        let _x: &mut [f32] = arena.take(4).unwrap();
+        arena.scope(|s| {
+            let _y: &mut [f32] = s.take(20).unwrap();
+        });
+        arena.scope(|s| {
+            let _z: &mut [f32] = s.take(8).unwrap();
+        });
+        assert_eq!(arena.used(), 16);
+        assert_eq!(arena.high_water(), 16 + 80);
+    }
+
+    #[test]
+    fn too_small_is_an_error() {
+        let mut storage = ArenaStorage::<32>::new();
+        let mut arena = storage.arena();
+        let err = arena.take::<f32>(9).unwrap_err();
+        assert_eq!(err, Error::ArenaTooSmall { needed: 48, available: 32 });
+    }
+
+    #[test]
+    fn misaligned_memory_is_rejected() {
+        let mut storage = ArenaStorage::<64>::new();
+        let bytes = &mut storage.bytes[1..];
+        assert!(matches!(Arena::new(bytes), Err(Error::ArenaMisaligned)));
+    }
+}

@@ -1,0 +1,2 @@
+//! Shared helpers of the integration tests: seeded random weights and naive references.
+#![forbid(unsafe_code)]
