@@ -7,7 +7,8 @@ mod generic;
 pub use generic::*;
 
 use crate::Error;
-use half::f16;
+/// IEEE half float, the element of [`Weights::F16`] (re-exported from the `half` crate).
+pub use half::f16;
 
 /// Element type of a weight matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +50,9 @@ pub struct Matrix<'a> {
 impl<'a> Matrix<'a> {
     /// Checks that the storage holds exactly `rows * cols` values (and `rows` scales).
     pub fn new(rows: usize, cols: usize, w: Weights<'a>) -> Result<Self, Error> {
-        let n = rows.checked_mul(cols).ok_or(Error::InvalidConfig("matrix too large"))?;
+        let n = rows
+            .checked_mul(cols)
+            .ok_or(Error::InvalidConfig("matrix too large"))?;
         let (len, what) = match w {
             Weights::F32(d) => (d.len(), "f32 matrix"),
             Weights::F16(d) => (d.len(), "f16 matrix"),
@@ -65,7 +68,11 @@ impl<'a> Matrix<'a> {
             }
         };
         if len != n {
-            return Err(Error::ShapeMismatch { what, expected: n, found: len });
+            return Err(Error::ShapeMismatch {
+                what,
+                expected: n,
+                found: len,
+            });
         }
         Ok(Matrix { rows, cols, w })
     }
