@@ -225,3 +225,34 @@ pub fn is_root() -> bool {
         .map(|s| s == "0")
         .unwrap_or(false)
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::Cmd;
+    use std::time::Duration;
+
+    #[test]
+    fn a_crashed_step_is_a_failure() {
+        let e = Cmd::new("sh").args(["-c", "kill -9 $$"]).run().unwrap_err();
+        assert!(e.contains("killed by signal 9"), "{e}");
+        assert!(
+            Cmd::new("sh")
+                .args(["-c", "exit 3"])
+                .run()
+                .unwrap_err()
+                .contains("exit code 3")
+        );
+        assert!(Cmd::new("true").run().is_ok());
+    }
+
+    #[test]
+    fn a_hanging_step_is_killed_at_its_limit() {
+        let t0 = std::time::Instant::now();
+        let e = Cmd::new("sleep")
+            .arg("30")
+            .run_with_timeout(Duration::from_secs(1))
+            .unwrap_err();
+        assert!(e.contains("timed out"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(10));
+    }
+}
