@@ -21,7 +21,6 @@ pub enum Step {
     /// An external command; fails when it exits non-zero or is killed.
     Cmd(Cmd),
     /// A check in Rust, with a name for the log.
-    #[allow(dead_code)]
     // for jobs that compare outputs (golden files), coming with later issues
     Check(String, Box<dyn Fn() -> Res>),
 }
