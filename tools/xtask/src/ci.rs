@@ -20,8 +20,7 @@ pub struct Ctx {
 pub enum Step {
     /// An external command; fails when it exits non-zero or is killed.
     Cmd(Cmd),
-    /// A check in Rust, with a name for the log.
-    // for jobs that compare outputs (golden files), coming with later issues
+    /// A check in Rust, with a name for the log (e.g. a feature guard, golden-file compares).
     Check(String, Box<dyn Fn() -> Res>),
 }
 
