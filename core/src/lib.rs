@@ -10,6 +10,7 @@ pub mod attention;
 pub mod config;
 mod error;
 pub mod ffn;
+pub mod format;
 pub mod kernels;
 pub mod math;
 pub mod plan;
