@@ -1,2 +1,4 @@
 //! Shared helpers of the integration tests: seeded random weights and naive references.
 #![forbid(unsafe_code)]
+
+pub mod model_ref;
