@@ -55,7 +55,9 @@ impl<'a> AttnScratch<'a> {
     /// Takes exactly [`scratch_bytes`] from the arena.
     pub fn new(arena: &mut Arena<'a>, p: &AttnParams) -> Result<Self, Error> {
         let _ = p;
-        Ok(AttnScratch { _bufs: arena.take(0)? })
+        Ok(AttnScratch {
+            _bufs: arena.take(0)?,
+        })
     }
 }
 

@@ -156,7 +156,9 @@ impl ModelConfig {
             return Err(Error::InvalidConfig("n_kv_heads must divide n_heads"));
         }
         if self.q_dim() != self.d_model {
-            return Err(Error::InvalidConfig("n_heads * head_dim must equal d_model"));
+            return Err(Error::InvalidConfig(
+                "n_heads * head_dim must equal d_model",
+            ));
         }
         if matches!(self.pos, PosKind::Rope) && self.head_dim % 2 != 0 {
             return Err(Error::InvalidConfig("RoPE needs an even head_dim"));
@@ -171,7 +173,12 @@ impl ModelConfig {
 impl RunConfig {
     /// Dense attention and dense feed-forward.
     pub const fn dense(seq_len: usize, chunk: usize) -> Self {
-        RunConfig { seq_len, chunk, k_attn: None, k_ff: None }
+        RunConfig {
+            seq_len,
+            chunk,
+            k_attn: None,
+            k_ff: None,
+        }
     }
 
     /// Checks the run against the model: lengths, chunk and k values.
@@ -180,7 +187,10 @@ impl RunConfig {
             return Err(Error::InvalidConfig("seq_len must be at least 1"));
         }
         if self.seq_len > model.max_seq {
-            return Err(Error::SeqTooLong { len: self.seq_len, max: model.max_seq });
+            return Err(Error::SeqTooLong {
+                len: self.seq_len,
+                max: model.max_seq,
+            });
         }
         if self.chunk == 0 || self.chunk > MAX_DIM {
             return Err(Error::InvalidConfig("chunk must be in 1..=65536"));

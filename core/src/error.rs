@@ -41,11 +41,21 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Error::InvalidConfig(what) => write!(f, "invalid configuration: {what}"),
-            Error::ShapeMismatch { what, expected, found } => {
-                write!(f, "shape mismatch in {what}: expected {expected} elements, found {found}")
+            Error::ShapeMismatch {
+                what,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "shape mismatch in {what}: expected {expected} elements, found {found}"
+                )
             }
             Error::SeqTooLong { len, max } => {
-                write!(f, "sequence of {len} tokens is longer than the maximum of {max}")
+                write!(
+                    f,
+                    "sequence of {len} tokens is longer than the maximum of {max}"
+                )
             }
             Error::ArenaTooSmall { needed, available } => write!(
                 f,

@@ -43,7 +43,9 @@ impl<'a> FfnScratch<'a> {
         k_ff: Option<usize>,
     ) -> Result<Self, Error> {
         let _ = (d_ff, chunk, k_ff);
-        Ok(FfnScratch { _bufs: arena.take(0)? })
+        Ok(FfnScratch {
+            _bufs: arena.take(0)?,
+        })
     }
 }
 

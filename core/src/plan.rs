@@ -23,7 +23,10 @@ pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Erro
         return Err(e);
     }
     let n = run.seq_len;
-    Ok(Plan { peak_bytes: 0, vanilla_scores_bytes: model.n_heads * n * n * 4 })
+    Ok(Plan {
+        peak_bytes: 0,
+        vanilla_scores_bytes: model.n_heads * n * n * 4,
+    })
 }
 
 /// The plan, for `const` items: fails compilation when the configuration is invalid.

@@ -49,7 +49,9 @@ pub struct Matrix<'a> {
 impl<'a> Matrix<'a> {
     /// Checks that the storage holds exactly `rows * cols` values (and `rows` scales).
     pub fn new(rows: usize, cols: usize, w: Weights<'a>) -> Result<Self, Error> {
-        let n = rows.checked_mul(cols).ok_or(Error::InvalidConfig("matrix too large"))?;
+        let n = rows
+            .checked_mul(cols)
+            .ok_or(Error::InvalidConfig("matrix too large"))?;
         let (len, what) = match w {
             Weights::F32(d) => (d.len(), "f32 matrix"),
             Weights::F16(d) => (d.len(), "f16 matrix"),
@@ -65,7 +67,11 @@ impl<'a> Matrix<'a> {
             }
         };
         if len != n {
-            return Err(Error::ShapeMismatch { what, expected: n, found: len });
+            return Err(Error::ShapeMismatch {
+                what,
+                expected: n,
+                found: len,
+            });
         }
         Ok(Matrix { rows, cols, w })
     }
