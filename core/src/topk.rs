@@ -40,6 +40,15 @@ impl<'a> TopK<'a> {
         }
     }
 
+    /// Resumes a selection over slots that a previous selector left with `len` pairs (see
+    /// [`TopK::len`]), so that many selections can live in one arena buffer without a struct
+    /// each. `len` is clamped to the capacity.
+    pub fn resume(scores: &'a mut [f32], idx: &'a mut [u16], len: usize, rank: Rank) -> Self {
+        let mut t = TopK::new(scores, idx, rank);
+        t.len = len.min(t.capacity());
+        t
+    }
+
     /// Capacity in slots.
     pub fn capacity(&self) -> usize {
         self.scores.len()
