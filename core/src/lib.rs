@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod math;
 pub mod model;
 pub mod plan;
+pub mod topk;
 
 pub use arena::{Arena, ArenaStorage};
 pub use config::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
