@@ -164,7 +164,7 @@ fn range(what: &'static str, offset: u64, len: u64, size: usize) -> Result<Range
 }
 
 fn aligned(what: &'static str, offset: usize, align: usize) -> Result<(), Error> {
-    if offset % align != 0 {
+    if !offset.is_multiple_of(align) {
         return Err(Error::Misaligned { what, align });
     }
     Ok(())
@@ -1054,7 +1054,7 @@ impl<'a> PackedModel<'a> {
 
     /// Parses and validates `bytes` (16-byte aligned) with `options`.
     pub fn parse_with(bytes: &'a [u8], options: ParseOptions) -> Result<Self, Error> {
-        if (bytes.as_ptr() as usize) % ALIGN != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(Error::Misaligned {
                 what: "model buffer",
                 align: ALIGN,
@@ -1083,9 +1083,7 @@ impl<'a> PackedModel<'a> {
         let config = FileConfig::decode(section("config section", header.config)?)?;
         let tokenizer = TokenizerView::parse(section("tokenizer section", header.tokenizer)?)?;
         let n_tensors = sat(header.tensors.len);
-        let table_len = (n_tensors as u64)
-            .checked_mul(TENSOR_ENTRY_BYTES as u64)
-            .unwrap_or(u64::MAX);
+        let table_len = (n_tensors as u64).saturating_mul(TENSOR_ENTRY_BYTES as u64);
         let table = section(
             "tensor table",
             Section {
