@@ -71,7 +71,7 @@
 //! | `l{i}.o.w`, `.b`    | `D x Q`, `D`   | attention output projection                       |
 //! | `l{i}.attn_norm.w`, `.b` | `D`  | BERT: after attention (post-norm); Llama: before it    |
 //! | `l{i}.ffn.up.w`, `.b` | `F x D`, `F` | FFN input projection (the memory's "keys")        |
-//! | `l{i}.ffn.gate.w`, `.b` | `F x D`, `F` | gate of a gated FFN (SwiGLU)                    |
+//! | `l{i}.ffn.gate.w`   | `F x D`   | gate of a gated FFN (SwiGLU)                           |
 //! | `l{i}.ffn.down_t.w` | `F x D`   | down projection **transposed**: row `j` is the "value" added with weight `h_j` |
 //! | `l{i}.ffn.down.b`   | `D`       | bias of the down projection                            |
 //! | `l{i}.ffn_norm.w`, `.b` | `D`   | BERT: after the FFN; Llama: before it                  |
@@ -92,7 +92,9 @@ use core::ops::Range;
 
 use crate::Error;
 use crate::config::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind};
+use crate::ffn::FfnWeights;
 use crate::kernels::{DType, Matrix, Weights};
+use crate::model::{LayerWeights, NormWeights};
 use half::f16;
 
 /// The first 8 bytes of every packed model file.
@@ -1268,7 +1270,6 @@ impl<'a> PackedModel<'a> {
             self.expect(l("ffn.up.b"), &[f], bert)?;
             if c.ffn == FfnKind::Gated {
                 self.expect(l("ffn.gate.w"), &[f, d], true)?;
-                self.expect(l("ffn.gate.b"), &[f], false)?;
             }
             self.expect(l("ffn.down_t.w"), &[f, d], true)?;
             self.expect(l("ffn.down.b"), &[d], bert)?;
@@ -1371,6 +1372,48 @@ impl<'a> PackedModel<'a> {
             None => Ok(None),
             Some(_) => self.vector(name).map(Some),
         }
+    }
+
+    fn norm(&self, gain: TensorName, bias: TensorName) -> Result<NormWeights<'a>, Error> {
+        Ok(NormWeights { gain: self.vector(gain)?, bias: self.optional_vector(bias)? })
+    }
+
+    /// The weights of block `layer` (0-based), as zero-copy views for [`crate::Model::new`].
+    pub fn layer_weights(&self, layer: usize) -> Result<LayerWeights<'a>, Error> {
+        let l = |name| TensorName::layer(layer, name);
+        let c = self.config();
+        let gate = match c.ffn {
+            FfnKind::Gated => Some(self.matrix(l("ffn.gate.w"))?),
+            FfnKind::Plain => None,
+        };
+        Ok(LayerWeights {
+            q: self.matrix(l("q.w"))?,
+            q_bias: self.optional_vector(l("q.b"))?,
+            k: self.matrix(l("k.w"))?,
+            k_bias: self.optional_vector(l("k.b"))?,
+            v: self.matrix(l("v.w"))?,
+            v_bias: self.optional_vector(l("v.b"))?,
+            o: self.matrix(l("o.w"))?,
+            o_bias: self.optional_vector(l("o.b"))?,
+            attn_norm: self.norm(l("attn_norm.w"), l("attn_norm.b"))?,
+            ffn: FfnWeights {
+                up: self.matrix(l("ffn.up.w"))?,
+                up_bias: self.optional_vector(l("ffn.up.b"))?,
+                gate,
+                down_t: self.matrix(l("ffn.down_t.w"))?,
+                down_bias: self.optional_vector(l("ffn.down.b"))?,
+                act: c.act,
+            },
+            ffn_norm: self.norm(l("ffn_norm.w"), l("ffn_norm.b"))?,
+        })
+    }
+
+    /// The norm after the last block (pre-norm models), `None` when the file has none.
+    pub fn final_norm(&self) -> Result<Option<NormWeights<'a>>, Error> {
+        if self.lookup(TensorName::global("final_norm.w")).is_none() {
+            return Ok(None);
+        }
+        self.norm(TensorName::global("final_norm.w"), TensorName::global("final_norm.b")).map(Some)
     }
 
     /// Number of tensors.
