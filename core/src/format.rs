@@ -1375,7 +1375,10 @@ impl<'a> PackedModel<'a> {
     }
 
     fn norm(&self, gain: TensorName, bias: TensorName) -> Result<NormWeights<'a>, Error> {
-        Ok(NormWeights { gain: self.vector(gain)?, bias: self.optional_vector(bias)? })
+        Ok(NormWeights {
+            gain: self.vector(gain)?,
+            bias: self.optional_vector(bias)?,
+        })
     }
 
     /// The weights of block `layer` (0-based), as zero-copy views for [`crate::Model::new`].
@@ -1413,7 +1416,11 @@ impl<'a> PackedModel<'a> {
         if self.lookup(TensorName::global("final_norm.w")).is_none() {
             return Ok(None);
         }
-        self.norm(TensorName::global("final_norm.w"), TensorName::global("final_norm.b")).map(Some)
+        self.norm(
+            TensorName::global("final_norm.w"),
+            TensorName::global("final_norm.b"),
+        )
+        .map(Some)
     }
 
     /// Number of tensors.

@@ -151,7 +151,7 @@ pub fn rust_constants(
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "/// Arena bytes to provide, e.g. `static mut ARENA: topkit::ArenaStorage<PEAK_BYTES>`."
+        "/// Arena bytes to provide (e.g. `topkit::ArenaStorage<PEAK_BYTES>`)."
     );
     let _ = writeln!(s, "pub const PEAK_BYTES: usize = PLAN.peak_bytes;");
     let _ = writeln!(s);

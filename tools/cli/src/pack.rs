@@ -165,8 +165,12 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
     drop(tensors);
     // Self-check: the core must accept what we wrote, CRC and required tensors included.
     let aligned = AlignedBytes::new(file);
-    let parsed = PackedModel::parse(aligned.as_slice())
-        .map_err(|e| anyhow!("{}: the weights do not match config.json: {e}", args.src.display()))?;
+    let parsed = PackedModel::parse(aligned.as_slice()).map_err(|e| {
+        anyhow!(
+            "{}: the weights do not match config.json: {e}",
+            args.src.display()
+        )
+    })?;
     std::fs::write(&args.output, aligned.as_slice())
         .with_context(|| format!("cannot write {}", args.output.display()))?;
 

@@ -10,14 +10,19 @@ use std::path::{Path, PathBuf};
 use common::*;
 use topkit::Error;
 use topkit::format::{
-    self, CRC_OFFSET, FileConfig, Header, PackedModel, Pooling, TENSOR_ENTRY_BYTES, TensorEntry, TensorName,
+    self, CRC_OFFSET, FileConfig, Header, PackedModel, Pooling, TENSOR_ENTRY_BYTES, TensorEntry,
+    TensorName,
 };
 use topkit_cli::writer::{self, AlignedBytes, Tensor, TensorData, Tokenizer};
 
 /// A valid packed tiny BERT (int8, so there are scales too).
 fn valid() -> Vec<u8> {
     let tmp = tiny_dir();
-    let out = pack(&tmp.path().join("model"), &tmp.path().join("m.tkm"), &["--dtype", "int8"]);
+    let out = pack(
+        &tmp.path().join("model"),
+        &tmp.path().join("m.tkm"),
+        &["--dtype", "int8"],
+    );
     std::fs::read(out).unwrap()
 }
 
@@ -46,12 +51,23 @@ fn expect(dir: &Path, name: &str, bytes: &[u8], want: Error, message: &str) {
     assert_eq!(parse(bytes), Err(want), "{name}");
     let path = dir.join(format!("{name}.tkm"));
     std::fs::write(&path, bytes).unwrap();
-    for args in [vec!["inspect", s(&path)], vec!["budget", s(&path), "--seq", "4"]] {
+    for args in [
+        vec!["inspect", s(&path)],
+        vec!["budget", s(&path), "--seq", "4"],
+    ] {
         let o = topkit(&args);
         assert_eq!(o.code, 2, "{name}: {args:?}: {}{}", o.stdout, o.stderr);
         assert!(o.stderr.starts_with("error: "), "{name}: {}", o.stderr);
-        assert!(o.stderr.contains(message), "{name}: {message:?} not in {:?}", o.stderr);
-        assert!(o.stderr.contains(&format!("{name}.tkm")), "{name}: the message names the file: {}", o.stderr);
+        assert!(
+            o.stderr.contains(message),
+            "{name}: {message:?} not in {:?}",
+            o.stderr
+        );
+        assert!(
+            o.stderr.contains(&format!("{name}.tkm")),
+            "{name}: the message names the file: {}",
+            o.stderr
+        );
     }
 }
 
@@ -101,19 +117,46 @@ fn header_corpus() {
     let b = valid();
     let len = b.len();
 
-    expect(&dir, "empty", &[], Error::Truncated { needed: 128, found: 0 }, "truncated file: needs 128 bytes, has 0");
-    expect(&dir, "truncated_header", &b[..60], Error::Truncated { needed: 128, found: 60 }, "truncated file");
+    expect(
+        &dir,
+        "empty",
+        &[],
+        Error::Truncated {
+            needed: 128,
+            found: 0,
+        },
+        "truncated file: needs 128 bytes, has 0",
+    );
+    expect(
+        &dir,
+        "truncated_header",
+        &b[..60],
+        Error::Truncated {
+            needed: 128,
+            found: 60,
+        },
+        "truncated file",
+    );
     expect(
         &dir,
         "truncated_half",
         &b[..len / 2],
-        Error::Truncated { needed: len, found: len / 2 },
+        Error::Truncated {
+            needed: len,
+            found: len / 2,
+        },
         &format!("truncated file: needs {len} bytes, has {} bytes", len / 2),
     );
 
     let mut m = b.clone();
     m[..8].copy_from_slice(b"GGUF\0\0\0\0");
-    expect(&dir, "wrong_magic", &m, Error::BadMagic, "not a topkit model file");
+    expect(
+        &dir,
+        "wrong_magic",
+        &m,
+        Error::BadMagic,
+        "not a topkit model file",
+    );
 
     let mut m = b.clone();
     set_u32(&mut m, 8, 2);
@@ -121,7 +164,10 @@ fn header_corpus() {
         &dir,
         "wrong_version",
         &m,
-        Error::UnsupportedVersion { found: 2, supported: 1 },
+        Error::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+        },
         "unsupported format version 2 (this build reads version 1)",
     );
 
@@ -141,7 +187,9 @@ fn header_corpus() {
     );
     // The CRC can be skipped for speed; the change is then invisible to the parser.
     let a = AlignedBytes::new(m);
-    assert!(PackedModel::parse_with(a.as_slice(), format::ParseOptions { verify_crc: false }).is_ok());
+    assert!(
+        PackedModel::parse_with(a.as_slice(), format::ParseOptions { verify_crc: false }).is_ok()
+    );
     let o = topkit(&["inspect", s(&dir.join("crc_mismatch.tkm")), "--no-verify"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
 
@@ -154,28 +202,60 @@ fn header_corpus() {
         &dir,
         "section_out_of_bounds",
         &m,
-        Error::OutOfBounds { what: "tensor names", offset: len, len: names_len as usize, size: len },
-        &format!("tensor names out of bounds: {names_len} bytes at offset {len}, only {len} bytes available"),
+        Error::OutOfBounds {
+            what: "tensor names",
+            offset: len,
+            len: names_len as usize,
+            size: len,
+        },
+        &format!(
+            "tensor names out of bounds: {names_len} bytes at offset {len}, only {len} bytes available"
+        ),
     );
 
     // A section offset that overflows when the length is added.
     let mut m = b.clone();
     m[96..104].copy_from_slice(&(u64::MAX - 8).to_le_bytes());
     writer::reseal(&mut m);
-    assert!(matches!(parse(&m), Err(Error::OutOfBounds { what: "tensor data section", .. })));
+    assert!(matches!(
+        parse(&m),
+        Err(Error::OutOfBounds {
+            what: "tensor data section",
+            ..
+        })
+    ));
 
     let mut m = b.clone();
     set_u32(&mut m, 28, 1);
-    expect(&dir, "reserved_flags", &m, Error::Malformed("reserved header fields are not zero"), "malformed file");
+    expect(
+        &dir,
+        "reserved_flags",
+        &m,
+        Error::Malformed("reserved header fields are not zero"),
+        "malformed file",
+    );
 
     // Config: an enum code that does not exist, and an invalid dimension.
     let cfg_at = header(&b).config.offset as usize;
     let mut m = b.clone();
     set_u32(&mut m, cfg_at, 7);
-    expect(&dir, "unknown_arch", &m, Error::UnknownCode { what: "arch", code: 7 }, "unknown arch code 7");
+    expect(
+        &dir,
+        "unknown_arch",
+        &m,
+        Error::UnknownCode {
+            what: "arch",
+            code: 7,
+        },
+        "unknown arch code 7",
+    );
     let mut m = b.clone();
     set_u32(&mut m, cfg_at + 4 * 4, 3); // n_heads 3 does not divide d_model 8
-    assert!(matches!(parse(&m), Err(Error::InvalidConfig(_))), "{:?}", parse(&m));
+    assert!(
+        matches!(parse(&m), Err(Error::InvalidConfig(_))),
+        "{:?}",
+        parse(&m)
+    );
 
     // Tokenizer: bytes that are not UTF-8 in a token string.
     let mut m = b.clone();
@@ -200,23 +280,59 @@ fn tensor_table_corpus() {
 
     let (i, e) = entry(&b, "l0.q.w");
     let mut m = b.clone();
-    set_entry(&mut m, i, &TensorEntry { data_offset: len as u64 + 16, ..e });
+    set_entry(
+        &mut m,
+        i,
+        &TensorEntry {
+            data_offset: len as u64 + 16,
+            ..e
+        },
+    );
     expect(
         &dir,
         "tensor_offset_out_of_bounds",
         &m,
-        Error::BadTensorEntry { index: i, problem: "bytes outside the file" },
+        Error::BadTensorEntry {
+            index: i,
+            problem: "bytes outside the file",
+        },
         &format!("tensor table entry {i}: bytes outside the file (tensor \"l0.q.w\")"),
     );
 
     // Data inside the file but in the header: outside the data section.
     let mut m = b.clone();
-    set_entry(&mut m, i, &TensorEntry { data_offset: 0, ..e });
-    assert_eq!(parse(&m), Err(Error::BadTensorEntry { index: i, problem: "bytes outside the data section" }));
+    set_entry(
+        &mut m,
+        i,
+        &TensorEntry {
+            data_offset: 0,
+            ..e
+        },
+    );
+    assert_eq!(
+        parse(&m),
+        Err(Error::BadTensorEntry {
+            index: i,
+            problem: "bytes outside the data section"
+        })
+    );
 
     let mut m = b.clone();
-    set_entry(&mut m, i, &TensorEntry { data_offset: e.data_offset + 4, ..e });
-    assert_eq!(parse(&m), Err(Error::BadTensorEntry { index: i, problem: "bytes not aligned to 16" }));
+    set_entry(
+        &mut m,
+        i,
+        &TensorEntry {
+            data_offset: e.data_offset + 4,
+            ..e
+        },
+    );
+    assert_eq!(
+        parse(&m),
+        Err(Error::BadTensorEntry {
+            index: i,
+            problem: "bytes not aligned to 16"
+        })
+    );
 
     // Shape one row larger than the bytes stored.
     let mut m = b.clone();
@@ -228,40 +344,116 @@ fn tensor_table_corpus() {
         &dir,
         "shape_length_mismatch",
         &m,
-        Error::TensorSize { index: i, what: "data", expected: rows * cols, found: e.data_len as usize },
-        &format!("data length is {} bytes, shape and dtype need {}", e.data_len, rows * cols),
+        Error::TensorSize {
+            index: i,
+            what: "data",
+            expected: rows * cols,
+            found: e.data_len as usize,
+        },
+        &format!(
+            "data length is {} bytes, shape and dtype need {}",
+            e.data_len,
+            rows * cols
+        ),
     );
 
     // Right data, wrong number of scales.
     let mut m = b.clone();
-    set_entry(&mut m, i, &TensorEntry { scales_len: e.scales_len - 4, ..e });
+    set_entry(
+        &mut m,
+        i,
+        &TensorEntry {
+            scales_len: e.scales_len - 4,
+            ..e
+        },
+    );
     assert_eq!(
         parse(&m),
-        Err(Error::TensorSize { index: i, what: "scales", expected: e.scales_len as usize, found: e.scales_len as usize - 4 })
+        Err(Error::TensorSize {
+            index: i,
+            what: "scales",
+            expected: e.scales_len as usize,
+            found: e.scales_len as usize - 4
+        })
     );
 
     let mut m = b.clone();
     set_entry(&mut m, i, &TensorEntry { dtype: 9, ..e });
-    expect(&dir, "unknown_dtype", &m, Error::UnknownCode { what: "tensor dtype", code: 9 }, "unknown tensor dtype code 9");
+    expect(
+        &dir,
+        "unknown_dtype",
+        &m,
+        Error::UnknownCode {
+            what: "tensor dtype",
+            code: 9,
+        },
+        "unknown tensor dtype code 9",
+    );
 
     let mut m = b.clone();
-    set_entry(&mut m, i, &TensorEntry { dtype: format::DTYPE_I4_GROUPED, ..e });
-    expect(&dir, "int4_not_yet", &m, Error::Unsupported("int4 grouped tensors"), "not supported yet: int4 grouped tensors");
+    set_entry(
+        &mut m,
+        i,
+        &TensorEntry {
+            dtype: format::DTYPE_I4_GROUPED,
+            ..e
+        },
+    );
+    expect(
+        &dir,
+        "int4_not_yet",
+        &m,
+        Error::Unsupported("int4 grouped tensors"),
+        "not supported yet: int4 grouped tensors",
+    );
 
     let mut m = b.clone();
     set_entry(&mut m, i, &TensorEntry { rank: 5, ..e });
-    assert_eq!(parse(&m), Err(Error::BadTensorEntry { index: i, problem: "rank must be 1..=4" }));
+    assert_eq!(
+        parse(&m),
+        Err(Error::BadTensorEntry {
+            index: i,
+            problem: "rank must be 1..=4"
+        })
+    );
 
     let mut m = b.clone();
-    set_entry(&mut m, i, &TensorEntry { name_len: 10_000, ..e });
-    assert_eq!(parse(&m), Err(Error::BadTensorEntry { index: i, problem: "name outside the names section" }));
+    set_entry(
+        &mut m,
+        i,
+        &TensorEntry {
+            name_len: 10_000,
+            ..e
+        },
+    );
+    assert_eq!(
+        parse(&m),
+        Err(Error::BadTensorEntry {
+            index: i,
+            problem: "name outside the names section"
+        })
+    );
 
     // Two entries with the same name.
     let (j, e2) = entry(&b, "l0.q.b");
     let mut m = b.clone();
-    set_entry(&mut m, j, &TensorEntry { name_offset: e.name_offset, name_len: e.name_len, ..e2 });
+    set_entry(
+        &mut m,
+        j,
+        &TensorEntry {
+            name_offset: e.name_offset,
+            name_len: e.name_len,
+            ..e2
+        },
+    );
     assert!(
-        matches!(parse(&m), Err(Error::BadTensorEntry { problem: "names not sorted or not unique", .. })),
+        matches!(
+            parse(&m),
+            Err(Error::BadTensorEntry {
+                problem: "names not sorted or not unique",
+                ..
+            })
+        ),
         "{:?}",
         parse(&m)
     );
@@ -280,20 +472,34 @@ fn tiny_file(drop: &str, reshape: Option<(&str, Vec<usize>)>) -> Vec<u8> {
                 Some((n, s)) if *n == t.name => s.clone(),
                 _ => t.shape().to_vec(),
             };
-            Tensor { name: t.name.to_string(), shape, data: TensorData::F32(values) }
+            Tensor {
+                name: t.name.to_string(),
+                shape,
+                data: TensorData::F32(values),
+            }
         })
         .collect();
     let mut tok = Tokenizer::none();
     tok.kind = m.tokenizer().kind();
-    tok.tokens = (0..m.tokenizer().vocab().len() as u32).map(|i| m.tokenizer().vocab().token(i).unwrap().into()).collect();
-    let cfg = FileConfig { model: *m.config(), pooling: Pooling::Mean, normalize: true };
+    tok.tokens = (0..m.tokenizer().vocab().len() as u32)
+        .map(|i| m.tokenizer().vocab().token(i).unwrap().into())
+        .collect();
+    let cfg = FileConfig {
+        model: *m.config(),
+        pooling: Pooling::Mean,
+        normalize: true,
+    };
     writer::write_file(&cfg, &tok, &tensors).unwrap()
 }
 
 #[test]
 fn model_level_corpus() {
     let (_keep, dir) = corpus_dir();
-    assert_eq!(parse(&tiny_file("", None)), Ok(()), "the rebuilt file is valid");
+    assert_eq!(
+        parse(&tiny_file("", None)),
+        Ok(()),
+        "the rebuilt file is valid"
+    );
     expect(
         &dir,
         "missing_tensor",
@@ -313,7 +519,12 @@ fn model_level_corpus() {
         &dir,
         "wrong_tensor_shape",
         &tiny_file("", Some(("l0.ffn.down_t.w", vec![D, FF]))),
-        Error::TensorShape { tensor: TensorName::layer(0, "ffn.down_t.w"), what: "rows", expected: FF, found: D },
+        Error::TensorShape {
+            tensor: TensorName::layer(0, "ffn.down_t.w"),
+            what: "rows",
+            expected: FF,
+            found: D,
+        },
         "tensor l0.ffn.down_t.w: rows is 8, the configuration needs 16",
     );
 }
@@ -326,10 +537,17 @@ fn misaligned_buffer_is_refused() {
     v[start..start + b.len()].copy_from_slice(&b);
     assert_eq!(
         PackedModel::parse(&v[start..start + b.len()]).err(),
-        Some(Error::Misaligned { what: "model buffer", align: 16 })
+        Some(Error::Misaligned {
+            what: "model buffer",
+            align: 16
+        })
     );
     assert_eq!(
-        Error::Misaligned { what: "model buffer", align: 16 }.to_string(),
+        Error::Misaligned {
+            what: "model buffer",
+            align: 16
+        }
+        .to_string(),
         "model buffer is not aligned to 16 bytes"
     );
 }
@@ -342,7 +560,10 @@ fn no_truncation_or_byte_flip_panics() {
     let a = AlignedBytes::new(b.clone());
     let full = a.as_slice();
     for n in 0..b.len() {
-        assert!(PackedModel::parse(&full[..n]).is_err(), "truncated to {n} bytes must fail");
+        assert!(
+            PackedModel::parse(&full[..n]).is_err(),
+            "truncated to {n} bytes must fail"
+        );
     }
     let data_at = header(&b).data.offset as usize;
     let mut m = b.clone();
@@ -375,8 +596,16 @@ fn bad_model_directories() {
     write_hf_dir(&gpt, "gpt2", &tiny_tensors());
     let o = topkit(&["pack", s(&gpt), "-o", s(&out)]);
     assert_eq!(o.code, 2);
-    assert!(o.stderr.contains("unsupported model_type \"gpt2\""), "{}", o.stderr);
-    assert!(o.stderr.contains("supported model types are bert"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("unsupported model_type \"gpt2\""),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("supported model types are bert"),
+        "{}",
+        o.stderr
+    );
 
     let holes = tmp.path().join("holes");
     let mut t = tiny_tensors();
@@ -385,7 +614,9 @@ fn bad_model_directories() {
     let o = topkit(&["pack", s(&holes), "-o", s(&out)]);
     assert_eq!(o.code, 2);
     assert!(
-        o.stderr.contains("missing tensor \"encoder.layer.1.attention.self.key.weight\" (topkit name l1.k.w)"),
+        o.stderr.contains(
+            "missing tensor \"encoder.layer.1.attention.self.key.weight\" (topkit name l1.k.w)"
+        ),
         "{}",
         o.stderr
     );
@@ -393,19 +624,38 @@ fn bad_model_directories() {
     // A weight whose shape disagrees with config.json.
     let bent = tmp.path().join("bent");
     let mut t = tiny_tensors();
-    t.insert("encoder.layer.0.intermediate.dense.weight".into(), (vec![FF - 1, D], vec![0.5; (FF - 1) * D]));
+    t.insert(
+        "encoder.layer.0.intermediate.dense.weight".into(),
+        (vec![FF - 1, D], vec![0.5; (FF - 1) * D]),
+    );
     write_hf_dir(&bent, "bert", &t);
     let o = topkit(&["pack", s(&bent), "-o", s(&out)]);
     assert_eq!(o.code, 2);
-    assert!(o.stderr.contains("tensor l0.ffn.up.w: rows is 15, the configuration needs 16"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("tensor l0.ffn.up.w: rows is 15, the configuration needs 16"),
+        "{}",
+        o.stderr
+    );
 
     let o = topkit(&["pack", s(&tmp.path().join("nowhere")), "-o", s(&out)]);
     assert_eq!(o.code, 2);
     assert!(o.stderr.contains("has no config.json"), "{}", o.stderr);
 
-    let o = topkit(&["pack", s(&tiny_dir().path().join("model")), "-o", s(&out), "--max-seq", "17"]);
+    let o = topkit(&[
+        "pack",
+        s(&tiny_dir().path().join("model")),
+        "-o",
+        s(&out),
+        "--max-seq",
+        "17",
+    ]);
     assert_eq!(o.code, 2);
-    assert!(o.stderr.contains("--max-seq 17 must be in 1..=16"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("--max-seq 17 must be in 1..=16"),
+        "{}",
+        o.stderr
+    );
 
     let o = topkit(&["inspect", s(&tmp.path().join("missing.tkm"))]);
     assert_eq!(o.code, 2);

@@ -6,19 +6,26 @@ mod common;
 
 use common::*;
 use topkit::format::{PackedModel, Pooling, Special, TokenizerKind};
-use topkit::kernels::Weights;
 use topkit::{Activation, Arch, FfnKind, Norm, PosKind};
 
 const MAX_SEQ: usize = 12;
 
 fn check_weights(dtype: &str) {
     let tmp = tiny_dir();
-    let out = pack(&tmp.path().join("model"), &tmp.path().join("m.tkm"), &["--dtype", dtype, "--max-seq", "12"]);
+    let out = pack(
+        &tmp.path().join("model"),
+        &tmp.path().join("m.tkm"),
+        &["--dtype", dtype, "--max-seq", "12"],
+    );
     let bytes = read(&out);
     let m = PackedModel::parse(bytes.as_slice()).unwrap();
     let tensors = tiny_tensors();
     let names = bert_names(LAYERS);
-    assert_eq!(m.tensor_count(), names.len(), "exactly the mapped tensors, no pooler");
+    assert_eq!(
+        m.tensor_count(),
+        names.len(),
+        "exactly the mapped tensors, no pooler"
+    );
     for (hf, ours, transposed) in names {
         let (shape, mut want) = tensors[&hf].clone();
         let mut want_shape = shape.clone();
@@ -30,42 +37,7 @@ fn check_weights(dtype: &str) {
             want.truncate(MAX_SEQ * D);
             want_shape[0] = MAX_SEQ;
         }
-        let t = m.find(&ours).unwrap_or_else(|| panic!("{ours} missing"));
-        assert_eq!(t.shape(), want_shape.as_slice(), "{ours}");
-        match t.view().unwrap() {
-            topkit::format::TensorView::Vector(v) => {
-                // Vectors are always f32: exact.
-                assert_eq!(v, want.as_slice(), "{ours}");
-            }
-            topkit::format::TensorView::Matrix(mat) => {
-                assert_eq!((mat.rows(), mat.cols()), (want_shape[0], want_shape[1]));
-                let cols = mat.cols();
-                match (dtype, mat.weights()) {
-                    ("f32", Weights::F32(w)) => assert_eq!(w, want.as_slice(), "{ours}: f32 must be exact"),
-                    ("f16", Weights::F16(w)) => {
-                        for (i, (&x, y)) in want.iter().zip(w).enumerate() {
-                            // Round to nearest: half an f16 ulp, 2^-11 relative (normal range),
-                            // 2^-25 absolute below 2^-14.
-                            let bound = (x.abs() * 2f32.powi(-11)).max(2f32.powi(-25));
-                            assert!((x - y.to_f32()).abs() <= bound, "{ours}[{i}]: {x} vs {y}");
-                        }
-                    }
-                    ("int8", Weights::I8 { q, scales }) => {
-                        for (r, row) in want.chunks(cols).enumerate() {
-                            let max = row.iter().fold(0f32, |a, &x| a.max(x.abs()));
-                            assert_eq!(scales[r], max / 127.0, "{ours} row {r}: scale = max|row| / 127");
-                            for (c, &x) in row.iter().enumerate() {
-                                let y = f32::from(q[r * cols + c]) * scales[r];
-                                // Half a quantization step, plus f32 rounding (1e-6 of the row max).
-                                let bound = scales[r] / 2.0 + 1e-6 * max;
-                                assert!((x - y).abs() <= bound, "{ours}[{r},{c}]: {x} vs {y}, bound {bound}");
-                            }
-                        }
-                    }
-                    (d, w) => panic!("{ours}: asked for {d}, stored {w:?}"),
-                }
-            }
-        }
+        check_tensor(&m, &ours, &want, &want_shape, dtype);
     }
     // The engine accepts the views as they are.
     let layers: Vec<_> = (0..LAYERS).map(|i| m.layer_weights(i).unwrap()).collect();
@@ -95,9 +67,23 @@ fn config_tokenizer_and_pooling_survive() {
     let m = PackedModel::parse(bytes.as_slice()).unwrap();
     let c = m.config();
     assert_eq!(c.arch, Arch::Bert);
-    assert_eq!((c.vocab_size, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads), (VOCAB, D, LAYERS, HEADS, HEADS));
-    assert_eq!((c.head_dim, c.d_ff, c.max_seq, c.type_vocab_size), (D / HEADS, FF, MAX_POS, 2));
-    assert_eq!((c.norm, c.act, c.ffn, c.pos), (Norm::LayerNorm, Activation::GeluErf, FfnKind::Plain, PosKind::Learned));
+    assert_eq!(
+        (c.vocab_size, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads),
+        (VOCAB, D, LAYERS, HEADS, HEADS)
+    );
+    assert_eq!(
+        (c.head_dim, c.d_ff, c.max_seq, c.type_vocab_size),
+        (D / HEADS, FF, MAX_POS, 2)
+    );
+    assert_eq!(
+        (c.norm, c.act, c.ffn, c.pos),
+        (
+            Norm::LayerNorm,
+            Activation::GeluErf,
+            FfnKind::Plain,
+            PosKind::Learned
+        )
+    );
     assert_eq!(c.norm_eps, 1e-12);
     assert!(!c.causal && !c.tie_embeddings);
     assert_eq!(m.file_config().pooling, Pooling::Mean);
@@ -115,17 +101,30 @@ fn config_tokenizer_and_pooling_survive() {
     }
     assert_eq!(t.vocab().token(vocab.len() as u32), None);
     assert_eq!(t.vocab().find("nope"), None);
-    assert_eq!(t.vocab().find_concat("##", "b"), vocab.iter().position(|x| x == "##b").map(|i| i as u32));
+    assert_eq!(
+        t.vocab().find_concat("##", "b"),
+        vocab.iter().position(|x| x == "##b").map(|i| i as u32)
+    );
     let sp = |s| t.special(s);
-    assert_eq!((sp(Special::Pad), sp(Special::Unk), sp(Special::Cls)), (Some(0), Some(2), Some(3)));
-    assert_eq!((sp(Special::Sep), sp(Special::Mask), sp(Special::Bos)), (Some(4), Some(5), None));
+    assert_eq!(
+        (sp(Special::Pad), sp(Special::Unk), sp(Special::Cls)),
+        (Some(0), Some(2), Some(3))
+    );
+    assert_eq!(
+        (sp(Special::Sep), sp(Special::Mask), sp(Special::Bos)),
+        (Some(4), Some(5), None)
+    );
     assert_eq!(t.n_merges(), 0);
 }
 
 #[test]
 fn inspect_reports_the_file() {
     let tmp = tiny_dir();
-    let out = pack(&tmp.path().join("model"), &tmp.path().join("m.tkm"), &["--dtype", "int8"]);
+    let out = pack(
+        &tmp.path().join("model"),
+        &tmp.path().join("m.tkm"),
+        &["--dtype", "int8"],
+    );
     let bytes = read(&out);
     let m = PackedModel::parse(bytes.as_slice()).unwrap();
 
@@ -139,18 +138,41 @@ fn inspect_reports_the_file() {
     assert_eq!(j["config"]["d_model"], D);
     assert_eq!(j["tokenizer"]["tokens"], VOCAB);
     assert_eq!(j["tokenizer"]["specials"]["cls"]["token"], "[CLS]");
-    let total: u64 = j["tensors"].as_array().unwrap().iter().map(|t| t["bytes"].as_u64().unwrap()).sum();
+    let total: u64 = j["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["bytes"].as_u64().unwrap())
+        .sum();
     let by = &j["bytes_by_dtype"];
-    assert_eq!(by["int8"]["bytes"].as_u64().unwrap() + by["f32"]["bytes"].as_u64().unwrap(), total);
-    let q = j["tensors"].as_array().unwrap().iter().find(|t| t["name"] == "l1.ffn.down_t.w").unwrap();
+    assert_eq!(
+        by["int8"]["bytes"].as_u64().unwrap() + by["f32"]["bytes"].as_u64().unwrap(),
+        total
+    );
+    let q = j["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "l1.ffn.down_t.w")
+        .unwrap();
     assert_eq!(q["dtype"], "int8");
     assert_eq!(q["shape"], serde_json::json!([FF, D]));
     assert_eq!(q["bytes"], FF * D + 4 * FF);
 
     let o = topkit(&["inspect", s(&out)]);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    for needle in ["checksum  CRC-32", ": ok", "wordpiece: 40 tokens", "l0.q.w", "pooling Mean"] {
-        assert!(o.stdout.contains(needle), "{needle:?} not in:\n{}", o.stdout);
+    for needle in [
+        "checksum  CRC-32",
+        ": ok",
+        "wordpiece: 40 tokens",
+        "l0.q.w",
+        "pooling Mean",
+    ] {
+        assert!(
+            o.stdout.contains(needle),
+            "{needle:?} not in:\n{}",
+            o.stdout
+        );
     }
     let o = topkit(&["inspect", s(&out), "--no-verify"]);
     assert!(o.stdout.contains("not checked"), "{}", o.stdout);
@@ -159,7 +181,14 @@ fn inspect_reports_the_file() {
 #[test]
 fn pack_prints_errors_and_sizes() {
     let tmp = tiny_dir();
-    let o = topkit(&["pack", s(&tmp.path().join("model")), "-o", s(&tmp.path().join("m.tkm")), "--dtype", "int8"]);
+    let o = topkit(&[
+        "pack",
+        s(&tmp.path().join("model")),
+        "-o",
+        s(&tmp.path().join("m.tkm")),
+        "--dtype",
+        "int8",
+    ]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     // One line per tensor with its error, the skipped source tensors, and a summary.
     assert!(o.stdout.contains("l1.ffn.up.w"), "{}", o.stdout);
@@ -170,7 +199,11 @@ fn pack_prints_errors_and_sizes() {
     let sizes: Vec<u64> = ["f32", "f16", "int8"]
         .iter()
         .map(|d| {
-            let p = pack(&tmp.path().join("model"), &tmp.path().join(format!("{d}.tkm")), &["--dtype", d]);
+            let p = pack(
+                &tmp.path().join("model"),
+                &tmp.path().join(format!("{d}.tkm")),
+                &["--dtype", d],
+            );
             std::fs::metadata(p).unwrap().len()
         })
         .collect();
@@ -183,13 +216,24 @@ fn bert_prefixed_and_gamma_beta_checkpoints_pack() {
     let tmp = tempfile::tempdir().unwrap();
     let renamed = tiny_tensors()
         .into_iter()
-        .map(|(k, v)| (format!("bert.{}", k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")), v))
+        .map(|(k, v)| {
+            (
+                format!(
+                    "bert.{}",
+                    k.replace("LayerNorm.weight", "LayerNorm.gamma")
+                        .replace("LayerNorm.bias", "LayerNorm.beta")
+                ),
+                v,
+            )
+        })
         .collect();
     write_hf_dir(&tmp.path().join("model"), "bert", &renamed);
     let out = pack(&tmp.path().join("model"), &tmp.path().join("m.tkm"), &[]);
     let bytes = read(&out);
     let m = PackedModel::parse(bytes.as_slice()).unwrap();
     let want = &tiny_tensors()["encoder.layer.1.output.LayerNorm.bias"].1;
-    let got = m.vector(topkit::format::TensorName::layer(1, "ffn_norm.b")).unwrap();
+    let got = m
+        .vector(topkit::format::TensorName::layer(1, "ffn_norm.b"))
+        .unwrap();
     assert_eq!(got, want.as_slice());
 }
