@@ -225,8 +225,9 @@ impl Header {
         b
     }
 
-    /// Reads and checks the header: magic, version, sizes, reserved fields. `buf_len` is the
-    /// length of the whole buffer, bytes.
+    /// Reads and checks the header at the start of `buf` (the whole buffer): magic, version,
+    /// sizes (the file must fit in `buf`), reserved fields. Section bounds are checked by
+    /// [`PackedModel::parse`].
     pub fn decode(buf: &[u8]) -> Result<Header, Error> {
         let truncated = |needed: usize| Error::Truncated {
             needed,
@@ -1476,5 +1477,100 @@ pub const fn align_up(n: usize) -> Option<usize> {
     match n.checked_add(ALIGN - 1) {
         Some(v) => Some(v / ALIGN * ALIGN),
         None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_names() {
+        let mut buf = [0u8; MAX_NAME_BYTES];
+        assert_eq!(
+            TensorName::layer(12, "ffn.up.w").write(&mut buf),
+            Some("l12.ffn.up.w")
+        );
+        assert_eq!(
+            TensorName::global("tok_emb").write(&mut buf),
+            Some("tok_emb")
+        );
+        assert_eq!(TensorName::layer(0, "q.b").write(&mut buf), Some("l0.q.b"));
+        let long = TensorName::layer(1, core::str::from_utf8(&[b'x'; MAX_NAME_BYTES]).unwrap());
+        assert_eq!(long.write(&mut buf), None);
+    }
+
+    #[test]
+    fn llama_config_round_trips() {
+        let model = ModelConfig {
+            arch: Arch::Llama,
+            vocab_size: 49152,
+            d_model: 576,
+            n_layers: 30,
+            n_heads: 9,
+            n_kv_heads: 3,
+            head_dim: 64,
+            d_ff: 1536,
+            max_seq: 2048,
+            type_vocab_size: 0,
+            norm: Norm::RmsNorm,
+            norm_eps: 1e-5,
+            act: Activation::Silu,
+            ffn: FfnKind::Gated,
+            pos: PosKind::Rope,
+            rope_theta: 100000.0,
+            causal: true,
+            tie_embeddings: true,
+        };
+        let cfg = FileConfig {
+            model,
+            pooling: Pooling::None,
+            normalize: false,
+        };
+        assert_eq!(FileConfig::decode(&cfg.encode()), Ok(cfg));
+        let mut b = cfg.encode();
+        b[44..48].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
+        assert!(matches!(
+            FileConfig::decode(&b),
+            Err(Error::InvalidConfig(_))
+        ));
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let h = Header {
+            file_bytes: 4096,
+            crc: 0xDEAD_BEEF,
+            config: Section {
+                offset: 128,
+                len: 96,
+            },
+            tokenizer: Section {
+                offset: 224,
+                len: 64,
+            },
+            tensors: Section {
+                offset: 288,
+                len: 3,
+            },
+            names: Section {
+                offset: 512,
+                len: 20,
+            },
+            data: Section {
+                offset: 544,
+                len: 3552,
+            },
+        };
+        let mut buf = [0u8; 4096];
+        buf[..HEADER_BYTES].copy_from_slice(&h.encode());
+        assert_eq!(Header::decode(&buf), Ok(h));
+        assert_eq!(
+            Header::decode(&buf[..4095]),
+            Err(Error::Truncated {
+                needed: 4096,
+                found: 4095
+            })
+        );
     }
 }

@@ -237,3 +237,112 @@ fn bert_prefixed_and_gamma_beta_checkpoints_pack() {
         .unwrap();
     assert_eq!(got, want.as_slice());
 }
+
+/// The format already holds a Llama-family decoder (RoPE, RMSNorm, SwiGLU, GQA, tied
+/// embeddings, no biases) with a BPE tokenizer: written with the writer, parsed and viewed.
+#[test]
+fn llama_style_file_with_bpe_tokenizer() {
+    use topkit::format::{FileConfig, TensorName};
+    use topkit_cli::writer::{AlignedBytes, Tensor, TensorData, Tokenizer, write_file};
+    let model = topkit::ModelConfig {
+        arch: Arch::Llama,
+        vocab_size: 6,
+        d_model: 8,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 2,
+        d_ff: 12,
+        max_seq: 32,
+        type_vocab_size: 0,
+        norm: Norm::RmsNorm,
+        norm_eps: 1e-5,
+        act: Activation::Silu,
+        ffn: FfnKind::Gated,
+        pos: PosKind::Rope,
+        rope_theta: 10000.0,
+        causal: true,
+        tie_embeddings: true,
+    };
+    let (d, kv, f) = (8, 4, 12);
+    let mut rng = Lcg::new(3);
+    let mut t = |name: String, shape: Vec<usize>| {
+        let n = shape.iter().product();
+        Tensor {
+            name,
+            shape,
+            data: TensorData::F32((0..n).map(|_| rng.next()).collect()),
+        }
+    };
+    let mut tensors = vec![
+        t("tok_emb".into(), vec![6, d]),
+        t("final_norm.w".into(), vec![d]),
+    ];
+    for i in 0..2 {
+        for (n, shape) in [
+            ("q.w", vec![d, d]),
+            ("k.w", vec![kv, d]),
+            ("v.w", vec![kv, d]),
+            ("o.w", vec![d, d]),
+            ("attn_norm.w", vec![d]),
+            ("ffn.up.w", vec![f, d]),
+            ("ffn.gate.w", vec![f, d]),
+            ("ffn.down_t.w", vec![f, d]),
+            ("ffn_norm.w", vec![d]),
+        ] {
+            tensors.push(t(format!("l{i}.{n}"), shape));
+        }
+    }
+    let mut tok = Tokenizer::none();
+    tok.kind = TokenizerKind::Bpe;
+    tok.tokens = ["<s>", "</s>", "a", "b", "ab", "Ġab"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    tok.merges = vec![(2, 3)];
+    tok.specials[Special::Bos as usize] = Some(0);
+    tok.specials[Special::Eos as usize] = Some(1);
+    let cfg = FileConfig {
+        model,
+        pooling: Pooling::None,
+        normalize: false,
+    };
+    let bytes = AlignedBytes::new(write_file(&cfg, &tok, &tensors).unwrap());
+    let m = PackedModel::parse(bytes.as_slice()).unwrap();
+    assert_eq!(*m.config(), model);
+    let tk = m.tokenizer();
+    assert_eq!(
+        (tk.kind(), tk.n_merges(), tk.merge(0), tk.merge(1)),
+        (TokenizerKind::Bpe, 1, Some((2, 3)), None)
+    );
+    assert_eq!(tk.vocab().find("Ġab"), Some(5));
+    assert_eq!(
+        (
+            tk.special(Special::Bos),
+            tk.special(Special::Eos),
+            tk.special(Special::Cls)
+        ),
+        (Some(0), Some(1), None)
+    );
+    let layers: Vec<_> = (0..2).map(|i| m.layer_weights(i).unwrap()).collect();
+    assert!(layers[0].q_bias.is_none() && layers[0].ffn.gate.is_some());
+    let final_norm = m.final_norm().unwrap();
+    assert!(final_norm.is_some_and(|n| n.bias.is_none()));
+    topkit::Model::new(model, &layers, final_norm).unwrap();
+
+    // Untied, the output head becomes required.
+    let untied = FileConfig {
+        model: topkit::ModelConfig {
+            tie_embeddings: false,
+            ..model
+        },
+        ..cfg
+    };
+    let bytes = AlignedBytes::new(write_file(&untied, &tok, &tensors).unwrap());
+    assert_eq!(
+        PackedModel::parse(bytes.as_slice()).err(),
+        Some(topkit::Error::MissingTensor(TensorName::global(
+            "lm_head.w"
+        )))
+    );
+}
