@@ -250,7 +250,7 @@ pub fn forward<'a>(
     let d = c.d_model;
     let kv = c.kv_dim();
     let n = input.len() / d;
-    if n == 0 || input.len() % d != 0 {
+    if n == 0 || !input.len().is_multiple_of(d) {
         let rows = if n == 0 { 1 } else { n + 1 };
         return Err(Error::ShapeMismatch {
             what: "input hidden states",

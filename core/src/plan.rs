@@ -216,17 +216,6 @@ pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Erro
     // Pre-norm blocks normalise a copy of the residual stream; post-norm blocks read it as is.
     let pre_norm = matches!(model.arch, Arch::Llama);
 
-    // The scratch formulas of attention and ffn multiply the chunk by one width (head_dim,
-    // k_attn or d_ff) and a few bytes per element; bounding that product keeps them from
-    // wrapping on 32-bit targets, so they need no checked arithmetic of their own.
-    let mut width = max(max(model.d_ff, model.q_dim()), model.head_dim);
-    if let Some(k) = run.k_attn {
-        width = max(width, k);
-    }
-    if c.checked_mul(width).is_none() || (c * width).checked_mul(64).is_none() {
-        return Err(OVERFLOW);
-    }
-
     // Persistent: the residual stream, and K and V of the current layer for all tokens
     // (computed before any query so that each query chunk can update its own rows of
     // `hidden` in place).

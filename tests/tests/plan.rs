@@ -10,9 +10,11 @@ use topkit_tests::model_ref::{Dt, OwnedModel, Rng, config};
 /// Max abs error of the engine (f32) against the f64 reference after 2 layers, on outputs of
 /// order 1. Std build: f32 rounding only. Micromath build: its exp (softmax, SiLU, GELU) and
 /// sqrt (norms) approximations dominate.
-const TOL_REF: f64 = if cfg!(feature = "std") { 2e-4 } else { 2e-2 };
-/// Top-k with k >= keys vs dense in the same build: same softmax, up to f32 rounding.
-const TOL_SAME: f64 = 1e-5;
+const TOL_REF: f64 = if cfg!(feature = "std") { 2e-5 } else { 2e-2 };
+/// Top-k with k >= keys vs dense in the same build: the same softmax, up to f32 rounding (std)
+/// or up to micromath's exp, whose relative error (2e-3) does not cancel between the streaming
+/// (dense) and the kept-set (top-k) normalisations.
+const TOL_SAME: f64 = if cfg!(feature = "std") { 1e-5 } else { 1e-3 };
 
 /// A 16-byte aligned window of exactly `len` bytes inside `buf`.
 fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
@@ -28,7 +30,9 @@ fn input(rng: &mut Rng, n: usize, d: usize) -> Vec<f32> {
 
 /// Some keys masked out, never the first (so every query sees at least one key).
 fn mask(rng: &mut Rng, n: usize) -> Vec<bool> {
-    (0..n).map(|j| j == 0 || rng.next_u64() % 4 != 0).collect()
+    (0..n)
+        .map(|j| j == 0 || !rng.next_u64().is_multiple_of(4))
+        .collect()
 }
 
 /// Runs `forward` in an arena of exactly `bytes` bytes; returns the output and the high-water.
@@ -154,10 +158,10 @@ fn peak_is_linear_in_seq_len() {
                 assert_eq!(p.vanilla_scores_bytes, 4 * cfg.n_heads * n * n);
                 let listed: usize = p.buffers().iter().map(|b| b.bytes).sum();
                 assert!(listed >= p.peak_bytes);
-                if let Some((pn, pp)) = prev {
-                    if n == pn + 1 {
-                        assert_eq!(p.peak_bytes - pp, a);
-                    }
+                if let Some((pn, pp)) = prev
+                    && n == pn + 1
+                {
+                    assert_eq!(p.peak_bytes - pp, a);
                 }
                 prev = Some((n, p.peak_bytes));
             }
@@ -267,6 +271,9 @@ fn forward_matches_naive_reference() {
             let p = plan(&cfg, &run);
             let (got, _) = run_in(&m, &run, &x, Some(&valid), p.peak_bytes).unwrap();
             let err = max_err(&got, &want);
+            println!(
+                "{arch:?} {dt:?} chunk {chunk}: max abs err {err:.2e} (tolerance {TOL_REF:.0e})"
+            );
             assert!(
                 err < TOL_REF,
                 "{arch:?} {dt:?} chunk {chunk}: max err {err}"
