@@ -39,7 +39,7 @@ use crate::attention::{self, AttnScratch, Keys};
 use crate::config::{Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
 use crate::ffn::{self, FfnScratch, FfnWeights};
 use crate::kernels::{Matrix, layer_norm, matmul, rms_norm};
-use crate::plan::{attn_params, try_plan};
+use crate::plan::{Plan, attn_params, try_plan};
 
 /// Gain and optional bias of one normalisation layer (`d_model` values each).
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +196,11 @@ impl<'a> Model<'a> {
     /// The blocks' weights.
     pub fn layers(&self) -> &'a [LayerWeights<'a>] {
         self.layers
+    }
+
+    /// The memory plan of a run of this model ([`try_plan`]): provide `peak_bytes` of arena.
+    pub fn plan(&self, run: &RunConfig) -> Result<Plan, Error> {
+        try_plan(&self.config, run)
     }
 }
 

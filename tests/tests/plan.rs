@@ -340,6 +340,7 @@ fn error_cases() {
     let model = m.model(&views);
     let run = RunConfig::dense(8, 4);
     let p = plan(&cfg, &run);
+    assert_eq!(model.plan(&run), Ok(p));
     let mut buf = Vec::new();
     let mut rng = Rng::new(3);
 
