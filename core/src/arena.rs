@@ -62,7 +62,7 @@ pub struct Arena<'a> {
 impl<'a> Arena<'a> {
     /// An arena over caller memory, which must start on a 16-byte boundary.
     pub fn new(bytes: &'a mut [u8]) -> Result<Self, Error> {
-        if (bytes.as_ptr() as usize) % ALIGN != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(Error::ArenaMisaligned);
         }
         Ok(Arena {
