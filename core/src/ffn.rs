@@ -245,7 +245,7 @@ fn check(
     };
     len(w.up_bias, d_ff, "ffn up bias")?;
     len(w.down_bias, d, "ffn down bias")?;
-    if x.len() % d != 0 {
+    if !x.len().is_multiple_of(d) {
         let expected = x.len() - x.len() % d;
         return Err(Error::ShapeMismatch {
             what: "ffn input",

@@ -149,7 +149,7 @@ impl Block {
     fn new(c: &Case, quarter: bool) -> Self {
         let mut r = Rng::new(c.seed);
         let (d, f) = (c.d, c.f);
-        let mut vals = |n: usize, r: &mut Rng| {
+        let vals = |n: usize, r: &mut Rng| {
             if quarter {
                 r.quarters(n)
             } else {
