@@ -18,10 +18,17 @@
 //! | K/V projection | normed token chunk | `pre * padded(4 C d)` |
 //! | attention | queries, then the output projection | `padded(4 C d)` |
 //! | attention | normed chunk, then the attention context | `padded(4 C d)` |
-//! | attention | attention scratch | [`attention::scratch_bytes`] |
+//! | attention | attention scratch, top-k | `padded(4 C k) + padded(2 C k) + padded(4 C)` |
+//! | attention | attention scratch, dense | `padded(8 C)` |
 //! | feed-forward | normed token chunk | `pre * padded(4 C d)` |
 //! | feed-forward | FFN output | `padded(4 C d)` |
-//! | feed-forward | FFN scratch | [`ffn::scratch_bytes`] |
+//! | feed-forward | FFN scratch, top-k (`k' = min(k_ff, d_ff)`) | `padded(4 C k') + padded(2 C k') + padded(4 C)` |
+//! | feed-forward | FFN scratch, dense | 0 |
+//!
+//! The scratch rows are [`attention::scratch_bytes`] (per query: `k` kept f32 scores, `k` u16
+//! key indices and a u32 fill count; dense: running max and sum) and [`ffn::scratch_bytes`]
+//! (per token: the `k'` kept activations and unit indices; the dense FFN streams its hidden
+//! units and needs none). `padded` rounds up to 16 bytes.
 //!
 //! The three phases run one after the other in every layer and reuse the same bytes, so
 //!
@@ -41,6 +48,8 @@
 //! b = max(kv_phase, attention_phase, ffn_phase)          bytes, independent of N
 //! ```
 //!
+//! For example all-MiniLM-L6-v2 (`d = kv = 384`, `d_ff = 1536`) with top-32 attention and
+//! `C = 16`: `a = 4608`, `b = 2 * 24576 + 3136 = 52288`, so 128 tokens need 642112 bytes,
 //! while the `n_heads x N x N` f32 score matrix of vanilla attention
 //! ([`Plan::vanilla_scores_bytes`]) grows with `N^2`.
 //!
