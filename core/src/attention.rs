@@ -172,7 +172,7 @@ fn check_params(p: &AttnParams) -> Result<(), Error> {
             "attention heads and head_dim must be at least 1",
         ));
     }
-    if d.n_heads % d.n_kv_heads != 0 {
+    if !d.n_heads.is_multiple_of(d.n_kv_heads) {
         return Err(Error::InvalidConfig("n_kv_heads must divide n_heads"));
     }
     if p.chunk == 0 {
@@ -242,7 +242,7 @@ pub fn attention(
         .n_kv_heads
         .checked_mul(d.head_dim)
         .ok_or(Error::InvalidConfig("kv_dim overflows"))?;
-    if q.len() % q_dim != 0 {
+    if !q.len().is_multiple_of(q_dim) {
         let expected = q.len() - q.len() % q_dim;
         return Err(Error::ShapeMismatch {
             what: "attention queries",

@@ -39,7 +39,7 @@ use crate::attention::{self, AttnScratch, Keys};
 use crate::config::{Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
 use crate::ffn::{self, FfnScratch, FfnWeights};
 use crate::kernels::{Matrix, layer_norm, matmul, rms_norm};
-use crate::plan::{attn_params, try_plan};
+use crate::plan::{Plan, attn_params, try_plan};
 
 /// Gain and optional bias of one normalisation layer (`d_model` values each).
 #[derive(Debug, Clone, Copy)]
@@ -197,6 +197,11 @@ impl<'a> Model<'a> {
     pub fn layers(&self) -> &'a [LayerWeights<'a>] {
         self.layers
     }
+
+    /// The memory plan of a run of this model ([`try_plan`]): provide `peak_bytes` of arena.
+    pub fn plan(&self, run: &RunConfig) -> Result<Plan, Error> {
+        try_plan(&self.config, run)
+    }
 }
 
 fn norm_row(c: &ModelConfig, w: &NormWeights<'_>, x: &mut [f32]) {
@@ -250,7 +255,7 @@ pub fn forward<'a>(
     let d = c.d_model;
     let kv = c.kv_dim();
     let n = input.len() / d;
-    if n == 0 || input.len() % d != 0 {
+    if n == 0 || !input.len().is_multiple_of(d) {
         let rows = if n == 0 { 1 } else { n + 1 };
         return Err(Error::ShapeMismatch {
             what: "input hidden states",
@@ -297,9 +302,7 @@ pub fn forward<'a>(
                 matmul(&l.v, hidden_n, n, l.v_bias, values_n);
             }
             if rope {
-                for (pos, row) in keys_n.chunks_exact_mut(kv).enumerate() {
-                    apply_rope(row, c.head_dim, pos, c.rope_theta);
-                }
+                apply_rope(keys_n, kv, c.head_dim, 0, c.rope_theta);
             }
             Ok(())
         })?;
@@ -326,9 +329,7 @@ pub fn forward<'a>(
                     matmul(&l.q, rows, m, l.q_bias, q);
                 }
                 if rope {
-                    for (i, row) in q.chunks_exact_mut(d).enumerate() {
-                        apply_rope(row, c.head_dim, start + i, c.rope_theta);
-                    }
+                    apply_rope(q, d, c.head_dim, start, c.rope_theta);
                 }
                 attention::attention(&params, q, start, &keys_view, &mut scratch, ctx)?;
                 // The queries are spent: their buffer takes the output projection.
@@ -373,24 +374,33 @@ pub fn forward<'a>(
     Ok(&mut hidden[..n * d])
 }
 
-/// Rotates every head of `row` (heads of `head_dim` values) for position `pos`, HF
-/// "rotate_half" pairing (see the module docs).
+/// Rotates every head of `rows` (rows of `width` values at positions `first_pos..`, heads of
+/// `head_dim` values) with the HF "rotate_half" pairing (see the module docs).
 ///
 /// The angles are computed in f64 with the series below rather than the f32 math shim: the
 /// angle `pos * theta^(-2i/h)` reaches thousands of radians, where a 1e-3 relative error (the
-/// micromath approximations) would scramble the rotation. The series use only `+ - * /`, so
-/// the rotation is bit-identical on every target and in both math builds.
-fn apply_rope(row: &mut [f32], head_dim: usize, pos: usize, theta: f32) {
+/// micromath approximations) would scramble the rotation. Per frequency, the rotation of the
+/// first row is evaluated directly and each next row's by one complex multiplication with
+/// the one-step rotation (error below 1e-11 after 65536 steps in f64). Only `+ - * /` are
+/// used, so the rotation is bit-identical on every target and in both math builds.
+fn apply_rope(rows: &mut [f32], width: usize, head_dim: usize, first_pos: usize, theta: f32) {
     let half = head_dim / 2;
     let ln_theta = ln(theta as f64);
     for i in 0..half {
         let inv_freq = exp(-((2 * i) as f64) / head_dim as f64 * ln_theta);
-        let (sin, cos) = sin_cos(pos as f64 * inv_freq);
-        let (sin, cos) = (sin as f32, cos as f32);
-        for head in row.chunks_exact_mut(head_dim) {
-            let (a, b) = (head[i], head[i + half]);
-            head[i] = a * cos - b * sin;
-            head[i + half] = b * cos + a * sin;
+        let (mut sin, mut cos) = sin_cos(first_pos as f64 * inv_freq);
+        let (step_sin, step_cos) = sin_cos(inv_freq);
+        for row in rows.chunks_exact_mut(width) {
+            let (s, c) = (sin as f32, cos as f32);
+            for head in row.chunks_exact_mut(head_dim) {
+                let (a, b) = (head[i], head[i + half]);
+                head[i] = a * c - b * s;
+                head[i + half] = b * c + a * s;
+            }
+            (sin, cos) = (
+                sin * step_cos + cos * step_sin,
+                cos * step_cos - sin * step_sin,
+            );
         }
     }
 }
@@ -474,6 +484,33 @@ mod tests {
                 (s - x.sin()).abs() < 1e-11 && (c - x.cos()).abs() < 1e-11,
                 "sin_cos {x}"
             );
+        }
+    }
+
+    /// The recurrence over positions against direct std evaluation, far into the sequence.
+    #[test]
+    fn rope_matches_direct_rotation() {
+        let (h, heads, theta) = (64, 2, 10000.0f32);
+        let n = 5000;
+        let row: std::vec::Vec<f32> = (0..h * heads)
+            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
+            .collect();
+        let mut rows = row.repeat(n);
+        apply_rope(&mut rows[h * heads * 1000..], h * heads, h, 1000, theta);
+        for pos in (1000..n).step_by(7) {
+            for head in 0..heads {
+                for i in 0..h / 2 {
+                    let ang = pos as f64 * (theta as f64).powf(-2.0 * i as f64 / h as f64);
+                    let (s, c) = ang.sin_cos();
+                    let (a, b) = (row[head * h + i] as f64, row[head * h + i + h / 2] as f64);
+                    let got = &rows[pos * h * heads + head * h..];
+                    assert!(
+                        (got[i] as f64 - (a * c - b * s)).abs() < 2e-6,
+                        "pos {pos} i {i}"
+                    );
+                    assert!((got[i + h / 2] as f64 - (b * c + a * s)).abs() < 2e-6);
+                }
+            }
         }
     }
 }

@@ -18,10 +18,17 @@
 //! | K/V projection | normed token chunk | `pre * padded(4 C d)` |
 //! | attention | queries, then the output projection | `padded(4 C d)` |
 //! | attention | normed chunk, then the attention context | `padded(4 C d)` |
-//! | attention | attention scratch | [`attention::scratch_bytes`] |
+//! | attention | attention scratch, top-k | `padded(4 C k) + padded(2 C k) + padded(4 C)` |
+//! | attention | attention scratch, dense | `padded(8 C)` |
 //! | feed-forward | normed token chunk | `pre * padded(4 C d)` |
 //! | feed-forward | FFN output | `padded(4 C d)` |
-//! | feed-forward | FFN scratch | [`ffn::scratch_bytes`] |
+//! | feed-forward | FFN scratch, top-k (`k' = min(k_ff, d_ff)`) | `padded(4 C k') + padded(2 C k') + padded(4 C)` |
+//! | feed-forward | FFN scratch, dense | 0 |
+//!
+//! The scratch rows are [`attention::scratch_bytes`] (per query: `k` kept f32 scores, `k` u16
+//! key indices and a u32 fill count; dense: running max and sum) and [`ffn::scratch_bytes`]
+//! (per token: the `k'` kept activations and unit indices; the dense FFN streams its hidden
+//! units and needs none). `padded` rounds up to 16 bytes.
 //!
 //! The three phases run one after the other in every layer and reuse the same bytes, so
 //!
@@ -41,6 +48,8 @@
 //! b = max(kv_phase, attention_phase, ffn_phase)          bytes, independent of N
 //! ```
 //!
+//! For example all-MiniLM-L6-v2 (`d = kv = 384`, `d_ff = 1536`) with top-32 attention and
+//! `C = 16`: `a = 4608`, `b = 2 * 24576 + 3136 = 52288`, so 128 tokens need 642112 bytes,
 //! while the `n_heads x N x N` f32 score matrix of vanilla attention
 //! ([`Plan::vanilla_scores_bytes`]) grows with `N^2`.
 //!
@@ -215,17 +224,6 @@ pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Erro
     let kv = model.kv_dim();
     // Pre-norm blocks normalise a copy of the residual stream; post-norm blocks read it as is.
     let pre_norm = matches!(model.arch, Arch::Llama);
-
-    // The scratch formulas of attention and ffn multiply the chunk by one width (head_dim,
-    // k_attn or d_ff) and a few bytes per element; bounding that product keeps them from
-    // wrapping on 32-bit targets, so they need no checked arithmetic of their own.
-    let mut width = max(max(model.d_ff, model.q_dim()), model.head_dim);
-    if let Some(k) = run.k_attn {
-        width = max(width, k);
-    }
-    if c.checked_mul(width).is_none() || (c * width).checked_mul(64).is_none() {
-        return Err(OVERFLOW);
-    }
 
     // Persistent: the residual stream, and K and V of the current layer for all tokens
     // (computed before any query so that each query chunk can update its own rows of

@@ -213,8 +213,8 @@ proptest! {
         let kv_dim = c.dims.n_kv_heads * c.dims.head_dim;
         let last = c.q_pos + c.n_q - 1;
         let valid = d.valid.as_deref().unwrap();
-        for j in 0..c.n {
-            if !valid[j] || (c.causal && j > last) {
+        for (j, &ok) in valid.iter().enumerate() {
+            if !ok || (c.causal && j > last) {
                 for x in &mut bad.k[j * kv_dim..(j + 1) * kv_dim] {
                     // Huge scores of either sign: a leak would dominate or shift the softmax.
                     *x = if j % 2 == 0 { 1e4 } else { -1e4 };

@@ -3,16 +3,17 @@
 
 use topkit::arena::padded;
 use topkit::model::forward;
-use topkit::plan::attn_params;
-use topkit::{Arch, Arena, Error, ModelConfig, RunConfig, attention, ffn, plan, try_plan};
+use topkit::{Arch, Arena, Error, ModelConfig, RunConfig, plan, try_plan};
 use topkit_tests::model_ref::{Dt, OwnedModel, Rng, config};
 
 /// Max abs error of the engine (f32) against the f64 reference after 2 layers, on outputs of
 /// order 1. Std build: f32 rounding only. Micromath build: its exp (softmax, SiLU, GELU) and
 /// sqrt (norms) approximations dominate.
-const TOL_REF: f64 = if cfg!(feature = "std") { 2e-4 } else { 2e-2 };
-/// Top-k with k >= keys vs dense in the same build: same softmax, up to f32 rounding.
-const TOL_SAME: f64 = 1e-5;
+const TOL_REF: f64 = if cfg!(feature = "std") { 2e-5 } else { 2e-2 };
+/// Top-k with k >= keys vs dense in the same build: the same softmax, up to f32 rounding (std)
+/// or up to micromath's exp, whose relative error (2e-3) does not cancel between the streaming
+/// (dense) and the kept-set (top-k) normalisations.
+const TOL_SAME: f64 = if cfg!(feature = "std") { 1e-5 } else { 1e-3 };
 
 /// A 16-byte aligned window of exactly `len` bytes inside `buf`.
 fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
@@ -28,7 +29,9 @@ fn input(rng: &mut Rng, n: usize, d: usize) -> Vec<f32> {
 
 /// Some keys masked out, never the first (so every query sees at least one key).
 fn mask(rng: &mut Rng, n: usize) -> Vec<bool> {
-    (0..n).map(|j| j == 0 || rng.next_u64() % 4 != 0).collect()
+    (0..n)
+        .map(|j| j == 0 || !rng.next_u64().is_multiple_of(4))
+        .collect()
 }
 
 /// Runs `forward` in an arena of exactly `bytes` bytes; returns the output and the high-water.
@@ -109,14 +112,18 @@ fn high_water_equals_plan_on_a_grid() {
     assert_eq!(cases, 5 * 5 * 3 * 2 * 2);
 }
 
-/// `b` of `peak(N) = a N + b`, spelled out from the documented layout (not from `Plan`).
+/// `b` of `peak(N) = a N + b`, spelled out from the formulas in `topkit::plan`'s docs (not
+/// from `Plan` or the scratch functions).
 fn phase_max(cfg: &ModelConfig, run: &RunConfig) -> usize {
     let c = run.chunk.min(run.seq_len);
     let pre = usize::from(matches!(cfg.arch, Arch::Llama));
     let chunk = padded(4 * c * cfg.d_model);
+    let topk_scratch = |k: usize| padded(4 * c * k) + padded(2 * c * k) + padded(4 * c);
+    let attn_scratch = run.k_attn.map_or(padded(8 * c), topk_scratch);
+    let ffn_scratch = run.k_ff.map_or(0, |k| topk_scratch(k.min(cfg.d_ff)));
     let kv_phase = pre * chunk;
-    let attn_phase = 2 * chunk + attention::scratch_bytes(&attn_params(cfg, run));
-    let ffn_phase = pre * chunk + chunk + ffn::scratch_bytes(cfg.d_ff, c, run.k_ff);
+    let attn_phase = 2 * chunk + attn_scratch;
+    let ffn_phase = pre * chunk + chunk + ffn_scratch;
     kv_phase.max(attn_phase).max(ffn_phase)
 }
 
@@ -129,8 +136,12 @@ fn peak_is_linear_in_seq_len() {
         config(Arch::Bert, 32, 4, 4, 64, 1, 8192),
     ];
     for cfg in cfgs {
-        for (chunk, k_attn, k_ff) in [(16, Some(32), None), (8, None, Some(8)), (1, Some(1), None)]
-        {
+        for (chunk, k_attn, k_ff) in [
+            (16, Some(32), None),
+            (8, None, Some(8)),
+            (1, Some(1), None),
+            (5, Some(300), Some(40)),
+        ] {
             let a = 4 * (cfg.d_model + 2 * cfg.kv_dim());
             let b = phase_max(
                 &cfg,
@@ -154,10 +165,10 @@ fn peak_is_linear_in_seq_len() {
                 assert_eq!(p.vanilla_scores_bytes, 4 * cfg.n_heads * n * n);
                 let listed: usize = p.buffers().iter().map(|b| b.bytes).sum();
                 assert!(listed >= p.peak_bytes);
-                if let Some((pn, pp)) = prev {
-                    if n == pn + 1 {
-                        assert_eq!(p.peak_bytes - pp, a);
-                    }
+                if let Some((pn, pp)) = prev
+                    && n == pn + 1
+                {
+                    assert_eq!(p.peak_bytes - pp, a);
                 }
                 prev = Some((n, p.peak_bytes));
             }
@@ -267,6 +278,9 @@ fn forward_matches_naive_reference() {
             let p = plan(&cfg, &run);
             let (got, _) = run_in(&m, &run, &x, Some(&valid), p.peak_bytes).unwrap();
             let err = max_err(&got, &want);
+            println!(
+                "{arch:?} {dt:?} chunk {chunk}: max abs err {err:.2e} (tolerance {TOL_REF:.0e})"
+            );
             assert!(
                 err < TOL_REF,
                 "{arch:?} {dt:?} chunk {chunk}: max err {err}"
@@ -333,6 +347,7 @@ fn error_cases() {
     let model = m.model(&views);
     let run = RunConfig::dense(8, 4);
     let p = plan(&cfg, &run);
+    assert_eq!(model.plan(&run), Ok(p));
     let mut buf = Vec::new();
     let mut rng = Rng::new(3);
 
