@@ -41,8 +41,8 @@
 //! **Tokenizer section**: a [`TOKENIZER_HEADER_BYTES`]-byte header (u32 words: kind
 //! ([`TokenizerKind`] None 0, WordPiece 1, Bpe 2), flags (bit 0 lower-case, bit 1 strip
 //! accents), token count `n`, merge count `m`, string bytes `s`, longest word in characters,
-//! the [`Special`] token ids (unk, cls, sep, pad, mask, bos, eos; [`NO_TOKEN`] when absent), one
-//! reserved word), then `n + 1` u32 string offsets (token `i` is `strings[off[i]..off[i+1]]`),
+//! the [`Special`] token ids (unk, cls, sep, pad, mask, bos, eos; [`NO_TOKEN`] when absent), three
+//! reserved zero words), then `n + 1` u32 string offsets (token `i` is `strings[off[i]..off[i+1]]`),
 //! `n` u32 ids sorted by token bytes (for binary search on a microcontroller), `m` BPE merges
 //! as (left id, right id) u32 pairs in rank order, and the `s` bytes of concatenated UTF-8
 //! token strings. Token strings are unique.
@@ -565,8 +565,8 @@ impl TokenizerHeader {
                 code: flags,
             });
         }
-        if w(15) != 0 {
-            return Err(Error::Malformed("reserved tokenizer word is not zero"));
+        if (6 + SPECIALS..TOKENIZER_HEADER_BYTES / 4).any(|i| w(i) != 0) {
+            return Err(Error::Malformed("reserved tokenizer words are not zero"));
         }
         Ok(TokenizerHeader {
             kind,
@@ -791,7 +791,10 @@ impl<'a> TokenizerView<'a> {
     }
 }
 
-/// One tensor table entry as stored.
+/// One tensor table entry as stored: [`TENSOR_ENTRY_BYTES`] bytes, little-endian, at byte
+/// offsets 0 `name_offset` (u32), 4 `name_len` (u32), 8 `dtype` (u32), 12 `rank` (u32), 16
+/// `shape` (4 x u32), 32 `data_offset` (u64), 40 `data_len` (u64), 48 `scales_offset` (u64),
+/// 56 `scales_len` (u64), 64 `group` (u32), 68 reserved (u32, 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TensorEntry {
@@ -1175,6 +1178,9 @@ impl<'a> PackedModel<'a> {
         }
         if e.group != 0 {
             return Err(bad("group size must be 0 for f32, f16 and int8"));
+        }
+        if le_u32(self.table, index * TENSOR_ENTRY_BYTES + 68) != 0 {
+            return Err(bad("reserved field is not zero"));
         }
         let shape: [usize; MAX_RANK] = core::array::from_fn(|i| e.shape[i] as usize);
         let too_big = bad("element count overflows");
