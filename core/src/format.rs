@@ -7,6 +7,31 @@
 //! (`topkit pack`) writes files with the `encode` functions of this module, so reader and
 //! writer share one layout.
 //!
+//! # Usage
+//!
+//! On a microcontroller the file stays in flash; a `#[repr(align(16))]` wrapper gives
+//! `include_bytes!` the alignment the views need:
+//!
+//! ```ignore
+//! #[repr(C, align(16))]
+//! struct Aligned<T: ?Sized>(T);
+//! static MODEL: &Aligned<[u8]> = &Aligned(*include_bytes!("minilm-int8.tkm"));
+//!
+//! let model = PackedModel::parse_with(&MODEL.0, ParseOptions { verify_crc: false })?;
+//! let q0 = model.matrix(TensorName::layer(0, "q.w"))?; // a zero-copy `Matrix`
+//! let cls = model.tokenizer().special(Special::Cls);
+//! ```
+//!
+//! Anything else is refused with a typed error:
+//!
+//! ```
+//! use topkit::format::PackedModel;
+//! #[repr(C, align(16))]
+//! struct Aligned([u8; 16]);
+//! let bytes = Aligned(*b"GGUF model bytes");
+//! assert_eq!(PackedModel::parse(&bytes.0).unwrap_err(), topkit::Error::BadMagic);
+//! ```
+//!
 //! # Layout (version 1)
 //!
 //! All integers are little-endian; offsets are bytes from the start of the file; every section

@@ -124,7 +124,7 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
     for m in &source.mappings {
         bar.set_message(m.name.clone());
         let (shape, values) = hf::load(&st, m)?;
-        let src_bytes = values.len() as u64 * 4;
+        let src_bytes = st.tensor(&m.source).map_or(0, |t| t.data().len() as u64);
         let cols = *shape.last().unwrap_or(&1);
         // Only matrices are quantized; vectors (biases, norms) are small and stay exact.
         let dtype = if shape.len() >= 2 {
@@ -156,7 +156,7 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
             shape,
             data,
         });
-        bar.inc(src_bytes.min(total));
+        bar.inc(src_bytes);
     }
     bar.finish_and_clear();
 
