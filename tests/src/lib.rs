@@ -1,2 +1,5 @@
 //! Shared helpers of the integration tests: seeded random weights and naive references.
 #![forbid(unsafe_code)]
+
+pub mod attention_ref;
+pub mod model_ref;
