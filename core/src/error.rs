@@ -35,6 +35,8 @@ pub enum Error {
     },
     /// The arena's memory does not start on a 16-byte boundary.
     ArenaMisaligned,
+    /// A token the tokenizer needs (e.g. `[UNK]`) is not in the vocabulary.
+    MissingToken(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -62,6 +64,7 @@ impl fmt::Display for Error {
                 "arena too small: needs {needed} bytes, has {available} bytes"
             ),
             Error::ArenaMisaligned => write!(f, "arena memory is not aligned to 16 bytes"),
+            Error::MissingToken(name) => write!(f, "the vocabulary has no {name} token"),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod ffn;
 pub mod kernels;
 pub mod math;
 pub mod plan;
+pub mod tokenizer;
 
 pub use arena::{Arena, ArenaStorage};
 pub use config::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
