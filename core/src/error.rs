@@ -121,6 +121,8 @@ pub enum Error {
     },
     /// A valid feature this build does not support yet (e.g. int4 tensors); the text names it.
     Unsupported(&'static str),
+    /// A token the tokenizer needs (e.g. `[UNK]`) is not in the vocabulary.
+    MissingToken(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -197,6 +199,7 @@ impl fmt::Display for Error {
                 "tensor {tensor}: {what} is {found}, the configuration needs {expected}"
             ),
             Error::Unsupported(what) => write!(f, "not supported yet: {what}"),
+            Error::MissingToken(name) => write!(f, "the vocabulary has no {name} token"),
         }
     }
 }

@@ -680,6 +680,20 @@ impl<'a> VocabView<'a> {
     }
 }
 
+impl crate::tokenizer::Vocab for VocabView<'_> {
+    fn len(&self) -> usize {
+        VocabView::len(self)
+    }
+
+    fn token(&self, id: u32) -> Option<&str> {
+        VocabView::token(self, id)
+    }
+
+    fn find(&self, prefix: &str, piece: &str) -> Option<u32> {
+        self.find_concat(prefix, piece)
+    }
+}
+
 /// The tokenizer section: settings, special tokens, vocabulary and BPE merges.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenizerView<'a> {

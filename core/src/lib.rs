@@ -15,6 +15,7 @@ pub mod kernels;
 pub mod math;
 pub mod model;
 pub mod plan;
+pub mod tokenizer;
 pub mod topk;
 
 pub use arena::{Arena, ArenaStorage};
