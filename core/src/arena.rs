@@ -30,7 +30,12 @@ impl<const N: usize> ArenaStorage<N> {
     /// An arena over the whole storage.
     pub fn arena(&mut self) -> Arena<'_> {
         // The storage is aligned by its type, so this cannot fail.
-        Arena { rest: &mut self.bytes, base: 0, used: 0, high_water: 0 }
+        Arena {
+            rest: &mut self.bytes,
+            base: 0,
+            used: 0,
+            high_water: 0,
+        }
     }
 }
 
@@ -57,10 +62,15 @@ pub struct Arena<'a> {
 impl<'a> Arena<'a> {
     /// An arena over caller memory, which must start on a 16-byte boundary.
     pub fn new(bytes: &'a mut [u8]) -> Result<Self, Error> {
-        if (bytes.as_ptr() as usize) % ALIGN != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(Error::ArenaMisaligned);
         }
-        Ok(Arena { rest: bytes, base: 0, used: 0, high_water: 0 })
+        Ok(Arena {
+            rest: bytes,
+            base: 0,
+            used: 0,
+            high_water: 0,
+        })
     }
 
     /// Largest number of bytes in use at any moment so far, from the arena start.
@@ -100,7 +110,10 @@ impl<'a> Arena<'a> {
     pub fn take<T: bytemuck::Pod>(&mut self, n: usize) -> Result<&'a mut [T], Error> {
         let bytes = n
             .checked_mul(core::mem::size_of::<T>())
-            .ok_or(Error::ArenaTooSmall { needed: usize::MAX, available: self.remaining() })?;
+            .ok_or(Error::ArenaTooSmall {
+                needed: usize::MAX,
+                available: self.remaining(),
+            })?;
         let raw = self.take_bytes(bytes)?;
         // Every buffer starts on a 16-byte boundary and ALIGN >= align_of::<T>() for the
         // element types the engine uses, so this cast cannot fail.
@@ -111,8 +124,12 @@ impl<'a> Arena<'a> {
     /// when it returns (the bytes are reused by the next scope), while the high-water mark
     /// keeps what `f` used.
     pub fn scope<R>(&mut self, f: impl FnOnce(&mut Arena<'_>) -> R) -> R {
-        let mut inner =
-            Arena { rest: &mut *self.rest, base: self.base + self.used, used: 0, high_water: 0 };
+        let mut inner = Arena {
+            rest: &mut *self.rest,
+            base: self.base + self.used,
+            used: 0,
+            high_water: 0,
+        };
         let r = f(&mut inner);
         self.high_water = self.high_water.max(inner.high_water);
         r
@@ -156,7 +173,13 @@ mod tests {
         let mut storage = ArenaStorage::<32>::new();
         let mut arena = storage.arena();
         let err = arena.take::<f32>(9).unwrap_err();
-        assert_eq!(err, Error::ArenaTooSmall { needed: 48, available: 32 });
+        assert_eq!(
+            err,
+            Error::ArenaTooSmall {
+                needed: 48,
+                available: 32
+            }
+        );
     }
 
     #[test]

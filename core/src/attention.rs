@@ -1,7 +1,33 @@
-//! Attention: dense reference (streaming softmax) and top-k (skeleton).
+//! Multi-head attention over a key/value sequence, dense or top-k, in fixed memory.
+//!
+//! Both modes process the queries in chunks of `C` ([`AttnParams::chunk`]) and one head at a
+//! time, streaming every visible key once per chunk and head; neither ever holds an `N x N` (or
+//! `C x N`) score buffer. The output buffer itself accumulates the weighted value rows.
+//!
+//! - Dense (the exact reference): a streaming (online) softmax per query, keeping a running
+//!   maximum and a running sum (2 f32 per query).
+//! - Top-k: the `k` largest scaled scores per query are kept in `k` slots (f32 score + u16 key
+//!   index, 6 bytes per slot), then a softmax over the kept scores weights the kept value rows,
+//!   summed in increasing key order. With `k >=` the number of visible keys this is the dense
+//!   result up to rounding. Ties go to the lower key index.
+//!
+//! Visibility: key `j` is visible to query `i` (absolute position `q_pos + i`) when
+//! `valid[j]` holds and, for causal attention, `j <= q_pos + i`. Masked keys never enter the
+//! softmax or the slots. A query that sees no key at all gets an output of zeros.
+//!
+//! Grouped KV heads: query head `h` reads KV head `h / (n_heads / n_kv_heads)`. Scores are
+//! `q . k / sqrt(head_dim)`.
 
 use crate::Error;
-use crate::arena::Arena;
+use crate::arena::{Arena, padded};
+use crate::math;
+use crate::topk::{Rank, TopK};
+
+/// Largest number of keys: key indices are stored as `u16` in the top-k slots.
+pub const MAX_KEYS: usize = 1 << 16;
+
+/// Keys streamed per tile: a tile's rows stay in cache while every query of the chunk uses them.
+const KEY_TILE: usize = 16;
 
 /// Head layout of one attention layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,28 +66,159 @@ pub struct Keys<'a> {
     pub valid: Option<&'a [bool]>,
 }
 
-/// Scratch bytes for one attention call (what [`AttnScratch::new`] takes from the arena).
+/// `padded(n * size)`, saturating at `usize::MAX` (then [`AttnScratch::new`] reports the arena
+/// too small instead of overflowing).
+const fn buf_bytes(n: usize, size: usize) -> usize {
+    match n.checked_mul(size) {
+        Some(b) if b <= usize::MAX - crate::arena::ALIGN => padded(b),
+        _ => usize::MAX,
+    }
+}
+
+/// Scratch bytes for one attention call (what [`AttnScratch::new`] takes from the arena),
+/// independent of the number of keys, queries and heads. With `C = chunk`:
+///
+/// - top-k (`k_attn = Some(k)`): `padded(4*C*k) + padded(2*C*k) + padded(4*C)` bytes: the
+///   `C*k` f32 kept scores, the `C*k` u16 kept key indices, and one u32 fill count per query;
+/// - dense (`k_attn = None`): `padded(8*C)` bytes: running maximum and running sum (f32) per
+///   query.
+///
+/// `padded` rounds up to 16 bytes ([`crate::arena::padded`]). Saturates at `usize::MAX` on
+/// overflow.
 pub const fn scratch_bytes(p: &AttnParams) -> usize {
-    let _ = p;
-    0
+    let c = p.chunk;
+    match p.k_attn {
+        Some(k) => {
+            let slots = match c.checked_mul(k) {
+                Some(s) => s,
+                None => return usize::MAX,
+            };
+            buf_bytes(slots, 4)
+                .saturating_add(buf_bytes(slots, 2))
+                .saturating_add(buf_bytes(c, 4))
+        }
+        None => buf_bytes(c, 8),
+    }
 }
 
 /// Working buffers of an attention call, sliced from the arena.
 pub struct AttnScratch<'a> {
-    _bufs: &'a mut [f32],
+    /// Top-k: `C*k` kept scores. Dense: running maximum (`C`) then running sum (`C`).
+    scores: &'a mut [f32],
+    /// Top-k: `C*k` kept key indices. Dense: empty.
+    idx: &'a mut [u16],
+    /// Top-k: slots in use per query. Dense: empty.
+    lens: &'a mut [u32],
+    /// Queries per chunk the buffers hold.
+    chunk: usize,
+    /// Slots per query (top-k), `None` for dense.
+    k: Option<usize>,
 }
 
 impl<'a> AttnScratch<'a> {
     /// Takes exactly [`scratch_bytes`] from the arena.
     pub fn new(arena: &mut Arena<'a>, p: &AttnParams) -> Result<Self, Error> {
-        let _ = p;
-        Ok(AttnScratch { _bufs: arena.take(0)? })
+        check_params(p)?;
+        let c = p.chunk;
+        match p.k_attn {
+            Some(k) => {
+                let slots = c
+                    .checked_mul(k)
+                    .ok_or(Error::InvalidConfig("chunk * k_attn overflows"))?;
+                let scores = arena.take(slots)?;
+                let idx = arena.take(slots)?;
+                let lens = arena.take(c)?;
+                Ok(AttnScratch {
+                    scores,
+                    idx,
+                    lens,
+                    chunk: c,
+                    k: Some(k),
+                })
+            }
+            None => {
+                let n = c
+                    .checked_mul(2)
+                    .ok_or(Error::InvalidConfig("chunk overflows"))?;
+                let scores = arena.take(n)?;
+                Ok(AttnScratch {
+                    scores,
+                    idx: &mut [],
+                    lens: &mut [],
+                    chunk: c,
+                    k: None,
+                })
+            }
+        }
+    }
+
+    /// Whether these buffers can serve an attention call with parameters `p`.
+    fn fits(&self, p: &AttnParams) -> bool {
+        match (p.k_attn, self.k) {
+            (Some(k), Some(have)) => p.chunk <= self.chunk && k <= have,
+            (None, _) => p
+                .chunk
+                .checked_mul(2)
+                .is_some_and(|n| n <= self.scores.len()),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+fn check_params(p: &AttnParams) -> Result<(), Error> {
+    let d = &p.dims;
+    if d.n_heads == 0 || d.n_kv_heads == 0 || d.head_dim == 0 {
+        return Err(Error::InvalidConfig(
+            "attention heads and head_dim must be at least 1",
+        ));
+    }
+    if !d.n_heads.is_multiple_of(d.n_kv_heads) {
+        return Err(Error::InvalidConfig("n_kv_heads must divide n_heads"));
+    }
+    if p.chunk == 0 {
+        return Err(Error::InvalidConfig("chunk must be at least 1"));
+    }
+    if p.k_attn == Some(0) {
+        return Err(Error::InvalidConfig("k_attn must be at least 1"));
+    }
+    Ok(())
+}
+
+/// `1 / sqrt(n)` to full f32 precision: the default `math::sqrt` is a rough approximation
+/// (about 5 %), and an error here would scale every score, so Newton steps refine it.
+fn inv_sqrt(n: usize) -> f32 {
+    let x = n as f32;
+    let mut r = math::sqrt(x);
+    for _ in 0..3 {
+        r = 0.5 * (r + x / r);
+    }
+    1.0 / r
+}
+
+// TODO(kernels): use the kernels' f32 dot and axpy once they land.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut s = 0.0;
+    for (x, y) in a.iter().zip(b) {
+        s += x * y;
+    }
+    s
+}
+
+#[inline]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
     }
 }
 
 /// Multi-head attention of the queries `q` (`n_q x (n_heads * head_dim)`, the first at absolute
 /// position `q_pos`) over `keys`, into `out` (same shape as `q`). Scores are scaled by
-/// `1/sqrt(head_dim)`.
+/// `1/sqrt(head_dim)`. A query with no visible key gets zeros.
+///
+/// Errors: [`Error::InvalidConfig`] for bad parameters or a scratch made for smaller
+/// parameters, [`Error::ShapeMismatch`] for slices of the wrong length, [`Error::SeqTooLong`]
+/// for more than [`MAX_KEYS`] keys.
 pub fn attention(
     p: &AttnParams,
     q: &[f32],
@@ -70,6 +227,259 @@ pub fn attention(
     scratch: &mut AttnScratch<'_>,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let _ = (p, q, q_pos, keys, scratch, out);
-    todo!()
+    check_params(p)?;
+    if !scratch.fits(p) {
+        return Err(Error::InvalidConfig(
+            "attention scratch was made for other parameters",
+        ));
+    }
+    let d = p.dims;
+    let q_dim = d
+        .n_heads
+        .checked_mul(d.head_dim)
+        .ok_or(Error::InvalidConfig("q_dim overflows"))?;
+    let kv_dim = d
+        .n_kv_heads
+        .checked_mul(d.head_dim)
+        .ok_or(Error::InvalidConfig("kv_dim overflows"))?;
+    if !q.len().is_multiple_of(q_dim) {
+        let expected = q.len() - q.len() % q_dim;
+        return Err(Error::ShapeMismatch {
+            what: "attention queries",
+            expected,
+            found: q.len(),
+        });
+    }
+    if out.len() != q.len() {
+        return Err(Error::ShapeMismatch {
+            what: "attention output",
+            expected: q.len(),
+            found: out.len(),
+        });
+    }
+    let n = keys.n;
+    if n > MAX_KEYS {
+        return Err(Error::SeqTooLong {
+            len: n,
+            max: MAX_KEYS,
+        });
+    }
+    let kv_len = n
+        .checked_mul(kv_dim)
+        .ok_or(Error::InvalidConfig("keys overflow"))?;
+    if keys.k.len() != kv_len {
+        return Err(Error::ShapeMismatch {
+            what: "attention keys",
+            expected: kv_len,
+            found: keys.k.len(),
+        });
+    }
+    if keys.v.len() != kv_len {
+        return Err(Error::ShapeMismatch {
+            what: "attention values",
+            expected: kv_len,
+            found: keys.v.len(),
+        });
+    }
+    if let Some(valid) = keys.valid
+        && valid.len() != n
+    {
+        return Err(Error::ShapeMismatch {
+            what: "attention padding mask",
+            expected: n,
+            found: valid.len(),
+        });
+    }
+
+    let n_q = q.len() / q_dim;
+    let ctx = Ctx {
+        hd: d.head_dim,
+        q_dim,
+        kv_dim,
+        group: d.n_heads / d.n_kv_heads,
+        scale: inv_sqrt(d.head_dim),
+        causal: p.causal,
+        keys,
+    };
+    let mut c0 = 0;
+    while c0 < n_q {
+        let c1 = n_q.min(c0 + p.chunk);
+        let pos0 = q_pos.saturating_add(c0);
+        let qc = &q[c0 * q_dim..c1 * q_dim];
+        let oc = &mut out[c0 * q_dim..c1 * q_dim];
+        for h in 0..d.n_heads {
+            match p.k_attn {
+                Some(k) => ctx.topk_head(h, k.min(n), qc, pos0, scratch, oc),
+                None => ctx.dense_head(h, qc, pos0, scratch, oc),
+            }
+        }
+        c0 = c1;
+    }
+    Ok(())
+}
+
+/// Shapes and inputs of one validated call.
+struct Ctx<'k> {
+    hd: usize,
+    q_dim: usize,
+    kv_dim: usize,
+    group: usize,
+    scale: f32,
+    causal: bool,
+    keys: &'k Keys<'k>,
+}
+
+impl Ctx<'_> {
+    /// Keys `0..end` can be visible to some query of a chunk whose last query is at `last_pos`.
+    fn key_end(&self, last_pos: usize) -> usize {
+        if self.causal {
+            self.keys.n.min(last_pos.saturating_add(1))
+        } else {
+            self.keys.n
+        }
+    }
+
+    fn visible(&self, j: usize, pos: usize) -> bool {
+        self.keys.valid.is_none_or(|v| v[j]) && !(self.causal && j > pos)
+    }
+
+    fn key_row(&self, j: usize, kvh: usize) -> &[f32] {
+        let o = j * self.kv_dim + kvh * self.hd;
+        &self.keys.k[o..o + self.hd]
+    }
+
+    fn value_row(&self, j: usize, kvh: usize) -> &[f32] {
+        let o = j * self.kv_dim + kvh * self.hd;
+        &self.keys.v[o..o + self.hd]
+    }
+
+    /// Dense head `h` for one chunk of queries `qc` (the first at `pos0`), into `oc`.
+    fn dense_head(
+        &self,
+        h: usize,
+        qc: &[f32],
+        pos0: usize,
+        s: &mut AttnScratch<'_>,
+        oc: &mut [f32],
+    ) {
+        let nc = qc.len() / self.q_dim;
+        let kvh = h / self.group;
+        let (max, rest) = s.scores.split_at_mut(nc);
+        let sum = &mut rest[..nc];
+        sum.fill(0.0);
+        for i in 0..nc {
+            oc[i * self.q_dim + h * self.hd..][..self.hd].fill(0.0);
+        }
+        let end = self.key_end(pos0.saturating_add(nc - 1));
+        let mut t0 = 0;
+        while t0 < end {
+            let t1 = end.min(t0 + KEY_TILE);
+            for i in 0..nc {
+                let pos = pos0.saturating_add(i);
+                let qr = &qc[i * self.q_dim + h * self.hd..][..self.hd];
+                let acc = &mut oc[i * self.q_dim + h * self.hd..][..self.hd];
+                for j in t0..t1 {
+                    if !self.visible(j, pos) {
+                        continue;
+                    }
+                    let sc = dot(qr, self.key_row(j, kvh)) * self.scale;
+                    let v = self.value_row(j, kvh);
+                    // The sum is 0 exactly until the first visible key (weights are > 0).
+                    if sum[i] == 0.0 {
+                        max[i] = sc;
+                        sum[i] = 1.0;
+                        acc.copy_from_slice(v);
+                    } else if sc > max[i] {
+                        // New maximum: rescale what was accumulated relative to it.
+                        let c = math::exp(max[i] - sc);
+                        for a in acc.iter_mut() {
+                            *a *= c;
+                        }
+                        sum[i] = sum[i] * c + 1.0;
+                        max[i] = sc;
+                        axpy(acc, 1.0, v);
+                    } else {
+                        let w = math::exp(sc - max[i]);
+                        sum[i] += w;
+                        axpy(acc, w, v);
+                    }
+                }
+            }
+            t0 = t1;
+        }
+        for i in 0..nc {
+            if sum[i] > 0.0 {
+                let inv = 1.0 / sum[i];
+                for a in &mut oc[i * self.q_dim + h * self.hd..][..self.hd] {
+                    *a *= inv;
+                }
+            }
+        }
+    }
+
+    /// Top-k head `h` (keeping `k` keys per query) for one chunk of queries `qc`, into `oc`.
+    fn topk_head(
+        &self,
+        h: usize,
+        k: usize,
+        qc: &[f32],
+        pos0: usize,
+        s: &mut AttnScratch<'_>,
+        oc: &mut [f32],
+    ) {
+        let nc = qc.len() / self.q_dim;
+        let kvh = h / self.group;
+        let lens = &mut s.lens[..nc];
+        lens.fill(0);
+        let end = self.key_end(pos0.saturating_add(nc - 1));
+        let mut t0 = 0;
+        while t0 < end {
+            let t1 = end.min(t0 + KEY_TILE);
+            for (i, len) in lens.iter_mut().enumerate() {
+                let pos = pos0.saturating_add(i);
+                let qr = &qc[i * self.q_dim + h * self.hd..][..self.hd];
+                let mut sel = TopK::resume(
+                    &mut s.scores[i * k..(i + 1) * k],
+                    &mut s.idx[i * k..(i + 1) * k],
+                    *len as usize,
+                    Rank::Value,
+                );
+                for j in t0..t1 {
+                    if self.visible(j, pos) {
+                        // j < MAX_KEYS was checked, so it fits in u16.
+                        sel.push(dot(qr, self.key_row(j, kvh)) * self.scale, j as u16);
+                    }
+                }
+                *len = sel.len() as u32;
+            }
+            t0 = t1;
+        }
+        for (i, &len) in lens.iter().enumerate() {
+            let acc = &mut oc[i * self.q_dim + h * self.hd..][..self.hd];
+            acc.fill(0.0);
+            let mut sel = TopK::resume(
+                &mut s.scores[i * k..(i + 1) * k],
+                &mut s.idx[i * k..(i + 1) * k],
+                len as usize,
+                Rank::Value,
+            );
+            let (sc, ix) = sel.sorted_by_index();
+            if sc.is_empty() {
+                continue;
+            }
+            let m = sc
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+            let mut sum = 0.0;
+            for (&x, &j) in sc.iter().zip(ix) {
+                let w = math::exp(x - m);
+                sum += w;
+                axpy(acc, w, self.value_row(j as usize, kvh));
+            }
+            let inv = 1.0 / sum;
+            for a in acc.iter_mut() {
+                *a *= inv;
+            }
+        }
+    }
 }

@@ -152,13 +152,15 @@ impl ModelConfig {
         if self.type_vocab_size > MAX_DIM {
             return Err(Error::InvalidConfig("type_vocab_size above 65536"));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(Error::InvalidConfig("n_kv_heads must divide n_heads"));
         }
         if self.q_dim() != self.d_model {
-            return Err(Error::InvalidConfig("n_heads * head_dim must equal d_model"));
+            return Err(Error::InvalidConfig(
+                "n_heads * head_dim must equal d_model",
+            ));
         }
-        if matches!(self.pos, PosKind::Rope) && self.head_dim % 2 != 0 {
+        if matches!(self.pos, PosKind::Rope) && !self.head_dim.is_multiple_of(2) {
             return Err(Error::InvalidConfig("RoPE needs an even head_dim"));
         }
         if !(self.norm_eps > 0.0 && self.norm_eps < 1.0) {
@@ -171,7 +173,12 @@ impl ModelConfig {
 impl RunConfig {
     /// Dense attention and dense feed-forward.
     pub const fn dense(seq_len: usize, chunk: usize) -> Self {
-        RunConfig { seq_len, chunk, k_attn: None, k_ff: None }
+        RunConfig {
+            seq_len,
+            chunk,
+            k_attn: None,
+            k_ff: None,
+        }
     }
 
     /// Checks the run against the model: lengths, chunk and k values.
@@ -180,20 +187,23 @@ impl RunConfig {
             return Err(Error::InvalidConfig("seq_len must be at least 1"));
         }
         if self.seq_len > model.max_seq {
-            return Err(Error::SeqTooLong { len: self.seq_len, max: model.max_seq });
+            return Err(Error::SeqTooLong {
+                len: self.seq_len,
+                max: model.max_seq,
+            });
         }
         if self.chunk == 0 || self.chunk > MAX_DIM {
             return Err(Error::InvalidConfig("chunk must be in 1..=65536"));
         }
-        if let Some(k) = self.k_attn {
-            if k == 0 || k > MAX_DIM {
-                return Err(Error::InvalidConfig("k_attn must be in 1..=65536"));
-            }
+        if let Some(k) = self.k_attn
+            && (k == 0 || k > MAX_DIM)
+        {
+            return Err(Error::InvalidConfig("k_attn must be in 1..=65536"));
         }
-        if let Some(k) = self.k_ff {
-            if k == 0 || k > model.d_ff {
-                return Err(Error::InvalidConfig("k_ff must be in 1..=d_ff"));
-            }
+        if let Some(k) = self.k_ff
+            && (k == 0 || k > model.d_ff)
+        {
+            return Err(Error::InvalidConfig("k_ff must be in 1..=d_ff"));
         }
         Ok(())
     }

@@ -1,9 +1,29 @@
-//! Feed-forward layers, dense and top-k (skeleton).
+//! Feed-forward blocks, dense and top-k, plain and gated, over a chunk of tokens.
+//!
+//! The hidden unit `j` of token `t` is `h = act(up[j] . x_t + up_bias[j])`, or for a gated
+//! block `h = act(gate[j] . x_t) * (up[j] . x_t + up_bias[j])`; the output is
+//! `down_bias + sum_j h_j * down_t[j]`, the rows of `down_t` being the "values" of the memory.
+//!
+//! Loops are weight-stationary: the outer loop runs over the hidden units, the inner over the
+//! chunk's tokens, so each row of `up`, `gate` (and, dense, `down_t`) is read once per chunk.
+//!
+//! - Dense: each token's output accumulates `h_j * down_t[j]` as soon as `h_j` is known, so no
+//!   hidden buffer exists and the scratch is empty.
+//! - Top-k: each token keeps the `k_ff` units of largest `|h|` (for ReLU that is the largest
+//!   value) in `k_ff` slots (f32 value + u16 unit index, 6 bytes per slot; ties go to the lower
+//!   index); then only those rows of `down_t` are summed, in increasing unit order. That is the
+//!   dense order, so `k_ff >= d_ff` gives the dense result bit for bit.
+//!
+//! In both modes a unit with `h == 0` adds nothing and its `down_t` row is not read.
 
 use crate::Error;
-use crate::arena::Arena;
+use crate::arena::{ALIGN, Arena, padded};
 use crate::config::Activation;
 use crate::kernels::Matrix;
+use crate::topk::{Rank, TopK};
+
+/// Largest `d_ff` of a top-k block: unit indices are stored as `u16` in the slots.
+pub const MAX_D_FF_TOPK: usize = 1 << 16;
 
 /// Weights of one feed-forward block.
 #[derive(Debug, Clone, Copy)]
@@ -23,15 +43,51 @@ pub struct FfnWeights<'a> {
     pub act: Activation,
 }
 
-/// Scratch bytes for a feed-forward call over `chunk` tokens.
+/// `padded(n * size)`, saturating at `usize::MAX`.
+const fn buf_bytes(n: usize, size: usize) -> usize {
+    match n.checked_mul(size) {
+        Some(b) if b <= usize::MAX - ALIGN => padded(b),
+        _ => usize::MAX,
+    }
+}
+
+/// Scratch bytes for a feed-forward call over `chunk` tokens (what [`FfnScratch::new`] takes).
+/// With `C = chunk` and `k = min(k_ff, d_ff)`:
+///
+/// - top-k (`k_ff = Some(_)`): `padded(4*C*k) + padded(2*C*k) + padded(4*C)` bytes: the `C*k`
+///   f32 kept activations, the `C*k` u16 kept unit indices, one u32 fill count per token;
+/// - dense (`k_ff = None`): 0 bytes (no hidden buffer, see the module doc).
+///
+/// `padded` rounds up to 16 bytes ([`crate::arena::padded`]). Saturates at `usize::MAX` on
+/// overflow.
 pub const fn scratch_bytes(d_ff: usize, chunk: usize, k_ff: Option<usize>) -> usize {
-    let _ = (d_ff, chunk, k_ff);
-    0
+    match k_ff {
+        Some(k) => {
+            let k = if k < d_ff { k } else { d_ff };
+            let slots = match chunk.checked_mul(k) {
+                Some(s) => s,
+                None => return usize::MAX,
+            };
+            buf_bytes(slots, 4)
+                .saturating_add(buf_bytes(slots, 2))
+                .saturating_add(buf_bytes(chunk, 4))
+        }
+        None => 0,
+    }
 }
 
 /// Working buffers of a feed-forward call, sliced from the arena.
 pub struct FfnScratch<'a> {
-    _bufs: &'a mut [f32],
+    /// Top-k: `C*k` kept activations. Dense: empty.
+    scores: &'a mut [f32],
+    /// Top-k: `C*k` kept unit indices. Dense: empty.
+    idx: &'a mut [u16],
+    /// Top-k: slots in use per token. Dense: empty.
+    lens: &'a mut [u32],
+    /// Tokens per call the buffers hold.
+    chunk: usize,
+    /// Slots per token (top-k), `None` for dense.
+    k: Option<usize>,
 }
 
 impl<'a> FfnScratch<'a> {
@@ -42,13 +98,201 @@ impl<'a> FfnScratch<'a> {
         chunk: usize,
         k_ff: Option<usize>,
     ) -> Result<Self, Error> {
-        let _ = (d_ff, chunk, k_ff);
-        Ok(FfnScratch { _bufs: arena.take(0)? })
+        if chunk == 0 {
+            return Err(Error::InvalidConfig("chunk must be at least 1"));
+        }
+        match k_ff {
+            Some(0) => Err(Error::InvalidConfig("k_ff must be at least 1")),
+            Some(k) => {
+                let k = k.min(d_ff);
+                let slots = chunk
+                    .checked_mul(k)
+                    .ok_or(Error::InvalidConfig("chunk * k_ff overflows"))?;
+                let scores = arena.take(slots)?;
+                let idx = arena.take(slots)?;
+                let lens = arena.take(chunk)?;
+                Ok(FfnScratch {
+                    scores,
+                    idx,
+                    lens,
+                    chunk,
+                    k: Some(k),
+                })
+            }
+            None => Ok(FfnScratch {
+                scores: &mut [],
+                idx: &mut [],
+                lens: &mut [],
+                chunk,
+                k: None,
+            }),
+        }
     }
 }
 
+// TODO(kernels): replace with the kernels' dot_row, axpy_row and activate once they land.
+mod fallback {
+    use crate::config::Activation;
+    use crate::kernels::{Matrix, Weights};
+    use crate::math;
+
+    pub fn dot_row(w: &Matrix<'_>, r: usize, x: &[f32]) -> f32 {
+        let c = w.cols();
+        match w.weights() {
+            Weights::F32(d) => d[r * c..(r + 1) * c]
+                .iter()
+                .zip(x)
+                .map(|(a, b)| a * b)
+                .sum(),
+            Weights::F16(d) => d[r * c..(r + 1) * c]
+                .iter()
+                .zip(x)
+                .map(|(a, b)| a.to_f32() * b)
+                .sum(),
+            Weights::I8 { q, scales } => {
+                let s: f32 = q[r * c..(r + 1) * c]
+                    .iter()
+                    .zip(x)
+                    .map(|(&a, b)| a as f32 * b)
+                    .sum();
+                s * scales[r]
+            }
+        }
+    }
+
+    pub fn axpy_row(w: &Matrix<'_>, r: usize, a: f32, y: &mut [f32]) {
+        let c = w.cols();
+        match w.weights() {
+            Weights::F32(d) => {
+                for (y, w) in y.iter_mut().zip(&d[r * c..(r + 1) * c]) {
+                    *y += a * w;
+                }
+            }
+            Weights::F16(d) => {
+                for (y, w) in y.iter_mut().zip(&d[r * c..(r + 1) * c]) {
+                    *y += a * w.to_f32();
+                }
+            }
+            Weights::I8 { q, scales } => {
+                let s = a * scales[r];
+                for (y, &w) in y.iter_mut().zip(&q[r * c..(r + 1) * c]) {
+                    *y += s * w as f32;
+                }
+            }
+        }
+    }
+
+    fn tanh(z: f32) -> f32 {
+        1.0 - 2.0 / (math::exp(2.0 * z) + 1.0)
+    }
+
+    fn erf(x: f32) -> f32 {
+        // Abramowitz & Stegun 7.1.26, |error| < 1.5e-7.
+        let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+        let p = t
+            * (0.254_829_6
+                + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+        let e = 1.0 - p * math::exp(-x * x);
+        if x < 0.0 { -e } else { e }
+    }
+
+    pub fn activate(act: Activation, x: f32) -> f32 {
+        match act {
+            Activation::Relu => x.max(0.0),
+            Activation::GeluErf => 0.5 * x * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2)),
+            Activation::GeluTanh => {
+                0.5 * x * (1.0 + tanh(0.797_884_6 * (x + 0.044_715 * x * x * x)))
+            }
+            Activation::Silu => x / (1.0 + math::exp(-x)),
+        }
+    }
+}
+use fallback::{activate, axpy_row, dot_row};
+
+/// Checks every shape; returns `(d_model, d_ff, n_tokens)`.
+fn check(
+    w: &FfnWeights<'_>,
+    x: &[f32],
+    k_ff: Option<usize>,
+    s: &FfnScratch<'_>,
+    out: &[f32],
+) -> Result<(usize, usize, usize), Error> {
+    let (d_ff, d) = (w.up.rows(), w.up.cols());
+    if d == 0 {
+        return Err(Error::InvalidConfig("d_model must be at least 1"));
+    }
+    let same = |m: &Matrix<'_>, what| {
+        if m.rows() != d_ff || m.cols() != d {
+            return Err(Error::ShapeMismatch {
+                what,
+                expected: d_ff * d,
+                found: m.rows().saturating_mul(m.cols()),
+            });
+        }
+        Ok(())
+    };
+    same(&w.down_t, "ffn down_t (d_ff x d_model)")?;
+    if let Some(g) = &w.gate {
+        same(g, "ffn gate (d_ff x d_model)")?;
+    }
+    let len = |b: Option<&[f32]>, n, what| match b {
+        Some(b) if b.len() != n => Err(Error::ShapeMismatch {
+            what,
+            expected: n,
+            found: b.len(),
+        }),
+        _ => Ok(()),
+    };
+    len(w.up_bias, d_ff, "ffn up bias")?;
+    len(w.down_bias, d, "ffn down bias")?;
+    if !x.len().is_multiple_of(d) {
+        let expected = x.len() - x.len() % d;
+        return Err(Error::ShapeMismatch {
+            what: "ffn input",
+            expected,
+            found: x.len(),
+        });
+    }
+    if out.len() != x.len() {
+        return Err(Error::ShapeMismatch {
+            what: "ffn output",
+            expected: x.len(),
+            found: out.len(),
+        });
+    }
+    let n = x.len() / d;
+    if n > s.chunk {
+        return Err(Error::ShapeMismatch {
+            what: "ffn tokens per call",
+            expected: s.chunk,
+            found: n,
+        });
+    }
+    if let Some(k) = k_ff {
+        if k == 0 {
+            return Err(Error::InvalidConfig("k_ff must be at least 1"));
+        }
+        if d_ff > MAX_D_FF_TOPK {
+            return Err(Error::InvalidConfig(
+                "top-k feed-forward needs d_ff <= 65536",
+            ));
+        }
+        if s.k.is_none_or(|have| k.min(d_ff) > have) {
+            return Err(Error::InvalidConfig(
+                "ffn scratch was made for a smaller k_ff",
+            ));
+        }
+    }
+    Ok((d, d_ff, n))
+}
+
 /// `out = down(act(up x))` (or the gated form) for `n` tokens `x` (`n x d_model`, `n <= chunk`),
-/// keeping only the `k_ff` hidden units of largest magnitude per token when `k_ff` is set.
+/// keeping only the `k_ff` hidden units of largest magnitude per token when `k_ff` is set
+/// (`k_ff >= d_ff` keeps all: the dense result). `out` has the shape of `x`.
+///
+/// Errors: [`Error::ShapeMismatch`] for inconsistent weights, biases, input or output,
+/// [`Error::InvalidConfig`] for `k_ff == 0`, a scratch made for a smaller `k_ff` or dense, or
+/// top-k with `d_ff > 65536`.
 pub fn ffn(
     w: &FfnWeights<'_>,
     x: &[f32],
@@ -56,6 +300,64 @@ pub fn ffn(
     scratch: &mut FfnScratch<'_>,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let _ = (w, x, k_ff, scratch, out);
-    todo!()
+    let (d, d_ff, n) = check(w, x, k_ff, scratch, out)?;
+    let hidden = |j: usize, xt: &[f32]| {
+        let u = dot_row(&w.up, j, xt) + w.up_bias.map_or(0.0, |b| b[j]);
+        match &w.gate {
+            Some(g) => activate(w.act, dot_row(g, j, xt)) * u,
+            None => activate(w.act, u),
+        }
+    };
+    for ot in out.chunks_exact_mut(d) {
+        match w.down_bias {
+            Some(b) => ot.copy_from_slice(b),
+            None => ot.fill(0.0),
+        }
+    }
+    match k_ff {
+        None => {
+            for j in 0..d_ff {
+                for (xt, ot) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+                    let h = hidden(j, xt);
+                    if h != 0.0 {
+                        axpy_row(&w.down_t, j, h, ot);
+                    }
+                }
+            }
+        }
+        Some(k) => {
+            let k = k.min(d_ff);
+            let s = scratch;
+            let lens = &mut s.lens[..n];
+            lens.fill(0);
+            for j in 0..d_ff {
+                for (t, (xt, len)) in x.chunks_exact(d).zip(lens.iter_mut()).enumerate() {
+                    let mut sel = TopK::resume(
+                        &mut s.scores[t * k..(t + 1) * k],
+                        &mut s.idx[t * k..(t + 1) * k],
+                        *len as usize,
+                        Rank::Magnitude,
+                    );
+                    // j < d_ff <= 65536 was checked, so it fits in u16.
+                    sel.push(hidden(j, xt), j as u16);
+                    *len = sel.len() as u32;
+                }
+            }
+            for (t, (ot, &len)) in out.chunks_exact_mut(d).zip(lens.iter()).enumerate() {
+                let mut sel = TopK::resume(
+                    &mut s.scores[t * k..(t + 1) * k],
+                    &mut s.idx[t * k..(t + 1) * k],
+                    len as usize,
+                    Rank::Magnitude,
+                );
+                let (hs, js) = sel.sorted_by_index();
+                for (&h, &j) in hs.iter().zip(js) {
+                    if h != 0.0 {
+                        axpy_row(&w.down_t, j as usize, h, ot);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }

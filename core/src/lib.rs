@@ -10,11 +10,16 @@ pub mod attention;
 pub mod config;
 mod error;
 pub mod ffn;
+pub mod format;
 pub mod kernels;
 pub mod math;
+pub mod model;
 pub mod plan;
+pub mod tokenizer;
+pub mod topk;
 
 pub use arena::{Arena, ArenaStorage};
 pub use config::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
 pub use error::Error;
+pub use model::{LayerWeights, Model, NormWeights, forward};
 pub use plan::{Plan, plan, try_plan};

@@ -1,32 +1,296 @@
-//! The memory plan (skeleton: completed by the engine work).
+//! The memory plan: the byte size of every working buffer of one forward pass, and the peak.
+//!
+//! [`plan()`] is the one place that says how much memory an inference needs; the engine
+//! ([`crate::model::forward`]) takes exactly these buffers from the [`crate::Arena`], in the
+//! same order, so the arena's measured high-water mark equals [`Plan::peak_bytes`] byte for
+//! byte. Every buffer is rounded up to the arena alignment with [`padded`].
+//!
+//! # Layout
+//!
+//! With `N = run.seq_len`, `C = min(run.chunk, N)`, `d = d_model`, `kv = kv_dim` and `pre = 1`
+//! for pre-norm blocks ([`Arch::Llama`]), `0` for post-norm blocks ([`Arch::Bert`]):
+//!
+//! | phase | buffer | bytes |
+//! |---|---|---|
+//! | persistent | hidden states | `padded(4 N d)` |
+//! | persistent | keys | `padded(4 N kv)` |
+//! | persistent | values | `padded(4 N kv)` |
+//! | K/V projection | normed token chunk | `pre * padded(4 C d)` |
+//! | attention | queries, then the output projection | `padded(4 C d)` |
+//! | attention | normed chunk, then the attention context | `padded(4 C d)` |
+//! | attention | attention scratch, top-k | `padded(4 C k) + padded(2 C k) + padded(4 C)` |
+//! | attention | attention scratch, dense | `padded(8 C)` |
+//! | feed-forward | normed token chunk | `pre * padded(4 C d)` |
+//! | feed-forward | FFN output | `padded(4 C d)` |
+//! | feed-forward | FFN scratch, top-k (`k' = min(k_ff, d_ff)`) | `padded(4 C k') + padded(2 C k') + padded(4 C)` |
+//! | feed-forward | FFN scratch, dense | 0 |
+//!
+//! The scratch rows are [`attention::scratch_bytes`] (per query: `k` kept f32 scores, `k` u16
+//! key indices and a u32 fill count; dense: running max and sum) and [`ffn::scratch_bytes`]
+//! (per token: the `k'` kept activations and unit indices; the dense FFN streams its hidden
+//! units and needs none). `padded` rounds up to 16 bytes.
+//!
+//! The three phases run one after the other in every layer and reuse the same bytes, so
+//!
+//! ```text
+//! peak_bytes = persistent + max(kv_phase, attention_phase, ffn_phase)
+//! ```
+//!
+//! # Linear in N
+//!
+//! Only the persistent buffers depend on `N`; the phases depend on `C`, `k_attn`, `k_ff` and the
+//! model widths. When `d_model` and `kv_dim` are multiples of 4 (so no padding is needed) and
+//! `N >= chunk` (so `C = chunk`):
+//!
+//! ```text
+//! peak_bytes(N) = a * N + b
+//! a = 4 * (d_model + 2 * kv_dim)                         bytes per token
+//! b = max(kv_phase, attention_phase, ffn_phase)          bytes, independent of N
+//! ```
+//!
+//! For example all-MiniLM-L6-v2 (`d = kv = 384`, `d_ff = 1536`) with top-32 attention and
+//! `C = 16`: `a = 4608`, `b = 2 * 24576 + 3136 = 52288`, so 128 tokens need 642112 bytes,
+//! while the `n_heads x N x N` f32 score matrix of vanilla attention
+//! ([`Plan::vanilla_scores_bytes`]) grows with `N^2`.
+//!
+//! [`Arch::Llama`]: crate::Arch::Llama
+//! [`Arch::Bert`]: crate::Arch::Bert
 
-use crate::Error;
-use crate::config::{ModelConfig, RunConfig};
+use crate::arena::padded;
+use crate::attention::{self, AttnDims, AttnParams};
+use crate::config::{Arch, ModelConfig, RunConfig};
+use crate::{Error, ffn};
 
-/// Byte size of every working buffer of one inference, and the peak.
+/// The phase of a forward pass in which a buffer lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Phase {
+    /// Lives for the whole forward pass.
+    Persistent,
+    /// Key and value projection of all tokens (per layer).
+    KvProjection,
+    /// Attention of one query chunk at a time (per layer).
+    Attention,
+    /// Feed-forward of one token chunk at a time (per layer).
+    FeedForward,
+}
+
+/// One working buffer of the plan (a row of `topkit budget`'s table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Buffer {
+    /// Short name of the buffer.
+    pub name: &'static str,
+    /// Size in bytes, padded to the arena alignment (0 when the model does not need it).
+    pub bytes: usize,
+    /// When the buffer is live.
+    pub phase: Phase,
+}
+
+/// Byte size of every working buffer of one forward pass, and the peak. All sizes are in bytes
+/// and already padded to the arena alignment (16 bytes). See the [module docs](self) for the
+/// formulas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Plan {
+    /// Tokens the buffers are sized for (`run.seq_len`).
+    pub seq_len: usize,
+    /// Effective chunk: `min(run.chunk, run.seq_len)` tokens.
+    pub chunk: usize,
+    /// Hidden states, `seq_len x d_model` f32: `padded(4 N d_model)`.
+    pub hidden_bytes: usize,
+    /// Keys of the current layer, `seq_len x kv_dim` f32: `padded(4 N kv_dim)`.
+    pub keys_bytes: usize,
+    /// Values of the current layer, `seq_len x kv_dim` f32: `padded(4 N kv_dim)`.
+    pub values_bytes: usize,
+    /// Normed token chunk for the K/V projection, `chunk x d_model` f32 (pre-norm only, else 0).
+    pub kv_norm_bytes: usize,
+    /// Queries of a chunk, later its output projection, `chunk x d_model` f32.
+    pub q_bytes: usize,
+    /// Normed chunk (pre-norm), later the attention context, `chunk x d_model` f32.
+    pub ctx_bytes: usize,
+    /// Scratch of one attention call ([`attention::scratch_bytes`]).
+    pub attn_scratch_bytes: usize,
+    /// Normed token chunk for the feed-forward, `chunk x d_model` f32 (pre-norm only, else 0).
+    pub ffn_norm_bytes: usize,
+    /// Feed-forward output of a chunk, `chunk x d_model` f32.
+    pub ffn_out_bytes: usize,
+    /// Scratch of one feed-forward call ([`ffn::scratch_bytes`]).
+    pub ffn_scratch_bytes: usize,
+    /// Sum of the persistent buffers (hidden, keys, values).
+    pub persistent_bytes: usize,
+    /// Sum of the K/V projection phase buffers.
+    pub kv_phase_bytes: usize,
+    /// Sum of the attention phase buffers.
+    pub attn_phase_bytes: usize,
+    /// Sum of the feed-forward phase buffers.
+    pub ffn_phase_bytes: usize,
     /// Largest number of arena bytes in use at once: the arena size to provide.
+    /// `persistent_bytes + max(kv_phase_bytes, attn_phase_bytes, ffn_phase_bytes)`.
     pub peak_bytes: usize,
     /// For comparison only: bytes of the `n_heads x N x N` f32 score matrix that vanilla
-    /// attention materialises per layer.
+    /// attention materialises per layer (`4 n_heads N^2`).
     pub vanilla_scores_bytes: usize,
 }
 
-/// The plan, checked: a typed error for an invalid model or run configuration.
-pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Error> {
-    if let Err(e) = model.validate() {
-        return Err(e);
+/// Number of buffers [`Plan::buffers`] lists.
+pub const N_BUFFERS: usize = 10;
+
+impl Plan {
+    /// Every working buffer with its size and phase, in the order the engine takes them.
+    pub const fn buffers(&self) -> [Buffer; N_BUFFERS] {
+        use Phase::*;
+        const fn b(name: &'static str, bytes: usize, phase: Phase) -> Buffer {
+            Buffer { name, bytes, phase }
+        }
+        [
+            b("hidden", self.hidden_bytes, Persistent),
+            b("keys", self.keys_bytes, Persistent),
+            b("values", self.values_bytes, Persistent),
+            b("kv_norm", self.kv_norm_bytes, KvProjection),
+            b("q", self.q_bytes, Attention),
+            b("ctx", self.ctx_bytes, Attention),
+            b("attn_scratch", self.attn_scratch_bytes, Attention),
+            b("ffn_norm", self.ffn_norm_bytes, FeedForward),
+            b("ffn_out", self.ffn_out_bytes, FeedForward),
+            b("ffn_scratch", self.ffn_scratch_bytes, FeedForward),
+        ]
     }
-    if let Err(e) = run.validate(model) {
-        return Err(e);
-    }
-    let n = run.seq_len;
-    Ok(Plan { peak_bytes: 0, vanilla_scores_bytes: model.n_heads * n * n * 4 })
 }
 
-/// The plan, for `const` items: fails compilation when the configuration is invalid.
+/// `?` for `const fn` (the `Try` trait is not const yet).
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Err(e),
+        }
+    };
+}
+
+const OVERFLOW: Error = Error::InvalidConfig("working buffers exceed the address space");
+
+/// `padded(4 * rows * cols)`: an f32 buffer, checked.
+const fn f32_buf(rows: usize, cols: usize) -> Result<usize, Error> {
+    match rows.checked_mul(cols) {
+        Some(n) => match n.checked_mul(4) {
+            Some(b) if b <= usize::MAX - 15 => Ok(padded(b)),
+            _ => Err(OVERFLOW),
+        },
+        None => Err(OVERFLOW),
+    }
+}
+
+const fn add(a: usize, b: usize) -> Result<usize, Error> {
+    match a.checked_add(b) {
+        Some(s) => Ok(s),
+        None => Err(OVERFLOW),
+    }
+}
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
+
+/// The attention parameters the engine uses for a run (effective chunk `min(chunk, seq_len)`).
+pub const fn attn_params(model: &ModelConfig, run: &RunConfig) -> AttnParams {
+    let chunk = if run.chunk < run.seq_len {
+        run.chunk
+    } else {
+        run.seq_len
+    };
+    AttnParams {
+        dims: AttnDims {
+            n_heads: model.n_heads,
+            n_kv_heads: model.n_kv_heads,
+            head_dim: model.head_dim,
+        },
+        causal: model.causal,
+        k_attn: run.k_attn,
+        chunk,
+    }
+}
+
+/// The plan, checked: a typed error for an invalid model or run configuration, and
+/// [`Error::InvalidConfig`] when a byte count would overflow `usize` (a config read from a
+/// file cannot make the plan wrap around).
+pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Error> {
+    tri!(model.validate());
+    tri!(run.validate(model));
+    let n = run.seq_len;
+    let p = attn_params(model, run);
+    let c = p.chunk;
+    let d = model.d_model;
+    let kv = model.kv_dim();
+    // Pre-norm blocks normalise a copy of the residual stream; post-norm blocks read it as is.
+    let pre_norm = matches!(model.arch, Arch::Llama);
+
+    // Persistent: the residual stream, and K and V of the current layer for all tokens
+    // (computed before any query so that each query chunk can update its own rows of
+    // `hidden` in place).
+    let hidden_bytes = tri!(f32_buf(n, d));
+    let keys_bytes = tri!(f32_buf(n, kv));
+    let values_bytes = keys_bytes;
+    let persistent_bytes = tri!(add(tri!(add(hidden_bytes, keys_bytes)), values_bytes));
+
+    // K/V projection: post-norm projects `hidden` directly, pre-norm needs a normed chunk.
+    let chunk_bytes = tri!(f32_buf(c, d));
+    let kv_norm_bytes = if pre_norm { chunk_bytes } else { 0 };
+    let kv_phase_bytes = kv_norm_bytes;
+
+    // Attention, per query chunk. `q_dim == d_model` (validated), so the queries' buffer can
+    // take the output projection and the normed chunk's buffer can take the context.
+    let q_bytes = chunk_bytes;
+    let ctx_bytes = chunk_bytes;
+    let attn_scratch_bytes = attention::scratch_bytes(&p);
+    let attn_phase_bytes = tri!(add(tri!(add(q_bytes, ctx_bytes)), attn_scratch_bytes));
+
+    // Feed-forward, per token chunk.
+    let ffn_norm_bytes = if pre_norm { chunk_bytes } else { 0 };
+    let ffn_out_bytes = chunk_bytes;
+    let ffn_scratch_bytes = ffn::scratch_bytes(model.d_ff, c, run.k_ff);
+    let ffn_phase_bytes = tri!(add(
+        tri!(add(ffn_norm_bytes, ffn_out_bytes)),
+        ffn_scratch_bytes
+    ));
+
+    let phase_max = max(max(kv_phase_bytes, attn_phase_bytes), ffn_phase_bytes);
+    let peak_bytes = tri!(add(persistent_bytes, phase_max));
+
+    // 4 * n_heads * N * N, for comparison; saturates instead of failing since nothing is
+    // allocated from it.
+    let vanilla_scores_bytes = match n.checked_mul(n) {
+        Some(nn) => match nn.checked_mul(model.n_heads) {
+            Some(x) => x.saturating_mul(4),
+            None => usize::MAX,
+        },
+        None => usize::MAX,
+    };
+
+    Ok(Plan {
+        seq_len: n,
+        chunk: c,
+        hidden_bytes,
+        keys_bytes,
+        values_bytes,
+        kv_norm_bytes,
+        q_bytes,
+        ctx_bytes,
+        attn_scratch_bytes,
+        ffn_norm_bytes,
+        ffn_out_bytes,
+        ffn_scratch_bytes,
+        persistent_bytes,
+        kv_phase_bytes,
+        attn_phase_bytes,
+        ffn_phase_bytes,
+        peak_bytes,
+        vanilla_scores_bytes,
+    })
+}
+
+/// The plan, for `const` items: fails compilation when the configuration is invalid. Use
+/// [`try_plan`] for configurations known only at run time.
 pub const fn plan(model: &ModelConfig, run: &RunConfig) -> Plan {
     match try_plan(model, run) {
         Ok(p) => p,

@@ -1,4 +1,7 @@
 //! Shared helpers of the integration tests: seeded random weights and naive references.
 #![forbid(unsafe_code)]
 
+pub mod attention_ref;
 pub mod kernels_ref;
+pub mod model_ref;
+pub mod vocab;

@@ -1,6 +1,6 @@
-//! `topkit`: pack, inspect and budget models (skeleton).
+//! `topkit`: pack, inspect and budget models. See `topkit --help`.
 #![forbid(unsafe_code)]
 
 fn main() {
-    println!("topkit {}", env!("CARGO_PKG_VERSION"));
+    std::process::exit(topkit_cli::run(std::env::args_os()));
 }

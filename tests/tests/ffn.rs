@@ -1,0 +1,453 @@
+//! Feed-forward blocks, dense and top-k, plain and gated, f32/f16/int8 weights, against the
+//! naive f64 reference (which uses the dequantized weights, so only arithmetic differs).
+//!
+//! Tolerances, on `|out - ref| <= TOL * (1 + max |ref|)`:
+//! - std build: [`TOL`] = 2e-6 (f32 rounding of the two products; largest seen 3.3e-7);
+//! - micromath build: [`TOL`] = 1e-3 (its `exp`, behind GELU, SiLU and tanh, has a relative
+//!   error near 1e-3; largest seen 2.1e-4 over 256 cases).
+//!
+//! Top-k against the reference uses ReLU and inputs, weights and biases that are multiples of
+//! 1/4: the hidden values are then exact in f32, so the engine and the reference keep the same
+//! units. Where two engine runs should agree (`k_ff >= d_ff` vs dense, tokens per call) the
+//! comparison is exact.
+
+use half::f16;
+use proptest::prelude::*;
+use topkit::ffn::{FfnScratch, FfnWeights, ffn, scratch_bytes};
+use topkit::kernels::{Matrix, Weights};
+use topkit::{Activation, ArenaStorage, Error};
+use topkit_tests::attention_ref::{RefFfn, Rng, ffn_ref, gelu_erf, gelu_tanh, relu, silu};
+
+#[cfg(feature = "std")]
+const TOL: f64 = 2e-6;
+#[cfg(not(feature = "std"))]
+const TOL: f64 = 1e-3;
+
+const ARENA: usize = 1 << 16;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum DType {
+    F32,
+    F16,
+    I8,
+}
+
+/// Owned weight storage of one matrix.
+enum Store {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    I8(Vec<i8>, Vec<f32>),
+}
+
+impl Store {
+    /// Stores `vals` (`rows x cols`) as `dt`. Int8 uses a per-row scale of max|row|/127, or
+    /// 1/4 when `quarter` (then multiples of 1/4 in [-1, 1] are stored exactly).
+    fn new(dt: DType, vals: &[f32], rows: usize, cols: usize, quarter: bool) -> Self {
+        match dt {
+            DType::F32 => Store::F32(vals.to_vec()),
+            DType::F16 => Store::F16(vals.iter().map(|&v| f16::from_f32(v)).collect()),
+            DType::I8 => {
+                let mut q = Vec::with_capacity(rows * cols);
+                let mut scales = Vec::with_capacity(rows);
+                for r in 0..rows {
+                    let row = &vals[r * cols..(r + 1) * cols];
+                    let m = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let s = if quarter {
+                        0.25
+                    } else if m > 0.0 {
+                        m / 127.0
+                    } else {
+                        1.0
+                    };
+                    q.extend(row.iter().map(|&v| (v / s).round() as i8));
+                    scales.push(s);
+                }
+                Store::I8(q, scales)
+            }
+        }
+    }
+
+    fn matrix(&self, rows: usize, cols: usize) -> Matrix<'_> {
+        let w = match self {
+            Store::F32(d) => Weights::F32(d),
+            Store::F16(d) => Weights::F16(d),
+            Store::I8(q, s) => Weights::I8 { q, scales: s },
+        };
+        Matrix::new(rows, cols, w).unwrap()
+    }
+
+    /// The values the engine sees, in f64 (exact).
+    fn dequant(&self, cols: usize) -> Vec<f64> {
+        match self {
+            Store::F32(d) => d.iter().map(|&v| v as f64).collect(),
+            Store::F16(d) => d.iter().map(|v| v.to_f64()).collect(),
+            Store::I8(q, s) => q
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v as f64 * s[i / cols] as f64)
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    d: usize,
+    f: usize,
+    n: usize,
+    k: usize,
+    gated: bool,
+    biases: bool,
+    act: Activation,
+    dt: DType,
+    seed: u64,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (1usize..=12, 1usize..=40, 1usize..=5, any::<u64>())
+        .prop_flat_map(|(d, f, n, seed)| {
+            (
+                Just((d, f, n, seed)),
+                1usize..=f + 2,
+                any::<bool>(),
+                any::<bool>(),
+                prop_oneof![
+                    Just(Activation::Relu),
+                    Just(Activation::GeluErf),
+                    Just(Activation::GeluTanh),
+                    Just(Activation::Silu)
+                ],
+                prop_oneof![Just(DType::F32), Just(DType::F16), Just(DType::I8)],
+            )
+        })
+        .prop_map(|((d, f, n, seed), k, gated, biases, act, dt)| Case {
+            d,
+            f,
+            n,
+            k,
+            gated,
+            biases,
+            act,
+            dt,
+            seed,
+        })
+}
+
+/// A block's weights and inputs, owned.
+struct Block {
+    up: Store,
+    gate: Option<Store>,
+    down_t: Store,
+    up_bias: Option<Vec<f32>>,
+    down_bias: Option<Vec<f32>>,
+    x: Vec<f32>,
+}
+
+impl Block {
+    /// Random block: uniform values, or multiples of 1/4 for `up`, `gate`, `x` and biases
+    /// when `quarter`.
+    fn new(c: &Case, quarter: bool) -> Self {
+        let mut r = Rng::new(c.seed);
+        let (d, f) = (c.d, c.f);
+        let vals = |n: usize, r: &mut Rng| {
+            if quarter {
+                r.quarters(n)
+            } else {
+                r.vec(n, -1.0, 1.0)
+            }
+        };
+        let up = Store::new(c.dt, &vals(f * d, &mut r), f, d, quarter);
+        let gate = c
+            .gated
+            .then(|| Store::new(c.dt, &vals(f * d, &mut r), f, d, quarter));
+        let down_t = Store::new(c.dt, &r.vec(f * d, -1.0, 1.0), f, d, false);
+        let up_bias = c.biases.then(|| vals(f, &mut r));
+        let down_bias = c.biases.then(|| r.vec(d, -1.0, 1.0));
+        let x = vals(c.n * d, &mut r);
+        Block {
+            up,
+            gate,
+            down_t,
+            up_bias,
+            down_bias,
+            x,
+        }
+    }
+
+    fn weights(&self, c: &Case) -> FfnWeights<'_> {
+        FfnWeights {
+            up: self.up.matrix(c.f, c.d),
+            up_bias: self.up_bias.as_deref(),
+            gate: self.gate.as_ref().map(|g| g.matrix(c.f, c.d)),
+            down_t: self.down_t.matrix(c.f, c.d),
+            down_bias: self.down_bias.as_deref(),
+            act: c.act,
+        }
+    }
+
+    /// The reference over `x` (a slice of this block's tokens or all of them).
+    fn reference(&self, c: &Case, x: &[f32], k_ff: Option<usize>) -> Vec<f64> {
+        let up = self.up.dequant(c.d);
+        let gate = self.gate.as_ref().map(|g| g.dequant(c.d));
+        let down_t = self.down_t.dequant(c.d);
+        let ub: Option<Vec<f64>> = self
+            .up_bias
+            .as_ref()
+            .map(|b| b.iter().map(|&v| v as f64).collect());
+        let db: Option<Vec<f64>> = self
+            .down_bias
+            .as_ref()
+            .map(|b| b.iter().map(|&v| v as f64).collect());
+        let w = RefFfn {
+            d_model: c.d,
+            d_ff: c.f,
+            up: &up,
+            up_bias: ub.as_deref(),
+            gate: gate.as_deref(),
+            down_t: &down_t,
+            down_bias: db.as_deref(),
+        };
+        let act: fn(f64) -> f64 = match c.act {
+            Activation::Relu => relu,
+            Activation::GeluErf => gelu_erf,
+            Activation::GeluTanh => gelu_tanh,
+            Activation::Silu => silu,
+        };
+        let gated = c.gated;
+        let hidden = move |g: f64, u: f64| if gated { act(g) * u } else { act(u) };
+        ffn_ref(&w, &hidden, x, k_ff)
+    }
+}
+
+/// One call in a fresh arena, checking that the scratch takes exactly `scratch_bytes`.
+fn run(
+    w: &FfnWeights<'_>,
+    x: &[f32],
+    chunk: usize,
+    k_ff: Option<usize>,
+) -> Result<Vec<f32>, Error> {
+    let mut storage = Box::new(ArenaStorage::<ARENA>::new());
+    let mut arena = storage.arena();
+    let d_ff = w.up.rows();
+    let mut s = FfnScratch::new(&mut arena, d_ff, chunk, k_ff)?;
+    assert_eq!(arena.high_water(), scratch_bytes(d_ff, chunk, k_ff));
+    let mut out = vec![f32::NAN; x.len()];
+    ffn(w, x, k_ff, &mut s, &mut out)?;
+    Ok(out)
+}
+
+fn rel_err(out: &[f32], want: &[f64]) -> f64 {
+    let scale = 1.0 + want.iter().fold(0f64, |m, v| m.max(v.abs()));
+    out.iter()
+        .zip(want)
+        .map(|(&o, &w)| (o as f64 - w).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Dense equals the f64 reference with exact activations, within TOL.
+    #[test]
+    fn dense_matches_naive_reference(c in case()) {
+        let b = Block::new(&c, false);
+        let out = run(&b.weights(&c), &b.x, c.n, None).unwrap();
+        let err = rel_err(&out, &b.reference(&c, &b.x, None));
+        prop_assert!(err <= TOL, "error {err} > {TOL}");
+    }
+
+    /// Top-k with k_ff >= d_ff is the dense result bit for bit (same sum order).
+    #[test]
+    fn topk_with_all_units_equals_dense(c in case(), extra in 0usize..3) {
+        let b = Block::new(&c, false);
+        let w = b.weights(&c);
+        let top = run(&w, &b.x, c.n, Some(c.f + extra)).unwrap();
+        let dense = run(&w, &b.x, c.n, None).unwrap();
+        prop_assert_eq!(top, dense);
+    }
+
+    /// Top-k (ReLU, plain or gated, all weight types) equals the reference that keeps the k_ff
+    /// units of largest |h| (lower index on ties), within TOL. The kept sets are identical by
+    /// construction (see the module doc).
+    #[test]
+    fn topk_matches_naive_reference(mut c in case()) {
+        c.act = Activation::Relu;
+        let b = Block::new(&c, true);
+        let out = run(&b.weights(&c), &b.x, c.n, Some(c.k)).unwrap();
+        let err = rel_err(&out, &b.reference(&c, &b.x, Some(c.k)));
+        prop_assert!(err <= TOL, "error {err} > {TOL}");
+    }
+
+    /// Each token's output is independent of the others in its call: token by token equals
+    /// all at once, bit for bit, dense and top-k.
+    #[test]
+    fn tokens_per_call_do_not_change_results(c in case()) {
+        let b = Block::new(&c, false);
+        let w = b.weights(&c);
+        for k in [Some(c.k), None] {
+            let all = run(&w, &b.x, c.n + 1, k).unwrap();
+            for t in 0..c.n {
+                let one = run(&w, &b.x[t * c.d..(t + 1) * c.d], 1, k).unwrap();
+                prop_assert_eq!(&all[t * c.d..(t + 1) * c.d], &one[..]);
+            }
+        }
+    }
+}
+
+/// The kept units are those of largest |h|, negative ones included, ties to the lower index;
+/// only their `down_t` rows are summed. Exact: every value is a small dyadic number.
+#[test]
+fn topk_keeps_largest_magnitude() {
+    // d_model = 1, x = [1]; a gated block with ReLU gate weights 1: h_j = up_j.
+    let up = [0.5f32, -3.0, 2.0, -0.5, 2.0, 0.25];
+    let gate = [1.0f32; 6];
+    // down_t row j is 2^j: the output's bits show which units were summed.
+    let down: Vec<f32> = (0..6).map(|j| (1 << j) as f32).collect();
+    let w = FfnWeights {
+        up: Matrix::new(6, 1, Weights::F32(&up)).unwrap(),
+        up_bias: None,
+        gate: Some(Matrix::new(6, 1, Weights::F32(&gate)).unwrap()),
+        down_t: Matrix::new(6, 1, Weights::F32(&down)).unwrap(),
+        down_bias: None,
+        act: Activation::Relu,
+    };
+    let expect = |units: &[usize]| units.iter().map(|&j| up[j] * down[j]).sum::<f32>();
+    assert_eq!(run(&w, &[1.0], 1, Some(1)).unwrap(), [expect(&[1])]);
+    // Units 2 and 4 tie at 2.0: the lower index wins.
+    assert_eq!(run(&w, &[1.0], 1, Some(2)).unwrap(), [expect(&[1, 2])]);
+    assert_eq!(run(&w, &[1.0], 1, Some(3)).unwrap(), [expect(&[1, 2, 4])]);
+    // 0.5 and -0.5 tie in magnitude.
+    assert_eq!(
+        run(&w, &[1.0], 1, Some(4)).unwrap(),
+        [expect(&[0, 1, 2, 4])]
+    );
+}
+
+/// The scratch is exactly the documented formula, and what `new` takes.
+#[test]
+fn scratch_bytes_formula() {
+    let pad = |b: usize| b.div_ceil(16) * 16;
+    for d_ff in [1usize, 7, 64, 1536] {
+        for c in [1usize, 3, 16] {
+            for k in [None, Some(1), Some(5), Some(64), Some(4000)] {
+                let want = match k {
+                    Some(k) => {
+                        let k = k.min(d_ff);
+                        pad(4 * c * k) + pad(2 * c * k) + pad(4 * c)
+                    }
+                    None => 0,
+                };
+                assert_eq!(scratch_bytes(d_ff, c, k), want);
+                let mut storage = Box::new(ArenaStorage::<{ 1 << 18 }>::new());
+                let mut arena = storage.arena();
+                FfnScratch::new(&mut arena, d_ff, c, k).unwrap();
+                assert_eq!(arena.high_water(), want);
+            }
+        }
+    }
+    const B: usize = scratch_bytes(1536, 16, Some(64));
+    assert_eq!(B, 16 * 64 * 6 + 64);
+    assert_eq!(
+        scratch_bytes(1 << 16, usize::MAX, Some(1 << 16)),
+        usize::MAX
+    );
+}
+
+/// Bad inputs are typed errors, never panics.
+#[test]
+fn bad_inputs_are_errors() {
+    let up = [0.5f32; 12];
+    let down = [0.25f32; 12];
+    let ub = [0.1f32; 4];
+    let db = [0.1f32; 3];
+    fn m(d: &[f32], r: usize, c: usize) -> Matrix<'_> {
+        Matrix::new(r, c, Weights::F32(d)).unwrap()
+    }
+    let good = FfnWeights {
+        up: m(&up, 4, 3),
+        up_bias: Some(&ub),
+        gate: None,
+        down_t: m(&down, 4, 3),
+        down_bias: Some(&db),
+        act: Activation::GeluErf,
+    };
+    let x = [1.0f32; 6];
+    assert!(run(&good, &x, 2, Some(2)).is_ok());
+
+    let shape = |r: Result<Vec<f32>, Error>| matches!(r, Err(Error::ShapeMismatch { .. }));
+    let config = |r: Result<Vec<f32>, Error>| matches!(r, Err(Error::InvalidConfig(_)));
+    assert!(shape(run(&good, &x[..5], 2, None)));
+    assert!(shape(run(&good, &x, 1, None)), "more tokens than the chunk");
+    assert!(shape(run(
+        &FfnWeights {
+            down_t: m(&down, 3, 4),
+            ..good
+        },
+        &x,
+        2,
+        None
+    )));
+    assert!(shape(run(
+        &FfnWeights {
+            gate: Some(m(&up, 2, 6)),
+            ..good
+        },
+        &x,
+        2,
+        None
+    )));
+    assert!(shape(run(
+        &FfnWeights {
+            up_bias: Some(&ub[..3]),
+            ..good
+        },
+        &x,
+        2,
+        None
+    )));
+    assert!(shape(run(
+        &FfnWeights {
+            down_bias: Some(&db[..2]),
+            ..good
+        },
+        &x,
+        2,
+        None
+    )));
+    assert!(config(run(&good, &x, 2, Some(0))));
+    assert!(config(run(&good, &x, 0, None)));
+    assert!(config(run(
+        &FfnWeights {
+            up: m(&[], 4, 0),
+            down_t: m(&[], 4, 0),
+            ..good
+        },
+        &[],
+        1,
+        None
+    )));
+
+    // A scratch made for dense or a smaller k_ff is refused.
+    let mut storage = Box::new(ArenaStorage::<ARENA>::new());
+    let mut arena = storage.arena();
+    let mut s = FfnScratch::new(&mut arena, 4, 2, Some(2)).unwrap();
+    let mut out = [0f32; 6];
+    assert!(matches!(
+        ffn(&good, &x, Some(3), &mut s, &mut out),
+        Err(Error::InvalidConfig(_))
+    ));
+    let mut d = FfnScratch::new(&mut arena, 4, 2, None).unwrap();
+    assert!(matches!(
+        ffn(&good, &x, Some(1), &mut d, &mut out),
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        ffn(&good, &x, None, &mut d, &mut out[..5]),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        FfnScratch::new(&mut arena, 1 << 16, 1 << 10, Some(1 << 10)),
+        Err(Error::ArenaTooSmall { .. })
+    ));
+}

@@ -1,0 +1,461 @@
+//! Reading a Hugging Face model directory: `config.json`, `model.safetensors`, the tokenizer
+//! files (`vocab.txt` or `tokenizer.json`, `tokenizer_config.json`,
+//! `special_tokens_map.json`) and, for sentence-transformers models, `modules.json` with the
+//! pooling settings.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+use topkit::format::{FileConfig, Pooling, SPECIALS, Special, TokenizerKind};
+use topkit::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind};
+
+use crate::writer::Tokenizer;
+
+/// `model_type` values `topkit pack` converts.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
+
+/// How a source tensor becomes a packed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    /// As is.
+    None,
+    /// Transposed (a 2-D `[a, b]` becomes `[b, a]`).
+    Transpose,
+    /// Only the first rows (position embeddings cut to `--max-seq`).
+    FirstRows(usize),
+}
+
+/// One packed tensor and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// Name in the safetensors file.
+    pub source: String,
+    /// topkit name.
+    pub name: String,
+    /// Conversion.
+    pub transform: Transform,
+}
+
+/// A model directory, read and mapped, ready to convert.
+#[derive(Debug)]
+pub struct Source {
+    /// Config section of the packed file.
+    pub config: FileConfig,
+    /// Tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Tensors to pack, in order.
+    pub mappings: Vec<Mapping>,
+    /// Source tensors left out (pooler, MLM head, position ids), by source name.
+    pub skipped: Vec<String>,
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+fn read_json_opt(path: &Path) -> Result<Option<Value>> {
+    if path.exists() {
+        read_json(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+fn get_usize(cfg: &Value, key: &str) -> Result<usize> {
+    let v = cfg
+        .get(key)
+        .ok_or_else(|| anyhow!("config.json has no {key:?}"))?;
+    v.as_u64()
+        .and_then(|x| usize::try_from(x).ok())
+        .ok_or_else(|| anyhow!("config.json: {key:?} must be a non-negative integer, found {v}"))
+}
+
+/// Reads `dir` and maps its tensors for a packed file with at most `max_seq` positions
+/// (`None`: the model's own maximum).
+pub fn read_dir(dir: &Path, st: &SafeTensors<'_>, max_seq: Option<usize>) -> Result<Source> {
+    let cfg = read_json(&dir.join("config.json"))?;
+    let model_type = cfg
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("(none)");
+    match model_type {
+        "bert" => bert(dir, &cfg, st, max_seq),
+        other => bail!(
+            "unsupported model_type {other:?} in {}: supported model types are {}",
+            dir.join("config.json").display(),
+            SUPPORTED_MODEL_TYPES.join(", ")
+        ),
+    }
+}
+
+fn activation(name: &str) -> Result<Activation> {
+    Ok(match name {
+        "gelu" => Activation::GeluErf,
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+        "relu" => Activation::Relu,
+        "silu" | "swish" => Activation::Silu,
+        other => bail!(
+            "unsupported hidden_act {other:?} (supported: gelu, gelu_new, gelu_pytorch_tanh, relu, silu)"
+        ),
+    })
+}
+
+fn bert(dir: &Path, cfg: &Value, st: &SafeTensors<'_>, max_seq: Option<usize>) -> Result<Source> {
+    if let Some(p) = cfg.get("position_embedding_type").and_then(Value::as_str) {
+        ensure!(
+            p == "absolute",
+            "unsupported position_embedding_type {p:?} (only \"absolute\")"
+        );
+    }
+    let d_model = get_usize(cfg, "hidden_size")?;
+    let n_heads = get_usize(cfg, "num_attention_heads")?;
+    ensure!(
+        n_heads > 0 && d_model % n_heads == 0,
+        "hidden_size {d_model} is not a multiple of num_attention_heads {n_heads}"
+    );
+    let max_pos = get_usize(cfg, "max_position_embeddings")?;
+    let max_seq = max_seq.unwrap_or(max_pos);
+    ensure!(
+        (1..=max_pos).contains(&max_seq),
+        "--max-seq {max_seq} must be in 1..={max_pos} (the model's max_position_embeddings)"
+    );
+    let act = cfg
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("gelu");
+    let model = ModelConfig {
+        arch: Arch::Bert,
+        vocab_size: get_usize(cfg, "vocab_size")?,
+        d_model,
+        n_layers: get_usize(cfg, "num_hidden_layers")?,
+        n_heads,
+        n_kv_heads: n_heads,
+        head_dim: d_model / n_heads,
+        d_ff: get_usize(cfg, "intermediate_size")?,
+        max_seq,
+        type_vocab_size: cfg
+            .get("type_vocab_size")
+            .map_or(Ok(0), |_| get_usize(cfg, "type_vocab_size"))?,
+        norm: Norm::LayerNorm,
+        norm_eps: cfg
+            .get("layer_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-12) as f32,
+        act: activation(act)?,
+        ffn: FfnKind::Plain,
+        pos: PosKind::Learned,
+        rope_theta: 0.0,
+        causal: false,
+        tie_embeddings: false,
+    };
+    model.validate().map_err(|e| anyhow!("config.json: {e}"))?;
+    let (pooling, normalize) = sentence_transformers(dir)?;
+    let tokenizer = wordpiece(dir, model.vocab_size)?;
+
+    // Checkpoints of task models (BertForMaskedLM, ...) prefix the encoder with "bert.".
+    let prefix = if st.names().iter().any(|n| n.starts_with("bert.embeddings.")) {
+        "bert."
+    } else {
+        ""
+    };
+    let mut mappings = Vec::new();
+    let mut map = |source: String, name: String, transform| {
+        mappings.push(Mapping {
+            source,
+            name,
+            transform,
+        })
+    };
+    let e = format!("{prefix}embeddings");
+    map(
+        format!("{e}.word_embeddings.weight"),
+        "tok_emb".into(),
+        Transform::None,
+    );
+    map(
+        format!("{e}.position_embeddings.weight"),
+        "pos_emb".into(),
+        Transform::FirstRows(max_seq),
+    );
+    if model.type_vocab_size > 0 {
+        map(
+            format!("{e}.token_type_embeddings.weight"),
+            "seg_emb".into(),
+            Transform::None,
+        );
+    }
+    map(
+        format!("{e}.LayerNorm.weight"),
+        "emb_norm.w".into(),
+        Transform::None,
+    );
+    map(
+        format!("{e}.LayerNorm.bias"),
+        "emb_norm.b".into(),
+        Transform::None,
+    );
+    for i in 0..model.n_layers {
+        let l = format!("{prefix}encoder.layer.{i}");
+        let pairs: [(&str, &str, Transform); 8] = [
+            ("attention.self.query", "q", Transform::None),
+            ("attention.self.key", "k", Transform::None),
+            ("attention.self.value", "v", Transform::None),
+            ("attention.output.dense", "o", Transform::None),
+            ("attention.output.LayerNorm", "attn_norm", Transform::None),
+            ("intermediate.dense", "ffn.up", Transform::None),
+            ("output.dense", "ffn.down", Transform::Transpose),
+            ("output.LayerNorm", "ffn_norm", Transform::None),
+        ];
+        for (hf, ours, t) in pairs {
+            // The engine adds rows of the transposed down projection ("values" of the FFN memory).
+            let w = if ours == "ffn.down" {
+                "ffn.down_t".to_string()
+            } else {
+                ours.to_string()
+            };
+            map(format!("{l}.{hf}.weight"), format!("l{i}.{w}.w"), t);
+            map(
+                format!("{l}.{hf}.bias"),
+                format!("l{i}.{ours}.b"),
+                Transform::None,
+            );
+        }
+    }
+    // Older checkpoints name LayerNorm parameters gamma/beta.
+    for m in &mut mappings {
+        if st.tensor(&m.source).is_err() && m.source.contains("LayerNorm.") {
+            let alt = m
+                .source
+                .replace("LayerNorm.weight", "LayerNorm.gamma")
+                .replace("LayerNorm.bias", "LayerNorm.beta");
+            if st.tensor(&alt).is_ok() {
+                m.source = alt;
+            }
+        }
+    }
+    for m in &mappings {
+        if st.tensor(&m.source).is_err() {
+            bail!(
+                "missing tensor {:?} (topkit name {}) in model.safetensors",
+                m.source,
+                m.name
+            );
+        }
+    }
+    let used: std::collections::HashSet<&str> =
+        mappings.iter().map(|m| m.source.as_str()).collect();
+    let mut skipped: Vec<String> = st
+        .names()
+        .into_iter()
+        .filter(|n| !used.contains(n))
+        .map(str::to_owned)
+        .collect();
+    skipped.sort();
+    Ok(Source {
+        config: FileConfig {
+            model,
+            pooling,
+            normalize,
+        },
+        tokenizer,
+        mappings,
+        skipped,
+    })
+}
+
+/// Pooling and normalisation of a sentence-transformers model (`modules.json`).
+fn sentence_transformers(dir: &Path) -> Result<(Pooling, bool)> {
+    let Some(modules) = read_json_opt(&dir.join("modules.json"))? else {
+        return Ok((Pooling::None, false));
+    };
+    let modules = modules.as_array().cloned().unwrap_or_default();
+    let ty = |m: &Value| {
+        m.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let normalize = modules.iter().any(|m| ty(m).ends_with(".Normalize"));
+    let mut pooling = Pooling::None;
+    if let Some(p) = modules.iter().find(|m| ty(m).ends_with(".Pooling")) {
+        let path = p.get("path").and_then(Value::as_str).unwrap_or("1_Pooling");
+        let pc = read_json(&dir.join(path).join("config.json"))?;
+        let flag = |k: &str| pc.get(k).and_then(Value::as_bool).unwrap_or(false);
+        pooling = if flag("pooling_mode_mean_tokens") {
+            Pooling::Mean
+        } else if flag("pooling_mode_cls_token") {
+            Pooling::Cls
+        } else {
+            bail!(
+                "{}: only mean and CLS pooling are supported",
+                dir.join(path).join("config.json").display()
+            );
+        };
+    }
+    Ok((pooling, normalize))
+}
+
+/// The WordPiece vocabulary and settings of a BERT tokenizer.
+fn wordpiece(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
+    let tok_json = read_json_opt(&dir.join("tokenizer.json"))?;
+    let tok_cfg = read_json_opt(&dir.join("tokenizer_config.json"))?;
+    let vocab_txt = dir.join("vocab.txt");
+    let tokens: Vec<String> = if vocab_txt.exists() {
+        let text = std::fs::read_to_string(&vocab_txt)
+            .with_context(|| format!("cannot read {}", vocab_txt.display()))?;
+        text.lines().map(str::to_owned).collect()
+    } else if let Some(vocab) = tok_json
+        .as_ref()
+        .and_then(|t| t.pointer("/model/vocab"))
+        .and_then(Value::as_object)
+    {
+        let mut tokens = vec![None; vocab.len()];
+        for (tok, id) in vocab {
+            let id = id
+                .as_u64()
+                .and_then(|i| usize::try_from(i).ok())
+                .filter(|&i| i < tokens.len());
+            let id =
+                id.ok_or_else(|| anyhow!("tokenizer.json: token {tok:?} has an id out of range"))?;
+            tokens[id] = Some(tok.clone());
+        }
+        tokens
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| t.ok_or_else(|| anyhow!("tokenizer.json: no token with id {i}")))
+            .collect::<Result<_>>()?
+    } else {
+        bail!(
+            "{} has no vocab.txt and no tokenizer.json with a WordPiece vocabulary",
+            dir.display()
+        );
+    };
+    ensure!(
+        tokens.len() <= vocab_size,
+        "the vocabulary has {} tokens, more than the model's vocab_size {vocab_size}",
+        tokens.len()
+    );
+    let normalizer = tok_json.as_ref().and_then(|t| t.get("normalizer"));
+    let lowercase = normalizer
+        .and_then(|n| n.get("lowercase"))
+        .and_then(Value::as_bool)
+        .or_else(|| {
+            tok_cfg
+                .as_ref()
+                .and_then(|c| c.get("do_lower_case"))
+                .and_then(Value::as_bool)
+        })
+        .unwrap_or(true);
+    // BERT strips accents when lower-casing unless told otherwise (`strip_accents: null`).
+    let strip_accents = normalizer
+        .and_then(|n| n.get("strip_accents"))
+        .or_else(|| tok_cfg.as_ref().and_then(|c| c.get("strip_accents")))
+        .and_then(Value::as_bool)
+        .unwrap_or(lowercase);
+    let max_word_chars = tok_json
+        .as_ref()
+        .and_then(|t| t.pointer("/model/max_input_chars_per_word"))
+        .and_then(Value::as_u64)
+        .unwrap_or(100) as u32;
+    let special_map = read_json_opt(&dir.join("special_tokens_map.json"))?;
+    let special_name = |key: &str, default: &str| -> String {
+        let v = special_map.as_ref().and_then(|m| m.get(key));
+        // Either a plain string or {"content": "..."}.
+        v.and_then(|v| {
+            v.as_str()
+                .or_else(|| v.get("content").and_then(Value::as_str))
+        })
+        .unwrap_or(default)
+        .to_string()
+    };
+    let id_of = |s: &str| tokens.iter().position(|t| t == s).map(|i| i as u32);
+    let mut specials = [None; SPECIALS];
+    specials[Special::Unk as usize] = id_of(&special_name("unk_token", "[UNK]"));
+    specials[Special::Cls as usize] = id_of(&special_name("cls_token", "[CLS]"));
+    specials[Special::Sep as usize] = id_of(&special_name("sep_token", "[SEP]"));
+    specials[Special::Pad as usize] = id_of(&special_name("pad_token", "[PAD]"));
+    specials[Special::Mask as usize] = id_of(&special_name("mask_token", "[MASK]"));
+    for (slot, name) in [
+        (Special::Unk, "unk"),
+        (Special::Cls, "cls"),
+        (Special::Sep, "sep"),
+    ] {
+        ensure!(
+            specials[slot as usize].is_some(),
+            "the vocabulary has no {name} token"
+        );
+    }
+    Ok(Tokenizer {
+        kind: TokenizerKind::WordPiece,
+        lowercase,
+        strip_accents,
+        max_word_chars,
+        tokens,
+        merges: Vec::new(),
+        specials,
+    })
+}
+
+/// Loads a source tensor as f32 (from f32, f16 or bf16) and applies its transform; returns
+/// the shape and the row-major values.
+pub fn load(st: &SafeTensors<'_>, m: &Mapping) -> Result<(Vec<usize>, Vec<f32>)> {
+    let t = st
+        .tensor(&m.source)
+        .map_err(|e| anyhow!("tensor {:?}: {e}", m.source))?;
+    let data = t.data();
+    let values: Vec<f32> = match t.dtype() {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => bail!(
+            "tensor {:?} has dtype {other:?}; only F32, F16 and BF16 weights are supported",
+            m.source
+        ),
+    };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "tensor {:?} holds a non-finite value at element {i}",
+            m.source
+        );
+    }
+    let mut shape = t.shape().to_vec();
+    let values = match m.transform {
+        Transform::None => values,
+        Transform::Transpose => {
+            let &[r, c] = shape.as_slice() else {
+                bail!("tensor {:?} to transpose is not 2-D", m.source)
+            };
+            shape = vec![c, r];
+            let mut out = vec![0f32; values.len()];
+            for i in 0..r {
+                for j in 0..c {
+                    out[j * r + i] = values[i * c + j];
+                }
+            }
+            out
+        }
+        Transform::FirstRows(n) => {
+            ensure!(
+                shape.len() == 2 && shape[0] >= n,
+                "tensor {:?} has fewer than {n} rows",
+                m.source
+            );
+            shape[0] = n;
+            values[..n * shape[1]].to_vec()
+        }
+    };
+    Ok((shape, values))
+}

@@ -1,0 +1,211 @@
+//! The `topkit` command-line tool: pack a Hugging Face model into one `.tkm` file, inspect a
+//! packed file, and check a memory budget before flashing.
+//!
+//! Exit codes: 0 success (and "fits"), 1 "does not fit" (`budget` with `--ram`/`--flash`),
+//! 2 any error (bad arguments, unreadable or malformed files), with a message naming it.
+#![forbid(unsafe_code)]
+
+#[cfg(target_endian = "big")]
+compile_error!(
+    "topkit-cli writes little-endian files by casting host values: it needs a little-endian host"
+);
+
+/// `println!` that ignores write errors: when stdout is a closed pipe (`topkit inspect | head`)
+/// the tool keeps going and still exits with its verdict, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+pub mod budget;
+pub mod hf;
+pub mod inspect;
+pub mod pack;
+pub mod quant;
+pub mod size;
+pub mod writer;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, anyhow};
+use clap::{Parser, Subcommand};
+use topkit::format::{PackedModel, ParseOptions};
+
+use crate::quant::StoreDType;
+use crate::writer::AlignedBytes;
+
+/// Exit code: success, or the model fits the budget.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the model does not fit the `--ram`/`--flash` budget.
+pub const EXIT_DOES_NOT_FIT: i32 = 1;
+/// Exit code: an error (arguments, files, malformed model).
+pub const EXIT_ERROR: i32 = 2;
+
+/// Transformer inference in fixed memory: pack models, inspect them, plan memory budgets.
+#[derive(Debug, Parser)]
+#[command(name = "topkit", version, about, long_about = None)]
+#[command(after_help = "Exit codes: 0 ok (fits), 1 does not fit (budget), 2 error.")]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pack a Hugging Face model directory into one .tkm file (weights, config, tokenizer).
+    ///
+    /// SRC holds config.json, model.safetensors and the tokenizer (vocab.txt or
+    /// tokenizer.json). Supported model_type: bert. Matrices (including embeddings) are stored
+    /// in --dtype; biases and norm weights stay f32. The quantization error of every tensor
+    /// (largest absolute error, relative RMS error) is printed while packing.
+    Pack {
+        /// Hugging Face model directory.
+        src: PathBuf,
+        /// Output file (conventionally .tkm).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Storage of the matrices: f32 (exact), f16 (half size, relative error <= 2^-11) or
+        /// int8 (quarter size, symmetric, one f32 scale per row, error <= scale/2).
+        #[arg(long, value_enum, default_value_t = StoreDType::F32)]
+        dtype: StoreDType,
+        /// Longest input the packed model accepts, tokens; the position table is cut to it.
+        /// Default: the model's max_position_embeddings.
+        #[arg(long)]
+        max_seq: Option<usize>,
+    },
+    /// Show a packed file: configuration, tokenizer, tensors (dtype, shape, bytes) and the
+    /// checksum.
+    Inspect {
+        /// Packed model file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Do not check the CRC-32 (report it as not checked).
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Plan the RAM of one inference and check it (and the flash) against a budget.
+    ///
+    /// Prints every working buffer of the core's memory plan (topkit::try_plan) with its phase
+    /// and size, the peak (the arena to provide), the N x N score matrix vanilla attention
+    /// would need, and the flash the packed file takes. With --ram and/or --flash, exits 0 if
+    /// the model fits and 1 if not, naming the buffer that overflows. SIZE is a byte count
+    /// with an optional binary suffix: 65536, 64K (= 65536), 4M (= 4 * 1024 * 1024), 1G.
+    Budget {
+        /// Packed model file.
+        file: PathBuf,
+        /// Tokens per inference (the buffers are sized for it).
+        #[arg(long)]
+        seq: usize,
+        /// Keys kept per query (top-k attention); default: dense attention.
+        #[arg(long)]
+        k_attn: Option<usize>,
+        /// Hidden units kept per token in the feed-forward layers; default: dense.
+        #[arg(long)]
+        k_ff: Option<usize>,
+        /// Queries (and tokens) processed together.
+        #[arg(long, default_value_t = 16)]
+        chunk: usize,
+        /// RAM budget for the arena, SIZE (e.g. 64K, 4M).
+        #[arg(long, value_parser = size::parse_size)]
+        ram: Option<usize>,
+        /// Flash budget for the packed file, SIZE (e.g. 1M, 32M).
+        #[arg(long, value_parser = size::parse_size)]
+        flash: Option<usize>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Write Rust constants (MODEL, RUN, PLAN, PEAK_BYTES, ...) for a firmware to include.
+        #[arg(long, value_name = "PATH")]
+        emit_rust: Option<PathBuf>,
+    },
+}
+
+/// Runs the tool on `args` (the first is the program name) and returns the exit code.
+pub fn run<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version requests are not errors; bad arguments are.
+            return if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
+        }
+    };
+    let result = match cli.command {
+        Command::Pack {
+            src,
+            output,
+            dtype,
+            max_seq,
+        } => pack::run(&pack::PackArgs {
+            src,
+            output,
+            dtype,
+            max_seq,
+        })
+        .map(|_| EXIT_OK),
+        Command::Inspect {
+            file,
+            json,
+            no_verify,
+        } => inspect::run(&file, json, !no_verify).map(|_| EXIT_OK),
+        Command::Budget {
+            file,
+            seq,
+            k_attn,
+            k_ff,
+            chunk,
+            ram,
+            flash,
+            json,
+            emit_rust,
+        } => budget::run(&budget::BudgetArgs {
+            file,
+            seq,
+            k_attn,
+            k_ff,
+            chunk,
+            ram,
+            flash,
+            json,
+            emit_rust,
+        }),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// Reads a packed file into aligned memory.
+pub fn read_packed(path: &Path) -> Result<AlignedBytes> {
+    AlignedBytes::read(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))
+}
+
+/// Parses a packed file, with an error that names the file (and the tensor, when a table
+/// entry is at fault).
+pub fn parse_packed<'a>(path: &Path, bytes: &'a [u8], verify_crc: bool) -> Result<PackedModel<'a>> {
+    PackedModel::parse_with(bytes, ParseOptions { verify_crc }).map_err(|e| {
+        let hint = match e {
+            topkit::Error::BadTensorEntry { index, .. }
+            | topkit::Error::TensorSize { index, .. } => inspect::raw_tensor_name(bytes, index)
+                .map(|n| format!(" (tensor {n:?})"))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        anyhow!("{}: {e}{hint}", path.display())
+    })
+}

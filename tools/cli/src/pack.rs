@@ -1,0 +1,238 @@
+//! `topkit pack`: a Hugging Face model directory to one packed file.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow};
+use indicatif::{ProgressBar, ProgressStyle};
+use safetensors::SafeTensors;
+use topkit::format::PackedModel;
+use topkit::kernels::DType;
+
+use crate::hf;
+use crate::quant::{self, QuantError, StoreDType};
+use crate::size::human;
+use crate::writer::{self, AlignedBytes, Tensor};
+
+/// Arguments of `topkit pack`.
+#[derive(Debug, Clone)]
+pub struct PackArgs {
+    /// Model directory.
+    pub src: PathBuf,
+    /// Output file.
+    pub output: PathBuf,
+    /// Storage of the matrices.
+    pub dtype: StoreDType,
+    /// Longest input, tokens (`None`: the model's maximum).
+    pub max_seq: Option<usize>,
+}
+
+/// What was packed, per tensor.
+#[derive(Debug, Clone)]
+pub struct PackedTensor {
+    /// topkit name.
+    pub name: String,
+    /// Source name.
+    pub source: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Stored dtype.
+    pub dtype: DType,
+    /// Bytes in the file (data and scales).
+    pub bytes: usize,
+    /// Conversion error.
+    pub error: QuantError,
+}
+
+/// Summary of a pack.
+#[derive(Debug, Clone)]
+pub struct PackReport {
+    /// Every tensor.
+    pub tensors: Vec<PackedTensor>,
+    /// Size of the file, bytes.
+    pub file_bytes: usize,
+    /// Bytes of the tokenizer section.
+    pub tokenizer_bytes: usize,
+}
+
+fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::I8 => "int8",
+    }
+}
+
+/// Packs `args.src` into `args.output`, printing per-tensor errors and a summary.
+pub fn run(args: &PackArgs) -> Result<PackReport> {
+    let st_path = args.src.join("model.safetensors");
+    if !args.src.join("config.json").exists() {
+        anyhow::bail!(
+            "{} has no config.json: not a Hugging Face model directory",
+            args.src.display()
+        );
+    }
+    let st_bytes =
+        std::fs::read(&st_path).with_context(|| format!("cannot read {}", st_path.display()))?;
+    let st =
+        SafeTensors::deserialize(&st_bytes).map_err(|e| anyhow!("{}: {e}", st_path.display()))?;
+    let source = hf::read_dir(&args.src, &st, args.max_seq)?;
+    let cfg = &source.config.model;
+    outln!(
+        "packing {} ({:?}, {} layers, d_model {}, {} heads, d_ff {}, vocab {}, max_seq {}) as {}",
+        args.src.display(),
+        cfg.arch,
+        cfg.n_layers,
+        cfg.d_model,
+        cfg.n_heads,
+        cfg.d_ff,
+        cfg.vocab_size,
+        cfg.max_seq,
+        args.dtype
+    );
+    if !source.skipped.is_empty() {
+        outln!(
+            "not packed (unused by topkit): {}",
+            source.skipped.join(", ")
+        );
+    }
+
+    let total: u64 = source
+        .mappings
+        .iter()
+        .map(|m| st.tensor(&m.source).map_or(0, |t| t.data().len() as u64))
+        .sum();
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let say = |line: String| {
+        if bar.is_hidden() {
+            outln!("{line}")
+        } else {
+            bar.println(line)
+        }
+    };
+    say(format!(
+        "{:<22} {:<14} {:<5} {:>11}  {:>10}  {:>10}",
+        "tensor", "shape", "dtype", "bytes", "max |err|", "rel RMS"
+    ));
+
+    let mut tensors = Vec::with_capacity(source.mappings.len());
+    let mut report = Vec::with_capacity(source.mappings.len());
+    for m in &source.mappings {
+        bar.set_message(m.name.clone());
+        let (shape, values) = hf::load(&st, m)?;
+        let src_bytes = st.tensor(&m.source).map_or(0, |t| t.data().len() as u64);
+        let cols = *shape.last().unwrap_or(&1);
+        // Only matrices are quantized; vectors (biases, norms) are small and stay exact.
+        let dtype = if shape.len() >= 2 {
+            args.dtype
+        } else {
+            StoreDType::F32
+        };
+        let (data, error) = quant::convert(&m.name, values, cols, dtype)?;
+        let t = PackedTensor {
+            name: m.name.clone(),
+            source: m.source.clone(),
+            shape: shape.clone(),
+            dtype: data.dtype(),
+            bytes: data.bytes(),
+            error,
+        };
+        say(format!(
+            "{:<22} {:<14} {:<5} {:>11}  {:>10.3e}  {:>10.3e}",
+            t.name,
+            format!("{:?}", t.shape),
+            dtype_name(t.dtype),
+            t.bytes,
+            t.error.max_abs,
+            t.error.rel_rms
+        ));
+        report.push(t);
+        tensors.push(Tensor {
+            name: m.name.clone(),
+            shape,
+            data,
+        });
+        bar.inc(src_bytes);
+    }
+    bar.finish_and_clear();
+
+    let tokenizer_bytes = source.tokenizer.encode()?.len();
+    let file = writer::write_file(&source.config, &source.tokenizer, &tensors)?;
+    drop(tensors);
+    // Self-check: the core must accept what we wrote, CRC and required tensors included.
+    let aligned = AlignedBytes::new(file);
+    let parsed = PackedModel::parse(aligned.as_slice()).map_err(|e| {
+        anyhow!(
+            "{}: the weights do not match config.json: {e}",
+            args.src.display()
+        )
+    })?;
+    std::fs::write(&args.output, aligned.as_slice())
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+
+    let file_bytes = aligned.as_slice().len();
+    outln!(
+        "wrote {}: {} ({file_bytes} bytes), {} tensors, CRC {:#010x}",
+        args.output.display(),
+        human(file_bytes),
+        report.len(),
+        parsed.header().crc
+    );
+    let mut by_dtype: BTreeMap<&str, (usize, usize, f64, f64)> = BTreeMap::new();
+    for t in &report {
+        let e = by_dtype.entry(dtype_name(t.dtype)).or_default();
+        e.0 += 1;
+        e.1 += t.bytes;
+        e.2 = e.2.max(t.error.max_abs);
+        e.3 = e.3.max(t.error.rel_rms);
+    }
+    for (name, (n, bytes, max_abs, rel)) in &by_dtype {
+        outln!(
+            "  {name:<5} {n:>4} tensors {:>12}  largest max |err| {max_abs:.3e}, largest rel RMS {rel:.3e}",
+            human(*bytes)
+        );
+    }
+    outln!(
+        "  tokenizer: {} tokens, {}",
+        source.tokenizer.tokens.len(),
+        human(tokenizer_bytes)
+    );
+    Ok(PackReport {
+        tensors: report,
+        file_bytes,
+        tokenizer_bytes,
+    })
+}
+
+/// Tensor data of a packed file as f32 (dequantized), for comparisons.
+pub fn dequantize(t: &topkit::format::TensorInfo<'_>) -> Vec<f32> {
+    let cols = *t.shape().last().unwrap_or(&1);
+    match t.dtype {
+        DType::F32 => t
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        DType::F16 => t
+            .data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        DType::I8 => {
+            let scales: Vec<f32> = t
+                .scales
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            t.data
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| f32::from(q as i8) * scales[i / cols])
+                .collect()
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Conversion of f32 weights to the stored dtypes, with the error it makes.
+//!
+//! Stated error bounds (what the round-trip tests check), per element `x`, stored `x'`:
+//! - f32: exact.
+//! - f16 (round to nearest): `|x - x'| <= 2^-11 |x|` for `|x| >= 2^-14` (normal range), and
+//!   `<= 2^-25` below it (half the spacing of f16 subnormals). Values beyond 65504 are refused.
+//! - int8, symmetric per row: `scale = max|row| / 127`, `q = round(x / scale)`, so
+//!   `|x - q scale| <= scale / 2` (plus f32 rounding of the product, a few ulps of `x`).
+
+use anyhow::{Result, bail};
+use half::f16;
+
+use crate::writer::TensorData;
+
+/// Element dtype chosen for the matrices of a packed model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreDType {
+    /// 32-bit float: exact.
+    F32,
+    /// 16-bit float: half the size, relative error at most 2^-11.
+    F16,
+    /// Symmetric int8 with one f32 scale per row: a quarter of the size.
+    Int8,
+}
+
+impl std::fmt::Display for StoreDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreDType::F32 => "f32",
+            StoreDType::F16 => "f16",
+            StoreDType::Int8 => "int8",
+        })
+    }
+}
+
+/// The error a conversion made over a whole tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct QuantError {
+    /// Largest `|x - x'|`.
+    pub max_abs: f64,
+    /// `||x - x'|| / ||x||` (0 for an all-zero tensor).
+    pub rel_rms: f64,
+}
+
+impl QuantError {
+    /// The error between `orig` and its dequantized values.
+    pub fn measure(orig: &[f32], back: impl Iterator<Item = f32>) -> Self {
+        let (mut max_abs, mut err2, mut sig2) = (0f64, 0f64, 0f64);
+        for (&x, y) in orig.iter().zip(back) {
+            let e = (f64::from(x) - f64::from(y)).abs();
+            max_abs = max_abs.max(e);
+            err2 += e * e;
+            sig2 += f64::from(x) * f64::from(x);
+        }
+        let rel_rms = if sig2 > 0.0 {
+            (err2 / sig2).sqrt()
+        } else {
+            0.0
+        };
+        QuantError { max_abs, rel_rms }
+    }
+}
+
+/// int8 per-row quantization: values and one scale per row of `cols` elements.
+pub fn quantize_i8(values: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut q = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(values.len() / cols.max(1));
+    for row in values.chunks(cols.max(1)) {
+        let max = row.iter().fold(0f32, |m, &x| m.max(x.abs()));
+        let scale = max / 127.0;
+        scales.push(scale);
+        for &x in row {
+            let v = if scale > 0.0 {
+                (x / scale).round().clamp(-127.0, 127.0)
+            } else {
+                0.0
+            };
+            q.push(v as i8);
+        }
+    }
+    (q, scales)
+}
+
+/// Converts `values` (a tensor whose rows have `cols` elements) to `dtype`, with its error.
+/// Fails on values f16 cannot hold.
+pub fn convert(
+    name: &str,
+    values: Vec<f32>,
+    cols: usize,
+    dtype: StoreDType,
+) -> Result<(TensorData, QuantError)> {
+    Ok(match dtype {
+        StoreDType::F32 => (TensorData::F32(values), QuantError::default()),
+        StoreDType::F16 => {
+            let h: Vec<f16> = values.iter().map(|&x| f16::from_f32(x)).collect();
+            if let Some(i) = h.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    "tensor {name}: value {} at element {i} is beyond the f16 range (65504); use --dtype f32 or int8",
+                    values[i]
+                );
+            }
+            let err = QuantError::measure(&values, h.iter().map(|v| v.to_f32()));
+            (TensorData::F16(h), err)
+        }
+        StoreDType::Int8 => {
+            let (q, scales) = quantize_i8(&values, cols);
+            let back = q
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| f32::from(v) * scales[i / cols]);
+            let err = QuantError::measure(&values, back);
+            (TensorData::I8 { q, scales }, err)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_error_within_half_a_step() {
+        let values: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.37)
+            .collect();
+        let (q, scales) = quantize_i8(&values, 16);
+        assert_eq!(scales.len(), 4);
+        for (i, &x) in values.iter().enumerate() {
+            let s = scales[i / 16];
+            let y = f32::from(q[i]) * s;
+            // Tolerance: half a quantization step, plus 1e-6 relative for f32 rounding.
+            assert!(
+                (x - y).abs() <= s / 2.0 + 1e-6 * x.abs(),
+                "element {i}: {x} vs {y}"
+            );
+        }
+        // The largest magnitude of each row maps to +-127 exactly.
+        for row in q.chunks(16) {
+            assert_eq!(row.iter().map(|v| v.unsigned_abs()).max(), Some(127));
+        }
+    }
+
+    #[test]
+    fn int8_zero_row_is_exact() {
+        let (q, scales) = quantize_i8(&[0.0; 8], 4);
+        assert_eq!(scales, vec![0.0, 0.0]);
+        assert!(q.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn f16_refuses_out_of_range() {
+        let err = convert("t", vec![1.0, 70000.0], 2, StoreDType::F16).unwrap_err();
+        assert!(err.to_string().contains("beyond the f16 range"), "{err}");
+    }
+
+    #[test]
+    fn error_measure() {
+        let e = QuantError::measure(&[3.0, 4.0], [3.0f32, 4.5].into_iter());
+        assert_eq!(e.max_abs, 0.5);
+        assert!((e.rel_rms - 0.1).abs() < 1e-12);
+    }
+}
