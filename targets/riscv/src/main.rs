@@ -1,0 +1,106 @@
+//! topkit on RV32IMAC (QEMU `virt`): the packed model in "flash", a static arena sized by the
+//! plan, one inference on the baked-in input, then the answer and what it cost.
+//!
+//! Output goes over semihosting as plain text; a panic prints its message and exits with a
+//! non-zero status.
+#![no_std]
+#![no_main]
+
+use riscv_rt::entry;
+use semihosting::{print, println, process};
+use topkit::ArenaStorage;
+use topkit_fw::{INPUT_LEN, PEAK_BYTES, RUN, infer, stack, write_answer, write_arena};
+
+/// The arena: exactly the plan's peak, in `.bss`.
+static mut ARENA: ArenaStorage<PEAK_BYTES> = ArenaStorage::new();
+/// The embedded input (`seq_len x d_model` f32).
+static mut INPUT: [f32; INPUT_LEN] = [0.0; INPUT_LEN];
+
+/// Instructions retired (the 64-bit `minstret`, read as two halves without tearing).
+fn minstret() -> u64 {
+    loop {
+        let (hi, lo, hi2): (u32, u32, u32);
+        // SAFETY: reading machine counters has no side effect; the firmware runs in M-mode.
+        unsafe {
+            core::arch::asm!(
+                "csrr {0}, minstreth",
+                "csrr {1}, minstret",
+                "csrr {2}, minstreth",
+                out(reg) hi,
+                out(reg) lo,
+                out(reg) hi2,
+            );
+        }
+        if hi == hi2 {
+            return (u64::from(hi) << 32) | u64::from(lo);
+        }
+    }
+}
+
+fn stack_pointer() -> usize {
+    let sp: usize;
+    // SAFETY: copies a register.
+    unsafe { core::arch::asm!("mv {0}, sp", out(reg) sp) };
+    sp
+}
+
+unsafe extern "C" {
+    /// Lowest address of the stack region (riscv-rt's link.x).
+    static __estack: u32;
+    /// Initial stack pointer, the top of the stack region (riscv-rt's link.x).
+    static _stack_start: u32;
+    /// Start of RAM's statics (`.data`).
+    static __sdata: u32;
+}
+
+#[entry]
+fn main() -> ! {
+    let bottom = &raw const __estack as usize;
+    let top = &raw const _stack_start as usize;
+    let ram_start = &raw const __sdata as usize;
+    // SAFETY: the stack region below the current stack pointer is unused.
+    unsafe { stack::paint(bottom, stack_pointer()) };
+
+    // SAFETY: `main` runs once and nothing else touches these statics, so these are the only
+    // references to them.
+    let (storage, input) = unsafe { (&mut *(&raw mut ARENA), &mut *(&raw mut INPUT)) };
+    let mut arena = storage.arena();
+    let outcome = match infer(&mut arena, input, minstret) {
+        Ok(o) => o,
+        Err(e) => {
+            println!("error: {}", e);
+            process::exit(1);
+        }
+    };
+    // SAFETY: the stack region is readable RAM.
+    let stack_bytes = unsafe { stack::peak(bottom, top) };
+
+    let _ = write_answer(&mut Out, &outcome);
+    let _ = write_arena(&mut Out, &outcome);
+    let statics = bottom - ram_start;
+    println!("stack: peak {} bytes", stack_bytes);
+    println!(
+        "ram: statics {} + stack {} = {} bytes of {}",
+        statics,
+        stack_bytes,
+        statics + stack_bytes,
+        top - ram_start
+    );
+    println!(
+        "instructions: {} ({} per token; minstret)",
+        outcome.ticks,
+        outcome.ticks / RUN.seq_len as u64
+    );
+    process::exit(0)
+}
+
+/// Semihosting stdout as a `fmt::Write`, so the lines shared with the host come from the
+/// same formatting code.
+struct Out;
+
+impl core::fmt::Write for Out {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        print!("{}", s);
+        Ok(())
+    }
+}
