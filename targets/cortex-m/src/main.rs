@@ -32,7 +32,9 @@ static WRAPS: AtomicU32 = AtomicU32::new(0);
 
 #[exception]
 fn SysTick() {
-    WRAPS.fetch_add(1, Ordering::Relaxed);
+    // Load and store, not `fetch_add`: ARMv6-M has no atomic read-modify-write, and this
+    // handler is the only writer.
+    WRAPS.store(WRAPS.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 /// SysTick ticks since it started, extended to 64 bits by the wrap count.

@@ -74,7 +74,16 @@ pub const JOBS: &[Job] = &[
         needs_setup: true,
         steps: cross,
     },
+    Job {
+        name: "test-cross",
+        about: "firmware in QEMU (Cortex-M4F, M0+, RISC-V): same bits as the host, arena = plan",
+        needs_setup: true,
+        steps: crate::firmware::test_cross,
+    },
 ];
+
+/// Jobs that run firmware and so need QEMU from `setup --qemu`.
+const NEEDS_QEMU: &[&str] = &["test-cross"];
 
 fn cargo() -> Cmd {
     Cmd::cargo().cwd(workspace_root())
@@ -223,10 +232,10 @@ pub fn run(jobs: &[&'static Job], always_setup: bool) -> bool {
     if always_setup || jobs.iter().any(|j| j.needs_setup) {
         banner("setup");
         let t0 = Instant::now();
-        let failures = setup::setup(&setup::Opts::default())
-            .err()
-            .into_iter()
-            .collect();
+        let opts = setup::Opts {
+            qemu: jobs.iter().any(|j| NEEDS_QEMU.contains(&j.name)),
+        };
+        let failures = setup::setup(&opts).err().into_iter().collect();
         outcomes.push(Outcome {
             name: "setup".into(),
             failures,

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod ci;
+mod firmware;
 mod model;
 mod setup;
 mod util;

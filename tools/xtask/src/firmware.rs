@@ -1,0 +1,361 @@
+//! `cargo xtask test-cross`: build each firmware under `targets/`, run it in QEMU, and compare
+//! its answer with the host run of the same generated model (`targets/common`, example
+//! `host`): same model, same input, same math backend (micromath), so the generic kernels
+//! must give the same bits. Also checks the measured arena against the plan, the RAM total
+//! against the board, reports `text/data/bss` against the golden files in
+//! `targets/*/expected/`, and shows that a too-small arena budget fails the build.
+
+use crate::ci::{Ctx, Step, cross_cargo};
+use crate::util::{Cmd, Res, workspace_root};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// One firmware build to run in QEMU.
+pub struct Firmware {
+    /// Folder under `targets/`.
+    pub dir: &'static str,
+    /// Rust target.
+    pub target: &'static str,
+    /// Cargo features of the firmware crate (e.g. `f32` matrices).
+    pub features: &'static [&'static str],
+}
+
+impl Firmware {
+    /// Name used in logs and golden file names: `<target>[-<features>]`.
+    fn name(&self) -> String {
+        let mut n = self.target.to_string();
+        for f in self.features {
+            n.push('-');
+            n.push_str(f);
+        }
+        n
+    }
+}
+
+/// What `test-cross` runs: the Cortex-M4F firmware with int8 and f32 matrices, the same code
+/// for Cortex-M0+ (no FPU: soft float, still the same bits), and the RISC-V one.
+pub const FIRMWARES: &[Firmware] = &[
+    Firmware {
+        dir: "cortex-m",
+        target: "thumbv7em-none-eabihf",
+        features: &[],
+    },
+    Firmware {
+        dir: "cortex-m",
+        target: "thumbv7em-none-eabihf",
+        features: &["f32"],
+    },
+    Firmware {
+        dir: "cortex-m",
+        target: "thumbv6m-none-eabi",
+        features: &[],
+    },
+    Firmware {
+        dir: "riscv",
+        target: "riscv32imac-unknown-none-elf",
+        features: &[],
+    },
+];
+
+/// Lines of the report that must be identical on the host and every target.
+const ANSWER: [&str; 3] = ["model:", "output:", "first:"];
+/// The message of the budget assert in the constants `topkit budget --emit-rust` writes.
+const BUDGET_MESSAGE: &str = "the topkit arena does not fit the RAM budget";
+
+fn targets_dir() -> PathBuf {
+    workspace_root().join("targets")
+}
+
+/// Firmware builds share one target folder (the host build scripts and the packer they run
+/// are built once): `$CARGO_TARGET_DIR/firmware`, else `target/firmware`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+        .join("firmware")
+}
+
+fn fw_cargo(ctx: &Ctx, sub: &str, fw: &Firmware) -> Cmd {
+    let mut c = cross_cargo(ctx, sub, fw.target)
+        .cwd(targets_dir().join(fw.dir))
+        .env("CARGO_TARGET_DIR", target_dir())
+        .arg("--release");
+    if !fw.features.is_empty() {
+        c = c.args(["--features", &fw.features.join(",")]);
+    }
+    c
+}
+
+/// The host's answer for the features of `fw` (cached per feature set).
+fn host_answer(features: &[&str]) -> Res<String> {
+    static INT8: OnceLock<Res<String>> = OnceLock::new();
+    static F32: OnceLock<Res<String>> = OnceLock::new();
+    let cell = if features.contains(&"f32") {
+        &F32
+    } else {
+        &INT8
+    };
+    cell.get_or_init(|| {
+        let mut c = Cmd::cargo()
+            .cwd(targets_dir().join("common"))
+            .env("CARGO_TARGET_DIR", target_dir())
+            .args(["run", "--quiet", "--example", "host"]);
+        if features.contains(&"f32") {
+            c = c.args(["--features", "f32"]);
+        }
+        println!("$ {c}");
+        let out = c.output()?;
+        println!("{out}");
+        Ok(out)
+    })
+    .clone()
+}
+
+fn answer_lines(report: &str) -> Vec<&str> {
+    report
+        .lines()
+        .filter(|l| ANSWER.iter().any(|p| l.starts_with(p)))
+        .collect()
+}
+
+fn report_line<'a>(report: &'a str, prefix: &str) -> Res<&'a str> {
+    report
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .ok_or_else(|| format!("no `{prefix}` line in the firmware output"))
+}
+
+/// The digits of the word after `key` (`k_attn Some(8)` gives 8).
+fn field(line: &str, key: &str) -> Option<u64> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == key)?;
+    let digits: String = words.next()?.chars().filter(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The numbers after `prefix` on the line that starts with it.
+fn numbers(report: &str, prefix: &str) -> Res<Vec<u64>> {
+    let line = report_line(report, prefix)?;
+    Ok(line[prefix.len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect())
+}
+
+/// Builds, runs in QEMU, compares; prints the table row.
+fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
+    let host = host_answer(fw.features)?;
+    let build = fw_cargo(ctx, "build", fw);
+    build.run()?;
+    let run = fw_cargo(ctx, "run", fw).arg("--quiet");
+    println!("$ {run}");
+    let out = run.output()?;
+    println!("{out}");
+
+    let (want, got) = (answer_lines(&host), answer_lines(&out));
+    if want.len() != ANSWER.len() || want != got {
+        return Err(format!(
+            "{}: the answer differs from the host's:\nhost:\n  {}\nfirmware:\n  {}",
+            fw.name(),
+            want.join("\n  "),
+            got.join("\n  ")
+        ));
+    }
+    let arena = numbers(&out, "arena:")?;
+    if arena.len() != 2 || arena[0] != arena[1] {
+        return Err(format!(
+            "{}: measured arena {:?} differs from the plan",
+            fw.name(),
+            arena
+        ));
+    }
+    let ram = numbers(&out, "ram:")?;
+    if ram.len() != 4 || ram[2] >= ram[3] {
+        return Err(format!(
+            "{}: statics + stack do not fit the RAM: {ram:?}",
+            fw.name()
+        ));
+    }
+    let elf = target_dir()
+        .join(fw.target)
+        .join("release")
+        .join(format!("topkit-{}", fw.dir));
+    let sizes = elf_sizes(&elf)?;
+    check_golden_sizes(fw, &sizes)?;
+    let model = report_line(&out, "model:")?;
+    let instr = numbers(&out, "instructions:")?;
+    let f = |key| field(model, key).map_or("?".to_string(), |v| v.to_string());
+    let dtype = model.split_whitespace().nth(1).unwrap_or("?");
+    println!(
+        "table: | {} | random BERT d{} L{} | {dtype} | {} | {} | {} | {} | {} | {} | {} |",
+        fw.name(),
+        f("d_model"),
+        f("layers"),
+        f("seq"),
+        f("k_attn"),
+        sizes.text + sizes.data,
+        arena[1],
+        arena[0],
+        ram[1],
+        instr.get(1).copied().unwrap_or(0),
+    );
+    Ok(())
+}
+
+/// `text`, `data` and `bss` bytes of an ELF file, as Berkeley `size` counts them (the
+/// riscv-rt `.heap` and `.stack` placeholders, which span the free RAM, are left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    /// Code and read-only data (flash).
+    pub text: u64,
+    /// Initialised data (flash and RAM).
+    pub data: u64,
+    /// Zeroed data (RAM).
+    pub bss: u64,
+}
+
+/// Reads the section table of a 32-bit little-endian ELF file.
+pub fn elf_sizes(path: &Path) -> Res<Sizes> {
+    let b = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_elf_sizes(&b).ok_or_else(|| format!("{} is not a 32-bit LE ELF file", path.display()))
+}
+
+fn parse_elf_sizes(b: &[u8]) -> Option<Sizes> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
+    if b.get(..6)? != b"\x7fELF\x01\x01" {
+        return None;
+    }
+    let shoff = u32_at(0x20)? as usize;
+    let shentsize = u16_at(0x2e)? as usize;
+    let shnum = u16_at(0x30)? as usize;
+    let shstrndx = u16_at(0x32)? as usize;
+    let sh = |i: usize, field: usize| u32_at(shoff + i * shentsize + field);
+    let strtab = sh(shstrndx, 16)? as usize;
+    let name = |i: usize| -> Option<&[u8]> {
+        let start = strtab + sh(i, 0)? as usize;
+        let len = b.get(start..)?.iter().position(|&c| c == 0)?;
+        b.get(start..start + len)
+    };
+    let (mut s, alloc, write, nobits) = (
+        Sizes {
+            text: 0,
+            data: 0,
+            bss: 0,
+        },
+        2,
+        1,
+        8,
+    );
+    for i in 0..shnum {
+        let (kind, flags, size) = (sh(i, 4)?, sh(i, 8)?, u64::from(sh(i, 20)?));
+        if flags & alloc == 0 || matches!(name(i)?, b".heap" | b".stack") {
+            continue;
+        }
+        if kind == nobits {
+            s.bss += size;
+        } else if flags & write != 0 {
+            s.data += size;
+        } else {
+            s.text += size;
+        }
+    }
+    Some(s)
+}
+
+/// Compares with `targets/<dir>/expected/<name>.size`: a change is reported, not failed
+/// (every core change moves it); `TOPKIT_BLESS=1` writes the new sizes.
+fn check_golden_sizes(fw: &Firmware, s: &Sizes) -> Res {
+    let path = targets_dir()
+        .join(fw.dir)
+        .join("expected")
+        .join(format!("{}.size", fw.name()));
+    let text = format!("text {}\ndata {}\nbss {}\n", s.text, s.data, s.bss);
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    if old == text {
+        println!(
+            "sizes: {} unchanged ({})",
+            fw.name(),
+            text.replace('\n', " ")
+        );
+        return Ok(());
+    }
+    if std::env::var("TOPKIT_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::write(&path, &text)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("sizes: {} written to {}", fw.name(), path.display());
+    } else {
+        println!(
+            "sizes: {} CHANGED (run with TOPKIT_BLESS=1 to accept)\n  was: {}\n  now: {}",
+            fw.name(),
+            old.replace('\n', " "),
+            text.replace('\n', " ")
+        );
+    }
+    Ok(())
+}
+
+/// Builds the Cortex-M firmware with a 16 KiB arena budget (the plan needs more): the build
+/// must fail, with the budget assert's message.
+fn budget_too_small(ctx: &Ctx) -> Res {
+    let fw = &FIRMWARES[0];
+    let c = fw_cargo(ctx, "build", fw).env("TOPKIT_FW_RAM_BUDGET", "16K");
+    println!("$ {c}    (must fail)");
+    match c.output() {
+        Ok(_) => Err("the firmware built with a 16 KiB arena budget".into()),
+        Err(e) if e.contains(BUDGET_MESSAGE) => {
+            println!("failed as it must: {BUDGET_MESSAGE}");
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "the too-small build failed without the budget message:\n{e}"
+        )),
+    }
+}
+
+/// The steps of `cargo xtask test-cross`.
+pub fn test_cross(ctx: &Ctx) -> Vec<Step> {
+    let ctx = || Ctx {
+        sysroot: ctx.sysroot.clone(),
+    };
+    let mut steps: Vec<Step> = FIRMWARES
+        .iter()
+        .map(|fw| -> Step {
+            let ctx = ctx();
+            Step::Check(
+                format!("{} in QEMU matches the host", fw.name()),
+                Box::new(move || run_firmware(&ctx, fw)),
+            )
+        })
+        .collect();
+    let c = ctx();
+    steps.push(Step::Check(
+        "a too-small arena budget fails the build".into(),
+        Box::new(move || budget_too_small(&c)),
+    ));
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_answer_lines() {
+        let r = "model: int8 d_model 64 layers 2\noutput: 8 values, digest 0x1\nfirst: 1.5 -2\narena: measured 16 bytes, planned 32 bytes, DIFFERENT\nnoise\n";
+        assert_eq!(answer_lines(r).len(), 3);
+        assert_eq!(numbers(r, "arena:").unwrap(), vec![16, 32]);
+        assert_eq!(numbers(r, "model:").unwrap(), vec![8, 64, 2]);
+        assert!(numbers(r, "ram:").is_err());
+        let model = report_line(r, "model:").unwrap();
+        assert_eq!(field(model, "d_model"), Some(64));
+        assert_eq!(field("k_attn Some(8) k_ff None", "k_attn"), Some(8));
+        assert_eq!(field("k_attn Some(8) k_ff None", "k_ff"), None);
+    }
+
+    #[test]
+    fn elf_sizes_of_a_non_elf_is_none() {
+        assert_eq!(parse_elf_sizes(b"\x7fELF\x02\x01rest"), None);
+        assert_eq!(parse_elf_sizes(b""), None);
+    }
+}
