@@ -6,7 +6,9 @@
 #![no_std]
 #![deny(missing_docs)]
 
+use core::cell::UnsafeCell;
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use topkit::format::{PackedModel, ParseOptions, TensorName};
 use topkit::kernels::{layer_norm, row_to_f32};
@@ -34,6 +36,39 @@ pub struct Aligned<T: ?Sized>(pub T);
 /// The packed model file, in flash.
 pub static MODEL_FILE: &Aligned<[u8]> =
     &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/model.tkm")));
+
+/// A `static` whose contents are handed out once, as `&'static mut` (the arena, the input),
+/// without `static mut`.
+pub struct Once<T> {
+    taken: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is only reachable through the single `&mut` that `take` hands out.
+unsafe impl<T: Send> Sync for Once<T> {}
+
+impl<T> Once<T> {
+    /// Wraps `value` (`const`, for a `static` initialiser).
+    pub const fn new(value: T) -> Self {
+        Once {
+            taken: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// The value, the first time; `None` after. Call it from one context only (the firmware's
+    /// `main`): the flag is a load and a store, since ARMv6-M has no compare-and-swap.
+    #[allow(clippy::mut_from_ref)] // Sound: the flag lets only one `&mut` out, ever.
+    pub fn take(&'static self) -> Option<&'static mut T> {
+        if self.taken.load(Ordering::Acquire) {
+            return None;
+        }
+        self.taken.store(true, Ordering::Release);
+        // SAFETY: the flag was clear, so no other reference to the value exists, and it is
+        // now set, so none will be made.
+        Some(unsafe { &mut *self.value.get() })
+    }
+}
 
 /// What one inference measured.
 #[derive(Debug, Clone, Copy)]

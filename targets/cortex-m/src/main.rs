@@ -13,12 +13,12 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use semihosting::{print, println, process};
 use topkit::ArenaStorage;
-use topkit_fw::{INPUT_LEN, PEAK_BYTES, RUN, infer, stack, write_answer, write_arena};
+use topkit_fw::{INPUT_LEN, Once, PEAK_BYTES, RUN, infer, stack, write_answer, write_arena};
 
 /// The arena: exactly the plan's peak, in `.bss`.
-static mut ARENA: ArenaStorage<PEAK_BYTES> = ArenaStorage::new();
+static ARENA: Once<ArenaStorage<PEAK_BYTES>> = Once::new(ArenaStorage::new());
 /// The embedded input (`seq_len x d_model` f32).
-static mut INPUT: [f32; INPUT_LEN] = [0.0; INPUT_LEN];
+static INPUT: Once<[f32; INPUT_LEN]> = Once::new([0.0; INPUT_LEN]);
 
 /// RAM of the board (memory.x), bytes.
 const RAM_BYTES: usize = 4 * 1024 * 1024;
@@ -64,16 +64,21 @@ fn main() -> ! {
     // unused stack (no heap in this firmware).
     unsafe { stack::paint(static_end, cortex_m::register::msp::read() as usize) };
 
+    if cfg!(feature = "panic-check") {
+        panic!("panic-check: a deliberate panic");
+    }
     let mut p = cortex_m::Peripherals::take().unwrap();
     p.SYST.set_clock_source(SystClkSource::Core);
     p.SYST.set_reload(RELOAD);
     p.SYST.clear_current();
     p.SYST.enable_interrupt();
     p.SYST.enable_counter();
+    // The counter reads 0 until its first reload: start from a proper count.
+    while SYST::get_current() == 0 {}
 
-    // SAFETY: `main` runs once and nothing else touches these statics, so these are the only
-    // references to them.
-    let (storage, input) = unsafe { (&mut *(&raw mut ARENA), &mut *(&raw mut INPUT)) };
+    let (Some(storage), Some(input)) = (ARENA.take(), INPUT.take()) else {
+        unreachable!("main runs once")
+    };
     let mut arena = storage.arena();
     let outcome = match infer(&mut arena, input, ticks) {
         Ok(o) => o,

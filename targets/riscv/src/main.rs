@@ -9,12 +9,12 @@
 use riscv_rt::entry;
 use semihosting::{print, println, process};
 use topkit::ArenaStorage;
-use topkit_fw::{INPUT_LEN, PEAK_BYTES, RUN, infer, stack, write_answer, write_arena};
+use topkit_fw::{INPUT_LEN, Once, PEAK_BYTES, RUN, infer, stack, write_answer, write_arena};
 
 /// The arena: exactly the plan's peak, in `.bss`.
-static mut ARENA: ArenaStorage<PEAK_BYTES> = ArenaStorage::new();
+static ARENA: Once<ArenaStorage<PEAK_BYTES>> = Once::new(ArenaStorage::new());
 /// The embedded input (`seq_len x d_model` f32).
-static mut INPUT: [f32; INPUT_LEN] = [0.0; INPUT_LEN];
+static INPUT: Once<[f32; INPUT_LEN]> = Once::new([0.0; INPUT_LEN]);
 
 /// Instructions retired (the 64-bit `minstret`, read as two halves without tearing).
 fn minstret() -> u64 {
@@ -61,9 +61,9 @@ fn main() -> ! {
     // SAFETY: the stack region below the current stack pointer is unused.
     unsafe { stack::paint(bottom, stack_pointer()) };
 
-    // SAFETY: `main` runs once and nothing else touches these statics, so these are the only
-    // references to them.
-    let (storage, input) = unsafe { (&mut *(&raw mut ARENA), &mut *(&raw mut INPUT)) };
+    let (Some(storage), Some(input)) = (ARENA.take(), INPUT.take()) else {
+        unreachable!("main runs once")
+    };
     let mut arena = storage.arena();
     let outcome = match infer(&mut arena, input, minstret) {
         Ok(o) => o,

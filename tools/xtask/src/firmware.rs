@@ -313,25 +313,70 @@ fn budget_too_small(ctx: &Ctx) -> Res {
     }
 }
 
+/// Runs the Cortex-M firmware built to panic: it must print the panic message and exit with a
+/// non-zero status (QEMU passes the semihosting exit status on).
+fn panic_reports_and_fails(ctx: &Ctx) -> Res {
+    let fw = fw_cargo(ctx, "run", &FIRMWARES[0]).args(["--quiet", "--features", "panic-check"]);
+    println!("$ {fw}    (must fail)");
+    match fw.output() {
+        Ok(out) => Err(format!(
+            "the panicking firmware exited with status 0:\n{out}"
+        )),
+        Err(e) if e.contains("panic-check: a deliberate panic") => {
+            println!("failed as it must, with the panic message");
+            Ok(())
+        }
+        Err(e) => Err(format!("the panic message is missing:\n{e}")),
+    }
+}
+
+/// `cargo fmt --check` and `clippy -D warnings` of the firmware crates, which the root
+/// workspace's `fmt` and `clippy` jobs do not see (each is its own workspace).
+fn lint(ctx: &Ctx) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for dir in ["common", "cortex-m", "riscv"] {
+        steps.push(Step::Cmd(
+            Cmd::cargo()
+                .cwd(targets_dir().join(dir))
+                .args(["fmt", "--check"]),
+        ));
+    }
+    steps.push(Step::Cmd(
+        Cmd::cargo()
+            .cwd(targets_dir().join("common"))
+            .env("CARGO_TARGET_DIR", target_dir())
+            .args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+    ));
+    for fw in FIRMWARES.iter().filter(|f| f.features.is_empty()) {
+        steps.push(Step::Cmd(
+            fw_cargo(ctx, "clippy", fw).args(["--", "-D", "warnings"]),
+        ));
+    }
+    steps
+}
+
 /// The steps of `cargo xtask test-cross`.
 pub fn test_cross(ctx: &Ctx) -> Vec<Step> {
+    let mut steps = lint(ctx);
     let ctx = || Ctx {
         sysroot: ctx.sysroot.clone(),
     };
-    let mut steps: Vec<Step> = FIRMWARES
-        .iter()
-        .map(|fw| -> Step {
-            let ctx = ctx();
-            Step::Check(
-                format!("{} in QEMU matches the host", fw.name()),
-                Box::new(move || run_firmware(&ctx, fw)),
-            )
-        })
-        .collect();
+    steps.extend(FIRMWARES.iter().map(|fw| -> Step {
+        let ctx = ctx();
+        Step::Check(
+            format!("{} in QEMU matches the host", fw.name()),
+            Box::new(move || run_firmware(&ctx, fw)),
+        )
+    }));
     let c = ctx();
     steps.push(Step::Check(
         "a too-small arena budget fails the build".into(),
         Box::new(move || budget_too_small(&c)),
+    ));
+    let c = ctx();
+    steps.push(Step::Check(
+        "a panic is reported and fails the run".into(),
+        Box::new(move || panic_reports_and_fails(&c)),
     ));
     steps
 }
