@@ -5,7 +5,10 @@
 //! Environment (read at build time):
 //! - `TOPKIT_FW_RAM_BUDGET`: arena budget in bytes (or with a K/M suffix); the emitted
 //!   constants then hold a compile-time assert, so a plan that exceeds it fails the build.
-//! - feature `f32`: store the matrices as f32 instead of int8.
+//! - `TOPKIT_FW_MODEL`: a packed BERT model (`.tkm`, e.g. all-MiniLM-L6-v2 packed with
+//!   `topkit pack --dtype int8`) to embed instead of the generated one.
+//! - `TOPKIT_FW_SEQ`, `TOPKIT_FW_CHUNK`, `TOPKIT_FW_K_ATTN`: the run (default 32, 8, 8).
+//! - feature `f32`: store the generated model's matrices as f32 instead of int8.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,10 +39,18 @@ const MODEL: ModelConfig = ModelConfig {
     causal: false,
     tie_embeddings: false,
 };
-/// The run: 32 tokens, query chunks of 8, top-8 attention, dense feed-forward.
+/// The default run: 32 tokens, query chunks of 8, top-8 attention, dense feed-forward.
 const SEQ: usize = 32;
 const CHUNK: usize = 8;
 const K_ATTN: usize = 8;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    println!("cargo::rerun-if-env-changed={name}");
+    std::env::var(name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+    })
+}
 const SEED: u64 = 0x746f_706b_6974; // "topkit"
 
 /// SplitMix64: a tiny, well-mixed generator, so the model is the same on every machine.
@@ -124,20 +135,58 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let int8 = std::env::var_os("CARGO_FEATURE_F32").is_none();
 
-    let config = FileConfig {
-        model: MODEL,
-        pooling: Pooling::Mean,
-        normalize: true,
-    };
-    let file = write_file(&config, &Tokenizer::none(), &tensors(int8)).expect("pack the model");
+    println!("cargo::rerun-if-env-changed=TOPKIT_FW_MODEL");
     let model_path = out.join("model.tkm");
-    std::fs::write(&model_path, &file).expect("write model.tkm");
+    let (name, vocab, dtype) = match std::env::var_os("TOPKIT_FW_MODEL") {
+        Some(src) => {
+            let src = PathBuf::from(src);
+            println!("cargo::rerun-if-changed={}", src.display());
+            std::fs::copy(&src, &model_path)
+                .unwrap_or_else(|e| panic!("cannot copy {}: {e}", src.display()));
+            let bytes = topkit_cli::read_packed(&model_path).expect("read the model");
+            let m = topkit_cli::parse_packed(&model_path, bytes.as_slice(), true)
+                .expect("a valid packed model");
+            let name = src.file_name().map_or_else(
+                || src.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            let q0 = m
+                .matrix(topkit::format::TensorName::layer(0, "q.w"))
+                .expect("block 0 has a query matrix");
+            let dtype = match q0.dtype() {
+                topkit::kernels::DType::I8 => "int8".to_string(),
+                other => format!("{other:?}").to_lowercase(),
+            };
+            (name, m.config().vocab_size, dtype)
+        }
+        None => {
+            let config = FileConfig {
+                model: MODEL,
+                pooling: Pooling::Mean,
+                normalize: true,
+            };
+            let file =
+                write_file(&config, &Tokenizer::none(), &tensors(int8)).expect("pack the model");
+            std::fs::write(&model_path, &file).expect("write model.tkm");
+            let dtype = if int8 { "int8" } else { "f32" };
+            (
+                "seeded-random-bert".to_string(),
+                MODEL.vocab_size,
+                dtype.to_string(),
+            )
+        }
+    };
+    let seq = env_usize("TOPKIT_FW_SEQ", SEQ);
 
     // `topkit budget --emit-rust`, through the CLI's own entry point.
     let plan_path = out.join("plan.rs");
     let mut args: Vec<String> = vec!["topkit".into(), "budget".into()];
     args.push(model_path.display().to_string());
-    for (flag, v) in [("--seq", SEQ), ("--chunk", CHUNK), ("--k-attn", K_ATTN)] {
+    for (flag, v) in [
+        ("--seq", seq),
+        ("--chunk", env_usize("TOPKIT_FW_CHUNK", CHUNK)),
+        ("--k-attn", env_usize("TOPKIT_FW_K_ATTN", K_ATTN)),
+    ] {
         args.push(flag.into());
         args.push(v.to_string());
     }
@@ -152,23 +201,24 @@ fn main() {
     let code = topkit_cli::run(&args);
     assert!(code != topkit_cli::EXIT_ERROR, "topkit budget failed");
 
-    write_inputs(&out.join("inputs.rs"), int8);
+    write_inputs(&out.join("inputs.rs"), &name, &dtype, seq, vocab);
 }
 
-/// The input: token ids drawn from the same seeded generator, segment 0, no padding.
-fn write_inputs(path: &Path, int8: bool) {
+/// The input: token ids drawn from a seeded generator, segment 0, no padding.
+fn write_inputs(path: &Path, name: &str, dtype: &str, seq: usize, vocab: usize) {
     let mut rng = Rng(SEED ^ 0x1234_5678);
     let mut s = String::new();
-    let _ = writeln!(s, "/// Storage of the model's matrices.");
     let _ = writeln!(
         s,
-        "pub const DTYPE: &str = \"{}\";",
-        if int8 { "int8" } else { "f32" }
+        "/// The embedded model: its file name, or how it was generated."
     );
+    let _ = writeln!(s, "pub const MODEL_NAME: &str = {name:?};");
+    let _ = writeln!(s, "/// Storage of the model's matrices.");
+    let _ = writeln!(s, "pub const DTYPE: &str = {dtype:?};");
     let _ = writeln!(s, "/// Input token ids (`RUN.seq_len` of them).");
-    let _ = write!(s, "pub const TOKENS: [u32; {SEQ}] = [");
-    for _ in 0..SEQ {
-        let _ = write!(s, "{}, ", rng.next() % MODEL.vocab_size as u64);
+    let _ = write!(s, "pub const TOKENS: [u32; {seq}] = [");
+    for _ in 0..seq {
+        let _ = write!(s, "{}, ", rng.next() % vocab as u64);
     }
     let _ = writeln!(s, "];");
     std::fs::write(path, s).expect("write inputs.rs");

@@ -20,7 +20,7 @@ pub mod generated {
     include!(concat!(env!("OUT_DIR"), "/inputs.rs"));
 }
 
-pub use generated::{DTYPE, FLASH_BYTES, MODEL, PEAK_BYTES, PLAN, RUN, TOKENS};
+pub use generated::{DTYPE, FLASH_BYTES, MODEL, MODEL_NAME, PEAK_BYTES, PLAN, RUN, TOKENS};
 
 /// Input hidden states: `RUN.seq_len x MODEL.d_model` f32 values.
 pub const INPUT_LEN: usize = RUN.seq_len * MODEL.d_model;
@@ -180,7 +180,8 @@ pub fn infer(
 pub fn write_answer(w: &mut impl fmt::Write, o: &Outcome) -> fmt::Result {
     writeln!(
         w,
-        "model: {} d_model {} layers {} heads {} d_ff {} seq {} chunk {} k_attn {:?} k_ff {:?} flash {} bytes",
+        "model: {} {} d_model {} layers {} heads {} d_ff {} seq {} chunk {} k_attn {:?} k_ff {:?} flash {} bytes",
+        MODEL_NAME,
         DTYPE,
         MODEL.d_model,
         MODEL.n_layers,

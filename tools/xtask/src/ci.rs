@@ -80,10 +80,16 @@ pub const JOBS: &[Job] = &[
         needs_setup: true,
         steps: crate::firmware::test_cross,
     },
+    Job {
+        name: "test-cross-minilm",
+        about: "all-MiniLM-L6-v2 int8 on RISC-V in QEMU: same bits as the host, arena = plan",
+        needs_setup: true,
+        steps: crate::firmware::test_cross_minilm,
+    },
 ];
 
 /// Jobs that run firmware and so need QEMU from `setup --qemu`.
-const NEEDS_QEMU: &[&str] = &["test-cross"];
+const NEEDS_QEMU: &[&str] = &["test-cross", "test-cross-minilm"];
 
 fn cargo() -> Cmd {
     Cmd::cargo().cwd(workspace_root())

@@ -7,8 +7,18 @@
 
 use crate::ci::{Ctx, Step, cross_cargo};
 use crate::util::{Cmd, Res, workspace_root};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Mutex;
+
+/// The model a firmware embeds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum FwModel {
+    /// The seeded random BERT that `targets/common/build.rs` generates (fits a Cortex-M4).
+    Generated,
+    /// all-MiniLM-L6-v2 packed int8 (23 MB: RISC-V `virt` only), 16 tokens, top-8 attention.
+    MiniLm,
+}
 
 /// One firmware build to run in QEMU.
 pub struct Firmware {
@@ -18,6 +28,8 @@ pub struct Firmware {
     pub target: &'static str,
     /// Cargo features of the firmware crate (e.g. `f32` matrices).
     pub features: &'static [&'static str],
+    /// The embedded model.
+    pub model: FwModel,
 }
 
 impl Firmware {
@@ -28,8 +40,27 @@ impl Firmware {
             n.push('-');
             n.push_str(f);
         }
+        if self.model == FwModel::MiniLm {
+            n.push_str("-minilm");
+        }
         n
     }
+
+    /// The build-time environment of `targets/common/build.rs` for this model.
+    fn model_env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        match self.model {
+            FwModel::Generated => Vec::new(),
+            FwModel::MiniLm => vec![
+                ("TOPKIT_FW_MODEL", minilm_tkm().into_os_string()),
+                ("TOPKIT_FW_SEQ", "16".into()),
+            ],
+        }
+    }
+}
+
+/// Where the MiniLM job packs the model (outside the repository).
+fn minilm_tkm() -> PathBuf {
+    target_dir().join("all-MiniLM-L6-v2-int8.tkm")
 }
 
 /// What `test-cross` runs: the Cortex-M4F firmware with int8 and f32 matrices, the same code
@@ -39,23 +70,35 @@ pub const FIRMWARES: &[Firmware] = &[
         dir: "cortex-m",
         target: "thumbv7em-none-eabihf",
         features: &[],
+        model: FwModel::Generated,
     },
     Firmware {
         dir: "cortex-m",
         target: "thumbv7em-none-eabihf",
         features: &["f32"],
+        model: FwModel::Generated,
     },
     Firmware {
         dir: "cortex-m",
         target: "thumbv6m-none-eabi",
         features: &[],
+        model: FwModel::Generated,
     },
     Firmware {
         dir: "riscv",
         target: "riscv32imac-unknown-none-elf",
         features: &[],
+        model: FwModel::Generated,
     },
 ];
+
+/// The MiniLM job: the real model on RISC-V (too large for the Cortex-M board's 4 MiB).
+pub const MINILM: &[Firmware] = &[Firmware {
+    dir: "riscv",
+    target: "riscv32imac-unknown-none-elf",
+    features: &[],
+    model: FwModel::MiniLm,
+}];
 
 /// Lines of the report that must be identical on the host and every target.
 const ANSWER: [&str; 3] = ["model:", "output:", "first:"];
@@ -83,32 +126,43 @@ fn fw_cargo(ctx: &Ctx, sub: &str, fw: &Firmware) -> Cmd {
     if !fw.features.is_empty() {
         c = c.args(["--features", &fw.features.join(",")]);
     }
+    for (k, v) in fw.model_env() {
+        c = c.env(k, v);
+    }
     c
 }
 
-/// The host's answer for the features of `fw` (cached per feature set).
-fn host_answer(features: &[&str]) -> Res<String> {
-    static INT8: OnceLock<Res<String>> = OnceLock::new();
-    static F32: OnceLock<Res<String>> = OnceLock::new();
-    let cell = if features.contains(&"f32") {
-        &F32
-    } else {
-        &INT8
-    };
-    cell.get_or_init(|| {
-        let mut c = Cmd::cargo()
-            .cwd(targets_dir().join("common"))
-            .env("CARGO_TARGET_DIR", target_dir())
-            .args(["run", "--quiet", "--example", "host"]);
-        if features.contains(&"f32") {
-            c = c.args(["--features", "f32"]);
-        }
-        println!("$ {c}");
-        let out = c.output()?;
-        println!("{out}");
-        Ok(out)
-    })
-    .clone()
+/// The host's answer for the model and features of `fw` (cached: several firmwares share it).
+fn host_answer(fw: &Firmware) -> Res<String> {
+    static CACHE: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+    let key = fw.name().replace(fw.target, "");
+    if let Some(out) = CACHE
+        .lock()
+        .map_err(|_| "host answer cache poisoned")?
+        .as_ref()
+        .and_then(|m| m.get(&key))
+    {
+        return Ok(out.clone());
+    }
+    let mut c = Cmd::cargo()
+        .cwd(targets_dir().join("common"))
+        .env("CARGO_TARGET_DIR", target_dir())
+        .args(["run", "--quiet", "--example", "host"]);
+    if !fw.features.is_empty() {
+        c = c.args(["--features", &fw.features.join(",")]);
+    }
+    for (k, v) in fw.model_env() {
+        c = c.env(k, v);
+    }
+    println!("$ {c}");
+    let out = c.output()?;
+    println!("{out}");
+    CACHE
+        .lock()
+        .map_err(|_| "host answer cache poisoned")?
+        .get_or_insert_with(HashMap::new)
+        .insert(key, out.clone());
+    Ok(out)
 }
 
 fn answer_lines(report: &str) -> Vec<&str> {
@@ -144,7 +198,7 @@ fn numbers(report: &str, prefix: &str) -> Res<Vec<u64>> {
 
 /// Builds, runs in QEMU, compares; prints the table row.
 fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
-    let host = host_answer(fw.features)?;
+    let host = host_answer(fw)?;
     let build = fw_cargo(ctx, "build", fw);
     build.run()?;
     let run = fw_cargo(ctx, "run", fw).arg("--quiet");
@@ -185,9 +239,10 @@ fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
     let model = report_line(&out, "model:")?;
     let instr = numbers(&out, "instructions:")?;
     let f = |key| field(model, key).map_or("?".to_string(), |v| v.to_string());
-    let dtype = model.split_whitespace().nth(1).unwrap_or("?");
+    let mut words = model.split_whitespace().skip(1);
+    let (name, dtype) = (words.next().unwrap_or("?"), words.next().unwrap_or("?"));
     println!(
-        "table: | {} | random BERT d{} L{} | {dtype} | {} | {} | {} | {} | {} | {} | {} |",
+        "table: | {} | {name} d{} L{} | {dtype} | {} | {} | {} | {} | {} | {} | {} |",
         fw.name(),
         f("d_model"),
         f("layers"),
@@ -355,19 +410,49 @@ fn lint(ctx: &Ctx) -> Vec<Step> {
     steps
 }
 
+fn firmware_checks(ctx: &Ctx, list: &'static [Firmware]) -> Vec<Step> {
+    list.iter()
+        .map(|fw| -> Step {
+            let ctx = Ctx {
+                sysroot: ctx.sysroot.clone(),
+            };
+            Step::Check(
+                format!("{} in QEMU matches the host", fw.name()),
+                Box::new(move || run_firmware(&ctx, fw)),
+            )
+        })
+        .collect()
+}
+
+/// The steps of `cargo xtask test-cross-minilm`: fetch all-MiniLM-L6-v2 (cached), pack it
+/// int8 with the CLI, run it on RISC-V and compare with the host.
+pub fn test_cross_minilm(ctx: &Ctx) -> Vec<Step> {
+    let mut steps = vec![
+        Step::Check(
+            "all-MiniLM-L6-v2 is in the cache".into(),
+            Box::new(|| crate::model::fetch_model().map(|_| ())),
+        ),
+        Step::Cmd(
+            Cmd::cargo()
+                .cwd(workspace_root())
+                .args(["run", "--quiet", "-p", "topkit-cli", "--", "pack"])
+                .arg(crate::model::model_dir())
+                .arg("-o")
+                .arg(minilm_tkm())
+                .args(["--dtype", "int8", "--max-seq", "128"]),
+        ),
+    ];
+    steps.extend(firmware_checks(ctx, MINILM));
+    steps
+}
+
 /// The steps of `cargo xtask test-cross`.
 pub fn test_cross(ctx: &Ctx) -> Vec<Step> {
     let mut steps = lint(ctx);
+    steps.extend(firmware_checks(ctx, FIRMWARES));
     let ctx = || Ctx {
         sysroot: ctx.sysroot.clone(),
     };
-    steps.extend(FIRMWARES.iter().map(|fw| -> Step {
-        let ctx = ctx();
-        Step::Check(
-            format!("{} in QEMU matches the host", fw.name()),
-            Box::new(move || run_firmware(&ctx, fw)),
-        )
-    }));
     let c = ctx();
     steps.push(Step::Check(
         "a too-small arena budget fails the build".into(),
@@ -387,7 +472,7 @@ mod tests {
 
     #[test]
     fn numbers_and_answer_lines() {
-        let r = "model: int8 d_model 64 layers 2\noutput: 8 values, digest 0x1\nfirst: 1.5 -2\narena: measured 16 bytes, planned 32 bytes, DIFFERENT\nnoise\n";
+        let r = "model: random int8 d_model 64 layers 2\noutput: 8 values, digest 0x1\nfirst: 1.5 -2\narena: measured 16 bytes, planned 32 bytes, DIFFERENT\nnoise\n";
         assert_eq!(answer_lines(r).len(), 3);
         assert_eq!(numbers(r, "arena:").unwrap(), vec![16, 32]);
         assert_eq!(numbers(r, "model:").unwrap(), vec![8, 64, 2]);
