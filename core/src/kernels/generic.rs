@@ -259,10 +259,14 @@ fn sum_map(x: &[f32], f: impl Fn(f32) -> f32 + Copy) -> f32 {
 }
 
 /// LayerNorm in place over one row `x` (`n` elements): `(x - mean) / sqrt(var + eps) * gamma
-/// + beta`, with mean and biased variance computed in f32 in two passes (the second over
-/// `x - mean`, so a large common offset does not cancel catastrophically), both summed in the
-/// documented order.
-/// `gamma.len() == beta.len() == x.len()`. An empty row is left as is.
+/// + beta`, with the biased variance, all in f32. `gamma.len() == beta.len() == x.len()`. An
+/// empty row is left as is.
+///
+/// Corrected two-pass algorithm (Chan, Golub & LeVeque): pass 1 takes the mean `m`; pass 2
+/// sums `d = x - m` and `d^2`, whose mean `c = sum(d) / n` is the rounding error of `m`; the
+/// output uses `(d - c)` and `var = mean(d^2) - c^2`. A large common offset (say 1000 + noise)
+/// thus neither cancels catastrophically in the variance nor leaves the f32 rounding of the
+/// mean in every output. Sums use the documented dot-product order.
 pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     debug_assert_eq!(gamma.len(), x.len());
     debug_assert_eq!(beta.len(), x.len());
@@ -270,11 +274,14 @@ pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         return;
     }
     let inv_n = 1.0 / x.len() as f32;
-    let mean = sum_map(x, |v| v) * inv_n;
-    let var = sum_map(x, |v| (v - mean) * (v - mean)) * inv_n;
+    let m = sum_map(x, |v| v) * inv_n;
+    let c = sum_map(x, |v| v - m) * inv_n;
+    let var = sum_map(x, |v| (v - m) * (v - m)) * inv_n - c * c;
+    // Rounding can push a near-zero variance below 0.
+    let var = if var > 0.0 { var } else { 0.0 };
     let inv = 1.0 / math::sqrt(var + eps);
     for ((v, &g), &b) in x.iter_mut().zip(gamma).zip(beta) {
-        *v = (*v - mean) * inv * g + b;
+        *v = ((*v - m) - c) * inv * g + b;
     }
 }
 
