@@ -4,3 +4,4 @@
 pub mod attention_ref;
 pub mod model_ref;
 pub mod vocab;
+pub mod minilm;
