@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attention_ref;
+pub mod kernels_ref;
 pub mod model_ref;
 pub mod vocab;
 pub mod minilm;

@@ -1,59 +1,358 @@
-//! Reference kernels (skeleton: filled in by the kernels work).
+//! Reference kernels: plain safe Rust, no allocation, summing in one fixed order.
+//!
+//! # Summation order
+//! Every dot product of length `n` (weights times input, or [`dot`] of two slices) is computed
+//! the same way, so `dot_row`, `matvec`, `matmul` and `dot` agree bit for bit:
+//! - the columns are cut into tiles of [`TILE`] elements (the last one shorter);
+//! - inside a tile, 4 accumulators take the products of columns `i ≡ 0, 1, 2, 3 (mod 4)` of
+//!   the tile's whole groups of 4, left to right; they are combined as `(a0 + a1) + (a2 + a3)`
+//!   and the tile's remaining `len % 4` products are then added left to right;
+//! - the tile sums are added left to right to a total that starts at `+0.0`.
+//!
+//! Products are plain `w * x` (never fused multiply-add) so the same build gives the same bits
+//! on every target. For int8 rows the sum is over `q * x` and the row scale multiplies the
+//! total once; a bias is added last.
+//!
+//! # Preconditions
+//! These are internal hot paths: shapes are checked with `debug_assert!` only. A wrong length
+//! in a release build gives a wrong result or a slice-index panic, never an out-of-bounds
+//! read. Callers (the engine) validate shapes once, up front, and return typed errors.
 
-use super::Matrix;
+use super::{Matrix, Weights};
 use crate::config::Activation;
+use crate::math;
+use half::f16;
 
-/// `W[r] . x` with the row's scale applied. `x.len() == cols`.
+/// Columns per tile of the fixed summation order (elements). `matmul` converts one tile of a
+/// weight row at a time into a stack buffer of this many f32 (512 bytes).
+pub const TILE: usize = 128;
+
+/// Sum of `a[i] * b[i]` over one tile (`a.len() == b.len() <= TILE`), in the documented order.
+#[inline(always)]
+fn dot_tile(a: &[f32], b: &[f32]) -> f32 {
+    dot_tile_conv(a, b, |v| v)
+}
+
+/// [`dot_tile`] converting the `a` values to f32 on the fly (f16 or i8 weights; exact).
+#[inline(always)]
+fn dot_tile_conv<T: Copy>(a: &[T], b: &[f32], conv: impl Fn(T) -> f32) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0.0f32; 4];
+    let (a4, a_tail) = a.split_at(a.len() & !3);
+    let (b4, b_tail) = b.split_at(a4.len());
+    for (wa, wb) in a4.chunks_exact(4).zip(b4.chunks_exact(4)) {
+        acc[0] += conv(wa[0]) * wb[0];
+        acc[1] += conv(wa[1]) * wb[1];
+        acc[2] += conv(wa[2]) * wb[2];
+        acc[3] += conv(wa[3]) * wb[3];
+    }
+    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for (&p, &q) in a_tail.iter().zip(b_tail) {
+        s += conv(p) * q;
+    }
+    s
+}
+
+/// Unscaled dot of a weight row (any element type) with `x`, in the documented order.
+#[inline(always)]
+fn dot_conv<T: Copy>(w: &[T], x: &[f32], conv: impl Fn(T) -> f32 + Copy) -> f32 {
+    debug_assert_eq!(w.len(), x.len());
+    let mut total = 0.0f32;
+    for (wt, xt) in w.chunks(TILE).zip(x.chunks(TILE)) {
+        total += dot_tile_conv(wt, xt, conv);
+    }
+    total
+}
+
+#[inline(always)]
+fn f16_to_f32(v: f16) -> f32 {
+    v.to_f32()
+}
+
+#[inline(always)]
+fn i8_to_f32(v: i8) -> f32 {
+    v as f32
+}
+
+/// `a . b` of two f32 slices of equal length (elements), in the documented order (so it equals
+/// [`dot_row`] of an f32 matrix bit for bit).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut total = 0.0f32;
+    for (at, bt) in a.chunks(TILE).zip(b.chunks(TILE)) {
+        total += dot_tile(at, bt);
+    }
+    total
+}
+
+/// `W[r] . x` with the row's scale applied. `x.len() == cols`, `r < rows`.
 pub fn dot_row(w: &Matrix<'_>, r: usize, x: &[f32]) -> f32 {
-    let _ = (w, r, x);
-    todo!()
+    debug_assert!(r < w.rows());
+    debug_assert_eq!(x.len(), w.cols());
+    let c = w.cols();
+    match w.weights() {
+        Weights::F32(d) => dot(&d[r * c..(r + 1) * c], x),
+        Weights::F16(d) => dot_conv(&d[r * c..(r + 1) * c], x, f16_to_f32),
+        Weights::I8 { q, scales } => dot_conv(&q[r * c..(r + 1) * c], x, i8_to_f32) * scales[r],
+    }
 }
 
-/// `y += a * W[r]`. `y.len() == cols`.
+/// `y += a * W[r]` elementwise (int8: `y += (a * scale) * q`). `y.len() == cols`, `r < rows`.
 pub fn axpy_row(w: &Matrix<'_>, r: usize, a: f32, y: &mut [f32]) {
-    let _ = (w, r, a, y);
-    todo!()
+    debug_assert!(r < w.rows());
+    debug_assert_eq!(y.len(), w.cols());
+    let c = w.cols();
+    match w.weights() {
+        Weights::F32(d) => axpy(y, a, &d[r * c..(r + 1) * c]),
+        Weights::F16(d) => {
+            for (yi, &wi) in y.iter_mut().zip(&d[r * c..(r + 1) * c]) {
+                *yi += a * wi.to_f32();
+            }
+        }
+        Weights::I8 { q, scales } => {
+            let s = a * scales[r];
+            for (yi, &qi) in y.iter_mut().zip(&q[r * c..(r + 1) * c]) {
+                *yi += s * qi as f32;
+            }
+        }
+    }
 }
 
-/// Row `r` of `W` as f32 (embedding lookup). `out.len() == cols`.
+/// Row `r` of `W` as f32 (embedding lookup; int8: `scale * q`). `out.len() == cols`.
 pub fn row_to_f32(w: &Matrix<'_>, r: usize, out: &mut [f32]) {
-    let _ = (w, r, out);
-    todo!()
+    debug_assert!(r < w.rows());
+    debug_assert_eq!(out.len(), w.cols());
+    let c = w.cols();
+    match w.weights() {
+        Weights::F32(d) => out.copy_from_slice(&d[r * c..(r + 1) * c]),
+        Weights::F16(d) => {
+            for (o, &v) in out.iter_mut().zip(&d[r * c..(r + 1) * c]) {
+                *o = v.to_f32();
+            }
+        }
+        Weights::I8 { q, scales } => {
+            let s = scales[r];
+            for (o, &v) in out.iter_mut().zip(&q[r * c..(r + 1) * c]) {
+                *o = s * v as f32;
+            }
+        }
+    }
 }
 
-/// `y = W x + b`: `x.len() == cols`, `y.len() == rows`.
+/// `y = W x + b`: `x.len() == cols`, `y.len() == rows`, `bias.len() == rows` if given.
+/// Each `y[r]` equals `dot_row(w, r, x) + bias[r]` bit for bit.
 pub fn matvec(w: &Matrix<'_>, x: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-    let _ = (w, x, bias, y);
-    todo!()
+    matmul(w, x, 1, bias, y);
 }
 
-/// `Y = X W^T + b` for `n` rows of `X` (`n x cols`) into `Y` (`n x rows`), reading each weight
-/// row once for all `n` inputs.
+/// `Y = X W^T + b` for `n` rows of `X` (`x.len() == n * cols`) into `Y` (`y.len() == n *
+/// rows`, row-major), `bias.len() == rows` if given.
+///
+/// Weight-stationary: each weight row is read (and, for f16 and int8, converted to f32) once,
+/// one [`TILE`] at a time into a stack buffer, and used for all `n` inputs; the partial sums
+/// live in `y`. The summation order is the documented one, so each `Y[i][r]` equals
+/// `dot_row(w, r, X[i]) + bias[r]` bit for bit, whatever `n` is.
 pub fn matmul(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-    let _ = (w, x, n, bias, y);
-    todo!()
+    let (rows, cols) = (w.rows(), w.cols());
+    debug_assert_eq!(x.len(), n * cols);
+    debug_assert_eq!(y.len(), n * rows);
+    debug_assert!(bias.is_none_or(|b| b.len() == rows));
+    for v in y.iter_mut() {
+        *v = 0.0;
+    }
+    let mut buf = [0.0f32; TILE];
+    for r in 0..rows {
+        let mut t0 = 0;
+        while t0 < cols {
+            let len = TILE.min(cols - t0);
+            let (a, b) = (r * cols + t0, r * cols + t0 + len);
+            let tile: &[f32] = match w.weights() {
+                Weights::F32(d) => &d[a..b],
+                Weights::F16(d) => {
+                    for (o, &v) in buf.iter_mut().zip(&d[a..b]) {
+                        *o = v.to_f32();
+                    }
+                    &buf[..len]
+                }
+                Weights::I8 { q, .. } => {
+                    for (o, &v) in buf.iter_mut().zip(&q[a..b]) {
+                        *o = v as f32;
+                    }
+                    &buf[..len]
+                }
+            };
+            for i in 0..n {
+                let xi = &x[i * cols + t0..i * cols + t0 + len];
+                y[i * rows + r] += dot_tile(tile, xi);
+            }
+            t0 += len;
+        }
+        let scale = match w.weights() {
+            Weights::I8 { scales, .. } => Some(scales[r]),
+            _ => None,
+        };
+        if scale.is_some() || bias.is_some() {
+            for i in 0..n {
+                let v = &mut y[i * rows + r];
+                if let Some(s) = scale {
+                    *v *= s;
+                }
+                if let Some(b) = bias {
+                    *v += b[r];
+                }
+            }
+        }
+    }
 }
 
-/// LayerNorm in place over `x` (one row).
+/// `y += a * x` elementwise; `x.len() == y.len()`.
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi += a * xi;
+    }
+}
+
+/// `y += x` elementwise (residual connections); `x.len() == y.len()`.
+pub fn add_in_place(y: &mut [f32], x: &[f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi += xi;
+    }
+}
+
+/// `y *= x` elementwise (the gate of a gated FFN); `x.len() == y.len()`.
+pub fn mul_in_place(y: &mut [f32], x: &[f32]) {
+    debug_assert_eq!(x.len(), y.len());
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi *= xi;
+    }
+}
+
+/// `x *= s` elementwise.
+pub fn scale(x: &mut [f32], s: f32) {
+    for v in x.iter_mut() {
+        *v *= s;
+    }
+}
+
+/// `sum_i f(x[i])` in the documented dot-product order.
+#[inline(always)]
+fn sum_map(x: &[f32], f: impl Fn(f32) -> f32 + Copy) -> f32 {
+    let mut total = 0.0f32;
+    for t in x.chunks(TILE) {
+        let mut acc = [0.0f32; 4];
+        let (t4, tail) = t.split_at(t.len() & !3);
+        for c in t4.chunks_exact(4) {
+            acc[0] += f(c[0]);
+            acc[1] += f(c[1]);
+            acc[2] += f(c[2]);
+            acc[3] += f(c[3]);
+        }
+        let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        for &v in tail {
+            s += f(v);
+        }
+        total += s;
+    }
+    total
+}
+
+/// LayerNorm in place over one row `x` (`n` elements): `(x - mean) / sqrt(var + eps) * gamma
+/// + beta`, with mean and biased variance computed in f32 in two passes (the second over
+/// `x - mean`, so a large common offset does not cancel catastrophically), both summed in the
+/// documented order.
+/// `gamma.len() == beta.len() == x.len()`. An empty row is left as is.
 pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-    let _ = (x, gamma, beta, eps);
-    todo!()
+    debug_assert_eq!(gamma.len(), x.len());
+    debug_assert_eq!(beta.len(), x.len());
+    if x.is_empty() {
+        return;
+    }
+    let inv_n = 1.0 / x.len() as f32;
+    let mean = sum_map(x, |v| v) * inv_n;
+    let var = sum_map(x, |v| (v - mean) * (v - mean)) * inv_n;
+    let inv = 1.0 / math::sqrt(var + eps);
+    for ((v, &g), &b) in x.iter_mut().zip(gamma).zip(beta) {
+        *v = (*v - mean) * inv * g + b;
+    }
 }
 
-/// RMSNorm in place over `x` (one row).
+/// RMSNorm in place over one row `x` (`n` elements): `x / sqrt(mean(x^2) + eps) * gamma`.
+/// `gamma.len() == x.len()`. An empty row is left as is.
 pub fn rms_norm(x: &mut [f32], gamma: &[f32], eps: f32) {
-    let _ = (x, gamma, eps);
-    todo!()
+    debug_assert_eq!(gamma.len(), x.len());
+    if x.is_empty() {
+        return;
+    }
+    let ms = sum_map(x, |v| v * v) / x.len() as f32;
+    let inv = 1.0 / math::sqrt(ms + eps);
+    for (v, &g) in x.iter_mut().zip(gamma) {
+        *v = *v * inv * g;
+    }
 }
 
-/// The activation applied to one value.
+/// `sqrt(2 / pi)`, the GELU-tanh constant.
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
+/// The activation applied to one value:
+/// - `Relu`: `max(0, x)`;
+/// - `GeluErf`: `0.5 x (1 + erf(x / sqrt 2))`;
+/// - `GeluTanh`: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`;
+/// - `Silu`: `x / (1 + e^-x)`.
+///
+/// Accuracy follows [`math`]: exact for `Relu`, otherwise within the `erf`/`tanh`/`exp` error
+/// times `|x| / 2` (micromath build) or a few ulp (std build).
+#[inline]
 pub fn activate(act: Activation, x: f32) -> f32 {
-    let _ = (act, x);
-    todo!()
+    match act {
+        Activation::Relu => {
+            if x > 0.0 {
+                x
+            } else {
+                0.0
+            }
+        }
+        Activation::GeluErf => 0.5 * x * (1.0 + math::erf(x * core::f32::consts::FRAC_1_SQRT_2)),
+        Activation::GeluTanh => {
+            let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+            0.5 * x * (1.0 + math::tanh(u))
+        }
+        // x * sigmoid(x); for very negative x, e^-x overflows to +inf and the result is -0.0.
+        Activation::Silu => x / (1.0 + math::exp(-x)),
+    }
 }
 
-/// Softmax in place over `x`.
+/// [`activate`] over a slice, in place.
+pub fn activate_slice(act: Activation, x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = activate(act, *v);
+    }
+}
+
+/// Softmax in place over `x`: `e^(x_i - max) / sum_j e^(x_j - max)`, the sum taken left to
+/// right. `-inf` entries (masked) become exactly 0.
+///
+/// Edge cases (documented, not NaN garbage): an empty slice is left empty; a slice whose
+/// entries are all `-inf` (every key masked) becomes all zeros, so a weighted sum over it
+/// yields zeros. A NaN or `+inf` entry makes the whole output NaN.
 pub fn softmax(x: &mut [f32]) {
-    let _ = x;
-    todo!()
+    let max = x
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    if max == f32::NEG_INFINITY && x.iter().all(|&v| v == f32::NEG_INFINITY) {
+        for v in x.iter_mut() {
+            *v = 0.0;
+        }
+        return;
+    }
+    let mut total = 0.0f32;
+    for v in x.iter_mut() {
+        *v = math::exp(*v - max);
+        total += *v;
+    }
+    let inv = 1.0 / total;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
 }

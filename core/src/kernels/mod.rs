@@ -7,7 +7,8 @@ mod generic;
 pub use generic::*;
 
 use crate::Error;
-use half::f16;
+/// IEEE half float, the element of [`Weights::F16`] (re-exported from the `half` crate).
+pub use half::f16;
 
 /// Element type of a weight matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
