@@ -54,10 +54,18 @@ pub struct Encoder<'a> {
 
 fn check_rows(what: &'static str, m: &Matrix<'_>, min_rows: usize, d: usize) -> Result<(), Error> {
     if m.cols() != d {
-        return Err(Error::ShapeMismatch { what, expected: d, found: m.cols() });
+        return Err(Error::ShapeMismatch {
+            what,
+            expected: d,
+            found: m.cols(),
+        });
     }
     if m.rows() < min_rows {
-        return Err(Error::ShapeMismatch { what, expected: min_rows, found: m.rows() });
+        return Err(Error::ShapeMismatch {
+            what,
+            expected: min_rows,
+            found: m.rows(),
+        });
     }
     Ok(())
 }
@@ -87,13 +95,23 @@ impl<'a> Encoder<'a> {
             });
         }
         if matches!(pooling, Pooling::None) {
-            return Err(Error::Unsupported("a sentence encoder needs mean or CLS pooling"));
+            return Err(Error::Unsupported(
+                "a sentence encoder needs mean or CLS pooling",
+            ));
         }
-        Ok(Encoder { model, emb, pooling, normalize })
+        Ok(Encoder {
+            model,
+            emb,
+            pooling,
+            normalize,
+        })
     }
 
     /// The encoder of a packed BERT-family file, over layer views made by [`layers`].
-    pub fn from_packed(packed: &PackedModel<'a>, layers: &'a [LayerWeights<'a>]) -> Result<Self, Error> {
+    pub fn from_packed(
+        packed: &PackedModel<'a>,
+        layers: &'a [LayerWeights<'a>],
+    ) -> Result<Self, Error> {
         let fc = packed.file_config();
         let g = TensorName::global;
         let model = Model::new(fc.model, layers, packed.final_norm()?)?;
@@ -104,7 +122,10 @@ impl<'a> Encoder<'a> {
                 Some(_) => Some(packed.matrix(g("seg_emb"))?),
                 None => None,
             },
-            norm: NormWeights { gain: packed.vector(g("emb_norm.w"))?, bias: packed.optional_vector(g("emb_norm.b"))? },
+            norm: NormWeights {
+                gain: packed.vector(g("emb_norm.w"))?,
+                bias: packed.optional_vector(g("emb_norm.b"))?,
+            },
         };
         Self::new(model, emb, fc.pooling, fc.normalize)
     }
@@ -131,10 +152,17 @@ impl<'a> Encoder<'a> {
         let c = self.model.config();
         let d = c.d_model;
         if out.len() != d {
-            return Err(Error::ShapeMismatch { what: "embedding output", expected: d, found: out.len() });
+            return Err(Error::ShapeMismatch {
+                what: "embedding output",
+                expected: d,
+                found: out.len(),
+            });
         }
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
-            return Err(Error::TokenOutOfRange { id, vocab_size: c.vocab_size });
+            return Err(Error::TokenOutOfRange {
+                id,
+                vocab_size: c.vocab_size,
+            });
         }
         let emb = &self.emb;
         let hidden = forward_with(&self.model, run, ids.len(), None, arena, |hidden| {

@@ -208,7 +208,10 @@ impl fmt::Display for Error {
             Error::Unsupported(what) => write!(f, "not supported yet: {what}"),
             Error::MissingToken(name) => write!(f, "the vocabulary has no {name} token"),
             Error::TokenOutOfRange { id, vocab_size } => {
-                write!(f, "token id {id} is out of range for a vocabulary of {vocab_size}")
+                write!(
+                    f,
+                    "token id {id} is out of range for a vocabulary of {vocab_size}"
+                )
             }
         }
     }

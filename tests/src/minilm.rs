@@ -7,7 +7,9 @@ use std::path::PathBuf;
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("TOPKIT_CACHE") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/topkit"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/topkit")
+        }
     }
 }
 
@@ -16,7 +18,10 @@ pub fn cache_dir() -> PathBuf {
 pub fn packed(dtype: &str) -> Vec<u128> {
     let path = cache_dir().join(format!("models/all-MiniLM-L6-v2-{dtype}.tkm"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}: run `cargo xtask fetch-model` first (it fetches and packs the model)", path.display())
+        panic!(
+            "{}: {e}: run `cargo xtask fetch-model` first (it fetches and packs the model)",
+            path.display()
+        )
     });
     let mut words = vec![0u128; bytes.len().div_ceil(16)];
     bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
@@ -36,8 +41,15 @@ pub struct Case {
 
 /// The golden cases and the max_seq_length they were made with.
 pub fn golden() -> (usize, Vec<Case>) {
-    let v: serde_json::Value = serde_json::from_str(include_str!("../data/minilm_golden.json")).unwrap();
-    let nums = |v: &serde_json::Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("../data/minilm_golden.json")).unwrap();
+    let nums = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
     let cases = v["cases"]
         .as_array()
         .unwrap()
@@ -45,7 +57,10 @@ pub fn golden() -> (usize, Vec<Case>) {
         .map(|c| Case {
             text: c["text"].as_str().unwrap().to_owned(),
             ids: nums(&c["ids"]).into_iter().map(|x| x as u32).collect(),
-            embedding: nums(&c["embedding"]).into_iter().map(|x| x as f32).collect(),
+            embedding: nums(&c["embedding"])
+                .into_iter()
+                .map(|x| x as f32)
+                .collect(),
         })
         .collect();
     (v["max_seq_length"].as_u64().unwrap() as usize, cases)

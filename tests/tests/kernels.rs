@@ -26,9 +26,23 @@ fn measure() {
     for x in grid(-8.0, 8.0, 2_000_000) {
         m[4] = m[4].max((math::erf(x) as f64 - erf_f64(x as f64)).abs());
     }
-    println!("exp rel {:.3e} exp abs {:.3e} sqrt rel {:.3e} tanh abs {:.3e} erf abs {:.3e}", m[0], m[1], m[2], m[3], m[4]);
+    println!(
+        "exp rel {:.3e} exp abs {:.3e} sqrt rel {:.3e} tanh abs {:.3e} erf abs {:.3e}",
+        m[0], m[1], m[2], m[3], m[4]
+    );
     // erf reference check
-    for (x, want) in [(0.5, 0.5204998778130465), (1.0, 0.8427007929497149), (2.0, 0.9953222650189527), (3.0, 1.0 - 2.209049699858544e-05), (3.5, 1.0 - 7.430983723414128e-07)] {
-        println!("erf_f64({x}) = {:.17} want {:.17} diff {:.3e}", erf_f64(x), want, erf_f64(x) - want);
+    for (x, want) in [
+        (0.5, 0.5204998778130465),
+        (1.0, 0.8427007929497149),
+        (2.0, 0.9953222650189527),
+        (3.0, 1.0 - 2.209049699858544e-05),
+        (3.5, 1.0 - 7.430983723414128e-07),
+    ] {
+        println!(
+            "erf_f64({x}) = {:.17} want {:.17} diff {:.3e}",
+            erf_f64(x),
+            want,
+            erf_f64(x) - want
+        );
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Bars (cosine to the reference, every text): f32 dense >= 0.9999 in the std build and
 //! >= 0.999 in the micromath build; int8 dense >= 0.99 in both. Top-k with k >= the sequence
-//! length equals dense within 1e-5 (max abs difference of the unit-length embeddings).
+//! length equals dense within 1e-5 (std) / 5e-5 (micromath, whose `exp` is approximate and
+//! enters dense's online softmax and top-k's kept-set softmax differently): max abs difference
+//! of the unit-length embeddings.
 
 use topkit::encoder::{Encoder, layers};
 use topkit::format::PackedModel;
@@ -16,6 +18,10 @@ const F32_BAR: f64 = 0.9999;
 #[cfg(not(feature = "std"))]
 const F32_BAR: f64 = 0.999;
 const INT8_BAR: f64 = 0.99;
+#[cfg(feature = "std")]
+const TOPK_EQ_DENSE: f32 = 1e-5;
+#[cfg(not(feature = "std"))]
+const TOPK_EQ_DENSE: f32 = 5e-5;
 
 /// Embeds every golden text with `k_attn`; returns (text, cosine to reference, embedding).
 fn run(dtype: &str, k_attn: Option<usize>) -> Vec<(String, f64, Vec<f32>)> {
@@ -28,18 +34,31 @@ fn run(dtype: &str, k_attn: Option<usize>) -> Vec<(String, f64, Vec<f32>)> {
     let vocab = tok.vocab();
     let wp = WordPiece::new(
         &vocab,
-        WordPieceOptions { lowercase: tok.lowercase(), strip_accents: tok.strip_accents() },
+        WordPieceOptions {
+            lowercase: tok.lowercase(),
+            strip_accents: tok.strip_accents(),
+        },
     )
     .unwrap();
     let (max_seq, cases) = golden();
-    let run = RunConfig { seq_len: max_seq, chunk: 16, k_attn, k_ff: None };
+    let run = RunConfig {
+        seq_len: max_seq,
+        chunk: 16,
+        k_attn,
+        k_ff: None,
+    };
     let plan = enc.model().plan(&run).unwrap();
     let mut mem = vec![0u128; plan.peak_bytes / 16];
     let mut out = Vec::new();
     for case in cases {
         let mut ids = vec![0u32; max_seq];
         let n = wp.encode(&case.text, &mut ids).unwrap().len;
-        assert_eq!(&ids[..n], case.ids.as_slice(), "token ids of {:?}", case.text);
+        assert_eq!(
+            &ids[..n],
+            case.ids.as_slice(),
+            "token ids of {:?}",
+            case.text
+        );
         let mut arena = Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
         let mut e = vec![0f32; enc.config().d_model];
         enc.embed(&run, &ids[..n], &mut arena, &mut e).unwrap();
@@ -72,7 +91,14 @@ fn topk_with_k_at_least_seq_equals_dense() {
     let dense = run("f32", None);
     let topk = run("f32", Some(256));
     for ((text, _, a), (_, _, b)) in dense.iter().zip(&topk) {
-        let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(diff <= 1e-5, "top-k(256) differs from dense by {diff} on {text:?}");
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            diff <= TOPK_EQ_DENSE,
+            "top-k(256) differs from dense by {diff} on {text:?}"
+        );
     }
 }
