@@ -1,8 +1,8 @@
 //! all-MiniLM-L6-v2 end to end (packed file -> WordPiece -> encoder -> pooled embedding),
 //! against sentence-transformers' embeddings (tests/data/minilm_golden.json).
 //!
-//! Bars (cosine to the reference, every text): f32 dense >= 0.9999 in the std build and
-//! >= 0.999 in the micromath build; int8 dense >= 0.99 in both. Top-k with k >= the sequence
+//! Bars (cosine to the reference, every text): f32 dense at least 0.9999 in the std build and
+//! at least 0.999 in the micromath build; int8 dense at least 0.99 in both. Top-k with k at least the sequence
 //! length equals dense within 1e-5 (std) / 5e-5 (micromath, whose `exp` is approximate and
 //! enters dense's online softmax and top-k's kept-set softmax differently): max abs difference
 //! of the unit-length embeddings.
