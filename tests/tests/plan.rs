@@ -7,13 +7,15 @@ use topkit::{Arch, Arena, Error, ModelConfig, RunConfig, plan, try_plan};
 use topkit_tests::model_ref::{Dt, OwnedModel, Rng, config};
 
 /// Max abs error of the engine (f32) against the f64 reference after 2 layers, on outputs of
-/// order 1. Std build: f32 rounding only. Micromath build: its exp (softmax, SiLU, GELU) and
-/// sqrt (norms) approximations dominate.
-const TOL_REF: f64 = if cfg!(feature = "std") { 2e-5 } else { 2e-2 };
+/// order 1. Std build: f32 rounding only. Micromath build: its exp approximation (softmax,
+/// SiLU, GELU) dominates.
+/// Measured: 6e-7 (std), 5.6e-4 (micromath).
+const TOL_REF: f64 = if cfg!(feature = "std") { 5e-6 } else { 2e-3 };
 /// Top-k with k >= keys vs dense in the same build: the same softmax, up to f32 rounding (std)
 /// or up to micromath's exp, whose relative error (2e-3) does not cancel between the streaming
 /// (dense) and the kept-set (top-k) normalisations.
-const TOL_SAME: f64 = if cfg!(feature = "std") { 1e-5 } else { 1e-3 };
+/// Measured: 4.8e-7 (std), 3.8e-4 (micromath).
+const TOL_SAME: f64 = if cfg!(feature = "std") { 5e-6 } else { 1e-3 };
 
 /// A 16-byte aligned window of exactly `len` bytes inside `buf`.
 fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
@@ -323,6 +325,7 @@ fn top_k_with_k_at_least_keys_equals_dense() {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
+            println!("{arch:?} k_attn {k_attn:?} k_ff {k_ff:?} vs dense: max abs diff {err:.2e}");
             assert!(
                 (err as f64) < TOL_SAME,
                 "{arch:?} {k_attn:?} {k_ff:?}: {err}"
