@@ -490,3 +490,36 @@ fn error_cases() {
         ));
     }
 }
+
+#[test]
+fn high_water_counts_from_the_arena_start() {
+    // A caller may take its own buffers first; the forward pass then needs peak_bytes more.
+    let cfg = config(Arch::Llama, 16, 4, 2, 32, 2, 64);
+    let m = OwnedModel::random(cfg, Dt::F32, 21);
+    let views = m.layer_views();
+    let model = m.model(&views);
+    let run = RunConfig {
+        seq_len: 10,
+        chunk: 4,
+        k_attn: Some(3),
+        k_ff: Some(7),
+    };
+    let p = plan(&cfg, &run);
+    let x = input(&mut Rng::new(5), 10, 16);
+    let mut buf = Vec::new();
+    let mut arena = Arena::new(aligned(&mut buf, 48 + p.peak_bytes)).unwrap();
+    let _mine: &mut [u32] = arena.take(9).unwrap(); // 36 bytes, padded to 48
+    let out = forward(&model, &run, &x, None, &mut arena)
+        .unwrap()
+        .to_vec();
+    assert_eq!(arena.high_water(), 48 + p.peak_bytes);
+    // Same result as in an arena of its own.
+    let (alone, _) = run_in(&m, &run, &x, None, p.peak_bytes).unwrap();
+    assert_eq!(out, alone);
+    // Memory that does not start on a 16-byte boundary is refused.
+    let bytes = aligned(&mut buf, 64);
+    assert!(matches!(
+        Arena::new(&mut bytes[1..]),
+        Err(Error::ArenaMisaligned)
+    ));
+}
