@@ -83,14 +83,25 @@ fn erf_reference_is_right() {
 
 #[test]
 fn exp_accuracy() {
-    let rel = max_err(grid(-87.0, 88.0, 1_000_000), |x| {
+    // Every x whose e^x is a normal f32: ln(f32::MIN_POSITIVE) = -87.34, ln(f32::MAX) = 88.72.
+    let rel = max_err(grid(-87.33, 88.72, 1_000_000), |x| {
         let r = (x as f64).exp();
         ((math::exp(x) as f64 - r) / r).abs()
     });
     let abs = max_err(grid(-30.0, 0.0, 1_000_000), |x| {
         (math::exp(x) as f64 - (x as f64).exp()).abs()
     });
-    println!("{BUILD}: exp max relative error {rel:.3e}, max absolute on [-30, 0] {abs:.3e}");
+    // Subnormal results: the absolute error of a correct rounding (half the spacing, 7e-46)
+    // plus the relative error.
+    let sub = max_err(grid(-104.0, -87.34, 100_000), |x| {
+        (math::exp(x) as f64 - (x as f64).exp()).abs()
+    });
+    println!(
+        "{BUILD}: exp max relative error {rel:.3e}, max absolute on [-30, 0] {abs:.3e}, \
+         on subnormal results {sub:.3e}"
+    );
+    assert!(sub <= 7.1e-46 + EXP_REL * 1.2e-38, "exp subnormal {sub:e}");
+    assert_eq!(math::exp(88.73), f32::INFINITY);
     assert!(rel <= EXP_REL, "exp relative {rel:e} > {EXP_REL:e}");
     assert!(abs <= EXP_ABS, "exp absolute {abs:e} > {EXP_ABS:e}");
 }
