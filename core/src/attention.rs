@@ -20,6 +20,7 @@
 
 use crate::Error;
 use crate::arena::{Arena, padded};
+use crate::kernels::{axpy, dot, scale};
 use crate::math;
 use crate::topk::{Rank, TopK};
 
@@ -184,34 +185,6 @@ fn check_params(p: &AttnParams) -> Result<(), Error> {
     Ok(())
 }
 
-/// `1 / sqrt(n)` to full f32 precision: the default `math::sqrt` is a rough approximation
-/// (about 5 %), and an error here would scale every score, so Newton steps refine it.
-fn inv_sqrt(n: usize) -> f32 {
-    let x = n as f32;
-    let mut r = math::sqrt(x);
-    for _ in 0..3 {
-        r = 0.5 * (r + x / r);
-    }
-    1.0 / r
-}
-
-// TODO(kernels): use the kernels' f32 dot and axpy once they land.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut s = 0.0;
-    for (x, y) in a.iter().zip(b) {
-        s += x * y;
-    }
-    s
-}
-
-#[inline]
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
-
 /// Multi-head attention of the queries `q` (`n_q x (n_heads * head_dim)`, the first at absolute
 /// position `q_pos`) over `keys`, into `out` (same shape as `q`). Scores are scaled by
 /// `1/sqrt(head_dim)`. A query with no visible key gets zeros.
@@ -297,7 +270,7 @@ pub fn attention(
         q_dim,
         kv_dim,
         group: d.n_heads / d.n_kv_heads,
-        scale: inv_sqrt(d.head_dim),
+        scale: 1.0 / math::sqrt(d.head_dim as f32),
         causal: p.causal,
         keys,
     };
@@ -392,9 +365,7 @@ impl Ctx<'_> {
                     } else if sc > max[i] {
                         // New maximum: rescale what was accumulated relative to it.
                         let c = math::exp(max[i] - sc);
-                        for a in acc.iter_mut() {
-                            *a *= c;
-                        }
+                        scale(acc, c);
                         sum[i] = sum[i] * c + 1.0;
                         max[i] = sc;
                         axpy(acc, 1.0, v);
@@ -409,10 +380,10 @@ impl Ctx<'_> {
         }
         for i in 0..nc {
             if sum[i] > 0.0 {
-                let inv = 1.0 / sum[i];
-                for a in &mut oc[i * self.q_dim + h * self.hd..][..self.hd] {
-                    *a *= inv;
-                }
+                scale(
+                    &mut oc[i * self.q_dim + h * self.hd..][..self.hd],
+                    1.0 / sum[i],
+                );
             }
         }
     }
@@ -476,10 +447,7 @@ impl Ctx<'_> {
                 sum += w;
                 axpy(acc, w, self.value_row(j as usize, kvh));
             }
-            let inv = 1.0 / sum;
-            for a in acc.iter_mut() {
-                *a *= inv;
-            }
+            scale(acc, 1.0 / sum);
         }
     }
 }

@@ -123,6 +123,13 @@ pub enum Error {
     Unsupported(&'static str),
     /// A token the tokenizer needs (e.g. `[UNK]`) is not in the vocabulary.
     MissingToken(&'static str),
+    /// A token id is not below the vocabulary size.
+    TokenOutOfRange {
+        /// The id.
+        id: u32,
+        /// Tokens in the vocabulary.
+        vocab_size: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -200,6 +207,12 @@ impl fmt::Display for Error {
             ),
             Error::Unsupported(what) => write!(f, "not supported yet: {what}"),
             Error::MissingToken(name) => write!(f, "the vocabulary has no {name} token"),
+            Error::TokenOutOfRange { id, vocab_size } => {
+                write!(
+                    f,
+                    "token id {id} is out of range for a vocabulary of {vocab_size}"
+                )
+            }
         }
     }
 }

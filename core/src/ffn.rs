@@ -19,7 +19,7 @@
 use crate::Error;
 use crate::arena::{ALIGN, Arena, padded};
 use crate::config::Activation;
-use crate::kernels::Matrix;
+use crate::kernels::{Matrix, activate, axpy_row, dot_row};
 use crate::topk::{Rank, TopK};
 
 /// Largest `d_ff` of a top-k block: unit indices are stored as `u16` in the slots.
@@ -129,85 +129,6 @@ impl<'a> FfnScratch<'a> {
         }
     }
 }
-
-// TODO(kernels): replace with the kernels' dot_row, axpy_row and activate once they land.
-mod fallback {
-    use crate::config::Activation;
-    use crate::kernels::{Matrix, Weights};
-    use crate::math;
-
-    pub fn dot_row(w: &Matrix<'_>, r: usize, x: &[f32]) -> f32 {
-        let c = w.cols();
-        match w.weights() {
-            Weights::F32(d) => d[r * c..(r + 1) * c]
-                .iter()
-                .zip(x)
-                .map(|(a, b)| a * b)
-                .sum(),
-            Weights::F16(d) => d[r * c..(r + 1) * c]
-                .iter()
-                .zip(x)
-                .map(|(a, b)| a.to_f32() * b)
-                .sum(),
-            Weights::I8 { q, scales } => {
-                let s: f32 = q[r * c..(r + 1) * c]
-                    .iter()
-                    .zip(x)
-                    .map(|(&a, b)| a as f32 * b)
-                    .sum();
-                s * scales[r]
-            }
-        }
-    }
-
-    pub fn axpy_row(w: &Matrix<'_>, r: usize, a: f32, y: &mut [f32]) {
-        let c = w.cols();
-        match w.weights() {
-            Weights::F32(d) => {
-                for (y, w) in y.iter_mut().zip(&d[r * c..(r + 1) * c]) {
-                    *y += a * w;
-                }
-            }
-            Weights::F16(d) => {
-                for (y, w) in y.iter_mut().zip(&d[r * c..(r + 1) * c]) {
-                    *y += a * w.to_f32();
-                }
-            }
-            Weights::I8 { q, scales } => {
-                let s = a * scales[r];
-                for (y, &w) in y.iter_mut().zip(&q[r * c..(r + 1) * c]) {
-                    *y += s * w as f32;
-                }
-            }
-        }
-    }
-
-    fn tanh(z: f32) -> f32 {
-        1.0 - 2.0 / (math::exp(2.0 * z) + 1.0)
-    }
-
-    fn erf(x: f32) -> f32 {
-        // Abramowitz & Stegun 7.1.26, |error| < 1.5e-7.
-        let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-        let p = t
-            * (0.254_829_6
-                + t * (-0.284_496_72 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
-        let e = 1.0 - p * math::exp(-x * x);
-        if x < 0.0 { -e } else { e }
-    }
-
-    pub fn activate(act: Activation, x: f32) -> f32 {
-        match act {
-            Activation::Relu => x.max(0.0),
-            Activation::GeluErf => 0.5 * x * (1.0 + erf(x * core::f32::consts::FRAC_1_SQRT_2)),
-            Activation::GeluTanh => {
-                0.5 * x * (1.0 + tanh(0.797_884_6 * (x + 0.044_715 * x * x * x)))
-            }
-            Activation::Silu => x / (1.0 + math::exp(-x)),
-        }
-    }
-}
-use fallback::{activate, axpy_row, dot_row};
 
 /// Checks every shape; returns `(d_model, d_ff, n_tokens)`.
 fn check(

@@ -8,6 +8,7 @@ extern crate alloc;
 pub mod arena;
 pub mod attention;
 pub mod config;
+pub mod encoder;
 mod error;
 pub mod ffn;
 pub mod format;

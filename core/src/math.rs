@@ -12,7 +12,7 @@
 //!
 //! | function | micromath build | std build |
 //! |---|---|---|
-//! | [`exp`], relative, x in [-87, 88] | 2.4e-3 | 6.0e-8 |
+//! | [`exp`], relative, x in [-87.33, 88.72] (normal results) | 2.4e-3 | 6.0e-8 |
 //! | [`exp`], absolute, x in [-30, 0] (softmax range) | 1.2e-3 | 3.0e-8 |
 //! | [`sqrt`], relative, x in [1e-30, 1e30] | 8.9e-8 | 6.0e-8 |
 //! | [`tanh`], absolute, x in [-20, 20] | 1.1e-3 | 9.8e-8 |
@@ -36,12 +36,22 @@ pub fn exp(x: f32) -> f32 {
     }
     #[cfg(not(feature = "std"))]
     {
-        // micromath's range reduction takes `fract`/`trunc` of x / ln 2, which misbehaves for
-        // infinities and NaN; below ln(smallest subnormal) the result is 0 anyway.
-        if x > 89.0 {
+        // micromath builds the result's exponent directly: past ln(f32::MAX) = 88.72 it would
+        // write exponent 128 (a NaN pattern, and a debug assertion), and below ln of the
+        // smallest normal (-87.34) a wrong subnormal. Near both ends an exact shift of x by
+        // an integer keeps micromath in its normal range, and IEEE rounding of the product
+        // by the constant e^n makes the infinity or the subnormal. Infinities and NaN
+        // confuse its range reduction; below -104 the result is 0 anyway.
+        const E_2: f32 = 7.389_056; // e^2
+        const E_MINUS_24: f32 = 3.775_134_4e-11; // e^-24
+        if x > 88.73 {
             f32::INFINITY
-        } else if x >= -104.0 {
+        } else if x > 87.0 {
+            F32Ext::exp(x - 2.0) * E_2
+        } else if x >= -87.0 {
             F32Ext::exp(x)
+        } else if x >= -104.0 {
+            F32Ext::exp(x + 24.0) * E_MINUS_24
         } else if x.is_nan() {
             x
         } else {
@@ -152,6 +162,11 @@ mod tests {
         assert_eq!(exp(-200.0), 0.0);
         assert_eq!(exp(f32::INFINITY), f32::INFINITY);
         assert!(exp(f32::NAN).is_nan());
+        // Ends of the range: finite up to ln(f32::MAX), then +inf; subnormals below -87.3.
+        assert!(exp(88.0).is_finite() && exp(88.0) > 1.6e38);
+        assert_eq!(exp(88.73), f32::INFINITY);
+        let sub = exp(-100.0) as f64;
+        assert!((sub - (-100f64).exp()).abs() < 1e-45, "{sub:e}");
         assert_eq!(sqrt(0.0), 0.0);
         assert_eq!(sqrt(1.0), 1.0);
         assert_eq!(sqrt(4.0), 2.0);

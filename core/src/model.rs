@@ -250,10 +250,7 @@ pub fn forward<'a>(
     valid: Option<&[bool]>,
     arena: &mut Arena<'a>,
 ) -> Result<&'a mut [f32], Error> {
-    let c = &model.config;
-    let plan = try_plan(c, run)?;
-    let d = c.d_model;
-    let kv = c.kv_dim();
+    let d = model.config.d_model;
     let n = input.len() / d;
     if n == 0 || !input.len().is_multiple_of(d) {
         let rows = if n == 0 { 1 } else { n + 1 };
@@ -261,6 +258,36 @@ pub fn forward<'a>(
             what: "input hidden states",
             expected: rows * d,
             found: input.len(),
+        });
+    }
+    forward_with(model, run, n, valid, arena, |hidden| {
+        hidden.copy_from_slice(input);
+        Ok(())
+    })
+}
+
+/// [`forward`] whose input is written by `fill` straight into the arena's `hidden` buffer
+/// (`n x d_model` f32, zeroed), e.g. by an embedding lookup, so that the input needs no
+/// buffer of its own outside the plan.
+///
+/// Errors: as [`forward`], [`Error::ShapeMismatch`] when `n == 0`, and whatever `fill` returns.
+pub fn forward_with<'a>(
+    model: &Model<'_>,
+    run: &RunConfig,
+    n: usize,
+    valid: Option<&[bool]>,
+    arena: &mut Arena<'a>,
+    fill: impl FnOnce(&mut [f32]) -> Result<(), Error>,
+) -> Result<&'a mut [f32], Error> {
+    let c = &model.config;
+    let plan = try_plan(c, run)?;
+    let d = c.d_model;
+    let kv = c.kv_dim();
+    if n == 0 {
+        return Err(Error::ShapeMismatch {
+            what: "input hidden states",
+            expected: d,
+            found: 0,
         });
     }
     if n > run.seq_len {
@@ -281,7 +308,7 @@ pub fn forward<'a>(
     let keys = arena.take::<f32>(plan.seq_len * kv)?;
     let values = arena.take::<f32>(plan.seq_len * kv)?;
     let hidden_n = &mut hidden[..n * d];
-    hidden_n.copy_from_slice(input);
+    fill(hidden_n)?;
     let (keys_n, values_n) = (&mut keys[..n * kv], &mut values[..n * kv]);
 
     for l in model.layers {

@@ -83,6 +83,8 @@ pub struct Buffer {
     pub name: &'static str,
     /// Size in bytes, padded to the arena alignment (0 when the model does not need it).
     pub bytes: usize,
+    /// Start of the buffer, in bytes from the start of the arena.
+    pub offset: usize,
     /// When the buffer is live.
     pub phase: Phase,
 }
@@ -137,23 +139,47 @@ pub struct Plan {
 pub const N_BUFFERS: usize = 10;
 
 impl Plan {
-    /// Every working buffer with its size and phase, in the order the engine takes them.
+    /// Every working buffer with its size, offset and phase, in the order the engine takes
+    /// them. The phases start at `persistent_bytes` and overlap each other.
     pub const fn buffers(&self) -> [Buffer; N_BUFFERS] {
         use Phase::*;
-        const fn b(name: &'static str, bytes: usize, phase: Phase) -> Buffer {
-            Buffer { name, bytes, phase }
+        const fn b(name: &'static str, bytes: usize, offset: usize, phase: Phase) -> Buffer {
+            Buffer {
+                name,
+                bytes,
+                offset,
+                phase,
+            }
         }
+        // Saturating: the fields are public, so a hand-made Plan must not overflow here.
+        let keys = self.hidden_bytes;
+        let values = keys.saturating_add(self.keys_bytes);
+        let phase = self.persistent_bytes;
+        let ctx = phase.saturating_add(self.q_bytes);
+        let attn_scratch = ctx.saturating_add(self.ctx_bytes);
+        let ffn_out = phase.saturating_add(self.ffn_norm_bytes);
+        let ffn_scratch = ffn_out.saturating_add(self.ffn_out_bytes);
         [
-            b("hidden", self.hidden_bytes, Persistent),
-            b("keys", self.keys_bytes, Persistent),
-            b("values", self.values_bytes, Persistent),
-            b("kv_norm", self.kv_norm_bytes, KvProjection),
-            b("q", self.q_bytes, Attention),
-            b("ctx", self.ctx_bytes, Attention),
-            b("attn_scratch", self.attn_scratch_bytes, Attention),
-            b("ffn_norm", self.ffn_norm_bytes, FeedForward),
-            b("ffn_out", self.ffn_out_bytes, FeedForward),
-            b("ffn_scratch", self.ffn_scratch_bytes, FeedForward),
+            b("hidden", self.hidden_bytes, 0, Persistent),
+            b("keys", self.keys_bytes, keys, Persistent),
+            b("values", self.values_bytes, values, Persistent),
+            b("kv_norm", self.kv_norm_bytes, phase, KvProjection),
+            b("q", self.q_bytes, phase, Attention),
+            b("ctx", self.ctx_bytes, ctx, Attention),
+            b(
+                "attn_scratch",
+                self.attn_scratch_bytes,
+                attn_scratch,
+                Attention,
+            ),
+            b("ffn_norm", self.ffn_norm_bytes, phase, FeedForward),
+            b("ffn_out", self.ffn_out_bytes, ffn_out, FeedForward),
+            b(
+                "ffn_scratch",
+                self.ffn_scratch_bytes,
+                ffn_scratch,
+                FeedForward,
+            ),
         ]
     }
 }

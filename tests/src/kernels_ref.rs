@@ -94,7 +94,10 @@ impl TestMatrix {
                     let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
                     let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
                     scales.push(scale);
-                    q.extend(row.iter().map(|&v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+                    q.extend(
+                        row.iter()
+                            .map(|&v| (v / scale).round().clamp(-127.0, 127.0) as i8),
+                    );
                 }
                 OwnedMatrix::I8 { q, scales }
             }
@@ -153,7 +156,10 @@ pub fn rms_norm_f64(x: &[f32], gamma: &[f32], eps: f32) -> Vec<f64> {
     let n = x.len() as f64;
     let ms = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n;
     let inv = 1.0 / (ms + eps as f64).sqrt();
-    x.iter().zip(gamma).map(|(&v, &g)| v as f64 * inv * g as f64).collect()
+    x.iter()
+        .zip(gamma)
+        .map(|(&v, &g)| v as f64 * inv * g as f64)
+        .collect()
 }
 
 /// Softmax in f64.

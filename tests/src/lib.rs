@@ -3,5 +3,6 @@
 
 pub mod attention_ref;
 pub mod kernels_ref;
+pub mod minilm;
 pub mod model_ref;
 pub mod vocab;

@@ -1,10 +1,11 @@
 //! Attention, dense and top-k, against the naive f64 reference and against each other.
 //!
 //! Tolerances (absolute, on outputs whose value rows lie in [-1, 1]):
-//! - std build: [`TOL`] = 1e-6 (f32 rounding of a few dozen terms; largest seen 1.8e-7);
-//! - micromath build: [`TOL`] = 2e-3 (its `exp` has a relative error near 1e-3 that changes
-//!   the softmax weights, and the online softmax compounds it over rescalings; largest seen
-//!   7.6e-4 over 256 cases of each test).
+//! - std build: [`TOL`] = 1e-6 (f32 rounding of a few dozen terms; largest seen 1.8e-7 over
+//!   4000 cases of each test);
+//! - micromath build: [`TOL`] = 5e-3: `math::exp` has a relative error up to 2.4e-3, which
+//!   moves each softmax weight (numerator and normaliser) and so the output by up to about
+//!   2 * 2.4e-3 * max|v|; largest seen 9.3e-4 over 4000 cases.
 //!
 //! Top-k against the reference uses queries and keys that are multiples of 1/4: their scores
 //! are exact in f32, so the engine and the reference select the same keys and only the softmax
@@ -22,7 +23,7 @@ use topkit_tests::attention_ref::{RefAttn, Rng, attention_ref, max_abs_diff};
 #[cfg(feature = "std")]
 const TOL: f64 = 1e-6;
 #[cfg(not(feature = "std"))]
-const TOL: f64 = 2e-3;
+const TOL: f64 = 5e-3;
 
 const ARENA: usize = 1 << 16;
 

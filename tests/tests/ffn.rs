@@ -2,26 +2,28 @@
 //! naive f64 reference (which uses the dequantized weights, so only arithmetic differs).
 //!
 //! Tolerances, on `|out - ref| <= TOL * (1 + max |ref|)`:
-//! - std build: [`TOL`] = 2e-6 (f32 rounding of the two products; largest seen 3.3e-7);
-//! - micromath build: [`TOL`] = 1e-3 (its `exp`, behind GELU, SiLU and tanh, has a relative
-//!   error near 1e-3; largest seen 2.1e-4 over 256 cases).
+//! - std build: [`TOL`] = 2e-6 (f32 rounding of the two products; largest seen 3.8e-7 over
+//!   4000 cases of each test);
+//! - micromath build: [`TOL`] = 3e-3 (`math::exp`, behind GELU, SiLU and tanh, has a relative
+//!   error up to 2.4e-3, and `tanh`/`erf` an absolute error up to 1.1e-3; largest seen 7.0e-4
+//!   over 4000 cases).
 //!
-//! Top-k against the reference uses ReLU and inputs, weights and biases that are multiples of
-//! 1/4: the hidden values are then exact in f32, so the engine and the reference keep the same
-//! units. Where two engine runs should agree (`k_ff >= d_ff` vs dense, tokens per call) the
+//! Top-k against the reference uses inputs, weights and biases that are multiples of 1/4: the
+//! pre-activations are then exact in f32, and the reference applies the engine's f32
+//! activation to them, so both keep the same units. Where two engine runs should agree (`k_ff >= d_ff` vs dense, tokens per call) the
 //! comparison is exact.
 
 use half::f16;
 use proptest::prelude::*;
 use topkit::ffn::{FfnScratch, FfnWeights, ffn, scratch_bytes};
-use topkit::kernels::{Matrix, Weights};
+use topkit::kernels::{Matrix, Weights, activate};
 use topkit::{Activation, ArenaStorage, Error};
 use topkit_tests::attention_ref::{RefFfn, Rng, ffn_ref, gelu_erf, gelu_tanh, relu, silu};
 
 #[cfg(feature = "std")]
 const TOL: f64 = 2e-6;
 #[cfg(not(feature = "std"))]
-const TOL: f64 = 1e-3;
+const TOL: f64 = 3e-3;
 
 const ARENA: usize = 1 << 16;
 
@@ -185,8 +187,28 @@ impl Block {
         }
     }
 
-    /// The reference over `x` (a slice of this block's tokens or all of them).
+    /// The reference over `x` (a slice of this block's tokens or all of them), with exact f64
+    /// activations.
     fn reference(&self, c: &Case, x: &[f32], k_ff: Option<usize>) -> Vec<f64> {
+        let act: fn(f64) -> f64 = match c.act {
+            Activation::Relu => relu,
+            Activation::GeluErf => gelu_erf,
+            Activation::GeluTanh => gelu_tanh,
+            Activation::Silu => silu,
+        };
+        let gated = c.gated;
+        let hidden = move |g: f64, u: f64| if gated { act(g) * u } else { act(u) };
+        self.reference_with(c, x, k_ff, &hidden)
+    }
+
+    /// The reference with the hidden value of a unit computed by `hidden(gate or up, up)`.
+    fn reference_with(
+        &self,
+        c: &Case,
+        x: &[f32],
+        k_ff: Option<usize>,
+        hidden: &dyn Fn(f64, f64) -> f64,
+    ) -> Vec<f64> {
         let up = self.up.dequant(c.d);
         let gate = self.gate.as_ref().map(|g| g.dequant(c.d));
         let down_t = self.down_t.dequant(c.d);
@@ -207,15 +229,7 @@ impl Block {
             down_t: &down_t,
             down_bias: db.as_deref(),
         };
-        let act: fn(f64) -> f64 = match c.act {
-            Activation::Relu => relu,
-            Activation::GeluErf => gelu_erf,
-            Activation::GeluTanh => gelu_tanh,
-            Activation::Silu => silu,
-        };
-        let gated = c.gated;
-        let hidden = move |g: f64, u: f64| if gated { act(g) * u } else { act(u) };
-        ffn_ref(&w, &hidden, x, k_ff)
+        ffn_ref(&w, hidden, x, k_ff)
     }
 }
 
@@ -267,15 +281,21 @@ proptest! {
         prop_assert_eq!(top, dense);
     }
 
-    /// Top-k (ReLU, plain or gated, all weight types) equals the reference that keeps the k_ff
-    /// units of largest |h| (lower index on ties), within TOL. The kept sets are identical by
-    /// construction (see the module doc).
+    /// Top-k (every activation, plain or gated, all weight types) equals the reference that
+    /// keeps the k_ff units of largest |h| (lower index on ties), within TOL. Inputs, weights
+    /// and biases are multiples of 1/4, so pre-activations are exact in f32; the reference
+    /// applies the engine's own f32 activation to them, so both keep the same units and the
+    /// test checks selection and summation (activation accuracy is the dense test's job).
     #[test]
-    fn topk_matches_naive_reference(mut c in case()) {
-        c.act = Activation::Relu;
+    fn topk_matches_naive_reference(c in case()) {
         let b = Block::new(&c, true);
         let out = run(&b.weights(&c), &b.x, c.n, Some(c.k)).unwrap();
-        let err = rel_err(&out, &b.reference(&c, &b.x, Some(c.k)));
+        let (act, gated) = (c.act, c.gated);
+        let hidden = move |g: f64, u: f64| {
+            let (g, u) = (g as f32, u as f32);
+            (if gated { activate(act, g) * u } else { activate(act, u) }) as f64
+        };
+        let err = rel_err(&out, &b.reference_with(&c, &b.x, Some(c.k), &hidden));
         prop_assert!(err <= TOL, "error {err} > {TOL}");
     }
 

@@ -7,13 +7,15 @@ use topkit::{Arch, Arena, Error, ModelConfig, RunConfig, plan, try_plan};
 use topkit_tests::model_ref::{Dt, OwnedModel, Rng, config};
 
 /// Max abs error of the engine (f32) against the f64 reference after 2 layers, on outputs of
-/// order 1. Std build: f32 rounding only. Micromath build: its exp (softmax, SiLU, GELU) and
-/// sqrt (norms) approximations dominate.
-const TOL_REF: f64 = if cfg!(feature = "std") { 2e-5 } else { 2e-2 };
+/// order 1. Std build: f32 rounding only. Micromath build: its exp approximation (softmax,
+/// SiLU, GELU) dominates.
+/// Measured: 6e-7 (std), 5.6e-4 (micromath).
+const TOL_REF: f64 = if cfg!(feature = "std") { 5e-6 } else { 2e-3 };
 /// Top-k with k >= keys vs dense in the same build: the same softmax, up to f32 rounding (std)
 /// or up to micromath's exp, whose relative error (2e-3) does not cancel between the streaming
 /// (dense) and the kept-set (top-k) normalisations.
-const TOL_SAME: f64 = if cfg!(feature = "std") { 1e-5 } else { 1e-3 };
+/// Measured: 4.8e-7 (std), 3.8e-4 (micromath).
+const TOL_SAME: f64 = if cfg!(feature = "std") { 5e-6 } else { 1e-3 };
 
 /// A 16-byte aligned window of exactly `len` bytes inside `buf`.
 fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
@@ -90,6 +92,8 @@ fn high_water_equals_plan_on_a_grid() {
                         k_ff,
                     };
                     let p = plan(&cfg, &run);
+                    let ends = p.buffers().map(|b| b.offset + b.bytes);
+                    assert_eq!(ends.into_iter().max(), Some(p.peak_bytes));
                     // Full length, and one token short (buffers are sized by the run anyway).
                     for n in [seq, seq.saturating_sub(1).max(1)] {
                         let x = input(&mut rng, n, d);
@@ -163,8 +167,8 @@ fn peak_is_linear_in_seq_len() {
                 let p = try_plan(&cfg, &run).unwrap();
                 assert_eq!(p.peak_bytes, a * n + b, "{cfg:?} {run:?}");
                 assert_eq!(p.vanilla_scores_bytes, 4 * cfg.n_heads * n * n);
-                let listed: usize = p.buffers().iter().map(|b| b.bytes).sum();
-                assert!(listed >= p.peak_bytes);
+                let ends = p.buffers().map(|b| b.offset + b.bytes);
+                assert_eq!(ends.into_iter().max(), Some(p.peak_bytes));
                 if let Some((pn, pp)) = prev
                     && n == pn + 1
                 {
@@ -254,7 +258,10 @@ fn minilm_table() {
         },
     );
     for buf in p.buffers() {
-        println!("{:>14} {:>10} {:?}", buf.name, buf.bytes, buf.phase);
+        println!(
+            "{:>14} {:>10} @ {:>8} {:?}",
+            buf.name, buf.bytes, buf.offset, buf.phase
+        );
     }
 }
 
@@ -323,6 +330,7 @@ fn top_k_with_k_at_least_keys_equals_dense() {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
+            println!("{arch:?} k_attn {k_attn:?} k_ff {k_ff:?} vs dense: max abs diff {err:.2e}");
             assert!(
                 (err as f64) < TOL_SAME,
                 "{arch:?} {k_attn:?} {k_ff:?}: {err}"
@@ -481,4 +489,37 @@ fn error_cases() {
             Err(Error::InvalidConfig(_))
         ));
     }
+}
+
+#[test]
+fn high_water_counts_from_the_arena_start() {
+    // A caller may take its own buffers first; the forward pass then needs peak_bytes more.
+    let cfg = config(Arch::Llama, 16, 4, 2, 32, 2, 64);
+    let m = OwnedModel::random(cfg, Dt::F32, 21);
+    let views = m.layer_views();
+    let model = m.model(&views);
+    let run = RunConfig {
+        seq_len: 10,
+        chunk: 4,
+        k_attn: Some(3),
+        k_ff: Some(7),
+    };
+    let p = plan(&cfg, &run);
+    let x = input(&mut Rng::new(5), 10, 16);
+    let mut buf = Vec::new();
+    let mut arena = Arena::new(aligned(&mut buf, 48 + p.peak_bytes)).unwrap();
+    let _mine: &mut [u32] = arena.take(9).unwrap(); // 36 bytes, padded to 48
+    let out = forward(&model, &run, &x, None, &mut arena)
+        .unwrap()
+        .to_vec();
+    assert_eq!(arena.high_water(), 48 + p.peak_bytes);
+    // Same result as in an arena of its own.
+    let (alone, _) = run_in(&m, &run, &x, None, p.peak_bytes).unwrap();
+    assert_eq!(out, alone);
+    // Memory that does not start on a 16-byte boundary is refused.
+    let bytes = aligned(&mut buf, 64);
+    assert!(matches!(
+        Arena::new(&mut bytes[1..]),
+        Err(Error::ArenaMisaligned)
+    ));
 }

@@ -258,11 +258,15 @@ fn sum_map(x: &[f32], f: impl Fn(f32) -> f32 + Copy) -> f32 {
     total
 }
 
-/// LayerNorm in place over one row `x` (`n` elements): `(x - mean) / sqrt(var + eps) * gamma
-/// + beta`, with mean and biased variance computed in f32 in two passes (the second over
-/// `x - mean`, so a large common offset does not cancel catastrophically), both summed in the
-/// documented order.
+/// LayerNorm in place over one row `x` (`n` elements):
+/// `(x - mean) / sqrt(var + eps) * gamma + beta`, with the biased variance, all in f32.
 /// `gamma.len() == beta.len() == x.len()`. An empty row is left as is.
+///
+/// Corrected two-pass algorithm (Chan, Golub & LeVeque): pass 1 takes the mean `m`; pass 2
+/// sums `d = x - m` and `d^2`, whose mean `c = sum(d) / n` is the rounding error of `m`; the
+/// output uses `(d - c)` and `var = mean(d^2) - c^2`. A large common offset (say 1000 + noise)
+/// thus neither cancels catastrophically in the variance nor leaves the f32 rounding of the
+/// mean in every output. Sums use the documented dot-product order.
 pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     debug_assert_eq!(gamma.len(), x.len());
     debug_assert_eq!(beta.len(), x.len());
@@ -270,11 +274,14 @@ pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
         return;
     }
     let inv_n = 1.0 / x.len() as f32;
-    let mean = sum_map(x, |v| v) * inv_n;
-    let var = sum_map(x, |v| (v - mean) * (v - mean)) * inv_n;
+    let m = sum_map(x, |v| v) * inv_n;
+    let c = sum_map(x, |v| v - m) * inv_n;
+    let var = sum_map(x, |v| (v - m) * (v - m)) * inv_n - c * c;
+    // Rounding can push a near-zero variance below 0.
+    let var = if var > 0.0 { var } else { 0.0 };
     let inv = 1.0 / math::sqrt(var + eps);
     for ((v, &g), &b) in x.iter_mut().zip(gamma).zip(beta) {
-        *v = (*v - mean) * inv * g + b;
+        *v = ((*v - m) - c) * inv * g + b;
     }
 }
 
@@ -354,5 +361,91 @@ pub fn softmax(x: &mut [f32]) {
     let inv = 1.0 / total;
     for v in x.iter_mut() {
         *v *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{Matrix, Weights};
+
+    /// Pseudo-random values of widely varying magnitude, so that a change of summation order
+    /// changes the rounded result.
+    fn values(n: usize, seed: u32) -> [f32; 400] {
+        let mut out = [0.0; 400];
+        let mut s = seed;
+        for v in out.iter_mut().take(n) {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let mag = [1e-3, 1.0, 1e3, 1e6][(s >> 30) as usize];
+            *v = ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * mag;
+        }
+        out
+    }
+
+    /// The order stated in the module doc, written out longhand.
+    fn documented_dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut total = 0.0f32;
+        let mut start = 0;
+        while start < a.len() {
+            let end = (start + TILE).min(a.len());
+            let whole = start + (end - start) / 4 * 4;
+            let mut lanes = [0.0f32; 4];
+            let mut i = start;
+            while i < whole {
+                lanes[(i - start) % 4] += a[i] * b[i];
+                i += 1;
+            }
+            let mut s = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+            while i < end {
+                s += a[i] * b[i];
+                i += 1;
+            }
+            total += s;
+            start = end;
+        }
+        total
+    }
+
+    #[test]
+    fn summation_order_is_the_documented_one() {
+        let mut order_mattered = false;
+        for n in [0, 1, 3, 4, 5, 127, 128, 129, 131, 256, 300, 400] {
+            let (a, b) = (values(n, n as u32), values(n, 7 + n as u32));
+            let (a, b) = (&a[..n], &b[..n]);
+            let want = documented_dot(a, b);
+            assert_eq!(dot(a, b).to_bits(), want.to_bits(), "dot, n = {n}");
+            let m = Matrix::new(1, n, Weights::F32(a)).unwrap();
+            assert_eq!(
+                dot_row(&m, 0, b).to_bits(),
+                want.to_bits(),
+                "dot_row, n = {n}"
+            );
+            let mut y = [0.0f32];
+            matvec(&m, b, None, &mut y);
+            assert_eq!(y[0].to_bits(), want.to_bits(), "matvec, n = {n}");
+            let plain = a.iter().zip(b).fold(0.0f32, |s, (p, q)| s + p * q);
+            order_mattered |= plain.to_bits() != want.to_bits();
+        }
+        // Otherwise the test above could not tell orders apart.
+        assert!(order_mattered);
+    }
+
+    #[test]
+    fn int8_scale_is_applied_once_after_the_sum() {
+        let q: [i8; 6] = [127, -3, 5, 100, -128, 1];
+        let x = [0.1f32, 2.0, -3.0, 0.25, 0.5, 1e3];
+        let scales = [0.013f32];
+        let m = Matrix::new(
+            1,
+            6,
+            Weights::I8 {
+                q: &q,
+                scales: &scales,
+            },
+        )
+        .unwrap();
+        let qf = q.map(|v| v as f32);
+        let want = documented_dot(&qf, &x) * 0.013;
+        assert_eq!(dot_row(&m, 0, &x).to_bits(), want.to_bits());
     }
 }

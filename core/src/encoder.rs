@@ -1,0 +1,200 @@
+//! Sentence embeddings with a BERT-family encoder: token + position + segment embeddings and
+//! their LayerNorm, the layer stack of [`crate::model`], then pooling (mean over the tokens,
+//! or the `[CLS]` state) and L2 normalisation, as sentence-transformers does.
+//!
+//! The embedding lookup writes straight into the arena's hidden-state buffer
+//! ([`crate::model::forward_with`]), so an embedding needs exactly [`crate::plan()`]'s peak
+//! bytes of arena and the caller's output slice, nothing else.
+
+use crate::arena::Arena;
+use crate::config::{ModelConfig, RunConfig};
+use crate::format::{PackedModel, Pooling, TensorName};
+use crate::kernels::{Matrix, axpy_row, layer_norm, row_to_f32};
+use crate::model::{LayerWeights, Model, NormWeights, forward_with};
+use crate::{Error, Norm, math};
+
+/// Largest number of layers [`Layers`] holds (no allocation: a fixed array).
+pub const MAX_LAYERS: usize = 48;
+
+/// The layer views of a packed model, in a fixed-capacity vector.
+pub type Layers<'a> = heapless::Vec<LayerWeights<'a>, MAX_LAYERS>;
+
+/// Views of every layer of a packed model, for [`Model::new`].
+pub fn layers<'a>(packed: &PackedModel<'a>) -> Result<Layers<'a>, Error> {
+    let mut layers = Layers::new();
+    for i in 0..packed.config().n_layers {
+        layers
+            .push(packed.layer_weights(i)?)
+            .map_err(|_| Error::InvalidConfig("more layers than topkit::encoder::MAX_LAYERS"))?;
+    }
+    Ok(layers)
+}
+
+/// The embedding tables of a BERT-family model.
+#[derive(Debug, Clone, Copy)]
+pub struct Embeddings<'a> {
+    /// Token embeddings, `vocab_size x d_model`.
+    pub tokens: Matrix<'a>,
+    /// Learned position embeddings, `max_seq x d_model`.
+    pub positions: Matrix<'a>,
+    /// Segment (token type) embeddings, `type_vocab_size x d_model`; segment 0 is used.
+    pub segments: Option<Matrix<'a>>,
+    /// LayerNorm over the summed embeddings.
+    pub norm: NormWeights<'a>,
+}
+
+/// A sentence encoder: embeddings, layer stack, pooling.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoder<'a> {
+    model: Model<'a>,
+    emb: Embeddings<'a>,
+    pooling: Pooling,
+    normalize: bool,
+}
+
+fn check_rows(what: &'static str, m: &Matrix<'_>, min_rows: usize, d: usize) -> Result<(), Error> {
+    if m.cols() != d {
+        return Err(Error::ShapeMismatch {
+            what,
+            expected: d,
+            found: m.cols(),
+        });
+    }
+    if m.rows() < min_rows {
+        return Err(Error::ShapeMismatch {
+            what,
+            expected: min_rows,
+            found: m.rows(),
+        });
+    }
+    Ok(())
+}
+
+impl<'a> Encoder<'a> {
+    /// Checks the embedding shapes against the model and that the pooling is one an encoder
+    /// can do ([`Pooling::Mean`] or [`Pooling::Cls`]).
+    pub fn new(
+        model: Model<'a>,
+        emb: Embeddings<'a>,
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Self, Error> {
+        let c = model.config();
+        let d = c.d_model;
+        check_rows("token embeddings", &emb.tokens, c.vocab_size, d)?;
+        check_rows("position embeddings", &emb.positions, c.max_seq, d)?;
+        if let Some(seg) = &emb.segments {
+            check_rows("segment embeddings", seg, 1, d)?;
+        }
+        let norm_len = emb.norm.bias.map_or(0, <[f32]>::len);
+        if emb.norm.gain.len() != d || norm_len != d || c.norm != Norm::LayerNorm {
+            return Err(Error::ShapeMismatch {
+                what: "embedding LayerNorm",
+                expected: d,
+                found: emb.norm.gain.len().min(norm_len),
+            });
+        }
+        if matches!(pooling, Pooling::None) {
+            return Err(Error::Unsupported(
+                "a sentence encoder needs mean or CLS pooling",
+            ));
+        }
+        Ok(Encoder {
+            model,
+            emb,
+            pooling,
+            normalize,
+        })
+    }
+
+    /// The encoder of a packed BERT-family file, over layer views made by [`layers`].
+    pub fn from_packed(
+        packed: &PackedModel<'a>,
+        layers: &'a [LayerWeights<'a>],
+    ) -> Result<Self, Error> {
+        let fc = packed.file_config();
+        let g = TensorName::global;
+        let model = Model::new(fc.model, layers, packed.final_norm()?)?;
+        let emb = Embeddings {
+            tokens: packed.matrix(g("tok_emb"))?,
+            positions: packed.matrix(g("pos_emb"))?,
+            segments: match packed.find("seg_emb") {
+                Some(_) => Some(packed.matrix(g("seg_emb"))?),
+                None => None,
+            },
+            norm: NormWeights {
+                gain: packed.vector(g("emb_norm.w"))?,
+                bias: packed.optional_vector(g("emb_norm.b"))?,
+            },
+        };
+        Self::new(model, emb, fc.pooling, fc.normalize)
+    }
+
+    /// The layer stack.
+    pub fn model(&self) -> &Model<'a> {
+        &self.model
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    /// Embeds one tokenized text (`ids`, `[CLS]` and `[SEP]` included, at most `run.seq_len`)
+    /// into `out` (`d_model` values), using only `arena` (at least the plan's peak bytes).
+    pub fn embed(
+        &self,
+        run: &RunConfig,
+        ids: &[u32],
+        arena: &mut Arena<'_>,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
+        let c = self.model.config();
+        let d = c.d_model;
+        if out.len() != d {
+            return Err(Error::ShapeMismatch {
+                what: "embedding output",
+                expected: d,
+                found: out.len(),
+            });
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(Error::TokenOutOfRange {
+                id,
+                vocab_size: c.vocab_size,
+            });
+        }
+        let emb = &self.emb;
+        let hidden = forward_with(&self.model, run, ids.len(), None, arena, |hidden| {
+            for (pos, (row, &id)) in hidden.chunks_exact_mut(d).zip(ids).enumerate() {
+                // Same order of additions as the reference: token + segment, then + position.
+                row_to_f32(&emb.tokens, id as usize, row);
+                if let Some(seg) = &emb.segments {
+                    axpy_row(seg, 0, 1.0, row);
+                }
+                axpy_row(&emb.positions, pos, 1.0, row);
+                layer_norm(row, emb.norm.gain, emb.norm.bias.unwrap_or(&[]), c.norm_eps);
+            }
+            Ok(())
+        })?;
+        let n = ids.len();
+        match self.pooling {
+            Pooling::Cls => out.copy_from_slice(&hidden[..d]),
+            _ => {
+                out.fill(0.0);
+                for row in hidden[..n * d].chunks_exact(d) {
+                    out.iter_mut().zip(row).for_each(|(o, x)| *o += x);
+                }
+                let inv = 1.0 / n as f32;
+                out.iter_mut().for_each(|o| *o *= inv);
+            }
+        }
+        if self.normalize {
+            let norm = math::sqrt(out.iter().map(|x| x * x).sum::<f32>());
+            // As torch.nn.functional.normalize: divide by max(norm, 1e-12).
+            let inv = 1.0 / norm.max(1e-12);
+            out.iter_mut().for_each(|o| *o *= inv);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! all-MiniLM-L6-v2 end to end (packed file -> WordPiece -> encoder -> pooled embedding),
+//! against sentence-transformers' embeddings (tests/data/minilm_golden.json).
+//!
+//! Bars (cosine to the reference, every text): f32 dense at least 0.9999 in the std build and
+//! at least 0.999 in the micromath build; int8 dense at least 0.99 in both. Top-k with k at least the sequence
+//! length equals dense within 1e-5 (std) / 5e-5 (micromath, whose `exp` is approximate and
+//! enters dense's online softmax and top-k's kept-set softmax differently): max abs difference
+//! of the unit-length embeddings.
+
+use topkit::encoder::{Encoder, layers};
+use topkit::format::PackedModel;
+use topkit::tokenizer::{WordPiece, WordPieceOptions};
+use topkit::{Arena, RunConfig};
+use topkit_tests::minilm::{cosine, golden, packed};
+
+#[cfg(feature = "std")]
+const F32_BAR: f64 = 0.9999;
+#[cfg(not(feature = "std"))]
+const F32_BAR: f64 = 0.999;
+const INT8_BAR: f64 = 0.99;
+#[cfg(feature = "std")]
+const TOPK_EQ_DENSE: f32 = 1e-5;
+#[cfg(not(feature = "std"))]
+const TOPK_EQ_DENSE: f32 = 5e-5;
+
+/// Embeds every golden text with `k_attn`; returns (text, cosine to reference, embedding).
+fn run(dtype: &str, k_attn: Option<usize>) -> Vec<(String, f64, Vec<f32>)> {
+    let words = packed(dtype);
+    let bytes: &[u8] = bytemuck::cast_slice(&words);
+    let pm = PackedModel::parse(bytes).unwrap();
+    let layers = layers(&pm).unwrap();
+    let enc = Encoder::from_packed(&pm, &layers).unwrap();
+    let tok = pm.tokenizer();
+    let vocab = tok.vocab();
+    let wp = WordPiece::new(
+        &vocab,
+        WordPieceOptions {
+            lowercase: tok.lowercase(),
+            strip_accents: tok.strip_accents(),
+        },
+    )
+    .unwrap();
+    let (max_seq, cases) = golden();
+    let run = RunConfig {
+        seq_len: max_seq,
+        chunk: 16,
+        k_attn,
+        k_ff: None,
+    };
+    let plan = enc.model().plan(&run).unwrap();
+    let mut mem = vec![0u128; plan.peak_bytes / 16];
+    let mut out = Vec::new();
+    for case in cases {
+        let mut ids = vec![0u32; max_seq];
+        let n = wp.encode(&case.text, &mut ids).unwrap().len;
+        assert_eq!(
+            &ids[..n],
+            case.ids.as_slice(),
+            "token ids of {:?}",
+            case.text
+        );
+        let mut arena = Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
+        let mut e = vec![0f32; enc.config().d_model];
+        enc.embed(&run, &ids[..n], &mut arena, &mut e).unwrap();
+        assert_eq!(arena.high_water(), plan.peak_bytes);
+        out.push((case.text, cosine(&e, &case.embedding), e));
+    }
+    out
+}
+
+fn assert_bar(dtype: &str, results: &[(String, f64, Vec<f32>)], bar: f64) {
+    let worst = results.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
+    eprintln!("{dtype}: {} texts, min cosine {worst:.7}", results.len());
+    for (text, cos, _) in results {
+        assert!(*cos >= bar, "{dtype}: cosine {cos:.7} < {bar} for {text:?}");
+    }
+}
+
+#[test]
+fn f32_dense_matches_reference() {
+    assert_bar("f32", &run("f32", None), F32_BAR);
+}
+
+#[test]
+fn int8_dense_matches_reference() {
+    assert_bar("int8", &run("int8", None), INT8_BAR);
+}
+
+#[test]
+fn topk_with_k_at_least_seq_equals_dense() {
+    let dense = run("f32", None);
+    let topk = run("f32", Some(256));
+    for ((text, _, a), (_, _, b)) in dense.iter().zip(&topk) {
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            diff <= TOPK_EQ_DENSE,
+            "top-k(256) differs from dense by {diff} on {text:?}"
+        );
+    }
+}
