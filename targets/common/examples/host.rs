@@ -2,13 +2,13 @@
 //! backend (micromath); prints the lines a firmware must print identically.
 
 use topkit::ArenaStorage;
-use topkit_fw::{INPUT_LEN, PEAK_BYTES, infer, write_answer, write_arena};
+use topkit_fw::{Input, OUT_LEN, PEAK_BYTES, infer, write_answer, write_arena, write_embedding};
 
 fn main() {
     let mut storage = Box::new(ArenaStorage::<PEAK_BYTES>::new());
     let mut arena = storage.arena();
-    let mut input = vec![0f32; INPUT_LEN];
-    let o = match infer(&mut arena, &mut input, || 0) {
+    let mut out = vec![0f32; OUT_LEN];
+    let o = match infer(&mut arena, &mut out, || 0) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("inference failed: {e}");
@@ -18,5 +18,8 @@ fn main() {
     let mut s = String::new();
     write_answer(&mut s, &o).expect("format");
     write_arena(&mut s, &o).expect("format");
+    if o.input == Input::Text {
+        write_embedding(&mut s, &out).expect("format");
+    }
     print!("{s}");
 }

@@ -10,9 +10,10 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use topkit::format::{PackedModel, ParseOptions, TensorName};
-use topkit::kernels::{layer_norm, row_to_f32};
-use topkit::{Arena, Error, LayerWeights, Model, forward};
+use topkit::encoder::Encoder;
+use topkit::format::{PackedModel, ParseOptions, TokenizerKind};
+use topkit::tokenizer::{WordPiece, WordPieceOptions};
+use topkit::{Arena, Error, LayerWeights};
 
 /// Constants generated at build time (see `build.rs`).
 pub mod generated {
@@ -22,8 +23,8 @@ pub mod generated {
 
 pub use generated::{DTYPE, FLASH_BYTES, MODEL, MODEL_NAME, PEAK_BYTES, PLAN, RUN, TOKENS};
 
-/// Input hidden states: `RUN.seq_len x MODEL.d_model` f32 values.
-pub const INPUT_LEN: usize = RUN.seq_len * MODEL.d_model;
+/// Values of the output: one sentence embedding.
+pub const OUT_LEN: usize = MODEL.d_model;
 
 /// Values printed in the report (the first of the output).
 pub const FIRST: usize = 4;
@@ -73,15 +74,19 @@ impl<T> Once<T> {
 /// What one inference measured.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
+    /// Where the token ids came from.
+    pub input: Input,
+    /// Token ids embedded.
+    pub tokens: usize,
     /// FNV-1a (32 bits) of the output's f32 bit patterns, little-endian, in order.
     pub digest: u32,
-    /// Output values (`n x d_model`).
+    /// Output values (`d_model`: the pooled, normalised sentence embedding).
     pub values: usize,
     /// The first output values.
     pub first: [f32; FIRST],
     /// Arena high-water mark of the inference, bytes.
     pub arena_bytes: usize,
-    /// Counter ticks spent in [`forward`] (the caller's clock: instructions or cycles).
+    /// Counter ticks spent embedding (the caller's clock: instructions or cycles).
     pub ticks: u64,
 }
 
@@ -97,51 +102,44 @@ pub fn digest(x: &[f32]) -> u32 {
     h
 }
 
-/// BERT embeddings of `tokens` (segment 0) into `out` (`tokens.len() x d_model`): token row +
-/// position row + segment row, then the embedding LayerNorm.
-pub fn embed(m: &PackedModel<'_>, tokens: &[u32], out: &mut [f32]) -> Result<(), Error> {
-    let g = TensorName::global;
-    let d = m.config().d_model;
-    let (tok, pos, seg) = (
-        m.matrix(g("tok_emb"))?,
-        m.matrix(g("pos_emb"))?,
-        m.matrix(g("seg_emb"))?,
-    );
-    let (gain, bias) = (m.vector(g("emb_norm.w"))?, m.vector(g("emb_norm.b"))?);
-    if out.len() != tokens.len() * d || tokens.len() > pos.rows() {
-        return Err(Error::ShapeMismatch {
-            what: "embedding output",
-            expected: tokens.len() * d,
-            found: out.len(),
-        });
-    }
-    // One row of scratch on the stack: d_model is a build-time constant of this firmware.
-    let mut row = [0f32; MODEL.d_model];
-    let row = row.get_mut(..d).ok_or(Error::InvalidConfig(
-        "the packed model is wider than the firmware's MODEL",
-    ))?;
-    for (i, (&t, x)) in tokens.iter().zip(out.chunks_exact_mut(d)).enumerate() {
-        if t as usize >= tok.rows() {
-            return Err(Error::InvalidConfig("token id out of the vocabulary"));
-        }
-        row_to_f32(&tok, t as usize, x);
-        for (w, r) in [(&pos, i), (&seg, 0)] {
-            row_to_f32(w, r, row);
-            for (a, b) in x.iter_mut().zip(row.iter()) {
-                *a += *b;
-            }
-        }
-        layer_norm(x, gain, bias, m.config().norm_eps);
-    }
-    Ok(())
+/// The text embedded when the packed model has a WordPiece tokenizer (the first text of
+/// `tests/data/minilm_golden.json`, so the answer can be checked against sentence-transformers).
+pub const TEXT: &str = "A man is eating food.";
+
+/// Where the token ids came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// [`TEXT`], tokenized on the target by the core's WordPiece.
+    Text,
+    /// [`TOKENS`], drawn at build time (the generated model has no tokenizer).
+    Seeded,
 }
 
-/// Parses [`MODEL_FILE`] (checking its CRC), checks it against the build-time [`MODEL`],
-/// embeds [`TOKENS`] into `input`, and runs [`forward`] over `arena` for [`RUN`].
-/// `clock` is read just before and after `forward`.
+/// The token ids of the run into `ids`: [`TEXT`] tokenized when the file has a WordPiece
+/// tokenizer, else [`TOKENS`]. Returns how many.
+pub fn token_ids(packed: &PackedModel<'_>, ids: &mut [u32]) -> Result<(Input, usize), Error> {
+    let tok = packed.tokenizer();
+    if tok.kind() == TokenizerKind::WordPiece {
+        let vocab = tok.vocab();
+        let options = WordPieceOptions {
+            lowercase: tok.lowercase(),
+            strip_accents: tok.strip_accents(),
+        };
+        let wp = WordPiece::new(&vocab, options)?;
+        return Ok((Input::Text, wp.encode(TEXT, ids)?.len));
+    }
+    let n = TOKENS.len().min(ids.len());
+    ids[..n].copy_from_slice(&TOKENS[..n]);
+    Ok((Input::Seeded, n))
+}
+
+/// Parses [`MODEL_FILE`] (checking its CRC), checks it against the build-time [`MODEL`], and
+/// embeds the input ([`token_ids`]) with the core's [`Encoder`] into `out` (`d_model` values),
+/// taking every working buffer from `arena`. `clock` is read just before and after the
+/// encoder runs (embeddings, layers, pooling).
 pub fn infer(
     arena: &mut Arena<'_>,
-    input: &mut [f32],
+    out: &mut [f32],
     clock: impl Fn() -> u64,
 ) -> Result<Outcome, Error> {
     let packed = PackedModel::parse_with(&MODEL_FILE.0, ParseOptions::default())?;
@@ -150,23 +148,28 @@ pub fn infer(
             "the packed model differs from the firmware's MODEL",
         ));
     }
+    // The layer views in an array of exactly MODEL.n_layers: `encoder::layers` returns a
+    // `heapless::Vec` of MAX_LAYERS (48) of them, about 40 KB of stack.
     let first_layer = packed.layer_weights(0)?;
     let mut layers: [LayerWeights<'_>; MODEL.n_layers] = [first_layer; MODEL.n_layers];
     for (i, l) in layers.iter_mut().enumerate().skip(1) {
         *l = packed.layer_weights(i)?;
     }
-    let model = Model::new(MODEL, &layers, packed.final_norm()?)?;
-    embed(&packed, &TOKENS, input)?;
+    let enc = Encoder::from_packed(&packed, &layers)?;
+    let mut ids = [0u32; RUN.seq_len];
+    let (input, n) = token_ids(&packed, &mut ids)?;
 
     let base = arena.high_water();
     let t0 = clock();
-    let out = forward(&model, &RUN, input, None, arena)?;
+    enc.embed(&RUN, &ids[..n], arena, out)?;
     let ticks = clock().wrapping_sub(t0);
     let mut first = [0f32; FIRST];
     for (f, v) in first.iter_mut().zip(out.iter()) {
         *f = *v;
     }
     Ok(Outcome {
+        input,
+        tokens: n,
         digest: digest(out),
         values: out.len(),
         first,
@@ -175,8 +178,8 @@ pub fn infer(
     })
 }
 
-/// The report lines that must be identical on every target: model, output digest, first
-/// values (shortest round-trip decimal, so equal text means equal bits).
+/// The report lines that must be identical on every target: model, input, output digest,
+/// first values (shortest round-trip decimal, so equal text means equal bits).
 pub fn write_answer(w: &mut impl fmt::Write, o: &Outcome) -> fmt::Result {
     writeln!(
         w,
@@ -193,9 +196,22 @@ pub fn write_answer(w: &mut impl fmt::Write, o: &Outcome) -> fmt::Result {
         RUN.k_ff,
         FLASH_BYTES
     )?;
+    match o.input {
+        Input::Text => writeln!(w, "input: {} token ids of {:?}", o.tokens, TEXT)?,
+        Input::Seeded => writeln!(w, "input: {} seeded token ids", o.tokens)?,
+    }
     writeln!(w, "output: {} values, digest {:#010x}", o.values, o.digest)?;
     write!(w, "first:")?;
     for v in &o.first {
+        write!(w, " {v:?}")?;
+    }
+    writeln!(w)
+}
+
+/// The whole embedding on one line (`embedding: v0 v1 ...`), for a check against a reference.
+pub fn write_embedding(w: &mut impl fmt::Write, out: &[f32]) -> fmt::Result {
+    write!(w, "embedding:")?;
+    for v in out {
         write!(w, " {v:?}")?;
     }
     writeln!(w)

@@ -9,12 +9,14 @@
 use riscv_rt::entry;
 use semihosting::{print, println, process};
 use topkit::ArenaStorage;
-use topkit_fw::{INPUT_LEN, Once, PEAK_BYTES, RUN, infer, stack, write_answer, write_arena};
+use topkit_fw::{
+    Input, OUT_LEN, Once, PEAK_BYTES, infer, stack, write_answer, write_arena, write_embedding,
+};
 
 /// The arena: exactly the plan's peak, in `.bss`.
 static ARENA: Once<ArenaStorage<PEAK_BYTES>> = Once::new(ArenaStorage::new());
-/// The embedded input (`seq_len x d_model` f32).
-static INPUT: Once<[f32; INPUT_LEN]> = Once::new([0.0; INPUT_LEN]);
+/// The answer: one sentence embedding (`d_model` f32).
+static OUT: Once<[f32; OUT_LEN]> = Once::new([0.0; OUT_LEN]);
 
 /// Instructions retired (the 64-bit `minstret`, read as two halves without tearing).
 fn minstret() -> u64 {
@@ -61,11 +63,11 @@ fn main() -> ! {
     // SAFETY: the stack region below the current stack pointer is unused.
     unsafe { stack::paint(bottom, stack_pointer()) };
 
-    let (Some(storage), Some(input)) = (ARENA.take(), INPUT.take()) else {
+    let (Some(storage), Some(out)) = (ARENA.take(), OUT.take()) else {
         unreachable!("main runs once")
     };
     let mut arena = storage.arena();
-    let outcome = match infer(&mut arena, input, minstret) {
+    let outcome = match infer(&mut arena, out, minstret) {
         Ok(o) => o,
         Err(e) => {
             println!("error: {}", e);
@@ -77,6 +79,9 @@ fn main() -> ! {
 
     let _ = write_answer(&mut Out, &outcome);
     let _ = write_arena(&mut Out, &outcome);
+    if outcome.input == Input::Text {
+        let _ = write_embedding(&mut Out, out);
+    }
     let statics = bottom - ram_start;
     println!("stack: peak {} bytes", stack_bytes);
     println!(
@@ -89,7 +94,7 @@ fn main() -> ! {
     println!(
         "instructions: {} ({} per token; minstret)",
         outcome.ticks,
-        outcome.ticks / RUN.seq_len as u64
+        outcome.ticks / outcome.tokens as u64
     );
     process::exit(0)
 }

@@ -30,9 +30,19 @@ pub struct Firmware {
     pub features: &'static [&'static str],
     /// The embedded model.
     pub model: FwModel,
+    /// The binary to run (`topkit-<dir>`, or `heap` for the embedded-alloc variant).
+    pub bin: &'static str,
 }
 
 impl Firmware {
+    fn bin_name(&self) -> String {
+        if self.bin.is_empty() {
+            format!("topkit-{}", self.dir)
+        } else {
+            self.bin.to_string()
+        }
+    }
+
     /// Name used in logs and golden file names: `<target>[-<features>]`.
     fn name(&self) -> String {
         let mut n = self.target.to_string();
@@ -58,37 +68,52 @@ impl Firmware {
     }
 }
 
-/// Where the MiniLM job packs the model (outside the repository).
+/// The int8 MiniLM that the `models` job packs (outside the repository).
 fn minilm_tkm() -> PathBuf {
-    target_dir().join("all-MiniLM-L6-v2-int8.tkm")
+    crate::model::packed_path("int8")
 }
 
+/// Stands for the firmware's main binary, `topkit-<dir>`.
+const BIN: &str = "";
+
 /// What `test-cross` runs: the Cortex-M4F firmware with int8 and f32 matrices, the same code
-/// for Cortex-M0+ (no FPU: soft float, still the same bits), and the RISC-V one.
+/// for Cortex-M0+ (no FPU: soft float, still the same bits), the RISC-V one, and the
+/// embedded-alloc variant (config read at run time, arena from a heap).
 pub const FIRMWARES: &[Firmware] = &[
     Firmware {
         dir: "cortex-m",
         target: "thumbv7em-none-eabihf",
         features: &[],
         model: FwModel::Generated,
+        bin: BIN,
     },
     Firmware {
         dir: "cortex-m",
         target: "thumbv7em-none-eabihf",
         features: &["f32"],
         model: FwModel::Generated,
+        bin: BIN,
     },
     Firmware {
         dir: "cortex-m",
         target: "thumbv6m-none-eabi",
         features: &[],
         model: FwModel::Generated,
+        bin: BIN,
     },
     Firmware {
         dir: "riscv",
         target: "riscv32imac-unknown-none-elf",
         features: &[],
         model: FwModel::Generated,
+        bin: BIN,
+    },
+    Firmware {
+        dir: "cortex-m",
+        target: "thumbv7em-none-eabihf",
+        features: &["heap"],
+        model: FwModel::Generated,
+        bin: "heap",
     },
 ];
 
@@ -98,10 +123,15 @@ pub const MINILM: &[Firmware] = &[Firmware {
     target: "riscv32imac-unknown-none-elf",
     features: &[],
     model: FwModel::MiniLm,
+    bin: "topkit-riscv",
 }];
 
-/// Lines of the report that must be identical on the host and every target.
-const ANSWER: [&str; 3] = ["model:", "output:", "first:"];
+/// Lines of the report that must be identical on the host and every target (`embedding:`
+/// only when the model has a tokenizer and the input is the golden text).
+const ANSWER: [&str; 5] = ["model:", "input:", "output:", "first:", "embedding:"];
+/// Cosine to the sentence-transformers embedding the int8 MiniLM must reach (the bar of
+/// `tests/tests/minilm.rs` for int8).
+const INT8_COSINE_BAR: f64 = 0.99;
 /// The message of the budget assert in the constants `topkit budget --emit-rust` writes.
 const BUDGET_MESSAGE: &str = "the topkit arena does not fit the RAM budget";
 
@@ -129,13 +159,17 @@ fn fw_cargo(ctx: &Ctx, sub: &str, fw: &Firmware) -> Cmd {
     for (k, v) in fw.model_env() {
         c = c.env(k, v);
     }
+    if sub != "clippy" {
+        c = c.args(["--bin", &fw.bin_name()]);
+    }
     c
 }
 
 /// The host's answer for the model and features of `fw` (cached: several firmwares share it).
 fn host_answer(fw: &Firmware) -> Res<String> {
     static CACHE: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
-    let key = fw.name().replace(fw.target, "");
+    // The host answer depends on the model only (the heap variant must match the static one).
+    let key = fw.name().replace(fw.target, "").replace("-heap", "");
     if let Some(out) = CACHE
         .lock()
         .map_err(|_| "host answer cache poisoned")?
@@ -148,8 +182,8 @@ fn host_answer(fw: &Firmware) -> Res<String> {
         .cwd(targets_dir().join("common"))
         .env("CARGO_TARGET_DIR", target_dir())
         .args(["run", "--quiet", "--example", "host"]);
-    if !fw.features.is_empty() {
-        c = c.args(["--features", &fw.features.join(",")]);
+    if fw.features.contains(&"f32") {
+        c = c.args(["--features", "f32"]);
     }
     for (k, v) in fw.model_env() {
         c = c.env(k, v);
@@ -207,7 +241,7 @@ fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
     println!("{out}");
 
     let (want, got) = (answer_lines(&host), answer_lines(&out));
-    if want.len() != ANSWER.len() || want != got {
+    if want.len() < ANSWER.len() - 1 || want != got {
         return Err(format!(
             "{}: the answer differs from the host's:\nhost:\n  {}\nfirmware:\n  {}",
             fw.name(),
@@ -224,16 +258,32 @@ fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
         ));
     }
     let ram = numbers(&out, "ram:")?;
-    if ram.len() != 4 || ram[2] >= ram[3] {
+    if ram.len() < 4 || ram[2] >= ram[3] {
         return Err(format!(
             "{}: statics + stack do not fit the RAM: {ram:?}",
             fw.name()
         ));
     }
+    if fw.bin == "heap" {
+        let heap = numbers(&out, "heap:")?;
+        if heap.len() != 3 || heap[0] != heap[1] || heap[2] != 0 {
+            return Err(format!(
+                "{}: the heap changed or was used during inference: {heap:?}",
+                fw.name()
+            ));
+        }
+    }
+    if fw.model == FwModel::MiniLm {
+        let cos = cosine_to_golden(&out)?;
+        println!("cosine to sentence-transformers: {cos:.6} (bar {INT8_COSINE_BAR})");
+        if cos < INT8_COSINE_BAR {
+            return Err(format!("{}: cosine {cos} to the reference", fw.name()));
+        }
+    }
     let elf = target_dir()
         .join(fw.target)
         .join("release")
-        .join(format!("topkit-{}", fw.dir));
+        .join(fw.bin_name());
     let sizes = elf_sizes(&elf)?;
     check_golden_sizes(fw, &sizes)?;
     let model = report_line(&out, "model:")?;
@@ -255,6 +305,34 @@ fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
         instr.get(1).copied().unwrap_or(0),
     );
     Ok(())
+}
+
+/// Cosine between the firmware's `embedding:` line and the reference embedding of the first
+/// text of `tests/data/minilm_golden.json` (the text the firmware tokenizes).
+fn cosine_to_golden(report: &str) -> Res<f64> {
+    let floats = |s: &str| -> Vec<f64> {
+        s.split(|c: char| c == ',' || c.is_whitespace())
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    };
+    let got = floats(&report_line(report, "embedding:")?["embedding:".len()..]);
+    let path = workspace_root().join("tests/data/minilm_golden.json");
+    let json = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let key = "\"embedding\": [";
+    let start = json.find(key).ok_or("no embedding in the golden file")? + key.len();
+    let len = json[start..].find(']').ok_or("unterminated embedding")?;
+    let want = floats(&json[start..start + len]);
+    if got.len() != want.len() || got.is_empty() {
+        return Err(format!(
+            "embedding of {} values, reference of {}",
+            got.len(),
+            want.len()
+        ));
+    }
+    let dot: f64 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    Ok(dot / (norm(&got) * norm(&want)))
 }
 
 /// `text`, `data` and `bss` bytes of an ELF file, as Berkeley `size` counts them (the
@@ -402,7 +480,7 @@ fn lint(ctx: &Ctx) -> Vec<Step> {
             .env("CARGO_TARGET_DIR", target_dir())
             .args(["clippy", "--all-targets", "--", "-D", "warnings"]),
     ));
-    for fw in FIRMWARES.iter().filter(|f| f.features.is_empty()) {
+    for fw in FIRMWARES.iter().filter(|f| !f.features.contains(&"f32")) {
         steps.push(Step::Cmd(
             fw_cargo(ctx, "clippy", fw).args(["--", "-D", "warnings"]),
         ));
@@ -424,24 +502,14 @@ fn firmware_checks(ctx: &Ctx, list: &'static [Firmware]) -> Vec<Step> {
         .collect()
 }
 
-/// The steps of `cargo xtask test-cross-minilm`: fetch all-MiniLM-L6-v2 (cached), pack it
-/// int8 with the CLI, run it on RISC-V and compare with the host.
+/// The steps of `cargo xtask test-cross-minilm`: fetch all-MiniLM-L6-v2 (cached) and pack it
+/// (as the `models` job does), run it on RISC-V, compare with the host and with
+/// sentence-transformers.
 pub fn test_cross_minilm(ctx: &Ctx) -> Vec<Step> {
-    let mut steps = vec![
-        Step::Check(
-            "all-MiniLM-L6-v2 is in the cache".into(),
-            Box::new(|| crate::model::fetch_model().map(|_| ())),
-        ),
-        Step::Cmd(
-            Cmd::cargo()
-                .cwd(workspace_root())
-                .args(["run", "--quiet", "-p", "topkit-cli", "--", "pack"])
-                .arg(crate::model::model_dir())
-                .arg("-o")
-                .arg(minilm_tkm())
-                .args(["--dtype", "int8", "--max-seq", "128"]),
-        ),
-    ];
+    let mut steps = vec![Step::Check(
+        "all-MiniLM-L6-v2 fetched and packed".into(),
+        Box::new(|| crate::model::fetch_and_pack().map(|_| ())),
+    )];
     steps.extend(firmware_checks(ctx, MINILM));
     steps
 }
