@@ -285,7 +285,7 @@ fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
         .join("release")
         .join(fw.bin_name());
     let sizes = elf_sizes(&elf)?;
-    check_golden_sizes(fw, &sizes)?;
+    check_golden_sizes(ctx, fw, &sizes)?;
     let model = report_line(&out, "model:")?;
     let instr = numbers(&out, "instructions:")?;
     let f = |key| field(model, key).map_or("?".to_string(), |v| v.to_string());
@@ -396,13 +396,18 @@ fn parse_elf_sizes(b: &[u8]) -> Option<Sizes> {
     Some(s)
 }
 
-/// Compares with `targets/<dir>/expected/<name>.size`: a change is reported, not failed
-/// (every core change moves it); `TOPKIT_BLESS=1` writes the new sizes.
-fn check_golden_sizes(fw: &Firmware, s: &Sizes) -> Res {
+/// Compares with `targets/<dir>/expected/<name>.size` (`<name>.build-std.size` when core is
+/// built from source, which gives other sizes): a change is reported, not failed (every core
+/// change moves it); `TOPKIT_BLESS=1` writes the new sizes.
+fn check_golden_sizes(ctx: &Ctx, fw: &Firmware, s: &Sizes) -> Res {
+    let route = match crate::setup::route(&ctx.sysroot, fw.target) {
+        crate::setup::Route::Rustup => "",
+        crate::setup::Route::BuildStd => ".build-std",
+    };
     let path = targets_dir()
         .join(fw.dir)
         .join("expected")
-        .join(format!("{}.size", fw.name()));
+        .join(format!("{}{route}.size", fw.name()));
     let text = format!("text {}\ndata {}\nbss {}\n", s.text, s.data, s.bss);
     let old = std::fs::read_to_string(&path).unwrap_or_default();
     if old == text {
