@@ -155,17 +155,8 @@ pub fn topkit_cli() -> Cmd {
 pub fn fetch_and_pack() -> Res<PathBuf> {
     let dir = fetch_model()?;
     for dtype in PACKED_DTYPES {
-        crate::util::Cmd::cargo()
-            .cwd(crate::util::workspace_root())
-            .args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "topkit-cli",
-                "--",
-                "pack",
-            ])
+        topkit_cli()
+            .arg("pack")
             .arg(&dir)
             .arg("-o")
             .arg(packed_path(dtype))
