@@ -1,9 +1,10 @@
 //! Fixed-capacity top-k selection over caller-provided slots.
 //!
 //! A [`TopK`] keeps the `k` best `(score, index)` pairs seen so far in `k` slots borrowed from
-//! the arena (4 bytes of score and 2 bytes of index per slot: 6 bytes per slot). The slots form
-//! a binary min-heap whose root is the worst kept pair, so the common case of a streamed pair
-//! that does not make the cut costs one comparison, and an accepted pair costs `O(log k)`.
+//! the arena (4 bytes of score and 2 bytes of index per slot: 6 bytes per slot). Once full, the
+//! slots form a binary min-heap whose root is the worst kept pair, so the common case of a
+//! streamed pair that does not make the cut costs one comparison, and an accepted pair costs
+//! `O(log k)`; before that, pairs are simply appended.
 //!
 //! Order: a pair is better when its rank (the score, or its magnitude, see [`Rank`]) is larger;
 //! on equal rank the lower index is better, so the selection is deterministic. A NaN rank never
@@ -85,24 +86,21 @@ impl<'a> TopK<'a> {
     }
 
     /// Offers the pair `(score, index)`; keeps it if it is among the `k` best seen so far.
-    /// Indices may come in any order, but streaming them in
-    /// increasing order (as attention and the feed-forward do) makes ties a single comparison.
+    /// Indices may come in any order, but streaming them in increasing order (as attention and
+    /// the feed-forward do) makes ties a single comparison.
     #[inline]
     pub fn push(&mut self, score: f32, index: u16) {
         let k = self.capacity();
         if self.len < k {
-            let mut c = self.len;
-            self.scores[c] = score;
-            self.idx[c] = index;
+            // Until the slots are full every pair is kept: append, and order the slots as a
+            // heap only once they fill up (O(k) once, instead of a sift per pair).
+            self.scores[self.len] = score;
+            self.idx[self.len] = index;
             self.len += 1;
-            while c > 0 {
-                let parent = (c - 1) / 2;
-                if !self.worse(c, parent) {
-                    break;
+            if self.len == k {
+                for start in (0..k / 2).rev() {
+                    self.sift_down(start, k);
                 }
-                self.scores.swap(c, parent);
-                self.idx.swap(c, parent);
-                c = parent;
             }
             return;
         }
@@ -140,6 +138,11 @@ impl<'a> TopK<'a> {
     /// them as `(scores, indices)`. Consumes the selection: call [`TopK::clear`] before reuse.
     pub fn sorted_by_index(&mut self) -> (&mut [f32], &[u16]) {
         let n = self.len;
+        // Pairs appended in increasing index order into slots that never filled up are sorted
+        // already (attention with k >= the visible keys).
+        if self.idx[..n].windows(2).all(|w| w[0] < w[1]) {
+            return (&mut self.scores[..n], &self.idx[..n]);
+        }
         // Max-heap on the index, then move the largest to the end, repeatedly.
         for start in (0..n / 2).rev() {
             self.sift_down_idx(start, n);
@@ -201,11 +204,24 @@ mod tests {
     }
 
     fn select(scores: &[f32], k: usize, rank: Rank, out_s: &mut [f32], out_i: &mut [u16]) -> usize {
+        select_in(scores, k, rank, false, out_s, out_i)
+    }
+
+    /// Pushes in increasing index order, or decreasing when `reverse`.
+    fn select_in(
+        scores: &[f32],
+        k: usize,
+        rank: Rank,
+        reverse: bool,
+        out_s: &mut [f32],
+        out_i: &mut [u16],
+    ) -> usize {
         let mut s = [0f32; 64];
         let mut ix = [0u16; 64];
         let mut t = TopK::new(&mut s[..k], &mut ix[..k], rank);
-        for (j, &v) in scores.iter().enumerate() {
-            t.push(v, j as u16);
+        for j in 0..scores.len() {
+            let j = if reverse { scores.len() - 1 - j } else { j };
+            t.push(scores[j], j as u16);
         }
         let (ks, ki) = t.sorted_by_index();
         out_s[..ks.len()].copy_from_slice(ks);
@@ -220,6 +236,7 @@ mod tests {
             raw in proptest::collection::vec(-4i8..=4, 0..64),
             k in 1usize..64,
             magnitude in any::<bool>(),
+            reverse in any::<bool>(),
         ) {
             let rank = if magnitude { Rank::Magnitude } else { Rank::Value };
             let scores: [f32; 64] = core::array::from_fn(|i| raw.get(i).copied().unwrap_or(0) as f32);
@@ -227,7 +244,7 @@ mod tests {
             let (want, n) = naive(scores, k, rank);
             let mut got_s = [0f32; 64];
             let mut got_i = [0u16; 64];
-            let m = select(scores, k, rank, &mut got_s, &mut got_i);
+            let m = select_in(scores, k, rank, reverse, &mut got_s, &mut got_i);
             prop_assert_eq!(m, n);
             prop_assert_eq!(&got_i[..m], &want[..n]);
             for j in 0..m {
