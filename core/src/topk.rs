@@ -24,29 +24,42 @@ pub struct TopK<'a> {
     scores: &'a mut [f32],
     idx: &'a mut [u16],
     len: usize,
+    /// Whether the slots are ordered as a heap (only once they are full).
+    heap: bool,
     rank: Rank,
 }
 
+/// Bit of [`TopK::state`] that says the slots are heap-ordered.
+const HEAP_BIT: u32 = 1 << 31;
+
 impl<'a> TopK<'a> {
-    /// An empty selector whose capacity `k` is `min(scores.len(), idx.len())` slots.
+    /// An empty selector whose capacity `k` is `min(scores.len(), idx.len(), 2^31 - 1)` slots.
     pub fn new(scores: &'a mut [f32], idx: &'a mut [u16], rank: Rank) -> Self {
-        let k = scores.len().min(idx.len());
+        let k = scores.len().min(idx.len()).min((HEAP_BIT - 1) as usize);
         let (scores, _) = scores.split_at_mut(k);
         let (idx, _) = idx.split_at_mut(k);
         TopK {
             scores,
             idx,
             len: 0,
+            heap: false,
             rank,
         }
     }
 
-    /// Resumes a selection over slots that a previous selector left with `len` pairs (see
-    /// [`TopK::len`]), so that many selections can live in one arena buffer without a struct
-    /// each. `len` is clamped to the capacity.
-    pub fn resume(scores: &'a mut [f32], idx: &'a mut [u16], len: usize, rank: Rank) -> Self {
+    /// The selection's state (fill count and slot order) as an opaque `u32`, for
+    /// [`TopK::resume`]; 0 is the empty selection.
+    pub fn state(&self) -> u32 {
+        self.len as u32 | if self.heap { HEAP_BIT } else { 0 }
+    }
+
+    /// Resumes a selection over the slots a previous selector left in `state` (see
+    /// [`TopK::state`]), so that many selections can live in one arena buffer without a struct
+    /// each. The slots must be those of that selector, untouched since.
+    pub fn resume(scores: &'a mut [f32], idx: &'a mut [u16], state: u32, rank: Rank) -> Self {
         let mut t = TopK::new(scores, idx, rank);
-        t.len = len.min(t.capacity());
+        t.len = ((state & !HEAP_BIT) as usize).min(t.capacity());
+        t.heap = state & HEAP_BIT != 0 && t.len == t.capacity();
         t
     }
 
@@ -68,6 +81,7 @@ impl<'a> TopK<'a> {
     /// Forgets every kept pair.
     pub fn clear(&mut self) {
         self.len = 0;
+        self.heap = false;
     }
 
     #[inline]
@@ -92,20 +106,22 @@ impl<'a> TopK<'a> {
     pub fn push(&mut self, score: f32, index: u16) {
         let k = self.capacity();
         if self.len < k {
-            // Until the slots are full every pair is kept: append, and order the slots as a
-            // heap only once they fill up (O(k) once, instead of a sift per pair).
+            // Until the slots are full every pair is kept: append. They are ordered as a heap
+            // only when a pair arrives with no free slot (O(k) once, instead of a sift per
+            // pair, and never when all pairs fit, as with k >= the number of keys).
             self.scores[self.len] = score;
             self.idx[self.len] = index;
             self.len += 1;
-            if self.len == k {
-                for start in (0..k / 2).rev() {
-                    self.sift_down(start, k);
-                }
-            }
             return;
         }
         if k == 0 {
             return;
+        }
+        if !self.heap {
+            for start in (0..k / 2).rev() {
+                self.sift_down(start, k);
+            }
+            self.heap = true;
         }
         // Reject test against the worst kept pair: the common case once the heap is full.
         let (kn, kr) = (self.key(score), self.key(self.scores[0]));
@@ -138,8 +154,9 @@ impl<'a> TopK<'a> {
     /// them as `(scores, indices)`. Consumes the selection: call [`TopK::clear`] before reuse.
     pub fn sorted_by_index(&mut self) -> (&mut [f32], &[u16]) {
         let n = self.len;
-        // Pairs appended in increasing index order into slots that never filled up are sorted
-        // already (attention with k >= the visible keys).
+        self.heap = false;
+        // Pairs appended in increasing index order and never displaced are sorted already
+        // (attention with k >= the visible keys).
         if self.idx[..n].windows(2).all(|w| w[0] < w[1]) {
             return (&mut self.scores[..n], &self.idx[..n]);
         }
@@ -218,11 +235,16 @@ mod tests {
     ) -> usize {
         let mut s = [0f32; 64];
         let mut ix = [0u16; 64];
-        let mut t = TopK::new(&mut s[..k], &mut ix[..k], rank);
+        // Each pair goes through a selector resumed from the previous state, as the attention
+        // and feed-forward loops do.
+        let mut state = 0;
         for j in 0..scores.len() {
             let j = if reverse { scores.len() - 1 - j } else { j };
-            t.push(scores[j], j as u16);
+            let mut r = TopK::resume(&mut s[..k], &mut ix[..k], state, rank);
+            r.push(scores[j], j as u16);
+            state = r.state();
         }
+        let mut t = TopK::resume(&mut s[..k], &mut ix[..k], state, rank);
         let (ks, ki) = t.sorted_by_index();
         out_s[..ks.len()].copy_from_slice(ks);
         out_i[..ki.len()].copy_from_slice(ki);
