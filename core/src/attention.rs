@@ -80,7 +80,7 @@ const fn buf_bytes(n: usize, size: usize) -> usize {
 /// independent of the number of keys, queries and heads. With `C = chunk`:
 ///
 /// - top-k (`k_attn = Some(k)`): `padded(4*C*k) + padded(2*C*k) + padded(4*C)` bytes: the
-///   `C*k` f32 kept scores, the `C*k` u16 kept key indices, and one u32 fill count per query;
+///   `C*k` f32 kept scores, the `C*k` u16 kept key indices, and one u32 selection state (fill count) per query;
 /// - dense (`k_attn = None`): `padded(8*C)` bytes: running maximum and running sum (f32) per
 ///   query.
 ///
@@ -108,7 +108,7 @@ pub struct AttnScratch<'a> {
     scores: &'a mut [f32],
     /// Top-k: `C*k` kept key indices. Dense: empty.
     idx: &'a mut [u16],
-    /// Top-k: slots in use per query. Dense: empty.
+    /// Top-k: selection state per query ([`TopK::state`]). Dense: empty.
     lens: &'a mut [u32],
     /// Queries per chunk the buffers hold.
     chunk: usize,
@@ -412,7 +412,7 @@ impl Ctx<'_> {
                 let mut sel = TopK::resume(
                     &mut s.scores[i * k..(i + 1) * k],
                     &mut s.idx[i * k..(i + 1) * k],
-                    *len as usize,
+                    *len,
                     Rank::Value,
                 );
                 for j in t0..t1 {
@@ -421,7 +421,7 @@ impl Ctx<'_> {
                         sel.push(dot(qr, self.key_row(j, kvh)) * self.scale, j as u16);
                     }
                 }
-                *len = sel.len() as u32;
+                *len = sel.state();
             }
             t0 = t1;
         }
@@ -431,7 +431,7 @@ impl Ctx<'_> {
             let mut sel = TopK::resume(
                 &mut s.scores[i * k..(i + 1) * k],
                 &mut s.idx[i * k..(i + 1) * k],
-                len as usize,
+                len,
                 Rank::Value,
             );
             let (sc, ix) = sel.sorted_by_index();

@@ -55,7 +55,7 @@ const fn buf_bytes(n: usize, size: usize) -> usize {
 /// With `C = chunk` and `k = min(k_ff, d_ff)`:
 ///
 /// - top-k (`k_ff = Some(_)`): `padded(4*C*k) + padded(2*C*k) + padded(4*C)` bytes: the `C*k`
-///   f32 kept activations, the `C*k` u16 kept unit indices, one u32 fill count per token;
+///   f32 kept activations, the `C*k` u16 kept unit indices, one u32 selection state (fill count) per token;
 /// - dense (`k_ff = None`): 0 bytes (no hidden buffer, see the module doc).
 ///
 /// `padded` rounds up to 16 bytes ([`crate::arena::padded`]). Saturates at `usize::MAX` on
@@ -82,7 +82,7 @@ pub struct FfnScratch<'a> {
     scores: &'a mut [f32],
     /// Top-k: `C*k` kept unit indices. Dense: empty.
     idx: &'a mut [u16],
-    /// Top-k: slots in use per token. Dense: empty.
+    /// Top-k: selection state per token ([`TopK::state`]). Dense: empty.
     lens: &'a mut [u32],
     /// Tokens per call the buffers hold.
     chunk: usize,
@@ -256,19 +256,19 @@ pub fn ffn(
                     let mut sel = TopK::resume(
                         &mut s.scores[t * k..(t + 1) * k],
                         &mut s.idx[t * k..(t + 1) * k],
-                        *len as usize,
+                        *len,
                         Rank::Magnitude,
                     );
                     // j < d_ff <= 65536 was checked, so it fits in u16.
                     sel.push(hidden(j, xt), j as u16);
-                    *len = sel.len() as u32;
+                    *len = sel.state();
                 }
             }
             for (t, (ot, &len)) in out.chunks_exact_mut(d).zip(lens.iter()).enumerate() {
                 let mut sel = TopK::resume(
                     &mut s.scores[t * k..(t + 1) * k],
                     &mut s.idx[t * k..(t + 1) * k],
-                    len as usize,
+                    len,
                     Rank::Magnitude,
                 );
                 let (hs, js) = sel.sorted_by_index();

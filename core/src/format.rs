@@ -12,14 +12,19 @@
 //! On a microcontroller the file stays in flash; a `#[repr(align(16))]` wrapper gives
 //! `include_bytes!` the alignment the views need:
 //!
-//! ```ignore
+//! ```
+//! use topkit::format::{PackedModel, ParseOptions, Special, TensorName};
+//!
 //! #[repr(C, align(16))]
 //! struct Aligned<T: ?Sized>(T);
-//! static MODEL: &Aligned<[u8]> = &Aligned(*include_bytes!("minilm-int8.tkm"));
+//! // In firmware: `static MODEL: &Aligned<[u8]> = &Aligned(*include_bytes!("minilm-int8.tkm"));`
 //!
-//! let model = PackedModel::parse_with(&MODEL.0, ParseOptions { verify_crc: false })?;
-//! let q0 = model.matrix(TensorName::layer(0, "q.w"))?; // a zero-copy `Matrix`
-//! let cls = model.tokenizer().special(Special::Cls);
+//! fn load(flash: &'static Aligned<[u8]>) -> Result<(), topkit::Error> {
+//!     let model = PackedModel::parse_with(&flash.0, ParseOptions { verify_crc: false })?;
+//!     let _q0 = model.matrix(TensorName::layer(0, "q.w"))?; // a zero-copy `Matrix`
+//!     let _cls = model.tokenizer().special(Special::Cls);
+//!     Ok(())
+//! }
 //! ```
 //!
 //! Anything else is refused with a typed error:

@@ -1,9 +1,10 @@
 //! Fixed-capacity top-k selection over caller-provided slots.
 //!
 //! A [`TopK`] keeps the `k` best `(score, index)` pairs seen so far in `k` slots borrowed from
-//! the arena (4 bytes of score and 2 bytes of index per slot: 6 bytes per slot). The slots form
-//! a binary min-heap whose root is the worst kept pair, so the common case of a streamed pair
-//! that does not make the cut costs one comparison, and an accepted pair costs `O(log k)`.
+//! the arena (4 bytes of score and 2 bytes of index per slot: 6 bytes per slot). Once full, the
+//! slots form a binary min-heap whose root is the worst kept pair, so the common case of a
+//! streamed pair that does not make the cut costs one comparison, and an accepted pair costs
+//! `O(log k)`; before that, pairs are simply appended.
 //!
 //! Order: a pair is better when its rank (the score, or its magnitude, see [`Rank`]) is larger;
 //! on equal rank the lower index is better, so the selection is deterministic. A NaN rank never
@@ -23,29 +24,42 @@ pub struct TopK<'a> {
     scores: &'a mut [f32],
     idx: &'a mut [u16],
     len: usize,
+    /// Whether the slots are ordered as a heap (only once they are full).
+    heap: bool,
     rank: Rank,
 }
 
+/// Bit of [`TopK::state`] that says the slots are heap-ordered.
+const HEAP_BIT: u32 = 1 << 31;
+
 impl<'a> TopK<'a> {
-    /// An empty selector whose capacity `k` is `min(scores.len(), idx.len())` slots.
+    /// An empty selector whose capacity `k` is `min(scores.len(), idx.len(), 2^31 - 1)` slots.
     pub fn new(scores: &'a mut [f32], idx: &'a mut [u16], rank: Rank) -> Self {
-        let k = scores.len().min(idx.len());
+        let k = scores.len().min(idx.len()).min((HEAP_BIT - 1) as usize);
         let (scores, _) = scores.split_at_mut(k);
         let (idx, _) = idx.split_at_mut(k);
         TopK {
             scores,
             idx,
             len: 0,
+            heap: false,
             rank,
         }
     }
 
-    /// Resumes a selection over slots that a previous selector left with `len` pairs (see
-    /// [`TopK::len`]), so that many selections can live in one arena buffer without a struct
-    /// each. `len` is clamped to the capacity.
-    pub fn resume(scores: &'a mut [f32], idx: &'a mut [u16], len: usize, rank: Rank) -> Self {
+    /// The selection's state (fill count and slot order) as an opaque `u32`, for
+    /// [`TopK::resume`]; 0 is the empty selection.
+    pub fn state(&self) -> u32 {
+        self.len as u32 | if self.heap { HEAP_BIT } else { 0 }
+    }
+
+    /// Resumes a selection over the slots a previous selector left in `state` (see
+    /// [`TopK::state`]), so that many selections can live in one arena buffer without a struct
+    /// each. The slots must be those of that selector, untouched since.
+    pub fn resume(scores: &'a mut [f32], idx: &'a mut [u16], state: u32, rank: Rank) -> Self {
         let mut t = TopK::new(scores, idx, rank);
-        t.len = len.min(t.capacity());
+        t.len = ((state & !HEAP_BIT) as usize).min(t.capacity());
+        t.heap = state & HEAP_BIT != 0 && t.len == t.capacity();
         t
     }
 
@@ -67,6 +81,7 @@ impl<'a> TopK<'a> {
     /// Forgets every kept pair.
     pub fn clear(&mut self) {
         self.len = 0;
+        self.heap = false;
     }
 
     #[inline]
@@ -85,29 +100,28 @@ impl<'a> TopK<'a> {
     }
 
     /// Offers the pair `(score, index)`; keeps it if it is among the `k` best seen so far.
-    /// Indices may come in any order, but streaming them in
-    /// increasing order (as attention and the feed-forward do) makes ties a single comparison.
+    /// Indices may come in any order, but streaming them in increasing order (as attention and
+    /// the feed-forward do) makes ties a single comparison.
     #[inline]
     pub fn push(&mut self, score: f32, index: u16) {
         let k = self.capacity();
         if self.len < k {
-            let mut c = self.len;
-            self.scores[c] = score;
-            self.idx[c] = index;
+            // Until the slots are full every pair is kept: append. They are ordered as a heap
+            // only when a pair arrives with no free slot (O(k) once, instead of a sift per
+            // pair, and never when all pairs fit, as with k >= the number of keys).
+            self.scores[self.len] = score;
+            self.idx[self.len] = index;
             self.len += 1;
-            while c > 0 {
-                let parent = (c - 1) / 2;
-                if !self.worse(c, parent) {
-                    break;
-                }
-                self.scores.swap(c, parent);
-                self.idx.swap(c, parent);
-                c = parent;
-            }
             return;
         }
         if k == 0 {
             return;
+        }
+        if !self.heap {
+            for start in (0..k / 2).rev() {
+                self.sift_down(start, k);
+            }
+            self.heap = true;
         }
         // Reject test against the worst kept pair: the common case once the heap is full.
         let (kn, kr) = (self.key(score), self.key(self.scores[0]));
@@ -140,6 +154,12 @@ impl<'a> TopK<'a> {
     /// them as `(scores, indices)`. Consumes the selection: call [`TopK::clear`] before reuse.
     pub fn sorted_by_index(&mut self) -> (&mut [f32], &[u16]) {
         let n = self.len;
+        self.heap = false;
+        // Pairs appended in increasing index order and never displaced are sorted already
+        // (attention with k >= the visible keys).
+        if self.idx[..n].windows(2).all(|w| w[0] < w[1]) {
+            return (&mut self.scores[..n], &self.idx[..n]);
+        }
         // Max-heap on the index, then move the largest to the end, repeatedly.
         for start in (0..n / 2).rev() {
             self.sift_down_idx(start, n);
@@ -201,12 +221,30 @@ mod tests {
     }
 
     fn select(scores: &[f32], k: usize, rank: Rank, out_s: &mut [f32], out_i: &mut [u16]) -> usize {
+        select_in(scores, k, rank, false, out_s, out_i)
+    }
+
+    /// Pushes in increasing index order, or decreasing when `reverse`.
+    fn select_in(
+        scores: &[f32],
+        k: usize,
+        rank: Rank,
+        reverse: bool,
+        out_s: &mut [f32],
+        out_i: &mut [u16],
+    ) -> usize {
         let mut s = [0f32; 64];
         let mut ix = [0u16; 64];
-        let mut t = TopK::new(&mut s[..k], &mut ix[..k], rank);
-        for (j, &v) in scores.iter().enumerate() {
-            t.push(v, j as u16);
+        // Each pair goes through a selector resumed from the previous state, as the attention
+        // and feed-forward loops do.
+        let mut state = 0;
+        for j in 0..scores.len() {
+            let j = if reverse { scores.len() - 1 - j } else { j };
+            let mut r = TopK::resume(&mut s[..k], &mut ix[..k], state, rank);
+            r.push(scores[j], j as u16);
+            state = r.state();
         }
+        let mut t = TopK::resume(&mut s[..k], &mut ix[..k], state, rank);
         let (ks, ki) = t.sorted_by_index();
         out_s[..ks.len()].copy_from_slice(ks);
         out_i[..ki.len()].copy_from_slice(ki);
@@ -220,6 +258,7 @@ mod tests {
             raw in proptest::collection::vec(-4i8..=4, 0..64),
             k in 1usize..64,
             magnitude in any::<bool>(),
+            reverse in any::<bool>(),
         ) {
             let rank = if magnitude { Rank::Magnitude } else { Rank::Value };
             let scores: [f32; 64] = core::array::from_fn(|i| raw.get(i).copied().unwrap_or(0) as f32);
@@ -227,7 +266,7 @@ mod tests {
             let (want, n) = naive(scores, k, rank);
             let mut got_s = [0f32; 64];
             let mut got_i = [0u16; 64];
-            let m = select(scores, k, rank, &mut got_s, &mut got_i);
+            let m = select_in(scores, k, rank, reverse, &mut got_s, &mut got_i);
             prop_assert_eq!(m, n);
             prop_assert_eq!(&got_i[..m], &want[..n]);
             for j in 0..m {

@@ -3,19 +3,8 @@
 //! top-k attention and checks it against a 4 MiB RAM budget, then embeds two sentences on the
 //! host with dense and top-k attention.
 
-use crate::model::{fetch_and_pack, packed_path};
-use crate::util::{Cmd, Res, workspace_root};
-
-fn topkit() -> Cmd {
-    Cmd::cargo().cwd(workspace_root()).args([
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "topkit-cli",
-        "--",
-    ])
-}
+use crate::model::{fetch_and_pack, packed_path, topkit_cli as topkit};
+use crate::util::Res;
 
 fn step(title: &str) {
     println!("\n==> {title}");

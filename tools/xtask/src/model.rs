@@ -137,23 +137,26 @@ pub fn packed_path(dtype: &str) -> PathBuf {
         .join(format!("{MODEL_NAME}-{dtype}.tkm"))
 }
 
+/// The `topkit` command of this checkout (release build, through cargo).
+pub fn topkit_cli() -> Cmd {
+    Cmd::cargo().cwd(crate::util::workspace_root()).args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "topkit-cli",
+        "--",
+    ])
+}
+
 /// Fetches the model, then packs it with this checkout's `topkit pack` (release build) for
 /// every dtype the tests use, at the model's max_seq_length (256). Packing again every time
 /// keeps the files in step with the format of the checkout.
 pub fn fetch_and_pack() -> Res<PathBuf> {
     let dir = fetch_model()?;
     for dtype in PACKED_DTYPES {
-        crate::util::Cmd::cargo()
-            .cwd(crate::util::workspace_root())
-            .args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "topkit-cli",
-                "--",
-                "pack",
-            ])
+        topkit_cli()
+            .arg("pack")
             .arg(&dir)
             .arg("-o")
             .arg(packed_path(dtype))
