@@ -51,6 +51,8 @@ Environment:
   TOPKIT_RUSTUP_TIMEOUT  Seconds to let `rustup target add` try (default 20).
   TOPKIT_BUILD_STD=1     Use the build-std route even where rustup has the target.
   CARGO_TARGET_DIR       Used by every cargo command the jobs run.
+  TOPKIT_BLESS=1         test-cross: write the firmware size golden files
+                         (targets/*/expected/) instead of reporting changes.
 ",
     );
     s
