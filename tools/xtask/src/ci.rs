@@ -87,7 +87,7 @@ pub const JOBS: &[Job] = &[
         steps: crate::firmware::test_cross,
     },
     Job {
-        name: "test-cross-minilm",
+        name: "cross-minilm",
         about: "all-MiniLM-L6-v2 int8 on RISC-V in QEMU: same bits as the host, arena = plan",
         needs_setup: true,
         steps: crate::firmware::test_cross_minilm,
@@ -95,7 +95,7 @@ pub const JOBS: &[Job] = &[
 ];
 
 /// Jobs that run firmware and so need QEMU from `setup --qemu`.
-const NEEDS_QEMU: &[&str] = &["test-cross", "test-cross-minilm"];
+const NEEDS_QEMU: &[&str] = &["test-cross", "cross-minilm"];
 
 fn cargo() -> Cmd {
     Cmd::cargo().cwd(workspace_root())

@@ -507,7 +507,7 @@ fn firmware_checks(ctx: &Ctx, list: &'static [Firmware]) -> Vec<Step> {
         .collect()
 }
 
-/// The steps of `cargo xtask test-cross-minilm`: fetch all-MiniLM-L6-v2 (cached) and pack it
+/// The steps of `cargo xtask cross-minilm`: fetch all-MiniLM-L6-v2 (cached) and pack it
 /// (as the `models` job does), run it on RISC-V, compare with the host and with
 /// sentence-transformers.
 pub fn test_cross_minilm(ctx: &Ctx) -> Vec<Step> {
