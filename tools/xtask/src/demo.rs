@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: the main job in one command. Sets up, fetches all-MiniLM-L6-v2, packs
 //! it (f32 and int8), shows the int8 file, prints its memory plan for a 256-token input with
-//! top-k attention and checks it against a 4 MiB RAM budget, then embeds two sentences on the
-//! host with dense and top-k attention.
+//! top-k attention and checks it against a 4 MiB RAM budget, then runs the int8 model as
+//! firmware on an emulated RISC-V microcontroller (QEMU `virt`), whose answer must equal the
+//! host's bit for bit and match sentence-transformers (the `cross-minilm` CI job).
 
 use crate::model::{fetch_and_pack, packed_path, topkit_cli as topkit};
 use crate::util::Res;
@@ -12,8 +13,8 @@ fn step(title: &str) {
 
 /// Runs the demo; fails on the first failing step.
 pub fn demo() -> Res {
-    step("setup: toolchains and cross targets");
-    crate::setup::setup(&crate::setup::Opts::default())?;
+    step("setup: toolchains, cross targets and QEMU");
+    crate::setup::setup(&crate::setup::Opts { qemu: true })?;
     step("fetch all-MiniLM-L6-v2 and pack it (f32, int8)");
     fetch_and_pack()?;
     let int8 = packed_path("int8");
@@ -27,5 +28,11 @@ pub fn demo() -> Res {
             "--seq", "256", "--k-attn", "32", "--chunk", "16", "--ram", "4M",
         ])
         .run()?;
-    Ok(())
+    step("run it on an emulated microcontroller: RISC-V firmware in QEMU, compared with the host");
+    let job = crate::ci::find("cross-minilm").ok_or("the cross-minilm job is missing")?;
+    if crate::ci::run(&[job], false) {
+        Ok(())
+    } else {
+        Err("the firmware run failed (see above)".into())
+    }
 }

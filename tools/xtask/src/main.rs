@@ -30,7 +30,8 @@ Commands:
                      <cache>/models/all-MiniLM-L6-v2-{f32,int8}.tkm for the tests.
   demo               The main job: setup, fetch and pack all-MiniLM-L6-v2 (f32, int8),
                      inspect the int8 file, print its memory plan for 256 tokens with
-                     top-k attention and verify it fits 4 MiB of RAM.
+                     top-k attention, verify it fits 4 MiB of RAM, and run it as
+                     firmware on RISC-V in QEMU (same bits as the host).
   ci [--only JOBS]   Run setup, then every CI job (or only the comma-separated JOBS), keep
                      going after failures, print a summary table, and exit 1 if anything
                      failed. `ci --list` lists the jobs.
