@@ -207,8 +207,19 @@ fn print_table(rows: &[Row]) {
     }
 }
 
+/// Series colours, distinct on white (k_ff off first).
+const COLORS: [plotters::style::RGBColor; 6] = [
+    plotters::style::RGBColor(0x1f, 0x1f, 0x1f),
+    plotters::style::RGBColor(0x1f, 0x77, 0xb4),
+    plotters::style::RGBColor(0xd6, 0x27, 0x28),
+    plotters::style::RGBColor(0x2c, 0xa0, 0x2c),
+    plotters::style::RGBColor(0xff, 0x7f, 0x0e),
+    plotters::style::RGBColor(0x94, 0x67, 0xbd),
+];
+
 /// Draws mean (solid) and min (dashed) cosine vs peak RAM, one colour per k_ff, each point
-/// labelled with its k_attn.
+/// labelled with its k_attn; each line runs
+/// through the k_attn values in increasing order, dense last.
 pub fn plot(path: &Path, rows: &[Row], title: &str) -> Result<()> {
     use plotters::prelude::*;
     let err = |e: &dyn std::fmt::Display| anyhow!("cannot draw {}: {e}", path.display());
@@ -238,7 +249,8 @@ pub fn plot(path: &Path, rows: &[Row], title: &str) -> Result<()> {
         .configure_mesh()
         .x_desc("peak RAM of the plan (KiB)")
         .y_desc("cosine to dense (solid: mean, dashed: min)")
-        .y_label_formatter(&|y| format!("{y:.4}"))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.3}"))
         .draw()
         .map_err(|e| err(&e))?;
     let mut k_ffs: Vec<Option<usize>> = Vec::new();
@@ -248,9 +260,10 @@ pub fn plot(path: &Path, rows: &[Row], title: &str) -> Result<()> {
         }
     }
     for (i, k_ff) in k_ffs.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = COLORS[i % COLORS.len()].to_rgba();
         let mut series: Vec<&Row> = rows.iter().filter(|r| r.k_ff == *k_ff).collect();
-        series.sort_by_key(|r| (r.peak_bytes, r.k_attn.unwrap_or(usize::MAX)));
+        // Along k_attn (dense last): within a k_ff the RAM barely moves, accuracy does.
+        series.sort_by_key(|r| r.k_attn.unwrap_or(usize::MAX));
         let mean: Vec<(f64, f64)> = series
             .iter()
             .map(|r| (kib(r.peak_bytes), r.mean_cosine))
@@ -285,11 +298,13 @@ pub fn plot(path: &Path, rows: &[Row], title: &str) -> Result<()> {
             .map_err(|e| err(&e))?;
         chart
             .draw_series(series.iter().zip(&mean).map(|(r, &(x, y))| {
-                Text::new(
-                    k_name(r.k_attn, "dense"),
-                    (x, y),
-                    ("sans-serif", 11).into_font().color(&color),
-                )
+                // Offset in pixels, right of and above the point.
+                EmptyElement::at((x, y))
+                    + Text::new(
+                        k_name(r.k_attn, "dense"),
+                        (6, -12),
+                        ("sans-serif", 11).into_font().color(&color),
+                    )
             }))
             .map_err(|e| err(&e))?;
     }

@@ -130,7 +130,7 @@ fn plain_output_has_one_line_per_text() {
 fn long_text_is_truncated_with_a_note() {
     let model = minilm();
     // "word" is one token: 300 of them plus [CLS] and [SEP] is 302 tokens.
-    let long = vec!["word"; 300].join(" ");
+    let long = ["word"; 300].join(" ");
     let out = topkit(&["embed", &model, "--json", "short", &long]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(embeddings(&out.stdout).len(), 2);
@@ -173,7 +173,7 @@ fn eval_table_and_plot() {
     let model = minilm();
     let dir = tempfile::tempdir().unwrap();
     let texts = dir.path().join("texts.txt");
-    let long = vec!["the model reads a sentence"; 8].join(" and ");
+    let long = ["the model reads a sentence"; 8].join(" and ");
     std::fs::write(
         &texts,
         format!("A man is eating food.\nThe weather is lovely today.\n{long}\n"),
