@@ -1,5 +1,6 @@
 //! The `topkit` command-line tool: pack a Hugging Face model into one `.tkm` file, inspect a
-//! packed file, and check a memory budget before flashing.
+//! packed file, check a memory budget before flashing, embed texts with a packed sentence
+//! encoder, and sweep top-k settings for accuracy against peak RAM.
 //!
 //! Exit codes: 0 success (and "fits"), 1 "does not fit" (`budget` with `--ram`/`--flash`),
 //! 2 any error (bad arguments, unreadable or malformed files), with a message naming it.
@@ -20,6 +21,8 @@ macro_rules! outln {
 }
 
 pub mod budget;
+pub mod embed;
+pub mod eval;
 pub mod hf;
 pub mod inspect;
 pub mod pack;
@@ -125,6 +128,63 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         emit_rust: Option<PathBuf>,
     },
+    /// Embed texts with a packed sentence encoder (e.g. all-MiniLM-L6-v2).
+    ///
+    /// Tokenizes with the file's WordPiece tokenizer, runs the encoder in one arena of the
+    /// plan's peak bytes (sized for the file's max_seq tokens) and prints one embedding per
+    /// text: a line of space-separated values, or with --json {"embeddings": [[...], ...]}.
+    /// Texts longer than max_seq tokens are truncated as the reference tokenizer does, with a
+    /// note on stderr. Attention and feed-forward are dense unless --k-attn / --k-ff are given.
+    Embed {
+        /// Packed model file.
+        file: PathBuf,
+        /// Keys kept per query (top-k attention); default: dense attention.
+        #[arg(long)]
+        k_attn: Option<usize>,
+        /// Hidden units kept per token in the feed-forward layers; default: dense.
+        #[arg(long)]
+        k_ff: Option<usize>,
+        /// Tokens processed together.
+        #[arg(long, default_value_t = 16)]
+        chunk: usize,
+        /// Print {"embeddings": [[...], ...]} instead of one line per text.
+        #[arg(long)]
+        json: bool,
+        /// Read texts from PATH, one per line (blank lines skipped), before any TEXT.
+        #[arg(long = "file", value_name = "PATH")]
+        text_file: Option<PathBuf>,
+        /// Texts to embed.
+        texts: Vec<String>,
+    },
+    /// Sweep top-k settings: accuracy (cosine to dense) against peak RAM, to choose k.
+    ///
+    /// Every setting of the cross product (k_attn in --k-attn or dense) x (k_ff in --k-ff or
+    /// off) embeds every text of --file; the table gives, per setting, the plan's peak RAM
+    /// (the arena to provide), the arena's measured high-water mark, and the min and mean
+    /// cosine to the dense embeddings. Progress goes to stderr.
+    Eval {
+        /// Packed model file.
+        file: PathBuf,
+        /// Texts, one per line (blank lines skipped).
+        #[arg(long = "file", value_name = "TEXTS")]
+        text_file: PathBuf,
+        /// Keys kept per query to try, comma-separated (dense is always included).
+        #[arg(long, value_name = "LIST", value_parser = eval::parse_k, value_delimiter = ',', default_value = "8,16,32,64,128")]
+        k_attn: Vec<usize>,
+        /// Feed-forward hidden units kept per token to try, comma-separated (off is always
+        /// included); default: only off.
+        #[arg(long, value_name = "LIST", value_parser = eval::parse_k, value_delimiter = ',')]
+        k_ff: Vec<usize>,
+        /// Tokens processed together.
+        #[arg(long, default_value_t = 16)]
+        chunk: usize,
+        /// Draw mean and min cosine vs peak RAM into this SVG file, one series per k_ff.
+        #[arg(long, value_name = "OUT.svg")]
+        plot: Option<PathBuf>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the tool on `args` (the first is the program name) and returns the exit code.
@@ -180,6 +240,42 @@ where
             json,
             emit_rust,
         }),
+        Command::Embed {
+            file,
+            k_attn,
+            k_ff,
+            chunk,
+            json,
+            text_file,
+            texts,
+        } => embed::run(&embed::EmbedArgs {
+            file,
+            k_attn,
+            k_ff,
+            chunk,
+            json,
+            text_file,
+            texts,
+        })
+        .map(|_| EXIT_OK),
+        Command::Eval {
+            file,
+            text_file,
+            k_attn,
+            k_ff,
+            chunk,
+            plot,
+            json,
+        } => eval::run(&eval::EvalArgs {
+            file,
+            text_file,
+            k_attn,
+            k_ff,
+            chunk,
+            plot,
+            json,
+        })
+        .map(|_| EXIT_OK),
     };
     match result {
         Ok(code) => code,

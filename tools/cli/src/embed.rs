@@ -1,0 +1,239 @@
+//! `topkit embed`: sentence embeddings of texts with a packed encoder (WordPiece tokenizer from
+//! the file, dense or top-k attention and feed-forward), in one arena of the plan's peak bytes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::json;
+use topkit::encoder::{Encoder, layers};
+use topkit::format::{PackedModel, TokenizerKind, VocabView};
+use topkit::tokenizer::{WordPiece, WordPieceOptions};
+use topkit::{Arena, Plan, RunConfig};
+
+/// Arguments of `topkit embed`.
+#[derive(Debug, Clone)]
+pub struct EmbedArgs {
+    /// Packed model file.
+    pub file: PathBuf,
+    /// Keys kept per query (top-k attention); `None`: dense.
+    pub k_attn: Option<usize>,
+    /// Hidden units kept per token in the feed-forward layers; `None`: dense.
+    pub k_ff: Option<usize>,
+    /// Tokens processed together.
+    pub chunk: usize,
+    /// Print JSON.
+    pub json: bool,
+    /// Text file, one text per line.
+    pub text_file: Option<PathBuf>,
+    /// Texts from the command line (after those of `text_file`).
+    pub texts: Vec<String>,
+}
+
+/// A tokenized text.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// Token ids, `[CLS]` and `[SEP]` included, at most the model's max_seq.
+    pub ids: Vec<u32>,
+    /// Tokens of the whole text before truncation (`[CLS]` and `[SEP]` included).
+    pub full_len: usize,
+}
+
+impl Tokens {
+    /// Whether the text was cut to the model's max_seq.
+    pub fn truncated(&self) -> bool {
+        self.full_len > self.ids.len()
+    }
+}
+
+/// A packed encoder ready to embed: the encoder, its tokenizer and the longest input.
+pub struct Session<'a, 'v> {
+    /// The encoder over the file's weights.
+    pub encoder: Encoder<'a>,
+    tokenizer: WordPiece<'v, VocabView<'a>>,
+    /// Longest input, tokens (the file's max_seq).
+    pub max_seq: usize,
+}
+
+/// Opens `path` and calls `f` with the encoder and tokenizer it holds. Errors name the file.
+pub fn with_session<R>(path: &Path, f: impl FnOnce(&Session<'_, '_>) -> Result<R>) -> Result<R> {
+    let bytes = crate::read_packed(path)?;
+    let pm = crate::parse_packed(path, bytes.as_slice(), true)?;
+    let ctx = |what: &str| format!("{}: {what}", path.display());
+    let layers = layers(&pm).map_err(|e| anyhow!("{}: {e}", ctx("cannot view the layers")))?;
+    let encoder = Encoder::from_packed(&pm, &layers)
+        .map_err(|e| anyhow!("{}: {e}", ctx("not a sentence encoder")))?;
+    let tok = pm.tokenizer();
+    if tok.kind() != TokenizerKind::WordPiece {
+        bail!(
+            "{}: the file's tokenizer is {:?}; embed needs a WordPiece tokenizer",
+            path.display(),
+            tok.kind()
+        );
+    }
+    let vocab = tok.vocab();
+    let tokenizer = WordPiece::new(
+        &vocab,
+        WordPieceOptions {
+            lowercase: tok.lowercase(),
+            strip_accents: tok.strip_accents(),
+        },
+    )
+    .map_err(|e| anyhow!("{}: {e}", ctx("bad WordPiece vocabulary")))?;
+    let max_seq = max_seq(&pm);
+    f(&Session {
+        encoder,
+        tokenizer,
+        max_seq,
+    })
+}
+
+fn max_seq(pm: &PackedModel<'_>) -> usize {
+    pm.config().max_seq
+}
+
+impl Session<'_, '_> {
+    /// Tokenizes `text`, truncating to max_seq as the reference tokenizer does, and counts the
+    /// tokens of the whole text (for the truncation note).
+    pub fn tokenize(&self, text: &str) -> Result<Tokens> {
+        // Every token but [CLS]/[SEP] comes from at least one byte of the text, so this buffer
+        // never truncates (normalisation can grow a character, hence the factor 2).
+        let mut all = vec![0u32; 2 * text.len() + 2];
+        let full_len = self.tokenizer.encode(text, &mut all)?.len;
+        let mut ids = vec![0u32; self.max_seq];
+        let n = self.tokenizer.encode(text, &mut ids)?.len;
+        ids.truncate(n);
+        Ok(Tokens { ids, full_len })
+    }
+
+    /// The run configuration for inputs up to max_seq tokens.
+    pub fn run_config(
+        &self,
+        k_attn: Option<usize>,
+        k_ff: Option<usize>,
+        chunk: usize,
+    ) -> RunConfig {
+        RunConfig {
+            seq_len: self.max_seq,
+            chunk,
+            k_attn,
+            k_ff,
+        }
+    }
+
+    /// Checks `run` against the model (k within range, chunk) and plans its memory.
+    pub fn plan(&self, run: &RunConfig) -> Result<Plan> {
+        let c = self.encoder.config();
+        if let Some(k) = run.k_attn
+            && k == 0
+        {
+            bail!("--k-attn must be at least 1 (keys kept per query)");
+        }
+        if let Some(k) = run.k_ff
+            && (k == 0 || k > c.d_ff)
+        {
+            bail!(
+                "--k-ff must be in 1..={} (the model's feed-forward width), got {k}",
+                c.d_ff
+            );
+        }
+        if run.chunk == 0 {
+            bail!("--chunk must be at least 1");
+        }
+        self.encoder
+            .model()
+            .plan(run)
+            .map_err(|e| anyhow!("cannot plan this run: {e}"))
+    }
+
+    /// Embeds tokenized texts with `run` in one arena of exactly `plan.peak_bytes`, calling
+    /// `each(index, embedding)`. Returns the arena's high-water mark, bytes (the most any
+    /// text used).
+    pub fn embed_all(
+        &self,
+        run: &RunConfig,
+        plan: &Plan,
+        texts: &[Tokens],
+        mut each: impl FnMut(usize, Vec<f32>) -> Result<()>,
+    ) -> Result<usize> {
+        // u128 storage gives the 16-byte alignment the arena wants; the plan pads its peak.
+        let mut mem = vec![0u128; plan.peak_bytes.div_ceil(16)];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut mem);
+        let bytes = &mut bytes[..plan.peak_bytes];
+        let d = self.encoder.config().d_model;
+        let mut high = 0;
+        for (i, t) in texts.iter().enumerate() {
+            let mut arena = Arena::new(&mut *bytes)?;
+            let mut e = vec![0f32; d];
+            self.encoder
+                .embed(run, &t.ids, &mut arena, &mut e)
+                .with_context(|| format!("text {}", i + 1))?;
+            high = high.max(arena.high_water());
+            each(i, e)?;
+        }
+        Ok(high)
+    }
+}
+
+/// Texts of `--file` (one per line, blank lines skipped) and then those of the command line.
+pub fn read_texts(file: Option<&Path>, texts: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    if let Some(path) = file {
+        let s = std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("cannot read texts from {}: {e}", path.display()))?;
+        out.extend(
+            s.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned),
+        );
+    }
+    out.extend(texts.iter().cloned());
+    if out.is_empty() {
+        bail!("no text to embed: give TEXT arguments or --file with one text per line");
+    }
+    Ok(out)
+}
+
+/// Tokenizes every text, with a note on stderr for each one cut to max_seq.
+pub fn tokenize_all(s: &Session<'_, '_>, texts: &[String]) -> Result<Vec<Tokens>> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let t = s.tokenize(text)?;
+            if t.truncated() {
+                eprintln!(
+                    "note: text {} has {} tokens ([CLS] and [SEP] included); truncated to {} \
+                     (the model's max_seq), as the reference does",
+                    i + 1,
+                    t.full_len,
+                    t.ids.len()
+                );
+            }
+            Ok(t)
+        })
+        .collect()
+}
+
+/// Runs `topkit embed`.
+pub fn run(args: &EmbedArgs) -> Result<()> {
+    let texts = read_texts(args.text_file.as_deref(), &args.texts)?;
+    with_session(&args.file, |s| {
+        let run = s.run_config(args.k_attn, args.k_ff, args.chunk);
+        let plan = s.plan(&run)?;
+        let tokens = tokenize_all(s, &texts)?;
+        let mut all = Vec::with_capacity(tokens.len());
+        s.embed_all(&run, &plan, &tokens, |_, e| {
+            if !args.json {
+                let line: Vec<String> = e.iter().map(|x| format!("{x:.7}")).collect();
+                outln!("{}", line.join(" "));
+            } else {
+                all.push(e);
+            }
+            Ok(())
+        })?;
+        if args.json {
+            outln!("{}", json!({ "embeddings": all }));
+        }
+        Ok(())
+    })
+}
