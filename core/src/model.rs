@@ -1,8 +1,10 @@
 //! The transformer layer stack, run over the arena without allocating.
 //!
 //! [`Model`] is a set of zero-copy weight views checked against a [`ModelConfig`];
-//! [`forward`] runs every layer on `n x d_model` hidden states (embedding lookup, pooling and
-//! heads come later). The arena holds everything, in the order and sizes of [`crate::plan()`]:
+//! [`forward`] runs every layer of a non-causal model (an encoder) on `n x d_model` hidden
+//! states at once. Causal models (decoders) run token chunk by token chunk over a KV cache
+//! with [`crate::decoder`], which shares the blocks' code below. The arena holds everything,
+//! in the order and sizes of [`crate::plan()`]'s encoder layout:
 //!
 //! 1. `hidden` (`N x d_model`), `keys` and `values` (`N x kv_dim`, reused by every layer);
 //! 2. per layer, three phases that reuse the same bytes one after the other
@@ -198,13 +200,18 @@ impl<'a> Model<'a> {
         self.layers
     }
 
+    /// The norm after the last block, if any.
+    pub fn final_norm(&self) -> Option<NormWeights<'a>> {
+        self.final_norm
+    }
+
     /// The memory plan of a run of this model ([`try_plan`]): provide `peak_bytes` of arena.
     pub fn plan(&self, run: &RunConfig) -> Result<Plan, Error> {
         try_plan(&self.config, run)
     }
 }
 
-fn norm_row(c: &ModelConfig, w: &NormWeights<'_>, x: &mut [f32]) {
+pub(crate) fn norm_row(c: &ModelConfig, w: &NormWeights<'_>, x: &mut [f32]) {
     match (c.norm, w.bias) {
         (Norm::LayerNorm, Some(b)) => layer_norm(x, w.gain, b, c.norm_eps),
         // Model::new rejects a LayerNorm without bias; RMSNorm has none.
@@ -213,7 +220,7 @@ fn norm_row(c: &ModelConfig, w: &NormWeights<'_>, x: &mut [f32]) {
 }
 
 /// Copies `src` rows into `dst` and normalises each row of `d` values.
-fn norm_rows(c: &ModelConfig, w: &NormWeights<'_>, src: &[f32], dst: &mut [f32]) {
+pub(crate) fn norm_rows(c: &ModelConfig, w: &NormWeights<'_>, src: &[f32], dst: &mut [f32]) {
     dst.copy_from_slice(src);
     for row in dst.chunks_exact_mut(c.d_model) {
         norm_row(c, w, row);
@@ -221,7 +228,7 @@ fn norm_rows(c: &ModelConfig, w: &NormWeights<'_>, src: &[f32], dst: &mut [f32])
 }
 
 /// `hidden += delta`, then (post-norm blocks) `hidden = norm(hidden)`, row by row.
-fn residual(c: &ModelConfig, w: &NormWeights<'_>, hidden: &mut [f32], delta: &[f32]) {
+pub(crate) fn residual(c: &ModelConfig, w: &NormWeights<'_>, hidden: &mut [f32], delta: &[f32]) {
     for (h, x) in hidden.iter_mut().zip(delta) {
         *h += *x;
     }
@@ -240,9 +247,10 @@ fn residual(c: &ModelConfig, w: &NormWeights<'_>, hidden: &mut [f32], delta: &[f
 /// sized by [`crate::plan()`] for `run` (whatever `n` is), so the arena must have at least
 /// `plan.peak_bytes` free; nothing is allocated.
 ///
-/// Errors: the config and run checks of [`crate::try_plan`], [`Error::ShapeMismatch`] when
-/// `input` is not a whole number of non-zero rows or `valid` has the wrong length,
-/// [`Error::SeqTooLong`] when `n > run.seq_len`, [`Error::ArenaTooSmall`].
+/// Errors: the config and run checks of [`crate::try_plan`], [`Error::Unsupported`] for a
+/// causal model (use [`crate::decoder`]), [`Error::ShapeMismatch`] when `input` is not a
+/// whole number of non-zero rows or `valid` has the wrong length, [`Error::SeqTooLong`] when
+/// `n > run.seq_len`, [`Error::ArenaTooSmall`].
 pub fn forward<'a>(
     model: &Model<'_>,
     run: &RunConfig,
@@ -281,6 +289,13 @@ pub fn forward_with<'a>(
 ) -> Result<&'a mut [f32], Error> {
     let c = &model.config;
     let plan = try_plan(c, run)?;
+    if c.causal {
+        // A causal model's plan is the decoder's (KV cache of all layers, one chunk of hidden
+        // states), not this whole-sequence layout.
+        return Err(Error::Unsupported(
+            "causal models run with topkit::decoder (KV cache)",
+        ));
+    }
     let d = c.d_model;
     let kv = c.kv_dim();
     if n == 0 {
@@ -367,30 +382,7 @@ pub fn forward_with<'a>(
         })?;
 
         // Feed-forward, one token chunk at a time, in place.
-        arena.scope(|s| -> Result<(), Error> {
-            let mut xn = if pre_norm {
-                Some(s.take::<f32>(chunk * d)?)
-            } else {
-                None
-            };
-            let out = s.take::<f32>(chunk * d)?;
-            let mut scratch = FfnScratch::new(s, c.d_ff, chunk, run.k_ff)?;
-            for start in (0..n).step_by(chunk) {
-                let m = chunk.min(n - start);
-                let out = &mut out[..m * d];
-                let rows = &mut hidden_n[start * d..(start + m) * d];
-                match xn.as_deref_mut() {
-                    Some(xn) => {
-                        let xn = &mut xn[..m * d];
-                        norm_rows(c, &l.ffn_norm, rows, xn);
-                        ffn::ffn(&l.ffn, xn, run.k_ff, &mut scratch, out)?;
-                    }
-                    None => ffn::ffn(&l.ffn, rows, run.k_ff, &mut scratch, out)?,
-                }
-                residual(c, &l.ffn_norm, rows, out);
-            }
-            Ok(())
-        })?;
+        ffn_phase(c, l, run.k_ff, chunk, hidden_n, arena)?;
     }
 
     if let Some(w) = &model.final_norm {
@@ -399,6 +391,46 @@ pub fn forward_with<'a>(
         }
     }
     Ok(&mut hidden[..n * d])
+}
+
+/// The feed-forward phase of one block over `rows` (`n x d_model`), one token chunk of at
+/// most `chunk` tokens at a time, in place; takes its buffers (normed chunk for pre-norm
+/// blocks, output, scratch) from `arena` in a scope, in [`crate::Plan::buffers`] order.
+pub(crate) fn ffn_phase(
+    c: &ModelConfig,
+    l: &LayerWeights<'_>,
+    k_ff: Option<usize>,
+    chunk: usize,
+    rows: &mut [f32],
+    arena: &mut Arena<'_>,
+) -> Result<(), Error> {
+    let d = c.d_model;
+    let n = rows.len() / d;
+    let pre_norm = matches!(c.arch, Arch::Llama);
+    arena.scope(|s| -> Result<(), Error> {
+        let mut xn = if pre_norm {
+            Some(s.take::<f32>(chunk * d)?)
+        } else {
+            None
+        };
+        let out = s.take::<f32>(chunk * d)?;
+        let mut scratch = FfnScratch::new(s, c.d_ff, chunk, k_ff)?;
+        for start in (0..n).step_by(chunk) {
+            let m = chunk.min(n - start);
+            let out = &mut out[..m * d];
+            let rows = &mut rows[start * d..(start + m) * d];
+            match xn.as_deref_mut() {
+                Some(xn) => {
+                    let xn = &mut xn[..m * d];
+                    norm_rows(c, &l.ffn_norm, rows, xn);
+                    ffn::ffn(&l.ffn, xn, k_ff, &mut scratch, out)?;
+                }
+                None => ffn::ffn(&l.ffn, rows, k_ff, &mut scratch, out)?,
+            }
+            residual(c, &l.ffn_norm, rows, out);
+        }
+        Ok(())
+    })
 }
 
 /// Rotates every head of `rows` (rows of `width` values at positions `first_pos..`, heads of
@@ -410,7 +442,13 @@ pub fn forward_with<'a>(
 /// first row is evaluated directly and each next row's by one complex multiplication with
 /// the one-step rotation (error below 1e-11 after 65536 steps in f64). Only `+ - * /` are
 /// used, so the rotation is bit-identical on every target and in both math builds.
-fn apply_rope(rows: &mut [f32], width: usize, head_dim: usize, first_pos: usize, theta: f32) {
+pub(crate) fn apply_rope(
+    rows: &mut [f32],
+    width: usize,
+    head_dim: usize,
+    first_pos: usize,
+    theta: f32,
+) {
     let half = head_dim / 2;
     let ln_theta = ln(theta as f64);
     for i in 0..half {

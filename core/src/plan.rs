@@ -1,36 +1,49 @@
 //! The memory plan: the byte size of every working buffer of one forward pass, and the peak.
 //!
-//! [`plan()`] is the one place that says how much memory an inference needs; the engine
-//! ([`crate::model::forward`]) takes exactly these buffers from the [`crate::Arena`], in the
-//! same order, so the arena's measured high-water mark equals [`Plan::peak_bytes`] byte for
-//! byte. Every buffer is rounded up to the arena alignment with [`padded`].
+//! [`plan()`] is the one place that says how much memory an inference needs; the engines
+//! ([`crate::model::forward`] for encoders, [`crate::decoder`] for causal models) take exactly
+//! these buffers from the [`crate::Arena`], in the same order, so the arena's measured
+//! high-water mark equals [`Plan::peak_bytes`] byte for byte. Every buffer is rounded up to
+//! the arena alignment with [`padded`].
 //!
 //! # Layout
 //!
-//! With `N = run.seq_len`, `C = min(run.chunk, N)`, `d = d_model`, `kv = kv_dim` and `pre = 1`
-//! for pre-norm blocks ([`Arch::Llama`]), `0` for post-norm blocks ([`Arch::Bert`]):
+//! With `N = run.seq_len`, `C = min(run.chunk, N)`, `d = d_model`, `kv = kv_dim`,
+//! `L = n_layers`, `V = vocab_size` and `pre = 1` for pre-norm blocks ([`Arch::Llama`]), `0`
+//! for post-norm blocks ([`Arch::Bert`]). There are two layouts, chosen by
+//! [`ModelConfig::causal`]:
 //!
-//! | phase | buffer | bytes |
-//! |---|---|---|
-//! | persistent | hidden states | `padded(4 N d)` |
-//! | persistent | keys | `padded(4 N kv)` |
-//! | persistent | values | `padded(4 N kv)` |
-//! | K/V projection | normed token chunk | `pre * padded(4 C d)` |
-//! | attention | queries, then the output projection | `padded(4 C d)` |
-//! | attention | normed chunk, then the attention context | `padded(4 C d)` |
-//! | attention | attention scratch, top-k | `padded(4 C k) + padded(2 C k) + padded(4 C)` |
-//! | attention | attention scratch, dense | `padded(8 C)` |
-//! | feed-forward | normed token chunk | `pre * padded(4 C d)` |
-//! | feed-forward | FFN output | `padded(4 C d)` |
-//! | feed-forward | FFN scratch, top-k (`k' = min(k_ff, d_ff)`) | `padded(4 C k') + padded(2 C k') + padded(4 C)` |
-//! | feed-forward | FFN scratch, dense | 0 |
+//! - **encoder** (`causal == false`, [`crate::model::forward`]): the whole sequence at once;
+//!   `keys` and `values` hold the current layer's K and V of all `N` tokens;
+//! - **decoder** (`causal == true`, [`crate::decoder`]): tokens arrive a chunk at a time
+//!   (prefill) or one at a time (decode) and run through every layer; `keys` and `values` are
+//!   the KV cache of all `L` layers for `N` positions (the longest context), the hidden
+//!   states are one chunk's, and one row of logits holds the output head's result.
+//!
+//! | phase | buffer | encoder bytes | decoder bytes |
+//! |---|---|---|---|
+//! | persistent | `hidden` states | `padded(4 N d)` | `padded(4 C d)` |
+//! | persistent | `keys` (decoder: `k_cache`) | `padded(4 N kv)` | `padded(4 L N kv)` |
+//! | persistent | `values` (decoder: `v_cache`) | `padded(4 N kv)` | `padded(4 L N kv)` |
+//! | persistent | `logits` | 0 | `padded(4 V)` |
+//! | K/V projection | normed token chunk | `pre * padded(4 C d)` | 0 |
+//! | attention | queries, then the output projection | `padded(4 C d)` | `padded(4 C d)` |
+//! | attention | normed chunk, then the attention context | `padded(4 C d)` | `padded(4 C d)` |
+//! | attention | attention scratch, top-k | `padded(4 C k) + padded(2 C k) + padded(4 C)` | same |
+//! | attention | attention scratch, dense | `padded(8 C)` | same |
+//! | feed-forward | normed token chunk | `pre * padded(4 C d)` | same |
+//! | feed-forward | FFN output | `padded(4 C d)` | same |
+//! | feed-forward | FFN scratch, top-k (`k' = min(k_ff, d_ff)`) | `padded(4 C k') + padded(2 C k') + padded(4 C)` | same |
+//! | feed-forward | FFN scratch, dense | 0 | 0 |
 //!
 //! The scratch rows are [`attention::scratch_bytes`] (per query: `k` kept f32 scores, `k` u16
 //! key indices and a u32 fill count; dense: running max and sum) and [`ffn::scratch_bytes`]
 //! (per token: the `k'` kept activations and unit indices; the dense FFN streams its hidden
-//! units and needs none). `padded` rounds up to 16 bytes.
+//! units and needs none). `padded` rounds up to 16 bytes. The decoder projects a chunk's K and
+//! V straight into its cache rows from the normed chunk of the attention phase, so it has no
+//! K/V projection phase.
 //!
-//! The three phases run one after the other in every layer and reuse the same bytes, so
+//! The phases run one after the other in every layer and reuse the same bytes, so
 //!
 //! ```text
 //! peak_bytes = persistent + max(kv_phase, attention_phase, ffn_phase)
@@ -38,14 +51,16 @@
 //!
 //! # Linear in N
 //!
-//! Only the persistent buffers depend on `N`; the phases depend on `C`, `k_attn`, `k_ff` and the
-//! model widths. When `d_model` and `kv_dim` are multiples of 4 (so no padding is needed) and
-//! `N >= chunk` (so `C = chunk`):
+//! Only the persistent `hidden` (encoder), `keys` and `values` depend on `N`; the phases
+//! depend on `C`, `k_attn`, `k_ff` and the model widths. When `d_model` and `kv_dim` are
+//! multiples of 4 (so no padding is needed) and `N >= chunk` (so `C = chunk`):
 //!
 //! ```text
 //! peak_bytes(N) = a * N + b
-//! a = 4 * (d_model + 2 * kv_dim)                         bytes per token
-//! b = max(kv_phase, attention_phase, ffn_phase)          bytes, independent of N
+//! encoder: a = 4 * (d_model + 2 * kv_dim)                     bytes per token
+//!          b = max(kv_phase, attention_phase, ffn_phase)
+//! decoder: a = 8 * n_layers * kv_dim                          bytes per context token
+//!          b = padded(4 C d) + padded(4 V) + max(attention_phase, ffn_phase)
 //! ```
 //!
 //! For example all-MiniLM-L6-v2 (`d = kv = 384`, `d_ff = 1536`) with top-32 attention and
@@ -53,8 +68,14 @@
 //! while the `n_heads x N x N` f32 score matrix of vanilla attention
 //! ([`Plan::vanilla_scores_bytes`]) grows with `N^2`.
 //!
+//! SmolLM2-135M (30 layers, `d = 576`, 3 KV heads of 64, so `kv = 192`, `d_ff = 1536`,
+//! `V = 49152`) as a decoder with top-32 attention and `C = 16`: `a = 46080` bytes per context
+//! token (the f32 KV cache), `b = 36864 + 196608 + (2 * 36864 + 3136) = 310336`, so a
+//! 2048-token context needs 94682176 bytes (90.3 MiB), 99.7 % of it the cache.
+//!
 //! [`Arch::Llama`]: crate::Arch::Llama
 //! [`Arch::Bert`]: crate::Arch::Bert
+//! [`ModelConfig::causal`]: crate::ModelConfig::causal
 
 use crate::arena::padded;
 use crate::attention::{self, AttnDims, AttnParams};
@@ -99,13 +120,22 @@ pub struct Plan {
     pub seq_len: usize,
     /// Effective chunk: `min(run.chunk, run.seq_len)` tokens.
     pub chunk: usize,
-    /// Hidden states, `seq_len x d_model` f32: `padded(4 N d_model)`.
+    /// The decoder layout ([`ModelConfig::causal`]): a KV cache of all layers, one chunk of
+    /// hidden states and a row of logits. `false`: the encoder layout.
+    pub decoder: bool,
+    /// Hidden states. Encoder: `seq_len x d_model` f32, `padded(4 N d_model)`; decoder: one
+    /// chunk's, `chunk x d_model` f32, `padded(4 C d_model)`.
     pub hidden_bytes: usize,
-    /// Keys of the current layer, `seq_len x kv_dim` f32: `padded(4 N kv_dim)`.
+    /// Keys. Encoder: the current layer's, `seq_len x kv_dim` f32, `padded(4 N kv_dim)`;
+    /// decoder: the key cache of every layer, `n_layers x seq_len x kv_dim` f32,
+    /// `padded(4 L N kv_dim)`.
     pub keys_bytes: usize,
-    /// Values of the current layer, `seq_len x kv_dim` f32: `padded(4 N kv_dim)`.
+    /// Values, the same size as the keys.
     pub values_bytes: usize,
-    /// Normed token chunk for the K/V projection, `chunk x d_model` f32 (pre-norm only, else 0).
+    /// Decoder: one row of output logits, `vocab_size` f32, `padded(4 V)`; encoder: 0.
+    pub logits_bytes: usize,
+    /// Normed token chunk for the K/V projection, `chunk x d_model` f32 (pre-norm encoder
+    /// only, else 0).
     pub kv_norm_bytes: usize,
     /// Queries of a chunk, later its output projection, `chunk x d_model` f32.
     pub q_bytes: usize,
@@ -119,7 +149,7 @@ pub struct Plan {
     pub ffn_out_bytes: usize,
     /// Scratch of one feed-forward call ([`ffn::scratch_bytes`]).
     pub ffn_scratch_bytes: usize,
-    /// Sum of the persistent buffers (hidden, keys, values).
+    /// Sum of the persistent buffers (hidden, keys, values, logits).
     pub persistent_bytes: usize,
     /// Sum of the K/V projection phase buffers.
     pub kv_phase_bytes: usize,
@@ -136,7 +166,7 @@ pub struct Plan {
 }
 
 /// Number of buffers [`Plan::buffers`] lists.
-pub const N_BUFFERS: usize = 10;
+pub const N_BUFFERS: usize = 11;
 
 impl Plan {
     /// Every working buffer with its size, offset and phase, in the order the engine takes
@@ -154,15 +184,22 @@ impl Plan {
         // Saturating: the fields are public, so a hand-made Plan must not overflow here.
         let keys = self.hidden_bytes;
         let values = keys.saturating_add(self.keys_bytes);
+        let logits = values.saturating_add(self.values_bytes);
         let phase = self.persistent_bytes;
+        let (k_name, v_name) = if self.decoder {
+            ("k_cache", "v_cache")
+        } else {
+            ("keys", "values")
+        };
         let ctx = phase.saturating_add(self.q_bytes);
         let attn_scratch = ctx.saturating_add(self.ctx_bytes);
         let ffn_out = phase.saturating_add(self.ffn_norm_bytes);
         let ffn_scratch = ffn_out.saturating_add(self.ffn_out_bytes);
         [
             b("hidden", self.hidden_bytes, 0, Persistent),
-            b("keys", self.keys_bytes, keys, Persistent),
-            b("values", self.values_bytes, values, Persistent),
+            b(k_name, self.keys_bytes, keys, Persistent),
+            b(v_name, self.values_bytes, values, Persistent),
+            b("logits", self.logits_bytes, logits, Persistent),
             b("kv_norm", self.kv_norm_bytes, phase, KvProjection),
             b("q", self.q_bytes, phase, Attention),
             b("ctx", self.ctx_bytes, ctx, Attention),
@@ -251,17 +288,31 @@ pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Erro
     // Pre-norm blocks normalise a copy of the residual stream; post-norm blocks read it as is.
     let pre_norm = matches!(model.arch, Arch::Llama);
 
-    // Persistent: the residual stream, and K and V of the current layer for all tokens
-    // (computed before any query so that each query chunk can update its own rows of
-    // `hidden` in place).
-    let hidden_bytes = tri!(f32_buf(n, d));
-    let keys_bytes = tri!(f32_buf(n, kv));
-    let values_bytes = keys_bytes;
-    let persistent_bytes = tri!(add(tri!(add(hidden_bytes, keys_bytes)), values_bytes));
-
-    // K/V projection: post-norm projects `hidden` directly, pre-norm needs a normed chunk.
+    // Encoder: the residual stream, and K and V of the current layer for all tokens (computed
+    // before any query so that each query chunk can update its own rows of `hidden` in place).
+    // Decoder: one chunk of the residual stream (each chunk runs through every layer), the K/V
+    // cache of every layer, and one row of logits.
+    let decoder = model.causal;
     let chunk_bytes = tri!(f32_buf(c, d));
-    let kv_norm_bytes = if pre_norm { chunk_bytes } else { 0 };
+    let (hidden_bytes, cache_rows, logits_bytes) = if decoder {
+        let rows = match n.checked_mul(model.n_layers) {
+            Some(r) => r,
+            None => return Err(OVERFLOW),
+        };
+        (chunk_bytes, rows, tri!(f32_buf(1, model.vocab_size)))
+    } else {
+        (tri!(f32_buf(n, d)), n, 0)
+    };
+    let keys_bytes = tri!(f32_buf(cache_rows, kv));
+    let values_bytes = keys_bytes;
+    let persistent_bytes = tri!(add(
+        tri!(add(tri!(add(hidden_bytes, keys_bytes)), values_bytes)),
+        logits_bytes
+    ));
+
+    // K/V projection: a post-norm encoder projects `hidden` directly, a pre-norm one needs a
+    // normed chunk; the decoder projects from the attention phase's normed chunk.
+    let kv_norm_bytes = if pre_norm && !decoder { chunk_bytes } else { 0 };
     let kv_phase_bytes = kv_norm_bytes;
 
     // Attention, per query chunk. `q_dim == d_model` (validated), so the queries' buffer can
@@ -296,9 +347,11 @@ pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Erro
     Ok(Plan {
         seq_len: n,
         chunk: c,
+        decoder,
         hidden_bytes,
         keys_bytes,
         values_bytes,
+        logits_bytes,
         kv_norm_bytes,
         q_bytes,
         ctx_bytes,

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attention_ref;
+pub mod decoder_ref;
 pub mod kernels_ref;
 pub mod minilm;
 pub mod model_ref;

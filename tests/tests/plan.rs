@@ -1,10 +1,28 @@
-//! The memory plan against the engine: measured high-water == plan, linear growth in N, the
-//! layer stack against a naive f64 reference, and the error cases.
+//! The memory plan against the engines: measured high-water == plan (the full-sequence
+//! encoder, and the decoder's prefill and decode steps), linear growth in N of both layouts,
+//! the layer stack against a naive f64 reference, and the error cases.
 
 use topkit::arena::padded;
 use topkit::model::forward;
 use topkit::{Arch, Arena, Error, ModelConfig, RunConfig, plan, try_plan};
+use topkit_tests::decoder_ref::OwnedLm;
 use topkit_tests::model_ref::{Dt, OwnedModel, Rng, config};
+
+/// A pre-norm (Llama-style) encoder: RoPE, RMSNorm, gated FFN, bidirectional attention. The
+/// full-sequence path still runs pre-norm blocks; causal models go to the decoder.
+fn llama_encoder(
+    d: usize,
+    h: usize,
+    kvh: usize,
+    d_ff: usize,
+    layers: usize,
+    max: usize,
+) -> ModelConfig {
+    ModelConfig {
+        causal: false,
+        ..config(Arch::Llama, d, h, kvh, d_ff, layers, max)
+    }
+}
 
 /// Max abs error of the engine (f32) against the f64 reference after 2 layers, on outputs of
 /// order 1. Std build: f32 rounding only. Micromath build: its exp approximation (softmax,
@@ -60,28 +78,55 @@ fn max_err(a: &[f32], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Runs a decoder session in an arena of exactly `bytes` bytes: feeds `ids` in the given
+/// pieces (a prefill, then decode steps); returns the last logits and the high-water mark.
+fn decode_in(
+    lm: &OwnedLm,
+    run: &RunConfig,
+    pieces: &[&[u32]],
+    bytes: usize,
+) -> Result<(Vec<f32>, usize), Error> {
+    let views = lm.model.layer_views();
+    let dec = lm.decoder(&views);
+    let mut buf = Vec::new();
+    let mut arena = Arena::new(aligned(&mut buf, bytes))?;
+    let mut s = dec.start(run, &mut arena)?;
+    let mut last = Vec::new();
+    for p in pieces {
+        last = s.feed(p)?.to_vec();
+    }
+    let hw = s.high_water();
+    assert_eq!(arena.high_water(), hw);
+    Ok((last, hw))
+}
+
 #[test]
 fn high_water_equals_plan_on_a_grid() {
-    // (arch, d_model, n_heads, n_kv_heads)
+    // (arch, causal, d_model, n_heads, n_kv_heads)
     let shapes = [
-        (Arch::Bert, 16, 4, 4),
-        (Arch::Bert, 24, 2, 2),
-        (Arch::Llama, 16, 4, 2),
-        (Arch::Llama, 16, 4, 1),
-        (Arch::Llama, 12, 3, 3),
+        (Arch::Bert, false, 16, 4, 4),
+        (Arch::Bert, false, 24, 2, 2),
+        (Arch::Llama, false, 16, 4, 2),
+        (Arch::Llama, true, 16, 4, 2),
+        (Arch::Llama, true, 16, 4, 1),
+        (Arch::Llama, true, 12, 3, 3),
     ];
     let runs = [(1, 4), (7, 3), (16, 16), (20, 8), (33, 5)];
     let mut rng = Rng::new(7);
-    let mut cases = 0;
-    for (si, &(arch, d, h, kvh)) in shapes.iter().enumerate() {
-        let cfg = config(arch, d, h, kvh, 32, 2, 64);
-        // f16 and int8 weights on one shape each; f32 elsewhere.
+    let (mut cases, mut decoder_cases) = (0, 0);
+    for (si, &(arch, causal, d, h, kvh)) in shapes.iter().enumerate() {
+        let cfg = ModelConfig {
+            causal,
+            ..config(arch, d, h, kvh, 32, 2, 64)
+        };
+        // f16 and int8 weights on one shape of each engine; f32 elsewhere.
         let dt = match si {
-            1 => Dt::F16,
-            3 => Dt::I8,
+            1 | 3 => Dt::F16,
+            2 | 4 => Dt::I8,
             _ => Dt::F32,
         };
         let m = OwnedModel::random(cfg, dt, 100 + si as u64);
+        let lm = causal.then(|| OwnedLm::random(cfg, dt, 100 + si as u64));
         for &(seq, chunk) in &runs {
             for k_attn in [None, Some(3), Some(64)] {
                 for k_ff in [None, Some(5)] {
@@ -92,8 +137,33 @@ fn high_water_equals_plan_on_a_grid() {
                         k_ff,
                     };
                     let p = plan(&cfg, &run);
+                    assert_eq!(p.decoder, causal);
                     let ends = p.buffers().map(|b| b.offset + b.bytes);
                     assert_eq!(ends.into_iter().max(), Some(p.peak_bytes));
+                    if let Some(lm) = &lm {
+                        let ids: Vec<u32> = (0..seq)
+                            .map(|_| (rng.next_u64() % cfg.vocab_size as u64) as u32)
+                            .collect();
+                        // A whole prefill; a prefill then decode steps; one decode step alone.
+                        let split = seq / 2;
+                        let steps: Vec<&[u32]> = std::iter::once(&ids[..split.max(1)])
+                            .chain(ids[split.max(1)..].chunks(1))
+                            .collect();
+                        for pieces in [vec![&ids[..]], steps, vec![&ids[..1]]] {
+                            let (logits, hw) = decode_in(lm, &run, &pieces, p.peak_bytes)
+                                .unwrap_or_else(|e| panic!("{cfg:?} {run:?}: {e}"));
+                            assert_eq!(hw, p.peak_bytes, "decoder d={d} h={h}/{kvh} {run:?}");
+                            assert_eq!(logits.len(), cfg.vocab_size);
+                            assert!(logits.iter().all(|v| v.is_finite()));
+                            let err = decode_in(lm, &run, &pieces, p.peak_bytes - 16);
+                            assert!(
+                                matches!(err, Err(Error::ArenaTooSmall { .. })),
+                                "{run:?}: {err:?}"
+                            );
+                            decoder_cases += 1;
+                        }
+                        continue;
+                    }
                     // Full length, and one token short (buffers are sized by the run anyway).
                     for n in [seq, seq.saturating_sub(1).max(1)] {
                         let x = input(&mut rng, n, d);
@@ -113,7 +183,8 @@ fn high_water_equals_plan_on_a_grid() {
             }
         }
     }
-    assert_eq!(cases, 5 * 5 * 3 * 2 * 2);
+    assert_eq!(cases, 3 * 5 * 3 * 2 * 2);
+    assert_eq!(decoder_cases, 3 * 5 * 3 * 2 * 3);
 }
 
 /// `b` of `peak(N) = a N + b`, spelled out from the formulas in `topkit::plan`'s docs (not
@@ -125,19 +196,38 @@ fn phase_max(cfg: &ModelConfig, run: &RunConfig) -> usize {
     let topk_scratch = |k: usize| padded(4 * c * k) + padded(2 * c * k) + padded(4 * c);
     let attn_scratch = run.k_attn.map_or(padded(8 * c), topk_scratch);
     let ffn_scratch = run.k_ff.map_or(0, |k| topk_scratch(k.min(cfg.d_ff)));
-    let kv_phase = pre * chunk;
+    let kv_phase = if cfg.causal { 0 } else { pre * chunk };
     let attn_phase = 2 * chunk + attn_scratch;
     let ffn_phase = pre * chunk + chunk + ffn_scratch;
     kv_phase.max(attn_phase).max(ffn_phase)
 }
 
+/// `(a, b)` of `peak(N) = a N + b` from the module docs' formulas, for `N >= chunk`.
+fn linear(cfg: &ModelConfig, run: &RunConfig) -> (usize, usize) {
+    let c = run.chunk;
+    let phases = phase_max(cfg, &RunConfig { seq_len: c, ..*run });
+    if cfg.causal {
+        let a = 8 * cfg.n_layers * cfg.kv_dim();
+        let b = padded(4 * c * cfg.d_model) + padded(4 * cfg.vocab_size) + phases;
+        (a, b)
+    } else {
+        (4 * (cfg.d_model + 2 * cfg.kv_dim()), phases)
+    }
+}
+
 #[test]
 fn peak_is_linear_in_seq_len() {
     let minilm = config(Arch::Bert, 384, 12, 12, 1536, 6, 8192);
+    let smollm2 = ModelConfig {
+        vocab_size: 49152,
+        ..config(Arch::Llama, 576, 9, 3, 1536, 30, 8192)
+    };
     let cfgs = [
         minilm,
         config(Arch::Llama, 64, 8, 2, 160, 3, 8192),
+        llama_encoder(64, 8, 2, 160, 3, 8192),
         config(Arch::Bert, 32, 4, 4, 64, 1, 8192),
+        smollm2,
     ];
     for cfg in cfgs {
         for (chunk, k_attn, k_ff) in [
@@ -146,8 +236,7 @@ fn peak_is_linear_in_seq_len() {
             (1, Some(1), None),
             (5, Some(300), Some(40)),
         ] {
-            let a = 4 * (cfg.d_model + 2 * cfg.kv_dim());
-            let b = phase_max(
+            let (a, b) = linear(
                 &cfg,
                 &RunConfig {
                     seq_len: chunk,
@@ -178,6 +267,15 @@ fn peak_is_linear_in_seq_len() {
             }
         }
     }
+    // The numbers of the plan module's docs.
+    let run = RunConfig {
+        seq_len: 2048,
+        chunk: 16,
+        k_attn: Some(32),
+        k_ff: None,
+    };
+    assert_eq!(linear(&smollm2, &run), (46080, 310336));
+    assert_eq!(plan(&smollm2, &run).peak_bytes, 94682176);
 }
 
 #[test]
@@ -274,7 +372,12 @@ fn forward_matches_naive_reference() {
         (Arch::Llama, 1, Dt::F16, 3),
         (Arch::Bert, 4, Dt::I8, 4),
     ] {
-        let cfg = config(arch, 32, 4, kvh, 48, 2, 64);
+        // Pre-norm blocks with bidirectional attention: causal models are the decoder's
+        // (tests/tests/decoder.rs).
+        let cfg = ModelConfig {
+            causal: false,
+            ..config(arch, 32, 4, kvh, 48, 2, 64)
+        };
         let m = OwnedModel::random(cfg, dt, seed);
         let n = 13;
         let x = input(&mut rng, n, cfg.d_model);
@@ -305,7 +408,10 @@ fn top_k_with_k_at_least_keys_equals_dense() {
     let mut rng = Rng::new(12);
     for arch in [Arch::Bert, Arch::Llama] {
         let kv_heads = if arch == Arch::Bert { 4 } else { 2 };
-        let cfg = config(arch, 32, 4, kv_heads, 48, 2, 64);
+        let cfg = ModelConfig {
+            causal: false,
+            ..config(arch, 32, 4, kv_heads, 48, 2, 64)
+        };
         let m = OwnedModel::random(cfg, Dt::F32, 5);
         let n = 20;
         let x = input(&mut rng, n, cfg.d_model);
@@ -349,7 +455,7 @@ fn top_k_with_k_at_least_keys_equals_dense() {
 
 #[test]
 fn error_cases() {
-    let cfg = config(Arch::Llama, 16, 4, 2, 32, 2, 24);
+    let cfg = llama_encoder(16, 4, 2, 32, 2, 24);
     let m = OwnedModel::random(cfg, Dt::F32, 9);
     let views = m.layer_views();
     let model = m.model(&views);
@@ -358,6 +464,20 @@ fn error_cases() {
     assert_eq!(model.plan(&run), Ok(p));
     let mut buf = Vec::new();
     let mut rng = Rng::new(3);
+
+    // A causal model's plan is the decoder's: the full-sequence pass refuses it.
+    let causal = ModelConfig {
+        causal: true,
+        ..cfg
+    };
+    let cm = OwnedModel::random(causal, Dt::F32, 9);
+    let cviews = cm.layer_views();
+    let x = input(&mut rng, 4, 16);
+    let mut arena = Arena::new(aligned(&mut buf, plan(&causal, &run).peak_bytes)).unwrap();
+    assert!(matches!(
+        forward(&cm.model(&cviews), &run, &x, None, &mut arena),
+        Err(Error::Unsupported(_))
+    ));
 
     // More tokens than the run's buffers hold.
     let x = input(&mut rng, 9, 16);
@@ -494,7 +614,7 @@ fn error_cases() {
 #[test]
 fn high_water_counts_from_the_arena_start() {
     // A caller may take its own buffers first; the forward pass then needs peak_bytes more.
-    let cfg = config(Arch::Llama, 16, 4, 2, 32, 2, 64);
+    let cfg = llama_encoder(16, 4, 2, 32, 2, 64);
     let m = OwnedModel::random(cfg, Dt::F32, 21);
     let views = m.layer_views();
     let model = m.model(&views);

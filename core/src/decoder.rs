@@ -1,0 +1,390 @@
+//! Causal language models (the Llama family): token embeddings, the pre-norm layer stack of
+//! [`crate::model`] over a KV cache, the final norm and the output head, in fixed memory.
+//!
+//! A [`Decoder`] holds the weight views; [`Decoder::start`] takes the plan's buffers from an
+//! arena and returns a [`Session`], which keeps the KV cache of every layer for up to
+//! `run.seq_len` positions (the context). [`Session::feed`] runs tokens through the model:
+//!
+//! - **prefill**: a prompt of any length (up to the context) runs in chunks of
+//!   `C = min(run.chunk, run.seq_len)` tokens; each chunk goes through every layer, writing its
+//!   keys and values into the cache rows of its positions, its queries attending causally over
+//!   the cache (the chunk's own rows included);
+//! - **decode**: one token per call, attending over every cached position. With
+//!   `run.k_attn = Some(k)` each query keeps only its `k` best-scoring keys
+//!   ([`crate::attention`]); `k` at least the context is dense attention up to rounding.
+//!
+//! After the last token of a call, its final hidden state goes through the final norm and the
+//! output head (`lm_head.w`, or the token embeddings when they are tied) into one row of
+//! `vocab_size` logits. [`Session::feed_each`] gives the logits of every token instead
+//! (teacher forcing: perplexity, or comparing attention modes position by position).
+//!
+//! Memory: exactly [`crate::plan()`]'s decoder layout (see [module `plan`](mod@crate::plan)): the cache
+//! (`8 n_layers kv_dim` bytes per context position), one chunk of hidden states, the logits
+//! row, and per layer the attention and feed-forward phases of one chunk. Once a call has run,
+//! the arena's high-water mark equals [`crate::Plan::peak_bytes`]; nothing is allocated, and
+//! [`Decoder::start`] refuses an arena that is too small before taking anything.
+
+use crate::Error;
+use crate::arena::Arena;
+use crate::attention::{self, AttnParams, AttnScratch, Keys};
+use crate::config::{Arch, ModelConfig, PosKind, RunConfig};
+use crate::format::{PackedModel, TensorName};
+use crate::kernels::{Matrix, axpy_row, matmul, matvec, row_to_f32};
+use crate::model::{LayerWeights, Model, apply_rope, ffn_phase, norm_row, norm_rows, residual};
+use crate::plan::{Plan, attn_params, try_plan};
+
+/// A causal language model: the layer stack and its embedding and output matrices, as
+/// zero-copy views. Construct with [`Decoder::new`] or [`Decoder::from_packed`].
+#[derive(Debug, Clone, Copy)]
+pub struct Decoder<'a> {
+    model: Model<'a>,
+    tokens: Matrix<'a>,
+    positions: Option<Matrix<'a>>,
+    head: Matrix<'a>,
+}
+
+fn shape(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            what,
+            expected,
+            found,
+        })
+    }
+}
+
+impl<'a> Decoder<'a> {
+    /// Checks that `model` is a causal pre-norm model ([`Error::Unsupported`] otherwise) and
+    /// the shapes of its matrices ([`Error::ShapeMismatch`]): `tokens` is `vocab_size x
+    /// d_model`; `positions` (learned positions only, else `None`) has at least `max_seq` rows
+    /// of `d_model`; `lm_head` is `vocab_size x d_model`, and may be `None` only when the
+    /// config ties the embeddings ([`Error::InvalidConfig`]).
+    pub fn new(
+        model: Model<'a>,
+        tokens: Matrix<'a>,
+        positions: Option<Matrix<'a>>,
+        lm_head: Option<Matrix<'a>>,
+    ) -> Result<Self, Error> {
+        let c = model.config();
+        if !c.causal {
+            return Err(Error::Unsupported("the decoder needs a causal model"));
+        }
+        if c.arch != Arch::Llama {
+            return Err(Error::Unsupported(
+                "the decoder runs pre-norm (Llama-family) blocks",
+            ));
+        }
+        let (v, d) = (c.vocab_size, c.d_model);
+        shape("token embeddings", v * d, tokens.rows() * tokens.cols())?;
+        shape("token embeddings", v, tokens.rows())?;
+        match (c.pos, &positions) {
+            (PosKind::Learned, Some(p)) => {
+                shape("position embeddings", d, p.cols())?;
+                if p.rows() < c.max_seq {
+                    return Err(Error::ShapeMismatch {
+                        what: "position embeddings",
+                        expected: c.max_seq,
+                        found: p.rows(),
+                    });
+                }
+            }
+            (PosKind::Learned, None) => shape("position embeddings", c.max_seq * d, 0)?,
+            (PosKind::Rope, Some(p)) => shape("position embeddings", 0, p.rows() * p.cols())?,
+            (PosKind::Rope, None) => {}
+        }
+        let head = match lm_head {
+            Some(h) => {
+                shape("output head", v * d, h.rows() * h.cols())?;
+                shape("output head", v, h.rows())?;
+                h
+            }
+            None if c.tie_embeddings => tokens,
+            None => {
+                return Err(Error::InvalidConfig(
+                    "a model without tied embeddings needs an output head",
+                ));
+            }
+        };
+        Ok(Decoder {
+            model,
+            tokens,
+            positions,
+            head,
+        })
+    }
+
+    /// The decoder of a packed causal model (`tok_emb`, `pos_emb` for learned positions,
+    /// `lm_head.w` unless the embeddings are tied), over layer views made by
+    /// [`crate::encoder::layers`].
+    pub fn from_packed(
+        packed: &PackedModel<'a>,
+        layers: &'a [LayerWeights<'a>],
+    ) -> Result<Self, Error> {
+        let c = *packed.config();
+        let g = TensorName::global;
+        let model = Model::new(c, layers, packed.final_norm()?)?;
+        let positions = match c.pos {
+            PosKind::Learned => Some(packed.matrix(g("pos_emb"))?),
+            PosKind::Rope => None,
+        };
+        let lm_head = if c.tie_embeddings {
+            None
+        } else {
+            Some(packed.matrix(g("lm_head.w"))?)
+        };
+        Self::new(model, packed.matrix(g("tok_emb"))?, positions, lm_head)
+    }
+
+    /// The layer stack.
+    pub fn model(&self) -> &Model<'a> {
+        &self.model
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    /// The memory plan of a run ([`try_plan`], decoder layout): provide `peak_bytes` of arena.
+    pub fn plan(&self, run: &RunConfig) -> Result<Plan, Error> {
+        try_plan(self.model.config(), run)
+    }
+
+    /// Starts a session with an empty context of `run.seq_len` positions: takes the
+    /// persistent buffers (hidden chunk, K and V caches, logits) from `arena`, in the plan's
+    /// order. The phases take the rest of the plan's peak at each call.
+    ///
+    /// Errors: the checks of [`try_plan`]; [`Error::ArenaTooSmall`] when `arena` has less
+    /// than `plan.peak_bytes` free (checked before anything is taken).
+    pub fn start<'s, 'm>(
+        &'s self,
+        run: &RunConfig,
+        arena: &'s mut Arena<'m>,
+    ) -> Result<Session<'s, 'm>, Error> {
+        let c = self.model.config();
+        let plan = try_plan(c, run)?;
+        if arena.remaining() < plan.peak_bytes {
+            return Err(Error::ArenaTooSmall {
+                needed: arena.used().saturating_add(plan.peak_bytes),
+                available: arena.used() + arena.remaining(),
+            });
+        }
+        let cache = c.n_layers * plan.seq_len * c.kv_dim();
+        let hidden = arena.take::<f32>(plan.chunk * c.d_model)?;
+        let k_cache = arena.take::<f32>(cache)?;
+        let v_cache = arena.take::<f32>(cache)?;
+        let logits = arena.take::<f32>(c.vocab_size)?;
+        Ok(Session {
+            dec: self,
+            run: *run,
+            plan,
+            params: attn_params(c, run),
+            hidden,
+            k_cache,
+            v_cache,
+            logits,
+            arena,
+            len: 0,
+        })
+    }
+}
+
+/// A generation in progress: the KV cache of the tokens fed so far and the buffers of one
+/// step, all in the arena given to [`Decoder::start`].
+pub struct Session<'s, 'a> {
+    dec: &'s Decoder<'s>,
+    run: RunConfig,
+    plan: Plan,
+    params: AttnParams,
+    /// One chunk of hidden states, `chunk x d_model`.
+    hidden: &'a mut [f32],
+    /// Keys of every layer: layer `l`, position `p` at row `l * seq_len + p` of `kv_dim`.
+    k_cache: &'a mut [f32],
+    /// Values, laid out as the keys.
+    v_cache: &'a mut [f32],
+    /// Logits of the last token that went through the head, `vocab_size`.
+    logits: &'a mut [f32],
+    arena: &'s mut Arena<'a>,
+    /// Positions in the cache: the next token goes to position `len`.
+    len: usize,
+}
+
+impl core::fmt::Debug for Session<'_, '_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Session")
+            .field("len", &self.len)
+            .field("run", &self.run)
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'s, 'a> Session<'s, 'a> {
+    /// Tokens in the context so far (the position the next token takes).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `true` before any token was fed (or after [`Session::reset`]).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Largest number of tokens the context holds (`run.seq_len`).
+    pub fn capacity(&self) -> usize {
+        self.plan.seq_len
+    }
+
+    /// The run this session was started with.
+    pub fn run(&self) -> &RunConfig {
+        &self.run
+    }
+
+    /// The memory plan of this session (decoder layout).
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The arena's high-water mark, bytes from its start: `plan().peak_bytes` (plus what the
+    /// arena held before [`Decoder::start`]) once a call has run.
+    pub fn high_water(&self) -> usize {
+        self.arena.high_water()
+    }
+
+    /// Empties the context (the cache rows are overwritten by the next tokens).
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    /// Runs `ids` through the model at positions `len()..len() + ids.len()` (prefill in
+    /// chunks, or one decode step for a single id) and returns the logits of the last one
+    /// (`vocab_size` values; the caller may overwrite them, e.g. [`crate::sample::Sampler`]).
+    ///
+    /// Errors, checked before anything runs (the session is unchanged): [`Error::ShapeMismatch`]
+    /// for no ids, [`Error::SeqTooLong`] when the context would exceed `run.seq_len` tokens,
+    /// [`Error::TokenOutOfRange`] for an id `>= vocab_size`.
+    pub fn feed(&mut self, ids: &[u32]) -> Result<&mut [f32], Error> {
+        self.check(ids)?;
+        let c = self.plan.chunk;
+        let n_chunks = ids.len().div_ceil(c);
+        for (i, chunk) in ids.chunks(c).enumerate() {
+            self.run_chunk(chunk)?;
+            if i + 1 == n_chunks {
+                self.head(chunk.len() - 1);
+            }
+        }
+        Ok(self.logits)
+    }
+
+    /// [`Session::feed`] that computes the logits of every token: `f(position, logits)` is
+    /// called for each id in order, `position` being its place in the context. Costs one
+    /// output-head product (`vocab_size x d_model`) per token instead of one per call.
+    ///
+    /// Errors: as [`Session::feed`].
+    pub fn feed_each(
+        &mut self,
+        ids: &[u32],
+        mut f: impl FnMut(usize, &mut [f32]),
+    ) -> Result<(), Error> {
+        self.check(ids)?;
+        for chunk in ids.chunks(self.plan.chunk) {
+            let p0 = self.len;
+            self.run_chunk(chunk)?;
+            for i in 0..chunk.len() {
+                self.head(i);
+                f(p0 + i, self.logits);
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self, ids: &[u32]) -> Result<(), Error> {
+        if ids.is_empty() {
+            return Err(Error::ShapeMismatch {
+                what: "token ids",
+                expected: 1,
+                found: 0,
+            });
+        }
+        let total = self.len.saturating_add(ids.len());
+        if total > self.plan.seq_len {
+            return Err(Error::SeqTooLong {
+                len: total,
+                max: self.plan.seq_len,
+            });
+        }
+        let vocab_size = self.dec.config().vocab_size;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(Error::TokenOutOfRange { id, vocab_size });
+        }
+        Ok(())
+    }
+
+    /// Runs one chunk (`ids.len() <= chunk`, checked ids) through every layer, appending its
+    /// keys and values to the cache; leaves the last layer's output in `hidden`.
+    fn run_chunk(&mut self, ids: &[u32]) -> Result<(), Error> {
+        let dec = self.dec;
+        let c = dec.config();
+        let (d, kv, hd) = (c.d_model, c.kv_dim(), c.head_dim);
+        let (chunk, n) = (self.plan.chunk, self.plan.seq_len);
+        let (m, p0) = (ids.len(), self.len);
+        let rope = matches!(c.pos, PosKind::Rope);
+        let x = &mut self.hidden[..m * d];
+        for (i, (row, &id)) in x.chunks_exact_mut(d).zip(ids).enumerate() {
+            row_to_f32(&dec.tokens, id as usize, row);
+            if let Some(p) = &dec.positions {
+                axpy_row(p, p0 + i, 1.0, row);
+            }
+        }
+        let params = &self.params;
+        let rows = p0 * kv..(p0 + m) * kv;
+        let layer_cache = self
+            .k_cache
+            .chunks_exact_mut(n * kv)
+            .zip(self.v_cache.chunks_exact_mut(n * kv));
+        for (l, (kc, vc)) in dec.model.layers().iter().zip(layer_cache) {
+            self.arena.scope(|s| -> Result<(), Error> {
+                // Same order as `Plan::buffers`: queries, normed chunk / context, scratch.
+                let q = &mut s.take::<f32>(chunk * d)?[..m * d];
+                let xn = &mut s.take::<f32>(chunk * d)?[..m * d];
+                let mut scratch = AttnScratch::new(s, params)?;
+                norm_rows(c, &l.attn_norm, x, xn);
+                matmul(&l.q, xn, m, l.q_bias, q);
+                matmul(&l.k, xn, m, l.k_bias, &mut kc[rows.clone()]);
+                matmul(&l.v, xn, m, l.v_bias, &mut vc[rows.clone()]);
+                if rope {
+                    apply_rope(q, d, hd, p0, c.rope_theta);
+                    apply_rope(&mut kc[rows.clone()], kv, hd, p0, c.rope_theta);
+                }
+                let keys = Keys {
+                    k: &kc[..rows.end],
+                    v: &vc[..rows.end],
+                    n: p0 + m,
+                    valid: None,
+                };
+                attention::attention(params, q, p0, &keys, &mut scratch, xn)?;
+                // The queries are spent: their buffer takes the output projection.
+                matmul(&l.o, xn, m, l.o_bias, q);
+                residual(c, &l.attn_norm, x, q);
+                Ok(())
+            })?;
+            ffn_phase(c, l, self.run.k_ff, chunk, x, self.arena)?;
+        }
+        self.len = p0 + m;
+        Ok(())
+    }
+
+    /// Final norm of row `i` of `hidden` (in place: the row is spent) and the output head.
+    fn head(&mut self, i: usize) {
+        let dec = self.dec;
+        let c = dec.config();
+        let d = c.d_model;
+        let row = &mut self.hidden[i * d..(i + 1) * d];
+        if let Some(w) = dec.model.final_norm() {
+            norm_row(c, &w, row);
+        }
+        matvec(&dec.head, row, None, self.logits);
+    }
+}
