@@ -1,6 +1,7 @@
 //! The `topkit` command-line tool: pack a Hugging Face model into one `.tkm` file, inspect a
 //! packed file, check a memory budget before flashing, embed texts with a packed sentence
-//! encoder, and sweep top-k settings for accuracy against peak RAM.
+//! encoder, sweep top-k settings for accuracy against peak RAM, and generate text with a
+//! packed causal language model.
 //!
 //! Exit codes: 0 success (and "fits"), 1 "does not fit" (`budget` with `--ram`/`--flash`),
 //! 2 any error (bad arguments, unreadable or malformed files), with a message naming it.
@@ -23,6 +24,7 @@ macro_rules! outln {
 pub mod budget;
 pub mod embed;
 pub mod eval;
+pub mod generate;
 pub mod hf;
 pub mod inspect;
 pub mod pack;
@@ -185,6 +187,61 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate text with a packed causal language model (e.g. SmolLM2), streaming it.
+    ///
+    /// Tokenizes the prompt with the file's tokenizer (or takes --prompt-ids), prefills it in
+    /// chunks of --chunk tokens, then decodes one token at a time over the KV cache: greedy
+    /// by default, sampled with --temperature and --top-p from a seeded generator. The text is
+    /// streamed to stdout; prefill and decode speeds (tokens/s) and the arena (planned peak
+    /// and measured high-water) go to stderr. Stops at the end-of-sequence token, after
+    /// --max-tokens, or when the context (--seq) is full.
+    Generate {
+        /// Packed model file.
+        file: PathBuf,
+        /// Prompt text.
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Prompt as comma-separated token ids instead of text.
+        #[arg(long, value_name = "IDS", value_delimiter = ',')]
+        prompt_ids: Option<Vec<u32>>,
+        /// Wrap the prompt in the chat template (ChatML, as SmolLM2-Instruct expects).
+        #[arg(long)]
+        chat: bool,
+        /// System message of the chat template (default: SmolLM2's).
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// Keys kept per query (top-k attention over the cache); default: dense attention.
+        #[arg(long)]
+        k_attn: Option<usize>,
+        /// Hidden units kept per token in the feed-forward layers; default: dense.
+        #[arg(long)]
+        k_ff: Option<usize>,
+        /// Prompt tokens processed together (prefill).
+        #[arg(long, default_value_t = 16)]
+        chunk: usize,
+        /// Sampling temperature; 0 is greedy (ties to the lowest id).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Top-p: sample only from the smallest set of tokens with this much probability.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Seed of the sampler (PCG32).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Context the KV cache is sized for, tokens (default: prompt + max-tokens, at most
+        /// the model's max_seq).
+        #[arg(long)]
+        seq: Option<usize>,
+        /// Do not stop at the end-of-sequence token.
+        #[arg(long)]
+        ignore_eos: bool,
+        /// Print {"prompt_ids", "ids", "text", speeds, bytes} as JSON instead of streaming.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the tool on `args` (the first is the program name) and returns the exit code.
@@ -273,6 +330,40 @@ where
             k_ff,
             chunk,
             plot,
+            json,
+        })
+        .map(|_| EXIT_OK),
+        Command::Generate {
+            file,
+            prompt,
+            prompt_ids,
+            chat,
+            system,
+            max_tokens,
+            k_attn,
+            k_ff,
+            chunk,
+            temperature,
+            top_p,
+            seed,
+            seq,
+            ignore_eos,
+            json,
+        } => generate::run(&generate::GenerateArgs {
+            file,
+            prompt,
+            prompt_ids,
+            chat,
+            system,
+            max_tokens,
+            k_attn,
+            k_ff,
+            chunk,
+            temperature,
+            top_p,
+            seed,
+            seq,
+            ignore_eos,
             json,
         })
         .map(|_| EXIT_OK),

@@ -1,0 +1,463 @@
+//! `topkit generate`: text generation with a packed causal language model (e.g. SmolLM2):
+//! tokenize the prompt, prefill it in chunks, then decode one token at a time over the KV
+//! cache (dense or top-k attention), greedy or sampled, streaming the text as it comes.
+//! Speeds (prefill and decode, tokens/s) and the arena (planned and measured) go to stderr.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::json;
+use topkit::decoder::Decoder;
+use topkit::encoder::layers;
+use topkit::format::{PackedModel, Special, TokenizerKind};
+use topkit::sample::Sampler;
+use topkit::{Arena, Plan, RunConfig};
+
+/// Arguments of `topkit generate`.
+#[derive(Debug, Clone)]
+pub struct GenerateArgs {
+    /// Packed model file.
+    pub file: PathBuf,
+    /// Prompt text (tokenized with the file's tokenizer).
+    pub prompt: Option<String>,
+    /// Prompt as token ids instead of text.
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Wrap the prompt in the chat template (ChatML: `<|im_start|>`, `<|im_end|>`).
+    pub chat: bool,
+    /// System message of the chat template.
+    pub system: Option<String>,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Keys kept per query; `None`: dense attention.
+    pub k_attn: Option<usize>,
+    /// Hidden units kept per token; `None`: dense feed-forward.
+    pub k_ff: Option<usize>,
+    /// Prefill chunk, tokens.
+    pub chunk: usize,
+    /// Sampling temperature; 0 is greedy.
+    pub temperature: f32,
+    /// Top-p (nucleus) mass.
+    pub top_p: f32,
+    /// Seed of the sampler.
+    pub seed: u64,
+    /// Context the KV cache is sized for, tokens; default prompt + max_tokens (at most the
+    /// model's max_seq).
+    pub seq: Option<usize>,
+    /// Keep going after the end-of-sequence token.
+    pub ignore_eos: bool,
+    /// Print JSON instead of streaming text.
+    pub json: bool,
+}
+
+/// A packed causal language model, ready to run.
+pub struct Lm<'a> {
+    /// The decoder over the file's weights.
+    pub decoder: Decoder<'a>,
+    /// The parsed file (tokenizer, specials).
+    pub packed: PackedModel<'a>,
+}
+
+/// Opens `path` and calls `f` with its decoder. Errors name the file.
+pub fn with_lm<R>(path: &Path, f: impl FnOnce(&Lm<'_>) -> Result<R>) -> Result<R> {
+    let bytes = crate::read_packed(path)?;
+    let packed = crate::parse_packed(path, bytes.as_slice(), true)?;
+    let layers =
+        layers(&packed).map_err(|e| anyhow!("{}: cannot view the layers: {e}", path.display()))?;
+    let decoder = Decoder::from_packed(&packed, &layers)
+        .map_err(|e| anyhow!("{}: not a causal language model: {e}", path.display()))?;
+    f(&Lm { decoder, packed })
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The model produced its end-of-sequence token.
+    Eos,
+    /// `max_tokens` were generated.
+    MaxTokens,
+    /// The context (`--seq`) is full.
+    ContextFull,
+}
+
+impl Stop {
+    /// Name for the JSON output and the note.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::Eos => "eos",
+            Stop::MaxTokens => "max_tokens",
+            Stop::ContextFull => "context_full",
+        }
+    }
+}
+
+/// What one generation did and cost.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Generated ids (the end-of-sequence token included when it stopped there).
+    pub ids: Vec<u32>,
+    /// Why it stopped.
+    pub stop: Stop,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Wall time of the prefill (prompt through the model, logits of its last token), seconds.
+    pub prefill_secs: f64,
+    /// Decode steps run (one token through the model each).
+    pub decode_steps: usize,
+    /// Wall time of the decode steps, seconds.
+    pub decode_secs: f64,
+    /// The plan.
+    pub plan: Plan,
+    /// Arena high-water mark, bytes.
+    pub high_water: usize,
+}
+
+impl Generation {
+    /// Prefill speed, prompt tokens per second.
+    pub fn prefill_tps(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_secs.max(1e-9)
+    }
+
+    /// Decode speed, tokens per second.
+    pub fn decode_tps(&self) -> f64 {
+        self.decode_steps as f64 / self.decode_secs.max(1e-9)
+    }
+}
+
+/// Checks the k and chunk arguments against the model.
+pub fn check_run(lm: &Lm<'_>, run: &RunConfig) -> Result<Plan> {
+    let c = lm.decoder.config();
+    if run.k_attn == Some(0) {
+        bail!("--k-attn must be at least 1 (keys kept per query)");
+    }
+    if let Some(k) = run.k_ff
+        && (k == 0 || k > c.d_ff)
+    {
+        bail!(
+            "--k-ff must be in 1..={} (the model's feed-forward width), got {k}",
+            c.d_ff
+        );
+    }
+    if run.chunk == 0 {
+        bail!("--chunk must be at least 1");
+    }
+    lm.decoder
+        .plan(run)
+        .map_err(|e| anyhow!("cannot plan this run: {e}"))
+}
+
+/// An arena of exactly `plan.peak_bytes`, 16-byte aligned.
+pub fn arena_memory(plan: &Plan) -> Vec<u128> {
+    vec![0u128; plan.peak_bytes.div_ceil(16)]
+}
+
+/// Prefills `prompt` and generates up to `max_tokens` tokens with `sampler`, calling
+/// `on_token` with each new id as soon as it is chosen. Stops at `eos` (if given), at
+/// `max_tokens`, or when the context (`run.seq_len`) is full.
+pub fn generate(
+    lm: &Lm<'_>,
+    run: &RunConfig,
+    prompt: &[u32],
+    max_tokens: usize,
+    mut sampler: Sampler,
+    eos: Option<u32>,
+    mut on_token: impl FnMut(u32) -> Result<()>,
+) -> Result<Generation> {
+    let plan = check_run(lm, run)?;
+    if prompt.is_empty() {
+        bail!("the prompt has no tokens");
+    }
+    if prompt.len() > plan.seq_len {
+        bail!(
+            "the prompt has {} tokens, more than the context of {} (--seq)",
+            prompt.len(),
+            plan.seq_len
+        );
+    }
+    let mut mem = arena_memory(&plan);
+    let mut arena = Arena::new(&mut bytemuck::cast_slice_mut(&mut mem)[..plan.peak_bytes])?;
+    let mut s = lm.decoder.start(run, &mut arena)?;
+    let t0 = Instant::now();
+    let mut logits = s.feed(prompt)?.to_vec();
+    let prefill_secs = t0.elapsed().as_secs_f64();
+    let mut ids = Vec::new();
+    let (mut decode_steps, mut decode_secs) = (0, 0.0);
+    let stop = loop {
+        if ids.len() == max_tokens {
+            break Stop::MaxTokens;
+        }
+        let next = sampler.sample(&mut logits)?;
+        ids.push(next);
+        on_token(next)?;
+        if Some(next) == eos {
+            break Stop::Eos;
+        }
+        if ids.len() == max_tokens {
+            break Stop::MaxTokens;
+        }
+        if s.len() == s.capacity() {
+            break Stop::ContextFull;
+        }
+        let t = Instant::now();
+        logits.copy_from_slice(s.feed(&[next])?);
+        decode_secs += t.elapsed().as_secs_f64();
+        decode_steps += 1;
+    };
+    let high_water = s.high_water();
+    Ok(Generation {
+        ids,
+        stop,
+        prompt_tokens: prompt.len(),
+        prefill_secs,
+        decode_steps,
+        decode_secs,
+        plan,
+        high_water,
+    })
+}
+
+/// Token text as bytes: byte-level BPE token strings map each byte to a printable character
+/// (GPT-2's table: bytes `!`..`~`, `¡`..`¬`, `®`..`ÿ` stand for themselves, the other 68
+/// bytes for U+0100.. in byte order); special tokens (`<|im_end|>`) are their own text.
+pub fn token_bytes(lm: &Lm<'_>, id: u32, out: &mut Vec<u8>) {
+    let tok = lm.packed.tokenizer();
+    let Some(s) = tok.vocab().token(id) else {
+        return;
+    };
+    if tok.kind() != TokenizerKind::Bpe {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    let start = out.len();
+    for ch in s.chars() {
+        match byte_of_char(ch) {
+            Some(b) => out.push(b),
+            None => {
+                // Not a byte-level character: the token is special, keep it verbatim.
+                out.truncate(start);
+                out.extend_from_slice(s.as_bytes());
+                return;
+            }
+        }
+    }
+}
+
+/// The byte GPT-2's byte-to-unicode table maps to `ch`, if any.
+fn byte_of_char(ch: char) -> Option<u8> {
+    let c = ch as u32;
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    if c < 256 && printable(c) {
+        return Some(c as u8);
+    }
+    let n = c.checked_sub(256)?;
+    (0u32..256)
+        .filter(|&b| !printable(b))
+        .nth(n as usize)
+        .map(|b| b as u8)
+}
+
+/// Writes bytes to stdout as UTF-8 text as soon as they form whole characters (a character
+/// can span tokens); invalid bytes become U+FFFD.
+#[derive(Default)]
+pub struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    /// Appends `bytes` and returns the text that is complete.
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let ok = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..ok]).unwrap_or_default());
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push('\u{FFFD}');
+                            self.pending.drain(..ok + bad);
+                        }
+                        None => {
+                            self.pending.drain(..ok);
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is left (an unfinished character), lossily.
+    pub fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}
+
+/// The decoded text of `ids`.
+pub fn decode(lm: &Lm<'_>, ids: &[u32]) -> String {
+    let mut bytes = Vec::new();
+    for &id in ids {
+        token_bytes(lm, id, &mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Token ids of `text` with the file's tokenizer.
+pub fn encode(lm: &Lm<'_>, text: &str) -> Result<Vec<u32>> {
+    let _ = (lm, text);
+    bail!("this build cannot tokenize text with a BPE tokenizer yet: give --prompt-ids")
+}
+
+/// The SmolLM2-Instruct default system message.
+pub const DEFAULT_SYSTEM: &str =
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+
+/// The chat template (ChatML) around a user message, as token ids:
+/// `<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n`.
+/// The special tokens are looked up in the vocabulary.
+pub fn chat_ids(lm: &Lm<'_>, system: &str, user: &[u32]) -> Result<Vec<u32>> {
+    let vocab = lm.packed.tokenizer().vocab();
+    let special = |s: &str| {
+        vocab
+            .find(s)
+            .ok_or_else(|| anyhow!("--chat: the vocabulary has no {s} token"))
+    };
+    let (start, end) = (special("<|im_start|>")?, special("<|im_end|>")?);
+    let mut ids = vec![start];
+    ids.extend(encode(lm, &format!("system\n{system}"))?);
+    ids.push(end);
+    ids.extend(encode(lm, "\n")?);
+    ids.push(start);
+    ids.extend(encode(lm, "user\n")?);
+    ids.extend_from_slice(user);
+    ids.push(end);
+    ids.extend(encode(lm, "\n")?);
+    ids.push(start);
+    ids.extend(encode(lm, "assistant\n")?);
+    Ok(ids)
+}
+
+/// The end-of-sequence id: the file's EOS special, or `<|im_end|>` in chat mode.
+pub fn eos_id(lm: &Lm<'_>, chat: bool) -> Option<u32> {
+    let tok = lm.packed.tokenizer();
+    if chat && let Some(id) = tok.vocab().find("<|im_end|>") {
+        return Some(id);
+    }
+    tok.special(Special::Eos)
+}
+
+/// Runs `topkit generate`.
+pub fn run(args: &GenerateArgs) -> Result<()> {
+    with_lm(&args.file, |lm| {
+        let c = *lm.decoder.config();
+        let user = match (&args.prompt, &args.prompt_ids) {
+            (Some(_), Some(_)) => bail!("give --prompt or --prompt-ids, not both"),
+            (None, None) => bail!("give a prompt: --prompt TEXT or --prompt-ids 1,2,3"),
+            (Some(text), None) => encode(lm, text)?,
+            (None, Some(ids)) => ids.clone(),
+        };
+        if let Some(&id) = user.iter().find(|&&id| id as usize >= c.vocab_size) {
+            bail!(
+                "token id {id} is not below the vocabulary size {}",
+                c.vocab_size
+            );
+        }
+        let prompt = if args.chat {
+            chat_ids(lm, args.system.as_deref().unwrap_or(DEFAULT_SYSTEM), &user)?
+        } else {
+            user
+        };
+        let seq = args
+            .seq
+            .unwrap_or_else(|| (prompt.len() + args.max_tokens).min(c.max_seq));
+        if seq > c.max_seq {
+            bail!(
+                "--seq {seq} is longer than the model's max_seq {}",
+                c.max_seq
+            );
+        }
+        let run = RunConfig {
+            seq_len: seq,
+            chunk: args.chunk,
+            k_attn: args.k_attn,
+            k_ff: args.k_ff,
+        };
+        let sampler = Sampler::new(args.temperature, args.top_p, args.seed)
+            .map_err(|e| anyhow!("--temperature/--top-p: {e}"))?;
+        let eos = if args.ignore_eos {
+            None
+        } else {
+            eos_id(lm, args.chat)
+        };
+        let mut stream = Utf8Stream::default();
+        let mut stdout = std::io::stdout();
+        let json = args.json;
+        let g = generate(lm, &run, &prompt, args.max_tokens, sampler, eos, |id| {
+            if !json && Some(id) != eos {
+                let mut b = Vec::new();
+                token_bytes(lm, id, &mut b);
+                let text = stream.push(&b);
+                // A closed pipe ends the output, not the run.
+                let _ = stdout.write_all(text.as_bytes());
+                let _ = stdout.flush();
+            }
+            Ok(())
+        })
+        .with_context(|| format!("{}", args.file.display()))?;
+        if json {
+            let out = json!({
+                "prompt_ids": prompt,
+                "ids": g.ids,
+                "text": decode(lm, g.ids.strip_suffix(&[eos.unwrap_or(u32::MAX)]).unwrap_or(&g.ids)),
+                "stop": g.stop.name(),
+                "prefill": {"tokens": g.prompt_tokens, "seconds": g.prefill_secs, "tokens_per_s": g.prefill_tps()},
+                "decode": {"tokens": g.decode_steps, "seconds": g.decode_secs, "tokens_per_s": g.decode_tps()},
+                "run": {"seq_len": run.seq_len, "chunk": run.chunk, "k_attn": run.k_attn, "k_ff": run.k_ff},
+                "peak_bytes": g.plan.peak_bytes,
+                "high_water_bytes": g.high_water,
+            });
+            outln!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            let rest = stream.finish();
+            outln!("{rest}");
+        }
+        let attn = run.k_attn.map_or("dense".into(), |k| format!("top-{k}"));
+        eprintln!(
+            "prefill: {} tokens in {:.3} s ({:.1} tokens/s); decode: {} tokens in {:.3} s ({:.1} tokens/s); attention {attn}, chunk {}",
+            g.prompt_tokens,
+            g.prefill_secs,
+            g.prefill_tps(),
+            g.decode_steps,
+            g.decode_secs,
+            g.decode_tps(),
+            g.plan.chunk
+        );
+        eprintln!(
+            "arena: planned {} bytes ({}), measured high-water {} bytes; KV cache {} bytes for {} tokens; stopped: {}",
+            g.plan.peak_bytes,
+            crate::size::human(g.plan.peak_bytes),
+            g.high_water,
+            g.plan.keys_bytes + g.plan.values_bytes,
+            g.plan.seq_len,
+            g.stop.name()
+        );
+        if g.high_water != g.plan.peak_bytes {
+            bail!(
+                "the arena's high-water mark {} differs from the plan's peak {}",
+                g.high_water,
+                g.plan.peak_bytes
+            );
+        }
+        Ok(())
+    })
+}

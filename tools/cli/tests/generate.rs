@@ -1,0 +1,279 @@
+//! `topkit generate` on a tiny random Llama-family model with a byte-level vocabulary:
+//! the ids it prints are the core decoder's greedy ones, the streamed text is their bytes,
+//! seeds fix the samples, the arena is the plan, and bad arguments are errors (exit 2).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::*;
+use topkit::format::{FileConfig, PackedModel, Pooling, Special, TokenizerKind};
+use topkit::sample::argmax;
+use topkit::{Activation, Arch, Arena, Decoder, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
+use topkit_cli::writer::{Tensor, TensorData, Tokenizer, write_file};
+
+const MODEL: ModelConfig = ModelConfig {
+    arch: Arch::Llama,
+    vocab_size: 259,
+    d_model: 16,
+    n_layers: 2,
+    n_heads: 4,
+    n_kv_heads: 2,
+    head_dim: 4,
+    d_ff: 32,
+    max_seq: 64,
+    type_vocab_size: 0,
+    norm: Norm::RmsNorm,
+    norm_eps: 1e-5,
+    act: Activation::Silu,
+    ffn: FfnKind::Gated,
+    pos: PosKind::Rope,
+    rope_theta: 10000.0,
+    causal: true,
+    tie_embeddings: true,
+};
+const EOS: u32 = 258;
+
+/// GPT-2's byte-to-character table: printable Latin-1 bytes stand for themselves, the others
+/// for U+0100 onwards in byte order.
+fn byte_char(b: u8) -> char {
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    if printable(b as u32) {
+        return char::from(b);
+    }
+    let n = (0..b as u32).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + n).unwrap()
+}
+
+/// A random model whose tokens 0..256 are the single bytes, then `<|im_start|>`,
+/// `<|im_end|>`, `<|endoftext|>` (EOS).
+fn model_file() -> &'static Path {
+    static FILE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, p) = FILE.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let (d, kv, f, v) = (16, 8, 32, 259);
+        let mut rng = Lcg::new(17);
+        let mut t = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
+            let n = shape.iter().product();
+            let data = (0..n).map(|_| offset + scale * rng.next()).collect();
+            Tensor {
+                name,
+                shape,
+                data: TensorData::F32(data),
+            }
+        };
+        let mut tensors = vec![
+            t("tok_emb".into(), vec![v, d], 1.0, 0.0),
+            t("final_norm.w".into(), vec![d], 0.1, 1.0),
+        ];
+        for i in 0..2 {
+            for (n, shape, scale, offset) in [
+                ("q.w", vec![d, d], 0.5, 0.0),
+                ("k.w", vec![kv, d], 0.5, 0.0),
+                ("v.w", vec![kv, d], 0.5, 0.0),
+                ("o.w", vec![d, d], 0.5, 0.0),
+                ("attn_norm.w", vec![d], 0.1, 1.0),
+                ("ffn.up.w", vec![f, d], 0.5, 0.0),
+                ("ffn.gate.w", vec![f, d], 0.5, 0.0),
+                ("ffn.down_t.w", vec![f, d], 0.3, 0.0),
+                ("ffn_norm.w", vec![d], 0.1, 1.0),
+            ] {
+                tensors.push(t(format!("l{i}.{n}"), shape, scale, offset));
+            }
+        }
+        let mut tok = Tokenizer::none();
+        tok.kind = TokenizerKind::Bpe;
+        tok.tokens = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
+        tok.tokens.extend(
+            ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        tok.specials[Special::Eos as usize] = Some(EOS);
+        let cfg = FileConfig {
+            model: MODEL,
+            pooling: Pooling::None,
+            normalize: false,
+        };
+        let path = tmp.path().join("tiny-llama.tkm");
+        std::fs::write(&path, write_file(&cfg, &tok, &tensors).unwrap()).unwrap();
+        (tmp, path)
+    });
+    p
+}
+
+/// Greedy ids by the core directly, stopping after `max` tokens or at EOS.
+fn core_greedy(prompt: &[u32], max: usize, k_attn: Option<usize>) -> Vec<u32> {
+    let bytes = read(model_file());
+    let pm = PackedModel::parse(bytes.as_slice()).unwrap();
+    let layers: Vec<_> = (0..2).map(|i| pm.layer_weights(i).unwrap()).collect();
+    let dec = Decoder::from_packed(&pm, &layers).unwrap();
+    let run = RunConfig {
+        k_attn,
+        ..RunConfig::dense(prompt.len() + max, 16)
+    };
+    let mut mem = vec![0u128; dec.plan(&run).unwrap().peak_bytes / 16];
+    let mut arena = Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
+    let mut s = dec.start(&run, &mut arena).unwrap();
+    let mut logits = s.feed(prompt).unwrap().to_vec();
+    let mut out = Vec::new();
+    while out.len() < max {
+        let id = argmax(&logits).unwrap();
+        out.push(id);
+        if id == EOS || out.len() == max {
+            break;
+        }
+        logits = s.feed(&[id]).unwrap().to_vec();
+    }
+    out
+}
+
+fn generate(extra: &[&str]) -> Out {
+    let mut args = vec!["generate", s(model_file())];
+    args.extend_from_slice(extra);
+    topkit(&args)
+}
+
+fn json(extra: &[&str]) -> serde_json::Value {
+    let mut args = extra.to_vec();
+    args.push("--json");
+    let o = generate(&args);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", o.stdout))
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+const PROMPT: &str = "72,101,108,108,111,44,32";
+
+#[test]
+fn greedy_ids_are_the_core_decoders() {
+    let prompt = [72, 101, 108, 108, 111, 44, 32];
+    for (k, extra) in [(None, vec![]), (Some(3), vec!["--k-attn", "3"])] {
+        let mut args = vec!["--prompt-ids", PROMPT, "--max-tokens", "20", "--chunk", "3"];
+        args.extend(extra.iter());
+        let v = json(&args);
+        let got = ids(&v["ids"]);
+        assert_eq!(got, core_greedy(&prompt, 20, k), "k_attn {k:?}");
+        assert_eq!(ids(&v["prompt_ids"]), prompt);
+        assert_eq!(v["peak_bytes"], v["high_water_bytes"]);
+        let stop = v["stop"].as_str().unwrap();
+        assert_eq!(
+            stop,
+            if got.last() == Some(&EOS) {
+                "eos"
+            } else {
+                "max_tokens"
+            }
+        );
+    }
+    // k at least the context is dense attention: the same tokens.
+    let v = json(&[
+        "--prompt-ids",
+        PROMPT,
+        "--max-tokens",
+        "20",
+        "--k-attn",
+        "64",
+    ]);
+    assert_eq!(ids(&v["ids"]), core_greedy(&prompt, 20, None));
+}
+
+#[test]
+fn streamed_text_is_the_tokens_bytes() {
+    let v = json(&["--prompt-ids", PROMPT, "--max-tokens", "12", "--ignore-eos"]);
+    let got = ids(&v["ids"]);
+    assert_eq!(got.len(), 12);
+    // Byte tokens are their byte; the specials their name.
+    let mut bytes = Vec::new();
+    for &id in &got {
+        match id {
+            0..=255 => bytes.push(id as u8),
+            256 => bytes.extend_from_slice(b"<|im_start|>"),
+            257 => bytes.extend_from_slice(b"<|im_end|>"),
+            _ => bytes.extend_from_slice(b"<|endoftext|>"),
+        }
+    }
+    let want = String::from_utf8_lossy(&bytes).into_owned();
+    assert_eq!(v["text"].as_str().unwrap(), want);
+    let o = generate(&["--prompt-ids", PROMPT, "--max-tokens", "12", "--ignore-eos"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, format!("{want}\n"));
+    assert!(o.stderr.contains("tokens/s"), "{}", o.stderr);
+    assert!(o.stderr.contains("arena: planned"), "{}", o.stderr);
+}
+
+#[test]
+fn a_seed_fixes_the_sample() {
+    let run = |seed: &str| {
+        ids(&json(&[
+            "--prompt-ids",
+            PROMPT,
+            "--max-tokens",
+            "24",
+            "--ignore-eos",
+            "--temperature",
+            "1.5",
+            "--top-p",
+            "0.95",
+            "--seed",
+            seed,
+        ])["ids"])
+    };
+    assert_eq!(run("7"), run("7"));
+    assert_ne!(run("7"), run("8"));
+}
+
+#[test]
+fn the_context_bounds_the_generation() {
+    let v = json(&[
+        "--prompt-ids",
+        PROMPT,
+        "--max-tokens",
+        "50",
+        "--seq",
+        "10",
+        "--ignore-eos",
+    ]);
+    assert_eq!(v["stop"], "context_full");
+    // The context holds 10 tokens: 7 of prompt, 3 generated and fed back, and the 4th is
+    // chosen from the last logits without needing a position.
+    assert_eq!(ids(&v["ids"]).len(), 4);
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    for (args, msg) in [
+        (vec!["--prompt-ids", "1,2,300"], "vocabulary size"),
+        (vec!["--prompt-ids", "1,2,3", "--seq", "2"], "context"),
+        (vec!["--prompt-ids", "1,2,3", "--seq", "65"], "max_seq"),
+        (vec!["--prompt-ids", "1,2", "--k-attn", "0"], "k-attn"),
+        (
+            vec!["--prompt-ids", "1,2", "--temperature=-1"],
+            "temperature",
+        ),
+        (vec!["--prompt-ids", "1,2", "--top-p", "0"], "top_p"),
+        (vec![], "prompt"),
+    ] {
+        let o = generate(&args);
+        assert_eq!(o.code, 2, "{args:?}: {}{}", o.stdout, o.stderr);
+        assert!(o.stderr.contains(msg), "{args:?}: {}", o.stderr);
+    }
+    // An encoder is not a language model.
+    let tmp = tiny_dir();
+    let bert = pack(&tmp.path().join("model"), &tmp.path().join("bert.tkm"), &[]);
+    let o = topkit(&["generate", s(&bert), "--prompt-ids", "1,2"]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("not a causal language model"),
+        "{}",
+        o.stderr
+    );
+}
