@@ -24,6 +24,7 @@ macro_rules! outln {
 pub mod budget;
 pub mod embed;
 pub mod eval;
+pub mod eval_lm;
 pub mod generate;
 pub mod hf;
 pub mod inspect;
@@ -242,6 +243,35 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare top-k attention with dense on a language model over one long text.
+    ///
+    /// For dense and every --k-attn: the next-token distributions at every position of the
+    /// text (teacher-forced) against dense's (mean and max KL(dense || top-k), agreement of
+    /// the most likely token), a greedy continuation of --generate tokens against dense's,
+    /// prefill and decode speeds (tokens/s), and the arena (planned and measured). Prints a
+    /// Markdown table (or JSON); progress goes to stderr.
+    EvalLm {
+        /// Packed model file.
+        file: PathBuf,
+        /// The text, tokenized with the file's tokenizer.
+        #[arg(long, value_name = "PATH")]
+        text_file: Option<PathBuf>,
+        /// The text as token ids (whitespace or comma separated) instead.
+        #[arg(long, value_name = "PATH", conflicts_with = "text_file")]
+        ids_file: Option<PathBuf>,
+        /// Keys kept per query to compare with dense, comma-separated.
+        #[arg(long, value_name = "LIST", value_parser = eval::parse_k, value_delimiter = ',', default_value = "16,32,64")]
+        k_attn: Vec<usize>,
+        /// Tokens processed together (prefill).
+        #[arg(long, default_value_t = 16)]
+        chunk: usize,
+        /// Greedy tokens to generate after the text.
+        #[arg(long, default_value_t = 32)]
+        generate: usize,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the tool on `args` (the first is the program name) and returns the exit code.
@@ -364,6 +394,24 @@ where
             seed,
             seq,
             ignore_eos,
+            json,
+        })
+        .map(|_| EXIT_OK),
+        Command::EvalLm {
+            file,
+            text_file,
+            ids_file,
+            k_attn,
+            chunk,
+            generate,
+            json,
+        } => eval_lm::run(&eval_lm::EvalLmArgs {
+            file,
+            text_file,
+            ids_file,
+            k_attn,
+            chunk,
+            generate,
             json,
         })
         .map(|_| EXIT_OK),

@@ -277,3 +277,39 @@ fn bad_arguments_are_errors() {
         o.stderr
     );
 }
+
+#[test]
+fn eval_lm_compares_top_k_with_dense() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids_path = tmp.path().join("ids.txt");
+    let ids: Vec<String> = (0..40).map(|i| ((i * 37 + 11) % 256).to_string()).collect();
+    std::fs::write(&ids_path, ids.join(" ")).unwrap();
+    let o = topkit(&[
+        "eval-lm",
+        s(model_file()),
+        "--ids-file",
+        s(&ids_path),
+        "--k-attn",
+        "2,64",
+        "--generate",
+        "8",
+        "--chunk",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
+    // Dense against itself; k = 64 >= the context (48) is dense up to f32 rounding.
+    assert_eq!(f(&rows[0], "kl_mean"), 0.0);
+    assert!(f(&rows[2], "kl_max") < 1e-9, "{}", rows[2]);
+    assert_eq!(f(&rows[2], "top1_agreement"), 1.0);
+    assert_eq!(rows[2]["continuation"], rows[0]["continuation"]);
+    // Top-2 over up to 48 keys changes the distributions.
+    assert!(f(&rows[1], "kl_mean") > 1e-6, "{}", rows[1]);
+    for r in rows {
+        assert_eq!(r["peak_bytes"], r["high_water_bytes"]);
+    }
+}

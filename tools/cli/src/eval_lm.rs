@@ -1,0 +1,301 @@
+//! `topkit eval-lm`: top-k attention against dense on a language model, over one long text.
+//!
+//! For dense attention and every k of the list:
+//! - **teacher forcing**: the text's tokens are fed once ([`topkit::Session::feed_each`]) and
+//!   the next-token distribution at every position is compared with dense's: mean and max of
+//!   `KL(dense || top-k)` (nats), and how often the most likely token is the same;
+//! - **greedy continuation**: `--generate` tokens after the text, compared with dense's
+//!   continuation (tokens identical before the first difference, and in total);
+//! - **speed**: prefill of the text (one call, chunks of `--chunk`) and the decode steps of the
+//!   continuation, tokens/s;
+//! - **memory**: the plan's peak (the arena) and the measured high-water mark, bytes.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::json;
+use topkit::sample::argmax;
+use topkit::{Arena, RunConfig};
+
+use crate::generate::{Lm, arena_memory, check_run, encode, with_lm};
+use crate::size::human;
+
+/// Arguments of `topkit eval-lm`.
+#[derive(Debug, Clone)]
+pub struct EvalLmArgs {
+    /// Packed model file.
+    pub file: PathBuf,
+    /// The text (tokenized with the file's tokenizer).
+    pub text_file: Option<PathBuf>,
+    /// The text as token ids (whitespace or comma separated) instead.
+    pub ids_file: Option<PathBuf>,
+    /// k_attn values to compare with dense.
+    pub k_attn: Vec<usize>,
+    /// Prefill chunk, tokens.
+    pub chunk: usize,
+    /// Greedy tokens to generate after the text.
+    pub generate: usize,
+    /// JSON instead of the table.
+    pub json: bool,
+}
+
+/// One attention setting's results.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Keys kept per query; `None`: dense.
+    pub k_attn: Option<usize>,
+    /// Mean over positions of KL(dense || this), nats.
+    pub kl_mean: f64,
+    /// Largest KL over positions, nats.
+    pub kl_max: f64,
+    /// Fraction of positions whose most likely next token is dense's.
+    pub top1_agree: f64,
+    /// Greedy continuation tokens identical to dense's before the first difference.
+    pub same_prefix: usize,
+    /// Greedy continuation tokens identical to dense's at the same position.
+    pub same_total: usize,
+    /// Prefill speed, tokens/s.
+    pub prefill_tps: f64,
+    /// Decode speed, tokens/s.
+    pub decode_tps: f64,
+    /// Plan peak, bytes.
+    pub peak_bytes: usize,
+    /// Measured high-water mark, bytes.
+    pub high_water: usize,
+    /// Greedy continuation.
+    pub continuation: Vec<u32>,
+}
+
+fn log_softmax(x: &[f32]) -> Vec<f64> {
+    let m = x.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let z: f64 = x.iter().map(|&v| (v as f64 - m).exp()).sum();
+    let lz = m + z.ln();
+    x.iter().map(|&v| v as f64 - lz).collect()
+}
+
+/// `KL(p || q)` of two log-distributions, nats.
+fn kl(lp: &[f64], lq: &[f64]) -> f64 {
+    lp.iter()
+        .zip(lq)
+        .map(|(&a, &b)| if a > -700.0 { a.exp() * (a - b) } else { 0.0 })
+        .sum()
+}
+
+fn read_ids(path: &std::path::Path) -> Result<Vec<u32>> {
+    let s = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read ids from {}", path.display()))?;
+    s.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<u32>()
+                .map_err(|_| anyhow!("{}: {t:?} is not a token id", path.display()))
+        })
+        .collect()
+}
+
+/// Runs one setting: teacher forcing (against `dense` log-probs, or filling them), then prefill
+/// and greedy decode for the speeds and the continuation.
+fn run_setting(
+    lm: &Lm<'_>,
+    ids: &[u32],
+    run: &RunConfig,
+    generate: usize,
+    dense: &mut Vec<Vec<f64>>,
+    dense_cont: Option<&[u32]>,
+) -> Result<Row> {
+    let plan = check_run(lm, run)?;
+    let mut mem = arena_memory(&plan);
+    let bytes = &mut bytemuck::cast_slice_mut(&mut mem)[..plan.peak_bytes];
+
+    // Teacher forcing.
+    let fill = dense.is_empty();
+    let (mut kl_sum, mut kl_max, mut agree) = (0.0, 0.0f64, 0usize);
+    {
+        let mut arena = Arena::new(&mut *bytes)?;
+        let mut s = lm.decoder.start(run, &mut arena)?;
+        s.feed_each(ids, |pos, logits| {
+            let lq = log_softmax(logits);
+            if fill {
+                agree += 1;
+                dense.push(lq);
+            } else {
+                let lp = &dense[pos];
+                let k = kl(lp, &lq);
+                kl_sum += k;
+                kl_max = kl_max.max(k);
+                if argmax_f64(lp) == argmax_f64(&lq) {
+                    agree += 1;
+                }
+            }
+        })?;
+    }
+
+    // Prefill, then greedy decode.
+    let mut arena = Arena::new(&mut *bytes)?;
+    let mut s = lm.decoder.start(run, &mut arena)?;
+    let t0 = Instant::now();
+    let mut logits = s.feed(ids)?.to_vec();
+    let prefill = t0.elapsed().as_secs_f64();
+    let mut cont = Vec::new();
+    let t1 = Instant::now();
+    let mut steps = 0;
+    while cont.len() < generate {
+        let id = argmax(&logits).ok_or_else(|| anyhow!("empty logits"))?;
+        cont.push(id);
+        if cont.len() == generate {
+            break;
+        }
+        logits.copy_from_slice(s.feed(&[id])?);
+        steps += 1;
+    }
+    let decode = t1.elapsed().as_secs_f64();
+    let high_water = s.high_water();
+    let (same_prefix, same_total) = match dense_cont {
+        Some(d) => (
+            d.iter().zip(&cont).take_while(|(a, b)| a == b).count(),
+            d.iter().zip(&cont).filter(|(a, b)| a == b).count(),
+        ),
+        None => (cont.len(), cont.len()),
+    };
+    Ok(Row {
+        k_attn: run.k_attn,
+        kl_mean: kl_sum / ids.len() as f64,
+        kl_max,
+        top1_agree: agree as f64 / ids.len() as f64,
+        same_prefix,
+        same_total,
+        prefill_tps: ids.len() as f64 / prefill.max(1e-9),
+        decode_tps: steps as f64 / decode.max(1e-9),
+        peak_bytes: plan.peak_bytes,
+        high_water,
+        continuation: cont,
+    })
+}
+
+fn argmax_f64(x: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Runs `topkit eval-lm`.
+pub fn run(args: &EvalLmArgs) -> Result<()> {
+    with_lm(&args.file, |lm| {
+        let ids = match (&args.text_file, &args.ids_file) {
+            (Some(t), None) => {
+                let text = std::fs::read_to_string(t)
+                    .with_context(|| format!("cannot read {}", t.display()))?;
+                encode(lm, &text)?
+            }
+            (None, Some(p)) => read_ids(p)?,
+            _ => bail!("give exactly one of --text-file and --ids-file"),
+        };
+        if ids.is_empty() {
+            bail!("the text has no tokens");
+        }
+        let c = *lm.decoder.config();
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+            bail!(
+                "token id {id} is not below the vocabulary size {}",
+                c.vocab_size
+            );
+        }
+        let seq = ids.len() + args.generate;
+        if seq > c.max_seq {
+            bail!(
+                "{} tokens of text + {} generated exceed the model's max_seq {}",
+                ids.len(),
+                args.generate,
+                c.max_seq
+            );
+        }
+        eprintln!(
+            "{} tokens of text, {} generated; context {seq}, chunk {}",
+            ids.len(),
+            args.generate,
+            args.chunk
+        );
+        let mut dense = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
+        for k in std::iter::once(None).chain(args.k_attn.iter().map(|&k| Some(k))) {
+            let run = RunConfig {
+                seq_len: seq,
+                chunk: args.chunk,
+                k_attn: k,
+                k_ff: None,
+            };
+            let t = Instant::now();
+            let dense_cont = rows.first().map(|r| r.continuation.clone());
+            let row = run_setting(
+                lm,
+                &ids,
+                &run,
+                args.generate,
+                &mut dense,
+                dense_cont.as_deref(),
+            )?;
+            eprintln!(
+                "  {}: done in {:.1} s",
+                k.map_or("dense".into(), |k| format!("top-{k}")),
+                t.elapsed().as_secs_f64()
+            );
+            if row.high_water != row.peak_bytes {
+                bail!(
+                    "high-water {} differs from the plan's peak {}",
+                    row.high_water,
+                    row.peak_bytes
+                );
+            }
+            rows.push(row);
+        }
+        if args.json {
+            let out: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    json!({
+                        "k_attn": r.k_attn, "kl_mean": r.kl_mean, "kl_max": r.kl_max,
+                        "top1_agreement": r.top1_agree, "greedy_same_prefix": r.same_prefix,
+                        "greedy_same_total": r.same_total, "generated": args.generate,
+                        "prefill_tokens_per_s": r.prefill_tps, "decode_tokens_per_s": r.decode_tps,
+                        "peak_bytes": r.peak_bytes, "high_water_bytes": r.high_water,
+                        "continuation": r.continuation,
+                    })
+                })
+                .collect();
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &json!({"text_tokens": ids.len(), "chunk": args.chunk, "rows": out})
+                )?
+            );
+            return Ok(());
+        }
+        outln!(
+            "| attention | mean KL(dense ‖ top-k), nats | max KL | top-1 agreement (teacher-forced, {} positions) | greedy continuation = dense ({} tokens): before first difference / in total | prefill tokens/s | decode tokens/s | peak arena bytes |",
+            ids.len(),
+            args.generate
+        );
+        outln!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &rows {
+            outln!(
+                "| {} | {:.2e} | {:.2e} | {:.2} % | {} / {} | {:.1} | {:.2} | {} ({}) |",
+                r.k_attn.map_or("dense".into(), |k| format!("top-{k}")),
+                r.kl_mean,
+                r.kl_max,
+                100.0 * r.top1_agree,
+                r.same_prefix,
+                r.same_total,
+                r.prefill_tps,
+                r.decode_tps,
+                r.peak_bytes,
+                human(r.peak_bytes)
+            );
+        }
+        Ok(())
+    })
+}
