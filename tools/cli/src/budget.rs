@@ -226,6 +226,8 @@ pub fn run(args: &BudgetArgs) -> Result<i32> {
                 "feed_forward": plan.ffn_phase_bytes,
             },
             "peak_bytes": plan.peak_bytes,
+            "layout": if plan.decoder { "decoder" } else { "encoder" },
+            "kv_cache_bytes_per_token": plan.decoder.then(|| kv_cache_per_token(&model)),
             "vanilla_scores_bytes": plan.vanilla_scores_bytes,
             "flash": {"file_bytes": flash_bytes, "weight_bytes": weight_bytes, "tokenizer_bytes": tokenizer_bytes},
             "ram_budget": args.ram,
@@ -287,6 +289,11 @@ pub fn run(args: &BudgetArgs) -> Result<i32> {
     Ok(if fits { EXIT_OK } else { EXIT_DOES_NOT_FIT })
 }
 
+/// Bytes the decoder's f32 KV cache takes per context token: keys and values of every layer.
+pub fn kv_cache_per_token(model: &ModelConfig) -> usize {
+    8 * model.n_layers * model.kv_dim()
+}
+
 fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
@@ -320,7 +327,14 @@ fn print_text(
         k(run.k_ff)
     );
     outln!("");
-    outln!("RAM plan (topkit::plan; every buffer padded to 16 bytes)");
+    outln!(
+        "RAM plan (topkit::plan, {}; every buffer padded to 16 bytes)",
+        if plan.decoder {
+            "decoder layout: KV cache of all layers, one chunk at a time"
+        } else {
+            "encoder layout: the whole sequence at once"
+        }
+    );
     outln!(
         "  {:<14} {:<13} {:>12} {:>11}",
         "phase",
@@ -358,6 +372,14 @@ fn print_text(
         plan.peak_bytes,
         human(plan.peak_bytes)
     );
+    if plan.decoder {
+        outln!(
+            "  {:<28} {:>12} {:>11}  (k_cache + v_cache: 8 x n_layers x kv_dim)",
+            "KV cache per context token",
+            kv_cache_per_token(model),
+            human(kv_cache_per_token(model))
+        );
+    }
     outln!(
         "  {:<28} {:>12} {:>11}  (n_heads x N x N f32, one layer)",
         "vanilla attention scores",
