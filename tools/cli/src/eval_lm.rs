@@ -3,7 +3,8 @@
 //! For dense attention and every k of the list:
 //! - **teacher forcing**: the text's tokens are fed once ([`topkit::Session::feed_each`]) and
 //!   the next-token distribution at every position is compared with dense's: mean and max of
-//!   `KL(dense || top-k)` (nats), and how often the most likely token is the same;
+//!   `KL(dense || top-k)` (nats; the mean also over only the positions whose context is
+//!   longer than k, where top-k can differ), and how often the most likely token is the same;
 //! - **greedy continuation**: `--generate` tokens after the text, compared with dense's
 //!   continuation (tokens identical before the first difference, and in total);
 //! - **speed**: prefill of the text (one call, chunks of `--chunk`) and the decode steps of the
@@ -47,6 +48,9 @@ pub struct Row {
     pub k_attn: Option<usize>,
     /// Mean over positions of KL(dense || this), nats.
     pub kl_mean: f64,
+    /// Mean KL over the positions whose context has more than k tokens (where top-k can
+    /// differ from dense), nats; 0 for dense.
+    pub kl_mean_past_k: f64,
     /// Largest KL over positions, nats.
     pub kl_max: f64,
     /// Fraction of positions whose most likely next token is dense's.
@@ -111,6 +115,7 @@ fn run_setting(
     // Teacher forcing.
     let fill = dense.is_empty();
     let (mut kl_sum, mut kl_max, mut agree) = (0.0, 0.0f64, 0usize);
+    let (mut past_sum, mut past_n) = (0.0, 0usize);
     {
         let mut arena = Arena::new(&mut *bytes)?;
         let mut s = lm.decoder.start(run, &mut arena)?;
@@ -124,6 +129,11 @@ fn run_setting(
                 let k = kl(lp, &lq);
                 kl_sum += k;
                 kl_max = kl_max.max(k);
+                // Position `pos` attends over `pos + 1` keys.
+                if run.k_attn.is_some_and(|ka| pos + 1 > ka) {
+                    past_sum += k;
+                    past_n += 1;
+                }
                 if argmax_f64(lp) == argmax_f64(&lq) {
                     agree += 1;
                 }
@@ -161,6 +171,11 @@ fn run_setting(
     Ok(Row {
         k_attn: run.k_attn,
         kl_mean: kl_sum / ids.len() as f64,
+        kl_mean_past_k: if past_n > 0 {
+            past_sum / past_n as f64
+        } else {
+            0.0
+        },
         kl_max,
         top1_agree: agree as f64 / ids.len() as f64,
         same_prefix,
@@ -258,7 +273,7 @@ pub fn run(args: &EvalLmArgs) -> Result<()> {
                 .iter()
                 .map(|r| {
                     json!({
-                        "k_attn": r.k_attn, "kl_mean": r.kl_mean, "kl_max": r.kl_max,
+                        "k_attn": r.k_attn, "kl_mean": r.kl_mean, "kl_mean_past_k": r.kl_mean_past_k, "kl_max": r.kl_max,
                         "top1_agreement": r.top1_agree, "greedy_same_prefix": r.same_prefix,
                         "greedy_same_total": r.same_total, "generated": args.generate,
                         "prefill_tokens_per_s": r.prefill_tps, "decode_tokens_per_s": r.decode_tps,
@@ -276,16 +291,17 @@ pub fn run(args: &EvalLmArgs) -> Result<()> {
             return Ok(());
         }
         outln!(
-            "| attention | mean KL(dense ‖ top-k), nats | max KL | top-1 agreement (teacher-forced, {} positions) | greedy continuation = dense ({} tokens): before first difference / in total | prefill tokens/s | decode tokens/s | peak arena bytes |",
+            "| attention | mean KL(dense ‖ top-k), nats | mean KL where context > k | max KL | top-1 agreement (teacher-forced, {} positions) | greedy continuation = dense ({} tokens): before first difference / in total | prefill tokens/s | decode tokens/s | peak arena bytes |",
             ids.len(),
             args.generate
         );
-        outln!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        outln!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in &rows {
             outln!(
-                "| {} | {:.2e} | {:.2e} | {:.2} % | {} / {} | {:.1} | {:.2} | {} ({}) |",
+                "| {} | {:.2e} | {:.2e} | {:.2e} | {:.2} % | {} / {} | {:.1} | {:.2} | {} ({}) |",
                 r.k_attn.map_or("dense".into(), |k| format!("top-{k}")),
                 r.kl_mean,
+                r.kl_mean_past_k,
                 r.kl_max,
                 100.0 * r.top1_agree,
                 r.same_prefix,
