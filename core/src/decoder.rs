@@ -23,6 +23,53 @@
 //! row, and per layer the attention and feed-forward phases of one chunk. Once a call has run,
 //! the arena's high-water mark equals [`crate::Plan::peak_bytes`]; nothing is allocated, and
 //! [`Decoder::start`] refuses an arena that is too small before taking anything.
+//!
+//! # Example
+//!
+//! The plan is a `const fn`, so the arena of a decoder is known at compile time too, e.g.
+//! SmolLM2-135M with a 2048-token context:
+//!
+//! ```
+//! use topkit::{Activation, Arch, FfnKind, ModelConfig, Norm, Plan, PosKind, RunConfig, plan};
+//!
+//! const SMOLLM2: ModelConfig = ModelConfig {
+//!     arch: Arch::Llama, vocab_size: 49152, d_model: 576, n_layers: 30, n_heads: 9,
+//!     n_kv_heads: 3, head_dim: 64, d_ff: 1536, max_seq: 8192, type_vocab_size: 0,
+//!     norm: Norm::RmsNorm, norm_eps: 1e-5, act: Activation::Silu, ffn: FfnKind::Gated,
+//!     pos: PosKind::Rope, rope_theta: 100000.0, causal: true, tie_embeddings: true,
+//! };
+//! const RUN: RunConfig = RunConfig { seq_len: 2048, chunk: 16, k_attn: Some(32), k_ff: None };
+//! const PLAN: Plan = plan(&SMOLLM2, &RUN);
+//! // The f32 KV cache: 8 bytes x 30 layers x 192 (3 KV heads of 64) per context token.
+//! const _: () = assert!(PLAN.keys_bytes + PLAN.values_bytes == 2048 * 46080);
+//! const _: () = assert!(PLAN.peak_bytes == 94_682_176);
+//! ```
+//!
+//! Greedy generation from a packed file (`topkit generate` does this, streaming the text):
+//!
+//! ```no_run
+//! use topkit::{Arena, Decoder, RunConfig, encoder::layers, format::PackedModel};
+//! use topkit::sample::Sampler;
+//!
+//! fn generate(file: &[u8], prompt: &[u32], out: &mut [u32], arena_mem: &mut [u8])
+//!     -> Result<(), topkit::Error> {
+//!     let packed = PackedModel::parse(file)?;
+//!     let layers = layers(&packed)?;
+//!     let dec = Decoder::from_packed(&packed, &layers)?;
+//!     let run = RunConfig::dense(prompt.len() + out.len(), 16);
+//!     let mut arena = Arena::new(arena_mem)?; // at least dec.plan(&run)?.peak_bytes
+//!     let mut session = dec.start(&run, &mut arena)?;
+//!     let mut sampler = Sampler::greedy();
+//!     let mut logits = session.feed(prompt)?; // prefill
+//!     for i in 0..out.len() {
+//!         out[i] = sampler.sample(logits)?;
+//!         if i + 1 < out.len() {
+//!             logits = session.feed(&out[i..i + 1])?; // one decode step
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//! ```
 
 use crate::Error;
 use crate::arena::Arena;
