@@ -203,6 +203,10 @@ impl<'a> Decoder<'a> {
     /// persistent buffers (hidden chunk, K and V caches, logits) from `arena`, in the plan's
     /// order. The phases take the rest of the plan's peak at each call.
     ///
+    /// The persistent buffers stay taken from `arena` after the session ends: to start over
+    /// with the same context size, [`Session::reset`] the session, or make a new [`Arena`]
+    /// over the same memory.
+    ///
     /// Errors: the checks of [`try_plan`]; [`Error::ArenaTooSmall`] when `arena` has less
     /// than `plan.peak_bytes` free (checked before anything is taken).
     pub fn start<'s, 'm>(
