@@ -311,6 +311,51 @@ fn plan_buffers_name_the_cache() {
     assert!(names.contains(&("kv_norm", 0)));
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Any split of a context into calls (and any chunk) gives the logits of the whole
+    /// context fed at once; calls past the context are refused without changing anything.
+    #[test]
+    fn any_split_of_the_context_gives_the_same_logits(
+        pieces in proptest::collection::vec(1usize..7, 1..8),
+        chunk in 1usize..9,
+        k_attn in proptest::option::of(1usize..12),
+        seed in 0u64..1000,
+    ) {
+        let lm = lm(0);
+        let views = lm.model.layer_views();
+        let dec = lm.decoder(&views);
+        let n = 20;
+        let run = RunConfig { k_attn, ..RunConfig::dense(n, chunk) };
+        let ids = ids(&mut Rng::new(seed), pieces.iter().sum::<usize>(), 300);
+        let p = dec.plan(&run).unwrap();
+        let (mut m1, mut m2) = (memory(p.peak_bytes), memory(p.peak_bytes));
+        let mut a1 = Arena::new(bytemuck::cast_slice_mut(&mut m1)).unwrap();
+        let mut a2 = Arena::new(bytemuck::cast_slice_mut(&mut m2)).unwrap();
+        let mut split = dec.start(&run, &mut a1).unwrap();
+        let mut whole = dec.start(&run, &mut a2).unwrap();
+        let mut start = 0;
+        for len in pieces {
+            let piece = &ids[start..start + len];
+            if start + len > n {
+                prop_assert_eq!(
+                    split.feed(piece).unwrap_err(),
+                    Error::SeqTooLong { len: start + len, max: n }
+                );
+                prop_assert_eq!(split.len(), start);
+                break;
+            }
+            let got = split.feed(piece).unwrap().to_vec();
+            start += len;
+            whole.reset();
+            let want = whole.feed(&ids[..start]).unwrap();
+            prop_assert!(max_diff(&got, want) < TOL_CHUNK);
+        }
+        prop_assert_eq!(split.high_water(), p.peak_bytes);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Sampling.
 
