@@ -6,4 +6,5 @@ pub mod decoder_ref;
 pub mod kernels_ref;
 pub mod minilm;
 pub mod model_ref;
+pub mod smollm2;
 pub mod vocab;

@@ -1,0 +1,101 @@
+//! The packed SmolLM2-135M-Instruct (f32) that the CI `models` job makes in the cache, and the
+//! golden file of the reference (tools/reference/smollm2_golden.py: Hugging Face transformers
+//! on the same Q4_1 GGUF, float32).
+
+use std::path::PathBuf;
+
+use crate::minilm::cache_dir;
+
+/// Where the packed f32 model is: `$TOPKIT_SMOLLM2` if set, else
+/// `<cache>/models/SmolLM2-135M-Instruct-f32.tkm`.
+pub fn packed_path() -> PathBuf {
+    match std::env::var_os("TOPKIT_SMOLLM2") {
+        Some(p) => PathBuf::from(p),
+        None => cache_dir().join("models/SmolLM2-135M-Instruct-f32.tkm"),
+    }
+}
+
+/// The bytes of the packed model, in 16-byte aligned memory. Panics with instructions when the
+/// file is missing: tests on the real model never skip.
+pub fn packed() -> Vec<u128> {
+    let path = packed_path();
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: run `cargo xtask models` first (it fetches and packs SmolLM2)",
+            path.display()
+        )
+    });
+    let mut words = vec![0u128; bytes.len().div_ceil(16)];
+    bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+    words
+}
+
+/// The reference's logits at one greedy step.
+pub struct Step {
+    /// Greedy step: 0 is the logits after the whole prompt.
+    pub step: usize,
+    /// The 64 largest logits, `(id, logit)`, largest first.
+    pub top: Vec<(u32, f64)>,
+    /// `log(sum(exp(logits)))` over the whole vocabulary.
+    pub logsumexp: f64,
+}
+
+/// One golden prompt.
+pub struct Prompt {
+    /// Short name.
+    pub name: String,
+    /// Prompt ids (chat prompts already in the chat template).
+    pub ids: Vec<u32>,
+    /// The reference's greedy continuation.
+    pub greedy: Vec<u32>,
+    /// Top-1 minus top-2 logit at every greedy step.
+    pub margins: Vec<f64>,
+    /// Logits at a few steps.
+    pub steps: Vec<Step>,
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// The golden prompts, and the ids of the long (500+ token) text.
+pub fn golden() -> (Vec<Prompt>, Vec<u32>) {
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("../data/smollm2_golden.json")).unwrap();
+    let prompts = v["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| Prompt {
+            name: p["name"].as_str().unwrap().to_owned(),
+            ids: ids(&p["ids"]),
+            greedy: ids(&p["greedy"]["ids"]),
+            margins: p["margins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect(),
+            steps: p["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| Step {
+                    step: s["step"].as_u64().unwrap() as usize,
+                    top: s["top"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| (t[0].as_u64().unwrap() as u32, t[1].as_f64().unwrap()))
+                        .collect(),
+                    logsumexp: s["logsumexp"].as_f64().unwrap(),
+                })
+                .collect(),
+        })
+        .collect();
+    (prompts, ids(&v["long"]["ids"]))
+}
