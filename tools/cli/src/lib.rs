@@ -23,6 +23,7 @@ macro_rules! outln {
 pub mod budget;
 pub mod embed;
 pub mod eval;
+pub mod gguf;
 pub mod hf;
 pub mod inspect;
 pub mod pack;
