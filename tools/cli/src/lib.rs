@@ -26,6 +26,7 @@ pub mod embed;
 pub mod eval;
 pub mod eval_lm;
 pub mod generate;
+pub mod gguf;
 pub mod hf;
 pub mod inspect;
 pub mod pack;

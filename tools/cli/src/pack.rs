@@ -9,10 +9,10 @@ use safetensors::SafeTensors;
 use topkit::format::PackedModel;
 use topkit::kernels::DType;
 
-use crate::hf;
 use crate::quant::{self, QuantError, StoreDType};
 use crate::size::human;
 use crate::writer::{self, AlignedBytes, Tensor};
+use crate::{gguf, hf};
 
 /// Arguments of `topkit pack`.
 #[derive(Debug, Clone)]
@@ -63,21 +63,138 @@ fn dtype_name(d: DType) -> &'static str {
     }
 }
 
-/// Packs `args.src` into `args.output`, printing per-tensor errors and a summary.
-pub fn run(args: &PackArgs) -> Result<PackReport> {
-    let st_path = args.src.join("model.safetensors");
-    if !args.src.join("config.json").exists() {
-        anyhow::bail!(
-            "{} has no config.json: not a Hugging Face model directory",
-            args.src.display()
-        );
+/// One tensor ready to convert.
+struct Loaded {
+    name: String,
+    source: String,
+    shape: Vec<usize>,
+    values: Vec<f32>,
+    src_bytes: u64,
+}
+
+/// Where the tensors come from: a Hugging Face directory or a GGUF file.
+enum Input {
+    Hf {
+        bytes: Vec<u8>,
+        source: hf::Source,
+    },
+    Gguf {
+        bytes: Vec<u8>,
+        g: gguf::Gguf,
+        source: gguf::GgufSource,
+    },
+}
+
+impl Input {
+    fn open(args: &PackArgs) -> Result<Input> {
+        if gguf::is_gguf(&args.src) {
+            let bytes = std::fs::read(&args.src)
+                .with_context(|| format!("cannot read {}", args.src.display()))?;
+            let g = gguf::Gguf::parse(&bytes).with_context(|| format!("{}", args.src.display()))?;
+            let source = gguf::source(&g, args.max_seq)
+                .with_context(|| format!("{}", args.src.display()))?;
+            return Ok(Input::Gguf { bytes, g, source });
+        }
+        let st_path = args.src.join("model.safetensors");
+        if !args.src.join("config.json").exists() {
+            anyhow::bail!(
+                "{} has no config.json: not a Hugging Face model directory (nor a GGUF file)",
+                args.src.display()
+            );
+        }
+        let bytes = std::fs::read(&st_path)
+            .with_context(|| format!("cannot read {}", st_path.display()))?;
+        let st =
+            SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{}: {e}", st_path.display()))?;
+        let source = hf::read_dir(&args.src, &st, args.max_seq)?;
+        Ok(Input::Hf { bytes, source })
     }
-    let st_bytes =
-        std::fs::read(&st_path).with_context(|| format!("cannot read {}", st_path.display()))?;
-    let st =
-        SafeTensors::deserialize(&st_bytes).map_err(|e| anyhow!("{}: {e}", st_path.display()))?;
-    let source = hf::read_dir(&args.src, &st, args.max_seq)?;
-    let cfg = &source.config.model;
+
+    fn config(&self) -> &topkit::format::FileConfig {
+        match self {
+            Input::Hf { source, .. } => &source.config,
+            Input::Gguf { source, .. } => &source.config,
+        }
+    }
+
+    fn tokenizer(&self) -> &writer::Tokenizer {
+        match self {
+            Input::Hf { source, .. } => &source.tokenizer,
+            Input::Gguf { source, .. } => &source.tokenizer,
+        }
+    }
+
+    fn skipped(&self) -> &[String] {
+        match self {
+            Input::Hf { source, .. } => &source.skipped,
+            Input::Gguf { source, .. } => &source.skipped,
+        }
+    }
+
+    /// (topkit name, bytes in the source) of every tensor, in packing order.
+    fn sizes(&self) -> Result<Vec<u64>> {
+        match self {
+            Input::Hf { bytes, source } => {
+                let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("{e}"))?;
+                Ok(source
+                    .mappings
+                    .iter()
+                    .map(|m| st.tensor(&m.source).map_or(0, |t| t.data().len() as u64))
+                    .collect())
+            }
+            Input::Gguf { bytes, g, source } => Ok(source
+                .mappings
+                .iter()
+                .map(|m| {
+                    g.tensor(&m.source)
+                        .and_then(|t| g.data(bytes, t).ok())
+                        .map_or(0, |d| d.len() as u64)
+                })
+                .collect()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Input::Hf { source, .. } => source.mappings.len(),
+            Input::Gguf { source, .. } => source.mappings.len(),
+        }
+    }
+
+    fn load(&self, i: usize, src_bytes: u64) -> Result<Loaded> {
+        match self {
+            Input::Hf { bytes, source } => {
+                let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("{e}"))?;
+                let m = &source.mappings[i];
+                let (shape, values) = hf::load(&st, m)?;
+                Ok(Loaded {
+                    name: m.name.clone(),
+                    source: m.source.clone(),
+                    shape,
+                    values,
+                    src_bytes,
+                })
+            }
+            Input::Gguf { bytes, g, source } => {
+                let m = &source.mappings[i];
+                let (shape, values) = gguf::load(g, bytes, m)?;
+                Ok(Loaded {
+                    name: m.name.clone(),
+                    source: m.source.clone(),
+                    shape,
+                    values,
+                    src_bytes,
+                })
+            }
+        }
+    }
+}
+
+/// Packs `args.src` (a Hugging Face model directory or a GGUF file) into `args.output`,
+/// printing per-tensor errors and a summary.
+pub fn run(args: &PackArgs) -> Result<PackReport> {
+    let input = Input::open(args)?;
+    let cfg = &input.config().model;
     outln!(
         "packing {} ({:?}, {} layers, d_model {}, {} heads, d_ff {}, vocab {}, max_seq {}) as {}",
         args.src.display(),
@@ -90,18 +207,15 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         cfg.max_seq,
         args.dtype
     );
-    if !source.skipped.is_empty() {
+    if !input.skipped().is_empty() {
         outln!(
             "not packed (unused by topkit): {}",
-            source.skipped.join(", ")
+            input.skipped().join(", ")
         );
     }
 
-    let total: u64 = source
-        .mappings
-        .iter()
-        .map(|m| st.tensor(&m.source).map_or(0, |t| t.data().len() as u64))
-        .sum();
+    let sizes = input.sizes()?;
+    let total: u64 = sizes.iter().sum();
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
@@ -119,12 +233,17 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         "tensor", "shape", "dtype", "bytes", "max |err|", "rel RMS"
     ));
 
-    let mut tensors = Vec::with_capacity(source.mappings.len());
-    let mut report = Vec::with_capacity(source.mappings.len());
-    for m in &source.mappings {
-        bar.set_message(m.name.clone());
-        let (shape, values) = hf::load(&st, m)?;
-        let src_bytes = st.tensor(&m.source).map_or(0, |t| t.data().len() as u64);
+    let mut tensors = Vec::with_capacity(input.len());
+    let mut report = Vec::with_capacity(input.len());
+    for (i, &src_bytes) in sizes.iter().enumerate() {
+        let Loaded {
+            name,
+            source,
+            shape,
+            values,
+            src_bytes,
+        } = input.load(i, src_bytes)?;
+        bar.set_message(name.clone());
         let cols = *shape.last().unwrap_or(&1);
         // Only matrices are quantized; vectors (biases, norms) are small and stay exact.
         let dtype = if shape.len() >= 2 {
@@ -132,10 +251,10 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         } else {
             StoreDType::F32
         };
-        let (data, error) = quant::convert(&m.name, values, cols, dtype)?;
+        let (data, error) = quant::convert(&name, values, cols, dtype)?;
         let t = PackedTensor {
-            name: m.name.clone(),
-            source: m.source.clone(),
+            name: name.clone(),
+            source,
             shape: shape.clone(),
             dtype: data.dtype(),
             bytes: data.bytes(),
@@ -151,23 +270,19 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
             t.error.rel_rms
         ));
         report.push(t);
-        tensors.push(Tensor {
-            name: m.name.clone(),
-            shape,
-            data,
-        });
+        tensors.push(Tensor { name, shape, data });
         bar.inc(src_bytes);
     }
     bar.finish_and_clear();
 
-    let tokenizer_bytes = source.tokenizer.encode()?.len();
-    let file = writer::write_file(&source.config, &source.tokenizer, &tensors)?;
+    let tokenizer_bytes = input.tokenizer().encode()?.len();
+    let file = writer::write_file(input.config(), input.tokenizer(), &tensors)?;
     drop(tensors);
     // Self-check: the core must accept what we wrote, CRC and required tensors included.
     let aligned = AlignedBytes::new(file);
     let parsed = PackedModel::parse(aligned.as_slice()).map_err(|e| {
         anyhow!(
-            "{}: the weights do not match config.json: {e}",
+            "{}: the weights do not match the configuration: {e}",
             args.src.display()
         )
     })?;
@@ -198,7 +313,7 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
     }
     outln!(
         "  tokenizer: {} tokens, {}",
-        source.tokenizer.tokens.len(),
+        input.tokenizer().tokens.len(),
         human(tokenizer_bytes)
     );
     Ok(PackReport {

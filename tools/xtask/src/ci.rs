@@ -52,7 +52,7 @@ pub const JOBS: &[Job] = &[
     },
     Job {
         name: "models",
-        about: "fetch all-MiniLM-L6-v2 into the cache and pack it (f32, int8) for the tests",
+        about: "fetch all-MiniLM-L6-v2 and SmolLM2-135M into the cache, pack them (f32, int8)",
         needs_setup: false,
         steps: models,
     },
@@ -103,7 +103,7 @@ fn cargo() -> Cmd {
 
 fn models(_: &Ctx) -> Vec<Step> {
     vec![Step::Check(
-        "fetch and pack all-MiniLM-L6-v2".into(),
+        "fetch and pack all-MiniLM-L6-v2 and SmolLM2-135M-Instruct".into(),
         Box::new(|| crate::model::fetch_and_pack().map(|_| ())),
     )]
 }

