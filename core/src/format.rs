@@ -71,11 +71,17 @@
 //! **Tokenizer section**: a [`TOKENIZER_HEADER_BYTES`]-byte header (u32 words: kind
 //! ([`TokenizerKind`] None 0, WordPiece 1, Bpe 2), flags (bit 0 lower-case, bit 1 strip
 //! accents), token count `n`, merge count `m`, string bytes `s`, longest word in characters,
-//! the [`Special`] token ids (unk, cls, sep, pad, mask, bos, eos; [`NO_TOKEN`] when absent), three
-//! reserved zero words), then `n + 1` u32 string offsets (token `i` is `strings[off[i]..off[i+1]]`),
-//! `n` u32 ids sorted by token bytes (for binary search on a microcontroller), `m` BPE merges
-//! as (left id, right id) u32 pairs in rank order, and the `s` bytes of concatenated UTF-8
-//! token strings. Token strings are unique.
+//! the [`Special`] token ids (unk, cls, sep, pad, mask, bos, eos; [`NO_TOKEN`] when absent), the
+//! BPE pre-tokenizer code `p` ([`BPE_PRE_GPT2`] 0, [`BPE_PRE_DIGITS_GPT2`] 1; 0 unless Bpe), the
+//! added-token count `a` (0 unless Bpe), one reserved zero word), then `n + 1` u32 string
+//! offsets (token `i` is `strings[off[i]..off[i+1]]`), `n` u32 ids sorted by token bytes (for
+//! binary search on a microcontroller), `m` BPE merges as (left id, right id) u32 pairs in rank
+//! order, the merge index (`m` u32 ranks sorted by their (left, right) pair, strictly
+//! increasing, for a binary-search pair -> rank lookup), `a` u32 ids of the added tokens (BPE:
+//! matched whole in the text before pre-tokenizing, e.g. `<|im_start|>`; non-empty, distinct),
+//! and the `s` bytes of concatenated UTF-8 token strings. Token strings are unique. Byte-level
+//! BPE token strings are stored as in GPT-2's vocabulary: each byte as its printable
+//! character (see [`crate::tokenizer::Bpe`]).
 //!
 //! **Tensor table**: `n` entries of [`TENSOR_ENTRY_BYTES`] bytes, sorted by name (unique), see
 //! [`TensorEntry`]. dtype codes: f32 0, f16 1, int8 2 (symmetric, one f32 scale per row: the
@@ -142,6 +148,12 @@ pub const CRC_OFFSET: usize = 24;
 pub const CONFIG_BYTES: usize = 96;
 /// Size of the tokenizer section's fixed header, bytes.
 pub const TOKENIZER_HEADER_BYTES: usize = 64;
+/// BPE pre-tokenizer code: the GPT-2 pattern
+/// (`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`).
+pub const BPE_PRE_GPT2: u32 = 0;
+/// BPE pre-tokenizer code: every numeric character (`\p{N}`) split off alone, then the GPT-2
+/// pattern (SmolLM2, llama.cpp's `smollm`).
+pub const BPE_PRE_DIGITS_GPT2: u32 = 1;
 /// Size of one tensor table entry, bytes.
 pub const TENSOR_ENTRY_BYTES: usize = 72;
 /// Largest tensor rank.
@@ -522,6 +534,10 @@ pub struct TokenizerHeader {
     pub max_word_chars: u32,
     /// Special token ids by [`Special`] slot, [`NO_TOKEN`] when absent.
     pub specials: [u32; SPECIALS],
+    /// BPE pre-tokenizer ([`BPE_PRE_GPT2`] or [`BPE_PRE_DIGITS_GPT2`]; 0 unless Bpe).
+    pub pre: u32,
+    /// Number of added tokens (BPE: matched whole in the text; 0 unless Bpe).
+    pub n_added: u32,
 }
 
 impl TokenizerHeader {
@@ -530,11 +546,13 @@ impl TokenizerHeader {
         let n = self.n_tokens as usize;
         let offsets = n.checked_add(1)?.checked_mul(4)?;
         let sorted = n.checked_mul(4)?;
-        let merges = (self.n_merges as usize).checked_mul(8)?;
+        let merges = (self.n_merges as usize).checked_mul(12)?;
+        let added = (self.n_added as usize).checked_mul(4)?;
         TOKENIZER_HEADER_BYTES
             .checked_add(offsets)?
             .checked_add(sorted)?
             .checked_add(merges)?
+            .checked_add(added)?
             .checked_add(self.string_bytes as usize)
     }
 
@@ -563,7 +581,13 @@ impl TokenizerHeader {
             self.string_bytes,
             self.max_word_chars,
         ];
-        for (i, w) in words.iter().chain(self.specials.iter()).enumerate() {
+        let tail = [self.pre, self.n_added];
+        for (i, w) in words
+            .iter()
+            .chain(self.specials.iter())
+            .chain(tail.iter())
+            .enumerate()
+        {
             put_u32(&mut b, 4 * i, *w);
         }
         b
@@ -595,8 +619,20 @@ impl TokenizerHeader {
                 code: flags,
             });
         }
-        if (6 + SPECIALS..TOKENIZER_HEADER_BYTES / 4).any(|i| w(i) != 0) {
+        if (8 + SPECIALS..TOKENIZER_HEADER_BYTES / 4).any(|i| w(i) != 0) {
             return Err(Error::Malformed("reserved tokenizer words are not zero"));
+        }
+        let (pre, n_added) = (w(6 + SPECIALS), w(7 + SPECIALS));
+        if pre > BPE_PRE_DIGITS_GPT2 {
+            return Err(Error::UnknownCode {
+                what: "BPE pre-tokenizer",
+                code: pre,
+            });
+        }
+        if kind != TokenizerKind::Bpe && (pre != 0 || n_added != 0) {
+            return Err(Error::Malformed(
+                "pre-tokenizer or added tokens on a tokenizer that is not BPE",
+            ));
         }
         Ok(TokenizerHeader {
             kind,
@@ -607,6 +643,8 @@ impl TokenizerHeader {
             string_bytes: w(4),
             max_word_chars: w(5),
             specials: core::array::from_fn(|i| w(6 + i)),
+            pre,
+            n_added,
         })
     }
 }
@@ -705,6 +743,8 @@ pub struct TokenizerView<'a> {
     header: TokenizerHeader,
     vocab: VocabView<'a>,
     merges: U32s<'a>,
+    merge_index: U32s<'a>,
+    added: U32s<'a>,
 }
 
 impl<'a> TokenizerView<'a> {
@@ -728,6 +768,8 @@ impl<'a> TokenizerView<'a> {
         let offsets = U32s(take(4 * (n + 1)));
         let sorted = U32s(take(4 * n));
         let merges = U32s(take(8 * h.n_merges as usize));
+        let merge_index = U32s(take(4 * h.n_merges as usize));
+        let added = U32s(take(4 * h.n_added as usize));
         let strings = take(h.string_bytes as usize);
         if h.kind == TokenizerKind::None && (n != 0 || h.n_merges != 0) {
             return Err(Error::Malformed("tokenizer kind None with tokens"));
@@ -776,6 +818,34 @@ impl<'a> TokenizerView<'a> {
                 return Err(Error::Malformed("BPE merge names a token out of range"));
             }
         }
+        // Merge index: ranks in range whose pairs strictly increase (so it is a permutation
+        // and the merges are distinct pairs).
+        let m = h.n_merges as usize;
+        let pair = |r: u32| (merges.get(2 * r as usize), merges.get(2 * r as usize + 1));
+        for i in 0..m {
+            let r = merge_index.get(i);
+            if r as usize >= m {
+                return Err(Error::Malformed(
+                    "BPE merge index holds a rank out of range",
+                ));
+            }
+            if i > 0 && pair(merge_index.get(i - 1)) >= pair(r) {
+                return Err(Error::Malformed(
+                    "BPE merge index is not strictly sorted by pair",
+                ));
+            }
+        }
+        for i in 0..h.n_added as usize {
+            let id = added.get(i);
+            if id as usize >= n || vocab.bytes(id as usize).is_empty() {
+                return Err(Error::Malformed(
+                    "added token out of range or with an empty string",
+                ));
+            }
+            if (0..i).any(|j| added.get(j) == id) {
+                return Err(Error::Malformed("added token listed twice"));
+            }
+        }
         for &s in &h.specials {
             if s != NO_TOKEN && s as usize >= n {
                 return Err(Error::Malformed("special token id out of range"));
@@ -785,6 +855,8 @@ impl<'a> TokenizerView<'a> {
             header: h,
             vocab,
             merges,
+            merge_index,
+            added,
         })
     }
 
@@ -827,6 +899,41 @@ impl<'a> TokenizerView<'a> {
     /// BPE merge of rank `rank` (0 = applied first): the (left, right) token ids.
     pub fn merge(&self, rank: usize) -> Option<(u32, u32)> {
         (rank < self.n_merges()).then(|| (self.merges.get(2 * rank), self.merges.get(2 * rank + 1)))
+    }
+
+    /// Rank of the BPE merge of `left` then `right` (0 = applied first), by binary search
+    /// over the merge index.
+    pub fn merge_rank(&self, left: u32, right: u32) -> Option<u32> {
+        let (mut lo, mut hi) = (0, self.n_merges());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let r = self.merge_index.get(mid);
+            let p = (
+                self.merges.get(2 * r as usize),
+                self.merges.get(2 * r as usize + 1),
+            );
+            match p.cmp(&(left, right)) {
+                core::cmp::Ordering::Equal => return Some(r),
+                core::cmp::Ordering::Less => lo = mid + 1,
+                core::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        None
+    }
+
+    /// BPE pre-tokenizer code ([`BPE_PRE_GPT2`], [`BPE_PRE_DIGITS_GPT2`]).
+    pub fn pre_tokenizer(&self) -> u32 {
+        self.header.pre
+    }
+
+    /// Number of added tokens (matched whole in the text by BPE).
+    pub fn n_added(&self) -> usize {
+        self.header.n_added as usize
+    }
+
+    /// The id of added token `i`, if `i < n_added()`.
+    pub fn added(&self, i: usize) -> Option<u32> {
+        (i < self.n_added()).then(|| self.added.get(i))
     }
 
     /// The fixed header.

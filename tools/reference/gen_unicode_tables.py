@@ -2,7 +2,8 @@
 """Writes core/src/tokenizer/unicode_tables.rs: the Unicode data the no_std BERT normaliser
 needs, from Python's `unicodedata` (an implementation independent of ours).
 
-Tables: general-category ranges for Mn (non-spacing marks, dropped when stripping accents),
+Tables: general-category ranges for L* and N* (the \\p{L} and \\p{N} of byte-level BPE's
+pre-tokenizer pattern), Mn (non-spacing marks, dropped when stripping accents),
 P* (punctuation, split off as single-character words) and C* (other: control, format,
 surrogate, private use, unassigned; dropped by BERT's text cleaning), and the accent-stripping
 map: NFD(c) with the Mn marks removed, for every character where that differs from c (Hangul
@@ -38,6 +39,8 @@ def main():
     mn = ranges(lambda cp: cat(cp) == "Mn")
     punct = ranges(lambda cp: cat(cp).startswith("P"))
     other = ranges(lambda cp: cat(cp).startswith("C"))
+    letter = ranges(lambda cp: cat(cp).startswith("L"))
+    number = ranges(lambda cp: cat(cp).startswith("N"))
     one, many = [], []
     for cp in range(sys.maxunicode + 1):
         if 0xD800 <= cp <= 0xDFFF or is_hangul_syllable(cp) or cat(cp) == "Mn":
@@ -65,6 +68,8 @@ def main():
     table("MN", "Inclusive ranges of general category Mn.", mn)
     table("PUNCT", "Inclusive ranges of general category P*.", punct)
     table("OTHER", "Inclusive ranges of general category C* (Cc, Cf, Cs, Co, Cn).", other)
+    table("LETTER", "Inclusive ranges of general category L* (byte-level BPE's \\p{L}).", letter)
+    table("NUMBER", "Inclusive ranges of general category N* (byte-level BPE's \\p{N}).", number)
     table("STRIP_ONE", "Character -> the one character NFD leaves once Mn marks are removed.", one)
     w("/// Character -> the characters NFD leaves once Mn marks are removed (more than one).\n")
     w(f"pub(crate) static STRIP_MANY: [(u32, &str); {len(many)}] = [\n")

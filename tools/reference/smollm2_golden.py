@@ -17,6 +17,7 @@ Run (in ~/.cache/topkit/venv-ref, with `pip install gguf`):
   python tools/reference/smollm2_golden.py [GGUF] [OUT]
 """
 
+import importlib.metadata
 import json
 import math
 import os
@@ -148,7 +149,7 @@ def main():
         "versions": {
             "transformers": transformers.__version__,
             "torch": torch.__version__,
-            "gguf": getattr(gguf_pkg, "__version__", "unknown"),
+            "gguf": importlib.metadata.version("gguf"),
             "python": sys.version.split()[0],
         },
         "dtype": "float32 CPU",

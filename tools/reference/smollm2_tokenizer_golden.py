@@ -63,6 +63,10 @@ EXTRA = [
     "a" * 200,
     "🙂" * 20,
     "..." * 30,
+    # Bytes SmolLM2's vocabulary has no token for (0x04, 0x06, 0x13, 0x14, 0x16, 0x1d, and the
+    # lead byte 0xF1 of U+40000..): the reference drops them.
+    "ctrl \x04 \x06 \x13\x14 \x16 \x1d end",
+    "plane 4 \U00040000 and plane 15 \U000F0000 private",
 ]
 
 

@@ -841,6 +841,38 @@ fn tokenizer(g: &Gguf, vocab_size: usize) -> Result<Tokenizer> {
     specials[Special::Bos as usize] = special("tokenizer.ggml.bos_token_id");
     specials[Special::Eos as usize] = special("tokenizer.ggml.eos_token_id");
     specials[Special::Pad as usize] = special("tokenizer.ggml.padding_token_id");
+    let pre = match g
+        .get("tokenizer.ggml.pre")
+        .map(|v| v.as_str().unwrap_or("?"))
+    {
+        None | Some("gpt-2") | Some("gpt2") => topkit::format::BPE_PRE_GPT2,
+        Some("smollm") => topkit::format::BPE_PRE_DIGITS_GPT2,
+        Some(other) => {
+            bail!("tokenizer.ggml.pre {other:?} is not supported (supported: gpt-2, smollm)")
+        }
+    };
+    // Control and user-defined tokens (ggml token types 3 and 4) are matched whole in the
+    // text, as the Hugging Face tokenizer does with its added tokens.
+    let added = match g.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(types)) => {
+            ensure!(
+                types.len() == tokens.len(),
+                "tokenizer.ggml.token_type has {} entries for {} tokens",
+                types.len(),
+                tokens.len()
+            );
+            types
+                .iter()
+                .enumerate()
+                .filter(|(i, t)| {
+                    matches!(t, Value::I32(3) | Value::I32(4)) && !tokens[*i].is_empty()
+                })
+                .map(|(i, _)| i as u32)
+                .collect()
+        }
+        Some(_) => bail!("tokenizer.ggml.token_type is not an array"),
+        None => Vec::new(),
+    };
     Ok(Tokenizer {
         kind: TokenizerKind::Bpe,
         lowercase: false,
@@ -849,6 +881,8 @@ fn tokenizer(g: &Gguf, vocab_size: usize) -> Result<Tokenizer> {
         tokens,
         merges,
         specials,
+        pre,
+        added,
     })
 }
 

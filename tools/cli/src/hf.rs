@@ -397,6 +397,8 @@ fn wordpiece(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
         tokens,
         merges: Vec::new(),
         specials,
+        pre: 0,
+        added: Vec::new(),
     })
 }
 

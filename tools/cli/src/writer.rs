@@ -85,6 +85,10 @@ pub struct Tokenizer {
     pub merges: Vec<(u32, u32)>,
     /// Special token ids by [`topkit::format::Special`] slot.
     pub specials: [Option<u32>; SPECIALS],
+    /// BPE pre-tokenizer code ([`topkit::format::BPE_PRE_GPT2`], ...; 0 unless BPE).
+    pub pre: u32,
+    /// Added tokens BPE matches whole in the text (empty unless BPE).
+    pub added: Vec<u32>,
 }
 
 impl Tokenizer {
@@ -98,6 +102,8 @@ impl Tokenizer {
             tokens: Vec::new(),
             merges: Vec::new(),
             specials: [None; SPECIALS],
+            pre: 0,
+            added: Vec::new(),
         }
     }
 
@@ -148,6 +154,8 @@ impl Tokenizer {
             string_bytes: u32::try_from(strings.len())?,
             max_word_chars: self.max_word_chars,
             specials,
+            pre: self.pre,
+            n_added: u32::try_from(self.added.len())?,
         };
         let mut out = header.encode().to_vec();
         for v in offsets.iter().chain(&sorted) {
@@ -156,6 +164,22 @@ impl Tokenizer {
         for (a, b) in &self.merges {
             out.extend_from_slice(&a.to_le_bytes());
             out.extend_from_slice(&b.to_le_bytes());
+        }
+        let mut index: Vec<u32> = (0..u32::try_from(self.merges.len())?).collect();
+        index.sort_by_key(|&r| self.merges[r as usize]);
+        if let Some(w) = index
+            .windows(2)
+            .find(|w| self.merges[w[0] as usize] == self.merges[w[1] as usize])
+        {
+            bail!(
+                "BPE merges {} and {} are the same pair {:?}",
+                w[0],
+                w[1],
+                self.merges[w[0] as usize]
+            );
+        }
+        for r in index.iter().chain(&self.added) {
+            out.extend_from_slice(&r.to_le_bytes());
         }
         out.extend_from_slice(&strings);
         ensure!(
