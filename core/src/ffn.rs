@@ -19,7 +19,10 @@
 use crate::Error;
 use crate::arena::{ALIGN, Arena, padded};
 use crate::config::Activation;
-use crate::kernels::{Matrix, activate, axpy_row, dot_row};
+use crate::kernels::{
+    DType, Kernels, Matrix, Q8_GROUP, Q8_MAX_COLS, Weights, activate, axpy_row_by, dot_i8_i8_by,
+    dot_row_by, quantize_i8,
+};
 use crate::topk::{Rank, TopK};
 
 /// Largest `d_ff` of a top-k block: unit indices are stored as `u16` in the slots.
@@ -221,11 +224,36 @@ pub fn ffn(
     scratch: &mut FfnScratch<'_>,
     out: &mut [f32],
 ) -> Result<(), Error> {
+    ffn_with(Kernels::Reference, w, x, k_ff, scratch, out)
+}
+
+/// [`ffn`] with the chosen kernels. With [`Kernels::Fast`] and int8 `up` (and `gate`)
+/// weights, each token is quantized once to int8 with its own scale and the unit's
+/// pre-activation is an exact i32 dot product (see [`crate::kernels::matmul_i8_i8`]); the
+/// down projection stays f32.
+///
+/// Errors: as [`ffn`].
+pub fn ffn_with(
+    kernels: Kernels,
+    w: &FfnWeights<'_>,
+    x: &[f32],
+    k_ff: Option<usize>,
+    scratch: &mut FfnScratch<'_>,
+    out: &mut [f32],
+) -> Result<(), Error> {
     let (d, d_ff, n) = check(w, x, k_ff, scratch, out)?;
+    let q8 = kernels == Kernels::Fast
+        && w.up.dtype() == DType::I8
+        && w.gate.is_none_or(|g| g.dtype() == DType::I8)
+        && d <= Q8_MAX_COLS;
+    if q8 {
+        ffn_q8(kernels, w, x, k_ff, scratch, out, d, d_ff, n);
+        return Ok(());
+    }
     let hidden = |j: usize, xt: &[f32]| {
-        let u = dot_row(&w.up, j, xt) + w.up_bias.map_or(0.0, |b| b[j]);
+        let u = dot_row_by(kernels, &w.up, j, xt) + w.up_bias.map_or(0.0, |b| b[j]);
         match &w.gate {
-            Some(g) => activate(w.act, dot_row(g, j, xt)) * u,
+            Some(g) => activate(w.act, dot_row_by(kernels, g, j, xt)) * u,
             None => activate(w.act, u),
         }
     };
@@ -241,7 +269,7 @@ pub fn ffn(
                 for (xt, ot) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
                     let h = hidden(j, xt);
                     if h != 0.0 {
-                        axpy_row(&w.down_t, j, h, ot);
+                        axpy_row_by(kernels, &w.down_t, j, h, ot);
                     }
                 }
             }
@@ -274,11 +302,113 @@ pub fn ffn(
                 let (hs, js) = sel.sorted_by_index();
                 for (&h, &j) in hs.iter().zip(js) {
                     if h != 0.0 {
-                        axpy_row(&w.down_t, j as usize, h, ot);
+                        axpy_row_by(kernels, &w.down_t, j as usize, h, ot);
                     }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Most tokens [`ffn_q8`] quantizes at once.
+const Q8_TOKENS: usize = 64;
+
+/// Int8-activation body of [`ffn_with`]: the chunk's tokens are quantized a group at a time
+/// into a stack buffer of `Q8_GROUP * Q8_MAX_COLS` bytes; loop order and top-k selection as in
+/// [`ffn`].
+#[allow(clippy::too_many_arguments)]
+fn ffn_q8(
+    kernels: Kernels,
+    w: &FfnWeights<'_>,
+    x: &[f32],
+    k_ff: Option<usize>,
+    s: &mut FfnScratch<'_>,
+    out: &mut [f32],
+    d: usize,
+    d_ff: usize,
+    n: usize,
+) {
+    fn int8<'w>(m: &Matrix<'w>) -> (&'w [i8], &'w [f32]) {
+        match m.weights() {
+            Weights::I8 { q, scales } => (q, scales),
+            // ffn_with checked the dtypes.
+            _ => (&[], &[]),
+        }
+    }
+    let (up_q, up_s) = int8(&w.up);
+    let gate = w.gate.as_ref().map(int8);
+    let group = (Q8_GROUP * Q8_MAX_COLS / d).clamp(1, Q8_TOKENS);
+    let mut qx = [0i8; Q8_GROUP * Q8_MAX_COLS];
+    let mut sx = [0.0f32; Q8_TOKENS];
+    for ot in out.chunks_exact_mut(d) {
+        match w.down_bias {
+            Some(b) => ot.copy_from_slice(b),
+            None => ot.fill(0.0),
+        }
+    }
+    let k = k_ff.map(|k| k.min(d_ff));
+    if k.is_some() {
+        s.lens[..n].fill(0);
+    }
+    let mut t0 = 0;
+    while t0 < n {
+        let g = group.min(n - t0);
+        for t in 0..g {
+            let xt = &x[(t0 + t) * d..(t0 + t + 1) * d];
+            sx[t] = quantize_i8(xt, &mut qx[t * d..(t + 1) * d]);
+        }
+        for j in 0..d_ff {
+            let wj = &up_q[j * d..(j + 1) * d];
+            for t in 0..g {
+                let xq = &qx[t * d..(t + 1) * d];
+                let u = dot_i8_i8_by(kernels, wj, xq) as f32 * (up_s[j] * sx[t])
+                    + w.up_bias.map_or(0.0, |b| b[j]);
+                let h = match gate {
+                    Some((gq, gs)) => {
+                        let gv = dot_i8_i8_by(kernels, &gq[j * d..(j + 1) * d], xq) as f32
+                            * (gs[j] * sx[t]);
+                        activate(w.act, gv) * u
+                    }
+                    None => activate(w.act, u),
+                };
+                let tt = t0 + t;
+                match k {
+                    None => {
+                        if h != 0.0 {
+                            axpy_row_by(kernels, &w.down_t, j, h, &mut out[tt * d..(tt + 1) * d]);
+                        }
+                    }
+                    Some(k) => {
+                        let mut sel = TopK::resume(
+                            &mut s.scores[tt * k..(tt + 1) * k],
+                            &mut s.idx[tt * k..(tt + 1) * k],
+                            s.lens[tt],
+                            Rank::Magnitude,
+                        );
+                        // j < d_ff <= 65536 was checked, so it fits in u16.
+                        sel.push(h, j as u16);
+                        s.lens[tt] = sel.state();
+                    }
+                }
+            }
+        }
+        t0 += g;
+    }
+    if let Some(k) = k {
+        for (t, ot) in out.chunks_exact_mut(d).enumerate() {
+            let mut sel = TopK::resume(
+                &mut s.scores[t * k..(t + 1) * k],
+                &mut s.idx[t * k..(t + 1) * k],
+                s.lens[t],
+                Rank::Magnitude,
+            );
+            let (hs, js) = sel.sorted_by_index();
+            for (&h, &j) in hs.iter().zip(js) {
+                if h != 0.0 {
+                    axpy_row_by(kernels, &w.down_t, j as usize, h, ot);
+                }
+            }
+        }
+    }
 }

@@ -205,6 +205,104 @@ pub fn matmul(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut
     }
 }
 
+/// Longest row (elements) the int8-activation kernels quantize into a stack buffer; longer
+/// rows must take the f32-activation path ([`matmul`]). Keeps the stack use of
+/// [`matmul_i8_i8`] at `Q8_GROUP * Q8_MAX_COLS` bytes (16 KiB).
+pub const Q8_MAX_COLS: usize = 4096;
+
+/// Input rows [`matmul_i8_i8`] quantizes together and multiplies by each weight row while it
+/// is in cache.
+pub const Q8_GROUP: usize = 4;
+
+/// Symmetric int8 quantization of one activation row with its own (dynamic) scale:
+/// `scale = max|x| / 127`, `q[i] = round(x[i] / scale)` (half away from zero), so
+/// `x[i] ~ scale * q[i]`. Returns the scale; an all-zero row gives scale 0 and zeros.
+/// `q.len() == x.len()`. Non-finite inputs give a non-finite scale (the output is then
+/// meaningless, as in the f32 path).
+pub fn quantize_i8(x: &[f32], q: &mut [i8]) -> f32 {
+    debug_assert_eq!(x.len(), q.len());
+    let max = x.iter().fold(0.0f32, |m, &v| {
+        let a = if v < 0.0 { -v } else { v };
+        if a > m { a } else { m }
+    });
+    if max == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let scale = max / 127.0;
+    let inv = 127.0 / max;
+    for (o, &v) in q.iter_mut().zip(x) {
+        let t = v * inv;
+        // `as` saturates, and |t| <= 127 up to rounding, so this never wraps.
+        *o = (if t < 0.0 { t - 0.5 } else { t + 0.5 }) as i8;
+    }
+    scale
+}
+
+/// Exact `sum a[i] * b[i]` of two int8 slices of equal length (elements) in i32. Exact (no
+/// overflow) for `len <= 2^31 / 128^2 = 131072`, far above [`Q8_MAX_COLS`], so every arch
+/// kernel must return the very same value.
+pub fn dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
+    debug_assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .fold(0i32, |s, (&p, &q)| s + p as i32 * q as i32)
+}
+
+/// [`matmul_i8_i8`] with the int8 dot product `dot` (the generic one or an arch kernel).
+#[inline(always)]
+pub(crate) fn matmul_i8_i8_with(
+    dot: impl Fn(&[i8], &[i8]) -> i32,
+    w: &Matrix<'_>,
+    x: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (rows, cols) = (w.rows(), w.cols());
+    debug_assert_eq!(x.len(), n * cols);
+    debug_assert_eq!(y.len(), n * rows);
+    debug_assert!(cols <= Q8_MAX_COLS);
+    let Weights::I8 { q, scales } = w.weights() else {
+        debug_assert!(false, "matmul_i8_i8 needs int8 weights");
+        return;
+    };
+    let mut qx = [[0i8; Q8_MAX_COLS]; Q8_GROUP];
+    let mut sx = [0.0f32; Q8_GROUP];
+    let mut i0 = 0;
+    while i0 < n {
+        let g = Q8_GROUP.min(n - i0);
+        for j in 0..g {
+            let row = &x[(i0 + j) * cols..(i0 + j + 1) * cols];
+            sx[j] = quantize_i8(row, &mut qx[j][..cols]);
+        }
+        for r in 0..rows {
+            let wr = &q[r * cols..(r + 1) * cols];
+            for j in 0..g {
+                let acc = dot(wr, &qx[j][..cols]);
+                // acc is exact; the float part is the same on every path.
+                let mut v = acc as f32 * (scales[r] * sx[j]);
+                if let Some(b) = bias {
+                    v += b[r];
+                }
+                y[(i0 + j) * rows + r] = v;
+            }
+        }
+        i0 += g;
+    }
+}
+
+/// `Y = X W^T + b` with int8 weights AND int8 activations: each row of `X` (`n` rows of
+/// `cols <= Q8_MAX_COLS` elements) is quantized by [`quantize_i8`] with its own scale `sx`,
+/// each dot product is exact in i32 ([`dot_i8_i8`]), and
+/// `Y[i][r] = (acc as f32) * (scale[r] * sx[i]) + bias[r]`. `W` must be [`Weights::I8`];
+/// shapes as in [`matmul`]. Uses `Q8_GROUP * Q8_MAX_COLS` bytes of stack.
+///
+/// Error against [`matmul`]: the activation rounding, at most `max|x| / 254` per element.
+pub fn matmul_i8_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+    matmul_i8_i8_with(dot_i8_i8, w, x, n, bias, y);
+}
+
 /// `y += a * x` elementwise; `x.len() == y.len()`.
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     debug_assert_eq!(x.len(), y.len());

@@ -1,0 +1,183 @@
+//! The int8-activation kernels and the arch kernels of the host fast path.
+//!
+//! - Generic int8 kernels against exact references: `dot_i8_i8` equals the i64 sum;
+//!   `quantize_i8` rounds to nearest (error at most `scale / 2` per element, `|q| <= 127`);
+//!   `matmul_i8_i8` equals, bit for bit, the documented formula over the quantized input.
+//! - Arch kernels against the generic ones, one macro per op, instantiated for every arch
+//!   module this build has (x86-64 AVX2/FMA in std builds): integer ops and the no-FMA axpy
+//!   must be bit-identical; the FMA f32 dot within `(n + 3) * EPS * sum|a_i b_i|` of the
+//!   generic one (both are within `n * EPS * sum|a_i b_i|` of the exact value).
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use topkit::kernels::{self, Matrix, Weights};
+
+fn i8s(n: usize) -> impl Strategy<Value = Vec<i8>> {
+    vec(any::<i8>(), n)
+}
+
+/// Rows, cols, inputs n, int8 weights, row scales, f32 inputs, optional bias.
+type MatCase = (usize, usize, usize, Vec<i8>, Vec<f32>, Vec<f32>, Option<Vec<f32>>);
+
+fn mat_case() -> impl Strategy<Value = MatCase> {
+    let cols = prop_oneof![1usize..=40, 1usize..=700];
+    (1usize..=6, cols, 1usize..=9).prop_flat_map(|(rows, cols, n)| {
+        (
+            Just(rows),
+            Just(cols),
+            Just(n),
+            i8s(rows * cols),
+            vec(1e-4f32..0.1, rows),
+            vec(-50.0f32..50.0, n * cols),
+            proptest::option::of(vec(-1.0f32..1.0, rows)),
+        )
+    })
+}
+
+proptest! {
+    #[test]
+    fn dot_i8_i8_is_exact((a, b) in (0usize..=1000).prop_flat_map(|n| (i8s(n), i8s(n)))) {
+        let want: i64 = a.iter().zip(&b).map(|(&p, &q)| p as i64 * q as i64).sum();
+        prop_assert_eq!(kernels::dot_i8_i8(&a, &b) as i64, want);
+    }
+
+    #[test]
+    fn quantize_i8_rounds_to_nearest(x in vec(-1e3f32..1e3, 0..300)) {
+        let mut q = vec![0i8; x.len()];
+        let s = kernels::quantize_i8(&x, &mut q);
+        let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        prop_assert!((s - max / 127.0).abs() <= f32::EPSILON * s);
+        for (&v, &qi) in x.iter().zip(&q) {
+            prop_assert!(qi != i8::MIN, "q = -128 for {}", v);
+            // Half a step, plus the rounding of v / s in f32.
+            let err = (v as f64 - s as f64 * qi as f64).abs();
+            prop_assert!(err <= 0.5 * s as f64 * (1.0 + 1e-5) + 1e-30, "{} -> {} * {}", v, qi, s);
+        }
+    }
+
+    #[test]
+    fn matmul_i8_i8_is_the_documented_formula((rows, cols, n, q, scales, x, bias) in mat_case()) {
+        let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
+        let mut y = vec![0f32; n * rows];
+        kernels::matmul_i8_i8(&w, &x, n, bias.as_deref(), &mut y);
+        for i in 0..n {
+            let mut xq = vec![0i8; cols];
+            let sx = kernels::quantize_i8(&x[i * cols..(i + 1) * cols], &mut xq);
+            for r in 0..rows {
+                let acc: i32 = q[r * cols..(r + 1) * cols].iter().zip(&xq).map(|(&a, &b)| a as i32 * b as i32).sum();
+                let mut want = acc as f32 * (scales[r] * sx);
+                if let Some(b) = &bias {
+                    want += b[r];
+                }
+                prop_assert_eq!(y[i * rows + r].to_bits(), want.to_bits());
+            }
+        }
+    }
+}
+
+/// `dot_i8_i8`: the arch kernel `$f` returns the generic (exact) value.
+macro_rules! test_dot_i8_i8 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((a, b) in (0usize..=1000).prop_flat_map(|n| (i8s(n), i8s(n)))) {
+                prop_assert_eq!($f(&a, &b), kernels::dot_i8_i8(&a, &b));
+            }
+        }
+    };
+}
+
+/// f32 dot: the arch kernel `$f` is within `(n + 3) * EPS * sum|a_i b_i|` of the generic one.
+macro_rules! test_dot_f32 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((a, b) in (0usize..=700).prop_flat_map(|n| (vec(-10.0f32..10.0, n), vec(-10.0f32..10.0, n)))) {
+                let got = $f(&a, &b);
+                let want = kernels::dot(&a, &b);
+                let scale: f64 = a.iter().zip(&b).map(|(&p, &q)| (p as f64 * q as f64).abs()).sum();
+                let tol = (a.len() as f64 + 3.0) * f32::EPSILON as f64 * scale + 1e-30;
+                prop_assert!((got as f64 - want as f64).abs() <= tol, "{} vs {} (tol {:e})", got, want, tol);
+            }
+        }
+    };
+}
+
+/// int8 axpy: the arch kernel `$f` gives the bits of the generic int8 `axpy_row`.
+macro_rules! test_axpy_i8 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((q, y0) in (0usize..=300).prop_flat_map(|n| (i8s(n), vec(-5.0f32..5.0, n))), a in -2.0f32..2.0, s in 1e-4f32..0.1) {
+                let n = q.len();
+                let scales = [s];
+                let w = Matrix::new(1, n, Weights::I8 { q: &q, scales: &scales }).unwrap();
+                let mut want = y0.clone();
+                kernels::axpy_row(&w, 0, a, &mut want);
+                let mut got = y0.clone();
+                $f(&mut got, a * s, &q);
+                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    };
+}
+
+/// int8-activation matmul: the arch kernel `$f` gives the bits of the generic one.
+macro_rules! test_matmul_i8_i8 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((rows, cols, n, q, scales, x, bias) in mat_case()) {
+                let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
+                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                kernels::matmul_i8_i8(&w, &x, n, bias.as_deref(), &mut want);
+                $f(&w, &x, n, bias.as_deref(), &mut got);
+                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    };
+}
+
+/// f32 matmul: the arch kernel `$f` is within the dot tolerance of the generic `matmul`
+/// (bias added after the sum in both).
+macro_rules! test_matmul_f32 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((rows, cols, n) in (1usize..=6, 1usize..=300, 1usize..=5), seed in any::<u64>()) {
+                let mut s = seed;
+                let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0 };
+                let wv: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+                let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
+                let bias: Vec<f32> = (0..rows).map(|_| next()).collect();
+                let w = Matrix::new(rows, cols, Weights::F32(&wv)).unwrap();
+                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                kernels::matmul(&w, &x, n, Some(&bias), &mut want);
+                $f(&w, &x, n, Some(&bias), &mut got);
+                for i in 0..n {
+                    for r in 0..rows {
+                        let scale: f64 = (0..cols).map(|c| (wv[r * cols + c] as f64 * x[i * cols + c] as f64).abs()).sum::<f64>() + bias[r].abs() as f64;
+                        let tol = (cols as f64 + 4.0) * f32::EPSILON as f64 * scale + 1e-30;
+                        let (g, w) = (got[i * rows + r], want[i * rows + r]);
+                        prop_assert!((g as f64 - w as f64).abs() <= tol, "{} vs {} (tol {:e})", g, w, tol);
+                    }
+                }
+            }
+        }
+    };
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86_avx2 {
+    use super::*;
+    // On a CPU without AVX2/FMA the kernels fall back to the generic ones; say so.
+    #[test]
+    fn reports_whether_the_cpu_has_avx2() {
+        eprintln!("AVX2+FMA available: {}", kernels::x86_avx2_available());
+    }
+    test_dot_i8_i8!(dot_i8_i8, kernels::x86_avx2_dot_i8_i8);
+    test_dot_f32!(dot_f32, kernels::x86_avx2_dot_f32);
+    test_axpy_i8!(axpy_i8, kernels::x86_avx2_axpy_i8);
+    test_matmul_i8_i8!(matmul_i8_i8, kernels::x86_avx2_matmul_i8_i8);
+    test_matmul_f32!(matmul_f32, kernels::x86_avx2_matmul_f32);
+}
