@@ -147,6 +147,9 @@ pub fn run(args: &[String]) -> Result<()> {
         .map(str::parse)
         .collect::<Result<_, _>>()?;
     let json_out = args.iter().any(|a| a == "--json");
+    // `--only TEXT`: time only the engines whose name contains TEXT (for profiling).
+    let only = opt(args, "--only");
+    let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
     let threads = candle_core::utils::get_num_threads();
     if threads != 1 {
         bail!("candle would use {threads} threads: run with RAYON_NUM_THREADS=1 (cargo xtask bench does)");
@@ -184,12 +187,18 @@ pub fn run(args: &[String]) -> Result<()> {
                 // Two warm-up rounds, then `iters` timed ones.
                 for round in 0..iters + 2 {
                     for (i, (s, enc, run, mem)) in sessions.iter_mut().enumerate() {
+                        if !wanted(SETTINGS[i].name) {
+                            continue;
+                        }
                         let mem: &mut [u8] = bytemuck::cast_slice_mut(mem.as_mut_slice());
                         let (ms, e) = time_ms(|| topkit_embed(s, enc, run, mem, &text))?;
                         cos[i] = cosine(&e, &reference);
                         if round >= 2 {
                             times[i].push(ms);
                         }
+                    }
+                    if !wanted("candle f32") {
+                        continue;
                     }
                     let (ms, _) = time_ms(|| candle.embed(&f32s.tokenize(&text)?.ids))?;
                     if round >= 2 {

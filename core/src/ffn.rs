@@ -20,7 +20,8 @@ use crate::Error;
 use crate::arena::{ALIGN, Arena, padded};
 use crate::config::Activation;
 use crate::kernels::{
-    DType, Kernels, Matrix, Q8_GROUP, Q8_MAX_COLS, Weights, activate, axpy_row_by, dot_i8_i8_by,
+    DType, Kernels, Matrix, Q8_GROUP, Q8_MAX_COLS, Weights, accumulate_rows_i8_by, activate, activate_fast, activate_slice_by, axpy_row_by,
+    dot_i8_i8_by,
     dot_row_by, quantize_i8,
 };
 use crate::topk::{Rank, TopK};
@@ -313,10 +314,16 @@ pub fn ffn_with(
 
 /// Most tokens [`ffn_q8`] quantizes at once.
 const Q8_TOKENS: usize = 64;
+/// Hidden units [`ffn_q8`] computes before it projects them down: with int8 `down_t` they
+/// share one int8 scale per token.
+const Q8_UNITS: usize = 64;
 
-/// Int8-activation body of [`ffn_with`]: the chunk's tokens are quantized a group at a time
-/// into a stack buffer of `Q8_GROUP * Q8_MAX_COLS` bytes; loop order and top-k selection as in
-/// [`ffn`].
+/// Int8-activation body of [`ffn_with`]. The chunk's tokens are quantized a group at a time
+/// into a stack buffer of `Q8_GROUP * Q8_MAX_COLS` bytes; the hidden units are computed a
+/// block of [`Q8_UNITS`] at a time (exact i32 dots). Dense with int8 `down_t`, each token's
+/// block `h_j * scale_j` is quantized to int8 with its own scale and projected down with
+/// exact i32 sums ([`crate::kernels::accumulate_rows_i8`]); otherwise (top-k, or f32
+/// `down_t`) the down projection and the selection are those of [`ffn`]. Stack: about 40 KiB.
 #[allow(clippy::too_many_arguments)]
 fn ffn_q8(
     kernels: Kernels,
@@ -332,15 +339,20 @@ fn ffn_q8(
     fn int8<'w>(m: &Matrix<'w>) -> (&'w [i8], &'w [f32]) {
         match m.weights() {
             Weights::I8 { q, scales } => (q, scales),
-            // ffn_with checked the dtypes.
+            // ffn_with checked the dtypes of up and gate; down_t is checked by the caller.
             _ => (&[], &[]),
         }
     }
     let (up_q, up_s) = int8(&w.up);
     let gate = w.gate.as_ref().map(int8);
+    let down_q8 = k_ff.is_none() && w.down_t.dtype() == DType::I8;
+    let (down_q, down_s) = int8(&w.down_t);
     let group = (Q8_GROUP * Q8_MAX_COLS / d).clamp(1, Q8_TOKENS);
     let mut qx = [0i8; Q8_GROUP * Q8_MAX_COLS];
     let mut sx = [0.0f32; Q8_TOKENS];
+    let mut hb = [0.0f32; Q8_TOKENS * Q8_UNITS];
+    let mut hq = [0i8; Q8_UNITS];
+    let mut acc = [0i32; Q8_MAX_COLS];
     for ot in out.chunks_exact_mut(d) {
         match w.down_bias {
             Some(b) => ot.copy_from_slice(b),
@@ -358,25 +370,62 @@ fn ffn_q8(
             let xt = &x[(t0 + t) * d..(t0 + t + 1) * d];
             sx[t] = quantize_i8(xt, &mut qx[t * d..(t + 1) * d]);
         }
-        for j in 0..d_ff {
-            let wj = &up_q[j * d..(j + 1) * d];
-            for t in 0..g {
-                let xq = &qx[t * d..(t + 1) * d];
-                let u = dot_i8_i8_by(kernels, wj, xq) as f32 * (up_s[j] * sx[t])
-                    + w.up_bias.map_or(0.0, |b| b[j]);
-                let h = match gate {
-                    Some((gq, gs)) => {
-                        let gv = dot_i8_i8_by(kernels, &gq[j * d..(j + 1) * d], xq) as f32
-                            * (gs[j] * sx[t]);
-                        activate(w.act, gv) * u
+        let mut j0 = 0;
+        while j0 < d_ff {
+            let bl = Q8_UNITS.min(d_ff - j0);
+            for b in 0..bl {
+                let j = j0 + b;
+                let wj = &up_q[j * d..(j + 1) * d];
+                for t in 0..g {
+                    let xq = &qx[t * d..(t + 1) * d];
+                    hb[t * Q8_UNITS + b] = dot_i8_i8_by(kernels, wj, xq) as f32
+                        * (up_s[j] * sx[t])
+                        + w.up_bias.map_or(0.0, |b| b[j]);
+                }
+            }
+            match gate {
+                None => {
+                    for t in 0..g {
+                        activate_slice_by(kernels, w.act, &mut hb[t * Q8_UNITS..t * Q8_UNITS + bl]);
                     }
-                    None => activate(w.act, u),
-                };
+                }
+                Some((gq, gs)) => {
+                    for b in 0..bl {
+                        let j = j0 + b;
+                        for t in 0..g {
+                            let xq = &qx[t * d..(t + 1) * d];
+                            let gv = dot_i8_i8_by(kernels, &gq[j * d..(j + 1) * d], xq) as f32
+                                * (gs[j] * sx[t]);
+                            hb[t * Q8_UNITS + b] *= activate_fast(w.act, gv);
+                        }
+                    }
+                }
+            }
+            for t in 0..g {
                 let tt = t0 + t;
+                let h = &mut hb[t * Q8_UNITS..t * Q8_UNITS + bl];
+                let ot = &mut out[tt * d..(tt + 1) * d];
                 match k {
+                    None if down_q8 => {
+                        for (v, &sc) in h.iter_mut().zip(&down_s[j0..j0 + bl]) {
+                            *v *= sc;
+                        }
+                        let sh = quantize_i8(h, &mut hq[..bl]);
+                        if sh == 0.0 {
+                            continue;
+                        }
+                        let acc = &mut acc[..d];
+                        acc.fill(0);
+                        accumulate_rows_i8_by(kernels, acc, &down_q[j0 * d..(j0 + bl) * d], &hq[..bl]);
+                        for (o, &a) in ot.iter_mut().zip(acc.iter()) {
+                            *o += a as f32 * sh;
+                        }
+                    }
                     None => {
-                        if h != 0.0 {
-                            axpy_row_by(kernels, &w.down_t, j, h, &mut out[tt * d..(tt + 1) * d]);
+                        for (b, &hv) in h.iter().enumerate() {
+                            if hv != 0.0 {
+                                axpy_row_by(kernels, &w.down_t, j0 + b, hv, ot);
+                            }
                         }
                     }
                     Some(k) => {
@@ -386,12 +435,15 @@ fn ffn_q8(
                             s.lens[tt],
                             Rank::Magnitude,
                         );
-                        // j < d_ff <= 65536 was checked, so it fits in u16.
-                        sel.push(h, j as u16);
+                        for (b, &hv) in h.iter().enumerate() {
+                            // j < d_ff <= 65536 was checked, so it fits in u16.
+                            sel.push(hv, (j0 + b) as u16);
+                        }
                         s.lens[tt] = sel.state();
                     }
                 }
             }
+            j0 += bl;
         }
         t0 += g;
     }

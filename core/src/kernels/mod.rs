@@ -9,7 +9,7 @@ mod x86_avx2;
 pub use generic::*;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_avx2::{
-    available as x86_avx2_available, x86_avx2_axpy_i8, x86_avx2_dot_f32, x86_avx2_dot_i8_i8,
+    available as x86_avx2_available, x86_avx2_accumulate_rows_i8, x86_avx2_axpy_i8, x86_avx2_gelu_erf, x86_avx2_dot_f32, x86_avx2_dot_i8_i8,
     x86_avx2_matmul_f32, x86_avx2_matmul_i8_i8,
 };
 
@@ -180,5 +180,26 @@ pub fn axpy_row_by(kernels: Kernels, w: &Matrix<'_>, r: usize, a: f32, y: &mut [
             x86_avx2_axpy_i8(y, a * scales[r], &q[r * c..(r + 1) * c]);
         }
         _ => axpy_row(w, r, a, y),
+    }
+}
+
+/// [`accumulate_rows_i8`] by `kernels` (exact: the same sums for every choice).
+#[inline]
+pub fn accumulate_rows_i8_by(kernels: Kernels, acc: &mut [i32], q: &[i8], h: &[i8]) {
+    match kernels {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kernels::Fast => x86_avx2_accumulate_rows_i8(acc, q, h),
+        _ => accumulate_rows_i8(acc, q, h),
+    }
+}
+
+/// [`activate_fast`] over a slice, in place, by `kernels` (GELU vectorised with AVX2+FMA when
+/// the CPU has them).
+pub fn activate_slice_by(kernels: Kernels, act: crate::config::Activation, x: &mut [f32]) {
+    match (kernels, act) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        (Kernels::Fast, crate::config::Activation::GeluErf) => x86_avx2_gelu_erf(x),
+        (Kernels::Fast, _) => x.iter_mut().for_each(|v| *v = activate_fast(act, *v)),
+        (Kernels::Reference, _) => activate_slice(act, x),
     }
 }

@@ -135,6 +135,122 @@ fn axpy_i8_avx2(y: &mut [f32], s: f32, q: &[i8]) {
 }
 
 #[target_feature(enable = "avx2")]
+fn accumulate_rows_i8_avx2(acc: &mut [i32], q: &[i8], h: &[i8]) {
+    let cols = acc.len();
+    let rows = h.len().min(if cols == 0 { 0 } else { q.len() / cols });
+    let wide = cols & !15;
+    let mut b = 0;
+    while b + 2 <= rows {
+        // (h[b], h[b+1]) as an i16 pair in every i32 lane: vpmaddwd then takes
+        // h[b] q[b][c] + h[b+1] q[b+1][c] for the interleaved columns.
+        let pair = (h[b] as i16 as u16 as u32) | ((h[b + 1] as i16 as u16 as u32) << 16);
+        let hp = _mm256_set1_epi32(pair as i32);
+        let (r0, r1) = (&q[b * cols..(b + 1) * cols], &q[(b + 1) * cols..(b + 2) * cols]);
+        let mut c = 0;
+        while c < wide {
+            // SAFETY: c + 16 <= wide <= cols = len of r0, r1 and acc; unaligned accesses.
+            unsafe {
+                let a = _mm_loadu_si128(r0.as_ptr().add(c) as *const __m128i);
+                let bb = _mm_loadu_si128(r1.as_ptr().add(c) as *const __m128i);
+                let lo = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, bb)), hp);
+                let hi = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, bb)), hp);
+                let pa = acc.as_mut_ptr().add(c) as *mut __m256i;
+                _mm256_storeu_si256(pa, _mm256_add_epi32(_mm256_loadu_si256(pa), lo));
+                let pb = pa.add(1);
+                _mm256_storeu_si256(pb, _mm256_add_epi32(_mm256_loadu_si256(pb), hi));
+            }
+            c += 16;
+        }
+        for c in wide..cols {
+            acc[c] += h[b] as i32 * r0[c] as i32 + h[b + 1] as i32 * r1[c] as i32;
+        }
+        b += 2;
+    }
+    if b < rows {
+        generic::accumulate_rows_i8(acc, &q[b * cols..(b + 1) * cols], &h[b..b + 1]);
+    }
+}
+
+/// `e^x` for 8 lanes, `x` in `[-87, 0]` (all [`gelu_erf_avx2`] needs): `2^n e^r` with
+/// `|r| <= ln2 / 2` and a degree-6 Taylor polynomial (relative error about 1e-7).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp_neg_avx2(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(core::f32::consts::LOG2_E),
+    ));
+    // Cody-Waite: ln 2 in two parts so that r is exact enough.
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm256_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let pow2n = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    ));
+    _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n))
+}
+
+/// GELU (erf form) of 8 lanes: [`super::erf_fast`]'s formula with [`exp_neg_avx2`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn gelu_erf_avx2(x: __m256) -> __m256 {
+    let z = _mm256_mul_ps(x, _mm256_set1_ps(core::f32::consts::FRAC_1_SQRT_2));
+    let sign = _mm256_and_ps(z, _mm256_set1_ps(-0.0));
+    let az = _mm256_andnot_ps(_mm256_set1_ps(-0.0), z);
+    let one = _mm256_set1_ps(1.0);
+    let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.327_591_1), az, one));
+    let mut p = _mm256_set1_ps(1.061_405_4);
+    for c in [-1.453_152_1, 1.421_413_8, -0.284_496_72, 0.254_829_6] {
+        p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(c));
+    }
+    p = _mm256_mul_ps(p, t);
+    let e = exp_neg_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), az), az));
+    let erf = _mm256_or_ps(_mm256_fnmadd_ps(p, e, one), sign);
+    _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5), x), _mm256_add_ps(one, erf))
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn gelu_erf_slice_avx2(x: &mut [f32]) {
+    let mut chunks = x.chunks_exact_mut(8);
+    for c in &mut chunks {
+        // SAFETY: c has exactly 8 elements; unaligned load and store.
+        unsafe { _mm256_storeu_ps(c.as_mut_ptr(), gelu_erf_avx2(_mm256_loadu_ps(c.as_ptr()))) };
+    }
+    for v in chunks.into_remainder() {
+        *v = generic::activate_fast(crate::config::Activation::GeluErf, *v);
+    }
+}
+
+/// AVX2+FMA GELU (erf form) in place: within `|x| * 2e-7` (plus rounding) of
+/// [`super::activate_fast`] (same formula, vector `exp`).
+pub fn x86_avx2_gelu_erf(x: &mut [f32]) {
+    if available() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        unsafe { gelu_erf_slice_avx2(x) }
+    } else {
+        for v in x.iter_mut() {
+            *v = generic::activate_fast(crate::config::Activation::GeluErf, *v);
+        }
+    }
+}
+
+/// AVX2 [`super::accumulate_rows_i8`]: the same exact i32 sums. Shapes as there.
+pub fn x86_avx2_accumulate_rows_i8(acc: &mut [i32], q: &[i8], h: &[i8]) {
+    debug_assert_eq!(q.len(), h.len() * acc.len());
+    if available() {
+        // SAFETY: the CPU has AVX2 (checked above).
+        unsafe { accumulate_rows_i8_avx2(acc, q, h) }
+    } else {
+        generic::accumulate_rows_i8(acc, q, h)
+    }
+}
+
+#[target_feature(enable = "avx2")]
 fn matmul_i8_i8_avx2(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
     generic::matmul_i8_i8_with(|a, b| dot_i8_i8_avx2(a, b), w, x, n, bias, y);
 }
