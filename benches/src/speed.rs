@@ -29,7 +29,9 @@ const WORDS: &str = "the quick brown fox jumps over the lazy dog while a small b
 old tree near the river and people walk along the road to the market every morning";
 
 fn model_dir() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     home.join(".cache/topkit/models")
 }
 
@@ -50,7 +52,12 @@ struct Setting {
     kernels: Kernels,
 }
 
-const fn setting(name: &'static str, int8: bool, k_attn: Option<usize>, kernels: Kernels) -> Setting {
+const fn setting(
+    name: &'static str,
+    int8: bool,
+    k_attn: Option<usize>,
+    kernels: Kernels,
+) -> Setting {
     Setting {
         name,
         int8,
@@ -60,11 +67,26 @@ const fn setting(name: &'static str, int8: bool, k_attn: Option<usize>, kernels:
 }
 
 const SETTINGS: [Setting; 6] = [
-    setting("topkit f32 dense (reference kernels)", false, None, Kernels::Reference),
+    setting(
+        "topkit f32 dense (reference kernels)",
+        false,
+        None,
+        Kernels::Reference,
+    ),
     setting("topkit f32 dense (fast)", false, None, Kernels::Fast),
-    setting("topkit int8 dense (reference kernels)", true, None, Kernels::Reference),
+    setting(
+        "topkit int8 dense (reference kernels)",
+        true,
+        None,
+        Kernels::Reference,
+    ),
     setting("topkit int8 dense (fast)", true, None, Kernels::Fast),
-    setting("topkit int8 top-k 32 (reference kernels)", true, Some(32), Kernels::Reference),
+    setting(
+        "topkit int8 top-k 32 (reference kernels)",
+        true,
+        Some(32),
+        Kernels::Reference,
+    ),
     setting("topkit int8 top-k 32 (fast)", true, Some(32), Kernels::Fast),
 ];
 
@@ -124,8 +146,7 @@ fn topkit_embed(
     let tokens = s.tokenize(text)?;
     let mut arena = Arena::new(mem)?;
     let mut e = vec![0f32; enc.config().d_model];
-    enc
-        .embed(run, &tokens.ids, &mut arena, &mut e)
+    enc.embed(run, &tokens.ids, &mut arena, &mut e)
         .map_err(|e| anyhow!("{e}"))?;
     Ok(e)
 }
@@ -152,7 +173,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
     let threads = candle_core::utils::get_num_threads();
     if threads != 1 {
-        bail!("candle would use {threads} threads: run with RAYON_NUM_THREADS=1 (cargo xtask bench does)");
+        bail!(
+            "candle would use {threads} threads: run with RAYON_NUM_THREADS=1 (cargo xtask bench does)"
+        );
     }
     let dir = model_dir();
     let candle = Candle::load(&dir.join("all-MiniLM-L6-v2")).context("loading candle BERT")?;
@@ -160,11 +183,16 @@ pub fn run(args: &[String]) -> Result<()> {
     with_session(&dir.join("all-MiniLM-L6-v2-f32.tkm"), |f32s| {
         with_session(&dir.join("all-MiniLM-L6-v2-int8.tkm"), |i8s| {
             for &seq in &seqs {
-                ensure!(seq <= f32s.max_seq, "seq {seq} above the model's max_seq {}", f32s.max_seq);
+                ensure!(
+                    seq <= f32s.max_seq,
+                    "seq {seq} above the model's max_seq {}",
+                    f32s.max_seq
+                );
                 let text = text_of(seq);
                 let n = f32s.tokenize(&text)?.ids.len();
                 ensure!(n == seq, "the text of {seq} tokens has {n}");
-                type Prepared<'s, 'a, 'v> = (&'s Session<'a, 'v>, Encoder<'a>, RunConfig, Vec<u128>);
+                type Prepared<'s, 'a, 'v> =
+                    (&'s Session<'a, 'v>, Encoder<'a>, RunConfig, Vec<u128>);
                 let sessions: Vec<Prepared<'_, '_, '_>> = SETTINGS
                     .iter()
                     .map(|st| {
@@ -234,7 +262,10 @@ pub fn run(args: &[String]) -> Result<()> {
                        "candle_over_this": r.candle_ms / r.ms, "cosine_to_candle_f32": r.cosine})
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"iters": iters, "rows": v}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"iters": iters, "rows": v}))?
+        );
     } else {
         println!("one thread, tokenization included, {iters} timed runs each (medians)");
         println!("| seq | engine | median ms | candle / this | cosine to candle f32 |");

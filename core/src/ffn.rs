@@ -20,9 +20,8 @@ use crate::Error;
 use crate::arena::{ALIGN, Arena, padded};
 use crate::config::Activation;
 use crate::kernels::{
-    DType, Kernels, Matrix, Q8_GROUP, Q8_MAX_COLS, Weights, accumulate_rows_i8_by, activate, activate_fast, activate_slice_by, axpy_row_by,
-    dot_i8_i8_by,
-    dot_row_by, quantize_i8,
+    DType, Kernels, Matrix, Q8_GROUP, Q8_MAX_COLS, Weights, accumulate_rows_i8_by, activate,
+    activate_fast, activate_slice_by, axpy_row_by, dot_i8_i8_by, dot_row_by, quantize_i8,
 };
 use crate::topk::{Rank, TopK};
 
@@ -378,8 +377,7 @@ fn ffn_q8(
                 let wj = &up_q[j * d..(j + 1) * d];
                 for t in 0..g {
                     let xq = &qx[t * d..(t + 1) * d];
-                    hb[t * Q8_UNITS + b] = dot_i8_i8_by(kernels, wj, xq) as f32
-                        * (up_s[j] * sx[t])
+                    hb[t * Q8_UNITS + b] = dot_i8_i8_by(kernels, wj, xq) as f32 * (up_s[j] * sx[t])
                         + w.up_bias.map_or(0.0, |b| b[j]);
                 }
             }
@@ -416,7 +414,12 @@ fn ffn_q8(
                         }
                         let acc = &mut acc[..d];
                         acc.fill(0);
-                        accumulate_rows_i8_by(kernels, acc, &down_q[j0 * d..(j0 + bl) * d], &hq[..bl]);
+                        accumulate_rows_i8_by(
+                            kernels,
+                            acc,
+                            &down_q[j0 * d..(j0 + bl) * d],
+                            &hq[..bl],
+                        );
                         for (o, &a) in ot.iter_mut().zip(acc.iter()) {
                             *o += a as f32 * sh;
                         }

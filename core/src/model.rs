@@ -335,7 +335,14 @@ pub fn forward_with<'a>(
                     let xn = &mut xn[..m * d];
                     norm_rows(c, &l.attn_norm, &hidden_n[start * d..(start + m) * d], xn);
                     let rows = start * kv..(start + m) * kv;
-                    matmul_by(model.kernels, &l.k, xn, m, l.k_bias, &mut keys_n[rows.clone()]);
+                    matmul_by(
+                        model.kernels,
+                        &l.k,
+                        xn,
+                        m,
+                        l.k_bias,
+                        &mut keys_n[rows.clone()],
+                    );
                     matmul_by(model.kernels, &l.v, xn, m, l.v_bias, &mut values_n[rows]);
                 }
             } else {
@@ -399,7 +406,9 @@ pub fn forward_with<'a>(
                         norm_rows(c, &l.ffn_norm, rows, xn);
                         ffn::ffn_with(model.kernels, &l.ffn, xn, run.k_ff, &mut scratch, out)?;
                     }
-                    None => ffn::ffn_with(model.kernels, &l.ffn, rows, run.k_ff, &mut scratch, out)?,
+                    None => {
+                        ffn::ffn_with(model.kernels, &l.ffn, rows, run.k_ff, &mut scratch, out)?
+                    }
                 }
                 residual(c, &l.ffn_norm, rows, out);
             }

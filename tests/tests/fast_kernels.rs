@@ -17,7 +17,15 @@ fn i8s(n: usize) -> impl Strategy<Value = Vec<i8>> {
 }
 
 /// Rows, cols, inputs n, int8 weights, row scales, f32 inputs, optional bias.
-type MatCase = (usize, usize, usize, Vec<i8>, Vec<f32>, Vec<f32>, Option<Vec<f32>>);
+type MatCase = (
+    usize,
+    usize,
+    usize,
+    Vec<i8>,
+    Vec<f32>,
+    Vec<f32>,
+    Option<Vec<f32>>,
+);
 
 fn mat_case() -> impl Strategy<Value = MatCase> {
     let cols = prop_oneof![1usize..=40, 1usize..=700];

@@ -98,8 +98,16 @@ fn int8_dense_matches_reference() {
 /// keeps the int8 bar, and f32 with the fast kernels keeps the f32 bar.
 #[test]
 fn fast_kernels_match_reference() {
-    assert_bar("int8 fast", &run_with("int8", None, Kernels::Fast), INT8_BAR);
-    assert_bar("int8 fast top-k 32", &run_with("int8", Some(32), Kernels::Fast), INT8_BAR);
+    assert_bar(
+        "int8 fast",
+        &run_with("int8", None, Kernels::Fast),
+        INT8_BAR,
+    );
+    assert_bar(
+        "int8 fast top-k 32",
+        &run_with("int8", Some(32), Kernels::Fast),
+        INT8_BAR,
+    );
     assert_bar("f32 fast", &run_with("f32", None, Kernels::Fast), F32_BAR);
 }
 

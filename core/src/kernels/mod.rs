@@ -9,8 +9,9 @@ mod x86_avx2;
 pub use generic::*;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_avx2::{
-    available as x86_avx2_available, x86_avx2_accumulate_rows_i8, x86_avx2_axpy_i8, x86_avx2_gelu_erf, x86_avx2_dot_f32, x86_avx2_dot_i8_i8,
-    x86_avx2_matmul_f32, x86_avx2_matmul_i8_i8,
+    available as x86_avx2_available, x86_avx2_accumulate_rows_i8, x86_avx2_axpy_i8,
+    x86_avx2_dot_f32, x86_avx2_dot_i8_i8, x86_avx2_gelu_erf, x86_avx2_matmul_f32,
+    x86_avx2_matmul_i8_i8,
 };
 
 use crate::Error;

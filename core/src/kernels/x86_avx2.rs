@@ -100,10 +100,7 @@ fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
         acc[0] = _mm256_fmadd_ps(va, vb, acc[0]);
         i += 8;
     }
-    let v = _mm256_add_ps(
-        _mm256_add_ps(acc[0], acc[1]),
-        _mm256_add_ps(acc[2], acc[3]),
-    );
+    let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
     let mut s = hsum_f32(v);
     while i < n {
         s += a[i] * b[i];
@@ -124,7 +121,10 @@ fn axpy_i8_avx2(y: &mut [f32], s: f32, q: &[i8]) {
             let qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(qi));
             let py = y.as_mut_ptr().add(i);
             // Multiply, then add (no FMA): the same two roundings as the generic kernel.
-            _mm256_storeu_ps(py, _mm256_add_ps(_mm256_loadu_ps(py), _mm256_mul_ps(vs, qf)));
+            _mm256_storeu_ps(
+                py,
+                _mm256_add_ps(_mm256_loadu_ps(py), _mm256_mul_ps(vs, qf)),
+            );
         }
         i += 8;
     }
@@ -145,7 +145,10 @@ fn accumulate_rows_i8_avx2(acc: &mut [i32], q: &[i8], h: &[i8]) {
         // h[b] q[b][c] + h[b+1] q[b+1][c] for the interleaved columns.
         let pair = (h[b] as i16 as u16 as u32) | ((h[b + 1] as i16 as u16 as u32) << 16);
         let hp = _mm256_set1_epi32(pair as i32);
-        let (r0, r1) = (&q[b * cols..(b + 1) * cols], &q[(b + 1) * cols..(b + 2) * cols]);
+        let (r0, r1) = (
+            &q[b * cols..(b + 1) * cols],
+            &q[(b + 1) * cols..(b + 2) * cols],
+        );
         let mut c = 0;
         while c < wide {
             // SAFETY: c + 16 <= wide <= cols = len of r0, r1 and acc; unaligned accesses.
@@ -211,7 +214,10 @@ fn gelu_erf_avx2(x: __m256) -> __m256 {
     p = _mm256_mul_ps(p, t);
     let e = exp_neg_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), az), az));
     let erf = _mm256_or_ps(_mm256_fnmadd_ps(p, e, one), sign);
-    _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5), x), _mm256_add_ps(one, erf))
+    _mm256_mul_ps(
+        _mm256_mul_ps(_mm256_set1_ps(0.5), x),
+        _mm256_add_ps(one, erf),
+    )
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -256,7 +262,14 @@ fn matmul_i8_i8_avx2(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, 
 }
 
 #[target_feature(enable = "avx2,fma")]
-fn matmul_f32_avx2(w: &[f32], cols: usize, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+fn matmul_f32_avx2(
+    w: &[f32],
+    cols: usize,
+    x: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let rows = w.len() / cols;
     for (r, wr) in w.chunks_exact(cols).enumerate() {
         let b = bias.map_or(0.0, |b| b[r]);
@@ -306,7 +319,13 @@ pub fn x86_avx2_axpy_i8(y: &mut [f32], s: f32, q: &[i8]) {
 
 /// AVX2 [`super::matmul_i8_i8`]: bit-identical (the dot products are exact integers).
 /// Shapes as there.
-pub fn x86_avx2_matmul_i8_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+pub fn x86_avx2_matmul_i8_i8(
+    w: &Matrix<'_>,
+    x: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     if available() {
         // SAFETY: the CPU has AVX2 (checked above).
         unsafe { matmul_i8_i8_avx2(w, x, n, bias, y) }
@@ -318,7 +337,13 @@ pub fn x86_avx2_matmul_i8_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&
 /// AVX2+FMA [`super::matmul`] for f32 weights: `y = x W^T + b` with the dot products of
 /// [`x86_avx2_dot_f32`] (rounding differs from the generic kernel). Other weight types take
 /// the generic kernel. Shapes as in [`super::matmul`].
-pub fn x86_avx2_matmul_f32(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+pub fn x86_avx2_matmul_f32(
+    w: &Matrix<'_>,
+    x: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     match w.weights() {
         Weights::F32(d) if available() && w.cols() > 0 => {
             // SAFETY: the CPU has AVX2 and FMA (checked above).
