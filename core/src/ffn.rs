@@ -250,11 +250,15 @@ pub fn ffn_with(
         ffn_q8(kernels, w, x, k_ff, scratch, out, d, d_ff, n);
         return Ok(());
     }
+    let act = |v: f32| match kernels {
+        Kernels::Reference => activate(w.act, v),
+        Kernels::Fast => activate_fast(w.act, v),
+    };
     let hidden = |j: usize, xt: &[f32]| {
         let u = dot_row_by(kernels, &w.up, j, xt) + w.up_bias.map_or(0.0, |b| b[j]);
         match &w.gate {
-            Some(g) => activate(w.act, dot_row_by(kernels, g, j, xt)) * u,
-            None => activate(w.act, u),
+            Some(g) => act(dot_row_by(kernels, g, j, xt)) * u,
+            None => act(u),
         }
     };
     for ot in out.chunks_exact_mut(d) {

@@ -83,6 +83,81 @@ proptest! {
     }
 }
 
+proptest! {
+    #[test]
+    fn accumulate_rows_i8_is_exact((cols, q, h) in (0usize..=70, 0usize..=9).prop_flat_map(|(c, r)| (Just(c), i8s(r * c), i8s(r))), acc0 in vec(-1000i32..1000, 70)) {
+        let mut acc = acc0[..cols].to_vec();
+        kernels::accumulate_rows_i8(&mut acc, &q, &h);
+        for c in 0..cols {
+            let want = acc0[c] as i64 + h.iter().enumerate().map(|(b, &hb)| hb as i64 * q[b * cols + c] as i64).sum::<i64>();
+            prop_assert_eq!(acc[c] as i64, want);
+        }
+    }
+
+    /// A&S 7.1.26 is within 1.5e-7 of erf; the f32 evaluation and `math::exp` add a few ulp
+    /// (std) or micromath's exp error (about 1e-4 relative at worst, times e^(-x^2) <= 1).
+    #[test]
+    fn erf_fast_is_close_to_erf(x in prop_oneof![-6.0f32..6.0, -0.5f32..0.5]) {
+        let tol = if cfg!(feature = "std") { 1e-6 } else { 2e-4 };
+        let want = topkit_tests::attention_ref::erf(x as f64);
+        prop_assert!((kernels::erf_fast(x) as f64 - want).abs() <= tol, "erf_fast({}) = {}, erf = {}", x, kernels::erf_fast(x), want);
+    }
+}
+
+/// `accumulate_rows_i8`: the arch kernel `$f` gives the generic (exact) sums.
+macro_rules! test_accumulate_rows_i8 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((cols, q, h) in (0usize..=70, 0usize..=9).prop_flat_map(|(c, r)| (Just(c), i8s(r * c), i8s(r))), acc0 in vec(-1000i32..1000, 70)) {
+                let mut want = acc0[..cols].to_vec();
+                kernels::accumulate_rows_i8(&mut want, &q, &h);
+                let mut got = acc0[..cols].to_vec();
+                $f(&mut got, &q, &h);
+                prop_assert_eq!(got, want);
+            }
+        }
+    };
+}
+
+/// f32 axpy: the arch kernel `$f` (fused) is within 1 ulp of `|a x_i| + |y_i|` of the generic
+/// `axpy` per element.
+macro_rules! test_axpy_f32 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((x, y0) in (0usize..=300).prop_flat_map(|n| (vec(-10.0f32..10.0, n), vec(-10.0f32..10.0, n))), a in -3.0f32..3.0) {
+                let mut want = y0.clone();
+                kernels::axpy(&mut want, a, &x);
+                let mut got = y0.clone();
+                $f(&mut got, a, &x);
+                for i in 0..x.len() {
+                    let tol = f32::EPSILON as f64 * ((a * x[i]).abs() + y0[i].abs()) as f64 * 2.0;
+                    prop_assert!((got[i] as f64 - want[i] as f64).abs() <= tol, "{} vs {}", got[i], want[i]);
+                }
+            }
+        }
+    };
+}
+
+/// GELU (erf form) over a slice: the arch kernel `$f` is within `|x| * 1e-6 + 1e-7` of
+/// `activate_fast` (the same formula with a vector exp).
+macro_rules! test_gelu_erf {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name(x in vec(prop_oneof![-10.0f32..10.0, -1.0f32..1.0], 0..40)) {
+                let mut got = x.clone();
+                $f(&mut got);
+                for (&v, &g) in x.iter().zip(&got) {
+                    let want = kernels::activate_fast(topkit::Activation::GeluErf, v);
+                    prop_assert!((g - want).abs() <= v.abs() * 1e-6 + 1e-7, "gelu({}) = {} vs {}", v, g, want);
+                }
+            }
+        }
+    };
+}
+
 /// `dot_i8_i8`: the arch kernel `$f` returns the generic (exact) value.
 macro_rules! test_dot_i8_i8 {
     ($name:ident, $f:path) => {
@@ -188,4 +263,7 @@ mod x86_avx2 {
     test_axpy_i8!(axpy_i8, kernels::x86_avx2_axpy_i8);
     test_matmul_i8_i8!(matmul_i8_i8, kernels::x86_avx2_matmul_i8_i8);
     test_matmul_f32!(matmul_f32, kernels::x86_avx2_matmul_f32);
+    test_accumulate_rows_i8!(accumulate_rows_i8, kernels::x86_avx2_accumulate_rows_i8);
+    test_axpy_f32!(axpy_f32, kernels::x86_avx2_axpy_f32);
+    test_gelu_erf!(gelu_erf, kernels::x86_avx2_gelu_erf);
 }
