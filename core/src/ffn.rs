@@ -20,8 +20,9 @@ use crate::Error;
 use crate::arena::{ALIGN, Arena, padded};
 use crate::config::Activation;
 use crate::kernels::{
-    DType, Kernels, Matrix, Q8_GROUP, Q8_MAX_COLS, Weights, accumulate_rows_i8_by, activate,
-    activate_fast, activate_slice_by, axpy_row_by, dot_i8_i8_by, dot_row_by, quantize_i8,
+    DType, Kernels, Matrix, Q8_BLOCK, Q8_GROUP, Q8_MAX_COLS, Weights, accumulate_rows_i8_by,
+    activate, activate_fast, activate_slice_by, axpy_row_by, dot_i8_q8_blocks_by, dot_row_by,
+    quantize_i8, quantize_i8_blocks,
 };
 use crate::topk::{Rank, TopK};
 
@@ -319,7 +320,7 @@ pub fn ffn_with(
 const Q8_TOKENS: usize = 64;
 /// Hidden units [`ffn_q8`] computes before it projects them down: with int8 `down_t` they
 /// share one int8 scale per token.
-const Q8_UNITS: usize = 64;
+const Q8_UNITS: usize = 32;
 
 /// Int8-activation body of [`ffn_with`]. The chunk's tokens are quantized a group at a time
 /// into a stack buffer of `Q8_GROUP * Q8_MAX_COLS` bytes; the hidden units are computed a
@@ -352,7 +353,9 @@ fn ffn_q8(
     let (down_q, down_s) = int8(&w.down_t);
     let group = (Q8_GROUP * Q8_MAX_COLS / d).clamp(1, Q8_TOKENS);
     let mut qx = [0i8; Q8_GROUP * Q8_MAX_COLS];
-    let mut sx = [0.0f32; Q8_TOKENS];
+    // Block scales of the group's tokens: group * d <= Q8_GROUP * Q8_MAX_COLS elements.
+    let mut sx = [0.0f32; Q8_GROUP * Q8_MAX_COLS / Q8_BLOCK];
+    let nb = d.div_ceil(Q8_BLOCK);
     let mut hb = [0.0f32; Q8_TOKENS * Q8_UNITS];
     let mut hq = [0i8; Q8_UNITS];
     let mut acc = [0i32; Q8_MAX_COLS];
@@ -371,7 +374,11 @@ fn ffn_q8(
         let g = group.min(n - t0);
         for t in 0..g {
             let xt = &x[(t0 + t) * d..(t0 + t + 1) * d];
-            sx[t] = quantize_i8(xt, &mut qx[t * d..(t + 1) * d]);
+            quantize_i8_blocks(
+                xt,
+                &mut qx[t * d..(t + 1) * d],
+                &mut sx[t * nb..(t + 1) * nb],
+            );
         }
         let mut j0 = 0;
         while j0 < d_ff {
@@ -381,7 +388,8 @@ fn ffn_q8(
                 let wj = &up_q[j * d..(j + 1) * d];
                 for t in 0..g {
                     let xq = &qx[t * d..(t + 1) * d];
-                    hb[t * Q8_UNITS + b] = dot_i8_i8_by(kernels, wj, xq) as f32 * (up_s[j] * sx[t])
+                    let xs = &sx[t * nb..(t + 1) * nb];
+                    hb[t * Q8_UNITS + b] = dot_i8_q8_blocks_by(kernels, wj, xq, xs) * up_s[j]
                         + w.up_bias.map_or(0.0, |b| b[j]);
                 }
             }
@@ -396,8 +404,9 @@ fn ffn_q8(
                         let j = j0 + b;
                         for t in 0..g {
                             let xq = &qx[t * d..(t + 1) * d];
-                            let gv = dot_i8_i8_by(kernels, &gq[j * d..(j + 1) * d], xq) as f32
-                                * (gs[j] * sx[t]);
+                            let xs = &sx[t * nb..(t + 1) * nb];
+                            let gv = dot_i8_q8_blocks_by(kernels, &gq[j * d..(j + 1) * d], xq, xs)
+                                * gs[j];
                             hb[t * Q8_UNITS + b] *= activate_fast(w.act, gv);
                         }
                     }

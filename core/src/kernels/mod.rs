@@ -10,8 +10,8 @@ pub use generic::*;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_avx2::{
     available as x86_avx2_available, x86_avx2_accumulate_rows_i8, x86_avx2_axpy_f32,
-    x86_avx2_axpy_i8, x86_avx2_dot_f32, x86_avx2_dot_i8_i8, x86_avx2_gelu_erf, x86_avx2_matmul_f32,
-    x86_avx2_matmul_i8_i8,
+    x86_avx2_axpy_i8, x86_avx2_dot_f32, x86_avx2_dot_i8_i8, x86_avx2_dot_i8_q8_blocks,
+    x86_avx2_gelu_erf, x86_avx2_matmul_f32, x86_avx2_matmul_i8_i8,
 };
 
 use crate::Error;
@@ -155,6 +155,17 @@ pub fn dot_i8_i8_by(kernels: Kernels, a: &[i8], b: &[i8]) -> i32 {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kernels::Fast => x86_avx2_dot_i8_i8(a, b),
         _ => dot_i8_i8(a, b),
+    }
+}
+
+/// Block int8 dot product by `kernels` (as [`dot_i8_q8_blocks`]; the bits never depend on
+/// the choice).
+#[inline]
+pub fn dot_i8_q8_blocks_by(kernels: Kernels, w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
+    match kernels {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kernels::Fast => x86_avx2_dot_i8_q8_blocks(w, xq, s),
+        _ => dot_i8_q8_blocks(w, xq, s),
     }
 }
 

@@ -71,6 +71,36 @@ fn dot_i8_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
     s
 }
 
+#[target_feature(enable = "avx2")]
+fn dot_i8_q8_blocks_avx2(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
+    const B: usize = generic::Q8_BLOCK;
+    let n = w.len().min(xq.len());
+    let full = (n / B).min(s.len());
+    let mut t = 0.0f32;
+    for (b, &sb) in s.iter().enumerate().take(full) {
+        let i = b * B;
+        // SAFETY: i + 32 <= full * 32 <= n <= len of both slices; unaligned loads.
+        let (a0, a1, x0, x1) = unsafe {
+            let pa = w.as_ptr().add(i) as *const __m128i;
+            let px = xq.as_ptr().add(i) as *const __m128i;
+            (
+                _mm_loadu_si128(pa),
+                _mm_loadu_si128(pa.add(1)),
+                _mm_loadu_si128(px),
+                _mm_loadu_si128(px.add(1)),
+            )
+        };
+        let p0 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(a0), _mm256_cvtepi8_epi16(x0));
+        let p1 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(a1), _mm256_cvtepi8_epi16(x1));
+        // The block sum is exact; then the same multiply and add as the generic kernel.
+        t += hsum_i32(_mm256_add_epi32(p0, p1)) as f32 * sb;
+    }
+    if full * B < n && full < s.len() {
+        t += generic::dot_i8_i8(&w[full * B..n], &xq[full * B..n]) as f32 * s[full];
+    }
+    t
+}
+
 #[target_feature(enable = "avx2,fma")]
 fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -137,7 +167,7 @@ fn axpy_i8_avx2(y: &mut [f32], s: f32, q: &[i8]) {
 #[target_feature(enable = "avx2")]
 fn accumulate_rows_i8_avx2(acc: &mut [i32], q: &[i8], h: &[i8]) {
     let cols = acc.len();
-    let rows = h.len().min(if cols == 0 { 0 } else { q.len() / cols });
+    let rows = h.len().min(q.len().checked_div(cols).unwrap_or(0));
     let wide = cols & !15;
     let mut b = 0;
     while b + 2 <= rows {
@@ -290,7 +320,7 @@ pub fn x86_avx2_accumulate_rows_i8(acc: &mut [i32], q: &[i8], h: &[i8]) {
 
 #[target_feature(enable = "avx2")]
 fn matmul_i8_i8_avx2(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-    generic::matmul_i8_i8_with(|a, b| dot_i8_i8_avx2(a, b), w, x, n, bias, y);
+    generic::matmul_i8_i8_with(|a, b, s| dot_i8_q8_blocks_avx2(a, b, s), w, x, n, bias, y);
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -320,6 +350,17 @@ pub fn x86_avx2_dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
         unsafe { dot_i8_i8_avx2(a, b) }
     } else {
         generic::dot_i8_i8(a, b)
+    }
+}
+
+/// AVX2 [`super::dot_i8_q8_blocks`]: the same bits (exact block sums, same float ops).
+pub fn x86_avx2_dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
+    debug_assert_eq!(w.len(), xq.len());
+    if available() {
+        // SAFETY: the CPU has AVX2 (checked above).
+        unsafe { dot_i8_q8_blocks_avx2(w, xq, s) }
+    } else {
+        generic::dot_i8_q8_blocks(w, xq, s)
     }
 }
 
