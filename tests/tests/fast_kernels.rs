@@ -77,7 +77,7 @@ proptest! {
         kernels::matmul_i8_i8(&w, &x, n, bias.as_deref(), &mut y);
         let bl = kernels::Q8_BLOCK;
         for i in 0..n {
-            // Blocks of 32 quantized on their own, sums of exact block dots times the scales.
+            // Blocks of 32 quantized on their own.
             let xi = &x[i * cols..(i + 1) * cols];
             let mut xq = vec![0i8; cols];
             let mut sx = vec![0f32; cols.div_ceil(bl)];
@@ -86,11 +86,15 @@ proptest! {
             }
             for r in 0..rows {
                 let wr = &q[r * cols..(r + 1) * cols];
-                let mut t = 0f32;
+                // Quads of 4 per block into 8 lane sums, combined as a SIMD register would.
+                let mut a = [0f32; 8];
                 for (b, (wb, xb)) in wr.chunks(bl).zip(xq.chunks(bl)).enumerate() {
-                    let acc: i32 = wb.iter().zip(xb).map(|(&a, &c)| a as i32 * c as i32).sum();
-                    t += acc as f32 * sx[b];
+                    for (l, (wq, xq4)) in wb.chunks(4).zip(xb.chunks(4)).enumerate() {
+                        let acc: i32 = wq.iter().zip(xq4).map(|(&p, &c)| p as i32 * c as i32).sum();
+                        a[l] += acc as f32 * sx[b];
+                    }
                 }
+                let t = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
                 let mut want = t * scales[r];
                 if let Some(b) = &bias {
                     want += b[r];

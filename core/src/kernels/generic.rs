@@ -254,17 +254,25 @@ pub fn quantize_i8_blocks(x: &[f32], q: &mut [i8], s: &mut [f32]) {
     }
 }
 
-/// `sum_b (dot_i8_i8(w_b, x_b) as f32) * s[b]` over the [`Q8_BLOCK`] blocks `b` of an int8
-/// weight row `w` and a block-quantized activation row `xq` with scales `s`
-/// ([`quantize_i8_blocks`]), added left to right to `+0.0`, each term multiplied then added
-/// (no FMA). The block sums are exact, so every arch kernel returns the same bits.
+/// `sum_b s[b] * (w_b . x_b)` over the [`Q8_BLOCK`] blocks `b` of an int8 weight row `w` and
+/// a block-quantized activation row `xq` with scales `s` ([`quantize_i8_blocks`]).
+///
+/// Order (that of an 8-lane SIMD register, so that arch kernels give the same bits): each
+/// block is cut into 8 quads of 4 elements (missing elements of a short last block count as
+/// 0); the exact i32 sum of quad `l` is converted to f32, multiplied by `s[b]` and added to
+/// lane accumulator `a[l]` (two roundings, no FMA); at the end
+/// `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
+///
+/// Arch kernels may require `xq` to hold no `-128` ([`quantize_i8`] never produces it).
 pub fn dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), xq.len());
-    let mut t = 0.0f32;
+    let mut a = [0.0f32; 8];
     for ((wb, xb), &sb) in w.chunks(Q8_BLOCK).zip(xq.chunks(Q8_BLOCK)).zip(s) {
-        t += dot_i8_i8(wb, xb) as f32 * sb;
+        for (l, (wq, xq)) in wb.chunks(4).zip(xb.chunks(4)).enumerate() {
+            a[l] += dot_i8_i8(wq, xq) as f32 * sb;
+        }
     }
-    t
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
 /// Exact `sum a[i] * b[i]` of two int8 slices of equal length (elements) in i32. Exact (no

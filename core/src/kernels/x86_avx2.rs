@@ -76,29 +76,33 @@ fn dot_i8_q8_blocks_avx2(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
     const B: usize = generic::Q8_BLOCK;
     let n = w.len().min(xq.len());
     let full = (n / B).min(s.len());
-    let mut t = 0.0f32;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
     for (b, &sb) in s.iter().enumerate().take(full) {
-        let i = b * B;
-        // SAFETY: i + 32 <= full * 32 <= n <= len of both slices; unaligned loads.
-        let (a0, a1, x0, x1) = unsafe {
-            let pa = w.as_ptr().add(i) as *const __m128i;
-            let px = xq.as_ptr().add(i) as *const __m128i;
+        // SAFETY: b * 32 + 32 <= full * 32 <= n <= len of both slices; unaligned loads.
+        let (vw, vx) = unsafe {
             (
-                _mm_loadu_si128(pa),
-                _mm_loadu_si128(pa.add(1)),
-                _mm_loadu_si128(px),
-                _mm_loadu_si128(px.add(1)),
+                _mm256_loadu_si256(w.as_ptr().add(b * B) as *const __m256i),
+                _mm256_loadu_si256(xq.as_ptr().add(b * B) as *const __m256i),
             )
         };
-        let p0 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(a0), _mm256_cvtepi8_epi16(x0));
-        let p1 = _mm256_madd_epi16(_mm256_cvtepi8_epi16(a1), _mm256_cvtepi8_epi16(x1));
-        // The block sum is exact; then the same multiply and add as the generic kernel.
-        t += hsum_i32(_mm256_add_epi32(p0, p1)) as f32 * sb;
+        // |w| (u8, 128 for -128) times x with w's sign: pairs of products fit i16 without
+        // saturation (2 * 128 * 127 < 2^15) as x is never -128. Then quads in i32: exact.
+        let p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(vw), _mm256_sign_epi8(vx, vw));
+        let quads = _mm256_madd_epi16(p16, ones);
+        let term = _mm256_mul_ps(_mm256_cvtepi32_ps(quads), _mm256_set1_ps(sb));
+        acc = _mm256_add_ps(acc, term);
     }
+    let mut a = [0.0f32; 8];
+    // SAFETY: a has 8 f32; unaligned store.
+    unsafe { _mm256_storeu_ps(a.as_mut_ptr(), acc) };
     if full * B < n && full < s.len() {
-        t += generic::dot_i8_i8(&w[full * B..n], &xq[full * B..n]) as f32 * s[full];
+        let (wb, xb) = (&w[full * B..n], &xq[full * B..n]);
+        for (l, (wq, xq)) in wb.chunks(4).zip(xb.chunks(4)).enumerate() {
+            a[l] += generic::dot_i8_i8(wq, xq) as f32 * s[full];
+        }
     }
-    t
+    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -353,7 +357,8 @@ pub fn x86_avx2_dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
     }
 }
 
-/// AVX2 [`super::dot_i8_q8_blocks`]: the same bits (exact block sums, same float ops).
+/// AVX2 [`super::dot_i8_q8_blocks`]: the same bits (exact quad sums, same float ops), for
+/// `xq` without `-128` (as [`super::quantize_i8_blocks`] makes it).
 pub fn x86_avx2_dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), xq.len());
     if available() {
