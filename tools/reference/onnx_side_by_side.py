@@ -45,7 +45,22 @@ def export(out_dir):
     int8 = out_dir / "minilm-int8-per-channel.onnx"
     out_dir.mkdir(parents=True, exist_ok=True)
     if not fp32.exists():
-        model = AutoModel.from_pretrained(MODEL_DIR).eval()
+        bert = AutoModel.from_pretrained(MODEL_DIR).eval()
+
+        class Wrapped(torch.nn.Module):
+            # Keyword arguments: the positional order of BertModel.forward changes between
+            # transformers versions.
+            def __init__(self):
+                super().__init__()
+                self.bert = bert
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.bert(
+                    input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+                ).last_hidden_state
+
+        model = Wrapped().eval()
+        torch.set_grad_enabled(False)
         ids = torch.ones(1, 16, dtype=torch.long)
         torch.onnx.export(
             model,
