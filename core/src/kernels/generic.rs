@@ -346,8 +346,9 @@ pub(crate) fn matmul_i8_i8_with(
 
 /// `Y = X W^T + b` with int8 weights AND int8 activations: each row of `X` (`n` rows of
 /// `cols <= Q8_MAX_COLS` elements) is quantized by [`quantize_i8_blocks`] (one dynamic scale
-/// per [`Q8_BLOCK`] elements), and `Y[i][r] = dot_i8_q8_blocks(W[r], Xq[i], Xs[i]) * scale[r]
-/// + bias[r]` (exact i32 block sums). `W` must be [`Weights::I8`]; shapes as in [`matmul`].
+/// per [`Q8_BLOCK`] elements), and
+/// `Y[i][r] = dot_i8_q8_blocks(W[r], Xq[i], Xs[i]) * scale[r] + bias[r]` (exact i32 quad
+/// sums, [`dot_i8_q8_blocks`]). `W` must be [`Weights::I8`]; shapes as in [`matmul`].
 /// Uses about `Q8_GROUP * Q8_MAX_COLS * 1.125` bytes of stack (18 KiB).
 ///
 /// Error against [`matmul`]: the activation rounding, at most half a step of each block's
