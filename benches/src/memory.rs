@@ -160,11 +160,7 @@ pub fn run(args: &[String]) -> Result<()> {
     print!("{table}");
     std::fs::create_dir_all(&out)?;
     plot(&out.join("memory-scaling.svg"), &rows)?;
-    std::fs::write(out.join("memory-scaling.table.md"), &table)?;
-    eprintln!(
-        "wrote {}/memory-scaling.svg and memory-scaling.table.md",
-        out.display()
-    );
+    eprintln!("wrote {}/memory-scaling.svg", out.display());
     Ok(())
 }
 
