@@ -22,7 +22,7 @@ use crate::config::Activation;
 use crate::kernels::{
     DType, Kernels, Matrix, Q8_BLOCK, Q8_GROUP, Q8_MAX_COLS, Weights, accumulate_rows_i8_by,
     activate, activate_fast, activate_slice_by, axpy_row_by, dot_i8_q8_blocks_by, dot_row_by,
-    quantize_i8, quantize_i8_blocks,
+    dot4_i8_q8_blocks_by, quantize_i8, quantize_i8_blocks,
 };
 use crate::topk::{Rank, TopK};
 
@@ -386,11 +386,26 @@ fn ffn_q8(
             for b in 0..bl {
                 let j = j0 + b;
                 let wj = &up_q[j * d..(j + 1) * d];
-                for t in 0..g {
+                let bias = w.up_bias.map_or(0.0, |b| b[j]);
+                let mut t = 0;
+                // Groups of tokens share each weight load (same bits as one at a time).
+                while t + Q8_GROUP <= g {
+                    let u = dot4_i8_q8_blocks_by(
+                        kernels,
+                        wj,
+                        core::array::from_fn(|i| &qx[(t + i) * d..(t + i + 1) * d]),
+                        core::array::from_fn(|i| &sx[(t + i) * nb..(t + i + 1) * nb]),
+                    );
+                    for (i, &ui) in u.iter().enumerate() {
+                        hb[(t + i) * Q8_UNITS + b] = ui * up_s[j] + bias;
+                    }
+                    t += Q8_GROUP;
+                }
+                for t in t..g {
                     let xq = &qx[t * d..(t + 1) * d];
                     let xs = &sx[t * nb..(t + 1) * nb];
-                    hb[t * Q8_UNITS + b] = dot_i8_q8_blocks_by(kernels, wj, xq, xs) * up_s[j]
-                        + w.up_bias.map_or(0.0, |b| b[j]);
+                    hb[t * Q8_UNITS + b] =
+                        dot_i8_q8_blocks_by(kernels, wj, xq, xs) * up_s[j] + bias;
                 }
             }
             match gate {

@@ -35,7 +35,12 @@ type MatCase = (
 );
 
 fn mat_case() -> impl Strategy<Value = MatCase> {
-    let cols = prop_oneof![1usize..=40, 1usize..=700];
+    // Whole blocks of 32 take the grouped kernels; other widths a short last block.
+    let cols = prop_oneof![
+        1usize..=40,
+        1usize..=700,
+        (1usize..=20).prop_map(|b| b * 32)
+    ];
     (1usize..=6, cols, 1usize..=9).prop_flat_map(|(rows, cols, n)| {
         (
             Just(rows),
@@ -205,6 +210,31 @@ macro_rules! test_dot_i8_q8_blocks {
     };
 }
 
+/// Grouped block int8 dot: the arch kernel `$f` returns the bits of four generic
+/// `dot_i8_q8_blocks`.
+macro_rules! test_dot4_i8_q8_blocks {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((w, x) in prop_oneof![0usize..=300, (0usize..=10).prop_map(|b| b * 32)].prop_flat_map(|n| (i8s(n), vec(-50.0f32..50.0, 4 * n)))) {
+                let n = w.len();
+                let bl = n.div_ceil(kernels::Q8_BLOCK);
+                let mut xq = vec![0i8; 4 * n];
+                let mut s = vec![0f32; 4 * bl];
+                for j in 0..4 {
+                    kernels::quantize_i8_blocks(&x[j * n..(j + 1) * n], &mut xq[j * n..(j + 1) * n], &mut s[j * bl..(j + 1) * bl]);
+                }
+                let xs: [&[i8]; 4] = core::array::from_fn(|j| &xq[j * n..(j + 1) * n]);
+                let ss: [&[f32]; 4] = core::array::from_fn(|j| &s[j * bl..(j + 1) * bl]);
+                let got = $f(&w, xs, ss);
+                for j in 0..4 {
+                    prop_assert_eq!(got[j].to_bits(), kernels::dot_i8_q8_blocks(&w, xs[j], ss[j]).to_bits());
+                }
+            }
+        }
+    };
+}
+
 /// `dot_i8_i8`: the arch kernel `$f` returns the generic (exact) value.
 macro_rules! test_dot_i8_i8 {
     ($name:ident, $f:path) => {
@@ -307,6 +337,7 @@ mod x86_avx2 {
     }
     test_dot_i8_i8!(dot_i8_i8, kernels::x86_avx2_dot_i8_i8);
     test_dot_i8_q8_blocks!(dot_i8_q8_blocks, kernels::x86_avx2_dot_i8_q8_blocks);
+    test_dot4_i8_q8_blocks!(dot4_i8_q8_blocks, kernels::x86_avx2_dot4_i8_q8_blocks);
     test_dot_f32!(dot_f32, kernels::x86_avx2_dot_f32);
     test_axpy_i8!(axpy_i8, kernels::x86_avx2_axpy_i8);
     test_matmul_i8_i8!(matmul_i8_i8, kernels::x86_avx2_matmul_i8_i8);

@@ -275,6 +275,16 @@ pub fn dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
+/// [`dot_i8_q8_blocks`] of one weight row `w` with [`Q8_GROUP`] activation rows at once (the
+/// same bits as separate calls; arch kernels load each weight block once).
+pub fn dot4_i8_q8_blocks(
+    w: &[i8],
+    xs: [&[i8]; Q8_GROUP],
+    ss: [&[f32]; Q8_GROUP],
+) -> [f32; Q8_GROUP] {
+    core::array::from_fn(|j| dot_i8_q8_blocks(w, xs[j], ss[j]))
+}
+
 /// Exact `sum a[i] * b[i]` of two int8 slices of equal length (elements) in i32. Exact (no
 /// overflow) for `len <= 2^31 / 128^2 = 131072`, far above [`Q8_MAX_COLS`], so every arch
 /// kernel must return the very same value.
@@ -305,6 +315,7 @@ pub fn accumulate_rows_i8(acc: &mut [i32], q: &[i8], h: &[i8]) {
 #[inline(always)]
 pub(crate) fn matmul_i8_i8_with(
     dot: impl Fn(&[i8], &[i8], &[f32]) -> f32,
+    dot4: impl Fn(&[i8], [&[i8]; Q8_GROUP], [&[f32]; Q8_GROUP]) -> [f32; Q8_GROUP],
     w: &Matrix<'_>,
     x: &[f32],
     n: usize,
@@ -332,8 +343,24 @@ pub(crate) fn matmul_i8_i8_with(
         }
         for r in 0..rows {
             let wr = &q[r * cols..(r + 1) * cols];
-            for j in 0..g {
-                let mut v = dot(wr, &qx[j][..cols], &sx[j][..nb]) * scales[r];
+            // A whole group shares each weight load (same bits as one dot at a time).
+            let d4 = if g == Q8_GROUP {
+                dot4(
+                    wr,
+                    core::array::from_fn(|j| &qx[j][..cols]),
+                    core::array::from_fn(|j| &sx[j][..nb]),
+                )
+            } else {
+                core::array::from_fn(|j| {
+                    if j < g {
+                        dot(wr, &qx[j][..cols], &sx[j][..nb])
+                    } else {
+                        0.0
+                    }
+                })
+            };
+            for (j, &dj) in d4.iter().enumerate().take(g) {
+                let mut v = dj * scales[r];
                 if let Some(b) = bias {
                     v += b[r];
                 }
@@ -354,7 +381,7 @@ pub(crate) fn matmul_i8_i8_with(
 /// Error against [`matmul`]: the activation rounding, at most half a step of each block's
 /// scale (`max|x_block| / 254`) per element.
 pub fn matmul_i8_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-    matmul_i8_i8_with(dot_i8_q8_blocks, w, x, n, bias, y);
+    matmul_i8_i8_with(dot_i8_q8_blocks, dot4_i8_q8_blocks, w, x, n, bias, y);
 }
 
 /// `y += a * x` elementwise; `x.len() == y.len()`.

@@ -11,7 +11,7 @@ pub use generic::*;
 pub use x86_avx2::{
     available as x86_avx2_available, x86_avx2_accumulate_rows_i8, x86_avx2_axpy_f32,
     x86_avx2_axpy_i8, x86_avx2_dot_f32, x86_avx2_dot_i8_i8, x86_avx2_dot_i8_q8_blocks,
-    x86_avx2_gelu_erf, x86_avx2_matmul_f32, x86_avx2_matmul_i8_i8,
+    x86_avx2_dot4_i8_q8_blocks, x86_avx2_gelu_erf, x86_avx2_matmul_f32, x86_avx2_matmul_i8_i8,
 };
 
 use crate::Error;
@@ -166,6 +166,21 @@ pub fn dot_i8_q8_blocks_by(kernels: Kernels, w: &[i8], xq: &[i8], s: &[f32]) -> 
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kernels::Fast => x86_avx2_dot_i8_q8_blocks(w, xq, s),
         _ => dot_i8_q8_blocks(w, xq, s),
+    }
+}
+
+/// [`dot4_i8_q8_blocks`] by `kernels` (the bits never depend on the choice).
+#[inline]
+pub fn dot4_i8_q8_blocks_by(
+    kernels: Kernels,
+    w: &[i8],
+    xs: [&[i8]; Q8_GROUP],
+    ss: [&[f32]; Q8_GROUP],
+) -> [f32; Q8_GROUP] {
+    match kernels {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kernels::Fast => x86_avx2_dot4_i8_q8_blocks(w, xs, ss),
+        _ => dot4_i8_q8_blocks(w, xs, ss),
     }
 }
 

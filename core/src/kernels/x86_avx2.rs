@@ -105,6 +105,40 @@ fn dot_i8_q8_blocks_avx2(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
     ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 }
 
+/// Four [`dot_i8_q8_blocks_avx2`] of one weight row, loading each weight block once; the same
+/// bits as four separate calls.
+#[target_feature(enable = "avx2")]
+fn dot4_i8_q8_blocks_avx2(w: &[i8], xs: [&[i8]; 4], ss: [&[f32]; 4]) -> [f32; 4] {
+    const B: usize = generic::Q8_BLOCK;
+    let n = xs.iter().fold(w.len(), |m, x| m.min(x.len()));
+    let full = ss.iter().fold(n / B, |m, s| m.min(s.len()));
+    if full * B < n {
+        // A short last block: one row at a time (rare: cols not a multiple of 32).
+        return core::array::from_fn(|j| dot_i8_q8_blocks_avx2(w, xs[j], ss[j]));
+    }
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for b in 0..full {
+        // SAFETY: b * 32 + 32 <= full * 32 <= n <= len of w; unaligned load.
+        let vw = unsafe { _mm256_loadu_si256(w.as_ptr().add(b * B) as *const __m256i) };
+        let aw = _mm256_abs_epi8(vw);
+        for j in 0..4 {
+            // SAFETY: as above, n <= len of xs[j].
+            let vx = unsafe { _mm256_loadu_si256(xs[j].as_ptr().add(b * B) as *const __m256i) };
+            let p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(vx, vw));
+            let quads = _mm256_madd_epi16(p16, ones);
+            let term = _mm256_mul_ps(_mm256_cvtepi32_ps(quads), _mm256_set1_ps(ss[j][b]));
+            acc[j] = _mm256_add_ps(acc[j], term);
+        }
+    }
+    core::array::from_fn(|j| {
+        let mut a = [0.0f32; 8];
+        // SAFETY: a has 8 f32; unaligned store.
+        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), acc[j]) };
+        ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+    })
+}
+
 #[target_feature(enable = "avx2,fma")]
 fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -324,7 +358,15 @@ pub fn x86_avx2_accumulate_rows_i8(acc: &mut [i32], q: &[i8], h: &[i8]) {
 
 #[target_feature(enable = "avx2")]
 fn matmul_i8_i8_avx2(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-    generic::matmul_i8_i8_with(|a, b, s| dot_i8_q8_blocks_avx2(a, b, s), w, x, n, bias, y);
+    generic::matmul_i8_i8_with(
+        |a, b, s| dot_i8_q8_blocks_avx2(a, b, s),
+        |a, xs, ss| dot4_i8_q8_blocks_avx2(a, xs, ss),
+        w,
+        x,
+        n,
+        bias,
+        y,
+    );
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -366,6 +408,16 @@ pub fn x86_avx2_dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
         unsafe { dot_i8_q8_blocks_avx2(w, xq, s) }
     } else {
         generic::dot_i8_q8_blocks(w, xq, s)
+    }
+}
+
+/// AVX2 [`super::dot4_i8_q8_blocks`]: the same bits, each weight block loaded once.
+pub fn x86_avx2_dot4_i8_q8_blocks(w: &[i8], xs: [&[i8]; 4], ss: [&[f32]; 4]) -> [f32; 4] {
+    if available() {
+        // SAFETY: the CPU has AVX2 (checked above).
+        unsafe { dot4_i8_q8_blocks_avx2(w, xs, ss) }
+    } else {
+        generic::dot4_i8_q8_blocks(w, xs, ss)
     }
 }
 
