@@ -118,6 +118,8 @@ fn dot4_i8_q8_blocks_avx2(w: &[i8], xs: [&[i8]; 4], ss: [&[f32]; 4]) -> [f32; 4]
     }
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 4];
+    // `b` indexes the weight row, four activation rows and their four scale rows alike.
+    #[allow(clippy::needless_range_loop)]
     for b in 0..full {
         // SAFETY: b * 32 + 32 <= full * 32 <= n <= len of w; unaligned load.
         let vw = unsafe { _mm256_loadu_si256(w.as_ptr().add(b * B) as *const __m256i) };
