@@ -76,7 +76,7 @@ use crate::arena::Arena;
 use crate::attention::{self, AttnParams, AttnScratch, Keys};
 use crate::config::{Arch, ModelConfig, PosKind, RunConfig};
 use crate::format::{PackedModel, TensorName};
-use crate::kernels::{Matrix, axpy_row, matmul, matvec, row_to_f32};
+use crate::kernels::{Matrix, axpy_row, matmul_by, matvec, row_to_f32};
 use crate::model::{LayerWeights, Model, apply_rope, ffn_phase, norm_row, norm_rows, residual};
 use crate::plan::{Plan, attn_params, try_plan};
 
@@ -378,6 +378,7 @@ impl<'s, 'a> Session<'s, 'a> {
     fn run_chunk(&mut self, ids: &[u32]) -> Result<(), Error> {
         let dec = self.dec;
         let c = dec.config();
+        let kernels = dec.model.kernels();
         let (d, kv, hd) = (c.d_model, c.kv_dim(), c.head_dim);
         let (chunk, n) = (self.plan.chunk, self.plan.seq_len);
         let (m, p0) = (ids.len(), self.len);
@@ -402,9 +403,9 @@ impl<'s, 'a> Session<'s, 'a> {
                 let xn = &mut s.take::<f32>(chunk * d)?[..m * d];
                 let mut scratch = AttnScratch::new(s, params)?;
                 norm_rows(c, &l.attn_norm, x, xn);
-                matmul(&l.q, xn, m, l.q_bias, q);
-                matmul(&l.k, xn, m, l.k_bias, &mut kc[rows.clone()]);
-                matmul(&l.v, xn, m, l.v_bias, &mut vc[rows.clone()]);
+                matmul_by(kernels, &l.q, xn, m, l.q_bias, q);
+                matmul_by(kernels, &l.k, xn, m, l.k_bias, &mut kc[rows.clone()]);
+                matmul_by(kernels, &l.v, xn, m, l.v_bias, &mut vc[rows.clone()]);
                 if rope {
                     apply_rope(q, d, hd, p0, c.rope_theta);
                     apply_rope(&mut kc[rows.clone()], kv, hd, p0, c.rope_theta);
@@ -417,11 +418,11 @@ impl<'s, 'a> Session<'s, 'a> {
                 };
                 attention::attention(params, q, p0, &keys, &mut scratch, xn)?;
                 // The queries are spent: their buffer takes the output projection.
-                matmul(&l.o, xn, m, l.o_bias, q);
+                matmul_by(kernels, &l.o, xn, m, l.o_bias, q);
                 residual(c, &l.attn_norm, x, q);
                 Ok(())
             })?;
-            ffn_phase(c, l, self.run.k_ff, chunk, x, self.arena)?;
+            ffn_phase(c, kernels, l, self.run.k_ff, chunk, x, self.arena)?;
         }
         self.len = p0 + m;
         Ok(())

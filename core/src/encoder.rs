@@ -130,6 +130,12 @@ impl<'a> Encoder<'a> {
         Self::new(model, emb, fc.pooling, fc.normalize)
     }
 
+    /// The same encoder with its layer stack run by `kernels` ([`Model::with_kernels`]).
+    pub fn with_kernels(mut self, kernels: crate::kernels::Kernels) -> Self {
+        self.model = self.model.with_kernels(kernels);
+        self
+    }
+
     /// The layer stack.
     pub fn model(&self) -> &Model<'a> {
         &self.model

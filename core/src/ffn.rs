@@ -19,7 +19,11 @@
 use crate::Error;
 use crate::arena::{ALIGN, Arena, padded};
 use crate::config::Activation;
-use crate::kernels::{Matrix, activate, axpy_row, dot_row};
+use crate::kernels::{
+    DType, Kernels, Matrix, Q8_BLOCK, Q8_GROUP, Q8_MAX_COLS, Weights, accumulate_rows_i8_by,
+    activate, activate_fast, activate_slice_by, axpy_row_by, dot_i8_q8_blocks_by, dot_row_by,
+    dot4_i8_q8_blocks_by, quantize_i8, quantize_i8_blocks,
+};
 use crate::topk::{Rank, TopK};
 
 /// Largest `d_ff` of a top-k block: unit indices are stored as `u16` in the slots.
@@ -221,12 +225,41 @@ pub fn ffn(
     scratch: &mut FfnScratch<'_>,
     out: &mut [f32],
 ) -> Result<(), Error> {
+    ffn_with(Kernels::Reference, w, x, k_ff, scratch, out)
+}
+
+/// [`ffn`] with the chosen kernels. With [`Kernels::Fast`] and int8 `up` (and `gate`)
+/// weights, each token is quantized once to int8 with its own scale and the unit's
+/// pre-activation is an exact i32 dot product (see [`crate::kernels::matmul_i8_i8`]); the
+/// down projection stays f32.
+///
+/// Errors: as [`ffn`].
+pub fn ffn_with(
+    kernels: Kernels,
+    w: &FfnWeights<'_>,
+    x: &[f32],
+    k_ff: Option<usize>,
+    scratch: &mut FfnScratch<'_>,
+    out: &mut [f32],
+) -> Result<(), Error> {
     let (d, d_ff, n) = check(w, x, k_ff, scratch, out)?;
+    let q8 = kernels == Kernels::Fast
+        && w.up.dtype() == DType::I8
+        && w.gate.is_none_or(|g| g.dtype() == DType::I8)
+        && d <= Q8_MAX_COLS;
+    if q8 {
+        ffn_q8(kernels, w, x, k_ff, scratch, out, d, d_ff, n);
+        return Ok(());
+    }
+    let act = |v: f32| match kernels {
+        Kernels::Reference => activate(w.act, v),
+        Kernels::Fast => activate_fast(w.act, v),
+    };
     let hidden = |j: usize, xt: &[f32]| {
-        let u = dot_row(&w.up, j, xt) + w.up_bias.map_or(0.0, |b| b[j]);
+        let u = dot_row_by(kernels, &w.up, j, xt) + w.up_bias.map_or(0.0, |b| b[j]);
         match &w.gate {
-            Some(g) => activate(w.act, dot_row(g, j, xt)) * u,
-            None => activate(w.act, u),
+            Some(g) => act(dot_row_by(kernels, g, j, xt)) * u,
+            None => act(u),
         }
     };
     for ot in out.chunks_exact_mut(d) {
@@ -241,7 +274,7 @@ pub fn ffn(
                 for (xt, ot) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
                     let h = hidden(j, xt);
                     if h != 0.0 {
-                        axpy_row(&w.down_t, j, h, ot);
+                        axpy_row_by(kernels, &w.down_t, j, h, ot);
                     }
                 }
             }
@@ -274,11 +307,191 @@ pub fn ffn(
                 let (hs, js) = sel.sorted_by_index();
                 for (&h, &j) in hs.iter().zip(js) {
                     if h != 0.0 {
-                        axpy_row(&w.down_t, j as usize, h, ot);
+                        axpy_row_by(kernels, &w.down_t, j as usize, h, ot);
                     }
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Most tokens [`ffn_q8`] quantizes at once.
+const Q8_TOKENS: usize = 64;
+/// Hidden units [`ffn_q8`] computes before it projects them down: with int8 `down_t` they
+/// share one int8 scale per token.
+const Q8_UNITS: usize = 32;
+
+/// Int8-activation body of [`ffn_with`]. The chunk's tokens are quantized a group at a time
+/// into a stack buffer of `Q8_GROUP * Q8_MAX_COLS` bytes; the hidden units are computed a
+/// block of [`Q8_UNITS`] at a time (exact i32 dots). Dense with int8 `down_t`, each token's
+/// block `h_j * scale_j` is quantized to int8 with its own scale and projected down with
+/// exact i32 sums ([`crate::kernels::accumulate_rows_i8`]); otherwise (top-k, or f32
+/// `down_t`) the down projection and the selection are those of [`ffn`]. Stack: about 40 KiB.
+#[allow(clippy::too_many_arguments)]
+fn ffn_q8(
+    kernels: Kernels,
+    w: &FfnWeights<'_>,
+    x: &[f32],
+    k_ff: Option<usize>,
+    s: &mut FfnScratch<'_>,
+    out: &mut [f32],
+    d: usize,
+    d_ff: usize,
+    n: usize,
+) {
+    fn int8<'w>(m: &Matrix<'w>) -> (&'w [i8], &'w [f32]) {
+        match m.weights() {
+            Weights::I8 { q, scales } => (q, scales),
+            // ffn_with checked the dtypes of up and gate; down_t is checked by the caller.
+            _ => (&[], &[]),
+        }
+    }
+    let (up_q, up_s) = int8(&w.up);
+    let gate = w.gate.as_ref().map(int8);
+    let down_q8 = k_ff.is_none() && w.down_t.dtype() == DType::I8;
+    let (down_q, down_s) = int8(&w.down_t);
+    let group = (Q8_GROUP * Q8_MAX_COLS / d).clamp(1, Q8_TOKENS);
+    let mut qx = [0i8; Q8_GROUP * Q8_MAX_COLS];
+    // Block scales of the group's tokens: group * d <= Q8_GROUP * Q8_MAX_COLS elements.
+    let mut sx = [0.0f32; Q8_GROUP * Q8_MAX_COLS / Q8_BLOCK];
+    let nb = d.div_ceil(Q8_BLOCK);
+    let mut hb = [0.0f32; Q8_TOKENS * Q8_UNITS];
+    let mut hq = [0i8; Q8_UNITS];
+    let mut acc = [0i32; Q8_MAX_COLS];
+    for ot in out.chunks_exact_mut(d) {
+        match w.down_bias {
+            Some(b) => ot.copy_from_slice(b),
+            None => ot.fill(0.0),
+        }
+    }
+    let k = k_ff.map(|k| k.min(d_ff));
+    if k.is_some() {
+        s.lens[..n].fill(0);
+    }
+    let mut t0 = 0;
+    while t0 < n {
+        let g = group.min(n - t0);
+        for t in 0..g {
+            let xt = &x[(t0 + t) * d..(t0 + t + 1) * d];
+            quantize_i8_blocks(
+                xt,
+                &mut qx[t * d..(t + 1) * d],
+                &mut sx[t * nb..(t + 1) * nb],
+            );
+        }
+        let mut j0 = 0;
+        while j0 < d_ff {
+            let bl = Q8_UNITS.min(d_ff - j0);
+            for b in 0..bl {
+                let j = j0 + b;
+                let wj = &up_q[j * d..(j + 1) * d];
+                let bias = w.up_bias.map_or(0.0, |b| b[j]);
+                let mut t = 0;
+                // Groups of tokens share each weight load (same bits as one at a time).
+                while t + Q8_GROUP <= g {
+                    let u = dot4_i8_q8_blocks_by(
+                        kernels,
+                        wj,
+                        core::array::from_fn(|i| &qx[(t + i) * d..(t + i + 1) * d]),
+                        core::array::from_fn(|i| &sx[(t + i) * nb..(t + i + 1) * nb]),
+                    );
+                    for (i, &ui) in u.iter().enumerate() {
+                        hb[(t + i) * Q8_UNITS + b] = ui * up_s[j] + bias;
+                    }
+                    t += Q8_GROUP;
+                }
+                for t in t..g {
+                    let xq = &qx[t * d..(t + 1) * d];
+                    let xs = &sx[t * nb..(t + 1) * nb];
+                    hb[t * Q8_UNITS + b] =
+                        dot_i8_q8_blocks_by(kernels, wj, xq, xs) * up_s[j] + bias;
+                }
+            }
+            match gate {
+                None => {
+                    for t in 0..g {
+                        activate_slice_by(kernels, w.act, &mut hb[t * Q8_UNITS..t * Q8_UNITS + bl]);
+                    }
+                }
+                Some((gq, gs)) => {
+                    for b in 0..bl {
+                        let j = j0 + b;
+                        for t in 0..g {
+                            let xq = &qx[t * d..(t + 1) * d];
+                            let xs = &sx[t * nb..(t + 1) * nb];
+                            let gv = dot_i8_q8_blocks_by(kernels, &gq[j * d..(j + 1) * d], xq, xs)
+                                * gs[j];
+                            hb[t * Q8_UNITS + b] *= activate_fast(w.act, gv);
+                        }
+                    }
+                }
+            }
+            for t in 0..g {
+                let tt = t0 + t;
+                let h = &mut hb[t * Q8_UNITS..t * Q8_UNITS + bl];
+                let ot = &mut out[tt * d..(tt + 1) * d];
+                match k {
+                    None if down_q8 => {
+                        for (v, &sc) in h.iter_mut().zip(&down_s[j0..j0 + bl]) {
+                            *v *= sc;
+                        }
+                        let sh = quantize_i8(h, &mut hq[..bl]);
+                        if sh == 0.0 {
+                            continue;
+                        }
+                        let acc = &mut acc[..d];
+                        acc.fill(0);
+                        accumulate_rows_i8_by(
+                            kernels,
+                            acc,
+                            &down_q[j0 * d..(j0 + bl) * d],
+                            &hq[..bl],
+                        );
+                        for (o, &a) in ot.iter_mut().zip(acc.iter()) {
+                            *o += a as f32 * sh;
+                        }
+                    }
+                    None => {
+                        for (b, &hv) in h.iter().enumerate() {
+                            if hv != 0.0 {
+                                axpy_row_by(kernels, &w.down_t, j0 + b, hv, ot);
+                            }
+                        }
+                    }
+                    Some(k) => {
+                        let mut sel = TopK::resume(
+                            &mut s.scores[tt * k..(tt + 1) * k],
+                            &mut s.idx[tt * k..(tt + 1) * k],
+                            s.lens[tt],
+                            Rank::Magnitude,
+                        );
+                        for (b, &hv) in h.iter().enumerate() {
+                            // j < d_ff <= 65536 was checked, so it fits in u16.
+                            sel.push(hv, (j0 + b) as u16);
+                        }
+                        s.lens[tt] = sel.state();
+                    }
+                }
+            }
+            j0 += bl;
+        }
+        t0 += g;
+    }
+    if let Some(k) = k {
+        for (t, ot) in out.chunks_exact_mut(d).enumerate() {
+            let mut sel = TopK::resume(
+                &mut s.scores[t * k..(t + 1) * k],
+                &mut s.idx[t * k..(t + 1) * k],
+                s.lens[t],
+                Rank::Magnitude,
+            );
+            let (hs, js) = sel.sorted_by_index();
+            for (&h, &j) in hs.iter().zip(js) {
+                if h != 0.0 {
+                    axpy_row_by(kernels, &w.down_t, j as usize, h, ot);
+                }
+            }
+        }
+    }
 }

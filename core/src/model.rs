@@ -40,7 +40,7 @@ use crate::arena::Arena;
 use crate::attention::{self, AttnScratch, Keys};
 use crate::config::{Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
 use crate::ffn::{self, FfnScratch, FfnWeights};
-use crate::kernels::{Matrix, layer_norm, matmul, rms_norm};
+use crate::kernels::{Kernels, Matrix, layer_norm, matmul_by, rms_norm};
 use crate::plan::{Plan, attn_params, try_plan};
 
 /// Gain and optional bias of one normalisation layer (`d_model` values each).
@@ -91,6 +91,7 @@ pub struct Model<'a> {
     config: ModelConfig,
     layers: &'a [LayerWeights<'a>],
     final_norm: Option<NormWeights<'a>>,
+    kernels: Kernels,
 }
 
 fn expect(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
@@ -187,7 +188,20 @@ impl<'a> Model<'a> {
             config,
             layers,
             final_norm,
+            kernels: Kernels::Reference,
         })
+    }
+
+    /// The same model run with `kernels` (default [`Kernels::Reference`]; hosts use
+    /// [`Kernels::Fast`] for speed).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    /// The kernels this model runs with.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// The model's configuration.
@@ -336,12 +350,19 @@ pub fn forward_with<'a>(
                     let xn = &mut xn[..m * d];
                     norm_rows(c, &l.attn_norm, &hidden_n[start * d..(start + m) * d], xn);
                     let rows = start * kv..(start + m) * kv;
-                    matmul(&l.k, xn, m, l.k_bias, &mut keys_n[rows.clone()]);
-                    matmul(&l.v, xn, m, l.v_bias, &mut values_n[rows]);
+                    matmul_by(
+                        model.kernels,
+                        &l.k,
+                        xn,
+                        m,
+                        l.k_bias,
+                        &mut keys_n[rows.clone()],
+                    );
+                    matmul_by(model.kernels, &l.v, xn, m, l.v_bias, &mut values_n[rows]);
                 }
             } else {
-                matmul(&l.k, hidden_n, n, l.k_bias, keys_n);
-                matmul(&l.v, hidden_n, n, l.v_bias, values_n);
+                matmul_by(model.kernels, &l.k, hidden_n, n, l.k_bias, keys_n);
+                matmul_by(model.kernels, &l.v, hidden_n, n, l.v_bias, values_n);
             }
             if rope {
                 apply_rope(keys_n, kv, c.head_dim, 0, c.rope_theta);
@@ -366,23 +387,23 @@ pub fn forward_with<'a>(
                 let rows = &mut hidden_n[start * d..(start + m) * d];
                 if pre_norm {
                     norm_rows(c, &l.attn_norm, rows, ctx);
-                    matmul(&l.q, ctx, m, l.q_bias, q);
+                    matmul_by(model.kernels, &l.q, ctx, m, l.q_bias, q);
                 } else {
-                    matmul(&l.q, rows, m, l.q_bias, q);
+                    matmul_by(model.kernels, &l.q, rows, m, l.q_bias, q);
                 }
                 if rope {
                     apply_rope(q, d, c.head_dim, start, c.rope_theta);
                 }
                 attention::attention(&params, q, start, &keys_view, &mut scratch, ctx)?;
                 // The queries are spent: their buffer takes the output projection.
-                matmul(&l.o, ctx, m, l.o_bias, q);
+                matmul_by(model.kernels, &l.o, ctx, m, l.o_bias, q);
                 residual(c, &l.attn_norm, rows, q);
             }
             Ok(())
         })?;
 
         // Feed-forward, one token chunk at a time, in place.
-        ffn_phase(c, l, run.k_ff, chunk, hidden_n, arena)?;
+        ffn_phase(c, model.kernels, l, run.k_ff, chunk, hidden_n, arena)?;
     }
 
     if let Some(w) = &model.final_norm {
@@ -398,6 +419,7 @@ pub fn forward_with<'a>(
 /// blocks, output, scratch) from `arena` in a scope, in [`crate::Plan::buffers`] order.
 pub(crate) fn ffn_phase(
     c: &ModelConfig,
+    kernels: Kernels,
     l: &LayerWeights<'_>,
     k_ff: Option<usize>,
     chunk: usize,
@@ -423,9 +445,9 @@ pub(crate) fn ffn_phase(
                 Some(xn) => {
                     let xn = &mut xn[..m * d];
                     norm_rows(c, &l.ffn_norm, rows, xn);
-                    ffn::ffn(&l.ffn, xn, k_ff, &mut scratch, out)?;
+                    ffn::ffn_with(kernels, &l.ffn, xn, k_ff, &mut scratch, out)?;
                 }
-                None => ffn::ffn(&l.ffn, rows, k_ff, &mut scratch, out)?,
+                None => ffn::ffn_with(kernels, &l.ffn, rows, k_ff, &mut scratch, out)?,
             }
             residual(c, &l.ffn_norm, rows, out);
         }

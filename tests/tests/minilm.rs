@@ -5,10 +5,11 @@
 //! at least 0.999 in the micromath build; int8 dense at least 0.99 in both. Top-k with k at least the sequence
 //! length equals dense within 1e-5 (std) / 5e-5 (micromath, whose `exp` is approximate and
 //! enters dense's online softmax and top-k's kept-set softmax differently): max abs difference
-//! of the unit-length embeddings.
+//! of the unit-length embeddings. The fast kernels (`Kernels::Fast`) keep the same bars.
 
 use topkit::encoder::{Encoder, layers};
 use topkit::format::PackedModel;
+use topkit::kernels::Kernels;
 use topkit::tokenizer::{WordPiece, WordPieceOptions};
 use topkit::{Arena, RunConfig};
 use topkit_tests::minilm::{cosine, golden, packed};
@@ -25,11 +26,18 @@ const TOPK_EQ_DENSE: f32 = 5e-5;
 
 /// Embeds every golden text with `k_attn`; returns (text, cosine to reference, embedding).
 fn run(dtype: &str, k_attn: Option<usize>) -> Vec<(String, f64, Vec<f32>)> {
+    run_with(dtype, k_attn, Kernels::Reference)
+}
+
+/// [`run`] with the chosen kernels.
+fn run_with(dtype: &str, k_attn: Option<usize>, kernels: Kernels) -> Vec<(String, f64, Vec<f32>)> {
     let words = packed(dtype);
     let bytes: &[u8] = bytemuck::cast_slice(&words);
     let pm = PackedModel::parse(bytes).unwrap();
     let layers = layers(&pm).unwrap();
-    let enc = Encoder::from_packed(&pm, &layers).unwrap();
+    let enc = Encoder::from_packed(&pm, &layers)
+        .unwrap()
+        .with_kernels(kernels);
     let tok = pm.tokenizer();
     let vocab = tok.vocab();
     let wp = WordPiece::new(
@@ -84,6 +92,28 @@ fn f32_dense_matches_reference() {
 #[test]
 fn int8_dense_matches_reference() {
     assert_bar("int8", &run("int8", None), INT8_BAR);
+}
+
+/// The host fast path (int8 activations with one scale per 32 elements; AVX2/FMA when the CPU
+/// has it) keeps the int8 bar, and f32 with the fast kernels keeps the f32 bar. Top-k 32 is
+/// lossy on the long texts whatever the kernels, so its fast run is held to the int8 bar
+/// against the reference kernels' top-k 32 run.
+#[test]
+fn fast_kernels_match_reference() {
+    assert_bar(
+        "int8 fast",
+        &run_with("int8", None, Kernels::Fast),
+        INT8_BAR,
+    );
+    assert_bar("f32 fast", &run_with("f32", None, Kernels::Fast), F32_BAR);
+    let slow = run_with("int8", Some(32), Kernels::Reference);
+    let fast = run_with("int8", Some(32), Kernels::Fast);
+    let vs: Vec<_> = slow
+        .iter()
+        .zip(&fast)
+        .map(|((t, _, a), (_, _, b))| (t.clone(), cosine(b, a), b.clone()))
+        .collect();
+    assert_bar("int8 fast top-k 32 vs reference top-k 32", &vs, INT8_BAR);
 }
 
 #[test]

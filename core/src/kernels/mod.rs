@@ -3,8 +3,16 @@
 //! (later) overlay it and are tested against it.
 
 mod generic;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86_avx2;
 
 pub use generic::*;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub use x86_avx2::{
+    available as x86_avx2_available, x86_avx2_accumulate_rows_i8, x86_avx2_axpy_f32,
+    x86_avx2_axpy_i8, x86_avx2_dot_f32, x86_avx2_dot_i8_i8, x86_avx2_dot_i8_q8_blocks,
+    x86_avx2_dot4_i8_q8_blocks, x86_avx2_gelu_erf, x86_avx2_matmul_f32, x86_avx2_matmul_i8_i8,
+};
 
 use crate::Error;
 /// IEEE half float, the element of [`Weights::F16`] (re-exported from the `half` crate).
@@ -99,5 +107,132 @@ impl<'a> Matrix<'a> {
     /// The storage.
     pub fn weights(&self) -> Weights<'a> {
         self.w
+    }
+}
+
+/// Which kernels a model runs with ([`crate::Model::with_kernels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Kernels {
+    /// The generic kernels with f32 activations: bit-identical on every target (the firmware
+    /// tests compare against a host run of these).
+    #[default]
+    Reference,
+    /// Host speed: int8 weights take int8 activations (per-token dynamic scale, exact i32
+    /// sums, [`matmul_i8_i8`]), and in std builds on x86-64 the AVX2/FMA kernels when the CPU
+    /// has them (detected at run time). Results differ from `Reference` by the activation
+    /// rounding (int8) or the summation order (f32).
+    Fast,
+}
+
+/// `Y = X W^T + b` by `kernels` (shapes as in [`matmul`]).
+pub fn matmul_by(
+    kernels: Kernels,
+    w: &Matrix<'_>,
+    x: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    match (kernels, w.dtype()) {
+        (Kernels::Fast, DType::I8) if w.cols() <= Q8_MAX_COLS => {
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            x86_avx2_matmul_i8_i8(w, x, n, bias, y);
+            #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+            matmul_i8_i8(w, x, n, bias, y);
+        }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        (Kernels::Fast, DType::F32) => x86_avx2_matmul_f32(w, x, n, bias, y),
+        _ => matmul(w, x, n, bias, y),
+    }
+}
+
+/// Exact int8 dot product by `kernels` (as [`dot_i8_i8`]; the value never depends on the
+/// choice).
+#[inline]
+pub fn dot_i8_i8_by(kernels: Kernels, a: &[i8], b: &[i8]) -> i32 {
+    match kernels {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kernels::Fast => x86_avx2_dot_i8_i8(a, b),
+        _ => dot_i8_i8(a, b),
+    }
+}
+
+/// Block int8 dot product by `kernels` (as [`dot_i8_q8_blocks`]; the bits never depend on
+/// the choice).
+#[inline]
+pub fn dot_i8_q8_blocks_by(kernels: Kernels, w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
+    match kernels {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kernels::Fast => x86_avx2_dot_i8_q8_blocks(w, xq, s),
+        _ => dot_i8_q8_blocks(w, xq, s),
+    }
+}
+
+/// [`dot4_i8_q8_blocks`] by `kernels` (the bits never depend on the choice).
+#[inline]
+pub fn dot4_i8_q8_blocks_by(
+    kernels: Kernels,
+    w: &[i8],
+    xs: [&[i8]; Q8_GROUP],
+    ss: [&[f32]; Q8_GROUP],
+) -> [f32; Q8_GROUP] {
+    match kernels {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kernels::Fast => x86_avx2_dot4_i8_q8_blocks(w, xs, ss),
+        _ => dot4_i8_q8_blocks(w, xs, ss),
+    }
+}
+
+/// `W[r] . x` with the row's scale applied, by `kernels` (f32 activations; as [`dot_row`]).
+#[inline]
+pub fn dot_row_by(kernels: Kernels, w: &Matrix<'_>, r: usize, x: &[f32]) -> f32 {
+    match (kernels, w.weights()) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        (Kernels::Fast, Weights::F32(d)) => {
+            let c = w.cols();
+            x86_avx2_dot_f32(&d[r * c..(r + 1) * c], x)
+        }
+        _ => dot_row(w, r, x),
+    }
+}
+
+/// `y += a * W[r]` by `kernels` (as [`axpy_row`]; int8 rows bit-identical for every choice,
+/// f32 rows with the fast kernels fused, within 1 ulp of `|a w|` per element).
+#[inline]
+pub fn axpy_row_by(kernels: Kernels, w: &Matrix<'_>, r: usize, a: f32, y: &mut [f32]) {
+    match (kernels, w.weights()) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        (Kernels::Fast, Weights::F32(d)) => {
+            let c = w.cols();
+            x86_avx2_axpy_f32(y, a, &d[r * c..(r + 1) * c]);
+        }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        (Kernels::Fast, Weights::I8 { q, scales }) => {
+            let c = w.cols();
+            x86_avx2_axpy_i8(y, a * scales[r], &q[r * c..(r + 1) * c]);
+        }
+        _ => axpy_row(w, r, a, y),
+    }
+}
+
+/// [`accumulate_rows_i8`] by `kernels` (exact: the same sums for every choice).
+#[inline]
+pub fn accumulate_rows_i8_by(kernels: Kernels, acc: &mut [i32], q: &[i8], h: &[i8]) {
+    match kernels {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kernels::Fast => x86_avx2_accumulate_rows_i8(acc, q, h),
+        _ => accumulate_rows_i8(acc, q, h),
+    }
+}
+
+/// [`activate_fast`] over a slice, in place, by `kernels` (GELU vectorised with AVX2+FMA when
+/// the CPU has them).
+pub fn activate_slice_by(kernels: Kernels, act: crate::config::Activation, x: &mut [f32]) {
+    match (kernels, act) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        (Kernels::Fast, crate::config::Activation::GeluErf) => x86_avx2_gelu_erf(x),
+        (Kernels::Fast, _) => x.iter_mut().for_each(|v| *v = activate_fast(act, *v)),
+        (Kernels::Reference, _) => activate_slice(act, x),
     }
 }

@@ -60,8 +60,11 @@ pub fn with_session<R>(path: &Path, f: impl FnOnce(&Session<'_, '_>) -> Result<R
     let pm = crate::parse_packed(path, bytes.as_slice(), true)?;
     let ctx = |what: &str| format!("{}: {what}", path.display());
     let layers = layers(&pm).map_err(|e| anyhow!("{}: {e}", ctx("cannot view the layers")))?;
+    // The host runs the fast kernels (int8 activations, AVX2/FMA when present); the firmware
+    // comparison uses its own host run of the reference kernels (targets/common).
     let encoder = Encoder::from_packed(&pm, &layers)
-        .map_err(|e| anyhow!("{}: {e}", ctx("not a sentence encoder")))?;
+        .map_err(|e| anyhow!("{}: {e}", ctx("not a sentence encoder")))?
+        .with_kernels(topkit::kernels::Kernels::Fast);
     let tok = pm.tokenizer();
     if tok.kind() != TokenizerKind::WordPiece {
         bail!(

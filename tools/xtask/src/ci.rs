@@ -116,13 +116,16 @@ fn fmt(_: &Ctx) -> Vec<Step> {
 /// invocation, and the CLI turns on `topkit/std`, so a `--workspace` build would never be the
 /// micromath build.
 const CORE: [&str; 4] = ["-p", "topkit", "-p", "topkit-tests"];
-/// Everything else in the workspace (the tools), which may use `topkit/std`.
-const TOOLS: [&str; 5] = [
+/// Everything else in the workspace (the tools), which may use `topkit/std`; not the
+/// benchmarks (`benches/`, built by `cargo xtask bench` only: candle takes minutes to build).
+const TOOLS: [&str; 7] = [
     "--workspace",
     "--exclude",
     "topkit",
     "--exclude",
     "topkit-tests",
+    "--exclude",
+    "topkit-bench",
 ];
 
 fn clippy(_: &Ctx) -> Vec<Step> {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: setup and CI entry points for topkit. Run `cargo xtask help`.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod ci;
 mod demo;
 mod firmware;
@@ -32,6 +33,11 @@ Commands:
                      inspect the int8 file, print its memory plan for 256 tokens with
                      top-k attention, verify it fits 4 MiB of RAM, and run it as
                      firmware on RISC-V in QEMU (same bits as the host).
+  bench [ARGS]       Host benchmarks (benches/, release, one thread; not in CI): topkit
+                     f32/int8, dense/top-k, reference/fast kernels side by side with
+                     candle on all-MiniLM-L6-v2 at seq 32/128/256, then the memory scaling
+                     table and plot (docs/memory-scaling.*). ARGS go to topkit-bench, e.g.
+                     `bench speed --seqs 128 --iters 30`. See docs/bench.md.
   ci [--only JOBS]   Run setup, then every CI job (or only the comma-separated JOBS), keep
                      going after failures, print a summary table, and exit 1 if anything
                      failed. `ci --list` lists the jobs.
@@ -92,6 +98,7 @@ fn main() -> ExitCode {
         }
         ["fetch-model"] => model::fetch_and_pack().map(|_| true),
         ["demo"] => demo::demo().map(|()| true),
+        ["bench", rest @ ..] => bench::bench(rest).map(|()| true),
         ["ci", "--list"] => {
             for j in ci::JOBS {
                 println!("{:<14} {}", j.name, j.about);

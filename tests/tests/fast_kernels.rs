@@ -1,0 +1,348 @@
+//! The int8-activation kernels and the arch kernels of the host fast path.
+//!
+//! - Generic int8 kernels against exact references: `dot_i8_i8` equals the i64 sum;
+//!   `quantize_i8` rounds to nearest (error at most `scale / 2` per element, `|q| <= 127`);
+//!   `matmul_i8_i8` equals, bit for bit, the documented formula over the input quantized in
+//!   blocks of 32, and is within half a block step per element of the f32 product.
+//! - Arch kernels against the generic ones, one macro per op, instantiated for every arch
+//!   module this build has (x86-64 AVX2/FMA in std builds): integer ops and the no-FMA axpy
+//!   must be bit-identical; the FMA f32 dot within `(n + 3) * EPS * sum|a_i b_i|` of the
+//!   generic one (both are within `n * EPS * sum|a_i b_i|` of the exact value).
+
+// The arch macros are instantiated only in builds that have an arch module.
+#![cfg_attr(
+    not(all(feature = "std", target_arch = "x86_64")),
+    allow(unused_macros)
+)]
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use topkit::kernels::{self, Matrix, Weights};
+
+fn i8s(n: usize) -> impl Strategy<Value = Vec<i8>> {
+    vec(any::<i8>(), n)
+}
+
+/// Rows, cols, inputs n, int8 weights, row scales, f32 inputs, optional bias.
+type MatCase = (
+    usize,
+    usize,
+    usize,
+    Vec<i8>,
+    Vec<f32>,
+    Vec<f32>,
+    Option<Vec<f32>>,
+);
+
+fn mat_case() -> impl Strategy<Value = MatCase> {
+    // Whole blocks of 32 take the grouped kernels; other widths a short last block.
+    let cols = prop_oneof![
+        1usize..=40,
+        1usize..=700,
+        (1usize..=20).prop_map(|b| b * 32)
+    ];
+    (1usize..=6, cols, 1usize..=9).prop_flat_map(|(rows, cols, n)| {
+        (
+            Just(rows),
+            Just(cols),
+            Just(n),
+            i8s(rows * cols),
+            vec(1e-4f32..0.1, rows),
+            vec(-50.0f32..50.0, n * cols),
+            proptest::option::of(vec(-1.0f32..1.0, rows)),
+        )
+    })
+}
+
+proptest! {
+    #[test]
+    fn dot_i8_i8_is_exact((a, b) in (0usize..=1000).prop_flat_map(|n| (i8s(n), i8s(n)))) {
+        let want: i64 = a.iter().zip(&b).map(|(&p, &q)| p as i64 * q as i64).sum();
+        prop_assert_eq!(kernels::dot_i8_i8(&a, &b) as i64, want);
+    }
+
+    #[test]
+    fn quantize_i8_rounds_to_nearest(x in vec(-1e3f32..1e3, 0..300)) {
+        let mut q = vec![0i8; x.len()];
+        let s = kernels::quantize_i8(&x, &mut q);
+        let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        prop_assert!((s - max / 127.0).abs() <= f32::EPSILON * s);
+        for (&v, &qi) in x.iter().zip(&q) {
+            prop_assert!(qi != i8::MIN, "q = -128 for {}", v);
+            // Half a step, plus the rounding of v / s in f32.
+            let err = (v as f64 - s as f64 * qi as f64).abs();
+            prop_assert!(err <= 0.5 * s as f64 * (1.0 + 1e-5) + 1e-30, "{} -> {} * {}", v, qi, s);
+        }
+    }
+
+    #[test]
+    fn matmul_i8_i8_is_the_documented_formula((rows, cols, n, q, scales, x, bias) in mat_case()) {
+        let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
+        let mut y = vec![0f32; n * rows];
+        kernels::matmul_i8_i8(&w, &x, n, bias.as_deref(), &mut y);
+        let bl = kernels::Q8_BLOCK;
+        for i in 0..n {
+            // Blocks of 32 quantized on their own.
+            let xi = &x[i * cols..(i + 1) * cols];
+            let mut xq = vec![0i8; cols];
+            let mut sx = vec![0f32; cols.div_ceil(bl)];
+            for (b, (xb, qb)) in xi.chunks(bl).zip(xq.chunks_mut(bl)).enumerate() {
+                sx[b] = kernels::quantize_i8(xb, qb);
+            }
+            for r in 0..rows {
+                let wr = &q[r * cols..(r + 1) * cols];
+                // Quads of 4 per block into 8 lane sums, combined as a SIMD register would.
+                let mut a = [0f32; 8];
+                for (b, (wb, xb)) in wr.chunks(bl).zip(xq.chunks(bl)).enumerate() {
+                    for (l, (wq, xq4)) in wb.chunks(4).zip(xb.chunks(4)).enumerate() {
+                        let acc: i32 = wq.iter().zip(xq4).map(|(&p, &c)| p as i32 * c as i32).sum();
+                        a[l] += acc as f32 * sx[b];
+                    }
+                }
+                let t = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+                let mut want = t * scales[r];
+                if let Some(b) = &bias {
+                    want += b[r];
+                }
+                prop_assert_eq!(y[i * rows + r].to_bits(), want.to_bits());
+            }
+            // And the result is close to the f32 product: each element's rounding is at most
+            // half a step of its block's scale.
+            for r in 0..rows {
+                let wr = &q[r * cols..(r + 1) * cols];
+                let exact: f64 = wr.iter().zip(xi).map(|(&a, &v)| a as f64 * v as f64).sum::<f64>() * scales[r] as f64
+                    + bias.as_ref().map_or(0.0, |b| b[r] as f64);
+                let tol: f64 = wr.iter().enumerate().map(|(c, &a)| (a as f64).abs() * 0.5 * sx[c / bl] as f64).sum::<f64>() * scales[r] as f64 * 1.001 + 1e-3;
+                prop_assert!((y[i * rows + r] as f64 - exact).abs() <= tol, "{} vs {} (tol {})", y[i * rows + r], exact, tol);
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn accumulate_rows_i8_is_exact((cols, q, h) in (0usize..=70, 0usize..=9).prop_flat_map(|(c, r)| (Just(c), i8s(r * c), i8s(r))), acc0 in vec(-1000i32..1000, 70)) {
+        let mut acc = acc0[..cols].to_vec();
+        kernels::accumulate_rows_i8(&mut acc, &q, &h);
+        for c in 0..cols {
+            let want = acc0[c] as i64 + h.iter().enumerate().map(|(b, &hb)| hb as i64 * q[b * cols + c] as i64).sum::<i64>();
+            prop_assert_eq!(acc[c] as i64, want);
+        }
+    }
+
+    /// A&S 7.1.26 is within 1.5e-7 of erf; the f32 evaluation and `math::exp` add a few ulp
+    /// (std: 1e-6 in all) or micromath's approximate exp (2.1e-4 seen near x = -0.75: 1e-3
+    /// allowed).
+    #[test]
+    fn erf_fast_is_close_to_erf(x in prop_oneof![-6.0f32..6.0, -0.5f32..0.5]) {
+        let tol = if cfg!(feature = "std") { 1e-6 } else { 1e-3 };
+        let want = topkit_tests::attention_ref::erf(x as f64);
+        prop_assert!((kernels::erf_fast(x) as f64 - want).abs() <= tol, "erf_fast({}) = {}, erf = {}", x, kernels::erf_fast(x), want);
+    }
+}
+
+/// `accumulate_rows_i8`: the arch kernel `$f` gives the generic (exact) sums.
+macro_rules! test_accumulate_rows_i8 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((cols, q, h) in (0usize..=70, 0usize..=9).prop_flat_map(|(c, r)| (Just(c), i8s(r * c), i8s(r))), acc0 in vec(-1000i32..1000, 70)) {
+                let mut want = acc0[..cols].to_vec();
+                kernels::accumulate_rows_i8(&mut want, &q, &h);
+                let mut got = acc0[..cols].to_vec();
+                $f(&mut got, &q, &h);
+                prop_assert_eq!(got, want);
+            }
+        }
+    };
+}
+
+/// f32 axpy: the arch kernel `$f` (fused) is within 1 ulp of `|a x_i| + |y_i|` of the generic
+/// `axpy` per element.
+macro_rules! test_axpy_f32 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((x, y0) in (0usize..=300).prop_flat_map(|n| (vec(-10.0f32..10.0, n), vec(-10.0f32..10.0, n))), a in -3.0f32..3.0) {
+                let mut want = y0.clone();
+                kernels::axpy(&mut want, a, &x);
+                let mut got = y0.clone();
+                $f(&mut got, a, &x);
+                for i in 0..x.len() {
+                    let tol = f32::EPSILON as f64 * ((a * x[i]).abs() + y0[i].abs()) as f64 * 2.0;
+                    prop_assert!((got[i] as f64 - want[i] as f64).abs() <= tol, "{} vs {}", got[i], want[i]);
+                }
+            }
+        }
+    };
+}
+
+/// GELU (erf form) over a slice: the arch kernel `$f` is within `|x| * 1e-6 + 1e-7` of
+/// `activate_fast` (the same formula with a vector exp).
+macro_rules! test_gelu_erf {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name(x in vec(prop_oneof![-10.0f32..10.0, -1.0f32..1.0], 0..40)) {
+                let mut got = x.clone();
+                $f(&mut got);
+                for (&v, &g) in x.iter().zip(&got) {
+                    let want = kernels::activate_fast(topkit::Activation::GeluErf, v);
+                    prop_assert!((g - want).abs() <= v.abs() * 1e-6 + 1e-7, "gelu({}) = {} vs {}", v, g, want);
+                }
+            }
+        }
+    };
+}
+
+/// Block int8 dot: the arch kernel `$f` returns the bits of the generic one.
+macro_rules! test_dot_i8_q8_blocks {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((w, x) in (0usize..=700).prop_flat_map(|n| (i8s(n), vec(-50.0f32..50.0, n)))) {
+                let mut xq = vec![0i8; x.len()];
+                let mut s = vec![0f32; x.len().div_ceil(kernels::Q8_BLOCK)];
+                kernels::quantize_i8_blocks(&x, &mut xq, &mut s);
+                prop_assert_eq!($f(&w, &xq, &s).to_bits(), kernels::dot_i8_q8_blocks(&w, &xq, &s).to_bits());
+            }
+        }
+    };
+}
+
+/// Grouped block int8 dot: the arch kernel `$f` returns the bits of four generic
+/// `dot_i8_q8_blocks`.
+macro_rules! test_dot4_i8_q8_blocks {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((w, x) in prop_oneof![0usize..=300, (0usize..=10).prop_map(|b| b * 32)].prop_flat_map(|n| (i8s(n), vec(-50.0f32..50.0, 4 * n)))) {
+                let n = w.len();
+                let bl = n.div_ceil(kernels::Q8_BLOCK);
+                let mut xq = vec![0i8; 4 * n];
+                let mut s = vec![0f32; 4 * bl];
+                for j in 0..4 {
+                    kernels::quantize_i8_blocks(&x[j * n..(j + 1) * n], &mut xq[j * n..(j + 1) * n], &mut s[j * bl..(j + 1) * bl]);
+                }
+                let xs: [&[i8]; 4] = core::array::from_fn(|j| &xq[j * n..(j + 1) * n]);
+                let ss: [&[f32]; 4] = core::array::from_fn(|j| &s[j * bl..(j + 1) * bl]);
+                let got = $f(&w, xs, ss);
+                for j in 0..4 {
+                    prop_assert_eq!(got[j].to_bits(), kernels::dot_i8_q8_blocks(&w, xs[j], ss[j]).to_bits());
+                }
+            }
+        }
+    };
+}
+
+/// `dot_i8_i8`: the arch kernel `$f` returns the generic (exact) value.
+macro_rules! test_dot_i8_i8 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((a, b) in (0usize..=1000).prop_flat_map(|n| (i8s(n), i8s(n)))) {
+                prop_assert_eq!($f(&a, &b), kernels::dot_i8_i8(&a, &b));
+            }
+        }
+    };
+}
+
+/// f32 dot: the arch kernel `$f` is within `(n + 3) * EPS * sum|a_i b_i|` of the generic one.
+macro_rules! test_dot_f32 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((a, b) in (0usize..=700).prop_flat_map(|n| (vec(-10.0f32..10.0, n), vec(-10.0f32..10.0, n)))) {
+                let got = $f(&a, &b);
+                let want = kernels::dot(&a, &b);
+                let scale: f64 = a.iter().zip(&b).map(|(&p, &q)| (p as f64 * q as f64).abs()).sum();
+                let tol = (a.len() as f64 + 3.0) * f32::EPSILON as f64 * scale + 1e-30;
+                prop_assert!((got as f64 - want as f64).abs() <= tol, "{} vs {} (tol {:e})", got, want, tol);
+            }
+        }
+    };
+}
+
+/// int8 axpy: the arch kernel `$f` gives the bits of the generic int8 `axpy_row`.
+macro_rules! test_axpy_i8 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((q, y0) in (0usize..=300).prop_flat_map(|n| (i8s(n), vec(-5.0f32..5.0, n))), a in -2.0f32..2.0, s in 1e-4f32..0.1) {
+                let n = q.len();
+                let scales = [s];
+                let w = Matrix::new(1, n, Weights::I8 { q: &q, scales: &scales }).unwrap();
+                let mut want = y0.clone();
+                kernels::axpy_row(&w, 0, a, &mut want);
+                let mut got = y0.clone();
+                $f(&mut got, a * s, &q);
+                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    };
+}
+
+/// int8-activation matmul: the arch kernel `$f` gives the bits of the generic one.
+macro_rules! test_matmul_i8_i8 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((rows, cols, n, q, scales, x, bias) in mat_case()) {
+                let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
+                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                kernels::matmul_i8_i8(&w, &x, n, bias.as_deref(), &mut want);
+                $f(&w, &x, n, bias.as_deref(), &mut got);
+                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    };
+}
+
+/// f32 matmul: the arch kernel `$f` is within the dot tolerance of the generic `matmul`
+/// (bias added after the sum in both).
+macro_rules! test_matmul_f32 {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((rows, cols, n) in (1usize..=6, 1usize..=300, 1usize..=5), seed in any::<u64>()) {
+                let mut s = seed;
+                let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0 };
+                let wv: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
+                let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
+                let bias: Vec<f32> = (0..rows).map(|_| next()).collect();
+                let w = Matrix::new(rows, cols, Weights::F32(&wv)).unwrap();
+                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                kernels::matmul(&w, &x, n, Some(&bias), &mut want);
+                $f(&w, &x, n, Some(&bias), &mut got);
+                for i in 0..n {
+                    for r in 0..rows {
+                        let scale: f64 = (0..cols).map(|c| (wv[r * cols + c] as f64 * x[i * cols + c] as f64).abs()).sum::<f64>() + bias[r].abs() as f64;
+                        let tol = (cols as f64 + 4.0) * f32::EPSILON as f64 * scale + 1e-30;
+                        let (g, w) = (got[i * rows + r], want[i * rows + r]);
+                        prop_assert!((g as f64 - w as f64).abs() <= tol, "{} vs {} (tol {:e})", g, w, tol);
+                    }
+                }
+            }
+        }
+    };
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86_avx2 {
+    use super::*;
+    // On a CPU without AVX2/FMA the kernels fall back to the generic ones; say so.
+    #[test]
+    fn reports_whether_the_cpu_has_avx2() {
+        eprintln!("AVX2+FMA available: {}", kernels::x86_avx2_available());
+    }
+    test_dot_i8_i8!(dot_i8_i8, kernels::x86_avx2_dot_i8_i8);
+    test_dot_i8_q8_blocks!(dot_i8_q8_blocks, kernels::x86_avx2_dot_i8_q8_blocks);
+    test_dot4_i8_q8_blocks!(dot4_i8_q8_blocks, kernels::x86_avx2_dot4_i8_q8_blocks);
+    test_dot_f32!(dot_f32, kernels::x86_avx2_dot_f32);
+    test_axpy_i8!(axpy_i8, kernels::x86_avx2_axpy_i8);
+    test_matmul_i8_i8!(matmul_i8_i8, kernels::x86_avx2_matmul_i8_i8);
+    test_matmul_f32!(matmul_f32, kernels::x86_avx2_matmul_f32);
+    test_accumulate_rows_i8!(accumulate_rows_i8, kernels::x86_avx2_accumulate_rows_i8);
+    test_axpy_f32!(axpy_f32, kernels::x86_avx2_axpy_f32);
+    test_gelu_erf!(gelu_erf, kernels::x86_avx2_gelu_erf);
+}
