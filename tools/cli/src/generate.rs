@@ -11,8 +11,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use topkit::decoder::Decoder;
 use topkit::encoder::layers;
-use topkit::format::{PackedModel, Special, TokenizerKind};
+use topkit::format::{PackedModel, Special};
 use topkit::sample::Sampler;
+use topkit::tokenizer::{Bpe, Utf8Stream};
 use topkit::{Arena, Plan, RunConfig};
 
 /// Arguments of `topkit generate`.
@@ -217,134 +218,83 @@ pub fn generate(
     })
 }
 
-/// Token text as bytes: byte-level BPE token strings map each byte to a printable character
-/// (GPT-2's table: bytes `!`..`~`, `¡`..`¬`, `®`..`ÿ` stand for themselves, the other 68
-/// bytes for U+0100.. in byte order); special tokens (`<|im_end|>`) are their own text.
-pub fn token_bytes(lm: &Lm<'_>, id: u32, out: &mut Vec<u8>) {
+/// Calls `emit` with the bytes token `id` stands for: byte-level BPE tokens their bytes,
+/// special tokens (`<|im_end|>`) their text; other tokenizers the token's string.
+pub fn token_bytes(lm: &Lm<'_>, id: u32, mut emit: impl FnMut(u8)) {
     let tok = lm.packed.tokenizer();
-    let Some(s) = tok.vocab().token(id) else {
-        return;
-    };
-    if tok.kind() != TokenizerKind::Bpe {
-        out.extend_from_slice(s.as_bytes());
+    if let Ok(bpe) = Bpe::new(tok)
+        && bpe.token_bytes(id, &mut emit).is_ok()
+    {
         return;
     }
-    let start = out.len();
-    for ch in s.chars() {
-        match byte_of_char(ch) {
-            Some(b) => out.push(b),
-            None => {
-                // Not a byte-level character: the token is special, keep it verbatim.
-                out.truncate(start);
-                out.extend_from_slice(s.as_bytes());
-                return;
-            }
-        }
+    if let Some(s) = tok.vocab().token(id) {
+        s.bytes().for_each(emit);
     }
 }
 
-/// The byte GPT-2's byte-to-unicode table maps to `ch`, if any.
-fn byte_of_char(ch: char) -> Option<u8> {
-    let c = ch as u32;
-    let printable =
-        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-    if c < 256 && printable(c) {
-        return Some(c as u8);
-    }
-    let n = c.checked_sub(256)?;
-    (0u32..256)
-        .filter(|&b| !printable(b))
-        .nth(n as usize)
-        .map(|b| b as u8)
-}
-
-/// Writes bytes to stdout as UTF-8 text as soon as they form whole characters (a character
-/// can span tokens); invalid bytes become U+FFFD.
-#[derive(Default)]
-pub struct Utf8Stream {
-    pending: Vec<u8>,
-}
-
-impl Utf8Stream {
-    /// Appends `bytes` and returns the text that is complete.
-    pub fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        let mut out = String::new();
-        loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(s) => {
-                    out.push_str(s);
-                    self.pending.clear();
-                    return out;
-                }
-                Err(e) => {
-                    let ok = e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.pending[..ok]).unwrap_or_default());
-                    match e.error_len() {
-                        Some(bad) => {
-                            out.push('\u{FFFD}');
-                            self.pending.drain(..ok + bad);
-                        }
-                        None => {
-                            self.pending.drain(..ok);
-                            return out;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whatever is left (an unfinished character), lossily.
-    pub fn finish(&mut self) -> String {
-        let s = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        s
-    }
-}
-
-/// The decoded text of `ids`.
+/// The decoded text of `ids` (invalid UTF-8 as U+FFFD).
 pub fn decode(lm: &Lm<'_>, ids: &[u32]) -> String {
     let mut bytes = Vec::new();
     for &id in ids {
-        token_bytes(lm, id, &mut bytes);
+        token_bytes(lm, id, |b| bytes.push(b));
     }
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Token ids of `text` with the file's tokenizer.
+/// Token ids of `text` with the file's byte-level BPE tokenizer (special tokens written in
+/// the text, such as `<|im_start|>`, become their ids).
 pub fn encode(lm: &Lm<'_>, text: &str) -> Result<Vec<u32>> {
-    let _ = (lm, text);
-    bail!("this build cannot tokenize text with a BPE tokenizer yet: give --prompt-ids")
+    let bpe = Bpe::new(lm.packed.tokenizer())
+        .map_err(|e| anyhow!("cannot tokenize text with this file's tokenizer: {e}"))?;
+    // Every id covers at least one byte of the text.
+    let mut ids = vec![0u32; text.len() + 1];
+    let n = bpe.encode(text, &mut ids)?;
+    ids.truncate(n);
+    Ok(ids)
 }
 
 /// The SmolLM2-Instruct default system message.
 pub const DEFAULT_SYSTEM: &str =
     "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 
-/// The chat template (ChatML) around a user message, as token ids:
-/// `<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n`.
-/// The special tokens are looked up in the vocabulary.
-pub fn chat_ids(lm: &Lm<'_>, system: &str, user: &[u32]) -> Result<Vec<u32>> {
+/// The chat template (ChatML, as SmolLM2-Instruct's) around a user message: the text before
+/// and after it.
+pub fn chat_template(system: &str) -> (String, String) {
+    (
+        format!("<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n"),
+        "<|im_end|>\n<|im_start|>assistant\n".to_string(),
+    )
+}
+
+/// A prompt in the chat template, as token ids: the user message as ids (`--prompt-ids`)
+/// between the template's, or (`--prompt`) the whole template text tokenized at once, as the
+/// reference tokenizer does.
+pub fn chat_ids(lm: &Lm<'_>, system: &str, user: &UserPrompt) -> Result<Vec<u32>> {
     let vocab = lm.packed.tokenizer().vocab();
-    let special = |s: &str| {
-        vocab
-            .find(s)
-            .ok_or_else(|| anyhow!("--chat: the vocabulary has no {s} token"))
-    };
-    let (start, end) = (special("<|im_start|>")?, special("<|im_end|>")?);
-    let mut ids = vec![start];
-    ids.extend(encode(lm, &format!("system\n{system}"))?);
-    ids.push(end);
-    ids.extend(encode(lm, "\n")?);
-    ids.push(start);
-    ids.extend(encode(lm, "user\n")?);
-    ids.extend_from_slice(user);
-    ids.push(end);
-    ids.extend(encode(lm, "\n")?);
-    ids.push(start);
-    ids.extend(encode(lm, "assistant\n")?);
-    Ok(ids)
+    for s in ["<|im_start|>", "<|im_end|>"] {
+        if vocab.find(s).is_none() {
+            bail!("--chat: the vocabulary has no {s} token");
+        }
+    }
+    let (before, after) = chat_template(system);
+    match user {
+        UserPrompt::Text(t) => encode(lm, &format!("{before}{t}{after}")),
+        UserPrompt::Ids(ids) => {
+            let mut out = encode(lm, &before)?;
+            out.extend_from_slice(ids);
+            out.extend(encode(lm, &after)?);
+            Ok(out)
+        }
+    }
+}
+
+/// The user's prompt as given on the command line.
+#[derive(Debug, Clone)]
+pub enum UserPrompt {
+    /// Text (`--prompt`).
+    Text(String),
+    /// Token ids (`--prompt-ids`).
+    Ids(Vec<u32>),
 }
 
 /// The end-of-sequence id: the file's EOS special, or `<|im_end|>` in chat mode.
@@ -363,19 +313,21 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         let user = match (&args.prompt, &args.prompt_ids) {
             (Some(_), Some(_)) => bail!("give --prompt or --prompt-ids, not both"),
             (None, None) => bail!("give a prompt: --prompt TEXT or --prompt-ids 1,2,3"),
-            (Some(text), None) => encode(lm, text)?,
-            (None, Some(ids)) => ids.clone(),
+            (Some(text), None) => UserPrompt::Text(text.clone()),
+            (None, Some(ids)) => UserPrompt::Ids(ids.clone()),
         };
-        if let Some(&id) = user.iter().find(|&&id| id as usize >= c.vocab_size) {
+        if let UserPrompt::Ids(ids) = &user
+            && let Some(&id) = ids.iter().find(|&&id| id as usize >= c.vocab_size)
+        {
             bail!(
                 "token id {id} is not below the vocabulary size {}",
                 c.vocab_size
             );
         }
-        let prompt = if args.chat {
-            chat_ids(lm, args.system.as_deref().unwrap_or(DEFAULT_SYSTEM), &user)?
-        } else {
-            user
+        let prompt = match (&user, args.chat) {
+            (_, true) => chat_ids(lm, args.system.as_deref().unwrap_or(DEFAULT_SYSTEM), &user)?,
+            (UserPrompt::Text(t), false) => encode(lm, t)?,
+            (UserPrompt::Ids(ids), false) => ids.clone(),
         };
         let seq = args
             .seq
@@ -399,14 +351,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         } else {
             eos_id(lm, args.chat)
         };
-        let mut stream = Utf8Stream::default();
+        let mut stream = Utf8Stream::new();
         let mut stdout = std::io::stdout();
         let json = args.json;
         let g = generate(lm, &run, &prompt, args.max_tokens, sampler, eos, |id| {
             if !json && Some(id) != eos {
-                let mut b = Vec::new();
-                token_bytes(lm, id, &mut b);
-                let text = stream.push(&b);
+                let mut text = String::new();
+                token_bytes(lm, id, |b| stream.push(b, &mut |ch| text.push(ch)));
                 // A closed pipe ends the output, not the run.
                 let _ = stdout.write_all(text.as_bytes());
                 let _ = stdout.flush();
@@ -428,7 +379,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             });
             outln!("{}", serde_json::to_string_pretty(&out)?);
         } else {
-            let rest = stream.finish();
+            let mut rest = String::new();
+            stream.finish(&mut |ch| rest.push(ch));
             outln!("{rest}");
         }
         let attn = run.k_attn.map_or("dense".into(), |k| format!("top-{k}"));

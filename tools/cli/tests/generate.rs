@@ -313,3 +313,70 @@ fn eval_lm_compares_top_k_with_dense() {
         assert_eq!(r["peak_bytes"], r["high_water_bytes"]);
     }
 }
+
+/// The packed f32 SmolLM2-135M-Instruct that `cargo xtask models` makes in the cache
+/// (`$TOPKIT_SMOLLM2` overrides the path).
+fn smollm2() -> PathBuf {
+    let p = match std::env::var_os("TOPKIT_SMOLLM2") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("TOPKIT_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/topkit")
+            })
+            .join("models/SmolLM2-135M-Instruct-f32.tkm"),
+    };
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo xtask models` first (it fetches and packs SmolLM2)",
+        p.display()
+    );
+    p
+}
+
+/// Text prompts through the file's BPE tokenizer and the chat template give the reference's
+/// ids and greedy tokens (tests/data/smollm2_golden.json, from transformers).
+#[test]
+fn smollm2_text_and_chat_prompts_match_the_reference() {
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/smollm2_golden.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let model = smollm2();
+    for (i, chat) in [(0, false), (3, true)] {
+        let g = &golden["prompts"][i];
+        let text = g["text"].as_str().unwrap();
+        // The chat prompt's text is the template around the user message.
+        let user = if chat {
+            text.split("user\n")
+                .nth(1)
+                .unwrap()
+                .split("<|im_end|>")
+                .next()
+                .unwrap()
+        } else {
+            text
+        };
+        let mut args = vec![
+            "generate",
+            s(&model),
+            "--prompt",
+            user,
+            "--max-tokens",
+            "16",
+        ];
+        if chat {
+            args.push("--chat");
+        }
+        args.push("--json");
+        let o = topkit(&args);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(ids(&v["prompt_ids"]), ids(&g["ids"]), "prompt {i}");
+        assert_eq!(ids(&v["ids"]), ids(&g["greedy"]["ids"])[..16], "prompt {i}");
+        assert_eq!(v["peak_bytes"], v["high_water_bytes"]);
+    }
+}
