@@ -212,3 +212,35 @@ proptest! {
         prop_assert_eq!(decode(&bpe, &ids), s);
     }
 }
+
+/// The prompts of the decoder goldens (tests/data/smollm2_golden.json, chat template
+/// included, and the 640-token long text) tokenize to the ids the reference model was fed.
+#[test]
+fn decoder_golden_prompts_tokenize_like_the_reference() {
+    let m = model();
+    let bpe = Bpe::new(m.tokenizer()).unwrap();
+    let g: serde_json::Value =
+        serde_json::from_str(include_str!("../data/smollm2_golden.json")).unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let mut cases: Vec<(String, Vec<u32>)> = g["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["text"].as_str().unwrap().to_owned(), ids(&p["ids"])))
+        .collect();
+    cases.push((
+        g["long"]["text"].as_str().unwrap().to_owned(),
+        ids(&g["long"]["ids"]),
+    ));
+    assert_eq!(cases.len(), 5);
+    assert!(cases[4].1.len() >= 500);
+    for (text, want) in cases {
+        assert_eq!(encode(&bpe, &text).unwrap(), want, "{text:?}");
+    }
+}

@@ -251,7 +251,10 @@ fn tiny() -> Tiny {
         ("tokenizer.ggml.model", Kv::Str("gpt2")),
         ("tokenizer.ggml.pre", Kv::Str("smollm")),
         ("tokenizer.ggml.tokens", Kv::Strs(vocab)),
-        ("tokenizer.ggml.token_type", Kv::I32s(vec![1; v])),
+        (
+            "tokenizer.ggml.token_type",
+            Kv::I32s((0..v).map(|i| if i < 3 { 3 } else { 1 }).collect()),
+        ),
         ("tokenizer.ggml.merges", Kv::Strs(merges)),
         ("tokenizer.ggml.bos_token_id", Kv::U32(1)),
         ("tokenizer.ggml.eos_token_id", Kv::U32(2)),
@@ -685,4 +688,63 @@ fn smollm2_f32_pack_matches_transformers() {
             }
         }
     }
+}
+
+/// The BPE parts of the tokenizer section are checked strictly: a merge index out of order,
+/// an unknown pre-tokenizer code, an added token out of range.
+#[test]
+fn packed_bpe_section_is_checked() {
+    use topkit::format::{BPE_PRE_DIGITS_GPT2, TOKENIZER_HEADER_BYTES};
+    let tiny = tiny();
+    let (dir, src) = write_tmp(&tiny.bytes);
+    let out = pack(&src, &dir.path().join("m.tkm"), &["--dtype", "f32"]);
+    let good = std::fs::read(out).unwrap();
+    let aligned = read(&dir.path().join("m.tkm"));
+    let model = PackedModel::parse(aligned.as_slice()).unwrap();
+    let m = model.tokenizer();
+    assert_eq!(m.pre_tokenizer(), BPE_PRE_DIGITS_GPT2);
+    // The three control tokens (ggml token type 3) are the added tokens.
+    assert_eq!(m.n_added(), 3);
+    assert_eq!(
+        (0..3).map(|i| m.added(i).unwrap()).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    for r in 0..m.n_merges() as u32 {
+        let (a, b) = m.merge(r as usize).unwrap();
+        assert_eq!(m.merge_rank(a, b), Some(r));
+    }
+    assert_eq!(m.merge_rank(0, 0), None);
+    let tok_at = u64::from_le_bytes(good[48..56].try_into().unwrap()) as usize;
+    let n = tiny_tokens().len();
+    let index_at = tok_at + TOKENIZER_HEADER_BYTES + 4 * (n + 1) + 4 * n + 8 * m.n_merges();
+    let parse = |b: &mut Vec<u8>| {
+        topkit_cli::writer::reseal(b);
+        let a = topkit_cli::writer::AlignedBytes::new(b.clone());
+        PackedModel::parse(a.as_slice()).map(|_| ())
+    };
+    let mut b = good.clone();
+    assert!(parse(&mut b).is_ok());
+    // Swap the first two entries of the merge index.
+    let mut b = good.clone();
+    let (x, y) = (index_at, index_at + 4);
+    let first: [u8; 4] = b[x..x + 4].try_into().unwrap();
+    b.copy_within(y..y + 4, x);
+    b[y..y + 4].copy_from_slice(&first);
+    assert!(matches!(parse(&mut b), Err(topkit::Error::Malformed(_))));
+    // A rank out of range.
+    let mut b = good.clone();
+    b[x..x + 4].copy_from_slice(&1000u32.to_le_bytes());
+    assert!(matches!(parse(&mut b), Err(topkit::Error::Malformed(_))));
+    // Pre-tokenizer code 7 (word 13 of the header).
+    let mut b = good.clone();
+    let pre_at = tok_at + 4 * 13;
+    b[pre_at..pre_at + 4].copy_from_slice(&7u32.to_le_bytes());
+    assert!(matches!(
+        parse(&mut b),
+        Err(topkit::Error::UnknownCode { .. })
+    ));
+    // An added-token count the section has no room for.
+    let mut b = good;
+    b[pre_at + 4..pre_at + 8].copy_from_slice(&1u32.to_le_bytes());
+    assert!(parse(&mut b).is_err());
 }
