@@ -3,6 +3,8 @@
 //! (later) overlay it and are tested against it.
 
 mod generic;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm_simd128;
 
 pub use generic::*;
 

@@ -46,6 +46,10 @@ test('top-k embeddings equal the host build, and differ from dense', () => {
   assert.ok(maxAbsDiff(topk[long], dense) > 10 * ABS_TOL, 'top-k output equals dense');
 });
 
+test('top-k feed-forward embeddings equal the host build', () => {
+  checkAgainst('topk_ff', model.embed(texts, { k_ff: hostRef.topk_ff.k_ff }));
+});
+
 test('plan: buffers and peak, and it grows with seq', () => {
   const p = model.plan(256, { k_attn: 32 });
   assert.equal(p.seq_len, 256);
@@ -83,4 +87,18 @@ test('bad options throw Errors, never trap', () => {
   assert.throws(() => model.embed(['a'], { k_ff: 100000 }), Error);
   // The model still works after errors.
   assert.equal(model.embed(['a'])[0].length, model.dim);
+});
+
+test('simd128 build gives the same bits as the scalar (generic kernel) build', () => {
+  // Both kernels sum in the same documented order with separate multiply and add, so the
+  // tolerance is zero: every f32 must be identical.
+  const scalar = new (require(join(OUT, 'pkg-node-scalar', 'topkit_wasm.js')).Model)(bytes);
+  for (const opts of [{}, { k_attn: hostRef.topk.k_attn }, { k_ff: hostRef.topk_ff.k_ff }]) {
+    const a = model.embed(texts, opts);
+    const b = scalar.embed(texts, opts);
+    for (let i = 0; i < a.length; i++) {
+      assert.deepEqual(Array.from(a[i]), Array.from(b[i]), `text ${i + 1}, options ${JSON.stringify(opts)}`);
+    }
+  }
+  scalar.free();
 });

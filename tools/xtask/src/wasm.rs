@@ -68,30 +68,64 @@ fn install_bindgen() -> Res {
     Ok(())
 }
 
-fn wasm_file() -> PathBuf {
-    target_dir().join(TARGET).join("release/topkit_wasm.wasm")
+/// The shipped build uses wasm `simd128` (every current browser and node 20 have it); the
+/// scalar build (generic kernels only) is made too, for the test that both give the same bits.
+#[derive(Clone, Copy)]
+enum Flavour {
+    Simd,
+    Scalar,
+}
+
+impl Flavour {
+    /// Own target folder per flavour: RUSTFLAGS differ, so sharing one would rebuild each time.
+    fn target_dir(self) -> PathBuf {
+        match self {
+            Flavour::Simd => target_dir().join("wasm-simd"),
+            Flavour::Scalar => target_dir(),
+        }
+    }
+
+    fn pkg_suffix(self) -> &'static str {
+        match self {
+            Flavour::Simd => "",
+            Flavour::Scalar => "-scalar",
+        }
+    }
+}
+
+fn wasm_file(f: Flavour) -> PathBuf {
+    f.target_dir().join(TARGET).join("release/topkit_wasm.wasm")
 }
 
 /// `cargo build --release` of targets/wasm, by the route setup left (std from source when
 /// rustup has no prebuilt std for wasm32).
-fn build(ctx: &Ctx) -> Cmd {
-    let mut c = Cmd::cargo().cwd(crate_dir());
+fn build(ctx: &Ctx, f: Flavour) -> Cmd {
+    let mut c = Cmd::cargo()
+        .cwd(crate_dir())
+        .env("CARGO_TARGET_DIR", f.target_dir());
     let build_std = setup::route(&ctx.sysroot, TARGET) == Route::BuildStd;
     if build_std {
         c = c.env("RUSTC_BOOTSTRAP", "1");
     }
-    c = c.args(["build", "--release", "--target", TARGET]);
+    // RUSTFLAGS reach only target artifacts (--target is given), not build scripts.
+    let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    if let Flavour::Simd = f {
+        flags.push_str(" -C target-feature=+simd128");
+    }
+    c = c
+        .env("RUSTFLAGS", flags.trim())
+        .args(["build", "--release", "--target", TARGET]);
     if build_std {
         c = c.arg("-Zbuild-std=std,panic_abort");
     }
     c
 }
 
-fn bindgen(target: &str, dir: &str) -> Cmd {
+fn bindgen(f: Flavour, target: &str, dir: &str) -> Cmd {
     Cmd::new(bindgen_bin())
-        .arg(wasm_file())
+        .arg(wasm_file(f))
         .args(["--target", target, "--out-dir"])
-        .arg(out_dir().join(dir))
+        .arg(out_dir().join(format!("{dir}{}", f.pkg_suffix())))
 }
 
 /// Texts of the tests (one per line), shared by the host reference, node and the browser.
@@ -100,8 +134,11 @@ fn texts_file() -> PathBuf {
 }
 
 /// Settings the host reference is computed for: (name, k_attn, k_ff).
-const SETTINGS: &[(&str, Option<usize>, Option<usize>)] =
-    &[("dense", None, None), ("topk", Some(8), Some(384))];
+const SETTINGS: &[(&str, Option<usize>, Option<usize>)] = &[
+    ("dense", None, None),
+    ("topk", Some(8), None),
+    ("topk_ff", None, Some(384)),
+];
 
 /// `{"dense": [[...]...], "topk": [[...]...]}` from the host's `topkit embed --json`.
 fn host_reference() -> Res {
@@ -191,9 +228,11 @@ pub fn test_wasm(ctx: &Ctx) -> Vec<Step> {
             format!("wasm-bindgen-cli {WASM_BINDGEN} in the cache"),
             Box::new(install_bindgen),
         ),
-        Step::Cmd(build(ctx)),
-        Step::Cmd(bindgen("nodejs", "pkg-node")),
-        Step::Cmd(bindgen("web", "pkg-web")),
+        Step::Cmd(build(ctx, Flavour::Simd)),
+        Step::Cmd(bindgen(Flavour::Simd, "nodejs", "pkg-node")),
+        Step::Cmd(bindgen(Flavour::Simd, "web", "pkg-web")),
+        Step::Cmd(build(ctx, Flavour::Scalar)),
+        Step::Cmd(bindgen(Flavour::Scalar, "nodejs", "pkg-node")),
         Step::Check(
             "wasm size".into(),
             Box::new(|| {
