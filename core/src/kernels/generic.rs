@@ -30,6 +30,10 @@ pub const TILE: usize = 128;
 /// Sum of `a[i] * b[i]` over one tile (`a.len() == b.len() <= TILE`), in the documented order.
 #[inline(always)]
 fn dot_tile(a: &[f32], b: &[f32]) -> f32 {
+    // Same order, same bits, one f32x4 per 4 columns.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return super::wasm_simd128::dot_tile(a, b);
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     dot_tile_conv(a, b, |v| v)
 }
 

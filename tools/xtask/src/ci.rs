@@ -92,6 +92,12 @@ pub const JOBS: &[Job] = &[
         needs_setup: true,
         steps: crate::firmware::test_cross_minilm,
     },
+    Job {
+        name: "test-wasm",
+        about: "wasm-bindgen package in node and the demo page in Chromium: same as the host",
+        needs_setup: true,
+        steps: crate::wasm::test_wasm,
+    },
 ];
 
 /// Jobs that run firmware and so need QEMU from `setup --qemu`.

@@ -8,6 +8,7 @@ mod firmware;
 mod model;
 mod setup;
 mod util;
+mod wasm;
 
 use std::process::ExitCode;
 
