@@ -230,15 +230,30 @@ fn numbers(report: &str, prefix: &str) -> Res<Vec<u64>> {
         .collect())
 }
 
-/// Builds, runs in QEMU, compares; prints the table row.
+/// The firmware's ELF file after `fw_cargo(.., "build", fw)`.
+fn elf_path(fw: &Firmware) -> PathBuf {
+    target_dir()
+        .join(fw.target)
+        .join("release")
+        .join(fw.bin_name())
+}
+
+/// Builds, runs in QEMU (decoding its defmt log), compares; prints the table row.
 fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
     let host = host_answer(fw)?;
     let build = fw_cargo(ctx, "build", fw);
     build.run()?;
-    let run = fw_cargo(ctx, "run", fw).arg("--quiet");
-    println!("$ {run}");
-    let out = run.output()?;
-    println!("{out}");
+    let elf = elf_path(fw);
+    println!("$ cargo xtask qemu-run {}", elf.display());
+    let run = crate::qemu::run(&elf, true)?;
+    if !run.success {
+        return Err(format!(
+            "{}: the firmware failed ({})",
+            fw.name(),
+            run.status
+        ));
+    }
+    let out = run.text;
 
     let (want, got) = (answer_lines(&host), answer_lines(&out));
     if want.len() < ANSWER.len() - 1 || want != got {
@@ -280,10 +295,6 @@ fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
             return Err(format!("{}: cosine {cos} to the reference", fw.name()));
         }
     }
-    let elf = target_dir()
-        .join(fw.target)
-        .join("release")
-        .join(fw.bin_name());
     let sizes = elf_sizes(&elf)?;
     check_golden_sizes(ctx, fw, &sizes)?;
     let model = report_line(&out, "model:")?;
@@ -307,7 +318,8 @@ fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
     Ok(())
 }
 
-/// Cosine between the firmware's `embedding:` line and the reference embedding of the first
+/// Cosine between the firmware's `embedding:` line (f32 bit patterns) and the reference
+/// embedding of the first
 /// text of `tests/data/minilm_golden.json` (the text the firmware tokenizes).
 fn cosine_to_golden(report: &str) -> Res<f64> {
     let floats = |s: &str| -> Vec<f64> {
@@ -315,7 +327,12 @@ fn cosine_to_golden(report: &str) -> Res<f64> {
             .filter_map(|w| w.parse().ok())
             .collect()
     };
-    let got = floats(&report_line(report, "embedding:")?["embedding:".len()..]);
+    // The firmware logs f32 bit patterns (`embedding: [0x3d68c62a, ...]`): exact values.
+    let got: Vec<f64> = report_line(report, "embedding:")?["embedding:".len()..]
+        .split(|c: char| c == ',' || c == '[' || c == ']' || c.is_whitespace())
+        .filter_map(|w| u32::from_str_radix(w.strip_prefix("0x")?, 16).ok())
+        .map(|b| f64::from(f32::from_bits(b)))
+        .collect();
     let path = workspace_root().join("tests/data/minilm_golden.json");
     let json = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -451,20 +468,31 @@ fn budget_too_small(ctx: &Ctx) -> Res {
     }
 }
 
-/// Runs the Cortex-M firmware built to panic: it must print the panic message and exit with a
-/// non-zero status (QEMU passes the semihosting exit status on).
+/// Runs the Cortex-M firmware built to panic: it must log the panic message through defmt
+/// and exit with a non-zero status (QEMU passes the semihosting exit status on).
 fn panic_reports_and_fails(ctx: &Ctx) -> Res {
-    let fw = fw_cargo(ctx, "run", &FIRMWARES[0]).args(["--quiet", "--features", "panic-check"]);
-    println!("$ {fw}    (must fail)");
-    match fw.output() {
-        Ok(out) => Err(format!(
-            "the panicking firmware exited with status 0:\n{out}"
-        )),
-        Err(e) if e.contains("panic-check: a deliberate panic") => {
-            println!("failed as it must, with the panic message");
-            Ok(())
-        }
-        Err(e) => Err(format!("the panic message is missing:\n{e}")),
+    let fw = &FIRMWARES[0];
+    fw_cargo(ctx, "build", fw)
+        .args(["--features", "panic-check"])
+        .run()?;
+    let elf = elf_path(fw);
+    println!("$ cargo xtask qemu-run {}    (must fail)", elf.display());
+    let run = crate::qemu::run(&elf, true)?;
+    // Rebuild without the feature, so the ELF left behind is the normal firmware.
+    fw_cargo(ctx, "build", fw).run()?;
+    if run.success {
+        return Err(format!(
+            "the panicking firmware exited with status 0:\n{}",
+            run.text
+        ));
+    }
+    if run.text.contains("ERROR panicked at ")
+        && run.text.contains("panic-check: a deliberate panic")
+    {
+        println!("failed as it must ({}), with the panic message", run.status);
+        Ok(())
+    } else {
+        Err(format!("the panic message is missing:\n{}", run.text))
     }
 }
 
@@ -485,10 +513,33 @@ fn lint(ctx: &Ctx) -> Vec<Step> {
             .env("CARGO_TARGET_DIR", target_dir())
             .args(["clippy", "--all-targets", "--", "-D", "warnings"]),
     ));
+    // Its defmt logger and panic handler exist on bare-metal targets only (clippy of the
+    // firmware crates does not lint this path dependency).
+    steps.push(Step::Cmd(
+        cross_cargo(ctx, "clippy", FIRMWARES[0].target)
+            .cwd(targets_dir().join("common"))
+            .env("CARGO_TARGET_DIR", target_dir())
+            .args([
+                "--release",
+                "--features",
+                "semihosting",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+    ));
     for fw in FIRMWARES.iter().filter(|f| !f.features.contains(&"f32")) {
         steps.push(Step::Cmd(
             fw_cargo(ctx, "clippy", fw).args(["--", "-D", "warnings"]),
         ));
+    }
+    // The board variant (defmt over RTT instead of semihosting) must build and link too.
+    for fw in [&FIRMWARES[0], &FIRMWARES[3]] {
+        steps.push(Step::Cmd(fw_cargo(ctx, "build", fw).args([
+            "--no-default-features",
+            "--features",
+            "rtt",
+        ])));
     }
     steps
 }

@@ -5,6 +5,7 @@ mod ci;
 mod demo;
 mod firmware;
 mod model;
+mod qemu;
 mod setup;
 mod util;
 
@@ -32,6 +33,9 @@ Commands:
                      inspect the int8 file, print its memory plan for 256 tokens with
                      top-k attention, verify it fits 4 MiB of RAM, and run it as
                      firmware on RISC-V in QEMU (same bits as the host).
+  qemu-run <elf>     Run a firmware ELF in QEMU (mps2-an386 for Cortex-M, virt for RISC-V,
+                     -icount shift=0) and print its defmt log, decoded with the ELF's
+                     table; exit 1 when the firmware does. The cargo runner of targets/.
   ci [--only JOBS]   Run setup, then every CI job (or only the comma-separated JOBS), keep
                      going after failures, print a summary table, and exit 1 if anything
                      failed. `ci --list` lists the jobs.
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         }
         ["fetch-model"] => model::fetch_and_pack().map(|_| true),
         ["demo"] => demo::demo().map(|()| true),
+        ["qemu-run", elf] => qemu::qemu_run(elf).map(|()| true),
         ["ci", "--list"] => {
             for j in ci::JOBS {
                 println!("{:<14} {}", j.name, j.about);
