@@ -319,8 +319,7 @@ fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
 }
 
 /// Cosine between the firmware's `embedding:` line (f32 bit patterns) and the reference
-/// embedding of the first
-/// text of `tests/data/minilm_golden.json` (the text the firmware tokenizes).
+/// embedding of the first text of `tests/data/minilm_golden.json` (the text the firmware tokenizes).
 fn cosine_to_golden(report: &str) -> Res<f64> {
     let floats = |s: &str| -> Vec<f64> {
         s.split(|c: char| c == ',' || c.is_whitespace())
