@@ -153,6 +153,7 @@ fn fw_cargo(ctx: &Ctx, sub: &str, fw: &Firmware) -> Cmd {
         .cwd(targets_dir().join(fw.dir))
         .env("CARGO_TARGET_DIR", target_dir())
         .arg("--release");
+    c = c.args(["--config", &remap_paths(ctx, fw.target)]);
     if !fw.features.is_empty() {
         c = c.args(["--features", &fw.features.join(",")]);
     }
@@ -163,6 +164,35 @@ fn fw_cargo(ctx: &Ctx, sub: &str, fw: &Firmware) -> Cmd {
         c = c.args(["--bin", &fw.bin_name()]);
     }
     c
+}
+
+/// `target.<target>.rustflags`, which cargo joins to the firmware's own `.cargo/config.toml`
+/// flags: `--remap-path-prefix` for every folder whose path ends up in the binary (panic
+/// locations of this checkout, of the registry's crates, of `core` built from source, of
+/// generated code in the target folder), so the ELF and its golden sizes do not depend on
+/// where the checkout, the cargo home or the toolchain live.
+fn remap_paths(ctx: &Ctx, target: &str) -> String {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    // Later prefixes win: the target folder may lie inside the checkout.
+    let pairs = [
+        (Some(ctx.sysroot.clone()), "/rust-sysroot"),
+        (Some(crate::util::cache_dir()), "/topkit-cache"),
+        (cargo_home, "/cargo-home"),
+        (Some(workspace_root()), "/topkit"),
+        (Some(target_dir()), "/target"),
+    ];
+    let flags: Vec<String> = pairs
+        .iter()
+        .filter_map(|(from, to)| {
+            Some(format!(
+                "\"--remap-path-prefix={}={to}\"",
+                from.as_ref()?.display()
+            ))
+        })
+        .collect();
+    format!("target.{target}.rustflags=[{}]", flags.join(", "))
 }
 
 /// The host's answer for the model and features of `fw` (cached: several firmwares share it).
