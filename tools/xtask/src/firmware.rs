@@ -1,5 +1,5 @@
-//! `cargo xtask test-cross`: build each firmware under `targets/`, run it in QEMU, and compare
-//! its answer with the host run of the same generated model (`targets/common`, example
+//! `cargo xtask test-cross`: build each firmware under `targets/`, run it in QEMU, decode its
+//! defmt log (`crate::qemu`), and compare its answer with the host run of the same generated model (`targets/common`, example
 //! `host`): same model, same input, same math backend (micromath), so the generic kernels
 //! must give the same bits. Also checks the measured arena against the plan, the RAM total
 //! against the board, reports `text/data/bss` against the golden files in

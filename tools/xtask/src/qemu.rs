@@ -128,3 +128,23 @@ pub fn qemu_run(elf: &str) -> Res {
         Err(format!("the firmware failed ({})", r.status))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn board_from_elf_machine() {
+        let elf = |machine: u16| {
+            let mut b = vec![0u8; 52];
+            b[18..20].copy_from_slice(&machine.to_le_bytes());
+            b
+        };
+        let p = Path::new("fw");
+        let prog = |m| qemu_command(p, &elf(m)).map(|c| c.get_program().to_owned());
+        assert_eq!(prog(40).unwrap(), "qemu-system-arm");
+        assert_eq!(prog(243).unwrap(), "qemu-system-riscv32");
+        assert!(prog(62).is_err(), "x86-64 has no board");
+        assert!(qemu_command(p, b"\x7fELF").is_err(), "truncated header");
+    }
+}
