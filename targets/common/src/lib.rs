@@ -179,7 +179,8 @@ pub fn infer(
 }
 
 /// The report lines that must be identical on every target: model, input, output digest,
-/// first values (shortest round-trip decimal, so equal text means equal bits).
+/// first values (their f32 bit patterns, so equal text means equal bits). `log::answer` logs
+/// the same text through defmt.
 pub fn write_answer(w: &mut impl fmt::Write, o: &Outcome) -> fmt::Result {
     writeln!(
         w,
@@ -203,18 +204,20 @@ pub fn write_answer(w: &mut impl fmt::Write, o: &Outcome) -> fmt::Result {
     writeln!(w, "output: {} values, digest {:#010x}", o.values, o.digest)?;
     write!(w, "first:")?;
     for v in &o.first {
-        write!(w, " {v:?}")?;
+        write!(w, " {:#010x}", v.to_bits())?;
     }
-    writeln!(w)
+    writeln!(w, " (f32 bits)")
 }
 
-/// The whole embedding on one line (`embedding: v0 v1 ...`), for a check against a reference.
+/// The whole embedding on one line, as f32 bit patterns (`embedding: [0x3d68c1a0, ...]`, the
+/// text defmt's decoder gives for `{=[?]:#010x}`), for a check against a reference.
 pub fn write_embedding(w: &mut impl fmt::Write, out: &[f32]) -> fmt::Result {
-    write!(w, "embedding:")?;
-    for v in out {
-        write!(w, " {v:?}")?;
+    write!(w, "embedding: [")?;
+    for (i, v) in out.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        write!(w, "{sep}{:#010x}", v.to_bits())?;
     }
-    writeln!(w)
+    writeln!(w, "]")
 }
 
 /// The arena line: measured high-water mark against the plan.
@@ -232,4 +235,6 @@ pub fn write_arena(w: &mut impl fmt::Write, o: &Outcome) -> fmt::Result {
     )
 }
 
+#[cfg(feature = "defmt")]
+pub mod log;
 pub mod stack;

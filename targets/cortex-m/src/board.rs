@@ -1,12 +1,11 @@
 //! What both Cortex-M binaries need from the board: the instruction counter (SysTick under
-//! QEMU's `-icount shift=0`), semihosting output as `fmt::Write`, and the stack region.
+//! QEMU's `-icount shift=0`) and the stack region.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
-use semihosting::print;
 
 /// RAM of the board (memory.x), bytes.
 pub const RAM_BYTES: usize = 4 * 1024 * 1024;
@@ -76,15 +75,4 @@ pub fn stack_peak() -> usize {
     let (bottom, top) = stack_region();
     // SAFETY: the stack region is readable RAM.
     unsafe { topkit_fw::stack::peak(bottom, top) }
-}
-
-/// Semihosting stdout as a `fmt::Write`, so the lines shared with the host come from the
-/// same formatting code.
-pub struct Out;
-
-impl core::fmt::Write for Out {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        print!("{}", s);
-        Ok(())
-    }
 }

@@ -1,20 +1,20 @@
 //! topkit on a Cortex-M4F (QEMU `mps2-an386`): the packed model in flash, a static arena sized
 //! by the plan, one inference on the baked-in input, then the answer and what it cost.
 //!
-//! Output goes over semihosting as plain text (see targets/README.md for why not defmt here);
-//! a panic prints its message and exits with a non-zero status.
+//! The report goes out as defmt frames: over semihosting in QEMU (default feature `qemu`; the
+//! host decodes them, see targets/README.md), over RTT on a board (feature `rtt`). A panic
+//! logs its message and exits with status 1.
 #![no_std]
 #![no_main]
 
 mod board;
 
-use board::{INSTRUCTIONS_PER_TICK, Out, RAM_BYTES};
+use board::{INSTRUCTIONS_PER_TICK, RAM_BYTES};
 use cortex_m_rt::entry;
-use semihosting::{println, process};
+#[cfg(feature = "rtt")]
+use defmt_rtt as _;
 use topkit::ArenaStorage;
-use topkit_fw::{
-    Input, OUT_LEN, Once, PEAK_BYTES, infer, write_answer, write_arena, write_embedding,
-};
+use topkit_fw::{Input, OUT_LEN, Once, PEAK_BYTES, infer, log};
 
 /// The arena: exactly the plan's peak, in `.bss`.
 static ARENA: Once<ArenaStorage<PEAK_BYTES>> = Once::new(ArenaStorage::new());
@@ -37,34 +37,34 @@ fn main() -> ! {
     let outcome = match infer(&mut arena, out, board::ticks) {
         Ok(o) => o,
         Err(e) => {
-            println!("error: {}", e);
-            process::exit(1);
+            defmt::error!("error: {}", defmt::Display2Format(&e));
+            log::exit(1);
         }
     };
     let stack_bytes = board::stack_peak();
 
-    let _ = write_answer(&mut Out, &outcome);
-    let _ = write_arena(&mut Out, &outcome);
+    log::answer(&outcome);
+    log::arena(&outcome);
     if outcome.input == Input::Text {
-        let _ = write_embedding(&mut Out, out);
+        log::embedding(out);
     }
     let (static_end, stack_top) = board::stack_region();
     let statics = static_end - (stack_top - RAM_BYTES);
-    println!("stack: peak {} bytes", stack_bytes);
-    println!(
-        "ram: statics {} + stack {} = {} bytes of {}",
+    defmt::println!("stack: peak {=usize} bytes", stack_bytes);
+    defmt::println!(
+        "ram: statics {=usize} + stack {=usize} = {=usize} bytes of {=usize}",
         statics,
         stack_bytes,
         statics + stack_bytes,
         RAM_BYTES
     );
     let instructions = outcome.ticks * INSTRUCTIONS_PER_TICK;
-    println!(
-        "instructions: {} ({} per token; SysTick {} ticks x {})",
+    defmt::println!(
+        "instructions: {=u64} ({=u64} per token; SysTick {=u64} ticks x {=u64})",
         instructions,
         instructions / outcome.tokens as u64,
         outcome.ticks,
         INSTRUCTIONS_PER_TICK
     );
-    process::exit(0)
+    log::exit(0)
 }

@@ -1,17 +1,17 @@
 //! topkit on RV32IMAC (QEMU `virt`): the packed model in "flash", a static arena sized by the
 //! plan, one inference on the baked-in input, then the answer and what it cost.
 //!
-//! Output goes over semihosting as plain text; a panic prints its message and exits with a
-//! non-zero status.
+//! The report goes out as defmt frames: over semihosting in QEMU (default feature `qemu`; the
+//! host decodes them, see targets/README.md), over RTT on a board (feature `rtt`). A panic
+//! logs its message and exits with status 1.
 #![no_std]
 #![no_main]
 
+#[cfg(feature = "rtt")]
+use defmt_rtt as _;
 use riscv_rt::entry;
-use semihosting::{print, println, process};
 use topkit::ArenaStorage;
-use topkit_fw::{
-    Input, OUT_LEN, Once, PEAK_BYTES, infer, stack, write_answer, write_arena, write_embedding,
-};
+use topkit_fw::{Input, OUT_LEN, Once, PEAK_BYTES, infer, log, stack};
 
 /// The arena: exactly the plan's peak, in `.bss`.
 static ARENA: Once<ArenaStorage<PEAK_BYTES>> = Once::new(ArenaStorage::new());
@@ -70,42 +70,31 @@ fn main() -> ! {
     let outcome = match infer(&mut arena, out, minstret) {
         Ok(o) => o,
         Err(e) => {
-            println!("error: {}", e);
-            process::exit(1);
+            defmt::error!("error: {}", defmt::Display2Format(&e));
+            log::exit(1);
         }
     };
     // SAFETY: the stack region is readable RAM.
     let stack_bytes = unsafe { stack::peak(bottom, top) };
 
-    let _ = write_answer(&mut Out, &outcome);
-    let _ = write_arena(&mut Out, &outcome);
+    log::answer(&outcome);
+    log::arena(&outcome);
     if outcome.input == Input::Text {
-        let _ = write_embedding(&mut Out, out);
+        log::embedding(out);
     }
     let statics = bottom - ram_start;
-    println!("stack: peak {} bytes", stack_bytes);
-    println!(
-        "ram: statics {} + stack {} = {} bytes of {}",
+    defmt::println!("stack: peak {=usize} bytes", stack_bytes);
+    defmt::println!(
+        "ram: statics {=usize} + stack {=usize} = {=usize} bytes of {=usize}",
         statics,
         stack_bytes,
         statics + stack_bytes,
         top - ram_start
     );
-    println!(
-        "instructions: {} ({} per token; minstret)",
+    defmt::println!(
+        "instructions: {=u64} ({=u64} per token; minstret)",
         outcome.ticks,
         outcome.ticks / outcome.tokens as u64
     );
-    process::exit(0)
-}
-
-/// Semihosting stdout as a `fmt::Write`, so the lines shared with the host come from the
-/// same formatting code.
-struct Out;
-
-impl core::fmt::Write for Out {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        print!("{}", s);
-        Ok(())
-    }
+    log::exit(0)
 }

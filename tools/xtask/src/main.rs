@@ -6,6 +6,7 @@ mod ci;
 mod demo;
 mod firmware;
 mod model;
+mod qemu;
 mod setup;
 mod util;
 mod wasm;
@@ -39,6 +40,9 @@ Commands:
                      candle on all-MiniLM-L6-v2 at seq 32/128/256, then the memory scaling
                      table and plot (docs/memory-scaling.*). ARGS go to topkit-bench, e.g.
                      `bench speed --seqs 128 --iters 30`. See docs/bench.md.
+  qemu-run <elf>     Run a firmware ELF in QEMU (mps2-an386 for Cortex-M, virt for RISC-V,
+                     -icount shift=0) and print its defmt log, decoded with the ELF's
+                     table; exit 1 when the firmware does. The cargo runner of targets/.
   ci [--only JOBS]   Run setup, then every CI job (or only the comma-separated JOBS), keep
                      going after failures, print a summary table, and exit 1 if anything
                      failed. `ci --list` lists the jobs.
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
         ["fetch-model"] => model::fetch_and_pack().map(|_| true),
         ["demo"] => demo::demo().map(|()| true),
         ["bench", rest @ ..] => bench::bench(rest).map(|()| true),
+        ["qemu-run", elf] => qemu::qemu_run(elf).map(|()| true),
         ["ci", "--list"] => {
             for j in ci::JOBS {
                 println!("{:<14} {}", j.name, j.about);

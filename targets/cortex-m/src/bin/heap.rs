@@ -17,14 +17,15 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use board::{INSTRUCTIONS_PER_TICK, Out, RAM_BYTES};
+use board::{INSTRUCTIONS_PER_TICK, RAM_BYTES};
 use cortex_m_rt::entry;
+#[cfg(feature = "rtt")]
+use defmt_rtt as _;
 use embedded_alloc::LlffHeap;
-use semihosting::{println, process};
 use topkit::encoder::Encoder;
 use topkit::format::{PackedModel, ParseOptions};
 use topkit::{Arena, Error, LayerWeights, RunConfig};
-use topkit_fw::{MODEL_FILE, Once, Outcome, RUN, digest, token_ids, write_answer};
+use topkit_fw::{MODEL_FILE, Once, Outcome, RUN, digest, log, token_ids};
 
 /// Heap size, bytes: room for the arena of any model whose plan fits, in this demo 256 KiB.
 const HEAP_BYTES: usize = 256 * 1024;
@@ -136,14 +137,14 @@ fn main() -> ! {
     let m = match run(&mut ids) {
         Ok(m) => m,
         Err(e) => {
-            println!("error: {}", e);
-            process::exit(1);
+            defmt::error!("error: {}", defmt::Display2Format(&e));
+            log::exit(1);
         }
     };
     let o = &m.outcome;
-    let _ = write_answer(&mut Out, o);
-    println!(
-        "arena: measured {} bytes, planned {} bytes (at run time), {}",
+    log::answer(o);
+    defmt::println!(
+        "arena: measured {=usize} bytes, planned {=usize} bytes (at run time), {=str}",
         o.arena_bytes,
         m.planned,
         if o.arena_bytes == m.planned {
@@ -152,16 +153,18 @@ fn main() -> ! {
             "DIFFERENT"
         }
     );
-    println!(
-        "heap: {} bytes in use before inference, {} after, {} allocations during it",
-        m.heap_before, m.heap_after, m.allocations
+    defmt::println!(
+        "heap: {=usize} bytes in use before inference, {=usize} after, {=u32} allocations during it",
+        m.heap_before,
+        m.heap_after,
+        m.allocations
     );
     let stack_bytes = board::stack_peak();
     let (static_end, stack_top) = board::stack_region();
     let statics = static_end - (stack_top - RAM_BYTES);
-    println!("stack: peak {} bytes", stack_bytes);
-    println!(
-        "ram: statics {} + stack {} = {} bytes of {} (the heap's {} bytes are a static)",
+    defmt::println!("stack: peak {=usize} bytes", stack_bytes);
+    defmt::println!(
+        "ram: statics {=usize} + stack {=usize} = {=usize} bytes of {=usize} (the heap's {=usize} bytes are a static)",
         statics,
         stack_bytes,
         statics + stack_bytes,
@@ -169,12 +172,12 @@ fn main() -> ! {
         HEAP_BYTES
     );
     let instructions = o.ticks * INSTRUCTIONS_PER_TICK;
-    println!(
-        "instructions: {} ({} per token; SysTick {} ticks x {})",
+    defmt::println!(
+        "instructions: {=u64} ({=u64} per token; SysTick {=u64} ticks x {=u64})",
         instructions,
         instructions / o.tokens as u64,
         o.ticks,
         INSTRUCTIONS_PER_TICK
     );
-    process::exit(0)
+    log::exit(0)
 }
