@@ -4,6 +4,7 @@
 mod ci;
 mod demo;
 mod firmware;
+mod fuzz;
 mod model;
 mod setup;
 mod util;
@@ -32,6 +33,12 @@ Commands:
                      inspect the int8 file, print its memory plan for 256 tokens with
                      top-k attention, verify it fits 4 MiB of RAM, and run it as
                      firmware on RISC-V in QEMU (same bits as the host).
+  fuzz [--time SECONDS] [TARGET...]
+                     Build the libFuzzer targets of fuzz/ (nightly, ASan, sanitizer
+                     coverage; no cargo-fuzz install needed), write their seed corpora
+                     into <cache>/fuzz/seeds, and run each target (default: all) for
+                     SECONDS (default 60). Crashing inputs go to <cache>/fuzz/artifacts/.
+  asan               The core's tests (both math builds) under AddressSanitizer (nightly).
   ci [--only JOBS]   Run setup, then every CI job (or only the comma-separated JOBS), keep
                      going after failures, print a summary table, and exit 1 if anything
                      failed. `ci --list` lists the jobs.
@@ -92,6 +99,10 @@ fn main() -> ExitCode {
         }
         ["fetch-model"] => model::fetch_and_pack().map(|_| true),
         ["demo"] => demo::demo().map(|()| true),
+        ["fuzz", rest @ ..] => fuzz::parse_args(rest)
+            .and_then(|o| fuzz::fuzz(&o))
+            .map(|()| true),
+        ["asan"] => fuzz::asan().map(|()| true),
         ["ci", "--list"] => {
             for j in ci::JOBS {
                 println!("{:<14} {}", j.name, j.about);
