@@ -166,5 +166,17 @@ pub fn write_hf_dir(dir: &std::path::Path) -> std::io::Result<()> {
         dir.join("tokenizer_config.json"),
         r#"{"do_lower_case": true}"#,
     )?;
+    // sentence-transformers modules: mean pooling and normalisation (an encoder needs pooling).
+    std::fs::write(
+        dir.join("modules.json"),
+        r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
+            {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},
+            {"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.models.Normalize"}]"#,
+    )?;
+    std::fs::create_dir_all(dir.join("1_Pooling"))?;
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true}"#,
+    )?;
     std::fs::write(dir.join("model.safetensors"), safetensors_bytes())
 }
