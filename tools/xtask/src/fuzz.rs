@@ -185,9 +185,9 @@ pub fn fuzz(opts: &FuzzOpts) -> Res {
 
 fn stat(log: &str, key: &str) -> u64 {
     log.lines()
+        .rev()
         .filter_map(|l| l.strip_prefix(key))
-        .filter_map(|v| v.trim_start_matches(':').trim().parse().ok())
-        .last()
+        .find_map(|v| v.trim_start_matches(':').trim().parse().ok())
         .unwrap_or(0)
 }
 
