@@ -68,7 +68,12 @@ pub fn quantize_i8(values: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
     let mut scales = Vec::with_capacity(values.len() / cols.max(1));
     for row in values.chunks(cols.max(1)) {
         let max = row.iter().fold(0f32, |m, &x| m.max(x.abs()));
-        let scale = max / 127.0;
+        let mut scale = max / 127.0;
+        // Near f32::MAX, 127 * (max / 127) can round up to infinity: step the scale down
+        // until the largest code dequantizes to a finite value (at most a few ulps).
+        while (127.0 * scale).is_infinite() {
+            scale = f32::from_bits(scale.to_bits() - 1);
+        }
         scales.push(scale);
         for &x in row {
             let v = if scale > 0.0 {
@@ -83,13 +88,20 @@ pub fn quantize_i8(values: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
 }
 
 /// Converts `values` (a tensor whose rows have `cols` elements) to `dtype`, with its error.
-/// Fails on values f16 cannot hold.
+/// Fails on NaN or infinite values (a broken checkpoint: the engine would spread them, and an
+/// int8 row scale would become NaN) and on values f16 cannot hold.
 pub fn convert(
     name: &str,
     values: Vec<f32>,
     cols: usize,
     dtype: StoreDType,
 ) -> Result<(TensorData, QuantError)> {
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "tensor {name}: value {} at element {i} is not finite; the checkpoint is broken",
+            values[i]
+        );
+    }
     Ok(match dtype {
         StoreDType::F32 => (TensorData::F32(values), QuantError::default()),
         StoreDType::F16 => {
@@ -146,6 +158,71 @@ mod tests {
         let (q, scales) = quantize_i8(&[0.0; 8], 4);
         assert_eq!(scales, vec![0.0, 0.0]);
         assert!(q.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn non_finite_values_are_refused_naming_the_tensor() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for dtype in [StoreDType::F32, StoreDType::F16, StoreDType::Int8] {
+                let err = convert("l3.q.w", vec![1.0, bad, 2.0, 0.0], 2, dtype).unwrap_err();
+                let msg = err.to_string();
+                assert!(
+                    msg.contains("l3.q.w")
+                        && msg.contains("element 1")
+                        && msg.contains("not finite"),
+                    "{msg}"
+                );
+            }
+        }
+    }
+
+    /// Rows of zeros, huge and tiny magnitudes, subnormals and f32::MAX: finite scales, every
+    /// element within half a step, and the row maximum at +-127 whenever the scale is normal.
+    #[test]
+    fn int8_extreme_scales() {
+        let sub = f32::from_bits(1); // smallest subnormal, 1.4e-45
+        let rows: [[f32; 4]; 7] = [
+            [0.0, 0.0, -0.0, 0.0],
+            [1e30, -5e29, 1e29, 0.0],
+            [1e-30, -1e-30, 3e-31, 0.0],
+            [sub, -sub, 0.0, sub],
+            [1e-40, -3e-39, 2e-41, 0.0],
+            [f32::MAX, -f32::MAX, 1.0, 0.0],
+            [f32::MIN_POSITIVE, 1.0, -1e-38, 0.0],
+        ];
+        let values: Vec<f32> = rows.iter().flatten().copied().collect();
+        let (q, scales) = quantize_i8(&values, 4);
+        assert_eq!(scales.len(), rows.len());
+        for (r, row) in rows.iter().enumerate() {
+            let s = scales[r];
+            assert!(s.is_finite() && s >= 0.0, "row {r}: scale {s}");
+            for (c, &x) in row.iter().enumerate() {
+                let y = f32::from(q[r * 4 + c]) * s;
+                assert!(y.is_finite(), "row {r}: {y}");
+                // Tolerance: half a step, plus 1e-6 relative; when the scale underflows to 0
+                // (rows of subnormals) the whole row is lost, by at most its maximum.
+                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let tol = if s > 0.0 {
+                    s / 2.0 + 1e-6 * x.abs()
+                } else {
+                    max
+                };
+                assert!(
+                    (x - y).abs() <= tol,
+                    "row {r} col {c}: {x} vs {y} (scale {s})"
+                );
+            }
+            if s.is_normal() {
+                let top = q[r * 4..r * 4 + 4].iter().map(|v| v.unsigned_abs()).max();
+                assert_eq!(top, Some(127), "row {r}");
+            }
+        }
+        assert!(q[..4].iter().all(|&v| v == 0) && scales[0] == 0.0);
+        let (_, err) = convert("t", values.clone(), 4, StoreDType::Int8).unwrap();
+        assert!(
+            err.max_abs.is_finite() && err.rel_rms.is_finite(),
+            "{err:?}"
+        );
     }
 
     #[test]

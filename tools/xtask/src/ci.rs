@@ -98,6 +98,12 @@ pub const JOBS: &[Job] = &[
         needs_setup: true,
         steps: crate::wasm::test_wasm,
     },
+    Job {
+        name: "fuzz-smoke",
+        about: "each fuzz target of fuzz/ for 15 s (nightly, ASan), seeds made by the packer",
+        needs_setup: false,
+        steps: fuzz_smoke,
+    },
 ];
 
 /// Jobs that run firmware and so need QEMU from `setup --qemu`.
@@ -105,6 +111,18 @@ const NEEDS_QEMU: &[&str] = &["test-cross", "cross-minilm"];
 
 fn cargo() -> Cmd {
     Cmd::cargo().cwd(workspace_root())
+}
+
+fn fuzz_smoke(_: &Ctx) -> Vec<Step> {
+    vec![Step::Check(
+        format!("cargo xtask fuzz --time {}", crate::fuzz::SMOKE_SECONDS),
+        Box::new(|| {
+            crate::fuzz::fuzz(&crate::fuzz::FuzzOpts {
+                seconds: crate::fuzz::SMOKE_SECONDS,
+                targets: Vec::new(),
+            })
+        }),
+    )]
 }
 
 fn models(_: &Ctx) -> Vec<Step> {

@@ -5,6 +5,7 @@ mod bench;
 mod ci;
 mod demo;
 mod firmware;
+mod fuzz;
 mod model;
 mod qemu;
 mod setup;
@@ -43,6 +44,12 @@ Commands:
   qemu-run <elf>     Run a firmware ELF in QEMU (mps2-an386 for Cortex-M, virt for RISC-V,
                      -icount shift=0) and print its defmt log, decoded with the ELF's
                      table; exit 1 when the firmware does. The cargo runner of targets/.
+  fuzz [--time SECONDS] [TARGET...]
+                     Build the libFuzzer targets of fuzz/ (nightly, ASan, sanitizer
+                     coverage; no cargo-fuzz install needed), write their seed corpora
+                     into <cache>/fuzz/seeds, and run each target (default: all) for
+                     SECONDS (default 60). Crashing inputs go to <cache>/fuzz/artifacts/.
+  asan               The core's tests (both math builds) under AddressSanitizer (nightly).
   ci [--only JOBS]   Run setup, then every CI job (or only the comma-separated JOBS), keep
                      going after failures, print a summary table, and exit 1 if anything
                      failed. `ci --list` lists the jobs.
@@ -105,6 +112,10 @@ fn main() -> ExitCode {
         ["demo"] => demo::demo().map(|()| true),
         ["bench", rest @ ..] => bench::bench(rest).map(|()| true),
         ["qemu-run", elf] => qemu::qemu_run(elf).map(|()| true),
+        ["fuzz", rest @ ..] => fuzz::parse_args(rest)
+            .and_then(|o| fuzz::fuzz(&o))
+            .map(|()| true),
+        ["asan"] => fuzz::asan().map(|()| true),
         ["ci", "--list"] => {
             for j in ci::JOBS {
                 println!("{:<14} {}", j.name, j.about);

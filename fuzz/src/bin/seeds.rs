@@ -1,0 +1,115 @@
+//! Writes the seed corpora of the fuzz targets into `<out>/<target>/`: the tiny BERT packed by
+//! `topkit pack` (f32, f16, int8) and truncated pieces of it, the head of the cached
+//! all-MiniLM-L6-v2 files when present, and tokenizer texts from tests/data. Nothing large is
+//! committed: `cargo xtask fuzz` runs this before fuzzing.
+//!
+//! Usage: `seeds <out> [<minilm .tkm or .safetensors>...]`
+
+use std::path::{Path, PathBuf};
+
+use topkit_cli::pack::{self, PackArgs};
+use topkit_cli::quant::StoreDType;
+
+fn put(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join(name), bytes)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args_os().skip(1);
+    let out = PathBuf::from(args.next().ok_or("usage: seeds <out> [files...]")?);
+    let extra: Vec<PathBuf> = args.map(PathBuf::from).collect();
+    let hf = out.join("tiny-bert");
+    topkit_fuzz::write_hf_dir(&hf)?;
+
+    // Packed models: whole (parse, parse_infer with 4 run knobs appended), and pieces.
+    for (dtype, name) in [
+        (StoreDType::F32, "f32"),
+        (StoreDType::F16, "f16"),
+        (StoreDType::Int8, "int8"),
+    ] {
+        let tkm = out.join(format!("tiny-{name}.tkm"));
+        pack::run(&PackArgs {
+            src: hf.clone(),
+            output: tkm.clone(),
+            dtype,
+            max_seq: None,
+        })?;
+        let bytes = std::fs::read(&tkm)?;
+        put(&out.join("parse"), &format!("tiny-{name}"), &bytes)?;
+        for cut in [64, 256, bytes.len() / 2] {
+            put(
+                &out.join("parse"),
+                &format!("tiny-{name}-cut{cut}"),
+                &bytes[..cut],
+            )?;
+        }
+        for (i, knobs) in [[4u8, 2, 0x82, 0], [8, 4, 0, 0x84], [1, 1, 0x80, 0x80]]
+            .iter()
+            .enumerate()
+        {
+            let mut b = bytes.clone();
+            b.extend_from_slice(knobs);
+            put(&out.join("parse_infer"), &format!("tiny-{name}-{i}"), &b)?;
+        }
+    }
+
+    // The importer: the tiny BERT's safetensors with the default and an explicit config.
+    let st = std::fs::read(hf.join("model.safetensors"))?;
+    let cfg = topkit_fuzz::config_json();
+    let mut with_cfg = (cfg.len() as u16).to_le_bytes().to_vec();
+    with_cfg.extend_from_slice(cfg.as_bytes());
+    with_cfg.extend_from_slice(&st);
+    let mut default_cfg = vec![0u8, 0];
+    default_cfg.extend_from_slice(&st);
+    put(&out.join("safetensors_import"), "tiny-config", &with_cfg)?;
+    put(&out.join("safetensors_import"), "tiny", &default_cfg)?;
+    put(
+        &out.join("safetensors_import"),
+        "tiny-head",
+        &default_cfg[..default_cfg.len().min(600)],
+    )?;
+
+    // Heads of the real files (headers, tensor tables, the first weights).
+    for f in &extra {
+        let Ok(bytes) = std::fs::read(f) else {
+            continue;
+        };
+        let name = f
+            .file_name()
+            .map_or("file".into(), |n| n.to_string_lossy().into_owned());
+        let target = if name.ends_with(".safetensors") {
+            "safetensors_import"
+        } else {
+            "parse"
+        };
+        for cut in [4096usize, 65536] {
+            let piece = &bytes[..cut.min(bytes.len())];
+            let mut seed = if target == "safetensors_import" {
+                vec![0u8, 0]
+            } else {
+                Vec::new()
+            };
+            seed.extend_from_slice(piece);
+            put(&out.join(target), &format!("{name}-head{cut}"), &seed)?;
+        }
+    }
+
+    // Tokenizer texts: the golden sentences (knob byte 0x07: MiniLM vocab, both normalisers,
+    // a one-slot buffer is too small so use 0x7f: 31 slots), and the long texts.
+    let golden = include_str!("../../../tests/data/wordpiece_golden.jsonl");
+    for (i, line) in golden.lines().enumerate().step_by(8) {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let text = v["text"].as_str().unwrap_or_default();
+        let mut seed = vec![0x7fu8 | ((i as u8 & 1) << 7)];
+        seed.extend_from_slice(text.as_bytes());
+        put(&out.join("wordpiece"), &format!("golden-{i}"), &seed)?;
+    }
+    let long = include_str!("../../../tools/cli/tests/data/long_texts.txt");
+    for (i, line) in long.lines().enumerate().take(4) {
+        let mut seed = vec![0xffu8];
+        seed.extend_from_slice(line.as_bytes());
+        put(&out.join("wordpiece"), &format!("long-{i}"), &seed)?;
+    }
+    Ok(())
+}
