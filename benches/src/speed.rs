@@ -180,80 +180,88 @@ pub fn run(args: &[String]) -> Result<()> {
     let dir = model_dir();
     let candle = Candle::load(&dir.join("all-MiniLM-L6-v2")).context("loading candle BERT")?;
     let mut rows = Vec::new();
-    with_session(&dir.join("all-MiniLM-L6-v2-f32.tkm"), |f32s| {
-        with_session(&dir.join("all-MiniLM-L6-v2-int8.tkm"), |i8s| {
-            for &seq in &seqs {
-                ensure!(
-                    seq <= f32s.max_seq,
-                    "seq {seq} above the model's max_seq {}",
-                    f32s.max_seq
-                );
-                let text = text_of(seq);
-                let n = f32s.tokenize(&text)?.ids.len();
-                ensure!(n == seq, "the text of {seq} tokens has {n}");
-                type Prepared<'s, 'a, 'v> =
-                    (&'s Session<'a, 'v>, Encoder<'a>, RunConfig, Vec<u128>);
-                let sessions: Vec<Prepared<'_, '_, '_>> = SETTINGS
-                    .iter()
-                    .map(|st| {
-                        let s = if st.int8 { i8s } else { f32s };
-                        let run = RunConfig {
-                            seq_len: seq,
-                            chunk: 16,
-                            k_attn: st.k_attn,
-                            k_ff: None,
-                        };
-                        let plan = s.plan(&run)?;
-                        let enc = s.encoder.with_kernels(st.kernels);
-                        Ok((s, enc, run, vec![0u128; plan.peak_bytes.div_ceil(16)]))
-                    })
-                    .collect::<Result<_>>()?;
-                let mut sessions = sessions;
-                let reference = candle.embed(&f32s.tokenize(&text)?.ids)?;
-                let mut times = vec![Vec::new(); SETTINGS.len() + 1];
-                let mut cos = vec![0f64; SETTINGS.len()];
-                // Two warm-up rounds, then `iters` timed ones.
-                for round in 0..iters + 2 {
-                    for (i, (s, enc, run, mem)) in sessions.iter_mut().enumerate() {
-                        if !wanted(SETTINGS[i].name) {
-                            continue;
+    with_session(
+        &dir.join("all-MiniLM-L6-v2-f32.tkm"),
+        Kernels::Reference,
+        |f32s| {
+            with_session(
+                &dir.join("all-MiniLM-L6-v2-int8.tkm"),
+                Kernels::Reference,
+                |i8s| {
+                    for &seq in &seqs {
+                        ensure!(
+                            seq <= f32s.max_seq,
+                            "seq {seq} above the model's max_seq {}",
+                            f32s.max_seq
+                        );
+                        let text = text_of(seq);
+                        let n = f32s.tokenize(&text)?.ids.len();
+                        ensure!(n == seq, "the text of {seq} tokens has {n}");
+                        type Prepared<'s, 'a, 'v> =
+                            (&'s Session<'a, 'v>, Encoder<'a>, RunConfig, Vec<u128>);
+                        let sessions: Vec<Prepared<'_, '_, '_>> = SETTINGS
+                            .iter()
+                            .map(|st| {
+                                let s = if st.int8 { i8s } else { f32s };
+                                let run = RunConfig {
+                                    seq_len: seq,
+                                    chunk: 16,
+                                    k_attn: st.k_attn,
+                                    k_ff: None,
+                                };
+                                let plan = s.plan(&run)?;
+                                let enc = s.encoder.with_kernels(st.kernels);
+                                Ok((s, enc, run, vec![0u128; plan.peak_bytes.div_ceil(16)]))
+                            })
+                            .collect::<Result<_>>()?;
+                        let mut sessions = sessions;
+                        let reference = candle.embed(&f32s.tokenize(&text)?.ids)?;
+                        let mut times = vec![Vec::new(); SETTINGS.len() + 1];
+                        let mut cos = vec![0f64; SETTINGS.len()];
+                        // Two warm-up rounds, then `iters` timed ones.
+                        for round in 0..iters + 2 {
+                            for (i, (s, enc, run, mem)) in sessions.iter_mut().enumerate() {
+                                if !wanted(SETTINGS[i].name) {
+                                    continue;
+                                }
+                                let mem: &mut [u8] = bytemuck::cast_slice_mut(mem.as_mut_slice());
+                                let (ms, e) = time_ms(|| topkit_embed(s, enc, run, mem, &text))?;
+                                cos[i] = cosine(&e, &reference);
+                                if round >= 2 {
+                                    times[i].push(ms);
+                                }
+                            }
+                            if !wanted("candle f32") {
+                                continue;
+                            }
+                            let (ms, _) = time_ms(|| candle.embed(&f32s.tokenize(&text)?.ids))?;
+                            if round >= 2 {
+                                times[SETTINGS.len()].push(ms);
+                            }
                         }
-                        let mem: &mut [u8] = bytemuck::cast_slice_mut(mem.as_mut_slice());
-                        let (ms, e) = time_ms(|| topkit_embed(s, enc, run, mem, &text))?;
-                        cos[i] = cosine(&e, &reference);
-                        if round >= 2 {
-                            times[i].push(ms);
+                        let candle_ms = median(&mut times[SETTINGS.len()]);
+                        for (i, st) in SETTINGS.iter().enumerate() {
+                            rows.push(Row {
+                                seq,
+                                name: st.name,
+                                ms: median(&mut times[i]),
+                                candle_ms,
+                                cosine: cos[i],
+                            });
                         }
+                        rows.push(Row {
+                            seq,
+                            name: "candle f32",
+                            ms: candle_ms,
+                            candle_ms,
+                            cosine: 1.0,
+                        });
                     }
-                    if !wanted("candle f32") {
-                        continue;
-                    }
-                    let (ms, _) = time_ms(|| candle.embed(&f32s.tokenize(&text)?.ids))?;
-                    if round >= 2 {
-                        times[SETTINGS.len()].push(ms);
-                    }
-                }
-                let candle_ms = median(&mut times[SETTINGS.len()]);
-                for (i, st) in SETTINGS.iter().enumerate() {
-                    rows.push(Row {
-                        seq,
-                        name: st.name,
-                        ms: median(&mut times[i]),
-                        candle_ms,
-                        cosine: cos[i],
-                    });
-                }
-                rows.push(Row {
-                    seq,
-                    name: "candle f32",
-                    ms: candle_ms,
-                    candle_ms,
-                    cosine: 1.0,
-                });
-            }
-            Ok(())
-        })
-    })?;
+                    Ok(())
+                },
+            )
+        },
+    )?;
     if json_out {
         let v: Vec<_> = rows
             .iter()

@@ -3,10 +3,10 @@
 //! (later) overlay it and are tested against it.
 
 mod generic;
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-mod x86_avx2;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm_simd128;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86_avx2;
 
 pub use generic::*;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use topkit::encoder::{Encoder, layers};
 use topkit::format::{PackedModel, TokenizerKind, VocabView};
+use topkit::kernels::Kernels;
 use topkit::tokenizer::{WordPiece, WordPieceOptions};
 use topkit::{Arena, Plan, RunConfig};
 
@@ -23,6 +24,8 @@ pub struct EmbedArgs {
     pub chunk: usize,
     /// Print JSON.
     pub json: bool,
+    /// Kernels to run the encoder with.
+    pub kernels: Kernels,
     /// Text file, one text per line.
     pub text_file: Option<PathBuf>,
     /// Texts from the command line (after those of `text_file`).
@@ -54,17 +57,20 @@ pub struct Session<'a, 'v> {
     pub max_seq: usize,
 }
 
-/// Opens `path` and calls `f` with the encoder and tokenizer it holds. Errors name the file.
-pub fn with_session<R>(path: &Path, f: impl FnOnce(&Session<'_, '_>) -> Result<R>) -> Result<R> {
+/// Opens `path` and calls `f` with the encoder (run with `kernels`) and the tokenizer it
+/// holds. Errors name the file.
+pub fn with_session<R>(
+    path: &Path,
+    kernels: Kernels,
+    f: impl FnOnce(&Session<'_, '_>) -> Result<R>,
+) -> Result<R> {
     let bytes = crate::read_packed(path)?;
     let pm = crate::parse_packed(path, bytes.as_slice(), true)?;
     let ctx = |what: &str| format!("{}: {what}", path.display());
     let layers = layers(&pm).map_err(|e| anyhow!("{}: {e}", ctx("cannot view the layers")))?;
-    // The host runs the fast kernels (int8 activations, AVX2/FMA when present); the firmware
-    // comparison uses its own host run of the reference kernels (targets/common).
     let encoder = Encoder::from_packed(&pm, &layers)
         .map_err(|e| anyhow!("{}: {e}", ctx("not a sentence encoder")))?
-        .with_kernels(topkit::kernels::Kernels::Fast);
+        .with_kernels(kernels);
     let tok = pm.tokenizer();
     if tok.kind() != TokenizerKind::WordPiece {
         bail!(
@@ -220,7 +226,7 @@ pub fn tokenize_all(s: &Session<'_, '_>, texts: &[String]) -> Result<Vec<Tokens>
 /// Runs `topkit embed`.
 pub fn run(args: &EmbedArgs) -> Result<()> {
     let texts = read_texts(args.text_file.as_deref(), &args.texts)?;
-    with_session(&args.file, |s| {
+    with_session(&args.file, args.kernels, |s| {
         let run = s.run_config(args.k_attn, args.k_ff, args.chunk);
         let plan = s.plan(&run)?;
         let tokens = tokenize_all(s, &texts)?;

@@ -143,7 +143,10 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     {
         bail!("--plot writes SVG: give a path ending in .svg");
     }
-    let rows = with_session(&args.file, |s| sweep(s, args, &texts))?;
+    // The reference kernels: the sweep in docs/eval-minilm.md is what every target computes.
+    let rows = with_session(&args.file, topkit::kernels::Kernels::Reference, |s| {
+        sweep(s, args, &texts)
+    })?;
     if let Some(path) = &args.plot {
         let name = args.file.file_name().map_or_else(
             || args.file.display().to_string(),

@@ -154,6 +154,11 @@ pub enum Command {
         /// Print {"embeddings": [[...], ...]} instead of one line per text.
         #[arg(long)]
         json: bool,
+        /// Kernels: `fast` (int8 activations with blocked dynamic scales, AVX2/FMA when the
+        /// CPU has them) or `reference` (the generic kernels every target runs, bit for bit;
+        /// what the firmware and WASM builds compute).
+        #[arg(long, value_enum, default_value_t = KernelChoice::Fast)]
+        kernels: KernelChoice,
         /// Read texts from PATH, one per line (blank lines skipped), before any TEXT.
         #[arg(long = "file", value_name = "PATH")]
         text_file: Option<PathBuf>,
@@ -334,6 +339,7 @@ where
             k_ff,
             chunk,
             json,
+            kernels,
             text_file,
             texts,
         } => embed::run(&embed::EmbedArgs {
@@ -342,6 +348,7 @@ where
             k_ff,
             chunk,
             json,
+            kernels: kernels.into(),
             text_file,
             texts,
         })
@@ -444,4 +451,22 @@ pub fn parse_packed<'a>(path: &Path, bytes: &'a [u8], verify_crc: bool) -> Resul
         };
         anyhow!("{}: {e}{hint}", path.display())
     })
+}
+
+/// `--kernels` of `topkit embed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelChoice {
+    /// Host speed: int8 activations, AVX2/FMA when present.
+    Fast,
+    /// The generic kernels, bit-identical on every target.
+    Reference,
+}
+
+impl From<KernelChoice> for topkit::kernels::Kernels {
+    fn from(k: KernelChoice) -> Self {
+        match k {
+            KernelChoice::Fast => topkit::kernels::Kernels::Fast,
+            KernelChoice::Reference => topkit::kernels::Kernels::Reference,
+        }
+    }
 }

@@ -100,6 +100,23 @@ fn embed_json_matches_reference() {
     }
 }
 
+/// Both kernel choices reach the golden bar; an unknown choice is a usage error.
+#[test]
+fn reference_and_fast_kernels_both_match_reference() {
+    let model = minilm();
+    let cases = golden();
+    let case = cases.iter().find(|c| c.ids >= 16 && c.ids < 64).unwrap();
+    for k in ["reference", "fast"] {
+        let out = topkit(&["embed", &model, "--json", "--kernels", k, &case.text]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let e = embeddings(&out.stdout).remove(0);
+        let cos = cosine(&e, &case.embedding);
+        assert!(cos >= BAR, "{k}: cosine {cos:.7} < {BAR}");
+    }
+    let out = topkit(&["embed", &model, "--kernels", "simd", "x"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
 #[test]
 fn plain_output_has_one_line_per_text() {
     let model = minilm();

@@ -149,6 +149,9 @@ fn host_reference() -> Res {
             .arg("embed")
             .arg(&model)
             .arg("--json")
+            // The generic kernels: what the wasm build runs (the host's fast path quantizes
+            // activations and would differ by more than the float tolerance).
+            .args(["--kernels", "reference"])
             .arg("--file")
             .arg(texts_file());
         if let Some(k) = ka {
