@@ -28,7 +28,11 @@ fn models() -> Vec<OwnedModel> {
     [Arch::Bert, Arch::Llama]
         .into_iter()
         .flat_map(|arch| {
-            [Dt::F32, Dt::I8].map(|dt| OwnedModel::random(config(arch, 8, 2, 1, 16, 2, 16), dt, 11))
+            // `forward` is the whole-sequence (encoder) path: a causal model goes through the
+            // decoder (tests/decoder.rs), so the Llama blocks run here as a pre-norm encoder.
+            let mut c = config(arch, 8, 2, 1, 16, 2, 16);
+            c.causal = false;
+            [Dt::F32, Dt::I8].map(|dt| OwnedModel::random(c, dt, 11))
         })
         .collect()
 }
