@@ -131,23 +131,7 @@ impl Session<'_, '_> {
 
     /// Checks `run` against the model (k within range, chunk) and plans its memory.
     pub fn plan(&self, run: &RunConfig) -> Result<Plan> {
-        let c = self.encoder.config();
-        if let Some(k) = run.k_attn
-            && k == 0
-        {
-            bail!("--k-attn must be at least 1 (keys kept per query)");
-        }
-        if let Some(k) = run.k_ff
-            && (k == 0 || k > c.d_ff)
-        {
-            bail!(
-                "--k-ff must be in 1..={} (the model's feed-forward width), got {k}",
-                c.d_ff
-            );
-        }
-        if run.chunk == 0 {
-            bail!("--chunk must be at least 1");
-        }
+        crate::check_run_args(run, self.encoder.config().d_ff)?;
         self.encoder
             .model()
             .plan(run)

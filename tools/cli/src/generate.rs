@@ -128,21 +128,7 @@ impl Generation {
 
 /// Checks the k and chunk arguments against the model.
 pub fn check_run(lm: &Lm<'_>, run: &RunConfig) -> Result<Plan> {
-    let c = lm.decoder.config();
-    if run.k_attn == Some(0) {
-        bail!("--k-attn must be at least 1 (keys kept per query)");
-    }
-    if let Some(k) = run.k_ff
-        && (k == 0 || k > c.d_ff)
-    {
-        bail!(
-            "--k-ff must be in 1..={} (the model's feed-forward width), got {k}",
-            c.d_ff
-        );
-    }
-    if run.chunk == 0 {
-        bail!("--chunk must be at least 1");
-    }
+    crate::check_run_args(run, lm.decoder.config().d_ff)?;
     lm.decoder
         .plan(run)
         .map_err(|e| anyhow!("cannot plan this run: {e}"))

@@ -433,6 +433,24 @@ where
     }
 }
 
+/// Checks the command-line parts of `run` against a model whose feed-forward width is `d_ff`
+/// (`--k-attn` and `--chunk` at least 1, `--k-ff` in `1..=d_ff`), with messages that name the
+/// flags. `plan()` checks the same, but its errors speak of config fields, not flags.
+pub fn check_run_args(run: &topkit::RunConfig, d_ff: usize) -> Result<()> {
+    if run.k_attn == Some(0) {
+        anyhow::bail!("--k-attn must be at least 1 (keys kept per query)");
+    }
+    if let Some(k) = run.k_ff
+        && (k == 0 || k > d_ff)
+    {
+        anyhow::bail!("--k-ff must be in 1..={d_ff} (the model's feed-forward width), got {k}");
+    }
+    if run.chunk == 0 {
+        anyhow::bail!("--chunk must be at least 1");
+    }
+    Ok(())
+}
+
 /// Reads a packed file into aligned memory.
 pub fn read_packed(path: &Path) -> Result<AlignedBytes> {
     AlignedBytes::read(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))

