@@ -103,7 +103,8 @@ impl<'a> Arena<'a> {
         self.used += size;
         self.high_water = self.high_water.max(self.base + self.used);
         head.fill(0);
-        Ok(&mut head[..n])
+        // `n <= padded(n) == head.len()`; the checked split keeps a panic branch out.
+        Ok(head.split_at_mut_checked(n).unwrap_or_default().0)
     }
 
     /// Takes a zeroed slice of `n` values of a plain-old-data type (`f32`, `u16`, `i8`, ...).

@@ -171,8 +171,9 @@ impl<'a> Encoder<'a> {
             });
         }
         let emb = &self.emb;
+        // `d >= 1` (validated config): `max(1)` keeps the zero-chunk panic out of the binary.
         let hidden = forward_with(&self.model, run, ids.len(), None, arena, |hidden| {
-            for (pos, (row, &id)) in hidden.chunks_exact_mut(d).zip(ids).enumerate() {
+            for (pos, (row, &id)) in hidden.chunks_exact_mut(d.max(1)).zip(ids).enumerate() {
                 // Same order of additions as the reference: token + segment, then + position.
                 row_to_f32(&emb.tokens, id as usize, row);
                 if let Some(seg) = &emb.segments {
@@ -185,10 +186,11 @@ impl<'a> Encoder<'a> {
         })?;
         let n = ids.len();
         match self.pooling {
-            Pooling::Cls => out.copy_from_slice(&hidden[..d]),
+            // `hidden` holds `n >= 1` rows of `d` (forward_with checked the shapes).
+            Pooling::Cls => out.iter_mut().zip(hidden).for_each(|(o, x)| *o = *x),
             _ => {
                 out.fill(0.0);
-                for row in hidden[..n * d].chunks_exact(d) {
+                for row in hidden.chunks_exact(d.max(1)).take(n) {
                     out.iter_mut().zip(row).for_each(|(o, x)| *o += x);
                 }
                 let inv = 1.0 / n as f32;

@@ -166,16 +166,20 @@ pub const NO_TOKEN: u32 = u32::MAX;
 const TOKENIZER_LOWERCASE: u32 = 1;
 const TOKENIZER_STRIP_ACCENTS: u32 = 2;
 
+// The readers' callers check the buffer's length first; reading through `first_chunk` (0 past
+// the end, never in practice) keeps a panic branch out of every inlined copy.
 fn le_u32(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[off..off + 4]);
-    u32::from_le_bytes(a)
+    debug_assert!(off.checked_add(4).is_some_and(|e| e <= b.len()));
+    b.get(off..)
+        .and_then(<[u8]>::first_chunk)
+        .map_or(0, |a| u32::from_le_bytes(*a))
 }
 
 fn le_u64(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_le_bytes(a)
+    debug_assert!(off.checked_add(8).is_some_and(|e| e <= b.len()));
+    b.get(off..)
+        .and_then(<[u8]>::first_chunk)
+        .map_or(0, |a| u64::from_le_bytes(*a))
 }
 
 fn put_u32(b: &mut [u8], off: usize, v: u32) {
@@ -682,7 +686,8 @@ impl<'a> VocabView<'a> {
     fn bytes(&self, id: usize) -> &'a [u8] {
         let start = self.offsets.get(id) as usize;
         let end = self.offsets.get(id + 1) as usize;
-        &self.strings[start..end]
+        // Offsets checked at parse time: never decreasing, within the string bytes.
+        self.strings.get(start..end).unwrap_or(&[])
     }
 
     /// The string of token `id`, if `id < len()`.
@@ -761,7 +766,8 @@ impl<'a> TokenizerView<'a> {
         let n = h.n_tokens as usize;
         let mut at = TOKENIZER_HEADER_BYTES;
         let mut take = |len: usize| {
-            let s = &b[at..at + len];
+            // In range: the lengths add up to `need == b.len()`.
+            let s = b.get(at..at + len).unwrap_or(&[]);
             at += len;
             s
         };
@@ -1072,15 +1078,15 @@ impl TensorName {
             let mut k = digits.len();
             let mut v = l;
             loop {
-                k -= 1;
-                digits[k] = b'0' + (v % 10) as u8;
+                k = k.checked_sub(1)?;
+                *digits.get_mut(k)? = b'0' + (v % 10) as u8;
                 v /= 10;
                 if v == 0 {
                     break;
                 }
             }
             push(b"l", &mut n)?;
-            push(&digits[k..], &mut n)?;
+            push(digits.get(k..)?, &mut n)?;
             push(b".", &mut n)?;
         }
         push(self.name.as_bytes(), &mut n)?;
@@ -1124,7 +1130,8 @@ pub enum TensorView<'a> {
 impl<'a> TensorInfo<'a> {
     /// Dimensions, outermost first.
     pub fn shape(&self) -> &[usize] {
-        &self.shape[..self.rank]
+        // `rank` is 1..=MAX_RANK (checked at parse time).
+        self.shape.get(..self.rank).unwrap_or(&[])
     }
 
     /// Number of elements.
@@ -1235,7 +1242,8 @@ impl<'a> PackedModel<'a> {
             if r.start < HEADER_BYTES {
                 return Err(Error::Malformed("a section overlaps the header"));
             }
-            Ok(&file[r])
+            file.get(r)
+                .ok_or(Error::Malformed("a section is outside the file"))
         };
         let config = FileConfig::decode(section("config section", header.config)?)?;
         let tokenizer = TokenizerView::parse(section("tokenizer section", header.tokenizer)?)?;
@@ -1291,7 +1299,9 @@ impl<'a> PackedModel<'a> {
     fn entry(&self, index: usize, data: Range<usize>) -> Result<TensorInfo<'a>, Error> {
         let bad = |problem| Error::BadTensorEntry { index, problem };
         let e = TensorEntry::decode(
-            &self.table[index * TENSOR_ENTRY_BYTES..(index + 1) * TENSOR_ENTRY_BYTES],
+            self.table
+                .get(index * TENSOR_ENTRY_BYTES..(index + 1) * TENSOR_ENTRY_BYTES)
+                .ok_or(bad("entry outside the tensor table"))?,
         );
         let name_range = range(
             "tensor name",

@@ -9,10 +9,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use safetensors::SafeTensors;
-use topkit::format::PackedModel;
 use topkit_cli::hf;
-use topkit_cli::quant::{self, StoreDType};
-use topkit_cli::writer::{self, AlignedBytes, Tensor};
+use topkit_cli::quant::StoreDType;
 
 /// A model directory of this process with the tiny BERT's vocabulary and tokenizer config;
 /// config.json is rewritten for every input.
@@ -37,23 +35,9 @@ fn import(dir: &std::path::Path, st_bytes: &[u8], dtype: StoreDType) -> anyhow::
         let (shape, values) = hf::load(&st, m)?;
         total += values.len();
         anyhow::ensure!(total <= MAX_VALUES, "too large for the fuzz target");
-        let cols = *shape.last().unwrap_or(&1);
-        let dtype = if shape.len() >= 2 {
-            dtype
-        } else {
-            StoreDType::F32
-        };
-        let (data, _err) = quant::convert(&m.name, values, cols, dtype)?;
-        tensors.push(Tensor {
-            name: m.name.clone(),
-            shape,
-            data,
-        });
+        tensors.push(topkit_fuzz::convert(&m.name, shape, values, dtype)?);
     }
-    let file = writer::write_file(&source.config, &source.tokenizer, &tensors)?;
-    let aligned = AlignedBytes::new(file);
-    // The packer's self-check: a mismatch with config.json is an error, not a panic.
-    PackedModel::parse(aligned.as_slice()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    topkit_fuzz::write_checked(&source.config, &source.tokenizer, &tensors)?;
     Ok(())
 }
 
@@ -70,10 +54,6 @@ fuzz_target!(|data: &[u8]| {
         config.to_vec()
     };
     std::fs::write(d.join("config.json"), config).expect("write config.json");
-    let dtype = match st_bytes.last().map(|b| b % 3) {
-        Some(0) => StoreDType::F32,
-        Some(1) => StoreDType::F16,
-        _ => StoreDType::Int8,
-    };
+    let dtype = topkit_fuzz::store_dtype(st_bytes.last().copied());
     let _ = import(d, st_bytes, dtype);
 });

@@ -388,6 +388,20 @@ fn seq_len(lead: u8) -> usize {
     }
 }
 
+/// Whether `b` can be byte `at` (1 to 3) of a sequence led by `lead`: a continuation byte,
+/// and for the second byte the narrower ranges that exclude overlong forms, surrogates and
+/// code points above U+10FFFF (Unicode's table 3-7, which `from_utf8_lossy` follows).
+fn continues(lead: u8, at: usize, b: u8) -> bool {
+    let range = match (at, lead) {
+        (1, 0xE0) => 0xA0..=0xBF,
+        (1, 0xED) => 0x80..=0x9F,
+        (1, 0xF0) => 0x90..=0xBF,
+        (1, 0xF4) => 0x80..=0x8F,
+        _ => 0x80..=0xBF,
+    };
+    range.contains(&b)
+}
+
 impl Utf8Stream {
     /// An empty stream.
     pub const fn new() -> Self {
@@ -401,7 +415,7 @@ impl Utf8Stream {
     /// Adds one byte; calls `emit` with each character completed (or U+FFFD).
     pub fn push(&mut self, b: u8, emit: &mut impl FnMut(char)) {
         if self.len > 0 {
-            if b & 0xC0 == 0x80 {
+            if continues(self.buf[0], self.len, b) {
                 self.buf[self.len] = b;
                 self.len += 1;
                 if self.len == self.need {
@@ -413,7 +427,8 @@ impl Utf8Stream {
                 }
                 return;
             }
-            // A lead byte cut the sequence short.
+            // A byte that cannot continue the sequence cuts it short: the bytes held are one
+            // U+FFFD (a maximal subpart, as `from_utf8_lossy` counts), `b` starts afresh.
             emit('\u{FFFD}');
             self.len = 0;
         }
@@ -439,5 +454,67 @@ impl Utf8Stream {
     /// Bytes held back (the start of an incomplete character), 0 to 3.
     pub fn pending(&self) -> usize {
         self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::string::String;
+    use std::vec::Vec;
+
+    use super::Utf8Stream;
+
+    fn stream(bytes: &[u8]) -> String {
+        let mut s = Utf8Stream::new();
+        let mut out = String::new();
+        let mut emit = |c: char| out.push(c);
+        for &b in bytes {
+            s.push(b, &mut emit);
+        }
+        s.finish(&mut emit);
+        out
+    }
+
+    /// Regression (found by the `bpe` fuzz target): a lead byte followed by a continuation
+    /// byte outside its second-byte range (overlong E0 80, surrogate ED A0, F0 80, F4 90) was
+    /// held as one 3- or 4-byte sequence and replaced by one U+FFFD; `from_utf8_lossy` (and
+    /// the Hugging Face decoder) give one U+FFFD per maximal subpart.
+    #[test]
+    fn invalid_sequences_are_replaced_as_from_utf8_lossy_does() {
+        for bad in [
+            &b"\xE0\x80\x80"[..],
+            b"\xED\xA0\x80",
+            b"\xF0\x80\x80\x80",
+            b"\xF4\x90\x80\x80",
+            b"a\xE0\x9Fz",
+        ] {
+            assert_eq!(stream(bad), String::from_utf8_lossy(bad), "{bad:02x?}");
+        }
+        let picks = [
+            0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xC2, 0xDF, 0xE0, 0xED,
+            0xF0, 0xF4, 0xF5, 0xFF,
+        ];
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                cases.push([a, b].to_vec());
+            }
+        }
+        for lead in 0xE0..=0xF4u8 {
+            for &b in &picks {
+                for &c in &picks {
+                    cases.push([lead, b, c].to_vec());
+                    cases.push([lead, b, c, 0x80].to_vec());
+                }
+            }
+        }
+        for bytes in &cases {
+            assert_eq!(
+                stream(bytes),
+                String::from_utf8_lossy(bytes),
+                "{bytes:02x?}"
+            );
+        }
     }
 }

@@ -94,15 +94,27 @@ impl Word {
     }
 
     fn push(&mut self, c: char) {
-        if self.chars == MAX_WORD_CHARS {
-            self.overflow = true;
-            return;
+        let mut buf = [0u8; 4];
+        let enc = c.encode_utf8(&mut buf).as_bytes();
+        // `get`s rather than indexing: the bounds follow from `chars < MAX_WORD_CHARS` and
+        // 4 bytes a character, which the optimiser does not carry over from `starts`.
+        let at = self
+            .starts
+            .get(self.chars)
+            .map_or(usize::MAX, |&a| usize::from(a));
+        let end = at.saturating_add(enc.len());
+        match (
+            self.bytes.get_mut(at..end),
+            self.starts.get_mut(self.chars + 1),
+        ) {
+            (Some(dst), Some(next)) if self.chars < MAX_WORD_CHARS => {
+                dst.iter_mut().zip(enc).for_each(|(d, s)| *d = *s);
+                // At most 400 bytes: fits in u16.
+                *next = end as u16;
+                self.chars += 1;
+            }
+            _ => self.overflow = true,
         }
-        let at = usize::from(self.starts[self.chars]);
-        let n = c.encode_utf8(&mut self.bytes[at..]).len();
-        self.chars += 1;
-        // At most 400 bytes: fits in u16.
-        self.starts[self.chars] = (at + n) as u16;
     }
 
     fn is_empty(&self) -> bool {
@@ -111,9 +123,12 @@ impl Word {
 
     /// Characters `from..to` as a string.
     fn piece(&self, from: usize, to: usize) -> &str {
-        let bytes = &self.bytes[usize::from(self.starts[from])..usize::from(self.starts[to])];
+        let at = |i: usize| self.starts.get(i).map_or(0, |&s| usize::from(s));
         // Built from whole chars with `encode_utf8`, and cut at char starts.
-        core::str::from_utf8(bytes).unwrap_or("")
+        self.bytes
+            .get(at(from)..at(to))
+            .and_then(|b| core::str::from_utf8(b).ok())
+            .unwrap_or("")
     }
 
     fn clear(&mut self) {
@@ -136,11 +151,13 @@ impl Out<'_> {
     }
 
     fn push(&mut self, id: u32) {
-        if self.has_room() {
-            self.ids[self.len] = id;
-            self.len += 1;
-        } else {
-            self.truncated = true;
+        let room = self.has_room();
+        match self.ids.get_mut(self.len) {
+            Some(slot) if room => {
+                *slot = id;
+                self.len += 1;
+            }
+            _ => self.truncated = true,
         }
     }
 }
@@ -200,7 +217,7 @@ impl<'v, V: Vocab> WordPiece<'v, V> {
             if at < skip_to {
                 continue;
             }
-            if let Some((id, len)) = self.special_at(&text[at..]) {
+            if let Some((id, len)) = self.special_at(text.get(at..).unwrap_or("")) {
                 self.flush(&mut word, &mut out);
                 out.push(id);
                 skip_to = at + len;
@@ -234,7 +251,10 @@ impl<'v, V: Vocab> WordPiece<'v, V> {
         }
         self.flush(&mut word, &mut out);
         let (len, truncated) = (out.len, out.truncated);
-        ids[len] = self.sep;
+        // `len < ids.len()`: `Out` keeps the last slot for `[SEP]`.
+        if let Some(slot) = ids.get_mut(len) {
+            *slot = self.sep;
+        }
         Ok(Encoding {
             len: len + 1,
             truncated,

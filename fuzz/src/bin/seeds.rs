@@ -1,9 +1,10 @@
 //! Writes the seed corpora of the fuzz targets into `<out>/<target>/`: the tiny BERT packed by
-//! `topkit pack` (f32, f16, int8) and truncated pieces of it, the head of the cached
-//! all-MiniLM-L6-v2 files when present, and tokenizer texts from tests/data. Nothing large is
-//! committed: `cargo xtask fuzz` runs this before fuzzing.
+//! `topkit pack` (f32, f16, int8) and truncated pieces of it, the tiny Llama GGUF (tied and
+//! untied) and pieces of it, the head of the cached all-MiniLM-L6-v2 and SmolLM2 files when
+//! present, and tokenizer texts and ids from tests/data. Nothing large is committed:
+//! `cargo xtask fuzz` runs this before fuzzing.
 //!
-//! Usage: `seeds <out> [<minilm .tkm or .safetensors>...]`
+//! Usage: `seeds <out> [<.tkm, .safetensors or .gguf>...]`
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +71,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &default_cfg[..default_cfg.len().min(600)],
     )?;
 
+    // The GGUF importer: the tiny Llama (last byte picks the stored dtype), cut pieces.
+    for untied in [false, true] {
+        let g = topkit_fuzz::gguf::tiny_llama(untied);
+        let name = if untied { "tiny-untied" } else { "tiny" };
+        put(&out.join("gguf_import"), name, &g)?;
+        for cut in [1024, g.len() / 2] {
+            put(
+                &out.join("gguf_import"),
+                &format!("{name}-cut{cut}"),
+                &g[..cut],
+            )?;
+        }
+    }
+
     // Heads of the real files (headers, tensor tables, the first weights).
     for f in &extra {
         let Ok(bytes) = std::fs::read(f) else {
@@ -78,12 +93,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let name = f
             .file_name()
             .map_or("file".into(), |n| n.to_string_lossy().into_owned());
-        let target = if name.ends_with(".safetensors") {
-            "safetensors_import"
+        let (target, cuts): (&str, &[usize]) = if name.ends_with(".safetensors") {
+            ("safetensors_import", &[4096, 65536])
+        } else if name.ends_with(".gguf") {
+            // The header and the first metadata (SmolLM2's tokens start within it).
+            ("gguf_import", &[1024])
         } else {
-            "parse"
+            ("parse", &[4096, 65536])
         };
-        for cut in [4096usize, 65536] {
+        for &cut in cuts {
             let piece = &bytes[..cut.min(bytes.len())];
             let mut seed = if target == "safetensors_import" {
                 vec![0u8, 0]
@@ -110,6 +128,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut seed = vec![0xffu8];
         seed.extend_from_slice(line.as_bytes());
         put(&out.join("wordpiece"), &format!("long-{i}"), &seed)?;
+    }
+
+    // BPE: golden texts for both tokenizers (knob bit 0), with a short id buffer (bit 2) for
+    // some; the reference ids as id sequences (bit 1, u16 little-endian) for SmolLM2's.
+    let bpe_golden = include_str!("../../../tests/data/bpe_golden.jsonl");
+    for (i, line) in bpe_golden.lines().enumerate().step_by(16) {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let text = v["text"].as_str().unwrap_or_default();
+        for knob in [0u8, 1, 5] {
+            let mut seed = vec![knob];
+            seed.extend_from_slice(text.as_bytes());
+            put(&out.join("bpe"), &format!("golden-{i}-{knob}"), &seed)?;
+        }
+        let mut seed = vec![0x03u8];
+        for id in v["ids"].as_array().into_iter().flatten() {
+            let id = id.as_u64().unwrap_or_default() as u16;
+            seed.extend_from_slice(&id.to_le_bytes());
+        }
+        put(&out.join("bpe"), &format!("golden-ids-{i}"), &seed)?;
+    }
+    let chat = "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nthe 123 cafés\n\n<|im_end|>";
+    for knob in [0u8, 1] {
+        let mut seed = vec![knob];
+        seed.extend_from_slice(chat.as_bytes());
+        put(&out.join("bpe"), &format!("chat-{knob}"), &seed)?;
     }
     Ok(())
 }

@@ -14,7 +14,14 @@ use std::time::Instant;
 use crate::util::{Cmd, Res, cache_dir, mkdirs, workspace_root};
 
 /// Every fuzz target (a `[[bin]]` of fuzz/Cargo.toml).
-pub const TARGETS: &[&str] = &["parse", "parse_infer", "wordpiece", "safetensors_import"];
+pub const TARGETS: &[&str] = &[
+    "parse",
+    "parse_infer",
+    "wordpiece",
+    "bpe",
+    "safetensors_import",
+    "gguf_import",
+];
 
 /// Seconds per target of a plain `cargo xtask fuzz`.
 pub const DEFAULT_SECONDS: u64 = 60;
@@ -134,6 +141,7 @@ pub fn fuzz(opts: &FuzzOpts) -> Res {
     let mut extra: Vec<PathBuf> = vec![
         crate::model::packed_path("int8"),
         crate::model::model_dir().join("model.safetensors"),
+        crate::model::smollm2::gguf_path(),
     ];
     extra.retain(|p| p.is_file());
     Cmd::new(bin_dir.join("seeds"))
@@ -244,9 +252,12 @@ fn run_target(bin_dir: &Path, work: &Path, seeds: &Path, target: &str, secs: u64
     })
 }
 
-/// The core's unit tests and the integration tests under AddressSanitizer (nightly). The core
-/// has no `unsafe` block today (`grep -rn unsafe core/src` is empty), so this guards the
-/// dependencies' unsafe code (bytemuck casts of weight bytes, heapless) and any future kernel.
+/// The core's unit tests and the integration tests under AddressSanitizer (nightly), in the
+/// micromath and the `std` build. The `std` build is the one with the core's `unsafe` code,
+/// the x86-64 AVX2/FMA kernels (core/src/kernels/x86_avx2.rs: unaligned SIMD loads and stores
+/// through raw pointers): tests/tests/fast_kernels.rs checks each against the generic kernel
+/// and the MiniLM and SmolLM2 tests run whole models through them. Both builds also cover
+/// the dependencies' unsafe code (bytemuck casts of weight bytes, heapless).
 pub fn asan() -> Res {
     check_nightly()?;
     let mut flags = vec![
