@@ -84,7 +84,11 @@ pub fn arm_dsp_dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
     let (a, b) = (&a[..n], &b[..n]);
     // Scalar head up to a word boundary of `a`.
     let head = ((a.as_ptr() as usize).wrapping_neg() & 3).min(n);
-    let mut acc = dot_i8_i8(&a[..head], &b[..head]);
+    let mut acc = if head > 0 {
+        dot_i8_i8(&a[..head], &b[..head])
+    } else {
+        0
+    };
     let (a, b) = (&a[head..], &b[head..]);
     let mut done = 0;
     if (b.as_ptr() as usize) & 3 == 0 && a.len() >= 16 {
@@ -136,6 +140,9 @@ pub fn arm_dsp_dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
         }
     }
     // Words (unaligned loads are fine on ARMv7-M), then the last 0 to 3 elements.
+    if done == a.len() {
+        return acc;
+    }
     let (a, b) = (&a[done..], &b[done..]);
     let words = a.len() & !3;
     for (wa, wb) in a[..words].chunks_exact(4).zip(b[..words].chunks_exact(4)) {
@@ -230,19 +237,232 @@ pub fn arm_dsp_matvec_i8_i8(q: &[i8], x: &[i8], y: &mut [i32]) {
                     options(nostack, readonly),
                 );
             }
-            *yr += acc + arm_dsp_dot_i8_i8(&row[bulk..], &xseg[bulk..]);
+            if bulk < len {
+                acc += arm_dsp_dot_i8_i8(&row[bulk..], &xseg[bulk..]);
+            }
+            *yr += acc;
         }
         c0 += len;
     }
 }
 
+/// Exact sums of the 4 quads (4 int8 lanes each) of 16 bytes at `w` and `x`.
+#[cfg(not(target_abi = "eabihf"))]
+#[inline(always)]
+fn quads4(w: &[i8], x: &[i8]) -> [i32; 4] {
+    assert!(w.len() >= 16 && x.len() >= 16);
+    let (s0, s1, s2, s3): (i32, i32, i32, i32);
+    // SAFETY: `w` and `x` hold at least 16 bytes (the callers pass whole blocks), read with
+    // word loads, which may be unaligned on ARMv7-M; only the named registers are written.
+    unsafe {
+        asm!(
+            "ldr {a}, [{pw}]",
+            "ldr {b}, [{px}]",
+            "sxtb16 {t}, {a}",
+            "sxtb16 {a}, {a}, ror #8",
+            "sxtb16 {u}, {b}",
+            "sxtb16 {b}, {b}, ror #8",
+            "smuad {t}, {t}, {u}",
+            "smlad {s0}, {a}, {b}, {t}",
+            "ldr {a}, [{pw}, #4]",
+            "ldr {b}, [{px}, #4]",
+            "sxtb16 {t}, {a}",
+            "sxtb16 {a}, {a}, ror #8",
+            "sxtb16 {u}, {b}",
+            "sxtb16 {b}, {b}, ror #8",
+            "smuad {t}, {t}, {u}",
+            "smlad {s1}, {a}, {b}, {t}",
+            "ldr {a}, [{pw}, #8]",
+            "ldr {b}, [{px}, #8]",
+            "sxtb16 {t}, {a}",
+            "sxtb16 {a}, {a}, ror #8",
+            "sxtb16 {u}, {b}",
+            "sxtb16 {b}, {b}, ror #8",
+            "smuad {t}, {t}, {u}",
+            "smlad {s2}, {a}, {b}, {t}",
+            "ldr {a}, [{pw}, #12]",
+            "ldr {b}, [{px}, #12]",
+            "sxtb16 {t}, {a}",
+            "sxtb16 {a}, {a}, ror #8",
+            "sxtb16 {u}, {b}",
+            "sxtb16 {b}, {b}, ror #8",
+            "smuad {t}, {t}, {u}",
+            "smlad {s3}, {a}, {b}, {t}",
+            pw = in(reg) w.as_ptr(),
+            px = in(reg) x.as_ptr(),
+            a = out(reg) _,
+            b = out(reg) _,
+            t = out(reg) _,
+            u = out(reg) _,
+            s0 = out(reg) s0,
+            s1 = out(reg) s1,
+            s2 = out(reg) s2,
+            s3 = out(reg) s3,
+            options(pure, readonly, nostack),
+        );
+    }
+    [s0, s1, s2, s3]
+}
+
 /// [`super::dot_i8_q8_blocks`] with each 4-element quad summed by `SMUAD` + `SMLAD`: the
-/// same bits (exact quad sums, then the generic f32 steps in the generic order).
+/// same bits (exact quad sums, then the generic f32 steps in the generic order). About 3
+/// instructions per element: the f32 conversion, scaling and sum of each quad cost as much as
+/// its integer dot.
 pub fn arm_dsp_dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), xq.len());
-    let mut a = [0.0f32; 8];
-    for ((wb, xb), &sb) in w.chunks(Q8_BLOCK).zip(xq.chunks(Q8_BLOCK)).zip(s) {
-        for (l, (wq, xq)) in wb.chunks(4).zip(xb.chunks(4)).enumerate() {
+    let full = (w.len().min(xq.len()) / Q8_BLOCK).min(s.len());
+    let split = full * Q8_BLOCK;
+    let [
+        mut a0,
+        mut a1,
+        mut a2,
+        mut a3,
+        mut a4,
+        mut a5,
+        mut a6,
+        mut a7,
+    ] = [0.0f32; 8];
+    #[cfg(target_abi = "eabihf")]
+    if full > 0 {
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `w` and `xq` hold `full * Q8_BLOCK` bytes and `s` `full` scales, which the
+        // loop reads once each, in order (word loads, unaligned allowed on ARMv7-M; VLDM of
+        // one aligned f32); it writes `lanes` and the named core registers. The lanes live in
+        // s0-s7 (scale s8, product s9), saved and restored around the loop: Rust's `sreg`
+        // operands need `vfp2`, which the single-precision FPU of the M4F does not have. VMLA
+        // is the non-fused multiply-add (product rounded, then the sum): the bits of
+        // `a += d * sb`.
+        unsafe {
+            asm!(
+                "vpush {{s0-s9}}",
+                "vldmia {out}, {{s0-s7}}",
+                "2:",
+                "vldmia {ps}!, {{s8}}",
+                "ldr {a}, [{pw}], #4",
+                "ldr {b}, [{px}], #4",
+                "sxtb16 {t}, {a}",
+                "sxtb16 {a}, {a}, ror #8",
+                "sxtb16 {u}, {b}",
+                "sxtb16 {b}, {b}, ror #8",
+                "smuad {t}, {t}, {u}",
+                "smlad {t}, {a}, {b}, {t}",
+                "vmov s9, {t}",
+                "vcvt.f32.s32 s9, s9",
+                "vmla.f32 s0, s9, s8",
+                "ldr {a}, [{pw}], #4",
+                "ldr {b}, [{px}], #4",
+                "sxtb16 {t}, {a}",
+                "sxtb16 {a}, {a}, ror #8",
+                "sxtb16 {u}, {b}",
+                "sxtb16 {b}, {b}, ror #8",
+                "smuad {t}, {t}, {u}",
+                "smlad {t}, {a}, {b}, {t}",
+                "vmov s9, {t}",
+                "vcvt.f32.s32 s9, s9",
+                "vmla.f32 s1, s9, s8",
+                "ldr {a}, [{pw}], #4",
+                "ldr {b}, [{px}], #4",
+                "sxtb16 {t}, {a}",
+                "sxtb16 {a}, {a}, ror #8",
+                "sxtb16 {u}, {b}",
+                "sxtb16 {b}, {b}, ror #8",
+                "smuad {t}, {t}, {u}",
+                "smlad {t}, {a}, {b}, {t}",
+                "vmov s9, {t}",
+                "vcvt.f32.s32 s9, s9",
+                "vmla.f32 s2, s9, s8",
+                "ldr {a}, [{pw}], #4",
+                "ldr {b}, [{px}], #4",
+                "sxtb16 {t}, {a}",
+                "sxtb16 {a}, {a}, ror #8",
+                "sxtb16 {u}, {b}",
+                "sxtb16 {b}, {b}, ror #8",
+                "smuad {t}, {t}, {u}",
+                "smlad {t}, {a}, {b}, {t}",
+                "vmov s9, {t}",
+                "vcvt.f32.s32 s9, s9",
+                "vmla.f32 s3, s9, s8",
+                "ldr {a}, [{pw}], #4",
+                "ldr {b}, [{px}], #4",
+                "sxtb16 {t}, {a}",
+                "sxtb16 {a}, {a}, ror #8",
+                "sxtb16 {u}, {b}",
+                "sxtb16 {b}, {b}, ror #8",
+                "smuad {t}, {t}, {u}",
+                "smlad {t}, {a}, {b}, {t}",
+                "vmov s9, {t}",
+                "vcvt.f32.s32 s9, s9",
+                "vmla.f32 s4, s9, s8",
+                "ldr {a}, [{pw}], #4",
+                "ldr {b}, [{px}], #4",
+                "sxtb16 {t}, {a}",
+                "sxtb16 {a}, {a}, ror #8",
+                "sxtb16 {u}, {b}",
+                "sxtb16 {b}, {b}, ror #8",
+                "smuad {t}, {t}, {u}",
+                "smlad {t}, {a}, {b}, {t}",
+                "vmov s9, {t}",
+                "vcvt.f32.s32 s9, s9",
+                "vmla.f32 s5, s9, s8",
+                "ldr {a}, [{pw}], #4",
+                "ldr {b}, [{px}], #4",
+                "sxtb16 {t}, {a}",
+                "sxtb16 {a}, {a}, ror #8",
+                "sxtb16 {u}, {b}",
+                "sxtb16 {b}, {b}, ror #8",
+                "smuad {t}, {t}, {u}",
+                "smlad {t}, {a}, {b}, {t}",
+                "vmov s9, {t}",
+                "vcvt.f32.s32 s9, s9",
+                "vmla.f32 s6, s9, s8",
+                "ldr {a}, [{pw}], #4",
+                "ldr {b}, [{px}], #4",
+                "sxtb16 {t}, {a}",
+                "sxtb16 {a}, {a}, ror #8",
+                "sxtb16 {u}, {b}",
+                "sxtb16 {b}, {b}, ror #8",
+                "smuad {t}, {t}, {u}",
+                "smlad {t}, {a}, {b}, {t}",
+                "vmov s9, {t}",
+                "vcvt.f32.s32 s9, s9",
+                "vmla.f32 s7, s9, s8",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                "vstmia {out}, {{s0-s7}}",
+                "vpop {{s0-s9}}",
+                pw = inout(reg) w.as_ptr() => _,
+                px = inout(reg) xq.as_ptr() => _,
+                ps = inout(reg) s.as_ptr() => _,
+                n = inout(reg) full => _,
+                out = in(reg) lanes.as_mut_ptr(),
+                a = out(reg) _,
+                b = out(reg) _,
+                t = out(reg) _,
+                u = out(reg) _,
+            );
+        }
+        [a0, a1, a2, a3, a4, a5, a6, a7] = lanes;
+    }
+    // Soft-float ABI (no `sreg` operands): the quads in asm, the f32 steps in Rust.
+    #[cfg(not(target_abi = "eabihf"))]
+    for b in 0..full {
+        let (wb, xb) = (&w[b * Q8_BLOCK..], &xq[b * Q8_BLOCK..]);
+        let sb = s[b];
+        let lo = quads4(wb, xb);
+        let hi = quads4(&wb[16..], &xb[16..]);
+        a0 += lo[0] as f32 * sb;
+        a1 += lo[1] as f32 * sb;
+        a2 += lo[2] as f32 * sb;
+        a3 += lo[3] as f32 * sb;
+        a4 += hi[0] as f32 * sb;
+        a5 += hi[1] as f32 * sb;
+        a6 += hi[2] as f32 * sb;
+        a7 += hi[3] as f32 * sb;
+    }
+    let mut a = [a0, a1, a2, a3, a4, a5, a6, a7];
+    // A short last block, as the generic kernel does it.
+    if let Some(&sb) = s.get(full) {
+        for (l, (wq, xq)) in w[split..].chunks(4).zip(xq[split..].chunks(4)).enumerate() {
             let d = if wq.len() == 4 && xq.len() == 4 {
                 dot4_words(word(wq), word(xq))
             } else {
