@@ -20,6 +20,82 @@
 use super::{Matrix, Q8_BLOCK, Q8_GROUP, dot_i8_i8};
 use core::arch::asm;
 
+// The unrolled steps of the loops below, as asm template text (fixed registers: see each
+// loop's operands).
+
+/// [`arm_dsp_dot_i8_i8`]: the word of `a` in `$a` and of `b` in `$b` (both consumed), r10
+/// and r11 scratch, the sum in lr.
+macro_rules! dot_word {
+    ($a:literal, $b:literal) => {
+        concat!(
+            "sxtb16 r10, ",
+            $a,
+            ", ror #8\n",
+            "sxtb16 ",
+            $a,
+            ", ",
+            $a,
+            "\n",
+            "sxtb16 r11, ",
+            $b,
+            "\n",
+            "sxtb16 ",
+            $b,
+            ", ",
+            $b,
+            ", ror #8\n",
+            "smlad lr, ",
+            $a,
+            ", r11, lr\n",
+            "smlad lr, r10, ",
+            $b,
+            ", lr\n",
+        )
+    };
+}
+
+/// [`arm_dsp_matvec_i8_i8`]: 8 columns, weights from r0 (r2, r3), halfword pairs from r1
+/// (r4, r5, r8, r9), r10 scratch, the sum in lr.
+macro_rules! matvec_8 {
+    () => {
+        concat!(
+            "ldm r0!, {{r2, r3}}\n",
+            "ldm r1!, {{r4, r5, r8, r9}}\n",
+            "sxtb16 r10, r2\n",
+            "sxtb16 r2, r2, ror #8\n",
+            "smlad lr, r10, r4, lr\n",
+            "smlad lr, r2, r5, lr\n",
+            "sxtb16 r10, r3\n",
+            "sxtb16 r3, r3, ror #8\n",
+            "smlad lr, r10, r8, lr\n",
+            "smlad lr, r3, r9, lr\n",
+        )
+    };
+}
+
+/// [`arm_dsp_dot_i8_q8_blocks`]: one quad, its exact sum converted to f32 (s9), times the
+/// block scale (s8), added to lane `s$lane`.
+#[cfg(target_abi = "eabihf")]
+macro_rules! block_quad {
+    ($lane:literal) => {
+        concat!(
+            "ldr {a}, [{pw}], #4\n",
+            "ldr {b}, [{px}], #4\n",
+            "sxtb16 {t}, {a}\n",
+            "sxtb16 {a}, {a}, ror #8\n",
+            "sxtb16 {u}, {b}\n",
+            "sxtb16 {b}, {b}, ror #8\n",
+            "smuad {t}, {t}, {u}\n",
+            "smlad {t}, {a}, {b}, {t}\n",
+            "vmov s9, {t}\n",
+            "vcvt.f32.s32 s9, s9\n",
+            "vmla.f32 s",
+            $lane,
+            ", s9, s8\n",
+        )
+    };
+}
+
 /// Elements of the activation vector [`arm_dsp_matvec_i8_i8`] sign-extends at a time (its
 /// stack buffer: 2 bytes per element, 2 KiB).
 pub const DSP_SEGMENT: usize = 1024;
@@ -102,31 +178,11 @@ pub fn arm_dsp_dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
                 "2:",
                 "ldm r0!, {{r2, r3, r4, r5}}",
                 "ldm r1!, {{r8, r9}}",
-                "sxtb16 r10, r2, ror #8",
-                "sxtb16 r2, r2",
-                "sxtb16 r11, r8",
-                "sxtb16 r8, r8, ror #8",
-                "smlad lr, r2, r11, lr",
-                "smlad lr, r10, r8, lr",
-                "sxtb16 r10, r3, ror #8",
-                "sxtb16 r3, r3",
-                "sxtb16 r11, r9",
-                "sxtb16 r9, r9, ror #8",
-                "smlad lr, r3, r11, lr",
-                "smlad lr, r10, r9, lr",
+                dot_word!("r2", "r8"),
+                dot_word!("r3", "r9"),
                 "ldm r1!, {{r8, r9}}",
-                "sxtb16 r10, r4, ror #8",
-                "sxtb16 r4, r4",
-                "sxtb16 r11, r8",
-                "sxtb16 r8, r8, ror #8",
-                "smlad lr, r4, r11, lr",
-                "smlad lr, r10, r8, lr",
-                "sxtb16 r10, r5, ror #8",
-                "sxtb16 r5, r5",
-                "sxtb16 r11, r9",
-                "sxtb16 r9, r9, ror #8",
-                "smlad lr, r5, r11, lr",
-                "smlad lr, r10, r9, lr",
+                dot_word!("r4", "r8"),
+                dot_word!("r5", "r9"),
                 "cmp r0, r12",
                 "bne 2b",
                 inout("r0") a.as_ptr() => _,
@@ -186,46 +242,10 @@ pub fn arm_dsp_matvec_i8_i8(q: &[i8], x: &[i8], y: &mut [i32]) {
             unsafe {
                 asm!(
                     "2:",
-                    "ldm r0!, {{r2, r3}}",
-                    "ldm r1!, {{r4, r5, r8, r9}}",
-                    "sxtb16 r10, r2",
-                    "sxtb16 r2, r2, ror #8",
-                    "smlad lr, r10, r4, lr",
-                    "smlad lr, r2, r5, lr",
-                    "sxtb16 r10, r3",
-                    "sxtb16 r3, r3, ror #8",
-                    "smlad lr, r10, r8, lr",
-                    "smlad lr, r3, r9, lr",
-                    "ldm r0!, {{r2, r3}}",
-                    "ldm r1!, {{r4, r5, r8, r9}}",
-                    "sxtb16 r10, r2",
-                    "sxtb16 r2, r2, ror #8",
-                    "smlad lr, r10, r4, lr",
-                    "smlad lr, r2, r5, lr",
-                    "sxtb16 r10, r3",
-                    "sxtb16 r3, r3, ror #8",
-                    "smlad lr, r10, r8, lr",
-                    "smlad lr, r3, r9, lr",
-                    "ldm r0!, {{r2, r3}}",
-                    "ldm r1!, {{r4, r5, r8, r9}}",
-                    "sxtb16 r10, r2",
-                    "sxtb16 r2, r2, ror #8",
-                    "smlad lr, r10, r4, lr",
-                    "smlad lr, r2, r5, lr",
-                    "sxtb16 r10, r3",
-                    "sxtb16 r3, r3, ror #8",
-                    "smlad lr, r10, r8, lr",
-                    "smlad lr, r3, r9, lr",
-                    "ldm r0!, {{r2, r3}}",
-                    "ldm r1!, {{r4, r5, r8, r9}}",
-                    "sxtb16 r10, r2",
-                    "sxtb16 r2, r2, ror #8",
-                    "smlad lr, r10, r4, lr",
-                    "smlad lr, r2, r5, lr",
-                    "sxtb16 r10, r3",
-                    "sxtb16 r3, r3, ror #8",
-                    "smlad lr, r10, r8, lr",
-                    "smlad lr, r3, r9, lr",
+                    matvec_8!(),
+                    matvec_8!(),
+                    matvec_8!(),
+                    matvec_8!(),
                     "cmp r0, r12",
                     "bne 2b",
                     inout("r0") row.as_ptr() => _,
@@ -246,88 +266,23 @@ pub fn arm_dsp_matvec_i8_i8(q: &[i8], x: &[i8], y: &mut [i32]) {
     }
 }
 
-/// Exact sums of the 4 quads (4 int8 lanes each) of 16 bytes at `w` and `x`.
-#[cfg(not(target_abi = "eabihf"))]
-#[inline(always)]
-fn quads4(w: &[i8], x: &[i8]) -> [i32; 4] {
-    assert!(w.len() >= 16 && x.len() >= 16);
-    let (s0, s1, s2, s3): (i32, i32, i32, i32);
-    // SAFETY: `w` and `x` hold at least 16 bytes (the callers pass whole blocks), read with
-    // word loads, which may be unaligned on ARMv7-M; only the named registers are written.
-    unsafe {
-        asm!(
-            "ldr {a}, [{pw}]",
-            "ldr {b}, [{px}]",
-            "sxtb16 {t}, {a}",
-            "sxtb16 {a}, {a}, ror #8",
-            "sxtb16 {u}, {b}",
-            "sxtb16 {b}, {b}, ror #8",
-            "smuad {t}, {t}, {u}",
-            "smlad {s0}, {a}, {b}, {t}",
-            "ldr {a}, [{pw}, #4]",
-            "ldr {b}, [{px}, #4]",
-            "sxtb16 {t}, {a}",
-            "sxtb16 {a}, {a}, ror #8",
-            "sxtb16 {u}, {b}",
-            "sxtb16 {b}, {b}, ror #8",
-            "smuad {t}, {t}, {u}",
-            "smlad {s1}, {a}, {b}, {t}",
-            "ldr {a}, [{pw}, #8]",
-            "ldr {b}, [{px}, #8]",
-            "sxtb16 {t}, {a}",
-            "sxtb16 {a}, {a}, ror #8",
-            "sxtb16 {u}, {b}",
-            "sxtb16 {b}, {b}, ror #8",
-            "smuad {t}, {t}, {u}",
-            "smlad {s2}, {a}, {b}, {t}",
-            "ldr {a}, [{pw}, #12]",
-            "ldr {b}, [{px}, #12]",
-            "sxtb16 {t}, {a}",
-            "sxtb16 {a}, {a}, ror #8",
-            "sxtb16 {u}, {b}",
-            "sxtb16 {b}, {b}, ror #8",
-            "smuad {t}, {t}, {u}",
-            "smlad {s3}, {a}, {b}, {t}",
-            pw = in(reg) w.as_ptr(),
-            px = in(reg) x.as_ptr(),
-            a = out(reg) _,
-            b = out(reg) _,
-            t = out(reg) _,
-            u = out(reg) _,
-            s0 = out(reg) s0,
-            s1 = out(reg) s1,
-            s2 = out(reg) s2,
-            s3 = out(reg) s3,
-            options(pure, readonly, nostack),
-        );
-    }
-    [s0, s1, s2, s3]
-}
-
 /// [`super::dot_i8_q8_blocks`] with each 4-element quad summed by `SMUAD` + `SMLAD`: the
 /// same bits (exact quad sums, then the generic f32 steps in the generic order). About 3
 /// instructions per element: the f32 conversion, scaling and sum of each quad cost as much as
 /// its integer dot.
 pub fn arm_dsp_dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), xq.len());
+    let mut a = [0.0f32; 8];
+    // Whole blocks in asm with the lanes in FPU registers (hard-float ABI only).
+    #[cfg(target_abi = "eabihf")]
     let full = (w.len().min(xq.len()) / Q8_BLOCK).min(s.len());
-    let split = full * Q8_BLOCK;
-    let [
-        mut a0,
-        mut a1,
-        mut a2,
-        mut a3,
-        mut a4,
-        mut a5,
-        mut a6,
-        mut a7,
-    ] = [0.0f32; 8];
+    #[cfg(not(target_abi = "eabihf"))]
+    let full = 0;
     #[cfg(target_abi = "eabihf")]
     if full > 0 {
-        let mut lanes = [0.0f32; 8];
         // SAFETY: `w` and `xq` hold `full * Q8_BLOCK` bytes and `s` `full` scales, which the
         // loop reads once each, in order (word loads, unaligned allowed on ARMv7-M; VLDM of
-        // one aligned f32); it writes `lanes` and the named core registers. The lanes live in
+        // one aligned f32); it writes `a` and the named core registers. The lanes live in
         // s0-s7 (scale s8, product s9), saved and restored around the loop: Rust's `sreg`
         // operands need `vfp2`, which the single-precision FPU of the M4F does not have. VMLA
         // is the non-fused multiply-add (product rounded, then the sum): the bits of
@@ -338,94 +293,14 @@ pub fn arm_dsp_dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
                 "vldmia {out}, {{s0-s7}}",
                 "2:",
                 "vldmia {ps}!, {{s8}}",
-                "ldr {a}, [{pw}], #4",
-                "ldr {b}, [{px}], #4",
-                "sxtb16 {t}, {a}",
-                "sxtb16 {a}, {a}, ror #8",
-                "sxtb16 {u}, {b}",
-                "sxtb16 {b}, {b}, ror #8",
-                "smuad {t}, {t}, {u}",
-                "smlad {t}, {a}, {b}, {t}",
-                "vmov s9, {t}",
-                "vcvt.f32.s32 s9, s9",
-                "vmla.f32 s0, s9, s8",
-                "ldr {a}, [{pw}], #4",
-                "ldr {b}, [{px}], #4",
-                "sxtb16 {t}, {a}",
-                "sxtb16 {a}, {a}, ror #8",
-                "sxtb16 {u}, {b}",
-                "sxtb16 {b}, {b}, ror #8",
-                "smuad {t}, {t}, {u}",
-                "smlad {t}, {a}, {b}, {t}",
-                "vmov s9, {t}",
-                "vcvt.f32.s32 s9, s9",
-                "vmla.f32 s1, s9, s8",
-                "ldr {a}, [{pw}], #4",
-                "ldr {b}, [{px}], #4",
-                "sxtb16 {t}, {a}",
-                "sxtb16 {a}, {a}, ror #8",
-                "sxtb16 {u}, {b}",
-                "sxtb16 {b}, {b}, ror #8",
-                "smuad {t}, {t}, {u}",
-                "smlad {t}, {a}, {b}, {t}",
-                "vmov s9, {t}",
-                "vcvt.f32.s32 s9, s9",
-                "vmla.f32 s2, s9, s8",
-                "ldr {a}, [{pw}], #4",
-                "ldr {b}, [{px}], #4",
-                "sxtb16 {t}, {a}",
-                "sxtb16 {a}, {a}, ror #8",
-                "sxtb16 {u}, {b}",
-                "sxtb16 {b}, {b}, ror #8",
-                "smuad {t}, {t}, {u}",
-                "smlad {t}, {a}, {b}, {t}",
-                "vmov s9, {t}",
-                "vcvt.f32.s32 s9, s9",
-                "vmla.f32 s3, s9, s8",
-                "ldr {a}, [{pw}], #4",
-                "ldr {b}, [{px}], #4",
-                "sxtb16 {t}, {a}",
-                "sxtb16 {a}, {a}, ror #8",
-                "sxtb16 {u}, {b}",
-                "sxtb16 {b}, {b}, ror #8",
-                "smuad {t}, {t}, {u}",
-                "smlad {t}, {a}, {b}, {t}",
-                "vmov s9, {t}",
-                "vcvt.f32.s32 s9, s9",
-                "vmla.f32 s4, s9, s8",
-                "ldr {a}, [{pw}], #4",
-                "ldr {b}, [{px}], #4",
-                "sxtb16 {t}, {a}",
-                "sxtb16 {a}, {a}, ror #8",
-                "sxtb16 {u}, {b}",
-                "sxtb16 {b}, {b}, ror #8",
-                "smuad {t}, {t}, {u}",
-                "smlad {t}, {a}, {b}, {t}",
-                "vmov s9, {t}",
-                "vcvt.f32.s32 s9, s9",
-                "vmla.f32 s5, s9, s8",
-                "ldr {a}, [{pw}], #4",
-                "ldr {b}, [{px}], #4",
-                "sxtb16 {t}, {a}",
-                "sxtb16 {a}, {a}, ror #8",
-                "sxtb16 {u}, {b}",
-                "sxtb16 {b}, {b}, ror #8",
-                "smuad {t}, {t}, {u}",
-                "smlad {t}, {a}, {b}, {t}",
-                "vmov s9, {t}",
-                "vcvt.f32.s32 s9, s9",
-                "vmla.f32 s6, s9, s8",
-                "ldr {a}, [{pw}], #4",
-                "ldr {b}, [{px}], #4",
-                "sxtb16 {t}, {a}",
-                "sxtb16 {a}, {a}, ror #8",
-                "sxtb16 {u}, {b}",
-                "sxtb16 {b}, {b}, ror #8",
-                "smuad {t}, {t}, {u}",
-                "smlad {t}, {a}, {b}, {t}",
-                "vmov s9, {t}",
-                "vcvt.f32.s32 s9, s9",
-                "vmla.f32 s7, s9, s8",
+                block_quad!("0"),
+                block_quad!("1"),
+                block_quad!("2"),
+                block_quad!("3"),
+                block_quad!("4"),
+                block_quad!("5"),
+                block_quad!("6"),
+                block_quad!("7"),
                 "subs {n}, {n}, #1",
                 "bne 2b",
                 "vstmia {out}, {{s0-s7}}",
@@ -434,35 +309,23 @@ pub fn arm_dsp_dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
                 px = inout(reg) xq.as_ptr() => _,
                 ps = inout(reg) s.as_ptr() => _,
                 n = inout(reg) full => _,
-                out = in(reg) lanes.as_mut_ptr(),
+                out = in(reg) a.as_mut_ptr(),
                 a = out(reg) _,
                 b = out(reg) _,
                 t = out(reg) _,
                 u = out(reg) _,
             );
         }
-        [a0, a1, a2, a3, a4, a5, a6, a7] = lanes;
     }
-    // Soft-float ABI (no `sreg` operands): the quads in asm, the f32 steps in Rust.
-    #[cfg(not(target_abi = "eabihf"))]
-    for b in 0..full {
-        let (wb, xb) = (&w[b * Q8_BLOCK..], &xq[b * Q8_BLOCK..]);
-        let sb = s[b];
-        let lo = quads4(wb, xb);
-        let hi = quads4(&wb[16..], &xb[16..]);
-        a0 += lo[0] as f32 * sb;
-        a1 += lo[1] as f32 * sb;
-        a2 += lo[2] as f32 * sb;
-        a3 += lo[3] as f32 * sb;
-        a4 += hi[0] as f32 * sb;
-        a5 += hi[1] as f32 * sb;
-        a6 += hi[2] as f32 * sb;
-        a7 += hi[3] as f32 * sb;
-    }
-    let mut a = [a0, a1, a2, a3, a4, a5, a6, a7];
-    // A short last block, as the generic kernel does it.
-    if let Some(&sb) = s.get(full) {
-        for (l, (wq, xq)) in w[split..].chunks(4).zip(xq[split..].chunks(4)).enumerate() {
+    // The rest (a short last block; every block on soft-float targets) as the generic kernel
+    // does it, with the quads by `dot4_words`.
+    let split = full * Q8_BLOCK;
+    for ((wb, xb), &sb) in w[split..]
+        .chunks(Q8_BLOCK)
+        .zip(xq[split..].chunks(Q8_BLOCK))
+        .zip(&s[full.min(s.len())..])
+    {
+        for (l, (wq, xq)) in wb.chunks(4).zip(xb.chunks(4)).enumerate() {
             let d = if wq.len() == 4 && xq.len() == 4 {
                 dot4_words(word(wq), word(xq))
             } else {
