@@ -15,7 +15,13 @@
 //! - [`arm_dsp_matvec_i8_i8`], a matrix times one int8 vector: the vector is sign-extended
 //!   once into `[x0 x2] [x1 x3]` halfword pairs (a stack buffer of [`DSP_SEGMENT`] elements,
 //!   2 bytes each), so a weight row costs per 32 elements 8 `LDM`, 16 `SXTB16`, 16 `SMLAD`,
-//!   `CMP` + `BNE`: 42 instructions, 1.31 per multiply-accumulate (CMSIS-NN's layout).
+//!   `CMP` + `BNE`: 42 instructions, 1.31 per multiply-accumulate (CMSIS-NN's layout);
+//! - [`arm_dsp_dot_i8_q8_blocks`], the block-scaled dot of `Kernels::Fast` in the model: per
+//!   32 elements `VLDM` of the scale, 8 quads of 2 `LDR`, 4 `SXTB16`, `SMUAD`, `SMLAD` and
+//!   the f32 steps `VMOV`, `VCVT`, `VMLA`, then `SUBS` + `BNE`: 91 instructions, 2.84 per
+//!   multiply-accumulate.
+//!
+//! Measured figures: docs/bench-targets.md.
 
 use super::{Matrix, Q8_BLOCK, Q8_GROUP, dot_i8_i8};
 use core::arch::asm;

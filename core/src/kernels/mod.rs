@@ -132,8 +132,8 @@ pub enum Kernels {
     /// Host speed: int8 weights take int8 activations (per-token dynamic scale, exact i32
     /// sums, [`matmul_i8_i8`]), and in std builds on x86-64 the AVX2/FMA kernels when the CPU
     /// has them (detected at run time), on Arm with feature `arm-dsp` the DSP (SMLAD) int8
-    /// kernels (the same bits as the generic int8 ones). Results differ from `Reference` by the activation
-    /// rounding (int8) or the summation order (f32).
+    /// kernels (the same bits as the generic int8 ones). Results differ from `Reference` by
+    /// the activation rounding (int8) or the summation order (f32).
     Fast,
 }
 
