@@ -2,12 +2,21 @@
 //! so that the same build gives bit-identical results on every target; arch-specific kernels
 //! (later) overlay it and are tested against it.
 
+// The DSP extension (SMLAD): `target_feature = "dsp"` is unstable, so a stable compiler never
+// sets it, even for thumbv7em; feature `arm-dsp` says it is there.
+#[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
+mod arm_dsp;
 mod generic;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm_simd128;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86_avx2;
 
+#[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
+pub use arm_dsp::{
+    DSP_SEGMENT, arm_dsp_dot_i8_i8, arm_dsp_dot_i8_q8_blocks, arm_dsp_dot4_i8_q8_blocks,
+    arm_dsp_matmul_i8_i8, arm_dsp_matvec_i8_i8,
+};
 pub use generic::*;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_avx2::{
@@ -122,8 +131,9 @@ pub enum Kernels {
     Reference,
     /// Host speed: int8 weights take int8 activations (per-token dynamic scale, exact i32
     /// sums, [`matmul_i8_i8`]), and in std builds on x86-64 the AVX2/FMA kernels when the CPU
-    /// has them (detected at run time). Results differ from `Reference` by the activation
-    /// rounding (int8) or the summation order (f32).
+    /// has them (detected at run time), on Arm with feature `arm-dsp` the DSP (SMLAD) int8
+    /// kernels (the same bits as the generic int8 ones). Results differ from `Reference` by
+    /// the activation rounding (int8) or the summation order (f32).
     Fast,
 }
 
@@ -140,7 +150,12 @@ pub fn matmul_by(
         (Kernels::Fast, DType::I8) if w.cols() <= Q8_MAX_COLS => {
             #[cfg(all(feature = "std", target_arch = "x86_64"))]
             x86_avx2_matmul_i8_i8(w, x, n, bias, y);
-            #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+            #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
+            arm_dsp_matmul_i8_i8(w, x, n, bias, y);
+            #[cfg(not(any(
+                all(feature = "std", target_arch = "x86_64"),
+                all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp"))
+            )))]
             matmul_i8_i8(w, x, n, bias, y);
         }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -156,7 +171,25 @@ pub fn dot_i8_i8_by(kernels: Kernels, a: &[i8], b: &[i8]) -> i32 {
     match kernels {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kernels::Fast => x86_avx2_dot_i8_i8(a, b),
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
+        Kernels::Fast => arm_dsp_dot_i8_i8(a, b),
         _ => dot_i8_i8(a, b),
+    }
+}
+
+/// `y[r] = dot_i8_i8(q[r * cols..][..cols], x)` for the `y.len()` rows of a row-major int8
+/// matrix of `cols = x.len()` columns, by `kernels` (exact: the same values for every choice).
+pub fn matvec_i8_i8_by(kernels: Kernels, q: &[i8], x: &[i8], y: &mut [i32]) {
+    match kernels {
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
+        Kernels::Fast => arm_dsp_matvec_i8_i8(q, x, y),
+        _ => {
+            let cols = x.len();
+            debug_assert_eq!(q.len(), y.len() * cols);
+            for (r, yr) in y.iter_mut().enumerate() {
+                *yr = dot_i8_i8_by(kernels, &q[r * cols..(r + 1) * cols], x);
+            }
+        }
     }
 }
 
@@ -167,6 +200,8 @@ pub fn dot_i8_q8_blocks_by(kernels: Kernels, w: &[i8], xq: &[i8], s: &[f32]) -> 
     match kernels {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kernels::Fast => x86_avx2_dot_i8_q8_blocks(w, xq, s),
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
+        Kernels::Fast => arm_dsp_dot_i8_q8_blocks(w, xq, s),
         _ => dot_i8_q8_blocks(w, xq, s),
     }
 }
@@ -182,6 +217,8 @@ pub fn dot4_i8_q8_blocks_by(
     match kernels {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kernels::Fast => x86_avx2_dot4_i8_q8_blocks(w, xs, ss),
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
+        Kernels::Fast => arm_dsp_dot4_i8_q8_blocks(w, xs, ss),
         _ => dot4_i8_q8_blocks(w, xs, ss),
     }
 }

@@ -12,6 +12,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use topkit::encoder::Encoder;
 use topkit::format::{PackedModel, ParseOptions, TokenizerKind};
+use topkit::kernels::Kernels;
 use topkit::tokenizer::{WordPiece, WordPieceOptions};
 use topkit::{Arena, Error, LayerWeights};
 
@@ -142,6 +143,17 @@ pub fn infer(
     out: &mut [f32],
     clock: impl Fn() -> u64,
 ) -> Result<Outcome, Error> {
+    infer_with(Kernels::Reference, arena, out, clock)
+}
+
+/// [`infer`] with the layer stack run by `kernels` (`Fast`: int8 activations; its answer then
+/// differs from the reference one, see [`Kernels::Fast`]).
+pub fn infer_with(
+    kernels: Kernels,
+    arena: &mut Arena<'_>,
+    out: &mut [f32],
+    clock: impl Fn() -> u64,
+) -> Result<Outcome, Error> {
     let packed = PackedModel::parse_with(&MODEL_FILE.0, ParseOptions::default())?;
     if *packed.config() != MODEL {
         return Err(Error::InvalidConfig(
@@ -155,7 +167,7 @@ pub fn infer(
     for (i, l) in layers.iter_mut().enumerate().skip(1) {
         *l = packed.layer_weights(i)?;
     }
-    let enc = Encoder::from_packed(&packed, &layers)?;
+    let enc = Encoder::from_packed(&packed, &layers)?.with_kernels(kernels);
     let mut ids = [0u32; RUN.seq_len];
     let (input, n) = token_ids(&packed, &mut ids)?;
 
@@ -235,6 +247,8 @@ pub fn write_arena(w: &mut impl fmt::Write, o: &Outcome) -> fmt::Result {
     )
 }
 
+#[cfg(feature = "defmt")]
+pub mod bench;
 #[cfg(feature = "defmt")]
 pub mod log;
 pub mod stack;

@@ -9,6 +9,9 @@
 
 #[cfg(feature = "rtt")]
 use defmt_rtt as _;
+mod counter;
+
+use counter::minstret;
 use riscv_rt::entry;
 use topkit::ArenaStorage;
 use topkit_fw::{Input, OUT_LEN, Once, PEAK_BYTES, infer, log, stack};
@@ -17,27 +20,6 @@ use topkit_fw::{Input, OUT_LEN, Once, PEAK_BYTES, infer, log, stack};
 static ARENA: Once<ArenaStorage<PEAK_BYTES>> = Once::new(ArenaStorage::new());
 /// The answer: one sentence embedding (`d_model` f32).
 static OUT: Once<[f32; OUT_LEN]> = Once::new([0.0; OUT_LEN]);
-
-/// Instructions retired (the 64-bit `minstret`, read as two halves without tearing).
-fn minstret() -> u64 {
-    loop {
-        let (hi, lo, hi2): (u32, u32, u32);
-        // SAFETY: reading machine counters has no side effect; the firmware runs in M-mode.
-        unsafe {
-            core::arch::asm!(
-                "csrr {0}, minstreth",
-                "csrr {1}, minstret",
-                "csrr {2}, minstreth",
-                out(reg) hi,
-                out(reg) lo,
-                out(reg) hi2,
-            );
-        }
-        if hi == hi2 {
-            return (u64::from(hi) << 32) | u64::from(lo);
-        }
-    }
-}
 
 fn stack_pointer() -> usize {
     let sp: usize;

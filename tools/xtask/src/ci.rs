@@ -87,6 +87,12 @@ pub const JOBS: &[Job] = &[
         steps: crate::firmware::test_cross,
     },
     Job {
+        name: "bench-target",
+        about: "kernels firmware in QEMU: fast int8 (Arm DSP) = generic; instructions per MAC/token",
+        needs_setup: true,
+        steps: crate::bench_target::bench_target,
+    },
+    Job {
         name: "cross-minilm",
         about: "all-MiniLM-L6-v2 int8 on RISC-V in QEMU: same bits as the host, arena = plan",
         needs_setup: true,
@@ -107,7 +113,7 @@ pub const JOBS: &[Job] = &[
 ];
 
 /// Jobs that run firmware and so need QEMU from `setup --qemu`.
-const NEEDS_QEMU: &[&str] = &["test-cross", "cross-minilm"];
+const NEEDS_QEMU: &[&str] = &["test-cross", "bench-target", "cross-minilm"];
 
 fn cargo() -> Cmd {
     Cmd::cargo().cwd(workspace_root())

@@ -44,7 +44,7 @@ impl Firmware {
     }
 
     /// Name used in logs and golden file names: `<target>[-<features>]`.
-    fn name(&self) -> String {
+    pub fn name(&self) -> String {
         let mut n = self.target.to_string();
         for f in self.features {
             n.push('-');
@@ -268,22 +268,30 @@ fn elf_path(fw: &Firmware) -> PathBuf {
         .join(fw.bin_name())
 }
 
-/// Builds, runs in QEMU (decoding its defmt log), compares; prints the table row.
-fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
-    let host = host_answer(fw)?;
-    let build = fw_cargo(ctx, "build", fw);
-    build.run()?;
+/// Builds `fw` and runs it in QEMU: its decoded log, or an error (with the log) when the
+/// firmware fails.
+pub fn build_and_run(ctx: &Ctx, fw: &Firmware) -> Res<String> {
+    fw_cargo(ctx, "build", fw).run()?;
     let elf = elf_path(fw);
     println!("$ cargo xtask qemu-run {}", elf.display());
     let run = crate::qemu::run(&elf, true)?;
-    if !run.success {
-        return Err(format!(
-            "{}: the firmware failed ({})",
+    if run.success {
+        Ok(run.text)
+    } else {
+        Err(format!(
+            "{}: the firmware failed ({}):\n{}",
             fw.name(),
-            run.status
-        ));
+            run.status,
+            run.text
+        ))
     }
-    let out = run.text;
+}
+
+/// Builds, runs in QEMU (decoding its defmt log), compares; prints the table row.
+fn run_firmware(ctx: &Ctx, fw: &Firmware) -> Res {
+    let host = host_answer(fw)?;
+    let out = build_and_run(ctx, fw)?;
+    let elf = elf_path(fw);
 
     let (want, got) = (answer_lines(&host), answer_lines(&out));
     if want.len() < ANSWER.len() - 1 || want != got {

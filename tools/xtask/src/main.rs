@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_target;
 mod ci;
 mod demo;
 mod firmware;

@@ -1,0 +1,417 @@
+//! The kernel benchmark and exactness check of the `kernels` firmware bins (feature `defmt`):
+//! instructions per multiply-accumulate of the matrix-vector kernels, instructions per token
+//! of the firmware model with each kernel choice, and the check that the fast int8 kernels
+//! (the Arm DSP ones on Cortex-M4) return what the generic ones do, bit for bit.
+//!
+//! Lines (parsed by `cargo xtask bench-target`):
+//! - `check: <what> <cases> cases, <n> mismatches` (and `mismatch: ...` for the first ones);
+//! - `bench: <kernel> <rows>x<cols> <instructions> instructions <macs> MACs`;
+//! - `token: kernels <name> <instructions> instructions <tokens> tokens digest <hex>`.
+
+use topkit::ArenaStorage;
+use topkit::kernels::{
+    Kernels, Matrix, Q8_BLOCK, Weights, dot_i8_i8, dot_i8_i8_by, dot_i8_q8_blocks,
+    dot_i8_q8_blocks_by, matmul_by, matmul_i8_i8, matvec, matvec_i8_i8_by, quantize_i8_blocks,
+};
+
+use crate::{OUT_LEN, Once, PEAK_BYTES, infer_with};
+
+/// Rows of the benchmark matrix (MiniLM's `d_model`).
+pub const ROWS: usize = 384;
+/// Columns of the benchmark matrix.
+pub const COLS: usize = 384;
+/// Longest vector of the exactness check (elements): `Q8_MAX_COLS`.
+const MAX_LEN: usize = 4096;
+
+/// Everything the benchmark works on, in `.bss` (about 740 KB).
+#[repr(C, align(16))]
+pub struct Buffers {
+    wf: [f32; ROWS * COLS],
+    wq: [i8; ROWS * COLS + 4],
+    ws: [f32; ROWS],
+    x: [f32; COLS],
+    xq: [i8; COLS],
+    y: [f32; ROWS],
+    yi: [i32; ROWS],
+    yj: [i32; ROWS],
+    a: [i8; MAX_LEN + 8],
+    b: [i8; MAX_LEN + 8],
+    arena: ArenaStorage<PEAK_BYTES>,
+    out: [f32; OUT_LEN],
+}
+
+impl Buffers {
+    /// All zero (`const`, for a `static`).
+    pub const fn new() -> Self {
+        Buffers {
+            wf: [0.0; ROWS * COLS],
+            wq: [0; ROWS * COLS + 4],
+            ws: [0.0; ROWS],
+            x: [0.0; COLS],
+            xq: [0; COLS],
+            y: [0.0; ROWS],
+            yi: [0; ROWS],
+            yj: [0; ROWS],
+            a: [0; MAX_LEN + 8],
+            b: [0; MAX_LEN + 8],
+            arena: ArenaStorage::new(),
+            out: [0.0; OUT_LEN],
+        }
+    }
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The benchmark's buffers (taken once by [`run`]).
+pub static BUFFERS: Once<Buffers> = Once::new(Buffers::new());
+
+/// xorshift32: seeded, the same on every target.
+struct Rng(u32);
+
+impl Rng {
+    fn next(&mut self) -> u32 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.0 = x;
+        x
+    }
+    fn i8(&mut self) -> i8 {
+        (self.next() >> 24) as u8 as i8
+    }
+    /// Uniform in [-1, 1).
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+    }
+}
+
+/// Fill patterns of the check: seeded random, and the extremes (-128 and 127, whose products
+/// are the largest and whose sign extension is the trap).
+#[derive(Clone, Copy)]
+enum Pattern {
+    Random,
+    MinMin,
+    MinMax,
+    MaxMax,
+}
+
+const PATTERNS: [Pattern; 4] = [
+    Pattern::Random,
+    Pattern::MinMin,
+    Pattern::MinMax,
+    Pattern::MaxMax,
+];
+
+fn fill(rng: &mut Rng, p: Pattern, a: &mut [i8], b: &mut [i8]) {
+    for (x, y) in a.iter_mut().zip(b.iter_mut()) {
+        (*x, *y) = match p {
+            Pattern::Random => (rng.i8(), rng.i8()),
+            Pattern::MinMin => (-128, -128),
+            Pattern::MinMax => (-128, 127),
+            Pattern::MaxMax => (127, 127),
+        };
+    }
+}
+
+/// Counts mismatches of one check and logs the first few.
+struct Tally {
+    what: &'static str,
+    cases: u32,
+    mismatches: u32,
+}
+
+impl Tally {
+    fn new(what: &'static str) -> Self {
+        Tally {
+            what,
+            cases: 0,
+            mismatches: 0,
+        }
+    }
+    fn case(&mut self, ok: bool, len: usize, offsets: (usize, usize), got: u32, want: u32) {
+        self.cases += 1;
+        if !ok {
+            self.mismatches += 1;
+            if self.mismatches <= 4 {
+                defmt::println!(
+                    "mismatch: {=str} len {=usize} offsets {=usize} {=usize} got {=u32:#010x} want {=u32:#010x}",
+                    self.what,
+                    len,
+                    offsets.0,
+                    offsets.1,
+                    got,
+                    want
+                );
+            }
+        }
+    }
+    fn report(&self) -> u32 {
+        defmt::println!(
+            "check: {=str} {=u32} cases, {=u32} mismatches",
+            self.what,
+            self.cases,
+            self.mismatches
+        );
+        self.mismatches
+    }
+}
+
+const LONG: [usize; 12] = [
+    127, 128, 129, 255, 256, 383, 384, 385, 1023, 1024, 1025, 4096,
+];
+const OFFSETS: [(usize, usize); 6] = [(0, 0), (1, 1), (1, 0), (0, 3), (2, 2), (3, 1)];
+
+/// The exact dot of `dot_i8_i8_by(Fast)` against `dot_i8_i8`: every length up to 67 and some
+/// long ones, both slices at every alignment, random and extreme values.
+fn check_dot(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
+    let mut t = Tally::new("dot_i8_i8");
+    for len in (0..=67).chain(LONG) {
+        for (oa, ob) in OFFSETS {
+            for p in PATTERNS {
+                let (a, b) = (&mut bufs.a[oa..oa + len], &mut bufs.b[ob..ob + len]);
+                fill(rng, p, a, b);
+                let (got, want) = (dot_i8_i8_by(Kernels::Fast, a, b), dot_i8_i8(a, b));
+                t.case(got == want, len, (oa, ob), got as u32, want as u32);
+            }
+        }
+    }
+    t.report()
+}
+
+/// `matvec_i8_i8_by(Fast)` against one `dot_i8_i8` per row: odd shapes, rows that are not
+/// word-aligned, more columns than one activation segment.
+fn check_matvec(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
+    const SHAPES: [(usize, usize); 14] = [
+        (1, 1),
+        (3, 5),
+        (7, 31),
+        (5, 32),
+        (4, 33),
+        (6, 64),
+        (3, 100),
+        (9, 96),
+        (2, 384),
+        (3, 1023),
+        (2, 1025),
+        (2, 2100),
+        (1, 4096),
+        (ROWS, COLS),
+    ];
+    let mut t = Tally::new("matvec_i8_i8");
+    for (rows, cols) in SHAPES {
+        for off in [0, 1] {
+            for p in PATTERNS {
+                let q = &mut bufs.wq[off..off + rows * cols];
+                let x = &mut bufs.a[..cols];
+                for v in q.iter_mut() {
+                    *v = match p {
+                        Pattern::Random => rng.i8(),
+                        Pattern::MaxMax => 127,
+                        _ => -128,
+                    };
+                }
+                fill(rng, p, &mut bufs.b[..cols], x);
+                let x = &bufs.a[..cols];
+                matvec_i8_i8_by(Kernels::Fast, q, x, &mut bufs.yi[..rows]);
+                for r in 0..rows {
+                    let want = dot_i8_i8(&q[r * cols..(r + 1) * cols], x);
+                    let got = bufs.yi[r];
+                    t.case(got == want, cols, (off, r), got as u32, want as u32);
+                }
+            }
+        }
+    }
+    t.report()
+}
+
+/// The block dot (32-element activation scales) and the whole int8-activation matmul of
+/// `Kernels::Fast` against the generic ones, compared as f32 bit patterns.
+fn check_blocks(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
+    let mut t = Tally::new("dot_i8_q8_blocks");
+    let mut s = [0.0f32; MAX_LEN / Q8_BLOCK];
+    for len in [1, 3, 4, 5, 31, 32, 33, 64, 100, 383, 384, 1000] {
+        for p in PATTERNS {
+            let (w, x) = (&mut bufs.a[..len], &mut bufs.b[..len]);
+            fill(rng, p, w, x);
+            let nb = len.div_ceil(Q8_BLOCK);
+            for v in &mut s[..nb] {
+                *v = rng.f32();
+            }
+            let got = dot_i8_q8_blocks_by(Kernels::Fast, w, x, &s[..nb]).to_bits();
+            let want = dot_i8_q8_blocks(w, x, &s[..nb]).to_bits();
+            t.case(got == want, len, (0, 0), got, want);
+        }
+    }
+    let mut m = t.report();
+
+    let mut t = Tally::new("matmul_i8_i8");
+    let (rows, cols) = (7, 100);
+    for v in bufs.wq[..rows * cols].iter_mut() {
+        *v = rng.i8();
+    }
+    for v in bufs.ws[..rows].iter_mut() {
+        *v = rng.f32();
+    }
+    let mut xs = [0.0f32; 6 * 100];
+    for v in xs.iter_mut() {
+        *v = rng.f32();
+    }
+    let w = Weights::I8 {
+        q: &bufs.wq[..rows * cols],
+        scales: &bufs.ws[..rows],
+    };
+    let Ok(w) = Matrix::new(rows, cols, w) else {
+        defmt::println!("mismatch: matmul_i8_i8 matrix shape");
+        return m + 1;
+    };
+    let bias = [0.25f32; 7];
+    for n in 1..=6 {
+        let (mut got, mut want) = ([0.0f32; 6 * 7], [0.0f32; 6 * 7]);
+        let x = &xs[..n * cols];
+        matmul_by(Kernels::Fast, &w, x, n, Some(&bias), &mut got[..n * rows]);
+        matmul_i8_i8(&w, x, n, Some(&bias), &mut want[..n * rows]);
+        for (g, v) in got[..n * rows].iter().zip(&want[..n * rows]) {
+            t.case(
+                g.to_bits() == v.to_bits(),
+                n,
+                (0, 0),
+                g.to_bits(),
+                v.to_bits(),
+            );
+        }
+    }
+    m += t.report();
+    m
+}
+
+/// Logs one `bench:` line: instructions of `f` (by `clock`) for `ROWS x COLS` MACs.
+fn time(clock: &impl Fn() -> u64, what: &str, f: impl FnOnce()) {
+    let t0 = clock();
+    f();
+    let instructions = clock().wrapping_sub(t0);
+    defmt::println!(
+        "bench: {=str} {=usize}x{=usize} {=u64} instructions {=usize} MACs",
+        what,
+        ROWS,
+        COLS,
+        instructions,
+        ROWS * COLS
+    );
+}
+
+/// The matrix-vector kernels on a seeded `ROWS x COLS` matrix, timed by `clock` (which must
+/// count instructions). `fast` names what `Kernels::Fast` runs on this target.
+fn bench_kernels(bufs: &mut Buffers, rng: &mut Rng, clock: &impl Fn() -> u64, fast: &str) -> u32 {
+    for v in bufs.wf.iter_mut() {
+        *v = rng.f32();
+    }
+    let q = &mut bufs.wq[..ROWS * COLS];
+    for v in q.iter_mut() {
+        *v = rng.i8();
+    }
+    for v in bufs.ws.iter_mut() {
+        *v = rng.f32() / 127.0;
+    }
+    for v in bufs.x.iter_mut() {
+        *v = rng.f32();
+    }
+    let mut s = [0.0f32; COLS.div_ceil(Q8_BLOCK)];
+    quantize_i8_blocks(&bufs.x, &mut bufs.xq, &mut s);
+    let (Ok(wf), Ok(wq)) = (
+        Matrix::new(ROWS, COLS, Weights::F32(&bufs.wf)),
+        Matrix::new(
+            ROWS,
+            COLS,
+            Weights::I8 {
+                q: &bufs.wq[..ROWS * COLS],
+                scales: &bufs.ws,
+            },
+        ),
+    ) else {
+        defmt::println!("mismatch: bench matrix shape");
+        return 1;
+    };
+    let (x, xq, y) = (&bufs.x, &bufs.xq, &mut bufs.y);
+    time(clock, "f32 matvec, generic", || matvec(&wf, x, None, y));
+    time(
+        clock,
+        "int8 weights f32 activations matvec, generic",
+        || matvec(&wq, x, None, y),
+    );
+    let q = &bufs.wq[..ROWS * COLS];
+    let (yi, yj) = (&mut bufs.yi, &mut bufs.yj);
+    time(clock, "int8 x int8 exact dot per row, generic", || {
+        for (r, v) in yi.iter_mut().enumerate() {
+            *v = dot_i8_i8(&q[r * COLS..(r + 1) * COLS], xq);
+        }
+    });
+    let mut mismatches = 0;
+    let mut t = Tally::new("bench rows");
+    let compare = |t: &mut Tally, yj: &[i32]| {
+        for (g, w) in yj.iter().zip(yi.iter()) {
+            t.case(g == w, COLS, (0, 0), *g as u32, *w as u32);
+        }
+    };
+    time(clock, "int8 x int8 exact dot per row, fast", || {
+        for (r, v) in yj.iter_mut().enumerate() {
+            *v = dot_i8_i8_by(Kernels::Fast, &q[r * COLS..(r + 1) * COLS], xq);
+        }
+    });
+    compare(&mut t, yj);
+    time(clock, "int8 x int8 matvec, fast", || {
+        matvec_i8_i8_by(Kernels::Fast, q, xq, yj)
+    });
+    compare(&mut t, yj);
+    mismatches += t.report();
+    time(
+        clock,
+        "int8 weights, int8 activations by 32-blocks (Kernels::Fast matmul, n = 1)",
+        || matmul_by(Kernels::Fast, &wq, x, 1, None, y),
+    );
+    defmt::println!("fast: {=str}", fast);
+    mismatches
+}
+
+/// Instructions per token of the firmware model with each kernel choice (a fresh arena each).
+fn bench_model(bufs: &mut Buffers, clock: &impl Fn() -> u64) -> u32 {
+    let mut failed = 0;
+    for (name, k) in [("reference", Kernels::Reference), ("fast", Kernels::Fast)] {
+        let mut arena = bufs.arena.arena();
+        match infer_with(k, &mut arena, &mut bufs.out, clock) {
+            Ok(o) => defmt::println!(
+                "token: kernels {=str} {=u64} instructions {=usize} tokens digest {=u32:#010x}",
+                name,
+                o.ticks,
+                o.tokens,
+                o.digest
+            ),
+            Err(e) => {
+                defmt::println!("mismatch: model error {}", defmt::Display2Format(&e));
+                failed += 1;
+            }
+        }
+    }
+    failed
+}
+
+/// Runs the exactness checks, the kernel benchmark and the model with both kernel choices;
+/// `clock` counts instructions, `fast` names what `Kernels::Fast` runs (the int8 dot) on this
+/// target. Returns the number of mismatches (0: every fast result equals the generic one).
+pub fn run(clock: impl Fn() -> u64, fast: &str) -> u32 {
+    let Some(bufs) = BUFFERS.take() else {
+        return 1;
+    };
+    let mut rng = Rng(0x2545_f491);
+    let mut m = check_dot(bufs, &mut rng);
+    m += check_matvec(bufs, &mut rng);
+    m += check_blocks(bufs, &mut rng);
+    m += bench_kernels(bufs, &mut rng, &clock, fast);
+    m += bench_model(bufs, &clock);
+    defmt::println!("done: {=u32} mismatches", m);
+    m
+}

@@ -1,0 +1,207 @@
+//! `cargo xtask bench-target`: the `kernels` firmware bins (`targets/common/src/bench.rs`) in
+//! QEMU with `-icount shift=0` on the Cortex-M4F and on RV32IMAC. Each checks the fast int8
+//! kernels (the Arm DSP ones on the M4F) against the generic ones bit for bit, and counts
+//! instructions per multiply-accumulate of the matrix-vector kernels and per token of the
+//! firmware model (reference and fast kernels). The job fails on any mismatch, and when the
+//! model's fast answer differs between the two targets (the DSP path against the generic
+//! one); the counts are reported, never checked (see docs/bench-targets.md).
+
+use crate::ci::{Ctx, Step};
+use crate::firmware::{Firmware, FwModel, build_and_run};
+use crate::util::Res;
+
+/// The `kernels` bins, on the targets whose instruction counts are reported.
+const BENCHES: &[Firmware] = &[
+    Firmware {
+        dir: "cortex-m",
+        target: "thumbv7em-none-eabihf",
+        features: &[],
+        model: FwModel::Generated,
+        bin: "kernels",
+    },
+    Firmware {
+        dir: "riscv",
+        target: "riscv32imac-unknown-none-elf",
+        features: &[],
+        model: FwModel::Generated,
+        bin: "kernels",
+    },
+];
+
+/// The Cortex-M4 int8 matvec goal of issue #9 (CMSIS-NN class), instructions per MAC.
+const GOAL_INSTR_PER_MAC: f64 = 2.0;
+/// The kernel the goal is about.
+const GOAL_KERNEL: &str = "int8 x int8 matvec, fast";
+
+/// What one `kernels` run reported.
+#[derive(Debug, Default, PartialEq)]
+struct Report {
+    /// `check:` lines: what, cases, mismatches.
+    checks: Vec<(String, u64, u64)>,
+    /// `bench:` lines: kernel, instructions, MACs.
+    benches: Vec<(String, u64, u64)>,
+    /// `token:` lines: kernels, instructions, tokens, digest.
+    tokens: Vec<(String, u64, u64, String)>,
+    /// What `Kernels::Fast` runs there.
+    fast: String,
+}
+
+/// The numbers of `line` after `prefix`, in order.
+fn numbers(line: &str) -> Vec<u64> {
+    line.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+fn parse(log: &str) -> Res<Report> {
+    let mut r = Report::default();
+    for line in log.lines() {
+        if let Some(rest) = line.strip_prefix("check: ") {
+            let (what, tail) = rest.split_once(' ').ok_or("bad check line")?;
+            let n = numbers(tail);
+            r.checks
+                .push((what.to_string(), n[0], *n.get(1).ok_or("bad check line")?));
+        } else if let Some(rest) = line.strip_prefix("bench: ") {
+            // `<kernel> <rows>x<cols> <instructions> instructions <macs> MACs`
+            let (head, tail) = rest.rsplit_once(" instructions ").ok_or("bad bench line")?;
+            let (head, instr) = head.rsplit_once(' ').ok_or("bad bench line")?;
+            let (name, _shape) = head.rsplit_once(' ').ok_or("bad bench line")?;
+            let macs = *numbers(tail).first().ok_or("bad bench line")?;
+            r.benches.push((
+                name.to_string(),
+                instr.parse().map_err(|_| "bad bench count")?,
+                macs,
+            ));
+        } else if let Some(rest) = line.strip_prefix("token: kernels ") {
+            let mut w = rest.split_whitespace();
+            let name = w.next().ok_or("bad token line")?.to_string();
+            let n = numbers(rest);
+            let digest = rest.rsplit(' ').next().unwrap_or("?").to_string();
+            r.tokens
+                .push((name, n[0], *n.get(1).ok_or("bad token line")?, digest));
+        } else if let Some(rest) = line.strip_prefix("fast: ") {
+            r.fast = rest.to_string();
+        }
+    }
+    if r.checks.is_empty() || r.benches.is_empty() || r.tokens.len() != 2 {
+        return Err("the kernels log lacks check, bench or token lines".into());
+    }
+    Ok(r)
+}
+
+fn per_mac(r: &Report, kernel: &str) -> Option<f64> {
+    r.benches
+        .iter()
+        .find(|b| b.0 == kernel)
+        .map(|b| b.1 as f64 / b.2 as f64)
+}
+
+/// Runs both bins, prints the table, fails on a mismatch.
+fn bench_targets(ctx: &Ctx) -> Res {
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for fw in BENCHES {
+        let r = parse(&build_and_run(ctx, fw)?)?;
+        for (what, cases, m) in &r.checks {
+            if *m != 0 {
+                failures.push(format!(
+                    "{}: {what}: {m} of {cases} cases differ from the generic kernel",
+                    fw.target
+                ));
+            }
+        }
+        reports.push((fw.target, r));
+    }
+    println!("\ninstructions per multiply-accumulate, 384 x 384 matrix times one vector");
+    print!("\n| kernel |");
+    for (t, r) in &reports {
+        print!(" {t} (fast: {}) |", r.fast);
+    }
+    println!("\n|---|{}", "---:|".repeat(reports.len()));
+    for (name, _, _) in &reports[0].1.benches {
+        print!("| {name} |");
+        for (_, r) in &reports {
+            match per_mac(r, name) {
+                Some(v) => print!(" {v:.2} |"),
+                None => print!(" - |"),
+            }
+        }
+        println!();
+    }
+    println!("\ninstructions per token, firmware model (Kernels::Reference vs Kernels::Fast)\n");
+    println!("| target | reference | fast | reference / fast |\n|---|---:|---:|---:|");
+    for (t, r) in &reports {
+        let per = |i: usize| r.tokens[i].1 / r.tokens[i].2.max(1);
+        println!(
+            "| {t} | {} | {} | {:.2} |",
+            per(0),
+            per(1),
+            per(0) as f64 / per(1).max(1) as f64
+        );
+    }
+    let digests: Vec<&str> = reports
+        .iter()
+        .map(|(_, r)| r.tokens[1].3.as_str())
+        .collect();
+    if digests.windows(2).any(|w| w[0] != w[1]) {
+        failures.push(format!(
+            "the fast kernels give different answers on the targets: {digests:?}"
+        ));
+    } else {
+        println!(
+            "\nfast answer identical on every target (digest {})",
+            digests[0]
+        );
+    }
+    if let Some(v) = per_mac(&reports[0].1, GOAL_KERNEL) {
+        let verdict = if v <= GOAL_INSTR_PER_MAC {
+            "met"
+        } else {
+            "MISSED"
+        };
+        println!(
+            "goal: {} `{GOAL_KERNEL}` {v:.2} instructions per MAC, goal <= {GOAL_INSTR_PER_MAC}: {verdict}",
+            reports[0].0
+        );
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("\n"))
+    }
+}
+
+/// The steps of `cargo xtask bench-target`.
+pub fn bench_target(ctx: &Ctx) -> Vec<Step> {
+    let ctx = Ctx {
+        sysroot: ctx.sysroot.clone(),
+    };
+    vec![Step::Check(
+        "kernels firmware: fast int8 kernels equal the generic ones; instruction counts".into(),
+        Box::new(move || bench_targets(&ctx)),
+    )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_kernels_log() {
+        let log = "check: dot_i8_i8 1920 cases, 0 mismatches\n\
+            bench: int8 x int8 matvec, fast 384x384 207880 instructions 147456 MACs\n\
+            fast: arm_dsp (SMLAD)\n\
+            token: kernels reference 26202440 instructions 32 tokens digest 0x898047ef\n\
+            token: kernels fast 19668640 instructions 32 tokens digest 0x241f3047\n";
+        let r = parse(log).unwrap();
+        assert_eq!(r.checks, vec![("dot_i8_i8".to_string(), 1920, 0)]);
+        assert_eq!(
+            r.benches,
+            vec![("int8 x int8 matvec, fast".to_string(), 207880, 147456)]
+        );
+        assert_eq!(r.tokens[1].3, "0x241f3047");
+        assert_eq!(r.tokens[0].1, 26202440);
+        assert_eq!(r.fast, "arm_dsp (SMLAD)");
+        assert!(parse("noise\n").is_err());
+    }
+}
