@@ -2,13 +2,21 @@
 //! so that the same build gives bit-identical results on every target; arch-specific kernels
 //! (later) overlay it and are tested against it.
 
+pub mod attn;
 mod generic;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm_simd128;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86_attention;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86_avx2;
 
 pub use generic::*;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub use x86_attention::{
+    available as x86_avx512_attn_available, x86_avx512_attn_candidates, x86_avx512_attn_dense_tile,
+    x86_avx512_attn_scores_tile, x86_avx512_attn_softmax_rows, x86_avx512_exp_f32,
+};
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_avx2::{
     available as x86_avx2_available, x86_avx2_accumulate_rows_i8, x86_avx2_axpy_f32,
