@@ -50,9 +50,9 @@ pub(crate) const EXP_P: [f32; 6] = [
 /// `|r| <= ln(2)/2`, `e^x = 2^n (1 + r + r^2 P(r))`.
 ///
 /// Domain: results are 0 for `x < EXP_POLY_MIN` (and `-inf`), `+inf` above `EXP_POLY_MAX`.
-/// Measured max relative error on `[EXP_POLY_MIN, EXP_POLY_MAX]` against f64: 1.2e-7
-/// (about 1 ulp; `tests/tests/attn_kernels.rs` asserts 2e-7), and `exp_poly(0) == 1`
-/// exactly. NaN gives NaN. Pure f32 arithmetic (no FMA), so bit-identical on every target.
+/// Measured max relative error on `[EXP_POLY_MIN, EXP_POLY_MAX]` against f64: 8.1e-8
+/// (under 1 ulp; 1.2e-7 for the AVX-512 version with FMA; `tests/tests/attn_kernels.rs`
+/// asserts 2e-7 over 2 million points), and `exp_poly(0) == 1` exactly. NaN gives NaN. Pure f32 arithmetic (no FMA), so bit-identical on every target.
 #[inline]
 pub fn exp_poly(x: f32) -> f32 {
     if x.is_nan() {
