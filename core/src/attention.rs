@@ -35,7 +35,7 @@ use crate::Error;
 use crate::arena::{Arena, padded};
 use crate::kernels::attn::{
     ATTN_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SORTED_MAX_K, ATTN_TILE, AttnDenseState,
-    attn_insert_sorted, attn_transpose_queries, candidates_fast, dense_tile_fast, scores_tile_fast,
+    attn_transpose_queries, candidates_fast, dense_tile_fast, insert_sorted_fast, scores_tile_fast,
     softmax_rows_fast,
 };
 use crate::kernels::{Kernels, axpy, dot, scale};
@@ -575,7 +575,7 @@ impl Ctx<'_> {
     /// by the block kernels: each tile's scores are compared with every lane's threshold (its
     /// k-th best so far, or none while it has free slots) and only the candidates reach the
     /// slots; keys reach a lane's slots in increasing order, so a later key loses ties.
-    /// `sorted`: sorted slots ([`attn_insert_sorted`], `k <= ATTN_SORTED_MAX_K`), else the
+    /// `sorted`: sorted slots ([`crate::kernels::attn::attn_insert_sorted`], `k <= ATTN_SORTED_MAX_K`), else the
     /// heap of [`TopK`].
     #[allow(clippy::too_many_arguments)]
     fn fast_topk_head(
@@ -629,7 +629,7 @@ impl Ctx<'_> {
                         let slots = &mut s.scores[qi * k..(qi + 1) * k];
                         let idx = &mut s.idx[qi * k..(qi + 1) * k];
                         if sorted {
-                            let len = attn_insert_sorted(slots, idx, s.lens[qi] as usize, x, key);
+                            let len = insert_sorted_fast(slots, idx, s.lens[qi] as usize, x, key);
                             s.lens[qi] = len as u32;
                             if len == k {
                                 thr[l] = slots[k - 1];

@@ -6,8 +6,8 @@
 //! - The generic kernels against naive f64 formulas (scores, dense tile, softmax rows) and a
 //!   naive sort (sorted insertion), with the tolerances stated at each test.
 //! - Arch kernels against the generic ones, one macro per op, instantiated for every arch
-//!   module this build has (x86-64 AVX-512F in std builds): the candidate masks must be
-//!   identical; float results within the stated tolerance (FMA and the vector `exp`).
+//!   module this build has (x86-64 AVX-512 in std builds): the candidate masks and the sorted
+//!   slots must be identical; float results within the stated tolerance (FMA and the vector `exp`).
 
 // The arch macros are instantiated only in builds that have an arch module.
 #![cfg_attr(
@@ -332,6 +332,28 @@ macro_rules! test_softmax_rows {
     };
 }
 
+/// Sorted insertion: the arch kernel `$f` leaves the slots and length of the generic one
+/// after every pair of a stream (ties frequent, some NaN).
+macro_rules! test_insert_sorted {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name(raw in vec(prop_oneof![(-4i8..=4).prop_map(|v| v as f32), Just(f32::NAN)], 0..80), k in 1usize..=32) {
+                let (mut ws, mut wi, mut wl) = (vec![0f32; k], vec![0u16; k], 0);
+                let (mut gs, mut gi, mut gl) = (vec![0f32; k], vec![0u16; k], 0);
+                for (j, &x) in raw.iter().enumerate() {
+                    wl = attn::attn_insert_sorted(&mut ws, &mut wi, wl, x, j as u16);
+                    gl = $f(&mut gs, &mut gi, gl, x, j as u16);
+                    prop_assert_eq!(gl, wl);
+                    prop_assert_eq!(&gi[..gl], &wi[..wl]);
+                    let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    prop_assert_eq!(bits(&gs[..gl]), bits(&ws[..wl]));
+                }
+            }
+        }
+    };
+}
+
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86_avx512 {
     use super::*;
@@ -340,7 +362,7 @@ mod x86_avx512 {
     #[test]
     fn reports_whether_the_cpu_has_avx512() {
         eprintln!(
-            "AVX-512F available: {}",
+            "AVX-512F/BW/VL available: {}",
             kernels::x86_avx512_attn_available()
         );
     }
@@ -349,4 +371,5 @@ mod x86_avx512 {
     test_dense_tile!(dense_tile, kernels::x86_avx512_attn_dense_tile);
     test_candidates!(candidates, kernels::x86_avx512_attn_candidates);
     test_softmax_rows!(softmax_rows, kernels::x86_avx512_attn_softmax_rows);
+    test_insert_sorted!(insert_sorted, kernels::x86_avx512_attn_insert_sorted);
 }

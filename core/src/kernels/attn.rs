@@ -229,7 +229,7 @@ pub fn attn_candidates(
 /// `k = min(scores.len(), idx.len())`, and returns the new length. `j` must be larger than
 /// every kept index (keys stream in increasing order), so it goes after equal scores; when
 /// the slots are full it replaces the last (worst) pair if `x` is larger, else nothing
-/// changes. NaN scores go last.
+/// changes. A NaN score goes last when it is inserted (later pairs may land after it).
 pub fn attn_insert_sorted(
     scores: &mut [f32],
     idx: &mut [u16],
@@ -246,11 +246,10 @@ pub fn attn_insert_sorted(
     if len == k && !beats_worst {
         return len;
     }
-    // First position whose score is below x (NaN x: none).
-    let mut p = len;
-    while p > 0 && scores[p - 1] < x {
-        p -= 1;
-    }
+    // Kept scores below x form a suffix of the sorted slots: x goes just before it (NaN x:
+    // last). Counted rather than scanned, so that kept NaN scores place x as the vector
+    // kernels do.
+    let p = len - scores[..len].iter().filter(|&&s| s < x).count();
     let end = if len == k { k - 1 } else { len };
     scores.copy_within(p..end, p + 1);
     idx.copy_within(p..end, p + 1);
@@ -295,11 +294,13 @@ pub fn attn_softmax_rows(
 #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
 pub(crate) use self::{
     attn_candidates as candidates_fast, attn_dense_tile as dense_tile_fast,
-    attn_scores_tile as scores_tile_fast, attn_softmax_rows as softmax_rows_fast,
+    attn_insert_sorted as insert_sorted_fast, attn_scores_tile as scores_tile_fast,
+    attn_softmax_rows as softmax_rows_fast,
 };
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub(crate) use super::x86_attention::{
     x86_avx512_attn_candidates as candidates_fast, x86_avx512_attn_dense_tile as dense_tile_fast,
+    x86_avx512_attn_insert_sorted as insert_sorted_fast,
     x86_avx512_attn_scores_tile as scores_tile_fast,
     x86_avx512_attn_softmax_rows as softmax_rows_fast,
 };

@@ -1,4 +1,4 @@
-//! x86-64 AVX-512F block kernels of the fast attention path, compiled in std builds and chosen
+//! x86-64 AVX-512 (F, BW, VL) block kernels of the fast attention path, compiled in std builds and chosen
 //! at run time (`is_x86_feature_detected!`). Each overlays a kernel of [`super::attn`] (the
 //! generic one runs when the CPU lacks AVX-512F) and is tested against it
 //! (`tests/tests/attn_kernels.rs`):
@@ -16,9 +16,12 @@ use super::attn::{
     EXP_POLY_MAX, EXP_POLY_MIN, LN2_HI, LN2_LO, LOG2E,
 };
 
-/// Whether this CPU runs the kernels of this module (AVX-512F). Cached by std.
+/// Whether this CPU runs the kernels of this module (AVX-512F, and BW and VL for the u16
+/// slot indices). Cached by std.
 pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
 }
 
 /// Mask of the first `n` (at most 16) lanes.
@@ -444,5 +447,83 @@ pub fn x86_avx512_attn_softmax_rows(
         unsafe { softmax_rows_avx512(scores, idx, v, stride, hd, out) }
     } else {
         generic::attn_softmax_rows(scores, idx, v, stride, hd, out)
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn insert_sorted_avx512(scores: &mut [f32], idx: &mut [u16], len: usize, x: f32, j: u16) -> usize {
+    let k = scores.len().min(idx.len()).min(32);
+    let len = len.min(k);
+    if k == 0 {
+        return 0;
+    }
+    let beats_worst = x > scores[k - 1];
+    if len == k && !beats_worst {
+        return len;
+    }
+    let (m_lo, m_hi) = (lanes_mask(len), lanes_mask(len.saturating_sub(16)));
+    let (k_lo, k_hi) = (lanes_mask(k), lanes_mask(k.saturating_sub(16)));
+    // SAFETY: every load and store below is masked to lanes below k, inside both slices
+    // (the high halves start at element 16, which exists when their mask is not empty).
+    unsafe {
+        let sp = scores.as_mut_ptr();
+        let ip = idx.as_mut_ptr();
+        let lo = _mm512_maskz_loadu_ps(m_lo, sp);
+        let hi = _mm512_maskz_loadu_ps(m_hi, sp.wrapping_add(16));
+        let ilo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m_lo, ip as *const i16));
+        let ihi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
+            m_hi,
+            ip.wrapping_add(16) as *const i16,
+        ));
+        // Kept scores below x form a suffix of the sorted slots; x goes just before it (after
+        // equal scores: a later key loses ties). NaN x: no score is below it, it goes last.
+        let xv = _mm512_set1_ps(x);
+        let below = (_mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(m_lo, lo, xv).count_ones()
+            + _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(m_hi, hi, xv).count_ones())
+            as usize;
+        let p = len - below;
+        // Every lane moved up by one (lane 16 takes lane 15), then lanes below p restored
+        // and lane p set to the new pair.
+        let zero = _mm512_setzero_si512();
+        let lo_i = _mm512_castps_si512(lo);
+        let up_lo = _mm512_alignr_epi32::<15>(lo_i, zero);
+        let up_hi = _mm512_alignr_epi32::<15>(_mm512_castps_si512(hi), lo_i);
+        let iup_lo = _mm512_alignr_epi32::<15>(ilo, zero);
+        let iup_hi = _mm512_alignr_epi32::<15>(ihi, ilo);
+        let (keep_lo, keep_hi) = (lanes_mask(p), lanes_mask(p.saturating_sub(16)));
+        let (at_lo, at_hi) = if p < 16 {
+            (1u16 << p, 0u16)
+        } else {
+            (0, 1u16 << (p - 16))
+        };
+        let jv = _mm512_set1_epi32(j as i32);
+        let new_lo = _mm512_mask_mov_ps(_mm512_castsi512_ps(up_lo), keep_lo, lo);
+        let new_lo = _mm512_mask_mov_ps(new_lo, at_lo, xv);
+        let new_hi = _mm512_mask_mov_ps(_mm512_castsi512_ps(up_hi), keep_hi, hi);
+        let new_hi = _mm512_mask_mov_ps(new_hi, at_hi, xv);
+        let inew_lo = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(iup_lo, keep_lo, ilo), at_lo, jv);
+        let inew_hi = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(iup_hi, keep_hi, ihi), at_hi, jv);
+        _mm512_mask_storeu_ps(sp, k_lo, new_lo);
+        _mm512_mask_storeu_ps(sp.wrapping_add(16), k_hi, new_hi);
+        _mm512_mask_cvtepi32_storeu_epi16(ip as *mut i16, k_lo, inew_lo);
+        _mm512_mask_cvtepi32_storeu_epi16(ip.wrapping_add(16) as *mut i16, k_hi, inew_hi);
+    }
+    (len + 1).min(k)
+}
+
+/// AVX-512 [`generic::attn_insert_sorted`]: the same slots, branch-free (two vectors of
+/// scores and indices), for capacities up to 32 (the generic kernel above).
+pub fn x86_avx512_attn_insert_sorted(
+    scores: &mut [f32],
+    idx: &mut [u16],
+    len: usize,
+    x: f32,
+    j: u16,
+) -> usize {
+    if available() && scores.len().min(idx.len()) <= 32 {
+        // SAFETY: the CPU has AVX-512F, BW and VL (checked above).
+        unsafe { insert_sorted_avx512(scores, idx, len, x, j) }
+    } else {
+        generic::attn_insert_sorted(scores, idx, len, x, j)
     }
 }
