@@ -35,8 +35,8 @@ use crate::Error;
 use crate::arena::{Arena, padded};
 use crate::kernels::attn::{
     ATTN_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SORTED_MAX_K, ATTN_TILE, AttnDenseState,
-    attn_transpose_queries, candidates_fast, dense_tile_fast, insert_sorted_fast, scores_tile_fast,
-    softmax_rows_fast,
+    attn_transpose_queries, candidates_fast, dense_tile_fast, scores_tile_fast, softmax_rows_fast,
+    topk_tile_fast,
 };
 use crate::kernels::{Kernels, axpy, dot, scale};
 use crate::math;
@@ -617,32 +617,36 @@ impl Ctx<'_> {
                 if candidates_fast(&sc, &vis, nk, &thr, open, &mut cand) == 0 {
                     continue;
                 }
+                // t0 + nk <= MAX_KEYS was checked, so key indices fit in u16.
+                if sorted {
+                    let r = g0 * k..(g0 + lanes) * k;
+                    topk_tile_fast(
+                        &sc,
+                        &cand,
+                        t0 as u16,
+                        k,
+                        &mut s.scores[r.clone()],
+                        &mut s.idx[r],
+                        &mut s.lens[g0..g0 + lanes],
+                        &mut thr,
+                        &mut open,
+                    );
+                    continue;
+                }
                 for (j, &cj) in cand[..nk].iter().enumerate() {
                     let mut cm = cj;
                     while cm != 0 {
                         let l = cm.trailing_zeros() as usize;
                         cm &= cm - 1;
                         let qi = g0 + l;
-                        let x = sc[j * ATTN_LANES + l];
-                        // t0 + j < MAX_KEYS was checked, so it fits in u16.
-                        let key = (t0 + j) as u16;
                         let slots = &mut s.scores[qi * k..(qi + 1) * k];
                         let idx = &mut s.idx[qi * k..(qi + 1) * k];
-                        if sorted {
-                            let len = insert_sorted_fast(slots, idx, s.lens[qi] as usize, x, key);
-                            s.lens[qi] = len as u32;
-                            if len == k {
-                                thr[l] = slots[k - 1];
-                                open &= !(1 << l);
-                            }
-                        } else {
-                            let mut sel = TopK::resume(slots, idx, s.lens[qi], Rank::Value);
-                            sel.push(x, key);
-                            s.lens[qi] = sel.state();
-                            if let Some(w) = sel.worst() {
-                                thr[l] = w;
-                                open &= !(1 << l);
-                            }
+                        let mut sel = TopK::resume(slots, idx, s.lens[qi], Rank::Value);
+                        sel.push(sc[j * ATTN_LANES + l], (t0 + j) as u16);
+                        s.lens[qi] = sel.state();
+                        if let Some(w) = sel.worst() {
+                            thr[l] = w;
+                            open &= !(1 << l);
                         }
                     }
                 }

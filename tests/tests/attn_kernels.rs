@@ -354,6 +354,35 @@ macro_rules! test_insert_sorted {
     };
 }
 
+/// Top-k tile update: the arch kernel `$f` leaves the slots, lengths, thresholds and open
+/// lanes of the generic one, over several tiles (scores from a few integers: ties).
+macro_rules! test_topk_tile {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name(raw in vec(-4i8..=4, ATTN_BLOCK * 4), cands in vec(any::<u16>(), ATTN_TILE * 4), k in 1usize..=32) {
+                let mut w = (vec![0f32; 16 * k], vec![0u16; 16 * k], vec![0u32; 16], [f32::NEG_INFINITY; 16], u16::MAX);
+                let mut g = w.clone();
+                for t in 0..4 {
+                    let s: [f32; ATTN_BLOCK] = core::array::from_fn(|i| raw[t * ATTN_BLOCK + i] as f32);
+                    let c: [u16; ATTN_TILE] = core::array::from_fn(|j| cands[t * ATTN_TILE + j]);
+                    let c = c.map(|m| m);
+                    attn::attn_topk_tile(&s, &c, (t * 16) as u16, k, &mut w.0, &mut w.1, &mut w.2, &mut w.3, &mut w.4);
+                    $f(&s, &c, (t * 16) as u16, k, &mut g.0, &mut g.1, &mut g.2, &mut g.3, &mut g.4);
+                    prop_assert_eq!(&g.2, &w.2);
+                    for l in 0..16 {
+                        let n = w.2[l] as usize;
+                        prop_assert_eq!(&g.0[l * k..l * k + n], &w.0[l * k..l * k + n]);
+                        prop_assert_eq!(&g.1[l * k..l * k + n], &w.1[l * k..l * k + n]);
+                    }
+                    prop_assert_eq!(g.3.map(f32::to_bits), w.3.map(f32::to_bits));
+                    prop_assert_eq!(g.4, w.4);
+                }
+            }
+        }
+    };
+}
+
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86_avx512 {
     use super::*;
@@ -372,4 +401,5 @@ mod x86_avx512 {
     test_candidates!(candidates, kernels::x86_avx512_attn_candidates);
     test_softmax_rows!(softmax_rows, kernels::x86_avx512_attn_softmax_rows);
     test_insert_sorted!(insert_sorted, kernels::x86_avx512_attn_insert_sorted);
+    test_topk_tile!(topk_tile, kernels::x86_avx512_attn_topk_tile);
 }

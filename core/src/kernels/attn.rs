@@ -258,6 +258,45 @@ pub fn attn_insert_sorted(
     end + 1
 }
 
+/// The sorted-slot top-k update of a tile for every lane (`k <= ATTN_SORTED_MAX_K`): each
+/// candidate `cand[j]` bit `lane` offers `(s[j][lane], t0 + j)` to lane `lane`'s slots
+/// (`scores[lane * k..][..k]`, `idx[lane * k..][..k]`, length `lens[lane]`) by
+/// [`attn_insert_sorted`], keys in increasing order; a lane whose slots are full gets its
+/// worst kept score as threshold `thr[lane]` and leaves `open`.
+#[allow(clippy::too_many_arguments)]
+pub fn attn_topk_tile(
+    s: &[f32; ATTN_BLOCK],
+    cand: &[u16; ATTN_TILE],
+    t0: u16,
+    k: usize,
+    scores: &mut [f32],
+    idx: &mut [u16],
+    lens: &mut [u32],
+    thr: &mut [f32; ATTN_LANES],
+    open: &mut u16,
+) {
+    for (j, &cj) in cand.iter().enumerate() {
+        let mut cm = cj;
+        while cm != 0 {
+            let l = cm.trailing_zeros() as usize;
+            cm &= cm - 1;
+            let (ls, li) = (&mut scores[l * k..][..k], &mut idx[l * k..][..k]);
+            let len = attn_insert_sorted(
+                ls,
+                li,
+                lens[l] as usize,
+                s[j * ATTN_LANES + l],
+                t0 + j as u16,
+            );
+            lens[l] = len as u32;
+            if len == k {
+                thr[l] = ls[k - 1];
+                *open &= !(1 << l);
+            }
+        }
+    }
+}
+
 /// Softmax over the kept scores, weighting the value rows they name:
 /// `out = sum_i e^(s_i - m) v[idx_i * stride..][..hd] / sum_i e^(s_i - m)` with `m` the
 /// largest score, rows in slot order. Zeros when `scores` is empty.
@@ -294,13 +333,12 @@ pub fn attn_softmax_rows(
 #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
 pub(crate) use self::{
     attn_candidates as candidates_fast, attn_dense_tile as dense_tile_fast,
-    attn_insert_sorted as insert_sorted_fast, attn_scores_tile as scores_tile_fast,
-    attn_softmax_rows as softmax_rows_fast,
+    attn_scores_tile as scores_tile_fast, attn_softmax_rows as softmax_rows_fast,
+    attn_topk_tile as topk_tile_fast,
 };
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub(crate) use super::x86_attention::{
     x86_avx512_attn_candidates as candidates_fast, x86_avx512_attn_dense_tile as dense_tile_fast,
-    x86_avx512_attn_insert_sorted as insert_sorted_fast,
     x86_avx512_attn_scores_tile as scores_tile_fast,
-    x86_avx512_attn_softmax_rows as softmax_rows_fast,
+    x86_avx512_attn_softmax_rows as softmax_rows_fast, x86_avx512_attn_topk_tile as topk_tile_fast,
 };

@@ -12,8 +12,8 @@
 use core::arch::x86_64::*;
 
 use super::attn::{
-    self as generic, ATTN_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_TILE, AttnDenseState, EXP_P,
-    EXP_POLY_MAX, EXP_POLY_MIN, LN2_HI, LN2_LO, LOG2E,
+    self as generic, ATTN_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SORTED_MAX_K, ATTN_TILE,
+    AttnDenseState, EXP_P, EXP_POLY_MAX, EXP_POLY_MIN, LN2_HI, LN2_LO, LOG2E,
 };
 
 /// Whether this CPU runs the kernels of this module (AVX-512F, and BW and VL for the u16
@@ -525,5 +525,145 @@ pub fn x86_avx512_attn_insert_sorted(
         unsafe { insert_sorted_avx512(scores, idx, len, x, j) }
     } else {
         generic::attn_insert_sorted(scores, idx, len, x, j)
+    }
+}
+
+/// Sorted slots of one lane held in registers: scores and indices (as i32) in two vectors
+/// each, `len` of them kept, capacity `k <= 32`.
+struct Slots {
+    lo: __m512,
+    hi: __m512,
+    ilo: __m512i,
+    ihi: __m512i,
+    len: usize,
+    k: usize,
+}
+
+impl Slots {
+    /// Offers `(x, j)` (`j` above every kept index): the register form of
+    /// [`generic::attn_insert_sorted`]. With full slots and `x` not above the worst, the
+    /// insertion position is `k` and nothing changes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn insert(&mut self, x: f32, j: u16) {
+        let (m_lo, m_hi) = (
+            lanes_mask(self.len),
+            lanes_mask(self.len.saturating_sub(16)),
+        );
+        let xv = _mm512_set1_ps(x);
+        let below = (_mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(m_lo, self.lo, xv).count_ones()
+            + _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(m_hi, self.hi, xv).count_ones())
+            as usize;
+        // Branch-free: with p == k (a rejected pair) lane p is past the stores' mask, so the
+        // slots stay as they were; lanes of different queries then overlap in the pipeline.
+        let p = self.len - below;
+        let zero = _mm512_setzero_si512();
+        let lo_i = _mm512_castps_si512(self.lo);
+        let up_lo = _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(lo_i, zero));
+        let up_hi = _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
+            _mm512_castps_si512(self.hi),
+            lo_i,
+        ));
+        let iup_lo = _mm512_alignr_epi32::<15>(self.ilo, zero);
+        let iup_hi = _mm512_alignr_epi32::<15>(self.ihi, self.ilo);
+        let keep = (1u64 << p) - 1;
+        let at = 1u64 << p;
+        let (keep_lo, keep_hi) = (keep as u16, (keep >> 16) as u16);
+        let (at_lo, at_hi) = (at as u16, (at >> 16) as u16);
+        let jv = _mm512_set1_epi32(j as i32);
+        self.lo = _mm512_mask_mov_ps(_mm512_mask_mov_ps(up_lo, keep_lo, self.lo), at_lo, xv);
+        self.hi = _mm512_mask_mov_ps(_mm512_mask_mov_ps(up_hi, keep_hi, self.hi), at_hi, xv);
+        self.ilo =
+            _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(iup_lo, keep_lo, self.ilo), at_lo, jv);
+        self.ihi =
+            _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(iup_hi, keep_hi, self.ihi), at_hi, jv);
+        self.len = (self.len + 1).min(self.k);
+        // A rejected pair leaves the slots unchanged but for the lanes past k, never stored.
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn topk_tile_avx512(
+    s: &[f32; ATTN_BLOCK],
+    cand: &[u16; ATTN_TILE],
+    t0: u16,
+    k: usize,
+    scores: &mut [f32],
+    idx: &mut [u16],
+    lens: &mut [u32],
+    thr: &mut [f32; ATTN_LANES],
+    open: &mut u16,
+) {
+    let any = cand.iter().fold(0, |a, &c| a | c);
+    let (k_lo, k_hi) = (lanes_mask(k), lanes_mask(k.saturating_sub(16)));
+    let mut lanes = any;
+    while lanes != 0 {
+        let l = lanes.trailing_zeros() as usize;
+        lanes &= lanes - 1;
+        // The lane's candidate keys, one bit per key of the tile.
+        let mut keys = 0u16;
+        for (j, &c) in cand.iter().enumerate() {
+            keys |= (c >> l & 1) << j;
+        }
+        let (ls, li) = (&mut scores[l * k..][..k], &mut idx[l * k..][..k]);
+        let len = (lens[l] as usize).min(k);
+        let (m_lo, m_hi) = (lanes_mask(len), lanes_mask(len.saturating_sub(16)));
+        // SAFETY: every load and store is masked to lanes below k, inside ls and li (the
+        // high halves start at element 16, which exists when their mask is not empty).
+        let mut sl = unsafe {
+            let (sp, ip) = (ls.as_ptr(), li.as_ptr());
+            Slots {
+                lo: _mm512_maskz_loadu_ps(m_lo, sp),
+                hi: _mm512_maskz_loadu_ps(m_hi, sp.wrapping_add(16)),
+                ilo: _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m_lo, ip as *const i16)),
+                ihi: _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
+                    m_hi,
+                    ip.wrapping_add(16) as *const i16,
+                )),
+                len,
+                k,
+            }
+        };
+        while keys != 0 {
+            let j = keys.trailing_zeros() as usize;
+            keys &= keys - 1;
+            sl.insert(s[j * ATTN_LANES + l], t0 + j as u16);
+        }
+        // SAFETY: as for the loads.
+        unsafe {
+            let (sp, ip) = (ls.as_mut_ptr(), li.as_mut_ptr());
+            _mm512_mask_storeu_ps(sp, k_lo, sl.lo);
+            _mm512_mask_storeu_ps(sp.wrapping_add(16), k_hi, sl.hi);
+            _mm512_mask_cvtepi32_storeu_epi16(ip as *mut i16, k_lo, sl.ilo);
+            _mm512_mask_cvtepi32_storeu_epi16(ip.wrapping_add(16) as *mut i16, k_hi, sl.ihi);
+        }
+        lens[l] = sl.len as u32;
+        if sl.len == k {
+            thr[l] = ls[k - 1];
+            *open &= !(1 << l);
+        }
+    }
+}
+
+/// AVX-512 [`generic::attn_topk_tile`]: the same slots, each lane's slots loaded into
+/// registers once per tile (the generic kernel for `k > ATTN_SORTED_MAX_K`).
+#[allow(clippy::too_many_arguments)]
+pub fn x86_avx512_attn_topk_tile(
+    s: &[f32; ATTN_BLOCK],
+    cand: &[u16; ATTN_TILE],
+    t0: u16,
+    k: usize,
+    scores: &mut [f32],
+    idx: &mut [u16],
+    lens: &mut [u32],
+    thr: &mut [f32; ATTN_LANES],
+    open: &mut u16,
+) {
+    if available() && k <= ATTN_SORTED_MAX_K {
+        // SAFETY: the CPU has AVX-512F, BW and VL (checked above).
+        unsafe { topk_tile_avx512(s, cand, t0, k, scores, idx, lens, thr, open) }
+    } else {
+        generic::attn_topk_tile(s, cand, t0, k, scores, idx, lens, thr, open)
     }
 }
