@@ -242,14 +242,13 @@ pub fn attn_insert_sorted(
     if k == 0 {
         return 0;
     }
-    let beats_worst = x > scores[k - 1];
-    if len == k && !beats_worst {
-        return len;
-    }
     // Kept scores below x form a suffix of the sorted slots: x goes just before it (NaN x:
     // last). Counted rather than scanned, so that kept NaN scores place x as the vector
-    // kernels do.
+    // kernels do. Full slots with nothing below x: x is not kept.
     let p = len - scores[..len].iter().filter(|&&s| s < x).count();
+    if p == k {
+        return len;
+    }
     let end = if len == k { k - 1 } else { len };
     scores.copy_within(p..end, p + 1);
     idx.copy_within(p..end, p + 1);

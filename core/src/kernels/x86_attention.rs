@@ -453,62 +453,11 @@ pub fn x86_avx512_attn_softmax_rows(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 fn insert_sorted_avx512(scores: &mut [f32], idx: &mut [u16], len: usize, x: f32, j: u16) -> usize {
     let k = scores.len().min(idx.len()).min(32);
-    let len = len.min(k);
-    if k == 0 {
-        return 0;
-    }
-    let beats_worst = x > scores[k - 1];
-    if len == k && !beats_worst {
-        return len;
-    }
-    let (m_lo, m_hi) = (lanes_mask(len), lanes_mask(len.saturating_sub(16)));
-    let (k_lo, k_hi) = (lanes_mask(k), lanes_mask(k.saturating_sub(16)));
-    // SAFETY: every load and store below is masked to lanes below k, inside both slices
-    // (the high halves start at element 16, which exists when their mask is not empty).
-    unsafe {
-        let sp = scores.as_mut_ptr();
-        let ip = idx.as_mut_ptr();
-        let lo = _mm512_maskz_loadu_ps(m_lo, sp);
-        let hi = _mm512_maskz_loadu_ps(m_hi, sp.wrapping_add(16));
-        let ilo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m_lo, ip as *const i16));
-        let ihi = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
-            m_hi,
-            ip.wrapping_add(16) as *const i16,
-        ));
-        // Kept scores below x form a suffix of the sorted slots; x goes just before it (after
-        // equal scores: a later key loses ties). NaN x: no score is below it, it goes last.
-        let xv = _mm512_set1_ps(x);
-        let below = (_mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(m_lo, lo, xv).count_ones()
-            + _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(m_hi, hi, xv).count_ones())
-            as usize;
-        let p = len - below;
-        // Every lane moved up by one (lane 16 takes lane 15), then lanes below p restored
-        // and lane p set to the new pair.
-        let zero = _mm512_setzero_si512();
-        let lo_i = _mm512_castps_si512(lo);
-        let up_lo = _mm512_alignr_epi32::<15>(lo_i, zero);
-        let up_hi = _mm512_alignr_epi32::<15>(_mm512_castps_si512(hi), lo_i);
-        let iup_lo = _mm512_alignr_epi32::<15>(ilo, zero);
-        let iup_hi = _mm512_alignr_epi32::<15>(ihi, ilo);
-        let (keep_lo, keep_hi) = (lanes_mask(p), lanes_mask(p.saturating_sub(16)));
-        let (at_lo, at_hi) = if p < 16 {
-            (1u16 << p, 0u16)
-        } else {
-            (0, 1u16 << (p - 16))
-        };
-        let jv = _mm512_set1_epi32(j as i32);
-        let new_lo = _mm512_mask_mov_ps(_mm512_castsi512_ps(up_lo), keep_lo, lo);
-        let new_lo = _mm512_mask_mov_ps(new_lo, at_lo, xv);
-        let new_hi = _mm512_mask_mov_ps(_mm512_castsi512_ps(up_hi), keep_hi, hi);
-        let new_hi = _mm512_mask_mov_ps(new_hi, at_hi, xv);
-        let inew_lo = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(iup_lo, keep_lo, ilo), at_lo, jv);
-        let inew_hi = _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(iup_hi, keep_hi, ihi), at_hi, jv);
-        _mm512_mask_storeu_ps(sp, k_lo, new_lo);
-        _mm512_mask_storeu_ps(sp.wrapping_add(16), k_hi, new_hi);
-        _mm512_mask_cvtepi32_storeu_epi16(ip as *mut i16, k_lo, inew_lo);
-        _mm512_mask_cvtepi32_storeu_epi16(ip.wrapping_add(16) as *mut i16, k_hi, inew_hi);
-    }
-    (len + 1).min(k)
+    let (scores, idx) = (&mut scores[..k], &mut idx[..k]);
+    let mut sl = Slots::load(scores, idx, len);
+    sl.insert(x, j);
+    sl.store(scores, idx);
+    sl.len
 }
 
 /// AVX-512 [`generic::attn_insert_sorted`]: the same slots, branch-free (two vectors of
@@ -540,6 +489,47 @@ struct Slots {
 }
 
 impl Slots {
+    /// The first `len` of the `k = ls.len() <= 32` slots (`li.len() == k`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn load(ls: &[f32], li: &[u16], len: usize) -> Slots {
+        let k = ls.len().min(li.len()).min(32);
+        let len = len.min(k);
+        let (m_lo, m_hi) = (lanes_mask(len), lanes_mask(len.saturating_sub(16)));
+        // SAFETY: the loads are masked to lanes below len <= k, inside ls and li (the high
+        // halves start at element 16, which exists when their mask is not empty).
+        unsafe {
+            let (sp, ip) = (ls.as_ptr(), li.as_ptr());
+            Slots {
+                lo: _mm512_maskz_loadu_ps(m_lo, sp),
+                hi: _mm512_maskz_loadu_ps(m_hi, sp.wrapping_add(16)),
+                ilo: _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m_lo, ip as *const i16)),
+                ihi: _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
+                    m_hi,
+                    ip.wrapping_add(16) as *const i16,
+                )),
+                len,
+                k,
+            }
+        }
+    }
+
+    /// Writes the kept slots back (the `k` lanes of `ls` and `li` it was loaded from).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn store(&self, ls: &mut [f32], li: &mut [u16]) {
+        let k = self.k.min(ls.len()).min(li.len());
+        let (k_lo, k_hi) = (lanes_mask(k), lanes_mask(k.saturating_sub(16)));
+        // SAFETY: the stores are masked to lanes below k, inside ls and li.
+        unsafe {
+            let (sp, ip) = (ls.as_mut_ptr(), li.as_mut_ptr());
+            _mm512_mask_storeu_ps(sp, k_lo, self.lo);
+            _mm512_mask_storeu_ps(sp.wrapping_add(16), k_hi, self.hi);
+            _mm512_mask_cvtepi32_storeu_epi16(ip as *mut i16, k_lo, self.ilo);
+            _mm512_mask_cvtepi32_storeu_epi16(ip.wrapping_add(16) as *mut i16, k_hi, self.ihi);
+        }
+    }
+
     /// Offers `(x, j)` (`j` above every kept index): the register form of
     /// [`generic::attn_insert_sorted`]. With full slots and `x` not above the worst, the
     /// insertion position is `k` and nothing changes.
@@ -596,7 +586,6 @@ fn topk_tile_avx512(
     open: &mut u16,
 ) {
     let any = cand.iter().fold(0, |a, &c| a | c);
-    let (k_lo, k_hi) = (lanes_mask(k), lanes_mask(k.saturating_sub(16)));
     let mut lanes = any;
     while lanes != 0 {
         let l = lanes.trailing_zeros() as usize;
@@ -607,37 +596,13 @@ fn topk_tile_avx512(
             keys |= (c >> l & 1) << j;
         }
         let (ls, li) = (&mut scores[l * k..][..k], &mut idx[l * k..][..k]);
-        let len = (lens[l] as usize).min(k);
-        let (m_lo, m_hi) = (lanes_mask(len), lanes_mask(len.saturating_sub(16)));
-        // SAFETY: every load and store is masked to lanes below k, inside ls and li (the
-        // high halves start at element 16, which exists when their mask is not empty).
-        let mut sl = unsafe {
-            let (sp, ip) = (ls.as_ptr(), li.as_ptr());
-            Slots {
-                lo: _mm512_maskz_loadu_ps(m_lo, sp),
-                hi: _mm512_maskz_loadu_ps(m_hi, sp.wrapping_add(16)),
-                ilo: _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m_lo, ip as *const i16)),
-                ihi: _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
-                    m_hi,
-                    ip.wrapping_add(16) as *const i16,
-                )),
-                len,
-                k,
-            }
-        };
+        let mut sl = Slots::load(ls, li, lens[l] as usize);
         while keys != 0 {
             let j = keys.trailing_zeros() as usize;
             keys &= keys - 1;
             sl.insert(s[j * ATTN_LANES + l], t0 + j as u16);
         }
-        // SAFETY: as for the loads.
-        unsafe {
-            let (sp, ip) = (ls.as_mut_ptr(), li.as_mut_ptr());
-            _mm512_mask_storeu_ps(sp, k_lo, sl.lo);
-            _mm512_mask_storeu_ps(sp.wrapping_add(16), k_hi, sl.hi);
-            _mm512_mask_cvtepi32_storeu_epi16(ip as *mut i16, k_lo, sl.ilo);
-            _mm512_mask_cvtepi32_storeu_epi16(ip.wrapping_add(16) as *mut i16, k_hi, sl.ihi);
-        }
+        sl.store(ls, li);
         lens[l] = sl.len as u32;
         if sl.len == k {
             thr[l] = ls[k - 1];
