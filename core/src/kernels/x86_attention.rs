@@ -7,7 +7,10 @@
 //!   the same (increasing `d`) order as the generic kernel: differs by the FMA rounding only;
 //! - `exp`: the same polynomial as [`super::exp_poly`] with FMA and `vscalefps`;
 //! - dense tile and softmax rows: FMA accumulation; lanes that do not see a key get weight 0,
-//!   which adds exactly nothing for finite values.
+//!   which adds exactly nothing for finite values;
+//! - candidates, sorted insertion and the top-k tile update: the same masks and slots as the
+//!   generic kernels (compares and data movement only); a lane's sorted slots (`k <= 32`)
+//!   live in four registers while a tile's candidates are inserted.
 
 use core::arch::x86_64::*;
 
