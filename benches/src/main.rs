@@ -3,11 +3,14 @@
 //!
 //! - `topkit-bench speed [--iters N] [--seqs 32,128,256] [--json]`: MiniLM embedding of one
 //!   text, tokenization included, for topkit dense f32, dense int8, top-k int8 and candle f32.
+//! - `topkit-bench attention [--seqs 128,256] [--iters N] [--k 32]`: one MiniLM-shaped
+//!   attention layer, dense and top-k, reference and fast kernels.
 //! - `topkit-bench memory [--out DIR] [--max-seq N]`: plan peak and measured arena high-water
 //!   for seq 128..8192 on a seeded random BERT-shaped model, with an SVG plot.
 
 #![forbid(unsafe_code)]
 
+mod attention;
 mod memory;
 mod speed;
 
@@ -18,7 +21,8 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("speed") => speed::run(&args[1..]),
         Some("memory") => memory::run(&args[1..]),
-        _ => bail!("usage: topkit-bench speed|memory [options] (see the module docs)"),
+        Some("attention") => attention::run(&args[1..]),
+        _ => bail!("usage: topkit-bench speed|memory|attention [options] (see the module docs)"),
     }
 }
 

@@ -15,12 +15,30 @@
 //! `valid[j]` holds and, for causal attention, `j <= q_pos + i`. Masked keys never enter the
 //! softmax or the slots. A query that sees no key at all gets an output of zeros.
 //!
+//! Kernels ([`attention_with`]): [`Kernels::Reference`] runs the loops below one query and one
+//! key at a time with the generic kernels (bit-identical on every target).
+//! [`Kernels::Fast`] runs blocks of up to 16 queries (lanes) against tiles of 16 keys with the
+//! block kernels of [`crate::kernels::attn`] (AVX-512 on x86-64 std builds when the CPU has
+//! it): the scores of a tile are one vector per key, the dense softmax is online per tile
+//! (tile maximum, one rescale, vector `exp` by [`crate::kernels::attn::exp_poly`]), and top-k
+//! compares a whole tile against each query's current k-th best score before touching its
+//! slots; for `k <= 32` the slots are kept sorted (an insertion replaces the worst), larger
+//! `k` use the heap of [`TopK`]. The kept rows are summed in slot order (no sort by key
+//! index). Both keep the promises above (ties, masks, chunk independence); masked keys get
+//! weight 0 in a lane of a tile another lane sees, which adds exactly nothing to finite
+//! values. Heads wider than [`ATTN_MAX_HEAD_DIM`] run the reference loops.
+//!
 //! Grouped KV heads: query head `h` reads KV head `h / (n_heads / n_kv_heads)`. Scores are
 //! `q . k / sqrt(head_dim)`.
 
 use crate::Error;
 use crate::arena::{Arena, padded};
-use crate::kernels::{axpy, dot, scale};
+use crate::kernels::attn::{
+    ATTN_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SORTED_MAX_K, ATTN_TILE, AttnDenseState,
+    attn_transpose_queries, candidates_fast, dense_tile_fast, scores_tile_fast, softmax_rows_fast,
+    topk_tile_fast,
+};
+use crate::kernels::{Kernels, axpy, dot, scale};
 use crate::math;
 use crate::topk::{Rank, TopK};
 
@@ -200,6 +218,22 @@ pub fn attention(
     scratch: &mut AttnScratch<'_>,
     out: &mut [f32],
 ) -> Result<(), Error> {
+    attention_with(Kernels::Reference, p, q, q_pos, keys, scratch, out)
+}
+
+/// [`attention`] with the chosen kernels (see the module doc): [`Kernels::Reference`] is
+/// [`attention`]; [`Kernels::Fast`] runs the block kernels, whose results differ from the
+/// reference by rounding (summation order, FMA, the polynomial `exp`) and, for top-k, by
+/// the order in which the kept rows are summed.
+pub fn attention_with(
+    kernels: Kernels,
+    p: &AttnParams,
+    q: &[f32],
+    q_pos: usize,
+    keys: &Keys<'_>,
+    scratch: &mut AttnScratch<'_>,
+    out: &mut [f32],
+) -> Result<(), Error> {
     check_params(p)?;
     if !scratch.fits(p) {
         return Err(Error::InvalidConfig(
@@ -274,6 +308,7 @@ pub fn attention(
         causal: p.causal,
         keys,
     };
+    let fast = kernels == Kernels::Fast && d.head_dim <= ATTN_MAX_HEAD_DIM;
     let mut c0 = 0;
     while c0 < n_q {
         let c1 = n_q.min(c0 + p.chunk);
@@ -281,9 +316,17 @@ pub fn attention(
         let qc = &q[c0 * q_dim..c1 * q_dim];
         let oc = &mut out[c0 * q_dim..c1 * q_dim];
         for h in 0..d.n_heads {
-            match p.k_attn {
-                Some(k) => ctx.topk_head(h, k.min(n), qc, pos0, scratch, oc),
-                None => ctx.dense_head(h, qc, pos0, scratch, oc),
+            match (p.k_attn, fast) {
+                (Some(k), false) => ctx.topk_head(h, k.min(n), qc, pos0, scratch, oc),
+                (None, false) => ctx.dense_head(h, qc, pos0, scratch, oc),
+                (Some(k), true) => {
+                    // The slot scheme follows the requested k, not k.min(n), so that a query's
+                    // kept rows (and their summation order) do not depend on the number of
+                    // keys it cannot see.
+                    let sorted = k <= ATTN_SORTED_MAX_K;
+                    ctx.fast_topk_head(h, k.min(n), sorted, qc, pos0, scratch, oc)
+                }
+                (None, true) => ctx.fast_dense_head(h, qc, pos0, oc),
             }
         }
         c0 = c1;
@@ -448,6 +491,184 @@ impl Ctx<'_> {
                 axpy(acc, w, self.value_row(j as usize, kvh));
             }
             scale(acc, 1.0 / sum);
+        }
+    }
+
+    /// Visibility of the tile of keys `t0..t0 + nk` to the lanes `0..lanes` of a block whose
+    /// first query is at `pos0`: `vis[j]` has bit `l` when query `l` sees key `t0 + j`.
+    /// Returns whether any lane sees any key of the tile.
+    fn tile_vis(
+        &self,
+        t0: usize,
+        nk: usize,
+        pos0: usize,
+        lanes: usize,
+        vis: &mut [u16; ATTN_TILE],
+    ) -> bool {
+        let all = if lanes >= ATTN_LANES {
+            u16::MAX
+        } else {
+            (1u16 << lanes) - 1
+        };
+        let mut any = 0;
+        for (j, m) in vis.iter_mut().enumerate() {
+            let key = t0 + j;
+            *m = if j >= nk || !self.keys.valid.is_none_or(|v| v[key]) {
+                0
+            } else if self.causal && key > pos0 {
+                // Lanes l with pos0 + l >= key.
+                let first = key - pos0;
+                if first >= lanes {
+                    0
+                } else {
+                    all & !((1u16 << first) - 1)
+                }
+            } else {
+                all
+            };
+            any |= *m;
+        }
+        any != 0
+    }
+
+    /// Dense head `h` for one chunk of queries `qc` (the first at `pos0`), into `oc`, by the
+    /// block kernels: per block of lanes, the blocked online softmax over the key tiles.
+    fn fast_dense_head(&self, h: usize, qc: &[f32], pos0: usize, oc: &mut [f32]) {
+        let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
+        let nc = qc.len() / q_dim;
+        let kvh = h / self.group;
+        let mut qt = [0f32; ATTN_LANES * ATTN_MAX_HEAD_DIM];
+        let mut sc = [0f32; ATTN_BLOCK];
+        let mut vis = [0u16; ATTN_TILE];
+        let mut st = AttnDenseState::new();
+        for g0 in (0..nc).step_by(ATTN_LANES) {
+            let lanes = ATTN_LANES.min(nc - g0);
+            let gpos = pos0.saturating_add(g0);
+            attn_transpose_queries(&qc[g0 * q_dim + h * hd..], q_dim, lanes, hd, &mut qt);
+            st.max = [f32::NEG_INFINITY; ATTN_LANES];
+            st.sum = [0.0; ATTN_LANES];
+            st.acc[..lanes * hd].fill(0.0);
+            let end = self.key_end(gpos.saturating_add(lanes - 1));
+            for t0 in (0..end).step_by(ATTN_TILE) {
+                let nk = ATTN_TILE.min(end - t0);
+                if !self.tile_vis(t0, nk, gpos, lanes, &mut vis) {
+                    continue;
+                }
+                let o = t0 * kv_dim + kvh * hd;
+                scores_tile_fast(&qt, hd, &self.keys.k[o..], kv_dim, nk, self.scale, &mut sc);
+                dense_tile_fast(&sc, &vis, nk, &self.keys.v[o..], kv_dim, hd, &mut st);
+            }
+            for l in 0..lanes {
+                let out = &mut oc[(g0 + l) * q_dim + h * hd..][..hd];
+                let acc = &st.acc[l * hd..][..hd];
+                if st.sum[l] > 0.0 {
+                    let inv = 1.0 / st.sum[l];
+                    out.iter_mut().zip(acc).for_each(|(o, &a)| *o = a * inv);
+                } else {
+                    out.fill(0.0);
+                }
+            }
+        }
+    }
+
+    /// Top-k head `h` (keeping `k` keys per query) for one chunk of queries `qc`, into `oc`,
+    /// by the block kernels: each tile's scores are compared with every lane's threshold (its
+    /// k-th best so far, or none while it has free slots) and only the candidates reach the
+    /// slots; keys reach a lane's slots in increasing order, so a later key loses ties.
+    /// `sorted`: sorted slots ([`crate::kernels::attn::attn_insert_sorted`], `k <= ATTN_SORTED_MAX_K`), else the
+    /// heap of [`TopK`].
+    #[allow(clippy::too_many_arguments)]
+    fn fast_topk_head(
+        &self,
+        h: usize,
+        k: usize,
+        sorted: bool,
+        qc: &[f32],
+        pos0: usize,
+        s: &mut AttnScratch<'_>,
+        oc: &mut [f32],
+    ) {
+        let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
+        let nc = qc.len() / q_dim;
+        let kvh = h / self.group;
+        let mut qt = [0f32; ATTN_LANES * ATTN_MAX_HEAD_DIM];
+        let mut sc = [0f32; ATTN_BLOCK];
+        let mut vis = [0u16; ATTN_TILE];
+        let mut cand = [0u16; ATTN_TILE];
+        s.lens[..nc].fill(0);
+        for g0 in (0..nc).step_by(ATTN_LANES) {
+            let lanes = ATTN_LANES.min(nc - g0);
+            let gpos = pos0.saturating_add(g0);
+            attn_transpose_queries(&qc[g0 * q_dim + h * hd..], q_dim, lanes, hd, &mut qt);
+            let mut thr = [f32::NEG_INFINITY; ATTN_LANES];
+            let mut open: u16 = if lanes >= ATTN_LANES {
+                u16::MAX
+            } else {
+                (1 << lanes) - 1
+            };
+            let end = self.key_end(gpos.saturating_add(lanes - 1));
+            for t0 in (0..end).step_by(ATTN_TILE) {
+                let nk = ATTN_TILE.min(end - t0);
+                if !self.tile_vis(t0, nk, gpos, lanes, &mut vis) {
+                    continue;
+                }
+                let o = t0 * kv_dim + kvh * hd;
+                scores_tile_fast(&qt, hd, &self.keys.k[o..], kv_dim, nk, self.scale, &mut sc);
+                if candidates_fast(&sc, &vis, nk, &thr, open, &mut cand) == 0 {
+                    continue;
+                }
+                // t0 + nk <= MAX_KEYS was checked, so key indices fit in u16.
+                if sorted {
+                    let r = g0 * k..(g0 + lanes) * k;
+                    topk_tile_fast(
+                        &sc,
+                        &cand,
+                        t0 as u16,
+                        k,
+                        &mut s.scores[r.clone()],
+                        &mut s.idx[r],
+                        &mut s.lens[g0..g0 + lanes],
+                        &mut thr,
+                        &mut open,
+                    );
+                    continue;
+                }
+                for (j, &cj) in cand[..nk].iter().enumerate() {
+                    let mut cm = cj;
+                    while cm != 0 {
+                        let l = cm.trailing_zeros() as usize;
+                        cm &= cm - 1;
+                        let qi = g0 + l;
+                        let slots = &mut s.scores[qi * k..(qi + 1) * k];
+                        let idx = &mut s.idx[qi * k..(qi + 1) * k];
+                        let mut sel = TopK::resume(slots, idx, s.lens[qi], Rank::Value);
+                        sel.push(sc[j * ATTN_LANES + l], (t0 + j) as u16);
+                        s.lens[qi] = sel.state();
+                        if let Some(w) = sel.worst() {
+                            thr[l] = w;
+                            open &= !(1 << l);
+                        }
+                    }
+                }
+            }
+        }
+        for qi in 0..nc {
+            let slots = &mut s.scores[qi * k..(qi + 1) * k];
+            let idx = &mut s.idx[qi * k..(qi + 1) * k];
+            let n = TopK::resume(slots, idx, s.lens[qi], Rank::Value).len();
+            let out = &mut oc[qi * q_dim + h * hd..][..hd];
+            if n == 0 {
+                out.fill(0.0);
+                continue;
+            }
+            softmax_rows_fast(
+                &slots[..n],
+                &idx[..n],
+                &self.keys.v[kvh * hd..],
+                kv_dim,
+                hd,
+                out,
+            );
         }
     }
 }

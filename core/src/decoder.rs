@@ -416,7 +416,7 @@ impl<'s, 'a> Session<'s, 'a> {
                     n: p0 + m,
                     valid: None,
                 };
-                attention::attention(params, q, p0, &keys, &mut scratch, xn)?;
+                attention::attention_with(kernels, params, q, p0, &keys, &mut scratch, xn)?;
                 // The queries are spent: their buffer takes the output projection.
                 matmul_by(kernels, &l.o, xn, m, l.o_bias, q);
                 residual(c, &l.attn_norm, x, q);

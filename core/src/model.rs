@@ -394,7 +394,15 @@ pub fn forward_with<'a>(
                 if rope {
                     apply_rope(q, d, c.head_dim, start, c.rope_theta);
                 }
-                attention::attention(&params, q, start, &keys_view, &mut scratch, ctx)?;
+                attention::attention_with(
+                    model.kernels,
+                    &params,
+                    q,
+                    start,
+                    &keys_view,
+                    &mut scratch,
+                    ctx,
+                )?;
                 // The queries are spent: their buffer takes the output projection.
                 matmul_by(model.kernels, &l.o, ctx, m, l.o_bias, q);
                 residual(c, &l.attn_norm, rows, q);

@@ -78,6 +78,13 @@ impl<'a> TopK<'a> {
         self.len == 0
     }
 
+    /// The worst kept score once the slots are full and heap-ordered (that is, after the
+    /// first pair offered to full slots): a later pair is kept only if its rank beats it
+    /// (`Rank::Value`: a larger score). `None` before.
+    pub fn worst(&self) -> Option<f32> {
+        (self.heap && self.len > 0).then(|| self.scores[0])
+    }
+
     /// Forgets every kept pair.
     pub fn clear(&mut self) {
         self.len = 0;

@@ -15,8 +15,9 @@
 
 use proptest::prelude::*;
 use topkit::attention::{
-    AttnDims, AttnParams, AttnScratch, Keys, MAX_KEYS, attention, scratch_bytes,
+    AttnDims, AttnParams, AttnScratch, Keys, MAX_KEYS, attention, attention_with, scratch_bytes,
 };
+use topkit::kernels::Kernels;
 use topkit::{Arena, ArenaStorage, Error};
 use topkit_tests::attention_ref::{RefAttn, Rng, attention_ref, max_abs_diff};
 
@@ -27,9 +28,23 @@ const TOL: f64 = 5e-3;
 
 const ARENA: usize = 1 << 16;
 
+/// Every property below holds for both kernel choices; each test runs its body for each.
+const KERNELS: [Kernels; 2] = [Kernels::Reference, Kernels::Fast];
+
+/// [`run_with`] with the reference kernels.
+fn run(p: &AttnParams, q: &[f32], q_pos: usize, keys: &Keys<'_>) -> Result<Vec<f32>, Error> {
+    run_with(Kernels::Reference, p, q, q_pos, keys)
+}
+
 /// Runs one attention call in a fresh arena, checking that the scratch takes exactly
 /// `scratch_bytes`.
-fn run(p: &AttnParams, q: &[f32], q_pos: usize, keys: &Keys<'_>) -> Result<Vec<f32>, Error> {
+fn run_with(
+    kern: Kernels,
+    p: &AttnParams,
+    q: &[f32],
+    q_pos: usize,
+    keys: &Keys<'_>,
+) -> Result<Vec<f32>, Error> {
     let mut storage = Box::new(ArenaStorage::<ARENA>::new());
     let mut arena = storage.arena();
     let mut s = AttnScratch::new(&mut arena, p)?;
@@ -39,7 +54,7 @@ fn run(p: &AttnParams, q: &[f32], q_pos: usize, keys: &Keys<'_>) -> Result<Vec<f
         "scratch_bytes differs from what new takes"
     );
     let mut out = vec![f32::NAN; q.len()];
-    attention(p, q, q_pos, keys, &mut s, &mut out)?;
+    attention_with(kern, p, q, q_pos, keys, &mut s, &mut out)?;
     Ok(out)
 }
 
@@ -159,44 +174,52 @@ proptest! {
     /// TOL (see the module doc); the kept sets are identical by construction.
     #[test]
     fn topk_matches_naive_reference(c in case()) {
-        let d = data(&c, true);
-        let out = run(&c.params(Some(c.k), c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
-        let want = attention_ref(&c.reference(Some(c.k)), &d.q, &d.k, &d.v, c.n, d.valid.as_deref());
-        let err = max_abs_diff(&out, &want);
-        prop_assert!(err <= TOL, "max error {err} > {TOL}");
+        for kern in KERNELS {
+            let d = data(&c, true);
+            let out = run_with(kern, &c.params(Some(c.k), c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
+            let want = attention_ref(&c.reference(Some(c.k)), &d.q, &d.k, &d.v, c.n, d.valid.as_deref());
+            let err = max_abs_diff(&out, &want);
+            prop_assert!(err <= TOL, "max error {err} > {TOL}");
+        }
     }
 
     /// Dense equals the naive full-softmax reference, within TOL.
     #[test]
     fn dense_matches_naive_reference(c in case()) {
-        let d = data(&c, false);
-        let out = run(&c.params(None, c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
-        let want = attention_ref(&c.reference(None), &d.q, &d.k, &d.v, c.n, d.valid.as_deref());
-        let err = max_abs_diff(&out, &want);
-        prop_assert!(err <= TOL, "max error {err} > {TOL}");
+        for kern in KERNELS {
+            let d = data(&c, false);
+            let out = run_with(kern, &c.params(None, c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
+            let want = attention_ref(&c.reference(None), &d.q, &d.k, &d.v, c.n, d.valid.as_deref());
+            let err = max_abs_diff(&out, &want);
+            prop_assert!(err <= TOL, "max error {err} > {TOL}");
+        }
     }
 
     /// With k >= the number of keys, top-k equals dense within TOL (same softmax, computed
     /// in two passes instead of online).
     #[test]
     fn topk_with_all_keys_equals_dense(c in case(), extra in 0usize..4) {
-        let d = data(&c, false);
-        let k = c.n.max(1) + extra;
-        let top = run(&c.params(Some(k), c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
-        let dense = run(&c.params(None, c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
-        let dense: Vec<f64> = dense.iter().map(|&x| x as f64).collect();
-        let err = max_abs_diff(&top, &dense);
-        prop_assert!(err <= TOL, "max error {err} > {TOL}");
+        for kern in KERNELS {
+            let d = data(&c, false);
+            let k = c.n.max(1) + extra;
+            let top = run_with(kern, &c.params(Some(k), c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
+            let dense = run_with(kern, &c.params(None, c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
+            let dense: Vec<f64> = dense.iter().map(|&x| x as f64).collect();
+            let err = max_abs_diff(&top, &dense);
+            prop_assert!(err <= TOL, "max error {err} > {TOL}");
+        }
     }
 
     /// The chunk size C changes nothing, bit for bit, in both modes.
     #[test]
     fn chunk_size_does_not_change_results(c in case(), other in 1usize..12) {
-        let d = data(&c, false);
-        for k in [Some(c.k), None] {
-            let a = run(&c.params(k, c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
-            let b = run(&c.params(k, other), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
-            prop_assert_eq!(a, b);
+        for kern in KERNELS {
+            let d = data(&c, false);
+            for k in [Some(c.k), None] {
+                let a = run_with(kern, &c.params(k, c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
+                let b = run_with(kern, &c.params(k, other), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
+                prop_assert_eq!(a, b);
+            }
         }
     }
 
@@ -205,52 +228,56 @@ proptest! {
     /// the same way when causal.
     #[test]
     fn masked_keys_are_never_selected(mut c in case(), dense in any::<bool>()) {
-        c.mask = true;
-        let d = data(&c, false);
-        let k_attn = (!dense).then_some(c.k);
-        let p = c.params(k_attn, c.chunk);
-        let base = run(&p, &d.q, c.q_pos, &keys(&c, &d)).unwrap();
-        let mut bad = Data { q: d.q.clone(), k: d.k.clone(), v: d.v.clone(), valid: d.valid.clone() };
-        let kv_dim = c.dims.n_kv_heads * c.dims.head_dim;
-        let last = c.q_pos + c.n_q - 1;
-        let valid = d.valid.as_deref().unwrap();
-        for (j, &ok) in valid.iter().enumerate() {
-            if !ok || (c.causal && j > last) {
-                for x in &mut bad.k[j * kv_dim..(j + 1) * kv_dim] {
-                    // Huge scores of either sign: a leak would dominate or shift the softmax.
-                    *x = if j % 2 == 0 { 1e4 } else { -1e4 };
-                }
-                for x in &mut bad.v[j * kv_dim..(j + 1) * kv_dim] {
-                    *x = 1e6;
+        for kern in KERNELS {
+            c.mask = true;
+            let d = data(&c, false);
+            let k_attn = (!dense).then_some(c.k);
+            let p = c.params(k_attn, c.chunk);
+            let base = run_with(kern, &p, &d.q, c.q_pos, &keys(&c, &d)).unwrap();
+            let mut bad = Data { q: d.q.clone(), k: d.k.clone(), v: d.v.clone(), valid: d.valid.clone() };
+            let kv_dim = c.dims.n_kv_heads * c.dims.head_dim;
+            let last = c.q_pos + c.n_q - 1;
+            let valid = d.valid.as_deref().unwrap();
+            for (j, &ok) in valid.iter().enumerate() {
+                if !ok || (c.causal && j > last) {
+                    for x in &mut bad.k[j * kv_dim..(j + 1) * kv_dim] {
+                        // Huge scores of either sign: a leak would dominate or shift the softmax.
+                        *x = if j % 2 == 0 { 1e4 } else { -1e4 };
+                    }
+                    for x in &mut bad.v[j * kv_dim..(j + 1) * kv_dim] {
+                        *x = 1e6;
+                    }
                 }
             }
+            let got = run_with(kern, &p, &d.q, c.q_pos, &keys(&c, &bad)).unwrap();
+            prop_assert_eq!(base, got);
         }
-        let got = run(&p, &d.q, c.q_pos, &keys(&c, &bad)).unwrap();
-        prop_assert_eq!(base, got);
     }
 
     /// Causal attention of query i equals non-causal attention over keys 0..=q_pos+i, bit for
     /// bit.
     #[test]
     fn causal_equals_prefix(mut c in case(), dense in any::<bool>()) {
-        c.causal = true;
-        let d = data(&c, false);
-        let k_attn = (!dense).then_some(c.k);
-        let out = run(&c.params(k_attn, c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
-        let q_dim = c.dims.n_heads * c.dims.head_dim;
-        let kv_dim = c.dims.n_kv_heads * c.dims.head_dim;
-        for i in 0..c.n_q {
-            let m = c.n.min(c.q_pos + i + 1);
-            let pre = Keys {
-                k: &d.k[..m * kv_dim],
-                v: &d.v[..m * kv_dim],
-                n: m,
-                valid: d.valid.as_deref().map(|v| &v[..m]),
-            };
-            let mut p = c.params(k_attn, 1);
-            p.causal = false;
-            let one = run(&p, &d.q[i * q_dim..(i + 1) * q_dim], 0, &pre).unwrap();
-            prop_assert_eq!(&out[i * q_dim..(i + 1) * q_dim], &one[..]);
+        for kern in KERNELS {
+            c.causal = true;
+            let d = data(&c, false);
+            let k_attn = (!dense).then_some(c.k);
+            let out = run_with(kern, &c.params(k_attn, c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
+            let q_dim = c.dims.n_heads * c.dims.head_dim;
+            let kv_dim = c.dims.n_kv_heads * c.dims.head_dim;
+            for i in 0..c.n_q {
+                let m = c.n.min(c.q_pos + i + 1);
+                let pre = Keys {
+                    k: &d.k[..m * kv_dim],
+                    v: &d.v[..m * kv_dim],
+                    n: m,
+                    valid: d.valid.as_deref().map(|v| &v[..m]),
+                };
+                let mut p = c.params(k_attn, 1);
+                p.causal = false;
+                let one = run_with(kern, &p, &d.q[i * q_dim..(i + 1) * q_dim], 0, &pre).unwrap();
+                prop_assert_eq!(&out[i * q_dim..(i + 1) * q_dim], &one[..]);
+            }
         }
     }
 }
@@ -260,41 +287,43 @@ proptest! {
 /// exactly 1/k in both builds, since exp(0) == 1, so only the sum's rounding remains).
 #[test]
 fn ties_go_to_the_lower_index() {
-    let dims = AttnDims {
-        n_heads: 2,
-        n_kv_heads: 1,
-        head_dim: 4,
-    };
-    let n = 20;
-    let mut r = Rng::new(7);
-    let q = r.vec(2 * 8, -1.0, 1.0);
-    let k: Vec<f32> = (0..n).flat_map(|_| [0.5, -0.25, 1.0, 0.75]).collect();
-    let v = r.vec(n * 4, -1.0, 1.0);
-    let valid: Vec<bool> = (0..n).map(|j| j % 3 != 1).collect();
-    for kk in [1usize, 3, 5] {
-        for chunk in [1, 2] {
-            let p = AttnParams {
-                dims,
-                causal: false,
-                k_attn: Some(kk),
-                chunk,
-            };
-            let keys = Keys {
-                k: &k,
-                v: &v,
-                n,
-                valid: Some(&valid),
-            };
-            let out = run(&p, &q, 0, &keys).unwrap();
-            let first: Vec<usize> = (0..n).filter(|&j| valid[j]).take(kk).collect();
-            for (o, chunk) in out.chunks(4).enumerate() {
-                for (dd, &x) in chunk.iter().enumerate() {
-                    let mean: f64 =
-                        first.iter().map(|&j| v[j * 4 + dd] as f64).sum::<f64>() / kk as f64;
-                    assert!(
-                        (x as f64 - mean).abs() <= TOL,
-                        "row {o} dim {dd}: {x} vs {mean}"
-                    );
+    for kern in KERNELS {
+        let dims = AttnDims {
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 4,
+        };
+        let n = 20;
+        let mut r = Rng::new(7);
+        let q = r.vec(2 * 8, -1.0, 1.0);
+        let k: Vec<f32> = (0..n).flat_map(|_| [0.5, -0.25, 1.0, 0.75]).collect();
+        let v = r.vec(n * 4, -1.0, 1.0);
+        let valid: Vec<bool> = (0..n).map(|j| j % 3 != 1).collect();
+        for kk in [1usize, 3, 5] {
+            for chunk in [1, 2] {
+                let p = AttnParams {
+                    dims,
+                    causal: false,
+                    k_attn: Some(kk),
+                    chunk,
+                };
+                let keys = Keys {
+                    k: &k,
+                    v: &v,
+                    n,
+                    valid: Some(&valid),
+                };
+                let out = run_with(kern, &p, &q, 0, &keys).unwrap();
+                let first: Vec<usize> = (0..n).filter(|&j| valid[j]).take(kk).collect();
+                for (o, chunk) in out.chunks(4).enumerate() {
+                    for (dd, &x) in chunk.iter().enumerate() {
+                        let mean: f64 =
+                            first.iter().map(|&j| v[j * 4 + dd] as f64).sum::<f64>() / kk as f64;
+                        assert!(
+                            (x as f64 - mean).abs() <= TOL,
+                            "row {o} dim {dd}: {x} vs {mean}"
+                        );
+                    }
                 }
             }
         }

@@ -6,9 +6,12 @@
 // sets it, even for thumbv7em; feature `arm-dsp` says it is there.
 #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
 mod arm_dsp;
+pub mod attn;
 mod generic;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm_simd128;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86_attention;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86_avx2;
 
@@ -18,6 +21,12 @@ pub use arm_dsp::{
     arm_dsp_matmul_i8_i8, arm_dsp_matvec_i8_i8,
 };
 pub use generic::*;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub use x86_attention::{
+    available as x86_avx512_attn_available, x86_avx512_attn_candidates, x86_avx512_attn_dense_tile,
+    x86_avx512_attn_insert_sorted, x86_avx512_attn_scores_tile, x86_avx512_attn_softmax_rows,
+    x86_avx512_attn_topk_tile, x86_avx512_exp_f32,
+};
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_avx2::{
     available as x86_avx2_available, x86_avx2_accumulate_rows_i8, x86_avx2_axpy_f32,

@@ -1,0 +1,405 @@
+//! The block kernels of the fast attention path (`topkit::kernels::attn`).
+//!
+//! - `exp_poly` against f64 `exp` over a dense grid: max relative error 2e-7 on
+//!   `[EXP_POLY_MIN, EXP_POLY_MAX]` (measured 1.2e-7; printed by the test), exact at 0, 0
+//!   below the range, NaN for NaN.
+//! - The generic kernels against naive f64 formulas (scores, dense tile, softmax rows) and a
+//!   naive sort (sorted insertion), with the tolerances stated at each test.
+//! - Arch kernels against the generic ones, one macro per op, instantiated for every arch
+//!   module this build has (x86-64 AVX-512 in std builds): the candidate masks and the sorted
+//!   slots must be identical; float results within the stated tolerance (FMA and the vector `exp`).
+
+// The arch macros are instantiated only in builds that have an arch module.
+#![cfg_attr(
+    not(all(feature = "std", target_arch = "x86_64")),
+    allow(unused_macros, unused_imports)
+)]
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use topkit::kernels::attn::{
+    self, ATTN_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, EXP_POLY_MAX, EXP_POLY_MIN, exp_poly,
+};
+
+/// Max relative error of `f` against f64 `exp` over `n` evenly spaced points of `[lo, hi]`.
+fn exp_rel_error(f: impl Fn(&mut [f32]), lo: f32, hi: f32, n: usize) -> f64 {
+    let xs: Vec<f32> = (0..n)
+        .map(|i| lo + (hi - lo) * (i as f32 / (n - 1) as f32))
+        .collect();
+    let mut ys = xs.clone();
+    f(&mut ys);
+    xs.iter()
+        .zip(&ys)
+        .map(|(&x, &y)| {
+            let want = (x as f64).exp();
+            ((y as f64 - want) / want).abs()
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn exp_poly_accuracy() {
+    let err = exp_rel_error(attn::exp_poly_slice, EXP_POLY_MIN, EXP_POLY_MAX, 2_000_001);
+    // The softmax range, more densely.
+    let err_soft = exp_rel_error(attn::exp_poly_slice, -30.0, 0.0, 2_000_001);
+    eprintln!("exp_poly max relative error: {err:.3e} (softmax range [-30, 0]: {err_soft:.3e})");
+    assert!(err <= 2e-7 && err_soft <= 2e-7, "{err} {err_soft}");
+    assert_eq!(exp_poly(0.0), 1.0);
+    assert_eq!(exp_poly(EXP_POLY_MIN - 0.01), 0.0);
+    assert_eq!(exp_poly(f32::NEG_INFINITY), 0.0);
+    assert_eq!(exp_poly(f32::INFINITY), f32::INFINITY);
+    assert!(exp_poly(f32::NAN).is_nan());
+}
+
+/// A random block: `hd`, transposed queries for `lanes` lanes, `nk` key rows and value rows
+/// with row stride `stride >= hd`.
+#[derive(Debug, Clone)]
+struct Block {
+    hd: usize,
+    lanes: usize,
+    nk: usize,
+    stride: usize,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    vis: Vec<u16>,
+}
+
+fn block() -> impl Strategy<Value = Block> {
+    (1usize..=40, 1usize..=16, 1usize..=16, 0usize..=5).prop_flat_map(|(hd, lanes, nk, pad)| {
+        let stride = hd + pad;
+        (
+            vec(-1.0f32..1.0, lanes * hd),
+            vec(-1.0f32..1.0, nk * stride),
+            vec(-1.0f32..1.0, nk * stride),
+            vec(any::<u16>(), nk),
+        )
+            .prop_map(move |(q, k, v, vis)| Block {
+                hd,
+                lanes,
+                nk,
+                stride,
+                q,
+                k,
+                v,
+                vis,
+            })
+    })
+}
+
+impl Block {
+    fn qt(&self) -> Vec<f32> {
+        let mut qt = vec![0f32; self.hd * ATTN_LANES];
+        attn::attn_transpose_queries(&self.q, self.hd, self.lanes, self.hd, &mut qt);
+        qt
+    }
+
+    fn vis(&self) -> [u16; ATTN_TILE] {
+        let lanes = if self.lanes == 16 {
+            u16::MAX
+        } else {
+            (1 << self.lanes) - 1
+        };
+        core::array::from_fn(|j| self.vis.get(j).map_or(0, |&m| m & lanes))
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.hd as f32).sqrt()
+    }
+}
+
+proptest! {
+    /// Generic scores: within `(hd + 2) * EPS * sum_d |q_d k_d| * scale` of the f64 formula.
+    #[test]
+    fn generic_scores_match_f64(b in block()) {
+        let mut s = [0f32; ATTN_BLOCK];
+        attn::attn_scores_tile(&b.qt(), b.hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+        for j in 0..b.nk {
+            for l in 0..b.lanes {
+                let (mut want, mut mag) = (0f64, 0f64);
+                for d in 0..b.hd {
+                    let p = b.q[l * b.hd + d] as f64 * b.k[j * b.stride + d] as f64;
+                    want += p;
+                    mag += p.abs();
+                }
+                let sc = b.scale() as f64;
+                let tol = (b.hd as f64 + 2.0) * f32::EPSILON as f64 * mag * sc + 1e-30;
+                let got = s[j * ATTN_LANES + l] as f64;
+                prop_assert!((got - want * sc).abs() <= tol, "{} vs {}", got, want * sc);
+            }
+        }
+    }
+
+    /// Generic dense tile, run over two tiles (the second with shifted scores, so that some
+    /// lanes rescale): each lane's normalised output within 1e-6 of the f64 softmax over the
+    /// keys it sees (values in [-1, 1]).
+    #[test]
+    fn generic_dense_tile_matches_f64(b in block(), shift in -3.0f32..3.0) {
+        let mut st = AttnDenseState::new();
+        let hd = b.hd;
+        let mut tiles = Vec::new();
+        for t in 0..2 {
+            let mut s = [0f32; ATTN_BLOCK];
+            attn::attn_scores_tile(&b.qt(), hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+            let vis = b.vis().map(|m| if t == 0 { m } else { m.rotate_left(3) });
+            if t == 1 {
+                s.iter_mut().for_each(|x| *x += shift);
+            }
+            attn::attn_dense_tile(&s, &vis, b.nk, &b.v, b.stride, hd, &mut st);
+            tiles.push((s, vis));
+        }
+        for l in 0..b.lanes {
+            let mut ws = Vec::new();
+            for (s, vis) in &tiles {
+                for j in 0..b.nk {
+                    if vis[j] >> l & 1 != 0 {
+                        ws.push((s[j * ATTN_LANES + l] as f64, &b.v[j * b.stride..][..hd]));
+                    }
+                }
+            }
+            if ws.is_empty() {
+                prop_assert_eq!(st.sum[l], 0.0);
+                continue;
+            }
+            let m = ws.iter().map(|w| w.0).fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = ws.iter().map(|w| (w.0 - m).exp()).sum();
+            for d in 0..hd {
+                let want: f64 = ws.iter().map(|w| (w.0 - m).exp() * w.1[d] as f64).sum::<f64>() / z;
+                let got = st.acc[l * hd + d] as f64 / st.sum[l] as f64;
+                prop_assert!((got - want).abs() <= 1e-6, "lane {} dim {}: {} vs {}", l, d, got, want);
+            }
+        }
+    }
+
+    /// Sorted insertion keeps the best `k` of a stream (score descending, lower index first
+    /// on ties), like a full sort. Scores from a few integers so that ties are frequent.
+    #[test]
+    fn insert_sorted_matches_a_sort(raw in vec(-4i8..=4, 0..80), k in 1usize..=32) {
+        let mut s = vec![0f32; k];
+        let mut ix = vec![0u16; k];
+        let mut len = 0;
+        for (j, &r) in raw.iter().enumerate() {
+            len = attn::attn_insert_sorted(&mut s, &mut ix, len, r as f32, j as u16);
+        }
+        let mut order: Vec<usize> = (0..raw.len()).collect();
+        order.sort_by(|&a, &b| raw[b].cmp(&raw[a]).then(a.cmp(&b)));
+        order.truncate(k);
+        prop_assert_eq!(len, order.len());
+        let want: Vec<u16> = order.iter().map(|&j| j as u16).collect();
+        prop_assert_eq!(&ix[..len], &want[..]);
+        for i in 0..len {
+            prop_assert_eq!(s[i], raw[ix[i] as usize] as f32);
+        }
+    }
+
+    /// Generic softmax rows within 1e-6 of the f64 formula (values in [-1, 1]).
+    #[test]
+    fn generic_softmax_rows_match_f64(
+        (hd, n, sc, ix, v) in (1usize..=40, 0usize..=40).prop_flat_map(|(hd, n)| (
+            Just(hd), Just(n), vec(-20.0f32..20.0, n), vec(0u16..50, n), vec(-1.0f32..1.0, 50 * hd)))
+    ) {
+        let mut out = vec![f32::NAN; hd];
+        attn::attn_softmax_rows(&sc, &ix, &v, hd, hd, &mut out);
+        let m = sc.iter().map(|&x| x as f64).fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = sc.iter().map(|&x| (x as f64 - m).exp()).sum();
+        for d in 0..hd {
+            let want = if n == 0 { 0.0 } else {
+                sc.iter().zip(&ix).map(|(&x, &j)| (x as f64 - m).exp() * v[j as usize * hd + d] as f64).sum::<f64>() / z
+            };
+            prop_assert!((out[d] as f64 - want).abs() <= 1e-6, "{} vs {}", out[d], want);
+        }
+    }
+}
+
+/// `exp` over a slice: the arch kernel `$f` within 3e-7 relative of `exp_poly` (each is within
+/// 1.2e-7 of the truth as measured; the FMA moves the last bit), the same 0 below the range,
+/// `exp(0) == 1`, and its own max error against f64 within 2e-7.
+macro_rules! test_exp {
+    ($name:ident, $f:path) => {
+        #[test]
+        fn $name() {
+            let err = exp_rel_error($f, EXP_POLY_MIN, EXP_POLY_MAX, 2_000_001);
+            eprintln!("{} max relative error: {err:.3e}", stringify!($f));
+            assert!(err <= 2e-7, "{err}");
+            let mut x = vec![0.0, -1e-3, -0.5, -3.0, -87.0, -88.0, f32::NEG_INFINITY, 5.0];
+            let want: Vec<f32> = x.iter().map(|&v| exp_poly(v)).collect();
+            $f(&mut x);
+            assert_eq!(x[0], 1.0);
+            for (&g, &w) in x.iter().zip(&want) {
+                assert!((g - w).abs() <= 3e-7 * w, "{g} vs {w}");
+            }
+        }
+    };
+}
+
+/// Tile scores: the arch kernel `$f` within `(hd + 2) * EPS * sum|q_d k_d| * scale` of the
+/// generic one (the same order of terms, fused).
+macro_rules! test_scores_tile {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name(b in block()) {
+                let qt = b.qt();
+                let (mut want, mut got) = ([0f32; ATTN_BLOCK], [0f32; ATTN_BLOCK]);
+                attn::attn_scores_tile(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut want);
+                $f(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut got);
+                for j in 0..b.nk {
+                    for l in 0..ATTN_LANES {
+                        let mag: f64 = (0..b.hd).map(|d| (qt[d * ATTN_LANES + l] as f64 * b.k[j * b.stride + d] as f64).abs()).sum();
+                        let tol = (b.hd as f64 + 2.0) * f32::EPSILON as f64 * mag * b.scale() as f64 + 1e-30;
+                        let (g, w) = (got[j * ATTN_LANES + l], want[j * ATTN_LANES + l]);
+                        prop_assert!((g as f64 - w as f64).abs() <= tol, "{} vs {}", g, w);
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// Dense tile: the arch kernel `$f` (two tiles, the second rescaling) gives each lane's
+/// normalised output within 1e-6 of the generic one, the same running maximum, and a sum
+/// within 1e-6 relative.
+macro_rules! test_dense_tile {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name(b in block(), shift in -3.0f32..3.0) {
+                let qt = b.qt();
+                let (mut want, mut got) = (AttnDenseState::new(), AttnDenseState::new());
+                for t in 0..2 {
+                    let mut s = [0f32; ATTN_BLOCK];
+                    attn::attn_scores_tile(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+                    // The second tile: shifted scores (a new maximum in some lanes), other lanes.
+                    let vis = b.vis().map(|m| if t == 0 { m } else { m.rotate_left(3) });
+                    if t == 1 {
+                        s.iter_mut().for_each(|x| *x += shift);
+                    }
+                    attn::attn_dense_tile(&s, &vis, b.nk, &b.v, b.stride, b.hd, &mut want);
+                    $f(&s, &vis, b.nk, &b.v, b.stride, b.hd, &mut got);
+                }
+                for l in 0..ATTN_LANES {
+                    prop_assert_eq!(got.max[l].to_bits(), want.max[l].to_bits());
+                    prop_assert!((got.sum[l] - want.sum[l]).abs() <= 1e-6 * want.sum[l], "{} vs {}", got.sum[l], want.sum[l]);
+                    if want.sum[l] > 0.0 {
+                        for d in 0..b.hd {
+                            let g = got.acc[l * b.hd + d] / got.sum[l];
+                            let w = want.acc[l * b.hd + d] / want.sum[l];
+                            prop_assert!((g - w).abs() <= 1e-6, "lane {} dim {}: {} vs {}", l, d, g, w);
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// Candidates: the arch kernel `$f` gives the masks of the generic one.
+macro_rules! test_candidates {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name(b in block(), thr in vec(prop_oneof![-1.0f32..1.0, Just(f32::NEG_INFINITY)], 16), open in any::<u16>()) {
+                let mut s = [0f32; ATTN_BLOCK];
+                attn::attn_scores_tile(&b.qt(), b.hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+                let thr: [f32; ATTN_LANES] = core::array::from_fn(|l| thr[l]);
+                let (mut want, mut got) = ([0u16; ATTN_TILE], [1u16; ATTN_TILE]);
+                let a = attn::attn_candidates(&s, &b.vis(), b.nk, &thr, open, &mut want);
+                let g = $f(&s, &b.vis(), b.nk, &thr, open, &mut got);
+                prop_assert_eq!(a, g);
+                prop_assert_eq!(want, got);
+            }
+        }
+    };
+}
+
+/// Softmax rows: the arch kernel `$f` within 1e-6 of the generic one (values in [-1, 1]).
+macro_rules! test_softmax_rows {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name(
+                (hd, sc, ix, v) in (1usize..=40, 0usize..=40).prop_flat_map(|(hd, n)| (
+                    Just(hd), vec(-20.0f32..20.0, n), vec(0u16..50, n), vec(-1.0f32..1.0, 50 * hd)))
+            ) {
+                let (mut want, mut got) = (vec![f32::NAN; hd], vec![f32::NAN; hd]);
+                attn::attn_softmax_rows(&sc, &ix, &v, hd, hd, &mut want);
+                $f(&sc, &ix, &v, hd, hd, &mut got);
+                for d in 0..hd {
+                    prop_assert!((got[d] - want[d]).abs() <= 1e-6, "{} vs {}", got[d], want[d]);
+                }
+            }
+        }
+    };
+}
+
+/// Sorted insertion: the arch kernel `$f` leaves the slots and length of the generic one
+/// after every pair of a stream (ties frequent, some NaN).
+macro_rules! test_insert_sorted {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name(raw in vec(prop_oneof![(-4i8..=4).prop_map(|v| v as f32), Just(f32::NAN)], 0..80), k in 1usize..=32) {
+                let (mut ws, mut wi, mut wl) = (vec![0f32; k], vec![0u16; k], 0);
+                let (mut gs, mut gi, mut gl) = (vec![0f32; k], vec![0u16; k], 0);
+                for (j, &x) in raw.iter().enumerate() {
+                    wl = attn::attn_insert_sorted(&mut ws, &mut wi, wl, x, j as u16);
+                    gl = $f(&mut gs, &mut gi, gl, x, j as u16);
+                    prop_assert_eq!(gl, wl);
+                    prop_assert_eq!(&gi[..gl], &wi[..wl]);
+                    let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    prop_assert_eq!(bits(&gs[..gl]), bits(&ws[..wl]));
+                }
+            }
+        }
+    };
+}
+
+/// Top-k tile update: the arch kernel `$f` leaves the slots, lengths, thresholds and open
+/// lanes of the generic one, over several tiles (scores from a few integers: ties).
+macro_rules! test_topk_tile {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name(raw in vec(-4i8..=4, ATTN_BLOCK * 4), cands in vec(any::<u16>(), ATTN_TILE * 4), k in 1usize..=32) {
+                let mut w = (vec![0f32; 16 * k], vec![0u16; 16 * k], vec![0u32; 16], [f32::NEG_INFINITY; 16], u16::MAX);
+                let mut g = w.clone();
+                for t in 0..4 {
+                    let s: [f32; ATTN_BLOCK] = core::array::from_fn(|i| raw[t * ATTN_BLOCK + i] as f32);
+                    let c: [u16; ATTN_TILE] = core::array::from_fn(|j| cands[t * ATTN_TILE + j]);
+                    let c = c.map(|m| m);
+                    attn::attn_topk_tile(&s, &c, (t * 16) as u16, k, &mut w.0, &mut w.1, &mut w.2, &mut w.3, &mut w.4);
+                    $f(&s, &c, (t * 16) as u16, k, &mut g.0, &mut g.1, &mut g.2, &mut g.3, &mut g.4);
+                    prop_assert_eq!(&g.2, &w.2);
+                    for l in 0..16 {
+                        let n = w.2[l] as usize;
+                        prop_assert_eq!(&g.0[l * k..l * k + n], &w.0[l * k..l * k + n]);
+                        prop_assert_eq!(&g.1[l * k..l * k + n], &w.1[l * k..l * k + n]);
+                    }
+                    prop_assert_eq!(g.3.map(f32::to_bits), w.3.map(f32::to_bits));
+                    prop_assert_eq!(g.4, w.4);
+                }
+            }
+        }
+    };
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86_avx512 {
+    use super::*;
+    use topkit::kernels;
+    // On a CPU without AVX-512F the kernels fall back to the generic ones; say so.
+    #[test]
+    fn reports_whether_the_cpu_has_avx512() {
+        eprintln!(
+            "AVX-512F/BW/VL available: {}",
+            kernels::x86_avx512_attn_available()
+        );
+    }
+    test_exp!(exp, kernels::x86_avx512_exp_f32);
+    test_scores_tile!(scores_tile, kernels::x86_avx512_attn_scores_tile);
+    test_dense_tile!(dense_tile, kernels::x86_avx512_attn_dense_tile);
+    test_candidates!(candidates, kernels::x86_avx512_attn_candidates);
+    test_softmax_rows!(softmax_rows, kernels::x86_avx512_attn_softmax_rows);
+    test_insert_sorted!(insert_sorted, kernels::x86_avx512_attn_insert_sorted);
+    test_topk_tile!(topk_tile, kernels::x86_avx512_attn_topk_tile);
+}
