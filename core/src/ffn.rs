@@ -22,7 +22,7 @@ use crate::config::Activation;
 use crate::kernels::{
     DType, Kernels, Matrix, Q8_MAX_COLS, QT_GROUP, Weights, accumulate_f32_tokens_by,
     accumulate_q8_tokens_by, activate, activate_fast, activate_slice_by, axpy_row_by, dot_row_by,
-    matmul_by, matmul_q8_tokens_by, qt_blocks, quantize_i8, quantize_i8_token_by,
+    matmul_by, matmul_q8_tokens_by, qt_blocks, quantize_i8_token_by,
 };
 use crate::topk::{Rank, TopK};
 
@@ -400,6 +400,7 @@ const UP_UNITS: usize = 256;
 /// Hidden units [`ffn_q8`] projects down together: with int8 `down_t` they share one int8
 /// scale per token.
 const Q8_UNITS: usize = 64;
+const _: () = assert!(Q8_UNITS == crate::kernels::QT_BLOCK);
 
 /// Int8-activation body of [`ffn_with`]. The chunk's tokens are quantized [`QT_GROUP`] at a
 /// time, one scale per token ([`quantize_i8`]), into a stack buffer of `QT_GROUP *
@@ -504,7 +505,13 @@ fn ffn_q8(
                         for (v, &sc) in h.iter_mut().zip(&down_s[ju..ju + ul]) {
                             *v *= sc;
                         }
-                        hs[t] = quantize_i8(h, &mut hq[t * ul..(t + 1) * ul]);
+                        // One block of QT_BLOCK = Q8_UNITS values: quantize_i8 of h.
+                        quantize_i8_token_by(
+                            kernels,
+                            h,
+                            &mut hq[t * ul..(t + 1) * ul],
+                            &mut hs[t..t + 1],
+                        );
                     }
                     accumulate_q8_tokens_by(
                         kernels,
