@@ -1,6 +1,6 @@
 //! Numeric kernels. `generic` is the reference implementation, written to sum in a fixed order
 //! so that the same build gives bit-identical results on every target; arch-specific kernels
-//! (later) overlay it and are tested against it.
+//! (x86-64 AVX2 and AVX-512, wasm `simd128`) overlay it and are tested against it.
 
 mod generic;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -128,9 +128,10 @@ pub enum Kernels {
     /// tests compare against a host run of these).
     #[default]
     Reference,
-    /// Host speed: int8 weights take int8 activations (per-token dynamic scale, exact i32
-    /// sums, [`matmul_i8_i8`]), and in std builds on x86-64 the AVX2/FMA kernels when the CPU
-    /// has them (detected at run time). Results differ from `Reference` by the activation
+    /// Host speed: int8 weights take int8 activations (dynamic scales per token and block of
+    /// [`QT_BLOCK`] columns, exact i32 sums, [`matmul_i8_i8_token`]), and in std builds on
+    /// x86-64 the AVX-512 (VNNI) or AVX2/FMA kernels when the CPU has them (detected at run
+    /// time). Results differ from `Reference` by the activation
     /// rounding (int8) or the summation order (f32).
     Fast,
 }

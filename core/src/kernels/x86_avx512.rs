@@ -614,7 +614,7 @@ fn matmul_f32_avx512(
 
 /// AVX-512 [`super::matmul`] for f32 weights: `y = x W^T + b`, 12 weight rows times 16
 /// tokens per register tile, fused multiply-adds over the columns in order (rounding differs
-/// from the generic kernel). Other weight types, rows longer than [`F32_MAX_COLS`] or a CPU
+/// from the generic kernel). Other weight types, rows longer than 1024 or a CPU
 /// without AVX-512 take the AVX2 kernel. Shapes as in [`super::matmul`].
 pub fn x86_avx512_matmul_f32(
     w: &Matrix<'_>,
