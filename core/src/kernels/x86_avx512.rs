@@ -102,6 +102,23 @@ fn row_corr(w: &[i8], out: &mut [i32]) {
     }
 }
 
+/// Writes a tile `tmp` (`[row][token]`) of rows `r0..r0 + RR` and `g` tokens into `y` (rows
+/// of `rows` outputs per token).
+fn store_tile<const RR: usize>(
+    tmp: &[[f32; T]; RR],
+    y: &mut [f32],
+    rows: usize,
+    r0: usize,
+    g: usize,
+) {
+    for t in 0..g {
+        let yt = &mut y[t * rows + r0..t * rows + r0 + RR];
+        for (r, v) in yt.iter_mut().enumerate() {
+            *v = tmp[r][t];
+        }
+    }
+}
+
 /// One tile: rows `r0..r0 + RR` times the packed group (`g` valid tokens) with the block
 /// scales `sx` (`[nb][16]`) and the row corrections `corr` (`[RR][nb]`, `-128 * sum w`).
 #[inline]
@@ -159,12 +176,7 @@ fn tile_q8<const RR: usize>(
         // SAFETY: o has 16 f32; unaligned store.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
     }
-    for t in 0..g {
-        let yt = &mut y[t * rows + r0..t * rows + r0 + RR];
-        for (r, v) in yt.iter_mut().enumerate() {
-            *v = tmp[r][t];
-        }
-    }
+    store_tile(&tmp, y, rows, r0, g);
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -567,12 +579,7 @@ fn tile_f32<const RR: usize>(
         // SAFETY: o has 16 f32; unaligned store.
         unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
     }
-    for t in 0..g {
-        let yt = &mut y[t * rows + r0..t * rows + r0 + RR];
-        for (r, v) in yt.iter_mut().enumerate() {
-            *v = tmp[r][t];
-        }
-    }
+    store_tile(&tmp, y, rows, r0, g);
 }
 
 #[target_feature(enable = "avx512f")]
