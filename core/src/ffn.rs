@@ -20,9 +20,9 @@ use crate::Error;
 use crate::arena::{ALIGN, Arena, padded};
 use crate::config::Activation;
 use crate::kernels::{
-    DType, Kernels, Matrix, Q8_BLOCK, Q8_GROUP, Q8_MAX_COLS, Weights, accumulate_rows_i8_by,
-    activate, activate_fast, activate_slice_by, axpy_row_by, dot_i8_q8_blocks_by, dot_row_by,
-    dot4_i8_q8_blocks_by, quantize_i8, quantize_i8_blocks,
+    DType, Kernels, Matrix, Q8_MAX_COLS, QT_GROUP, Weights, accumulate_f32_tokens_by,
+    accumulate_q8_tokens_by, activate, activate_fast, activate_slice_by, axpy_row_by, dot_row_by,
+    matmul_by, matmul_q8_tokens_by, qt_blocks, quantize_i8_token_by,
 };
 use crate::topk::{Rank, TopK};
 
@@ -230,7 +230,7 @@ pub fn ffn(
 
 /// [`ffn`] with the chosen kernels. With [`Kernels::Fast`] and int8 `up` (and `gate`)
 /// weights, each token is quantized once to int8 with its own scale and the unit's
-/// pre-activation is an exact i32 dot product (see [`crate::kernels::matmul_i8_i8`]); the
+/// pre-activation is an exact i32 dot product (see [`crate::kernels::matmul_q8_tokens`]); the
 /// down projection stays f32.
 ///
 /// Errors: as [`ffn`].
@@ -250,6 +250,20 @@ pub fn ffn_with(
     if q8 {
         ffn_q8(kernels, w, x, k_ff, scratch, out, d, d_ff, n);
         return Ok(());
+    }
+    if kernels == Kernels::Fast
+        && k_ff.is_none()
+        && let (Weights::F32(up), Weights::F32(down)) = (w.up.weights(), w.down_t.weights())
+    {
+        let gate = match w.gate.map(|g| g.weights()) {
+            None => Some(None),
+            Some(Weights::F32(g)) => Some(Some(g)),
+            Some(_) => None,
+        };
+        if let Some(gate) = gate {
+            ffn_f32_fast(w, up, gate, down, x, out, d, d_ff, n);
+            return Ok(());
+        }
     }
     let act = |v: f32| match kernels {
         Kernels::Reference => activate(w.act, v),
@@ -316,18 +330,86 @@ pub fn ffn_with(
     Ok(())
 }
 
-/// Most tokens [`ffn_q8`] quantizes at once.
-const Q8_TOKENS: usize = 64;
-/// Hidden units [`ffn_q8`] computes before it projects them down: with int8 `down_t` they
-/// share one int8 scale per token.
-const Q8_UNITS: usize = 32;
+/// Dense f32 body of [`ffn_with`] with the fast kernels: [`QT_GROUP`] tokens at a time, the
+/// hidden units [`UP_UNITS`] at a time by [`matmul_by`] into a stack buffer, then projected
+/// down by [`accumulate_f32_tokens_by`] (register-tiled; rounding differs from [`ffn`]).
+/// Stack: 32 KiB here plus the matmul's.
+#[allow(clippy::too_many_arguments)]
+fn ffn_f32_fast(
+    w: &FfnWeights<'_>,
+    up: &[f32],
+    gate: Option<&[f32]>,
+    down: &[f32],
+    x: &[f32],
+    out: &mut [f32],
+    d: usize,
+    d_ff: usize,
+    n: usize,
+) {
+    let kernels = Kernels::Fast;
+    let mut hb = [0.0f32; QT_GROUP * UP_UNITS];
+    let mut gb = [0.0f32; QT_GROUP * UP_UNITS];
+    for ot in out.chunks_exact_mut(d) {
+        match w.down_bias {
+            Some(b) => ot.copy_from_slice(b),
+            None => ot.fill(0.0),
+        }
+    }
+    let mut t0 = 0;
+    while t0 < n {
+        let g = QT_GROUP.min(n - t0);
+        let xg = &x[t0 * d..(t0 + g) * d];
+        let mut j0 = 0;
+        while j0 < d_ff {
+            let bl = UP_UNITS.min(d_ff - j0);
+            let hb = &mut hb[..g * bl];
+            let Ok(upm) = Matrix::new(bl, d, Weights::F32(&up[j0 * d..(j0 + bl) * d])) else {
+                return;
+            };
+            matmul_by(kernels, &upm, xg, g, w.up_bias.map(|b| &b[j0..j0 + bl]), hb);
+            match gate {
+                None => activate_slice_by(kernels, w.act, hb),
+                Some(gq) => {
+                    let Ok(gm) = Matrix::new(bl, d, Weights::F32(&gq[j0 * d..(j0 + bl) * d]))
+                    else {
+                        return;
+                    };
+                    let gb = &mut gb[..g * bl];
+                    matmul_by(kernels, &gm, xg, g, None, gb);
+                    for (h, &gv) in hb.iter_mut().zip(gb.iter()) {
+                        *h *= activate_fast(w.act, gv);
+                    }
+                }
+            }
+            accumulate_f32_tokens_by(
+                kernels,
+                &mut out[t0 * d..(t0 + g) * d],
+                &down[j0 * d..(j0 + bl) * d],
+                d,
+                hb,
+                g,
+            );
+            j0 += bl;
+        }
+        t0 += g;
+    }
+}
 
-/// Int8-activation body of [`ffn_with`]. The chunk's tokens are quantized a group at a time
-/// into a stack buffer of `Q8_GROUP * Q8_MAX_COLS` bytes; the hidden units are computed a
-/// block of [`Q8_UNITS`] at a time (exact i32 dots). Dense with int8 `down_t`, each token's
-/// block `h_j * scale_j` is quantized to int8 with its own scale and projected down with
-/// exact i32 sums ([`crate::kernels::accumulate_rows_i8`]); otherwise (top-k, or f32
-/// `down_t`) the down projection and the selection are those of [`ffn`]. Stack: about 40 KiB.
+/// Hidden units [`ffn_q8`] computes with one matrix product (rows of `up`, and `gate`).
+const UP_UNITS: usize = 256;
+/// Hidden units [`ffn_q8`] projects down together: with int8 `down_t` they share one int8
+/// scale per token.
+const Q8_UNITS: usize = 64;
+const _: () = assert!(Q8_UNITS == crate::kernels::QT_BLOCK);
+
+/// Int8-activation body of [`ffn_with`]. The chunk's tokens are quantized [`QT_GROUP`] at a
+/// time, one scale per token ([`quantize_i8`]), into a stack buffer of `QT_GROUP *
+/// Q8_MAX_COLS` bytes; the hidden units are computed [`UP_UNITS`] at a time by
+/// [`matmul_q8_tokens_by`] (exact i32 dots). Dense with int8 `down_t`, each token's block of
+/// [`Q8_UNITS`] values `h_j * scale_j` is quantized to int8 with its own scale and projected
+/// down with exact i32 sums ([`crate::kernels::accumulate_q8_tokens`]); otherwise (top-k, or
+/// f32 `down_t`) the down projection and the selection are those of [`ffn`]. Stack: about
+/// 100 KiB.
 #[allow(clippy::too_many_arguments)]
 fn ffn_q8(
     kernels: Kernels,
@@ -347,18 +429,25 @@ fn ffn_q8(
             _ => (&[], &[]),
         }
     }
+    /// Rows `j0..j0 + bl` of an int8 matrix of `d` columns.
+    fn rows<'w>(q: &'w [i8], sc: &'w [f32], j0: usize, bl: usize, d: usize) -> Option<Matrix<'w>> {
+        let w = Weights::I8 {
+            q: q.get(j0 * d..(j0 + bl) * d)?,
+            scales: sc.get(j0..j0 + bl)?,
+        };
+        Matrix::new(bl, d, w).ok()
+    }
     let (up_q, up_s) = int8(&w.up);
     let gate = w.gate.as_ref().map(int8);
     let down_q8 = k_ff.is_none() && w.down_t.dtype() == DType::I8;
     let (down_q, down_s) = int8(&w.down_t);
-    let group = (Q8_GROUP * Q8_MAX_COLS / d).clamp(1, Q8_TOKENS);
-    let mut qx = [0i8; Q8_GROUP * Q8_MAX_COLS];
-    // Block scales of the group's tokens: group * d <= Q8_GROUP * Q8_MAX_COLS elements.
-    let mut sx = [0.0f32; Q8_GROUP * Q8_MAX_COLS / Q8_BLOCK];
-    let nb = d.div_ceil(Q8_BLOCK);
-    let mut hb = [0.0f32; Q8_TOKENS * Q8_UNITS];
-    let mut hq = [0i8; Q8_UNITS];
-    let mut acc = [0i32; Q8_MAX_COLS];
+    let mut qx = [0i8; QT_GROUP * Q8_MAX_COLS];
+    let mut sx = [0.0f32; QT_GROUP * Q8_MAX_COLS / 4];
+    let nb = qt_blocks(d);
+    let mut hb = [0.0f32; QT_GROUP * UP_UNITS];
+    let mut gb = [0.0f32; QT_GROUP * UP_UNITS];
+    let mut hq = [0i8; QT_GROUP * Q8_UNITS];
+    let mut hs = [0.0f32; QT_GROUP];
     for ot in out.chunks_exact_mut(d) {
         match w.down_bias {
             Some(b) => ot.copy_from_slice(b),
@@ -371,106 +460,96 @@ fn ffn_q8(
     }
     let mut t0 = 0;
     while t0 < n {
-        let g = group.min(n - t0);
+        let g = QT_GROUP.min(n - t0);
         for t in 0..g {
             let xt = &x[(t0 + t) * d..(t0 + t + 1) * d];
-            quantize_i8_blocks(
+            quantize_i8_token_by(
+                kernels,
                 xt,
                 &mut qx[t * d..(t + 1) * d],
                 &mut sx[t * nb..(t + 1) * nb],
             );
         }
+        let (qx, sx) = (&qx[..g * d], &sx[..g * nb]);
         let mut j0 = 0;
         while j0 < d_ff {
-            let bl = Q8_UNITS.min(d_ff - j0);
-            for b in 0..bl {
-                let j = j0 + b;
-                let wj = &up_q[j * d..(j + 1) * d];
-                let bias = w.up_bias.map_or(0.0, |b| b[j]);
-                let mut t = 0;
-                // Groups of tokens share each weight load (same bits as one at a time).
-                while t + Q8_GROUP <= g {
-                    let u = dot4_i8_q8_blocks_by(
-                        kernels,
-                        wj,
-                        core::array::from_fn(|i| &qx[(t + i) * d..(t + i + 1) * d]),
-                        core::array::from_fn(|i| &sx[(t + i) * nb..(t + i + 1) * nb]),
-                    );
-                    for (i, &ui) in u.iter().enumerate() {
-                        hb[(t + i) * Q8_UNITS + b] = ui * up_s[j] + bias;
-                    }
-                    t += Q8_GROUP;
-                }
-                for t in t..g {
-                    let xq = &qx[t * d..(t + 1) * d];
-                    let xs = &sx[t * nb..(t + 1) * nb];
-                    hb[t * Q8_UNITS + b] =
-                        dot_i8_q8_blocks_by(kernels, wj, xq, xs) * up_s[j] + bias;
-                }
-            }
+            let bl = UP_UNITS.min(d_ff - j0);
+            let hb = &mut hb[..g * bl];
+            let Some(up) = rows(up_q, up_s, j0, bl, d) else {
+                return;
+            };
+            let bias = w.up_bias.map(|b| &b[j0..j0 + bl]);
+            matmul_q8_tokens_by(kernels, &up, qx, sx, g, bias, hb);
             match gate {
-                None => {
-                    for t in 0..g {
-                        activate_slice_by(kernels, w.act, &mut hb[t * Q8_UNITS..t * Q8_UNITS + bl]);
-                    }
-                }
+                None => activate_slice_by(kernels, w.act, hb),
                 Some((gq, gs)) => {
-                    for b in 0..bl {
-                        let j = j0 + b;
-                        for t in 0..g {
-                            let xq = &qx[t * d..(t + 1) * d];
-                            let xs = &sx[t * nb..(t + 1) * nb];
-                            let gv = dot_i8_q8_blocks_by(kernels, &gq[j * d..(j + 1) * d], xq, xs)
-                                * gs[j];
-                            hb[t * Q8_UNITS + b] *= activate_fast(w.act, gv);
-                        }
+                    let Some(gm) = rows(gq, gs, j0, bl, d) else {
+                        return;
+                    };
+                    let gb = &mut gb[..g * bl];
+                    matmul_q8_tokens_by(kernels, &gm, qx, sx, g, None, gb);
+                    for (h, &gv) in hb.iter_mut().zip(gb.iter()) {
+                        *h *= activate_fast(w.act, gv);
                     }
                 }
             }
-            for t in 0..g {
-                let tt = t0 + t;
-                let h = &mut hb[t * Q8_UNITS..t * Q8_UNITS + bl];
-                let ot = &mut out[tt * d..(tt + 1) * d];
-                match k {
-                    None if down_q8 => {
-                        for (v, &sc) in h.iter_mut().zip(&down_s[j0..j0 + bl]) {
+            if k.is_none() && down_q8 {
+                // Each token's block of Q8_UNITS values h_j * scale_j quantized with its own
+                // scale, projected down by exact i32 sums.
+                let mut u0 = 0;
+                while u0 < bl {
+                    let ul = Q8_UNITS.min(bl - u0);
+                    let ju = j0 + u0;
+                    for t in 0..g {
+                        let h = &mut hb[t * bl + u0..t * bl + u0 + ul];
+                        for (v, &sc) in h.iter_mut().zip(&down_s[ju..ju + ul]) {
                             *v *= sc;
                         }
-                        let sh = quantize_i8(h, &mut hq[..bl]);
-                        if sh == 0.0 {
-                            continue;
-                        }
-                        let acc = &mut acc[..d];
-                        acc.fill(0);
-                        accumulate_rows_i8_by(
+                        // One block of QT_BLOCK = Q8_UNITS values: quantize_i8 of h.
+                        quantize_i8_token_by(
                             kernels,
-                            acc,
-                            &down_q[j0 * d..(j0 + bl) * d],
-                            &hq[..bl],
+                            h,
+                            &mut hq[t * ul..(t + 1) * ul],
+                            &mut hs[t..t + 1],
                         );
-                        for (o, &a) in ot.iter_mut().zip(acc.iter()) {
-                            *o += a as f32 * sh;
-                        }
                     }
-                    None => {
-                        for (b, &hv) in h.iter().enumerate() {
-                            if hv != 0.0 {
-                                axpy_row_by(kernels, &w.down_t, j0 + b, hv, ot);
+                    accumulate_q8_tokens_by(
+                        kernels,
+                        &mut out[t0 * d..(t0 + g) * d],
+                        &down_q[ju * d..(ju + ul) * d],
+                        d,
+                        &hq[..g * ul],
+                        &hs[..g],
+                        g,
+                    );
+                    u0 += ul;
+                }
+            } else {
+                for t in 0..g {
+                    let tt = t0 + t;
+                    let ot = &mut out[tt * d..(tt + 1) * d];
+                    let h = &hb[t * bl..(t + 1) * bl];
+                    match k {
+                        None => {
+                            for (b, &hv) in h.iter().enumerate() {
+                                if hv != 0.0 {
+                                    axpy_row_by(kernels, &w.down_t, j0 + b, hv, ot);
+                                }
                             }
                         }
-                    }
-                    Some(k) => {
-                        let mut sel = TopK::resume(
-                            &mut s.scores[tt * k..(tt + 1) * k],
-                            &mut s.idx[tt * k..(tt + 1) * k],
-                            s.lens[tt],
-                            Rank::Magnitude,
-                        );
-                        for (b, &hv) in h.iter().enumerate() {
-                            // j < d_ff <= 65536 was checked, so it fits in u16.
-                            sel.push(hv, (j0 + b) as u16);
+                        Some(k) => {
+                            let mut sel = TopK::resume(
+                                &mut s.scores[tt * k..(tt + 1) * k],
+                                &mut s.idx[tt * k..(tt + 1) * k],
+                                s.lens[tt],
+                                Rank::Magnitude,
+                            );
+                            for (b, &hv) in h.iter().enumerate() {
+                                // j < d_ff <= 65536 was checked, so it fits in u16.
+                                sel.push(hv, (j0 + b) as u16);
+                            }
+                            s.lens[tt] = sel.state();
                         }
-                        s.lens[tt] = sel.state();
                     }
                 }
             }

@@ -54,6 +54,69 @@ fn mat_case() -> impl Strategy<Value = MatCase> {
     })
 }
 
+fn token_case() -> impl Strategy<Value = MatCase> {
+    // Rows past one and two groups of 16, columns in and past whole blocks, tokens past a
+    // group of 16.
+    let cols = prop_oneof![
+        1usize..=40,
+        1usize..=300,
+        (1usize..=12).prop_map(|b| b * 64),
+        (1usize..=100).prop_map(|b| b * 4)
+    ];
+    (
+        prop_oneof![1usize..=6, 1usize..=40],
+        cols,
+        prop_oneof![1usize..=5, 1usize..=40],
+    )
+        .prop_flat_map(|(rows, cols, n)| {
+            (
+                Just(rows),
+                Just(cols),
+                Just(n),
+                i8s(rows * cols),
+                vec(1e-4f32..0.1, rows),
+                vec(-50.0f32..50.0, n * cols),
+                proptest::option::of(vec(-1.0f32..1.0, rows)),
+            )
+        })
+}
+
+proptest! {
+    #[test]
+    fn matmul_i8_i8_token_is_the_documented_formula((rows, cols, n, q, scales, x, bias) in token_case()) {
+        let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
+        let mut y = vec![0f32; n * rows];
+        kernels::matmul_i8_i8_token(&w, &x, n, bias.as_deref(), &mut y);
+        let bl = kernels::QT_BLOCK;
+        for i in 0..n {
+            let xi = &x[i * cols..(i + 1) * cols];
+            let mut xq = vec![0i8; cols];
+            let mut sx = vec![0f32; cols.div_ceil(bl)];
+            for (b, (xb, qb)) in xi.chunks(bl).zip(xq.chunks_mut(bl)).enumerate() {
+                sx[b] = kernels::quantize_i8(xb, qb);
+            }
+            for r in 0..rows {
+                let wr = &q[r * cols..(r + 1) * cols];
+                // Exact i32 per block, blocks summed left to right in f32.
+                let mut v = 0f32;
+                for (b, (wb, xb)) in wr.chunks(bl).zip(xq.chunks(bl)).enumerate() {
+                    let acc: i32 = wb.iter().zip(xb).map(|(&p, &c)| p as i32 * c as i32).sum();
+                    v += acc as f32 * sx[b];
+                }
+                let mut want = v * scales[r];
+                if let Some(b) = &bias {
+                    want += b[r];
+                }
+                prop_assert_eq!(y[i * rows + r].to_bits(), want.to_bits());
+                let exact: f64 = wr.iter().zip(xi).map(|(&a, &v)| a as f64 * v as f64).sum::<f64>() * scales[r] as f64
+                    + bias.as_ref().map_or(0.0, |b| b[r] as f64);
+                let tol: f64 = wr.iter().enumerate().map(|(c, &a)| (a as f64).abs() * 0.5 * sx[c / bl] as f64).sum::<f64>() * scales[r] as f64 * 1.001 + 1e-3;
+                prop_assert!((y[i * rows + r] as f64 - exact).abs() <= tol, "{} vs {} (tol {})", y[i * rows + r], exact, tol);
+            }
+        }
+    }
+}
+
 proptest! {
     #[test]
     fn dot_i8_i8_is_exact((a, b) in (0usize..=1000).prop_flat_map(|n| (i8s(n), i8s(n)))) {
@@ -304,7 +367,7 @@ macro_rules! test_matmul_f32 {
     ($name:ident, $f:path) => {
         proptest! {
             #[test]
-            fn $name((rows, cols, n) in (1usize..=6, 1usize..=300, 1usize..=5), seed in any::<u64>()) {
+            fn $name((rows, cols, n) in (prop_oneof![1usize..=6, 1usize..=30], 1usize..=300, prop_oneof![1usize..=5, 1usize..=20]), seed in any::<u64>()) {
                 let mut s = seed;
                 let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0 };
                 let wv: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
@@ -325,6 +388,108 @@ macro_rules! test_matmul_f32 {
             }
         }
     };
+}
+
+/// Per-token (blocks of `QT_BLOCK`) int8 matmul: the arch kernel `$f` gives the bits of the
+/// generic `matmul_i8_i8_token`.
+macro_rules! test_matmul_i8_i8_token {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((rows, cols, n, q, scales, x, bias) in token_case()) {
+                let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
+                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                kernels::matmul_i8_i8_token(&w, &x, n, bias.as_deref(), &mut want);
+                $f(&w, &x, n, bias.as_deref(), &mut got);
+                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    };
+}
+
+/// Down projection of per-token int8 rows: the arch kernel `$f` gives the bits of the generic
+/// `accumulate_q8_tokens`.
+macro_rules! test_accumulate_q8_tokens {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((cols, k, n, q, hq, hs, out0) in (prop_oneof![1usize..=40, (1usize..=8).prop_map(|c| c * 16)], prop_oneof![0usize..=9, (0usize..=20).prop_map(|k| k * 4)], 1usize..=20).prop_flat_map(|(c, k, n)| (Just(c), Just(k), Just(n), i8s(k * c), vec(-127i8..=127, n * k), vec(1e-4f32..0.1, n), vec(-5.0f32..5.0, n * c)))) {
+                let _ = k;
+                let mut want = out0.clone();
+                kernels::accumulate_q8_tokens(&mut want, &q, cols, &hq, &hs, n);
+                let mut got = out0.clone();
+                $f(&mut got, &q, cols, &hq, &hs, n);
+                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    };
+}
+
+/// Per-token block quantization: the arch kernel `$f` gives the bits of the generic
+/// `quantize_i8_token`.
+macro_rules! test_quantize_i8_token {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name(x in vec(prop_oneof![-1e3f32..1e3, -1.0f32..1.0, Just(0.0f32)], 0..400)) {
+                let nb = kernels::qt_blocks(x.len());
+                let (mut qw, mut sw) = (vec![0i8; x.len()], vec![0f32; nb]);
+                kernels::quantize_i8_token(&x, &mut qw, &mut sw);
+                let (mut qg, mut sg) = (vec![0i8; x.len()], vec![0f32; nb]);
+                $f(&x, &mut qg, &mut sg);
+                prop_assert_eq!(qg, qw);
+                prop_assert_eq!(sg.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), sw.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    };
+}
+
+/// f32 down projection of tokens: the arch kernel `$f` is within the dot tolerance of the
+/// generic `accumulate_f32_tokens` per element.
+macro_rules! test_accumulate_f32_tokens {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((cols, k, n, w, h, out0) in (prop_oneof![1usize..=40, (1usize..=8).prop_map(|c| c * 16)], 0usize..=70, 1usize..=9).prop_flat_map(|(c, k, n)| (Just(c), Just(k), Just(n), vec(-2.0f32..2.0, k * c), vec(-2.0f32..2.0, n * k), vec(-5.0f32..5.0, n * c)))) {
+                let mut want = out0.clone();
+                kernels::accumulate_f32_tokens(&mut want, &w, cols, &h, n);
+                let mut got = out0.clone();
+                $f(&mut got, &w, cols, &h, n);
+                for t in 0..n {
+                    for c in 0..cols {
+                        let scale: f64 = (0..k).map(|j| (h[t * k + j] as f64 * w[j * cols + c] as f64).abs()).sum::<f64>() + out0[t * cols + c].abs() as f64;
+                        let tol = 2.0 * (k as f64 + 3.0) * f32::EPSILON as f64 * scale + 1e-30;
+                        let (g, e) = (got[t * cols + c], want[t * cols + c]);
+                        prop_assert!((g as f64 - e as f64).abs() <= tol, "{} vs {} (tol {:e})", g, e, tol);
+                    }
+                }
+            }
+        }
+    };
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86_avx512 {
+    use super::*;
+    // On a CPU without AVX-512 VNNI the kernels fall back to the generic ones; say so.
+    #[test]
+    fn reports_whether_the_cpu_has_avx512_vnni() {
+        eprintln!(
+            "AVX-512 VNNI available: {}",
+            kernels::x86_avx512_vnni_available()
+        );
+    }
+    test_matmul_i8_i8_token!(matmul_i8_i8_token, kernels::x86_avx512_matmul_i8_i8_token);
+    test_accumulate_q8_tokens!(
+        accumulate_q8_tokens,
+        kernels::x86_avx512_accumulate_q8_tokens
+    );
+    test_quantize_i8_token!(quantize_i8_token, kernels::x86_avx512_quantize_i8_token);
+    test_matmul_f32!(matmul_f32, kernels::x86_avx512_matmul_f32);
+    test_accumulate_f32_tokens!(
+        accumulate_f32_tokens,
+        kernels::x86_avx512_accumulate_f32_tokens
+    );
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]

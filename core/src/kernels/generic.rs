@@ -388,6 +388,190 @@ pub fn matmul_i8_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y
     matmul_i8_i8_with(dot_i8_q8_blocks, dot4_i8_q8_blocks, w, x, n, bias, y);
 }
 
+/// Tokens the per-token int8 kernels quantize (and arch kernels pack) at a time: one AVX-512
+/// register of 16 lanes.
+pub const QT_GROUP: usize = 16;
+
+/// Columns per activation scale of [`matmul_i8_i8_token`]: each token's row is quantized in
+/// blocks of this many elements, each with its own scale (the last block shorter). A multiple
+/// of 4.
+pub const QT_BLOCK: usize = 64;
+
+/// Scales per token of a `cols`-wide row in [`matmul_q8_tokens`] (`cols.div_ceil(QT_BLOCK)`).
+pub const fn qt_blocks(cols: usize) -> usize {
+    cols.div_ceil(QT_BLOCK)
+}
+
+/// [`quantize_i8`] of each block of [`QT_BLOCK`] elements of one token row `x`, with its own
+/// scale written to `s` ([`qt_blocks`] values). `q.len() == x.len()`.
+pub fn quantize_i8_token(x: &[f32], q: &mut [i8], s: &mut [f32]) {
+    debug_assert_eq!(x.len(), q.len());
+    debug_assert_eq!(s.len(), qt_blocks(x.len()));
+    for ((xb, qb), sb) in x.chunks(QT_BLOCK).zip(q.chunks_mut(QT_BLOCK)).zip(s) {
+        *sb = quantize_i8(xb, qb);
+    }
+}
+
+/// `Y = Xq W^T` (+ bias) for `n` int8 activation rows `xq` (`n * cols`) with scales `xs`
+/// (`n * qt_blocks(cols)`, [`quantize_i8_token`]) and int8 weights `W` with row scales:
+/// `Y[i][r] = (sum_b dot_i8_i8(W[r]_b, Xq[i]_b) as f32 * xs[i][b]) * scale[r] + bias[r]`, the
+/// blocks `b` of [`QT_BLOCK`] columns summed left to right from `+0.0` (multiply then add, no
+/// FMA). The i32 dots are exact, so arch kernels give the same bits. `W` must be
+/// [`Weights::I8`], `cols <= Q8_MAX_COLS`; shapes as in [`matmul`].
+pub fn matmul_q8_tokens(
+    w: &Matrix<'_>,
+    xq: &[i8],
+    xs: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (rows, cols) = (w.rows(), w.cols());
+    let nb = qt_blocks(cols);
+    debug_assert_eq!(xq.len(), n * cols);
+    debug_assert_eq!(xs.len(), n * nb);
+    debug_assert_eq!(y.len(), n * rows);
+    let Weights::I8 { q, scales } = w.weights() else {
+        debug_assert!(false, "matmul_q8_tokens needs int8 weights");
+        return;
+    };
+    for i in 0..n {
+        let (xi, si) = (&xq[i * cols..(i + 1) * cols], &xs[i * nb..(i + 1) * nb]);
+        for r in 0..rows {
+            let wr = &q[r * cols..(r + 1) * cols];
+            let mut v = 0.0f32;
+            for ((wb, xb), &sb) in wr.chunks(QT_BLOCK).zip(xi.chunks(QT_BLOCK)).zip(si) {
+                v += dot_i8_i8(wb, xb) as f32 * sb;
+            }
+            y[i * rows + r] = q8_token_out(v, scales[r], bias.map(|b| b[r]));
+        }
+    }
+}
+
+/// The float epilogue of [`matmul_q8_tokens`], shared so that every kernel rounds alike.
+#[inline(always)]
+pub(crate) fn q8_token_out(v: f32, ws: f32, bias: Option<f32>) -> f32 {
+    let v = v * ws;
+    match bias {
+        Some(b) => v + b,
+        None => v,
+    }
+}
+
+/// [`matmul_i8_i8_token`] with the quantization `quant` and the product of quantized tokens
+/// `mm` (the generic [`quantize_i8_token`] and [`matmul_q8_tokens`] or arch kernels).
+#[inline(always)]
+pub(crate) fn matmul_i8_i8_token_with(
+    quant: impl Fn(&[f32], &mut [i8], &mut [f32]),
+    mm: impl Fn(&Matrix<'_>, &[i8], &[f32], usize, Option<&[f32]>, &mut [f32]),
+    w: &Matrix<'_>,
+    x: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (rows, cols) = (w.rows(), w.cols());
+    let nb = qt_blocks(cols);
+    debug_assert_eq!(x.len(), n * cols);
+    debug_assert_eq!(y.len(), n * rows);
+    debug_assert!(cols <= Q8_MAX_COLS);
+    let mut qx = [0i8; QT_GROUP * Q8_MAX_COLS];
+    let mut sx = [0.0f32; QT_GROUP * Q8_MAX_COLS / 4];
+    let mut i0 = 0;
+    while i0 < n {
+        let g = QT_GROUP.min(n - i0);
+        for j in 0..g {
+            let row = &x[(i0 + j) * cols..(i0 + j + 1) * cols];
+            quant(
+                row,
+                &mut qx[j * cols..(j + 1) * cols],
+                &mut sx[j * nb..(j + 1) * nb],
+            );
+        }
+        mm(
+            w,
+            &qx[..g * cols],
+            &sx[..g * nb],
+            g,
+            bias,
+            &mut y[i0 * rows..(i0 + g) * rows],
+        );
+        i0 += g;
+    }
+}
+
+/// `Y = X W^T + b` with int8 weights and int8 activations quantized per token: each row of
+/// `X` (`n` rows of `cols <= Q8_MAX_COLS` elements) gets one dynamic scale per [`QT_BLOCK`]
+/// columns ([`quantize_i8_token`]), every block dot product is an exact i32, then
+/// [`matmul_q8_tokens`]'s float sum. `W` must be [`Weights::I8`]; shapes as in [`matmul`].
+/// Stack: about `QT_GROUP * Q8_MAX_COLS * 2` bytes (128 KiB).
+///
+/// Error against [`matmul`]: the activation rounding, at most half a step of each block's
+/// scale (`max|x_block| / 254`) per element.
+pub fn matmul_i8_i8_token(
+    w: &Matrix<'_>,
+    x: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    matmul_i8_i8_token_with(quantize_i8_token, matmul_q8_tokens, w, x, n, bias, y);
+}
+
+/// `out[t][c] += (sum_j hq[t][j] * q[j][c]) as f32 * hs[t]` for `n` tokens: `hq` holds `n`
+/// int8 rows of `k` values with one scale each (`hs`, [`quantize_i8`]), `q` is `k` rows of
+/// `cols` int8 values (a block of rows of a transposed weight matrix such as `down_t`), `out`
+/// is `n x cols` (`cols <= Q8_MAX_COLS`). The sums are exact i32 (for `k <= 131072`), then one
+/// multiply and one add per element, so arch kernels give the same bits.
+pub fn accumulate_q8_tokens(
+    out: &mut [f32],
+    q: &[i8],
+    cols: usize,
+    hq: &[i8],
+    hs: &[f32],
+    n: usize,
+) {
+    debug_assert!(cols <= Q8_MAX_COLS);
+    debug_assert_eq!(out.len(), n * cols);
+    debug_assert_eq!(hs.len(), n);
+    if n == 0 {
+        return;
+    }
+    let k = hq.len() / n;
+    debug_assert_eq!(q.len(), k * cols);
+    let mut acc = [0i32; Q8_MAX_COLS];
+    let acc = &mut acc[..cols];
+    for t in 0..n {
+        acc.fill(0);
+        accumulate_rows_i8(acc, q, &hq[t * k..(t + 1) * k]);
+        for (o, &a) in out[t * cols..(t + 1) * cols].iter_mut().zip(acc.iter()) {
+            *o += a as f32 * hs[t];
+        }
+    }
+}
+
+/// `out[t][c] += sum_j h[t][j] * w[j][c]` for `n` tokens: `h` holds `n` rows of `k` f32,
+/// `w` is `k` rows of `cols` f32 (a block of rows of a transposed weight matrix such as
+/// `down_t`), `out` is `n x cols`. Each token's sum is taken over `j` in order into `out`
+/// directly (plain multiply and add, as [`axpy`]).
+pub fn accumulate_f32_tokens(out: &mut [f32], w: &[f32], cols: usize, h: &[f32], n: usize) {
+    debug_assert_eq!(out.len(), n * cols);
+    if n == 0 {
+        return;
+    }
+    let k = h.len() / n;
+    debug_assert_eq!(w.len(), k * cols);
+    for t in 0..n {
+        let ot = &mut out[t * cols..(t + 1) * cols];
+        for (&hj, wr) in h[t * k..(t + 1) * k]
+            .iter()
+            .zip(w.chunks_exact(cols.max(1)))
+        {
+            axpy(ot, hj, wr);
+        }
+    }
+}
+
 /// `y += a * x` elementwise; `x.len() == y.len()`.
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     debug_assert_eq!(x.len(), y.len());

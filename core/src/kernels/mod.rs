@@ -1,6 +1,6 @@
 //! Numeric kernels. `generic` is the reference implementation, written to sum in a fixed order
 //! so that the same build gives bit-identical results on every target; arch-specific kernels
-//! (later) overlay it and are tested against it.
+//! (x86-64 AVX2 and AVX-512, wasm `simd128`) overlay it and are tested against it.
 
 // The DSP extension (SMLAD): `target_feature = "dsp"` is unstable, so a stable compiler never
 // sets it, even for thumbv7em; feature `arm-dsp` says it is there.
@@ -14,6 +14,8 @@ mod wasm_simd128;
 mod x86_attention;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86_avx2;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86_avx512;
 
 #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
 pub use arm_dsp::{
@@ -32,6 +34,12 @@ pub use x86_avx2::{
     available as x86_avx2_available, x86_avx2_accumulate_rows_i8, x86_avx2_axpy_f32,
     x86_avx2_axpy_i8, x86_avx2_dot_f32, x86_avx2_dot_i8_i8, x86_avx2_dot_i8_q8_blocks,
     x86_avx2_dot4_i8_q8_blocks, x86_avx2_gelu_erf, x86_avx2_matmul_f32, x86_avx2_matmul_i8_i8,
+};
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+pub use x86_avx512::{
+    available_vnni as x86_avx512_vnni_available, x86_avx512_accumulate_f32_tokens,
+    x86_avx512_accumulate_q8_tokens, x86_avx512_matmul_f32, x86_avx512_matmul_i8_i8_token,
+    x86_avx512_matmul_q8_tokens, x86_avx512_quantize_i8_token,
 };
 
 use crate::Error;
@@ -138,11 +146,13 @@ pub enum Kernels {
     /// tests compare against a host run of these).
     #[default]
     Reference,
-    /// Host speed: int8 weights take int8 activations (per-token dynamic scale, exact i32
-    /// sums, [`matmul_i8_i8`]), and in std builds on x86-64 the AVX2/FMA kernels when the CPU
-    /// has them (detected at run time), on Arm with feature `arm-dsp` the DSP (SMLAD) int8
-    /// kernels (the same bits as the generic int8 ones). Results differ from `Reference` by
-    /// the activation rounding (int8) or the summation order (f32).
+    /// Host speed: int8 weights take int8 activations (dynamic scales per token and block of
+    /// [`QT_BLOCK`] columns, exact i32 sums, [`matmul_i8_i8_token`]), and in std builds on
+    /// x86-64 the AVX-512 (VNNI) or AVX2/FMA kernels when the CPU has them (detected at run
+    /// time). On Arm with feature `arm-dsp` the exact int8 dots and matrix-vector products
+    /// ([`dot_i8_i8_by`], [`matvec_i8_i8_by`]) run the DSP (SMLAD) kernels, the same bits as
+    /// the generic ones. Results differ from `Reference` by the activation rounding (int8) or
+    /// the summation order (f32).
     Fast,
 }
 
@@ -156,20 +166,82 @@ pub fn matmul_by(
     y: &mut [f32],
 ) {
     match (kernels, w.dtype()) {
-        (Kernels::Fast, DType::I8) if w.cols() <= Q8_MAX_COLS => {
-            #[cfg(all(feature = "std", target_arch = "x86_64"))]
-            x86_avx2_matmul_i8_i8(w, x, n, bias, y);
-            #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
-            arm_dsp_matmul_i8_i8(w, x, n, bias, y);
-            #[cfg(not(any(
-                all(feature = "std", target_arch = "x86_64"),
-                all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp"))
-            )))]
-            matmul_i8_i8(w, x, n, bias, y);
-        }
+        (Kernels::Fast, DType::I8) if w.cols() <= Q8_MAX_COLS => matmul_i8_i8_token_with(
+            |x, q, s| quantize_i8_token_by(kernels, x, q, s),
+            |w, q, s, n, b, y| matmul_q8_tokens_by(kernels, w, q, s, n, b, y),
+            w,
+            x,
+            n,
+            bias,
+            y,
+        ),
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        (Kernels::Fast, DType::F32) => x86_avx2_matmul_f32(w, x, n, bias, y),
+        (Kernels::Fast, DType::F32) => x86_avx512_matmul_f32(w, x, n, bias, y),
         _ => matmul(w, x, n, bias, y),
+    }
+}
+
+/// [`matmul_q8_tokens`] by `kernels` (the bits never depend on the choice).
+#[inline]
+pub fn matmul_q8_tokens_by(
+    kernels: Kernels,
+    w: &Matrix<'_>,
+    xq: &[i8],
+    xs: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    match kernels {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kernels::Fast => x86_avx512_matmul_q8_tokens(w, xq, xs, n, bias, y),
+        _ => matmul_q8_tokens(w, xq, xs, n, bias, y),
+    }
+}
+
+/// [`quantize_i8_token`] by `kernels` (the bits never depend on the choice, for finite
+/// inputs).
+#[inline]
+pub fn quantize_i8_token_by(kernels: Kernels, x: &[f32], q: &mut [i8], s: &mut [f32]) {
+    match kernels {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kernels::Fast => x86_avx512_quantize_i8_token(x, q, s),
+        _ => quantize_i8_token(x, q, s),
+    }
+}
+
+/// [`accumulate_q8_tokens`] by `kernels` (the bits never depend on the choice).
+#[inline]
+pub fn accumulate_q8_tokens_by(
+    kernels: Kernels,
+    out: &mut [f32],
+    q: &[i8],
+    cols: usize,
+    hq: &[i8],
+    hs: &[f32],
+    n: usize,
+) {
+    match kernels {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kernels::Fast => x86_avx512_accumulate_q8_tokens(out, q, cols, hq, hs, n),
+        _ => accumulate_q8_tokens(out, q, cols, hq, hs, n),
+    }
+}
+
+/// [`accumulate_f32_tokens`] by `kernels` (rounding depends on the choice).
+#[inline]
+pub fn accumulate_f32_tokens_by(
+    kernels: Kernels,
+    out: &mut [f32],
+    w: &[f32],
+    cols: usize,
+    h: &[f32],
+    n: usize,
+) {
+    match kernels {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kernels::Fast => x86_avx512_accumulate_f32_tokens(out, w, cols, h, n),
+        _ => accumulate_f32_tokens(out, w, cols, h, n),
     }
 }
 
