@@ -533,6 +533,7 @@ impl Ctx<'_> {
 
     /// Dense head `h` for one chunk of queries `qc` (the first at `pos0`), into `oc`, by the
     /// block kernels: per block of lanes, the blocked online softmax over the key tiles.
+    #[inline(never)] // large stack buffers: keep them out of the callers' frames
     fn fast_dense_head(&self, h: usize, qc: &[f32], pos0: usize, oc: &mut [f32]) {
         let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
         let nc = qc.len() / q_dim;
@@ -578,6 +579,7 @@ impl Ctx<'_> {
     /// `sorted`: sorted slots ([`crate::kernels::attn::attn_insert_sorted`], `k <= ATTN_SORTED_MAX_K`), else the
     /// heap of [`TopK`].
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)] // large stack buffers: keep them out of the callers' frames
     fn fast_topk_head(
         &self,
         h: usize,

@@ -335,6 +335,7 @@ pub fn ffn_with(
 /// down by [`accumulate_f32_tokens_by`] (register-tiled; rounding differs from [`ffn`]).
 /// Stack: 32 KiB here plus the matmul's.
 #[allow(clippy::too_many_arguments)]
+#[inline(never)] // large stack buffers: keep them out of the callers' frames
 fn ffn_f32_fast(
     w: &FfnWeights<'_>,
     up: &[f32],
@@ -411,6 +412,7 @@ const _: () = assert!(Q8_UNITS == crate::kernels::QT_BLOCK);
 /// f32 `down_t`) the down projection and the selection are those of [`ffn`]. Stack: about
 /// 100 KiB.
 #[allow(clippy::too_many_arguments)]
+#[inline(never)] // large stack buffers: keep them out of the callers' frames
 fn ffn_q8(
     kernels: Kernels,
     w: &FfnWeights<'_>,

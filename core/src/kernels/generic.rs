@@ -384,6 +384,7 @@ pub(crate) fn matmul_i8_i8_with(
 ///
 /// Error against [`matmul`]: the activation rounding, at most half a step of each block's
 /// scale (`max|x_block| / 254`) per element.
+#[inline(never)] // large stack buffers: keep them out of the callers' frames
 pub fn matmul_i8_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
     matmul_i8_i8_with(dot_i8_q8_blocks, dot4_i8_q8_blocks, w, x, n, bias, y);
 }
@@ -523,6 +524,7 @@ pub fn matmul_i8_i8_token(
 /// `cols` int8 values (a block of rows of a transposed weight matrix such as `down_t`), `out`
 /// is `n x cols` (`cols <= Q8_MAX_COLS`). The sums are exact i32 (for `k <= 131072`), then one
 /// multiply and one add per element, so arch kernels give the same bits.
+#[inline(never)] // large stack buffers: keep them out of the callers' frames
 pub fn accumulate_q8_tokens(
     out: &mut [f32],
     q: &[i8],

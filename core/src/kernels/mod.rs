@@ -166,19 +166,27 @@ pub fn matmul_by(
     y: &mut [f32],
 ) {
     match (kernels, w.dtype()) {
-        (Kernels::Fast, DType::I8) if w.cols() <= Q8_MAX_COLS => matmul_i8_i8_token_with(
-            |x, q, s| quantize_i8_token_by(kernels, x, q, s),
-            |w, q, s, n, b, y| matmul_q8_tokens_by(kernels, w, q, s, n, b, y),
-            w,
-            x,
-            n,
-            bias,
-            y,
-        ),
+        (Kernels::Fast, DType::I8) if w.cols() <= Q8_MAX_COLS => matmul_fast_i8(w, x, n, bias, y),
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         (Kernels::Fast, DType::F32) => x86_avx512_matmul_f32(w, x, n, bias, y),
         _ => matmul(w, x, n, bias, y),
     }
+}
+
+/// The fast int8 product of [`matmul_by`]. Never inlined: its quantized-activation buffers
+/// live on the stack (tens of KiB), and inlined into `matmul_by` they would make every caller's
+/// frame that large, `Kernels::Reference` runs on a microcontroller included.
+#[inline(never)]
+fn matmul_fast_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+    matmul_i8_i8_token_with(
+        |x, q, s| quantize_i8_token_by(Kernels::Fast, x, q, s),
+        |w, q, s, n, b, y| matmul_q8_tokens_by(Kernels::Fast, w, q, s, n, b, y),
+        w,
+        x,
+        n,
+        bias,
+        y,
+    )
 }
 
 /// [`matmul_q8_tokens`] by `kernels` (the bits never depend on the choice).

@@ -11,7 +11,8 @@
 use topkit::ArenaStorage;
 use topkit::kernels::{
     Kernels, Matrix, Q8_BLOCK, Weights, dot_i8_i8, dot_i8_i8_by, dot_i8_q8_blocks,
-    dot_i8_q8_blocks_by, matmul_by, matmul_i8_i8, matvec, matvec_i8_i8_by, quantize_i8_blocks,
+    dot_i8_q8_blocks_by, matmul_by, matmul_i8_i8_token, matvec, matvec_i8_i8_by,
+    quantize_i8_blocks,
 };
 
 use crate::{OUT_LEN, Once, PEAK_BYTES, infer_with};
@@ -249,7 +250,7 @@ fn check_blocks(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
     }
     let mut m = t.report();
 
-    let mut t = Tally::new("matmul_i8_i8");
+    let mut t = Tally::new("matmul_i8_i8_token");
     let (rows, cols) = (7, 100);
     for v in bufs.wq[..rows * cols].iter_mut() {
         *v = rng.i8();
@@ -266,7 +267,7 @@ fn check_blocks(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
         scales: &bufs.ws[..rows],
     };
     let Ok(w) = Matrix::new(rows, cols, w) else {
-        defmt::println!("mismatch: matmul_i8_i8 matrix shape");
+        defmt::println!("mismatch: matmul_i8_i8_token matrix shape");
         return m + 1;
     };
     let bias = [0.25f32; 7];
@@ -274,7 +275,7 @@ fn check_blocks(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
         let (mut got, mut want) = ([0.0f32; 6 * 7], [0.0f32; 6 * 7]);
         let x = &xs[..n * cols];
         matmul_by(Kernels::Fast, &w, x, n, Some(&bias), &mut got[..n * rows]);
-        matmul_i8_i8(&w, x, n, Some(&bias), &mut want[..n * rows]);
+        matmul_i8_i8_token(&w, x, n, Some(&bias), &mut want[..n * rows]);
         for (g, v) in got[..n * rows].iter().zip(&want[..n * rows]) {
             t.case(
                 g.to_bits() == v.to_bits(),
@@ -370,7 +371,7 @@ fn bench_kernels(bufs: &mut Buffers, rng: &mut Rng, clock: &impl Fn() -> u64, fa
     mismatches += t.report();
     time(
         clock,
-        "int8 weights, int8 activations by 32-blocks (Kernels::Fast matmul, n = 1)",
+        "int8 weights, int8 activations by 64-blocks per token (Kernels::Fast matmul, n = 1)",
         || matmul_by(Kernels::Fast, &wq, x, 1, None, y),
     );
     defmt::println!("fast: {=str}", fast);
