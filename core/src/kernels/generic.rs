@@ -427,6 +427,21 @@ pub fn matmul_q8_tokens(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
+    matmul_q8_tokens_with(dot_i8_i8, w, xq, xs, n, bias, y);
+}
+
+/// [`matmul_q8_tokens`] with the exact block dot `dot` (the generic [`dot_i8_i8`] or an arch
+/// kernel with the same results).
+#[inline(always)]
+pub(crate) fn matmul_q8_tokens_with(
+    dot: impl Fn(&[i8], &[i8]) -> i32,
+    w: &Matrix<'_>,
+    xq: &[i8],
+    xs: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
     let (rows, cols) = (w.rows(), w.cols());
     let nb = qt_blocks(cols);
     debug_assert_eq!(xq.len(), n * cols);
@@ -442,7 +457,7 @@ pub fn matmul_q8_tokens(
             let wr = &q[r * cols..(r + 1) * cols];
             let mut v = 0.0f32;
             for ((wb, xb), &sb) in wr.chunks(QT_BLOCK).zip(xi.chunks(QT_BLOCK)).zip(si) {
-                v += dot_i8_i8(wb, xb) as f32 * sb;
+                v += dot(wb, xb) as f32 * sb;
             }
             y[i * rows + r] = q8_token_out(v, scales[r], bias.map(|b| b[r]));
         }

@@ -203,6 +203,9 @@ pub fn matmul_q8_tokens_by(
     match kernels {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kernels::Fast => x86_avx512_matmul_q8_tokens(w, xq, xs, n, bias, y),
+        // The exact block dots on SMLAD: the same i32s, so the same bits.
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
+        Kernels::Fast => generic::matmul_q8_tokens_with(arm_dsp_dot_i8_i8, w, xq, xs, n, bias, y),
         _ => matmul_q8_tokens(w, xq, xs, n, bias, y),
     }
 }
