@@ -2,8 +2,9 @@
 //!
 //! - Generic int8 kernels against exact references: `dot_i8_i8` equals the i64 sum;
 //!   `quantize_i8` rounds to nearest (error at most `scale / 2` per element, `|q| <= 127`);
-//!   `matmul_i8_i8` equals, bit for bit, the documented formula over the input quantized in
-//!   blocks of 32, and is within half a block step per element of the f32 product.
+//!   `matmul_i8_i8_token` equals, bit for bit, the documented formula over the input quantized
+//!   in blocks of `QT_BLOCK`, and is within half a block step per element of the f32 product;
+//!   `accumulate_q8_tokens` is the exact i32 sum times the token's scale, added to `out`.
 //! - Arch kernels against the generic ones, one macro per op, instantiated for every arch
 //!   module this build has (x86-64 AVX2/FMA in std builds): integer ops and the no-FMA axpy
 //!   must be bit-identical; the FMA f32 dot within `(n + 3) * EPS * sum|a_i b_i|` of the
@@ -33,26 +34,6 @@ type MatCase = (
     Vec<f32>,
     Option<Vec<f32>>,
 );
-
-fn mat_case() -> impl Strategy<Value = MatCase> {
-    // Whole blocks of 32 take the grouped kernels; other widths a short last block.
-    let cols = prop_oneof![
-        1usize..=40,
-        1usize..=700,
-        (1usize..=20).prop_map(|b| b * 32)
-    ];
-    (1usize..=6, cols, 1usize..=9).prop_flat_map(|(rows, cols, n)| {
-        (
-            Just(rows),
-            Just(cols),
-            Just(n),
-            i8s(rows * cols),
-            vec(1e-4f32..0.1, rows),
-            vec(-50.0f32..50.0, n * cols),
-            proptest::option::of(vec(-1.0f32..1.0, rows)),
-        )
-    })
-}
 
 fn token_case() -> impl Strategy<Value = MatCase> {
     // Rows past one and two groups of 16, columns in and past whole blocks, tokens past a
@@ -138,58 +119,20 @@ proptest! {
         }
     }
 
-    #[test]
-    fn matmul_i8_i8_is_the_documented_formula((rows, cols, n, q, scales, x, bias) in mat_case()) {
-        let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
-        let mut y = vec![0f32; n * rows];
-        kernels::matmul_i8_i8(&w, &x, n, bias.as_deref(), &mut y);
-        let bl = kernels::Q8_BLOCK;
-        for i in 0..n {
-            // Blocks of 32 quantized on their own.
-            let xi = &x[i * cols..(i + 1) * cols];
-            let mut xq = vec![0i8; cols];
-            let mut sx = vec![0f32; cols.div_ceil(bl)];
-            for (b, (xb, qb)) in xi.chunks(bl).zip(xq.chunks_mut(bl)).enumerate() {
-                sx[b] = kernels::quantize_i8(xb, qb);
-            }
-            for r in 0..rows {
-                let wr = &q[r * cols..(r + 1) * cols];
-                // Quads of 4 per block into 8 lane sums, combined as a SIMD register would.
-                let mut a = [0f32; 8];
-                for (b, (wb, xb)) in wr.chunks(bl).zip(xq.chunks(bl)).enumerate() {
-                    for (l, (wq, xq4)) in wb.chunks(4).zip(xb.chunks(4)).enumerate() {
-                        let acc: i32 = wq.iter().zip(xq4).map(|(&p, &c)| p as i32 * c as i32).sum();
-                        a[l] += acc as f32 * sx[b];
-                    }
-                }
-                let t = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-                let mut want = t * scales[r];
-                if let Some(b) = &bias {
-                    want += b[r];
-                }
-                prop_assert_eq!(y[i * rows + r].to_bits(), want.to_bits());
-            }
-            // And the result is close to the f32 product: each element's rounding is at most
-            // half a step of its block's scale.
-            for r in 0..rows {
-                let wr = &q[r * cols..(r + 1) * cols];
-                let exact: f64 = wr.iter().zip(xi).map(|(&a, &v)| a as f64 * v as f64).sum::<f64>() * scales[r] as f64
-                    + bias.as_ref().map_or(0.0, |b| b[r] as f64);
-                let tol: f64 = wr.iter().enumerate().map(|(c, &a)| (a as f64).abs() * 0.5 * sx[c / bl] as f64).sum::<f64>() * scales[r] as f64 * 1.001 + 1e-3;
-                prop_assert!((y[i * rows + r] as f64 - exact).abs() <= tol, "{} vs {} (tol {})", y[i * rows + r], exact, tol);
-            }
-        }
-    }
 }
 
 proptest! {
     #[test]
-    fn accumulate_rows_i8_is_exact((cols, q, h) in (0usize..=70, 0usize..=9).prop_flat_map(|(c, r)| (Just(c), i8s(r * c), i8s(r))), acc0 in vec(-1000i32..1000, 70)) {
-        let mut acc = acc0[..cols].to_vec();
-        kernels::accumulate_rows_i8(&mut acc, &q, &h);
-        for c in 0..cols {
-            let want = acc0[c] as i64 + h.iter().enumerate().map(|(b, &hb)| hb as i64 * q[b * cols + c] as i64).sum::<i64>();
-            prop_assert_eq!(acc[c] as i64, want);
+    fn accumulate_q8_tokens_is_the_documented_formula((cols, k, n, q, hq, hs, out0) in (0usize..=70, 0usize..=9, 1usize..=5).prop_flat_map(|(c, k, n)| (Just(c), Just(k), Just(n), i8s(k * c), i8s(n * k), vec(1e-4f32..0.1, n), vec(-5.0f32..5.0, n * c)))) {
+        let mut out = out0.clone();
+        kernels::accumulate_q8_tokens(&mut out, &q, cols, &hq, &hs, n);
+        for t in 0..n {
+            for c in 0..cols {
+                // Exact in i32, then one multiply and one add.
+                let acc: i64 = (0..k).map(|j| hq[t * k + j] as i64 * q[j * cols + c] as i64).sum();
+                let want = out0[t * cols + c] + acc as i32 as f32 * hs[t];
+                prop_assert_eq!(out[t * cols + c].to_bits(), want.to_bits());
+            }
         }
     }
 
@@ -202,22 +145,6 @@ proptest! {
         let want = topkit_tests::attention_ref::erf(x as f64);
         prop_assert!((kernels::erf_fast(x) as f64 - want).abs() <= tol, "erf_fast({}) = {}, erf = {}", x, kernels::erf_fast(x), want);
     }
-}
-
-/// `accumulate_rows_i8`: the arch kernel `$f` gives the generic (exact) sums.
-macro_rules! test_accumulate_rows_i8 {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((cols, q, h) in (0usize..=70, 0usize..=9).prop_flat_map(|(c, r)| (Just(c), i8s(r * c), i8s(r))), acc0 in vec(-1000i32..1000, 70)) {
-                let mut want = acc0[..cols].to_vec();
-                kernels::accumulate_rows_i8(&mut want, &q, &h);
-                let mut got = acc0[..cols].to_vec();
-                $f(&mut got, &q, &h);
-                prop_assert_eq!(got, want);
-            }
-        }
-    };
 }
 
 /// f32 axpy: the arch kernel `$f` (fused) is within 1 ulp of `|a x_i| + |y_i|` of the generic
@@ -252,46 +179,6 @@ macro_rules! test_gelu_erf {
                 for (&v, &g) in x.iter().zip(&got) {
                     let want = kernels::activate_fast(topkit::Activation::GeluErf, v);
                     prop_assert!((g - want).abs() <= v.abs() * 1e-6 + 1e-7, "gelu({}) = {} vs {}", v, g, want);
-                }
-            }
-        }
-    };
-}
-
-/// Block int8 dot: the arch kernel `$f` returns the bits of the generic one.
-macro_rules! test_dot_i8_q8_blocks {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((w, x) in (0usize..=700).prop_flat_map(|n| (i8s(n), vec(-50.0f32..50.0, n)))) {
-                let mut xq = vec![0i8; x.len()];
-                let mut s = vec![0f32; x.len().div_ceil(kernels::Q8_BLOCK)];
-                kernels::quantize_i8_blocks(&x, &mut xq, &mut s);
-                prop_assert_eq!($f(&w, &xq, &s).to_bits(), kernels::dot_i8_q8_blocks(&w, &xq, &s).to_bits());
-            }
-        }
-    };
-}
-
-/// Grouped block int8 dot: the arch kernel `$f` returns the bits of four generic
-/// `dot_i8_q8_blocks`.
-macro_rules! test_dot4_i8_q8_blocks {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((w, x) in prop_oneof![0usize..=300, (0usize..=10).prop_map(|b| b * 32)].prop_flat_map(|n| (i8s(n), vec(-50.0f32..50.0, 4 * n)))) {
-                let n = w.len();
-                let bl = n.div_ceil(kernels::Q8_BLOCK);
-                let mut xq = vec![0i8; 4 * n];
-                let mut s = vec![0f32; 4 * bl];
-                for j in 0..4 {
-                    kernels::quantize_i8_blocks(&x[j * n..(j + 1) * n], &mut xq[j * n..(j + 1) * n], &mut s[j * bl..(j + 1) * bl]);
-                }
-                let xs: [&[i8]; 4] = core::array::from_fn(|j| &xq[j * n..(j + 1) * n]);
-                let ss: [&[f32]; 4] = core::array::from_fn(|j| &s[j * bl..(j + 1) * bl]);
-                let got = $f(&w, xs, ss);
-                for j in 0..4 {
-                    prop_assert_eq!(got[j].to_bits(), kernels::dot_i8_q8_blocks(&w, xs[j], ss[j]).to_bits());
                 }
             }
         }
@@ -339,22 +226,6 @@ macro_rules! test_axpy_i8 {
                 kernels::axpy_row(&w, 0, a, &mut want);
                 let mut got = y0.clone();
                 $f(&mut got, a * s, &q);
-                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-            }
-        }
-    };
-}
-
-/// int8-activation matmul: the arch kernel `$f` gives the bits of the generic one.
-macro_rules! test_matmul_i8_i8 {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((rows, cols, n, q, scales, x, bias) in mat_case()) {
-                let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
-                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
-                kernels::matmul_i8_i8(&w, &x, n, bias.as_deref(), &mut want);
-                $f(&w, &x, n, bias.as_deref(), &mut got);
                 prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
             }
         }
@@ -501,13 +372,9 @@ mod x86_avx2 {
         eprintln!("AVX2+FMA available: {}", kernels::x86_avx2_available());
     }
     test_dot_i8_i8!(dot_i8_i8, kernels::x86_avx2_dot_i8_i8);
-    test_dot_i8_q8_blocks!(dot_i8_q8_blocks, kernels::x86_avx2_dot_i8_q8_blocks);
-    test_dot4_i8_q8_blocks!(dot4_i8_q8_blocks, kernels::x86_avx2_dot4_i8_q8_blocks);
     test_dot_f32!(dot_f32, kernels::x86_avx2_dot_f32);
     test_axpy_i8!(axpy_i8, kernels::x86_avx2_axpy_i8);
-    test_matmul_i8_i8!(matmul_i8_i8, kernels::x86_avx2_matmul_i8_i8);
     test_matmul_f32!(matmul_f32, kernels::x86_avx2_matmul_f32);
-    test_accumulate_rows_i8!(accumulate_rows_i8, kernels::x86_avx2_accumulate_rows_i8);
     test_axpy_f32!(axpy_f32, kernels::x86_avx2_axpy_f32);
     test_gelu_erf!(gelu_erf, kernels::x86_avx2_gelu_erf);
 }
