@@ -147,6 +147,92 @@ proptest! {
     }
 }
 
+/// Rows `d_ff`, width `d`, tokens `n`, up weights, up scales, up bias, down_t weights, down
+/// scales, down bias, input, activation.
+type FfnCase = (
+    usize,
+    usize,
+    usize,
+    (Vec<i8>, Vec<f32>, Option<Vec<f32>>),
+    (Vec<i8>, Vec<f32>, Option<Vec<f32>>),
+    Vec<f32>,
+    topkit::Activation,
+);
+
+fn ffn_case() -> impl Strategy<Value = FfnCase> {
+    // The fused AVX-512 kernel's shapes (d a multiple of 16, d_ff of 64, a group of 16 tokens
+    // and its rest) and others, which take the unfused loop.
+    let d = prop_oneof![(1usize..=8).prop_map(|c| c * 16), 1usize..=40];
+    let d_ff = prop_oneof![(1usize..=4).prop_map(|u| u * 64), 1usize..=100];
+    let act = prop_oneof![
+        Just(topkit::Activation::GeluErf),
+        Just(topkit::Activation::Relu)
+    ];
+    (d, d_ff, prop_oneof![1usize..=4, 1usize..=40], act).prop_flat_map(|(d, d_ff, n, act)| {
+        let side = move |rows: usize, bias: usize| {
+            (
+                i8s(rows * d),
+                vec(1e-3f32..0.05, rows),
+                proptest::option::of(vec(-0.5f32..0.5, bias)),
+            )
+        };
+        (
+            Just(d_ff),
+            Just(d),
+            Just(n),
+            side(d_ff, d_ff),
+            side(d_ff, d),
+            vec(-3.0f32..3.0, n * d),
+            Just(act),
+        )
+    })
+}
+
+proptest! {
+    /// The dense int8 feed-forward with the fast kernels (fused on AVX-512 where the CPU and
+    /// the shapes allow) gives the bits of the unfused fast kernels: the up projection per
+    /// token, the activation, each unit times its `down_t` row scale, one int8 scale per token
+    /// and 64 units, exact down-projection sums.
+    #[test]
+    fn fast_ffn_q8_is_the_unfused_kernels((d_ff, d, n, (uq, us, ub), (dq, ds, db), x, act) in ffn_case()) {
+        use topkit::ffn::{FfnScratch, FfnWeights, ffn_with};
+        use topkit::kernels::Kernels;
+        let up = Matrix::new(d_ff, d, Weights::I8 { q: &uq, scales: &us }).unwrap();
+        let down_t = Matrix::new(d_ff, d, Weights::I8 { q: &dq, scales: &ds }).unwrap();
+        let w = FfnWeights { up, up_bias: ub.as_deref(), gate: None, down_t, down_bias: db.as_deref(), act };
+        let mut mem = vec![0u128; 64];
+        let mut arena = topkit::Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
+        let mut s = FfnScratch::new(&mut arena, d_ff, n, None).unwrap();
+        let mut got = vec![f32::NAN; n * d];
+        ffn_with(Kernels::Fast, &w, &x, None, &mut s, &mut got).unwrap();
+
+        let nb = kernels::qt_blocks(d);
+        let mut want = vec![0f32; n * d];
+        for t in 0..n {
+            let (xt, ot) = (&x[t * d..(t + 1) * d], &mut want[t * d..(t + 1) * d]);
+            if let Some(b) = &db {
+                ot.copy_from_slice(b);
+            }
+            let (mut xq, mut xs) = (vec![0i8; d], vec![0f32; nb]);
+            kernels::quantize_i8_token(xt, &mut xq, &mut xs);
+            let mut h = vec![0f32; d_ff];
+            kernels::matmul_q8_tokens(&up, &xq, &xs, 1, ub.as_deref(), &mut h);
+            kernels::activate_slice_by(Kernels::Fast, act, &mut h);
+            for (j0, hb) in h.chunks_mut(kernels::QT_BLOCK).enumerate() {
+                let j0 = j0 * kernels::QT_BLOCK;
+                for (v, &sc) in hb.iter_mut().zip(&ds[j0..]) {
+                    *v *= sc;
+                }
+                let (mut hq, mut hs) = (vec![0i8; hb.len()], [0f32]);
+                kernels::quantize_i8_token(hb, &mut hq, &mut hs);
+                kernels::accumulate_q8_tokens(ot, &dq[j0 * d..(j0 + hb.len()) * d], d, &hq, &hs, 1);
+            }
+        }
+        let bad = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
+        prop_assert!(bad.is_none(), "d {} d_ff {} n {} {:?}: first difference at {:?}: {:?} vs {:?}", d, d_ff, n, act, bad, bad.map(|i| got[i]), bad.map(|i| want[i]));
+    }
+}
+
 /// f32 axpy: the arch kernel `$f` (fused) is within 1 ulp of `|a x_i| + |y_i|` of the generic
 /// `axpy` per element.
 macro_rules! test_axpy_f32 {

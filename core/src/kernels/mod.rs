@@ -34,8 +34,8 @@ pub use x86_avx2::{
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_avx512::{
     available_vnni as x86_avx512_vnni_available, x86_avx512_accumulate_f32_tokens,
-    x86_avx512_accumulate_q8_tokens, x86_avx512_matmul_f32, x86_avx512_matmul_i8_i8_token,
-    x86_avx512_matmul_q8_tokens, x86_avx512_quantize_i8_token,
+    x86_avx512_accumulate_q8_tokens, x86_avx512_ffn_q8, x86_avx512_matmul_f32,
+    x86_avx512_matmul_i8_i8_token, x86_avx512_matmul_q8_tokens, x86_avx512_quantize_i8_token,
 };
 
 use crate::Error;
@@ -174,6 +174,9 @@ pub fn matmul_by(
 /// frame that large, `Kernels::Reference` runs on a microcontroller included.
 #[inline(never)]
 fn matmul_fast_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    return x86_avx512_matmul_i8_i8_token(w, x, n, bias, y);
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
     matmul_i8_i8_token_with(
         |x, q, s| quantize_i8_token_by(Kernels::Fast, x, q, s),
         |w, q, s, n, b, y| matmul_q8_tokens_by(Kernels::Fast, w, q, s, n, b, y),

@@ -187,13 +187,21 @@ fn gelu_erf_slice_avx2(x: &mut [f32]) {
         // SAFETY: c has exactly 8 elements; unaligned load and store.
         unsafe { _mm256_storeu_ps(c.as_mut_ptr(), gelu_erf_avx2(_mm256_loadu_ps(c.as_ptr()))) };
     }
-    for v in chunks.into_remainder() {
-        *v = generic::activate_fast(crate::config::Activation::GeluErf, *v);
+    // The tail through the same vector code (padded), so that each value's result never
+    // depends on its position in the slice.
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let mut l = [0.0f32; 8];
+        l[..rest.len()].copy_from_slice(rest);
+        // SAFETY: l has exactly 8 elements; unaligned load and store.
+        unsafe { _mm256_storeu_ps(l.as_mut_ptr(), gelu_erf_avx2(_mm256_loadu_ps(l.as_ptr()))) };
+        rest.copy_from_slice(&l[..rest.len()]);
     }
 }
 
 /// AVX2+FMA GELU (erf form) in place: within `|x| * 2e-7` (plus rounding) of
-/// [`super::activate_fast`] (same formula, vector `exp`).
+/// [`super::activate_fast`] (same formula, vector `exp`). Elementwise: a value's result does
+/// not depend on its position in `x`.
 pub fn x86_avx2_gelu_erf(x: &mut [f32]) {
     if available() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).

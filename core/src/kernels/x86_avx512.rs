@@ -11,20 +11,36 @@
 //!
 //! - int8 (`vpdpbusd`): the activations are stored as `u8 = x + 128`, so each lane sums
 //!   `(x + 128) w` exactly in i32 and starts from `-128 * sum(w)`: the exact i32 dot,
-//!   bit-identical results to [`super::matmul_q8_tokens`].
+//!   bit-identical results to [`super::matmul_q8_tokens`]. The weight block sums are taken
+//!   once per 16 rows for every token group of a call (up to [`MAX_GROUPS`] groups of 16
+//!   tokens are packed at once), and a tile pair's 16 rows x 16 tokens go to the output by one
+//!   16 x 16 register transpose.
+//! - The dense int8 feed-forward ([`x86_avx512_ffn_q8`]) runs fused per 64 hidden units: up
+//!   projection tiles, bias, activation and the down projection's row scales on the tile
+//!   registers (units x tokens), the per-token quantization of the 64 units lane-wise, then the
+//!   down projection with the weights as `u8 = w + 128` (a `vpermb` transpose of 4 rows) and
+//!   the activations broadcast in place; the same bits as the unfused kernels.
 //! - f32 (`vfmadd231ps`): fused, in another order than [`super::matmul`] (rounding only).
 
 use core::arch::x86_64::*;
 
 use super::{Matrix, Weights, generic};
+use crate::config::Activation;
 
 /// Weight rows per register tile (accumulators: 8 registers of 16 tokens).
 pub const ROWS: usize = 8;
 const T: usize = generic::QT_GROUP;
-const _: () =
-    assert!(T == 2 * ROWS && generic::QT_BLOCK <= 64 && generic::QT_BLOCK.is_multiple_of(4));
-/// Packed int8 activations of one token group: 16 tokens x `Q8_MAX_COLS` bytes (64 KiB).
+const QB: usize = generic::QT_BLOCK;
+const _: () = assert!(T == 2 * ROWS && QB <= 64 && QB.is_multiple_of(16));
+/// Packed int8 activations of one call's token groups: 16 tokens x `Q8_MAX_COLS` bytes
+/// (64 KiB), so that rows of `cols` values fit `Q8_MAX_COLS / cols` groups of 16 tokens.
 const PACK_WORDS: usize = T * generic::Q8_MAX_COLS / 4;
+/// Most token groups of 16 packed together (the weight block sums are taken once for them).
+pub const MAX_GROUPS: usize = 16;
+/// Block scales of the packed groups (`[group][block][16]`), f32.
+const SX_CAP: usize = 2048;
+/// Column blocks of one row (`Q8_MAX_COLS / QT_BLOCK`).
+const MAX_NB: usize = generic::Q8_MAX_COLS / QB;
 
 /// Whether this CPU runs the int8 kernels of this module (AVX-512 F, BW and VNNI). Cached by
 /// std.
@@ -37,21 +53,61 @@ pub fn available_vnni() -> bool {
 #[repr(align(64))]
 struct Packed([u32; PACK_WORDS]);
 
+/// x + 128 of 4 int8 values as one word (each i8's bits with the sign bit flipped).
+#[inline(always)]
+fn word_u8(c: &[i8]) -> u32 {
+    u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]) ^ 0x8080_8080
+}
+
 /// Packs `g <= 16` int8 rows of `cols` (a multiple of 4) values as `u8 = x + 128` in
-/// `[cols / 4][16][4]` order; missing tokens are `x = 0`.
-fn pack_q8(xq: &[i8], g: usize, cols: usize, out: &mut [u32]) {
-    let k4n = cols / 4;
+/// `[cols / 4][16][4]` order, and their block scales `xs` (`[g][nb]`) as `sx` (`[nb][16]`);
+/// missing tokens are `x = 0` with scale 0.
+fn pack_q8(xq: &[i8], xs: &[f32], g: usize, cols: usize, out: &mut [u32], sx: &mut [f32]) {
+    let (k4n, nb) = (cols / 4, generic::qt_blocks(cols));
     for t in 0..T {
         if t < g {
             let row = &xq[t * cols..(t + 1) * cols];
             for (k4, c) in row.chunks_exact(4).enumerate() {
-                // x + 128 of an i8 is its bits with the sign bit flipped.
-                let v = u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]);
-                out[k4 * T + t] = v ^ 0x8080_8080;
+                out[k4 * T + t] = word_u8(c);
+            }
+            for b in 0..nb {
+                sx[b * T + t] = xs[t * nb + b];
             }
         } else {
             for k4 in 0..k4n {
                 out[k4 * T + t] = 0x8080_8080;
+            }
+            for b in 0..nb {
+                sx[b * T + t] = 0.0;
+            }
+        }
+    }
+}
+
+/// Quantizes `g <= 16` f32 token rows of `x` (`cols`, a multiple of 4, each) by blocks of
+/// [`generic::QT_BLOCK`] (the bits of [`generic::quantize_i8_token`]) straight into the packed
+/// form of [`pack_q8`].
+#[target_feature(enable = "avx512f,avx512bw")]
+fn quantize_pack(x: &[f32], g: usize, cols: usize, out: &mut [u32], sx: &mut [f32]) {
+    let (k4n, nb) = (cols / 4, generic::qt_blocks(cols));
+    let mut qb = [0i8; QB];
+    for t in 0..T {
+        if t < g {
+            let row = &x[t * cols..(t + 1) * cols];
+            for b in 0..nb {
+                let (c0, c1) = (b * QB, ((b + 1) * QB).min(cols));
+                let qb = &mut qb[..c1 - c0];
+                sx[b * T + t] = quantize_block_avx512(&row[c0..c1], qb);
+                for (i, c) in qb.chunks_exact(4).enumerate() {
+                    out[(c0 / 4 + i) * T + t] = word_u8(c);
+                }
+            }
+        } else {
+            for k4 in 0..k4n {
+                out[k4 * T + t] = 0x8080_8080;
+            }
+            for b in 0..nb {
+                sx[b * T + t] = 0.0;
             }
         }
     }
@@ -94,60 +150,56 @@ fn row_sums16(w: &[i8], cols: usize, c0: usize, c1: usize) -> __m512i {
     lanes(l3[0], l3[1])
 }
 
-/// `-128 * sum w` of each [`generic::QT_BLOCK`] of row `r`, scalar (rows outside a group of
-/// 16).
-fn row_corr(w: &[i8], out: &mut [i32]) {
-    for (o, b) in out.iter_mut().zip(w.chunks(generic::QT_BLOCK)) {
-        *o = -128 * b.iter().map(|&v| v as i32).sum::<i32>();
-    }
-}
-
-/// Writes a tile `tmp` (`[row][token]`) of rows `r0..r0 + RR` and `g` tokens into `y` (rows
-/// of `rows` outputs per token).
-fn store_tile<const RR: usize>(
-    tmp: &[[f32; T]; RR],
-    y: &mut [f32],
-    rows: usize,
-    r0: usize,
-    g: usize,
-) {
-    for t in 0..g {
-        let yt = &mut y[t * rows + r0..t * rows + r0 + RR];
-        for (r, v) in yt.iter_mut().enumerate() {
-            *v = tmp[r][t];
-        }
-    }
-}
-
-/// One tile: rows `r0..r0 + RR` times the packed group (`g` valid tokens) with the block
-/// scales `sx` (`[nb][16]`) and the row corrections `corr` (`[RR][nb]`, `-128 * sum w`).
+/// `-128 * sum w` of each column block of 16 rows `w16` (`cols` each) as `[nb][16 rows]`
+/// in `corr`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
+fn corr16(w16: &[i8], cols: usize, corr: &mut [i32]) {
+    for b in 0..generic::qt_blocks(cols) {
+        let (c0, c1) = (b * QB, ((b + 1) * QB).min(cols));
+        let s = _mm512_sub_epi32(
+            _mm512_setzero_si512(),
+            _mm512_slli_epi32::<7>(row_sums16(w16, cols, c0, c1)),
+        );
+        let o = &mut corr[b * T..(b + 1) * T];
+        // SAFETY: o has 16 i32; unaligned store.
+        unsafe { _mm512_storeu_si512(o.as_mut_ptr() as *mut __m512i, s) };
+    }
+}
+
+/// `-128 * sum w` of each column block of one row `w`, at `corr[b * 16]` (the layout of
+/// [`corr16`], one row).
+fn corr1(w: &[i8], corr: &mut [i32]) {
+    for (b, blk) in w.chunks(QB).enumerate() {
+        corr[b * T] = -128 * blk.iter().map(|&v| v as i32).sum::<i32>();
+    }
+}
+
+/// One tile: the `RR` rows `wt` (`cols` each, row scales `ws`, biases `bias`) times a packed
+/// group `px` with its block scales `sx` (`[nb][16]`) and the row corrections at
+/// `corr[b * 16 + r]`: lane `t` of the result `r` is token `t`'s output of row `r`, the bits of
+/// [`generic::matmul_q8_tokens`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn tile_q8<const RR: usize>(
-    q: &[i8],
-    scales: &[f32],
+    wt: &[i8],
     cols: usize,
-    r0: usize,
-    packed: &[u32],
+    ws: &[f32],
+    bias: Option<&[f32]>,
+    px: &[u32],
     sx: &[f32],
     corr: &[i32],
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-    rows: usize,
-    g: usize,
-) {
-    const KB: usize = generic::QT_BLOCK / 4;
+) -> [__m512; RR] {
+    const KB: usize = QB / 4;
     let k4n = cols / 4;
-    let nb = generic::qt_blocks(cols);
-    let wt = &q[r0 * cols..(r0 + RR) * cols];
-    let px = &packed[..k4n * T];
+    let wt = &wt[..RR * cols];
+    let px = &px[..k4n * T];
     let mut facc = [_mm512_setzero_ps(); RR];
     let mut k0 = 0;
     while k0 < k4n {
         let k1 = (k0 + KB).min(k4n);
         let b = k0 / KB;
-        let mut acc: [__m512i; RR] = core::array::from_fn(|r| _mm512_set1_epi32(corr[r * nb + b]));
+        let mut acc: [__m512i; RR] = core::array::from_fn(|r| _mm512_set1_epi32(corr[b * T + r]));
         for k4 in k0..k1 {
             // SAFETY: (k4 + 1) * 16 <= k4n * 16 = px.len() u32; unaligned load.
             let xv = unsafe { _mm512_loadu_si512(px.as_ptr().add(k4 * T) as *const __m512i) };
@@ -166,94 +218,200 @@ fn tile_q8<const RR: usize>(
         }
         k0 = k1;
     }
-    let mut tmp = [[0.0f32; T]; RR];
-    for (r, (f, o)) in facc.iter().zip(tmp.iter_mut()).enumerate() {
+    core::array::from_fn(|r| {
         // The epilogue of generic::q8_token_out, lane by lane.
-        let mut v = _mm512_mul_ps(*f, _mm512_set1_ps(scales[r0 + r]));
-        if let Some(b) = bias {
-            v = _mm512_add_ps(v, _mm512_set1_ps(b[r0 + r]));
+        let v = _mm512_mul_ps(facc[r], _mm512_set1_ps(ws[r]));
+        match bias {
+            Some(b) => _mm512_add_ps(v, _mm512_set1_ps(b[r])),
+            None => v,
         }
-        // SAFETY: o has 16 f32; unaligned store.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-    }
-    store_tile(&tmp, y, rows, r0, g);
+    })
 }
 
+/// In-register transpose of 16 x 16 f32: lane `j` of row `i` goes to lane `i` of row `j`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: &mut [__m512; 16]) {
+    let pd = _mm512_castps_pd;
+    let ps = _mm512_castpd_ps;
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for i in 0..4 {
+        let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+        r[4 * i] = ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+        r[4 * i + 1] = ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+        r[4 * i + 2] = ps(_mm512_unpacklo_pd(pd(b), pd(d)));
+        r[4 * i + 3] = ps(_mm512_unpackhi_pd(pd(b), pd(d)));
+    }
+    for i in 0..2 {
+        for j in 0..4 {
+            let (a, b) = (r[8 * i + j], r[8 * i + j + 4]);
+            t[8 * i + j] = _mm512_shuffle_f32x4::<0x88>(a, b);
+            t[8 * i + j + 4] = _mm512_shuffle_f32x4::<0xdd>(a, b);
+        }
+    }
+    for j in 0..8 {
+        r[j] = _mm512_shuffle_f32x4::<0x88>(t[j], t[j + 8]);
+        r[j + 8] = _mm512_shuffle_f32x4::<0xdd>(t[j], t[j + 8]);
+    }
+}
+
+/// The products of 16 rows `r0..r0 + 16` (lanes: tokens) into `y` (rows of `rows` outputs per
+/// token, from the group's first token), `g` tokens.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn store_rows16(mut f: [__m512; 16], y: &mut [f32], rows: usize, r0: usize, g: usize) {
+    transpose16(&mut f);
+    for (t, v) in f.iter().enumerate().take(g) {
+        let o = &mut y[t * rows + r0..t * rows + r0 + T];
+        // SAFETY: o has 16 f32; unaligned store.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *v) };
+    }
+}
+
+/// The products of one row `r` (lanes: tokens) into `y`, `g` tokens.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn store_row1(f: __m512, y: &mut [f32], rows: usize, r: usize, g: usize) {
+    let mut l = [0.0f32; T];
+    // SAFETY: l has 16 f32; unaligned store.
+    unsafe { _mm512_storeu_ps(l.as_mut_ptr(), f) };
+    for (t, &v) in l.iter().enumerate().take(g) {
+        y[t * rows + r] = v;
+    }
+}
+
+/// Every row of the int8 matrix `q` (`rows x cols`, row scales `scales`) times the packed
+/// token groups `px` (`[group][cols / 4][16]`, block scales `sx` as `[group][nb][16]`, `gs[i]`
+/// valid tokens in group `i`), into `y` (from the first group's first token). Rows go 16 at
+/// a time, the block sums taken once for all the groups.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
-fn matmul_q8_tokens_vnni(
+fn rows_times_groups(
     q: &[i8],
     scales: &[f32],
     rows: usize,
     cols: usize,
-    xq: &[i8],
-    xs: &[f32],
+    bias: Option<&[f32]>,
+    px: &[u32],
+    sx: &[f32],
+    gs: &[usize],
+    y: &mut [f32],
+) {
+    let (gw, nb) = (cols / 4 * T, generic::qt_blocks(cols));
+    let mut corr = [0i32; T * MAX_NB];
+    let bias_of = |r0: usize, rr: usize| bias.map(|b| &b[r0..r0 + rr]);
+    let mut r0 = 0;
+    while r0 + T <= rows {
+        corr16(&q[r0 * cols..(r0 + T) * cols], cols, &mut corr);
+        let mut y0 = 0;
+        for (i, &g) in gs.iter().enumerate() {
+            let (pxi, sxi) = (&px[i * gw..(i + 1) * gw], &sx[i * nb * T..(i + 1) * nb * T]);
+            let lo = tile_q8::<ROWS>(
+                &q[r0 * cols..],
+                cols,
+                &scales[r0..],
+                bias_of(r0, ROWS),
+                pxi,
+                sxi,
+                &corr,
+            );
+            let r1 = r0 + ROWS;
+            let hi = tile_q8::<ROWS>(
+                &q[r1 * cols..],
+                cols,
+                &scales[r1..],
+                bias_of(r1, ROWS),
+                pxi,
+                sxi,
+                &corr[ROWS..],
+            );
+            let f = core::array::from_fn(|r| if r < ROWS { lo[r] } else { hi[r - ROWS] });
+            store_rows16(f, &mut y[y0 * rows..], rows, r0, g);
+            y0 += g;
+        }
+        r0 += T;
+    }
+    while r0 < rows {
+        corr1(&q[r0 * cols..(r0 + 1) * cols], &mut corr);
+        let mut y0 = 0;
+        for (i, &g) in gs.iter().enumerate() {
+            let (pxi, sxi) = (&px[i * gw..(i + 1) * gw], &sx[i * nb * T..(i + 1) * nb * T]);
+            let f = tile_q8::<1>(
+                &q[r0 * cols..],
+                cols,
+                &scales[r0..],
+                bias_of(r0, 1),
+                pxi,
+                sxi,
+                &corr,
+            );
+            store_row1(f[0], &mut y[y0 * rows..], rows, r0, g);
+            y0 += g;
+        }
+        r0 += 1;
+    }
+}
+
+/// Token groups of 16 packed per pass for rows of `cols` values: what the packed buffer and
+/// the scale buffer hold, at most [`MAX_GROUPS`].
+fn groups_per_pass(cols: usize) -> usize {
+    let (gw, nb) = (cols / 4 * T, generic::qt_blocks(cols));
+    (PACK_WORDS / gw)
+        .min(SX_CAP / (nb * T))
+        .clamp(1, MAX_GROUPS)
+}
+
+/// The int8 product of `n` tokens: `pack(group, words, scales)` packs token group `i` (of
+/// `g` tokens starting at token `16 i`), then every row runs over the packed groups.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+fn matmul_packed(
+    q: &[i8],
+    scales: &[f32],
+    rows: usize,
+    cols: usize,
     n: usize,
     bias: Option<&[f32]>,
     y: &mut [f32],
+    mut pack: impl FnMut(usize, usize, &mut [u32], &mut [f32]),
 ) {
-    const MAX_NB: usize = generic::Q8_MAX_COLS / generic::QT_BLOCK;
-    let nb = generic::qt_blocks(cols);
-    let mut packed = Packed([0; PACK_WORDS]);
-    let mut sx = [0.0f32; T * MAX_NB];
-    // Row corrections of 16 rows, [16][nb].
-    let mut corr = [0i32; T * MAX_NB];
-    let mut i0 = 0;
-    while i0 < n {
-        let g = T.min(n - i0);
-        pack_q8(&xq[i0 * cols..(i0 + g) * cols], g, cols, &mut packed.0);
-        // Block scales as [nb][16 tokens]; missing tokens scale 0.
-        for b in 0..nb {
-            for t in 0..T {
-                sx[b * T + t] = if t < g { xs[(i0 + t) * nb + b] } else { 0.0 };
-            }
-        }
-        let sx = &sx[..nb * T];
-        let yg = &mut y[i0 * rows..(i0 + g) * rows];
-        let mut r0 = 0;
-        while r0 + T <= rows {
-            let w16 = &q[r0 * cols..(r0 + T) * cols];
-            for b in 0..nb {
-                let (c0, c1) = (
-                    b * generic::QT_BLOCK,
-                    ((b + 1) * generic::QT_BLOCK).min(cols),
-                );
-                let s = _mm512_sub_epi32(
-                    _mm512_setzero_si512(),
-                    _mm512_slli_epi32::<7>(row_sums16(w16, cols, c0, c1)),
-                );
-                let mut l = [0i32; T];
-                // SAFETY: l has 16 i32; unaligned store.
-                unsafe { _mm512_storeu_si512(l.as_mut_ptr() as *mut __m512i, s) };
-                for (r, &v) in l.iter().enumerate() {
-                    corr[r * nb + b] = v;
-                }
-            }
-            for half in 0..2 {
-                let rr = r0 + half * ROWS;
-                let c = &corr[half * ROWS * nb..(half + 1) * ROWS * nb];
-                tile_q8::<ROWS>(q, scales, cols, rr, &packed.0, sx, c, bias, yg, rows, g);
-            }
-            r0 += T;
-        }
-        while r0 < rows {
-            row_corr(&q[r0 * cols..(r0 + 1) * cols], &mut corr[..nb]);
-            tile_q8::<1>(
-                q,
-                scales,
-                cols,
-                r0,
-                &packed.0,
-                sx,
-                &corr[..nb],
-                bias,
-                yg,
-                rows,
+    let (gw, nb) = (cols / 4 * T, generic::qt_blocks(cols));
+    let per_pass = groups_per_pass(cols);
+    let mut px = Packed([0; PACK_WORDS]);
+    let mut sx = [0.0f32; SX_CAP];
+    let mut gs = [0usize; MAX_GROUPS];
+    let mut t0 = 0;
+    while t0 < n {
+        let mut m = 0;
+        let mut t = t0;
+        while m < per_pass && t < n {
+            let g = T.min(n - t);
+            pack(
+                t,
                 g,
+                &mut px.0[m * gw..(m + 1) * gw],
+                &mut sx[m * nb * T..(m + 1) * nb * T],
             );
-            r0 += 1;
+            gs[m] = g;
+            t += g;
+            m += 1;
         }
-        i0 += g;
+        rows_times_groups(
+            q,
+            scales,
+            rows,
+            cols,
+            bias,
+            &px.0[..m * gw],
+            &sx[..m * nb * T],
+            &gs[..m],
+            &mut y[t0 * rows..t * rows],
+        );
+        t0 = t;
     }
 }
 
@@ -269,18 +427,32 @@ pub fn x86_avx512_matmul_q8_tokens(
     y: &mut [f32],
 ) {
     let (rows, cols) = (w.rows(), w.cols());
+    let nb = generic::qt_blocks(cols);
     match w.weights() {
         Weights::I8 { q, scales }
-            if cols.is_multiple_of(4) && cols <= generic::Q8_MAX_COLS && available_vnni() =>
+            if cols.is_multiple_of(4)
+                && cols > 0
+                && cols <= generic::Q8_MAX_COLS
+                && xq.len() == n * cols
+                && xs.len() == n * nb
+                && y.len() == n * rows
+                && available_vnni() =>
         {
+            let pack = |t: usize, g: usize, px: &mut [u32], sx: &mut [f32]| {
+                let (xq, xs) = (&xq[t * cols..(t + g) * cols], &xs[t * nb..(t + g) * nb]);
+                pack_q8(xq, xs, g, cols, px, sx);
+            };
             // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked above).
-            unsafe { matmul_q8_tokens_vnni(q, scales, rows, cols, xq, xs, n, bias, y) }
+            unsafe { matmul_packed(q, scales, rows, cols, n, bias, y, pack) }
         }
         _ => generic::matmul_q8_tokens(w, xq, xs, n, bias, y),
     }
 }
 
-/// AVX-512 VNNI [`super::matmul_i8_i8_token`]: the same bits. Shapes as there.
+/// AVX-512 VNNI [`super::matmul_i8_i8_token`]: the same bits. Each token is quantized
+/// straight into the packed layout (no int8 copy of the input), up to [`MAX_GROUPS`] groups
+/// of 16 tokens at a time. Shapes as there; other cases take the generic composition with the
+/// AVX-512 quantization.
 pub fn x86_avx512_matmul_i8_i8_token(
     w: &Matrix<'_>,
     x: &[f32],
@@ -288,15 +460,33 @@ pub fn x86_avx512_matmul_i8_i8_token(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    generic::matmul_i8_i8_token_with(
-        x86_avx512_quantize_i8_token,
-        x86_avx512_matmul_q8_tokens,
-        w,
-        x,
-        n,
-        bias,
-        y,
-    );
+    let (rows, cols) = (w.rows(), w.cols());
+    match w.weights() {
+        Weights::I8 { q, scales }
+            if cols.is_multiple_of(4)
+                && cols > 0
+                && cols <= generic::Q8_MAX_COLS
+                && x.len() == n * cols
+                && y.len() == n * rows
+                && available_vnni() =>
+        {
+            let pack = |t: usize, g: usize, px: &mut [u32], sx: &mut [f32]| {
+                // SAFETY: the CPU has AVX-512 F and BW (checked above).
+                unsafe { quantize_pack(&x[t * cols..(t + g) * cols], g, cols, px, sx) }
+            };
+            // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked above).
+            unsafe { matmul_packed(q, scales, rows, cols, n, bias, y, pack) }
+        }
+        _ => generic::matmul_i8_i8_token_with(
+            x86_avx512_quantize_i8_token,
+            x86_avx512_matmul_q8_tokens,
+            w,
+            x,
+            n,
+            bias,
+            y,
+        ),
+    }
 }
 
 /// `quantize_i8` of one block (`x.len() <= 64`), the same bits as the generic one.
@@ -530,6 +720,316 @@ pub fn x86_avx512_accumulate_q8_tokens(
     }
 }
 
+/// `e^x` for 16 lanes, `x` in `[-87, 0]`: the steps of the AVX2 kernel's `exp_neg_avx2`
+/// lane by lane (the same bits).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn exp_neg_avx512(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(core::f32::consts::LOG2_E)),
+    );
+    // Cody-Waite: ln 2 in two parts so that r is exact enough.
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(1.0 / 720.0);
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let pow2n = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(n),
+        _mm512_set1_epi32(127),
+    ));
+    _mm512_mul_ps(p, _mm512_castsi512_ps(pow2n))
+}
+
+/// GELU (erf form) of 16 lanes: the steps of [`super::x86_avx2_gelu_erf`] lane by lane (the
+/// same bits).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn gelu_erf_avx512(x: __m512) -> __m512 {
+    let z = _mm512_mul_ps(x, _mm512_set1_ps(core::f32::consts::FRAC_1_SQRT_2));
+    let sbit = _mm512_set1_epi32(i32::MIN);
+    let zi = _mm512_castps_si512(z);
+    let sign = _mm512_and_si512(zi, sbit);
+    let az = _mm512_castsi512_ps(_mm512_andnot_si512(sbit, zi));
+    let one = _mm512_set1_ps(1.0);
+    let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.327_591_1), az, one));
+    let mut p = _mm512_set1_ps(1.061_405_4);
+    for c in [-1.453_152_1, 1.421_413_8, -0.284_496_72, 0.254_829_6] {
+        p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c));
+    }
+    p = _mm512_mul_ps(p, t);
+    let e = exp_neg_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), az), az));
+    let erf = _mm512_castsi512_ps(_mm512_or_si512(
+        _mm512_castps_si512(_mm512_fnmadd_ps(p, e, one)),
+        sign,
+    ));
+    _mm512_mul_ps(
+        _mm512_mul_ps(_mm512_set1_ps(0.5), x),
+        _mm512_add_ps(one, erf),
+    )
+}
+
+/// `act` of 16 lanes, the bits of [`super::activate_slice_by`]`(Kernels::Fast, ..)`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn activate16(act: Activation, v: __m512) -> __m512 {
+    if act == Activation::GeluErf {
+        return gelu_erf_avx512(v);
+    }
+    let mut l = [0.0f32; T];
+    // SAFETY: l has 16 f32; unaligned store and load.
+    unsafe { _mm512_storeu_ps(l.as_mut_ptr(), v) };
+    for x in l.iter_mut() {
+        *x = generic::activate_fast(act, *x);
+    }
+    // SAFETY: as above.
+    unsafe { _mm512_loadu_ps(l.as_ptr()) }
+}
+
+/// Hidden units the fused feed-forward computes, quantizes and projects down at a time: one
+/// quantization block of the down projection.
+const UNITS: usize = QB;
+/// Widest `d_model` of the fused feed-forward (its packed tokens: 16 x 1024 bytes of stack).
+pub const FFN_MAX_D: usize = 1024;
+
+/// Byte `4 t + i` of the result is byte `16 i + t` of the source: 4 rows of 16 bytes (one per
+/// 128-bit lane) to 16 words of 4 bytes (one per row).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose_4x16_idx() -> __m512i {
+    _mm512_set_epi32(
+        0x3f2f1f0f, 0x3e2e1e0e, 0x3d2d1d0d, 0x3c2c1c0c, 0x3b2b1b0b, 0x3a2a1a0a, 0x39291909,
+        0x38281808, 0x37271707, 0x36261606, 0x35251505, 0x34241404, 0x33231303, 0x32221202,
+        0x31211101, 0x30201000,
+    )
+}
+
+/// [`generic::quantize_i8`] of each token's [`UNITS`] values `h[j]` (lane `t` of `h[j]`:
+/// token `t`, unit `j`), lane by lane: the scales go to `hs`, `-128 * sum q` to `hcorr`, and
+/// the values as `hpk[j4 * 16 + t]`, the word of units `4 j4 .. 4 j4 + 4` of token `t`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn quantize_units(h: &[__m512; UNITS], hpk: &mut [u32], hcorr: &mut [i32; T], hs: &mut [f32; T]) {
+    let abs = _mm512_set1_epi32(i32::MAX);
+    let mut mx = _mm512_setzero_ps();
+    for v in h {
+        let a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(*v), abs));
+        mx = _mm512_max_ps(mx, a);
+    }
+    // A token whose units are all zero gets scale 0 and zeros (as generic::quantize_i8).
+    let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(mx, _mm512_setzero_ps());
+    let c127 = _mm512_set1_ps(127.0);
+    let scale = _mm512_maskz_div_ps(nz, mx, c127);
+    let inv = _mm512_div_ps(c127, mx);
+    // SAFETY: hs has 16 f32; unaligned store.
+    unsafe { _mm512_storeu_ps(hs.as_mut_ptr(), scale) };
+    let (half, sign) = (_mm512_set1_ps(0.5), _mm512_set1_epi32(i32::MIN));
+    let (lo, hi) = (_mm512_set1_epi32(-128), _mm512_set1_epi32(127));
+    let idx = transpose_4x16_idx();
+    let mut qsum = _mm512_setzero_si512();
+    for (j4, hq) in hpk.chunks_exact_mut(T).take(UNITS / 4).enumerate() {
+        let b: [__m128i; 4] = core::array::from_fn(|i| {
+            let t = _mm512_mul_ps(h[4 * j4 + i], inv);
+            // t - 0.5 for t < 0, else t + 0.5 (as quantize_block_avx512).
+            let hh = _mm512_or_si512(
+                _mm512_castps_si512(half),
+                _mm512_and_si512(_mm512_castps_si512(t), sign),
+            );
+            let r = _mm512_cvttps_epi32(_mm512_add_ps(t, _mm512_castsi512_ps(hh)));
+            // Saturated to i8 as the byte conversion below does, so that the sum is of the
+            // stored values.
+            let r = _mm512_min_epi32(_mm512_max_epi32(_mm512_maskz_mov_epi32(nz, r), lo), hi);
+            qsum = _mm512_add_epi32(qsum, r);
+            _mm512_cvtepi32_epi8(r)
+        });
+        let v = _mm512_castsi128_si512(b[0]);
+        let v = _mm512_inserti32x4::<1>(v, b[1]);
+        let v = _mm512_inserti32x4::<2>(v, b[2]);
+        let v = _mm512_permutexvar_epi8(idx, _mm512_inserti32x4::<3>(v, b[3]));
+        // SAFETY: hq has 16 u32; unaligned store.
+        unsafe { _mm512_storeu_si512(hq.as_mut_ptr() as *mut __m512i, v) };
+    }
+    let c = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32::<7>(qsum));
+    // SAFETY: hcorr has 16 i32; unaligned store.
+    unsafe { _mm512_storeu_si512(hcorr.as_mut_ptr() as *mut __m512i, c) };
+}
+
+/// `TT` tokens from `t0` times 16 columns `c0..c0 + 16` of the [`UNITS`] int8 rows `q`
+/// (`d` columns each), added to `out` (rows of `d`): the bits of
+/// [`generic::accumulate_q8_tokens`]. The weights enter `vpdpbusd` as `u8 = w + 128` (4 rows
+/// byte-transposed by `vpermb`), the activations `hpk` (`[j4][16]` words of int8) as
+/// broadcasts read in place, each lane starting from the token's `-128 * sum h`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
+#[allow(clippy::too_many_arguments)]
+fn down_tile<const TT: usize>(
+    out: &mut [f32],
+    q: &[i8],
+    d: usize,
+    c0: usize,
+    hpk: &[u32],
+    hcorr: &[i32; T],
+    hs: &[f32; T],
+    t0: usize,
+) {
+    let idx = transpose_4x16_idx();
+    let flip = _mm512_set1_epi8(i8::MIN);
+    let mut acc: [__m512i; TT] = core::array::from_fn(|t| _mm512_set1_epi32(hcorr[t0 + t]));
+    for j4 in 0..UNITS / 4 {
+        let p = &q[4 * j4 * d + c0..(4 * j4 + 3) * d + c0 + 16];
+        // SAFETY: rows 4 j4 .. 4 j4 + 3 at columns c0..c0 + 16 lie in p (checked by the
+        // slice above); unaligned loads.
+        let wv = unsafe {
+            let l = |i: usize| _mm_loadu_si128(p.as_ptr().add(i * d) as *const __m128i);
+            let a = _mm512_castsi128_si512(l(0));
+            let a = _mm512_inserti32x4::<1>(a, l(1));
+            let a = _mm512_inserti32x4::<2>(a, l(2));
+            _mm512_inserti32x4::<3>(a, l(3))
+        };
+        let wv = _mm512_xor_si512(_mm512_permutexvar_epi8(idx, wv), flip);
+        let hq = &hpk[j4 * T + t0..j4 * T + t0 + TT];
+        for (a, &hv) in acc.iter_mut().zip(hq) {
+            *a = _mm512_dpbusd_epi32(*a, wv, _mm512_set1_epi32(hv as i32));
+        }
+    }
+    for (t, a) in acc.iter().enumerate() {
+        let v = _mm512_mul_ps(_mm512_cvtepi32_ps(*a), _mm512_set1_ps(hs[t0 + t]));
+        let o = &mut out[(t0 + t) * d + c0..(t0 + t) * d + c0 + 16];
+        // SAFETY: o has 16 f32; unaligned load and store.
+        unsafe {
+            _mm512_storeu_ps(
+                o.as_mut_ptr(),
+                _mm512_add_ps(_mm512_loadu_ps(o.as_ptr()), v),
+            )
+        };
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
+#[allow(clippy::too_many_arguments)]
+fn ffn_q8_vnni(
+    up_q: &[i8],
+    up_s: &[f32],
+    up_bias: Option<&[f32]>,
+    act: Activation,
+    down_q: &[i8],
+    down_s: &[f32],
+    x: &[f32],
+    n: usize,
+    d: usize,
+    d_ff: usize,
+    out: &mut [f32],
+) {
+    const NB: usize = FFN_MAX_D / QB;
+    let (gw, nb) = (d / 4 * T, generic::qt_blocks(d));
+    let mut px = [0u32; FFN_MAX_D / 4 * T];
+    let mut sx = [0.0f32; NB * T];
+    let mut corr = [0i32; NB * T];
+    let mut h = [_mm512_setzero_ps(); UNITS];
+    let mut hpk = [0u32; UNITS / 4 * T];
+    let (mut hcorr, mut hs) = ([0i32; T], [0.0f32; T]);
+    let (px, sx) = (&mut px[..gw], &mut sx[..nb * T]);
+    let mut t0 = 0;
+    while t0 < n {
+        let g = T.min(n - t0);
+        quantize_pack(&x[t0 * d..(t0 + g) * d], g, d, px, sx);
+        let og = &mut out[t0 * d..(t0 + g) * d];
+        for j0 in (0..d_ff).step_by(UNITS) {
+            for r16 in 0..UNITS / T {
+                let r0 = j0 + r16 * T;
+                corr16(&up_q[r0 * d..(r0 + T) * d], d, &mut corr);
+                for half in 0..2 {
+                    let rr = r0 + half * ROWS;
+                    let f = tile_q8::<ROWS>(
+                        &up_q[rr * d..],
+                        d,
+                        &up_s[rr..],
+                        up_bias.map(|b| &b[rr..rr + ROWS]),
+                        px,
+                        sx,
+                        &corr[half * ROWS..],
+                    );
+                    for (r, v) in f.iter().enumerate() {
+                        let u = rr + r - j0;
+                        // The unit's value times the row scale of down_t, as ffn_q8 does.
+                        h[u] = _mm512_mul_ps(activate16(act, *v), _mm512_set1_ps(down_s[j0 + u]));
+                    }
+                }
+            }
+            quantize_units(&h, &mut hpk, &mut hcorr, &mut hs);
+            let dq = &down_q[j0 * d..(j0 + UNITS) * d];
+            for c0 in (0..d).step_by(16) {
+                let mut t = 0;
+                while t + 16 <= g {
+                    down_tile::<16>(og, dq, d, c0, &hpk, &hcorr, &hs, t);
+                    t += 16;
+                }
+                while t + 4 <= g {
+                    down_tile::<4>(og, dq, d, c0, &hpk, &hcorr, &hs, t);
+                    t += 4;
+                }
+                while t < g {
+                    down_tile::<1>(og, dq, d, c0, &hpk, &hcorr, &hs, t);
+                    t += 1;
+                }
+            }
+        }
+        t0 += g;
+    }
+}
+
+/// The dense int8 feed-forward of `n` tokens `x` (`n x d`), fused: `out[t] += sum_j
+/// quantized(act(up_j . x_t + up_bias_j) * s_j) * down_t[j]`, with the bits of the unfused fast
+/// kernels that [`crate::ffn::ffn_with`] runs otherwise ([`super::matmul_q8_tokens`],
+/// [`super::activate_slice_by`], [`super::quantize_i8_token`] per 64 units,
+/// [`super::accumulate_q8_tokens`]); `up` (`d_ff x d`) and `down_t` (`d_ff x d`, row scales
+/// `s_j`) are int8, `out` holds the down bias (or zeros) on entry.
+///
+/// Returns `false`, having done nothing, when the CPU lacks AVX-512 F, BW, VNNI or VBMI (or
+/// AVX2 and FMA, whose GELU bits the fused one repeats) or the shapes are not the fused
+/// kernel's: `d` a multiple of 16 up to [`FFN_MAX_D`], `d_ff` a multiple of 64, int8 weights.
+pub fn x86_avx512_ffn_q8(
+    up: &Matrix<'_>,
+    up_bias: Option<&[f32]>,
+    act: Activation,
+    down_t: &Matrix<'_>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> bool {
+    let (d_ff, d) = (up.rows(), up.cols());
+    let (
+        Weights::I8 {
+            q: up_q,
+            scales: up_s,
+        },
+        Weights::I8 {
+            q: down_q,
+            scales: down_s,
+        },
+    ) = (up.weights(), down_t.weights())
+    else {
+        return false;
+    };
+    let fits = d.is_multiple_of(16)
+        && d > 0
+        && d <= FFN_MAX_D
+        && d_ff.is_multiple_of(UNITS)
+        && down_t.rows() == d_ff
+        && down_t.cols() == d
+        && up_bias.is_none_or(|b| b.len() == d_ff)
+        && x.len() == n * d
+        && out.len() == n * d;
+    if !(fits && available_vbmi() && super::x86_avx2_available()) {
+        return false;
+    }
+    // SAFETY: the CPU has AVX-512 F, BW, VNNI and VBMI (checked above).
+    unsafe { ffn_q8_vnni(up_q, up_s, up_bias, act, down_q, down_s, x, n, d, d_ff, out) };
+    true
+}
+
 /// Weight rows per f32 register tile.
 const ROWS_F32: usize = 12;
 /// Longest f32 row the AVX-512 matmul packs (16 tokens x 1024 f32 = 64 KiB of stack).
@@ -538,6 +1038,23 @@ pub const F32_MAX_COLS: usize = 1024;
 /// Whether this CPU runs the f32 kernels of this module (AVX-512 F).
 fn available_f32() -> bool {
     is_x86_feature_detected!("avx512f")
+}
+
+/// Writes a tile `tmp` (`[row][token]`) of rows `r0..r0 + RR` and `g` tokens into `y` (rows
+/// of `rows` outputs per token).
+fn store_tile<const RR: usize>(
+    tmp: &[[f32; T]; RR],
+    y: &mut [f32],
+    rows: usize,
+    r0: usize,
+    g: usize,
+) {
+    for t in 0..g {
+        let yt = &mut y[t * rows + r0..t * rows + r0 + RR];
+        for (r, v) in yt.iter_mut().enumerate() {
+            *v = tmp[r][t];
+        }
+    }
 }
 
 #[repr(align(64))]
