@@ -9,7 +9,7 @@
 use crate::arena::Arena;
 use crate::config::{ModelConfig, RunConfig};
 use crate::format::{PackedModel, Pooling, TensorName};
-use crate::kernels::{Matrix, axpy_row, layer_norm, row_to_f32};
+use crate::kernels::{Matrix, axpy_row, layer_norm_by, row_to_f32};
 use crate::model::{LayerWeights, Model, NormWeights, forward_with};
 use crate::{Error, Norm, math};
 
@@ -180,7 +180,8 @@ impl<'a> Encoder<'a> {
                     axpy_row(seg, 0, 1.0, row);
                 }
                 axpy_row(&emb.positions, pos, 1.0, row);
-                layer_norm(row, emb.norm.gain, emb.norm.bias.unwrap_or(&[]), c.norm_eps);
+                let (g, b) = (emb.norm.gain, emb.norm.bias.unwrap_or(&[]));
+                layer_norm_by(self.model.kernels(), row, g, b, c.norm_eps);
             }
             Ok(())
         })?;

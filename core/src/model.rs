@@ -40,7 +40,7 @@ use crate::arena::Arena;
 use crate::attention::{self, AttnScratch, Keys};
 use crate::config::{Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
 use crate::ffn::{self, FfnScratch, FfnWeights};
-use crate::kernels::{Kernels, Matrix, layer_norm, matmul_by, rms_norm};
+use crate::kernels::{Kernels, Matrix, layer_norm_by, matmul_by, rms_norm};
 use crate::plan::{Plan, attn_params, try_plan};
 
 /// Gain and optional bias of one normalisation layer (`d_model` values each).
@@ -225,30 +225,42 @@ impl<'a> Model<'a> {
     }
 }
 
-pub(crate) fn norm_row(c: &ModelConfig, w: &NormWeights<'_>, x: &mut [f32]) {
+pub(crate) fn norm_row(k: Kernels, c: &ModelConfig, w: &NormWeights<'_>, x: &mut [f32]) {
     match (c.norm, w.bias) {
-        (Norm::LayerNorm, Some(b)) => layer_norm(x, w.gain, b, c.norm_eps),
+        (Norm::LayerNorm, Some(b)) => layer_norm_by(k, x, w.gain, b, c.norm_eps),
         // Model::new rejects a LayerNorm without bias; RMSNorm has none.
         _ => rms_norm(x, w.gain, c.norm_eps),
     }
 }
 
 /// Copies `src` rows into `dst` and normalises each row of `d` values.
-pub(crate) fn norm_rows(c: &ModelConfig, w: &NormWeights<'_>, src: &[f32], dst: &mut [f32]) {
+pub(crate) fn norm_rows(
+    k: Kernels,
+    c: &ModelConfig,
+    w: &NormWeights<'_>,
+    src: &[f32],
+    dst: &mut [f32],
+) {
     dst.copy_from_slice(src);
     for row in dst.chunks_exact_mut(c.d_model) {
-        norm_row(c, w, row);
+        norm_row(k, c, w, row);
     }
 }
 
 /// `hidden += delta`, then (post-norm blocks) `hidden = norm(hidden)`, row by row.
-pub(crate) fn residual(c: &ModelConfig, w: &NormWeights<'_>, hidden: &mut [f32], delta: &[f32]) {
+pub(crate) fn residual(
+    k: Kernels,
+    c: &ModelConfig,
+    w: &NormWeights<'_>,
+    hidden: &mut [f32],
+    delta: &[f32],
+) {
     for (h, x) in hidden.iter_mut().zip(delta) {
         *h += *x;
     }
     if matches!(c.arch, Arch::Bert) {
         for row in hidden.chunks_exact_mut(c.d_model) {
-            norm_row(c, w, row);
+            norm_row(k, c, w, row);
         }
     }
 }
@@ -348,7 +360,13 @@ pub fn forward_with<'a>(
                 for start in (0..n).step_by(chunk) {
                     let m = chunk.min(n - start);
                     let xn = &mut xn[..m * d];
-                    norm_rows(c, &l.attn_norm, &hidden_n[start * d..(start + m) * d], xn);
+                    norm_rows(
+                        model.kernels,
+                        c,
+                        &l.attn_norm,
+                        &hidden_n[start * d..(start + m) * d],
+                        xn,
+                    );
                     let rows = start * kv..(start + m) * kv;
                     matmul_by(
                         model.kernels,
@@ -386,7 +404,7 @@ pub fn forward_with<'a>(
                 let (q, ctx) = (&mut q[..m * d], &mut ctx[..m * d]);
                 let rows = &mut hidden_n[start * d..(start + m) * d];
                 if pre_norm {
-                    norm_rows(c, &l.attn_norm, rows, ctx);
+                    norm_rows(model.kernels, c, &l.attn_norm, rows, ctx);
                     matmul_by(model.kernels, &l.q, ctx, m, l.q_bias, q);
                 } else {
                     matmul_by(model.kernels, &l.q, rows, m, l.q_bias, q);
@@ -405,18 +423,24 @@ pub fn forward_with<'a>(
                 )?;
                 // The queries are spent: their buffer takes the output projection.
                 matmul_by(model.kernels, &l.o, ctx, m, l.o_bias, q);
-                residual(c, &l.attn_norm, rows, q);
+                residual(model.kernels, c, &l.attn_norm, rows, q);
             }
             Ok(())
         })?;
 
-        // Feed-forward, one token chunk at a time, in place.
-        ffn_phase(c, model.kernels, l, run.k_ff, chunk, hidden_n, arena)?;
+        // Feed-forward, in place. With the fast kernels and a dense post-norm block all
+        // tokens go in one call (the fused int8 kernel then shares each step of weights among
+        // up to 16 groups of 16 tokens), the output in `keys`: nothing reads this layer's keys
+        // any more, and the next layer's K projection overwrites them. Else one token chunk
+        // at a time.
+        let wide = (model.kernels == Kernels::Fast && run.k_ff.is_none() && !pre_norm && kv >= d)
+            .then(|| &mut keys_n[..n * d]);
+        ffn_phase(c, model.kernels, l, run.k_ff, chunk, hidden_n, wide, arena)?;
     }
 
     if let Some(w) = &model.final_norm {
         for row in hidden_n.chunks_exact_mut(d) {
-            norm_row(c, w, row);
+            norm_row(model.kernels, c, w, row);
         }
     }
     Ok(&mut hidden[..n * d])
@@ -425,6 +449,9 @@ pub fn forward_with<'a>(
 /// The feed-forward phase of one block over `rows` (`n x d_model`), one token chunk of at
 /// most `chunk` tokens at a time, in place; takes its buffers (normed chunk for pre-norm
 /// blocks, output, scratch) from `arena` in a scope, in [`crate::Plan::buffers`] order.
+/// `wide` (`n x d_model`, a buffer of the caller's plan that is free in this phase) runs a
+/// dense post-norm block over all the rows in one call, its output there.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn ffn_phase(
     c: &ModelConfig,
     kernels: Kernels,
@@ -432,6 +459,7 @@ pub(crate) fn ffn_phase(
     k_ff: Option<usize>,
     chunk: usize,
     rows: &mut [f32],
+    wide: Option<&mut [f32]>,
     arena: &mut Arena<'_>,
 ) -> Result<(), Error> {
     let d = c.d_model;
@@ -445,6 +473,13 @@ pub(crate) fn ffn_phase(
         };
         let out = s.take::<f32>(chunk * d)?;
         let mut scratch = FfnScratch::new(s, c.d_ff, chunk, k_ff)?;
+        if let Some(wo) = wide.filter(|w| k_ff.is_none() && !pre_norm && w.len() == rows.len()) {
+            // A dense block keeps no scratch: this takes no bytes.
+            let mut all = FfnScratch::new(s, c.d_ff, n.max(1), None)?;
+            ffn::ffn_with(kernels, &l.ffn, rows, None, &mut all, wo)?;
+            residual(kernels, c, &l.ffn_norm, rows, wo);
+            return Ok(());
+        }
         for start in (0..n).step_by(chunk) {
             let m = chunk.min(n - start);
             let out = &mut out[..m * d];
@@ -452,12 +487,12 @@ pub(crate) fn ffn_phase(
             match xn.as_deref_mut() {
                 Some(xn) => {
                     let xn = &mut xn[..m * d];
-                    norm_rows(c, &l.ffn_norm, rows, xn);
+                    norm_rows(kernels, c, &l.ffn_norm, rows, xn);
                     ffn::ffn_with(kernels, &l.ffn, xn, k_ff, &mut scratch, out)?;
                 }
                 None => ffn::ffn_with(kernels, &l.ffn, rows, k_ff, &mut scratch, out)?,
             }
-            residual(c, &l.ffn_norm, rows, out);
+            residual(kernels, c, &l.ffn_norm, rows, out);
         }
         Ok(())
     })

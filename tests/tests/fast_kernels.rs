@@ -425,6 +425,33 @@ macro_rules! test_accumulate_f32_tokens {
     };
 }
 
+/// LayerNorm: the arch kernel `$f` (another summation order, fused affine step) is within
+/// `1e-4 * |gamma| * (1 + |z|) + 1e-6 * (1 + |beta|)` of the generic one per element, `z`
+/// the standardized input (inputs with a common offset up to 1000, so that the variance
+/// cancels badly without the corrected two-pass form).
+macro_rules! test_layer_norm {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((x, g, b) in (1usize..=400).prop_flat_map(|n| (vec(-10.0f32..10.0, n), vec(-2.0f32..2.0, n), vec(-1.0f32..1.0, n))), offset in prop_oneof![Just(0.0f32), -1000.0f32..1000.0]) {
+                let x: Vec<f32> = x.iter().map(|v| v + offset).collect();
+                let mut want = x.clone();
+                kernels::layer_norm(&mut want, &g, &b, 1e-12);
+                let mut got = x.clone();
+                $f(&mut got, &g, &b, 1e-12);
+                let n = x.len() as f64;
+                let m = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+                let sd = (x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n).sqrt().max(1e-30);
+                for i in 0..x.len() {
+                    let z = (x[i] as f64 - m) / sd;
+                    let tol = 1e-4 * (g[i].abs() as f64) * (1.0 + z.abs()) + 1e-6 * (1.0 + b[i].abs() as f64);
+                    prop_assert!((got[i] as f64 - want[i] as f64).abs() <= tol, "{}: {} vs {} (tol {:e})", i, got[i], want[i], tol);
+                }
+            }
+        }
+    };
+}
+
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86_avx512 {
     use super::*;
@@ -442,6 +469,7 @@ mod x86_avx512 {
         kernels::x86_avx512_accumulate_q8_tokens
     );
     test_quantize_i8_token!(quantize_i8_token, kernels::x86_avx512_quantize_i8_token);
+    test_layer_norm!(layer_norm, kernels::x86_avx512_layer_norm);
     test_matmul_f32!(matmul_f32, kernels::x86_avx512_matmul_f32);
     test_accumulate_f32_tokens!(
         accumulate_f32_tokens,

@@ -34,8 +34,9 @@ pub use x86_avx2::{
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_avx512::{
     available_vnni as x86_avx512_vnni_available, x86_avx512_accumulate_f32_tokens,
-    x86_avx512_accumulate_q8_tokens, x86_avx512_ffn_q8, x86_avx512_matmul_f32,
-    x86_avx512_matmul_i8_i8_token, x86_avx512_matmul_q8_tokens, x86_avx512_quantize_i8_token,
+    x86_avx512_accumulate_q8_tokens, x86_avx512_ffn_q8, x86_avx512_layer_norm,
+    x86_avx512_matmul_f32, x86_avx512_matmul_i8_i8_token, x86_avx512_matmul_q8_tokens,
+    x86_avx512_quantize_i8_token,
 };
 
 use crate::Error;
@@ -313,6 +314,17 @@ pub fn axpy_row_by(kernels: Kernels, w: &Matrix<'_>, r: usize, a: f32, y: &mut [
             x86_avx2_axpy_i8(y, a * scales[r], &q[r * c..(r + 1) * c]);
         }
         _ => axpy_row(w, r, a, y),
+    }
+}
+
+/// [`layer_norm`] by `kernels` (the fast kernel sums in another order, so the rounding
+/// differs).
+#[inline]
+pub fn layer_norm_by(kernels: Kernels, x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    match kernels {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Kernels::Fast => x86_avx512_layer_norm(x, gamma, beta, eps),
+        _ => layer_norm(x, gamma, beta, eps),
     }
 }
 

@@ -59,6 +59,19 @@ fn word_u8(c: &[i8]) -> u32 {
     u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]) ^ 0x8080_8080
 }
 
+/// Asks for the cache lines of `part` of `parts` of `b` to be brought into L2: the weights of
+/// the next rows stream in while these rows' tiles run (the block sums would otherwise wait
+/// for them). A hint only: no memory is read.
+#[inline(always)]
+fn prefetch_part(b: &[i8], part: usize, parts: usize) {
+    let len = b.len().div_ceil(parts.max(1));
+    let (start, end) = ((part * len).min(b.len()), ((part + 1) * len).min(b.len()));
+    for off in (start..end).step_by(64) {
+        // SAFETY: a prefetch never faults, and the address is inside `b`.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(b.as_ptr().add(off)) };
+    }
+}
+
 /// Packs `g <= 16` int8 rows of `cols` (a multiple of 4) values as `u8 = x + 128` in
 /// `[cols / 4][16][4]` order, and their block scales `xs` (`[g][nb]`) as `sx` (`[nb][16]`);
 /// missing tokens are `x = 0` with scale 0.
@@ -84,31 +97,72 @@ fn pack_q8(xq: &[i8], xs: &[f32], g: usize, cols: usize, out: &mut [u32], sx: &m
     }
 }
 
+/// `quantize_i8` of one block (`x.len() <= 64`) as [`quantize_block_avx512`] computes it (the
+/// same bits), the 64 bytes returned in a register (bytes past `x.len()` are 0) with the scale.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn quantize_block_vec(x: &[f32]) -> (f32, __m512i) {
+    let n = x.len().min(QB);
+    let v: [__m512; 4] = core::array::from_fn(|i| {
+        if 16 * i < n {
+            // SAFETY: the masked load reads x[16 i..min(16 i + 16, n)] only.
+            unsafe { _mm512_maskz_loadu_ps(tail_mask(n, 16 * i), x.as_ptr().add(16 * i)) }
+        } else {
+            _mm512_setzero_ps()
+        }
+    });
+    let mx = v.iter().fold(_mm512_setzero_ps(), |m, &v| {
+        _mm512_max_ps(m, _mm512_abs_ps(v))
+    });
+    let max = _mm512_reduce_max_ps(mx);
+    if max == 0.0 {
+        return (0.0, _mm512_setzero_si512());
+    }
+    let scale = max / 127.0;
+    let inv = _mm512_set1_ps(127.0 / max);
+    let half = _mm512_set1_ps(0.5);
+    let sign = _mm512_set1_ps(-0.0);
+    let q: [__m128i; 4] = core::array::from_fn(|i| {
+        let t = _mm512_mul_ps(v[i], inv);
+        // t - 0.5 for t < 0, else t + 0.5 (as quantize_block_avx512).
+        let h = _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_castps_si512(half),
+            _mm512_and_si512(_mm512_castps_si512(t), _mm512_castps_si512(sign)),
+        ));
+        _mm512_cvtsepi32_epi8(_mm512_cvttps_epi32(_mm512_add_ps(t, h)))
+    });
+    let r = _mm512_castsi128_si512(q[0]);
+    let r = _mm512_inserti32x4::<1>(r, q[1]);
+    let r = _mm512_inserti32x4::<2>(r, q[2]);
+    (scale, _mm512_inserti32x4::<3>(r, q[3]))
+}
+
 /// Quantizes `g <= 16` f32 token rows of `x` (`cols`, a multiple of 4, each) by blocks of
 /// [`generic::QT_BLOCK`] (the bits of [`generic::quantize_i8_token`]) straight into the packed
-/// form of [`pack_q8`].
+/// form of [`pack_q8`]: per block, each token's 64 bytes in a register, then one 16 x 16
+/// transpose of 4-byte words.
 #[target_feature(enable = "avx512f,avx512bw")]
 fn quantize_pack(x: &[f32], g: usize, cols: usize, out: &mut [u32], sx: &mut [f32]) {
-    let (k4n, nb) = (cols / 4, generic::qt_blocks(cols));
-    let mut qb = [0i8; QB];
-    for t in 0..T {
-        if t < g {
-            let row = &x[t * cols..(t + 1) * cols];
-            for b in 0..nb {
-                let (c0, c1) = (b * QB, ((b + 1) * QB).min(cols));
-                let qb = &mut qb[..c1 - c0];
-                sx[b * T + t] = quantize_block_avx512(&row[c0..c1], qb);
-                for (i, c) in qb.chunks_exact(4).enumerate() {
-                    out[(c0 / 4 + i) * T + t] = word_u8(c);
-                }
-            }
-        } else {
-            for k4 in 0..k4n {
-                out[k4 * T + t] = 0x8080_8080;
-            }
-            for b in 0..nb {
-                sx[b * T + t] = 0.0;
-            }
+    let nb = generic::qt_blocks(cols);
+    let flip = _mm512_set1_epi8(i8::MIN);
+    for b in 0..nb {
+        let (c0, c1) = (b * QB, ((b + 1) * QB).min(cols));
+        let mut v = [_mm512_setzero_ps(); T];
+        for (t, vt) in v.iter_mut().enumerate() {
+            let (s, q) = if t < g {
+                quantize_block_vec(&x[t * cols + c0..t * cols + c1])
+            } else {
+                (0.0, _mm512_setzero_si512())
+            };
+            sx[b * T + t] = s;
+            // u8 = q + 128; a missing token is x = 0.
+            *vt = _mm512_castsi512_ps(_mm512_xor_si512(q, flip));
+        }
+        transpose16(&mut v);
+        for (i, w) in v.iter().enumerate().take((c1 - c0) / 4) {
+            let o = &mut out[(c0 / 4 + i) * T..(c0 / 4 + i + 1) * T];
+            // SAFETY: o has 16 u32; unaligned store.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr() as *mut f32, *w) };
         }
     }
 }
@@ -307,8 +361,10 @@ fn rows_times_groups(
     let mut r0 = 0;
     while r0 + T <= rows {
         corr16(&q[r0 * cols..(r0 + T) * cols], cols, &mut corr);
+        let next = &q[((r0 + T) * cols).min(q.len())..((r0 + 2 * T) * cols).min(q.len())];
         let mut y0 = 0;
         for (i, &g) in gs.iter().enumerate() {
+            prefetch_part(next, i, gs.len());
             let (pxi, sxi) = (&px[i * gw..(i + 1) * gw], &sx[i * nb * T..(i + 1) * nb * T]);
             let lo = tile_q8::<ROWS>(
                 &q[r0 * cols..],
@@ -924,59 +980,83 @@ fn ffn_q8_vnni(
 ) {
     const NB: usize = FFN_MAX_D / QB;
     let (gw, nb) = (d / 4 * T, generic::qt_blocks(d));
-    let mut px = [0u32; FFN_MAX_D / 4 * T];
-    let mut sx = [0.0f32; NB * T];
-    let mut corr = [0i32; NB * T];
+    let per_pass = groups_per_pass(d);
+    let mut px = Packed([0; PACK_WORDS]);
+    let mut sx = [0.0f32; SX_CAP];
+    // Block sums of the 64 up rows of a step, [4][nb][16].
+    let mut corr = [0i32; UNITS / T * NB * T];
     let mut h = [_mm512_setzero_ps(); UNITS];
     let mut hpk = [0u32; UNITS / 4 * T];
     let (mut hcorr, mut hs) = ([0i32; T], [0.0f32; T]);
-    let (px, sx) = (&mut px[..gw], &mut sx[..nb * T]);
+    let mut gs = [0usize; MAX_GROUPS];
     let mut t0 = 0;
     while t0 < n {
-        let g = T.min(n - t0);
-        quantize_pack(&x[t0 * d..(t0 + g) * d], g, d, px, sx);
-        let og = &mut out[t0 * d..(t0 + g) * d];
+        // Up to `per_pass` groups of 16 tokens share each step's weights and block sums.
+        let mut m = 0;
+        let mut t = t0;
+        while m < per_pass && t < n {
+            let g = T.min(n - t);
+            let (pxm, sxm) = (
+                &mut px.0[m * gw..(m + 1) * gw],
+                &mut sx[m * nb * T..(m + 1) * nb * T],
+            );
+            quantize_pack(&x[t * d..(t + g) * d], g, d, pxm, sxm);
+            gs[m] = g;
+            t += g;
+            m += 1;
+        }
         for j0 in (0..d_ff).step_by(UNITS) {
             for r16 in 0..UNITS / T {
                 let r0 = j0 + r16 * T;
-                corr16(&up_q[r0 * d..(r0 + T) * d], d, &mut corr);
-                for half in 0..2 {
-                    let rr = r0 + half * ROWS;
-                    let f = tile_q8::<ROWS>(
-                        &up_q[rr * d..],
-                        d,
-                        &up_s[rr..],
-                        up_bias.map(|b| &b[rr..rr + ROWS]),
-                        px,
-                        sx,
-                        &corr[half * ROWS..],
-                    );
-                    for (r, v) in f.iter().enumerate() {
-                        let u = rr + r - j0;
-                        // The unit's value times the row scale of down_t, as ffn_q8 does.
-                        h[u] = _mm512_mul_ps(activate16(act, *v), _mm512_set1_ps(down_s[j0 + u]));
+                let c = &mut corr[r16 * nb * T..(r16 + 1) * nb * T];
+                corr16(&up_q[r0 * d..(r0 + T) * d], d, c);
+            }
+            let dq = &down_q[j0 * d..(j0 + UNITS) * d];
+            let next =
+                &up_q[((j0 + UNITS) * d).min(up_q.len())..((j0 + 2 * UNITS) * d).min(up_q.len())];
+            let mut tg = t0;
+            for (i, &g) in gs[..m].iter().enumerate() {
+                prefetch_part(next, i, m);
+                let (pxi, sxi) = (
+                    &px.0[i * gw..(i + 1) * gw],
+                    &sx[i * nb * T..(i + 1) * nb * T],
+                );
+                for r16 in 0..UNITS / T {
+                    let c = &corr[r16 * nb * T..(r16 + 1) * nb * T];
+                    for half in 0..2 {
+                        let rr = j0 + r16 * T + half * ROWS;
+                        let bias = up_bias.map(|b| &b[rr..rr + ROWS]);
+                        let c = &c[half * ROWS..];
+                        let f = tile_q8::<ROWS>(&up_q[rr * d..], d, &up_s[rr..], bias, pxi, sxi, c);
+                        for (r, v) in f.iter().enumerate() {
+                            let u = rr + r - j0;
+                            // The unit's value times the row scale of down_t, as ffn_q8 does.
+                            let s = _mm512_set1_ps(down_s[j0 + u]);
+                            h[u] = _mm512_mul_ps(activate16(act, *v), s);
+                        }
                     }
                 }
-            }
-            quantize_units(&h, &mut hpk, &mut hcorr, &mut hs);
-            let dq = &down_q[j0 * d..(j0 + UNITS) * d];
-            for c0 in (0..d).step_by(16) {
-                let mut t = 0;
-                while t + 16 <= g {
-                    down_tile::<16>(og, dq, d, c0, &hpk, &hcorr, &hs, t);
-                    t += 16;
+                quantize_units(&h, &mut hpk, &mut hcorr, &mut hs);
+                let og = &mut out[tg * d..(tg + g) * d];
+                for c0 in (0..d).step_by(16) {
+                    let mut t = 0;
+                    while t + 16 <= g {
+                        down_tile::<16>(og, dq, d, c0, &hpk, &hcorr, &hs, t);
+                        t += 16;
+                    }
+                    while t + 4 <= g {
+                        down_tile::<4>(og, dq, d, c0, &hpk, &hcorr, &hs, t);
+                        t += 4;
+                    }
+                    while t < g {
+                        down_tile::<1>(og, dq, d, c0, &hpk, &hcorr, &hs, t);
+                        t += 1;
+                    }
                 }
-                while t + 4 <= g {
-                    down_tile::<4>(og, dq, d, c0, &hpk, &hcorr, &hs, t);
-                    t += 4;
-                }
-                while t < g {
-                    down_tile::<1>(og, dq, d, c0, &hpk, &hcorr, &hs, t);
-                    t += 1;
-                }
+                tg += g;
             }
         }
-        t0 += g;
+        t0 = t;
     }
 }
 
@@ -1030,15 +1110,73 @@ pub fn x86_avx512_ffn_q8(
     true
 }
 
-/// Weight rows per f32 register tile.
-const ROWS_F32: usize = 12;
-/// Longest f32 row the AVX-512 matmul packs (16 tokens x 1024 f32 = 64 KiB of stack).
-pub const F32_MAX_COLS: usize = 1024;
-
 /// Whether this CPU runs the f32 kernels of this module (AVX-512 F).
 fn available_f32() -> bool {
     is_x86_feature_detected!("avx512f")
 }
+
+/// Mask of the lanes `i..min(i + 16, n)`.
+#[inline(always)]
+fn tail_mask(n: usize, i: usize) -> __mmask16 {
+    let m = (n - i).min(16);
+    if m == 16 { !0 } else { (1u16 << m) - 1 }
+}
+
+#[target_feature(enable = "avx512f")]
+fn layer_norm_avx512(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = x.len();
+    let inv_n = 1.0 / n as f32;
+    let load = |x: &[f32], i: usize| {
+        // SAFETY: the masked load reads x[i..min(i + 16, n)] only.
+        unsafe { _mm512_maskz_loadu_ps(tail_mask(n, i), x.as_ptr().add(i)) }
+    };
+    let mut s = _mm512_setzero_ps();
+    for i in (0..n).step_by(16) {
+        s = _mm512_add_ps(s, load(x, i));
+    }
+    let m = _mm512_reduce_add_ps(s) * inv_n;
+    // The corrected two-pass form of generic::layer_norm: c is the rounding error of m.
+    let mv = _mm512_set1_ps(m);
+    let (mut s1, mut s2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    for i in (0..n).step_by(16) {
+        let d = _mm512_maskz_sub_ps(tail_mask(n, i), load(x, i), mv);
+        s1 = _mm512_add_ps(s1, d);
+        s2 = _mm512_fmadd_ps(d, d, s2);
+    }
+    let c = _mm512_reduce_add_ps(s1) * inv_n;
+    let var = _mm512_reduce_add_ps(s2) * inv_n - c * c;
+    let var = if var > 0.0 { var } else { 0.0 };
+    let inv = _mm512_set1_ps(1.0 / (var + eps).sqrt());
+    let cv = _mm512_set1_ps(c);
+    for i in (0..n).step_by(16) {
+        let k = tail_mask(n, i);
+        // SAFETY: the masked loads read gamma and beta at i..min(i + 16, n) only (both hold
+        // n values, checked by the caller); the masked store writes x there only.
+        unsafe {
+            let g = _mm512_maskz_loadu_ps(k, gamma.as_ptr().add(i));
+            let b = _mm512_maskz_loadu_ps(k, beta.as_ptr().add(i));
+            let t = _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(load(x, i), mv), cv), inv);
+            _mm512_mask_storeu_ps(x.as_mut_ptr().add(i), k, _mm512_fmadd_ps(t, g, b));
+        }
+    }
+}
+
+/// AVX-512 [`super::layer_norm`]: the same formula (corrected two-pass variance) with the
+/// sums taken 16 lanes at a time and the affine step fused, so the rounding differs. Shapes as
+/// there; the generic kernel without AVX-512.
+pub fn x86_avx512_layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    if !x.is_empty() && gamma.len() == x.len() && beta.len() == x.len() && available_f32() {
+        // SAFETY: the CPU has AVX-512 F (checked above).
+        unsafe { layer_norm_avx512(x, gamma, beta, eps) }
+    } else {
+        generic::layer_norm(x, gamma, beta, eps)
+    }
+}
+
+/// Weight rows per f32 register tile.
+const ROWS_F32: usize = 12;
+/// Longest f32 row the AVX-512 matmul packs (16 tokens x 1024 f32 = 64 KiB of stack).
+pub const F32_MAX_COLS: usize = 1024;
 
 /// Writes a tile `tmp` (`[row][token]`) of rows `r0..r0 + RR` and `g` tokens into `y` (rows
 /// of `rows` outputs per token).
