@@ -348,14 +348,19 @@ fn ffn_f32_fast(
     n: usize,
 ) {
     let kernels = Kernels::Fast;
-    let mut hb = [0.0f32; QT_GROUP * UP_UNITS];
-    let mut gb = [0.0f32; QT_GROUP * UP_UNITS];
     for ot in out.chunks_exact_mut(d) {
         match w.down_bias {
             Some(b) => ot.copy_from_slice(b),
             None => ot.fill(0.0),
         }
     }
+    // The same loop on AVX-512 with each token group packed once.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if gate.is_none() && crate::kernels::x86_avx512_ffn_f32(up, w.up_bias, w.act, down, x, n, out) {
+        return;
+    }
+    let mut hb = [0.0f32; QT_GROUP * UP_UNITS];
+    let mut gb = [0.0f32; QT_GROUP * UP_UNITS];
     let mut t0 = 0;
     while t0 < n {
         let g = QT_GROUP.min(n - t0);

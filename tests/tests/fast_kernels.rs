@@ -233,6 +233,37 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The dense f32 feed-forward with the fast kernels (AVX-512 where the CPU and shapes
+    /// allow, else AVX2) against the reference kernels: fused multiply-adds in another order
+    /// and the fast GELU (erf within 1.5e-7), so within `2e-5 * (1 + max |ref|)`.
+    #[test]
+    fn fast_ffn_f32_is_close_to_reference((d, d_ff, n) in (prop_oneof![(1usize..=8).prop_map(|c| c * 16), 1usize..=40], 1usize..=300, prop_oneof![1usize..=4, 1usize..=40]), seed in any::<u64>()) {
+        use topkit::ffn::{FfnScratch, FfnWeights, ffn_with};
+        use topkit::kernels::Kernels;
+        let mut s = seed;
+        let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 };
+        let uw: Vec<f32> = (0..d_ff * d).map(|_| next() * 0.2).collect();
+        let dw: Vec<f32> = (0..d_ff * d).map(|_| next() * 0.2).collect();
+        let ub: Vec<f32> = (0..d_ff).map(|_| next()).collect();
+        let db: Vec<f32> = (0..d).map(|_| next()).collect();
+        let x: Vec<f32> = (0..n * d).map(|_| next() * 3.0).collect();
+        let up = Matrix::new(d_ff, d, Weights::F32(&uw)).unwrap();
+        let down_t = Matrix::new(d_ff, d, Weights::F32(&dw)).unwrap();
+        let w = FfnWeights { up, up_bias: Some(&ub), gate: None, down_t, down_bias: Some(&db), act: topkit::Activation::GeluErf };
+        let mut mem = vec![0u128; 64];
+        let mut arena = topkit::Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
+        let mut sc = FfnScratch::new(&mut arena, d_ff, n, None).unwrap();
+        let (mut got, mut want) = (vec![f32::NAN; n * d], vec![f32::NAN; n * d]);
+        ffn_with(Kernels::Fast, &w, &x, None, &mut sc, &mut got).unwrap();
+        ffn_with(Kernels::Reference, &w, &x, None, &mut sc, &mut want).unwrap();
+        let scale = 1.0 + want.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+            prop_assert!((*g as f64 - *e as f64).abs() <= 2e-5 * scale, "{}: {} vs {} (scale {})", i, g, e, scale);
+        }
+    }
+}
+
 /// f32 axpy: the arch kernel `$f` (fused) is within 1 ulp of `|a x_i| + |y_i|` of the generic
 /// `axpy` per element.
 macro_rules! test_axpy_f32 {

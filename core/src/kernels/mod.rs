@@ -34,7 +34,7 @@ pub use x86_avx2::{
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_avx512::{
     available_vnni as x86_avx512_vnni_available, x86_avx512_accumulate_f32_tokens,
-    x86_avx512_accumulate_q8_tokens, x86_avx512_ffn_q8, x86_avx512_layer_norm,
+    x86_avx512_accumulate_q8_tokens, x86_avx512_ffn_f32, x86_avx512_ffn_q8, x86_avx512_layer_norm,
     x86_avx512_matmul_f32, x86_avx512_matmul_i8_i8_token, x86_avx512_matmul_q8_tokens,
     x86_avx512_quantize_i8_token,
 };

@@ -1173,47 +1173,47 @@ pub fn x86_avx512_layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f3
     }
 }
 
-/// Weight rows per f32 register tile.
-const ROWS_F32: usize = 12;
 /// Longest f32 row the AVX-512 matmul packs (16 tokens x 1024 f32 = 64 KiB of stack).
 pub const F32_MAX_COLS: usize = 1024;
-
-/// Writes a tile `tmp` (`[row][token]`) of rows `r0..r0 + RR` and `g` tokens into `y` (rows
-/// of `rows` outputs per token).
-fn store_tile<const RR: usize>(
-    tmp: &[[f32; T]; RR],
-    y: &mut [f32],
-    rows: usize,
-    r0: usize,
-    g: usize,
-) {
-    for t in 0..g {
-        let yt = &mut y[t * rows + r0..t * rows + r0 + RR];
-        for (r, v) in yt.iter_mut().enumerate() {
-            *v = tmp[r][t];
-        }
-    }
-}
 
 #[repr(align(64))]
 struct PackedF32([f32; T * F32_MAX_COLS]);
 
-/// Rows `r0..r0 + RR` of `w` (`cols` each) times the packed tokens `px` (`[cols][16]`), plus
-/// the bias, into `y` (rows of `rows`, `g` valid tokens).
+/// Packs `g <= 16` f32 rows of `x` (`cols` values each) as `[cols][16]` in `px` (missing
+/// tokens 0), 16 columns at a time by a register transpose.
+#[target_feature(enable = "avx512f")]
+fn pack_f32(x: &[f32], g: usize, cols: usize, px: &mut [f32]) {
+    for c0 in (0..cols).step_by(T) {
+        let m = tail_mask(cols, c0);
+        let mut v: [__m512; T] = core::array::from_fn(|t| {
+            if t < g {
+                let row = &x[t * cols..(t + 1) * cols];
+                // SAFETY: the masked load reads row[c0..min(c0 + 16, cols)] only.
+                unsafe { _mm512_maskz_loadu_ps(m, row.as_ptr().add(c0)) }
+            } else {
+                _mm512_setzero_ps()
+            }
+        });
+        transpose16(&mut v);
+        for (i, r) in v.iter().enumerate().take((cols - c0).min(T)) {
+            let o = &mut px[(c0 + i) * T..(c0 + i + 1) * T];
+            // SAFETY: o has 16 f32; unaligned store.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *r) };
+        }
+    }
+}
+
+/// The `RR` rows `wt` (`cols` each) times the packed tokens `px` (`[cols][16]`), plus the
+/// biases: lane `t` of result `r` is token `t`'s output of row `r`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 fn tile_f32<const RR: usize>(
-    w: &[f32],
+    wt: &[f32],
     cols: usize,
-    r0: usize,
     px: &[f32],
     bias: Option<&[f32]>,
-    y: &mut [f32],
-    rows: usize,
-    g: usize,
-) {
-    let wt = &w[r0 * cols..(r0 + RR) * cols];
+) -> [__m512; RR] {
+    let wt = &wt[..RR * cols];
     let px = &px[..cols * T];
     let mut acc = [_mm512_setzero_ps(); RR];
     for k in 0..cols {
@@ -1225,16 +1225,38 @@ fn tile_f32<const RR: usize>(
             *a = _mm512_fmadd_ps(xv, _mm512_set1_ps(wv), *a);
         }
     }
-    let mut tmp = [[0.0f32; T]; RR];
-    for (r, (a, o)) in acc.iter().zip(tmp.iter_mut()).enumerate() {
-        let v = match bias {
-            Some(b) => _mm512_add_ps(*a, _mm512_set1_ps(b[r0 + r])),
-            None => *a,
-        };
-        // SAFETY: o has 16 f32; unaligned store.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+    core::array::from_fn(|r| match bias {
+        Some(b) => _mm512_add_ps(acc[r], _mm512_set1_ps(b[r])),
+        None => acc[r],
+    })
+}
+
+/// Every row of `w` (`rows x cols`) times one packed group `px` of `g` tokens, plus the bias,
+/// into `y` (rows of `rows` outputs per token): 16 rows x 16 tokens per tile, written by one
+/// register transpose.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+fn f32_rows_times_group(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    px: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    g: usize,
+) {
+    let bias_of = |r0: usize, rr: usize| bias.map(|b| &b[r0..r0 + rr]);
+    let mut r0 = 0;
+    while r0 + T <= rows {
+        let f = tile_f32::<T>(&w[r0 * cols..], cols, px, bias_of(r0, T));
+        store_rows16(f, y, rows, r0, g);
+        r0 += T;
     }
-    store_tile(&tmp, y, rows, r0, g);
+    while r0 < rows {
+        let f = tile_f32::<1>(&w[r0 * cols..], cols, px, bias_of(r0, 1));
+        store_row1(f[0], y, rows, r0, g);
+        r0 += 1;
+    }
 }
 
 #[target_feature(enable = "avx512f")]
@@ -1248,33 +1270,145 @@ fn matmul_f32_avx512(
     y: &mut [f32],
 ) {
     let mut packed = PackedF32([0.0; T * F32_MAX_COLS]);
+    let px = &mut packed.0[..cols * T];
     let mut i0 = 0;
     while i0 < n {
         let g = T.min(n - i0);
-        let px = &mut packed.0[..cols * T];
-        if g < T {
-            px.fill(0.0);
-        }
-        for t in 0..g {
-            for (k, &v) in x[(i0 + t) * cols..(i0 + t + 1) * cols].iter().enumerate() {
-                px[k * T + t] = v;
-            }
-        }
+        pack_f32(&x[i0 * cols..(i0 + g) * cols], g, cols, px);
         let yg = &mut y[i0 * rows..(i0 + g) * rows];
-        let mut r0 = 0;
-        while r0 + ROWS_F32 <= rows {
-            tile_f32::<ROWS_F32>(w, cols, r0, px, bias, yg, rows, g);
-            r0 += ROWS_F32;
-        }
-        while r0 < rows {
-            tile_f32::<1>(w, cols, r0, px, bias, yg, rows, g);
-            r0 += 1;
-        }
+        f32_rows_times_group(w, rows, cols, px, bias, yg, g);
         i0 += g;
     }
 }
 
-/// AVX-512 [`super::matmul`] for f32 weights: `y = x W^T + b`, 12 weight rows times 16
+/// Hidden units the f32 feed-forward computes at a time (a 16 KiB buffer for 16 tokens).
+const F32_UNITS: usize = 256;
+
+/// The tile form of the down projection: outputs `c0 + r` (`r < 16`, columns of `down_t`)
+/// for 16 tokens, summed over the `k` hidden units whose values `h` are packed as `[k][16]`
+/// (`w` starts at column `c0` of the block's first row, rows of `d`): lane `t` of result `r`
+/// is token `t`'s sum for column `c0 + r`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn tile_f32_down(w: &[f32], d: usize, h: &[f32], k: usize) -> [__m512; T] {
+    let w = &w[..(k - 1) * d + T];
+    let h = &h[..k * T];
+    let mut acc = [_mm512_setzero_ps(); T];
+    for j in 0..k {
+        // SAFETY: (j + 1) * 16 <= k * 16 = h.len(); unaligned load.
+        let hv = unsafe { _mm512_loadu_ps(h.as_ptr().add(j * T)) };
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: j * d + r < (k - 1) * d + 16 = w.len().
+            let wv = unsafe { *w.get_unchecked(j * d + r) };
+            *a = _mm512_fmadd_ps(hv, _mm512_set1_ps(wv), *a);
+        }
+    }
+    acc
+}
+
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+fn ffn_f32_avx512(
+    up: &[f32],
+    up_bias: Option<&[f32]>,
+    act: Activation,
+    down: &[f32],
+    x: &[f32],
+    n: usize,
+    d: usize,
+    d_ff: usize,
+    out: &mut [f32],
+) {
+    let mut packed = PackedF32([0.0; T * F32_MAX_COLS]);
+    let px = &mut packed.0[..d * T];
+    // The hidden values of a block, packed as the down projection's input: [unit][16].
+    let mut hb = [0.0f32; T * F32_UNITS];
+    let mut t0 = 0;
+    while t0 < n {
+        let g = T.min(n - t0);
+        pack_f32(&x[t0 * d..(t0 + g) * d], g, d, px);
+        let og = &mut out[t0 * d..(t0 + g) * d];
+        let mut j0 = 0;
+        while j0 < d_ff {
+            let bl = F32_UNITS.min(d_ff - j0);
+            let mut put = |u: usize, v: __m512| {
+                let o = &mut hb[u * T..(u + 1) * T];
+                // SAFETY: o has 16 f32; unaligned store.
+                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), activate16(act, v)) };
+            };
+            let mut r = 0;
+            while r + T <= bl {
+                let rr = j0 + r;
+                let f = tile_f32::<T>(&up[rr * d..], d, px, up_bias.map(|b| &b[rr..rr + T]));
+                for (i, v) in f.iter().enumerate() {
+                    put(r + i, *v);
+                }
+                r += T;
+            }
+            while r < bl {
+                let rr = j0 + r;
+                let f = tile_f32::<1>(&up[rr * d..], d, px, up_bias.map(|b| &b[rr..rr + 1]));
+                put(r, f[0]);
+                r += 1;
+            }
+            let dw = &down[j0 * d..(j0 + bl) * d];
+            for c0 in (0..d).step_by(T) {
+                let mut f = tile_f32_down(&dw[c0..], d, &hb, bl);
+                transpose16(&mut f);
+                for (t, v) in f.iter().enumerate().take(g) {
+                    let o = &mut og[t * d + c0..t * d + c0 + T];
+                    // SAFETY: o has 16 f32; unaligned load and store.
+                    unsafe {
+                        _mm512_storeu_ps(
+                            o.as_mut_ptr(),
+                            _mm512_add_ps(_mm512_loadu_ps(o.as_ptr()), *v),
+                        )
+                    };
+                }
+            }
+            j0 += bl;
+        }
+        t0 += g;
+    }
+}
+
+/// The dense f32 feed-forward of `n` tokens `x` (`n x d`): `out[t] += sum_j act(up_j . x_t +
+/// up_bias_j) * down_t[j]` (`up` and `down_t` are `d_ff x d` f32, `out` holds the down bias
+/// or zeros on entry): the hidden values stay in the tiles' layout (units x 16 tokens), which
+/// is the packed input of the down projection's tiles (output columns x tokens, weights
+/// broadcast in place from `down_t`'s rows). Fused multiply-adds and the fast GELU, so the
+/// rounding differs from the reference kernels.
+/// Returns `false`, having done nothing, without AVX-512 F or when `d` is not a multiple of
+/// 16 up to [`F32_MAX_COLS`].
+#[allow(clippy::too_many_arguments)]
+pub fn x86_avx512_ffn_f32(
+    up: &[f32],
+    up_bias: Option<&[f32]>,
+    act: Activation,
+    down_t: &[f32],
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> bool {
+    let d = x.len().checked_div(n).unwrap_or(0);
+    let d_ff = up.len().checked_div(d).unwrap_or(0);
+    let fits = d.is_multiple_of(16)
+        && d > 0
+        && d <= F32_MAX_COLS
+        && x.len() == n * d
+        && out.len() == n * d
+        && up.len() == d_ff * d
+        && down_t.len() == d_ff * d
+        && up_bias.is_none_or(|b| b.len() == d_ff);
+    if !(fits && available_f32()) {
+        return false;
+    }
+    // SAFETY: the CPU has AVX-512 F (checked above).
+    unsafe { ffn_f32_avx512(up, up_bias, act, down_t, x, n, d, d_ff, out) };
+    true
+}
+
+/// AVX-512 [`super::matmul`] for f32 weights: `y = x W^T + b`, 16 weight rows times 16
 /// tokens per register tile, fused multiply-adds over the columns in order (rounding differs
 /// from the generic kernel). Other weight types, rows longer than 1024 or a CPU
 /// without AVX-512 take the AVX2 kernel. Shapes as in [`super::matmul`].
