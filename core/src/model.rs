@@ -14,7 +14,11 @@
 //!      residual, written straight back into that chunk's rows of `hidden`. This is safe
 //!      because K and V of the layer were computed from the old `hidden` before any row
 //!      changed, and each chunk reads only its own rows;
-//!    - feed-forward, one token chunk at a time, again in place.
+//!    - feed-forward, one token chunk at a time, again in place. With [`Kernels::Fast`], a
+//!      dense feed-forward and a post-norm block whose `kv_dim >= d_model` (BERT), all tokens
+//!      go in one call instead, the output written into `keys`: this layer's keys are dead by
+//!      then and the next layer's K projection overwrites them, so no byte is added to the
+//!      plan (the phase still takes its chunk-sized buffers, unused).
 //!
 //! After a run, `arena.high_water()` (minus what the arena held before) equals
 //! `plan(&model.config, run).peak_bytes` exactly.

@@ -23,6 +23,7 @@
 //! - f32 (`vfmadd231ps`): fused, in another order than [`super::matmul`] (rounding only).
 
 use core::arch::x86_64::*;
+use core::mem::MaybeUninit;
 
 use super::{Matrix, Weights, generic};
 use crate::config::Activation;
@@ -50,8 +51,27 @@ pub fn available_vnni() -> bool {
         && is_x86_feature_detected!("avx512vnni")
 }
 
+/// The packed activations of a call, left uninitialised (64 KiB that a zeroing would cost on
+/// every call): the packing writes every word it hands on ([`Packed::filled`]).
 #[repr(align(64))]
-struct Packed([u32; PACK_WORDS]);
+struct Packed([MaybeUninit<u32>; PACK_WORDS]);
+
+impl Packed {
+    fn new() -> Self {
+        Packed([const { MaybeUninit::uninit() }; PACK_WORDS])
+    }
+
+    /// The first `len` words.
+    ///
+    /// # Safety
+    /// Every one of them must have been written.
+    unsafe fn filled(&self, len: usize) -> &[u32] {
+        let w = &self.0[..len];
+        // SAFETY: the caller guarantees that the `len` words are initialised, and
+        // MaybeUninit<u32> has the layout of u32.
+        unsafe { core::slice::from_raw_parts(w.as_ptr() as *const u32, len) }
+    }
+}
 
 /// x + 128 of 4 int8 values as one word (each i8's bits with the sign bit flipped).
 #[inline(always)]
@@ -75,20 +95,27 @@ fn prefetch_part(b: &[i8], part: usize, parts: usize) {
 /// Packs `g <= 16` int8 rows of `cols` (a multiple of 4) values as `u8 = x + 128` in
 /// `[cols / 4][16][4]` order, and their block scales `xs` (`[g][nb]`) as `sx` (`[nb][16]`);
 /// missing tokens are `x = 0` with scale 0.
-fn pack_q8(xq: &[i8], xs: &[f32], g: usize, cols: usize, out: &mut [u32], sx: &mut [f32]) {
+fn pack_q8(
+    xq: &[i8],
+    xs: &[f32],
+    g: usize,
+    cols: usize,
+    out: &mut [MaybeUninit<u32>],
+    sx: &mut [f32],
+) {
     let (k4n, nb) = (cols / 4, generic::qt_blocks(cols));
     for t in 0..T {
         if t < g {
             let row = &xq[t * cols..(t + 1) * cols];
             for (k4, c) in row.chunks_exact(4).enumerate() {
-                out[k4 * T + t] = word_u8(c);
+                out[k4 * T + t].write(word_u8(c));
             }
             for b in 0..nb {
                 sx[b * T + t] = xs[t * nb + b];
             }
         } else {
             for k4 in 0..k4n {
-                out[k4 * T + t] = 0x8080_8080;
+                out[k4 * T + t].write(0x8080_8080);
             }
             for b in 0..nb {
                 sx[b * T + t] = 0.0;
@@ -142,7 +169,7 @@ fn quantize_block_vec(x: &[f32]) -> (f32, __m512i) {
 /// form of [`pack_q8`]: per block, each token's 64 bytes in a register, then one 16 x 16
 /// transpose of 4-byte words.
 #[target_feature(enable = "avx512f,avx512bw")]
-fn quantize_pack(x: &[f32], g: usize, cols: usize, out: &mut [u32], sx: &mut [f32]) {
+fn quantize_pack(x: &[f32], g: usize, cols: usize, out: &mut [MaybeUninit<u32>], sx: &mut [f32]) {
     let nb = generic::qt_blocks(cols);
     let flip = _mm512_set1_epi8(i8::MIN);
     for b in 0..nb {
@@ -433,11 +460,11 @@ fn matmul_packed(
     n: usize,
     bias: Option<&[f32]>,
     y: &mut [f32],
-    mut pack: impl FnMut(usize, usize, &mut [u32], &mut [f32]),
+    mut pack: impl FnMut(usize, usize, &mut [MaybeUninit<u32>], &mut [f32]),
 ) {
     let (gw, nb) = (cols / 4 * T, generic::qt_blocks(cols));
     let per_pass = groups_per_pass(cols);
-    let mut px = Packed([0; PACK_WORDS]);
+    let mut px = Packed::new();
     let mut sx = [0.0f32; SX_CAP];
     let mut gs = [0usize; MAX_GROUPS];
     let mut t0 = 0;
@@ -462,7 +489,8 @@ fn matmul_packed(
             rows,
             cols,
             bias,
-            &px.0[..m * gw],
+            // SAFETY: pack_q8 and quantize_pack write every word of their groups.
+            unsafe { px.filled(m * gw) },
             &sx[..m * nb * T],
             &gs[..m],
             &mut y[t0 * rows..t * rows],
@@ -494,7 +522,7 @@ pub fn x86_avx512_matmul_q8_tokens(
                 && y.len() == n * rows
                 && available_vnni() =>
         {
-            let pack = |t: usize, g: usize, px: &mut [u32], sx: &mut [f32]| {
+            let pack = |t: usize, g: usize, px: &mut [MaybeUninit<u32>], sx: &mut [f32]| {
                 let (xq, xs) = (&xq[t * cols..(t + g) * cols], &xs[t * nb..(t + g) * nb]);
                 pack_q8(xq, xs, g, cols, px, sx);
             };
@@ -526,7 +554,7 @@ pub fn x86_avx512_matmul_i8_i8_token(
                 && y.len() == n * rows
                 && available_vnni() =>
         {
-            let pack = |t: usize, g: usize, px: &mut [u32], sx: &mut [f32]| {
+            let pack = |t: usize, g: usize, px: &mut [MaybeUninit<u32>], sx: &mut [f32]| {
                 // SAFETY: the CPU has AVX-512 F and BW (checked above).
                 unsafe { quantize_pack(&x[t * cols..(t + g) * cols], g, cols, px, sx) }
             };
@@ -827,21 +855,29 @@ fn gelu_erf_avx512(x: __m512) -> __m512 {
     )
 }
 
-/// `act` of 16 lanes, the bits of [`super::activate_slice_by`]`(Kernels::Fast, ..)`.
-#[inline]
+/// `act` of every lane of `h`, the bits of [`super::activate_slice_by`]`(Kernels::Fast, ..)`,
+/// then each vector `i` times `scales[i]` if given. One call for a whole block of vectors, so
+/// that the long dependency chains of the GELU's of different vectors overlap.
 #[target_feature(enable = "avx512f")]
-fn activate16(act: Activation, v: __m512) -> __m512 {
-    if act == Activation::GeluErf {
-        return gelu_erf_avx512(v);
+fn activate_units(act: Activation, h: &mut [__m512], scales: Option<&[f32]>) {
+    for (i, v) in h.iter_mut().enumerate() {
+        let a = if act == Activation::GeluErf {
+            gelu_erf_avx512(*v)
+        } else {
+            let mut l = [0.0f32; T];
+            // SAFETY: l has 16 f32; unaligned store and load.
+            unsafe { _mm512_storeu_ps(l.as_mut_ptr(), *v) };
+            for x in l.iter_mut() {
+                *x = generic::activate_fast(act, *x);
+            }
+            // SAFETY: as above.
+            unsafe { _mm512_loadu_ps(l.as_ptr()) }
+        };
+        *v = match scales {
+            Some(s) => _mm512_mul_ps(a, _mm512_set1_ps(s[i])),
+            None => a,
+        };
     }
-    let mut l = [0.0f32; T];
-    // SAFETY: l has 16 f32; unaligned store and load.
-    unsafe { _mm512_storeu_ps(l.as_mut_ptr(), v) };
-    for x in l.iter_mut() {
-        *x = generic::activate_fast(act, *x);
-    }
-    // SAFETY: as above.
-    unsafe { _mm512_loadu_ps(l.as_ptr()) }
 }
 
 /// Hidden units the fused feed-forward computes, quantizes and projects down at a time: one
@@ -981,7 +1017,7 @@ fn ffn_q8_vnni(
     const NB: usize = FFN_MAX_D / QB;
     let (gw, nb) = (d / 4 * T, generic::qt_blocks(d));
     let per_pass = groups_per_pass(d);
-    let mut px = Packed([0; PACK_WORDS]);
+    let mut px = Packed::new();
     let mut sx = [0.0f32; SX_CAP];
     // Block sums of the 64 up rows of a step, [4][nb][16].
     let mut corr = [0i32; UNITS / T * NB * T];
@@ -1015,10 +1051,12 @@ fn ffn_q8_vnni(
             let next =
                 &up_q[((j0 + UNITS) * d).min(up_q.len())..((j0 + 2 * UNITS) * d).min(up_q.len())];
             let mut tg = t0;
+            // SAFETY: quantize_pack wrote every word of the pass's groups.
+            let pxf = unsafe { px.filled(m * gw) };
             for (i, &g) in gs[..m].iter().enumerate() {
                 prefetch_part(next, i, m);
                 let (pxi, sxi) = (
-                    &px.0[i * gw..(i + 1) * gw],
+                    &pxf[i * gw..(i + 1) * gw],
                     &sx[i * nb * T..(i + 1) * nb * T],
                 );
                 for r16 in 0..UNITS / T {
@@ -1028,14 +1066,11 @@ fn ffn_q8_vnni(
                         let bias = up_bias.map(|b| &b[rr..rr + ROWS]);
                         let c = &c[half * ROWS..];
                         let f = tile_q8::<ROWS>(&up_q[rr * d..], d, &up_s[rr..], bias, pxi, sxi, c);
-                        for (r, v) in f.iter().enumerate() {
-                            let u = rr + r - j0;
-                            // The unit's value times the row scale of down_t, as ffn_q8 does.
-                            let s = _mm512_set1_ps(down_s[j0 + u]);
-                            h[u] = _mm512_mul_ps(activate16(act, *v), s);
-                        }
+                        h[rr - j0..rr - j0 + ROWS].copy_from_slice(&f);
                     }
                 }
+                // Each unit's value times the row scale of down_t, as ffn_q8 does.
+                activate_units(act, &mut h, Some(&down_s[j0..j0 + UNITS]));
                 quantize_units(&h, &mut hpk, &mut hcorr, &mut hs);
                 let og = &mut out[tg * d..(tg + g) * d];
                 for c0 in (0..d).step_by(16) {
@@ -1322,7 +1357,7 @@ fn ffn_f32_avx512(
     let mut packed = PackedF32([0.0; T * F32_MAX_COLS]);
     let px = &mut packed.0[..d * T];
     // The hidden values of a block, packed as the down projection's input: [unit][16].
-    let mut hb = [0.0f32; T * F32_UNITS];
+    let mut hb = [_mm512_setzero_ps(); F32_UNITS];
     let mut t0 = 0;
     while t0 < n {
         let g = T.min(n - t0);
@@ -1331,29 +1366,28 @@ fn ffn_f32_avx512(
         let mut j0 = 0;
         while j0 < d_ff {
             let bl = F32_UNITS.min(d_ff - j0);
-            let mut put = |u: usize, v: __m512| {
-                let o = &mut hb[u * T..(u + 1) * T];
-                // SAFETY: o has 16 f32; unaligned store.
-                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), activate16(act, v)) };
-            };
             let mut r = 0;
             while r + T <= bl {
                 let rr = j0 + r;
                 let f = tile_f32::<T>(&up[rr * d..], d, px, up_bias.map(|b| &b[rr..rr + T]));
-                for (i, v) in f.iter().enumerate() {
-                    put(r + i, *v);
-                }
+                hb[r..r + T].copy_from_slice(&f);
+                // Tile by tile: the activation overlaps the next tile's multiply-adds.
+                activate_units(act, &mut hb[r..r + T], None);
                 r += T;
             }
             while r < bl {
                 let rr = j0 + r;
                 let f = tile_f32::<1>(&up[rr * d..], d, px, up_bias.map(|b| &b[rr..rr + 1]));
-                put(r, f[0]);
+                hb[r] = f[0];
+                activate_units(act, &mut hb[r..r + 1], None);
                 r += 1;
             }
+            // SAFETY: a __m512 is 16 f32 (the same size, a stricter alignment), so the block's
+            // vectors are bl * 16 f32.
+            let hf = unsafe { core::slice::from_raw_parts(hb.as_ptr() as *const f32, bl * T) };
             let dw = &down[j0 * d..(j0 + bl) * d];
             for c0 in (0..d).step_by(T) {
-                let mut f = tile_f32_down(&dw[c0..], d, &hb, bl);
+                let mut f = tile_f32_down(&dw[c0..], d, hf, bl);
                 transpose16(&mut f);
                 for (t, v) in f.iter().enumerate().take(g) {
                     let o = &mut og[t * d + c0..t * d + c0 + T];
