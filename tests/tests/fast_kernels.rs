@@ -395,6 +395,28 @@ macro_rules! test_matmul_i8_i8_token {
     };
 }
 
+/// The product of already quantized tokens: the arch kernel `$f` gives the bits of the
+/// generic `matmul_q8_tokens` (quantized by the generic `quantize_i8_token`).
+macro_rules! test_matmul_q8_tokens {
+    ($name:ident, $f:path) => {
+        proptest! {
+            #[test]
+            fn $name((rows, cols, n, q, scales, x, bias) in token_case()) {
+                let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
+                let nb = kernels::qt_blocks(cols);
+                let (mut xq, mut xs) = (vec![0i8; n * cols], vec![0f32; n * nb]);
+                for t in 0..n {
+                    kernels::quantize_i8_token(&x[t * cols..(t + 1) * cols], &mut xq[t * cols..(t + 1) * cols], &mut xs[t * nb..(t + 1) * nb]);
+                }
+                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
+                kernels::matmul_q8_tokens(&w, &xq, &xs, n, bias.as_deref(), &mut want);
+                $f(&w, &xq, &xs, n, bias.as_deref(), &mut got);
+                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    };
+}
+
 /// Down projection of per-token int8 rows: the arch kernel `$f` gives the bits of the generic
 /// `accumulate_q8_tokens`.
 macro_rules! test_accumulate_q8_tokens {
@@ -495,6 +517,7 @@ mod x86_avx512 {
         );
     }
     test_matmul_i8_i8_token!(matmul_i8_i8_token, kernels::x86_avx512_matmul_i8_i8_token);
+    test_matmul_q8_tokens!(matmul_q8_tokens, kernels::x86_avx512_matmul_q8_tokens);
     test_accumulate_q8_tokens!(
         accumulate_q8_tokens,
         kernels::x86_avx512_accumulate_q8_tokens
