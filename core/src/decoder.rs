@@ -422,7 +422,7 @@ impl<'s, 'a> Session<'s, 'a> {
                 residual(kernels, c, &l.attn_norm, x, q);
                 Ok(())
             })?;
-            ffn_phase(c, kernels, l, self.run.k_ff, chunk, x, None, self.arena)?;
+            ffn_phase(c, kernels, l, self.run.k_ff, chunk, x, self.arena)?;
         }
         self.len = p0 + m;
         Ok(())

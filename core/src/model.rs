@@ -435,11 +435,23 @@ pub fn forward_with<'a>(
         // Feed-forward, in place. With the fast kernels and a dense post-norm block all
         // tokens go in one call (the fused int8 kernel then shares each step of weights among
         // up to 16 groups of 16 tokens), the output in `keys`: nothing reads this layer's keys
-        // any more, and the next layer's K projection overwrites them. Else one token chunk
-        // at a time.
-        let wide = (model.kernels == Kernels::Fast && run.k_ff.is_none() && !pre_norm && kv >= d)
-            .then(|| &mut keys_n[..n * d]);
-        ffn_phase(c, model.kernels, l, run.k_ff, chunk, hidden_n, wide, arena)?;
+        // any more, and the next layer's K projection overwrites them. Else (and in no_std
+        // builds, whose firmware keeps its code and stack as they were) one token chunk at a
+        // time.
+        #[cfg(feature = "std")]
+        if model.kernels == Kernels::Fast && run.k_ff.is_none() && !pre_norm && kv >= d {
+            ffn_phase_wide(
+                c,
+                model.kernels,
+                l,
+                chunk,
+                hidden_n,
+                &mut keys_n[..n * d],
+                arena,
+            )?;
+            continue;
+        }
+        ffn_phase(c, model.kernels, l, run.k_ff, chunk, hidden_n, arena)?;
     }
 
     if let Some(w) = &model.final_norm {
@@ -453,9 +465,6 @@ pub fn forward_with<'a>(
 /// The feed-forward phase of one block over `rows` (`n x d_model`), one token chunk of at
 /// most `chunk` tokens at a time, in place; takes its buffers (normed chunk for pre-norm
 /// blocks, output, scratch) from `arena` in a scope, in [`crate::Plan::buffers`] order.
-/// `wide` (`n x d_model`, a buffer of the caller's plan that is free in this phase) runs a
-/// dense post-norm block over all the rows in one call, its output there.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn ffn_phase(
     c: &ModelConfig,
     kernels: Kernels,
@@ -463,7 +472,6 @@ pub(crate) fn ffn_phase(
     k_ff: Option<usize>,
     chunk: usize,
     rows: &mut [f32],
-    wide: Option<&mut [f32]>,
     arena: &mut Arena<'_>,
 ) -> Result<(), Error> {
     let d = c.d_model;
@@ -477,13 +485,6 @@ pub(crate) fn ffn_phase(
         };
         let out = s.take::<f32>(chunk * d)?;
         let mut scratch = FfnScratch::new(s, c.d_ff, chunk, k_ff)?;
-        if let Some(wo) = wide.filter(|w| k_ff.is_none() && !pre_norm && w.len() == rows.len()) {
-            // A dense block keeps no scratch: this takes no bytes.
-            let mut all = FfnScratch::new(s, c.d_ff, n.max(1), None)?;
-            ffn::ffn_with(kernels, &l.ffn, rows, None, &mut all, wo)?;
-            residual(kernels, c, &l.ffn_norm, rows, wo);
-            return Ok(());
-        }
         for start in (0..n).step_by(chunk) {
             let m = chunk.min(n - start);
             let out = &mut out[..m * d];
@@ -498,6 +499,32 @@ pub(crate) fn ffn_phase(
             }
             residual(kernels, c, &l.ffn_norm, rows, out);
         }
+        Ok(())
+    })
+}
+
+/// [`ffn_phase`] of a dense post-norm block over all of `rows` in one call, the output in
+/// `out` (`rows.len()` values, a buffer of the plan that is free in this phase). Takes the
+/// phase's buffers from `arena` as [`ffn_phase`] does (unused), so that the arena's
+/// high-water mark stays the plan's.
+#[cfg(feature = "std")]
+fn ffn_phase_wide(
+    c: &ModelConfig,
+    kernels: Kernels,
+    l: &LayerWeights<'_>,
+    chunk: usize,
+    rows: &mut [f32],
+    out: &mut [f32],
+    arena: &mut Arena<'_>,
+) -> Result<(), Error> {
+    let n = rows.len() / c.d_model;
+    arena.scope(|s| -> Result<(), Error> {
+        s.take::<f32>(chunk * c.d_model)?;
+        // A dense block keeps no scratch: these take no bytes.
+        FfnScratch::new(s, c.d_ff, chunk, None)?;
+        let mut all = FfnScratch::new(s, c.d_ff, n.max(1), None)?;
+        ffn::ffn_with(kernels, &l.ffn, rows, None, &mut all, out)?;
+        residual(kernels, c, &l.ffn_norm, rows, out);
         Ok(())
     })
 }
