@@ -402,7 +402,7 @@ impl<'s, 'a> Session<'s, 'a> {
                 let q = &mut s.take::<f32>(chunk * d)?[..m * d];
                 let xn = &mut s.take::<f32>(chunk * d)?[..m * d];
                 let mut scratch = AttnScratch::new(s, params)?;
-                norm_rows(c, &l.attn_norm, x, xn);
+                norm_rows(kernels, c, &l.attn_norm, x, xn);
                 matmul_by(kernels, &l.q, xn, m, l.q_bias, q);
                 matmul_by(kernels, &l.k, xn, m, l.k_bias, &mut kc[rows.clone()]);
                 matmul_by(kernels, &l.v, xn, m, l.v_bias, &mut vc[rows.clone()]);
@@ -419,7 +419,7 @@ impl<'s, 'a> Session<'s, 'a> {
                 attention::attention_with(kernels, params, q, p0, &keys, &mut scratch, xn)?;
                 // The queries are spent: their buffer takes the output projection.
                 matmul_by(kernels, &l.o, xn, m, l.o_bias, q);
-                residual(c, &l.attn_norm, x, q);
+                residual(kernels, c, &l.attn_norm, x, q);
                 Ok(())
             })?;
             ffn_phase(c, kernels, l, self.run.k_ff, chunk, x, self.arena)?;
@@ -435,7 +435,7 @@ impl<'s, 'a> Session<'s, 'a> {
         let d = c.d_model;
         let row = &mut self.hidden[i * d..(i + 1) * d];
         if let Some(w) = dec.model.final_norm() {
-            norm_row(c, &w, row);
+            norm_row(dec.model.kernels(), c, &w, row);
         }
         matvec(&dec.head, row, None, self.logits);
     }

@@ -9,7 +9,11 @@
 use crate::arena::Arena;
 use crate::config::{ModelConfig, RunConfig};
 use crate::format::{PackedModel, Pooling, TensorName};
-use crate::kernels::{Matrix, axpy_row, layer_norm, row_to_f32};
+#[cfg(not(feature = "std"))]
+use crate::kernels::layer_norm;
+#[cfg(feature = "std")]
+use crate::kernels::layer_norm_by;
+use crate::kernels::{Matrix, axpy_row, row_to_f32};
 use crate::model::{LayerWeights, Model, NormWeights, forward_with};
 use crate::{Error, Norm, math};
 
@@ -180,7 +184,13 @@ impl<'a> Encoder<'a> {
                     axpy_row(seg, 0, 1.0, row);
                 }
                 axpy_row(&emb.positions, pos, 1.0, row);
-                layer_norm(row, emb.norm.gain, emb.norm.bias.unwrap_or(&[]), c.norm_eps);
+                let (g, b) = (emb.norm.gain, emb.norm.bias.unwrap_or(&[]));
+                // The fast LayerNorm exists in std builds only; without std this closure stays
+                // as small as it was (the firmware's stack peak is in it).
+                #[cfg(feature = "std")]
+                layer_norm_by(self.model.kernels(), row, g, b, c.norm_eps);
+                #[cfg(not(feature = "std"))]
+                layer_norm(row, g, b, c.norm_eps);
             }
             Ok(())
         })?;

@@ -348,14 +348,19 @@ fn ffn_f32_fast(
     n: usize,
 ) {
     let kernels = Kernels::Fast;
-    let mut hb = [0.0f32; QT_GROUP * UP_UNITS];
-    let mut gb = [0.0f32; QT_GROUP * UP_UNITS];
     for ot in out.chunks_exact_mut(d) {
         match w.down_bias {
             Some(b) => ot.copy_from_slice(b),
             None => ot.fill(0.0),
         }
     }
+    // The same loop on AVX-512 with each token group packed once.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if gate.is_none() && crate::kernels::x86_avx512_ffn_f32(up, w.up_bias, w.act, down, x, n, out) {
+        return;
+    }
+    let mut hb = [0.0f32; QT_GROUP * UP_UNITS];
+    let mut gb = [0.0f32; QT_GROUP * UP_UNITS];
     let mut t0 = 0;
     while t0 < n {
         let g = QT_GROUP.min(n - t0);
@@ -443,6 +448,21 @@ fn ffn_q8(
     let gate = w.gate.as_ref().map(int8);
     let down_q8 = k_ff.is_none() && w.down_t.dtype() == DType::I8;
     let (down_q, down_s) = int8(&w.down_t);
+    for ot in out.chunks_exact_mut(d) {
+        match w.down_bias {
+            Some(b) => ot.copy_from_slice(b),
+            None => ot.fill(0.0),
+        }
+    }
+    // The whole dense block fused on AVX-512 (the same bits as the loop below).
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if k_ff.is_none()
+        && down_q8
+        && gate.is_none()
+        && crate::kernels::x86_avx512_ffn_q8(&w.up, w.up_bias, w.act, &w.down_t, x, n, out)
+    {
+        return;
+    }
     let mut qx = [0i8; QT_GROUP * Q8_MAX_COLS];
     let mut sx = [0.0f32; QT_GROUP * Q8_MAX_COLS / 4];
     let nb = qt_blocks(d);
@@ -450,12 +470,6 @@ fn ffn_q8(
     let mut gb = [0.0f32; QT_GROUP * UP_UNITS];
     let mut hq = [0i8; QT_GROUP * Q8_UNITS];
     let mut hs = [0.0f32; QT_GROUP];
-    for ot in out.chunks_exact_mut(d) {
-        match w.down_bias {
-            Some(b) => ot.copy_from_slice(b),
-            None => ot.fill(0.0),
-        }
-    }
     let k = k_ff.map(|k| k.min(d_ff));
     if k.is_some() {
         s.lens[..n].fill(0);

@@ -14,7 +14,11 @@
 //!      residual, written straight back into that chunk's rows of `hidden`. This is safe
 //!      because K and V of the layer were computed from the old `hidden` before any row
 //!      changed, and each chunk reads only its own rows;
-//!    - feed-forward, one token chunk at a time, again in place.
+//!    - feed-forward, one token chunk at a time, again in place. With [`Kernels::Fast`], a
+//!      dense feed-forward and a post-norm block whose `kv_dim >= d_model` (BERT), all tokens
+//!      go in one call instead, the output written into `keys`: this layer's keys are dead by
+//!      then and the next layer's K projection overwrites them, so no byte is added to the
+//!      plan (the phase still takes its chunk-sized buffers, unused).
 //!
 //! After a run, `arena.high_water()` (minus what the arena held before) equals
 //! `plan(&model.config, run).peak_bytes` exactly.
@@ -40,7 +44,7 @@ use crate::arena::Arena;
 use crate::attention::{self, AttnScratch, Keys};
 use crate::config::{Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
 use crate::ffn::{self, FfnScratch, FfnWeights};
-use crate::kernels::{Kernels, Matrix, layer_norm, matmul_by, rms_norm};
+use crate::kernels::{Kernels, Matrix, layer_norm_by, matmul_by, rms_norm};
 use crate::plan::{Plan, attn_params, try_plan};
 
 /// Gain and optional bias of one normalisation layer (`d_model` values each).
@@ -225,30 +229,42 @@ impl<'a> Model<'a> {
     }
 }
 
-pub(crate) fn norm_row(c: &ModelConfig, w: &NormWeights<'_>, x: &mut [f32]) {
+pub(crate) fn norm_row(k: Kernels, c: &ModelConfig, w: &NormWeights<'_>, x: &mut [f32]) {
     match (c.norm, w.bias) {
-        (Norm::LayerNorm, Some(b)) => layer_norm(x, w.gain, b, c.norm_eps),
+        (Norm::LayerNorm, Some(b)) => layer_norm_by(k, x, w.gain, b, c.norm_eps),
         // Model::new rejects a LayerNorm without bias; RMSNorm has none.
         _ => rms_norm(x, w.gain, c.norm_eps),
     }
 }
 
 /// Copies `src` rows into `dst` and normalises each row of `d` values.
-pub(crate) fn norm_rows(c: &ModelConfig, w: &NormWeights<'_>, src: &[f32], dst: &mut [f32]) {
+pub(crate) fn norm_rows(
+    k: Kernels,
+    c: &ModelConfig,
+    w: &NormWeights<'_>,
+    src: &[f32],
+    dst: &mut [f32],
+) {
     dst.copy_from_slice(src);
     for row in dst.chunks_exact_mut(c.d_model) {
-        norm_row(c, w, row);
+        norm_row(k, c, w, row);
     }
 }
 
 /// `hidden += delta`, then (post-norm blocks) `hidden = norm(hidden)`, row by row.
-pub(crate) fn residual(c: &ModelConfig, w: &NormWeights<'_>, hidden: &mut [f32], delta: &[f32]) {
+pub(crate) fn residual(
+    k: Kernels,
+    c: &ModelConfig,
+    w: &NormWeights<'_>,
+    hidden: &mut [f32],
+    delta: &[f32],
+) {
     for (h, x) in hidden.iter_mut().zip(delta) {
         *h += *x;
     }
     if matches!(c.arch, Arch::Bert) {
         for row in hidden.chunks_exact_mut(c.d_model) {
-            norm_row(c, w, row);
+            norm_row(k, c, w, row);
         }
     }
 }
@@ -348,7 +364,13 @@ pub fn forward_with<'a>(
                 for start in (0..n).step_by(chunk) {
                     let m = chunk.min(n - start);
                     let xn = &mut xn[..m * d];
-                    norm_rows(c, &l.attn_norm, &hidden_n[start * d..(start + m) * d], xn);
+                    norm_rows(
+                        model.kernels,
+                        c,
+                        &l.attn_norm,
+                        &hidden_n[start * d..(start + m) * d],
+                        xn,
+                    );
                     let rows = start * kv..(start + m) * kv;
                     matmul_by(
                         model.kernels,
@@ -386,7 +408,7 @@ pub fn forward_with<'a>(
                 let (q, ctx) = (&mut q[..m * d], &mut ctx[..m * d]);
                 let rows = &mut hidden_n[start * d..(start + m) * d];
                 if pre_norm {
-                    norm_rows(c, &l.attn_norm, rows, ctx);
+                    norm_rows(model.kernels, c, &l.attn_norm, rows, ctx);
                     matmul_by(model.kernels, &l.q, ctx, m, l.q_bias, q);
                 } else {
                     matmul_by(model.kernels, &l.q, rows, m, l.q_bias, q);
@@ -405,18 +427,36 @@ pub fn forward_with<'a>(
                 )?;
                 // The queries are spent: their buffer takes the output projection.
                 matmul_by(model.kernels, &l.o, ctx, m, l.o_bias, q);
-                residual(c, &l.attn_norm, rows, q);
+                residual(model.kernels, c, &l.attn_norm, rows, q);
             }
             Ok(())
         })?;
 
-        // Feed-forward, one token chunk at a time, in place.
+        // Feed-forward, in place. With the fast kernels and a dense post-norm block all
+        // tokens go in one call (the fused int8 kernel then shares each step of weights among
+        // up to 16 groups of 16 tokens), the output in `keys`: nothing reads this layer's keys
+        // any more, and the next layer's K projection overwrites them. Else (and in no_std
+        // builds, whose firmware keeps its code and stack as they were) one token chunk at a
+        // time.
+        #[cfg(feature = "std")]
+        if model.kernels == Kernels::Fast && run.k_ff.is_none() && !pre_norm && kv >= d {
+            ffn_phase_wide(
+                c,
+                model.kernels,
+                l,
+                chunk,
+                hidden_n,
+                &mut keys_n[..n * d],
+                arena,
+            )?;
+            continue;
+        }
         ffn_phase(c, model.kernels, l, run.k_ff, chunk, hidden_n, arena)?;
     }
 
     if let Some(w) = &model.final_norm {
         for row in hidden_n.chunks_exact_mut(d) {
-            norm_row(c, w, row);
+            norm_row(model.kernels, c, w, row);
         }
     }
     Ok(&mut hidden[..n * d])
@@ -452,13 +492,39 @@ pub(crate) fn ffn_phase(
             match xn.as_deref_mut() {
                 Some(xn) => {
                     let xn = &mut xn[..m * d];
-                    norm_rows(c, &l.ffn_norm, rows, xn);
+                    norm_rows(kernels, c, &l.ffn_norm, rows, xn);
                     ffn::ffn_with(kernels, &l.ffn, xn, k_ff, &mut scratch, out)?;
                 }
                 None => ffn::ffn_with(kernels, &l.ffn, rows, k_ff, &mut scratch, out)?,
             }
-            residual(c, &l.ffn_norm, rows, out);
+            residual(kernels, c, &l.ffn_norm, rows, out);
         }
+        Ok(())
+    })
+}
+
+/// [`ffn_phase`] of a dense post-norm block over all of `rows` in one call, the output in
+/// `out` (`rows.len()` values, a buffer of the plan that is free in this phase). Takes the
+/// phase's buffers from `arena` as [`ffn_phase`] does (unused), so that the arena's
+/// high-water mark stays the plan's.
+#[cfg(feature = "std")]
+fn ffn_phase_wide(
+    c: &ModelConfig,
+    kernels: Kernels,
+    l: &LayerWeights<'_>,
+    chunk: usize,
+    rows: &mut [f32],
+    out: &mut [f32],
+    arena: &mut Arena<'_>,
+) -> Result<(), Error> {
+    let n = rows.len() / c.d_model;
+    arena.scope(|s| -> Result<(), Error> {
+        s.take::<f32>(chunk * c.d_model)?;
+        // A dense block keeps no scratch: these take no bytes.
+        FfnScratch::new(s, c.d_ff, chunk, None)?;
+        let mut all = FfnScratch::new(s, c.d_ff, n.max(1), None)?;
+        ffn::ffn_with(kernels, &l.ffn, rows, None, &mut all, out)?;
+        residual(kernels, c, &l.ffn_norm, rows, out);
         Ok(())
     })
 }

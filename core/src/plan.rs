@@ -43,6 +43,11 @@
 //! V straight into its cache rows from the normed chunk of the attention phase, so it has no
 //! K/V projection phase.
 //!
+//! The encoder's fast path ([`crate::kernels::Kernels::Fast`], dense feed-forward, post-norm
+//! blocks, `kv >= d`) runs the feed-forward of all `N` tokens in one call with its output in
+//! the `keys` buffer, which holds nothing live in that phase: the same bytes, one call instead
+//! of `N / C` (see [`crate::model`]).
+//!
 //! The phases run one after the other in every layer and reuse the same bytes, so
 //!
 //! ```text

@@ -3,8 +3,7 @@
 //! `SMLAD`, two int8 lanes sign-extended to 16 bits per `SXTB16`.
 //!
 //! Every function returns the same value as its generic counterpart bit for bit (the i32 sums
-//! are exact, and the f32 steps of [`arm_dsp_dot_i8_q8_blocks`] are the generic ones); the
-//! firmware bin `kernels` checks that in QEMU on seeded vectors (`cargo xtask bench-target`),
+//! are exact); the firmware bin `kernels` checks that in QEMU on seeded vectors (`cargo xtask bench-target`),
 //! since the host cannot run this code.
 //!
 //! The inner loops are inline `asm!` (the `core::arch::arm` DSP intrinsics are unstable), over
@@ -15,15 +14,14 @@
 //! - [`arm_dsp_matvec_i8_i8`], a matrix times one int8 vector: the vector is sign-extended
 //!   once into `[x0 x2] [x1 x3]` halfword pairs (a stack buffer of [`DSP_SEGMENT`] elements,
 //!   2 bytes each), so a weight row costs per 32 elements 8 `LDM`, 16 `SXTB16`, 16 `SMLAD`,
-//!   `CMP` + `BNE`: 42 instructions, 1.31 per multiply-accumulate (CMSIS-NN's layout);
-//! - [`arm_dsp_dot_i8_q8_blocks`], the block-scaled dot of `Kernels::Fast` in the model: per
-//!   32 elements `VLDM` of the scale, 8 quads of 2 `LDR`, 4 `SXTB16`, `SMUAD`, `SMLAD` and
-//!   the f32 steps `VMOV`, `VCVT`, `VMLA`, then `SUBS` + `BNE`: 91 instructions, 2.84 per
-//!   multiply-accumulate.
+//!   `CMP` + `BNE`: 42 instructions, 1.31 per multiply-accumulate (CMSIS-NN's layout).
+//!
+//! `Kernels::Fast`'s int8 product in the model (one activation scale per token and block of 64
+//! columns, [`super::matmul_q8_tokens`]) takes its exact block dots from [`arm_dsp_dot_i8_i8`].
 //!
 //! Measured figures: docs/bench-targets.md.
 
-use super::{Matrix, Q8_BLOCK, Q8_GROUP, dot_i8_i8};
+use super::dot_i8_i8;
 use core::arch::asm;
 
 // The unrolled steps of the loops below, as asm template text (fixed registers: see each
@@ -75,29 +73,6 @@ macro_rules! matvec_8 {
             "sxtb16 r3, r3, ror #8\n",
             "smlad lr, r10, r8, lr\n",
             "smlad lr, r3, r9, lr\n",
-        )
-    };
-}
-
-/// [`arm_dsp_dot_i8_q8_blocks`]: one quad, its exact sum converted to f32 (s9), times the
-/// block scale (s8), added to lane `s$lane`.
-#[cfg(target_abi = "eabihf")]
-macro_rules! block_quad {
-    ($lane:literal) => {
-        concat!(
-            "ldr {a}, [{pw}], #4\n",
-            "ldr {b}, [{px}], #4\n",
-            "sxtb16 {t}, {a}\n",
-            "sxtb16 {a}, {a}, ror #8\n",
-            "sxtb16 {u}, {b}\n",
-            "sxtb16 {b}, {b}, ror #8\n",
-            "smuad {t}, {t}, {u}\n",
-            "smlad {t}, {a}, {b}, {t}\n",
-            "vmov s9, {t}\n",
-            "vcvt.f32.s32 s9, s9\n",
-            "vmla.f32 s",
-            $lane,
-            ", s9, s8\n",
         )
     };
 }
@@ -270,103 +245,4 @@ pub fn arm_dsp_matvec_i8_i8(q: &[i8], x: &[i8], y: &mut [i32]) {
         }
         c0 += len;
     }
-}
-
-/// [`super::dot_i8_q8_blocks`] with each 4-element quad summed by `SMUAD` + `SMLAD`: the
-/// same bits (exact quad sums, then the generic f32 steps in the generic order). About 3
-/// instructions per element: the f32 conversion, scaling and sum of each quad cost as much as
-/// its integer dot.
-pub fn arm_dsp_dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
-    debug_assert_eq!(w.len(), xq.len());
-    let mut a = [0.0f32; 8];
-    // Whole blocks in asm with the lanes in FPU registers (hard-float ABI only).
-    #[cfg(target_abi = "eabihf")]
-    let full = (w.len().min(xq.len()) / Q8_BLOCK).min(s.len());
-    #[cfg(not(target_abi = "eabihf"))]
-    let full = 0;
-    #[cfg(target_abi = "eabihf")]
-    if full > 0 {
-        // SAFETY: `w` and `xq` hold `full * Q8_BLOCK` bytes and `s` `full` scales, which the
-        // loop reads once each, in order (word loads, unaligned allowed on ARMv7-M; VLDM of
-        // one aligned f32); it writes `a` and the named core registers. The lanes live in
-        // s0-s7 (scale s8, product s9), saved and restored around the loop: Rust's `sreg`
-        // operands need `vfp2`, which the single-precision FPU of the M4F does not have. VMLA
-        // is the non-fused multiply-add (product rounded, then the sum): the bits of
-        // `a += d * sb`.
-        unsafe {
-            asm!(
-                "vpush {{s0-s9}}",
-                "vldmia {out}, {{s0-s7}}",
-                "2:",
-                "vldmia {ps}!, {{s8}}",
-                block_quad!("0"),
-                block_quad!("1"),
-                block_quad!("2"),
-                block_quad!("3"),
-                block_quad!("4"),
-                block_quad!("5"),
-                block_quad!("6"),
-                block_quad!("7"),
-                "subs {n}, {n}, #1",
-                "bne 2b",
-                "vstmia {out}, {{s0-s7}}",
-                "vpop {{s0-s9}}",
-                pw = inout(reg) w.as_ptr() => _,
-                px = inout(reg) xq.as_ptr() => _,
-                ps = inout(reg) s.as_ptr() => _,
-                n = inout(reg) full => _,
-                out = in(reg) a.as_mut_ptr(),
-                a = out(reg) _,
-                b = out(reg) _,
-                t = out(reg) _,
-                u = out(reg) _,
-            );
-        }
-    }
-    // The rest (a short last block; every block on soft-float targets) as the generic kernel
-    // does it, with the quads by `dot4_words`.
-    let split = full * Q8_BLOCK;
-    for ((wb, xb), &sb) in w[split..]
-        .chunks(Q8_BLOCK)
-        .zip(xq[split..].chunks(Q8_BLOCK))
-        .zip(&s[full.min(s.len())..])
-    {
-        for (l, (wq, xq)) in wb.chunks(4).zip(xb.chunks(4)).enumerate() {
-            let d = if wq.len() == 4 && xq.len() == 4 {
-                dot4_words(word(wq), word(xq))
-            } else {
-                dot_i8_i8(wq, xq)
-            };
-            a[l] += d as f32 * sb;
-        }
-    }
-    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
-}
-
-/// [`super::dot4_i8_q8_blocks`] by [`arm_dsp_dot_i8_q8_blocks`] (the same bits).
-pub fn arm_dsp_dot4_i8_q8_blocks(
-    w: &[i8],
-    xs: [&[i8]; Q8_GROUP],
-    ss: [&[f32]; Q8_GROUP],
-) -> [f32; Q8_GROUP] {
-    core::array::from_fn(|j| arm_dsp_dot_i8_q8_blocks(w, xs[j], ss[j]))
-}
-
-/// [`super::matmul_i8_i8`] with the DSP block dot products (the same bits).
-pub fn arm_dsp_matmul_i8_i8(
-    w: &Matrix<'_>,
-    x: &[f32],
-    n: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    super::generic::matmul_i8_i8_with(
-        arm_dsp_dot_i8_q8_blocks,
-        arm_dsp_dot4_i8_q8_blocks,
-        w,
-        x,
-        n,
-        bias,
-        y,
-    );
 }

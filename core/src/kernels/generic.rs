@@ -210,13 +210,9 @@ pub fn matmul(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut
 }
 
 /// Longest row (elements) the int8-activation kernels quantize into a stack buffer; longer
-/// rows must take the f32-activation path ([`matmul`]). Keeps the stack use of
-/// [`matmul_i8_i8`] at `Q8_GROUP * Q8_MAX_COLS` bytes (16 KiB).
+/// rows must take the f32-activation path ([`matmul`]). Keeps the quantized activations of
+/// [`matmul_i8_i8_token`] at `QT_GROUP * Q8_MAX_COLS` bytes of stack (64 KiB).
 pub const Q8_MAX_COLS: usize = 4096;
-
-/// Input rows [`matmul_i8_i8`] quantizes together and multiplies by each weight row while it
-/// is in cache.
-pub const Q8_GROUP: usize = 4;
 
 /// Symmetric int8 quantization of one activation row with its own (dynamic) scale:
 /// `scale = max|x| / 127`, `q[i] = round(x[i] / scale)` (half away from zero), so
@@ -243,52 +239,6 @@ pub fn quantize_i8(x: &[f32], q: &mut [i8]) -> f32 {
     scale
 }
 
-/// Elements per activation block of the int8-activation kernels: each block of a row has its
-/// own scale (as GGML's Q8_0), so that a few outlier channels (BERT has some) cost precision
-/// in their block only.
-pub const Q8_BLOCK: usize = 32;
-
-/// [`quantize_i8`] of each block of [`Q8_BLOCK`] elements of `x` (the last one shorter) with
-/// its own scale, written to `s` (`x.len().div_ceil(Q8_BLOCK)` values). `q.len() == x.len()`.
-pub fn quantize_i8_blocks(x: &[f32], q: &mut [i8], s: &mut [f32]) {
-    debug_assert_eq!(x.len(), q.len());
-    debug_assert_eq!(s.len(), x.len().div_ceil(Q8_BLOCK));
-    for ((xb, qb), sb) in x.chunks(Q8_BLOCK).zip(q.chunks_mut(Q8_BLOCK)).zip(s) {
-        *sb = quantize_i8(xb, qb);
-    }
-}
-
-/// `sum_b s[b] * (w_b . x_b)` over the [`Q8_BLOCK`] blocks `b` of an int8 weight row `w` and
-/// a block-quantized activation row `xq` with scales `s` ([`quantize_i8_blocks`]).
-///
-/// Order (that of an 8-lane SIMD register, so that arch kernels give the same bits): each
-/// block is cut into 8 quads of 4 elements (missing elements of a short last block count as
-/// 0); the exact i32 sum of quad `l` is converted to f32, multiplied by `s[b]` and added to
-/// lane accumulator `a[l]` (two roundings, no FMA); at the end
-/// `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
-///
-/// Arch kernels may require `xq` to hold no `-128` ([`quantize_i8`] never produces it).
-pub fn dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
-    debug_assert_eq!(w.len(), xq.len());
-    let mut a = [0.0f32; 8];
-    for ((wb, xb), &sb) in w.chunks(Q8_BLOCK).zip(xq.chunks(Q8_BLOCK)).zip(s) {
-        for (l, (wq, xq)) in wb.chunks(4).zip(xb.chunks(4)).enumerate() {
-            a[l] += dot_i8_i8(wq, xq) as f32 * sb;
-        }
-    }
-    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
-}
-
-/// [`dot_i8_q8_blocks`] of one weight row `w` with [`Q8_GROUP`] activation rows at once (the
-/// same bits as separate calls; arch kernels load each weight block once).
-pub fn dot4_i8_q8_blocks(
-    w: &[i8],
-    xs: [&[i8]; Q8_GROUP],
-    ss: [&[f32]; Q8_GROUP],
-) -> [f32; Q8_GROUP] {
-    core::array::from_fn(|j| dot_i8_q8_blocks(w, xs[j], ss[j]))
-}
-
 /// Exact `sum a[i] * b[i]` of two int8 slices of equal length (elements) in i32. Exact (no
 /// overflow) for `len <= 2^31 / 128^2 = 131072`, far above [`Q8_MAX_COLS`], so every arch
 /// kernel must return the very same value.
@@ -297,96 +247,6 @@ pub fn dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
     a.iter()
         .zip(b)
         .fold(0i32, |s, (&p, &q)| s + p as i32 * q as i32)
-}
-
-/// `acc[c] += sum_b h[b] * q[b * cols + c]` for `h.len()` rows of `cols` int8 values
-/// (`acc.len() == cols`, `q.len() == h.len() * cols`): a block of rows of a transposed
-/// weight matrix (say `down_t`) weighted by int8 activations, summed exactly in i32 (exact
-/// while `h.len() <= 131072`).
-pub fn accumulate_rows_i8(acc: &mut [i32], q: &[i8], h: &[i8]) {
-    let cols = acc.len();
-    debug_assert_eq!(q.len(), h.len() * cols);
-    for (&hb, row) in h.iter().zip(q.chunks_exact(cols.max(1))) {
-        if hb != 0 {
-            for (a, &v) in acc.iter_mut().zip(row) {
-                *a += hb as i32 * v as i32;
-            }
-        }
-    }
-}
-
-/// [`matmul_i8_i8`] with the block dot product `dot` (the generic one or an arch kernel).
-#[inline(always)]
-pub(crate) fn matmul_i8_i8_with(
-    dot: impl Fn(&[i8], &[i8], &[f32]) -> f32,
-    dot4: impl Fn(&[i8], [&[i8]; Q8_GROUP], [&[f32]; Q8_GROUP]) -> [f32; Q8_GROUP],
-    w: &Matrix<'_>,
-    x: &[f32],
-    n: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    let (rows, cols) = (w.rows(), w.cols());
-    debug_assert_eq!(x.len(), n * cols);
-    debug_assert_eq!(y.len(), n * rows);
-    debug_assert!(cols <= Q8_MAX_COLS);
-    let Weights::I8 { q, scales } = w.weights() else {
-        debug_assert!(false, "matmul_i8_i8 needs int8 weights");
-        return;
-    };
-    const BLOCKS: usize = Q8_MAX_COLS / Q8_BLOCK;
-    let nb = cols.div_ceil(Q8_BLOCK);
-    let mut qx = [[0i8; Q8_MAX_COLS]; Q8_GROUP];
-    let mut sx = [[0.0f32; BLOCKS]; Q8_GROUP];
-    let mut i0 = 0;
-    while i0 < n {
-        let g = Q8_GROUP.min(n - i0);
-        for j in 0..g {
-            let row = &x[(i0 + j) * cols..(i0 + j + 1) * cols];
-            quantize_i8_blocks(row, &mut qx[j][..cols], &mut sx[j][..nb]);
-        }
-        for r in 0..rows {
-            let wr = &q[r * cols..(r + 1) * cols];
-            // A whole group shares each weight load (same bits as one dot at a time).
-            let d4 = if g == Q8_GROUP {
-                dot4(
-                    wr,
-                    core::array::from_fn(|j| &qx[j][..cols]),
-                    core::array::from_fn(|j| &sx[j][..nb]),
-                )
-            } else {
-                core::array::from_fn(|j| {
-                    if j < g {
-                        dot(wr, &qx[j][..cols], &sx[j][..nb])
-                    } else {
-                        0.0
-                    }
-                })
-            };
-            for (j, &dj) in d4.iter().enumerate().take(g) {
-                let mut v = dj * scales[r];
-                if let Some(b) = bias {
-                    v += b[r];
-                }
-                y[(i0 + j) * rows + r] = v;
-            }
-        }
-        i0 += g;
-    }
-}
-
-/// `Y = X W^T + b` with int8 weights AND int8 activations: each row of `X` (`n` rows of
-/// `cols <= Q8_MAX_COLS` elements) is quantized by [`quantize_i8_blocks`] (one dynamic scale
-/// per [`Q8_BLOCK`] elements), and
-/// `Y[i][r] = dot_i8_q8_blocks(W[r], Xq[i], Xs[i]) * scale[r] + bias[r]` (exact i32 quad
-/// sums, [`dot_i8_q8_blocks`]). `W` must be [`Weights::I8`]; shapes as in [`matmul`].
-/// Uses about `Q8_GROUP * Q8_MAX_COLS * 1.125` bytes of stack (18 KiB).
-///
-/// Error against [`matmul`]: the activation rounding, at most half a step of each block's
-/// scale (`max|x_block| / 254`) per element.
-#[inline(never)] // large stack buffers: keep them out of the callers' frames
-pub fn matmul_i8_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-    matmul_i8_i8_with(dot_i8_q8_blocks, dot4_i8_q8_blocks, w, x, n, bias, y);
 }
 
 /// Tokens the per-token int8 kernels quantize (and arch kernels pack) at a time: one AVX-512
@@ -560,7 +420,16 @@ pub fn accumulate_q8_tokens(
     let acc = &mut acc[..cols];
     for t in 0..n {
         acc.fill(0);
-        accumulate_rows_i8(acc, q, &hq[t * k..(t + 1) * k]);
+        for (&hb, row) in hq[t * k..(t + 1) * k]
+            .iter()
+            .zip(q.chunks_exact(cols.max(1)))
+        {
+            if hb != 0 {
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += hb as i32 * v as i32;
+                }
+            }
+        }
         for (o, &a) in out[t * cols..(t + 1) * cols].iter_mut().zip(acc.iter()) {
             *o += a as f32 * hs[t];
         }

@@ -18,10 +18,7 @@ mod x86_avx2;
 mod x86_avx512;
 
 #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
-pub use arm_dsp::{
-    DSP_SEGMENT, arm_dsp_dot_i8_i8, arm_dsp_dot_i8_q8_blocks, arm_dsp_dot4_i8_q8_blocks,
-    arm_dsp_matmul_i8_i8, arm_dsp_matvec_i8_i8,
-};
+pub use arm_dsp::{DSP_SEGMENT, arm_dsp_dot_i8_i8, arm_dsp_matvec_i8_i8};
 pub use generic::*;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_attention::{
@@ -31,15 +28,15 @@ pub use x86_attention::{
 };
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_avx2::{
-    available as x86_avx2_available, x86_avx2_accumulate_rows_i8, x86_avx2_axpy_f32,
-    x86_avx2_axpy_i8, x86_avx2_dot_f32, x86_avx2_dot_i8_i8, x86_avx2_dot_i8_q8_blocks,
-    x86_avx2_dot4_i8_q8_blocks, x86_avx2_gelu_erf, x86_avx2_matmul_f32, x86_avx2_matmul_i8_i8,
+    available as x86_avx2_available, x86_avx2_axpy_f32, x86_avx2_axpy_i8, x86_avx2_dot_f32,
+    x86_avx2_dot_i8_i8, x86_avx2_gelu_erf, x86_avx2_matmul_f32,
 };
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_avx512::{
     available_vnni as x86_avx512_vnni_available, x86_avx512_accumulate_f32_tokens,
-    x86_avx512_accumulate_q8_tokens, x86_avx512_matmul_f32, x86_avx512_matmul_i8_i8_token,
-    x86_avx512_matmul_q8_tokens, x86_avx512_quantize_i8_token,
+    x86_avx512_accumulate_q8_tokens, x86_avx512_ffn_f32, x86_avx512_ffn_q8, x86_avx512_layer_norm,
+    x86_avx512_matmul_f32, x86_avx512_matmul_i8_i8_token, x86_avx512_matmul_q8_tokens,
+    x86_avx512_quantize_i8_token,
 };
 
 use crate::Error;
@@ -178,6 +175,9 @@ pub fn matmul_by(
 /// frame that large, `Kernels::Reference` runs on a microcontroller included.
 #[inline(never)]
 fn matmul_fast_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    return x86_avx512_matmul_i8_i8_token(w, x, n, bias, y);
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
     matmul_i8_i8_token_with(
         |x, q, s| quantize_i8_token_by(Kernels::Fast, x, q, s),
         |w, q, s, n, b, y| matmul_q8_tokens_by(Kernels::Fast, w, q, s, n, b, y),
@@ -285,36 +285,6 @@ pub fn matvec_i8_i8_by(kernels: Kernels, q: &[i8], x: &[i8], y: &mut [i32]) {
     }
 }
 
-/// Block int8 dot product by `kernels` (as [`dot_i8_q8_blocks`]; the bits never depend on
-/// the choice).
-#[inline]
-pub fn dot_i8_q8_blocks_by(kernels: Kernels, w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
-    match kernels {
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kernels::Fast => x86_avx2_dot_i8_q8_blocks(w, xq, s),
-        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
-        Kernels::Fast => arm_dsp_dot_i8_q8_blocks(w, xq, s),
-        _ => dot_i8_q8_blocks(w, xq, s),
-    }
-}
-
-/// [`dot4_i8_q8_blocks`] by `kernels` (the bits never depend on the choice).
-#[inline]
-pub fn dot4_i8_q8_blocks_by(
-    kernels: Kernels,
-    w: &[i8],
-    xs: [&[i8]; Q8_GROUP],
-    ss: [&[f32]; Q8_GROUP],
-) -> [f32; Q8_GROUP] {
-    match kernels {
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kernels::Fast => x86_avx2_dot4_i8_q8_blocks(w, xs, ss),
-        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
-        Kernels::Fast => arm_dsp_dot4_i8_q8_blocks(w, xs, ss),
-        _ => dot4_i8_q8_blocks(w, xs, ss),
-    }
-}
-
 /// `W[r] . x` with the row's scale applied, by `kernels` (f32 activations; as [`dot_row`]).
 #[inline]
 pub fn dot_row_by(kernels: Kernels, w: &Matrix<'_>, r: usize, x: &[f32]) -> f32 {
@@ -347,13 +317,14 @@ pub fn axpy_row_by(kernels: Kernels, w: &Matrix<'_>, r: usize, a: f32, y: &mut [
     }
 }
 
-/// [`accumulate_rows_i8`] by `kernels` (exact: the same sums for every choice).
+/// [`layer_norm`] by `kernels` (the fast kernel sums in another order, so the rounding
+/// differs).
 #[inline]
-pub fn accumulate_rows_i8_by(kernels: Kernels, acc: &mut [i32], q: &[i8], h: &[i8]) {
+pub fn layer_norm_by(kernels: Kernels, x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     match kernels {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kernels::Fast => x86_avx2_accumulate_rows_i8(acc, q, h),
-        _ => accumulate_rows_i8(acc, q, h),
+        Kernels::Fast => x86_avx512_layer_norm(x, gamma, beta, eps),
+        _ => layer_norm(x, gamma, beta, eps),
     }
 }
 

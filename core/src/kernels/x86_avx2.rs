@@ -71,76 +71,6 @@ fn dot_i8_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
     s
 }
 
-#[target_feature(enable = "avx2")]
-fn dot_i8_q8_blocks_avx2(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
-    const B: usize = generic::Q8_BLOCK;
-    let n = w.len().min(xq.len());
-    let full = (n / B).min(s.len());
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = _mm256_setzero_ps();
-    for (b, &sb) in s.iter().enumerate().take(full) {
-        // SAFETY: b * 32 + 32 <= full * 32 <= n <= len of both slices; unaligned loads.
-        let (vw, vx) = unsafe {
-            (
-                _mm256_loadu_si256(w.as_ptr().add(b * B) as *const __m256i),
-                _mm256_loadu_si256(xq.as_ptr().add(b * B) as *const __m256i),
-            )
-        };
-        // |w| (u8, 128 for -128) times x with w's sign: pairs of products fit i16 without
-        // saturation (2 * 128 * 127 < 2^15) as x is never -128. Then quads in i32: exact.
-        let p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(vw), _mm256_sign_epi8(vx, vw));
-        let quads = _mm256_madd_epi16(p16, ones);
-        let term = _mm256_mul_ps(_mm256_cvtepi32_ps(quads), _mm256_set1_ps(sb));
-        acc = _mm256_add_ps(acc, term);
-    }
-    let mut a = [0.0f32; 8];
-    // SAFETY: a has 8 f32; unaligned store.
-    unsafe { _mm256_storeu_ps(a.as_mut_ptr(), acc) };
-    if full * B < n && full < s.len() {
-        let (wb, xb) = (&w[full * B..n], &xq[full * B..n]);
-        for (l, (wq, xq)) in wb.chunks(4).zip(xb.chunks(4)).enumerate() {
-            a[l] += generic::dot_i8_i8(wq, xq) as f32 * s[full];
-        }
-    }
-    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
-}
-
-/// Four [`dot_i8_q8_blocks_avx2`] of one weight row, loading each weight block once; the same
-/// bits as four separate calls.
-#[target_feature(enable = "avx2")]
-fn dot4_i8_q8_blocks_avx2(w: &[i8], xs: [&[i8]; 4], ss: [&[f32]; 4]) -> [f32; 4] {
-    const B: usize = generic::Q8_BLOCK;
-    let n = xs.iter().fold(w.len(), |m, x| m.min(x.len()));
-    let full = ss.iter().fold(n / B, |m, s| m.min(s.len()));
-    if full * B < n {
-        // A short last block: one row at a time (rare: cols not a multiple of 32).
-        return core::array::from_fn(|j| dot_i8_q8_blocks_avx2(w, xs[j], ss[j]));
-    }
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); 4];
-    // `b` indexes the weight row, four activation rows and their four scale rows alike.
-    #[allow(clippy::needless_range_loop)]
-    for b in 0..full {
-        // SAFETY: b * 32 + 32 <= full * 32 <= n <= len of w; unaligned load.
-        let vw = unsafe { _mm256_loadu_si256(w.as_ptr().add(b * B) as *const __m256i) };
-        let aw = _mm256_abs_epi8(vw);
-        for j in 0..4 {
-            // SAFETY: as above, n <= len of xs[j].
-            let vx = unsafe { _mm256_loadu_si256(xs[j].as_ptr().add(b * B) as *const __m256i) };
-            let p16 = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(vx, vw));
-            let quads = _mm256_madd_epi16(p16, ones);
-            let term = _mm256_mul_ps(_mm256_cvtepi32_ps(quads), _mm256_set1_ps(ss[j][b]));
-            acc[j] = _mm256_add_ps(acc[j], term);
-        }
-    }
-    core::array::from_fn(|j| {
-        let mut a = [0.0f32; 8];
-        // SAFETY: a has 8 f32; unaligned store.
-        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), acc[j]) };
-        ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
-    })
-}
-
 #[target_feature(enable = "avx2,fma")]
 fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -204,46 +134,6 @@ fn axpy_i8_avx2(y: &mut [f32], s: f32, q: &[i8]) {
     }
 }
 
-#[target_feature(enable = "avx2")]
-fn accumulate_rows_i8_avx2(acc: &mut [i32], q: &[i8], h: &[i8]) {
-    let cols = acc.len();
-    let rows = h.len().min(q.len().checked_div(cols).unwrap_or(0));
-    let wide = cols & !15;
-    let mut b = 0;
-    while b + 2 <= rows {
-        // (h[b], h[b+1]) as an i16 pair in every i32 lane: vpmaddwd then takes
-        // h[b] q[b][c] + h[b+1] q[b+1][c] for the interleaved columns.
-        let pair = (h[b] as i16 as u16 as u32) | ((h[b + 1] as i16 as u16 as u32) << 16);
-        let hp = _mm256_set1_epi32(pair as i32);
-        let (r0, r1) = (
-            &q[b * cols..(b + 1) * cols],
-            &q[(b + 1) * cols..(b + 2) * cols],
-        );
-        let mut c = 0;
-        while c < wide {
-            // SAFETY: c + 16 <= wide <= cols = len of r0, r1 and acc; unaligned accesses.
-            unsafe {
-                let a = _mm_loadu_si128(r0.as_ptr().add(c) as *const __m128i);
-                let bb = _mm_loadu_si128(r1.as_ptr().add(c) as *const __m128i);
-                let lo = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_unpacklo_epi8(a, bb)), hp);
-                let hi = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_unpackhi_epi8(a, bb)), hp);
-                let pa = acc.as_mut_ptr().add(c) as *mut __m256i;
-                _mm256_storeu_si256(pa, _mm256_add_epi32(_mm256_loadu_si256(pa), lo));
-                let pb = pa.add(1);
-                _mm256_storeu_si256(pb, _mm256_add_epi32(_mm256_loadu_si256(pb), hi));
-            }
-            c += 16;
-        }
-        for c in wide..cols {
-            acc[c] += h[b] as i32 * r0[c] as i32 + h[b + 1] as i32 * r1[c] as i32;
-        }
-        b += 2;
-    }
-    if b < rows {
-        generic::accumulate_rows_i8(acc, &q[b * cols..(b + 1) * cols], &h[b..b + 1]);
-    }
-}
-
 /// `e^x` for 8 lanes, `x` in `[-87, 0]` (all [`gelu_erf_avx2`] needs): `2^n e^r` with
 /// `|r| <= ln2 / 2` and a degree-6 Taylor polynomial (relative error about 1e-7).
 #[inline]
@@ -297,13 +187,21 @@ fn gelu_erf_slice_avx2(x: &mut [f32]) {
         // SAFETY: c has exactly 8 elements; unaligned load and store.
         unsafe { _mm256_storeu_ps(c.as_mut_ptr(), gelu_erf_avx2(_mm256_loadu_ps(c.as_ptr()))) };
     }
-    for v in chunks.into_remainder() {
-        *v = generic::activate_fast(crate::config::Activation::GeluErf, *v);
+    // The tail through the same vector code (padded), so that each value's result never
+    // depends on its position in the slice.
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let mut l = [0.0f32; 8];
+        l[..rest.len()].copy_from_slice(rest);
+        // SAFETY: l has exactly 8 elements; unaligned load and store.
+        unsafe { _mm256_storeu_ps(l.as_mut_ptr(), gelu_erf_avx2(_mm256_loadu_ps(l.as_ptr()))) };
+        rest.copy_from_slice(&l[..rest.len()]);
     }
 }
 
 /// AVX2+FMA GELU (erf form) in place: within `|x| * 2e-7` (plus rounding) of
-/// [`super::activate_fast`] (same formula, vector `exp`).
+/// [`super::activate_fast`] (same formula, vector `exp`). Elementwise: a value's result does
+/// not depend on its position in `x`.
 pub fn x86_avx2_gelu_erf(x: &mut [f32]) {
     if available() {
         // SAFETY: the CPU has AVX2 and FMA (checked above).
@@ -347,30 +245,6 @@ pub fn x86_avx2_axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// AVX2 [`super::accumulate_rows_i8`]: the same exact i32 sums. Shapes as there.
-pub fn x86_avx2_accumulate_rows_i8(acc: &mut [i32], q: &[i8], h: &[i8]) {
-    debug_assert_eq!(q.len(), h.len() * acc.len());
-    if available() {
-        // SAFETY: the CPU has AVX2 (checked above).
-        unsafe { accumulate_rows_i8_avx2(acc, q, h) }
-    } else {
-        generic::accumulate_rows_i8(acc, q, h)
-    }
-}
-
-#[target_feature(enable = "avx2")]
-fn matmul_i8_i8_avx2(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-    generic::matmul_i8_i8_with(
-        |a, b, s| dot_i8_q8_blocks_avx2(a, b, s),
-        |a, xs, ss| dot4_i8_q8_blocks_avx2(a, xs, ss),
-        w,
-        x,
-        n,
-        bias,
-        y,
-    );
-}
-
 #[target_feature(enable = "avx2,fma")]
 fn matmul_f32_avx2(
     w: &[f32],
@@ -401,28 +275,6 @@ pub fn x86_avx2_dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
     }
 }
 
-/// AVX2 [`super::dot_i8_q8_blocks`]: the same bits (exact quad sums, same float ops), for
-/// `xq` without `-128` (as [`super::quantize_i8_blocks`] makes it).
-pub fn x86_avx2_dot_i8_q8_blocks(w: &[i8], xq: &[i8], s: &[f32]) -> f32 {
-    debug_assert_eq!(w.len(), xq.len());
-    if available() {
-        // SAFETY: the CPU has AVX2 (checked above).
-        unsafe { dot_i8_q8_blocks_avx2(w, xq, s) }
-    } else {
-        generic::dot_i8_q8_blocks(w, xq, s)
-    }
-}
-
-/// AVX2 [`super::dot4_i8_q8_blocks`]: the same bits, each weight block loaded once.
-pub fn x86_avx2_dot4_i8_q8_blocks(w: &[i8], xs: [&[i8]; 4], ss: [&[f32]; 4]) -> [f32; 4] {
-    if available() {
-        // SAFETY: the CPU has AVX2 (checked above).
-        unsafe { dot4_i8_q8_blocks_avx2(w, xs, ss) }
-    } else {
-        generic::dot4_i8_q8_blocks(w, xs, ss)
-    }
-}
-
 /// AVX2+FMA `a . b` of two f32 slices of equal length (elements); rounding differs from
 /// [`super::dot`] (the generic kernel when the CPU lacks AVX2 or FMA).
 pub fn x86_avx2_dot_f32(a: &[f32], b: &[f32]) -> f32 {
@@ -446,23 +298,6 @@ pub fn x86_avx2_axpy_i8(y: &mut [f32], s: f32, q: &[i8]) {
         for (yi, &qi) in y.iter_mut().zip(q) {
             *yi += s * qi as f32;
         }
-    }
-}
-
-/// AVX2 [`super::matmul_i8_i8`]: bit-identical (the dot products are exact integers).
-/// Shapes as there.
-pub fn x86_avx2_matmul_i8_i8(
-    w: &Matrix<'_>,
-    x: &[f32],
-    n: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    if available() {
-        // SAFETY: the CPU has AVX2 (checked above).
-        unsafe { matmul_i8_i8_avx2(w, x, n, bias, y) }
-    } else {
-        generic::matmul_i8_i8(w, x, n, bias, y)
     }
 }
 
