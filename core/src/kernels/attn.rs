@@ -328,8 +328,8 @@ pub fn attn_softmax_rows(
 }
 
 // The fast path's choice: the AVX-512 kernels in std builds on x86-64 (each falls back to the
-// generic one when the CPU lacks AVX-512F), the simd128 dense tile on wasm, the generic ones
-// elsewhere.
+// generic one when the CPU lacks AVX-512F), the simd128 score and dense tiles on wasm, the
+// generic ones elsewhere.
 #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
 pub(crate) use self::{
     attn_candidates as candidates_fast, attn_softmax_rows as softmax_rows_fast,

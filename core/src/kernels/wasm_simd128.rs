@@ -1,26 +1,41 @@
 //! wasm `simd128` versions of the generic kernels: the f32 tile dot of the reference path,
-//! and the int8-activation products, quantization and GELU of the fast path.
+//! and the int8-activation products, quantization, GELU and attention tiles of the fast path
+//! (`Kernels::Fast`, the default of the wasm package).
 //!
 //! Built only for `wasm32` with the `simd128` feature (`-C target-feature=+simd128`); node 20
-//! and every current browser have it. simd128 has no fused multiply-add, so float kernels that
-//! keep the generic order of operations give the generic bits.
+//! and every current browser have it (relaxed SIMD is not on by default in node 20, so none is
+//! used). simd128 has no fused multiply-add, so float kernels that keep the generic order of
+//! operations give the generic bits.
 //!
 //! - [`dot_tile`]: the generic summation order keeps 4 accumulators for columns `i mod 4` and
 //!   combines them as `(a0 + a1) + (a2 + a3)`: that is exactly one f32x4 accumulator, so the
 //!   reference kernels give the same bits with and without simd128.
-//! - [`wasm_simd128_matmul_q8_tokens`]: register tiles of 4 weight rows x 2 tokens; weights
-//!   sign-extended from 8 to 16 bits on load (`i16x8.load8x8_s`), activations widened to i16
-//!   once per call, products and pair sums by `i32x4.dot_i16x8_s`. The block sums are exact
-//!   i32 (any order), then the generic float epilogue lane by lane: the same bits.
-//! - [`wasm_simd128_accumulate_q8_tokens`]: two rows of `down_t` interleaved as i16 pairs,
-//!   times the tokens' activation pairs, again by `i32x4.dot_i16x8_s`: exact sums, same bits.
+//! - [`wasm_simd128_matmul_q8_tokens`] (the projections and the feed-forward's up): 16 tokens
+//!   packed once as 16-bit column pairs interleaved by token, each pair of weight rows widened
+//!   once; `i32x4.dot_i16x8_s` of 4 tokens' pairs with one broadcast weight pair, in register
+//!   tiles of 2 rows x 16 tokens. The block sums are exact i32 (any order), then the generic
+//!   float sum and epilogue lane by lane: the same bits.
+//! - [`wasm_simd128_accumulate_q8_tokens`] (the feed-forward's down): the same scheme with the
+//!   roles swapped (pairs of rows of `down_t` packed per call, the tokens' activations packed
+//!   by pairs of units), tiles of 4 columns x 8 tokens: exact sums, same bits.
 //! - [`wasm_simd128_quantize_i8_token`]: the generic rounding (half away from zero, saturating
 //!   conversion) on 4 lanes: the same bits for finite inputs.
-//! - [`wasm_simd128_gelu_erf`]: the formula of [`super::activate_fast`] with [`wasm_simd128_exp_f32x4`] (the
-//!   Cephes polynomial of [`super::attn::exp_poly`]) instead of the math library's `exp`.
+//! - [`wasm_simd128_exp_f32x4`]: [`super::attn::exp_poly`] on 4 lanes, the same bits.
+//! - [`wasm_simd128_attn_scores_tile`], [`wasm_simd128_attn_dense_tile`]: the generic block
+//!   kernels of the fast attention with the lanes (queries) as vector lanes: the same bits.
+//! - [`wasm_simd128_gelu_erf`]: the formula of [`super::activate_fast`] with
+//!   [`wasm_simd128_exp_f32x4`] instead of the math library's `exp` (within a few ulps).
 //!
-//! Loads go through raw pointers (the simd128 load intrinsics take them): each `unsafe`
-//! block reads inside a slice whose length was checked before.
+//! Why these shapes (measured in node 20 on x86-64, with V8's code and valgrind instruction
+//! counts): V8 gives wasm 15 vector registers, so 8 i32x4 accumulators plus the operands are
+//! the most a tile keeps without spilling; and every load whose address is not a pointer plus
+//! a constant costs an extra instruction, so the packed layouts put a tile's operands at
+//! constant offsets from one or two pointers.
+//!
+//! Loads and stores go through raw pointers (the simd128 memory intrinsics take them): each
+//! `unsafe` block stays inside a slice whose length was checked before. Packing scratch is
+//! `MaybeUninit` (written before it is read, never zeroed: zeroing it cost about 1% of a
+//! MiniLM embedding).
 
 use super::attn::{
     ATTN_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, EXP_P, EXP_POLY_MAX, EXP_POLY_MIN, LN2_HI,
@@ -29,6 +44,7 @@ use super::attn::{
 use super::generic::{self, QT_BLOCK, qt_blocks};
 use super::{Matrix, Weights};
 use core::arch::wasm32::*;
+use core::mem::MaybeUninit;
 
 /// Sum of `a[i] * b[i]` (`a.len() == b.len()`), in the generic kernels' tile order.
 #[inline(always)]
@@ -67,8 +83,8 @@ fn st4(s: &mut [f32], v: v128) {
 /// Tokens [`wasm_simd128_matmul_q8_tokens`] packs together: 4 vectors of 4 lanes.
 const MT: usize = 16;
 /// Columns of one panel of packed activations and weights (elements, a multiple of
-/// [`QT_BLOCK`]): [`MT`] tokens of this many columns take 48 KiB of stack as i16.
-const PANEL: usize = 1536;
+/// [`QT_BLOCK`]): [`MT`] tokens of this many columns take 16 KiB of stack as i16.
+const PANEL: usize = 512;
 /// Weight rows of a register tile (2 rows x 4 token vectors: 8 accumulators, 2 weight
 /// broadcasts and the activation vector fit the 15 vector registers V8 allocates on x86-64).
 const MR: usize = 2;
@@ -103,14 +119,20 @@ fn transpose4(rows: [v128; 4]) -> [v128; 4] {
 
 /// Packs columns `c0..c0 + pc` of the `g <= MT` int8 token rows `xq` (row `t` at `t * cols`)
 /// as 16-bit column pairs, token-interleaved: `xp[(p * MT + t) * 2 + e] = x[t][c0 + 2p + e]`,
-/// zeros past `pc` (up to a multiple of 8 columns) and for the tokens `g..4 * ceil(g / 4)`
-/// (the lanes of the last vector).
-fn pack_tokens(xq: &[i8], cols: usize, g: usize, c0: usize, pc: usize, xp: &mut [i16]) {
-    let lanes = g.div_ceil(4) * 4;
+/// zeros past `pc` (up to a multiple of 8 columns) and for the tokens `g..MT`. Returns the
+/// number of values written, all of `xp[..n]` (the scratch is not zeroed beforehand).
+fn pack_tokens(
+    xq: &[i8],
+    cols: usize,
+    g: usize,
+    c0: usize,
+    pc: usize,
+    xp: &mut [MaybeUninit<i16>],
+) -> usize {
     let pc8 = pc & !7;
     let pairs = pc.div_ceil(8) * 4;
     let xp = &mut xp[..pairs * MT * 2];
-    for t in (0..lanes).step_by(4) {
+    for t in (0..MT).step_by(4) {
         let mut c = 0;
         while c < pc8 {
             let rows: [v128; 4] = core::array::from_fn(|j| {
@@ -134,33 +156,45 @@ fn pack_tokens(xq: &[i8], cols: usize, g: usize, c0: usize, pc: usize, xp: &mut 
             for j in 0..4 {
                 for e in 0..2 {
                     let c = 2 * p + e;
-                    xp[(p * MT + t + j) * 2 + e] = if t + j < g && c < pc {
+                    xp[(p * MT + t + j) * 2 + e].write(if t + j < g && c < pc {
                         xq[(t + j) * cols + c0 + c] as i16
                     } else {
                         0
-                    };
+                    });
                 }
             }
         }
     }
+    pairs * MT * 2
+}
+
+/// `buf[..n]` as the values written there.
+///
+/// # Safety
+/// Every element of `buf[..n]` was written.
+unsafe fn written<T>(buf: &[MaybeUninit<T>], n: usize) -> &[T] {
+    let b = &buf[..n];
+    // SAFETY: the caller wrote every element of b, and MaybeUninit<T> has the layout of T.
+    unsafe { core::slice::from_raw_parts(b.as_ptr() as *const T, n) }
 }
 
 /// One register tile: `R` widened weight rows, as 16-bit column pairs interleaved by row
-/// (`wp[p * MR + r]`, zeros past the panel's columns) times the packed tokens `xp` (`4 * V` lanes, [`pack_tokens`]) over the blocks of
-/// a panel of `quads` groups of 8 columns, with the tokens' block scales `sp[b * MT + t]`:
+/// (`wp[p * MR + r]`, zeros past the panel's columns) times the packed tokens `xp` (`4 * V`
+/// lanes, [`pack_tokens`]) over the blocks of a panel of `quads` groups of 8 columns, with
+/// the tokens' block scales `sp[b * MT + t]`:
 /// adds `(block dot as f32) * scale` to `fv[r][v]` (lane = token) block by block, as the
 /// generic kernel does.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // acc[r][v]: the tile's two indices read best as such
 fn tile_q8<const R: usize, const V: usize>(
-    wp: &[i32; PANEL / 2 * MR],
+    wp: &[i32],
     xp: &[i16],
     sp: &[f32],
     quads: usize,
     fv: &mut [[v128; V]; R],
 ) {
     const QB: usize = QT_BLOCK / 8; // groups of 8 columns per block
-    assert!(8 * quads <= PANEL && xp.len() >= 4 * quads * MT * 2);
+    assert!(wp.len() >= 4 * quads * MR && xp.len() >= 4 * quads * MT * 2);
     assert!(sp.len() >= quads.div_ceil(QB) * MT);
     let mut q0 = 0;
     let mut b = 0;
@@ -168,8 +202,8 @@ fn tile_q8<const R: usize, const V: usize>(
         let q1 = quads.min(q0 + QB);
         let mut acc = [[i32x4_splat(0); V]; R];
         for p in 4 * q0..4 * q1 {
-            // SAFETY: p * MR + r < 4 * quads * MR <= PANEL / 2 * MR and (p * MT + 4v) * 2 + 8
-            // <= 4 * quads * MT * 2 <= xp.len() (4v + 4 <= MT), both asserted above.
+            // SAFETY: p * MR + r < 4 * quads * MR <= wp.len() and (p * MT + 4v) * 2 + 8 <= 4 *
+            // quads * MT * 2 <= xp.len() (4v + 4 <= MT), both asserted above.
             let bw: [v128; R] = core::array::from_fn(|r| unsafe {
                 v128_load32_splat(wp.as_ptr().add(p * MR + r) as *const u32)
             });
@@ -195,7 +229,8 @@ fn tile_q8<const R: usize, const V: usize>(
 
 /// Widens columns `c0..c0 + pc` of the `rt <= MR` rows `r0..` of `q` (`cols` each) to 16-bit
 /// column pairs interleaved by row, `wp[p * MR + r]` (low half column `2p`, high half `2p +
-/// 1`), zeros past `pc` up to `8 * quads` columns and for the rows `rt..MR`.
+/// 1`), zeros past `pc` up to `8 * quads` columns and for the rows `rt..MR`. Returns the number
+/// of values written, all of `wp[..n]`.
 #[allow(clippy::too_many_arguments)]
 fn widen_rows(
     q: &[i8],
@@ -205,8 +240,8 @@ fn widen_rows(
     c0: usize,
     pc: usize,
     quads: usize,
-    wp: &mut [i32],
-) {
+    wp: &mut [MaybeUninit<i32>],
+) -> usize {
     const _: () = assert!(MR == 2);
     let pc8 = pc & !7;
     let z = i16x8_splat(0);
@@ -240,9 +275,10 @@ fn widen_rows(
     for p in pc8 / 2..quads * 4 {
         for (r, row) in rows.iter().enumerate() {
             let at = |c: usize| row.get(c).map_or(0, |&v| v as i16 as u16 as u32);
-            wp[p * MR + r] = (at(2 * p) | at(2 * p + 1) << 16) as i32;
+            wp[p * MR + r].write((at(2 * p) | at(2 * p + 1) << 16) as i32);
         }
     }
+    quads * 4 * MR
 }
 
 /// The lanes of a vector.
@@ -263,7 +299,7 @@ fn lanes4(v: v128) -> [f32; 4] {
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn rows_q8<const R: usize, const V: usize>(
-    wp: &[i32; PANEL / 2 * MR],
+    wp: &[i32],
     xp: &[i16],
     sp: &[f32],
     quads: usize,
@@ -331,9 +367,10 @@ pub fn wasm_simd128_matmul_q8_tokens(
     debug_assert_eq!(xq.len(), n * cols);
     debug_assert_eq!(xs.len(), n * nb);
     debug_assert_eq!(y.len(), n * rows);
-    let mut xp = [0i16; MT * PANEL];
+    // Scratch written before it is read (pack_tokens, widen_rows): not zeroed per call.
+    let mut xp = [MaybeUninit::<i16>::uninit(); MT * PANEL];
     let mut sp = [0f32; MT * PANEL / QT_BLOCK];
-    let mut wp = [0i32; PANEL / 2 * MR];
+    let mut wp = [MaybeUninit::<i32>::uninit(); PANEL / 2 * MR];
     let mut i0 = 0;
     while i0 < n {
         let g = MT.min(n - i0);
@@ -344,7 +381,9 @@ pub fn wasm_simd128_matmul_q8_tokens(
             let pc = PANEL.min(cols - c0);
             let quads = pc.div_ceil(8);
             let (b0, pb) = (c0 / QT_BLOCK, pc.div_ceil(QT_BLOCK));
-            pack_tokens(xg, cols, g, c0, pc, &mut xp);
+            let nx = pack_tokens(xg, cols, g, c0, pc, &mut xp);
+            // SAFETY: pack_tokens wrote xp[..nx].
+            let xpw = unsafe { written(&xp, nx) };
             for b in 0..pb {
                 for t in 0..MT {
                     sp[b * MT + t] = if t < g {
@@ -358,19 +397,21 @@ pub fn wasm_simd128_matmul_q8_tokens(
             let mut r0 = 0;
             while r0 < rows {
                 let rt = MR.min(rows - r0);
-                widen_rows(q, cols, r0, rt, c0, pc, quads, &mut wp);
+                let nw = widen_rows(q, cols, r0, rt, c0, pc, quads, &mut wp);
+                // SAFETY: widen_rows wrote wp[..nw].
+                let wpw = unsafe { written(&wp, nw) };
                 let ctx = (r0, rows, g);
                 let fl = (first, last);
-                let (xp, sp) = (&xp[..], &sp[..]);
+                let (xp, sp, wp) = (xpw, &sp[..], wpw);
                 match (rt, g.div_ceil(4)) {
-                    (2, 4) => rows_q8::<2, 4>(&wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    (2, 3) => rows_q8::<2, 3>(&wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    (2, 2) => rows_q8::<2, 2>(&wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    (2, _) => rows_q8::<2, 1>(&wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    (_, 4) => rows_q8::<1, 4>(&wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    (_, 3) => rows_q8::<1, 3>(&wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    (_, 2) => rows_q8::<1, 2>(&wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    _ => rows_q8::<1, 1>(&wp, xp, sp, quads, ctx, fl, scales, bias, yg),
+                    (2, 4) => rows_q8::<2, 4>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
+                    (2, 3) => rows_q8::<2, 3>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
+                    (2, 2) => rows_q8::<2, 2>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
+                    (2, _) => rows_q8::<2, 1>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
+                    (_, 4) => rows_q8::<1, 4>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
+                    (_, 3) => rows_q8::<1, 3>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
+                    (_, 2) => rows_q8::<1, 2>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
+                    _ => rows_q8::<1, 1>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
                 }
                 r0 += rt;
             }
@@ -401,10 +442,10 @@ pub fn wasm_simd128_matmul_i8_i8_token(
 
 /// Longest `k` (rows of `q`) [`wasm_simd128_accumulate_q8_tokens`] takes; longer go to the
 /// generic kernel. The feed-forward blocks use 64.
-const ACC_MAX_K: usize = 512;
+const ACC_MAX_K: usize = 128;
 /// Packed weight pairs of one column panel of [`wasm_simd128_accumulate_q8_tokens`] (i32,
-/// 32 KiB of stack).
-const QP_LEN: usize = 8192;
+/// 16 KiB of stack).
+const QP_LEN: usize = 4096;
 /// Columns of a register tile of [`wasm_simd128_accumulate_q8_tokens`] (4 columns x 2 token
 /// vectors: 8 accumulators, 4 weight broadcasts and the activation vector).
 const AC: usize = 4;
@@ -412,7 +453,7 @@ const AC: usize = 4;
 /// Packs columns `c0..c0 + cp` of the rows of `q` (`cols` each, `pairs4` pairs of rows, rows
 /// past `q` zero) as 16-bit row pairs, tile by tile of [`AC`] columns: `qp[(c / AC * pairs4 +
 /// p) * AC + c % AC]` holds `(q[2p][c0 + c], q[2p + 1][c0 + c])` in its low and high half,
-/// zeros for the columns `cp..cpw`.
+/// zeros for the columns `cp..cpw`. Returns the number of values written, all of `qp[..n]`.
 fn pack_row_pairs(
     q: &[i8],
     cols: usize,
@@ -420,8 +461,8 @@ fn pack_row_pairs(
     c0: usize,
     cp: usize,
     cpw: usize,
-    qp: &mut [i32],
-) {
+    qp: &mut [MaybeUninit<i32>],
+) -> usize {
     const _: () = assert!(AC == 4);
     let k = q.len() / cols;
     let cp8 = cp & !7;
@@ -435,21 +476,7 @@ fn pack_row_pairs(
         let (t0, t1) = qp[c * pairs4..(c + 8) * pairs4].split_at_mut(AC * pairs4);
         let (d0, d1) = (t0.as_mut_ptr(), t1.as_mut_ptr());
         let src = q.as_ptr().wrapping_add(c0 + c);
-        for p in 0..pairs4 {
-            let (a, b) = if p < full {
-                // SAFETY: rows 2p and 2p + 1 < k exist; columns c0 + c..c0 + c + 8 <= cols.
-                unsafe {
-                    (
-                        i16x8_load_extend_i8x8(src.add(2 * p * cols)),
-                        i16x8_load_extend_i8x8(src.add((2 * p + 1) * cols)),
-                    )
-                }
-            } else if 2 * p < k {
-                // SAFETY: the odd last row 2p < k exists, as above.
-                (unsafe { i16x8_load_extend_i8x8(src.add(2 * p * cols)) }, z)
-            } else {
-                (z, z)
-            };
+        let store = |p: usize, a: v128, b: v128| {
             let lo = i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(a, b);
             let hi = i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(a, b);
             // SAFETY: AC * p + AC <= AC * pairs4, the length of each tile.
@@ -457,6 +484,28 @@ fn pack_row_pairs(
                 v128_store(d0.add(AC * p) as *mut v128, lo);
                 v128_store(d1.add(AC * p) as *mut v128, hi);
             }
+        };
+        for p in 0..full {
+            // SAFETY: rows 2p and 2p + 1 < k exist; columns c0 + c..c0 + c + 8 <= cols.
+            let (a, b) = unsafe {
+                let r = src.add(2 * p * cols);
+                (
+                    i16x8_load_extend_i8x8(r),
+                    i16x8_load_extend_i8x8(r.add(cols)),
+                )
+            };
+            store(p, a, b);
+        }
+        if k % 2 == 1 {
+            // SAFETY: the odd last row k - 1 exists, as above.
+            store(
+                full,
+                unsafe { i16x8_load_extend_i8x8(src.add((k - 1) * cols)) },
+                z,
+            );
+        }
+        for p in k.div_ceil(2)..pairs4 {
+            store(p, z, z);
         }
         c += 8;
     }
@@ -469,15 +518,16 @@ fn pack_row_pairs(
                     0
                 }
             };
-            qp[(c / AC * pairs4 + p) * AC + c % AC] = (w(2 * p) | w(2 * p + 1) << 16) as i32;
+            qp[(c / AC * pairs4 + p) * AC + c % AC].write((w(2 * p) | w(2 * p + 1) << 16) as i32);
         }
     }
+    cpw * pairs4
 }
 
 /// One register tile of [`wasm_simd128_accumulate_q8_tokens`]: the tile of columns `c..c +
-/// AC` of the packed panel `qp` ([`pack_row_pairs`], `cpw` columns) times the packed tokens `hp` (`4 * V` lanes,
-/// [`pack_tokens`]) over `pairs4` row pairs: the exact i32 sums, one vector (lane = token) per
-/// column and token vector.
+/// AC` of the packed panel `qp` ([`pack_row_pairs`], `cpw` columns) times the packed tokens
+/// `hp` (`4 * V` lanes, [`pack_tokens`]) over `pairs4` row pairs: the exact i32 sums, one
+/// vector (lane = token) per column and token vector.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // acc[r][v]: the tile's two indices read best as such
 fn tile_acc<const V: usize>(
@@ -538,12 +588,15 @@ pub fn wasm_simd128_accumulate_q8_tokens(
     let pairs4 = k.div_ceil(8) * 4;
     // Panel width: a multiple of the tile width, so that QP_LEN holds every pair of it.
     let cpw_max = (QP_LEN / pairs4) & !(AC - 1);
-    let mut hp = [0i16; MT * ACC_MAX_K];
-    let mut qp = [0i32; QP_LEN];
+    // Scratch written before it is read (pack_tokens, pack_row_pairs): not zeroed per call.
+    let mut hp = [MaybeUninit::<i16>::uninit(); MT * ACC_MAX_K];
+    let mut qp = [MaybeUninit::<i32>::uninit(); QP_LEN];
     let mut i0 = 0;
     while i0 < n {
         let g = MT.min(n - i0);
-        pack_tokens(&hq[i0 * k..(i0 + g) * k], k, g, 0, k, &mut hp);
+        let nh = pack_tokens(&hq[i0 * k..(i0 + g) * k], k, g, 0, k, &mut hp);
+        // SAFETY: pack_tokens wrote hp[..nh].
+        let hp = unsafe { written(&hp, nh) };
         let hsv: [v128; MT / 4] = core::array::from_fn(|v| {
             let at = |j: usize| hs[i0 + (4 * v + j).min(g - 1)];
             f32x4(at(0), at(1), at(2), at(3))
@@ -552,7 +605,9 @@ pub fn wasm_simd128_accumulate_q8_tokens(
         while c0 < cols {
             let cp = cpw_max.min(cols - c0);
             let cpw = cp.div_ceil(AC) * AC;
-            pack_row_pairs(q, cols, pairs4, c0, cp, cpw, &mut qp);
+            let nq = pack_row_pairs(q, cols, pairs4, c0, cp, cpw, &mut qp);
+            // SAFETY: pack_row_pairs wrote qp[..nq].
+            let qpw = unsafe { written(&qp, nq) };
             let mut c = 0;
             while c < cp {
                 let live_c = AC.min(cp - c);
@@ -560,9 +615,9 @@ pub fn wasm_simd128_accumulate_q8_tokens(
                 while 4 * v0 < g {
                     let vt = if g - 4 * v0 > 4 { 2 } else { 1 };
                     let sums: [[v128; 2]; AC] = if vt == 2 {
-                        tile_acc::<2>(&qp, cpw, c, &hp, v0, pairs4)
+                        tile_acc::<2>(qpw, cpw, c, hp, v0, pairs4)
                     } else {
-                        tile_acc::<1>(&qp, cpw, c, &hp, v0, pairs4).map(|a| [a[0], a[0]])
+                        tile_acc::<1>(qpw, cpw, c, hp, v0, pairs4).map(|a| [a[0], a[0]])
                     };
                     for (v, &hv) in hsv.iter().enumerate().skip(v0).take(vt) {
                         // (sum as f32) * hs, lane = token; then out + that, as generic.

@@ -181,6 +181,8 @@ fn wasm_opt(f: Flavour) -> Cmd {
         .args([
             "--low-memory-unused",
             "--optimize-added-constants-propagate",
+            // Keep the function names (profiles, stack traces), as wasm-bindgen does.
+            "--debuginfo",
             "-o",
         ])
         .arg(opt_file(f))
@@ -234,7 +236,8 @@ fn host_reference() -> Res {
             .and_then(|s| s.strip_suffix('}'))
             .ok_or("unexpected output of topkit embed --json")?;
         parts.push(format!(
-            "\"{name}\":{{\"kernels\":\"{kernels}\",\"k_attn\":{},\"k_ff\":{},\"embeddings\":{body}}}",
+            "\"{name}\":{{\"kernels\":\"{kernels}\",\"k_attn\":{},\"k_ff\":{},\
+             \"embeddings\":{body}}}",
             ka.map_or("null".into(), |k| k.to_string()),
             kf.map_or("null".into(), |k| k.to_string()),
         ));
