@@ -444,7 +444,7 @@ fn ffn_q8(
     let down_q8 = k_ff.is_none() && w.down_t.dtype() == DType::I8;
     let (down_q, down_s) = int8(&w.down_t);
     let mut qx = [0i8; QT_GROUP * Q8_MAX_COLS];
-    let mut sx = [0.0f32; QT_GROUP * Q8_MAX_COLS / 4];
+    let mut sx = [0.0f32; QT_GROUP * Q8_MAX_COLS / crate::kernels::QT_BLOCK];
     let nb = qt_blocks(d);
     let mut hb = [0.0f32; QT_GROUP * UP_UNITS];
     let mut gb = [0.0f32; QT_GROUP * UP_UNITS];
