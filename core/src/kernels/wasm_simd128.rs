@@ -468,8 +468,9 @@ fn pack_row_pairs(
     let cp8 = cp & !7;
     let z = i16x8_splat(0);
     let qp = &mut qp[..cpw * pairs4];
-    // Two tiles (8 columns) at a time: row pairs in order, each tile's pairs contiguous.
-    assert!(q.len() >= k * cols && c0 + cp <= cols);
+    // Two tiles (8 columns) at a time: row pairs in order, each tile's pairs contiguous. The
+    // loads below rely on this bound (rows < k are inside q, as k = q.len() / cols).
+    assert!(c0 + cp <= cols);
     let full = k / 2;
     let mut c = 0;
     while c < cp8 {
@@ -561,7 +562,7 @@ fn tile_acc<const V: usize>(
 }
 
 /// simd128 [`super::accumulate_q8_tokens`]: the same bits (exact i32 sums, then one multiply
-/// and one add per element). Shapes as there; `k > 512` goes to the generic kernel.
+/// and one add per element). Shapes as there; `k > 128` goes to the generic kernel.
 ///
 /// Tokens go [`MT`] at a time, their int8 rows packed as 16-bit pairs interleaved by token
 /// ([`pack_tokens`], pairs along `k`); the rows of `q` are packed per column panel as 16-bit
