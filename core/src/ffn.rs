@@ -464,7 +464,7 @@ fn ffn_q8(
         return;
     }
     let mut qx = [0i8; QT_GROUP * Q8_MAX_COLS];
-    let mut sx = [0.0f32; QT_GROUP * Q8_MAX_COLS / 4];
+    let mut sx = [0.0f32; QT_GROUP * Q8_MAX_COLS / crate::kernels::QT_BLOCK];
     let nb = qt_blocks(d);
     let mut hb = [0.0f32; QT_GROUP * UP_UNITS];
     let mut gb = [0.0f32; QT_GROUP * UP_UNITS];

@@ -11,6 +11,10 @@ Setup (once): ~/.cache/topkit/venv-ref/bin/pip install onnx==1.19.1 onnxruntime=
 Run:          ~/.cache/topkit/venv-ref/bin/python tools/reference/onnx_side_by_side.py
               [--iters 15] [--seqs 32,128,256] [--bench PATH-to-topkit-bench]
 (build the bench first: cargo build --release -p topkit-bench).
+
+`--export-only` stops after the export and writes the sentence-transformers embeddings of the
+bench texts to <cache>/onnx/reference-embeddings.json ({"32": [...384 floats], ...}): what
+tools/reference/wasm_side_by_side.mjs (onnxruntime-web in node) reads.
 """
 
 import argparse
@@ -79,6 +83,17 @@ def export(out_dir):
     return fp32, int8
 
 
+def write_reference(out_dir, seqs):
+    """sentence-transformers embeddings (normalised) of text_of(n), as JSON keyed by n."""
+    from sentence_transformers import SentenceTransformer
+
+    ref = SentenceTransformer(str(MODEL_DIR), device="cpu")
+    emb = {str(n): [float(v) for v in ref.encode([text_of(n)], normalize_embeddings=True)[0]] for n in seqs}
+    path = out_dir / "reference-embeddings.json"
+    path.write_text(json.dumps(emb))
+    print(f"reference embeddings of {seqs} tokens in {path}")
+
+
 def embed_fn(sess, tok):
     def embed(text):
         enc = tok(text, return_tensors="np")
@@ -101,7 +116,12 @@ def main():
     root = Path(__file__).resolve().parents[2]
     target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
     ap.add_argument("--bench", default=str(target / "release/topkit-bench"))
+    ap.add_argument("--export-only", action="store_true")
     a = ap.parse_args()
+    if a.export_only:
+        print(export(CACHE / "onnx"))
+        write_reference(CACHE / "onnx", [int(s) for s in a.seqs.split(",")])
+        return
 
     import onnxruntime as ort
     import torch

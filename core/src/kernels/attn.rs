@@ -328,12 +328,22 @@ pub fn attn_softmax_rows(
 }
 
 // The fast path's choice: the AVX-512 kernels in std builds on x86-64 (each falls back to the
-// generic one when the CPU lacks AVX-512F), the generic ones elsewhere.
+// generic one when the CPU lacks AVX-512F), the simd128 score and dense tiles on wasm, the
+// generic ones elsewhere.
 #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
 pub(crate) use self::{
-    attn_candidates as candidates_fast, attn_dense_tile as dense_tile_fast,
-    attn_scores_tile as scores_tile_fast, attn_softmax_rows as softmax_rows_fast,
+    attn_candidates as candidates_fast, attn_softmax_rows as softmax_rows_fast,
     attn_topk_tile as topk_tile_fast,
+};
+#[cfg(not(any(
+    all(feature = "std", target_arch = "x86_64"),
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+pub(crate) use self::{attn_dense_tile as dense_tile_fast, attn_scores_tile as scores_tile_fast};
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub(crate) use super::wasm_simd128::{
+    wasm_simd128_attn_dense_tile as dense_tile_fast,
+    wasm_simd128_attn_scores_tile as scores_tile_fast,
 };
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub(crate) use super::x86_attention::{

@@ -352,7 +352,7 @@ pub(crate) fn matmul_i8_i8_token_with(
     debug_assert_eq!(y.len(), n * rows);
     debug_assert!(cols <= Q8_MAX_COLS);
     let mut qx = [0i8; QT_GROUP * Q8_MAX_COLS];
-    let mut sx = [0.0f32; QT_GROUP * Q8_MAX_COLS / 4];
+    let mut sx = [0.0f32; QT_GROUP * Q8_MAX_COLS / QT_BLOCK];
     let mut i0 = 0;
     while i0 < n {
         let g = QT_GROUP.min(n - i0);
@@ -380,7 +380,7 @@ pub(crate) fn matmul_i8_i8_token_with(
 /// `X` (`n` rows of `cols <= Q8_MAX_COLS` elements) gets one dynamic scale per [`QT_BLOCK`]
 /// columns ([`quantize_i8_token`]), every block dot product is an exact i32, then
 /// [`matmul_q8_tokens`]'s float sum. `W` must be [`Weights::I8`]; shapes as in [`matmul`].
-/// Stack: about `QT_GROUP * Q8_MAX_COLS * 2` bytes (128 KiB).
+/// Stack: about `QT_GROUP * Q8_MAX_COLS` bytes plus the scales (68 KiB).
 ///
 /// Error against [`matmul`]: the activation rounding, at most half a step of each block's
 /// scale (`max|x_block| / 254`) per element.

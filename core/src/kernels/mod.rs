@@ -20,6 +20,12 @@ mod x86_avx512;
 #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
 pub use arm_dsp::{DSP_SEGMENT, arm_dsp_dot_i8_i8, arm_dsp_matvec_i8_i8};
 pub use generic::*;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub use wasm_simd128::{
+    wasm_simd128_accumulate_q8_tokens, wasm_simd128_attn_dense_tile, wasm_simd128_attn_scores_tile,
+    wasm_simd128_exp_f32x4, wasm_simd128_gelu_erf, wasm_simd128_matmul_i8_i8_token,
+    wasm_simd128_matmul_q8_tokens, wasm_simd128_quantize_i8_token,
+};
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_attention::{
     available as x86_avx512_attn_available, x86_avx512_attn_candidates, x86_avx512_attn_dense_tile,
@@ -148,8 +154,10 @@ pub enum Kernels {
     /// x86-64 the AVX-512 (VNNI) or AVX2/FMA kernels when the CPU has them (detected at run
     /// time). On Arm with feature `arm-dsp` the exact int8 dots and matrix-vector products
     /// ([`dot_i8_i8_by`], [`matvec_i8_i8_by`]) run the DSP (SMLAD) kernels, the same bits as
-    /// the generic ones. Results differ from `Reference` by the activation rounding (int8) or
-    /// the summation order (f32).
+    /// the generic ones. On wasm32 with `simd128` the int8 products, the quantization, the
+    /// attention tiles and GELU run the simd128 kernels (the same bits as the generic ones,
+    /// GELU within a few ulps). Results differ from `Reference` by the activation rounding
+    /// (int8) or the summation order (f32).
     Fast,
 }
 
@@ -206,6 +214,8 @@ pub fn matmul_q8_tokens_by(
         // The exact block dots on SMLAD: the same i32s, so the same bits.
         #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
         Kernels::Fast => generic::matmul_q8_tokens_with(arm_dsp_dot_i8_i8, w, xq, xs, n, bias, y),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Kernels::Fast => wasm_simd128_matmul_q8_tokens(w, xq, xs, n, bias, y),
         _ => matmul_q8_tokens(w, xq, xs, n, bias, y),
     }
 }
@@ -217,6 +227,8 @@ pub fn quantize_i8_token_by(kernels: Kernels, x: &[f32], q: &mut [i8], s: &mut [
     match kernels {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kernels::Fast => x86_avx512_quantize_i8_token(x, q, s),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Kernels::Fast => wasm_simd128_quantize_i8_token(x, q, s),
         _ => quantize_i8_token(x, q, s),
     }
 }
@@ -235,6 +247,8 @@ pub fn accumulate_q8_tokens_by(
     match kernels {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         Kernels::Fast => x86_avx512_accumulate_q8_tokens(out, q, cols, hq, hs, n),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Kernels::Fast => wasm_simd128_accumulate_q8_tokens(out, q, cols, hq, hs, n),
         _ => accumulate_q8_tokens(out, q, cols, hq, hs, n),
     }
 }
@@ -334,6 +348,8 @@ pub fn activate_slice_by(kernels: Kernels, act: crate::config::Activation, x: &m
     match (kernels, act) {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         (Kernels::Fast, crate::config::Activation::GeluErf) => x86_avx2_gelu_erf(x),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        (Kernels::Fast, crate::config::Activation::GeluErf) => wasm_simd128_gelu_erf(x),
         (Kernels::Fast, _) => x.iter_mut().for_each(|v| *v = activate_fast(act, *v)),
         (Kernels::Reference, _) => activate_slice(act, x),
     }

@@ -10,13 +10,15 @@ use bytemuck::{Pod, Zeroable};
 use js_sys::{Array, Float32Array, Object, Reflect};
 use topkit::encoder::{Encoder, layers};
 use topkit::format::{PackedModel, ParseOptions, TokenizerKind};
+use topkit::kernels::Kernels;
 use topkit::tokenizer::{WordPiece, WordPieceOptions};
 use topkit::{Arena, Plan, RunConfig};
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &str = r#"
-/** Options of `embed` and `plan`. Omitted: dense attention and feed-forward, chunk 32. */
+/** Options of `embed` and `plan`. Omitted: dense attention and feed-forward, chunk 16, the
+ *  fast kernels. */
 export interface EmbedOptions {
   /** Keys kept per query (top-k attention); omitted or null: dense. */
   k_attn?: number | null;
@@ -27,6 +29,10 @@ export interface EmbedOptions {
   /** Cut texts longer than the model's max_seq, as the reference tokenizer does (default
    *  false: such a text is an error). */
   truncate?: boolean;
+  /** "fast" (default): int8 activations for int8 weights (exact i32 block sums) and the
+   *  simd128 kernels; "reference": the generic kernels with f32 activations, the bits of the
+   *  host's `topkit embed --kernels reference` and of the firmware. */
+  kernels?: "fast" | "reference";
 }
 
 /** One working buffer of the plan. */
@@ -94,6 +100,7 @@ struct Opts {
     k_ff: Option<usize>,
     chunk: usize,
     truncate: bool,
+    kernels: Kernels,
 }
 
 fn get(obj: &JsValue, key: &str) -> Result<JsValue, JsError> {
@@ -121,6 +128,7 @@ impl Opts {
             k_ff: None,
             chunk: 16,
             truncate: false,
+            kernels: Kernels::Fast,
         };
         let Some(v) = options.map(JsValue::from) else {
             return Ok(o);
@@ -138,6 +146,18 @@ impl Opts {
         }
         let t = get(&v, "truncate")?;
         o.truncate = t.as_bool().unwrap_or(false);
+        let k = get(&v, "kernels")?;
+        if !(k.is_undefined() || k.is_null()) {
+            o.kernels = match k.as_string().as_deref() {
+                Some("fast") => Kernels::Fast,
+                Some("reference") => Kernels::Reference,
+                _ => {
+                    return Err(JsError::new(
+                        "option kernels must be \"fast\" or \"reference\"",
+                    ));
+                }
+            };
+        }
         Ok(o)
     }
 
@@ -156,10 +176,12 @@ impl Model {
         &bytemuck::cast_slice(&self.blocks)[..self.len]
     }
 
-    /// Views the file again (cheap: no copy, no CRC) and calls `f` with the encoder and the
-    /// tokenizer: the views borrow `self`, so they are not kept between calls.
+    /// Views the file again (cheap: no copy, no CRC) and calls `f` with the encoder (run by
+    /// `kernels`) and the tokenizer: the views borrow `self`, so they are not kept between
+    /// calls.
     fn with<R>(
         &self,
+        kernels: Kernels,
         f: impl FnOnce(
             &Encoder<'_>,
             &WordPiece<'_, topkit::format::VocabView<'_>>,
@@ -168,7 +190,9 @@ impl Model {
         let pm = PackedModel::parse_with(self.bytes(), ParseOptions { verify_crc: false })
             .map_err(core_err)?;
         let layers = layers(&pm).map_err(core_err)?;
-        let encoder = Encoder::from_packed(&pm, &layers).map_err(core_err)?;
+        let encoder = Encoder::from_packed(&pm, &layers)
+            .map_err(core_err)?
+            .with_kernels(kernels);
         let tok = pm.tokenizer();
         let vocab = tok.vocab();
         let wp = WordPiece::new(
@@ -214,7 +238,7 @@ impl Model {
         m.max_seq = max_seq;
         m.d_model = d_model;
         // Fails here, not at the first embed, when the file is no sentence encoder.
-        m.with(|_, _| Ok(()))?;
+        m.with(Kernels::Reference, |_, _| Ok(()))?;
         Ok(m)
     }
 
@@ -238,7 +262,7 @@ impl Model {
 
     /// Number of tokens of `text` (`[CLS]` and `[SEP]` included), before any truncation.
     pub fn count_tokens(&self, text: &str) -> Result<usize, JsError> {
-        self.with(|_, wp| {
+        self.with(Kernels::Reference, |_, wp| {
             let mut ids = vec![0u32; 2 * text.len() + 2];
             Ok(wp.encode(text, &mut ids).map_err(core_err)?.len)
         })
@@ -248,7 +272,7 @@ impl Model {
     /// the peak, bytes.
     pub fn plan(&self, seq: usize, options: Option<EmbedOptions>) -> Result<MemoryPlan, JsError> {
         let o = Opts::read(options)?;
-        let plan = self.with(|enc, _| Self::plan_for(enc, &o.run(seq)))?;
+        let plan = self.with(o.kernels, |enc, _| Self::plan_for(enc, &o.run(seq)))?;
         let obj = Object::new();
         let set = |o: &Object, k: &str, v: JsValue| {
             Reflect::set(o, &JsValue::from_str(k), &v)
@@ -285,7 +309,7 @@ impl Model {
         options: Option<EmbedOptions>,
     ) -> Result<Vec<Float32Array>, JsError> {
         let o = Opts::read(options)?;
-        self.with(|enc, wp| {
+        self.with(o.kernels, |enc, wp| {
             let run = o.run(self.max_seq);
             let plan = Self::plan_for(enc, &run)?;
             let mut mem = aligned(plan.peak_bytes);

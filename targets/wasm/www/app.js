@@ -27,7 +27,7 @@ function showError(e) {
 
 function options() {
   const n = (id) => ($(id).value.trim() === '' ? null : Number($(id).value));
-  return { k_attn: n('k_attn'), k_ff: n('k_ff'), chunk: n('chunk') ?? 16 };
+  return { k_attn: n('k_attn'), k_ff: n('k_ff'), chunk: n('chunk') ?? 16, kernels: $('kernels').value };
 }
 
 async function readWithProgress(file) {

@@ -1,6 +1,8 @@
 //! `cargo xtask test-wasm`: builds targets/wasm for `wasm32-unknown-unknown` (build-std where
-//! rustup has no prebuilt std), runs `wasm-bindgen` (CLI of exactly the crate's version,
-//! installed into the cache), then checks the JS API in node and the demo page in Debian's
+//! rustup has no prebuilt std), folds constant address offsets with binaryen's `wasm-opt`
+//! (npm, pinned in targets/wasm/package-lock.json), runs `wasm-bindgen` (CLI of exactly the
+//! crate's version, installed into the cache), runs the core's simd128 kernel tests in node
+//! (`wasm-bindgen-test-runner`), then checks the JS API in node and the demo page in Debian's
 //! Chromium (driven by playwright-core) against the host's `topkit embed`.
 
 use crate::ci::{Ctx, Step};
@@ -93,13 +95,21 @@ impl Flavour {
     }
 }
 
+/// What rustc builds.
 fn wasm_file(f: Flavour) -> PathBuf {
     f.target_dir().join(TARGET).join("release/topkit_wasm.wasm")
 }
 
-/// `cargo build --release` of targets/wasm, by the route setup left (std from source when
-/// rustup has no prebuilt std for wasm32).
-fn build(ctx: &Ctx, f: Flavour) -> Cmd {
+/// What `wasm-opt` makes of it, the input of wasm-bindgen.
+fn opt_file(f: Flavour) -> PathBuf {
+    f.target_dir()
+        .join(TARGET)
+        .join("release/topkit_wasm.opt.wasm")
+}
+
+/// `cargo <cmd> --release --target wasm32-unknown-unknown` in targets/wasm for flavour `f`, by
+/// the route setup left (std from source when rustup has no prebuilt std for wasm32).
+fn cargo_wasm(ctx: &Ctx, f: Flavour, cmd: &str) -> Cmd {
     let mut c = Cmd::cargo()
         .cwd(crate_dir())
         .env("CARGO_TARGET_DIR", f.target_dir());
@@ -114,17 +124,74 @@ fn build(ctx: &Ctx, f: Flavour) -> Cmd {
     }
     c = c
         .env("RUSTFLAGS", flags.trim())
-        .args(["build", "--release", "--target", TARGET]);
+        .args([cmd, "--release", "--target", TARGET]);
     if build_std {
         c = c.arg("-Zbuild-std=std,panic_abort");
     }
     c
 }
 
+fn build(ctx: &Ctx, f: Flavour) -> Cmd {
+    cargo_wasm(ctx, f, "build")
+}
+
+/// The core's simd128 kernels against the generic ones (targets/wasm/tests/simd128_kernels.rs),
+/// in node through `wasm-bindgen-test-runner` (installed with the CLI).
+fn kernel_tests(ctx: &Ctx) -> Cmd {
+    cargo_wasm(ctx, Flavour::Simd, "test")
+        .args(["--test", "simd128_kernels"])
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            bindgen_root().join("bin/wasm-bindgen-test-runner"),
+        )
+}
+
+/// Clippy on the core as built for wasm32 with simd128 (the host's clippy never sees the
+/// simd128 kernels), then on the wasm crate and its tests.
+fn clippy_wasm(ctx: &Ctx) -> Vec<Step> {
+    let deny = ["--", "-D", "warnings"];
+    vec![
+        Step::Cmd(
+            cargo_wasm(ctx, Flavour::Simd, "clippy")
+                .cwd(workspace_root())
+                .args(["-p", "topkit", "--features", "std", "--lib"])
+                .args(deny),
+        ),
+        Step::Cmd(
+            cargo_wasm(ctx, Flavour::Simd, "clippy")
+                .arg("--all-targets")
+                .args(deny),
+        ),
+    ]
+}
+
+/// Binaryen's `wasm-opt` from targets/wasm/node_modules (`npm ci`): only
+/// `--optimize-added-constants-propagate`, which folds `address + constant` into the constant
+/// offset of loads and stores. rustc's LLVM leaves most of these adds in the hot loops of the
+/// kernels (a known missed optimization of its wasm backend), and V8 must then compute each
+/// address with an extra instruction. The fold is valid when no access wraps around address
+/// 0, which `--low-memory-unused` asserts: the linker puts the 1 MiB shadow stack first
+/// (stack-first layout), so the lowest 1 KiB is only ever touched by a stack overflow.
+/// Features come from the module's `target_features` section.
+fn wasm_opt(f: Flavour) -> Cmd {
+    Cmd::new("node")
+        .cwd(crate_dir())
+        .arg("node_modules/binaryen/bin/wasm-opt")
+        .arg(wasm_file(f))
+        .args([
+            "--low-memory-unused",
+            "--optimize-added-constants-propagate",
+            // Keep the function names (profiles, stack traces), as wasm-bindgen does.
+            "--debuginfo",
+            "-o",
+        ])
+        .arg(opt_file(f))
+}
+
 fn bindgen(f: Flavour, target: &str, dir: &str) -> Cmd {
     Cmd::new(bindgen_bin())
-        .arg(wasm_file(f))
-        .args(["--target", target, "--out-dir"])
+        .arg(opt_file(f))
+        .args(["--target", target, "--out-name", "topkit_wasm", "--out-dir"])
         .arg(out_dir().join(format!("{dir}{}", f.pkg_suffix())))
 }
 
@@ -133,25 +200,26 @@ fn texts_file() -> PathBuf {
     crate_dir().join("test/texts.txt")
 }
 
-/// Settings the host reference is computed for: (name, k_attn, k_ff).
-const SETTINGS: &[(&str, Option<usize>, Option<usize>)] = &[
-    ("dense", None, None),
-    ("topk", Some(8), None),
-    ("topk_ff", None, Some(384)),
+/// Settings the host reference is computed for: (name, kernels, k_attn, k_ff).
+const SETTINGS: &[(&str, &str, Option<usize>, Option<usize>)] = &[
+    ("dense", "reference", None, None),
+    ("topk", "reference", Some(8), None),
+    ("topk_ff", "reference", None, Some(384)),
+    ("fast", "fast", None, None),
+    ("fast_topk", "fast", Some(8), None),
 ];
 
-/// `{"dense": [[...]...], "topk": [[...]...]}` from the host's `topkit embed --json`.
+/// `{"dense": {"kernels": "reference", "k_attn": null, "k_ff": null, "embeddings": [[...]...]},
+/// ...}` from the host's `topkit embed --json`, one entry per [`SETTINGS`].
 fn host_reference() -> Res {
     let model = crate::model::packed_path("int8");
     let mut parts = Vec::new();
-    for (name, ka, kf) in SETTINGS {
+    for (name, kernels, ka, kf) in SETTINGS {
         let mut c = crate::model::topkit_cli()
             .arg("embed")
             .arg(&model)
             .arg("--json")
-            // The generic kernels: what the wasm build runs (the host's fast path quantizes
-            // activations and would differ by more than the float tolerance).
-            .args(["--kernels", "reference"])
+            .args(["--kernels", kernels])
             .arg("--file")
             .arg(texts_file());
         if let Some(k) = ka {
@@ -168,7 +236,8 @@ fn host_reference() -> Res {
             .and_then(|s| s.strip_suffix('}'))
             .ok_or("unexpected output of topkit embed --json")?;
         parts.push(format!(
-            "\"{name}\":{{\"k_attn\":{},\"k_ff\":{},\"embeddings\":{body}}}",
+            "\"{name}\":{{\"kernels\":\"{kernels}\",\"k_attn\":{},\"k_ff\":{},\
+             \"embeddings\":{body}}}",
             ka.map_or("null".into(), |k| k.to_string()),
             kf.map_or("null".into(), |k| k.to_string()),
         ));
@@ -226,15 +295,24 @@ fn chromium() -> Res {
 /// The steps of `test-wasm`.
 pub fn test_wasm(ctx: &Ctx) -> Vec<Step> {
     let dir = crate_dir();
-    vec![
+    let mut steps = vec![
         Step::Check(
             format!("wasm-bindgen-cli {WASM_BINDGEN} in the cache"),
             Box::new(install_bindgen),
         ),
+        // binaryen (wasm-opt) and playwright-core, pinned in package-lock.json.
+        Step::Cmd(Cmd::new("npm").cwd(&dir).args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+        ])),
         Step::Cmd(build(ctx, Flavour::Simd)),
+        Step::Cmd(wasm_opt(Flavour::Simd)),
         Step::Cmd(bindgen(Flavour::Simd, "nodejs", "pkg-node")),
         Step::Cmd(bindgen(Flavour::Simd, "web", "pkg-web")),
         Step::Cmd(build(ctx, Flavour::Scalar)),
+        Step::Cmd(wasm_opt(Flavour::Scalar)),
         Step::Cmd(bindgen(Flavour::Scalar, "nodejs", "pkg-node")),
         Step::Check(
             "wasm size".into(),
@@ -246,6 +324,10 @@ pub fn test_wasm(ctx: &Ctx) -> Vec<Step> {
                 Ok(())
             }),
         ),
+    ];
+    steps.extend(clippy_wasm(ctx));
+    steps.extend([
+        Step::Cmd(kernel_tests(ctx)),
         Step::Check(
             "host reference (topkit embed --json)".into(),
             Box::new(host_reference),
@@ -256,16 +338,11 @@ pub fn test_wasm(ctx: &Ctx) -> Vec<Step> {
                 .args(["--test", "test/api.test.mjs"]),
         )),
         Step::Check("chromium (Debian)".into(), Box::new(chromium)),
-        Step::Cmd(Cmd::new("npm").cwd(&dir).args([
-            "ci",
-            "--no-audit",
-            "--no-fund",
-            "--ignore-scripts",
-        ])),
         Step::Cmd(
             node_env(Cmd::new("node").cwd(&dir).arg("test/browser.mjs"))
                 .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
                 .env("TOPKIT_CHROMIUM", CHROMIUM),
         ),
-    ]
+    ]);
+    steps
 }
