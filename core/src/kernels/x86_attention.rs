@@ -15,8 +15,9 @@
 use core::arch::x86_64::*;
 
 use super::attn::{
-    self as generic, ATTN_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SORTED_MAX_K, ATTN_TILE,
-    AttnDenseState, EXP_P, EXP_POLY_MAX, EXP_POLY_MIN, LN2_HI, LN2_LO, LOG2E,
+    self as generic, ATTN_BLOCK, ATTN_CAND_CAP, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM,
+    ATTN_RANK_NAN, ATTN_SELECT_MAX_K, ATTN_TILE, AttnDenseState, AttnTopkWork, EXP_P,
+    EXP_POLY_MAX, EXP_POLY_MIN, LN2_HI, LN2_LO, LOG2E,
 };
 
 /// Whether this CPU runs the kernels of this module (AVX-512F, and BW and VL for the u16
@@ -25,6 +26,7 @@ pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("popcnt")
 }
 
 /// Mask of the first `n` (at most 16) lanes.
@@ -99,7 +101,12 @@ fn scores_keys<const U: usize>(
     s: &mut [f32; ATTN_BLOCK],
 ) {
     let qt = &qt[..hd * ATTN_LANES];
-    let rows: [&[f32]; U] = core::array::from_fn(|u| &k[(j0 + u) * stride..][..hd]);
+    // A plain loop: `core::array::from_fn` with a closure was not inlined here (a call per
+    // key, about 5% of the fast attention's time).
+    let mut rows: [&[f32]; U] = [&[]; U];
+    for (u, r) in rows.iter_mut().enumerate() {
+        *r = &k[(j0 + u) * stride..][..hd];
+    }
     let mut acc = [_mm512_setzero_ps(); U];
     for (d, q) in qt.chunks_exact(ATTN_LANES).enumerate() {
         // SAFETY: q has exactly 16 elements.
@@ -365,6 +372,85 @@ pub fn x86_avx512_attn_candidates(
     }
 }
 
+/// `acc[c] += sum_i w[i] * v_i[16 c..]` over the rows `v_i = v[idx[i] * stride..][..hd]`
+/// (`C` vectors of 16 dimensions, `hd <= 16 C`; masked loads past `hd`), `U` rows in flight,
+/// each with its own accumulators (so that the FMA latency is hidden for narrow heads).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn weighted_rows<const C: usize, const U: usize>(
+    w: &[f32],
+    idx: &[u16],
+    v: &[f32],
+    stride: usize,
+    hd: usize,
+    acc: &mut [__m512; C],
+) {
+    let masks: [__mmask16; C] = core::array::from_fn(|c| lanes_mask(hd.saturating_sub(c * 16)));
+    let mut a = [[_mm512_setzero_ps(); C]; U];
+    let n = w.len().min(idx.len());
+    let mut i = 0;
+    while i < n {
+        let rows = U.min(n - i);
+        for (u, au) in a.iter_mut().enumerate().take(rows) {
+            let wv = _mm512_set1_ps(w[i + u]);
+            let row = &v[idx[i + u] as usize * stride..][..hd];
+            for c in 0..C {
+                // SAFETY: the mask covers the elements c * 16.. of row below hd, inside it;
+                // masked-off lanes are not read.
+                let x = unsafe { _mm512_maskz_loadu_ps(masks[c], row.as_ptr().wrapping_add(c * 16)) };
+                au[c] = _mm512_fmadd_ps(wv, x, au[c]);
+            }
+        }
+        i += rows;
+    }
+    for au in &a {
+        for c in 0..C {
+            acc[c] = _mm512_add_ps(acc[c], au[c]);
+        }
+    }
+}
+
+/// [`softmax_rows_avx512`] for heads of at most `16 C` dimensions: the weights of each 16
+/// kept scores by one vector `exp`, the value rows accumulated in registers.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn softmax_rows_c<const C: usize, const U: usize>(
+    scores: &[f32],
+    idx: &[u16],
+    v: &[f32],
+    stride: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    let mut mv = _mm512_set1_ps(f32::NEG_INFINITY);
+    for c in scores.chunks(16) {
+        let m = lanes_mask(c.len());
+        // SAFETY: the mask covers exactly c's elements.
+        let x = unsafe { _mm512_maskz_loadu_ps(m, c.as_ptr()) };
+        mv = _mm512_mask_max_ps(mv, m, mv, x);
+    }
+    let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
+    let mut acc = [_mm512_setzero_ps(); C];
+    let mut sum = _mm512_setzero_ps();
+    let mut wb = [0f32; 16];
+    for (c, ic) in scores.chunks(16).zip(idx.chunks(16)) {
+        let m = lanes_mask(c.len());
+        // SAFETY: the mask covers exactly c's elements.
+        let x = unsafe { _mm512_maskz_loadu_ps(m, c.as_ptr()) };
+        let w = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(x, mx)));
+        sum = _mm512_add_ps(sum, w);
+        store16(&mut wb, w);
+        weighted_rows::<C, U>(&wb[..c.len()], ic, v, stride, hd, &mut acc);
+    }
+    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+    for (c, a) in acc.iter().enumerate().take(hd.div_ceil(16)) {
+        let width = (hd - c * 16).min(16);
+        let o = &mut out[c * 16..][..width];
+        // SAFETY: the mask covers exactly o's `width` elements.
+        unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr(), lanes_mask(width), _mm512_mul_ps(*a, inv)) };
+    }
+}
+
 #[target_feature(enable = "avx512f")]
 fn softmax_rows_avx512(
     scores: &[f32],
@@ -381,58 +467,11 @@ fn softmax_rows_avx512(
         out.fill(0.0);
         return;
     }
-    let mut mv = _mm512_set1_ps(f32::NEG_INFINITY);
-    for c in scores.chunks(16) {
-        let m = lanes_mask(c.len());
-        // SAFETY: the mask covers exactly c's elements.
-        let x = unsafe { _mm512_maskz_loadu_ps(m, c.as_ptr()) };
-        mv = _mm512_mask_max_ps(mv, m, mv, x);
-    }
-    let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mv));
-    let mut acc = [0f32; ATTN_MAX_HEAD_DIM];
-    let acc = &mut acc[..hd];
-    let mut sum = _mm512_setzero_ps();
-    let mut wb = [0f32; 16];
-    for (c, ic) in scores.chunks(16).zip(idx.chunks(16)) {
-        let m = lanes_mask(c.len());
-        // SAFETY: the mask covers exactly c's elements.
-        let x = unsafe { _mm512_maskz_loadu_ps(m, c.as_ptr()) };
-        let w = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(x, mx)));
-        sum = _mm512_add_ps(sum, w);
-        store16(&mut wb, w);
-        for dc in (0..hd).step_by(16) {
-            let width = (hd - dc).min(16);
-            let dm = lanes_mask(width);
-            let row = |i: usize| {
-                let r = &v[ic[i] as usize * stride + dc..][..width];
-                // SAFETY: dm covers exactly r's `width` elements.
-                unsafe { _mm512_maskz_loadu_ps(dm, r.as_ptr()) }
-            };
-            // Four independent chains over the rows of the chunk.
-            let mut a = [_mm512_setzero_ps(); 4];
-            let mut i = 0;
-            while i + 4 <= c.len() {
-                for (u, au) in a.iter_mut().enumerate() {
-                    *au = _mm512_fmadd_ps(_mm512_set1_ps(wb[i + u]), row(i + u), *au);
-                }
-                i += 4;
-            }
-            while i < c.len() {
-                a[0] = _mm512_fmadd_ps(_mm512_set1_ps(wb[i]), row(i), a[0]);
-                i += 1;
-            }
-            let t = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
-            let ar = &mut acc[dc..][..width];
-            // SAFETY: dm covers exactly ar's `width` elements.
-            unsafe {
-                let old = _mm512_maskz_loadu_ps(dm, ar.as_ptr());
-                _mm512_mask_storeu_ps(ar.as_mut_ptr(), dm, _mm512_add_ps(old, t));
-            }
-        }
-    }
-    let inv = 1.0 / _mm512_reduce_add_ps(sum);
-    for (o, &a) in out.iter_mut().zip(acc.iter()) {
-        *o = a * inv;
+    match hd.div_ceil(16) {
+        1 => softmax_rows_c::<1, 4>(scores, idx, v, stride, hd, out),
+        2 => softmax_rows_c::<2, 4>(scores, idx, v, stride, hd, out),
+        3 | 4 => softmax_rows_c::<4, 2>(scores, idx, v, stride, hd, out),
+        _ => softmax_rows_c::<8, 1>(scores, idx, v, stride, hd, out),
     }
 }
 
@@ -453,185 +492,467 @@ pub fn x86_avx512_attn_softmax_rows(
     }
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn insert_sorted_avx512(scores: &mut [f32], idx: &mut [u16], len: usize, x: f32, j: u16) -> usize {
-    let k = scores.len().min(idx.len()).min(32);
-    let (scores, idx) = (&mut scores[..k], &mut idx[..k]);
-    let mut sl = Slots::load(scores, idx, len);
-    sl.insert(x, j);
-    sl.store(scores, idx);
-    sl.len
-}
-
-/// AVX-512 [`generic::attn_insert_sorted`]: the same slots, branch-free (two vectors of
-/// scores and indices), for capacities up to 32 (the generic kernel above).
-pub fn x86_avx512_attn_insert_sorted(
-    scores: &mut [f32],
-    idx: &mut [u16],
-    len: usize,
-    x: f32,
-    j: u16,
-) -> usize {
-    if available() && scores.len().min(idx.len()) <= 32 {
-        // SAFETY: the CPU has AVX-512F, BW and VL (checked above).
-        unsafe { insert_sorted_avx512(scores, idx, len, x, j) }
-    } else {
-        generic::attn_insert_sorted(scores, idx, len, x, j)
+/// 16 x 16 transpose: lane `a` of `out[e]` is lane `e` of `r[a]`. Four rounds of 16 shuffles:
+/// 32-bit pairs, 64-bit pairs, then 128-bit lanes twice.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: &[__m512; 16]) -> [__m512; 16] {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
     }
+    // u[4g + c], 128-bit lane L: rows 4g..4g + 4 of element 4L + c.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let a = _mm512_castps_pd(t[4 * g]);
+        let b = _mm512_castps_pd(t[4 * g + 1]);
+        let c = _mm512_castps_pd(t[4 * g + 2]);
+        let d = _mm512_castps_pd(t[4 * g + 3]);
+        u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    let mut out = [_mm512_setzero_ps(); 16];
+    for c in 0..4 {
+        let v0 = _mm512_shuffle_f32x4::<0x44>(u[c], u[4 + c]);
+        let v1 = _mm512_shuffle_f32x4::<0xEE>(u[c], u[4 + c]);
+        let w0 = _mm512_shuffle_f32x4::<0x44>(u[8 + c], u[12 + c]);
+        let w1 = _mm512_shuffle_f32x4::<0xEE>(u[8 + c], u[12 + c]);
+        out[c] = _mm512_shuffle_f32x4::<0x88>(v0, w0);
+        out[4 + c] = _mm512_shuffle_f32x4::<0xDD>(v0, w0);
+        out[8 + c] = _mm512_shuffle_f32x4::<0x88>(v1, w1);
+        out[12 + c] = _mm512_shuffle_f32x4::<0xDD>(v1, w1);
+    }
+    out
 }
 
-/// Sorted slots of one lane held in registers: scores and indices (as i32) in two vectors
-/// each, `len` of them kept, capacity `k <= 32`.
-struct Slots {
-    lo: __m512,
-    hi: __m512,
-    ilo: __m512i,
-    ihi: __m512i,
-    len: usize,
-    k: usize,
-}
-
-impl Slots {
-    /// The first `len` of the `k = ls.len() <= 32` slots (`li.len() == k`).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    fn load(ls: &[f32], li: &[u16], len: usize) -> Slots {
-        let k = ls.len().min(li.len()).min(32);
-        let len = len.min(k);
-        let (m_lo, m_hi) = (lanes_mask(len), lanes_mask(len.saturating_sub(16)));
-        // SAFETY: the loads are masked to lanes below len <= k, inside ls and li (the high
-        // halves start at element 16, which exists when their mask is not empty).
-        unsafe {
-            let (sp, ip) = (ls.as_ptr(), li.as_ptr());
-            Slots {
-                lo: _mm512_maskz_loadu_ps(m_lo, sp),
-                hi: _mm512_maskz_loadu_ps(m_hi, sp.wrapping_add(16)),
-                ilo: _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m_lo, ip as *const i16)),
-                ihi: _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
-                    m_hi,
-                    ip.wrapping_add(16) as *const i16,
-                )),
-                len,
-                k,
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+fn scores_rows_avx512(
+    qt: &[f32],
+    hd: usize,
+    k: &[f32],
+    stride: usize,
+    nk: usize,
+    scale: f32,
+    rows: &mut [f32],
+    rs: usize,
+) {
+    let nk = nk.min(ATTN_TILE);
+    let mut r = [_mm512_setzero_ps(); 16];
+    if nk == ATTN_TILE {
+        // A whole tile: the 16 keys' chains of scores_keys side by side, in registers.
+        let qt = &qt[..hd * ATTN_LANES];
+        let mut kr: [&[f32]; 16] = [&[]; 16];
+        for (u, kru) in kr.iter_mut().enumerate() {
+            *kru = &k[u * stride..][..hd];
+        }
+        for (d, q) in qt.chunks_exact(ATTN_LANES).enumerate() {
+            let q = load16(q);
+            for u in 0..16 {
+                r[u] = _mm512_fmadd_ps(q, _mm512_set1_ps(kr[u][d]), r[u]);
             }
         }
-    }
-
-    /// Writes the kept slots back (the `k` lanes of `ls` and `li` it was loaded from).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    fn store(&self, ls: &mut [f32], li: &mut [u16]) {
-        let k = self.k.min(ls.len()).min(li.len());
-        let (k_lo, k_hi) = (lanes_mask(k), lanes_mask(k.saturating_sub(16)));
-        // SAFETY: the stores are masked to lanes below k, inside ls and li.
-        unsafe {
-            let (sp, ip) = (ls.as_mut_ptr(), li.as_mut_ptr());
-            _mm512_mask_storeu_ps(sp, k_lo, self.lo);
-            _mm512_mask_storeu_ps(sp.wrapping_add(16), k_hi, self.hi);
-            _mm512_mask_cvtepi32_storeu_epi16(ip as *mut i16, k_lo, self.ilo);
-            _mm512_mask_cvtepi32_storeu_epi16(ip.wrapping_add(16) as *mut i16, k_hi, self.ihi);
+        let sc = _mm512_set1_ps(scale);
+        for ru in &mut r {
+            *ru = _mm512_mul_ps(*ru, sc);
         }
-    }
-
-    /// Offers `(x, j)` (`j` above every kept index): the register form of
-    /// [`generic::attn_insert_sorted`]. With full slots and `x` not above the worst, the
-    /// insertion position is `k` and nothing changes.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn insert(&mut self, x: f32, j: u16) {
-        let (m_lo, m_hi) = (
-            lanes_mask(self.len),
-            lanes_mask(self.len.saturating_sub(16)),
-        );
-        let xv = _mm512_set1_ps(x);
-        let below = (_mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(m_lo, self.lo, xv).count_ones()
-            + _mm512_mask_cmp_ps_mask::<_CMP_LT_OQ>(m_hi, self.hi, xv).count_ones())
-            as usize;
-        // Branch-free: with p == k (a rejected pair) lane p is past the stores' mask, so the
-        // slots stay as they were; lanes of different queries then overlap in the pipeline.
-        let p = self.len - below;
-        let zero = _mm512_setzero_si512();
-        let lo_i = _mm512_castps_si512(self.lo);
-        let up_lo = _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(lo_i, zero));
-        let up_hi = _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
-            _mm512_castps_si512(self.hi),
-            lo_i,
-        ));
-        let iup_lo = _mm512_alignr_epi32::<15>(self.ilo, zero);
-        let iup_hi = _mm512_alignr_epi32::<15>(self.ihi, self.ilo);
-        let keep = (1u64 << p) - 1;
-        let at = 1u64 << p;
-        let (keep_lo, keep_hi) = (keep as u16, (keep >> 16) as u16);
-        let (at_lo, at_hi) = (at as u16, (at >> 16) as u16);
-        let jv = _mm512_set1_epi32(j as i32);
-        self.lo = _mm512_mask_mov_ps(_mm512_mask_mov_ps(up_lo, keep_lo, self.lo), at_lo, xv);
-        self.hi = _mm512_mask_mov_ps(_mm512_mask_mov_ps(up_hi, keep_hi, self.hi), at_hi, xv);
-        self.ilo =
-            _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(iup_lo, keep_lo, self.ilo), at_lo, jv);
-        self.ihi =
-            _mm512_mask_mov_epi32(_mm512_mask_mov_epi32(iup_hi, keep_hi, self.ihi), at_hi, jv);
-        self.len = (self.len + 1).min(self.k);
-        // A rejected pair leaves the slots unchanged but for the lanes past k, never stored.
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn topk_tile_avx512(
-    s: &[f32; ATTN_BLOCK],
-    cand: &[u16; ATTN_TILE],
-    t0: u16,
-    k: usize,
-    scores: &mut [f32],
-    idx: &mut [u16],
-    lens: &mut [u32],
-    thr: &mut [f32; ATTN_LANES],
-    open: &mut u16,
-) {
-    let any = cand.iter().fold(0, |a, &c| a | c);
-    let mut lanes = any;
-    while lanes != 0 {
-        let l = lanes.trailing_zeros() as usize;
-        lanes &= lanes - 1;
-        // The lane's candidate keys, one bit per key of the tile.
-        let mut keys = 0u16;
-        for (j, &c) in cand.iter().enumerate() {
-            keys |= (c >> l & 1) << j;
-        }
-        let (ls, li) = (&mut scores[l * k..][..k], &mut idx[l * k..][..k]);
-        let mut sl = Slots::load(ls, li, lens[l] as usize);
-        while keys != 0 {
-            let j = keys.trailing_zeros() as usize;
-            keys &= keys - 1;
-            sl.insert(s[j * ATTN_LANES + l], t0 + j as u16);
-        }
-        sl.store(ls, li);
-        lens[l] = sl.len as u32;
-        if sl.len == k {
-            thr[l] = ls[k - 1];
-            *open &= !(1 << l);
-        }
-    }
-}
-
-/// AVX-512 [`generic::attn_topk_tile`]: the same slots, each lane's slots loaded into
-/// registers once per tile (the generic kernel for `k > ATTN_SORTED_MAX_K`).
-#[allow(clippy::too_many_arguments)]
-pub fn x86_avx512_attn_topk_tile(
-    s: &[f32; ATTN_BLOCK],
-    cand: &[u16; ATTN_TILE],
-    t0: u16,
-    k: usize,
-    scores: &mut [f32],
-    idx: &mut [u16],
-    lens: &mut [u32],
-    thr: &mut [f32; ATTN_LANES],
-    open: &mut u16,
-) {
-    if available() && k <= ATTN_SORTED_MAX_K {
-        // SAFETY: the CPU has AVX-512F, BW and VL (checked above).
-        unsafe { topk_tile_avx512(s, cand, t0, k, scores, idx, lens, thr, open) }
     } else {
-        generic::attn_topk_tile(s, cand, t0, k, scores, idx, lens, thr, open)
+        let mut s = [0f32; ATTN_BLOCK];
+        scores_tile_avx512(qt, hd, k, stride, nk, scale, &mut s);
+        for (j, rj) in r.iter_mut().enumerate() {
+            *rj = load16(&s[j * ATTN_LANES..]);
+        }
+    }
+    let m = lanes_mask(nk);
+    for (l, cl) in transpose16(&r).iter().enumerate() {
+        let row = &mut rows[l * rs..][..nk];
+        // SAFETY: m covers exactly row's nk elements.
+        unsafe { _mm512_mask_storeu_ps(row.as_mut_ptr(), m, *cl) };
+    }
+}
+
+/// AVX-512 [`generic::attn_scores_rows`]: the scores of [`x86_avx512_attn_scores_tile`]
+/// (the same bits), transposed in registers.
+#[allow(clippy::too_many_arguments)]
+pub fn x86_avx512_attn_scores_rows(
+    qt: &[f32],
+    hd: usize,
+    k: &[f32],
+    stride: usize,
+    nk: usize,
+    scale: f32,
+    rows: &mut [f32],
+    rs: usize,
+) {
+    if available() {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe { scores_rows_avx512(qt, hd, k, stride, nk, scale, rows, rs) }
+    } else {
+        generic::attn_scores_rows(qt, hd, k, stride, nk, scale, rows, rs)
+    }
+}
+
+/// [`generic::attn_rank`] on 16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn rank16(x: __m512) -> __m512i {
+    let b = _mm512_castps_si512(_mm512_add_ps(x, _mm512_setzero_ps()));
+    let r = _mm512_xor_si512(b, _mm512_srli_epi32::<1>(_mm512_srai_epi32::<31>(b)));
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+    _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(ATTN_RANK_NAN))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load16i(x: &[i32]) -> __m512i {
+    let x = &x[..16];
+    // SAFETY: x has exactly 16 elements.
+    unsafe { _mm512_loadu_si512(x.as_ptr() as *const __m512i) }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn store16i(x: &mut [i32], v: __m512i) {
+    let x = &mut x[..16];
+    // SAFETY: x has exactly 16 elements.
+    unsafe { _mm512_storeu_si512(x.as_mut_ptr() as *mut __m512i, v) }
+}
+
+/// Permutations rotating 16 lanes by 1..=15.
+const ROTATIONS: [[i32; 16]; 15] = {
+    let mut out = [[0i32; 16]; 15];
+    let mut r = 0;
+    while r < 15 {
+        let mut i = 0;
+        while i < 16 {
+            out[r][i] = ((i + r + 1) % 16) as i32;
+            i += 1;
+        }
+        r += 1;
+    }
+    out
+};
+
+/// The `need`-th largest of the 16 lanes of `v` (`1 <= need <=` the lanes above `i32::MIN`,
+/// which pads): the smallest lane with fewer than `need` lanes above it. All pairs are
+/// compared by rotations (independent, unlike the stages of a sorting network).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn kth_of_16(v: __m512i, need: usize) -> i32 {
+    let ones = _mm512_set1_epi32(1);
+    let mut above = [_mm512_setzero_si512(); 3];
+    for (r, rot) in ROTATIONS.iter().enumerate() {
+        let p = _mm512_permutexvar_epi32(load16i(rot), v);
+        let a = &mut above[r % 3];
+        *a = _mm512_mask_add_epi32(*a, _mm512_cmpgt_epi32_mask(p, v), *a, ones);
+    }
+    let above = _mm512_add_epi32(_mm512_add_epi32(above[0], above[1]), above[2]);
+    let cand = _mm512_cmplt_epi32_mask(above, _mm512_set1_epi32(need as i32));
+    _mm512_mask_reduce_min_epi32(cand, v)
+}
+
+/// The two largest per lane `(m1, m2)` updated with the lanes `v` of `x`. A NaN `x`:
+/// `min(m1, x)` is `x`, and `max(NaN, m)` is `m`, so NaN never enters `m1` or `m2`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn top2((m1, m2): (__m512, __m512), x: __m512, v: __mmask16) -> (__m512, __m512) {
+    let mn = _mm512_min_ps(m1, x);
+    (
+        _mm512_mask_max_ps(m1, v, x, m1),
+        _mm512_mask_max_ps(m2, v, mn, m2),
+    )
+}
+
+/// Appends the lanes `m` of `x` and `j` (compressed) to the candidates `s`, `jx` at `n`: the
+/// register form of compress and a full-width store (the memory form is microcoded and slow on
+/// AMD Zen 4); the buffers have a vector of slack.
+#[inline]
+#[target_feature(enable = "avx512f,popcnt")]
+fn push_candidates(
+    s: &mut [f32],
+    jx: &mut [i32],
+    n: &mut usize,
+    m: __mmask16,
+    x: __m512,
+    j: __m512i,
+) {
+    store16(&mut s[*n..], _mm512_maskz_compress_ps(m, x));
+    store16i(&mut jx[*n..], _mm512_maskz_compress_epi32(m, j));
+    *n += m.count_ones() as usize;
+}
+
+/// Stores the lanes `m` of `x` and `j` (compressed, `j` as u16) at `o` in the slots.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,popcnt")]
+fn store_slots(
+    scores: &mut [f32],
+    idx: &mut [u16],
+    o: &mut usize,
+    m: __mmask16,
+    x: __m512,
+    j: __m512i,
+) {
+    let c = m.count_ones() as usize;
+    let (ss, is) = (&mut scores[*o..][..c], &mut idx[*o..][..c]);
+    let cm = lanes_mask(c);
+    // SAFETY: the stores are masked to the first c lanes, the c elements of ss and is.
+    unsafe {
+        _mm512_mask_storeu_ps(ss.as_mut_ptr(), cm, _mm512_maskz_compress_ps(m, x));
+        let j16 = _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(m, j));
+        _mm256_mask_storeu_epi16(is.as_mut_ptr() as *mut i16, cm, j16);
+    }
+    *o += c;
+}
+
+/// The cut of the `k` best of `r[..n]` (`k <= n`, all ranks in `[lo, hi]`): a rank `t` and
+/// `gt = #{r > t} <= k` with `#{r >= t} >= k`, so that the best are the ranks above `t` and
+/// the first `k - gt` equal to it. Counts against 16 evenly spaced thresholds of `[lo, hi]`
+/// narrow the range to the bucket that holds the `k`-th largest and the working set `w` to
+/// its elements, until 16 or fewer remain ([`kth_of_16`]) or they are all equal. The range
+/// shrinks 16-fold per round, so there are at most 8 rounds.
+#[target_feature(enable = "avx512f,popcnt")]
+fn kth_rank(
+    r: &[i32],
+    w: &mut [i32; ATTN_CAND_CAP],
+    n: usize,
+    k: usize,
+    lo: i32,
+    hi: i32,
+) -> (i32, usize) {
+    let nv = n.div_ceil(16);
+    w[..nv * 16].copy_from_slice(&r[..nv * 16]);
+    let (mut lo, mut hi, mut need, mut nw) = (lo as i64, hi as i64, k, n);
+    let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    loop {
+        if nw <= 16 {
+            let v = _mm512_mask_mov_epi32(
+                _mm512_set1_epi32(i32::MIN),
+                lanes_mask(nw),
+                load16i(&w[..]),
+            );
+            let t = kth_of_16(v, need);
+            let gt = _mm512_cmpgt_epi32_mask(v, _mm512_set1_epi32(t)).count_ones() as usize;
+            return (t, k - need + gt);
+        }
+        if lo == hi {
+            return (lo as i32, k - need);
+        }
+        // T_i = lo + i * step, T_15 <= hi + 15 (no overflow: hi <= attn_rank(inf)).
+        let step = ((hi - lo) >> 4) + 1;
+        let tv = _mm512_add_epi32(
+            _mm512_set1_epi32(lo as i32),
+            _mm512_mullo_epi32(iota, _mm512_set1_epi32(step as i32)),
+        );
+        // counts[i] = #{w >= T_i}, four chains.
+        let ones = _mm512_set1_epi32(1);
+        let mut c = [_mm512_setzero_si512(); 4];
+        let mut chunks = w[..nw].chunks_exact(4);
+        for q in &mut chunks {
+            for u in 0..4 {
+                let m = _mm512_cmple_epi32_mask(tv, _mm512_set1_epi32(q[u]));
+                c[u] = _mm512_mask_add_epi32(c[u], m, c[u], ones);
+            }
+        }
+        for &x in chunks.remainder() {
+            let m = _mm512_cmple_epi32_mask(tv, _mm512_set1_epi32(x));
+            c[0] = _mm512_mask_add_epi32(c[0], m, c[0], ones);
+        }
+        let cv = _mm512_add_epi32(_mm512_add_epi32(c[0], c[1]), _mm512_add_epi32(c[2], c[3]));
+        let mut counts = [0i32; 16];
+        store16i(&mut counts, cv);
+        // Counts fall with i and counts[0] = nw >= need: b is the last bucket with >= need.
+        let b = (_mm512_cmpge_epi32_mask(cv, _mm512_set1_epi32(need as i32)).count_ones() - 1)
+            as usize;
+        let above = if b < 15 { counts[b + 1] as usize } else { 0 };
+        let nb = counts[b] as usize - above;
+        need -= above;
+        let blo = lo + b as i64 * step;
+        let bhi = if b < 15 { hi.min(blo + step - 1) } else { hi };
+        if nb == need {
+            // Everything from blo up is kept: exactly k above blo - 1.
+            return ((blo - 1) as i32, k);
+        }
+        let (lv, hv) = (_mm512_set1_epi32(blo as i32), _mm512_set1_epi32(bhi as i32));
+        let mut o = 0;
+        for c in 0..nw.div_ceil(16) {
+            let x = load16i(&w[c * 16..]);
+            let m = _mm512_mask_cmpge_epi32_mask(lanes_mask(nw - c * 16), x, lv)
+                & _mm512_cmple_epi32_mask(x, hv);
+            // In place: o <= 16 c, so the store ends before the next unread vector.
+            store16i(&mut w[o..], _mm512_maskz_compress_epi32(m, x));
+            o += m.count_ones() as usize;
+        }
+        (lo, hi, nw) = (blo, bhi, o);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,popcnt")]
+fn topk_block_avx512(
+    row: &[f32],
+    vis: &[u16],
+    kb0: usize,
+    k: usize,
+    scores: &mut [f32],
+    idx: &mut [u16],
+    len: usize,
+    work: &mut AttnTopkWork,
+) -> usize {
+    let k = k.min(ATTN_SELECT_MAX_K).min(scores.len()).min(idx.len());
+    let nt = vis
+        .len()
+        .min(row.len() / ATTN_TILE)
+        .min(ATTN_KEY_BLOCK / ATTN_TILE);
+    let len = len.min(k);
+    if k == 0 {
+        return 0;
+    }
+    // A lower bound on the block's k-th best (finer than the generic kernel's, same idea):
+    // the two best visible non-NaN scores per lane of the rows of even and of odd tiles.
+    let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+    let (mut a, mut b) = ((ninf, ninf), (ninf, ninf));
+    let mut t = 0;
+    while t + 2 <= nt {
+        a = top2(a, load16(&row[t * ATTN_TILE..]), vis[t]);
+        b = top2(b, load16(&row[(t + 1) * ATTN_TILE..]), vis[t + 1]);
+        t += 2;
+    }
+    if t < nt {
+        a = top2(a, load16(&row[t * ATTN_TILE..]), vis[t]);
+    }
+    let ((a1, a2), (b1, b2)) = (a, b);
+    // Merged, per lane: c1 >= c2 >= c3 >= c4, four distinct visible keys of the group.
+    let (lo1, hi2) = (_mm512_min_ps(a1, b1), _mm512_max_ps(a2, b2));
+    let c = [
+        _mm512_set1_ps(f32::INFINITY),
+        _mm512_max_ps(a1, b1),
+        _mm512_max_ps(lo1, hi2),
+        _mm512_min_ps(lo1, hi2),
+        _mm512_min_ps(a2, b2),
+    ];
+    // Lanes g and g + 8 paired: 8 groups of 32 keys. The r-th largest of two sorted lists is
+    // the largest min(a_i, b_(r - i)); each group has r keys at least its value, so with
+    // 8 r >= k the smallest over the groups is at most the k-th best.
+    let r = k.div_ceil(8);
+    let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
+    for i in r.saturating_sub(4)..=r.min(4) {
+        let other = c[r - i];
+        let swapped = _mm512_shuffle_f32x4::<0x4E>(other, other);
+        best = _mm512_max_ps(best, _mm512_min_ps(c[i], swapped));
+    }
+    let b = _mm512_reduce_min_ps(best);
+    let mut bound = if b > f32::NEG_INFINITY {
+        generic::attn_rank(b)
+    } else {
+        ATTN_RANK_NAN
+    };
+    // The old slots, two vectors (len <= k <= 32).
+    let (m_lo, m_hi) = (lanes_mask(len), lanes_mask(len.saturating_sub(16)));
+    // SAFETY: the loads are masked to lanes below len <= k, inside scores and idx (the high
+    // halves start at element 16, which exists when their mask is not empty).
+    let (olo, ohi, ilo, ihi) = unsafe {
+        let (sp, ip) = (scores.as_ptr(), idx.as_ptr());
+        (
+            _mm512_maskz_loadu_ps(m_lo, sp),
+            _mm512_maskz_loadu_ps(m_hi, sp.wrapping_add(16)),
+            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m_lo, ip as *const i16)),
+            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
+                m_hi,
+                ip.wrapping_add(16) as *const i16,
+            )),
+        )
+    };
+    let (rlo, rhi) = (rank16(olo), rank16(ohi));
+    if len == k {
+        let worst = _mm512_mask_reduce_min_epi32(m_lo, rlo)
+            .min(_mm512_mask_reduce_min_epi32(m_hi, rhi));
+        bound = bound.max(worst);
+    }
+    // Candidates, in increasing key order.
+    let AttnTopkWork { s, j, r, w } = work;
+    let mut n = 0;
+    let bv = _mm512_set1_epi32(bound);
+    let keep_lo = _mm512_mask_cmpge_epi32_mask(m_lo, rlo, bv);
+    let keep_hi = _mm512_mask_cmpge_epi32_mask(m_hi, rhi, bv);
+    push_candidates(s, j, &mut n, keep_lo, olo, ilo);
+    push_candidates(s, j, &mut n, keep_hi, ohi, ihi);
+    // A bound of NaN's rank takes every visible key; any other is the rank of a score `bf`,
+    // and `x >= bf` (false for NaN) is `attn_rank(x) >= bound`.
+    let all = bound < generic::attn_rank(f32::NEG_INFINITY);
+    let bf = _mm512_set1_ps(generic::attn_rank_score(bound));
+    let mut key = _mm512_add_epi32(
+        _mm512_set1_epi32(kb0 as i32),
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+    );
+    for (t, &v) in vis[..nt].iter().enumerate() {
+        let x = load16(&row[t * ATTN_TILE..]);
+        let m = if all {
+            v
+        } else {
+            _mm512_mask_cmp_ps_mask::<_CMP_GE_OQ>(v, x, bf)
+        };
+        push_candidates(s, j, &mut n, m, x, key);
+        key = _mm512_add_epi32(key, _mm512_set1_epi32(ATTN_TILE as i32));
+    }
+    let nv = n.div_ceil(16);
+    let mut o = 0;
+    if n <= k {
+        for c in 0..nv {
+            let m = lanes_mask(n - c * 16);
+            let (x, jc) = (load16(&s[c * 16..]), load16i(&j[c * 16..]));
+            store_slots(scores, idx, &mut o, m, x, jc);
+        }
+        return n;
+    }
+    let mut hi = i32::MIN;
+    for c in 0..nv {
+        let rc = _mm512_maskz_mov_epi32(lanes_mask(n - c * 16), rank16(load16(&s[c * 16..])));
+        store16i(&mut r[c * 16..], rc);
+        hi = hi.max(_mm512_reduce_max_epi32(rc));
+    }
+    let (t, gt) = kth_rank(&r[..], w, n, k, bound, hi);
+    // Keep every rank above t and the first (in key order) of those equal to t.
+    let tv = _mm512_set1_epi32(t);
+    let mut ties = k - gt;
+    for c in 0..nv {
+        let lm = lanes_mask(n - c * 16);
+        let rc = load16i(&r[c * 16..]);
+        let mut m = _mm512_mask_cmpgt_epi32_mask(lm, rc, tv);
+        if ties > 0 {
+            let mut eq = _mm512_mask_cmpeq_epi32_mask(lm, rc, tv);
+            while eq != 0 && ties > 0 {
+                let low = eq & eq.wrapping_neg();
+                m |= low;
+                eq ^= low;
+                ties -= 1;
+            }
+        }
+        let (x, jc) = (load16(&s[c * 16..]), load16i(&j[c * 16..]));
+        store_slots(scores, idx, &mut o, m, x, jc);
+    }
+    o
+}
+
+/// AVX-512 [`generic::attn_topk_block`]: the same slots. The group bound and the candidates
+/// by vector compares and compress; the `k`-th best by [`kth_rank`] instead of a sort.
+#[allow(clippy::too_many_arguments)]
+pub fn x86_avx512_attn_topk_block(
+    row: &[f32],
+    vis: &[u16],
+    kb0: usize,
+    k: usize,
+    scores: &mut [f32],
+    idx: &mut [u16],
+    len: usize,
+    work: &mut AttnTopkWork,
+) -> usize {
+    if available() {
+        // SAFETY: the CPU has AVX-512F, BW and VL and POPCNT (checked above).
+        unsafe { topk_block_avx512(row, vis, kb0, k, scores, idx, len, work) }
+    } else {
+        generic::attn_topk_block(row, vis, kb0, k, scores, idx, len, work)
     }
 }
