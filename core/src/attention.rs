@@ -36,7 +36,7 @@ use crate::arena::{Arena, padded};
 use crate::kernels::attn::{
     ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SELECT_MAX_K, ATTN_TILE,
     AttnDenseState, AttnTopkWork, attn_transpose_queries, candidates_fast, dense_tile_fast,
-    scores_rows_fast, scores_tile_fast, softmax_rows_fast, topk_block_fast,
+    scores_rows_fast, scores_tile_fast, softmax_lanes_fast, topk_block_fast,
 };
 use crate::kernels::{Kernels, axpy, dot, scale};
 use crate::math;
@@ -668,7 +668,16 @@ impl Ctx<'_> {
                         let nk = ATTN_TILE.min(kb1 - t0);
                         let k_rows = &self.keys.k[t0 * kv_dim + kvh * hd..];
                         let r = &mut rows[t * ATTN_TILE..];
-                        scores_rows_fast(&qt, hd, k_rows, kv_dim, nk, self.scale, r, ATTN_KEY_BLOCK);
+                        scores_rows_fast(
+                            &qt,
+                            hd,
+                            k_rows,
+                            kv_dim,
+                            nk,
+                            self.scale,
+                            r,
+                            ATTN_KEY_BLOCK,
+                        );
                     }
                     for (l, len) in lens.iter_mut().enumerate() {
                         let lv = &vis[l * VIS_STRIDE..][..nt];
@@ -706,20 +715,25 @@ impl Ctx<'_> {
     ) {
         let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
         let kvh = h / self.group;
-        for qi in 0..nc {
-            let n = (s.lens[qi] as usize).min(k);
-            let out = &mut oc[qi * q_dim + h * hd..][..hd];
-            if n == 0 {
-                out.fill(0.0);
-                continue;
+        if k == 0 {
+            // No keys (k is at most their number): every query gets zeros.
+            for qi in 0..nc {
+                oc[qi * q_dim + h * hd..][..hd].fill(0.0);
             }
-            softmax_rows_fast(
-                &s.scores[qi * k..][..n],
-                &s.idx[qi * k..][..n],
+            return;
+        }
+        for g0 in (0..nc).step_by(ATTN_LANES) {
+            let lanes = ATTN_LANES.min(nc - g0);
+            softmax_lanes_fast(
+                &s.scores[g0 * k..],
+                &s.idx[g0 * k..],
+                &s.lens[g0..g0 + lanes],
+                k,
                 &self.keys.v[kvh * hd..],
                 kv_dim,
                 hd,
-                out,
+                &mut oc[g0 * q_dim + h * hd..],
+                q_dim,
             );
         }
     }

@@ -89,14 +89,7 @@ fn case_in(
     keys: core::ops::RangeInclusive<usize>,
     max_k: usize,
 ) -> impl Strategy<Value = Case> {
-    (
-        kv_heads,
-        1usize..=3,
-        head_dim,
-        queries,
-        keys,
-        any::<u64>(),
-    )
+    (kv_heads, 1usize..=3, head_dim, queries, keys, any::<u64>())
         .prop_flat_map(move |(kvh, group, hd, n_q, n, seed)| {
             (
                 Just((kvh, group, hd, n_q, n, seed)),
@@ -291,8 +284,22 @@ proptest! {
 fn check_topk_reference(c: &Case) -> Result<(), TestCaseError> {
     for kern in KERNELS {
         let d = data(c, true);
-        let out = run_with(kern, &c.params(Some(c.k), c.chunk), &d.q, c.q_pos, &keys(c, &d)).unwrap();
-        let want = attention_ref(&c.reference(Some(c.k)), &d.q, &d.k, &d.v, c.n, d.valid.as_deref());
+        let out = run_with(
+            kern,
+            &c.params(Some(c.k), c.chunk),
+            &d.q,
+            c.q_pos,
+            &keys(c, &d),
+        )
+        .unwrap();
+        let want = attention_ref(
+            &c.reference(Some(c.k)),
+            &d.q,
+            &d.k,
+            &d.v,
+            c.n,
+            d.valid.as_deref(),
+        );
         let err = max_abs_diff(&out, &want);
         prop_assert!(err <= TOL, "{kern:?}: max error {err} > {TOL}");
     }
@@ -304,7 +311,14 @@ fn check_causal_prefix(mut c: Case, dense: bool) -> Result<(), TestCaseError> {
         c.causal = true;
         let d = data(&c, false);
         let k_attn = (!dense).then_some(c.k);
-        let out = run_with(kern, &c.params(k_attn, c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
+        let out = run_with(
+            kern,
+            &c.params(k_attn, c.chunk),
+            &d.q,
+            c.q_pos,
+            &keys(&c, &d),
+        )
+        .unwrap();
         let q_dim = c.dims.n_heads * c.dims.head_dim;
         let kv_dim = c.dims.n_kv_heads * c.dims.head_dim;
         for i in 0..c.n_q {

@@ -153,7 +153,14 @@ fn key_block() -> impl Strategy<Value = KeyBlock> {
         1 => vec(Just(0.5f32), ATTN_KEY_BLOCK),
         3 => vec(score(), ATTN_KEY_BLOCK),
     ];
-    (1usize..=ATTN_KEY_BLOCK / ATTN_TILE, scores, vec(prop_oneof![3 => Just(u16::MAX), 1 => any::<u16>()], ATTN_KEY_BLOCK / ATTN_TILE))
+    (
+        1usize..=ATTN_KEY_BLOCK / ATTN_TILE,
+        scores,
+        vec(
+            prop_oneof![3 => Just(u16::MAX), 1 => any::<u16>()],
+            ATTN_KEY_BLOCK / ATTN_TILE,
+        ),
+    )
         .prop_map(|(nt, row, vis)| KeyBlock {
             row: row[..nt * ATTN_TILE].to_vec(),
             vis: vis[..nt].to_vec(),
@@ -457,6 +464,46 @@ macro_rules! test_scores_rows {
     };
 }
 
+/// Softmax of a block's lanes: the arch kernel `$f` within 1e-6 of the generic one (values in
+/// [-1, 1]), every lane written (zeros for an empty one), nothing else; and each lane the bits
+/// of the arch kernel `$rows` on its slots (attention relies on it: the lanes kernel must not
+/// depend on `k`).
+macro_rules! test_softmax_lanes {
+    ($name:ident, $f:path, $rows:path) => {
+        proptest! {
+            #[test]
+            fn $name(
+                (hd, k, lens, sc, ix, v) in (1usize..=40, 1usize..=40).prop_flat_map(|(hd, k)| (
+                    Just(hd), Just(k), vec(0u32..=k as u32, 1..=16), vec(-20.0f32..20.0, 16 * k),
+                    vec(0u16..50, 16 * k), vec(-1.0f32..1.0, 50 * hd))),
+                pad in 0usize..3,
+            ) {
+                let os = hd + pad;
+                let (mut want, mut got) = (vec![f32::NAN; 16 * os], vec![f32::NAN; 16 * os]);
+                attn::attn_softmax_lanes(&sc, &ix, &lens, k, &v, hd, hd, &mut want, os);
+                $f(&sc, &ix, &lens, k, &v, hd, hd, &mut got, os);
+                for l in 0..16 {
+                    for d in 0..os {
+                        let (g, w) = (got[l * os + d], want[l * os + d]);
+                        if l >= lens.len() || d >= hd {
+                            prop_assert!(g.is_nan(), "lane {} dim {} written", l, d);
+                        } else {
+                            prop_assert!((g - w).abs() <= 1e-6, "lane {} dim {}: {} vs {}", l, d, g, w);
+                        }
+                    }
+                }
+                for (l, &n) in lens.iter().enumerate() {
+                    let n = n as usize;
+                    let mut one = vec![f32::NAN; hd];
+                    $rows(&sc[l * k..][..n], &ix[l * k..][..n], &v, hd, hd, &mut one);
+                    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    prop_assert_eq!(bits(&got[l * os..][..hd]), bits(&one));
+                }
+            }
+        }
+    };
+}
+
 /// Block selection: the arch kernel `$f` leaves the slots (score bits, key indices) and
 /// lengths of the generic one after every block, and both match a sort.
 macro_rules! test_topk_block {
@@ -499,6 +546,15 @@ mod x86_avx512 {
     test_dense_tile!(dense_tile, kernels::x86_avx512_attn_dense_tile);
     test_candidates!(candidates, kernels::x86_avx512_attn_candidates);
     test_softmax_rows!(softmax_rows, kernels::x86_avx512_attn_softmax_rows);
-    test_scores_rows!(scores_rows, kernels::x86_avx512_attn_scores_rows, kernels::x86_avx512_attn_scores_tile);
+    test_softmax_lanes!(
+        softmax_lanes,
+        kernels::x86_avx512_attn_softmax_lanes,
+        kernels::x86_avx512_attn_softmax_rows
+    );
+    test_scores_rows!(
+        scores_rows,
+        kernels::x86_avx512_attn_scores_rows,
+        kernels::x86_avx512_attn_scores_tile
+    );
     test_topk_block!(topk_block, kernels::x86_avx512_attn_topk_block);
 }

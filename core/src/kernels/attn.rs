@@ -296,7 +296,9 @@ fn block_bound(row: &[f32], vis: &[u16], k: usize) -> i32 {
         }
     }
     let m = if k <= ATTN_TILE { &m1 } else { &m2 };
-    let b = m.iter().fold(f32::INFINITY, |b, &x| if x < b { x } else { b });
+    let b = m
+        .iter()
+        .fold(f32::INFINITY, |b, &x| if x < b { x } else { b });
     if b > f32::NEG_INFINITY {
         attn_rank(b)
     } else {
@@ -386,7 +388,10 @@ pub fn attn_topk_block(
     // Candidates in increasing key order: the old slots, then the block.
     let AttnTopkWork { s, j: ci, r, w } = work;
     let mut n = 0;
-    let old = scores[..len].iter().zip(&idx[..len]).map(|(&x, &j)| (x, j as usize));
+    let old = scores[..len]
+        .iter()
+        .zip(&idx[..len])
+        .map(|(&x, &j)| (x, j as usize));
     let new = vis.iter().enumerate().flat_map(|(t, &v)| {
         (0..ATTN_TILE)
             .filter(move |&j| v >> j & 1 != 0)
@@ -456,19 +461,47 @@ pub fn attn_softmax_rows(
     out.iter_mut().for_each(|o| *o *= inv);
 }
 
+/// [`attn_softmax_rows`] for up to [`ATTN_LANES`] queries: query `l` has the kept slots
+/// `scores[l * k..][..lens[l]]`, `idx[l * k..][..lens[l]]` (`lens[l] <= k`) and its output
+/// at `out[l * out_stride..][..hd]` (zeros when it kept nothing).
+#[allow(clippy::too_many_arguments)]
+pub fn attn_softmax_lanes(
+    scores: &[f32],
+    idx: &[u16],
+    lens: &[u32],
+    k: usize,
+    v: &[f32],
+    stride: usize,
+    hd: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    for (l, &n) in lens.iter().enumerate().take(ATTN_LANES) {
+        let n = (n as usize).min(k);
+        attn_softmax_rows(
+            &scores[l * k..][..n],
+            &idx[l * k..][..n],
+            v,
+            stride,
+            hd,
+            &mut out[l * out_stride..][..hd],
+        );
+    }
+}
+
 // The fast path's choice: the AVX-512 kernels in std builds on x86-64 (each falls back to the
 // generic one when the CPU lacks AVX-512F), the generic ones elsewhere.
 #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
 pub(crate) use self::{
     attn_candidates as candidates_fast, attn_dense_tile as dense_tile_fast,
     attn_scores_rows as scores_rows_fast, attn_scores_tile as scores_tile_fast,
-    attn_softmax_rows as softmax_rows_fast, attn_topk_block as topk_block_fast,
+    attn_softmax_lanes as softmax_lanes_fast, attn_topk_block as topk_block_fast,
 };
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub(crate) use super::x86_attention::{
     x86_avx512_attn_candidates as candidates_fast, x86_avx512_attn_dense_tile as dense_tile_fast,
     x86_avx512_attn_scores_rows as scores_rows_fast,
     x86_avx512_attn_scores_tile as scores_tile_fast,
-    x86_avx512_attn_softmax_rows as softmax_rows_fast,
+    x86_avx512_attn_softmax_lanes as softmax_lanes_fast,
     x86_avx512_attn_topk_block as topk_block_fast,
 };

@@ -16,8 +16,8 @@ use core::arch::x86_64::*;
 
 use super::attn::{
     self as generic, ATTN_BLOCK, ATTN_CAND_CAP, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM,
-    ATTN_RANK_NAN, ATTN_SELECT_MAX_K, ATTN_TILE, AttnDenseState, AttnTopkWork, EXP_P,
-    EXP_POLY_MAX, EXP_POLY_MIN, LN2_HI, LN2_LO, LOG2E,
+    ATTN_RANK_NAN, ATTN_SELECT_MAX_K, ATTN_TILE, AttnDenseState, AttnTopkWork, EXP_P, EXP_POLY_MAX,
+    EXP_POLY_MIN, LN2_HI, LN2_LO, LOG2E,
 };
 
 /// Whether this CPU runs the kernels of this module (AVX-512F, and BW and VL for the u16
@@ -373,11 +373,13 @@ pub fn x86_avx512_attn_candidates(
 }
 
 /// `acc[c] += sum_i w[i] * v_i[16 c..]` over the rows `v_i = v[idx[i] * stride..][..hd]`
-/// (`C` vectors of 16 dimensions, `hd <= 16 C`; masked loads past `hd`), `U` rows in flight,
-/// each with its own accumulators (so that the FMA latency is hidden for narrow heads).
+/// (`C` vectors of 16 dimensions, `hd <= 16 C`; masked loads past `hd`, or `FULL`: `hd == 16 C`
+/// and plain loads, which fold into the FMAs), `U` rows in flight, each with its own
+/// accumulators (so that the FMA latency is hidden for narrow heads). Panics (as slicing
+/// would) when a row is not inside `v`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn weighted_rows<const C: usize, const U: usize>(
+fn weighted_rows<const C: usize, const U: usize, const FULL: bool>(
     w: &[f32],
     idx: &[u16],
     v: &[f32],
@@ -385,23 +387,39 @@ fn weighted_rows<const C: usize, const U: usize>(
     hd: usize,
     acc: &mut [__m512; C],
 ) {
+    let n = w.len().min(idx.len());
+    let (w, idx) = (&w[..n], &idx[..n]);
+    // Every row is checked once here, so that the loop below is loads and FMAs only.
+    let last = idx.iter().fold(0, |m, &j| m.max(j)) as usize;
+    let v = &v[..last * stride + hd];
     let masks: [__mmask16; C] = core::array::from_fn(|c| lanes_mask(hd.saturating_sub(c * 16)));
     let mut a = [[_mm512_setzero_ps(); C]; U];
-    let n = w.len().min(idx.len());
-    let mut i = 0;
-    while i < n {
-        let rows = U.min(n - i);
-        for (u, au) in a.iter_mut().enumerate().take(rows) {
-            let wv = _mm512_set1_ps(w[i + u]);
-            let row = &v[idx[i + u] as usize * stride..][..hd];
+    let row = |i: usize| v.as_ptr().wrapping_add(idx[i] as usize * stride);
+    // SAFETY (of the loads below): row r starts at idx * stride <= last * stride and v holds hd
+    // elements past that; the mask keeps the load below hd, and FULL says hd == 16 C.
+    let load = |r: *const f32, c: usize| unsafe {
+        if FULL {
+            _mm512_loadu_ps(r.wrapping_add(c * 16))
+        } else {
+            _mm512_maskz_loadu_ps(masks[c], r.wrapping_add(c * 16))
+        }
+    };
+    let full = n - n % U;
+    // Fixed trip counts (full groups of U rows, then single rows), so that the accumulators
+    // stay in registers.
+    for g in (0..full).step_by(U) {
+        for (u, au) in a.iter_mut().enumerate() {
+            let (wv, r) = (_mm512_set1_ps(w[g + u]), row(g + u));
             for c in 0..C {
-                // SAFETY: the mask covers the elements c * 16.. of row below hd, inside it;
-                // masked-off lanes are not read.
-                let x = unsafe { _mm512_maskz_loadu_ps(masks[c], row.as_ptr().wrapping_add(c * 16)) };
-                au[c] = _mm512_fmadd_ps(wv, x, au[c]);
+                au[c] = _mm512_fmadd_ps(wv, load(r, c), au[c]);
             }
         }
-        i += rows;
+    }
+    for i in full..n {
+        let (wv, r) = (_mm512_set1_ps(w[i]), row(i));
+        for c in 0..C {
+            a[0][c] = _mm512_fmadd_ps(wv, load(r, c), a[0][c]);
+        }
     }
     for au in &a {
         for c in 0..C {
@@ -440,7 +458,11 @@ fn softmax_rows_c<const C: usize, const U: usize>(
         let w = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(x, mx)));
         sum = _mm512_add_ps(sum, w);
         store16(&mut wb, w);
-        weighted_rows::<C, U>(&wb[..c.len()], ic, v, stride, hd, &mut acc);
+        if hd == 16 * C {
+            weighted_rows::<C, U, true>(&wb[..c.len()], ic, v, stride, hd, &mut acc);
+        } else {
+            weighted_rows::<C, U, false>(&wb[..c.len()], ic, v, stride, hd, &mut acc);
+        }
     }
     let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
     for (c, a) in acc.iter().enumerate().take(hd.div_ceil(16)) {
@@ -489,6 +511,134 @@ pub fn x86_avx512_attn_softmax_rows(
         unsafe { softmax_rows_avx512(scores, idx, v, stride, hd, out) }
     } else {
         generic::attn_softmax_rows(scores, idx, v, stride, hd, out)
+    }
+}
+
+/// [`softmax_lanes_avx512`] for heads of at most `16 C` dimensions and `k <= 32`: first the
+/// weights of every lane (independent chains of maximum, `exp` and sum, which overlap), then
+/// the value rows of each lane accumulated in registers. The same operations in the same
+/// order as [`softmax_rows_c`], so the same bits.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn softmax_lanes_c<const C: usize, const U: usize>(
+    scores: &[f32],
+    idx: &[u16],
+    lens: &[u32],
+    k: usize,
+    v: &[f32],
+    stride: usize,
+    hd: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let lanes = lens.len().min(ATTN_LANES);
+    let mut w = [0f32; ATTN_LANES * 32];
+    let mut inv = [0f32; ATTN_LANES];
+    for l in 0..lanes {
+        let n = (lens[l] as usize).min(k);
+        let sl = &scores[l * k..][..n];
+        let (m_lo, m_hi) = (lanes_mask(n), lanes_mask(n.saturating_sub(16)));
+        // SAFETY: the loads are masked to the n elements of sl (the high half starts at
+        // element 16, which exists when its mask is not empty).
+        let (x0, x1) = unsafe {
+            (
+                _mm512_maskz_loadu_ps(m_lo, sl.as_ptr()),
+                _mm512_maskz_loadu_ps(m_hi, sl.as_ptr().wrapping_add(16)),
+            )
+        };
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mx = _mm512_max_ps(
+            _mm512_mask_mov_ps(ninf, m_lo, x0),
+            _mm512_mask_mov_ps(ninf, m_hi, x1),
+        );
+        let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        let w0 = _mm512_maskz_mov_ps(m_lo, exp16(_mm512_sub_ps(x0, mx)));
+        let w1 = _mm512_maskz_mov_ps(m_hi, exp16(_mm512_sub_ps(x1, mx)));
+        store16(&mut w[l * 32..], w0);
+        store16(&mut w[l * 32 + 16..], w1);
+        inv[l] = 1.0 / _mm512_reduce_add_ps(_mm512_add_ps(w0, w1));
+    }
+    for l in 0..lanes {
+        let n = (lens[l] as usize).min(k);
+        let o = &mut out[l * out_stride..][..hd];
+        if n == 0 {
+            o.fill(0.0);
+            continue;
+        }
+        let mut acc = [_mm512_setzero_ps(); C];
+        // By chunks of 16 rows as softmax_rows_c, so that the sums are the same (the kernel
+        // must not depend on k, which may be the number of keys).
+        let (wl, il) = (&w[l * 32..][..n], &idx[l * k..][..n]);
+        for (wc, ic) in wl.chunks(16).zip(il.chunks(16)) {
+            if hd == 16 * C {
+                weighted_rows::<C, U, true>(wc, ic, v, stride, hd, &mut acc);
+            } else {
+                weighted_rows::<C, U, false>(wc, ic, v, stride, hd, &mut acc);
+            }
+        }
+        let iv = _mm512_set1_ps(inv[l]);
+        for (c, a) in acc.iter().enumerate().take(hd.div_ceil(16)) {
+            let width = (hd - c * 16).min(16);
+            let oc = &mut o[c * 16..][..width];
+            // SAFETY: the mask covers exactly oc's `width` elements.
+            unsafe {
+                _mm512_mask_storeu_ps(oc.as_mut_ptr(), lanes_mask(width), _mm512_mul_ps(*a, iv))
+            };
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+fn softmax_lanes_avx512(
+    scores: &[f32],
+    idx: &[u16],
+    lens: &[u32],
+    k: usize,
+    v: &[f32],
+    stride: usize,
+    hd: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let a = (scores, idx, lens, k, v, stride, hd);
+    match hd.div_ceil(16) {
+        1 => softmax_lanes_c::<1, 4>(a.0, a.1, a.2, a.3, a.4, a.5, a.6, out, out_stride),
+        2 => softmax_lanes_c::<2, 4>(a.0, a.1, a.2, a.3, a.4, a.5, a.6, out, out_stride),
+        3 | 4 => softmax_lanes_c::<4, 2>(a.0, a.1, a.2, a.3, a.4, a.5, a.6, out, out_stride),
+        _ => softmax_lanes_c::<8, 1>(a.0, a.1, a.2, a.3, a.4, a.5, a.6, out, out_stride),
+    }
+}
+
+/// AVX-512 [`generic::attn_softmax_lanes`] (per lane [`x86_avx512_attn_softmax_rows`] for
+/// `k > 32`; the generic kernel for `hd > ATTN_MAX_HEAD_DIM`).
+#[allow(clippy::too_many_arguments)]
+pub fn x86_avx512_attn_softmax_lanes(
+    scores: &[f32],
+    idx: &[u16],
+    lens: &[u32],
+    k: usize,
+    v: &[f32],
+    stride: usize,
+    hd: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    if available() && hd <= ATTN_MAX_HEAD_DIM && k <= 32 {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe { softmax_lanes_avx512(scores, idx, lens, k, v, stride, hd, out, out_stride) }
+    } else if available() && hd <= ATTN_MAX_HEAD_DIM {
+        for (l, &n) in lens.iter().enumerate().take(ATTN_LANES) {
+            let n = (n as usize).min(k);
+            let o = &mut out[l * out_stride..][..hd];
+            // SAFETY: the CPU has AVX-512F (checked above).
+            unsafe {
+                softmax_rows_avx512(&scores[l * k..][..n], &idx[l * k..][..n], v, stride, hd, o)
+            }
+        }
+    } else {
+        generic::attn_softmax_lanes(scores, idx, lens, k, v, stride, hd, out, out_stride)
     }
 }
 
@@ -621,34 +771,22 @@ fn store16i(x: &mut [i32], v: __m512i) {
     unsafe { _mm512_storeu_si512(x.as_mut_ptr() as *mut __m512i, v) }
 }
 
-/// Permutations rotating 16 lanes by 1..=15.
-const ROTATIONS: [[i32; 16]; 15] = {
-    let mut out = [[0i32; 16]; 15];
-    let mut r = 0;
-    while r < 15 {
-        let mut i = 0;
-        while i < 16 {
-            out[r][i] = ((i + r + 1) % 16) as i32;
-            i += 1;
-        }
-        r += 1;
-    }
-    out
-};
-
 /// The `need`-th largest of the 16 lanes of `v` (`1 <= need <=` the lanes above `i32::MIN`,
 /// which pads): the smallest lane with fewer than `need` lanes above it. All pairs are
-/// compared by rotations (independent, unlike the stages of a sorting network).
+/// compared by the 15 rotations (independent, unlike the stages of a sorting network).
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn kth_of_16(v: __m512i, need: usize) -> i32 {
     let ones = _mm512_set1_epi32(1);
     let mut above = [_mm512_setzero_si512(); 3];
-    for (r, rot) in ROTATIONS.iter().enumerate() {
-        let p = _mm512_permutexvar_epi32(load16i(rot), v);
-        let a = &mut above[r % 3];
-        *a = _mm512_mask_add_epi32(*a, _mm512_cmpgt_epi32_mask(p, v), *a, ones);
+    macro_rules! rotations {
+        ($($r:literal)*) => {$(
+            let p = _mm512_alignr_epi32::<$r>(v, v);
+            let a = &mut above[$r % 3];
+            *a = _mm512_mask_add_epi32(*a, _mm512_cmpgt_epi32_mask(p, v), *a, ones);
+        )*};
     }
+    rotations!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
     let above = _mm512_add_epi32(_mm512_add_epi32(above[0], above[1]), above[2]);
     let cand = _mm512_cmplt_epi32_mask(above, _mm512_set1_epi32(need as i32));
     _mm512_mask_reduce_min_epi32(cand, v)
@@ -684,6 +822,57 @@ fn push_candidates(
     *n += m.count_ones() as usize;
 }
 
+/// Appends the visible keys of a block (`row`, `vis` as in [`generic::attn_topk_block`], keys
+/// from `kb0`) to the candidates `s`, `j` after the first `n <= ATTN_SELECT_MAX_K`: all of
+/// them (`ALL`) or those scoring at least `bf`. Returns the new count.
+#[inline]
+#[target_feature(enable = "avx512f,popcnt")]
+fn push_block<const ALL: bool>(
+    row: &[f32],
+    vis: &[u16],
+    bf: __m512,
+    kb0: usize,
+    s: &mut [f32; ATTN_CAND_CAP],
+    j: &mut [i32; ATTN_CAND_CAP],
+    n: usize,
+) -> usize {
+    let mut n = n.min(ATTN_SELECT_MAX_K);
+    let nt = vis
+        .len()
+        .min(row.len() / ATTN_TILE)
+        .min(ATTN_KEY_BLOCK / ATTN_TILE);
+    let mut key = _mm512_add_epi32(
+        _mm512_set1_epi32(kb0 as i32),
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+    );
+    let (sp, jp) = (s.as_mut_ptr(), j.as_mut_ptr());
+    for (x, &v) in row[..nt * ATTN_TILE]
+        .chunks_exact(ATTN_TILE)
+        .zip(&vis[..nt])
+    {
+        let x = load16(x);
+        let m = if ALL {
+            v
+        } else {
+            _mm512_mask_cmp_ps_mask::<_CMP_GE_OQ>(v, x, bf)
+        };
+        // Compress in registers and store whole vectors: the memory form of compress is
+        // microcoded and slow on AMD Zen 4.
+        // SAFETY: before tile t, n <= ATTN_SELECT_MAX_K + 16 t <= ATTN_CAND_MAX - 16, so the
+        // 16 lanes from n are inside the ATTN_CAND_CAP = ATTN_CAND_MAX + 16 buffers.
+        unsafe {
+            _mm512_storeu_ps(sp.add(n), _mm512_maskz_compress_ps(m, x));
+            _mm512_storeu_si512(
+                jp.add(n) as *mut __m512i,
+                _mm512_maskz_compress_epi32(m, key),
+            );
+        }
+        n += m.count_ones() as usize;
+        key = _mm512_add_epi32(key, _mm512_set1_epi32(ATTN_TILE as i32));
+    }
+    n
+}
+
 /// Stores the lanes `m` of `x` and `j` (compressed, `j` as u16) at `o` in the slots.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,popcnt")]
@@ -707,12 +896,50 @@ fn store_slots(
     *o += c;
 }
 
+/// `counts[i] = #{x in w : x >= t[i]}`, four chains of broadcast compares.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn count_at_least(w: &[i32], t: __m512i) -> __m512i {
+    let ones = _mm512_set1_epi32(1);
+    let mut c = [_mm512_setzero_si512(); 4];
+    let mut chunks = w.chunks_exact(4);
+    for q in &mut chunks {
+        for u in 0..4 {
+            let m = _mm512_cmple_epi32_mask(t, _mm512_set1_epi32(q[u]));
+            c[u] = _mm512_mask_add_epi32(c[u], m, c[u], ones);
+        }
+    }
+    for &x in chunks.remainder() {
+        let m = _mm512_cmple_epi32_mask(t, _mm512_set1_epi32(x));
+        c[0] = _mm512_mask_add_epi32(c[0], m, c[0], ones);
+    }
+    _mm512_add_epi32(_mm512_add_epi32(c[0], c[1]), _mm512_add_epi32(c[2], c[3]))
+}
+
+/// The elements of `src[..n]` in `[lo, hi]`, compressed to the front of `dst` (which may be
+/// `src` itself: element `o <= 16 c` is written after vector `c` is read, so a store never
+/// reaches a vector not yet read); returns their number.
+#[inline]
+#[target_feature(enable = "avx512f,popcnt")]
+fn keep_range(src: Option<&[i32]>, dst: &mut [i32], n: usize, lo: i32, hi: i32) -> usize {
+    let (lv, hv) = (_mm512_set1_epi32(lo), _mm512_set1_epi32(hi));
+    let mut o = 0;
+    for c in 0..n.div_ceil(16) {
+        let x = load16i(&src.unwrap_or(dst)[c * 16..]);
+        let m = _mm512_mask_cmpge_epi32_mask(lanes_mask(n - c * 16), x, lv)
+            & _mm512_cmple_epi32_mask(x, hv);
+        store16i(&mut dst[o..], _mm512_maskz_compress_epi32(m, x));
+        o += m.count_ones() as usize;
+    }
+    o
+}
+
 /// The cut of the `k` best of `r[..n]` (`k <= n`, all ranks in `[lo, hi]`): a rank `t` and
 /// `gt = #{r > t} <= k` with `#{r >= t} >= k`, so that the best are the ranks above `t` and
 /// the first `k - gt` equal to it. Counts against 16 evenly spaced thresholds of `[lo, hi]`
-/// narrow the range to the bucket that holds the `k`-th largest and the working set `w` to
-/// its elements, until 16 or fewer remain ([`kth_of_16`]) or they are all equal. The range
-/// shrinks 16-fold per round, so there are at most 8 rounds.
+/// narrow the range to the bucket that holds the `k`-th largest and the working set (`r`,
+/// then `w`) to its elements, until 16 or fewer remain ([`kth_of_16`]) or they are all
+/// equal. The range shrinks 16-fold per round, so there are at most 8 rounds.
 #[target_feature(enable = "avx512f,popcnt")]
 fn kth_rank(
     r: &[i32],
@@ -722,17 +949,13 @@ fn kth_rank(
     lo: i32,
     hi: i32,
 ) -> (i32, usize) {
-    let nv = n.div_ceil(16);
-    w[..nv * 16].copy_from_slice(&r[..nv * 16]);
     let (mut lo, mut hi, mut need, mut nw) = (lo as i64, hi as i64, k, n);
+    let mut first = true;
     let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     loop {
+        let ws: &[i32] = if first { &r[..] } else { &w[..] };
         if nw <= 16 {
-            let v = _mm512_mask_mov_epi32(
-                _mm512_set1_epi32(i32::MIN),
-                lanes_mask(nw),
-                load16i(&w[..]),
-            );
+            let v = _mm512_mask_mov_epi32(_mm512_set1_epi32(i32::MIN), lanes_mask(nw), load16i(ws));
             let t = kth_of_16(v, need);
             let gt = _mm512_cmpgt_epi32_mask(v, _mm512_set1_epi32(t)).count_ones() as usize;
             return (t, k - need + gt);
@@ -746,26 +969,12 @@ fn kth_rank(
             _mm512_set1_epi32(lo as i32),
             _mm512_mullo_epi32(iota, _mm512_set1_epi32(step as i32)),
         );
-        // counts[i] = #{w >= T_i}, four chains.
-        let ones = _mm512_set1_epi32(1);
-        let mut c = [_mm512_setzero_si512(); 4];
-        let mut chunks = w[..nw].chunks_exact(4);
-        for q in &mut chunks {
-            for u in 0..4 {
-                let m = _mm512_cmple_epi32_mask(tv, _mm512_set1_epi32(q[u]));
-                c[u] = _mm512_mask_add_epi32(c[u], m, c[u], ones);
-            }
-        }
-        for &x in chunks.remainder() {
-            let m = _mm512_cmple_epi32_mask(tv, _mm512_set1_epi32(x));
-            c[0] = _mm512_mask_add_epi32(c[0], m, c[0], ones);
-        }
-        let cv = _mm512_add_epi32(_mm512_add_epi32(c[0], c[1]), _mm512_add_epi32(c[2], c[3]));
+        let cv = count_at_least(&ws[..nw], tv);
         let mut counts = [0i32; 16];
         store16i(&mut counts, cv);
         // Counts fall with i and counts[0] = nw >= need: b is the last bucket with >= need.
-        let b = (_mm512_cmpge_epi32_mask(cv, _mm512_set1_epi32(need as i32)).count_ones() - 1)
-            as usize;
+        let b =
+            (_mm512_cmpge_epi32_mask(cv, _mm512_set1_epi32(need as i32)).count_ones() - 1) as usize;
         let above = if b < 15 { counts[b + 1] as usize } else { 0 };
         let nb = counts[b] as usize - above;
         need -= above;
@@ -775,17 +984,9 @@ fn kth_rank(
             // Everything from blo up is kept: exactly k above blo - 1.
             return ((blo - 1) as i32, k);
         }
-        let (lv, hv) = (_mm512_set1_epi32(blo as i32), _mm512_set1_epi32(bhi as i32));
-        let mut o = 0;
-        for c in 0..nw.div_ceil(16) {
-            let x = load16i(&w[c * 16..]);
-            let m = _mm512_mask_cmpge_epi32_mask(lanes_mask(nw - c * 16), x, lv)
-                & _mm512_cmple_epi32_mask(x, hv);
-            // In place: o <= 16 c, so the store ends before the next unread vector.
-            store16i(&mut w[o..], _mm512_maskz_compress_epi32(m, x));
-            o += m.count_ones() as usize;
-        }
-        (lo, hi, nw) = (blo, bhi, o);
+        let src = if first { Some(r) } else { None };
+        nw = keep_range(src, &mut w[..], nw, blo as i32, bhi as i32);
+        (lo, hi, first) = (blo, bhi, false);
     }
 }
 
@@ -814,14 +1015,13 @@ fn topk_block_avx512(
     // the two best visible non-NaN scores per lane of the rows of even and of odd tiles.
     let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
     let (mut a, mut b) = ((ninf, ninf), (ninf, ninf));
-    let mut t = 0;
-    while t + 2 <= nt {
-        a = top2(a, load16(&row[t * ATTN_TILE..]), vis[t]);
-        b = top2(b, load16(&row[(t + 1) * ATTN_TILE..]), vis[t + 1]);
-        t += 2;
+    let (rows2, rest) = row[..nt * ATTN_TILE].split_at(nt / 2 * 2 * ATTN_TILE);
+    for (x, v) in rows2.chunks_exact(2 * ATTN_TILE).zip(vis.chunks_exact(2)) {
+        a = top2(a, load16(&x[..ATTN_TILE]), v[0]);
+        b = top2(b, load16(&x[ATTN_TILE..]), v[1]);
     }
-    if t < nt {
-        a = top2(a, load16(&row[t * ATTN_TILE..]), vis[t]);
+    if nt % 2 == 1 {
+        a = top2(a, load16(rest), vis[nt - 1]);
     }
     let ((a1, a2), (b1, b2)) = (a, b);
     // Merged, per lane: c1 >= c2 >= c3 >= c4, four distinct visible keys of the group.
@@ -849,54 +1049,46 @@ fn topk_block_avx512(
     } else {
         ATTN_RANK_NAN
     };
-    // The old slots, two vectors (len <= k <= 32).
-    let (m_lo, m_hi) = (lanes_mask(len), lanes_mask(len.saturating_sub(16)));
-    // SAFETY: the loads are masked to lanes below len <= k, inside scores and idx (the high
-    // halves start at element 16, which exists when their mask is not empty).
-    let (olo, ohi, ilo, ihi) = unsafe {
-        let (sp, ip) = (scores.as_ptr(), idx.as_ptr());
-        (
-            _mm512_maskz_loadu_ps(m_lo, sp),
-            _mm512_maskz_loadu_ps(m_hi, sp.wrapping_add(16)),
-            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m_lo, ip as *const i16)),
-            _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
-                m_hi,
-                ip.wrapping_add(16) as *const i16,
-            )),
-        )
-    };
-    let (rlo, rhi) = (rank16(olo), rank16(ohi));
-    if len == k {
-        let worst = _mm512_mask_reduce_min_epi32(m_lo, rlo)
-            .min(_mm512_mask_reduce_min_epi32(m_hi, rhi));
-        bound = bound.max(worst);
-    }
-    // Candidates, in increasing key order.
+    // Candidates, in increasing key order: first the old slots (two vectors, len <= k <= 32).
     let AttnTopkWork { s, j, r, w } = work;
     let mut n = 0;
-    let bv = _mm512_set1_epi32(bound);
-    let keep_lo = _mm512_mask_cmpge_epi32_mask(m_lo, rlo, bv);
-    let keep_hi = _mm512_mask_cmpge_epi32_mask(m_hi, rhi, bv);
-    push_candidates(s, j, &mut n, keep_lo, olo, ilo);
-    push_candidates(s, j, &mut n, keep_hi, ohi, ihi);
+    if len > 0 {
+        let (m_lo, m_hi) = (lanes_mask(len), lanes_mask(len.saturating_sub(16)));
+        // SAFETY: the loads are masked to lanes below len <= k, inside scores and idx (the
+        // high halves start at element 16, which exists when their mask is not empty).
+        let (olo, ohi, ilo, ihi) = unsafe {
+            let (sp, ip) = (scores.as_ptr(), idx.as_ptr());
+            (
+                _mm512_maskz_loadu_ps(m_lo, sp),
+                _mm512_maskz_loadu_ps(m_hi, sp.wrapping_add(16)),
+                _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m_lo, ip as *const i16)),
+                _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
+                    m_hi,
+                    ip.wrapping_add(16) as *const i16,
+                )),
+            )
+        };
+        let (rlo, rhi) = (rank16(olo), rank16(ohi));
+        if len == k {
+            let worst = _mm512_mask_reduce_min_epi32(m_lo, rlo)
+                .min(_mm512_mask_reduce_min_epi32(m_hi, rhi));
+            bound = bound.max(worst);
+        }
+        let bv = _mm512_set1_epi32(bound);
+        let keep_lo = _mm512_mask_cmpge_epi32_mask(m_lo, rlo, bv);
+        let keep_hi = _mm512_mask_cmpge_epi32_mask(m_hi, rhi, bv);
+        push_candidates(s, j, &mut n, keep_lo, olo, ilo);
+        push_candidates(s, j, &mut n, keep_hi, ohi, ihi);
+    }
     // A bound of NaN's rank takes every visible key; any other is the rank of a score `bf`,
     // and `x >= bf` (false for NaN) is `attn_rank(x) >= bound`.
     let all = bound < generic::attn_rank(f32::NEG_INFINITY);
     let bf = _mm512_set1_ps(generic::attn_rank_score(bound));
-    let mut key = _mm512_add_epi32(
-        _mm512_set1_epi32(kb0 as i32),
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-    );
-    for (t, &v) in vis[..nt].iter().enumerate() {
-        let x = load16(&row[t * ATTN_TILE..]);
-        let m = if all {
-            v
-        } else {
-            _mm512_mask_cmp_ps_mask::<_CMP_GE_OQ>(v, x, bf)
-        };
-        push_candidates(s, j, &mut n, m, x, key);
-        key = _mm512_add_epi32(key, _mm512_set1_epi32(ATTN_TILE as i32));
-    }
+    n = if all {
+        push_block::<true>(row, vis, bf, kb0, s, j, n)
+    } else {
+        push_block::<false>(row, vis, bf, kb0, s, j, n)
+    };
     let nv = n.div_ceil(16);
     let mut o = 0;
     if n <= k {
@@ -907,12 +1099,13 @@ fn topk_block_avx512(
         }
         return n;
     }
-    let mut hi = i32::MIN;
+    let mut hv = _mm512_set1_epi32(i32::MIN);
     for c in 0..nv {
         let rc = _mm512_maskz_mov_epi32(lanes_mask(n - c * 16), rank16(load16(&s[c * 16..])));
         store16i(&mut r[c * 16..], rc);
-        hi = hi.max(_mm512_reduce_max_epi32(rc));
+        hv = _mm512_max_epi32(hv, rc);
     }
+    let hi = _mm512_reduce_max_epi32(hv);
     let (t, gt) = kth_rank(&r[..], w, n, k, bound, hi);
     // Keep every rank above t and the first (in key order) of those equal to t.
     let tv = _mm512_set1_epi32(t);
