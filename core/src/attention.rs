@@ -17,16 +17,26 @@
 //!
 //! Kernels ([`attention_with`]): [`Kernels::Reference`] runs the loops below one query and one
 //! key at a time with the generic kernels (bit-identical on every target).
-//! [`Kernels::Fast`] runs blocks of up to 16 queries (lanes) against tiles of 16 keys with the
-//! block kernels of [`crate::kernels::attn`] (AVX-512 on x86-64 std builds when the CPU has
-//! it): the scores of a tile are one vector per key, the dense softmax is online per tile
-//! (tile maximum, one rescale, vector `exp` by [`crate::kernels::attn::exp_poly`]), and top-k
-//! compares a whole tile against each query's current k-th best score before touching its
-//! slots; for `k <= 32` the slots are kept sorted (an insertion replaces the worst), larger
-//! `k` use the heap of [`TopK`]. The kept rows are summed in slot order (no sort by key
-//! index). Both keep the promises above (ties, masks, chunk independence); masked keys get
-//! weight 0 in a lane of a tile another lane sees, which adds exactly nothing to finite
-//! values. Heads wider than [`ATTN_MAX_HEAD_DIM`] run the reference loops.
+//! [`Kernels::Fast`] runs blocks of up to 16 queries (lanes) with the block kernels of
+//! [`crate::kernels::attn`] (AVX-512 on x86-64 std builds when the CPU has it):
+//!
+//! - dense: tiles of 16 keys, the scores of a tile one vector per key, an online softmax per
+//!   tile (tile maximum, one rescale, vector `exp` by [`crate::kernels::attn::exp_poly`]);
+//!   masked keys get weight 0 in a lane of a tile another lane sees, which adds exactly
+//!   nothing to finite values;
+//! - top-k, `k <= ATTN_SELECT_MAX_K` (32): blocks of [`ATTN_KEY_BLOCK`] (256) keys; the
+//!   scores of a block are stored lane-major (each query's scores contiguous), then each
+//!   query's slots are merged with the block by [`crate::kernels::attn::attn_topk_block`]: a
+//!   lower bound on the k-th best score (from the best scores of groups of keys, and the k-th
+//!   best kept so far) filters the candidates, and the k-th best candidate is found without
+//!   sorting; the slots hold the exact top-k in increasing key order, and the kept rows are
+//!   summed in that order. NaN scores rank below every other score (kept only when fewer
+//!   than `k` visible keys have a non-NaN score), `-0.0` ties `0.0`;
+//! - top-k, larger `k`: tiles of 16 keys compared against each query's current k-th best
+//!   before they reach the heap of [`TopK`]; the kept rows are summed in heap order.
+//!
+//! Both keep the promises above (ties, masks, chunk independence). Heads wider than
+//! [`ATTN_MAX_HEAD_DIM`] run the reference loops.
 //!
 //! Grouped KV heads: query head `h` reads KV head `h / (n_heads / n_kv_heads)`. Scores are
 //! `q . k / sqrt(head_dim)`.
@@ -580,43 +590,47 @@ impl Ctx<'_> {
         }
     }
 
-    /// Per-lane visibility of the keys `kb0..kb1` (whole tiles from `kb0`) to the lanes
-    /// `0..lanes` of a block whose first query is at `pos0`: `vis[lane * VIS_STRIDE + t]` has
-    /// bit `j` when that lane sees key `kb0 + t * ATTN_TILE + j`. Returns, per tile, whether any
-    /// lane sees any of its keys (bit `t`).
+    /// Visibility of the keys `kb0..kb1` (whole tiles from `kb0`) to the lanes `0..lanes` of a
+    /// block whose first query is at `pos0`: `valid[t]` has bit `j` when key
+    /// `kb0 + t * ATTN_TILE + j` exists and is not padding (what every lane sees without a
+    /// causal mask); when causal, `vis[lane * VIS_STRIDE + t]` is that lane's part of it.
+    /// Returns, per tile, whether any lane sees any of its keys (bit `t`).
     fn lane_vis(
         &self,
-        kb0: usize,
-        kb1: usize,
+        (kb0, kb1): (usize, usize),
         pos0: usize,
         lanes: usize,
+        valid: &mut [u16; VIS_STRIDE],
         vis: &mut [u16; ATTN_LANES * VIS_STRIDE],
     ) -> u16 {
         let mut any = 0u16;
         for (t, t0) in (kb0..kb1).step_by(ATTN_TILE).enumerate() {
             let nk = ATTN_TILE.min(kb1 - t0);
-            let mut valid = if nk >= ATTN_TILE {
+            let mut m = if nk >= ATTN_TILE {
                 u16::MAX
             } else {
                 (1u16 << nk) - 1
             };
             if let Some(v) = self.keys.valid {
                 for (j, &ok) in v[t0..t0 + nk].iter().enumerate() {
-                    valid &= !(u16::from(!ok) << j);
+                    m &= !(u16::from(!ok) << j);
                 }
             }
-            let mut seen = 0;
-            for l in 0..lanes {
-                let mut m = valid;
-                if self.causal {
+            valid[t] = m;
+            let mut seen = m;
+            if self.causal {
+                seen = 0;
+                for l in 0..lanes {
                     // Keys t0 + j <= pos0 + l: the first pos0 + l + 1 - t0 of the tile.
                     let lim = (pos0.saturating_add(l) + 1).saturating_sub(t0);
-                    if lim < ATTN_TILE {
-                        m &= (1u16 << lim) - 1;
-                    }
+                    let ml = if lim < ATTN_TILE {
+                        m & ((1u16 << lim) - 1)
+                    } else {
+                        m
+                    };
+                    vis[l * VIS_STRIDE + t] = ml;
+                    seen |= ml;
                 }
-                vis[l * VIS_STRIDE + t] = m;
-                seen |= m;
             }
             if seen != 0 {
                 any |= 1 << t;
@@ -645,6 +659,7 @@ impl Ctx<'_> {
         let nc = qc.len() / q_dim;
         let mut qt = [0f32; ATTN_LANES * ATTN_MAX_HEAD_DIM];
         let mut rows = [0f32; ATTN_LANES * ATTN_KEY_BLOCK];
+        let mut valid = [0u16; VIS_STRIDE];
         let mut vis = [0u16; ATTN_LANES * VIS_STRIDE];
         let mut work = AttnTopkWork::new();
         for h in 0..n_heads {
@@ -659,7 +674,7 @@ impl Ctx<'_> {
                 for kb0 in (0..end).step_by(ATTN_KEY_BLOCK) {
                     let kb1 = end.min(kb0 + ATTN_KEY_BLOCK);
                     let nt = (kb1 - kb0).div_ceil(ATTN_TILE);
-                    let any = self.lane_vis(kb0, kb1, gpos, lanes, &mut vis);
+                    let any = self.lane_vis((kb0, kb1), gpos, lanes, &mut valid, &mut vis);
                     if any == 0 {
                         continue;
                     }
@@ -680,8 +695,12 @@ impl Ctx<'_> {
                         );
                     }
                     for (l, len) in lens.iter_mut().enumerate() {
-                        let lv = &vis[l * VIS_STRIDE..][..nt];
-                        if lv.iter().all(|&m| m == 0) {
+                        let lv = if self.causal {
+                            &vis[l * VIS_STRIDE..][..nt]
+                        } else {
+                            &valid[..nt]
+                        };
+                        if self.causal && lv.iter().all(|&m| m == 0) {
                             continue;
                         }
                         let qi = g0 + l;

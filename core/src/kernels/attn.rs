@@ -6,8 +6,10 @@
 //! of up to [`ATTN_TILE`] consecutive keys. The queries of a block are transposed once
 //! (`qt[d * ATTN_LANES + lane]`), so that the scores of one key for every lane are one vector
 //! (`s[j * ATTN_LANES + lane]`), and every per-query state (running maximum, sum, threshold)
-//! is a vector over the lanes. Lanes never mix: a lane's results do not depend on the other
-//! lanes of its block (so not on the chunk size).
+//! is a vector over the lanes. The top-k path ([`attn_topk_block`]) works on blocks of
+//! [`ATTN_KEY_BLOCK`] keys stored lane-major instead ([`attn_scores_rows`]: each query's
+//! scores contiguous). Lanes never mix: a lane's results do not depend on the other lanes of
+//! its block (so not on the chunk size).
 //!
 //! The exponential is [`exp_poly`], a documented polynomial (Cephes `expf`), the same in the
 //! micromath and std builds.
@@ -16,8 +18,9 @@
 pub const ATTN_LANES: usize = 16;
 /// Keys per tile.
 pub const ATTN_TILE: usize = 16;
-/// Largest head width the fast path takes (its block buffers live on the stack:
-/// `2 * ATTN_LANES * ATTN_MAX_HEAD_DIM` f32, 16 KiB); wider heads run the reference path.
+/// Largest head width the fast path takes (its block buffers live on the stack: transposed
+/// queries and the dense accumulators, `ATTN_LANES * ATTN_MAX_HEAD_DIM` f32 each, 8 KiB);
+/// wider heads run the reference path.
 pub const ATTN_MAX_HEAD_DIM: usize = 128;
 /// Scores of one block: `ATTN_TILE` keys x `ATTN_LANES` lanes.
 pub const ATTN_BLOCK: usize = ATTN_TILE * ATTN_LANES;
@@ -419,10 +422,10 @@ pub fn attn_topk_block(
     w[..n].copy_from_slice(&r[..n]);
     let (_, &mut t, _) = w[..n].select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
     let mut ties = k - r[..n].iter().filter(|&&x| x > t).count();
-    for i in 0..n {
-        if r[i] > t {
+    for (i, &ri) in r[..n].iter().enumerate() {
+        if ri > t {
             keep(i);
-        } else if r[i] == t && ties > 0 {
+        } else if ri == t && ties > 0 {
             ties -= 1;
             keep(i);
         }

@@ -1,16 +1,19 @@
-//! x86-64 AVX-512 (F, BW, VL) block kernels of the fast attention path, compiled in std builds and chosen
-//! at run time (`is_x86_feature_detected!`). Each overlays a kernel of [`super::attn`] (the
-//! generic one runs when the CPU lacks AVX-512F) and is tested against it
-//! (`tests/tests/attn_kernels.rs`):
+//! x86-64 AVX-512 (F, BW, VL) block kernels of the fast attention path, compiled in std builds
+//! and chosen at run time (`is_x86_feature_detected!`). Each overlays a kernel of
+//! [`super::attn`] (the generic one runs when the CPU lacks AVX-512F, BW, VL or POPCNT) and is
+//! tested against it (`tests/tests/attn_kernels.rs`):
 //!
 //! - scores: 16 lanes (queries) per vector, one fused multiply-add per dimension and key, in
 //!   the same (increasing `d`) order as the generic kernel: differs by the FMA rounding only;
+//!   the lane-major scores of the top-k path are the same bits, transposed in registers;
 //! - `exp`: the same polynomial as [`super::exp_poly`] with FMA and `vscalefps`;
 //! - dense tile and softmax rows: FMA accumulation; lanes that do not see a key get weight 0,
-//!   which adds exactly nothing for finite values;
-//! - candidates, sorted insertion and the top-k tile update: the same masks and slots as the
-//!   generic kernels (compares and data movement only); a lane's sorted slots (`k <= 32`)
-//!   live in four registers while a tile's candidates are inserted.
+//!   which adds exactly nothing for finite values; the softmax of a block's lanes gives the
+//!   bits of the per-row kernel;
+//! - candidates and the block top-k: the same masks and slots as the generic kernels
+//!   (compares and data movement only). The block top-k filters a query's scores by a lower
+//!   bound on its k-th best with vector compares and compress (register form), then finds the
+//!   k-th best candidate by counting against 16 thresholds at once ([`kth_rank`]).
 
 use core::arch::x86_64::*;
 
@@ -20,8 +23,8 @@ use super::attn::{
     EXP_POLY_MIN, LN2_HI, LN2_LO, LOG2E,
 };
 
-/// Whether this CPU runs the kernels of this module (AVX-512F, and BW and VL for the u16
-/// slot indices). Cached by std.
+/// Whether this CPU runs the kernels of this module (AVX-512F, BW and VL for the u16 slot
+/// indices, POPCNT for mask counts). Cached by std.
 pub fn available() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
@@ -410,15 +413,15 @@ fn weighted_rows<const C: usize, const U: usize, const FULL: bool>(
     for g in (0..full).step_by(U) {
         for (u, au) in a.iter_mut().enumerate() {
             let (wv, r) = (_mm512_set1_ps(w[g + u]), row(g + u));
-            for c in 0..C {
-                au[c] = _mm512_fmadd_ps(wv, load(r, c), au[c]);
+            for (c, ac) in au.iter_mut().enumerate() {
+                *ac = _mm512_fmadd_ps(wv, load(r, c), *ac);
             }
         }
     }
-    for i in full..n {
-        let (wv, r) = (_mm512_set1_ps(w[i]), row(i));
-        for c in 0..C {
-            a[0][c] = _mm512_fmadd_ps(wv, load(r, c), a[0][c]);
+    for (i, &wi) in w.iter().enumerate().skip(full) {
+        let (wv, r) = (_mm512_set1_ps(wi), row(i));
+        for (c, ac) in a[0].iter_mut().enumerate() {
+            *ac = _mm512_fmadd_ps(wv, load(r, c), *ac);
         }
     }
     for au in &a {
@@ -771,6 +774,46 @@ fn store16i(x: &mut [i32], v: __m512i) {
     unsafe { _mm512_storeu_si512(x.as_mut_ptr() as *mut __m512i, v) }
 }
 
+/// The stages of a bitonic sorting network for 16 lanes, ascending: each lane's partner and
+/// the lanes that take the larger of the pair.
+const SORT16: [([i32; 16], u16); 10] = {
+    let mut out = [([0i32; 16], 0u16); 10];
+    let mut s = 0;
+    let mut size = 2;
+    while size <= 16 {
+        let mut j = size / 2;
+        while j >= 1 {
+            let mut i = 0;
+            while i < 16 {
+                out[s].0[i] = (i ^ j) as i32;
+                // Blocks of `size` alternate direction; the lower lane of an ascending pair
+                // takes the smaller value.
+                let ascending = i & size == 0;
+                let lower = i & j == 0;
+                if lower != ascending {
+                    out[s].1 |= 1 << i;
+                }
+                i += 1;
+            }
+            s += 1;
+            j /= 2;
+        }
+        size *= 2;
+    }
+    out
+};
+
+/// The 16 lanes of `v` sorted ascending.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn sort16(mut v: __m512i) -> __m512i {
+    for (partner, take_max) in &SORT16 {
+        let p = _mm512_permutexvar_epi32(load16i(partner), v);
+        v = _mm512_mask_blend_epi32(*take_max, _mm512_min_epi32(v, p), _mm512_max_epi32(v, p));
+    }
+    v
+}
+
 /// The `need`-th largest of the 16 lanes of `v` (`1 <= need <=` the lanes above `i32::MIN`,
 /// which pads): the smallest lane with fewer than `need` lanes above it. All pairs are
 /// compared by the 15 rotations (independent, unlike the stages of a sorting network).
@@ -802,6 +845,36 @@ fn top2((m1, m2): (__m512, __m512), x: __m512, v: __mmask16) -> (__m512, __m512)
         _mm512_mask_max_ps(m1, v, x, m1),
         _mm512_mask_max_ps(m2, v, mn, m2),
     )
+}
+
+/// Two sorted pairs `(a1 >= a2)`, `(b1 >= b2)` merged, per lane: four sorted values.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn merge2((a1, a2): (__m512, __m512), (b1, b2): (__m512, __m512)) -> [__m512; 4] {
+    let (lo1, hi2) = (_mm512_min_ps(a1, b1), _mm512_max_ps(a2, b2));
+    [
+        _mm512_max_ps(a1, b1),
+        _mm512_max_ps(lo1, hi2),
+        _mm512_min_ps(lo1, hi2),
+        _mm512_min_ps(a2, b2),
+    ]
+}
+
+/// The best four of two sorted lists of four, per lane (sorted): the r-th largest of the
+/// union is the largest `min(a_i, b_(r - i))` (`a_0 = b_0 = +inf`).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn best4(a: [__m512; 4], b: [__m512; 4]) -> [__m512; 4] {
+    let (mx, mn) = (_mm512_max_ps, _mm512_min_ps);
+    [
+        mx(a[0], b[0]),
+        mx(mx(a[1], b[1]), mn(a[0], b[0])),
+        mx(mx(a[2], b[2]), mx(mn(a[0], b[1]), mn(a[1], b[0]))),
+        mx(
+            mx(a[3], b[3]),
+            mx(mn(a[0], b[2]), mx(mn(a[1], b[1]), mn(a[2], b[0]))),
+        ),
+    ]
 }
 
 /// Appends the lanes `m` of `x` and `j` (compressed) to the candidates `s`, `jx` at `n`: the
@@ -936,10 +1009,11 @@ fn keep_range(src: Option<&[i32]>, dst: &mut [i32], n: usize, lo: i32, hi: i32) 
 
 /// The cut of the `k` best of `r[..n]` (`k <= n`, all ranks in `[lo, hi]`): a rank `t` and
 /// `gt = #{r > t} <= k` with `#{r >= t} >= k`, so that the best are the ranks above `t` and
-/// the first `k - gt` equal to it. Counts against 16 evenly spaced thresholds of `[lo, hi]`
-/// narrow the range to the bucket that holds the `k`-th largest and the working set (`r`,
-/// then `w`) to its elements, until 16 or fewer remain ([`kth_of_16`]) or they are all
-/// equal. The range shrinks 16-fold per round, so there are at most 8 rounds.
+/// the first `k - gt` equal to it. Counts against 16 thresholds at once narrow the range to
+/// the bucket that holds the `k`-th largest and the working set (`r`, then `w`) to its
+/// elements, until 16 or fewer remain ([`kth_of_16`]) or they are all equal. The first
+/// round's thresholds are a sorted sample of the candidates; the later ones are evenly
+/// spaced in `[lo, hi]`, which shrinks 16-fold per round, so there are at most 9 rounds.
 #[target_feature(enable = "avx512f,popcnt")]
 fn kth_rank(
     r: &[i32],
@@ -953,7 +1027,7 @@ fn kth_rank(
     let mut first = true;
     let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     loop {
-        let ws: &[i32] = if first { &r[..] } else { &w[..] };
+        let ws: &[i32] = if first { r } else { &w[..] };
         if nw <= 16 {
             let v = _mm512_mask_mov_epi32(_mm512_set1_epi32(i32::MIN), lanes_mask(nw), load16i(ws));
             let t = kth_of_16(v, need);
@@ -963,23 +1037,43 @@ fn kth_rank(
         if lo == hi {
             return (lo as i32, k - need);
         }
-        // T_i = lo + i * step, T_15 <= hi + 15 (no overflow: hi <= attn_rank(inf)).
-        let step = ((hi - lo) >> 4) + 1;
-        let tv = _mm512_add_epi32(
-            _mm512_set1_epi32(lo as i32),
-            _mm512_mullo_epi32(iota, _mm512_set1_epi32(step as i32)),
-        );
+        let tv = if first {
+            // The first round: 16 of the candidates at a stride of nw / 16 (they are in key
+            // order, so a sample of the ranks), sorted, the smallest replaced by lo: thresholds
+            // near the quantiles of the candidates, whatever their spread (real attention has
+            // a few scores far above the rest, which even spacing would put in one bucket).
+            let pos =
+                _mm512_srli_epi32::<4>(_mm512_mullo_epi32(iota, _mm512_set1_epi32(nw as i32)));
+            // SAFETY: the positions (i * nw) / 16 are below nw <= r.len().
+            let sample = unsafe { _mm512_i32gather_epi32::<4>(pos, r.as_ptr()) };
+            _mm512_mask_mov_epi32(sort16(sample), 1, _mm512_set1_epi32(lo as i32))
+        } else {
+            // Later rounds: evenly spaced, T_i = lo + i * step, so that the range shrinks
+            // 16-fold (T_15 <= hi + 15: no overflow, hi <= attn_rank(inf)).
+            let step = ((hi - lo) >> 4) + 1;
+            _mm512_add_epi32(
+                _mm512_set1_epi32(lo as i32),
+                _mm512_mullo_epi32(iota, _mm512_set1_epi32(step as i32)),
+            )
+        };
+        let mut th = [0i32; 16];
+        store16i(&mut th, tv);
         let cv = count_at_least(&ws[..nw], tv);
         let mut counts = [0i32; 16];
         store16i(&mut counts, cv);
-        // Counts fall with i and counts[0] = nw >= need: b is the last bucket with >= need.
+        // The thresholds rise with i, so the counts fall, and counts[0] = nw >= need: b is the
+        // last bucket with >= need (and T_(b+1) > T_b, else its count would be >= need too).
         let b =
             (_mm512_cmpge_epi32_mask(cv, _mm512_set1_epi32(need as i32)).count_ones() - 1) as usize;
         let above = if b < 15 { counts[b + 1] as usize } else { 0 };
         let nb = counts[b] as usize - above;
         need -= above;
-        let blo = lo + b as i64 * step;
-        let bhi = if b < 15 { hi.min(blo + step - 1) } else { hi };
+        let blo = th[b] as i64;
+        let bhi = if b < 15 {
+            hi.min(th[b + 1] as i64 - 1)
+        } else {
+            hi
+        };
         if nb == need {
             // Everything from blo up is kept: exactly k above blo - 1.
             return ((blo - 1) as i32, k);
@@ -1011,31 +1105,36 @@ fn topk_block_avx512(
     if k == 0 {
         return 0;
     }
-    // A lower bound on the block's k-th best (finer than the generic kernel's, same idea):
-    // the two best visible non-NaN scores per lane of the rows of even and of odd tiles.
+    // A lower bound on the block's k-th best (finer than the generic kernel's, same idea).
+    // Per lane (16 keys apart) and tile mod 4 (four chains), the two best visible non-NaN
+    // scores: eight distinct keys per lane, whose best four are merged below.
     let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
-    let (mut a, mut b) = ((ninf, ninf), (ninf, ninf));
-    let (rows2, rest) = row[..nt * ATTN_TILE].split_at(nt / 2 * 2 * ATTN_TILE);
-    for (x, v) in rows2.chunks_exact(2 * ATTN_TILE).zip(vis.chunks_exact(2)) {
-        a = top2(a, load16(&x[..ATTN_TILE]), v[0]);
-        b = top2(b, load16(&x[ATTN_TILE..]), v[1]);
+    let mut c = [(ninf, ninf); 4];
+    let (rows4, rest) = row[..nt * ATTN_TILE].split_at(nt / 4 * 4 * ATTN_TILE);
+    for (x, v) in rows4.chunks_exact(4 * ATTN_TILE).zip(vis.chunks_exact(4)) {
+        let [c0, c1, c2, c3] = c;
+        c = [
+            top2(c0, load16(&x[..ATTN_TILE]), v[0]),
+            top2(c1, load16(&x[ATTN_TILE..2 * ATTN_TILE]), v[1]),
+            top2(c2, load16(&x[2 * ATTN_TILE..3 * ATTN_TILE]), v[2]),
+            top2(c3, load16(&x[3 * ATTN_TILE..]), v[3]),
+        ];
     }
-    if nt % 2 == 1 {
-        a = top2(a, load16(rest), vis[nt - 1]);
+    for (t, x) in rest.chunks_exact(ATTN_TILE).enumerate() {
+        c[t] = top2(c[t], load16(x), vis[nt / 4 * 4 + t]);
     }
-    let ((a1, a2), (b1, b2)) = (a, b);
-    // Merged, per lane: c1 >= c2 >= c3 >= c4, four distinct visible keys of the group.
-    let (lo1, hi2) = (_mm512_min_ps(a1, b1), _mm512_max_ps(a2, b2));
+    let top = best4(merge2(c[0], c[1]), merge2(c[2], c[3]));
+    // Lanes g and g + 8 paired: 8 groups of 32 keys, each with the 4 best above (sorted). The
+    // r-th largest of two sorted lists is the largest min(a_i, b_(r - i)); each group has r
+    // keys at least its value, so with 8 r >= k the smallest over the groups is at most the
+    // k-th best.
     let c = [
         _mm512_set1_ps(f32::INFINITY),
-        _mm512_max_ps(a1, b1),
-        _mm512_max_ps(lo1, hi2),
-        _mm512_min_ps(lo1, hi2),
-        _mm512_min_ps(a2, b2),
+        top[0],
+        top[1],
+        top[2],
+        top[3],
     ];
-    // Lanes g and g + 8 paired: 8 groups of 32 keys. The r-th largest of two sorted lists is
-    // the largest min(a_i, b_(r - i)); each group has r keys at least its value, so with
-    // 8 r >= k the smallest over the groups is at most the k-th best.
     let r = k.div_ceil(8);
     let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
     for i in r.saturating_sub(4)..=r.min(4) {
