@@ -774,46 +774,6 @@ fn store16i(x: &mut [i32], v: __m512i) {
     unsafe { _mm512_storeu_si512(x.as_mut_ptr() as *mut __m512i, v) }
 }
 
-/// The stages of a bitonic sorting network for 16 lanes, ascending: each lane's partner and
-/// the lanes that take the larger of the pair.
-const SORT16: [([i32; 16], u16); 10] = {
-    let mut out = [([0i32; 16], 0u16); 10];
-    let mut s = 0;
-    let mut size = 2;
-    while size <= 16 {
-        let mut j = size / 2;
-        while j >= 1 {
-            let mut i = 0;
-            while i < 16 {
-                out[s].0[i] = (i ^ j) as i32;
-                // Blocks of `size` alternate direction; the lower lane of an ascending pair
-                // takes the smaller value.
-                let ascending = i & size == 0;
-                let lower = i & j == 0;
-                if lower != ascending {
-                    out[s].1 |= 1 << i;
-                }
-                i += 1;
-            }
-            s += 1;
-            j /= 2;
-        }
-        size *= 2;
-    }
-    out
-};
-
-/// The 16 lanes of `v` sorted ascending.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn sort16(mut v: __m512i) -> __m512i {
-    for (partner, take_max) in &SORT16 {
-        let p = _mm512_permutexvar_epi32(load16i(partner), v);
-        v = _mm512_mask_blend_epi32(*take_max, _mm512_min_epi32(v, p), _mm512_max_epi32(v, p));
-    }
-    v
-}
-
 /// The `need`-th largest of the 16 lanes of `v` (`1 <= need <=` the lanes above `i32::MIN`,
 /// which pads): the smallest lane with fewer than `need` lanes above it. All pairs are
 /// compared by the 15 rotations (independent, unlike the stages of a sorting network).
@@ -1012,8 +972,8 @@ fn keep_range(src: Option<&[i32]>, dst: &mut [i32], n: usize, lo: i32, hi: i32) 
 /// the first `k - gt` equal to it. Counts against 16 thresholds at once narrow the range to
 /// the bucket that holds the `k`-th largest and the working set (`r`, then `w`) to its
 /// elements, until 16 or fewer remain ([`kth_of_16`]) or they are all equal. The first
-/// round's thresholds are a sorted sample of the candidates; the later ones are evenly
-/// spaced in `[lo, hi]`, which shrinks 16-fold per round, so there are at most 9 rounds.
+/// round's thresholds are a sample of the candidates; the later ones are evenly spaced in
+/// `[lo, hi]`, which shrinks 16-fold per round, so there are at most 9 rounds.
 #[target_feature(enable = "avx512f,popcnt")]
 fn kth_rank(
     r: &[i32],
@@ -1039,14 +999,14 @@ fn kth_rank(
         }
         let tv = if first {
             // The first round: 16 of the candidates at a stride of nw / 16 (they are in key
-            // order, so a sample of the ranks), sorted, the smallest replaced by lo: thresholds
-            // near the quantiles of the candidates, whatever their spread (real attention has
-            // a few scores far above the rest, which even spacing would put in one bucket).
+            // order, so a sample of the ranks), lane 0 replaced by lo: thresholds near the
+            // quantiles of the candidates, whatever their spread (real attention has a few
+            // scores far above the rest, which even spacing would put in one bucket).
             let pos =
                 _mm512_srli_epi32::<4>(_mm512_mullo_epi32(iota, _mm512_set1_epi32(nw as i32)));
             // SAFETY: the positions (i * nw) / 16 are below nw <= r.len().
             let sample = unsafe { _mm512_i32gather_epi32::<4>(pos, r.as_ptr()) };
-            _mm512_mask_mov_epi32(sort16(sample), 1, _mm512_set1_epi32(lo as i32))
+            _mm512_mask_mov_epi32(sample, 1, _mm512_set1_epi32(lo as i32))
         } else {
             // Later rounds: evenly spaced, T_i = lo + i * step, so that the range shrinks
             // 16-fold (T_15 <= hi + 15: no overflow, hi <= attn_rank(inf)).
@@ -1056,24 +1016,26 @@ fn kth_rank(
                 _mm512_mullo_epi32(iota, _mm512_set1_epi32(step as i32)),
             )
         };
-        let mut th = [0i32; 16];
-        store16i(&mut th, tv);
         let cv = count_at_least(&ws[..nw], tv);
-        let mut counts = [0i32; 16];
-        store16i(&mut counts, cv);
-        // The thresholds rise with i, so the counts fall, and counts[0] = nw >= need: b is the
-        // last bucket with >= need (and T_(b+1) > T_b, else its count would be >= need too).
-        let b =
-            (_mm512_cmpge_epi32_mask(cv, _mm512_set1_epi32(need as i32)).count_ones() - 1) as usize;
-        let above = if b < 15 { counts[b + 1] as usize } else { 0 };
-        let nb = counts[b] as usize - above;
-        need -= above;
-        let blo = th[b] as i64;
-        let bhi = if b < 15 {
-            hi.min(th[b + 1] as i64 - 1)
+        // The thresholds with at least `need` elements at or above them (lane 0, lo, is one):
+        // the largest of them, blo, and the smallest of the others, bhi + 1, bound the bucket
+        // that holds the need-th largest (a larger threshold has a smaller count; the
+        // thresholds need not be sorted).
+        let ge = _mm512_cmpge_epi32_mask(cv, _mm512_set1_epi32(need as i32));
+        let blo = _mm512_mask_reduce_max_epi32(ge, tv) as i64;
+        let at_lo = _mm512_mask_reduce_min_epi32(ge, cv) as usize;
+        let (bhi, above) = if ge == u16::MAX {
+            (hi, 0)
         } else {
-            hi
+            let lt = !ge;
+            let next = _mm512_mask_reduce_min_epi32(lt, tv) as i64;
+            (
+                hi.min(next - 1),
+                _mm512_mask_reduce_max_epi32(lt, cv) as usize,
+            )
         };
+        let nb = at_lo - above;
+        need -= above;
         if nb == need {
             // Everything from blo up is kept: exactly k above blo - 1.
             return ((blo - 1) as i32, k);
