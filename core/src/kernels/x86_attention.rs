@@ -1160,9 +1160,11 @@ fn topk_block_avx512(
         }
         return n;
     }
-    let mut hv = _mm512_set1_epi32(i32::MIN);
+    // The ranks, the lanes past n below every rank (so that hi is the largest candidate's).
+    let min = _mm512_set1_epi32(i32::MIN);
+    let mut hv = min;
     for c in 0..nv {
-        let rc = _mm512_maskz_mov_epi32(lanes_mask(n - c * 16), rank16(load16(&s[c * 16..])));
+        let rc = _mm512_mask_mov_epi32(min, lanes_mask(n - c * 16), rank16(load16(&s[c * 16..])));
         store16i(&mut r[c * 16..], rc);
         hv = _mm512_max_epi32(hv, rc);
     }
