@@ -17,16 +17,26 @@
 //!
 //! Kernels ([`attention_with`]): [`Kernels::Reference`] runs the loops below one query and one
 //! key at a time with the generic kernels (bit-identical on every target).
-//! [`Kernels::Fast`] runs blocks of up to 16 queries (lanes) against tiles of 16 keys with the
-//! block kernels of [`crate::kernels::attn`] (AVX-512 on x86-64 std builds when the CPU has
-//! it): the scores of a tile are one vector per key, the dense softmax is online per tile
-//! (tile maximum, one rescale, vector `exp` by [`crate::kernels::attn::exp_poly`]), and top-k
-//! compares a whole tile against each query's current k-th best score before touching its
-//! slots; for `k <= 32` the slots are kept sorted (an insertion replaces the worst), larger
-//! `k` use the heap of [`TopK`]. The kept rows are summed in slot order (no sort by key
-//! index). Both keep the promises above (ties, masks, chunk independence); masked keys get
-//! weight 0 in a lane of a tile another lane sees, which adds exactly nothing to finite
-//! values. Heads wider than [`ATTN_MAX_HEAD_DIM`] run the reference loops.
+//! [`Kernels::Fast`] runs blocks of up to 16 queries (lanes) with the block kernels of
+//! [`crate::kernels::attn`] (AVX-512 on x86-64 std builds when the CPU has it):
+//!
+//! - dense: tiles of 16 keys, the scores of a tile one vector per key, an online softmax per
+//!   tile (tile maximum, one rescale, vector `exp` by [`crate::kernels::attn::exp_poly`]);
+//!   masked keys get weight 0 in a lane of a tile another lane sees, which adds exactly
+//!   nothing to finite values;
+//! - top-k, `k <= ATTN_SELECT_MAX_K` (32): blocks of [`ATTN_KEY_BLOCK`] (256) keys; the
+//!   scores of a block are stored lane-major (each query's scores contiguous), then each
+//!   query's slots are merged with the block by [`crate::kernels::attn::attn_topk_block`]: a
+//!   lower bound on the k-th best score (from the best scores of groups of keys, and the k-th
+//!   best kept so far) filters the candidates, and the k-th best candidate is found without
+//!   sorting; the slots hold the exact top-k in increasing key order, and the kept rows are
+//!   summed in that order. NaN scores rank below every other score (kept only when fewer
+//!   than `k` visible keys have a non-NaN score), `-0.0` ties `0.0`;
+//! - top-k, larger `k`: tiles of 16 keys compared against each query's current k-th best
+//!   before they reach the heap of [`TopK`]; the kept rows are summed in heap order.
+//!
+//! Both keep the promises above (ties, masks, chunk independence). Heads wider than
+//! [`ATTN_MAX_HEAD_DIM`] run the reference loops.
 //!
 //! Grouped KV heads: query head `h` reads KV head `h / (n_heads / n_kv_heads)`. Scores are
 //! `q . k / sqrt(head_dim)`.
@@ -34,9 +44,9 @@
 use crate::Error;
 use crate::arena::{Arena, padded};
 use crate::kernels::attn::{
-    ATTN_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SORTED_MAX_K, ATTN_TILE, AttnDenseState,
-    attn_transpose_queries, candidates_fast, dense_tile_fast, scores_tile_fast, softmax_rows_fast,
-    topk_tile_fast,
+    ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SELECT_MAX_K, ATTN_TILE,
+    AttnDenseState, AttnTopkWork, attn_transpose_queries, candidates_fast, dense_tile_fast,
+    scores_rows_fast, scores_tile_fast, softmax_lanes_fast, topk_block_fast,
 };
 use crate::kernels::{Kernels, axpy, dot, scale};
 use crate::math;
@@ -47,6 +57,9 @@ pub const MAX_KEYS: usize = 1 << 16;
 
 /// Keys streamed per tile: a tile's rows stay in cache while every query of the chunk uses them.
 const KEY_TILE: usize = 16;
+
+/// Tiles per key block of the fast top-k path (the stride of its per-lane visibility masks).
+const VIS_STRIDE: usize = ATTN_KEY_BLOCK / ATTN_TILE;
 
 /// Head layout of one attention layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,18 +328,23 @@ pub fn attention_with(
         let pos0 = q_pos.saturating_add(c0);
         let qc = &q[c0 * q_dim..c1 * q_dim];
         let oc = &mut out[c0 * q_dim..c1 * q_dim];
-        for h in 0..d.n_heads {
-            match (p.k_attn, fast) {
-                (Some(k), false) => ctx.topk_head(h, k.min(n), qc, pos0, scratch, oc),
-                (None, false) => ctx.dense_head(h, qc, pos0, scratch, oc),
-                (Some(k), true) => {
-                    // The slot scheme follows the requested k, not k.min(n), so that a query's
-                    // kept rows (and their summation order) do not depend on the number of
-                    // keys it cannot see.
-                    let sorted = k <= ATTN_SORTED_MAX_K;
-                    ctx.fast_topk_head(h, k.min(n), sorted, qc, pos0, scratch, oc)
+        match (p.k_attn, fast) {
+            // The path follows the requested k, not k.min(n), so that a query's kept rows (and
+            // their summation order) do not depend on the number of keys it cannot see.
+            (Some(k), true) if k <= ATTN_SELECT_MAX_K => {
+                ctx.fast_topk_chunk(d.n_heads, k.min(n), qc, pos0, scratch, oc)
+            }
+            _ => {
+                for h in 0..d.n_heads {
+                    match (p.k_attn, fast) {
+                        (Some(k), false) => ctx.topk_head(h, k.min(n), qc, pos0, scratch, oc),
+                        (None, false) => ctx.dense_head(h, qc, pos0, scratch, oc),
+                        (Some(k), true) => {
+                            ctx.fast_topk_heap_head(h, k.min(n), qc, pos0, scratch, oc)
+                        }
+                        (None, true) => ctx.fast_dense_head(h, qc, pos0, oc),
+                    }
                 }
-                (None, true) => ctx.fast_dense_head(h, qc, pos0, oc),
             }
         }
         c0 = c1;
@@ -572,19 +590,183 @@ impl Ctx<'_> {
         }
     }
 
-    /// Top-k head `h` (keeping `k` keys per query) for one chunk of queries `qc`, into `oc`,
-    /// by the block kernels: each tile's scores are compared with every lane's threshold (its
-    /// k-th best so far, or none while it has free slots) and only the candidates reach the
-    /// slots; keys reach a lane's slots in increasing order, so a later key loses ties.
-    /// `sorted`: sorted slots ([`crate::kernels::attn::attn_insert_sorted`], `k <= ATTN_SORTED_MAX_K`), else the
-    /// heap of [`TopK`].
-    #[allow(clippy::too_many_arguments)]
+    /// Visibility of the keys `kb0..kb1` (whole tiles from `kb0`) to the lanes `0..lanes` of a
+    /// block whose first query is at `pos0`: `valid[t]` has bit `j` when key
+    /// `kb0 + t * ATTN_TILE + j` exists and is not padding (what every lane sees without a
+    /// causal mask); when causal, `vis[lane * VIS_STRIDE + t]` is that lane's part of it.
+    /// Returns, per tile, whether any lane sees any of its keys (bit `t`).
+    fn lane_vis(
+        &self,
+        (kb0, kb1): (usize, usize),
+        pos0: usize,
+        lanes: usize,
+        valid: &mut [u16; VIS_STRIDE],
+        vis: &mut [u16; ATTN_LANES * VIS_STRIDE],
+    ) -> u16 {
+        let mut any = 0u16;
+        for (t, t0) in (kb0..kb1).step_by(ATTN_TILE).enumerate() {
+            let nk = ATTN_TILE.min(kb1 - t0);
+            let mut m = if nk >= ATTN_TILE {
+                u16::MAX
+            } else {
+                (1u16 << nk) - 1
+            };
+            if let Some(v) = self.keys.valid {
+                for (j, &ok) in v[t0..t0 + nk].iter().enumerate() {
+                    m &= !(u16::from(!ok) << j);
+                }
+            }
+            valid[t] = m;
+            let mut seen = m;
+            if self.causal {
+                seen = 0;
+                for l in 0..lanes {
+                    // Keys t0 + j <= pos0 + l: the first pos0 + l + 1 - t0 of the tile.
+                    let lim = (pos0.saturating_add(l) + 1).saturating_sub(t0);
+                    let ml = if lim < ATTN_TILE {
+                        m & ((1u16 << lim) - 1)
+                    } else {
+                        m
+                    };
+                    vis[l * VIS_STRIDE + t] = ml;
+                    seen |= ml;
+                }
+            }
+            if seen != 0 {
+                any |= 1 << t;
+            }
+        }
+        any
+    }
+
+    /// Top-k attention (keeping `k <= ATTN_SELECT_MAX_K` keys per query) of the heads
+    /// `0..n_heads` for one chunk of queries `qc`, into `oc`, by the block kernels: per head,
+    /// block of lanes and block of [`ATTN_KEY_BLOCK`] keys, the lane-major scores of the visible
+    /// tiles, then each lane's slots merged with the block
+    /// ([`crate::kernels::attn::attn_topk_block`]: exact top-k, slots in key order), then the
+    /// softmax over the slots. The block buffers are made once per chunk, for all heads.
     #[inline(never)] // large stack buffers: keep them out of the callers' frames
-    fn fast_topk_head(
+    fn fast_topk_chunk(
+        &self,
+        n_heads: usize,
+        k: usize,
+        qc: &[f32],
+        pos0: usize,
+        s: &mut AttnScratch<'_>,
+        oc: &mut [f32],
+    ) {
+        let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
+        let nc = qc.len() / q_dim;
+        let mut qt = [0f32; ATTN_LANES * ATTN_MAX_HEAD_DIM];
+        let mut rows = [0f32; ATTN_LANES * ATTN_KEY_BLOCK];
+        let mut valid = [0u16; VIS_STRIDE];
+        let mut vis = [0u16; ATTN_LANES * VIS_STRIDE];
+        let mut work = AttnTopkWork::new();
+        for h in 0..n_heads {
+            let kvh = h / self.group;
+            for g0 in (0..nc).step_by(ATTN_LANES) {
+                let lanes = ATTN_LANES.min(nc - g0);
+                let gpos = pos0.saturating_add(g0);
+                attn_transpose_queries(&qc[g0 * q_dim + h * hd..], q_dim, lanes, hd, &mut qt);
+                let lens = &mut s.lens[g0..g0 + lanes];
+                lens.fill(0);
+                let end = self.key_end(gpos.saturating_add(lanes - 1));
+                for kb0 in (0..end).step_by(ATTN_KEY_BLOCK) {
+                    let kb1 = end.min(kb0 + ATTN_KEY_BLOCK);
+                    let nt = (kb1 - kb0).div_ceil(ATTN_TILE);
+                    let any = self.lane_vis((kb0, kb1), gpos, lanes, &mut valid, &mut vis);
+                    if any == 0 {
+                        continue;
+                    }
+                    for t in (0..nt).filter(|&t| any >> t & 1 != 0) {
+                        let t0 = kb0 + t * ATTN_TILE;
+                        let nk = ATTN_TILE.min(kb1 - t0);
+                        let k_rows = &self.keys.k[t0 * kv_dim + kvh * hd..];
+                        let r = &mut rows[t * ATTN_TILE..];
+                        scores_rows_fast(
+                            &qt,
+                            hd,
+                            k_rows,
+                            kv_dim,
+                            nk,
+                            self.scale,
+                            r,
+                            ATTN_KEY_BLOCK,
+                        );
+                    }
+                    for (l, len) in lens.iter_mut().enumerate() {
+                        let lv = if self.causal {
+                            &vis[l * VIS_STRIDE..][..nt]
+                        } else {
+                            &valid[..nt]
+                        };
+                        if self.causal && lv.iter().all(|&m| m == 0) {
+                            continue;
+                        }
+                        let qi = g0 + l;
+                        // Visible keys are below MAX_KEYS (checked): their indices fit in u16.
+                        *len = topk_block_fast(
+                            &rows[l * ATTN_KEY_BLOCK..][..nt * ATTN_TILE],
+                            lv,
+                            kb0,
+                            k,
+                            &mut s.scores[qi * k..(qi + 1) * k],
+                            &mut s.idx[qi * k..(qi + 1) * k],
+                            *len as usize,
+                            &mut work,
+                        ) as u32;
+                    }
+                }
+            }
+            self.fast_topk_output(h, k, nc, s, oc);
+        }
+    }
+
+    /// The output of the fast top-k paths: per query, the softmax over its `s.lens` kept
+    /// slots weighting their value rows, in slot order.
+    fn fast_topk_output(
         &self,
         h: usize,
         k: usize,
-        sorted: bool,
+        nc: usize,
+        s: &mut AttnScratch<'_>,
+        oc: &mut [f32],
+    ) {
+        let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
+        let kvh = h / self.group;
+        if k == 0 {
+            // No keys (k is at most their number): every query gets zeros.
+            for qi in 0..nc {
+                oc[qi * q_dim + h * hd..][..hd].fill(0.0);
+            }
+            return;
+        }
+        for g0 in (0..nc).step_by(ATTN_LANES) {
+            let lanes = ATTN_LANES.min(nc - g0);
+            softmax_lanes_fast(
+                &s.scores[g0 * k..],
+                &s.idx[g0 * k..],
+                &s.lens[g0..g0 + lanes],
+                k,
+                &self.keys.v[kvh * hd..],
+                kv_dim,
+                hd,
+                &mut oc[g0 * q_dim + h * hd..],
+                q_dim,
+            );
+        }
+    }
+
+    /// Top-k head `h` for `k > ATTN_SELECT_MAX_K` by the block kernels and the heap of
+    /// [`TopK`]: each tile's scores are compared with every lane's threshold (its k-th best so
+    /// far, or none while it has free slots) and only the candidates are pushed; keys reach a
+    /// lane's heap in increasing order, so a later key loses ties. The kept rows are summed in
+    /// heap order.
+    #[inline(never)] // large stack buffers: keep them out of the callers' frames
+    fn fast_topk_heap_head(
+        &self,
+        h: usize,
+        k: usize,
         qc: &[f32],
         pos0: usize,
         s: &mut AttnScratch<'_>,
@@ -619,22 +801,6 @@ impl Ctx<'_> {
                 if candidates_fast(&sc, &vis, nk, &thr, open, &mut cand) == 0 {
                     continue;
                 }
-                // t0 + nk <= MAX_KEYS was checked, so key indices fit in u16.
-                if sorted {
-                    let r = g0 * k..(g0 + lanes) * k;
-                    topk_tile_fast(
-                        &sc,
-                        &cand,
-                        t0 as u16,
-                        k,
-                        &mut s.scores[r.clone()],
-                        &mut s.idx[r],
-                        &mut s.lens[g0..g0 + lanes],
-                        &mut thr,
-                        &mut open,
-                    );
-                    continue;
-                }
                 for (j, &cj) in cand[..nk].iter().enumerate() {
                     let mut cm = cj;
                     while cm != 0 {
@@ -644,6 +810,7 @@ impl Ctx<'_> {
                         let slots = &mut s.scores[qi * k..(qi + 1) * k];
                         let idx = &mut s.idx[qi * k..(qi + 1) * k];
                         let mut sel = TopK::resume(slots, idx, s.lens[qi], Rank::Value);
+                        // t0 + j < MAX_KEYS (checked): the key index fits in u16.
                         sel.push(sc[j * ATTN_LANES + l], (t0 + j) as u16);
                         s.lens[qi] = sel.state();
                         if let Some(w) = sel.worst() {
@@ -657,20 +824,8 @@ impl Ctx<'_> {
         for qi in 0..nc {
             let slots = &mut s.scores[qi * k..(qi + 1) * k];
             let idx = &mut s.idx[qi * k..(qi + 1) * k];
-            let n = TopK::resume(slots, idx, s.lens[qi], Rank::Value).len();
-            let out = &mut oc[qi * q_dim + h * hd..][..hd];
-            if n == 0 {
-                out.fill(0.0);
-                continue;
-            }
-            softmax_rows_fast(
-                &slots[..n],
-                &idx[..n],
-                &self.keys.v[kvh * hd..],
-                kv_dim,
-                hd,
-                out,
-            );
+            s.lens[qi] = TopK::resume(slots, idx, s.lens[qi], Rank::Value).len() as u32;
         }
+        self.fast_topk_output(h, k, nc, s, oc);
     }
 }

@@ -73,18 +73,27 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (
-        1usize..=3,
-        1usize..=3,
-        1usize..=8,
-        1usize..=9,
-        0usize..=40,
-        any::<u64>(),
-    )
-        .prop_flat_map(|(kvh, group, hd, n_q, n, seed)| {
+    case_in(1..=3, 1..=8, 1..=9, 0..=40, usize::MAX)
+}
+
+/// Cases with more keys than one selection block of the fast path (256) and more queries than
+/// one block of lanes (16), small heads.
+fn long_case() -> impl Strategy<Value = Case> {
+    case_in(1..=2, 1..=4, 1..=40, 250..=700, 40)
+}
+
+fn case_in(
+    kv_heads: core::ops::RangeInclusive<usize>,
+    head_dim: core::ops::RangeInclusive<usize>,
+    queries: core::ops::RangeInclusive<usize>,
+    keys: core::ops::RangeInclusive<usize>,
+    max_k: usize,
+) -> impl Strategy<Value = Case> {
+    (kv_heads, 1usize..=3, head_dim, queries, keys, any::<u64>())
+        .prop_flat_map(move |(kvh, group, hd, n_q, n, seed)| {
             (
                 Just((kvh, group, hd, n_q, n, seed)),
-                1usize..=n + 3,
+                1usize..=(n + 3).min(max_k),
                 1usize..=n_q + 2,
                 any::<bool>(),
                 0usize..=n,
@@ -174,13 +183,7 @@ proptest! {
     /// TOL (see the module doc); the kept sets are identical by construction.
     #[test]
     fn topk_matches_naive_reference(c in case()) {
-        for kern in KERNELS {
-            let d = data(&c, true);
-            let out = run_with(kern, &c.params(Some(c.k), c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
-            let want = attention_ref(&c.reference(Some(c.k)), &d.q, &d.k, &d.v, c.n, d.valid.as_deref());
-            let err = max_abs_diff(&out, &want);
-            prop_assert!(err <= TOL, "max error {err} > {TOL}");
-        }
+        check_topk_reference(&c)?;
     }
 
     /// Dense equals the naive full-softmax reference, within TOL.
@@ -213,14 +216,7 @@ proptest! {
     /// The chunk size C changes nothing, bit for bit, in both modes.
     #[test]
     fn chunk_size_does_not_change_results(c in case(), other in 1usize..12) {
-        for kern in KERNELS {
-            let d = data(&c, false);
-            for k in [Some(c.k), None] {
-                let a = run_with(kern, &c.params(k, c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
-                let b = run_with(kern, &c.params(k, other), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
-                prop_assert_eq!(a, b);
-            }
-        }
+        check_chunk_size(&c, other)?;
     }
 
     /// Masked keys never take part: giving them the largest scores and huge values changes
@@ -257,29 +253,101 @@ proptest! {
     /// Causal attention of query i equals non-causal attention over keys 0..=q_pos+i, bit for
     /// bit.
     #[test]
-    fn causal_equals_prefix(mut c in case(), dense in any::<bool>()) {
-        for kern in KERNELS {
-            c.causal = true;
-            let d = data(&c, false);
-            let k_attn = (!dense).then_some(c.k);
-            let out = run_with(kern, &c.params(k_attn, c.chunk), &d.q, c.q_pos, &keys(&c, &d)).unwrap();
-            let q_dim = c.dims.n_heads * c.dims.head_dim;
-            let kv_dim = c.dims.n_kv_heads * c.dims.head_dim;
-            for i in 0..c.n_q {
-                let m = c.n.min(c.q_pos + i + 1);
-                let pre = Keys {
-                    k: &d.k[..m * kv_dim],
-                    v: &d.v[..m * kv_dim],
-                    n: m,
-                    valid: d.valid.as_deref().map(|v| &v[..m]),
-                };
-                let mut p = c.params(k_attn, 1);
-                p.causal = false;
-                let one = run_with(kern, &p, &d.q[i * q_dim..(i + 1) * q_dim], 0, &pre).unwrap();
-                prop_assert_eq!(&out[i * q_dim..(i + 1) * q_dim], &one[..]);
-            }
+    fn causal_equals_prefix(c in case(), dense in any::<bool>()) {
+        check_causal_prefix(c, dense)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// [`topk_matches_naive_reference`] with several blocks of keys (k up to 40: both fast
+    /// top-k paths).
+    #[test]
+    fn long_topk_matches_naive_reference(c in long_case()) {
+        check_topk_reference(&c)?;
+    }
+
+    /// [`chunk_size_does_not_change_results`] with several blocks of keys.
+    #[test]
+    fn long_chunk_size_does_not_change_results(c in long_case(), other in 1usize..20) {
+        check_chunk_size(&c, other)?;
+    }
+
+    /// [`causal_equals_prefix`] with several blocks of keys.
+    #[test]
+    fn long_causal_equals_prefix(c in long_case(), dense in any::<bool>()) {
+        check_causal_prefix(c, dense)?;
+    }
+}
+
+fn check_topk_reference(c: &Case) -> Result<(), TestCaseError> {
+    for kern in KERNELS {
+        let d = data(c, true);
+        let out = run_with(
+            kern,
+            &c.params(Some(c.k), c.chunk),
+            &d.q,
+            c.q_pos,
+            &keys(c, &d),
+        )
+        .unwrap();
+        let want = attention_ref(
+            &c.reference(Some(c.k)),
+            &d.q,
+            &d.k,
+            &d.v,
+            c.n,
+            d.valid.as_deref(),
+        );
+        let err = max_abs_diff(&out, &want);
+        prop_assert!(err <= TOL, "{kern:?}: max error {err} > {TOL}");
+    }
+    Ok(())
+}
+
+fn check_causal_prefix(mut c: Case, dense: bool) -> Result<(), TestCaseError> {
+    for kern in KERNELS {
+        c.causal = true;
+        let d = data(&c, false);
+        let k_attn = (!dense).then_some(c.k);
+        let out = run_with(
+            kern,
+            &c.params(k_attn, c.chunk),
+            &d.q,
+            c.q_pos,
+            &keys(&c, &d),
+        )
+        .unwrap();
+        let q_dim = c.dims.n_heads * c.dims.head_dim;
+        let kv_dim = c.dims.n_kv_heads * c.dims.head_dim;
+        for i in 0..c.n_q {
+            let m = c.n.min(c.q_pos + i + 1);
+            let pre = Keys {
+                k: &d.k[..m * kv_dim],
+                v: &d.v[..m * kv_dim],
+                n: m,
+                valid: d.valid.as_deref().map(|v| &v[..m]),
+            };
+            let mut p = c.params(k_attn, 1);
+            p.causal = false;
+            let one = run_with(kern, &p, &d.q[i * q_dim..(i + 1) * q_dim], 0, &pre).unwrap();
+            prop_assert_eq!(&out[i * q_dim..(i + 1) * q_dim], &one[..]);
         }
     }
+    Ok(())
+}
+
+fn check_chunk_size(c: &Case, other: usize) -> Result<(), TestCaseError> {
+    for kern in KERNELS {
+        let d = data(c, false);
+        for k in [Some(c.k), None] {
+            let a = run_with(kern, &c.params(k, c.chunk), &d.q, c.q_pos, &keys(c, &d)).unwrap();
+            let b = run_with(kern, &c.params(k, other), &d.q, c.q_pos, &keys(c, &d)).unwrap();
+            prop_assert_eq!(a, b);
+        }
+    }
+    Ok(())
 }
 
 /// Equal scores: the lower key indices win. All keys equal, so every score ties; the output is

@@ -4,10 +4,12 @@
 //!   `[EXP_POLY_MIN, EXP_POLY_MAX]` (measured 1.2e-7; printed by the test), exact at 0, 0
 //!   below the range, NaN for NaN.
 //! - The generic kernels against naive f64 formulas (scores, dense tile, softmax rows) and a
-//!   naive sort (sorted insertion), with the tolerances stated at each test.
+//!   naive sort (block selection, over several blocks, with ties, NaN and infinities), with
+//!   the tolerances stated at each test; lane-major scores are the tile transposed, bit for bit.
 //! - Arch kernels against the generic ones, one macro per op, instantiated for every arch
-//!   module this build has (x86-64 AVX-512 in std builds): the candidate masks and the sorted
-//!   slots must be identical; float results within the stated tolerance (FMA and the vector `exp`).
+//!   module this build has (x86-64 AVX-512 in std builds): the candidate masks and the
+//!   selected slots must be identical; float results within the stated tolerance (FMA and the
+//!   vector `exp`).
 
 // The arch macros are instantiated only in builds that have an arch module.
 #![cfg_attr(
@@ -18,7 +20,8 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use topkit::kernels::attn::{
-    self, ATTN_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, EXP_POLY_MAX, EXP_POLY_MIN, exp_poly,
+    self, ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, AttnTopkWork,
+    EXP_POLY_MAX, EXP_POLY_MIN, exp_poly,
 };
 
 /// Max relative error of `f` against f64 `exp` over `n` evenly spaced points of `[lo, hi]`.
@@ -108,6 +111,91 @@ impl Block {
     }
 }
 
+/// A score for the selection tests: small integers (ties), continuous values, a wide range,
+/// and the special values.
+fn score() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        6 => (-4i8..=4).prop_map(|v| v as f32),
+        6 => -3.0f32..3.0,
+        2 => -1e30f32..1e30,
+        1 => Just(f32::NAN),
+        1 => Just(f32::NEG_INFINITY),
+        1 => Just(f32::INFINITY),
+        1 => Just(-0.0f32),
+        1 => Just(0.0f32),
+    ]
+}
+
+/// The selection order of two scores: score descending (`-0` ties `0`), NaN below everything.
+fn better(a: f32, b: f32) -> core::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => core::cmp::Ordering::Equal,
+        (true, false) => core::cmp::Ordering::Less,
+        (false, true) => core::cmp::Ordering::Greater,
+        (false, false) => a.partial_cmp(&b).unwrap(),
+    }
+}
+
+/// One lane's block of keys for [`attn::attn_topk_block`]: `nt` tiles of scores and their
+/// visibility masks (mostly all visible).
+#[derive(Debug, Clone)]
+struct KeyBlock {
+    row: Vec<f32>,
+    vis: Vec<u16>,
+}
+
+fn key_block() -> impl Strategy<Value = KeyBlock> {
+    let scores = prop_oneof![
+        // One kind of score for the whole block: continuous values need several rounds of
+        // narrowing, equal ones none.
+        2 => vec(-3.0f32..3.0, ATTN_KEY_BLOCK),
+        1 => vec((-2i8..=2).prop_map(|v| v as f32), ATTN_KEY_BLOCK),
+        1 => vec(Just(0.5f32), ATTN_KEY_BLOCK),
+        3 => vec(score(), ATTN_KEY_BLOCK),
+    ];
+    (
+        1usize..=ATTN_KEY_BLOCK / ATTN_TILE,
+        scores,
+        vec(
+            prop_oneof![3 => Just(u16::MAX), 1 => any::<u16>()],
+            ATTN_KEY_BLOCK / ATTN_TILE,
+        ),
+    )
+        .prop_map(|(nt, row, vis)| KeyBlock {
+            row: row[..nt * ATTN_TILE].to_vec(),
+            vis: vis[..nt].to_vec(),
+        })
+}
+
+type TopkBlockFn =
+    fn(&[f32], &[u16], usize, usize, &mut [f32], &mut [u16], usize, &mut AttnTopkWork) -> usize;
+
+/// Runs `f` over `blocks` (block `b` holds keys `b * ATTN_KEY_BLOCK..`) keeping `k` slots, and
+/// checks the slots after each block against a sort of every visible key so far.
+fn check_topk_block(blocks: &[KeyBlock], k: usize, f: TopkBlockFn) -> Result<(), TestCaseError> {
+    let (mut s, mut ix, mut len) = (vec![0f32; k], vec![0u16; k], 0);
+    let mut work = AttnTopkWork::new();
+    let mut seen: Vec<(f32, u16)> = Vec::new();
+    for (bi, b) in blocks.iter().enumerate() {
+        let kb0 = bi * ATTN_KEY_BLOCK;
+        for (t, &v) in b.vis.iter().enumerate() {
+            for j in (0..ATTN_TILE).filter(|&j| v >> j & 1 != 0) {
+                seen.push((b.row[t * ATTN_TILE + j], (kb0 + t * ATTN_TILE + j) as u16));
+            }
+        }
+        len = f(&b.row, &b.vis, kb0, k, &mut s, &mut ix, len, &mut work);
+        let mut want = seen.clone();
+        want.sort_by(|a, b| better(b.0, a.0).then(a.1.cmp(&b.1)));
+        want.truncate(k);
+        want.sort_by_key(|p| p.1);
+        prop_assert_eq!(len, want.len());
+        let got: Vec<(u32, u16)> = (0..len).map(|i| (s[i].to_bits(), ix[i])).collect();
+        let want: Vec<(u32, u16)> = want.iter().map(|p| (p.0.to_bits(), p.1)).collect();
+        prop_assert_eq!(got, want);
+    }
+    Ok(())
+}
+
 proptest! {
     /// Generic scores: within `(hd + 2) * EPS * sum_d |q_d k_d| * scale` of the f64 formula.
     #[test]
@@ -171,27 +259,40 @@ proptest! {
         }
     }
 
-    /// Sorted insertion keeps the best `k` of a stream (score descending, lower index first
-    /// on ties), like a full sort. Scores from a few integers so that ties are frequent.
+    /// Generic lane-major scores: the key-major tile transposed, bit for bit.
     #[test]
-    fn insert_sorted_matches_a_sort(raw in vec(-4i8..=4, 0..80), k in 1usize..=32) {
-        let mut s = vec![0f32; k];
-        let mut ix = vec![0u16; k];
-        let mut len = 0;
-        for (j, &r) in raw.iter().enumerate() {
-            len = attn::attn_insert_sorted(&mut s, &mut ix, len, r as f32, j as u16);
-        }
-        let mut order: Vec<usize> = (0..raw.len()).collect();
-        order.sort_by(|&a, &b| raw[b].cmp(&raw[a]).then(a.cmp(&b)));
-        order.truncate(k);
-        prop_assert_eq!(len, order.len());
-        let want: Vec<u16> = order.iter().map(|&j| j as u16).collect();
-        prop_assert_eq!(&ix[..len], &want[..]);
-        for i in 0..len {
-            prop_assert_eq!(s[i], raw[ix[i] as usize] as f32);
+    fn generic_scores_rows_are_the_tile_transposed(b in block(), rs in 16usize..20) {
+        let qt = b.qt();
+        let mut s = [0f32; ATTN_BLOCK];
+        attn::attn_scores_tile(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+        let mut rows = vec![f32::NAN; ATTN_LANES * rs];
+        attn::attn_scores_rows(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut rows, rs);
+        for l in 0..ATTN_LANES {
+            for j in 0..rs {
+                let want = if j < b.nk { s[j * ATTN_LANES + l].to_bits() } else { f32::NAN.to_bits() };
+                prop_assert_eq!(rows[l * rs + j].to_bits(), want, "lane {} key {}", l, j);
+            }
         }
     }
 
+    /// The rank order: a > b for non-NaN scores (-0 ties +0), NaN below everything, and the
+    /// inverse on non-NaN scores.
+    #[test]
+    fn rank_is_the_score_order(a in score(), b in score()) {
+        let (ra, rb) = (attn::attn_rank(a), attn::attn_rank(b));
+        prop_assert_eq!(ra.cmp(&rb), better(a, b));
+        if !a.is_nan() {
+            prop_assert_eq!(attn::attn_rank_score(ra).to_bits(), (a + 0.0).to_bits());
+            prop_assert!(ra > attn::ATTN_RANK_NAN);
+        }
+    }
+
+    /// Generic block selection against a sort of every visible key seen so far, over several
+    /// blocks: the best k (score descending, NaN last, then the lower key), in key order.
+    #[test]
+    fn generic_topk_block_matches_a_sort(blocks in vec(key_block(), 1..5), k in 1usize..=32) {
+        check_topk_block(&blocks, k, attn::attn_topk_block)?;
+    }
     /// Generic softmax rows within 1e-6 of the f64 formula (values in [-1, 1]).
     #[test]
     fn generic_softmax_rows_match_f64(
@@ -332,51 +433,96 @@ macro_rules! test_softmax_rows {
     };
 }
 
-/// Sorted insertion: the arch kernel `$f` leaves the slots and length of the generic one
-/// after every pair of a stream (ties frequent, some NaN).
-macro_rules! test_insert_sorted {
-    ($name:ident, $f:path) => {
+/// Lane-major scores: the arch kernel `$f` within the scores tolerance of the generic one, and
+/// its own key-major tile `$tile` transposed bit for bit.
+macro_rules! test_scores_rows {
+    ($name:ident, $f:path, $tile:path) => {
         proptest! {
             #[test]
-            fn $name(raw in vec(prop_oneof![(-4i8..=4).prop_map(|v| v as f32), Just(f32::NAN)], 0..80), k in 1usize..=32) {
-                let (mut ws, mut wi, mut wl) = (vec![0f32; k], vec![0u16; k], 0);
-                let (mut gs, mut gi, mut gl) = (vec![0f32; k], vec![0u16; k], 0);
-                for (j, &x) in raw.iter().enumerate() {
-                    wl = attn::attn_insert_sorted(&mut ws, &mut wi, wl, x, j as u16);
-                    gl = $f(&mut gs, &mut gi, gl, x, j as u16);
-                    prop_assert_eq!(gl, wl);
-                    prop_assert_eq!(&gi[..gl], &wi[..wl]);
-                    let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                    prop_assert_eq!(bits(&gs[..gl]), bits(&ws[..wl]));
+            fn $name(b in block(), rs in 16usize..20) {
+                let qt = b.qt();
+                let (mut want, mut got) = (vec![f32::NAN; ATTN_LANES * rs], vec![f32::NAN; ATTN_LANES * rs]);
+                attn::attn_scores_rows(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut want, rs);
+                $f(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut got, rs);
+                let mut tile = [0f32; ATTN_BLOCK];
+                $tile(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut tile);
+                for l in 0..ATTN_LANES {
+                    for j in 0..rs {
+                        let (g, w) = (got[l * rs + j], want[l * rs + j]);
+                        if j >= b.nk {
+                            prop_assert!(g.is_nan(), "key {} >= nk written", j);
+                            continue;
+                        }
+                        prop_assert_eq!(g.to_bits(), tile[j * ATTN_LANES + l].to_bits());
+                        let mag: f64 = (0..b.hd).map(|d| (qt[d * ATTN_LANES + l] as f64 * b.k[j * b.stride + d] as f64).abs()).sum();
+                        let tol = (b.hd as f64 + 2.0) * f32::EPSILON as f64 * mag * b.scale() as f64 + 1e-30;
+                        prop_assert!((g as f64 - w as f64).abs() <= tol, "{} vs {}", g, w);
+                    }
                 }
             }
         }
     };
 }
 
-/// Top-k tile update: the arch kernel `$f` leaves the slots, lengths, thresholds and open
-/// lanes of the generic one, over several tiles (scores from a few integers: ties).
-macro_rules! test_topk_tile {
+/// Softmax of a block's lanes: the arch kernel `$f` within 1e-6 of the generic one (values in
+/// [-1, 1]), every lane written (zeros for an empty one), nothing else; and each lane the bits
+/// of the arch kernel `$rows` on its slots (attention relies on it: the lanes kernel must not
+/// depend on `k`).
+macro_rules! test_softmax_lanes {
+    ($name:ident, $f:path, $rows:path) => {
+        proptest! {
+            #[test]
+            fn $name(
+                (hd, k, lens, sc, ix, v) in (1usize..=40, 1usize..=40).prop_flat_map(|(hd, k)| (
+                    Just(hd), Just(k), vec(0u32..=k as u32, 1..=16), vec(-20.0f32..20.0, 16 * k),
+                    vec(0u16..50, 16 * k), vec(-1.0f32..1.0, 50 * hd))),
+                pad in 0usize..3,
+            ) {
+                let os = hd + pad;
+                let (mut want, mut got) = (vec![f32::NAN; 16 * os], vec![f32::NAN; 16 * os]);
+                attn::attn_softmax_lanes(&sc, &ix, &lens, k, &v, hd, hd, &mut want, os);
+                $f(&sc, &ix, &lens, k, &v, hd, hd, &mut got, os);
+                for l in 0..16 {
+                    for d in 0..os {
+                        let (g, w) = (got[l * os + d], want[l * os + d]);
+                        if l >= lens.len() || d >= hd {
+                            prop_assert!(g.is_nan(), "lane {} dim {} written", l, d);
+                        } else {
+                            prop_assert!((g - w).abs() <= 1e-6, "lane {} dim {}: {} vs {}", l, d, g, w);
+                        }
+                    }
+                }
+                for (l, &n) in lens.iter().enumerate() {
+                    let n = n as usize;
+                    let mut one = vec![f32::NAN; hd];
+                    $rows(&sc[l * k..][..n], &ix[l * k..][..n], &v, hd, hd, &mut one);
+                    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    prop_assert_eq!(bits(&got[l * os..][..hd]), bits(&one));
+                }
+            }
+        }
+    };
+}
+
+/// Block selection: the arch kernel `$f` leaves the slots (score bits, key indices) and
+/// lengths of the generic one after every block, and both match a sort.
+macro_rules! test_topk_block {
     ($name:ident, $f:path) => {
         proptest! {
             #[test]
-            fn $name(raw in vec(-4i8..=4, ATTN_BLOCK * 4), cands in vec(any::<u16>(), ATTN_TILE * 4), k in 1usize..=32) {
-                let mut w = (vec![0f32; 16 * k], vec![0u16; 16 * k], vec![0u32; 16], [f32::NEG_INFINITY; 16], u16::MAX);
+            fn $name(blocks in vec(key_block(), 1..5), k in 1usize..=32) {
+                check_topk_block(&blocks, k, $f)?;
+                let mut w = (vec![0f32; k], vec![0u16; k], 0usize);
                 let mut g = w.clone();
-                for t in 0..4 {
-                    let s: [f32; ATTN_BLOCK] = core::array::from_fn(|i| raw[t * ATTN_BLOCK + i] as f32);
-                    let c: [u16; ATTN_TILE] = core::array::from_fn(|j| cands[t * ATTN_TILE + j]);
-                    let c = c.map(|m| m);
-                    attn::attn_topk_tile(&s, &c, (t * 16) as u16, k, &mut w.0, &mut w.1, &mut w.2, &mut w.3, &mut w.4);
-                    $f(&s, &c, (t * 16) as u16, k, &mut g.0, &mut g.1, &mut g.2, &mut g.3, &mut g.4);
-                    prop_assert_eq!(&g.2, &w.2);
-                    for l in 0..16 {
-                        let n = w.2[l] as usize;
-                        prop_assert_eq!(&g.0[l * k..l * k + n], &w.0[l * k..l * k + n]);
-                        prop_assert_eq!(&g.1[l * k..l * k + n], &w.1[l * k..l * k + n]);
-                    }
-                    prop_assert_eq!(g.3.map(f32::to_bits), w.3.map(f32::to_bits));
-                    prop_assert_eq!(g.4, w.4);
+                let (mut ww, mut gw) = (AttnTopkWork::new(), AttnTopkWork::new());
+                for (bi, b) in blocks.iter().enumerate() {
+                    let kb0 = bi * ATTN_KEY_BLOCK;
+                    w.2 = attn::attn_topk_block(&b.row, &b.vis, kb0, k, &mut w.0, &mut w.1, w.2, &mut ww);
+                    g.2 = $f(&b.row, &b.vis, kb0, k, &mut g.0, &mut g.1, g.2, &mut gw);
+                    prop_assert_eq!(g.2, w.2);
+                    prop_assert_eq!(&g.1[..g.2], &w.1[..w.2]);
+                    let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    prop_assert_eq!(bits(&g.0[..g.2]), bits(&w.0[..w.2]));
                 }
             }
         }
@@ -400,6 +546,15 @@ mod x86_avx512 {
     test_dense_tile!(dense_tile, kernels::x86_avx512_attn_dense_tile);
     test_candidates!(candidates, kernels::x86_avx512_attn_candidates);
     test_softmax_rows!(softmax_rows, kernels::x86_avx512_attn_softmax_rows);
-    test_insert_sorted!(insert_sorted, kernels::x86_avx512_attn_insert_sorted);
-    test_topk_tile!(topk_tile, kernels::x86_avx512_attn_topk_tile);
+    test_softmax_lanes!(
+        softmax_lanes,
+        kernels::x86_avx512_attn_softmax_lanes,
+        kernels::x86_avx512_attn_softmax_rows
+    );
+    test_scores_rows!(
+        scores_rows,
+        kernels::x86_avx512_attn_scores_rows,
+        kernels::x86_avx512_attn_scores_tile
+    );
+    test_topk_block!(topk_block, kernels::x86_avx512_attn_topk_block);
 }

@@ -6,8 +6,10 @@
 //! of up to [`ATTN_TILE`] consecutive keys. The queries of a block are transposed once
 //! (`qt[d * ATTN_LANES + lane]`), so that the scores of one key for every lane are one vector
 //! (`s[j * ATTN_LANES + lane]`), and every per-query state (running maximum, sum, threshold)
-//! is a vector over the lanes. Lanes never mix: a lane's results do not depend on the other
-//! lanes of its block (so not on the chunk size).
+//! is a vector over the lanes. The top-k path ([`attn_topk_block`]) works on blocks of
+//! [`ATTN_KEY_BLOCK`] keys stored lane-major instead ([`attn_scores_rows`]: each query's
+//! scores contiguous). Lanes never mix: a lane's results do not depend on the other lanes of
+//! its block (so not on the chunk size).
 //!
 //! The exponential is [`exp_poly`], a documented polynomial (Cephes `expf`), the same in the
 //! micromath and std builds.
@@ -16,14 +18,18 @@
 pub const ATTN_LANES: usize = 16;
 /// Keys per tile.
 pub const ATTN_TILE: usize = 16;
-/// Largest head width the fast path takes (its block buffers live on the stack:
-/// `2 * ATTN_LANES * ATTN_MAX_HEAD_DIM` f32, 16 KiB); wider heads run the reference path.
+/// Largest head width the fast path takes (its block buffers live on the stack: transposed
+/// queries and the dense accumulators, `ATTN_LANES * ATTN_MAX_HEAD_DIM` f32 each, 8 KiB);
+/// wider heads run the reference path.
 pub const ATTN_MAX_HEAD_DIM: usize = 128;
 /// Scores of one block: `ATTN_TILE` keys x `ATTN_LANES` lanes.
 pub const ATTN_BLOCK: usize = ATTN_TILE * ATTN_LANES;
-/// Capacity up to which the top-k slots are kept sorted ([`attn_insert_sorted`]); larger
-/// `k` use the heap of [`crate::topk::TopK`].
-pub const ATTN_SORTED_MAX_K: usize = 32;
+/// Largest `k` of the block selection ([`attn_topk_block`]); larger `k` use the heap of
+/// [`crate::topk::TopK`].
+pub const ATTN_SELECT_MAX_K: usize = 32;
+/// Keys per selection block ([`attn_topk_block`]): the lane-major scores of a block of lanes
+/// and keys take `ATTN_LANES * ATTN_KEY_BLOCK` f32 (16 KiB) of stack.
+pub const ATTN_KEY_BLOCK: usize = 256;
 
 /// Below this `exp_poly` returns 0 (`ln` of the smallest normal f32 is -87.3365).
 pub const EXP_POLY_MIN: f32 = -87.336_54;
@@ -224,76 +230,207 @@ pub fn attn_candidates(
     any
 }
 
-/// Inserts `(x, j)` into the slots `scores[..len]`, `idx[..len]` kept sorted best first
-/// (score descending; on equal scores the lower index first), with capacity
-/// `k = min(scores.len(), idx.len())`, and returns the new length. `j` must be larger than
-/// every kept index (keys stream in increasing order), so it goes after equal scores; when
-/// the slots are full it replaces the last (worst) pair if `x` is larger, else nothing
-/// changes. A NaN score goes last when it is inserted (later pairs may land after it).
-pub fn attn_insert_sorted(
+/// Scores of a tile, lane-major: `rows[lane * rs + j]` is what [`attn_scores_tile`] puts in
+/// `s[j * ATTN_LANES + lane]` (the same sum, the same bits) for the `nk <= ATTN_TILE` keys and
+/// all [`ATTN_LANES`] lanes; entries of keys `j >= nk` are left as they are. `rows` holds
+/// `ATTN_LANES` rows of stride `rs >= ATTN_TILE`.
+#[allow(clippy::too_many_arguments)]
+pub fn attn_scores_rows(
+    qt: &[f32],
+    hd: usize,
+    k: &[f32],
+    stride: usize,
+    nk: usize,
+    scale: f32,
+    rows: &mut [f32],
+    rs: usize,
+) {
+    let nk = nk.min(ATTN_TILE);
+    let mut s = [0f32; ATTN_BLOCK];
+    attn_scores_tile(qt, hd, k, stride, nk, scale, &mut s);
+    for l in 0..ATTN_LANES {
+        let row = &mut rows[l * rs..][..nk];
+        for (j, r) in row.iter_mut().enumerate() {
+            *r = s[j * ATTN_LANES + l];
+        }
+    }
+}
+
+/// Rank of a NaN score in [`attn_rank`]: below every other score.
+pub const ATTN_RANK_NAN: i32 = i32::MIN + 1;
+
+/// The order of the top-k selection as an integer: `attn_rank(a) > attn_rank(b)` exactly when
+/// score `a` ranks above `b`. For non-NaN scores that is `a > b` (so `-0.0` and `0.0` tie: the
+/// sign of zero is dropped first); NaN ranks below everything else ([`ATTN_RANK_NAN`]), `-inf`
+/// just above it. The map is the IEEE bit pattern with the magnitude bits of negative numbers
+/// flipped, so it is monotone and has an inverse on non-NaN scores ([`attn_rank_score`]).
+#[inline]
+pub fn attn_rank(x: f32) -> i32 {
+    if x.is_nan() {
+        return ATTN_RANK_NAN;
+    }
+    let b = (x + 0.0).to_bits() as i32;
+    b ^ (((b >> 31) as u32) >> 1) as i32
+}
+
+/// The score of a rank of a non-NaN score (`attn_rank_score(attn_rank(x)) == x + 0.0`).
+#[inline]
+pub fn attn_rank_score(r: i32) -> f32 {
+    f32::from_bits((r ^ (((r >> 31) as u32) >> 1) as i32) as u32)
+}
+
+/// A lower bound (as an [`attn_rank`]) on the `k`-th best visible score of a block
+/// (`k <= ATTN_SELECT_MAX_K`), from the two best visible non-NaN scores of each of the 16
+/// groups of keys `j = g (mod 16)`: every group has two (for `k <= 16`, one) scores at least
+/// its second (first) best, so the smallest of the 16 is at most the `k`-th best of the block.
+/// [`ATTN_RANK_NAN`] (no bound) when some group has too few visible non-NaN keys.
+fn block_bound(row: &[f32], vis: &[u16], k: usize) -> i32 {
+    let mut m1 = [f32::NEG_INFINITY; ATTN_TILE];
+    let mut m2 = [f32::NEG_INFINITY; ATTN_TILE];
+    for (t, &v) in vis.iter().enumerate() {
+        for g in (0..ATTN_TILE).filter(|&g| v >> g & 1 != 0) {
+            let x = row[t * ATTN_TILE + g];
+            if x > m1[g] {
+                m2[g] = m1[g];
+                m1[g] = x;
+            } else if x > m2[g] {
+                m2[g] = x;
+            }
+        }
+    }
+    let m = if k <= ATTN_TILE { &m1 } else { &m2 };
+    let b = m
+        .iter()
+        .fold(f32::INFINITY, |b, &x| if x < b { x } else { b });
+    if b > f32::NEG_INFINITY {
+        attn_rank(b)
+    } else {
+        ATTN_RANK_NAN
+    }
+}
+
+/// Largest number of candidates [`attn_topk_block`] gathers for one lane: the kept slots and
+/// one block of keys.
+pub const ATTN_CAND_MAX: usize = ATTN_SELECT_MAX_K + ATTN_KEY_BLOCK;
+/// Length of the buffers of [`AttnTopkWork`]: [`ATTN_CAND_MAX`] and a vector of slack (the
+/// vector kernels store whole vectors).
+pub const ATTN_CAND_CAP: usize = ATTN_CAND_MAX + ATTN_TILE;
+
+/// Working buffers of [`attn_topk_block`] (one lane's candidates, 4 x [`ATTN_CAND_CAP`] x 4
+/// bytes), made once per call of the fast path rather than once per lane and block.
+pub struct AttnTopkWork {
+    /// Candidate scores.
+    pub(crate) s: [f32; ATTN_CAND_CAP],
+    /// Candidate key indices.
+    pub(crate) j: [i32; ATTN_CAND_CAP],
+    /// Candidate ranks ([`attn_rank`]).
+    pub(crate) r: [i32; ATTN_CAND_CAP],
+    /// Working set of the selection.
+    pub(crate) w: [i32; ATTN_CAND_CAP],
+}
+
+impl AttnTopkWork {
+    /// Zeroed buffers.
+    pub fn new() -> Self {
+        AttnTopkWork {
+            s: [0.0; ATTN_CAND_CAP],
+            j: [0; ATTN_CAND_CAP],
+            r: [0; ATTN_CAND_CAP],
+            w: [0; ATTN_CAND_CAP],
+        }
+    }
+}
+
+impl Default for AttnTopkWork {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Merges a block of keys into one lane's top-k slots. `row[t * ATTN_TILE + j]` is the lane's
+/// score of key `kb0 + t * ATTN_TILE + j`, visible when bit `j` of `vis[t]` is set (at most
+/// `ATTN_KEY_BLOCK / ATTN_TILE` tiles; `row` holds `ATTN_TILE` entries per tile of `vis`).
+/// The slots `scores[..len]`, `idx[..len]` hold the lane's best keys so far (all below `kb0`)
+/// in increasing key order; afterwards they hold the best `min(k, len + visible)` of those and
+/// the block's visible keys, again in increasing key order, and the new length is returned.
+///
+/// "Best": larger [`attn_rank`] (score descending, NaN last), then the lower key index.
+/// Capacity `k = min(k, ATTN_SELECT_MAX_K, scores.len(), idx.len())`. Key indices are stored
+/// as `u16` (the caller keeps them below [`crate::attention::MAX_KEYS`]).
+///
+/// Candidates are the old slots and visible keys whose rank reaches a lower bound on the
+/// `k`-th best (the `k`-th best kept when the slots are full, and the block's group bound);
+/// with more than `k` of them, the `k`-th largest rank `t` is found by `select_nth_unstable`
+/// and the kept ones are the ranks above `t` and the first (lowest keys) of those equal to `t`.
+#[allow(clippy::too_many_arguments)]
+pub fn attn_topk_block(
+    row: &[f32],
+    vis: &[u16],
+    kb0: usize,
+    k: usize,
     scores: &mut [f32],
     idx: &mut [u16],
     len: usize,
-    x: f32,
-    j: u16,
+    work: &mut AttnTopkWork,
 ) -> usize {
-    let k = scores.len().min(idx.len());
+    let k = k.min(ATTN_SELECT_MAX_K).min(scores.len()).min(idx.len());
+    let nt = vis
+        .len()
+        .min(row.len() / ATTN_TILE)
+        .min(ATTN_KEY_BLOCK / ATTN_TILE);
+    let (row, vis) = (&row[..nt * ATTN_TILE], &vis[..nt]);
     let len = len.min(k);
     if k == 0 {
         return 0;
     }
-    // Kept scores below x form a suffix of the sorted slots: x goes just before it (NaN x:
-    // last). Counted rather than scanned, so that kept NaN scores place x as the vector
-    // kernels do. Full slots with nothing below x: x is not kept.
-    let p = len - scores[..len].iter().filter(|&&s| s < x).count();
-    if p == k {
-        return len;
+    let mut bound = block_bound(row, vis, k);
+    if len == k {
+        let worst = scores[..k].iter().map(|&x| attn_rank(x)).min();
+        bound = bound.max(worst.unwrap_or(ATTN_RANK_NAN));
     }
-    let end = if len == k { k - 1 } else { len };
-    scores.copy_within(p..end, p + 1);
-    idx.copy_within(p..end, p + 1);
-    scores[p] = x;
-    idx[p] = j;
-    end + 1
-}
-
-/// The sorted-slot top-k update of a tile for every lane (`k <= ATTN_SORTED_MAX_K`): each
-/// candidate `cand[j]` bit `lane` offers `(s[j][lane], t0 + j)` to lane `lane`'s slots
-/// (`scores[lane * k..][..k]`, `idx[lane * k..][..k]`, length `lens[lane]`) by
-/// [`attn_insert_sorted`], keys in increasing order; a lane whose slots are full gets its
-/// worst kept score as threshold `thr[lane]` and leaves `open`.
-#[allow(clippy::too_many_arguments)]
-pub fn attn_topk_tile(
-    s: &[f32; ATTN_BLOCK],
-    cand: &[u16; ATTN_TILE],
-    t0: u16,
-    k: usize,
-    scores: &mut [f32],
-    idx: &mut [u16],
-    lens: &mut [u32],
-    thr: &mut [f32; ATTN_LANES],
-    open: &mut u16,
-) {
-    for (j, &cj) in cand.iter().enumerate() {
-        let mut cm = cj;
-        while cm != 0 {
-            let l = cm.trailing_zeros() as usize;
-            cm &= cm - 1;
-            let (ls, li) = (&mut scores[l * k..][..k], &mut idx[l * k..][..k]);
-            let len = attn_insert_sorted(
-                ls,
-                li,
-                lens[l] as usize,
-                s[j * ATTN_LANES + l],
-                t0 + j as u16,
-            );
-            lens[l] = len as u32;
-            if len == k {
-                thr[l] = ls[k - 1];
-                *open &= !(1 << l);
-            }
+    // Candidates in increasing key order: the old slots, then the block.
+    let AttnTopkWork { s, j: ci, r, w } = work;
+    let mut n = 0;
+    let old = scores[..len]
+        .iter()
+        .zip(&idx[..len])
+        .map(|(&x, &j)| (x, j as usize));
+    let new = vis.iter().enumerate().flat_map(|(t, &v)| {
+        (0..ATTN_TILE)
+            .filter(move |&j| v >> j & 1 != 0)
+            .map(move |j| (row[t * ATTN_TILE + j], kb0 + t * ATTN_TILE + j))
+    });
+    for (x, j) in old.chain(new) {
+        let rank = attn_rank(x);
+        if rank >= bound {
+            s[n] = x;
+            ci[n] = j as i32;
+            r[n] = rank;
+            n += 1;
         }
     }
+    let mut o = 0;
+    let mut keep = |i: usize| {
+        scores[o] = s[i];
+        idx[o] = ci[i] as u16;
+        o += 1;
+    };
+    if n <= k {
+        (0..n).for_each(&mut keep);
+        return n;
+    }
+    w[..n].copy_from_slice(&r[..n]);
+    let (_, &mut t, _) = w[..n].select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+    let mut ties = k - r[..n].iter().filter(|&&x| x > t).count();
+    for (i, &ri) in r[..n].iter().enumerate() {
+        if ri > t {
+            keep(i);
+        } else if ri == t && ties > 0 {
+            ties -= 1;
+            keep(i);
+        }
+    }
+    k
 }
 
 /// Softmax over the kept scores, weighting the value rows they name:
@@ -327,13 +464,41 @@ pub fn attn_softmax_rows(
     out.iter_mut().for_each(|o| *o *= inv);
 }
 
+/// [`attn_softmax_rows`] for up to [`ATTN_LANES`] queries: query `l` has the kept slots
+/// `scores[l * k..][..lens[l]]`, `idx[l * k..][..lens[l]]` (`lens[l] <= k`) and its output
+/// at `out[l * out_stride..][..hd]` (zeros when it kept nothing).
+#[allow(clippy::too_many_arguments)]
+pub fn attn_softmax_lanes(
+    scores: &[f32],
+    idx: &[u16],
+    lens: &[u32],
+    k: usize,
+    v: &[f32],
+    stride: usize,
+    hd: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    for (l, &n) in lens.iter().enumerate().take(ATTN_LANES) {
+        let n = (n as usize).min(k);
+        attn_softmax_rows(
+            &scores[l * k..][..n],
+            &idx[l * k..][..n],
+            v,
+            stride,
+            hd,
+            &mut out[l * out_stride..][..hd],
+        );
+    }
+}
+
 // The fast path's choice: the AVX-512 kernels in std builds on x86-64 (each falls back to the
 // generic one when the CPU lacks AVX-512F), the simd128 score and dense tiles on wasm, the
 // generic ones elsewhere.
 #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
 pub(crate) use self::{
-    attn_candidates as candidates_fast, attn_softmax_rows as softmax_rows_fast,
-    attn_topk_tile as topk_tile_fast,
+    attn_candidates as candidates_fast, attn_scores_rows as scores_rows_fast,
+    attn_softmax_lanes as softmax_lanes_fast, attn_topk_block as topk_block_fast,
 };
 #[cfg(not(any(
     all(feature = "std", target_arch = "x86_64"),
@@ -348,6 +513,8 @@ pub(crate) use super::wasm_simd128::{
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub(crate) use super::x86_attention::{
     x86_avx512_attn_candidates as candidates_fast, x86_avx512_attn_dense_tile as dense_tile_fast,
+    x86_avx512_attn_scores_rows as scores_rows_fast,
     x86_avx512_attn_scores_tile as scores_tile_fast,
-    x86_avx512_attn_softmax_rows as softmax_rows_fast, x86_avx512_attn_topk_tile as topk_tile_fast,
+    x86_avx512_attn_softmax_lanes as softmax_lanes_fast,
+    x86_avx512_attn_topk_block as topk_block_fast,
 };

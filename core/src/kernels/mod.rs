@@ -29,8 +29,8 @@ pub use wasm_simd128::{
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_attention::{
     available as x86_avx512_attn_available, x86_avx512_attn_candidates, x86_avx512_attn_dense_tile,
-    x86_avx512_attn_insert_sorted, x86_avx512_attn_scores_tile, x86_avx512_attn_softmax_rows,
-    x86_avx512_attn_topk_tile, x86_avx512_exp_f32,
+    x86_avx512_attn_scores_rows, x86_avx512_attn_scores_tile, x86_avx512_attn_softmax_lanes,
+    x86_avx512_attn_softmax_rows, x86_avx512_attn_topk_block, x86_avx512_exp_f32,
 };
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_avx2::{
