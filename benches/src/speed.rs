@@ -18,7 +18,7 @@ use candle_transformers::models::bert::{BertModel, Config};
 use serde_json::json;
 use topkit::encoder::Encoder;
 use topkit::kernels::Kernels;
-use topkit::{Arena, RunConfig};
+use topkit::{ArenaBuf, RunConfig};
 use topkit_cli::embed::{Session, with_session};
 
 use crate::{median, opt};
@@ -140,11 +140,11 @@ fn topkit_embed(
     s: &Session<'_, '_>,
     enc: &Encoder<'_>,
     run: &RunConfig,
-    mem: &mut [u8],
+    mem: &mut ArenaBuf,
     text: &str,
 ) -> Result<Vec<f32>> {
     let tokens = s.tokenize(text)?;
-    let mut arena = Arena::new(mem)?;
+    let mut arena = mem.arena();
     let mut e = vec![0f32; enc.config().d_model];
     enc.embed(run, &tokens.ids, &mut arena, &mut e)
         .map_err(|e| anyhow!("{e}"))?;
@@ -198,7 +198,7 @@ pub fn run(args: &[String]) -> Result<()> {
                         let n = f32s.tokenize(&text)?.ids.len();
                         ensure!(n == seq, "the text of {seq} tokens has {n}");
                         type Prepared<'s, 'a, 'v> =
-                            (&'s Session<'a, 'v>, Encoder<'a>, RunConfig, Vec<u128>);
+                            (&'s Session<'a, 'v>, Encoder<'a>, RunConfig, ArenaBuf);
                         let sessions: Vec<Prepared<'_, '_, '_>> = SETTINGS
                             .iter()
                             .map(|st| {
@@ -211,7 +211,7 @@ pub fn run(args: &[String]) -> Result<()> {
                                 };
                                 let plan = s.plan(&run)?;
                                 let enc = s.encoder.with_kernels(st.kernels);
-                                Ok((s, enc, run, vec![0u128; plan.peak_bytes.div_ceil(16)]))
+                                Ok((s, enc, run, ArenaBuf::for_plan(&plan)))
                             })
                             .collect::<Result<_>>()?;
                         let mut sessions = sessions;
@@ -224,7 +224,6 @@ pub fn run(args: &[String]) -> Result<()> {
                                 if !wanted(SETTINGS[i].name) {
                                     continue;
                                 }
-                                let mem: &mut [u8] = bytemuck::cast_slice_mut(mem.as_mut_slice());
                                 let (ms, e) = time_ms(|| topkit_embed(s, enc, run, mem, &text))?;
                                 cos[i] = cosine(&e, &reference);
                                 if round >= 2 {

@@ -45,6 +45,75 @@ impl<const N: usize> Default for ArenaStorage<N> {
     }
 }
 
+/// Heap storage for an arena (feature `alloc`), for models known only at run time: one
+/// allocation of exactly the bytes asked for (e.g. [`crate::Plan::peak_bytes`]), made once
+/// before inference and reused by every run.
+///
+/// The arena starts on a [`ArenaBuf::LINE`]-byte (cache line) boundary rather than just
+/// [`ALIGN`]: the plan's buffers are multiples of a row, so with a line-aligned base the rows
+/// of keys and values that attention reads do not straddle cache lines (a large allocation
+/// from the system allocator typically starts 16 bytes past a page boundary).
+#[cfg(feature = "alloc")]
+pub struct ArenaBuf {
+    /// Zeroed storage, 16-byte aligned by its element type, `LINE - 16` bytes longer than
+    /// asked so that a line boundary lies within reach of its start.
+    mem: alloc::vec::Vec<u128>,
+    /// Offset of the first line boundary in `mem`, in bytes (a multiple of 16, `< LINE`).
+    start: usize,
+    /// Bytes the arena gets.
+    len: usize,
+}
+
+#[cfg(feature = "alloc")]
+impl ArenaBuf {
+    /// Alignment of the arena start, in bytes.
+    pub const LINE: usize = 64;
+
+    /// Zeroed storage for an arena of `bytes` bytes.
+    pub fn new(bytes: usize) -> Self {
+        let mem = alloc::vec![0u128; bytes.div_ceil(16) + (Self::LINE - 16) / 16];
+        let addr = mem.as_ptr() as usize;
+        let start = addr.next_multiple_of(Self::LINE) - addr;
+        ArenaBuf {
+            mem,
+            start,
+            len: bytes,
+        }
+    }
+
+    /// Storage for the plan's peak: `ArenaBuf::new(plan.peak_bytes)`.
+    pub fn for_plan(plan: &crate::Plan) -> Self {
+        Self::new(plan.peak_bytes)
+    }
+
+    /// Bytes the arena gets.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `true` for an arena of 0 bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A fresh arena over the whole storage (high-water mark 0; the bytes keep what the last
+    /// run left, and every buffer is zeroed when taken).
+    pub fn arena(&mut self) -> Arena<'_> {
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.mem);
+        // `start < LINE` and `mem` holds `len + LINE - 16` bytes or more, with `start` a
+        // multiple of 16: the range is in bounds.
+        let rest = bytes
+            .get_mut(self.start..self.start + self.len)
+            .unwrap_or_default();
+        Arena {
+            rest,
+            base: 0,
+            used: 0,
+            high_water: 0,
+        }
+    }
+}
+
 /// A bump allocator over `&mut [u8]` that hands out disjoint typed slices.
 ///
 /// Scopes ([`Arena::scope`]) let phases of the computation reuse the same bytes; the
@@ -188,5 +257,22 @@ mod tests {
         let mut storage = ArenaStorage::<64>::new();
         let bytes = &mut storage.bytes[1..];
         assert!(matches!(Arena::new(bytes), Err(Error::ArenaMisaligned)));
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn arena_buf_is_line_aligned_and_exact() {
+        for n in [0, 1, 15, 16, 17, 63, 64, 65, 1000, 98_720] {
+            let mut buf = ArenaBuf::new(n);
+            assert_eq!(buf.len(), n);
+            let mut arena = buf.arena();
+            assert_eq!(arena.remaining(), n);
+            if n >= 16 {
+                let first: &mut [u8] = arena.take(16).unwrap();
+                assert_eq!(first.as_ptr() as usize % ArenaBuf::LINE, 0);
+            }
+            let rest = arena.remaining();
+            assert!(arena.take::<u8>(rest + 1).is_err());
+        }
     }
 }

@@ -22,6 +22,8 @@ pub mod tokenizer;
 pub mod topk;
 
 pub use arena::{Arena, ArenaStorage};
+#[cfg(feature = "alloc")]
+pub use arena::ArenaBuf;
 pub use config::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
 pub use decoder::{Decoder, Session};
 pub use error::Error;

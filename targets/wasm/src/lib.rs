@@ -12,7 +12,7 @@ use topkit::encoder::{Encoder, layers};
 use topkit::format::{PackedModel, ParseOptions, TokenizerKind};
 use topkit::kernels::Kernels;
 use topkit::tokenizer::{WordPiece, WordPieceOptions};
-use topkit::{Arena, Plan, RunConfig};
+use topkit::{ArenaBuf, Plan, RunConfig};
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -312,8 +312,7 @@ impl Model {
         self.with(o.kernels, |enc, wp| {
             let run = o.run(self.max_seq);
             let plan = Self::plan_for(enc, &run)?;
-            let mut mem = aligned(plan.peak_bytes);
-            let bytes = &mut bytemuck::cast_slice_mut::<Block, u8>(&mut mem)[..plan.peak_bytes];
+            let mut mem = ArenaBuf::for_plan(&plan);
             let mut out = Vec::with_capacity(texts.len());
             for text in &texts {
                 // Every token but [CLS]/[SEP] comes from at least one byte of the text (x2 for
@@ -325,7 +324,7 @@ impl Model {
                 };
                 let mut ids = vec![0u32; cap];
                 let n = wp.encode(text, &mut ids).map_err(core_err)?.len;
-                let mut arena = Arena::new(&mut *bytes).map_err(core_err)?;
+                let mut arena = mem.arena();
                 let mut e = vec![0f32; self.d_model];
                 // A text over max_seq reaches the core, which rejects it with its own message.
                 enc.embed(&run, &ids[..n], &mut arena, &mut e)

@@ -9,7 +9,7 @@ use topkit::encoder::{Encoder, layers};
 use topkit::format::{PackedModel, TokenizerKind, VocabView};
 use topkit::kernels::Kernels;
 use topkit::tokenizer::{WordPiece, WordPieceOptions};
-use topkit::{Arena, Plan, RunConfig};
+use topkit::{ArenaBuf, Plan, RunConfig};
 
 /// Arguments of `topkit embed`.
 #[derive(Debug, Clone)]
@@ -148,14 +148,11 @@ impl Session<'_, '_> {
         texts: &[Tokens],
         mut each: impl FnMut(usize, Vec<f32>) -> Result<()>,
     ) -> Result<usize> {
-        // u128 storage gives the 16-byte alignment the arena wants; the plan pads its peak.
-        let mut mem = vec![0u128; plan.peak_bytes.div_ceil(16)];
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut mem);
-        let bytes = &mut bytes[..plan.peak_bytes];
+        let mut mem = ArenaBuf::for_plan(plan);
         let d = self.encoder.config().d_model;
         let mut high = 0;
         for (i, t) in texts.iter().enumerate() {
-            let mut arena = Arena::new(&mut *bytes)?;
+            let mut arena = mem.arena();
             let mut e = vec![0f32; d];
             self.encoder
                 .embed(run, &t.ids, &mut arena, &mut e)

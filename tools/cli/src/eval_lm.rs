@@ -17,9 +17,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
 use topkit::sample::argmax;
-use topkit::{Arena, RunConfig};
+use topkit::{ArenaBuf, RunConfig};
 
-use crate::generate::{Lm, arena_memory, check_run, encode, with_lm};
+use crate::generate::{Lm, check_run, encode, with_lm};
 use crate::size::human;
 
 /// Arguments of `topkit eval-lm`.
@@ -109,15 +109,14 @@ fn run_setting(
     dense_cont: Option<&[u32]>,
 ) -> Result<Row> {
     let plan = check_run(lm, run)?;
-    let mut mem = arena_memory(&plan);
-    let bytes = &mut bytemuck::cast_slice_mut(&mut mem)[..plan.peak_bytes];
+    let mut mem = ArenaBuf::for_plan(&plan);
 
     // Teacher forcing.
     let fill = dense.is_empty();
     let (mut kl_sum, mut kl_max, mut agree) = (0.0, 0.0f64, 0usize);
     let (mut past_sum, mut past_n) = (0.0, 0usize);
     {
-        let mut arena = Arena::new(&mut *bytes)?;
+        let mut arena = mem.arena();
         let mut s = lm.decoder.start(run, &mut arena)?;
         s.feed_each(ids, |pos, logits| {
             let lq = log_softmax(logits);
@@ -142,7 +141,7 @@ fn run_setting(
     }
 
     // Prefill, then greedy decode.
-    let mut arena = Arena::new(&mut *bytes)?;
+    let mut arena = mem.arena();
     let mut s = lm.decoder.start(run, &mut arena)?;
     let t0 = Instant::now();
     let mut logits = s.feed(ids)?.to_vec();

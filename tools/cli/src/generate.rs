@@ -14,7 +14,7 @@ use topkit::encoder::layers;
 use topkit::format::{PackedModel, Special};
 use topkit::sample::Sampler;
 use topkit::tokenizer::{Bpe, Utf8Stream};
-use topkit::{Arena, Plan, RunConfig};
+use topkit::{ArenaBuf, Plan, RunConfig};
 
 /// Arguments of `topkit generate`.
 #[derive(Debug, Clone)]
@@ -134,11 +134,6 @@ pub fn check_run(lm: &Lm<'_>, run: &RunConfig) -> Result<Plan> {
         .map_err(|e| anyhow!("cannot plan this run: {e}"))
 }
 
-/// An arena of exactly `plan.peak_bytes`, 16-byte aligned.
-pub fn arena_memory(plan: &Plan) -> Vec<u128> {
-    vec![0u128; plan.peak_bytes.div_ceil(16)]
-}
-
 /// Prefills `prompt` and generates up to `max_tokens` tokens with `sampler`, calling
 /// `on_token` with each new id as soon as it is chosen. Stops at `eos` (if given), at
 /// `max_tokens`, or when the context (`run.seq_len`) is full.
@@ -162,8 +157,8 @@ pub fn generate(
             plan.seq_len
         );
     }
-    let mut mem = arena_memory(&plan);
-    let mut arena = Arena::new(&mut bytemuck::cast_slice_mut(&mut mem)[..plan.peak_bytes])?;
+    let mut mem = ArenaBuf::for_plan(&plan);
+    let mut arena = mem.arena();
     let mut s = lm.decoder.start(run, &mut arena)?;
     let t0 = Instant::now();
     let mut logits = s.feed(prompt)?.to_vec();
