@@ -21,9 +21,9 @@ pub mod sample;
 pub mod tokenizer;
 pub mod topk;
 
-pub use arena::{Arena, ArenaStorage};
 #[cfg(feature = "alloc")]
 pub use arena::ArenaBuf;
+pub use arena::{Arena, ArenaStorage};
 pub use config::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
 pub use decoder::{Decoder, Session};
 pub use error::Error;

@@ -672,17 +672,7 @@ fn tile_down<const TT: usize>(
     let mut acc = [_mm512_setzero_si512(); TT];
     let mut colsum = _mm512_setzero_si512();
     for j4 in 0..k / 4 {
-        let p = &q[4 * j4 * cols + c0..(4 * j4 + 3) * cols + c0 + 16];
-        // SAFETY: rows 4 j4 .. 4 j4 + 3 at columns c0..c0 + 16 lie in p (checked by the
-        // slice above); unaligned loads.
-        let wv = unsafe {
-            let l = |i: usize| _mm_loadu_si128(p.as_ptr().add(i * cols) as *const __m128i);
-            let a = _mm512_castsi128_si512(l(0));
-            let a = _mm512_inserti32x4::<1>(a, l(1));
-            let a = _mm512_inserti32x4::<2>(a, l(2));
-            _mm512_inserti32x4::<3>(a, l(3))
-        };
-        let wv = _mm512_permutexvar_epi8(idx, wv);
+        let wv = load_4x16_transposed(q, 4 * j4, cols, c0, idx);
         colsum = _mm512_dpbusd_epi32(colsum, ones, wv);
         for (t, a) in acc.iter_mut().enumerate() {
             *a = _mm512_dpbusd_epi32(*a, _mm512_set1_epi32(hu[t * kw + j4] as i32), wv);
@@ -898,6 +888,25 @@ fn transpose_4x16_idx() -> __m512i {
     )
 }
 
+/// The 16 bytes at columns `c0..c0 + 16` of rows `r0..r0 + 4` of a row-major int8 matrix of
+/// `stride` columns, permuted by `idx` ([`transpose_4x16_idx`]: one 4-byte word per column,
+/// holding its 4 rows).
+#[inline]
+#[target_feature(enable = "avx512f,avx512vbmi")]
+fn load_4x16_transposed(q: &[i8], r0: usize, stride: usize, c0: usize, idx: __m512i) -> __m512i {
+    let p = &q[r0 * stride + c0..(r0 + 3) * stride + c0 + 16];
+    // SAFETY: rows r0 .. r0 + 3 at columns c0..c0 + 16 lie in p (checked by the slice above);
+    // unaligned loads.
+    let wv = unsafe {
+        let l = |i: usize| _mm_loadu_si128(p.as_ptr().add(i * stride) as *const __m128i);
+        let a = _mm512_castsi128_si512(l(0));
+        let a = _mm512_inserti32x4::<1>(a, l(1));
+        let a = _mm512_inserti32x4::<2>(a, l(2));
+        _mm512_inserti32x4::<3>(a, l(3))
+    };
+    _mm512_permutexvar_epi8(idx, wv)
+}
+
 /// [`generic::quantize_i8`] of each token's [`UNITS`] values `h[j]` (lane `t` of `h[j]`:
 /// token `t`, unit `j`), lane by lane: the scales go to `hs`, `-128 * sum q` to `hcorr`, and
 /// the values as `hpk[j4 * 16 + t]`, the word of units `4 j4 .. 4 j4 + 4` of token `t`.
@@ -970,17 +979,7 @@ fn down_tile<const TT: usize>(
     let flip = _mm512_set1_epi8(i8::MIN);
     let mut acc: [__m512i; TT] = core::array::from_fn(|t| _mm512_set1_epi32(hcorr[t0 + t]));
     for j4 in 0..UNITS / 4 {
-        let p = &q[4 * j4 * d + c0..(4 * j4 + 3) * d + c0 + 16];
-        // SAFETY: rows 4 j4 .. 4 j4 + 3 at columns c0..c0 + 16 lie in p (checked by the
-        // slice above); unaligned loads.
-        let wv = unsafe {
-            let l = |i: usize| _mm_loadu_si128(p.as_ptr().add(i * d) as *const __m128i);
-            let a = _mm512_castsi128_si512(l(0));
-            let a = _mm512_inserti32x4::<1>(a, l(1));
-            let a = _mm512_inserti32x4::<2>(a, l(2));
-            _mm512_inserti32x4::<3>(a, l(3))
-        };
-        let wv = _mm512_xor_si512(_mm512_permutexvar_epi8(idx, wv), flip);
+        let wv = _mm512_xor_si512(load_4x16_transposed(q, 4 * j4, d, c0, idx), flip);
         let hq = &hpk[j4 * T + t0..j4 * T + t0 + TT];
         for (a, &hv) in acc.iter_mut().zip(hq) {
             *a = _mm512_dpbusd_epi32(*a, wv, _mm512_set1_epi32(hv as i32));
