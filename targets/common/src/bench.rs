@@ -6,7 +6,8 @@
 //! Lines (parsed by `cargo xtask bench-target`):
 //! - `check: <what> <cases> cases, <n> mismatches` (and `mismatch: ...` for the first ones);
 //! - `bench: <kernel> <rows>x<cols> <instructions> instructions <macs> MACs`;
-//! - `token: kernels <name> <instructions> instructions <tokens> tokens digest <hex>`.
+//! - `token: kernels <name> <instructions> instructions <tokens> tokens stack <bytes> bytes
+//!   digest <hex>`.
 
 use topkit::ArenaStorage;
 use topkit::kernels::{
@@ -358,17 +359,28 @@ fn bench_kernels(bufs: &mut Buffers, rng: &mut Rng, clock: &impl Fn() -> u64, fa
     mismatches
 }
 
-/// Instructions per token of the firmware model with each kernel choice (a fresh arena each).
-fn bench_model(bufs: &mut Buffers, clock: &impl Fn() -> u64) -> u32 {
+/// Instructions per token and stack of the firmware model with each kernel choice (a fresh
+/// arena each): the stack painted by `paint` (which returns the depth in use then) before the
+/// run, the peak read by `peak` after it; the difference is what the inference itself takes.
+fn bench_model(
+    bufs: &mut Buffers,
+    clock: &impl Fn() -> u64,
+    paint: &impl Fn() -> usize,
+    peak: &impl Fn() -> usize,
+) -> u32 {
     let mut failed = 0;
     for (name, k) in [("reference", Kernels::Reference), ("fast", Kernels::Fast)] {
         let mut arena = bufs.arena.arena();
-        match infer_with(k, &mut arena, &mut bufs.out, clock) {
+        let depth = paint();
+        let r = infer_with(k, &mut arena, &mut bufs.out, clock);
+        let stack = peak().saturating_sub(depth);
+        match r {
             Ok(o) => defmt::println!(
-                "token: kernels {=str} {=u64} instructions {=usize} tokens digest {=u32:#010x}",
+                "token: kernels {=str} {=u64} instructions {=usize} tokens stack {=usize} bytes digest {=u32:#010x}",
                 name,
                 o.ticks,
                 o.tokens,
+                stack,
                 o.digest
             ),
             Err(e) => {
@@ -382,8 +394,15 @@ fn bench_model(bufs: &mut Buffers, clock: &impl Fn() -> u64) -> u32 {
 
 /// Runs the exactness checks, the kernel benchmark and the model with both kernel choices;
 /// `clock` counts instructions, `fast` names what `Kernels::Fast` runs (the int8 dot) on this
-/// target. Returns the number of mismatches (0: every fast result equals the generic one).
-pub fn run(clock: impl Fn() -> u64, fast: &str) -> u32 {
+/// target, `paint_stack` (returning the stack depth when it paints) and `stack_peak` measure
+/// the stack of each model run. Returns the number of mismatches (0: every fast result equals the generic
+/// one).
+pub fn run(
+    clock: impl Fn() -> u64,
+    fast: &str,
+    paint_stack: impl Fn() -> usize,
+    stack_peak: impl Fn() -> usize,
+) -> u32 {
     let Some(bufs) = BUFFERS.take() else {
         return 1;
     };
@@ -392,7 +411,7 @@ pub fn run(clock: impl Fn() -> u64, fast: &str) -> u32 {
     m += check_matvec(bufs, &mut rng);
     m += check_blocks(bufs, &mut rng);
     m += bench_kernels(bufs, &mut rng, &clock, fast);
-    m += bench_model(bufs, &clock);
+    m += bench_model(bufs, &clock, &paint_stack, &stack_peak);
     defmt::println!("done: {=u32} mismatches", m);
     m
 }

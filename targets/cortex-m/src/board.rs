@@ -62,12 +62,15 @@ pub fn stack_region() -> (usize, usize) {
     )
 }
 
-/// Paints the free stack (see `topkit_fw::stack`).
-pub fn paint_stack() {
-    let (bottom, _) = stack_region();
+/// Paints the free stack (see `topkit_fw::stack`); returns the stack in use at this point,
+/// bytes (from the initial stack pointer).
+pub fn paint_stack() -> usize {
+    let (bottom, top) = stack_region();
+    let sp = cortex_m::register::msp::read() as usize;
     // SAFETY: everything between the end of the statics and the current stack pointer is
     // unused stack.
-    unsafe { topkit_fw::stack::paint(bottom, cortex_m::register::msp::read() as usize) };
+    unsafe { topkit_fw::stack::paint(bottom, sp) };
+    top - sp
 }
 
 /// Peak stack since [`paint_stack`], bytes.

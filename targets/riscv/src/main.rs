@@ -9,41 +9,24 @@
 
 #[cfg(feature = "rtt")]
 use defmt_rtt as _;
+mod board;
 mod counter;
 
 use counter::minstret;
 use riscv_rt::entry;
 use topkit::ArenaStorage;
-use topkit_fw::{Input, OUT_LEN, Once, PEAK_BYTES, infer, log, stack};
+use topkit_fw::{Input, OUT_LEN, Once, PEAK_BYTES, infer, log};
 
 /// The arena: exactly the plan's peak, in `.bss`.
 static ARENA: Once<ArenaStorage<PEAK_BYTES>> = Once::new(ArenaStorage::new());
 /// The answer: one sentence embedding (`d_model` f32).
 static OUT: Once<[f32; OUT_LEN]> = Once::new([0.0; OUT_LEN]);
 
-fn stack_pointer() -> usize {
-    let sp: usize;
-    // SAFETY: copies a register.
-    unsafe { core::arch::asm!("mv {0}, sp", out(reg) sp) };
-    sp
-}
-
-unsafe extern "C" {
-    /// Lowest address of the stack region (riscv-rt's link.x).
-    static __estack: u32;
-    /// Initial stack pointer, the top of the stack region (riscv-rt's link.x).
-    static _stack_start: u32;
-    /// Start of RAM's statics (`.data`).
-    static __sdata: u32;
-}
-
 #[entry]
 fn main() -> ! {
-    let bottom = &raw const __estack as usize;
-    let top = &raw const _stack_start as usize;
-    let ram_start = &raw const __sdata as usize;
-    // SAFETY: the stack region below the current stack pointer is unused.
-    unsafe { stack::paint(bottom, stack_pointer()) };
+    let (bottom, top) = board::stack_region();
+    let ram_start = board::ram_start();
+    board::paint_stack();
 
     let (Some(storage), Some(out)) = (ARENA.take(), OUT.take()) else {
         unreachable!("main runs once")
@@ -56,8 +39,7 @@ fn main() -> ! {
             log::exit(1);
         }
     };
-    // SAFETY: the stack region is readable RAM.
-    let stack_bytes = unsafe { stack::peak(bottom, top) };
+    let stack_bytes = board::stack_peak();
 
     log::answer(&outcome);
     log::arena(&outcome);

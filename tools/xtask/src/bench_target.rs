@@ -40,8 +40,8 @@ struct Report {
     checks: Vec<(String, u64, u64)>,
     /// `bench:` lines: kernel, instructions, MACs.
     benches: Vec<(String, u64, u64)>,
-    /// `token:` lines: kernels, instructions, tokens, digest.
-    tokens: Vec<(String, u64, u64, String)>,
+    /// `token:` lines: kernels, instructions, tokens, peak stack bytes, digest.
+    tokens: Vec<(String, u64, u64, u64, String)>,
     /// What `Kernels::Fast` runs there.
     fast: String,
 }
@@ -75,10 +75,14 @@ fn parse(log: &str) -> Res<Report> {
         } else if let Some(rest) = line.strip_prefix("token: kernels ") {
             let mut w = rest.split_whitespace();
             let name = w.next().ok_or("bad token line")?.to_string();
-            let n = numbers(rest);
-            let digest = rest.rsplit(' ').next().unwrap_or("?").to_string();
+            // `<instructions> instructions <tokens> tokens stack <bytes> bytes digest <hex>`
+            let (counts, digest) = rest.split_once(" digest ").ok_or("bad token line")?;
+            let n = numbers(counts);
+            if n.len() != 3 {
+                return Err("bad token line".into());
+            }
             r.tokens
-                .push((name, n[0], *n.get(1).ok_or("bad token line")?, digest));
+                .push((name, n[0], n[1], n[2], digest.trim().to_string()));
         } else if let Some(rest) = line.strip_prefix("fast: ") {
             r.fast = rest.to_string();
         }
@@ -128,20 +132,28 @@ fn bench_targets(ctx: &Ctx) -> Res {
         }
         println!();
     }
-    println!("\ninstructions per token, firmware model (Kernels::Reference vs Kernels::Fast)\n");
-    println!("| target | reference | fast | reference / fast |\n|---|---:|---:|---:|");
+    println!(
+        "\ninstructions per token and stack of the inference (bytes), firmware model \
+         (Kernels::Reference vs Kernels::Fast)\n"
+    );
+    println!(
+        "| target | reference | fast | reference / fast | stack, reference | stack, fast |\n\
+         |---|---:|---:|---:|---:|---:|"
+    );
     for (t, r) in &reports {
         let per = |i: usize| r.tokens[i].1 / r.tokens[i].2.max(1);
         println!(
-            "| {t} | {} | {} | {:.2} |",
+            "| {t} | {} | {} | {:.2} | {} | {} |",
             per(0),
             per(1),
-            per(0) as f64 / per(1).max(1) as f64
+            per(0) as f64 / per(1).max(1) as f64,
+            r.tokens[0].3,
+            r.tokens[1].3
         );
     }
     let digests: Vec<&str> = reports
         .iter()
-        .map(|(_, r)| r.tokens[1].3.as_str())
+        .map(|(_, r)| r.tokens[1].4.as_str())
         .collect();
     if digests.windows(2).any(|w| w[0] != w[1]) {
         failures.push(format!(
@@ -191,16 +203,18 @@ mod tests {
         let log = "check: dot_i8_i8 1920 cases, 0 mismatches\n\
             bench: int8 x int8 matvec, fast 384x384 207880 instructions 147456 MACs\n\
             fast: arm_dsp (SMLAD)\n\
-            token: kernels reference 26202440 instructions 32 tokens digest 0x898047ef\n\
-            token: kernels fast 19668640 instructions 32 tokens digest 0x241f3047\n";
+            token: kernels reference 26202440 instructions 32 tokens stack 3600 bytes digest 0x898047ef\n\
+            token: kernels fast 19668640 instructions 32 tokens stack 41000 bytes digest 0x241f3047\n";
         let r = parse(log).unwrap();
         assert_eq!(r.checks, vec![("dot_i8_i8".to_string(), 1920, 0)]);
         assert_eq!(
             r.benches,
             vec![("int8 x int8 matvec, fast".to_string(), 207880, 147456)]
         );
-        assert_eq!(r.tokens[1].3, "0x241f3047");
+        assert_eq!(r.tokens[1].4, "0x241f3047");
+        assert_eq!(r.tokens[1].3, 41000);
         assert_eq!(r.tokens[0].1, 26202440);
+        assert_eq!(r.tokens[0].2, 32);
         assert_eq!(r.fast, "arm_dsp (SMLAD)");
         assert!(parse("noise\n").is_err());
     }

@@ -6,6 +6,9 @@
 #![no_std]
 #![no_main]
 
+#[path = "../board.rs"]
+#[allow(dead_code)] // ram_start: only the main binary reports RAM.
+mod board;
 #[path = "../counter.rs"]
 mod counter;
 
@@ -16,6 +19,11 @@ use topkit_fw::{bench, log};
 
 #[entry]
 fn main() -> ! {
-    let mismatches = bench::run(counter::minstret, "generic");
+    let mismatches = bench::run(
+        counter::minstret,
+        "generic",
+        board::paint_stack,
+        board::stack_peak,
+    );
     log::exit(i32::from(mismatches != 0))
 }
