@@ -333,7 +333,8 @@ macro_rules! test_attn_dense_tile {
             let mut rng = Rng(8);
             for hd in [1usize, 3, 4, 8, 32, 36, 64, 100, 128] {
                 for pattern in 0..4 {
-                    let (mut want, mut got) = (AttnDenseState::new(), AttnDenseState::new());
+                    let (mut wa, mut ga) = (vec![0f32; ATTN_LANES * hd], vec![0f32; ATTN_LANES * hd]);
+                    let (mut want, mut got) = (AttnDenseState::new(&mut wa), AttnDenseState::new(&mut ga));
                     for tile in 0..4 {
                         let nk = [ATTN_TILE, 5, 1, 0][tile];
                         let c = attn_case(&mut rng, hd, nk.max(1), pattern);
