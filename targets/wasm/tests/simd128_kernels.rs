@@ -72,7 +72,16 @@ macro_rules! test_matmul_q8_tokens {
         fn $name() {
             let mut rng = Rng(1);
             for &cols in COLS {
-                for &(rows, n) in &[(1, 1), (3, 2), (4, 3), (5, 5), (9, 16), (40, 17), (6, 40)] {
+                for &(rows, n) in &[
+                    (1, 1),
+                    (3, 2),
+                    (4, 3),
+                    (5, 5),
+                    (9, 16),
+                    (40, 17),
+                    (6, 40),
+                    (3, 300),
+                ] {
                     if cols * rows * n > 4_000_000 {
                         continue;
                     }
@@ -119,7 +128,10 @@ macro_rules! test_matmul_i8_i8_token {
         fn $name() {
             let mut rng = Rng(2);
             for &cols in COLS {
-                for &(rows, n) in &[(2, 1), (7, 3), (12, 33)] {
+                for &(rows, n) in &[(2, 1), (7, 3), (12, 33), (3, 270)] {
+                    if cols * rows * n > 4_000_000 {
+                        continue;
+                    }
                     let q = rng.i8s(rows * cols);
                     let scales: Vec<f32> = (0..rows).map(|_| rng.f32(0.1).abs() + 1e-4).collect();
                     let x = rng.activations(n * cols);
@@ -152,7 +164,10 @@ macro_rules! test_accumulate_q8_tokens {
             let mut rng = Rng(3);
             for &cols in &[1usize, 7, 8, 9, 13, 16, 40, 384] {
                 for &k in &[0usize, 1, 2, 5, 64, 65, 600] {
-                    for &n in &[1usize, 3, 4, 7, 16] {
+                    for &n in &[1usize, 3, 4, 7, 16, 17, 70, 300] {
+                        if k * cols * n > 2_000_000 {
+                            continue;
+                        }
                         let q = rng.i8s(k * cols);
                         let hq = rng.q8s(n * k);
                         let hs: Vec<f32> = (0..n).map(|_| rng.f32(0.1).abs() + 1e-4).collect();
@@ -365,6 +380,83 @@ macro_rules! test_attn_dense_tile {
     };
 }
 
+/// The fused dense int8 feed-forward: `$f` gives the bits of the unfused fast kernels (the
+/// generic int8 products, the simd128 GELU of `activate_slice_by`, each unit times its
+/// `down_t` row scale, one int8 scale per token and 64 units), with and without biases, over
+/// widths around the 8-column loads, token counts around the groups of 16 and past one
+/// pass; shapes it does not take (`d_ff` not a multiple of 64, `d` over its maximum) must
+/// be refused without touching the output.
+macro_rules! test_ffn_q8 {
+    ($name:ident, $f:path) => {
+        #[wasm_bindgen_test]
+        fn $name() {
+            use topkit::kernels::Kernels;
+            let mut rng = Rng(9);
+            let cases: &[(usize, usize, usize)] = &[
+                (1, 64, 1),
+                (7, 64, 5),
+                (8, 128, 16),
+                (13, 64, 17),
+                (40, 192, 33),
+                (64, 64, 300),
+                (384, 128, 20),
+                (1024, 64, 3),
+                (16, 100, 4),
+                (1100, 64, 2),
+            ];
+            for &(d, d_ff, n) in cases {
+                for (act, biased) in [
+                    (Activation::GeluErf, true),
+                    (Activation::Relu, false),
+                ] {
+                    let uq = rng.i8s(d_ff * d);
+                    let us: Vec<f32> = (0..d_ff).map(|_| rng.f32(0.02).abs() + 1e-3).collect();
+                    let ub: Vec<f32> = (0..d_ff).map(|_| rng.f32(0.5)).collect();
+                    let dq = rng.i8s(d_ff * d);
+                    let ds: Vec<f32> = (0..d_ff).map(|_| rng.f32(0.02).abs() + 1e-3).collect();
+                    let db: Vec<f32> = (0..d).map(|_| rng.f32(0.5)).collect();
+                    let x = rng.activations(n * d);
+                    let w8 = |q, s| Matrix::new(d_ff, d, Weights::I8 { q, scales: s }).unwrap();
+                    let (up, down_t) = (w8(&uq, &us), w8(&dq, &ds));
+                    let ub = biased.then_some(ub.as_slice());
+                    let out0: Vec<f32> = (0..n * d)
+                        .map(|i| if biased { db[i % d] } else { 0.0 })
+                        .collect();
+                    let mut got = out0.clone();
+                    let fused = $f(&up, ub, act, &down_t, &x, n, &mut got);
+                    if d_ff % 64 != 0 || d > 1024 {
+                        assert!(!fused, "d {d} d_ff {d_ff}: not the fused kernel's shape");
+                        assert_eq!(bits(&got), bits(&out0), "d {d} d_ff {d_ff}: output touched");
+                        continue;
+                    }
+                    assert!(fused, "d {d} d_ff {d_ff}");
+                    let nb = kernels::qt_blocks(d);
+                    let mut want = out0.clone();
+                    for t in 0..n {
+                        let (xt, ot) = (&x[t * d..(t + 1) * d], &mut want[t * d..(t + 1) * d]);
+                        let (mut xq, mut xs) = (vec![0i8; d], vec![0f32; nb]);
+                        kernels::quantize_i8_token(xt, &mut xq, &mut xs);
+                        let mut h = vec![0f32; d_ff];
+                        kernels::matmul_q8_tokens(&up, &xq, &xs, 1, ub, &mut h);
+                        kernels::activate_slice_by(Kernels::Fast, act, &mut h);
+                        for (j0, hb) in h.chunks_mut(64).enumerate() {
+                            let j0 = j0 * 64;
+                            for (v, &sc) in hb.iter_mut().zip(&ds[j0..]) {
+                                *v *= sc;
+                            }
+                            let (mut hq, mut hs) = (vec![0i8; hb.len()], [0f32]);
+                            kernels::quantize_i8_token(hb, &mut hq, &mut hs);
+                            let dqb = &dq[j0 * d..(j0 + hb.len()) * d];
+                            kernels::accumulate_q8_tokens(ot, dqb, d, &hq, &hs, 1);
+                        }
+                    }
+                    assert_eq!(bits(&got), bits(&want), "d {d} d_ff {d_ff} n {n} {act:?}");
+                }
+            }
+        }
+    };
+}
+
 test_matmul_q8_tokens!(matmul_q8_tokens, kernels::wasm_simd128_matmul_q8_tokens);
 test_matmul_i8_i8_token!(matmul_i8_i8_token, kernels::wasm_simd128_matmul_i8_i8_token);
 test_accumulate_q8_tokens!(
@@ -373,6 +465,7 @@ test_accumulate_q8_tokens!(
 );
 test_quantize_i8_token!(quantize_i8_token, kernels::wasm_simd128_quantize_i8_token);
 test_gelu_erf!(gelu_erf, kernels::wasm_simd128_gelu_erf);
+test_ffn_q8!(ffn_q8, kernels::wasm_simd128_ffn_q8);
 test_exp_f32x4!(exp_f32x4, kernels::wasm_simd128_exp_f32x4);
 test_attn_scores_tile!(attn_scores_tile, kernels::wasm_simd128_attn_scores_tile);
 test_attn_dense_tile!(attn_dense_tile, kernels::wasm_simd128_attn_dense_tile);
