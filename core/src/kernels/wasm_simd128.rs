@@ -216,11 +216,17 @@ fn pack_quad(rows: &[i8], cols: usize, pairs: usize, t4: usize, out: &mut [Maybe
     }
 }
 
-/// Widens the `rt <= 2` rows `r0..r0 + rt` of `q` (`cols` each) for the product tiles, each
-/// word broadcast to a vector: vector `p * 2 + r` (words `4 (2p + r)..`) holds columns `2p`,
-/// `2p + 1` of row `r0 + r`; zeros past `cols` (up to `pairs` pairs) and for the row `rt..2`.
-/// Writes exactly `pairs * 8` words.
-fn pack_rows2(
+/// Words of one pair of columns of 2 weight rows packed by [`pack_rows2`]: each word
+/// broadcast to a vector (`SPLAT`), or the 2 words alone.
+const fn pair_words(splat: bool) -> usize {
+    if splat { 8 } else { 2 }
+}
+
+/// Widens the `rt <= 2` rows `r0..r0 + rt` of `q` (`cols` each) for the product tiles: the
+/// word of columns `2p`, `2p + 1` of row `r0 + r` at `(p * 2 + r) * 4`, broadcast to 4 words
+/// (`SPLAT`), else at `p * 2 + r`; zeros past `cols` (up to `pairs` pairs) and for the rows
+/// `rt..2`. Writes exactly `pairs * pair_words(SPLAT)` words.
+fn pack_rows2<const SPLAT: bool>(
     q: &[i8],
     cols: usize,
     r0: usize,
@@ -228,7 +234,7 @@ fn pack_rows2(
     pairs: usize,
     out: &mut [MaybeUninit<i32>],
 ) {
-    assert!(rt <= 2 && 2 * pairs >= cols && out.len() >= pairs * 8);
+    assert!(rt <= 2 && 2 * pairs >= cols && out.len() >= pairs * pair_words(SPLAT));
     let rows: [&[i8]; 2] = core::array::from_fn(|r| {
         if r < rt {
             &q[(r0 + r) * cols..(r0 + r + 1) * cols]
@@ -239,22 +245,35 @@ fn pack_rows2(
     let c8 = cols & !7;
     let mut c = 0;
     while c < c8 {
-        for (r, row) in rows.iter().enumerate() {
-            let v = if r < rt {
+        let v: [v128; 2] = core::array::from_fn(|r| {
+            if r < rt {
                 // SAFETY: c + 8 <= c8 <= cols, the length of the row.
-                unsafe { load_i8x8(row, c) }
+                unsafe { load_i8x8(rows[r], c) }
             } else {
                 i16x8_splat(0)
-            };
-            for (k, s) in splat_lanes(v).into_iter().enumerate() {
-                store_words(out, ((c / 2 + k) * 2 + r) * 4, s);
             }
+        });
+        if SPLAT {
+            for (r, &vr) in v.iter().enumerate() {
+                for (k, s) in splat_lanes(vr).into_iter().enumerate() {
+                    store_words(out, ((c / 2 + k) * 2 + r) * 4, s);
+                }
+            }
+        } else {
+            // Pairs c/2..c/2 + 4 of the 2 rows, interleaved by row.
+            store_words(out, c, i32x4_shuffle::<0, 4, 1, 5>(v[0], v[1]));
+            store_words(out, c + 4, i32x4_shuffle::<2, 6, 3, 7>(v[0], v[1]));
         }
         c += 8;
     }
     for p in c8 / 2..pairs {
         for (r, row) in rows.iter().enumerate() {
-            store_words(out, (p * 2 + r) * 4, i32x4_splat(pair_word(row, p)));
+            let w = pair_word(row, p);
+            if SPLAT {
+                store_words(out, (p * 2 + r) * 4, i32x4_splat(w));
+            } else {
+                out[p * 2 + r].write(w);
+            }
         }
     }
 }
@@ -365,9 +384,15 @@ const BP: usize = QT_BLOCK / 2;
 /// scales `sg` (`[block][MT]`): `f[r][v]` lane `l` is `sum_b (dot_b as f32) * scale_b`
 /// from `+0.0` for row `r` and token `4v + l`, block by block as the generic kernel sums.
 #[inline(always)]
-fn product_tile(wp: &[i32], xg: &[i32], sg: &[f32], pairs: usize) -> [[v128; 4]; 2] {
+fn product_tile<const SPLAT: bool>(
+    wp: &[i32],
+    xg: &[i32],
+    sg: &[f32],
+    pairs: usize,
+) -> [[v128; 4]; 2] {
     let nb = pairs.div_ceil(BP);
-    assert!(pairs.is_multiple_of(4) && wp.len() >= pairs * 8 && xg.len() >= pairs * MT);
+    let pw = pair_words(SPLAT);
+    assert!(pairs.is_multiple_of(4) && wp.len() >= pairs * pw && xg.len() >= pairs * MT);
     assert!(sg.len() >= nb * MT);
     let mut f = [[f32x4_splat(0.0); 4]; 2];
     let (mut pa, mut pb) = (wp.as_ptr(), xg.as_ptr());
@@ -375,17 +400,23 @@ fn product_tile(wp: &[i32], xg: &[i32], sg: &[f32], pairs: usize) -> [[v128; 4];
         let np = BP.min(pairs - b * BP);
         let (mut acc0, mut acc1) = ([i32x4_splat(0); 4], [i32x4_splat(0); 4]);
         for _ in 0..np {
-            // SAFETY: pair p < pairs reads wp's words 8p..8p + 8 and xg's words MT p..MT p +
-            // 16, inside the slices (asserted above); the loads are unaligned.
+            // SAFETY: pair p < pairs reads wp's words pw p..pw (p + 1) and xg's words MT p..MT
+            // p + 16, inside the slices (asserted above); the loads are unaligned.
             unsafe {
-                let w0 = v128_load(pa as *const v128);
-                let w1 = v128_load(pa.add(4) as *const v128);
+                let (w0, w1) = if SPLAT {
+                    (v128_load(pa as *const v128), v128_load(pa.add(4) as *const v128))
+                } else {
+                    (
+                        v128_load32_splat(pa as *const u32),
+                        v128_load32_splat(pa.add(1) as *const u32),
+                    )
+                };
                 for (v, (a0, a1)) in acc0.iter_mut().zip(acc1.iter_mut()).enumerate() {
                     let x = v128_load(pb.add(4 * v) as *const v128);
                     *a0 = i32x4_add(*a0, i32x4_dot_i16x8(x, w0));
                     *a1 = i32x4_add(*a1, i32x4_dot_i16x8(x, w1));
                 }
-                pa = pa.add(8);
+                pa = pa.add(pw);
                 pb = pb.add(MT);
             }
         }
@@ -399,6 +430,12 @@ fn product_tile(wp: &[i32], xg: &[i32], sg: &[f32], pairs: usize) -> [[v128; 4];
     }
     f
 }
+
+/// Token groups per pass from which the weights are packed with each word broadcast
+/// ([`pack_rows2`]): that costs about 6 instructions more per pair of 2 rows, and saves one
+/// per pair in every group's tile (a `v128.load32_splat` at an offset is 2 instructions in V8,
+/// a `v128.load` one).
+const SPLAT_GROUPS: usize = 6;
 
 /// Every row of the int8 matrix `q` (`rows x cols`, row scales `ws`, `bias`) times the
 /// packed token groups of one pass (`xw`: `ngroups` groups of `pairs_of(cols) * MT` words;
@@ -425,9 +462,14 @@ fn rows_times_groups(
     let mut r0 = 0;
     while r0 < rows {
         let rt = 2.min(rows - r0);
-        pack_rows2(q, cols, r0, rt, pairs, &mut wp);
-        // SAFETY: pack_rows2 wrote wp[..pairs * 8].
-        let wpw = unsafe { written(&wp, pairs * 8) };
+        let splat = ngroups >= SPLAT_GROUPS;
+        if splat {
+            pack_rows2::<true>(q, cols, r0, rt, pairs, &mut wp);
+        } else {
+            pack_rows2::<false>(q, cols, r0, rt, pairs, &mut wp);
+        }
+        // SAFETY: pack_rows2 wrote wp[..pairs * pair_words(splat)].
+        let wpw = unsafe { written(&wp, pairs * pair_words(splat)) };
         let at = |v: &[f32], r: usize| f32x4_splat(v[r0 + r.min(rt - 1)]);
         let sv = [at(ws, 0), at(ws, 1)];
         let bv = bias.map(|b| [at(b, 0), at(b, 1)]);
@@ -436,7 +478,11 @@ fn rows_times_groups(
                 &xw[i * gw..(i + 1) * gw],
                 &sw[i * nb * MT..(i + 1) * nb * MT],
             );
-            let f = product_tile(wpw, xg, sg, pairs);
+            let f = if splat {
+                product_tile::<true>(wpw, xg, sg, pairs)
+            } else {
+                product_tile::<false>(wpw, xg, sg, pairs)
+            };
             let o: [[v128; 4]; 2] = core::array::from_fn(|r| {
                 core::array::from_fn(|v| {
                     let o = f32x4_mul(f[r][v], sv[r]);
