@@ -296,23 +296,42 @@ fn pack_row_pairs(
     assert!(out.len() >= cpw * pairs);
     let z = i16x8_splat(0);
     let cp8 = cp & !7;
+    // Pairs of rows that are both in q; then the odd last row, then zeros.
+    let full = k / 2;
     let mut c = 0;
     while c < cp8 {
-        let tile = c * pairs;
-        let row = |j: usize| {
-            if j < k {
-                // SAFETY: row j < k lies in q and c0 + c + 8 <= c0 + cp <= cols.
-                unsafe { load_i8x8(&q[j * cols..(j + 1) * cols], c0 + c) }
-            } else {
-                z
-            }
-        };
-        for p in 0..pairs {
-            let (a, b) = (row(2 * p), row(2 * p + 1));
+        let tile = &mut out[c * pairs..(c + DC) * pairs];
+        let (mut src, mut dst) = (q.as_ptr().wrapping_add(c0 + c), tile.as_mut_ptr());
+        let store = |dst: *mut MaybeUninit<i32>, a: v128, b: v128| {
             let lo = i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(a, b);
             let hi = i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(a, b);
-            store_words(out, tile + p * DC, lo);
-            store_words(out, tile + p * DC + 4, hi);
+            // SAFETY: dst points at a pair's 8 words inside tile (DC * pairs words); unaligned.
+            unsafe {
+                v128_store(dst as *mut v128, lo);
+                v128_store(dst.add(4) as *mut v128, hi);
+            }
+        };
+        for _ in 0..full {
+            // SAFETY: rows 2p, 2p + 1 < k lie in q (k * cols <= q.len()) and columns c0 + c..c0
+            // + c + 8 <= c0 + cp <= cols; unaligned loads.
+            let (a, b) = unsafe {
+                (
+                    i16x8_load_extend_i8x8(src),
+                    i16x8_load_extend_i8x8(src.add(cols)),
+                )
+            };
+            store(dst, a, b);
+            src = src.wrapping_add(2 * cols);
+            dst = dst.wrapping_add(DC);
+        }
+        for p in full..pairs {
+            let a = if 2 * p < k {
+                // SAFETY: row 2p < k lies in q, columns as above.
+                unsafe { i16x8_load_extend_i8x8(src) }
+            } else {
+                z
+            };
+            store(tile[p * DC..].as_mut_ptr(), a, z);
         }
         c += 8;
     }
@@ -404,7 +423,10 @@ fn product_tile<const SPLAT: bool>(
             // p + 16, inside the slices (asserted above); the loads are unaligned.
             unsafe {
                 let (w0, w1) = if SPLAT {
-                    (v128_load(pa as *const v128), v128_load(pa.add(4) as *const v128))
+                    (
+                        v128_load(pa as *const v128),
+                        v128_load(pa.add(4) as *const v128),
+                    )
                 } else {
                     (
                         v128_load32_splat(pa as *const u32),
