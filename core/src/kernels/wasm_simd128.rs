@@ -1412,38 +1412,178 @@ pub fn wasm_simd128_attn_dense_tile(
     } else {
         (1 << nk) - 1
     };
-    for l in 0..ATTN_LANES {
-        let seen: u16 = if same {
-            if vis[0] >> l & 1 != 0 { all_keys } else { 0 }
-        } else {
-            (0..nk).fold(0, |a, j| a | ((vis[j] >> l & 1) << j))
-        };
-        let up = rescaled >> l & 1 != 0;
-        if seen == 0 && !up {
+    for h in 0..ATTN_LANES / 8 {
+        let hm = 0xFFu16 << (8 * h);
+        // The keys every lane of this half sees; the half is uniform when no key is seen by
+        // only some of its lanes (always so inside a sequence without padding or causal mask).
+        let (mut keys, mut uniform) = (0u16, true);
+        for (j, &m) in vis[..nk].iter().enumerate() {
+            if m & hm == hm {
+                keys |= 1 << j;
+            } else if m & hm != 0 {
+                uniform = false;
+            }
+        }
+        let up = rescaled & hm != 0;
+        if uniform {
+            if keys != 0 || up {
+                let tile = (&w, v, stride, &off);
+                acc_keys_half(&mut st.acc, hd, 8 * h, keys, up.then_some(&rescale), tile);
+            }
             continue;
         }
-        let acc = &mut st.acc[l * hd..][..hd];
-        if up {
-            let c = rescale[l];
-            acc.iter_mut().for_each(|a| *a *= c);
-        }
-        // 32 columns (8 vectors) at a time in registers, then 4, over the visible keys.
-        let mut d = 0;
-        while d + 32 <= hd4 {
-            acc_keys::<8>(&mut acc[d..], seen, &w, l, v, &off, d);
-            d += 32;
-        }
-        while d < hd4 {
-            acc_keys::<1>(&mut acc[d..], seen, &w, l, v, &off, d);
-            d += 4;
-        }
-        for (dd, a) in acc.iter_mut().enumerate().skip(hd4) {
-            let mut m = seen;
-            while m != 0 {
-                let j = m.trailing_zeros() as usize;
-                m &= m - 1;
-                *a += w[j * ATTN_LANES + l] * v[j * stride + dd];
+        for l in 8 * h..8 * h + 8 {
+            let seen: u16 = if same {
+                if vis[0] >> l & 1 != 0 { all_keys } else { 0 }
+            } else {
+                (0..nk).fold(0, |a, j| a | ((vis[j] >> l & 1) << j))
+            };
+            let up = rescaled >> l & 1 != 0;
+            if seen == 0 && !up {
+                continue;
             }
+            let acc = &mut st.acc[l * hd..][..hd];
+            if up {
+                let c = rescale[l];
+                acc.iter_mut().for_each(|a| *a *= c);
+            }
+            // 32 columns (8 vectors) at a time in registers, then 4, over the visible keys.
+            let mut d = 0;
+            while d + 32 <= hd4 {
+                acc_keys::<8>(&mut acc[d..], seen, &w, l, v, &off, d);
+                d += 32;
+            }
+            while d < hd4 {
+                acc_keys::<1>(&mut acc[d..], seen, &w, l, v, &off, d);
+                d += 4;
+            }
+            acc_keys_tail(acc, hd4, seen, &w, l, v, stride);
+        }
+    }
+}
+
+/// Columns `hd4..` of lane `l`'s accumulator (`hd4` the head width rounded down to 4), one
+/// by one over the keys of `seen`, as the generic loop does.
+#[inline(always)]
+fn acc_keys_tail(
+    acc: &mut [f32],
+    hd4: usize,
+    seen: u16,
+    w: &[f32; ATTN_BLOCK],
+    l: usize,
+    v: &[f32],
+    stride: usize,
+) {
+    for (dd, a) in acc.iter_mut().enumerate().skip(hd4) {
+        let mut m = seen;
+        while m != 0 {
+            let j = m.trailing_zeros() as usize;
+            m &= m - 1;
+            *a += w[j * ATTN_LANES + l] * v[j * stride + dd];
+        }
+    }
+}
+
+/// One key of [`acc_keys_half`]: `at[d][x] += wj[4x..4x + 4] * vj[d]` (`wj`: the key's 8
+/// weights of the half, `vj`: its 4 values).
+///
+/// # Safety
+/// `wj` and `vj` point at 8 and 4 readable f32.
+#[inline(always)]
+unsafe fn half_key(at: &mut [[v128; 2]; 4], wj: *const f32, vj: *const f32) {
+    // SAFETY: as the caller guarantees; the loads are unaligned.
+    let (wv, vv) = unsafe {
+        (
+            [
+                v128_load(wj as *const v128),
+                v128_load(wj.add(4) as *const v128),
+            ],
+            v128_load(vj as *const v128),
+        )
+    };
+    let sp = splat_lanes(vv);
+    for (a, &x) in at.iter_mut().zip(&sp) {
+        a[0] = f32x4_add(a[0], f32x4_mul(wv[0], x));
+        a[1] = f32x4_add(a[1], f32x4_mul(wv[1], x));
+    }
+}
+
+/// The accumulators of the 8 lanes `l0..l0 + 8` that all see exactly the keys `keys`: each
+/// row times its lane's `rescale` factor (when given; 1 for the lanes that keep their
+/// maximum, which changes no bits), then `+= w_j * v_j` for the keys in increasing order, the
+/// generic operations element by element. 4 columns at a time with the lanes as vector lanes
+/// (the rows transposed in and out): each key then needs 2 weight vectors, as stored, and
+/// one value vector whose 4 columns are broadcast by shuffles, for 2 x 4 accumulators.
+#[inline(always)]
+fn acc_keys_half(
+    acc: &mut [f32],
+    hd: usize,
+    l0: usize,
+    keys: u16,
+    rescale: Option<&[f32; ATTN_LANES]>,
+    (w, v, stride, off): (&[f32; ATTN_BLOCK], &[f32], usize, &[usize; ATTN_TILE]),
+) {
+    let hd4 = hd & !3;
+    let acc = &mut acc[l0 * hd..(l0 + 8) * hd];
+    let cv = rescale.map(|r| [ld4(&r[l0..]), ld4(&r[l0 + 4..])]);
+    // A contiguous run of keys from 0 (the usual case) runs as a counted loop.
+    let run = if keys.trailing_ones() + keys.leading_zeros() == 16 {
+        Some(keys.trailing_ones() as usize)
+    } else {
+        None
+    };
+    let last = 15 - keys.leading_zeros() as usize;
+    assert!(l0 + 8 <= ATTN_LANES && (keys == 0 || v.len() >= off[last] + hd));
+    let mut d0 = 0;
+    while d0 < hd4 {
+        let rows: [v128; 8] = core::array::from_fn(|i| ld4(&acc[i * hd + d0..]));
+        let (t0, t1) = (
+            transpose4([rows[0], rows[1], rows[2], rows[3]]),
+            transpose4([rows[4], rows[5], rows[6], rows[7]]),
+        );
+        // at[d][x]: column d0 + d of the lanes l0 + 4x..l0 + 4x + 4.
+        let mut at: [[v128; 2]; 4] = core::array::from_fn(|d| [t0[d], t1[d]]);
+        if let Some(cv) = &cv {
+            for a in at.iter_mut() {
+                a[0] = f32x4_mul(a[0], cv[0]);
+                a[1] = f32x4_mul(a[1], cv[1]);
+            }
+        }
+        // SAFETY (both loops): key j < nk has its weights w[j * 16 + l0..][..8] inside w (l0
+        // + 8 <= 16) and its values v[off[j] + d0..][..4] inside v (d0 + 4 <= hd, asserted).
+        match run {
+            Some(n) => {
+                let (mut wj, mut vj) = (w[l0..].as_ptr(), v[d0..].as_ptr());
+                for _ in 0..n {
+                    unsafe { half_key(&mut at, wj, vj) };
+                    wj = wj.wrapping_add(ATTN_LANES);
+                    vj = vj.wrapping_add(stride);
+                }
+            }
+            None => {
+                let mut m = keys;
+                while m != 0 {
+                    let j = m.trailing_zeros() as usize & (ATTN_TILE - 1);
+                    m &= m - 1;
+                    let (wj, vj) = (&w[j * ATTN_LANES + l0..], &v[off[j] + d0..]);
+                    unsafe { half_key(&mut at, wj.as_ptr(), vj.as_ptr()) };
+                }
+            }
+        }
+        let r0 = transpose4([at[0][0], at[1][0], at[2][0], at[3][0]]);
+        let r1 = transpose4([at[0][1], at[1][1], at[2][1], at[3][1]]);
+        for (i, &r) in r0.iter().chain(&r1).enumerate() {
+            st4(&mut acc[i * hd + d0..], r);
+        }
+        d0 += 4;
+    }
+    if hd4 < hd {
+        for (i, row) in acc.chunks_exact_mut(hd).enumerate() {
+            if let Some(r) = rescale {
+                let c = r[l0 + i];
+                row[hd4..].iter_mut().for_each(|a| *a *= c);
+            }
+            acc_keys_tail(row, hd4, keys, w, l0 + i, v, stride);
         }
     }
 }
