@@ -1432,7 +1432,7 @@ pub fn wasm_simd128_attn_dense_tile(
             }
             continue;
         }
-        for l in 8 * h..8 * h + 8 {
+        for (l, &c) in rescale.iter().enumerate().skip(8 * h).take(8) {
             let seen: u16 = if same {
                 if vis[0] >> l & 1 != 0 { all_keys } else { 0 }
             } else {
@@ -1444,7 +1444,6 @@ pub fn wasm_simd128_attn_dense_tile(
             }
             let acc = &mut st.acc[l * hd..][..hd];
             if up {
-                let c = rescale[l];
                 acc.iter_mut().for_each(|a| *a *= c);
             }
             // 32 columns (8 vectors) at a time in registers, then 4, over the visible keys.
