@@ -22,7 +22,8 @@ pub use arm_dsp::{DSP_SEGMENT, arm_dsp_dot_i8_i8, arm_dsp_matvec_i8_i8};
 pub use generic::*;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub use wasm_simd128::{
-    wasm_simd128_accumulate_q8_tokens, wasm_simd128_attn_dense_tile, wasm_simd128_attn_scores_tile,
+    wasm_simd128_accumulate_q8_tokens, wasm_simd128_attn_dense_tile, wasm_simd128_attn_scores_rows,
+    wasm_simd128_attn_scores_tile, wasm_simd128_attn_softmax_lanes, wasm_simd128_attn_topk_block,
     wasm_simd128_exp_f32x4, wasm_simd128_ffn_q8, wasm_simd128_gelu_erf,
     wasm_simd128_matmul_i8_i8_token, wasm_simd128_matmul_q8_tokens, wasm_simd128_quantize_i8_token,
 };

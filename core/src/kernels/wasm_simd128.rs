@@ -1586,3 +1586,225 @@ fn acc_keys_half(
         }
     }
 }
+
+/// simd128 [`super::attn::attn_scores_rows`]: the same bits ([`wasm_simd128_attn_scores_tile`],
+/// then the tile transposed 4 x 4 into the lane-major rows).
+#[allow(clippy::too_many_arguments)]
+pub fn wasm_simd128_attn_scores_rows(
+    qt: &[f32],
+    hd: usize,
+    k: &[f32],
+    stride: usize,
+    nk: usize,
+    scale: f32,
+    rows: &mut [f32],
+    rs: usize,
+) {
+    let nk = nk.min(ATTN_TILE);
+    let mut s = [0f32; ATTN_BLOCK];
+    wasm_simd128_attn_scores_tile(qt, hd, k, stride, nk, scale, &mut s);
+    let nk4 = nk & !3;
+    for l4 in (0..ATTN_LANES).step_by(4) {
+        for j4 in (0..nk4).step_by(4) {
+            let keys: [v128; 4] = core::array::from_fn(|i| ld4(&s[(j4 + i) * ATTN_LANES + l4..]));
+            for (i, lane) in transpose4(keys).into_iter().enumerate() {
+                st4(&mut rows[(l4 + i) * rs + j4..], lane);
+            }
+        }
+        for j in nk4..nk {
+            for i in 0..4 {
+                rows[(l4 + i) * rs + j] = s[j * ATTN_LANES + l4 + i];
+            }
+        }
+    }
+}
+
+/// simd128 [`super::attn::attn_softmax_lanes`]: the same bits. Per query the weights
+/// `e^(s_i - m)` of 4 slots at a time ([`wasm_simd128_exp_f32x4`], the bits of
+/// [`super::attn::exp_poly`]), their sum in slot order, and the weighted value rows 16
+/// columns at a time in registers (a multiply, then an add, per element and slot in slot
+/// order, as the generic loop).
+#[allow(clippy::too_many_arguments)]
+pub fn wasm_simd128_attn_softmax_lanes(
+    scores: &[f32],
+    idx: &[u16],
+    lens: &[u32],
+    k: usize,
+    v: &[f32],
+    stride: usize,
+    hd: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let mut w = [0f32; super::attn::ATTN_SELECT_MAX_K + 4];
+    for (l, &n) in lens.iter().enumerate().take(ATTN_LANES) {
+        let n = (n as usize).min(k);
+        if n > super::attn::ATTN_SELECT_MAX_K {
+            // Only the block selection's k reaches this kernel; larger ones take the generic.
+            super::attn::attn_softmax_rows(
+                &scores[l * k..][..n],
+                &idx[l * k..][..n],
+                v,
+                stride,
+                hd,
+                &mut out[l * out_stride..][..hd],
+            );
+            continue;
+        }
+        let (sc, ix) = (&scores[l * k..][..n], &idx[l * k..][..n]);
+        let o = &mut out[l * out_stride..][..hd];
+        o.fill(0.0);
+        if n == 0 {
+            continue;
+        }
+        let m = sc
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+        let mv = f32x4_splat(m);
+        for (i, c) in sc.chunks(4).enumerate() {
+            let x = [0, 1, 2, 3].map(|j| c.get(j).copied().unwrap_or(m));
+            let e = wasm_simd128_exp_f32x4(f32x4_sub(f32x4(x[0], x[1], x[2], x[3]), mv));
+            st4(&mut w[4 * i..], e);
+        }
+        let sum = w[..n].iter().fold(0.0f32, |s, &x| s + x);
+        // Every named row lies in v (the generic kernel's slices panic otherwise).
+        assert!(ix.iter().all(|&j| j as usize * stride + hd <= v.len()));
+        let hd4 = hd & !3;
+        let mut d = 0;
+        while d < hd4 {
+            let wd = (hd4 - d).min(16) / 4;
+            let mut acc = [f32x4_splat(0.0); 4];
+            for (&wi, &j) in w[..n].iter().zip(ix) {
+                let (ws, row) = (f32x4_splat(wi), &v[j as usize * stride + d..]);
+                for (a, c) in acc.iter_mut().zip(row.chunks_exact(4)).take(wd) {
+                    *a = f32x4_add(*a, f32x4_mul(ws, ld4(c)));
+                }
+            }
+            for (c, a) in o[d..].chunks_exact_mut(4).zip(&acc).take(wd) {
+                st4(c, *a);
+            }
+            d += 4 * wd;
+        }
+        for (dd, od) in o.iter_mut().enumerate().skip(hd4) {
+            for (&wi, &j) in w[..n].iter().zip(ix) {
+                *od += wi * v[j as usize * stride + dd];
+            }
+        }
+        let inv = 1.0 / sum;
+        o.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// [`super::attn::attn_rank`] of 4 lanes.
+#[inline(always)]
+fn rank4(x: v128) -> v128 {
+    let b = f32x4_add(x, f32x4_splat(0.0));
+    let r = v128_xor(b, u32x4_shr(i32x4_shr(b, 31), 1));
+    v128_bitselect(i32x4_splat(super::attn::ATTN_RANK_NAN), r, f32x4_ne(x, x))
+}
+
+/// simd128 [`super::attn::attn_topk_block`]: the same slots. The generic kernel's group
+/// bound (the two best visible scores of each of the 16 groups of keys, one group per lane
+/// of 4 vectors) and the candidates' ranks by vector compares; the exact selection of the
+/// `k`-th best as there.
+#[allow(clippy::too_many_arguments)]
+pub fn wasm_simd128_attn_topk_block(
+    row: &[f32],
+    vis: &[u16],
+    kb0: usize,
+    k: usize,
+    scores: &mut [f32],
+    idx: &mut [u16],
+    len: usize,
+    work: &mut super::attn::AttnTopkWork,
+) -> usize {
+    use super::attn::{ATTN_KEY_BLOCK, ATTN_RANK_NAN, ATTN_SELECT_MAX_K, attn_rank};
+    let k = k.min(ATTN_SELECT_MAX_K).min(scores.len()).min(idx.len());
+    let nt = vis
+        .len()
+        .min(row.len() / ATTN_TILE)
+        .min(ATTN_KEY_BLOCK / ATTN_TILE);
+    let (row, vis) = (&row[..nt * ATTN_TILE], &vis[..nt]);
+    let len = len.min(k);
+    if k == 0 {
+        return 0;
+    }
+    let ninf = f32x4_splat(f32::NEG_INFINITY);
+    let (mut m1, mut m2) = ([ninf; 4], [ninf; 4]);
+    for (x, &v) in row.chunks_exact(ATTN_TILE).zip(vis) {
+        let masks = lane_masks(v);
+        for g in 0..4 {
+            let x = v128_bitselect(ld4(&x[4 * g..]), ninf, masks[g]);
+            // if x > m1 { m2 = m1; m1 = x } else if x > m2 { m2 = x }, as generic (an
+            // invisible key is -inf, and NaN compares false: neither changes anything).
+            let (gt1, gt2) = (f32x4_gt(x, m1[g]), f32x4_gt(x, m2[g]));
+            m2[g] = v128_bitselect(m1[g], v128_bitselect(x, m2[g], gt2), gt1);
+            m1[g] = v128_bitselect(x, m1[g], gt1);
+        }
+    }
+    let m = if k <= ATTN_TILE { &m1 } else { &m2 };
+    let b = m
+        .iter()
+        .flat_map(|&v| lanes4(v))
+        .fold(f32::INFINITY, |b, x| if x < b { x } else { b });
+    let mut bound = if b > f32::NEG_INFINITY {
+        attn_rank(b)
+    } else {
+        ATTN_RANK_NAN
+    };
+    if len == k {
+        let worst = scores[..k].iter().map(|&x| attn_rank(x)).min();
+        bound = bound.max(worst.unwrap_or(ATTN_RANK_NAN));
+    }
+    // Candidates in increasing key order: the old slots, then the block.
+    let super::attn::AttnTopkWork { s, j: ci, r, w } = work;
+    let mut n = 0;
+    let mut push = |x: f32, j: usize, rank: i32| {
+        s[n] = x;
+        ci[n] = j as i32;
+        r[n] = rank;
+        n += 1;
+    };
+    for (&x, &j) in scores[..len].iter().zip(&idx[..len]) {
+        let rank = attn_rank(x);
+        if rank >= bound {
+            push(x, j as usize, rank);
+        }
+    }
+    let bv = i32x4_splat(bound);
+    for (t, (x, &v)) in row.chunks_exact(ATTN_TILE).zip(vis).enumerate() {
+        for g in 0..4 {
+            let mut m = (i32x4_bitmask(i32x4_ge(rank4(ld4(&x[4 * g..])), bv)) as u16)
+                & (v >> (4 * g))
+                & 0xF;
+            while m != 0 {
+                let i = 4 * g + m.trailing_zeros() as usize;
+                m &= m - 1;
+                let xi = x[i];
+                push(xi, kb0 + t * ATTN_TILE + i, attn_rank(xi));
+            }
+        }
+    }
+    let mut o = 0;
+    let mut keep = |i: usize| {
+        scores[o] = s[i];
+        idx[o] = ci[i] as u16;
+        o += 1;
+    };
+    if n <= k {
+        (0..n).for_each(&mut keep);
+        return n;
+    }
+    w[..n].copy_from_slice(&r[..n]);
+    let (_, &mut t, _) = w[..n].select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+    let mut ties = k - r[..n].iter().filter(|&&x| x > t).count();
+    for (i, &ri) in r[..n].iter().enumerate() {
+        if ri > t {
+            keep(i);
+        } else if ri == t && ties > 0 {
+            ties -= 1;
+            keep(i);
+        }
+    }
+    k
+}

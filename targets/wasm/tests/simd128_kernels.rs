@@ -457,6 +457,109 @@ macro_rules! test_ffn_q8 {
     };
 }
 
+/// `attn_scores_rows`: `$f` gives the generic bits (tiles of 0 to 16 keys, row strides past
+/// the tile, entries past `nk` untouched).
+macro_rules! test_attn_scores_rows {
+    ($name:ident, $f:path) => {
+        #[wasm_bindgen_test]
+        fn $name() {
+            let mut rng = Rng(10);
+            for hd in [1usize, 4, 7, 32, 64] {
+                for nk in 0..=ATTN_TILE {
+                    let c = attn_case(&mut rng, hd, nk, 0);
+                    let rs = ATTN_TILE + (rng.next() % 20) as usize;
+                    let r0: Vec<f32> = (0..ATTN_LANES * rs).map(|_| rng.f32(9.0)).collect();
+                    let (mut want, mut got) = (r0.clone(), r0);
+                    let scale = 0.3;
+                    attn::attn_scores_rows(&c.qt, hd, &c.k, c.stride, nk, scale, &mut want, rs);
+                    $f(&c.qt, hd, &c.k, c.stride, nk, scale, &mut got, rs);
+                    assert_eq!(bits(&got), bits(&want), "hd {hd} nk {nk} rs {rs}");
+                }
+            }
+        }
+    };
+}
+
+/// `attn_softmax_lanes`: `$f` gives the generic bits (kept slots from none to `k`, score
+/// ranges that reach the exponential's limits, head widths around the vector width, rows in
+/// any order, repeated rows).
+macro_rules! test_attn_softmax_lanes {
+    ($name:ident, $f:path) => {
+        #[wasm_bindgen_test]
+        fn $name() {
+            let mut rng = Rng(11);
+            for hd in [1usize, 3, 4, 16, 20, 32, 64, 100] {
+                for k in [1usize, 5, 8, 32] {
+                    let nv = 40;
+                    let stride = hd + (rng.next() % 3) as usize;
+                    let v: Vec<f32> = (0..nv * stride).map(|_| rng.f32(3.0)).collect();
+                    let m = [1.0f32, 30.0, 200.0][rng.next() as usize % 3];
+                    let scores: Vec<f32> = (0..ATTN_LANES * k).map(|_| rng.f32(m)).collect();
+                    let idx: Vec<u16> =
+                        (0..ATTN_LANES * k).map(|_| (rng.next() % nv as u32) as u16).collect();
+                    let lens: Vec<u32> =
+                        (0..ATTN_LANES).map(|l| if l == 3 { 0 } else { rng.next() % (k as u32 + 1) }).collect();
+                    let os = hd + 2;
+                    let o0: Vec<f32> = (0..ATTN_LANES * os).map(|_| rng.f32(1.0)).collect();
+                    let (mut want, mut got) = (o0.clone(), o0);
+                    attn::attn_softmax_lanes(&scores, &idx, &lens, k, &v, stride, hd, &mut want, os);
+                    $f(&scores, &idx, &lens, k, &v, stride, hd, &mut got, os);
+                    assert_eq!(bits(&got), bits(&want), "hd {hd} k {k}");
+                }
+            }
+        }
+    };
+}
+
+/// `attn_topk_block`: `$f` keeps the generic slots (scores and key indices), block after
+/// block, for `k` from 1 to the block maximum, visibility patterns of every kind, and scores
+/// with ties, `-0.0`, infinities and NaN.
+macro_rules! test_attn_topk_block {
+    ($name:ident, $f:path) => {
+        #[wasm_bindgen_test]
+        fn $name() {
+            let mut rng = Rng(12);
+            let mut work = attn::AttnTopkWork::new();
+            for k in [1usize, 2, 7, 16, 17, 31, 32] {
+                for pattern in 0..5u32 {
+                    let (mut ws, mut wi) = (vec![0f32; k], vec![0u16; k]);
+                    let (mut gs, mut gi) = (vec![0f32; k], vec![0u16; k]);
+                    let (mut wl, mut gl) = (0, 0);
+                    for block in 0..4 {
+                        let nt = [16usize, 3, 1, 8][block];
+                        let row: Vec<f32> = (0..nt * ATTN_TILE)
+                            .map(|_| match rng.next() % 16 {
+                                0 => f32::NAN,
+                                1 => f32::INFINITY,
+                                2 => f32::NEG_INFINITY,
+                                3 => -0.0,
+                                4 => 0.0,
+                                5 | 6 => 1.5,
+                                _ => rng.f32(8.0),
+                            })
+                            .collect();
+                        let vis: Vec<u16> = (0..nt)
+                            .map(|t| match pattern {
+                                0 => u16::MAX,
+                                1 => u16::MAX << (t % 16),
+                                2 => rng.next() as u16,
+                                3 => 0,
+                                _ => 1 << (rng.next() % 16),
+                            })
+                            .collect();
+                        let kb0 = block * 256;
+                        wl = attn::attn_topk_block(&row, &vis, kb0, k, &mut ws, &mut wi, wl, &mut work);
+                        gl = $f(&row, &vis, kb0, k, &mut gs, &mut gi, gl, &mut work);
+                        assert_eq!(gl, wl, "k {k} pattern {pattern} block {block}: length");
+                        assert_eq!(bits(&gs[..gl]), bits(&ws[..wl]), "k {k} pattern {pattern} block {block}");
+                        assert_eq!(gi[..gl], wi[..wl], "k {k} pattern {pattern} block {block}");
+                    }
+                }
+            }
+        }
+    };
+}
+
 test_matmul_q8_tokens!(matmul_q8_tokens, kernels::wasm_simd128_matmul_q8_tokens);
 test_matmul_i8_i8_token!(matmul_i8_i8_token, kernels::wasm_simd128_matmul_i8_i8_token);
 test_accumulate_q8_tokens!(
@@ -469,3 +572,6 @@ test_ffn_q8!(ffn_q8, kernels::wasm_simd128_ffn_q8);
 test_exp_f32x4!(exp_f32x4, kernels::wasm_simd128_exp_f32x4);
 test_attn_scores_tile!(attn_scores_tile, kernels::wasm_simd128_attn_scores_tile);
 test_attn_dense_tile!(attn_dense_tile, kernels::wasm_simd128_attn_dense_tile);
+test_attn_scores_rows!(attn_scores_rows, kernels::wasm_simd128_attn_scores_rows);
+test_attn_softmax_lanes!(attn_softmax_lanes, kernels::wasm_simd128_attn_softmax_lanes);
+test_attn_topk_block!(attn_topk_block, kernels::wasm_simd128_attn_topk_block);
