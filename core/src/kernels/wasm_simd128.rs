@@ -374,25 +374,40 @@ fn tile<const A: usize, const B: usize>(
     sb: usize,
     np: usize,
 ) -> [[v128; B]; A] {
-    assert!(np == 0 || (a.len() >= (np - 1) * sa + 4 * A && b.len() >= (np - 1) * sb + 4 * B));
-    let mut acc = [[i32x4_splat(0); B]; A];
+    assert!(np >= 1 && a.len() >= (np - 1) * sa + 4 * A && b.len() >= (np - 1) * sb + 4 * B);
+    // SAFETY (both): pair p < np reads a's words p * sa..p * sa + 4A and b's words p * sb..p
+    // * sb + 4B, inside the slices (asserted above). The first pair starts the sums.
+    let mut acc = unsafe { tile_dots::<A, B>(a.as_ptr(), b.as_ptr()) };
     let (mut pa, mut pb) = (a.as_ptr(), b.as_ptr());
-    for _ in 0..np {
-        // SAFETY: pair p < np reads a's words p * sa..p * sa + 4A and b's words p * sb..p * sb
-        // + 4B, inside the slices (asserted above); the loads are unaligned.
-        unsafe {
-            let av: [v128; A] = core::array::from_fn(|i| v128_load(pa.add(4 * i) as *const v128));
+    for _ in 1..np {
+        pa = pa.wrapping_add(sa);
+        pb = pb.wrapping_add(sb);
+        let d = unsafe { tile_dots::<A, B>(pa, pb) };
+        for i in 0..A {
             for j in 0..B {
-                let x = v128_load(pb.add(4 * j) as *const v128);
-                for (i, ai) in av.iter().enumerate() {
-                    acc[i][j] = i32x4_add(acc[i][j], i32x4_dot_i16x8(x, *ai));
-                }
+                acc[i][j] = i32x4_add(acc[i][j], d[i][j]);
             }
-            pa = pa.wrapping_add(sa);
-            pb = pb.wrapping_add(sb);
         }
     }
     acc
+}
+
+/// The products of one pair in [`tile`]: `[i][j] = dot(b[j], a[i])` for the `A` broadcast
+/// words at `pa` (a vector each) and the `B` vectors at `pb`.
+///
+/// # Safety
+/// `pa` points at `4 A` readable words, `pb` at `4 B`.
+#[inline(always)]
+unsafe fn tile_dots<const A: usize, const B: usize>(
+    pa: *const i32,
+    pb: *const i32,
+) -> [[v128; B]; A] {
+    // SAFETY: as the caller guarantees; the loads are unaligned.
+    unsafe {
+        let av: [v128; A] = core::array::from_fn(|i| v128_load(pa.add(4 * i) as *const v128));
+        let bv: [v128; B] = core::array::from_fn(|j| v128_load(pb.add(4 * j) as *const v128));
+        av.map(|a| bv.map(|x| i32x4_dot_i16x8(x, a)))
+    }
 }
 
 /// Pairs of one block of [`QT_BLOCK`] columns.
@@ -417,40 +432,60 @@ fn product_tile<const SPLAT: bool>(
     let (mut pa, mut pb) = (wp.as_ptr(), xg.as_ptr());
     for b in 0..nb {
         let np = BP.min(pairs - b * BP);
-        let (mut acc0, mut acc1) = ([i32x4_splat(0); 4], [i32x4_splat(0); 4]);
-        for _ in 0..np {
-            // SAFETY: pair p < pairs reads wp's words pw p..pw (p + 1) and xg's words MT p..MT
-            // p + 16, inside the slices (asserted above); the loads are unaligned.
-            unsafe {
-                let (w0, w1) = if SPLAT {
-                    (
-                        v128_load(pa as *const v128),
-                        v128_load(pa.add(4) as *const v128),
-                    )
-                } else {
-                    (
-                        v128_load32_splat(pa as *const u32),
-                        v128_load32_splat(pa.add(1) as *const u32),
-                    )
-                };
-                for (v, (a0, a1)) in acc0.iter_mut().zip(acc1.iter_mut()).enumerate() {
-                    let x = v128_load(pb.add(4 * v) as *const v128);
-                    *a0 = i32x4_add(*a0, i32x4_dot_i16x8(x, w0));
-                    *a1 = i32x4_add(*a1, i32x4_dot_i16x8(x, w1));
-                }
-                pa = pa.add(pw);
-                pb = pb.add(MT);
+        // SAFETY (both): pair p < pairs reads wp's words pw p..pw (p + 1) and xg's words MT p..
+        // MT p + 16, inside the slices (asserted above). The block's first pair starts the
+        // sums (np >= 4), the others add to them.
+        let [mut acc0, mut acc1] = unsafe { pair_dots::<SPLAT>(pa, pb) };
+        (pa, pb) = (pa.wrapping_add(pw), pb.wrapping_add(MT));
+        for _ in 1..np {
+            let [d0, d1] = unsafe { pair_dots::<SPLAT>(pa, pb) };
+            for v in 0..4 {
+                acc0[v] = i32x4_add(acc0[v], d0[v]);
+                acc1[v] = i32x4_add(acc1[v], d1[v]);
             }
+            (pa, pb) = (pa.wrapping_add(pw), pb.wrapping_add(MT));
         }
+        // SAFETY: block b < nb has its MT scales at sg[b * MT..] (asserted above); unaligned.
+        let s: [v128; 4] = core::array::from_fn(|v| unsafe {
+            v128_load(sg.as_ptr().add(b * MT + 4 * v) as *const v128)
+        });
         for (r, acc) in [acc0, acc1].iter().enumerate() {
             for (v, &a) in acc.iter().enumerate() {
-                let s = ld4(&sg[b * MT + 4 * v..]);
                 // f + (dot as f32) * s: rounded product, then rounded sum.
-                f[r][v] = f32x4_add(f[r][v], f32x4_mul(f32x4_convert_i32x4(a), s));
+                f[r][v] = f32x4_add(f[r][v], f32x4_mul(f32x4_convert_i32x4(a), s[v]));
             }
         }
     }
     f
+}
+
+/// The products of one pair of columns in a product tile: `[r][v]` is
+/// `dot(tokens 4v..4v + 4, row r)` for the pair's packed weights at `pa` ([`pack_rows2`])
+/// and packed tokens at `pb` ([`pack_quad`]).
+///
+/// # Safety
+/// `pa` points at `pair_words(SPLAT)` readable words, `pb` at 16.
+#[inline(always)]
+unsafe fn pair_dots<const SPLAT: bool>(pa: *const i32, pb: *const i32) -> [[v128; 4]; 2] {
+    // SAFETY: as the caller guarantees; the loads are unaligned.
+    unsafe {
+        let (w0, w1) = if SPLAT {
+            (
+                v128_load(pa as *const v128),
+                v128_load(pa.add(4) as *const v128),
+            )
+        } else {
+            (
+                v128_load32_splat(pa as *const u32),
+                v128_load32_splat(pa.add(1) as *const u32),
+            )
+        };
+        let x: [v128; 4] = core::array::from_fn(|v| v128_load(pb.add(4 * v) as *const v128));
+        [
+            x.map(|x| i32x4_dot_i16x8(x, w0)),
+            x.map(|x| i32x4_dot_i16x8(x, w1)),
+        ]
+    }
 }
 
 /// Token groups per pass from which the weights are packed with each word broadcast
@@ -1524,6 +1559,7 @@ fn acc_keys_half(
 ) {
     let hd4 = hd & !3;
     let acc = &mut acc[l0 * hd..(l0 + 8) * hd];
+    assert!(acc.len() == 8 * hd);
     let cv = rescale.map(|r| [ld4(&r[l0..]), ld4(&r[l0 + 4..])]);
     // A contiguous run of keys from 0 (the usual case) runs as a counted loop.
     let run = if keys.trailing_ones() + keys.leading_zeros() == 16 {
@@ -1533,12 +1569,15 @@ fn acc_keys_half(
     };
     let last = 15 - keys.leading_zeros() as usize;
     assert!(l0 + 8 <= ATTN_LANES && (keys == 0 || v.len() >= off[last] + hd));
+    let ap = acc.as_mut_ptr();
     let mut d0 = 0;
     while d0 < hd4 {
-        let rows: [v128; 8] = core::array::from_fn(|i| ld4(&acc[i * hd + d0..]));
+        // SAFETY: row i < 8 holds columns d0..d0 + 4 <= hd4 <= hd at i * hd + d0 (acc has 8
+        // rows of hd); unaligned loads.
+        let row = |i: usize| unsafe { v128_load(ap.add(i * hd + d0) as *const v128) };
         let (t0, t1) = (
-            transpose4([rows[0], rows[1], rows[2], rows[3]]),
-            transpose4([rows[4], rows[5], rows[6], rows[7]]),
+            transpose4([row(0), row(1), row(2), row(3)]),
+            transpose4([row(4), row(5), row(6), row(7)]),
         );
         // at[d][x]: column d0 + d of the lanes l0 + 4x..l0 + 4x + 4.
         let mut at: [[v128; 2]; 4] = core::array::from_fn(|d| [t0[d], t1[d]]);
@@ -1572,7 +1611,8 @@ fn acc_keys_half(
         let r0 = transpose4([at[0][0], at[1][0], at[2][0], at[3][0]]);
         let r1 = transpose4([at[0][1], at[1][1], at[2][1], at[3][1]]);
         for (i, &r) in r0.iter().chain(&r1).enumerate() {
-            st4(&mut acc[i * hd + d0..], r);
+            // SAFETY: as the loads above; unaligned store.
+            unsafe { v128_store(ap.add(i * hd + d0) as *mut v128, r) };
         }
         d0 += 4;
     }
