@@ -155,9 +155,10 @@ pub enum Kernels {
     /// x86-64 the AVX-512 (VNNI) or AVX2/FMA kernels when the CPU has them (detected at run
     /// time). On Arm with feature `arm-dsp` the exact int8 dots and matrix-vector products
     /// ([`dot_i8_i8_by`], [`matvec_i8_i8_by`]) run the DSP (SMLAD) kernels, the same bits as
-    /// the generic ones. On wasm32 with `simd128` the int8 products, the quantization, the
-    /// attention tiles and GELU run the simd128 kernels (the same bits as the generic ones,
-    /// GELU within a few ulps). Results differ from `Reference` by the activation rounding
+    /// the generic ones. On wasm32 with `simd128` the int8 products (many token groups per
+    /// packing of the weights), the fused dense int8 feed-forward, the quantization, the
+    /// attention block kernels (dense and top-k) and GELU run the simd128 kernels (the same
+    /// bits as the generic ones, GELU within a few ulps). Results differ from `Reference` by the activation rounding
     /// (int8) or the summation order (f32).
     Fast,
 }
