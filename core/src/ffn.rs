@@ -463,6 +463,15 @@ fn ffn_q8(
     {
         return;
     }
+    // The same on wasm simd128, every token of the call sharing each step's packed weights.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if k_ff.is_none()
+        && down_q8
+        && gate.is_none()
+        && crate::kernels::wasm_simd128_ffn_q8(&w.up, w.up_bias, w.act, &w.down_t, x, n, out)
+    {
+        return;
+    }
     let mut qx = [0i8; QT_GROUP * Q8_MAX_COLS];
     let mut sx = [0.0f32; QT_GROUP * Q8_MAX_COLS / crate::kernels::QT_BLOCK];
     let nb = qt_blocks(d);

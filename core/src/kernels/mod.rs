@@ -22,9 +22,10 @@ pub use arm_dsp::{DSP_SEGMENT, arm_dsp_dot_i8_i8, arm_dsp_matvec_i8_i8};
 pub use generic::*;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub use wasm_simd128::{
-    wasm_simd128_accumulate_q8_tokens, wasm_simd128_attn_dense_tile, wasm_simd128_attn_scores_tile,
-    wasm_simd128_exp_f32x4, wasm_simd128_gelu_erf, wasm_simd128_matmul_i8_i8_token,
-    wasm_simd128_matmul_q8_tokens, wasm_simd128_quantize_i8_token,
+    wasm_simd128_accumulate_q8_tokens, wasm_simd128_attn_dense_tile, wasm_simd128_attn_scores_rows,
+    wasm_simd128_attn_scores_tile, wasm_simd128_attn_softmax_lanes, wasm_simd128_attn_topk_block,
+    wasm_simd128_exp_f32x4, wasm_simd128_ffn_q8, wasm_simd128_gelu_erf,
+    wasm_simd128_matmul_i8_i8_token, wasm_simd128_matmul_q8_tokens, wasm_simd128_quantize_i8_token,
 };
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_attention::{
@@ -154,9 +155,10 @@ pub enum Kernels {
     /// x86-64 the AVX-512 (VNNI) or AVX2/FMA kernels when the CPU has them (detected at run
     /// time). On Arm with feature `arm-dsp` the exact int8 dots and matrix-vector products
     /// ([`dot_i8_i8_by`], [`matvec_i8_i8_by`]) run the DSP (SMLAD) kernels, the same bits as
-    /// the generic ones. On wasm32 with `simd128` the int8 products, the quantization, the
-    /// attention tiles and GELU run the simd128 kernels (the same bits as the generic ones,
-    /// GELU within a few ulps). Results differ from `Reference` by the activation rounding
+    /// the generic ones. On wasm32 with `simd128` the int8 products (many token groups per
+    /// packing of the weights), the fused dense int8 feed-forward, the quantization, the
+    /// attention block kernels (dense and top-k) and GELU run the simd128 kernels (the same
+    /// bits as the generic ones, GELU within a few ulps). Results differ from `Reference` by the activation rounding
     /// (int8) or the summation order (f32).
     Fast,
 }
@@ -185,7 +187,13 @@ pub fn matmul_by(
 fn matmul_fast_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     return x86_avx512_matmul_i8_i8_token(w, x, n, bias, y);
-    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    // Many token groups per pass: each weight row is widened once for all of them.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return wasm_simd128_matmul_i8_i8_token(w, x, n, bias, y);
+    #[cfg(not(any(
+        all(feature = "std", target_arch = "x86_64"),
+        all(target_arch = "wasm32", target_feature = "simd128")
+    )))]
     matmul_i8_i8_token_with(
         |x, q, s| quantize_i8_token_by(Kernels::Fast, x, q, s),
         |w, q, s, n, b, y| matmul_q8_tokens_by(Kernels::Fast, w, q, s, n, b, y),
