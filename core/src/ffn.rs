@@ -546,6 +546,16 @@ fn ffn_q8(
     {
         return;
     }
+    // The same on wasm simd128, every token of the call sharing each step's packed weights
+    // (its working buffers are on the wasm stack, 1 MiB by default, not in the plan).
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if k_ff.is_none()
+        && down_q8
+        && gate.is_none()
+        && crate::kernels::wasm_simd128_ffn_q8(&w.up, w.up_bias, w.act, &w.down_t, x, n, out)
+    {
+        return;
+    }
     let (hb, rest) = rest.split_at_mut(hb_w);
     let (gb, rest) = rest.split_at_mut(gb_w);
     let (hq, hs) = rest.split_at_mut(hq_w);

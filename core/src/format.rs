@@ -658,8 +658,13 @@ impl TokenizerHeader {
 struct U32s<'a>(&'a [u8]);
 
 impl U32s<'_> {
+    /// Value `i`, 0 past the end: a table that was not checked ([`PackedModel::parse_again`])
+    /// can hold indices past its neighbours' ends, which must read as nothing, not panic.
     fn get(&self, i: usize) -> u32 {
-        le_u32(self.0, 4 * i)
+        i.checked_mul(4)
+            .and_then(|at| self.0.get(at..))
+            .and_then(<[u8]>::first_chunk)
+            .map_or(0, |a| u32::from_le_bytes(*a))
     }
 }
 
@@ -685,8 +690,9 @@ impl<'a> VocabView<'a> {
 
     fn bytes(&self, id: usize) -> &'a [u8] {
         let start = self.offsets.get(id) as usize;
-        let end = self.offsets.get(id + 1) as usize;
-        // Offsets checked at parse time: never decreasing, within the string bytes.
+        let end = self.offsets.get(id.saturating_add(1)) as usize;
+        // Offsets checked by parse_with: never decreasing, within the string bytes (offsets
+        // that were not checked give an empty token instead).
         self.strings.get(start..end).unwrap_or(&[])
     }
 
@@ -753,7 +759,9 @@ pub struct TokenizerView<'a> {
 }
 
 impl<'a> TokenizerView<'a> {
-    fn parse(b: &'a [u8]) -> Result<Self, Error> {
+    /// The section `b`, every field checked; with `check_tokens == false` the checks that
+    /// cost O(vocabulary) are skipped ([`PackedModel::parse_again`]).
+    fn parse(b: &'a [u8], check_tokens: bool) -> Result<Self, Error> {
         let h = TokenizerHeader::decode(b)?;
         let need = h
             .section_bytes()
@@ -780,21 +788,14 @@ impl<'a> TokenizerView<'a> {
         if h.kind == TokenizerKind::None && (n != 0 || h.n_merges != 0) {
             return Err(Error::Malformed("tokenizer kind None with tokens"));
         }
-        // Offsets: start at 0, never decrease, end at the string bytes, and cut on character
-        // boundaries of a valid UTF-8 blob (so every token is valid UTF-8).
-        let text = core::str::from_utf8(strings)
-            .map_err(|_| Error::Malformed("token strings are not valid UTF-8"))?;
         if offsets.get(0) != 0 || offsets.get(n) as usize != strings.len() {
             return Err(Error::Malformed(
                 "token offsets do not span the string bytes",
             ));
         }
-        for i in 0..n {
-            let (a, z) = (offsets.get(i), offsets.get(i + 1));
-            if z < a || !text.is_char_boundary(z as usize) {
-                return Err(Error::Malformed(
-                    "token offsets decrease or split a character",
-                ));
+        for &s in &h.specials {
+            if s != NO_TOKEN && s as usize >= n {
+                return Err(Error::Malformed("special token id out of range"));
             }
         }
         let vocab = VocabView {
@@ -803,6 +804,28 @@ impl<'a> TokenizerView<'a> {
             sorted,
             strings,
         };
+        let view = TokenizerView {
+            header: h,
+            vocab,
+            merges,
+            merge_index,
+            added,
+        };
+        if !check_tokens {
+            return Ok(view);
+        }
+        // Offsets: never decrease, and cut on character boundaries of a valid UTF-8 blob (so
+        // every token is valid UTF-8).
+        let text = core::str::from_utf8(strings)
+            .map_err(|_| Error::Malformed("token strings are not valid UTF-8"))?;
+        for i in 0..n {
+            let (a, z) = (offsets.get(i), offsets.get(i + 1));
+            if z < a || !text.is_char_boundary(z as usize) {
+                return Err(Error::Malformed(
+                    "token offsets decrease or split a character",
+                ));
+            }
+        }
         // Sorted table: ids in range, token strings strictly increasing (which also makes the
         // ids distinct, so it is a permutation, and the tokens unique).
         for r in 0..n {
@@ -852,18 +875,7 @@ impl<'a> TokenizerView<'a> {
                 return Err(Error::Malformed("added token listed twice"));
             }
         }
-        for &s in &h.specials {
-            if s != NO_TOKEN && s as usize >= n {
-                return Err(Error::Malformed("special token id out of range"));
-            }
-        }
-        Ok(TokenizerView {
-            header: h,
-            vocab,
-            merges,
-            merge_index,
-            added,
-        })
+        Ok(view)
     }
 
     /// Algorithm.
@@ -1218,6 +1230,23 @@ impl<'a> PackedModel<'a> {
 
     /// Parses and validates `bytes` (16-byte aligned) with `options`.
     pub fn parse_with(bytes: &'a [u8], options: ParseOptions) -> Result<Self, Error> {
+        Self::parse_checks(bytes, options.verify_crc, true)
+    }
+
+    /// Views again `bytes` that [`PackedModel::parse_with`] accepted before and that have not
+    /// changed since: for a caller that keeps the file in memory and needs its views on every
+    /// call (they borrow the buffer, so they cannot be stored next to it). The header, the
+    /// sections, the tensor table and the expected tensors are decoded and checked as
+    /// `parse_with` does (O(tensors)); the CRC and the checks of the tokenizer section that
+    /// cost O(vocabulary) are skipped (the UTF-8 and offsets of every token string, the order
+    /// of the sorted token table, the BPE merges and the added tokens). Every view stays
+    /// bounds-checked, so other bytes can never cause a panic or an out-of-bounds read, but
+    /// their tokens may come out wrong where `parse_with` would return an error.
+    pub fn parse_again(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::parse_checks(bytes, false, false)
+    }
+
+    fn parse_checks(bytes: &'a [u8], verify_crc: bool, check_tokens: bool) -> Result<Self, Error> {
         if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(Error::Misaligned {
                 what: "model buffer",
@@ -1226,7 +1255,7 @@ impl<'a> PackedModel<'a> {
         }
         let header = Header::decode(bytes)?;
         let file = &bytes[..sat(header.file_bytes)];
-        if options.verify_crc {
+        if verify_crc {
             let computed = file_crc(file);
             if computed != header.crc {
                 return Err(Error::ChecksumMismatch {
@@ -1246,7 +1275,10 @@ impl<'a> PackedModel<'a> {
                 .ok_or(Error::Malformed("a section is outside the file"))
         };
         let config = FileConfig::decode(section("config section", header.config)?)?;
-        let tokenizer = TokenizerView::parse(section("tokenizer section", header.tokenizer)?)?;
+        let tokenizer = TokenizerView::parse(
+            section("tokenizer section", header.tokenizer)?,
+            check_tokens,
+        )?;
         let n_tensors = sat(header.tensors.len);
         let table_len = (n_tensors as u64).saturating_mul(TENSOR_ENTRY_BYTES as u64);
         let table = section(

@@ -514,22 +514,30 @@ pub fn attn_softmax_lanes(
 }
 
 // The fast path's choice: the AVX-512 kernels in std builds on x86-64 (each falls back to the
-// generic one when the CPU lacks AVX-512F), the simd128 score and dense tiles on wasm, the
-// generic ones elsewhere.
+// generic one when the CPU lacks AVX-512F), the simd128 kernels on wasm (the generic
+// candidates of the heap path), the generic ones elsewhere.
 #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
-pub(crate) use self::{
-    attn_candidates as candidates_fast, attn_scores_rows as scores_rows_fast,
-    attn_softmax_lanes as softmax_lanes_fast, attn_topk_block as topk_block_fast,
-};
+pub(crate) use self::attn_candidates as candidates_fast;
 #[cfg(not(any(
     all(feature = "std", target_arch = "x86_64"),
     all(target_arch = "wasm32", target_feature = "simd128")
 )))]
 pub(crate) use self::{attn_dense_tile as dense_tile_fast, attn_scores_tile as scores_tile_fast};
+#[cfg(not(any(
+    all(feature = "std", target_arch = "x86_64"),
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+pub(crate) use self::{
+    attn_scores_rows as scores_rows_fast, attn_softmax_lanes as softmax_lanes_fast,
+    attn_topk_block as topk_block_fast,
+};
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub(crate) use super::wasm_simd128::{
     wasm_simd128_attn_dense_tile as dense_tile_fast,
+    wasm_simd128_attn_scores_rows as scores_rows_fast,
     wasm_simd128_attn_scores_tile as scores_tile_fast,
+    wasm_simd128_attn_softmax_lanes as softmax_lanes_fast,
+    wasm_simd128_attn_topk_block as topk_block_fast,
 };
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub(crate) use super::x86_attention::{

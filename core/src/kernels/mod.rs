@@ -22,9 +22,10 @@ pub use arm_dsp::{DSP_SEGMENT, arm_dsp_dot_i8_i8, arm_dsp_matvec_i8_i8};
 pub use generic::*;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub use wasm_simd128::{
-    wasm_simd128_accumulate_q8_tokens, wasm_simd128_attn_dense_tile, wasm_simd128_attn_scores_tile,
-    wasm_simd128_exp_f32x4, wasm_simd128_gelu_erf, wasm_simd128_matmul_i8_i8_token,
-    wasm_simd128_matmul_q8_tokens, wasm_simd128_quantize_i8_token,
+    wasm_simd128_accumulate_q8_tokens, wasm_simd128_attn_dense_tile, wasm_simd128_attn_scores_rows,
+    wasm_simd128_attn_scores_tile, wasm_simd128_attn_softmax_lanes, wasm_simd128_attn_topk_block,
+    wasm_simd128_exp_f32x4, wasm_simd128_ffn_q8, wasm_simd128_gelu_erf,
+    wasm_simd128_matmul_i8_i8_token, wasm_simd128_matmul_q8_tokens, wasm_simd128_quantize_i8_token,
 };
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 pub use x86_attention::{
@@ -153,9 +154,10 @@ pub enum Kernels {
     /// x86-64 the AVX-512 (VNNI) or AVX2/FMA kernels when the CPU has them (detected at run
     /// time). On Arm with feature `arm-dsp` the exact int8 dots and matrix-vector products
     /// ([`dot_i8_i8_by`], [`matvec_i8_i8_by`]) run the DSP (SMLAD) kernels, the same bits as
-    /// the generic ones. On wasm32 with `simd128` the int8 products, the quantization, the
-    /// attention tiles and GELU run the simd128 kernels (the same bits as the generic ones,
-    /// GELU within a few ulps). Results differ from `Reference` by the activation rounding
+    /// the generic ones. On wasm32 with `simd128` the int8 products (many token groups per
+    /// packing of the weights), the fused dense int8 feed-forward, the quantization, the
+    /// attention block kernels (dense and top-k) and GELU run the simd128 kernels (the same
+    /// bits as the generic ones, GELU within a few ulps). Results differ from `Reference` by the activation rounding
     /// (int8) or the summation order (f32).
     Fast,
 }
@@ -201,21 +203,31 @@ fn matmul_fast_i8(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
-    let (rows, cols) = (w.rows(), w.cols());
-    let groups = q8_groups(cols, n).min(scratch.len() / q8_group_words(cols));
-    let pass = groups * QT_GROUP;
-    let mut i0 = 0;
-    while i0 < n {
-        let t = pass.min(n - i0);
-        let xq = quantize_q8_by(Kernels::Fast, &x[i0 * cols..(i0 + t) * cols], cols, scratch);
-        matmul_q8_by(
-            Kernels::Fast,
-            w,
-            &xq,
-            bias,
-            &mut y[i0 * rows..(i0 + t) * rows],
-        );
-        i0 += t;
+    // wasm simd128: many token groups per pass, each weight row widened once for all of them.
+    // Its working buffers are on the wasm stack (1 MiB by default), not in the plan.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        let _ = scratch;
+        wasm_simd128_matmul_i8_i8_token(w, x, n, bias, y)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        let (rows, cols) = (w.rows(), w.cols());
+        let groups = q8_groups(cols, n).min(scratch.len() / q8_group_words(cols));
+        let pass = groups * QT_GROUP;
+        let mut i0 = 0;
+        while i0 < n {
+            let t = pass.min(n - i0);
+            let xq = quantize_q8_by(Kernels::Fast, &x[i0 * cols..(i0 + t) * cols], cols, scratch);
+            matmul_q8_by(
+                Kernels::Fast,
+                w,
+                &xq,
+                bias,
+                &mut y[i0 * rows..(i0 + t) * rows],
+            );
+            i0 += t;
+        }
     }
 }
 

@@ -10,27 +10,41 @@
 //! - [`dot_tile`]: the generic summation order keeps 4 accumulators for columns `i mod 4` and
 //!   combines them as `(a0 + a1) + (a2 + a3)`: that is exactly one f32x4 accumulator, so the
 //!   reference kernels give the same bits with and without simd128.
-//! - [`wasm_simd128_matmul_q8_tokens`] (the projections and the feed-forward's up): 16 tokens
-//!   packed once as 16-bit column pairs interleaved by token, each pair of weight rows widened
-//!   once; `i32x4.dot_i16x8_s` of 4 tokens' pairs with one broadcast weight pair, in register
-//!   tiles of 2 rows x 16 tokens. The block sums are exact i32 (any order), then the generic
-//!   float sum and epilogue lane by lane: the same bits.
-//! - [`wasm_simd128_accumulate_q8_tokens`] (the feed-forward's down): the same scheme with the
-//!   roles swapped (pairs of rows of `down_t` packed per call, the tokens' activations packed
-//!   by pairs of units), tiles of 4 columns x 8 tokens: exact sums, same bits.
+//! - [`wasm_simd128_matmul_q8_tokens`], [`wasm_simd128_matmul_i8_i8_token`] (the
+//!   projections): the tokens quantized and packed in groups of 16 (16-bit column pairs
+//!   interleaved by token), as many groups per pass as 128 KiB of stack hold (10 of 384
+//!   columns); each pair of weight rows is widened once per pass and runs over every group:
+//!   `i32x4.dot_i16x8_s` of 4 tokens' pairs with a row's pair, in register tiles of 2 rows x 16
+//!   tokens. The block sums are exact i32 (any order), then the generic float sum and epilogue
+//!   lane by lane: the same bits.
+//! - [`wasm_simd128_ffn_q8`] (the dense int8 feed-forward, all the tokens of a call): per step
+//!   of 64 hidden units the up rows are widened once for the pass, the tiles take the
+//!   activation and the down scales in registers, each token's 64 values one int8 scale (lane
+//!   by lane), and the step's down rows are packed once per panel of columns for all tokens:
+//!   the bits of the unfused kernels ([`wasm_simd128_accumulate_q8_tokens`] and the others).
+//! - [`wasm_simd128_accumulate_q8_tokens`] (the feed-forward's down): pairs of rows of `down_t`
+//!   packed per panel of columns once for every token group, the tokens' pairs broadcast,
+//!   tiles of 4 tokens x 8 columns: exact sums, same bits.
 //! - [`wasm_simd128_quantize_i8_token`]: the generic rounding (half away from zero, saturating
 //!   conversion) on 4 lanes: the same bits for finite inputs.
 //! - [`wasm_simd128_exp_f32x4`]: [`super::attn::exp_poly`] on 4 lanes, the same bits.
-//! - [`wasm_simd128_attn_scores_tile`], [`wasm_simd128_attn_dense_tile`]: the generic block
-//!   kernels of the fast attention with the lanes (queries) as vector lanes: the same bits.
+//! - [`wasm_simd128_attn_scores_tile`], [`wasm_simd128_attn_dense_tile`],
+//!   [`wasm_simd128_attn_scores_rows`], [`wasm_simd128_attn_topk_block`],
+//!   [`wasm_simd128_attn_softmax_lanes`]: the generic block kernels of the fast attention
+//!   (dense and top-k) with the lanes (queries) or the columns as vector lanes: the same bits
+//!   (the same float operations in the same order element by element, the same slots).
 //! - [`wasm_simd128_gelu_erf`]: the formula of [`super::activate_fast`] with
 //!   [`wasm_simd128_exp_f32x4`] instead of the math library's `exp` (within a few ulps).
 //!
 //! Why these shapes (measured in node 20 on x86-64, with V8's code and valgrind instruction
-//! counts): V8 gives wasm 15 vector registers, so 8 i32x4 accumulators plus the operands are
-//! the most a tile keeps without spilling; and every load whose address is not a pointer plus
-//! a constant costs an extra instruction, so the packed layouts put a tile's operands at
-//! constant offsets from one or two pointers.
+//! counts per function): V8 gives wasm 15 vector registers and loads every operand of a loop
+//! step before its arithmetic, so a step's loads plus its accumulators must fit them: 8 i32x4
+//! accumulators and 6 loads (2 x 4 tiles, about 26 instructions per 64 multiply-adds with
+//! V8's own unrolling); an unrolled step would spill. A `v128.load` at a constant offset from
+//! a pointer is one instruction, a `v128.load32_splat` at an offset two, so operands that a
+//! tile broadcasts are stored broadcast when the packing is shared by enough token groups.
+//! Array initialisation and slice copies become calls of V8's bulk-memory builtins (tens of
+//! instructions each), so the hot paths write lanes and vectors directly.
 //!
 //! Loads and stores go through raw pointers (the simd128 memory intrinsics take them): each
 //! `unsafe` block stays inside a slice whose length was checked before. Packing scratch is
@@ -43,6 +57,7 @@ use super::attn::{
 };
 use super::generic::{self, QT_BLOCK, qt_blocks};
 use super::{Matrix, Weights};
+use crate::config::Activation;
 use core::arch::wasm32::*;
 use core::mem::MaybeUninit;
 
@@ -80,17 +95,45 @@ fn st4(s: &mut [f32], v: v128) {
     unsafe { v128_store(s.as_mut_ptr() as *mut v128, v) }
 }
 
-/// Tokens [`wasm_simd128_matmul_q8_tokens`] packs together: 4 vectors of 4 lanes.
+/// Tokens of one packed group: 4 vectors of 4 lanes.
 const MT: usize = 16;
-/// Columns of one panel of packed activations and weights (elements, a multiple of
-/// [`QT_BLOCK`]): [`MT`] tokens of this many columns take 16 KiB of stack as i16.
-const PANEL: usize = 512;
-/// Weight rows of a register tile (2 rows x 4 token vectors: 8 accumulators, 2 weight
-/// broadcasts and the activation vector fit the 15 vector registers V8 allocates on x86-64).
-const MR: usize = 2;
-const _: () = assert!(PANEL.is_multiple_of(QT_BLOCK) && QT_BLOCK.is_multiple_of(2));
+/// Words (2 int8 values widened to i16 each) of the packed token groups of one pass: 128 KiB
+/// of stack, so that a pass holds [`MAX_GROUPS`] groups of up to 512 columns, 10 of 384 (160
+/// tokens), one of [`generic::Q8_MAX_COLS`]. The weights are packed once per pass.
+const PACK_WORDS: usize = 32 * 1024;
+/// Most token groups of one pass.
+const MAX_GROUPS: usize = 16;
+/// Block scales of the groups of one pass, `[group][block][MT]`.
+const SP_LEN: usize = MAX_GROUPS * MT * 8;
+/// Widest `d_model` of [`wasm_simd128_ffn_q8`].
+pub const FFN_MAX_D: usize = 1024;
+/// Hidden units of one step of [`wasm_simd128_ffn_q8`]: one int8 scale per token.
+const UNITS: usize = QT_BLOCK;
+/// Pairs of rows (words) of the down projection's 64 units.
+const UNIT_PAIRS: usize = UNITS / 2;
+/// Longest `k` (rows of `q`) [`wasm_simd128_accumulate_q8_tokens`] takes; longer go to the
+/// generic kernel. The feed-forward blocks use 64.
+const ACC_MAX_K: usize = 128;
+/// Columns of the down tiles: 2 vectors.
+const DC: usize = 8;
+/// Words of one packed panel of down-projection rows: 16 KiB, 128 columns of 64 units, which
+/// stay in the L1 cache while every token tile of the pass runs over them.
+const DOWN_WORDS: usize = 4096;
+const _: () = assert!(QT_BLOCK.is_multiple_of(8) && UNITS.is_multiple_of(8));
 
-/// 8 int8 values from `s[i..i + 8]`, sign-extended to 16-bit lanes.
+/// Pairs of columns (words) of a packed row of `cols` values: `cols` rounded up to 8.
+const fn pairs_of(cols: usize) -> usize {
+    cols.div_ceil(8) * 4
+}
+
+/// Token groups of `cols` columns one pass holds (at least 1 for `cols <= Q8_MAX_COLS`).
+fn groups_per_pass(cols: usize) -> usize {
+    (PACK_WORDS / (pairs_of(cols) * MT))
+        .min(SP_LEN / (qt_blocks(cols) * MT))
+        .clamp(1, MAX_GROUPS)
+}
+
+/// 8 int8 values from `s[i..i + 8]`, sign-extended to 16-bit lanes (4 words of 2 values).
 ///
 /// # Safety
 /// `i + 8 <= s.len()`.
@@ -117,55 +160,207 @@ fn transpose4(rows: [v128; 4]) -> [v128; 4] {
     ]
 }
 
-/// Packs columns `c0..c0 + pc` of the `g <= MT` int8 token rows `xq` (row `t` at `t * cols`)
-/// as 16-bit column pairs, token-interleaved: `xp[(p * MT + t) * 2 + e] = x[t][c0 + 2p + e]`,
-/// zeros past `pc` (up to a multiple of 8 columns) and for the tokens `g..MT`. Returns the
-/// number of values written, all of `xp[..n]` (the scratch is not zeroed beforehand).
-fn pack_tokens(
-    xq: &[i8],
-    cols: usize,
-    g: usize,
-    c0: usize,
-    pc: usize,
-    xp: &mut [MaybeUninit<i16>],
-) -> usize {
-    let pc8 = pc & !7;
-    let pairs = pc.div_ceil(8) * 4;
-    let xp = &mut xp[..pairs * MT * 2];
-    for t in (0..MT).step_by(4) {
-        let mut c = 0;
-        while c < pc8 {
-            let rows: [v128; 4] = core::array::from_fn(|j| {
-                if t + j < g {
-                    // SAFETY: c + 8 <= pc8 <= pc and row t + j holds columns c0..c0 + pc.
-                    unsafe { load_i8x8(&xq[(t + j) * cols + c0..][..pc], c) }
-                } else {
-                    i16x8_splat(0)
-                }
-            });
-            // rows[j] holds pairs c/2..c/2 + 4 of token t + j; out[k] pair c/2 + k of the 4.
-            for (k, o) in transpose4(rows).into_iter().enumerate() {
-                let at = ((c / 2 + k) * MT + t) * 2;
-                let dst = &mut xp[at..at + 8];
-                // SAFETY: dst holds 8 i16 (16 bytes); v128.store is unaligned.
-                unsafe { v128_store(dst.as_mut_ptr() as *mut v128, o) };
+/// The 4 lanes of `v`, each broadcast to a vector.
+#[inline(always)]
+fn splat_lanes(v: v128) -> [v128; 4] {
+    [
+        i32x4_shuffle::<0, 0, 0, 0>(v, v),
+        i32x4_shuffle::<1, 1, 1, 1>(v, v),
+        i32x4_shuffle::<2, 2, 2, 2>(v, v),
+        i32x4_shuffle::<3, 3, 3, 3>(v, v),
+    ]
+}
+
+/// Stores 4 words at `out[at..at + 4]`.
+#[inline(always)]
+fn store_words(out: &mut [MaybeUninit<i32>], at: usize, v: v128) {
+    let d = &mut out[at..at + 4];
+    // SAFETY: d holds 4 words (16 bytes); v128.store is unaligned.
+    unsafe { v128_store(d.as_mut_ptr() as *mut v128, v) };
+}
+
+/// Columns `2p` and `2p + 1` of an int8 row as one word of two i16 (low half first), zeros
+/// past the row.
+#[inline(always)]
+fn pair_word(row: &[i8], p: usize) -> i32 {
+    let at = |c: usize| row.get(c).map_or(0, |&v| v as i16 as u16 as u32);
+    (at(2 * p) | at(2 * p + 1) << 16) as i32
+}
+
+/// Rows `t..t + nr` of the `cols`-wide rows `x` (empty when `nr == 0`, whatever `t`).
+#[inline(always)]
+fn quad_rows<T>(x: &[T], cols: usize, t: usize, nr: usize) -> &[T] {
+    if nr == 0 {
+        &[]
+    } else {
+        &x[t * cols..(t + nr) * cols]
+    }
+}
+
+/// Packs the `rows.len() / cols <= 4` int8 rows `rows` as the tokens `t4..t4 + 4` of a group
+/// for the product tiles: word `p * MT + t4 + j` holds columns `2p`, `2p + 1` of row `j`;
+/// zeros past `cols` (up to `pairs` pairs) and for the missing rows. Writes exactly those
+/// words.
+fn pack_quad(rows: &[i8], cols: usize, pairs: usize, t4: usize, out: &mut [MaybeUninit<i32>]) {
+    let nr = rows.len() / cols;
+    assert!(nr <= 4 && t4 + 4 <= MT && 2 * pairs >= cols && out.len() >= pairs * MT);
+    let row = |j: usize| &rows[j * cols..(j + 1) * cols];
+    let c8 = cols & !7;
+    let mut c = 0;
+    while c < c8 {
+        let v: [v128; 4] = core::array::from_fn(|j| {
+            if j < nr {
+                // SAFETY: c + 8 <= c8 <= cols, the length of the row.
+                unsafe { load_i8x8(row(j), c) }
+            } else {
+                i16x8_splat(0)
             }
-            c += 8;
+        });
+        // v[j] holds pairs c/2..c/2 + 4 of row j; out[k] pair c/2 + k of the 4 rows.
+        for (k, o) in transpose4(v).into_iter().enumerate() {
+            store_words(out, (c / 2 + k) * MT + t4, o);
         }
-        for p in pc8 / 2..pairs {
-            for j in 0..4 {
-                for e in 0..2 {
-                    let c = 2 * p + e;
-                    xp[(p * MT + t + j) * 2 + e].write(if t + j < g && c < pc {
-                        xq[(t + j) * cols + c0 + c] as i16
-                    } else {
-                        0
-                    });
+        c += 8;
+    }
+    for p in c8 / 2..pairs {
+        for j in 0..4 {
+            let w = if j < nr { pair_word(row(j), p) } else { 0 };
+            out[p * MT + t4 + j].write(w);
+        }
+    }
+}
+
+/// Words of one pair of columns of 2 weight rows packed by [`pack_rows2`]: each word
+/// broadcast to a vector (`SPLAT`), or the 2 words alone.
+const fn pair_words(splat: bool) -> usize {
+    if splat { 8 } else { 2 }
+}
+
+/// Widens the `rt <= 2` rows `r0..r0 + rt` of `q` (`cols` each) for the product tiles: the
+/// word of columns `2p`, `2p + 1` of row `r0 + r` at `(p * 2 + r) * 4`, broadcast to 4 words
+/// (`SPLAT`), else at `p * 2 + r`; zeros past `cols` (up to `pairs` pairs) and for the rows
+/// `rt..2`. Writes exactly `pairs * pair_words(SPLAT)` words.
+fn pack_rows2<const SPLAT: bool>(
+    q: &[i8],
+    cols: usize,
+    r0: usize,
+    rt: usize,
+    pairs: usize,
+    out: &mut [MaybeUninit<i32>],
+) {
+    assert!(rt <= 2 && 2 * pairs >= cols && out.len() >= pairs * pair_words(SPLAT));
+    let rows: [&[i8]; 2] = core::array::from_fn(|r| {
+        if r < rt {
+            &q[(r0 + r) * cols..(r0 + r + 1) * cols]
+        } else {
+            &[]
+        }
+    });
+    let c8 = cols & !7;
+    let mut c = 0;
+    while c < c8 {
+        let v: [v128; 2] = core::array::from_fn(|r| {
+            if r < rt {
+                // SAFETY: c + 8 <= c8 <= cols, the length of the row.
+                unsafe { load_i8x8(rows[r], c) }
+            } else {
+                i16x8_splat(0)
+            }
+        });
+        if SPLAT {
+            for (r, &vr) in v.iter().enumerate() {
+                for (k, s) in splat_lanes(vr).into_iter().enumerate() {
+                    store_words(out, ((c / 2 + k) * 2 + r) * 4, s);
                 }
+            }
+        } else {
+            // Pairs c/2..c/2 + 4 of the 2 rows, interleaved by row.
+            store_words(out, c, i32x4_shuffle::<0, 4, 1, 5>(v[0], v[1]));
+            store_words(out, c + 4, i32x4_shuffle::<2, 6, 3, 7>(v[0], v[1]));
+        }
+        c += 8;
+    }
+    for p in c8 / 2..pairs {
+        for (r, row) in rows.iter().enumerate() {
+            let w = pair_word(row, p);
+            if SPLAT {
+                store_words(out, (p * 2 + r) * 4, i32x4_splat(w));
+            } else {
+                out[p * 2 + r].write(w);
             }
         }
     }
-    pairs * MT * 2
+}
+
+/// Packs columns `c0..c0 + cp` of the `k` rows of `q` (`cols` each) as pairs of rows for the
+/// down tiles: word `(c / DC * pairs + p) * DC + c % DC` holds rows `2p`, `2p + 1` at column
+/// `c0 + c`; zeros for the rows past `k` (up to `pairs` pairs) and the columns past `cp` (up
+/// to a multiple of [`DC`]). Writes exactly `cp.div_ceil(DC) * DC * pairs` words.
+fn pack_row_pairs(
+    q: &[i8],
+    cols: usize,
+    k: usize,
+    pairs: usize,
+    (c0, cp): (usize, usize),
+    out: &mut [MaybeUninit<i32>],
+) {
+    const _: () = assert!(DC == 8);
+    let cpw = cp.div_ceil(DC) * DC;
+    assert!(c0 + cp <= cols && q.len() >= k * cols && 2 * pairs >= k);
+    assert!(out.len() >= cpw * pairs);
+    let z = i16x8_splat(0);
+    let cp8 = cp & !7;
+    // Pairs of rows that are both in q; then the odd last row, then zeros.
+    let full = k / 2;
+    let mut c = 0;
+    while c < cp8 {
+        let tile = &mut out[c * pairs..(c + DC) * pairs];
+        let (mut src, mut dst) = (q.as_ptr().wrapping_add(c0 + c), tile.as_mut_ptr());
+        let store = |dst: *mut MaybeUninit<i32>, a: v128, b: v128| {
+            let lo = i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(a, b);
+            let hi = i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(a, b);
+            // SAFETY: dst points at a pair's 8 words inside tile (DC * pairs words); unaligned.
+            unsafe {
+                v128_store(dst as *mut v128, lo);
+                v128_store(dst.add(4) as *mut v128, hi);
+            }
+        };
+        for _ in 0..full {
+            // SAFETY: rows 2p, 2p + 1 < k lie in q (k * cols <= q.len()) and columns c0 + c..c0
+            // + c + 8 <= c0 + cp <= cols; unaligned loads.
+            let (a, b) = unsafe {
+                (
+                    i16x8_load_extend_i8x8(src),
+                    i16x8_load_extend_i8x8(src.add(cols)),
+                )
+            };
+            store(dst, a, b);
+            src = src.wrapping_add(2 * cols);
+            dst = dst.wrapping_add(DC);
+        }
+        for p in full..pairs {
+            let a = if 2 * p < k {
+                // SAFETY: row 2p < k lies in q, columns as above.
+                unsafe { i16x8_load_extend_i8x8(src) }
+            } else {
+                z
+            };
+            store(tile[p * DC..].as_mut_ptr(), a, z);
+        }
+        c += 8;
+    }
+    for c in cp8..cpw {
+        for p in 0..pairs {
+            let w = |j: usize| {
+                if j < k && c < cp {
+                    q[j * cols + c0 + c] as i16 as u16 as u32
+                } else {
+                    0
+                }
+            };
+            out[(c / DC * pairs + p) * DC + c % DC].write((w(2 * p) | w(2 * p + 1) << 16) as i32);
+        }
+    }
 }
 
 /// `buf[..n]` as the values written there.
@@ -178,162 +373,334 @@ unsafe fn written<T>(buf: &[MaybeUninit<T>], n: usize) -> &[T] {
     unsafe { core::slice::from_raw_parts(b.as_ptr() as *const T, n) }
 }
 
-/// One register tile: `R` widened weight rows, as 16-bit column pairs interleaved by row
-/// (`wp[p * MR + r]`, zeros past the panel's columns) times the packed tokens `xp` (`4 * V`
-/// lanes, [`pack_tokens`]) over the blocks of a panel of `quads` groups of 8 columns, with
-/// the tokens' block scales `sp[b * MT + t]`:
-/// adds `(block dot as f32) * scale` to `fv[r][v]` (lane = token) block by block, as the
-/// generic kernel does.
+/// One register tile: the exact i32 sums over `np` pairs of `A` broadcast words of `a` (a
+/// vector each, `sa` words from one pair to the next) times `B` vectors of `b` (`sb` words
+/// from one pair to the next): `acc[i][j] = sum_p dot(b[p][j], a[p][i])`, two products per
+/// lane (`i32x4.dot_i16x8_s`). Every load is a plain `v128.load` at a constant offset from
+/// one of the two pointers, which V8 compiles to one instruction (a broadcast load,
+/// `v128.load32_splat`, costs two when it has an offset).
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // acc[r][v]: the tile's two indices read best as such
-fn tile_q8<const R: usize, const V: usize>(
-    wp: &[i32],
-    xp: &[i16],
-    sp: &[f32],
-    quads: usize,
-    fv: &mut [[v128; V]; R],
-) {
-    const QB: usize = QT_BLOCK / 8; // groups of 8 columns per block
-    assert!(wp.len() >= 4 * quads * MR && xp.len() >= 4 * quads * MT * 2);
-    assert!(sp.len() >= quads.div_ceil(QB) * MT);
-    let mut q0 = 0;
-    let mut b = 0;
-    while q0 < quads {
-        let q1 = quads.min(q0 + QB);
-        let mut acc = [[i32x4_splat(0); V]; R];
-        for p in 4 * q0..4 * q1 {
-            // SAFETY: p * MR + r < 4 * quads * MR <= wp.len() and (p * MT + 4v) * 2 + 8 <= 4 *
-            // quads * MT * 2 <= xp.len() (4v + 4 <= MT), both asserted above.
-            let bw: [v128; R] = core::array::from_fn(|r| unsafe {
-                v128_load32_splat(wp.as_ptr().add(p * MR + r) as *const u32)
-            });
-            for v in 0..V {
-                // SAFETY: as above.
-                let x = unsafe { v128_load(xp.as_ptr().add((p * MT + 4 * v) * 2) as *const v128) };
-                for r in 0..R {
-                    acc[r][v] = i32x4_add(acc[r][v], i32x4_dot_i16x8(x, bw[r]));
-                }
+#[allow(clippy::needless_range_loop)] // acc[i][j]: the tile's two indices read best as such
+fn tile<const A: usize, const B: usize>(
+    a: &[i32],
+    sa: usize,
+    b: &[i32],
+    sb: usize,
+    np: usize,
+) -> [[v128; B]; A] {
+    assert!(np >= 1 && a.len() >= (np - 1) * sa + 4 * A && b.len() >= (np - 1) * sb + 4 * B);
+    // SAFETY (both): pair p < np reads a's words p * sa..p * sa + 4A and b's words p * sb..p
+    // * sb + 4B, inside the slices (asserted above). The first pair starts the sums.
+    let mut acc = unsafe { tile_dots::<A, B>(a.as_ptr(), b.as_ptr()) };
+    let (mut pa, mut pb) = (a.as_ptr(), b.as_ptr());
+    for _ in 1..np {
+        pa = pa.wrapping_add(sa);
+        pb = pb.wrapping_add(sb);
+        let d = unsafe { tile_dots::<A, B>(pa, pb) };
+        for i in 0..A {
+            for j in 0..B {
+                acc[i][j] = i32x4_add(acc[i][j], d[i][j]);
             }
         }
-        for v in 0..V {
-            let s = ld4(&sp[b * MT + 4 * v..]);
-            for r in 0..R {
-                // fv + (dot as f32) * s: rounded product, then rounded sum, as generic.
-                fv[r][v] = f32x4_add(fv[r][v], f32x4_mul(f32x4_convert_i32x4(acc[r][v]), s));
-            }
-        }
-        q0 = q1;
-        b += 1;
+    }
+    acc
+}
+
+/// The products of one pair in [`tile`]: `[i][j] = dot(b[j], a[i])` for the `A` broadcast
+/// words at `pa` (a vector each) and the `B` vectors at `pb`.
+///
+/// # Safety
+/// `pa` points at `4 A` readable words, `pb` at `4 B`.
+#[inline(always)]
+unsafe fn tile_dots<const A: usize, const B: usize>(
+    pa: *const i32,
+    pb: *const i32,
+) -> [[v128; B]; A] {
+    // SAFETY: as the caller guarantees; the loads are unaligned.
+    unsafe {
+        let av: [v128; A] = core::array::from_fn(|i| v128_load(pa.add(4 * i) as *const v128));
+        let bv: [v128; B] = core::array::from_fn(|j| v128_load(pb.add(4 * j) as *const v128));
+        av.map(|a| bv.map(|x| i32x4_dot_i16x8(x, a)))
     }
 }
 
-/// Widens columns `c0..c0 + pc` of the `rt <= MR` rows `r0..` of `q` (`cols` each) to 16-bit
-/// column pairs interleaved by row, `wp[p * MR + r]` (low half column `2p`, high half `2p +
-/// 1`), zeros past `pc` up to `8 * quads` columns and for the rows `rt..MR`. Returns the number
-/// of values written, all of `wp[..n]`.
-#[allow(clippy::too_many_arguments)]
-fn widen_rows(
-    q: &[i8],
-    cols: usize,
-    r0: usize,
-    rt: usize,
-    c0: usize,
-    pc: usize,
-    quads: usize,
-    wp: &mut [MaybeUninit<i32>],
-) -> usize {
-    const _: () = assert!(MR == 2);
-    let pc8 = pc & !7;
-    let z = i16x8_splat(0);
-    let rows: [&[i8]; MR] = core::array::from_fn(|r| {
-        if r < rt {
-            &q[(r0 + r) * cols + c0..][..pc]
-        } else {
-            &[]
+/// Pairs of one block of [`QT_BLOCK`] columns.
+const BP: usize = QT_BLOCK / 2;
+
+/// One product tile over all the blocks of a row: the packed pair of weight rows `wp`
+/// ([`pack_rows2`], `pairs` pairs) times the packed group `xg` ([`pack_quad`]) with its block
+/// scales `sg` (`[block][MT]`): `f[r][v]` lane `l` is `sum_b (dot_b as f32) * scale_b`
+/// from `+0.0` for row `r` and token `4v + l`, block by block as the generic kernel sums.
+#[inline(always)]
+fn product_tile<const SPLAT: bool>(
+    wp: &[i32],
+    xg: &[i32],
+    sg: &[f32],
+    pairs: usize,
+) -> [[v128; 4]; 2] {
+    let nb = pairs.div_ceil(BP);
+    let pw = pair_words(SPLAT);
+    assert!(pairs.is_multiple_of(4) && wp.len() >= pairs * pw && xg.len() >= pairs * MT);
+    assert!(sg.len() >= nb * MT);
+    let mut f = [[f32x4_splat(0.0); 4]; 2];
+    let (mut pa, mut pb) = (wp.as_ptr(), xg.as_ptr());
+    for b in 0..nb {
+        let np = BP.min(pairs - b * BP);
+        // SAFETY (both): pair p < pairs reads wp's words pw p..pw (p + 1) and xg's words MT p..
+        // MT p + 16, inside the slices (asserted above). The block's first pair starts the
+        // sums (np >= 4), the others add to them.
+        let [mut acc0, mut acc1] = unsafe { pair_dots::<SPLAT>(pa, pb) };
+        (pa, pb) = (pa.wrapping_add(pw), pb.wrapping_add(MT));
+        for _ in 1..np {
+            let [d0, d1] = unsafe { pair_dots::<SPLAT>(pa, pb) };
+            for v in 0..4 {
+                acc0[v] = i32x4_add(acc0[v], d0[v]);
+                acc1[v] = i32x4_add(acc1[v], d1[v]);
+            }
+            (pa, pb) = (pa.wrapping_add(pw), pb.wrapping_add(MT));
         }
-    });
-    let mut c = 0;
-    while c < pc8 {
-        // SAFETY: c + 8 <= pc8 <= pc = the length of every live row slice.
-        let a = unsafe { load_i8x8(rows[0], c) };
-        let b = if rt > 1 {
-            unsafe { load_i8x8(rows[1], c) }
+        // SAFETY: block b < nb has its MT scales at sg[b * MT..] (asserted above); unaligned.
+        let s: [v128; 4] = core::array::from_fn(|v| unsafe {
+            v128_load(sg.as_ptr().add(b * MT + 4 * v) as *const v128)
+        });
+        for (r, acc) in [acc0, acc1].iter().enumerate() {
+            for (v, &a) in acc.iter().enumerate() {
+                // f + (dot as f32) * s: rounded product, then rounded sum.
+                f[r][v] = f32x4_add(f[r][v], f32x4_mul(f32x4_convert_i32x4(a), s[v]));
+            }
+        }
+    }
+    f
+}
+
+/// The products of one pair of columns in a product tile: `[r][v]` is
+/// `dot(tokens 4v..4v + 4, row r)` for the pair's packed weights at `pa` ([`pack_rows2`])
+/// and packed tokens at `pb` ([`pack_quad`]).
+///
+/// # Safety
+/// `pa` points at `pair_words(SPLAT)` readable words, `pb` at 16.
+#[inline(always)]
+unsafe fn pair_dots<const SPLAT: bool>(pa: *const i32, pb: *const i32) -> [[v128; 4]; 2] {
+    // SAFETY: as the caller guarantees; the loads are unaligned.
+    unsafe {
+        let (w0, w1) = if SPLAT {
+            (
+                v128_load(pa as *const v128),
+                v128_load(pa.add(4) as *const v128),
+            )
         } else {
-            z
+            (
+                v128_load32_splat(pa as *const u32),
+                v128_load32_splat(pa.add(1) as *const u32),
+            )
         };
-        // a and b hold pairs c/2..c/2 + 4 of rows 0 and 1 as i32 lanes: interleave them.
+        let x: [v128; 4] = core::array::from_fn(|v| v128_load(pb.add(4 * v) as *const v128));
+        [
+            x.map(|x| i32x4_dot_i16x8(x, w0)),
+            x.map(|x| i32x4_dot_i16x8(x, w1)),
+        ]
+    }
+}
+
+/// Token groups per pass from which the weights are packed with each word broadcast
+/// ([`pack_rows2`]): that costs about 6 instructions more per pair of 2 rows, and saves one
+/// per pair in every group's tile (a `v128.load32_splat` at an offset is 2 instructions in V8,
+/// a `v128.load` one).
+const SPLAT_GROUPS: usize = 6;
+
+/// Every row of the int8 matrix `q` (`rows x cols`, row scales `ws`, `bias`) times the
+/// packed token groups of one pass (`xw`: `ngroups` groups of `pairs_of(cols) * MT` words;
+/// `sw`: their block scales, `[group][block][MT]`), with the generic kernel's bits: per token
+/// and row, the exact i32 block sums times the token's block scale summed block by block
+/// from `+0.0`, times the row scale, plus the bias. The rows are widened two at a time, once
+/// per pass, into register tiles of 2 rows x 16 tokens; `emit(r0, rt, i, o)` takes the
+/// results of rows `r0..r0 + rt` for group `i`, `o[r][v]` lane `l` being token `4v + l` of
+/// the group (lanes past the group's tokens are to be ignored).
+#[allow(clippy::too_many_arguments)]
+fn rows_times_groups(
+    q: &[i8],
+    ws: &[f32],
+    (rows, cols): (usize, usize),
+    bias: Option<&[f32]>,
+    xw: &[i32],
+    sw: &[f32],
+    ngroups: usize,
+    mut emit: impl FnMut(usize, usize, usize, &[[v128; 4]; 2]),
+) {
+    let (pairs, nb) = (pairs_of(cols), qt_blocks(cols));
+    let gw = pairs * MT;
+    let mut wp = [MaybeUninit::<i32>::uninit(); 8 * generic::Q8_MAX_COLS / 2];
+    let mut r0 = 0;
+    while r0 < rows {
+        let rt = 2.min(rows - r0);
+        let splat = ngroups >= SPLAT_GROUPS;
+        if splat {
+            pack_rows2::<true>(q, cols, r0, rt, pairs, &mut wp);
+        } else {
+            pack_rows2::<false>(q, cols, r0, rt, pairs, &mut wp);
+        }
+        // SAFETY: pack_rows2 wrote wp[..pairs * pair_words(splat)].
+        let wpw = unsafe { written(&wp, pairs * pair_words(splat)) };
+        let at = |v: &[f32], r: usize| f32x4_splat(v[r0 + r.min(rt - 1)]);
+        let sv = [at(ws, 0), at(ws, 1)];
+        let bv = bias.map(|b| [at(b, 0), at(b, 1)]);
+        for i in 0..ngroups {
+            let (xg, sg) = (
+                &xw[i * gw..(i + 1) * gw],
+                &sw[i * nb * MT..(i + 1) * nb * MT],
+            );
+            let f = if splat {
+                product_tile::<true>(wpw, xg, sg, pairs)
+            } else {
+                product_tile::<false>(wpw, xg, sg, pairs)
+            };
+            let o: [[v128; 4]; 2] = core::array::from_fn(|r| {
+                core::array::from_fn(|v| {
+                    let o = f32x4_mul(f[r][v], sv[r]);
+                    match &bv {
+                        Some(bv) => f32x4_add(o, bv[r]),
+                        None => o,
+                    }
+                })
+            });
+            emit(r0, rt, i, &o);
+        }
+        r0 += rt;
+    }
+}
+
+/// Writes the tile results `o` of rows `r0..r0 + rt` (see [`rows_times_groups`]) for the
+/// `g` tokens of a group to `y` (`rows` values per token, the group's first token first).
+#[inline(always)]
+fn store_rows(y: &mut [f32], rows: usize, (r0, rt, g): (usize, usize, usize), o: &[[v128; 4]; 2]) {
+    assert!(g >= 1 && r0 + rt <= rows && y.len() >= (g - 1) * rows + r0 + rt);
+    let y = y.as_mut_ptr().wrapping_add(r0);
+    for (v, (&a, &b)) in o[0].iter().zip(&o[1]).enumerate() {
+        // Tokens 4v, 4v + 1 and 4v + 2, 4v + 3 of the 2 rows, as pairs (row r0, row r0 + 1).
         let lo = i32x4_shuffle::<0, 4, 1, 5>(a, b);
         let hi = i32x4_shuffle::<2, 6, 3, 7>(a, b);
-        let d = &mut wp[c / 2 * MR..c / 2 * MR + 8];
-        // SAFETY: d holds 8 i32 (32 bytes): two unaligned v128 stores.
+        let at = |j: usize| y.wrapping_add((4 * v + j) * rows);
+        let live = |j: usize| 4 * v + j < g;
+        // SAFETY: a live token t < g has its rt values at (t * rows + r0..) + rt <= y.len()
+        // (asserted above); the stores are unaligned.
         unsafe {
-            v128_store(d.as_mut_ptr() as *mut v128, lo);
-            v128_store(d.as_mut_ptr().add(4) as *mut v128, hi);
-        }
-        c += 8;
-    }
-    for p in pc8 / 2..quads * 4 {
-        for (r, row) in rows.iter().enumerate() {
-            let at = |c: usize| row.get(c).map_or(0, |&v| v as i16 as u16 as u32);
-            wp[p * MR + r].write((at(2 * p) | at(2 * p + 1) << 16) as i32);
-        }
-    }
-    quads * 4 * MR
-}
-
-/// The lanes of a vector.
-#[inline(always)]
-fn lanes4(v: v128) -> [f32; 4] {
-    [
-        f32x4_extract_lane::<0>(v),
-        f32x4_extract_lane::<1>(v),
-        f32x4_extract_lane::<2>(v),
-        f32x4_extract_lane::<3>(v),
-    ]
-}
-
-/// Rows `r0..r0 + R` of one panel for `g` tokens: the float sums start from `+0.0` on the
-/// first panel (`first`), else from the partial sums left in `y`; the last panel (`last`)
-/// applies the generic epilogue ([`generic::q8_token_out`]), earlier ones leave the partial
-/// sums in `y` (exact f32 values, so the same bits).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn rows_q8<const R: usize, const V: usize>(
-    wp: &[i32],
-    xp: &[i16],
-    sp: &[f32],
-    quads: usize,
-    (r0, rows, g): (usize, usize, usize),
-    (first, last): (bool, bool),
-    scales: &[f32],
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    let mut fv = [[f32x4_splat(0.0); V]; R];
-    if !first {
-        for (r, fr) in fv.iter_mut().enumerate() {
-            for (v, f) in fr.iter_mut().enumerate() {
-                let at = |j: usize| {
-                    let t = (4 * v + j).min(g - 1);
-                    y[t * rows + r0 + r]
-                };
-                *f = f32x4(at(0), at(1), at(2), at(3));
+            if rt == 2 {
+                if live(0) {
+                    v128_store64_lane::<0>(lo, at(0) as *mut u64);
+                }
+                if live(1) {
+                    v128_store64_lane::<1>(lo, at(1) as *mut u64);
+                }
+                if live(2) {
+                    v128_store64_lane::<0>(hi, at(2) as *mut u64);
+                }
+                if live(3) {
+                    v128_store64_lane::<1>(hi, at(3) as *mut u64);
+                }
+            } else {
+                let r = a;
+                if live(0) {
+                    v128_store32_lane::<0>(r, at(0) as *mut u32);
+                }
+                if live(1) {
+                    v128_store32_lane::<1>(r, at(1) as *mut u32);
+                }
+                if live(2) {
+                    v128_store32_lane::<2>(r, at(2) as *mut u32);
+                }
+                if live(3) {
+                    v128_store32_lane::<3>(r, at(3) as *mut u32);
+                }
             }
         }
     }
-    tile_q8::<R, V>(wp, xp, sp, quads, &mut fv);
-    for (r, fr) in fv.iter().enumerate() {
-        let row = r0 + r;
-        for (v, &f) in fr.iter().enumerate() {
-            for (j, &x) in lanes4(f).iter().enumerate() {
-                let t = 4 * v + j;
-                if t < g {
-                    y[t * rows + row] = if last {
-                        generic::q8_token_out(x, scales[row], bias.map(|b| b[row]))
-                    } else {
-                        x
-                    };
-                }
+}
+
+/// The token groups of `n` tokens in passes: `pack(t, g, words, scales)` packs the group of
+/// the `g <= MT` tokens from `t` (all `pairs_of(cols) * MT` words and `qt_blocks(cols) * MT`
+/// scales, zeros for missing tokens), then `run(t0, groups, words, scales)` takes the pass of
+/// the tokens from `t0`.
+fn passes(
+    cols: usize,
+    n: usize,
+    mut pack: impl FnMut(usize, usize, &mut [MaybeUninit<i32>], &mut [f32]),
+    mut run: impl FnMut(usize, &[usize], &[i32], &[f32]),
+) {
+    let (gw, gs_len) = (pairs_of(cols) * MT, qt_blocks(cols) * MT);
+    let per_pass = groups_per_pass(cols);
+    let mut xw = [MaybeUninit::<i32>::uninit(); PACK_WORDS];
+    let mut sw = [0f32; SP_LEN];
+    let mut gs = [0usize; MAX_GROUPS];
+    let mut t0 = 0;
+    while t0 < n {
+        let (mut m, mut t) = (0, t0);
+        while m < per_pass && t < n {
+            let g = MT.min(n - t);
+            pack(
+                t,
+                g,
+                &mut xw[m * gw..(m + 1) * gw],
+                &mut sw[m * gs_len..(m + 1) * gs_len],
+            );
+            gs[m] = g;
+            t += g;
+            m += 1;
+        }
+        // SAFETY: pack wrote every word of the pass's m groups.
+        let xww = unsafe { written(&xw, m * gw) };
+        run(t0, &gs[..m], xww, &sw[..m * gs_len]);
+        t0 = t;
+    }
+}
+
+/// Packs the `g` already quantized tokens `xq` (`cols` each, block scales `xs`) as a group.
+fn pack_q8_group(
+    xq: &[i8],
+    xs: &[f32],
+    (g, cols): (usize, usize),
+    out: &mut [MaybeUninit<i32>],
+    sp: &mut [f32],
+) {
+    let (pairs, nb) = (pairs_of(cols), qt_blocks(cols));
+    for t4 in (0..MT).step_by(4) {
+        let nr = g.saturating_sub(t4).min(4);
+        pack_quad(quad_rows(xq, cols, t4, nr), cols, pairs, t4, out);
+    }
+    for b in 0..nb {
+        for t in 0..MT {
+            sp[b * MT + t] = if t < g { xs[t * nb + b] } else { 0.0 };
+        }
+    }
+}
+
+/// Scratch of [`quantize_group`]: 4 quantized tokens.
+type QuadScratch = [i8; 4 * generic::Q8_MAX_COLS];
+
+/// Quantizes the `g` f32 tokens `x` (`cols` each, [`wasm_simd128_quantize_i8_token`]) and
+/// packs them as a group, 4 tokens at a time (through `q`).
+fn quantize_group(
+    x: &[f32],
+    (g, cols): (usize, usize),
+    q: &mut QuadScratch,
+    out: &mut [MaybeUninit<i32>],
+    sp: &mut [f32],
+) {
+    let (pairs, nb) = (pairs_of(cols), qt_blocks(cols));
+    let mut s = [0f32; 4 * generic::Q8_MAX_COLS / QT_BLOCK];
+    for t4 in (0..MT).step_by(4) {
+        let nr = g.saturating_sub(t4).min(4);
+        for j in 0..nr {
+            let t = t4 + j;
+            wasm_simd128_quantize_i8_token(
+                &x[t * cols..(t + 1) * cols],
+                &mut q[j * cols..(j + 1) * cols],
+                &mut s[j * nb..(j + 1) * nb],
+            );
+        }
+        pack_quad(&q[..nr * cols], cols, pairs, t4, out);
+        for b in 0..nb {
+            for j in 0..4 {
+                sp[b * MT + t4 + j] = if j < nr { s[j * nb + b] } else { 0.0 };
             }
         }
     }
@@ -343,11 +710,11 @@ fn rows_q8<const R: usize, const V: usize>(
 /// sum and epilogue). Shapes as there; non-int8 weights or `cols > 4096` go to the generic
 /// kernel.
 ///
-/// Tokens go [`MT`] at a time, their int8 columns packed once as 16-bit pairs interleaved by
-/// token ([`pack_tokens`]); each pair of weight rows is widened to 16 bits once, and
-/// `i32x4.dot_i16x8_s` of a token vector with a broadcast weight pair adds 2 products to each
-/// of 4 tokens. The exact i32 block sums are converted and scaled per block, lane by lane as
-/// the generic kernel; columns past [`PANEL`] are done panel by panel.
+/// The tokens are packed in groups of 16 as 16-bit column pairs interleaved by token, as many
+/// groups per pass as 128 KiB hold; each pair of weight rows is widened once per pass (each
+/// 16-bit column pair broadcast to a vector) and runs over every group: `i32x4.dot_i16x8_s` of
+/// 4 tokens' pairs with a row's pair, in register tiles of 2 rows x 16 tokens. The exact i32
+/// block sums are converted and scaled per block as the generic kernel does.
 pub fn wasm_simd128_matmul_q8_tokens(
     w: &Matrix<'_>,
     xq: &[i8],
@@ -360,68 +727,55 @@ pub fn wasm_simd128_matmul_q8_tokens(
     let Weights::I8 { q, scales } = w.weights() else {
         return generic::matmul_q8_tokens(w, xq, xs, n, bias, y);
     };
-    if cols == 0 || cols > generic::Q8_MAX_COLS || rows == 0 || n == 0 {
+    let nb = qt_blocks(cols);
+    if cols == 0
+        || cols > generic::Q8_MAX_COLS
+        || xq.len() != n * cols
+        || xs.len() != n * nb
+        || y.len() != n * rows
+    {
         return generic::matmul_q8_tokens(w, xq, xs, n, bias, y);
     }
-    let nb = qt_blocks(cols);
-    debug_assert_eq!(xq.len(), n * cols);
-    debug_assert_eq!(xs.len(), n * nb);
-    debug_assert_eq!(y.len(), n * rows);
-    // Scratch written before it is read (pack_tokens, widen_rows): not zeroed per call.
-    let mut xp = [MaybeUninit::<i16>::uninit(); MT * PANEL];
-    let mut sp = [0f32; MT * PANEL / QT_BLOCK];
-    let mut wp = [MaybeUninit::<i32>::uninit(); PANEL / 2 * MR];
-    let mut i0 = 0;
-    while i0 < n {
-        let g = MT.min(n - i0);
-        let xg = &xq[i0 * cols..(i0 + g) * cols];
-        let yg = &mut y[i0 * rows..(i0 + g) * rows];
-        let mut c0 = 0;
-        while c0 < cols {
-            let pc = PANEL.min(cols - c0);
-            let quads = pc.div_ceil(8);
-            let (b0, pb) = (c0 / QT_BLOCK, pc.div_ceil(QT_BLOCK));
-            let nx = pack_tokens(xg, cols, g, c0, pc, &mut xp);
-            // SAFETY: pack_tokens wrote xp[..nx].
-            let xpw = unsafe { written(&xp, nx) };
-            for b in 0..pb {
-                for t in 0..MT {
-                    sp[b * MT + t] = if t < g {
-                        xs[(i0 + t) * nb + b0 + b]
-                    } else {
-                        0.0
-                    };
-                }
-            }
-            let (first, last) = (c0 == 0, c0 + pc == cols);
-            let mut r0 = 0;
-            while r0 < rows {
-                let rt = MR.min(rows - r0);
-                let nw = widen_rows(q, cols, r0, rt, c0, pc, quads, &mut wp);
-                // SAFETY: widen_rows wrote wp[..nw].
-                let wpw = unsafe { written(&wp, nw) };
-                let ctx = (r0, rows, g);
-                let fl = (first, last);
-                let (xp, sp, wp) = (xpw, &sp[..], wpw);
-                match (rt, g.div_ceil(4)) {
-                    (2, 4) => rows_q8::<2, 4>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    (2, 3) => rows_q8::<2, 3>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    (2, 2) => rows_q8::<2, 2>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    (2, _) => rows_q8::<2, 1>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    (_, 4) => rows_q8::<1, 4>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    (_, 3) => rows_q8::<1, 3>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    (_, 2) => rows_q8::<1, 2>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                    _ => rows_q8::<1, 1>(wp, xp, sp, quads, ctx, fl, scales, bias, yg),
-                }
-                r0 += rt;
-            }
-            c0 += pc;
-        }
-        i0 += g;
-    }
+    passes(
+        cols,
+        n,
+        |t, g, out, sp| {
+            let (xq, xs) = (&xq[t * cols..(t + g) * cols], &xs[t * nb..(t + g) * nb]);
+            pack_q8_group(xq, xs, (g, cols), out, sp);
+        },
+        |t0, gs, xw, sw| product_pass(q, scales, (rows, cols), bias, (t0, gs), xw, sw, y),
+    );
 }
 
-/// simd128 [`super::matmul_i8_i8_token`]: the same bits. Shapes as there.
+/// One pass of [`wasm_simd128_matmul_q8_tokens`]: the groups `gs` of tokens from `t0`.
+#[allow(clippy::too_many_arguments)]
+fn product_pass(
+    q: &[i8],
+    scales: &[f32],
+    (rows, cols): (usize, usize),
+    bias: Option<&[f32]>,
+    (t0, gs): (usize, &[usize]),
+    xw: &[i32],
+    sw: &[f32],
+    y: &mut [f32],
+) {
+    let mut starts = [0usize; MAX_GROUPS];
+    let mut t = t0;
+    for (s, &g) in starts.iter_mut().zip(gs) {
+        *s = t;
+        t += g;
+    }
+    let emit = |r0: usize, rt: usize, i: usize, o: &[[v128; 4]; 2]| {
+        let (ts, g) = (starts[i], gs[i]);
+        store_rows(&mut y[ts * rows..(ts + g) * rows], rows, (r0, rt, g), o);
+    };
+    rows_times_groups(q, scales, (rows, cols), bias, xw, sw, gs.len(), emit);
+}
+
+/// simd128 [`super::matmul_i8_i8_token`]: the same bits. Each token is quantized
+/// ([`wasm_simd128_quantize_i8_token`]) and packed as [`wasm_simd128_matmul_q8_tokens`]
+/// packs, a whole pass of token groups at a time. Shapes as there; other cases take the
+/// generic composition.
 pub fn wasm_simd128_matmul_i8_i8_token(
     w: &Matrix<'_>,
     x: &[f32],
@@ -429,146 +783,153 @@ pub fn wasm_simd128_matmul_i8_i8_token(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    generic::matmul_i8_i8_token_with(
-        wasm_simd128_quantize_i8_token,
-        wasm_simd128_matmul_q8_tokens,
-        w,
-        x,
-        n,
-        bias,
-        y,
-    );
-}
-
-/// Longest `k` (rows of `q`) [`wasm_simd128_accumulate_q8_tokens`] takes; longer go to the
-/// generic kernel. The feed-forward blocks use 64.
-const ACC_MAX_K: usize = 128;
-/// Packed weight pairs of one column panel of [`wasm_simd128_accumulate_q8_tokens`] (i32,
-/// 16 KiB of stack).
-const QP_LEN: usize = 4096;
-/// Columns of a register tile of [`wasm_simd128_accumulate_q8_tokens`] (4 columns x 2 token
-/// vectors: 8 accumulators, 4 weight broadcasts and the activation vector).
-const AC: usize = 4;
-
-/// Packs columns `c0..c0 + cp` of the rows of `q` (`cols` each, `pairs4` pairs of rows, rows
-/// past `q` zero) as 16-bit row pairs, tile by tile of [`AC`] columns: `qp[(c / AC * pairs4 +
-/// p) * AC + c % AC]` holds `(q[2p][c0 + c], q[2p + 1][c0 + c])` in its low and high half,
-/// zeros for the columns `cp..cpw`. Returns the number of values written, all of `qp[..n]`.
-fn pack_row_pairs(
-    q: &[i8],
-    cols: usize,
-    pairs4: usize,
-    c0: usize,
-    cp: usize,
-    cpw: usize,
-    qp: &mut [MaybeUninit<i32>],
-) -> usize {
-    const _: () = assert!(AC == 4);
-    let k = q.len() / cols;
-    let cp8 = cp & !7;
-    let z = i16x8_splat(0);
-    let qp = &mut qp[..cpw * pairs4];
-    // Two tiles (8 columns) at a time: row pairs in order, each tile's pairs contiguous. The
-    // loads below rely on this bound (rows < k are inside q, as k = q.len() / cols).
-    assert!(c0 + cp <= cols);
-    let full = k / 2;
-    let mut c = 0;
-    while c < cp8 {
-        let (t0, t1) = qp[c * pairs4..(c + 8) * pairs4].split_at_mut(AC * pairs4);
-        let (d0, d1) = (t0.as_mut_ptr(), t1.as_mut_ptr());
-        let src = q.as_ptr().wrapping_add(c0 + c);
-        let store = |p: usize, a: v128, b: v128| {
-            let lo = i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(a, b);
-            let hi = i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(a, b);
-            // SAFETY: AC * p + AC <= AC * pairs4, the length of each tile.
-            unsafe {
-                v128_store(d0.add(AC * p) as *mut v128, lo);
-                v128_store(d1.add(AC * p) as *mut v128, hi);
-            }
-        };
-        for p in 0..full {
-            // SAFETY: rows 2p and 2p + 1 < k exist; columns c0 + c..c0 + c + 8 <= cols.
-            let (a, b) = unsafe {
-                let r = src.add(2 * p * cols);
-                (
-                    i16x8_load_extend_i8x8(r),
-                    i16x8_load_extend_i8x8(r.add(cols)),
-                )
-            };
-            store(p, a, b);
-        }
-        if k % 2 == 1 {
-            // SAFETY: the odd last row k - 1 exists, as above.
-            store(
-                full,
-                unsafe { i16x8_load_extend_i8x8(src.add((k - 1) * cols)) },
-                z,
+    let (rows, cols) = (w.rows(), w.cols());
+    match w.weights() {
+        Weights::I8 { q, scales }
+            if cols > 0
+                && cols <= generic::Q8_MAX_COLS
+                && x.len() == n * cols
+                && y.len() == n * rows =>
+        {
+            let mut qs = [0i8; 4 * generic::Q8_MAX_COLS];
+            passes(
+                cols,
+                n,
+                |t, g, out, sp| {
+                    quantize_group(&x[t * cols..(t + g) * cols], (g, cols), &mut qs, out, sp)
+                },
+                |t0, gs, xw, sw| product_pass(q, scales, (rows, cols), bias, (t0, gs), xw, sw, y),
             );
         }
-        for p in k.div_ceil(2)..pairs4 {
-            store(p, z, z);
-        }
-        c += 8;
+        _ => generic::matmul_i8_i8_token_with(
+            wasm_simd128_quantize_i8_token,
+            wasm_simd128_matmul_q8_tokens,
+            w,
+            x,
+            n,
+            bias,
+            y,
+        ),
     }
-    for c in cp8..cpw {
-        for p in 0..pairs4 {
-            let w = |j: usize| {
-                if j < k && c < cp {
-                    q[j * cols + c0 + c] as i16 as u16 as u32
-                } else {
-                    0
-                }
-            };
-            qp[(c / AC * pairs4 + p) * AC + c % AC].write((w(2 * p) | w(2 * p + 1) << 16) as i32);
-        }
-    }
-    cpw * pairs4
 }
 
-/// One register tile of [`wasm_simd128_accumulate_q8_tokens`]: the tile of columns `c..c +
-/// AC` of the packed panel `qp` ([`pack_row_pairs`], `cpw` columns) times the packed tokens
-/// `hp` (`4 * V` lanes, [`pack_tokens`]) over `pairs4` row pairs: the exact i32 sums, one
-/// vector (lane = token) per column and token vector.
+/// `out[t][c] += (sum_j hq[t][j] * q[j][c]) as f32 * hs[t]` for the token groups `hw` (`k`
+/// values per token, `pairs = pairs_of(k)` pairs, each token's pair word broadcast to a
+/// vector: vector `p * MT + t` of a group, `gs` tokens per group) and the `k` int8 rows of
+/// `q` (`cols` each): the generic kernel's bits (exact i32 sums, then one multiply and one
+/// add). The rows of `q` are packed by pairs, one panel of columns at a time, once for every
+/// group; register tiles of 4 tokens x 8 columns.
+fn down_groups(
+    out: &mut [f32],
+    q: &[i8],
+    (k, cols): (usize, usize),
+    hw: &[i32],
+    hs: &[f32],
+    gs: &[usize],
+) {
+    let pairs = pairs_of(k);
+    let gw = pairs * MT * 4;
+    let panel = ((DOWN_WORDS / pairs) & !(DC - 1)).min(cols.div_ceil(DC) * DC);
+    let mut qp = [MaybeUninit::<i32>::uninit(); DOWN_WORDS];
+    let mut c0 = 0;
+    while c0 < cols {
+        let cp = panel.min(cols - c0);
+        let cpw = cp.div_ceil(DC) * DC;
+        pack_row_pairs(q, cols, k, pairs, (c0, cp), &mut qp);
+        // SAFETY: pack_row_pairs wrote qp[..cpw * pairs].
+        let qpw = unsafe { written(&qp, cpw * pairs) };
+        let mut t0 = 0;
+        for (i, &g) in gs.iter().enumerate() {
+            let hg = &hw[i * gw..(i + 1) * gw];
+            let mut t4 = 0;
+            while t4 < g {
+                let nt = 4.min(g - t4);
+                let hsv: [v128; 4] =
+                    core::array::from_fn(|t| f32x4_splat(hs[t0 + t4 + t.min(nt - 1)]));
+                let ot = &mut out[(t0 + t4) * cols + c0..(t0 + t4 + nt - 1) * cols + c0 + cp];
+                let mut c = 0;
+                while c < cp {
+                    let acc = tile::<4, 2>(&hg[t4 * 4..], MT * 4, &qpw[c * pairs..], DC, pairs);
+                    add_down_tile(ot, cols, c, DC.min(cp - c), nt, &acc, &hsv);
+                    c += DC;
+                }
+                t4 += 4;
+            }
+            t0 += g;
+        }
+        c0 += cp;
+    }
+}
+
+/// `out[t * cols + c..][..live] += (acc[t] as f32) * hs[t]` for the `nt <= 4` tokens of a
+/// down tile (lane = column), as the generic kernel rounds: one product, one sum.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // acc[r][v]: the tile's two indices read best as such
-fn tile_acc<const V: usize>(
-    qp: &[i32],
-    cpw: usize,
+fn add_down_tile(
+    out: &mut [f32],
+    cols: usize,
     c: usize,
-    hp: &[i16],
-    v0: usize,
-    pairs4: usize,
-) -> [[v128; V]; AC] {
-    assert!(c.is_multiple_of(AC) && c + AC <= cpw && qp.len() >= pairs4 * cpw);
-    assert!(4 * (v0 + V) <= MT && hp.len() >= pairs4 * MT * 2);
-    let qt = &qp[c * pairs4..(c + AC) * pairs4];
-    let mut acc = [[i32x4_splat(0); V]; AC];
-    for p in 0..pairs4 {
-        // SAFETY: p * AC + r < pairs4 * AC = qt.len() and (p * MT + 4(v0 + v)) * 2 + 8 <=
-        // pairs4 * MT * 2 <= hp.len() (asserted above).
-        let bw: [v128; AC] = core::array::from_fn(|r| unsafe {
-            v128_load32_splat(qt.as_ptr().add(p * AC + r) as *const u32)
-        });
-        for v in 0..V {
-            // SAFETY: as above.
-            let x =
-                unsafe { v128_load(hp.as_ptr().add((p * MT + 4 * (v0 + v)) * 2) as *const v128) };
-            for r in 0..AC {
-                acc[r][v] = i32x4_add(acc[r][v], i32x4_dot_i16x8(x, bw[r]));
+    live: usize,
+    nt: usize,
+    acc: &[[v128; 2]; 4],
+    hs: &[v128; 4],
+) {
+    assert!(nt >= 1 && live <= DC && out.len() >= (nt - 1) * cols + c + live);
+    for t in 0..4 {
+        if t >= nt {
+            break;
+        }
+        let m: [v128; 2] =
+            core::array::from_fn(|v| f32x4_mul(f32x4_convert_i32x4(acc[t][v]), hs[t]));
+        let o = out.as_mut_ptr().wrapping_add(t * cols + c);
+        if live == DC {
+            // SAFETY: token t's columns c..c + 8 lie in out (asserted above); unaligned.
+            unsafe {
+                let o0 = o as *mut v128;
+                let o1 = o.add(4) as *mut v128;
+                v128_store(o0, f32x4_add(v128_load(o0), m[0]));
+                v128_store(o1, f32x4_add(v128_load(o1), m[1]));
+            }
+        } else {
+            let l = [lanes4(m[0]), lanes4(m[1])];
+            for (j, ov) in out[t * cols + c..t * cols + c + live]
+                .iter_mut()
+                .enumerate()
+            {
+                *ov += l[j / 4][j % 4];
             }
         }
     }
-    acc
+}
+
+/// Packs the `g <= MT` int8 rows `hq` (`k` values each) for [`down_groups`]: vector `p * MT
+/// + t` (words `4 (p MT + t)..`) broadcasts values `2p`, `2p + 1` of row `t` (zeros past `k`
+/// up to `pairs` pairs and for the rows `g..MT`). Writes exactly `pairs * MT * 4` words.
+fn pack_down_group(hq: &[i8], k: usize, g: usize, pairs: usize, out: &mut [MaybeUninit<i32>]) {
+    assert!(g <= MT && hq.len() >= g * k && out.len() >= pairs * MT * 4);
+    let k8 = k & !7;
+    for t in 0..MT {
+        let row = if t < g { &hq[t * k..(t + 1) * k] } else { &[] };
+        let mut c = 0;
+        while c < k8 && t < g {
+            // SAFETY: c + 8 <= k8 <= k, the length of the row.
+            let v = unsafe { load_i8x8(row, c) };
+            for (j, s) in splat_lanes(v).into_iter().enumerate() {
+                store_words(out, ((c / 2 + j) * MT + t) * 4, s);
+            }
+            c += 8;
+        }
+        for p in if t < g { k8 / 2 } else { 0 }..pairs {
+            store_words(out, (p * MT + t) * 4, i32x4_splat(pair_word(row, p)));
+        }
+    }
 }
 
 /// simd128 [`super::accumulate_q8_tokens`]: the same bits (exact i32 sums, then one multiply
 /// and one add per element). Shapes as there; `k > 128` goes to the generic kernel.
 ///
-/// Tokens go [`MT`] at a time, their int8 rows packed as 16-bit pairs interleaved by token
-/// ([`pack_tokens`], pairs along `k`); the rows of `q` are packed per column panel as 16-bit
-/// pairs of rows `(2p, 2p + 1)` ([`pack_row_pairs`]), so that `i32x4.dot_i16x8_s` of a token
-/// vector with a broadcast weight pair adds 2 products to each of 4 tokens. A tile's sums are
-/// converted and scaled lane by lane, transposed to columns and added to `out`.
+/// The tokens' rows are packed in groups of 16 (16-bit pairs along `k`, each broadcast to a
+/// vector), the rows of `q` by pairs of rows per panel of columns, once for all the groups
+/// ([`down_groups`]).
 pub fn wasm_simd128_accumulate_q8_tokens(
     out: &mut [f32],
     q: &[i8],
@@ -581,80 +942,212 @@ pub fn wasm_simd128_accumulate_q8_tokens(
         return;
     }
     let k = hq.len() / n;
-    if k == 0 || k > ACC_MAX_K || cols == 0 || cols > generic::Q8_MAX_COLS {
+    if k == 0
+        || k > ACC_MAX_K
+        || cols == 0
+        || cols > generic::Q8_MAX_COLS
+        || hq.len() != n * k
+        || hs.len() < n
+        || out.len() < n * cols
+        || q.len() < k * cols
+    {
         return generic::accumulate_q8_tokens(out, q, cols, hq, hs, n);
     }
-    assert!(out.len() >= n * cols && hs.len() >= n && q.len() >= k * cols);
-    let q = &q[..k * cols];
-    let pairs4 = k.div_ceil(8) * 4;
-    // Panel width: a multiple of the tile width, so that QP_LEN holds every pair of it.
-    let cpw_max = (QP_LEN / pairs4) & !(AC - 1);
-    // Scratch written before it is read (pack_tokens, pack_row_pairs): not zeroed per call.
-    let mut hp = [MaybeUninit::<i16>::uninit(); MT * ACC_MAX_K];
-    let mut qp = [MaybeUninit::<i32>::uninit(); QP_LEN];
-    let mut i0 = 0;
-    while i0 < n {
-        let g = MT.min(n - i0);
-        let nh = pack_tokens(&hq[i0 * k..(i0 + g) * k], k, g, 0, k, &mut hp);
-        // SAFETY: pack_tokens wrote hp[..nh].
-        let hp = unsafe { written(&hp, nh) };
-        let hsv: [v128; MT / 4] = core::array::from_fn(|v| {
-            let at = |j: usize| hs[i0 + (4 * v + j).min(g - 1)];
-            f32x4(at(0), at(1), at(2), at(3))
-        });
-        let mut c0 = 0;
-        while c0 < cols {
-            let cp = cpw_max.min(cols - c0);
-            let cpw = cp.div_ceil(AC) * AC;
-            let nq = pack_row_pairs(q, cols, pairs4, c0, cp, cpw, &mut qp);
-            // SAFETY: pack_row_pairs wrote qp[..nq].
-            let qpw = unsafe { written(&qp, nq) };
-            let mut c = 0;
-            while c < cp {
-                let live_c = AC.min(cp - c);
-                let mut v0 = 0;
-                while 4 * v0 < g {
-                    let vt = if g - 4 * v0 > 4 { 2 } else { 1 };
-                    let sums: [[v128; 2]; AC] = if vt == 2 {
-                        tile_acc::<2>(qpw, cpw, c, hp, v0, pairs4)
-                    } else {
-                        tile_acc::<1>(qpw, cpw, c, hp, v0, pairs4).map(|a| [a[0], a[0]])
-                    };
-                    for (v, &hv) in hsv.iter().enumerate().skip(v0).take(vt) {
-                        // (sum as f32) * hs, lane = token; then out + that, as generic.
-                        let add: [v128; AC] = core::array::from_fn(|r| {
-                            f32x4_mul(f32x4_convert_i32x4(sums[r][v - v0]), hv)
-                        });
-                        // add[r] lane j is column c + r, token 4v + j: transposed, row j is
-                        // token 4v + j over the tile's columns.
-                        for (j, &col) in transpose4(add).iter().enumerate() {
-                            let t = 4 * v + j;
-                            if t >= g {
-                                break;
-                            }
-                            let at = (i0 + t) * cols + c0 + c;
-                            if live_c == AC {
-                                // SAFETY: at + AC <= (i0 + t + 1) * cols <= out.len()
-                                // (asserted): c0 + c + AC <= cols.
-                                unsafe {
-                                    let o = out.as_mut_ptr().add(at) as *mut v128;
-                                    v128_store(o, f32x4_add(v128_load(o), col));
-                                }
-                            } else {
-                                for (ov, &d) in out[at..at + live_c].iter_mut().zip(&lanes4(col)) {
-                                    *ov += d;
-                                }
+    let pairs = pairs_of(k);
+    let gw = pairs * MT * 4;
+    let mut hw = [MaybeUninit::<i32>::uninit(); 4 * MT * ACC_MAX_K / 2 * 4];
+    let mut gs = [0usize; MAX_GROUPS];
+    let per_pass = (hw.len() / gw).min(MAX_GROUPS);
+    let mut t0 = 0;
+    while t0 < n {
+        let (mut m, mut t) = (0, t0);
+        while m < per_pass && t < n {
+            let g = MT.min(n - t);
+            pack_down_group(
+                &hq[t * k..(t + g) * k],
+                k,
+                g,
+                pairs,
+                &mut hw[m * gw..(m + 1) * gw],
+            );
+            gs[m] = g;
+            t += g;
+            m += 1;
+        }
+        // SAFETY: pack_down_group wrote every word of the m groups.
+        let hww = unsafe { written(&hw, m * gw) };
+        down_groups(
+            &mut out[t0 * cols..t * cols],
+            &q[..k * cols],
+            (k, cols),
+            hww,
+            &hs[t0..t],
+            &gs[..m],
+        );
+        t0 = t;
+    }
+}
+
+/// The dense int8 feed-forward of `n` tokens `x` (`n x d`), fused: `out[t] += sum_j
+/// quantized(act(up_j . x_t + up_bias_j) * s_j) * down_t[j]`, with the bits of the unfused
+/// fast kernels that [`crate::ffn::ffn_with`] runs otherwise on wasm
+/// ([`wasm_simd128_matmul_q8_tokens`], [`wasm_simd128_gelu_erf`] or
+/// [`super::activate_fast`], the down scales, [`wasm_simd128_quantize_i8_token`] per 64 units,
+/// [`wasm_simd128_accumulate_q8_tokens`]); `up` (`d_ff x d`) and `down_t` (`d_ff x d`, row
+/// scales `s_j`) are int8, `out` holds the down bias (or zeros) on entry.
+///
+/// All the tokens of a pass (up to 16 groups of 16) share each step of 64 hidden units: its
+/// up rows are widened once and their tiles (2 units x 16 tokens, lane = token) stay in
+/// registers through the activation and the down scales into a stack buffer; each token's
+/// 64 values then get one int8 scale (lane by lane: the maximum over the units is exact in
+/// any order), and the step's down rows are packed once per panel of columns for all the
+/// tokens. Returns `false`, having done nothing, when the shapes are not the fused kernel's:
+/// `d` up to [`FFN_MAX_D`], `d_ff` a multiple of 64, int8 weights.
+pub fn wasm_simd128_ffn_q8(
+    up: &Matrix<'_>,
+    up_bias: Option<&[f32]>,
+    act: Activation,
+    down_t: &Matrix<'_>,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> bool {
+    let (d_ff, d) = (up.rows(), up.cols());
+    let (
+        Weights::I8 {
+            q: up_q,
+            scales: up_s,
+        },
+        Weights::I8 {
+            q: down_q,
+            scales: down_s,
+        },
+    ) = (up.weights(), down_t.weights())
+    else {
+        return false;
+    };
+    let fits = d > 0
+        && d <= FFN_MAX_D
+        && d_ff.is_multiple_of(UNITS)
+        && down_t.rows() == d_ff
+        && down_t.cols() == d
+        && up_bias.is_none_or(|b| b.len() == d_ff)
+        && x.len() == n * d
+        && out.len() == n * d;
+    if !fits {
+        return false;
+    }
+    let gw = UNIT_PAIRS * MT * 4;
+    // The step's values, [group][unit][MT] (lane = token).
+    let mut h = [MaybeUninit::<v128>::uninit(); MAX_GROUPS * UNITS * MT / 4];
+    let mut hw = [MaybeUninit::<i32>::uninit(); MAX_GROUPS * UNIT_PAIRS * MT * 4];
+    let mut hs = [0f32; MAX_GROUPS * MT];
+    let activate = |v: v128| {
+        if act == Activation::GeluErf {
+            gelu_erf_f32x4(v)
+        } else {
+            let l = lanes4(v).map(|x| generic::activate_fast(act, x));
+            f32x4(l[0], l[1], l[2], l[3])
+        }
+    };
+    let mut q = [0i8; 4 * generic::Q8_MAX_COLS];
+    passes(
+        d,
+        n,
+        |t, g, words, sp| quantize_group(&x[t * d..(t + g) * d], (g, d), &mut q, words, sp),
+        |t0, gs, xw, sw| {
+            let nt: usize = gs.iter().sum();
+            let out = &mut out[t0 * d..(t0 + nt) * d];
+            for j0 in (0..d_ff).step_by(UNITS) {
+                let ds = &down_s[j0..j0 + UNITS];
+                let emit = |r0: usize, rt: usize, i: usize, o: &[[v128; 4]; 2]| {
+                    for (r, orow) in o.iter().enumerate().take(rt) {
+                        let s = f32x4_splat(ds[r0 + r]);
+                        for (v, &ov) in orow.iter().enumerate() {
+                            // The unit's value times its down scale (h_j * s_j, as ffn_q8).
+                            h[(i * UNITS + r0 + r) * 4 + v].write(f32x4_mul(activate(ov), s));
+                        }
+                    }
+                };
+                let uq = &up_q[j0 * d..(j0 + UNITS) * d];
+                let bias = up_bias.map(|b| &b[j0..j0 + UNITS]);
+                let us = &up_s[j0..j0 + UNITS];
+                rows_times_groups(uq, us, (UNITS, d), bias, xw, sw, gs.len(), emit);
+                // SAFETY: rows_times_groups emitted every unit of every group of the pass.
+                let hv = unsafe { written(&h, gs.len() * UNITS * 4) };
+                let mut t = 0;
+                for (i, &g) in gs.iter().enumerate() {
+                    let hg = &hv[i * UNITS * 4..(i + 1) * UNITS * 4];
+                    let dst = &mut hw[i * gw..(i + 1) * gw];
+                    let sc = quantize_units(hg, dst);
+                    for (v, &s) in sc.iter().enumerate() {
+                        for (j, &sv) in lanes4(s).iter().enumerate() {
+                            if 4 * v + j < g {
+                                hs[t + 4 * v + j] = sv;
                             }
                         }
                     }
-                    v0 += vt;
+                    t += g;
                 }
-                c += AC;
+                // SAFETY: quantize_units wrote every word of the pass's groups.
+                let hww = unsafe { written(&hw, gs.len() * gw) };
+                let dq = &down_q[j0 * d..(j0 + UNITS) * d];
+                down_groups(out, dq, (UNITS, d), hww, &hs[..nt], gs);
             }
-            c0 += cp;
+        },
+    );
+    true
+}
+
+/// [`super::quantize_i8`] of each token's 64 values `h` (`[unit][MT]` as 4 vectors per unit,
+/// lane = token) lane by lane, the same bits as [`quantize_block`] on the token's values:
+/// packs them for [`down_groups`] (vector `p * MT + t` broadcasts units `2p`, `2p + 1` of
+/// token `t`) and returns the scales (lane = token).
+fn quantize_units(h: &[v128], out: &mut [MaybeUninit<i32>]) -> [v128; 4] {
+    assert!(h.len() >= UNITS * 4 && out.len() >= UNIT_PAIRS * MT * 4);
+    let mut mx = [f32x4_splat(0.0); 4];
+    for u in h[..UNITS * 4].chunks_exact(4) {
+        for (m, &x) in mx.iter_mut().zip(u) {
+            *m = f32x4_pmax(*m, f32x4_abs(x));
         }
-        i0 += g;
     }
+    let (k127, half, neg_half, zero) = (
+        f32x4_splat(127.0),
+        f32x4_splat(0.5),
+        f32x4_splat(-0.5),
+        f32x4_splat(0.0),
+    );
+    // An all-zero token gets inv = +inf, so t = 0 * inf = NaN, which rounds to 0: the zeros
+    // and the scale 0 of the generic kernel.
+    let inv = mx.map(|m| f32x4_div(k127, m));
+    let round = |x: v128, iv: v128| {
+        let t = f32x4_mul(x, iv);
+        let hh = v128_bitselect(neg_half, half, f32x4_lt(t, zero));
+        i32x4_trunc_sat_f32x4(f32x4_add(t, hh))
+    };
+    for p in 0..UNIT_PAIRS {
+        for v in 0..4 {
+            let a = round(h[(2 * p) * 4 + v], inv[v]);
+            let b = round(h[(2 * p + 1) * 4 + v], inv[v]);
+            // Low 16 bits of each lane of a, then of b: the pair word of each token.
+            let w = i16x8_shuffle::<0, 8, 2, 10, 4, 12, 6, 14>(a, b);
+            for (j, s) in splat_lanes(w).into_iter().enumerate() {
+                store_words(out, (p * MT + 4 * v + j) * 4, s);
+            }
+        }
+    }
+    mx.map(|m| f32x4_div(m, k127))
+}
+
+/// The lanes of a vector.
+#[inline(always)]
+fn lanes4(v: v128) -> [f32; 4] {
+    [
+        f32x4_extract_lane::<0>(v),
+        f32x4_extract_lane::<1>(v),
+        f32x4_extract_lane::<2>(v),
+        f32x4_extract_lane::<3>(v),
+    ]
 }
 
 /// [`super::quantize_i8`] of one block (`q.len() == x.len()`), the same bits for finite
@@ -968,38 +1461,404 @@ pub fn wasm_simd128_attn_dense_tile(
     } else {
         (1 << nk) - 1
     };
-    for l in 0..ATTN_LANES {
-        let seen: u16 = if same {
-            if vis[0] >> l & 1 != 0 { all_keys } else { 0 }
-        } else {
-            (0..nk).fold(0, |a, j| a | ((vis[j] >> l & 1) << j))
-        };
-        let up = rescaled >> l & 1 != 0;
-        if seen == 0 && !up {
+    for h in 0..ATTN_LANES / 8 {
+        let hm = 0xFFu16 << (8 * h);
+        // The keys every lane of this half sees; the half is uniform when no key is seen by
+        // only some of its lanes (always so inside a sequence without padding or causal mask).
+        let (mut keys, mut uniform) = (0u16, true);
+        for (j, &m) in vis[..nk].iter().enumerate() {
+            if m & hm == hm {
+                keys |= 1 << j;
+            } else if m & hm != 0 {
+                uniform = false;
+            }
+        }
+        let up = rescaled & hm != 0;
+        if uniform {
+            if keys != 0 || up {
+                let tile = (&w, v, stride, &off);
+                acc_keys_half(&mut st.acc, hd, 8 * h, keys, up.then_some(&rescale), tile);
+            }
             continue;
         }
-        let acc = &mut st.acc[l * hd..][..hd];
-        if up {
-            let c = rescale[l];
-            acc.iter_mut().for_each(|a| *a *= c);
+        for (l, &c) in rescale.iter().enumerate().skip(8 * h).take(8) {
+            let seen: u16 = if same {
+                if vis[0] >> l & 1 != 0 { all_keys } else { 0 }
+            } else {
+                (0..nk).fold(0, |a, j| a | ((vis[j] >> l & 1) << j))
+            };
+            let up = rescaled >> l & 1 != 0;
+            if seen == 0 && !up {
+                continue;
+            }
+            let acc = &mut st.acc[l * hd..][..hd];
+            if up {
+                acc.iter_mut().for_each(|a| *a *= c);
+            }
+            // 32 columns (8 vectors) at a time in registers, then 4, over the visible keys.
+            let mut d = 0;
+            while d + 32 <= hd4 {
+                acc_keys::<8>(&mut acc[d..], seen, &w, l, v, &off, d);
+                d += 32;
+            }
+            while d < hd4 {
+                acc_keys::<1>(&mut acc[d..], seen, &w, l, v, &off, d);
+                d += 4;
+            }
+            acc_keys_tail(acc, hd4, seen, &w, l, v, stride);
         }
-        // 32 columns (8 vectors) at a time in registers, then 4, over the visible keys.
-        let mut d = 0;
-        while d + 32 <= hd4 {
-            acc_keys::<8>(&mut acc[d..], seen, &w, l, v, &off, d);
-            d += 32;
+    }
+}
+
+/// Columns `hd4..` of lane `l`'s accumulator (`hd4` the head width rounded down to 4), one
+/// by one over the keys of `seen`, as the generic loop does.
+#[inline(always)]
+fn acc_keys_tail(
+    acc: &mut [f32],
+    hd4: usize,
+    seen: u16,
+    w: &[f32; ATTN_BLOCK],
+    l: usize,
+    v: &[f32],
+    stride: usize,
+) {
+    for (dd, a) in acc.iter_mut().enumerate().skip(hd4) {
+        let mut m = seen;
+        while m != 0 {
+            let j = m.trailing_zeros() as usize;
+            m &= m - 1;
+            *a += w[j * ATTN_LANES + l] * v[j * stride + dd];
         }
-        while d < hd4 {
-            acc_keys::<1>(&mut acc[d..], seen, &w, l, v, &off, d);
-            d += 4;
+    }
+}
+
+/// One key of [`acc_keys_half`]: `at[d][x] += wj[4x..4x + 4] * vj[d]` (`wj`: the key's 8
+/// weights of the half, `vj`: its 4 values).
+///
+/// # Safety
+/// `wj` and `vj` point at 8 and 4 readable f32.
+#[inline(always)]
+unsafe fn half_key(at: &mut [[v128; 2]; 4], wj: *const f32, vj: *const f32) {
+    // SAFETY: as the caller guarantees; the loads are unaligned.
+    let (wv, vv) = unsafe {
+        (
+            [
+                v128_load(wj as *const v128),
+                v128_load(wj.add(4) as *const v128),
+            ],
+            v128_load(vj as *const v128),
+        )
+    };
+    let sp = splat_lanes(vv);
+    for (a, &x) in at.iter_mut().zip(&sp) {
+        a[0] = f32x4_add(a[0], f32x4_mul(wv[0], x));
+        a[1] = f32x4_add(a[1], f32x4_mul(wv[1], x));
+    }
+}
+
+/// The accumulators of the 8 lanes `l0..l0 + 8` that all see exactly the keys `keys`: each
+/// row times its lane's `rescale` factor (when given; 1 for the lanes that keep their
+/// maximum, which changes no bits), then `+= w_j * v_j` for the keys in increasing order, the
+/// generic operations element by element. 4 columns at a time with the lanes as vector lanes
+/// (the rows transposed in and out): each key then needs 2 weight vectors, as stored, and
+/// one value vector whose 4 columns are broadcast by shuffles, for 2 x 4 accumulators.
+#[inline(always)]
+fn acc_keys_half(
+    acc: &mut [f32],
+    hd: usize,
+    l0: usize,
+    keys: u16,
+    rescale: Option<&[f32; ATTN_LANES]>,
+    (w, v, stride, off): (&[f32; ATTN_BLOCK], &[f32], usize, &[usize; ATTN_TILE]),
+) {
+    let hd4 = hd & !3;
+    let acc = &mut acc[l0 * hd..(l0 + 8) * hd];
+    assert!(acc.len() == 8 * hd);
+    let cv = rescale.map(|r| [ld4(&r[l0..]), ld4(&r[l0 + 4..])]);
+    // A contiguous run of keys from 0 (the usual case) runs as a counted loop.
+    let run = if keys.trailing_ones() + keys.leading_zeros() == 16 {
+        Some(keys.trailing_ones() as usize)
+    } else {
+        None
+    };
+    let last = 15 - keys.leading_zeros() as usize;
+    assert!(l0 + 8 <= ATTN_LANES && (keys == 0 || v.len() >= off[last] + hd));
+    let ap = acc.as_mut_ptr();
+    let mut d0 = 0;
+    while d0 < hd4 {
+        // SAFETY: row i < 8 holds columns d0..d0 + 4 <= hd4 <= hd at i * hd + d0 (acc has 8
+        // rows of hd); unaligned loads.
+        let row = |i: usize| unsafe { v128_load(ap.add(i * hd + d0) as *const v128) };
+        let (t0, t1) = (
+            transpose4([row(0), row(1), row(2), row(3)]),
+            transpose4([row(4), row(5), row(6), row(7)]),
+        );
+        // at[d][x]: column d0 + d of the lanes l0 + 4x..l0 + 4x + 4.
+        let mut at: [[v128; 2]; 4] = core::array::from_fn(|d| [t0[d], t1[d]]);
+        if let Some(cv) = &cv {
+            for a in at.iter_mut() {
+                a[0] = f32x4_mul(a[0], cv[0]);
+                a[1] = f32x4_mul(a[1], cv[1]);
+            }
         }
-        for (dd, a) in acc.iter_mut().enumerate().skip(hd4) {
-            let mut m = seen;
-            while m != 0 {
-                let j = m.trailing_zeros() as usize;
-                m &= m - 1;
-                *a += w[j * ATTN_LANES + l] * v[j * stride + dd];
+        // SAFETY (both loops): key j < nk has its weights w[j * 16 + l0..][..8] inside w (l0
+        // + 8 <= 16) and its values v[off[j] + d0..][..4] inside v (d0 + 4 <= hd, asserted).
+        match run {
+            Some(n) => {
+                let (mut wj, mut vj) = (w[l0..].as_ptr(), v[d0..].as_ptr());
+                for _ in 0..n {
+                    unsafe { half_key(&mut at, wj, vj) };
+                    wj = wj.wrapping_add(ATTN_LANES);
+                    vj = vj.wrapping_add(stride);
+                }
+            }
+            None => {
+                let mut m = keys;
+                while m != 0 {
+                    let j = m.trailing_zeros() as usize & (ATTN_TILE - 1);
+                    m &= m - 1;
+                    let (wj, vj) = (&w[j * ATTN_LANES + l0..], &v[off[j] + d0..]);
+                    unsafe { half_key(&mut at, wj.as_ptr(), vj.as_ptr()) };
+                }
+            }
+        }
+        let r0 = transpose4([at[0][0], at[1][0], at[2][0], at[3][0]]);
+        let r1 = transpose4([at[0][1], at[1][1], at[2][1], at[3][1]]);
+        for (i, &r) in r0.iter().chain(&r1).enumerate() {
+            // SAFETY: as the loads above; unaligned store.
+            unsafe { v128_store(ap.add(i * hd + d0) as *mut v128, r) };
+        }
+        d0 += 4;
+    }
+    if hd4 < hd {
+        for (i, row) in acc.chunks_exact_mut(hd).enumerate() {
+            if let Some(r) = rescale {
+                let c = r[l0 + i];
+                row[hd4..].iter_mut().for_each(|a| *a *= c);
+            }
+            acc_keys_tail(row, hd4, keys, w, l0 + i, v, stride);
+        }
+    }
+}
+
+/// simd128 [`super::attn::attn_scores_rows`]: the same bits ([`wasm_simd128_attn_scores_tile`],
+/// then the tile transposed 4 x 4 into the lane-major rows).
+#[allow(clippy::too_many_arguments)]
+pub fn wasm_simd128_attn_scores_rows(
+    qt: &[f32],
+    hd: usize,
+    k: &[f32],
+    stride: usize,
+    nk: usize,
+    scale: f32,
+    rows: &mut [f32],
+    rs: usize,
+) {
+    let nk = nk.min(ATTN_TILE);
+    let mut s = [0f32; ATTN_BLOCK];
+    wasm_simd128_attn_scores_tile(qt, hd, k, stride, nk, scale, &mut s);
+    let nk4 = nk & !3;
+    for l4 in (0..ATTN_LANES).step_by(4) {
+        for j4 in (0..nk4).step_by(4) {
+            let keys: [v128; 4] = core::array::from_fn(|i| ld4(&s[(j4 + i) * ATTN_LANES + l4..]));
+            for (i, lane) in transpose4(keys).into_iter().enumerate() {
+                st4(&mut rows[(l4 + i) * rs + j4..], lane);
+            }
+        }
+        for j in nk4..nk {
+            for i in 0..4 {
+                rows[(l4 + i) * rs + j] = s[j * ATTN_LANES + l4 + i];
             }
         }
     }
+}
+
+/// simd128 [`super::attn::attn_softmax_lanes`]: the same bits. Per query the weights
+/// `e^(s_i - m)` of 4 slots at a time ([`wasm_simd128_exp_f32x4`], the bits of
+/// [`super::attn::exp_poly`]), their sum in slot order, and the weighted value rows 16
+/// columns at a time in registers (a multiply, then an add, per element and slot in slot
+/// order, as the generic loop).
+#[allow(clippy::too_many_arguments)]
+pub fn wasm_simd128_attn_softmax_lanes(
+    scores: &[f32],
+    idx: &[u16],
+    lens: &[u32],
+    k: usize,
+    v: &[f32],
+    stride: usize,
+    hd: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let mut w = [0f32; super::attn::ATTN_SELECT_MAX_K + 4];
+    for (l, &n) in lens.iter().enumerate().take(ATTN_LANES) {
+        let n = (n as usize).min(k);
+        if n > super::attn::ATTN_SELECT_MAX_K {
+            // Only the block selection's k reaches this kernel; larger ones take the generic.
+            super::attn::attn_softmax_rows(
+                &scores[l * k..][..n],
+                &idx[l * k..][..n],
+                v,
+                stride,
+                hd,
+                &mut out[l * out_stride..][..hd],
+            );
+            continue;
+        }
+        let (sc, ix) = (&scores[l * k..][..n], &idx[l * k..][..n]);
+        let o = &mut out[l * out_stride..][..hd];
+        o.fill(0.0);
+        if n == 0 {
+            continue;
+        }
+        let m = sc
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+        let mv = f32x4_splat(m);
+        for (i, c) in sc.chunks(4).enumerate() {
+            let x = [0, 1, 2, 3].map(|j| c.get(j).copied().unwrap_or(m));
+            let e = wasm_simd128_exp_f32x4(f32x4_sub(f32x4(x[0], x[1], x[2], x[3]), mv));
+            st4(&mut w[4 * i..], e);
+        }
+        let sum = w[..n].iter().fold(0.0f32, |s, &x| s + x);
+        // Every named row lies in v (the generic kernel's slices panic otherwise).
+        assert!(ix.iter().all(|&j| j as usize * stride + hd <= v.len()));
+        let hd4 = hd & !3;
+        let mut d = 0;
+        while d < hd4 {
+            let wd = (hd4 - d).min(16) / 4;
+            let mut acc = [f32x4_splat(0.0); 4];
+            for (&wi, &j) in w[..n].iter().zip(ix) {
+                let (ws, row) = (f32x4_splat(wi), &v[j as usize * stride + d..]);
+                for (a, c) in acc.iter_mut().zip(row.chunks_exact(4)).take(wd) {
+                    *a = f32x4_add(*a, f32x4_mul(ws, ld4(c)));
+                }
+            }
+            for (c, a) in o[d..].chunks_exact_mut(4).zip(&acc).take(wd) {
+                st4(c, *a);
+            }
+            d += 4 * wd;
+        }
+        for (dd, od) in o.iter_mut().enumerate().skip(hd4) {
+            for (&wi, &j) in w[..n].iter().zip(ix) {
+                *od += wi * v[j as usize * stride + dd];
+            }
+        }
+        let inv = 1.0 / sum;
+        o.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// [`super::attn::attn_rank`] of 4 lanes.
+#[inline(always)]
+fn rank4(x: v128) -> v128 {
+    let b = f32x4_add(x, f32x4_splat(0.0));
+    let r = v128_xor(b, u32x4_shr(i32x4_shr(b, 31), 1));
+    v128_bitselect(i32x4_splat(super::attn::ATTN_RANK_NAN), r, f32x4_ne(x, x))
+}
+
+/// simd128 [`super::attn::attn_topk_block`]: the same slots. The generic kernel's group
+/// bound (the two best visible scores of each of the 16 groups of keys, one group per lane
+/// of 4 vectors) and the candidates' ranks by vector compares; the exact selection of the
+/// `k`-th best as there.
+#[allow(clippy::too_many_arguments)]
+pub fn wasm_simd128_attn_topk_block(
+    row: &[f32],
+    vis: &[u16],
+    kb0: usize,
+    k: usize,
+    scores: &mut [f32],
+    idx: &mut [u16],
+    len: usize,
+    work: &mut super::attn::AttnTopkWork,
+) -> usize {
+    use super::attn::{ATTN_KEY_BLOCK, ATTN_RANK_NAN, ATTN_SELECT_MAX_K, attn_rank};
+    let k = k.min(ATTN_SELECT_MAX_K).min(scores.len()).min(idx.len());
+    let nt = vis
+        .len()
+        .min(row.len() / ATTN_TILE)
+        .min(ATTN_KEY_BLOCK / ATTN_TILE);
+    let (row, vis) = (&row[..nt * ATTN_TILE], &vis[..nt]);
+    let len = len.min(k);
+    if k == 0 {
+        return 0;
+    }
+    let ninf = f32x4_splat(f32::NEG_INFINITY);
+    let (mut m1, mut m2) = ([ninf; 4], [ninf; 4]);
+    for (x, &v) in row.chunks_exact(ATTN_TILE).zip(vis) {
+        let masks = lane_masks(v);
+        for g in 0..4 {
+            let x = v128_bitselect(ld4(&x[4 * g..]), ninf, masks[g]);
+            // if x > m1 { m2 = m1; m1 = x } else if x > m2 { m2 = x }, as generic (an
+            // invisible key is -inf, and NaN compares false: neither changes anything).
+            let (gt1, gt2) = (f32x4_gt(x, m1[g]), f32x4_gt(x, m2[g]));
+            m2[g] = v128_bitselect(m1[g], v128_bitselect(x, m2[g], gt2), gt1);
+            m1[g] = v128_bitselect(x, m1[g], gt1);
+        }
+    }
+    let m = if k <= ATTN_TILE { &m1 } else { &m2 };
+    let b = m
+        .iter()
+        .flat_map(|&v| lanes4(v))
+        .fold(f32::INFINITY, |b, x| if x < b { x } else { b });
+    let mut bound = if b > f32::NEG_INFINITY {
+        attn_rank(b)
+    } else {
+        ATTN_RANK_NAN
+    };
+    if len == k {
+        let worst = scores[..k].iter().map(|&x| attn_rank(x)).min();
+        bound = bound.max(worst.unwrap_or(ATTN_RANK_NAN));
+    }
+    // Candidates in increasing key order: the old slots, then the block.
+    let super::attn::AttnTopkWork { s, j: ci, r, w } = work;
+    let mut n = 0;
+    let mut push = |x: f32, j: usize, rank: i32| {
+        s[n] = x;
+        ci[n] = j as i32;
+        r[n] = rank;
+        n += 1;
+    };
+    for (&x, &j) in scores[..len].iter().zip(&idx[..len]) {
+        let rank = attn_rank(x);
+        if rank >= bound {
+            push(x, j as usize, rank);
+        }
+    }
+    let bv = i32x4_splat(bound);
+    for (t, (x, &v)) in row.chunks_exact(ATTN_TILE).zip(vis).enumerate() {
+        for g in 0..4 {
+            let mut m = (i32x4_bitmask(i32x4_ge(rank4(ld4(&x[4 * g..])), bv)) as u16)
+                & (v >> (4 * g))
+                & 0xF;
+            while m != 0 {
+                let i = 4 * g + m.trailing_zeros() as usize;
+                m &= m - 1;
+                let xi = x[i];
+                push(xi, kb0 + t * ATTN_TILE + i, attn_rank(xi));
+            }
+        }
+    }
+    let mut o = 0;
+    let mut keep = |i: usize| {
+        scores[o] = s[i];
+        idx[o] = ci[i] as u16;
+        o += 1;
+    };
+    if n <= k {
+        (0..n).for_each(&mut keep);
+        return n;
+    }
+    w[..n].copy_from_slice(&r[..n]);
+    let (_, &mut t, _) = w[..n].select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+    let mut ties = k - r[..n].iter().filter(|&&x| x > t).count();
+    for (i, &ri) in r[..n].iter().enumerate() {
+        if ri > t {
+            keep(i);
+        } else if ri == t && ties > 0 {
+            ties -= 1;
+            keep(i);
+        }
+    }
+    k
 }

@@ -176,9 +176,11 @@ impl Model {
         &bytemuck::cast_slice(&self.blocks)[..self.len]
     }
 
-    /// Views the file again (cheap: no copy, no CRC) and calls `f` with the encoder (run by
-    /// `kernels`) and the tokenizer: the views borrow `self`, so they are not kept between
-    /// calls.
+    /// Views the file again and calls `f` with the encoder (run by `kernels`) and the
+    /// tokenizer: the views borrow `self`, so they are not kept between calls. The file
+    /// passed every check in [`Model::new`] and never changes, so it is viewed with
+    /// [`PackedModel::parse_again`]: no copy, no CRC, none of the checks that cost
+    /// O(vocabulary) (those took about 1 ms per call).
     fn with<R>(
         &self,
         kernels: Kernels,
@@ -187,8 +189,7 @@ impl Model {
             &WordPiece<'_, topkit::format::VocabView<'_>>,
         ) -> Result<R, JsError>,
     ) -> Result<R, JsError> {
-        let pm = PackedModel::parse_with(self.bytes(), ParseOptions { verify_crc: false })
-            .map_err(core_err)?;
+        let pm = PackedModel::parse_again(self.bytes()).map_err(core_err)?;
         let layers = layers(&pm).map_err(core_err)?;
         let encoder = Encoder::from_packed(&pm, &layers)
             .map_err(core_err)?

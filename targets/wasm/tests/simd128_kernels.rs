@@ -72,7 +72,16 @@ macro_rules! test_matmul_q8_tokens {
         fn $name() {
             let mut rng = Rng(1);
             for &cols in COLS {
-                for &(rows, n) in &[(1, 1), (3, 2), (4, 3), (5, 5), (9, 16), (40, 17), (6, 40)] {
+                for &(rows, n) in &[
+                    (1, 1),
+                    (3, 2),
+                    (4, 3),
+                    (5, 5),
+                    (9, 16),
+                    (40, 17),
+                    (6, 40),
+                    (3, 300),
+                ] {
                     if cols * rows * n > 4_000_000 {
                         continue;
                     }
@@ -119,7 +128,10 @@ macro_rules! test_matmul_i8_i8_token {
         fn $name() {
             let mut rng = Rng(2);
             for &cols in COLS {
-                for &(rows, n) in &[(2, 1), (7, 3), (12, 33)] {
+                for &(rows, n) in &[(2, 1), (7, 3), (12, 33), (3, 270)] {
+                    if cols * rows * n > 4_000_000 {
+                        continue;
+                    }
                     let q = rng.i8s(rows * cols);
                     let scales: Vec<f32> = (0..rows).map(|_| rng.f32(0.1).abs() + 1e-4).collect();
                     let x = rng.activations(n * cols);
@@ -152,7 +164,10 @@ macro_rules! test_accumulate_q8_tokens {
             let mut rng = Rng(3);
             for &cols in &[1usize, 7, 8, 9, 13, 16, 40, 384] {
                 for &k in &[0usize, 1, 2, 5, 64, 65, 600] {
-                    for &n in &[1usize, 3, 4, 7, 16] {
+                    for &n in &[1usize, 3, 4, 7, 16, 17, 70, 300] {
+                        if k * cols * n > 2_000_000 {
+                            continue;
+                        }
                         let q = rng.i8s(k * cols);
                         let hq = rng.q8s(n * k);
                         let hs: Vec<f32> = (0..n).map(|_| rng.f32(0.1).abs() + 1e-4).collect();
@@ -366,6 +381,186 @@ macro_rules! test_attn_dense_tile {
     };
 }
 
+/// The fused dense int8 feed-forward: `$f` gives the bits of the unfused fast kernels (the
+/// generic int8 products, the simd128 GELU of `activate_slice_by`, each unit times its
+/// `down_t` row scale, one int8 scale per token and 64 units), with and without biases, over
+/// widths around the 8-column loads, token counts around the groups of 16 and past one
+/// pass; shapes it does not take (`d_ff` not a multiple of 64, `d` over its maximum) must
+/// be refused without touching the output.
+macro_rules! test_ffn_q8 {
+    ($name:ident, $f:path) => {
+        #[wasm_bindgen_test]
+        fn $name() {
+            use topkit::kernels::Kernels;
+            let mut rng = Rng(9);
+            let cases: &[(usize, usize, usize)] = &[
+                (1, 64, 1),
+                (7, 64, 5),
+                (8, 128, 16),
+                (13, 64, 17),
+                (40, 192, 33),
+                (64, 64, 300),
+                (384, 128, 20),
+                (1024, 64, 3),
+                (16, 100, 4),
+                (1100, 64, 2),
+            ];
+            for &(d, d_ff, n) in cases {
+                for (act, biased) in [
+                    (Activation::GeluErf, true),
+                    (Activation::Relu, false),
+                ] {
+                    let uq = rng.i8s(d_ff * d);
+                    let us: Vec<f32> = (0..d_ff).map(|_| rng.f32(0.02).abs() + 1e-3).collect();
+                    let ub: Vec<f32> = (0..d_ff).map(|_| rng.f32(0.5)).collect();
+                    let dq = rng.i8s(d_ff * d);
+                    let ds: Vec<f32> = (0..d_ff).map(|_| rng.f32(0.02).abs() + 1e-3).collect();
+                    let db: Vec<f32> = (0..d).map(|_| rng.f32(0.5)).collect();
+                    let x = rng.activations(n * d);
+                    let w8 = |q, s| Matrix::new(d_ff, d, Weights::I8 { q, scales: s }).unwrap();
+                    let (up, down_t) = (w8(&uq, &us), w8(&dq, &ds));
+                    let ub = biased.then_some(ub.as_slice());
+                    let out0: Vec<f32> = (0..n * d)
+                        .map(|i| if biased { db[i % d] } else { 0.0 })
+                        .collect();
+                    let mut got = out0.clone();
+                    let fused = $f(&up, ub, act, &down_t, &x, n, &mut got);
+                    if d_ff % 64 != 0 || d > 1024 {
+                        assert!(!fused, "d {d} d_ff {d_ff}: not the fused kernel's shape");
+                        assert_eq!(bits(&got), bits(&out0), "d {d} d_ff {d_ff}: output touched");
+                        continue;
+                    }
+                    assert!(fused, "d {d} d_ff {d_ff}");
+                    let nb = kernels::qt_blocks(d);
+                    let mut want = out0.clone();
+                    for t in 0..n {
+                        let (xt, ot) = (&x[t * d..(t + 1) * d], &mut want[t * d..(t + 1) * d]);
+                        let (mut xq, mut xs) = (vec![0i8; d], vec![0f32; nb]);
+                        kernels::quantize_i8_token(xt, &mut xq, &mut xs);
+                        let mut h = vec![0f32; d_ff];
+                        kernels::matmul_q8_tokens(&up, &xq, &xs, 1, ub, &mut h);
+                        kernels::activate_slice_by(Kernels::Fast, act, &mut h);
+                        for (j0, hb) in h.chunks_mut(64).enumerate() {
+                            let j0 = j0 * 64;
+                            for (v, &sc) in hb.iter_mut().zip(&ds[j0..]) {
+                                *v *= sc;
+                            }
+                            let (mut hq, mut hs) = (vec![0i8; hb.len()], [0f32]);
+                            kernels::quantize_i8_token(hb, &mut hq, &mut hs);
+                            let dqb = &dq[j0 * d..(j0 + hb.len()) * d];
+                            kernels::accumulate_q8_tokens(ot, dqb, d, &hq, &hs, 1);
+                        }
+                    }
+                    assert_eq!(bits(&got), bits(&want), "d {d} d_ff {d_ff} n {n} {act:?}");
+                }
+            }
+        }
+    };
+}
+
+/// `attn_scores_rows`: `$f` gives the generic bits (tiles of 0 to 16 keys, row strides past
+/// the tile, entries past `nk` untouched).
+macro_rules! test_attn_scores_rows {
+    ($name:ident, $f:path) => {
+        #[wasm_bindgen_test]
+        fn $name() {
+            let mut rng = Rng(10);
+            for hd in [1usize, 4, 7, 32, 64] {
+                for nk in 0..=ATTN_TILE {
+                    let c = attn_case(&mut rng, hd, nk, 0);
+                    let rs = ATTN_TILE + (rng.next() % 20) as usize;
+                    let r0: Vec<f32> = (0..ATTN_LANES * rs).map(|_| rng.f32(9.0)).collect();
+                    let (mut want, mut got) = (r0.clone(), r0);
+                    let scale = 0.3;
+                    attn::attn_scores_rows(&c.qt, hd, &c.k, c.stride, nk, scale, &mut want, rs);
+                    $f(&c.qt, hd, &c.k, c.stride, nk, scale, &mut got, rs);
+                    assert_eq!(bits(&got), bits(&want), "hd {hd} nk {nk} rs {rs}");
+                }
+            }
+        }
+    };
+}
+
+/// `attn_softmax_lanes`: `$f` gives the generic bits (kept slots from none to `k`, score
+/// ranges that reach the exponential's limits, head widths around the vector width, rows in
+/// any order, repeated rows).
+macro_rules! test_attn_softmax_lanes {
+    ($name:ident, $f:path) => {
+        #[wasm_bindgen_test]
+        fn $name() {
+            let mut rng = Rng(11);
+            for hd in [1usize, 3, 4, 16, 20, 32, 64, 100] {
+                for k in [1usize, 5, 8, 32] {
+                    let nv = 40;
+                    let stride = hd + (rng.next() % 3) as usize;
+                    let v: Vec<f32> = (0..nv * stride).map(|_| rng.f32(3.0)).collect();
+                    let m = [1.0f32, 30.0, 200.0][rng.next() as usize % 3];
+                    let scores: Vec<f32> = (0..ATTN_LANES * k).map(|_| rng.f32(m)).collect();
+                    let idx: Vec<u16> =
+                        (0..ATTN_LANES * k).map(|_| (rng.next() % nv as u32) as u16).collect();
+                    let lens: Vec<u32> =
+                        (0..ATTN_LANES).map(|l| if l == 3 { 0 } else { rng.next() % (k as u32 + 1) }).collect();
+                    let os = hd + 2;
+                    let o0: Vec<f32> = (0..ATTN_LANES * os).map(|_| rng.f32(1.0)).collect();
+                    let (mut want, mut got) = (o0.clone(), o0);
+                    attn::attn_softmax_lanes(&scores, &idx, &lens, k, &v, stride, hd, &mut want, os);
+                    $f(&scores, &idx, &lens, k, &v, stride, hd, &mut got, os);
+                    assert_eq!(bits(&got), bits(&want), "hd {hd} k {k}");
+                }
+            }
+        }
+    };
+}
+
+/// `attn_topk_block`: `$f` keeps the generic slots (scores and key indices), block after
+/// block, for `k` from 1 to the block maximum, visibility patterns of every kind, and scores
+/// with ties, `-0.0`, infinities and NaN.
+macro_rules! test_attn_topk_block {
+    ($name:ident, $f:path) => {
+        #[wasm_bindgen_test]
+        fn $name() {
+            let mut rng = Rng(12);
+            let mut work = attn::AttnTopkWork::new();
+            for k in [1usize, 2, 7, 16, 17, 31, 32] {
+                for pattern in 0..5u32 {
+                    let (mut ws, mut wi) = (vec![0f32; k], vec![0u16; k]);
+                    let (mut gs, mut gi) = (vec![0f32; k], vec![0u16; k]);
+                    let (mut wl, mut gl) = (0, 0);
+                    for block in 0..4 {
+                        let nt = [16usize, 3, 1, 8][block];
+                        let row: Vec<f32> = (0..nt * ATTN_TILE)
+                            .map(|_| match rng.next() % 16 {
+                                0 => f32::NAN,
+                                1 => f32::INFINITY,
+                                2 => f32::NEG_INFINITY,
+                                3 => -0.0,
+                                4 => 0.0,
+                                5 | 6 => 1.5,
+                                _ => rng.f32(8.0),
+                            })
+                            .collect();
+                        let vis: Vec<u16> = (0..nt)
+                            .map(|t| match pattern {
+                                0 => u16::MAX,
+                                1 => u16::MAX << (t % 16),
+                                2 => rng.next() as u16,
+                                3 => 0,
+                                _ => 1 << (rng.next() % 16),
+                            })
+                            .collect();
+                        let kb0 = block * 256;
+                        wl = attn::attn_topk_block(&row, &vis, kb0, k, &mut ws, &mut wi, wl, &mut work);
+                        gl = $f(&row, &vis, kb0, k, &mut gs, &mut gi, gl, &mut work);
+                        assert_eq!(gl, wl, "k {k} pattern {pattern} block {block}: length");
+                        assert_eq!(bits(&gs[..gl]), bits(&ws[..wl]), "k {k} pattern {pattern} block {block}");
+                        assert_eq!(gi[..gl], wi[..wl], "k {k} pattern {pattern} block {block}");
+                    }
+                }
+            }
+        }
+    };
+}
+
 test_matmul_q8_tokens!(matmul_q8_tokens, kernels::wasm_simd128_matmul_q8_tokens);
 test_matmul_i8_i8_token!(matmul_i8_i8_token, kernels::wasm_simd128_matmul_i8_i8_token);
 test_accumulate_q8_tokens!(
@@ -374,6 +569,10 @@ test_accumulate_q8_tokens!(
 );
 test_quantize_i8_token!(quantize_i8_token, kernels::wasm_simd128_quantize_i8_token);
 test_gelu_erf!(gelu_erf, kernels::wasm_simd128_gelu_erf);
+test_ffn_q8!(ffn_q8, kernels::wasm_simd128_ffn_q8);
 test_exp_f32x4!(exp_f32x4, kernels::wasm_simd128_exp_f32x4);
 test_attn_scores_tile!(attn_scores_tile, kernels::wasm_simd128_attn_scores_tile);
 test_attn_dense_tile!(attn_dense_tile, kernels::wasm_simd128_attn_dense_tile);
+test_attn_scores_rows!(attn_scores_rows, kernels::wasm_simd128_attn_scores_rows);
+test_attn_softmax_lanes!(attn_softmax_lanes, kernels::wasm_simd128_attn_softmax_lanes);
+test_attn_topk_block!(attn_topk_block, kernels::wasm_simd128_attn_topk_block);

@@ -572,18 +572,50 @@ fn no_truncation_or_byte_flip_panics() {
             m[i] ^= x;
             writer::reseal(&mut m);
             let a = AlignedBytes::new(m.clone());
-            if let Ok(p) = PackedModel::parse(a.as_slice()) {
-                // Whatever parses must be safe to use.
+            // Whatever parses must be safe to use, also without the tokenizer's checks.
+            for p in [
+                PackedModel::parse(a.as_slice()),
+                PackedModel::parse_again(a.as_slice()),
+            ]
+            .into_iter()
+            .flatten()
+            {
                 for t in p.tensors() {
                     let _ = t.view();
                 }
                 let v = p.tokenizer().vocab();
-                for id in 0..v.len() as u32 {
+                for id in 0..v.len() as u32 + 2 {
                     let _ = v.find(v.token(id).unwrap_or(""));
+                    let _ = v.sorted_id(id as usize);
                 }
             }
             m[i] ^= x;
         }
+    }
+}
+
+/// `parse_again` views a file `parse` accepted the same way: the same tensors and the same
+/// tokenizer lookups.
+#[test]
+fn parse_again_views_an_accepted_file_alike() {
+    let a = AlignedBytes::new(valid());
+    let (p, q) = (
+        PackedModel::parse(a.as_slice()).unwrap(),
+        PackedModel::parse_again(a.as_slice()).unwrap(),
+    );
+    assert_eq!(p.tensor_count(), q.tensor_count());
+    for (t, u) in p.tensors().zip(q.tensors()) {
+        assert_eq!(
+            (t.name, t.shape(), t.bytes()),
+            (u.name, u.shape(), u.bytes())
+        );
+    }
+    let (v, w) = (p.tokenizer().vocab(), q.tokenizer().vocab());
+    assert_eq!(v.len(), w.len());
+    for id in 0..v.len() as u32 {
+        let tok = v.token(id).unwrap();
+        assert_eq!(w.token(id), Some(tok));
+        assert_eq!(w.find(tok), Some(id));
     }
 }
 
