@@ -449,7 +449,7 @@ const ACC_COLS: usize = 128;
 /// `cols` int8 values (a block of rows of a transposed weight matrix such as `down_t`), `out`
 /// is `n x cols` (`cols <= Q8_MAX_COLS`). The sums are exact i32 (for `k <= 131072`), then one
 /// multiply and one add per element, so arch kernels give the same bits. The columns go
-/// [`ACC_COLS`] at a time (the sums are exact, so the bits do not depend on it).
+/// `ACC_COLS` (128) at a time (the sums are exact, so the bits do not depend on it).
 pub fn accumulate_q8_tokens(
     out: &mut [f32],
     q: &[i8],

@@ -860,9 +860,13 @@ fn down_tile<const TT: usize>(
     let mut acc: [__m512i; TT] = core::array::from_fn(|t| _mm512_set1_epi32(hcorr[t0 + t]));
     for j4 in 0..UNITS / 4 {
         let wv = _mm512_xor_si512(load_4x16_transposed(q, 4 * j4, d, c0, idx), flip);
-        let hq = &hpk[j4 * T + t0..j4 * T + t0 + TT];
-        for (a, &hv) in acc.iter_mut().zip(hq) {
-            *a = _mm512_dpbusd_epi32(*a, wv, _mm512_set1_epi32(hv as i32));
+        // A fixed-size view and a loop of exactly TT steps, so that the accumulators stay in
+        // registers wherever this is inlined.
+        let Ok(hq) = <&[u32; TT]>::try_from(&hpk[j4 * T + t0..j4 * T + t0 + TT]) else {
+            return;
+        };
+        for t in 0..TT {
+            acc[t] = _mm512_dpbusd_epi32(acc[t], wv, _mm512_set1_epi32(hq[t] as i32));
         }
     }
     for (t, a) in acc.iter().enumerate() {
@@ -892,7 +896,9 @@ fn ffn_q8_vnni(
     d: usize,
     d_ff: usize,
     out: &mut [f32],
-    (px, sx, per_pass): (&mut [u32], &mut [f32], usize),
+    px: &mut [u32],
+    sx: &mut [f32],
+    per_pass: usize,
 ) {
     const NB: usize = FFN_MAX_D / QB;
     let (gw, nb) = (d / 4 * T, generic::qt_blocks(d));
@@ -1027,11 +1033,10 @@ pub fn x86_avx512_ffn_q8(
     let (pw, rest) = scratch.split_at_mut(groups * d / 4 * T);
     let px: &mut [u32] = bytemuck::cast_slice_mut(pw);
     let sx = &mut rest[..groups * generic::qt_blocks(d) * T];
-    let pass = (px, sx, groups);
     // SAFETY: the CPU has AVX-512 F, BW, VNNI and VBMI (checked above).
     unsafe {
         ffn_q8_vnni(
-            up_q, up_s, up_bias, act, down_q, down_s, x, n, d, d_ff, out, pass,
+            up_q, up_s, up_bias, act, down_q, down_s, x, n, d, d_ff, out, px, sx, groups,
         )
     };
     true
