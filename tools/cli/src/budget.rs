@@ -364,7 +364,7 @@ fn print_text(
     );
     outln!("");
     outln!(
-        "RAM plan (topkit::plan, {}; every buffer padded to 16 bytes)",
+        "RAM plan (topkit::plan_with, {}; every buffer padded to 16 bytes)",
         if plan.decoder {
             "decoder layout: KV cache of all layers, one chunk at a time"
         } else {

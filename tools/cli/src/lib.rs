@@ -101,8 +101,9 @@ pub enum Command {
     ///
     /// Prints every working buffer of the core's memory plan (topkit::try_plan_with, for the
     /// chosen kernels) with its phase and size, the peak (the arena to provide), the N x N
-    /// score matrix vanilla attention would need, and the flash the packed file takes. With --ram and/or --flash, exits 0 if
-    /// the model fits and 1 if not, naming the buffer that overflows. SIZE is a byte count
+    /// score matrix vanilla attention would need, and the flash the packed file takes. With
+    /// --ram and/or --flash, exits 0 if the model fits and 1 if not, naming the buffer that
+    /// overflows. SIZE is a byte count
     /// with an optional binary suffix: 65536, 64K (= 65536), 4M (= 4 * 1024 * 1024), 1G.
     Budget {
         /// Packed model file.
