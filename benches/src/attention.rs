@@ -9,7 +9,9 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use topkit::attention::{AttnDims, AttnParams, AttnScratch, Keys, attention_with, scratch_bytes};
+use topkit::attention::{
+    AttnDims, AttnParams, AttnScratch, Keys, attention_with, fast_scratch_bytes, scratch_bytes,
+};
 use topkit::kernels::Kernels;
 use topkit::{Arena, ArenaStorage};
 
@@ -77,10 +79,13 @@ pub fn run(args: &[String]) -> Result<()> {
                     k_attn,
                     chunk: 16,
                 };
-                let mut storage = Box::new(ArenaStorage::<8192>::new());
+                let mut storage = Box::new(ArenaStorage::<65536>::new());
                 let mut arena: Arena<'_> = storage.arena();
-                assert!(scratch_bytes(&p) <= 8192);
-                let mut s = AttnScratch::new(&mut arena, &p)?;
+                assert!(scratch_bytes(&p) + fast_scratch_bytes(&p, n) <= 65536);
+                let mut s = match kern {
+                    Kernels::Reference => AttnScratch::new(&mut arena, &p)?,
+                    Kernels::Fast => AttnScratch::new_fast(&mut arena, &p, n)?,
+                };
                 let t = Instant::now();
                 // One layer: the queries chunk by chunk, as the encoder calls it.
                 for start in (0..n).step_by(16) {

@@ -209,8 +209,11 @@ pub fn run(args: &[String]) -> Result<()> {
                                     k_attn: st.k_attn,
                                     k_ff: None,
                                 };
-                                let plan = s.plan(&run)?;
+                                // Checks the run's arguments.
+                                s.plan(&run)?;
+                                // The arena of the plan of the kernels this setting runs.
                                 let enc = s.encoder.with_kernels(st.kernels);
+                                let plan = enc.plan(&run).map_err(|e| anyhow!("{e}"))?;
                                 Ok((s, enc, run, ArenaBuf::for_plan(&plan)))
                             })
                             .collect::<Result<_>>()?;

@@ -36,7 +36,11 @@
 //!   before they reach the heap of [`TopK`]; the kept rows are summed in heap order.
 //!
 //! Both keep the promises above (ties, masks, chunk independence). Heads wider than
-//! [`ATTN_MAX_HEAD_DIM`] run the reference loops.
+//! [`ATTN_MAX_HEAD_DIM`] run the reference loops. The block buffers (transposed queries,
+//! accumulators, lane-major scores, candidates) are a second part of the scratch,
+//! [`fast_scratch_bytes`], taken by [`AttnScratch::new_fast`]; the key blocks of the top-k
+//! path hold [`fast_key_block`] keys (fewer than [`ATTN_KEY_BLOCK`] for a short context; the
+//! kept keys do not depend on it).
 //!
 //! Grouped KV heads: query head `h` reads KV head `h / (n_heads / n_kv_heads)`. Scores are
 //! `q . k / sqrt(head_dim)`.
@@ -58,7 +62,7 @@ pub const MAX_KEYS: usize = 1 << 16;
 /// Keys streamed per tile: a tile's rows stay in cache while every query of the chunk uses them.
 const KEY_TILE: usize = 16;
 
-/// Tiles per key block of the fast top-k path (the stride of its per-lane visibility masks).
+/// Most tiles per key block of the fast top-k path.
 const VIS_STRIDE: usize = ATTN_KEY_BLOCK / ATTN_TILE;
 
 /// Head layout of one attention layer.
@@ -133,6 +137,57 @@ pub const fn scratch_bytes(p: &AttnParams) -> usize {
     }
 }
 
+/// Keys per block of the fast top-k path when calls see at most `max_keys` keys: whole tiles
+/// of [`ATTN_TILE`] (16) covering them, at most [`ATTN_KEY_BLOCK`] (256).
+pub const fn fast_key_block(max_keys: usize) -> usize {
+    let kb = max_keys.div_ceil(ATTN_TILE) * ATTN_TILE;
+    if kb < ATTN_TILE {
+        ATTN_TILE
+    } else if kb > ATTN_KEY_BLOCK {
+        ATTN_KEY_BLOCK
+    } else {
+        kb
+    }
+}
+
+/// The parts of the fast scratch for `p` and key blocks of `kb` keys, in f32 words:
+/// transposed queries, then per path (dense: accumulators and a tile of scores; top-k with
+/// `k <= ATTN_SELECT_MAX_K`: lane-major scores, per-lane visibility and the candidates; larger
+/// `k`: a tile of scores). All zero when the fast kernels run the reference loops (heads wider
+/// than [`ATTN_MAX_HEAD_DIM`]).
+const fn fast_parts(p: &AttnParams, kb: usize) -> [usize; 4] {
+    let hd = p.dims.head_dim;
+    if hd > ATTN_MAX_HEAD_DIM {
+        return [0; 4];
+    }
+    let qt = ATTN_LANES * hd;
+    match p.k_attn {
+        None => [qt, ATTN_LANES * hd, ATTN_BLOCK, 0],
+        Some(k) if k <= ATTN_SELECT_MAX_K => {
+            let vis = padded(2 * ATTN_LANES * (kb / ATTN_TILE)) / 4;
+            [qt, ATTN_LANES * kb, vis, AttnTopkWork::words(k, kb)]
+        }
+        Some(_) => [qt, ATTN_BLOCK, 0, 0],
+    }
+}
+
+/// Bytes of the [`Kernels::Fast`] part of an attention scratch (what [`AttnScratch::new_fast`]
+/// takes after [`scratch_bytes`]) for calls with parameters `p` over at most `max_keys` keys.
+/// With `hd = head_dim`, `L = ATTN_LANES` (16 queries per block) and `kb =
+/// fast_key_block(max_keys)`:
+///
+/// - dense: `4 L hd` (the block's queries, transposed) `+ 4 L hd` (its accumulators) `+ 4 *
+///   256` (a tile of scores);
+/// - top-k, `k <= 32`: `4 L hd + 4 L kb` (a block of keys' scores, lane-major) `+ padded(2 L
+///   kb / 16)` (per-lane visibility) `+ 16 (min(k, 32) + kb + 16)` (one lane's candidates);
+/// - top-k, larger `k`: `4 L hd + 4 * 256`.
+///
+/// 0 for heads wider than [`ATTN_MAX_HEAD_DIM`] (the reference loops run). A multiple of 16.
+pub const fn fast_scratch_bytes(p: &AttnParams, max_keys: usize) -> usize {
+    let w = fast_parts(p, fast_key_block(max_keys));
+    4 * (w[0] + w[1] + w[2] + w[3])
+}
+
 /// Working buffers of an attention call, sliced from the arena.
 pub struct AttnScratch<'a> {
     /// Top-k: `C*k` kept scores. Dense: running maximum (`C`) then running sum (`C`).
@@ -145,10 +200,16 @@ pub struct AttnScratch<'a> {
     chunk: usize,
     /// Slots per query (top-k), `None` for dense.
     k: Option<usize>,
+    /// [`Kernels::Fast`]'s block buffers (and, in the engine, the int8 activations of the
+    /// projections), f32 words; empty when made by [`AttnScratch::new`].
+    fast: &'a mut [f32],
+    /// Keys per block of the fast top-k path ([`fast_key_block`]).
+    key_block: usize,
 }
 
 impl<'a> AttnScratch<'a> {
-    /// Takes exactly [`scratch_bytes`] from the arena.
+    /// Takes exactly [`scratch_bytes`] from the arena: the buffers of [`Kernels::Reference`]
+    /// (a call with [`Kernels::Fast`] then fails, see [`AttnScratch::new_fast`]).
     pub fn new(arena: &mut Arena<'a>, p: &AttnParams) -> Result<Self, Error> {
         check_params(p)?;
         let c = p.chunk;
@@ -166,6 +227,8 @@ impl<'a> AttnScratch<'a> {
                     lens,
                     chunk: c,
                     k: Some(k),
+                    fast: &mut [],
+                    key_block: ATTN_KEY_BLOCK,
                 })
             }
             None => {
@@ -179,9 +242,46 @@ impl<'a> AttnScratch<'a> {
                     lens: &mut [],
                     chunk: c,
                     k: None,
+                    fast: &mut [],
+                    key_block: ATTN_KEY_BLOCK,
                 })
             }
         }
+    }
+
+    /// Takes [`scratch_bytes`] and then [`fast_scratch_bytes`]`(p, max_keys)` from the arena:
+    /// the buffers of both kernel choices, for calls over at most `max_keys` keys (more keys
+    /// still work, in more key blocks).
+    pub fn new_fast(arena: &mut Arena<'a>, p: &AttnParams, max_keys: usize) -> Result<Self, Error> {
+        Self::with_fast(arena, p, max_keys, fast_scratch_bytes(p, max_keys))
+    }
+
+    /// [`AttnScratch::new`], then `fast_bytes` (0, or at least [`fast_scratch_bytes`]`(p,
+    /// max_keys)`) of fast buffers: the engine's attention phase, whose fast buffers also hold
+    /// the int8 activations of its projections ([`AttnScratch::fast_words`]).
+    pub(crate) fn with_fast(
+        arena: &mut Arena<'a>,
+        p: &AttnParams,
+        max_keys: usize,
+        fast_bytes: usize,
+    ) -> Result<Self, Error> {
+        let mut s = Self::new(arena, p)?;
+        if fast_bytes > 0 {
+            if fast_bytes < fast_scratch_bytes(p, max_keys) {
+                return Err(Error::InvalidConfig(
+                    "attention fast buffers smaller than fast_scratch_bytes",
+                ));
+            }
+            s.fast = arena.take(fast_bytes / 4)?;
+            s.key_block = fast_key_block(max_keys);
+        }
+        Ok(s)
+    }
+
+    /// The fast buffers, free between attention calls (the engine quantizes the projections'
+    /// inputs there).
+    pub(crate) fn fast_words(&mut self) -> &mut [f32] {
+        self.fast
     }
 
     /// Whether these buffers can serve an attention call with parameters `p`.
@@ -322,6 +422,14 @@ pub fn attention_with(
         keys,
     };
     let fast = kernels == Kernels::Fast && d.head_dim <= ATTN_MAX_HEAD_DIM;
+    let parts = fast_parts(p, scratch.key_block);
+    if fast && scratch.fast.len() < parts.iter().sum() {
+        return Err(Error::InvalidConfig(
+            "attention scratch was made without the fast kernels' buffers (AttnScratch::new_fast)",
+        ));
+    }
+    // Out of the scratch while the fast paths run (they borrow both), back at the end.
+    let fast_words = core::mem::take(&mut scratch.fast);
     let mut c0 = 0;
     while c0 < n_q {
         let c1 = n_q.min(c0 + p.chunk);
@@ -332,23 +440,26 @@ pub fn attention_with(
             // The path follows the requested k, not k.min(n), so that a query's kept rows (and
             // their summation order) do not depend on the number of keys it cannot see.
             (Some(k), true) if k <= ATTN_SELECT_MAX_K => {
-                ctx.fast_topk_chunk(d.n_heads, k.min(n), qc, pos0, scratch, oc)
+                let (kb, w) = (scratch.key_block, &mut *fast_words);
+                ctx.fast_topk_chunk(d.n_heads, k.min(n), qc, pos0, scratch, (w, kb), oc)
             }
             _ => {
                 for h in 0..d.n_heads {
+                    let w = &mut *fast_words;
                     match (p.k_attn, fast) {
                         (Some(k), false) => ctx.topk_head(h, k.min(n), qc, pos0, scratch, oc),
                         (None, false) => ctx.dense_head(h, qc, pos0, scratch, oc),
                         (Some(k), true) => {
-                            ctx.fast_topk_heap_head(h, k.min(n), qc, pos0, scratch, oc)
+                            ctx.fast_topk_heap_head(h, k.min(n), qc, pos0, scratch, w, oc)
                         }
-                        (None, true) => ctx.fast_dense_head(h, qc, pos0, oc),
+                        (None, true) => ctx.fast_dense_head(h, qc, pos0, w, oc),
                     }
                 }
             }
         }
         c0 = c1;
     }
+    scratch.fast = fast_words;
     Ok(())
 }
 
@@ -551,19 +662,23 @@ impl Ctx<'_> {
 
     /// Dense head `h` for one chunk of queries `qc` (the first at `pos0`), into `oc`, by the
     /// block kernels: per block of lanes, the blocked online softmax over the key tiles.
-    #[inline(never)] // large stack buffers: keep them out of the callers' frames
-    fn fast_dense_head(&self, h: usize, qc: &[f32], pos0: usize, oc: &mut [f32]) {
+    /// Its block buffers are in `fast` ([`fast_parts`]: transposed queries, accumulators, a
+    /// tile of scores).
+    fn fast_dense_head(&self, h: usize, qc: &[f32], pos0: usize, fast: &mut [f32], oc: &mut [f32]) {
         let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
         let nc = qc.len() / q_dim;
         let kvh = h / self.group;
-        let mut qt = [0f32; ATTN_LANES * ATTN_MAX_HEAD_DIM];
-        let mut sc = [0f32; ATTN_BLOCK];
+        let (qt, rest) = fast.split_at_mut(ATTN_LANES * hd);
+        let (acc, rest) = rest.split_at_mut(ATTN_LANES * hd);
+        let Ok(sc) = <&mut [f32; ATTN_BLOCK]>::try_from(&mut rest[..ATTN_BLOCK]) else {
+            return;
+        };
         let mut vis = [0u16; ATTN_TILE];
-        let mut st = AttnDenseState::new();
+        let mut st = AttnDenseState::new(acc);
         for g0 in (0..nc).step_by(ATTN_LANES) {
             let lanes = ATTN_LANES.min(nc - g0);
             let gpos = pos0.saturating_add(g0);
-            attn_transpose_queries(&qc[g0 * q_dim + h * hd..], q_dim, lanes, hd, &mut qt);
+            attn_transpose_queries(&qc[g0 * q_dim + h * hd..], q_dim, lanes, hd, qt);
             st.max = [f32::NEG_INFINITY; ATTN_LANES];
             st.sum = [0.0; ATTN_LANES];
             st.acc[..lanes * hd].fill(0.0);
@@ -574,8 +689,8 @@ impl Ctx<'_> {
                     continue;
                 }
                 let o = t0 * kv_dim + kvh * hd;
-                scores_tile_fast(&qt, hd, &self.keys.k[o..], kv_dim, nk, self.scale, &mut sc);
-                dense_tile_fast(&sc, &vis, nk, &self.keys.v[o..], kv_dim, hd, &mut st);
+                scores_tile_fast(qt, hd, &self.keys.k[o..], kv_dim, nk, self.scale, sc);
+                dense_tile_fast(sc, &vis, nk, &self.keys.v[o..], kv_dim, hd, &mut st);
             }
             for l in 0..lanes {
                 let out = &mut oc[(g0 + l) * q_dim + h * hd..][..hd];
@@ -590,10 +705,10 @@ impl Ctx<'_> {
         }
     }
 
-    /// Visibility of the keys `kb0..kb1` (whole tiles from `kb0`) to the lanes `0..lanes` of a
-    /// block whose first query is at `pos0`: `valid[t]` has bit `j` when key
-    /// `kb0 + t * ATTN_TILE + j` exists and is not padding (what every lane sees without a
-    /// causal mask); when causal, `vis[lane * VIS_STRIDE + t]` is that lane's part of it.
+    /// Visibility of the keys `kb0..kb1` (whole tiles from `kb0`, at most [`VIS_STRIDE`]) to
+    /// the lanes `0..lanes` of a block whose first query is at `pos0`: `valid[t]` has bit `j`
+    /// when key `kb0 + t * ATTN_TILE + j` exists and is not padding (what every lane sees
+    /// without a causal mask); when causal, `vis[lane * stride + t]` is that lane's part of it.
     /// Returns, per tile, whether any lane sees any of its keys (bit `t`).
     fn lane_vis(
         &self,
@@ -601,7 +716,7 @@ impl Ctx<'_> {
         pos0: usize,
         lanes: usize,
         valid: &mut [u16; VIS_STRIDE],
-        vis: &mut [u16; ATTN_LANES * VIS_STRIDE],
+        (vis, stride): (&mut [u16], usize),
     ) -> u16 {
         let mut any = 0u16;
         for (t, t0) in (kb0..kb1).step_by(ATTN_TILE).enumerate() {
@@ -628,7 +743,7 @@ impl Ctx<'_> {
                     } else {
                         m
                     };
-                    vis[l * VIS_STRIDE + t] = ml;
+                    vis[l * stride + t] = ml;
                     seen |= ml;
                 }
             }
@@ -644,8 +759,9 @@ impl Ctx<'_> {
     /// block of lanes and block of [`ATTN_KEY_BLOCK`] keys, the lane-major scores of the visible
     /// tiles, then each lane's slots merged with the block
     /// ([`crate::kernels::attn::attn_topk_block`]: exact top-k, slots in key order), then the
-    /// softmax over the slots. The block buffers are made once per chunk, for all heads.
-    #[inline(never)] // large stack buffers: keep them out of the callers' frames
+    /// softmax over the slots. The block buffers, in `fast` ([`fast_parts`] for blocks of `kb`
+    /// keys), serve the whole chunk, all heads.
+    #[allow(clippy::too_many_arguments)]
     fn fast_topk_chunk(
         &self,
         n_heads: usize,
@@ -653,28 +769,32 @@ impl Ctx<'_> {
         qc: &[f32],
         pos0: usize,
         s: &mut AttnScratch<'_>,
+        (fast, kb): (&mut [f32], usize),
         oc: &mut [f32],
     ) {
         let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
         let nc = qc.len() / q_dim;
-        let mut qt = [0f32; ATTN_LANES * ATTN_MAX_HEAD_DIM];
-        let mut rows = [0f32; ATTN_LANES * ATTN_KEY_BLOCK];
+        let stride = kb / ATTN_TILE;
+        let (qt, rest) = fast.split_at_mut(ATTN_LANES * hd);
+        let (rows, rest) = rest.split_at_mut(ATTN_LANES * kb);
+        let (vis, rest) = rest.split_at_mut(padded(2 * ATTN_LANES * stride) / 4);
+        let vis: &mut [u16] = bytemuck::cast_slice_mut(vis);
         let mut valid = [0u16; VIS_STRIDE];
-        let mut vis = [0u16; ATTN_LANES * VIS_STRIDE];
-        let mut work = AttnTopkWork::new();
+        let mut work = AttnTopkWork::new(&mut rest[..AttnTopkWork::words(k, kb)]);
         for h in 0..n_heads {
             let kvh = h / self.group;
             for g0 in (0..nc).step_by(ATTN_LANES) {
                 let lanes = ATTN_LANES.min(nc - g0);
                 let gpos = pos0.saturating_add(g0);
-                attn_transpose_queries(&qc[g0 * q_dim + h * hd..], q_dim, lanes, hd, &mut qt);
+                attn_transpose_queries(&qc[g0 * q_dim + h * hd..], q_dim, lanes, hd, qt);
                 let lens = &mut s.lens[g0..g0 + lanes];
                 lens.fill(0);
                 let end = self.key_end(gpos.saturating_add(lanes - 1));
-                for kb0 in (0..end).step_by(ATTN_KEY_BLOCK) {
-                    let kb1 = end.min(kb0 + ATTN_KEY_BLOCK);
+                for kb0 in (0..end).step_by(kb) {
+                    let kb1 = end.min(kb0 + kb);
                     let nt = (kb1 - kb0).div_ceil(ATTN_TILE);
-                    let any = self.lane_vis((kb0, kb1), gpos, lanes, &mut valid, &mut vis);
+                    let lv = (&mut *vis, stride);
+                    let any = self.lane_vis((kb0, kb1), gpos, lanes, &mut valid, lv);
                     if any == 0 {
                         continue;
                     }
@@ -683,20 +803,11 @@ impl Ctx<'_> {
                         let nk = ATTN_TILE.min(kb1 - t0);
                         let k_rows = &self.keys.k[t0 * kv_dim + kvh * hd..];
                         let r = &mut rows[t * ATTN_TILE..];
-                        scores_rows_fast(
-                            &qt,
-                            hd,
-                            k_rows,
-                            kv_dim,
-                            nk,
-                            self.scale,
-                            r,
-                            ATTN_KEY_BLOCK,
-                        );
+                        scores_rows_fast(qt, hd, k_rows, kv_dim, nk, self.scale, r, kb);
                     }
                     for (l, len) in lens.iter_mut().enumerate() {
                         let lv = if self.causal {
-                            &vis[l * VIS_STRIDE..][..nt]
+                            &vis[l * stride..][..nt]
                         } else {
                             &valid[..nt]
                         };
@@ -706,7 +817,7 @@ impl Ctx<'_> {
                         let qi = g0 + l;
                         // Visible keys are below MAX_KEYS (checked): their indices fit in u16.
                         *len = topk_block_fast(
-                            &rows[l * ATTN_KEY_BLOCK..][..nt * ATTN_TILE],
+                            &rows[l * kb..][..nt * ATTN_TILE],
                             lv,
                             kb0,
                             k,
@@ -762,7 +873,8 @@ impl Ctx<'_> {
     /// far, or none while it has free slots) and only the candidates are pushed; keys reach a
     /// lane's heap in increasing order, so a later key loses ties. The kept rows are summed in
     /// heap order.
-    #[inline(never)] // large stack buffers: keep them out of the callers' frames
+    /// Its block buffers are in `fast` ([`fast_parts`]: transposed queries, a tile of scores).
+    #[allow(clippy::too_many_arguments)]
     fn fast_topk_heap_head(
         &self,
         h: usize,
@@ -770,20 +882,23 @@ impl Ctx<'_> {
         qc: &[f32],
         pos0: usize,
         s: &mut AttnScratch<'_>,
+        fast: &mut [f32],
         oc: &mut [f32],
     ) {
         let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
         let nc = qc.len() / q_dim;
         let kvh = h / self.group;
-        let mut qt = [0f32; ATTN_LANES * ATTN_MAX_HEAD_DIM];
-        let mut sc = [0f32; ATTN_BLOCK];
+        let (qt, rest) = fast.split_at_mut(ATTN_LANES * hd);
+        let Ok(sc) = <&mut [f32; ATTN_BLOCK]>::try_from(&mut rest[..ATTN_BLOCK]) else {
+            return;
+        };
         let mut vis = [0u16; ATTN_TILE];
         let mut cand = [0u16; ATTN_TILE];
         s.lens[..nc].fill(0);
         for g0 in (0..nc).step_by(ATTN_LANES) {
             let lanes = ATTN_LANES.min(nc - g0);
             let gpos = pos0.saturating_add(g0);
-            attn_transpose_queries(&qc[g0 * q_dim + h * hd..], q_dim, lanes, hd, &mut qt);
+            attn_transpose_queries(&qc[g0 * q_dim + h * hd..], q_dim, lanes, hd, qt);
             let mut thr = [f32::NEG_INFINITY; ATTN_LANES];
             let mut open: u16 = if lanes >= ATTN_LANES {
                 u16::MAX
@@ -797,8 +912,8 @@ impl Ctx<'_> {
                     continue;
                 }
                 let o = t0 * kv_dim + kvh * hd;
-                scores_tile_fast(&qt, hd, &self.keys.k[o..], kv_dim, nk, self.scale, &mut sc);
-                if candidates_fast(&sc, &vis, nk, &thr, open, &mut cand) == 0 {
+                scores_tile_fast(qt, hd, &self.keys.k[o..], kv_dim, nk, self.scale, sc);
+                if candidates_fast(sc, &vis, nk, &thr, open, &mut cand) == 0 {
                     continue;
                 }
                 for (j, &cj) in cand[..nk].iter().enumerate() {

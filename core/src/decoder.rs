@@ -18,9 +18,10 @@
 //! `vocab_size` logits. [`Session::feed_each`] gives the logits of every token instead
 //! (teacher forcing: perplexity, or comparing attention modes position by position).
 //!
-//! Memory: exactly [`crate::plan()`]'s decoder layout (see [module `plan`](mod@crate::plan)): the cache
-//! (`8 n_layers kv_dim` bytes per context position), one chunk of hidden states, the logits
-//! row, and per layer the attention and feed-forward phases of one chunk. Once a call has run,
+//! Memory: exactly [`crate::plan_with`]'s decoder layout for the model's kernels (see [module
+//! `plan`](mod@crate::plan)): the cache (`8 n_layers kv_dim` bytes per context position), one
+//! chunk of hidden states, the logits row, and per layer the attention and feed-forward phases
+//! of one chunk (with [`crate::kernels::Kernels::Fast`], each with its fast scratch). Once a call has run,
 //! the arena's high-water mark equals [`crate::Plan::peak_bytes`]; nothing is allocated, and
 //! [`Decoder::start`] refuses an arena that is too small before taking anything.
 //!
@@ -78,7 +79,7 @@ use crate::config::{Arch, ModelConfig, PosKind, RunConfig};
 use crate::format::{PackedModel, TensorName};
 use crate::kernels::{Matrix, axpy_row, matmul_by, matvec, row_to_f32};
 use crate::model::{LayerWeights, Model, apply_rope, ffn_phase, norm_row, norm_rows, residual};
-use crate::plan::{Plan, attn_params, try_plan};
+use crate::plan::{Plan, attn_params};
 
 /// A causal language model: the layer stack and its embedding and output matrices, as
 /// zero-copy views. Construct with [`Decoder::new`] or [`Decoder::from_packed`].
@@ -194,9 +195,10 @@ impl<'a> Decoder<'a> {
         self.model.config()
     }
 
-    /// The memory plan of a run ([`try_plan`], decoder layout): provide `peak_bytes` of arena.
+    /// The memory plan of a run with the model's kernels ([`crate::try_plan_with`], decoder layout):
+    /// provide `peak_bytes` of arena.
     pub fn plan(&self, run: &RunConfig) -> Result<Plan, Error> {
-        try_plan(self.model.config(), run)
+        self.model.plan(run)
     }
 
     /// Starts a session with an empty context of `run.seq_len` positions: takes the
@@ -207,7 +209,7 @@ impl<'a> Decoder<'a> {
     /// with the same context size, [`Session::reset`] the session, or make a new [`Arena`]
     /// over the same memory.
     ///
-    /// Errors: the checks of [`try_plan`]; [`Error::ArenaTooSmall`] when `arena` has less
+    /// Errors: the checks of [`crate::try_plan_with`]; [`Error::ArenaTooSmall`] when `arena` has less
     /// than `plan.peak_bytes` free (checked before anything is taken).
     pub fn start<'s, 'm>(
         &'s self,
@@ -215,7 +217,7 @@ impl<'a> Decoder<'a> {
         arena: &'s mut Arena<'m>,
     ) -> Result<Session<'s, 'm>, Error> {
         let c = self.model.config();
-        let plan = try_plan(c, run)?;
+        let plan = self.plan(run)?;
         if arena.remaining() < plan.peak_bytes {
             return Err(Error::ArenaTooSmall {
                 needed: arena.used().saturating_add(plan.peak_bytes),
@@ -391,6 +393,7 @@ impl<'s, 'a> Session<'s, 'a> {
             }
         }
         let params = &self.params;
+        let attn_fast = self.plan.attn_fast_bytes;
         let rows = p0 * kv..(p0 + m) * kv;
         let layer_cache = self
             .k_cache
@@ -398,14 +401,16 @@ impl<'s, 'a> Session<'s, 'a> {
             .zip(self.v_cache.chunks_exact_mut(n * kv));
         for (l, (kc, vc)) in dec.model.layers().iter().zip(layer_cache) {
             self.arena.scope(|s| -> Result<(), Error> {
-                // Same order as `Plan::buffers`: queries, normed chunk / context, scratch.
+                // Same order as `Plan::buffers`: queries, normed chunk / context, scratch, fast
+                // scratch.
                 let q = &mut s.take::<f32>(chunk * d)?[..m * d];
                 let xn = &mut s.take::<f32>(chunk * d)?[..m * d];
-                let mut scratch = AttnScratch::new(s, params)?;
+                let mut scratch = AttnScratch::with_fast(s, params, n, attn_fast)?;
                 norm_rows(kernels, c, &l.attn_norm, x, xn);
-                matmul_by(kernels, &l.q, xn, m, l.q_bias, q);
-                matmul_by(kernels, &l.k, xn, m, l.k_bias, &mut kc[rows.clone()]);
-                matmul_by(kernels, &l.v, xn, m, l.v_bias, &mut vc[rows.clone()]);
+                let fast = scratch.fast_words();
+                matmul_by(kernels, &l.q, xn, m, l.q_bias, q, fast);
+                matmul_by(kernels, &l.k, xn, m, l.k_bias, &mut kc[rows.clone()], fast);
+                matmul_by(kernels, &l.v, xn, m, l.v_bias, &mut vc[rows.clone()], fast);
                 if rope {
                     apply_rope(q, d, hd, p0, c.rope_theta);
                     apply_rope(&mut kc[rows.clone()], kv, hd, p0, c.rope_theta);
@@ -418,7 +423,7 @@ impl<'s, 'a> Session<'s, 'a> {
                 };
                 attention::attention_with(kernels, params, q, p0, &keys, &mut scratch, xn)?;
                 // The queries are spent: their buffer takes the output projection.
-                matmul_by(kernels, &l.o, xn, m, l.o_bias, q);
+                matmul_by(kernels, &l.o, xn, m, l.o_bias, q, scratch.fast_words());
                 residual(kernels, c, &l.attn_norm, x, q);
                 Ok(())
             })?;

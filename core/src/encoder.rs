@@ -150,8 +150,15 @@ impl<'a> Encoder<'a> {
         self.model.config()
     }
 
+    /// The memory plan of an embedding with the encoder's kernels ([`Model::plan`]): provide
+    /// `peak_bytes` of arena.
+    pub fn plan(&self, run: &RunConfig) -> Result<crate::Plan, Error> {
+        self.model.plan(run)
+    }
+
     /// Embeds one tokenized text (`ids`, `[CLS]` and `[SEP]` included, at most `run.seq_len`)
-    /// into `out` (`d_model` values), using only `arena` (at least the plan's peak bytes).
+    /// into `out` (`d_model` values), using only `arena` (at least [`Encoder::plan`]'s peak
+    /// bytes).
     pub fn embed(
         &self,
         run: &RunConfig,

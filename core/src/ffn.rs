@@ -15,6 +15,11 @@
 //!   dense order, so `k_ff >= d_ff` gives the dense result bit for bit.
 //!
 //! In both modes a unit with `h == 0` adds nothing and its `down_t` row is not read.
+//!
+//! [`Kernels::Fast`] computes the hidden units in blocks of [`UP_UNITS`] for up to
+//! [`QT_GROUP`] tokens at a time, with int8 activations for int8 weights; its working buffers
+//! (the quantized tokens, the block of hidden values, ...) are a second part of the scratch,
+//! [`fast_scratch_bytes`], taken by [`FfnScratch::new_fast`].
 
 use crate::Error;
 use crate::arena::{ALIGN, Arena, padded};
@@ -22,7 +27,7 @@ use crate::config::Activation;
 use crate::kernels::{
     DType, Kernels, Matrix, Q8_MAX_COLS, QT_GROUP, Weights, accumulate_f32_tokens_by,
     accumulate_q8_tokens_by, activate, activate_fast, activate_slice_by, axpy_row_by, dot_row_by,
-    matmul_by, matmul_q8_tokens_by, qt_blocks, quantize_i8_token_by,
+    matmul_by, matmul_q8_by, q8_scratch_bytes, quantize_i8_token_by, quantize_q8_by,
 };
 use crate::topk::{Rank, TopK};
 
@@ -80,6 +85,48 @@ pub const fn scratch_bytes(d_ff: usize, chunk: usize, k_ff: Option<usize>) -> us
     }
 }
 
+/// Hidden units [`Kernels::Fast`] computes with one matrix product (rows of `up`, and `gate`).
+pub const UP_UNITS: usize = 256;
+/// Hidden units [`Kernels::Fast`] projects down together: with int8 `down_t` they share one
+/// int8 scale per token.
+const Q8_UNITS: usize = 64;
+const _: () = assert!(Q8_UNITS == crate::kernels::QT_BLOCK);
+
+/// The parts of the fast scratch, in f32 words: `(q8, hidden, gate, hidden_q8, hidden_scales)`.
+const fn fast_parts(d_model: usize, d_ff: usize, tokens: usize, gated: bool) -> [usize; 5] {
+    let g = if tokens < QT_GROUP { tokens } else { QT_GROUP };
+    let units = if d_ff < UP_UNITS { d_ff } else { UP_UNITS };
+    let hidden = padded(4 * g * units) / 4;
+    [
+        q8_scratch_bytes(d_model, tokens) / 4,
+        hidden,
+        if gated { hidden } else { 0 },
+        padded(g * Q8_UNITS) / 4,
+        padded(4 * g) / 4,
+    ]
+}
+
+/// Bytes of the [`Kernels::Fast`] part of a feed-forward scratch for up to `tokens` tokens per
+/// call (what [`FfnScratch::new_fast`] takes after [`scratch_bytes`]), for int8 or f32 weights
+/// alike, dense or top-k. With `g = min(tokens, QT_GROUP)` (16) and `u = min(d_ff,
+/// UP_UNITS)` (256):
+///
+/// - `q8_scratch_bytes(d_model, tokens)`: the tokens quantized to int8
+///   ([`crate::kernels::q8_scratch_bytes`]: groups of 16 tokens, up to 16 groups or 64 KiB);
+/// - `padded(4 g u)`: one block of hidden values (f32), and as much again for a gated block's
+///   gate values;
+/// - `padded(64 g) + padded(4 g)`: a block of 64 hidden values per token quantized to int8, and
+///   their scales (int8 `down_t`).
+///
+/// 0 for `tokens == 0`. Bounded for every valid configuration (`d_model, d_ff <= 65536`).
+pub const fn fast_scratch_bytes(d_model: usize, d_ff: usize, tokens: usize, gated: bool) -> usize {
+    if tokens == 0 || d_model > crate::config::MAX_DIM || d_ff > crate::config::MAX_DIM {
+        return 0;
+    }
+    let p = fast_parts(d_model, d_ff, tokens, gated);
+    4 * (p[0] + p[1] + p[2] + p[3] + p[4])
+}
+
 /// Working buffers of a feed-forward call, sliced from the arena.
 pub struct FfnScratch<'a> {
     /// Top-k: `C*k` kept activations. Dense: empty.
@@ -92,10 +139,14 @@ pub struct FfnScratch<'a> {
     chunk: usize,
     /// Slots per token (top-k), `None` for dense.
     k: Option<usize>,
+    /// [`Kernels::Fast`]'s buffers ([`fast_scratch_bytes`]), f32 words; empty when made by
+    /// [`FfnScratch::new`].
+    fast: &'a mut [f32],
 }
 
 impl<'a> FfnScratch<'a> {
-    /// Takes exactly [`scratch_bytes`] from the arena.
+    /// Takes exactly [`scratch_bytes`] from the arena: the buffers of [`Kernels::Reference`]
+    /// (a call with [`Kernels::Fast`] then fails, see [`FfnScratch::new_fast`]).
     pub fn new(
         arena: &mut Arena<'a>,
         d_ff: usize,
@@ -121,6 +172,7 @@ impl<'a> FfnScratch<'a> {
                     lens,
                     chunk,
                     k: Some(k),
+                    fast: &mut [],
                 })
             }
             None => Ok(FfnScratch {
@@ -129,8 +181,28 @@ impl<'a> FfnScratch<'a> {
                 lens: &mut [],
                 chunk,
                 k: None,
+                fast: &mut [],
             }),
         }
+    }
+
+    /// Takes [`scratch_bytes`] and then [`fast_scratch_bytes`]`(d_model, d_ff, chunk, gated)`
+    /// from the arena: the buffers of both kernel choices, for blocks of `d_model x d_ff`
+    /// (`gated`: with a gate projection) and up to `chunk` tokens per call.
+    pub fn new_fast(
+        arena: &mut Arena<'a>,
+        d_model: usize,
+        d_ff: usize,
+        chunk: usize,
+        k_ff: Option<usize>,
+        gated: bool,
+    ) -> Result<Self, Error> {
+        let mut s = Self::new(arena, d_ff, chunk, k_ff)?;
+        if d_model > crate::config::MAX_DIM || d_ff > crate::config::MAX_DIM {
+            return Err(Error::InvalidConfig("model dimension above 65536"));
+        }
+        s.fast = arena.take(fast_scratch_bytes(d_model, d_ff, chunk, gated) / 4)?;
+        Ok(s)
     }
 }
 
@@ -243,6 +315,13 @@ pub fn ffn_with(
     out: &mut [f32],
 ) -> Result<(), Error> {
     let (d, d_ff, n) = check(w, x, k_ff, scratch, out)?;
+    if kernels == Kernels::Fast
+        && scratch.fast.len() < fast_scratch_bytes(d, d_ff, scratch.chunk, w.gate.is_some()) / 4
+    {
+        return Err(Error::InvalidConfig(
+            "ffn scratch was made without the fast kernels' buffers (FfnScratch::new_fast)",
+        ));
+    }
     let q8 = kernels == Kernels::Fast
         && w.up.dtype() == DType::I8
         && w.gate.is_none_or(|g| g.dtype() == DType::I8)
@@ -261,7 +340,10 @@ pub fn ffn_with(
             Some(_) => None,
         };
         if let Some(gate) = gate {
-            ffn_f32_fast(w, up, gate, down, x, out, d, d_ff, n);
+            let [q8, hidden, gate_w, ..] = fast_parts(d, d_ff, scratch.chunk, gate.is_some());
+            let (hb, rest) = scratch.fast[q8..].split_at_mut(hidden);
+            let gb = &mut rest[..gate_w];
+            ffn_f32_fast(w, up, gate, down, x, out, d, d_ff, n, (hb, gb));
             return Ok(());
         }
     }
@@ -331,11 +413,10 @@ pub fn ffn_with(
 }
 
 /// Dense f32 body of [`ffn_with`] with the fast kernels: [`QT_GROUP`] tokens at a time, the
-/// hidden units [`UP_UNITS`] at a time by [`matmul_by`] into a stack buffer, then projected
-/// down by [`accumulate_f32_tokens_by`] (register-tiled; rounding differs from [`ffn`]).
-/// Stack: 32 KiB here plus the matmul's.
+/// hidden units [`UP_UNITS`] at a time by [`matmul_by`] into `hb` (and a gated block's gate
+/// values into `gb`), from the fast scratch, then projected down by
+/// [`accumulate_f32_tokens_by`] (register-tiled; rounding differs from [`ffn`]).
 #[allow(clippy::too_many_arguments)]
-#[inline(never)] // large stack buffers: keep them out of the callers' frames
 fn ffn_f32_fast(
     w: &FfnWeights<'_>,
     up: &[f32],
@@ -346,6 +427,7 @@ fn ffn_f32_fast(
     d: usize,
     d_ff: usize,
     n: usize,
+    (hb, gb): (&mut [f32], &mut [f32]),
 ) {
     let kernels = Kernels::Fast;
     for ot in out.chunks_exact_mut(d) {
@@ -359,8 +441,6 @@ fn ffn_f32_fast(
     if gate.is_none() && crate::kernels::x86_avx512_ffn_f32(up, w.up_bias, w.act, down, x, n, out) {
         return;
     }
-    let mut hb = [0.0f32; QT_GROUP * UP_UNITS];
-    let mut gb = [0.0f32; QT_GROUP * UP_UNITS];
     let mut t0 = 0;
     while t0 < n {
         let g = QT_GROUP.min(n - t0);
@@ -372,7 +452,16 @@ fn ffn_f32_fast(
             let Ok(upm) = Matrix::new(bl, d, Weights::F32(&up[j0 * d..(j0 + bl) * d])) else {
                 return;
             };
-            matmul_by(kernels, &upm, xg, g, w.up_bias.map(|b| &b[j0..j0 + bl]), hb);
+            // f32 weights: the product needs no int8 scratch.
+            matmul_by(
+                kernels,
+                &upm,
+                xg,
+                g,
+                w.up_bias.map(|b| &b[j0..j0 + bl]),
+                hb,
+                &mut [],
+            );
             match gate {
                 None => activate_slice_by(kernels, w.act, hb),
                 Some(gq) => {
@@ -381,7 +470,7 @@ fn ffn_f32_fast(
                         return;
                     };
                     let gb = &mut gb[..g * bl];
-                    matmul_by(kernels, &gm, xg, g, None, gb);
+                    matmul_by(kernels, &gm, xg, g, None, gb, &mut []);
                     for (h, &gv) in hb.iter_mut().zip(gb.iter()) {
                         *h *= activate_fast(w.act, gv);
                     }
@@ -401,23 +490,15 @@ fn ffn_f32_fast(
     }
 }
 
-/// Hidden units [`ffn_q8`] computes with one matrix product (rows of `up`, and `gate`).
-const UP_UNITS: usize = 256;
-/// Hidden units [`ffn_q8`] projects down together: with int8 `down_t` they share one int8
-/// scale per token.
-const Q8_UNITS: usize = 64;
-const _: () = assert!(Q8_UNITS == crate::kernels::QT_BLOCK);
-
 /// Int8-activation body of [`ffn_with`]. The chunk's tokens are quantized [`QT_GROUP`] at a
-/// time, one scale per token ([`quantize_i8`]), into a stack buffer of `QT_GROUP *
-/// Q8_MAX_COLS` bytes; the hidden units are computed [`UP_UNITS`] at a time by
-/// [`matmul_q8_tokens_by`] (exact i32 dots). Dense with int8 `down_t`, each token's block of
-/// [`Q8_UNITS`] values `h_j * scale_j` is quantized to int8 with its own scale and projected
-/// down with exact i32 sums ([`crate::kernels::accumulate_q8_tokens`]); otherwise (top-k, or
-/// f32 `down_t`) the down projection and the selection are those of [`ffn`]. Stack: about
-/// 100 KiB.
+/// time by blocks of 64 columns ([`quantize_q8_by`]) into the fast scratch; the hidden units
+/// are computed [`UP_UNITS`] at a time by [`matmul_q8_by`] (exact i32 dots). Dense with int8
+/// `down_t`, each token's block of [`Q8_UNITS`] values `h_j * scale_j` is quantized to int8
+/// with its own scale and projected down with exact i32 sums
+/// ([`crate::kernels::accumulate_q8_tokens`]); otherwise (top-k, or f32 `down_t`) the down
+/// projection and the selection are those of [`ffn`]. Every buffer is in the scratch `s`
+/// (made by [`FfnScratch::new_fast`], checked by [`ffn_with`]).
 #[allow(clippy::too_many_arguments)]
-#[inline(never)] // large stack buffers: keep them out of the callers' frames
 fn ffn_q8(
     kernels: Kernels,
     w: &FfnWeights<'_>,
@@ -454,16 +535,19 @@ fn ffn_q8(
             None => ot.fill(0.0),
         }
     }
+    let [q8_w, hb_w, gb_w, hq_w, hs_w] = fast_parts(d, d_ff, s.chunk, gate.is_some());
+    let (q8, rest) = s.fast.split_at_mut(q8_w);
     // The whole dense block fused on AVX-512 (the same bits as the loop below).
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if k_ff.is_none()
         && down_q8
         && gate.is_none()
-        && crate::kernels::x86_avx512_ffn_q8(&w.up, w.up_bias, w.act, &w.down_t, x, n, out)
+        && crate::kernels::x86_avx512_ffn_q8(&w.up, w.up_bias, w.act, &w.down_t, x, n, out, q8)
     {
         return;
     }
-    // The same on wasm simd128, every token of the call sharing each step's packed weights.
+    // The same on wasm simd128, every token of the call sharing each step's packed weights
+    // (its working buffers are on the wasm stack, 1 MiB by default, not in the plan).
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     if k_ff.is_none()
         && down_q8
@@ -472,13 +556,11 @@ fn ffn_q8(
     {
         return;
     }
-    let mut qx = [0i8; QT_GROUP * Q8_MAX_COLS];
-    let mut sx = [0.0f32; QT_GROUP * Q8_MAX_COLS / crate::kernels::QT_BLOCK];
-    let nb = qt_blocks(d);
-    let mut hb = [0.0f32; QT_GROUP * UP_UNITS];
-    let mut gb = [0.0f32; QT_GROUP * UP_UNITS];
-    let mut hq = [0i8; QT_GROUP * Q8_UNITS];
-    let mut hs = [0.0f32; QT_GROUP];
+    let (hb, rest) = rest.split_at_mut(hb_w);
+    let (gb, rest) = rest.split_at_mut(gb_w);
+    let (hq, hs) = rest.split_at_mut(hq_w);
+    let hq: &mut [i8] = bytemuck::cast_slice_mut(hq);
+    let hs = &mut hs[..hs_w];
     let k = k_ff.map(|k| k.min(d_ff));
     if k.is_some() {
         s.lens[..n].fill(0);
@@ -486,16 +568,7 @@ fn ffn_q8(
     let mut t0 = 0;
     while t0 < n {
         let g = QT_GROUP.min(n - t0);
-        for t in 0..g {
-            let xt = &x[(t0 + t) * d..(t0 + t + 1) * d];
-            quantize_i8_token_by(
-                kernels,
-                xt,
-                &mut qx[t * d..(t + 1) * d],
-                &mut sx[t * nb..(t + 1) * nb],
-            );
-        }
-        let (qx, sx) = (&qx[..g * d], &sx[..g * nb]);
+        let xq = quantize_q8_by(kernels, &x[t0 * d..(t0 + g) * d], d, q8);
         let mut j0 = 0;
         while j0 < d_ff {
             let bl = UP_UNITS.min(d_ff - j0);
@@ -504,7 +577,7 @@ fn ffn_q8(
                 return;
             };
             let bias = w.up_bias.map(|b| &b[j0..j0 + bl]);
-            matmul_q8_tokens_by(kernels, &up, qx, sx, g, bias, hb);
+            matmul_q8_by(kernels, &up, &xq, bias, hb);
             match gate {
                 None => activate_slice_by(kernels, w.act, hb),
                 Some((gq, gs)) => {
@@ -512,7 +585,7 @@ fn ffn_q8(
                         return;
                     };
                     let gb = &mut gb[..g * bl];
-                    matmul_q8_tokens_by(kernels, &gm, qx, sx, g, None, gb);
+                    matmul_q8_by(kernels, &gm, &xq, None, gb);
                     for (h, &gv) in hb.iter_mut().zip(gb.iter()) {
                         *h *= activate_fast(w.act, gv);
                     }

@@ -28,4 +28,4 @@ pub use config::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfi
 pub use decoder::{Decoder, Session};
 pub use error::Error;
 pub use model::{LayerWeights, Model, NormWeights, forward};
-pub use plan::{Plan, plan, try_plan};
+pub use plan::{Plan, plan, plan_with, try_plan, try_plan_with};

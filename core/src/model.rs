@@ -4,7 +4,7 @@
 //! [`forward`] runs every layer of a non-causal model (an encoder) on `n x d_model` hidden
 //! states at once. Causal models (decoders) run token chunk by token chunk over a KV cache
 //! with [`crate::decoder`], which shares the blocks' code below. The arena holds everything,
-//! in the order and sizes of [`crate::plan()`]'s encoder layout:
+//! in the order and sizes of [`crate::plan_with`]'s encoder layout for the model's kernels:
 //!
 //! 1. `hidden` (`N x d_model`), `keys` and `values` (`N x kv_dim`, reused by every layer);
 //! 2. per layer, three phases that reuse the same bytes one after the other
@@ -17,11 +17,15 @@
 //!    - feed-forward, one token chunk at a time, again in place. With [`Kernels::Fast`], a
 //!      dense feed-forward and a post-norm block whose `kv_dim >= d_model` (BERT), all tokens
 //!      go in one call instead, the output written into `keys`: this layer's keys are dead by
-//!      then and the next layer's K projection overwrites them, so no byte is added to the
-//!      plan (the phase still takes its chunk-sized buffers, unused).
+//!      then and the next layer's K projection overwrites them, so the output takes no byte
+//!      of the plan (the phase still takes its chunk-sized output buffer, unused; its fast
+//!      buffers are sized for all tokens, [`Plan::ffn_tokens`]).
 //!
-//! After a run, `arena.high_water()` (minus what the arena held before) equals
-//! `plan(&model.config, run).peak_bytes` exactly.
+//! Each phase's last buffer is the fast kernels' scratch (none with [`Kernels::Reference`]):
+//! the int8 activations of the projections and the attention's and feed-forward's block
+//! buffers, so nothing large is on the stack. After a run, `arena.high_water()` (minus what
+//! the arena held before) equals `plan_with(&model.config, run, model.kernels()).peak_bytes`
+//! exactly.
 //!
 //! Block layouts: [`Arch::Bert`] is post-norm (`x = norm(x + attn(x)); x = norm(x + ffn(x))`),
 //! [`Arch::Llama`] is pre-norm (`x = x + attn(norm(x)); x = x + ffn(norm(x))`); the norm kind
@@ -45,7 +49,7 @@ use crate::attention::{self, AttnScratch, Keys};
 use crate::config::{Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
 use crate::ffn::{self, FfnScratch, FfnWeights};
 use crate::kernels::{Kernels, Matrix, layer_norm_by, matmul_by, rms_norm};
-use crate::plan::{Plan, attn_params, try_plan};
+use crate::plan::{Plan, attn_params, ffn_wide, try_plan_with};
 
 /// Gain and optional bias of one normalisation layer (`d_model` values each).
 #[derive(Debug, Clone, Copy)]
@@ -223,9 +227,10 @@ impl<'a> Model<'a> {
         self.final_norm
     }
 
-    /// The memory plan of a run of this model ([`try_plan`]): provide `peak_bytes` of arena.
+    /// The memory plan of a run of this model with its kernels ([`try_plan_with`]): provide
+    /// `peak_bytes` of arena.
     pub fn plan(&self, run: &RunConfig) -> Result<Plan, Error> {
-        try_plan(&self.config, run)
+        try_plan_with(&self.config, run, self.kernels)
     }
 }
 
@@ -274,7 +279,7 @@ pub(crate) fn residual(
 ///
 /// `valid` is the padding mask (`n` flags, `false` hides that token as a key; `None`: all
 /// visible); the causal mask comes from the config. Every buffer is taken from `arena` as
-/// sized by [`crate::plan()`] for `run` (whatever `n` is), so the arena must have at least
+/// sized by [`Model::plan`] for `run` (whatever `n` is), so the arena must have at least
 /// `plan.peak_bytes` free; nothing is allocated.
 ///
 /// Errors: the config and run checks of [`crate::try_plan`], [`Error::Unsupported`] for a
@@ -318,7 +323,7 @@ pub fn forward_with<'a>(
     fill: impl FnOnce(&mut [f32]) -> Result<(), Error>,
 ) -> Result<&'a mut [f32], Error> {
     let c = &model.config;
-    let plan = try_plan(c, run)?;
+    let plan = model.plan(run)?;
     if c.causal {
         // A causal model's plan is the decoder's (KV cache of all layers, one chunk of hidden
         // states), not this whole-sequence layout.
@@ -361,6 +366,7 @@ pub fn forward_with<'a>(
         arena.scope(|s| -> Result<(), Error> {
             if pre_norm {
                 let xn = s.take::<f32>(chunk * d)?;
+                let fast = s.take::<f32>(plan.kv_fast_bytes / 4)?;
                 for start in (0..n).step_by(chunk) {
                     let m = chunk.min(n - start);
                     let xn = &mut xn[..m * d];
@@ -372,19 +378,15 @@ pub fn forward_with<'a>(
                         xn,
                     );
                     let rows = start * kv..(start + m) * kv;
-                    matmul_by(
-                        model.kernels,
-                        &l.k,
-                        xn,
-                        m,
-                        l.k_bias,
-                        &mut keys_n[rows.clone()],
-                    );
-                    matmul_by(model.kernels, &l.v, xn, m, l.v_bias, &mut values_n[rows]);
+                    let k_rows = &mut keys_n[rows.clone()];
+                    matmul_by(model.kernels, &l.k, xn, m, l.k_bias, k_rows, fast);
+                    let v_rows = &mut values_n[rows];
+                    matmul_by(model.kernels, &l.v, xn, m, l.v_bias, v_rows, fast);
                 }
             } else {
-                matmul_by(model.kernels, &l.k, hidden_n, n, l.k_bias, keys_n);
-                matmul_by(model.kernels, &l.v, hidden_n, n, l.v_bias, values_n);
+                let fast = s.take::<f32>(plan.kv_fast_bytes / 4)?;
+                matmul_by(model.kernels, &l.k, hidden_n, n, l.k_bias, keys_n, fast);
+                matmul_by(model.kernels, &l.v, hidden_n, n, l.v_bias, values_n, fast);
             }
             if rope {
                 apply_rope(keys_n, kv, c.head_dim, 0, c.rope_theta);
@@ -402,16 +404,18 @@ pub fn forward_with<'a>(
         arena.scope(|s| -> Result<(), Error> {
             let q = s.take::<f32>(chunk * d)?;
             let ctx = s.take::<f32>(chunk * d)?;
-            let mut scratch = AttnScratch::new(s, &params)?;
+            let mut scratch =
+                AttnScratch::with_fast(s, &params, plan.seq_len, plan.attn_fast_bytes)?;
             for start in (0..n).step_by(chunk) {
                 let m = chunk.min(n - start);
                 let (q, ctx) = (&mut q[..m * d], &mut ctx[..m * d]);
                 let rows = &mut hidden_n[start * d..(start + m) * d];
+                let fast = scratch.fast_words();
                 if pre_norm {
                     norm_rows(model.kernels, c, &l.attn_norm, rows, ctx);
-                    matmul_by(model.kernels, &l.q, ctx, m, l.q_bias, q);
+                    matmul_by(model.kernels, &l.q, ctx, m, l.q_bias, q, fast);
                 } else {
-                    matmul_by(model.kernels, &l.q, rows, m, l.q_bias, q);
+                    matmul_by(model.kernels, &l.q, rows, m, l.q_bias, q, fast);
                 }
                 if rope {
                     apply_rope(q, d, c.head_dim, start, c.rope_theta);
@@ -426,7 +430,8 @@ pub fn forward_with<'a>(
                     ctx,
                 )?;
                 // The queries are spent: their buffer takes the output projection.
-                matmul_by(model.kernels, &l.o, ctx, m, l.o_bias, q);
+                let fast = scratch.fast_words();
+                matmul_by(model.kernels, &l.o, ctx, m, l.o_bias, q, fast);
                 residual(model.kernels, c, &l.attn_norm, rows, q);
             }
             Ok(())
@@ -435,20 +440,11 @@ pub fn forward_with<'a>(
         // Feed-forward, in place. With the fast kernels and a dense post-norm block all
         // tokens go in one call (the fused int8 kernel then shares each step of weights among
         // up to 16 groups of 16 tokens), the output in `keys`: nothing reads this layer's keys
-        // any more, and the next layer's K projection overwrites them. Else (and in no_std
-        // builds, whose firmware keeps its code and stack as they were) one token chunk at a
-        // time.
-        #[cfg(feature = "std")]
-        if model.kernels == Kernels::Fast && run.k_ff.is_none() && !pre_norm && kv >= d {
-            ffn_phase_wide(
-                c,
-                model.kernels,
-                l,
-                chunk,
-                hidden_n,
-                &mut keys_n[..n * d],
-                arena,
-            )?;
+        // any more, and the next layer's K projection overwrites them. Else one token chunk
+        // at a time.
+        if ffn_wide(c, run, model.kernels) {
+            let out = &mut keys_n[..n * d];
+            ffn_phase_wide(c, model.kernels, l, &plan, hidden_n, out, arena)?;
             continue;
         }
         ffn_phase(c, model.kernels, l, run.k_ff, chunk, hidden_n, arena)?;
@@ -464,7 +460,8 @@ pub fn forward_with<'a>(
 
 /// The feed-forward phase of one block over `rows` (`n x d_model`), one token chunk of at
 /// most `chunk` tokens at a time, in place; takes its buffers (normed chunk for pre-norm
-/// blocks, output, scratch) from `arena` in a scope, in [`crate::Plan::buffers`] order.
+/// blocks, output, scratch, and the fast kernels' scratch) from `arena` in a scope, in
+/// [`crate::Plan::buffers`] order.
 pub(crate) fn ffn_phase(
     c: &ModelConfig,
     kernels: Kernels,
@@ -484,7 +481,11 @@ pub(crate) fn ffn_phase(
             None
         };
         let out = s.take::<f32>(chunk * d)?;
-        let mut scratch = FfnScratch::new(s, c.d_ff, chunk, k_ff)?;
+        let gated = matches!(c.ffn, FfnKind::Gated);
+        let mut scratch = match kernels {
+            Kernels::Fast => FfnScratch::new_fast(s, d, c.d_ff, chunk, k_ff, gated)?,
+            Kernels::Reference => FfnScratch::new(s, c.d_ff, chunk, k_ff)?,
+        };
         for start in (0..n).step_by(chunk) {
             let m = chunk.min(n - start);
             let out = &mut out[..m * d];
@@ -503,26 +504,25 @@ pub(crate) fn ffn_phase(
     })
 }
 
-/// [`ffn_phase`] of a dense post-norm block over all of `rows` in one call, the output in
-/// `out` (`rows.len()` values, a buffer of the plan that is free in this phase). Takes the
-/// phase's buffers from `arena` as [`ffn_phase`] does (unused), so that the arena's
-/// high-water mark stays the plan's.
-#[cfg(feature = "std")]
+/// [`ffn_phase`] of a dense post-norm block over all of `rows` in one call
+/// ([`crate::plan::ffn_wide`]), the output in `out` (`rows.len()` values, a buffer of the plan
+/// that is free in this phase). Takes the phase's buffers from `arena` as the plan lists them:
+/// the chunk-sized output (unused), the dense scratch (no bytes) and the fast scratch for
+/// [`Plan::ffn_tokens`] tokens, so that the arena's high-water mark stays the plan's.
 fn ffn_phase_wide(
     c: &ModelConfig,
     kernels: Kernels,
     l: &LayerWeights<'_>,
-    chunk: usize,
+    plan: &Plan,
     rows: &mut [f32],
     out: &mut [f32],
     arena: &mut Arena<'_>,
 ) -> Result<(), Error> {
-    let n = rows.len() / c.d_model;
+    let gated = matches!(c.ffn, FfnKind::Gated);
     arena.scope(|s| -> Result<(), Error> {
-        s.take::<f32>(chunk * c.d_model)?;
-        // A dense block keeps no scratch: these take no bytes.
-        FfnScratch::new(s, c.d_ff, chunk, None)?;
-        let mut all = FfnScratch::new(s, c.d_ff, n.max(1), None)?;
+        s.take::<f32>(plan.chunk * c.d_model)?;
+        let (d, tokens) = (c.d_model, plan.ffn_tokens);
+        let mut all = FfnScratch::new_fast(s, d, c.d_ff, tokens, None, gated)?;
         ffn::ffn_with(kernels, &l.ffn, rows, None, &mut all, out)?;
         residual(kernels, c, &l.ffn_norm, rows, out);
         Ok(())

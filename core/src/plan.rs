@@ -84,7 +84,8 @@
 
 use crate::arena::padded;
 use crate::attention::{self, AttnDims, AttnParams};
-use crate::config::{Arch, ModelConfig, RunConfig};
+use crate::config::{Arch, FfnKind, ModelConfig, RunConfig};
+use crate::kernels::{self, Kernels};
 use crate::{Error, ffn};
 
 /// The phase of a forward pass in which a buffer lives.
@@ -121,6 +122,9 @@ pub struct Buffer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Plan {
+    /// The kernels the buffers are sized for: [`Kernels::Fast`] adds its working buffers
+    /// (`kv_fast_bytes`, `attn_fast_bytes`, `ffn_fast_bytes`), 0 for [`Kernels::Reference`].
+    pub kernels: Kernels,
     /// Tokens the buffers are sized for (`run.seq_len`).
     pub seq_len: usize,
     /// Effective chunk: `min(run.chunk, run.seq_len)` tokens.
@@ -142,18 +146,32 @@ pub struct Plan {
     /// Normed token chunk for the K/V projection, `chunk x d_model` f32 (pre-norm encoder
     /// only, else 0).
     pub kv_norm_bytes: usize,
+    /// [`Kernels::Fast`], encoder: the int8 activations of the K/V projections
+    /// ([`kernels::q8_scratch_bytes`] of `d_model` columns and `chunk` tokens, pre-norm, or
+    /// `seq_len` tokens, post-norm). Else 0.
+    pub kv_fast_bytes: usize,
     /// Queries of a chunk, later its output projection, `chunk x d_model` f32.
     pub q_bytes: usize,
     /// Normed chunk (pre-norm), later the attention context, `chunk x d_model` f32.
     pub ctx_bytes: usize,
     /// Scratch of one attention call ([`attention::scratch_bytes`]).
     pub attn_scratch_bytes: usize,
+    /// [`Kernels::Fast`]: the attention's block buffers ([`attention::fast_scratch_bytes`] for
+    /// `seq_len` keys), which also hold the int8 activations of the projections of a chunk
+    /// ([`kernels::q8_scratch_bytes`]), whichever is larger. Else 0.
+    pub attn_fast_bytes: usize,
     /// Normed token chunk for the feed-forward, `chunk x d_model` f32 (pre-norm only, else 0).
     pub ffn_norm_bytes: usize,
     /// Feed-forward output of a chunk, `chunk x d_model` f32.
     pub ffn_out_bytes: usize,
     /// Scratch of one feed-forward call ([`ffn::scratch_bytes`]).
     pub ffn_scratch_bytes: usize,
+    /// Tokens per feed-forward call: `chunk`, or `seq_len` for the encoder's fast path (see
+    /// the module docs).
+    pub ffn_tokens: usize,
+    /// [`Kernels::Fast`]: the feed-forward's working buffers ([`ffn::fast_scratch_bytes`] of
+    /// `ffn_tokens` tokens). Else 0.
+    pub ffn_fast_bytes: usize,
     /// Sum of the persistent buffers (hidden, keys, values, logits).
     pub persistent_bytes: usize,
     /// Sum of the K/V projection phase buffers.
@@ -171,7 +189,7 @@ pub struct Plan {
 }
 
 /// Number of buffers [`Plan::buffers`] lists.
-pub const N_BUFFERS: usize = 11;
+pub const N_BUFFERS: usize = 14;
 
 impl Plan {
     /// Every working buffer with its size, offset and phase, in the order the engine takes
@@ -196,16 +214,20 @@ impl Plan {
         } else {
             ("keys", "values")
         };
+        let kv_fast = phase.saturating_add(self.kv_norm_bytes);
         let ctx = phase.saturating_add(self.q_bytes);
         let attn_scratch = ctx.saturating_add(self.ctx_bytes);
+        let attn_fast = attn_scratch.saturating_add(self.attn_scratch_bytes);
         let ffn_out = phase.saturating_add(self.ffn_norm_bytes);
         let ffn_scratch = ffn_out.saturating_add(self.ffn_out_bytes);
+        let ffn_fast = ffn_scratch.saturating_add(self.ffn_scratch_bytes);
         [
             b("hidden", self.hidden_bytes, 0, Persistent),
             b(k_name, self.keys_bytes, keys, Persistent),
             b(v_name, self.values_bytes, values, Persistent),
             b("logits", self.logits_bytes, logits, Persistent),
             b("kv_norm", self.kv_norm_bytes, phase, KvProjection),
+            b("kv_fast", self.kv_fast_bytes, kv_fast, KvProjection),
             b("q", self.q_bytes, phase, Attention),
             b("ctx", self.ctx_bytes, ctx, Attention),
             b(
@@ -214,6 +236,7 @@ impl Plan {
                 attn_scratch,
                 Attention,
             ),
+            b("attn_fast", self.attn_fast_bytes, attn_fast, Attention),
             b("ffn_norm", self.ffn_norm_bytes, phase, FeedForward),
             b("ffn_out", self.ffn_out_bytes, ffn_out, FeedForward),
             b(
@@ -222,6 +245,7 @@ impl Plan {
                 ffn_scratch,
                 FeedForward,
             ),
+            b("ffn_fast", self.ffn_fast_bytes, ffn_fast, FeedForward),
         ]
     }
 }
@@ -279,10 +303,31 @@ pub const fn attn_params(model: &ModelConfig, run: &RunConfig) -> AttnParams {
     }
 }
 
-/// The plan, checked: a typed error for an invalid model or run configuration, and
-/// [`Error::InvalidConfig`] when a byte count would overflow `usize` (a config read from a
-/// file cannot make the plan wrap around).
+/// Whether the feed-forward of a layer runs all `seq_len` tokens in one call (the encoder's
+/// fast path, see the module docs): [`Kernels::Fast`], an encoder of post-norm blocks, a dense
+/// feed-forward, and `kv_dim >= d_model` (its output goes to the `keys` buffer).
+pub(crate) const fn ffn_wide(model: &ModelConfig, run: &RunConfig, kernels: Kernels) -> bool {
+    matches!(kernels, Kernels::Fast)
+        && !model.causal
+        && matches!(model.arch, Arch::Bert)
+        && run.k_ff.is_none()
+        && model.kv_dim() >= model.d_model
+}
+
+/// The plan of a run with [`Kernels::Reference`], checked: a typed error for an invalid model
+/// or run configuration, and [`Error::InvalidConfig`] when a byte count would overflow
+/// `usize` (a config read from a file cannot make the plan wrap around).
 pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Error> {
+    try_plan_with(model, run, Kernels::Reference)
+}
+
+/// The plan of a run with `kernels`, checked (as [`try_plan`]). [`Kernels::Reference`] gives
+/// [`try_plan`]'s plan; [`Kernels::Fast`] adds the fast kernels' working buffers.
+pub const fn try_plan_with(
+    model: &ModelConfig,
+    run: &RunConfig,
+    kernels: Kernels,
+) -> Result<Plan, Error> {
     tri!(model.validate());
     tri!(run.validate(model));
     let n = run.seq_len;
@@ -318,22 +363,52 @@ pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Erro
     // K/V projection: a post-norm encoder projects `hidden` directly, a pre-norm one needs a
     // normed chunk; the decoder projects from the attention phase's normed chunk.
     let kv_norm_bytes = if pre_norm && !decoder { chunk_bytes } else { 0 };
-    let kv_phase_bytes = kv_norm_bytes;
+    // The fast kernels quantize the projections' inputs to int8 (d_model columns each): a
+    // chunk at a time, or (post-norm encoder) all tokens at once.
+    let fast = matches!(kernels, Kernels::Fast);
+    let kv_fast_bytes = if fast && !decoder {
+        kernels::q8_scratch_bytes(d, if pre_norm { c } else { n })
+    } else {
+        0
+    };
+    let kv_phase_bytes = tri!(add(kv_norm_bytes, kv_fast_bytes));
 
     // Attention, per query chunk. `q_dim == d_model` (validated), so the queries' buffer can
     // take the output projection and the normed chunk's buffer can take the context.
     let q_bytes = chunk_bytes;
     let ctx_bytes = chunk_bytes;
     let attn_scratch_bytes = attention::scratch_bytes(&p);
-    let attn_phase_bytes = tri!(add(tri!(add(q_bytes, ctx_bytes)), attn_scratch_bytes));
+    // One buffer serves the projections (one at a time) and the attention call between them.
+    let attn_fast_bytes = if fast {
+        max(
+            kernels::q8_scratch_bytes(d, c),
+            attention::fast_scratch_bytes(&p, n),
+        )
+    } else {
+        0
+    };
+    let attn_phase_bytes = tri!(add(
+        tri!(add(tri!(add(q_bytes, ctx_bytes)), attn_scratch_bytes)),
+        attn_fast_bytes
+    ));
 
     // Feed-forward, per token chunk.
     let ffn_norm_bytes = if pre_norm { chunk_bytes } else { 0 };
     let ffn_out_bytes = chunk_bytes;
     let ffn_scratch_bytes = ffn::scratch_bytes(model.d_ff, c, run.k_ff);
+    let ffn_tokens = if ffn_wide(model, run, kernels) { n } else { c };
+    let gated = matches!(model.ffn, FfnKind::Gated);
+    let ffn_fast_bytes = if fast {
+        ffn::fast_scratch_bytes(d, model.d_ff, ffn_tokens, gated)
+    } else {
+        0
+    };
     let ffn_phase_bytes = tri!(add(
-        tri!(add(ffn_norm_bytes, ffn_out_bytes)),
-        ffn_scratch_bytes
+        tri!(add(
+            tri!(add(ffn_norm_bytes, ffn_out_bytes)),
+            ffn_scratch_bytes
+        )),
+        ffn_fast_bytes
     ));
 
     let phase_max = max(max(kv_phase_bytes, attn_phase_bytes), ffn_phase_bytes);
@@ -350,6 +425,7 @@ pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Erro
     };
 
     Ok(Plan {
+        kernels,
         seq_len: n,
         chunk: c,
         decoder,
@@ -358,12 +434,16 @@ pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Erro
         values_bytes,
         logits_bytes,
         kv_norm_bytes,
+        kv_fast_bytes,
         q_bytes,
         ctx_bytes,
         attn_scratch_bytes,
+        attn_fast_bytes,
         ffn_norm_bytes,
         ffn_out_bytes,
         ffn_scratch_bytes,
+        ffn_tokens,
+        ffn_fast_bytes,
         persistent_bytes,
         kv_phase_bytes,
         attn_phase_bytes,
@@ -373,10 +453,16 @@ pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Erro
     })
 }
 
-/// The plan, for `const` items: fails compilation when the configuration is invalid. Use
-/// [`try_plan`] for configurations known only at run time.
+/// The plan of a run with [`Kernels::Reference`], for `const` items: fails compilation when
+/// the configuration is invalid. Use [`try_plan`] for configurations known only at run time.
 pub const fn plan(model: &ModelConfig, run: &RunConfig) -> Plan {
-    match try_plan(model, run) {
+    plan_with(model, run, Kernels::Reference)
+}
+
+/// The plan of a run with `kernels`, for `const` items (as [`plan`]; [`try_plan_with`] at run
+/// time).
+pub const fn plan_with(model: &ModelConfig, run: &RunConfig, kernels: Kernels) -> Plan {
+    match try_plan_with(model, run, kernels) {
         Ok(p) => p,
         Err(_) => panic!("invalid model or run configuration"),
     }

@@ -178,10 +178,13 @@ fn main() {
     };
     let seq = env_usize("TOPKIT_FW_SEQ", SEQ);
 
-    // `topkit budget --emit-rust`, through the CLI's own entry point.
+    // `topkit budget --emit-rust`, through the CLI's own entry point: the plan of the
+    // reference kernels, which the firmware runs (the `kernels` bins plan the fast ones with
+    // `topkit::plan_with`).
     let plan_path = out.join("plan.rs");
     let mut args: Vec<String> = vec!["topkit".into(), "budget".into()];
     args.push(model_path.display().to_string());
+    args.extend(["--kernels".into(), "reference".into()]);
     for (flag, v) in [
         ("--seq", seq),
         ("--chunk", env_usize("TOPKIT_FW_CHUNK", CHUNK)),

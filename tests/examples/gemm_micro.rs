@@ -2,7 +2,7 @@
 //! `cargo run --release -p topkit-tests --features std --example gemm_micro`
 
 use std::time::Instant;
-use topkit::kernels::{Kernels, Matrix, Weights, matmul_by};
+use topkit::kernels::{Kernels, Matrix, Weights, matmul_by, q8_scratch_bytes};
 
 /// Nanoseconds this thread has run on a CPU (`/proc/thread-self/schedstat`), so that the
 /// numbers hold on a loaded machine; wall time where that file is missing.
@@ -34,6 +34,8 @@ fn main() {
             .collect();
         let bias = vec![0.1f32; rows];
         let mut y = vec![0f32; n * rows];
+        // The int8 activations' scratch, as the memory plan sizes it.
+        let mut scratch = vec![0f32; q8_scratch_bytes(cols, n) / 4];
         for (name, w, k) in [
             (
                 "int8 fast",
@@ -51,7 +53,7 @@ fn main() {
             for _ in 0..5 {
                 let t = cpu_ns(origin);
                 for _ in 0..reps {
-                    matmul_by(k, &w, &x, n, Some(&bias), &mut y);
+                    matmul_by(k, &w, &x, n, Some(&bias), &mut y, &mut scratch);
                 }
                 best = best.min((cpu_ns(origin) - t) * 1e-9 / reps as f64);
             }

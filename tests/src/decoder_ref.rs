@@ -2,6 +2,7 @@
 //! head) and their naive f64 reference: embed the whole sequence, run the full-sequence
 //! reference layer stack with a causal mask, then the output head on every position.
 
+use topkit::kernels::Kernels;
 use topkit::{Decoder, LayerWeights, ModelConfig};
 
 use crate::model_ref::{Dt, OwnedMatrix, OwnedModel, Rng};
@@ -36,8 +37,17 @@ impl OwnedLm {
 
     /// The engine's decoder over `views` (from `self.model.layer_views()`).
     pub fn decoder<'a>(&'a self, views: &'a [LayerWeights<'a>]) -> Decoder<'a> {
+        self.decoder_with(views, Kernels::Reference)
+    }
+
+    /// [`OwnedLm::decoder`] with its layer stack run by `kernels`.
+    pub fn decoder_with<'a>(
+        &'a self,
+        views: &'a [LayerWeights<'a>],
+        kernels: Kernels,
+    ) -> Decoder<'a> {
         Decoder::new(
-            self.model.model(views),
+            self.model.model(views).with_kernels(kernels),
             self.tok_emb.view(),
             None,
             self.lm_head.as_ref().map(OwnedMatrix::view),

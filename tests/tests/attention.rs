@@ -15,7 +15,8 @@
 
 use proptest::prelude::*;
 use topkit::attention::{
-    AttnDims, AttnParams, AttnScratch, Keys, MAX_KEYS, attention, attention_with, scratch_bytes,
+    AttnDims, AttnParams, AttnScratch, Keys, MAX_KEYS, attention, attention_with,
+    fast_scratch_bytes, scratch_bytes,
 };
 use topkit::kernels::Kernels;
 use topkit::{Arena, ArenaStorage, Error};
@@ -37,7 +38,7 @@ fn run(p: &AttnParams, q: &[f32], q_pos: usize, keys: &Keys<'_>) -> Result<Vec<f
 }
 
 /// Runs one attention call in a fresh arena, checking that the scratch takes exactly
-/// `scratch_bytes`.
+/// `scratch_bytes` (and, for the fast kernels, `fast_scratch_bytes` for the call's keys more).
 fn run_with(
     kern: Kernels,
     p: &AttnParams,
@@ -47,10 +48,16 @@ fn run_with(
 ) -> Result<Vec<f32>, Error> {
     let mut storage = Box::new(ArenaStorage::<ARENA>::new());
     let mut arena = storage.arena();
-    let mut s = AttnScratch::new(&mut arena, p)?;
+    let (mut s, fast) = match kern {
+        Kernels::Reference => (AttnScratch::new(&mut arena, p)?, 0),
+        Kernels::Fast => (
+            AttnScratch::new_fast(&mut arena, p, keys.n)?,
+            fast_scratch_bytes(p, keys.n),
+        ),
+    };
     assert_eq!(
         arena.high_water(),
-        scratch_bytes(p),
+        scratch_bytes(p) + fast,
         "scratch_bytes differs from what new takes"
     );
     let mut out = vec![f32::NAN; q.len()];
@@ -577,6 +584,18 @@ fn bad_inputs_are_errors() {
         &mut s,
         &mut out
     )));
+    // The fast kernels need the fast part of the scratch (AttnScratch::new_fast).
+    assert!(config(attention_with(
+        Kernels::Fast,
+        &p,
+        &q,
+        0,
+        &good,
+        &mut s,
+        &mut out
+    )));
+    let mut f = AttnScratch::new_fast(&mut arena, &p, 3).unwrap();
+    assert!(attention_with(Kernels::Fast, &p, &q, 0, &good, &mut f, &mut out).is_ok());
 
     let bad_dims = AttnParams {
         dims: AttnDims {

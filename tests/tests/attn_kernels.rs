@@ -170,11 +170,16 @@ fn key_block() -> impl Strategy<Value = KeyBlock> {
 type TopkBlockFn =
     fn(&[f32], &[u16], usize, usize, &mut [f32], &mut [u16], usize, &mut AttnTopkWork) -> usize;
 
+/// Work buffers of exactly the size a block of `b` needs with `k` slots
+/// ([`AttnTopkWork::words`]), so that a kernel writing past them fails the test.
+fn work_for(b: &KeyBlock, k: usize) -> Vec<f32> {
+    vec![0f32; AttnTopkWork::words(k, b.vis.len() * ATTN_TILE)]
+}
+
 /// Runs `f` over `blocks` (block `b` holds keys `b * ATTN_KEY_BLOCK..`) keeping `k` slots, and
 /// checks the slots after each block against a sort of every visible key so far.
 fn check_topk_block(blocks: &[KeyBlock], k: usize, f: TopkBlockFn) -> Result<(), TestCaseError> {
     let (mut s, mut ix, mut len) = (vec![0f32; k], vec![0u16; k], 0);
-    let mut work = AttnTopkWork::new();
     let mut seen: Vec<(f32, u16)> = Vec::new();
     for (bi, b) in blocks.iter().enumerate() {
         let kb0 = bi * ATTN_KEY_BLOCK;
@@ -183,6 +188,8 @@ fn check_topk_block(blocks: &[KeyBlock], k: usize, f: TopkBlockFn) -> Result<(),
                 seen.push((b.row[t * ATTN_TILE + j], (kb0 + t * ATTN_TILE + j) as u16));
             }
         }
+        let mut words = work_for(b, k);
+        let mut work = AttnTopkWork::new(&mut words);
         len = f(&b.row, &b.vis, kb0, k, &mut s, &mut ix, len, &mut work);
         let mut want = seen.clone();
         want.sort_by(|a, b| better(b.0, a.0).then(a.1.cmp(&b.1)));
@@ -223,8 +230,9 @@ proptest! {
     /// keys it sees (values in [-1, 1]).
     #[test]
     fn generic_dense_tile_matches_f64(b in block(), shift in -3.0f32..3.0) {
-        let mut st = AttnDenseState::new();
         let hd = b.hd;
+        let mut acc = vec![0f32; ATTN_LANES * hd];
+        let mut st = AttnDenseState::new(&mut acc);
         let mut tiles = Vec::new();
         for t in 0..2 {
             let mut s = [0f32; ATTN_BLOCK];
@@ -366,7 +374,8 @@ macro_rules! test_dense_tile {
             #[test]
             fn $name(b in block(), shift in -3.0f32..3.0) {
                 let qt = b.qt();
-                let (mut want, mut got) = (AttnDenseState::new(), AttnDenseState::new());
+                let (mut wa, mut ga) = (vec![0f32; ATTN_LANES * b.hd], vec![0f32; ATTN_LANES * b.hd]);
+                let (mut want, mut got) = (AttnDenseState::new(&mut wa), AttnDenseState::new(&mut ga));
                 for t in 0..2 {
                     let mut s = [0f32; ATTN_BLOCK];
                     attn::attn_scores_tile(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
@@ -514,9 +523,10 @@ macro_rules! test_topk_block {
                 check_topk_block(&blocks, k, $f)?;
                 let mut w = (vec![0f32; k], vec![0u16; k], 0usize);
                 let mut g = w.clone();
-                let (mut ww, mut gw) = (AttnTopkWork::new(), AttnTopkWork::new());
                 for (bi, b) in blocks.iter().enumerate() {
                     let kb0 = bi * ATTN_KEY_BLOCK;
+                    let (mut wb, mut gb) = (work_for(b, k), work_for(b, k));
+                    let (mut ww, mut gw) = (AttnTopkWork::new(&mut wb), AttnTopkWork::new(&mut gb));
                     w.2 = attn::attn_topk_block(&b.row, &b.vis, kb0, k, &mut w.0, &mut w.1, w.2, &mut ww);
                     g.2 = $f(&b.row, &b.vis, kb0, k, &mut g.0, &mut g.1, g.2, &mut gw);
                     prop_assert_eq!(g.2, w.2);

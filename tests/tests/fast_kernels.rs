@@ -5,6 +5,10 @@
 //!   `matmul_i8_i8_token` equals, bit for bit, the documented formula over the input quantized
 //!   in blocks of `QT_BLOCK`, and is within half a block step per element of the f32 product;
 //!   `accumulate_q8_tokens` is the exact i32 sum times the token's scale, added to `out`.
+//! - The engine's int8 product (`matmul_by` with `Kernels::Fast` on the planned scratch, and
+//!   the quantize-once pass `quantize_q8_by` + `matmul_q8_by`) gives the generic bits with
+//!   whatever kernels this target runs (AVX-512 VNNI packing on x86-64), with the plan's
+//!   scratch and with the smallest one (one group of tokens per pass).
 //! - Arch kernels against the generic ones, one macro per op, instantiated for every arch
 //!   module this build has (x86-64 AVX2/FMA in std builds): integer ops and the no-FMA axpy
 //!   must be bit-identical; the FMA f32 dot within `(n + 3) * EPS * sum|a_i b_i|` of the
@@ -18,7 +22,16 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use topkit::kernels::{self, Matrix, Weights};
+use topkit::kernels::{self, Kernels, Matrix, Weights};
+
+/// An arena of `bytes` bytes (16-byte aligned).
+fn arena_mem(bytes: usize) -> Vec<u128> {
+    vec![0u128; bytes.div_ceil(16)]
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
 
 fn i8s(n: usize) -> impl Strategy<Value = Vec<i8>> {
     vec(any::<i8>(), n)
@@ -147,6 +160,52 @@ proptest! {
     }
 }
 
+proptest! {
+    /// `matmul_by(Fast)` with int8 weights, on the scratch the plan gives it and on the
+    /// smallest one (one group of 16 tokens, so several passes): the bits of the generic
+    /// `matmul_i8_i8_token`, whatever kernels this target runs.
+    #[test]
+    fn fast_matmul_by_is_the_generic_product((rows, cols, n, q, scales, x, bias) in token_case()) {
+        let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
+        let mut want = vec![0f32; n * rows];
+        kernels::matmul_i8_i8_token(&w, &x, n, bias.as_deref(), &mut want);
+        let words = kernels::q8_scratch_bytes(cols, n) / 4;
+        prop_assert!(words >= kernels::q8_group_words(cols));
+        for scratch_words in [words, kernels::q8_group_words(cols)] {
+            let mut scratch = vec![f32::NAN; scratch_words];
+            let mut got = vec![f32::NAN; n * rows];
+            kernels::matmul_by(Kernels::Fast, &w, &x, n, bias.as_deref(), &mut got, &mut scratch);
+            prop_assert_eq!(bits(&got), bits(&want), "{} words", scratch_words);
+        }
+    }
+
+    /// The quantize-once pass: the tokens quantized by `quantize_q8_by(Fast)` (packed for the
+    /// AVX-512 kernels on x86-64), multiplied by `matmul_q8_by(Fast)`, give the bits of the
+    /// generic `matmul_q8_tokens` of the generic `quantize_i8_token`, for two matrices of one
+    /// pass (as the feed-forward uses it).
+    #[test]
+    fn fast_q8_pass_is_the_generic_product((rows, cols, n, q, scales, x, bias) in token_case()) {
+        let n = n.min(16);
+        let x = &x[..n * cols];
+        let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
+        let nb = kernels::qt_blocks(cols);
+        let (mut xq, mut xs) = (vec![0i8; n * cols], vec![0f32; n * nb]);
+        for t in 0..n {
+            kernels::quantize_i8_token(&x[t * cols..(t + 1) * cols], &mut xq[t * cols..(t + 1) * cols], &mut xs[t * nb..(t + 1) * nb]);
+        }
+        let mut want = vec![0f32; n * rows];
+        kernels::matmul_q8_tokens(&w, &xq, &xs, n, bias.as_deref(), &mut want);
+        let mut scratch = vec![f32::NAN; kernels::q8_group_words(cols)];
+        let pass = kernels::quantize_q8_by(Kernels::Fast, x, cols, &mut scratch);
+        prop_assert_eq!(pass.len(), n);
+        for _ in 0..2 {
+            let mut got = vec![f32::NAN; n * rows];
+            kernels::matmul_q8_by(Kernels::Fast, &w, &pass, bias.as_deref(), &mut got);
+            prop_assert_eq!(bits(&got), bits(&want));
+        }
+    }
+}
+
 /// Rows `d_ff`, width `d`, tokens `n`, up weights, up scales, up bias, down_t weights, down
 /// scales, down bias, input, activation.
 type FfnCase = (
@@ -196,13 +255,12 @@ proptest! {
     #[test]
     fn fast_ffn_q8_is_the_unfused_kernels((d_ff, d, n, (uq, us, ub), (dq, ds, db), x, act) in ffn_case()) {
         use topkit::ffn::{FfnScratch, FfnWeights, ffn_with};
-        use topkit::kernels::Kernels;
         let up = Matrix::new(d_ff, d, Weights::I8 { q: &uq, scales: &us }).unwrap();
         let down_t = Matrix::new(d_ff, d, Weights::I8 { q: &dq, scales: &ds }).unwrap();
         let w = FfnWeights { up, up_bias: ub.as_deref(), gate: None, down_t, down_bias: db.as_deref(), act };
-        let mut mem = vec![0u128; 64];
+        let mut mem = arena_mem(topkit::ffn::fast_scratch_bytes(d, d_ff, n, false));
         let mut arena = topkit::Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
-        let mut s = FfnScratch::new(&mut arena, d_ff, n, None).unwrap();
+        let mut s = FfnScratch::new_fast(&mut arena, d, d_ff, n, None, false).unwrap();
         let mut got = vec![f32::NAN; n * d];
         ffn_with(Kernels::Fast, &w, &x, None, &mut s, &mut got).unwrap();
 
@@ -240,7 +298,6 @@ proptest! {
     #[test]
     fn fast_ffn_f32_is_close_to_reference((d, d_ff, n) in (prop_oneof![(1usize..=8).prop_map(|c| c * 16), 1usize..=40], 1usize..=300, prop_oneof![1usize..=4, 1usize..=40]), seed in any::<u64>()) {
         use topkit::ffn::{FfnScratch, FfnWeights, ffn_with};
-        use topkit::kernels::Kernels;
         let mut s = seed;
         let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 };
         let uw: Vec<f32> = (0..d_ff * d).map(|_| next() * 0.2).collect();
@@ -251,9 +308,9 @@ proptest! {
         let up = Matrix::new(d_ff, d, Weights::F32(&uw)).unwrap();
         let down_t = Matrix::new(d_ff, d, Weights::F32(&dw)).unwrap();
         let w = FfnWeights { up, up_bias: Some(&ub), gate: None, down_t, down_bias: Some(&db), act: topkit::Activation::GeluErf };
-        let mut mem = vec![0u128; 64];
+        let mut mem = arena_mem(topkit::ffn::fast_scratch_bytes(d, d_ff, n, false));
         let mut arena = topkit::Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
-        let mut sc = FfnScratch::new(&mut arena, d_ff, n, None).unwrap();
+        let mut sc = FfnScratch::new_fast(&mut arena, d, d_ff, n, None, false).unwrap();
         let (mut got, mut want) = (vec![f32::NAN; n * d], vec![f32::NAN; n * d]);
         ffn_with(Kernels::Fast, &w, &x, None, &mut sc, &mut got).unwrap();
         ffn_with(Kernels::Reference, &w, &x, None, &mut sc, &mut want).unwrap();
@@ -378,45 +435,6 @@ macro_rules! test_matmul_f32 {
     };
 }
 
-/// Per-token (blocks of `QT_BLOCK`) int8 matmul: the arch kernel `$f` gives the bits of the
-/// generic `matmul_i8_i8_token`.
-macro_rules! test_matmul_i8_i8_token {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((rows, cols, n, q, scales, x, bias) in token_case()) {
-                let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
-                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
-                kernels::matmul_i8_i8_token(&w, &x, n, bias.as_deref(), &mut want);
-                $f(&w, &x, n, bias.as_deref(), &mut got);
-                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-            }
-        }
-    };
-}
-
-/// The product of already quantized tokens: the arch kernel `$f` gives the bits of the
-/// generic `matmul_q8_tokens` (quantized by the generic `quantize_i8_token`).
-macro_rules! test_matmul_q8_tokens {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((rows, cols, n, q, scales, x, bias) in token_case()) {
-                let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
-                let nb = kernels::qt_blocks(cols);
-                let (mut xq, mut xs) = (vec![0i8; n * cols], vec![0f32; n * nb]);
-                for t in 0..n {
-                    kernels::quantize_i8_token(&x[t * cols..(t + 1) * cols], &mut xq[t * cols..(t + 1) * cols], &mut xs[t * nb..(t + 1) * nb]);
-                }
-                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
-                kernels::matmul_q8_tokens(&w, &xq, &xs, n, bias.as_deref(), &mut want);
-                $f(&w, &xq, &xs, n, bias.as_deref(), &mut got);
-                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-            }
-        }
-    };
-}
-
 /// Down projection of per-token int8 rows: the arch kernel `$f` gives the bits of the generic
 /// `accumulate_q8_tokens`.
 macro_rules! test_accumulate_q8_tokens {
@@ -516,8 +534,6 @@ mod x86_avx512 {
             kernels::x86_avx512_vnni_available()
         );
     }
-    test_matmul_i8_i8_token!(matmul_i8_i8_token, kernels::x86_avx512_matmul_i8_i8_token);
-    test_matmul_q8_tokens!(matmul_q8_tokens, kernels::x86_avx512_matmul_q8_tokens);
     test_accumulate_q8_tokens!(
         accumulate_q8_tokens,
         kernels::x86_avx512_accumulate_q8_tokens

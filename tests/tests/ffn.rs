@@ -15,8 +15,8 @@
 
 use half::f16;
 use proptest::prelude::*;
-use topkit::ffn::{FfnScratch, FfnWeights, ffn, scratch_bytes};
-use topkit::kernels::{Matrix, Weights, activate};
+use topkit::ffn::{FfnScratch, FfnWeights, ffn, ffn_with, scratch_bytes};
+use topkit::kernels::{Kernels, Matrix, Weights, activate};
 use topkit::{Activation, ArenaStorage, Error};
 use topkit_tests::attention_ref::{RefFfn, Rng, ffn_ref, gelu_erf, gelu_tanh, relu, silu};
 
@@ -469,5 +469,16 @@ fn bad_inputs_are_errors() {
     assert!(matches!(
         FfnScratch::new(&mut arena, 1 << 16, 1 << 10, Some(1 << 10)),
         Err(Error::ArenaTooSmall { .. })
+    ));
+    // The fast kernels need the fast part of the scratch (FfnScratch::new_fast).
+    assert!(matches!(
+        ffn_with(Kernels::Fast, &good, &x, None, &mut d, &mut out),
+        Err(Error::InvalidConfig(_))
+    ));
+    let mut f = FfnScratch::new_fast(&mut arena, 3, 4, 2, None, false).unwrap();
+    assert!(ffn_with(Kernels::Fast, &good, &x, None, &mut f, &mut out).is_ok());
+    assert!(matches!(
+        FfnScratch::new_fast(&mut arena, 1 << 17, 4, 2, None, false),
+        Err(Error::InvalidConfig(_))
     ));
 }

@@ -1,10 +1,14 @@
 //! The memory plan against the engines: measured high-water == plan (the full-sequence
-//! encoder, and the decoder's prefill and decode steps), linear growth in N of both layouts,
-//! the layer stack against a naive f64 reference, and the error cases.
+//! encoder, and the decoder's prefill and decode steps) for both kernel choices, the fast
+//! kernels' rows from the documented formulas (and none in a reference plan), linear growth
+//! in N of both layouts, the layer stack against a naive f64 reference, and the error cases.
 
 use topkit::arena::padded;
+use topkit::kernels::Kernels;
 use topkit::model::forward;
-use topkit::{Arch, Arena, Error, ModelConfig, RunConfig, plan, try_plan};
+use topkit::{
+    Arch, Arena, Error, FfnKind, ModelConfig, RunConfig, plan, plan_with, try_plan, try_plan_with,
+};
 use topkit_tests::decoder_ref::OwnedLm;
 use topkit_tests::model_ref::{Dt, OwnedModel, Rng, config};
 
@@ -62,8 +66,20 @@ fn run_in(
     valid: Option<&[bool]>,
     bytes: usize,
 ) -> Result<(Vec<f32>, usize), Error> {
+    run_in_with(Kernels::Reference, m, run, x, valid, bytes)
+}
+
+/// [`run_in`] with the layer stack run by `kernels`.
+fn run_in_with(
+    kernels: Kernels,
+    m: &OwnedModel,
+    run: &RunConfig,
+    x: &[f32],
+    valid: Option<&[bool]>,
+    bytes: usize,
+) -> Result<(Vec<f32>, usize), Error> {
     let views = m.layer_views();
-    let model = m.model(&views);
+    let model = m.model(&views).with_kernels(kernels);
     let mut buf = Vec::new();
     let mut arena = Arena::new(aligned(&mut buf, bytes))?;
     let out = forward(&model, run, x, valid, &mut arena)?.to_vec();
@@ -81,13 +97,14 @@ fn max_err(a: &[f32], b: &[f64]) -> f64 {
 /// Runs a decoder session in an arena of exactly `bytes` bytes: feeds `ids` in the given
 /// pieces (a prefill, then decode steps); returns the last logits and the high-water mark.
 fn decode_in(
+    kernels: Kernels,
     lm: &OwnedLm,
     run: &RunConfig,
     pieces: &[&[u32]],
     bytes: usize,
 ) -> Result<(Vec<f32>, usize), Error> {
     let views = lm.model.layer_views();
-    let dec = lm.decoder(&views);
+    let dec = lm.decoder_with(&views, kernels);
     let mut buf = Vec::new();
     let mut arena = Arena::new(aligned(&mut buf, bytes))?;
     let mut s = dec.start(run, &mut arena)?;
@@ -102,27 +119,42 @@ fn decode_in(
 
 #[test]
 fn high_water_equals_plan_on_a_grid() {
-    // (arch, causal, d_model, n_heads, n_kv_heads)
+    high_water_equals_plan(Kernels::Reference);
+}
+
+/// The fast kernels' buffers are in the plan too: the same grid with [`Kernels::Fast`]
+/// (int8 activations, block attention, the encoder's all-tokens feed-forward).
+#[test]
+fn fast_high_water_equals_plan_on_a_grid() {
+    high_water_equals_plan(Kernels::Fast);
+}
+
+/// Every engine and run of a grid with `kernels`: the arena's high-water mark equals
+/// `plan_with(.., kernels).peak_bytes`, and 16 bytes less is [`Error::ArenaTooSmall`].
+fn high_water_equals_plan(kernels: Kernels) {
+    // (arch, causal, d_model, n_heads, n_kv_heads, d_ff)
     let shapes = [
-        (Arch::Bert, false, 16, 4, 4),
-        (Arch::Bert, false, 24, 2, 2),
-        (Arch::Llama, false, 16, 4, 2),
-        (Arch::Llama, true, 16, 4, 2),
-        (Arch::Llama, true, 16, 4, 1),
-        (Arch::Llama, true, 12, 3, 3),
+        (Arch::Bert, false, 16, 4, 4, 32),
+        (Arch::Bert, false, 24, 2, 2, 32),
+        (Arch::Llama, false, 16, 4, 2, 32),
+        (Arch::Llama, true, 16, 4, 2, 32),
+        (Arch::Llama, true, 16, 4, 1, 32),
+        (Arch::Llama, true, 12, 3, 3, 32),
+        // The fused int8 feed-forward's shapes (d_model 16 k, d_ff 64 k) on x86-64.
+        (Arch::Bert, false, 32, 2, 2, 64),
     ];
     let runs = [(1, 4), (7, 3), (16, 16), (20, 8), (33, 5)];
     let mut rng = Rng::new(7);
     let (mut cases, mut decoder_cases) = (0, 0);
-    for (si, &(arch, causal, d, h, kvh)) in shapes.iter().enumerate() {
+    for (si, &(arch, causal, d, h, kvh, d_ff)) in shapes.iter().enumerate() {
         let cfg = ModelConfig {
             causal,
-            ..config(arch, d, h, kvh, 32, 2, 64)
+            ..config(arch, d, h, kvh, d_ff, 2, 64)
         };
         // f16 and int8 weights on one shape of each engine; f32 elsewhere.
         let dt = match si {
             1 | 3 => Dt::F16,
-            2 | 4 => Dt::I8,
+            2 | 4 | 6 => Dt::I8,
             _ => Dt::F32,
         };
         let m = OwnedModel::random(cfg, dt, 100 + si as u64);
@@ -136,8 +168,9 @@ fn high_water_equals_plan_on_a_grid() {
                         k_attn,
                         k_ff,
                     };
-                    let p = plan(&cfg, &run);
+                    let p = plan_with(&cfg, &run, kernels);
                     assert_eq!(p.decoder, causal);
+                    assert_eq!(p.kernels, kernels);
                     let ends = p.buffers().map(|b| b.offset + b.bytes);
                     assert_eq!(ends.into_iter().max(), Some(p.peak_bytes));
                     if let Some(lm) = &lm {
@@ -150,12 +183,12 @@ fn high_water_equals_plan_on_a_grid() {
                             .chain(ids[split.max(1)..].chunks(1))
                             .collect();
                         for pieces in [vec![&ids[..]], steps, vec![&ids[..1]]] {
-                            let (logits, hw) = decode_in(lm, &run, &pieces, p.peak_bytes)
+                            let (logits, hw) = decode_in(kernels, lm, &run, &pieces, p.peak_bytes)
                                 .unwrap_or_else(|e| panic!("{cfg:?} {run:?}: {e}"));
                             assert_eq!(hw, p.peak_bytes, "decoder d={d} h={h}/{kvh} {run:?}");
                             assert_eq!(logits.len(), cfg.vocab_size);
                             assert!(logits.iter().all(|v| v.is_finite()));
-                            let err = decode_in(lm, &run, &pieces, p.peak_bytes - 16);
+                            let err = decode_in(kernels, lm, &run, &pieces, p.peak_bytes - 16);
                             assert!(
                                 matches!(err, Err(Error::ArenaTooSmall { .. })),
                                 "{run:?}: {err:?}"
@@ -168,11 +201,13 @@ fn high_water_equals_plan_on_a_grid() {
                     for n in [seq, seq.saturating_sub(1).max(1)] {
                         let x = input(&mut rng, n, d);
                         let valid = mask(&mut rng, n);
-                        let (out, hw) = run_in(&m, &run, &x, Some(&valid), p.peak_bytes)
-                            .unwrap_or_else(|e| panic!("{cfg:?} {run:?}: {e}"));
+                        let (out, hw) =
+                            run_in_with(kernels, &m, &run, &x, Some(&valid), p.peak_bytes)
+                                .unwrap_or_else(|e| panic!("{cfg:?} {run:?}: {e}"));
                         assert_eq!(hw, p.peak_bytes, "{arch:?} d={d} h={h}/{kvh} {run:?}");
                         assert!(out.iter().all(|v| v.is_finite()));
-                        let err = run_in(&m, &run, &x, Some(&valid), p.peak_bytes - 16);
+                        let err =
+                            run_in_with(kernels, &m, &run, &x, Some(&valid), p.peak_bytes - 16);
                         assert!(
                             matches!(err, Err(Error::ArenaTooSmall { .. })),
                             "{run:?}: {err:?}"
@@ -183,7 +218,7 @@ fn high_water_equals_plan_on_a_grid() {
             }
         }
     }
-    assert_eq!(cases, 3 * 5 * 3 * 2 * 2);
+    assert_eq!(cases, 4 * 5 * 3 * 2 * 2);
     assert_eq!(decoder_cases, 3 * 5 * 3 * 2 * 3);
 }
 
@@ -642,4 +677,227 @@ fn high_water_counts_from_the_arena_start() {
         Arena::new(&mut bytes[1..]),
         Err(Error::ArenaMisaligned)
     ));
+}
+
+/// Bytes of the int8 activations of a product of `n` tokens of `cols` columns, spelled out
+/// from the docs of `topkit::kernels::q8_scratch_bytes` (groups of 16 token slots).
+fn q8_doc(cols: usize, n: usize) -> usize {
+    if n == 0 || cols > 4096 {
+        return 0;
+    }
+    let nb = cols.div_ceil(64);
+    let fit = (4096 / cols).min(128 / nb).clamp(1, 16);
+    let groups = n.div_ceil(16).min(fit);
+    groups * (16 * cols + 64 * nb)
+}
+
+/// The fast rows `(kv_fast, attn_fast, ffn_fast, ffn_tokens)` from the formulas of the docs
+/// of `topkit::plan`, `topkit::attention::fast_scratch_bytes` and
+/// `topkit::ffn::fast_scratch_bytes` (not from the functions).
+fn fast_rows_doc(cfg: &ModelConfig, run: &RunConfig) -> (usize, usize, usize, usize) {
+    let (n, c, d, hd) = (
+        run.seq_len,
+        run.chunk.min(run.seq_len),
+        cfg.d_model,
+        cfg.head_dim,
+    );
+    let pre = cfg.arch == Arch::Llama;
+    let kv_fast = if cfg.causal {
+        0
+    } else {
+        q8_doc(d, if pre { c } else { n })
+    };
+    let attn = if hd > 128 {
+        0
+    } else {
+        let kb = (n.div_ceil(16) * 16).clamp(16, 256);
+        64 * hd
+            + match run.k_attn {
+                None => 64 * hd + 1024,
+                Some(k) if k <= 32 => 64 * kb + padded(2 * kb) + 16 * (k + kb + 16),
+                Some(_) => 1024,
+            }
+    };
+    let attn_fast = attn.max(q8_doc(d, c));
+    let wide = !cfg.causal && !pre && run.k_ff.is_none() && cfg.kv_dim() >= d;
+    let t = if wide { n } else { c };
+    let (g, u) = (t.min(16), cfg.d_ff.min(256));
+    let gates = 1 + usize::from(cfg.ffn == FfnKind::Gated);
+    let ffn_fast = q8_doc(d, t) + gates * padded(4 * g * u) + padded(64 * g) + padded(4 * g);
+    (kv_fast, attn_fast, ffn_fast, t)
+}
+
+/// A fast plan is the reference plan plus one buffer at the end of each phase, sized by the
+/// documented formulas; a reference plan has none of those bytes.
+#[test]
+fn fast_rows_follow_the_formulas() {
+    let minilm = config(Arch::Bert, 384, 12, 12, 1536, 6, 512);
+    let smollm2 = ModelConfig {
+        vocab_size: 49152,
+        ..config(Arch::Llama, 576, 9, 3, 1536, 30, 8192)
+    };
+    let cfgs = [
+        minilm,
+        smollm2,
+        config(Arch::Llama, 64, 8, 2, 160, 3, 512),
+        llama_encoder(64, 8, 2, 160, 3, 512),
+        config(Arch::Bert, 64, 4, 4, 128, 2, 512),
+        // Heads wider than the fast attention takes: its block buffers are not planned.
+        config(Arch::Bert, 512, 2, 2, 256, 1, 512),
+        // Rows wider than the int8 activations take (Q8_MAX_COLS).
+        config(Arch::Bert, 8192, 64, 64, 64, 1, 64),
+    ];
+    for cfg in cfgs {
+        for (seq, chunk, k_attn, k_ff) in [
+            (32, 8, Some(8), None),
+            (256, 16, Some(32), None),
+            (512, 16, None, None),
+            (40, 5, Some(300), Some(40)),
+            (1, 1, Some(1), None),
+            (300, 16, Some(16), Some(8)),
+        ] {
+            let run = RunConfig {
+                seq_len: seq.min(cfg.max_seq),
+                chunk,
+                k_attn,
+                k_ff,
+            };
+            let (r, f) = (
+                try_plan(&cfg, &run).unwrap(),
+                try_plan_with(&cfg, &run, Kernels::Fast).unwrap(),
+            );
+            assert_eq!(r, try_plan_with(&cfg, &run, Kernels::Reference).unwrap());
+            let (kv, attn, ffn, tokens) = fast_rows_doc(&cfg, &run);
+            assert_eq!(
+                (
+                    f.kv_fast_bytes,
+                    f.attn_fast_bytes,
+                    f.ffn_fast_bytes,
+                    f.ffn_tokens
+                ),
+                (kv, attn, ffn, tokens),
+                "{cfg:?} {run:?}"
+            );
+            assert_eq!(
+                (r.kv_fast_bytes, r.attn_fast_bytes, r.ffn_fast_bytes),
+                (0, 0, 0)
+            );
+            assert_eq!(r.ffn_tokens, r.chunk);
+            // Row by row: the fast rows come last in their phases, every other row is the
+            // reference one at the same offset.
+            for (rb, fb) in r.buffers().iter().zip(f.buffers()) {
+                assert_eq!((rb.name, rb.phase), (fb.name, fb.phase));
+                if fb.name.ends_with("_fast") {
+                    assert_eq!(rb.bytes, 0);
+                } else {
+                    assert_eq!((rb.bytes, rb.offset), (fb.bytes, fb.offset), "{}", fb.name);
+                }
+            }
+            assert_eq!(f.kv_phase_bytes, r.kv_phase_bytes + kv);
+            assert_eq!(f.attn_phase_bytes, r.attn_phase_bytes + attn);
+            assert_eq!(f.ffn_phase_bytes, r.ffn_phase_bytes + ffn);
+            let ends = f.buffers().map(|b| b.offset + b.bytes);
+            assert_eq!(ends.into_iter().max(), Some(f.peak_bytes));
+        }
+    }
+}
+
+/// A fast run given the arena of its reference plan fails with a typed error, the encoder and
+/// the decoder alike, and runs in the fast plan's arena.
+#[test]
+fn fast_runs_need_the_fast_plan() {
+    let run = RunConfig {
+        seq_len: 20,
+        chunk: 8,
+        k_attn: Some(4),
+        k_ff: None,
+    };
+    let cfg = config(Arch::Bert, 32, 2, 2, 64, 2, 64);
+    let m = OwnedModel::random(cfg, Dt::I8, 31);
+    let x = input(&mut Rng::new(2), 20, 32);
+    let (r, f) = (plan(&cfg, &run), plan_with(&cfg, &run, Kernels::Fast));
+    assert!(f.peak_bytes > r.peak_bytes);
+    let err = run_in_with(Kernels::Fast, &m, &run, &x, None, r.peak_bytes);
+    assert!(matches!(err, Err(Error::ArenaTooSmall { .. })), "{err:?}");
+    let (_, hw) = run_in_with(Kernels::Fast, &m, &run, &x, None, f.peak_bytes).unwrap();
+    assert_eq!(hw, f.peak_bytes);
+
+    let causal = ModelConfig {
+        causal: true,
+        ..config(Arch::Llama, 32, 4, 2, 64, 2, 64)
+    };
+    let lm = OwnedLm::random(causal, Dt::I8, 32);
+    let ids: Vec<u32> = (0..20).collect();
+    let (r, f) = (plan(&causal, &run), plan_with(&causal, &run, Kernels::Fast));
+    assert!(f.peak_bytes > r.peak_bytes);
+    let err = decode_in(Kernels::Fast, &lm, &run, &[&ids], r.peak_bytes);
+    assert!(matches!(err, Err(Error::ArenaTooSmall { .. })), "{err:?}");
+    let (_, hw) = decode_in(Kernels::Fast, &lm, &run, &[&ids], f.peak_bytes).unwrap();
+    assert_eq!(hw, f.peak_bytes);
+}
+
+/// The fast kernels' answer does not depend on the sizes the plan gives their buffers: the
+/// same tokens run for `seq_len` = their number and for a longer context (more token groups
+/// per pass, larger key blocks) give the same bits.
+#[test]
+fn fast_answer_does_not_depend_on_the_planned_sizes() {
+    let mut rng = Rng::new(17);
+    for (arch, kvh, dt) in [
+        (Arch::Bert, 4, Dt::I8),
+        (Arch::Bert, 4, Dt::F32),
+        (Arch::Llama, 2, Dt::I8),
+    ] {
+        let cfg = ModelConfig {
+            causal: false,
+            ..config(arch, 32, 4, kvh, 64, 2, 512)
+        };
+        let m = OwnedModel::random(cfg, dt, 40);
+        let n = 37;
+        let x = input(&mut rng, n, 32);
+        for k_attn in [None, Some(5), Some(40)] {
+            let outs: Vec<Vec<u32>> = [n, 100, 512]
+                .iter()
+                .map(|&seq| {
+                    let run = RunConfig {
+                        seq_len: seq,
+                        chunk: 16,
+                        k_attn,
+                        k_ff: None,
+                    };
+                    let p = plan_with(&cfg, &run, Kernels::Fast);
+                    let (out, _) =
+                        run_in_with(Kernels::Fast, &m, &run, &x, None, p.peak_bytes).unwrap();
+                    out.iter().map(|v| v.to_bits()).collect()
+                })
+                .collect();
+            assert_eq!(outs[0], outs[1], "{arch:?} {dt:?} {k_attn:?}");
+            assert_eq!(outs[0], outs[2], "{arch:?} {dt:?} {k_attn:?}");
+        }
+    }
+    let causal = ModelConfig {
+        causal: true,
+        ..config(Arch::Llama, 32, 4, 2, 64, 2, 512)
+    };
+    let lm = OwnedLm::random(causal, Dt::I8, 41);
+    let ids: Vec<u32> = (0..30).map(|i| (i * 7 % 40) as u32).collect();
+    for k_attn in [None, Some(5), Some(40)] {
+        let logits: Vec<Vec<u32>> = [30, 300]
+            .iter()
+            .map(|&seq| {
+                let run = RunConfig {
+                    seq_len: seq,
+                    chunk: 8,
+                    k_attn,
+                    k_ff: None,
+                };
+                let p = plan_with(&causal, &run, Kernels::Fast);
+                let pieces: Vec<&[u32]> = std::iter::once(&ids[..20])
+                    .chain(ids[20..].chunks(1))
+                    .collect();
+                let (l, _) = decode_in(Kernels::Fast, &lm, &run, &pieces, p.peak_bytes).unwrap();
+                l.iter().map(|v| v.to_bits()).collect()
+            })
+            .collect();
+        assert_eq!(logits[0], logits[1], "decoder {k_attn:?}");
+    }
 }

@@ -13,22 +13,27 @@
 //!
 //! The exponential is [`exp_poly`], a documented polynomial (Cephes `expf`), the same in the
 //! micromath and std builds.
+//!
+//! The kernels keep only a few tile-sized arrays on the stack (at most [`ATTN_BLOCK`] f32);
+//! the block buffers that grow with the head width, the key block and `k` (transposed
+//! queries, accumulators, lane-major scores, candidates) are the caller's, sliced from the
+//! memory plan's scratch ([`crate::attention::fast_scratch_bytes`]).
 
 /// Queries per block (lanes of a vector).
 pub const ATTN_LANES: usize = 16;
 /// Keys per tile.
 pub const ATTN_TILE: usize = 16;
-/// Largest head width the fast path takes (its block buffers live on the stack: transposed
-/// queries and the dense accumulators, `ATTN_LANES * ATTN_MAX_HEAD_DIM` f32 each, 8 KiB);
-/// wider heads run the reference path.
+/// Largest head width the fast path takes (the register tiles of the arch kernels are sized for
+/// it); wider heads run the reference path.
 pub const ATTN_MAX_HEAD_DIM: usize = 128;
 /// Scores of one block: `ATTN_TILE` keys x `ATTN_LANES` lanes.
 pub const ATTN_BLOCK: usize = ATTN_TILE * ATTN_LANES;
 /// Largest `k` of the block selection ([`attn_topk_block`]); larger `k` use the heap of
 /// [`crate::topk::TopK`].
 pub const ATTN_SELECT_MAX_K: usize = 32;
-/// Keys per selection block ([`attn_topk_block`]): the lane-major scores of a block of lanes
-/// and keys take `ATTN_LANES * ATTN_KEY_BLOCK` f32 (16 KiB) of stack.
+/// Most keys per selection block ([`attn_topk_block`]); the lane-major scores of a block of
+/// lanes and keys take `ATTN_LANES` times as many f32 (16 KiB). Fewer keys in all make the
+/// block smaller ([`crate::attention::fast_key_block`]).
 pub const ATTN_KEY_BLOCK: usize = 256;
 
 /// Below this `exp_poly` returns 0 (`ln` of the smallest normal f32 is -87.3365).
@@ -133,29 +138,26 @@ pub fn attn_scores_tile(
 }
 
 /// Online-softmax state of the lanes of a dense block.
-pub struct AttnDenseState {
+pub struct AttnDenseState<'a> {
     /// Running maximum per lane (`-inf` before the first visible key).
     pub max: [f32; ATTN_LANES],
     /// Running sum of `e^(s - max)` per lane.
     pub sum: [f32; ATTN_LANES],
-    /// Weighted value sums, `acc[lane * hd + d]` (relative to `max`).
-    pub acc: [f32; ATTN_LANES * ATTN_MAX_HEAD_DIM],
+    /// Weighted value sums, `acc[lane * hd + d]` (relative to `max`): `ATTN_LANES * hd` f32
+    /// or more.
+    pub acc: &'a mut [f32],
 }
 
-impl AttnDenseState {
-    /// The empty state (no key seen by any lane).
-    pub fn new() -> Self {
+impl<'a> AttnDenseState<'a> {
+    /// The empty state (no key seen by any lane) over the accumulators `acc` (`ATTN_LANES *
+    /// hd` f32 for heads of `hd`), which it zeroes.
+    pub fn new(acc: &'a mut [f32]) -> Self {
+        acc.fill(0.0);
         AttnDenseState {
             max: [f32::NEG_INFINITY; ATTN_LANES],
             sum: [0.0; ATTN_LANES],
-            acc: [0.0; ATTN_LANES * ATTN_MAX_HEAD_DIM],
+            acc,
         }
-    }
-}
-
-impl Default for AttnDenseState {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -309,41 +311,59 @@ fn block_bound(row: &[f32], vis: &[u16], k: usize) -> i32 {
     }
 }
 
-/// Largest number of candidates [`attn_topk_block`] gathers for one lane: the kept slots and
-/// one block of keys.
-pub const ATTN_CAND_MAX: usize = ATTN_SELECT_MAX_K + ATTN_KEY_BLOCK;
-/// Length of the buffers of [`AttnTopkWork`]: [`ATTN_CAND_MAX`] and a vector of slack (the
-/// vector kernels store whole vectors).
-pub const ATTN_CAND_CAP: usize = ATTN_CAND_MAX + ATTN_TILE;
-
-/// Working buffers of [`attn_topk_block`] (one lane's candidates, 4 x [`ATTN_CAND_CAP`] x 4
-/// bytes), made once per call of the fast path rather than once per lane and block.
-pub struct AttnTopkWork {
-    /// Candidate scores.
-    pub(crate) s: [f32; ATTN_CAND_CAP],
-    /// Candidate key indices.
-    pub(crate) j: [i32; ATTN_CAND_CAP],
-    /// Candidate ranks ([`attn_rank`]).
-    pub(crate) r: [i32; ATTN_CAND_CAP],
-    /// Working set of the selection.
-    pub(crate) w: [i32; ATTN_CAND_CAP],
+/// Length of each buffer of an [`AttnTopkWork`] for slots of `k` and blocks of `key_block`
+/// keys: the most candidates [`attn_topk_block`] gathers for one lane (`min(k,
+/// ATTN_SELECT_MAX_K)` kept slots and one block of keys) and a vector of slack (the vector
+/// kernels store whole vectors).
+pub const fn attn_cand_cap(k: usize, key_block: usize) -> usize {
+    let k = if k < ATTN_SELECT_MAX_K {
+        k
+    } else {
+        ATTN_SELECT_MAX_K
+    };
+    k + key_block + ATTN_TILE
 }
 
-impl AttnTopkWork {
-    /// Zeroed buffers.
-    pub fn new() -> Self {
+/// Working buffers of [`attn_topk_block`] (one lane's candidates: four buffers of the same
+/// length, [`attn_cand_cap`]), made once per call of the fast path rather than once per lane
+/// and block, over words of the caller's scratch.
+pub struct AttnTopkWork<'a> {
+    /// Candidate scores.
+    pub(crate) s: &'a mut [f32],
+    /// Candidate key indices.
+    pub(crate) j: &'a mut [i32],
+    /// Candidate ranks ([`attn_rank`]).
+    pub(crate) r: &'a mut [i32],
+    /// Working set of the selection.
+    pub(crate) w: &'a mut [i32],
+}
+
+impl<'a> AttnTopkWork<'a> {
+    /// f32 words of the buffers for slots of `k` and blocks of `key_block` keys: `4 *
+    /// attn_cand_cap(k, key_block)`.
+    pub const fn words(k: usize, key_block: usize) -> usize {
+        4 * attn_cand_cap(k, key_block)
+    }
+
+    /// The four buffers over `words` (a quarter each, [`AttnTopkWork::words`] for slots of `k`
+    /// and blocks of `key_block` keys).
+    pub fn new(words: &'a mut [f32]) -> Self {
+        let cap = words.len() / 4;
+        let (s, rest) = words.split_at_mut(cap);
+        let rest: &mut [i32] = bytemuck::cast_slice_mut(rest);
+        let (j, rest) = rest.split_at_mut(cap);
+        let (r, w) = rest.split_at_mut(cap);
         AttnTopkWork {
-            s: [0.0; ATTN_CAND_CAP],
-            j: [0; ATTN_CAND_CAP],
-            r: [0; ATTN_CAND_CAP],
-            w: [0; ATTN_CAND_CAP],
+            s,
+            j,
+            r,
+            w: &mut w[..cap],
         }
     }
-}
 
-impl Default for AttnTopkWork {
-    fn default() -> Self {
-        Self::new()
+    /// Candidates each buffer holds.
+    pub fn capacity(&self) -> usize {
+        self.s.len()
     }
 }
 
@@ -356,7 +376,8 @@ impl Default for AttnTopkWork {
 ///
 /// "Best": larger [`attn_rank`] (score descending, NaN last), then the lower key index.
 /// Capacity `k = min(k, ATTN_SELECT_MAX_K, scores.len(), idx.len())`. Key indices are stored
-/// as `u16` (the caller keeps them below [`crate::attention::MAX_KEYS`]).
+/// as `u16` (the caller keeps them below [`crate::attention::MAX_KEYS`]). `work` holds
+/// `k + 16 * vis.len()` candidates or more ([`AttnTopkWork::words`]).
 ///
 /// Candidates are the old slots and visible keys whose rank reaches a lower bound on the
 /// `k`-th best (the `k`-th best kept when the slots are full, and the block's group bound);

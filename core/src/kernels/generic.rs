@@ -209,9 +209,10 @@ pub fn matmul(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut
     }
 }
 
-/// Longest row (elements) the int8-activation kernels quantize into a stack buffer; longer
-/// rows must take the f32-activation path ([`matmul`]). Keeps the quantized activations of
-/// [`matmul_i8_i8_token`] at `QT_GROUP * Q8_MAX_COLS` bytes of stack (64 KiB).
+/// Longest row (elements) the int8-activation kernels quantize; longer rows take the
+/// f32-activation path ([`matmul`]). It bounds the working buffers: one group of
+/// [`QT_GROUP`] quantized tokens is at most `QT_GROUP * Q8_MAX_COLS` bytes (64 KiB), the
+/// most [`q8_groups`] puts in one pass.
 pub const Q8_MAX_COLS: usize = 4096;
 
 /// Symmetric int8 quantization of one activation row with its own (dynamic) scale:
@@ -261,6 +262,50 @@ pub const QT_BLOCK: usize = 64;
 /// Scales per token of a `cols`-wide row in [`matmul_q8_tokens`] (`cols.div_ceil(QT_BLOCK)`).
 pub const fn qt_blocks(cols: usize) -> usize {
     cols.div_ceil(QT_BLOCK)
+}
+
+/// Most groups of [`QT_GROUP`] tokens one pass of the int8-activation product quantizes before
+/// it multiplies (the x86-64 kernels take each weight block's sums once for all of them).
+pub const Q8_MAX_GROUPS: usize = 16;
+
+/// Groups of [`QT_GROUP`] tokens one pass of the int8-activation product of `n` tokens of
+/// `cols` columns quantizes at once: as many as the tokens fill (`n.div_ceil(QT_GROUP)`), at
+/// most what 64 KiB of activations (`Q8_MAX_COLS / cols` groups) and 8 KiB of scales
+/// (`128 / qt_blocks(cols)` groups) hold, at most [`Q8_MAX_GROUPS`], at least one. 0 when
+/// `n == 0`, `cols == 0` or `cols > Q8_MAX_COLS` (those rows take the f32-activation path).
+pub const fn q8_groups(cols: usize, n: usize) -> usize {
+    if n == 0 || cols == 0 || cols > Q8_MAX_COLS {
+        return 0;
+    }
+    let need = n.div_ceil(QT_GROUP);
+    let mut fit = Q8_MAX_COLS / cols;
+    let by_scales = 128 / qt_blocks(cols);
+    if by_scales < fit {
+        fit = by_scales;
+    }
+    if fit > Q8_MAX_GROUPS {
+        fit = Q8_MAX_GROUPS;
+    }
+    if fit == 0 {
+        fit = 1;
+    }
+    if need < fit { need } else { fit }
+}
+
+/// f32 words of one group of [`QT_GROUP`] quantized tokens of `cols` columns in an
+/// int8-activation scratch: `QT_GROUP * cols` int8 values and `QT_GROUP * qt_blocks(cols)` f32
+/// scales, `4 * cols + 16 * qt_blocks(cols)` words.
+pub const fn q8_group_words(cols: usize) -> usize {
+    QT_GROUP * cols / 4 + QT_GROUP * qt_blocks(cols)
+}
+
+/// Bytes of the int8-activation scratch of a product of up to `n` tokens of `cols` columns
+/// (what [`crate::kernels::matmul_by`] with [`crate::kernels::Kernels::Fast`] and int8 weights
+/// needs): [`q8_groups`]`(cols, n)` groups of `16 * cols + 64 * qt_blocks(cols)` bytes, the int8
+/// activations of all groups first, then their scales. Every group has [`QT_GROUP`] token
+/// slots, a short last one included (the x86-64 kernels pack whole groups). A multiple of 16.
+pub const fn q8_scratch_bytes(cols: usize, n: usize) -> usize {
+    4 * q8_groups(cols, n) * q8_group_words(cols)
 }
 
 /// [`quantize_i8`] of each block of [`QT_BLOCK`] elements of one token row `x`, with its own
@@ -380,7 +425,8 @@ pub(crate) fn matmul_i8_i8_token_with(
 /// `X` (`n` rows of `cols <= Q8_MAX_COLS` elements) gets one dynamic scale per [`QT_BLOCK`]
 /// columns ([`quantize_i8_token`]), every block dot product is an exact i32, then
 /// [`matmul_q8_tokens`]'s float sum. `W` must be [`Weights::I8`]; shapes as in [`matmul`].
-/// Stack: about `QT_GROUP * Q8_MAX_COLS` bytes plus the scales (68 KiB).
+/// Stack: one group of [`Q8_MAX_COLS`] quantized tokens and its scales (68 KiB); the engine
+/// runs the same product on a planned scratch instead ([`crate::kernels::matmul_by`]).
 ///
 /// Error against [`matmul`]: the activation rounding, at most half a step of each block's
 /// scale (`max|x_block| / 254`) per element.
@@ -394,12 +440,16 @@ pub fn matmul_i8_i8_token(
     matmul_i8_i8_token_with(quantize_i8_token, matmul_q8_tokens, w, x, n, bias, y);
 }
 
+/// Columns [`accumulate_q8_tokens`] sums at a time (an i32 accumulator of 512 bytes on the
+/// stack).
+const ACC_COLS: usize = 128;
+
 /// `out[t][c] += (sum_j hq[t][j] * q[j][c]) as f32 * hs[t]` for `n` tokens: `hq` holds `n`
 /// int8 rows of `k` values with one scale each (`hs`, [`quantize_i8`]), `q` is `k` rows of
 /// `cols` int8 values (a block of rows of a transposed weight matrix such as `down_t`), `out`
 /// is `n x cols` (`cols <= Q8_MAX_COLS`). The sums are exact i32 (for `k <= 131072`), then one
-/// multiply and one add per element, so arch kernels give the same bits.
-#[inline(never)] // large stack buffers: keep them out of the callers' frames
+/// multiply and one add per element, so arch kernels give the same bits. The columns go
+/// `ACC_COLS` (128) at a time (the sums are exact, so the bits do not depend on it).
 pub fn accumulate_q8_tokens(
     out: &mut [f32],
     q: &[i8],
@@ -411,27 +461,28 @@ pub fn accumulate_q8_tokens(
     debug_assert!(cols <= Q8_MAX_COLS);
     debug_assert_eq!(out.len(), n * cols);
     debug_assert_eq!(hs.len(), n);
-    if n == 0 {
+    if n == 0 || cols == 0 {
         return;
     }
     let k = hq.len() / n;
     debug_assert_eq!(q.len(), k * cols);
-    let mut acc = [0i32; Q8_MAX_COLS];
-    let acc = &mut acc[..cols];
+    let mut acc = [0i32; ACC_COLS];
     for t in 0..n {
-        acc.fill(0);
-        for (&hb, row) in hq[t * k..(t + 1) * k]
-            .iter()
-            .zip(q.chunks_exact(cols.max(1)))
-        {
-            if hb != 0 {
-                for (a, &v) in acc.iter_mut().zip(row) {
-                    *a += hb as i32 * v as i32;
+        let ht = &hq[t * k..(t + 1) * k];
+        let ot = &mut out[t * cols..(t + 1) * cols];
+        for (c0, oc) in (0..cols).step_by(ACC_COLS).zip(ot.chunks_mut(ACC_COLS)) {
+            let acc = &mut acc[..oc.len()];
+            acc.fill(0);
+            for (&hb, row) in ht.iter().zip(q.chunks_exact(cols)) {
+                if hb != 0 {
+                    for (a, &v) in acc.iter_mut().zip(&row[c0..c0 + oc.len()]) {
+                        *a += hb as i32 * v as i32;
+                    }
                 }
             }
-        }
-        for (o, &a) in out[t * cols..(t + 1) * cols].iter_mut().zip(acc.iter()) {
-            *o += a as f32 * hs[t];
+            for (o, &a) in oc.iter_mut().zip(acc.iter()) {
+                *o += a as f32 * hs[t];
+            }
         }
     }
 }

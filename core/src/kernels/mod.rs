@@ -42,8 +42,7 @@ pub use x86_avx2::{
 pub use x86_avx512::{
     available_vnni as x86_avx512_vnni_available, x86_avx512_accumulate_f32_tokens,
     x86_avx512_accumulate_q8_tokens, x86_avx512_ffn_f32, x86_avx512_ffn_q8, x86_avx512_layer_norm,
-    x86_avx512_matmul_f32, x86_avx512_matmul_i8_i8_token, x86_avx512_matmul_q8_tokens,
-    x86_avx512_quantize_i8_token,
+    x86_avx512_matmul_f32, x86_avx512_quantize_i8_token,
 };
 
 use crate::Error;
@@ -163,7 +162,13 @@ pub enum Kernels {
     Fast,
 }
 
-/// `Y = X W^T + b` by `kernels` (shapes as in [`matmul`]).
+/// `Y = X W^T + b` by `kernels` (shapes as in [`matmul`]). With [`Kernels::Fast`] and int8
+/// weights the activations are quantized to int8 in `scratch` ([`matmul_i8_i8_token`]'s
+/// formula, the same bits on every target), which must hold one group of tokens:
+/// [`q8_scratch_bytes`]`(w.cols(), n)` bytes (`/ 4` f32 words) give the passes the kernels are
+/// tuned for, fewer bytes (down to one group, [`q8_group_words`]) more passes; with less, or
+/// rows longer than [`Q8_MAX_COLS`], the f32-activation product runs. Otherwise `scratch` is
+/// not used (it may be empty).
 pub fn matmul_by(
     kernels: Kernels,
     w: &Matrix<'_>,
@@ -171,38 +176,155 @@ pub fn matmul_by(
     n: usize,
     bias: Option<&[f32]>,
     y: &mut [f32],
+    scratch: &mut [f32],
 ) {
     match (kernels, w.dtype()) {
-        (Kernels::Fast, DType::I8) if w.cols() <= Q8_MAX_COLS => matmul_fast_i8(w, x, n, bias, y),
+        (Kernels::Fast, DType::I8)
+            if w.cols() > 0
+                && w.cols() <= Q8_MAX_COLS
+                && scratch.len() >= q8_group_words(w.cols()) =>
+        {
+            matmul_fast_i8(w, x, n, bias, y, scratch)
+        }
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
         (Kernels::Fast, DType::F32) => x86_avx512_matmul_f32(w, x, n, bias, y),
         _ => matmul(w, x, n, bias, y),
     }
 }
 
-/// The fast int8 product of [`matmul_by`]. Never inlined: its quantized-activation buffers
-/// live on the stack (tens of KiB), and inlined into `matmul_by` they would make every caller's
-/// frame that large, `Kernels::Reference` runs on a microcontroller included.
-#[inline(never)]
-fn matmul_fast_i8(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut [f32]) {
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    return x86_avx512_matmul_i8_i8_token(w, x, n, bias, y);
-    // Many token groups per pass: each weight row is widened once for all of them.
+/// The fast int8 product of [`matmul_by`]: passes of up to [`q8_groups`] groups of tokens
+/// (as many as `scratch` holds), each quantized once ([`quantize_q8_by`]) and multiplied
+/// ([`matmul_q8_by`]).
+fn matmul_fast_i8(
+    w: &Matrix<'_>,
+    x: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    // wasm simd128: many token groups per pass, each weight row widened once for all of them.
+    // Its working buffers are on the wasm stack (1 MiB by default), not in the plan.
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    return wasm_simd128_matmul_i8_i8_token(w, x, n, bias, y);
-    #[cfg(not(any(
-        all(feature = "std", target_arch = "x86_64"),
-        all(target_arch = "wasm32", target_feature = "simd128")
-    )))]
-    matmul_i8_i8_token_with(
-        |x, q, s| quantize_i8_token_by(Kernels::Fast, x, q, s),
-        |w, q, s, n, b, y| matmul_q8_tokens_by(Kernels::Fast, w, q, s, n, b, y),
-        w,
-        x,
+    {
+        let _ = scratch;
+        wasm_simd128_matmul_i8_i8_token(w, x, n, bias, y)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        let (rows, cols) = (w.rows(), w.cols());
+        let groups = q8_groups(cols, n).min(scratch.len() / q8_group_words(cols));
+        let pass = groups * QT_GROUP;
+        let mut i0 = 0;
+        while i0 < n {
+            let t = pass.min(n - i0);
+            let xq = quantize_q8_by(Kernels::Fast, &x[i0 * cols..(i0 + t) * cols], cols, scratch);
+            matmul_q8_by(
+                Kernels::Fast,
+                w,
+                &xq,
+                bias,
+                &mut y[i0 * rows..(i0 + t) * rows],
+            );
+            i0 += t;
+        }
+    }
+}
+
+/// Int8 activations of some tokens, quantized once by [`quantize_q8_by`] into a scratch, in the
+/// layout of the chosen kernels, for any number of products by [`matmul_q8_by`].
+pub struct Q8Tokens<'s> {
+    /// Tokens.
+    n: usize,
+    /// Columns per token.
+    cols: usize,
+    layout: Q8Layout<'s>,
+}
+
+enum Q8Layout<'s> {
+    /// Row-major int8 rows and `[token][block]` scales ([`quantize_i8_token`]).
+    Rows { q: &'s [i8], s: &'s [f32] },
+    /// The packed groups of the x86-64 AVX-512 VNNI kernels.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    Packed { px: &'s [u32], sx: &'s [f32] },
+}
+
+impl Q8Tokens<'_> {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// `true` when there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Columns per token.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// Quantizes the `n = x.len() / cols` token rows of `x` to int8 by blocks of [`QT_BLOCK`]
+/// columns ([`quantize_i8_token`]'s values) into `scratch`, which must hold `n.div_ceil(16)`
+/// groups of [`q8_group_words`]`(cols)` f32 words (`cols >= 1`). [`Kernels::Fast`] lays them out
+/// for the target's fast product (packed by groups of [`QT_GROUP`] tokens on x86-64 with
+/// AVX-512 VNNI when `cols` is a multiple of 4), [`Kernels::Reference`] row by row.
+pub fn quantize_q8_by<'s>(
+    kernels: Kernels,
+    x: &[f32],
+    cols: usize,
+    scratch: &'s mut [f32],
+) -> Q8Tokens<'s> {
+    let cols = cols.max(1);
+    let n = x.len() / cols;
+    let (nb, groups) = (qt_blocks(cols), n.div_ceil(QT_GROUP));
+    debug_assert!(scratch.len() >= groups * q8_group_words(cols));
+    let (qw, rest) = scratch.split_at_mut((QT_GROUP * groups * cols / 4).min(scratch.len()));
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if kernels == Kernels::Fast && x86_avx512::packs_q8(cols) {
+        let px: &mut [u32] = bytemuck::cast_slice_mut(qw);
+        let sx = &mut rest[..groups * QT_GROUP * nb];
+        x86_avx512::quantize_pack_groups(&x[..n * cols], cols, px, sx);
+        return Q8Tokens {
+            n,
+            cols,
+            layout: Q8Layout::Packed { px, sx },
+        };
+    }
+    let q: &mut [i8] = &mut bytemuck::cast_slice_mut(qw)[..n * cols];
+    let s = &mut rest[..n * nb];
+    for ((xt, qt), st) in x
+        .chunks_exact(cols)
+        .zip(q.chunks_exact_mut(cols))
+        .zip(s.chunks_exact_mut(nb))
+    {
+        quantize_i8_token_by(kernels, xt, qt, st);
+    }
+    Q8Tokens {
         n,
-        bias,
-        y,
-    )
+        cols,
+        layout: Q8Layout::Rows { q, s },
+    }
+}
+
+/// `Y = Xq W^T + b` of the tokens `xq` ([`quantize_q8_by`]) and int8 weights `W` (`xq.cols()`
+/// columns): [`matmul_q8_tokens`]'s bits for every choice of kernels. `y` is `xq.len() x
+/// w.rows()`.
+pub fn matmul_q8_by(
+    kernels: Kernels,
+    w: &Matrix<'_>,
+    xq: &Q8Tokens<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    debug_assert_eq!(w.cols(), xq.cols);
+    match xq.layout {
+        Q8Layout::Rows { q, s } => matmul_q8_tokens_by(kernels, w, q, s, xq.n, bias, y),
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        Q8Layout::Packed { px, sx } => x86_avx512::matmul_packed_groups(w, px, sx, xq.n, bias, y),
+    }
 }
 
 /// [`matmul_q8_tokens`] by `kernels` (the bits never depend on the choice).
@@ -217,8 +339,6 @@ pub fn matmul_q8_tokens_by(
     y: &mut [f32],
 ) {
     match kernels {
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        Kernels::Fast => x86_avx512_matmul_q8_tokens(w, xq, xs, n, bias, y),
         // The exact block dots on SMLAD: the same i32s, so the same bits.
         #[cfg(all(target_arch = "arm", any(target_feature = "dsp", feature = "arm-dsp")))]
         Kernels::Fast => generic::matmul_q8_tokens_with(arm_dsp_dot_i8_i8, w, xq, xs, n, bias, y),

@@ -1477,7 +1477,7 @@ pub fn wasm_simd128_attn_dense_tile(
         if uniform {
             if keys != 0 || up {
                 let tile = (&w, v, stride, &off);
-                acc_keys_half(&mut st.acc, hd, 8 * h, keys, up.then_some(&rescale), tile);
+                acc_keys_half(st.acc, hd, 8 * h, keys, up.then_some(&rescale), tile);
             }
             continue;
         }

@@ -18,9 +18,9 @@
 use core::arch::x86_64::*;
 
 use super::attn::{
-    self as generic, ATTN_BLOCK, ATTN_CAND_CAP, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM,
-    ATTN_RANK_NAN, ATTN_SELECT_MAX_K, ATTN_TILE, AttnDenseState, AttnTopkWork, EXP_P, EXP_POLY_MAX,
-    EXP_POLY_MIN, LN2_HI, LN2_LO, LOG2E,
+    self as generic, ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_RANK_NAN,
+    ATTN_SELECT_MAX_K, ATTN_TILE, AttnDenseState, AttnTopkWork, EXP_P, EXP_POLY_MAX, EXP_POLY_MIN,
+    LN2_HI, LN2_LO, LOG2E,
 };
 
 /// Whether this CPU runs the kernels of this module (AVX-512F, BW and VL for the u16 slot
@@ -865,8 +865,8 @@ fn push_block<const ALL: bool>(
     vis: &[u16],
     bf: __m512,
     kb0: usize,
-    s: &mut [f32; ATTN_CAND_CAP],
-    j: &mut [i32; ATTN_CAND_CAP],
+    s: &mut [f32],
+    j: &mut [i32],
     n: usize,
 ) -> usize {
     let mut n = n.min(ATTN_SELECT_MAX_K);
@@ -874,6 +874,10 @@ fn push_block<const ALL: bool>(
         .len()
         .min(row.len() / ATTN_TILE)
         .min(ATTN_KEY_BLOCK / ATTN_TILE);
+    if n + (nt + 1) * ATTN_TILE > s.len().min(j.len()) {
+        debug_assert!(false, "push_block: candidate buffers too short");
+        return n;
+    }
     let mut key = _mm512_add_epi32(
         _mm512_set1_epi32(kb0 as i32),
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -891,8 +895,8 @@ fn push_block<const ALL: bool>(
         };
         // Compress in registers and store whole vectors: the memory form of compress is
         // microcoded and slow on AMD Zen 4.
-        // SAFETY: before tile t, n <= ATTN_SELECT_MAX_K + 16 t <= ATTN_CAND_MAX - 16, so the
-        // 16 lanes from n are inside the ATTN_CAND_CAP = ATTN_CAND_MAX + 16 buffers.
+        // SAFETY: before tile t, n <= n0 + 16 t (a tile adds at most 16), and s and j hold
+        // n0 + 16 (nt + 1) or more (checked above), so the 16 lanes from n are inside them.
         unsafe {
             _mm512_storeu_ps(sp.add(n), _mm512_maskz_compress_ps(m, x));
             _mm512_storeu_si512(
@@ -975,14 +979,7 @@ fn keep_range(src: Option<&[i32]>, dst: &mut [i32], n: usize, lo: i32, hi: i32) 
 /// round's thresholds are a sample of the candidates; the later ones are evenly spaced in
 /// `[lo, hi]`, which shrinks 16-fold per round, so there are at most 9 rounds.
 #[target_feature(enable = "avx512f,popcnt")]
-fn kth_rank(
-    r: &[i32],
-    w: &mut [i32; ATTN_CAND_CAP],
-    n: usize,
-    k: usize,
-    lo: i32,
-    hi: i32,
-) -> (i32, usize) {
+fn kth_rank(r: &[i32], w: &mut [i32], n: usize, k: usize, lo: i32, hi: i32) -> (i32, usize) {
     let (mut lo, mut hi, mut need, mut nw) = (lo as i64, hi as i64, k, n);
     let mut first = true;
     let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -1066,6 +1063,13 @@ fn topk_block_avx512(
     let len = len.min(k);
     if k == 0 {
         return 0;
+    }
+    // Every candidate buffer holds the old slots, the block's keys and a vector of slack (the
+    // stores below write whole vectors).
+    let cap = generic::attn_cand_cap(k, nt * ATTN_TILE);
+    let lens = [work.s.len(), work.j.len(), work.r.len(), work.w.len()];
+    if lens.into_iter().any(|l| l < cap) {
+        return generic::attn_topk_block(row, vis, kb0, k, scores, idx, len, work);
     }
     // A lower bound on the block's k-th best (finer than the generic kernel's, same idea).
     // Per lane (16 keys apart) and tile mod 4 (four chains), the two best visible non-NaN

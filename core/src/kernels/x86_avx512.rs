@@ -5,25 +5,31 @@
 //! Register-tiled matrix products in broadcast form: a tile of [`ROWS`] weight rows times
 //! [`super::QT_GROUP`] = 16 tokens (one 16-lane register per weight row) keeps its
 //! accumulators in registers over the whole reduction; each step loads one vector of the
-//! tokens' activations (packed on the stack, 4 int8 or 1 f32 per token per lane) and
+//! tokens' activations (packed, 4 int8 or 1 f32 per token per lane) and
 //! multiplies it by a broadcast of the weight row (4 int8 or 1 f32 read in place: the
 //! row-major `[out, in]` weights are never repacked). No horizontal sums.
 //!
 //! - int8 (`vpdpbusd`): the activations are stored as `u8 = x + 128`, so each lane sums
 //!   `(x + 128) w` exactly in i32 and starts from `-128 * sum(w)`: the exact i32 dot,
-//!   bit-identical results to [`super::matmul_q8_tokens`]. The weight block sums are taken
-//!   once per 16 rows for every token group of a call (up to [`MAX_GROUPS`] groups of 16
-//!   tokens are packed at once), and a tile pair's 16 rows x 16 tokens go to the output by one
-//!   16 x 16 register transpose.
+//!   bit-identical results to [`super::matmul_q8_tokens`]. The tokens are quantized straight
+//!   into the packed layout, in the caller's scratch ([`super::quantize_q8_by`], up to
+//!   [`generic::Q8_MAX_GROUPS`] groups of 16 tokens, sized by the memory plan); the weight
+//!   block sums are taken once per 16 rows for every packed group, and a tile pair's 16 rows x
+//!   16 tokens go to the output by one 16 x 16 register transpose.
 //! - The dense int8 feed-forward ([`x86_avx512_ffn_q8`]) runs fused per 64 hidden units: up
 //!   projection tiles, bias, activation and the down projection's row scales on the tile
 //!   registers (units x tokens), the per-token quantization of the 64 units lane-wise, then the
 //!   down projection with the weights as `u8 = w + 128` (a `vpermb` transpose of 4 rows) and
 //!   the activations broadcast in place; the same bits as the unfused kernels.
 //! - f32 (`vfmadd231ps`): fused, in another order than [`super::matmul`] (rounding only).
+//!
+//! Stack: the int8 kernels keep only register tiles and small per-call buffers on the stack
+//! (the block sums of 16 rows, 4 KiB; the fused feed-forward's 64 units, about 9 KiB); the
+//! packed int8 activations are in the planned scratch. The f32 kernels pack 16 tokens of up to
+//! [`F32_MAX_COLS`] f32 on the stack (64 KiB, plus 16 KiB of hidden values in the feed-forward):
+//! host-only paths (std builds on x86-64), bounded by these constants.
 
 use core::arch::x86_64::*;
-use core::mem::MaybeUninit;
 
 use super::{Matrix, Weights, generic};
 use crate::config::Activation;
@@ -33,13 +39,6 @@ pub const ROWS: usize = 8;
 const T: usize = generic::QT_GROUP;
 const QB: usize = generic::QT_BLOCK;
 const _: () = assert!(T == 2 * ROWS && QB <= 64 && QB.is_multiple_of(16));
-/// Packed int8 activations of one call's token groups: 16 tokens x `Q8_MAX_COLS` bytes
-/// (64 KiB), so that rows of `cols` values fit `Q8_MAX_COLS / cols` groups of 16 tokens.
-const PACK_WORDS: usize = T * generic::Q8_MAX_COLS / 4;
-/// Most token groups of 16 packed together (the weight block sums are taken once for them).
-pub const MAX_GROUPS: usize = 16;
-/// Block scales of the packed groups (`[group][block][16]`), f32.
-const SX_CAP: usize = 2048;
 /// Column blocks of one row (`Q8_MAX_COLS / QT_BLOCK`).
 const MAX_NB: usize = generic::Q8_MAX_COLS / QB;
 
@@ -49,34 +48,6 @@ pub fn available_vnni() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vnni")
-}
-
-/// The packed activations of a call, left uninitialised (64 KiB that a zeroing would cost on
-/// every call): the packing writes every word it hands on ([`Packed::filled`]).
-#[repr(align(64))]
-struct Packed([MaybeUninit<u32>; PACK_WORDS]);
-
-impl Packed {
-    fn new() -> Self {
-        Packed([const { MaybeUninit::uninit() }; PACK_WORDS])
-    }
-
-    /// The first `len` words.
-    ///
-    /// # Safety
-    /// Every one of them must have been written.
-    unsafe fn filled(&self, len: usize) -> &[u32] {
-        let w = &self.0[..len];
-        // SAFETY: the caller guarantees that the `len` words are initialised, and
-        // MaybeUninit<u32> has the layout of u32.
-        unsafe { core::slice::from_raw_parts(w.as_ptr() as *const u32, len) }
-    }
-}
-
-/// x + 128 of 4 int8 values as one word (each i8's bits with the sign bit flipped).
-#[inline(always)]
-fn word_u8(c: &[i8]) -> u32 {
-    u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]) ^ 0x8080_8080
 }
 
 /// Asks for the cache lines of `part` of `parts` of `b` to be brought into L2: the weights of
@@ -89,38 +60,6 @@ fn prefetch_part(b: &[i8], part: usize, parts: usize) {
     for off in (start..end).step_by(64) {
         // SAFETY: a prefetch never faults, and the address is inside `b`.
         unsafe { _mm_prefetch::<_MM_HINT_T1>(b.as_ptr().add(off)) };
-    }
-}
-
-/// Packs `g <= 16` int8 rows of `cols` (a multiple of 4) values as `u8 = x + 128` in
-/// `[cols / 4][16][4]` order, and their block scales `xs` (`[g][nb]`) as `sx` (`[nb][16]`);
-/// missing tokens are `x = 0` with scale 0.
-fn pack_q8(
-    xq: &[i8],
-    xs: &[f32],
-    g: usize,
-    cols: usize,
-    out: &mut [MaybeUninit<u32>],
-    sx: &mut [f32],
-) {
-    let (k4n, nb) = (cols / 4, generic::qt_blocks(cols));
-    for t in 0..T {
-        if t < g {
-            let row = &xq[t * cols..(t + 1) * cols];
-            for (k4, c) in row.chunks_exact(4).enumerate() {
-                out[k4 * T + t].write(word_u8(c));
-            }
-            for b in 0..nb {
-                sx[b * T + t] = xs[t * nb + b];
-            }
-        } else {
-            for k4 in 0..k4n {
-                out[k4 * T + t].write(0x8080_8080);
-            }
-            for b in 0..nb {
-                sx[b * T + t] = 0.0;
-            }
-        }
     }
 }
 
@@ -166,10 +105,11 @@ fn quantize_block_vec(x: &[f32]) -> (f32, __m512i) {
 
 /// Quantizes `g <= 16` f32 token rows of `x` (`cols`, a multiple of 4, each) by blocks of
 /// [`generic::QT_BLOCK`] (the bits of [`generic::quantize_i8_token`]) straight into the packed
-/// form of [`pack_q8`]: per block, each token's 64 bytes in a register, then one 16 x 16
-/// transpose of 4-byte words.
+/// form: `u8 = q + 128` in `[cols / 4][16][4]` order in `out`, the block scales `[nb][16]` in
+/// `sx`, missing tokens `x = 0` with scale 0. Per block, each token's 64 bytes in a register,
+/// then one 16 x 16 transpose of 4-byte words.
 #[target_feature(enable = "avx512f,avx512bw")]
-fn quantize_pack(x: &[f32], g: usize, cols: usize, out: &mut [MaybeUninit<u32>], sx: &mut [f32]) {
+fn quantize_pack(x: &[f32], g: usize, cols: usize, out: &mut [u32], sx: &mut [f32]) {
     let nb = generic::qt_blocks(cols);
     let flip = _mm512_set1_epi8(i8::MIN);
     for b in 0..nb {
@@ -439,137 +379,77 @@ fn rows_times_groups(
     }
 }
 
-/// Token groups of 16 packed per pass for rows of `cols` values: what the packed buffer and
-/// the scale buffer hold, at most [`MAX_GROUPS`].
-fn groups_per_pass(cols: usize) -> usize {
-    let (gw, nb) = (cols / 4 * T, generic::qt_blocks(cols));
-    (PACK_WORDS / gw)
-        .min(SX_CAP / (nb * T))
-        .clamp(1, MAX_GROUPS)
+/// Whether [`super::quantize_q8_by`] packs tokens of `cols` columns for these kernels: `cols`
+/// a multiple of 4 up to [`generic::Q8_MAX_COLS`], and a CPU with AVX-512 F, BW and VNNI.
+pub(crate) fn packs_q8(cols: usize) -> bool {
+    cols.is_multiple_of(4) && cols > 0 && cols <= generic::Q8_MAX_COLS && available_vnni()
 }
 
-/// The int8 product of `n` tokens: `pack(group, words, scales)` packs token group `i` (of
-/// `g` tokens starting at token `16 i`), then every row runs over the packed groups.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-fn matmul_packed(
-    q: &[i8],
-    scales: &[f32],
-    rows: usize,
-    cols: usize,
+/// Quantizes the token rows of `x` (`cols` each, [`packs_q8`]) into groups of 16 in the packed
+/// form of [`quantize_pack`]: group `i`'s words at `px[i * 4 cols..]` and its scales at
+/// `sx[i * 16 nb..]` (`px` and `sx` hold every group).
+pub(crate) fn quantize_pack_groups(x: &[f32], cols: usize, px: &mut [u32], sx: &mut [f32]) {
+    let (gw, nb) = (cols / 4 * T, generic::qt_blocks(cols));
+    let n = x.len() / cols.max(1);
+    if !packs_q8(cols) || px.len() < n.div_ceil(T) * gw || sx.len() < n.div_ceil(T) * nb * T {
+        debug_assert!(
+            false,
+            "quantize_pack_groups: no VNNI or too small a scratch"
+        );
+        return;
+    }
+    for (i, xg) in x[..n * cols].chunks(T * cols).enumerate() {
+        let g = xg.len() / cols;
+        let (pxi, sxi) = (
+            &mut px[i * gw..(i + 1) * gw],
+            &mut sx[i * nb * T..(i + 1) * nb * T],
+        );
+        // SAFETY: the CPU has AVX-512 F and BW (packs_q8 checked VNNI, which comes with them).
+        unsafe { quantize_pack(xg, g, cols, pxi, sxi) };
+    }
+}
+
+/// `y = Xq W^T + b` of `n` tokens packed by [`quantize_pack_groups`] (`px`, `sx`) and the int8
+/// matrix `w` ([`packs_q8`] of its columns): the bits of [`generic::matmul_q8_tokens`].
+pub(crate) fn matmul_packed_groups(
+    w: &Matrix<'_>,
+    px: &[u32],
+    sx: &[f32],
     n: usize,
     bias: Option<&[f32]>,
     y: &mut [f32],
-    mut pack: impl FnMut(usize, usize, &mut [MaybeUninit<u32>], &mut [f32]),
 ) {
-    let (gw, nb) = (cols / 4 * T, generic::qt_blocks(cols));
-    let per_pass = groups_per_pass(cols);
-    let mut px = Packed::new();
-    let mut sx = [0.0f32; SX_CAP];
-    let mut gs = [0usize; MAX_GROUPS];
-    let mut t0 = 0;
-    while t0 < n {
-        let mut m = 0;
-        let mut t = t0;
-        while m < per_pass && t < n {
-            let g = T.min(n - t);
-            pack(
-                t,
-                g,
-                &mut px.0[m * gw..(m + 1) * gw],
-                &mut sx[m * nb * T..(m + 1) * nb * T],
-            );
-            gs[m] = g;
-            t += g;
-            m += 1;
-        }
+    let (rows, cols) = (w.rows(), w.cols());
+    let (gw, nb, groups) = (cols / 4 * T, generic::qt_blocks(cols), n.div_ceil(T));
+    let Weights::I8 { q, scales } = w.weights() else {
+        debug_assert!(false, "matmul_packed_groups needs int8 weights");
+        return;
+    };
+    if !packs_q8(cols)
+        || groups > generic::Q8_MAX_GROUPS
+        || px.len() < groups * gw
+        || sx.len() < groups * nb * T
+        || y.len() != n * rows
+        || bias.is_some_and(|b| b.len() != rows)
+    {
+        debug_assert!(false, "matmul_packed_groups: shapes");
+        return;
+    }
+    let gs: [usize; generic::Q8_MAX_GROUPS] =
+        core::array::from_fn(|i| T.min(n.saturating_sub(i * T)));
+    // SAFETY: the CPU has AVX-512 F, BW and VNNI (packs_q8), and the shapes were checked.
+    unsafe {
         rows_times_groups(
             q,
             scales,
             rows,
             cols,
             bias,
-            // SAFETY: pack_q8 and quantize_pack write every word of their groups.
-            unsafe { px.filled(m * gw) },
-            &sx[..m * nb * T],
-            &gs[..m],
-            &mut y[t0 * rows..t * rows],
-        );
-        t0 = t;
-    }
-}
-
-/// AVX-512 VNNI [`super::matmul_q8_tokens`]: the same bits (exact i32 dots, same epilogue).
-/// Falls back to the generic kernel without AVX-512 VNNI or when `cols` is not a multiple of
-/// 4. Shapes as there.
-pub fn x86_avx512_matmul_q8_tokens(
-    w: &Matrix<'_>,
-    xq: &[i8],
-    xs: &[f32],
-    n: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    let (rows, cols) = (w.rows(), w.cols());
-    let nb = generic::qt_blocks(cols);
-    match w.weights() {
-        Weights::I8 { q, scales }
-            if cols.is_multiple_of(4)
-                && cols > 0
-                && cols <= generic::Q8_MAX_COLS
-                && xq.len() == n * cols
-                && xs.len() == n * nb
-                && y.len() == n * rows
-                && available_vnni() =>
-        {
-            let pack = |t: usize, g: usize, px: &mut [MaybeUninit<u32>], sx: &mut [f32]| {
-                let (xq, xs) = (&xq[t * cols..(t + g) * cols], &xs[t * nb..(t + g) * nb]);
-                pack_q8(xq, xs, g, cols, px, sx);
-            };
-            // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked above).
-            unsafe { matmul_packed(q, scales, rows, cols, n, bias, y, pack) }
-        }
-        _ => generic::matmul_q8_tokens(w, xq, xs, n, bias, y),
-    }
-}
-
-/// AVX-512 VNNI [`super::matmul_i8_i8_token`]: the same bits. Each token is quantized
-/// straight into the packed layout (no int8 copy of the input), up to [`MAX_GROUPS`] groups
-/// of 16 tokens at a time. Shapes as there; other cases take the generic composition with the
-/// AVX-512 quantization.
-pub fn x86_avx512_matmul_i8_i8_token(
-    w: &Matrix<'_>,
-    x: &[f32],
-    n: usize,
-    bias: Option<&[f32]>,
-    y: &mut [f32],
-) {
-    let (rows, cols) = (w.rows(), w.cols());
-    match w.weights() {
-        Weights::I8 { q, scales }
-            if cols.is_multiple_of(4)
-                && cols > 0
-                && cols <= generic::Q8_MAX_COLS
-                && x.len() == n * cols
-                && y.len() == n * rows
-                && available_vnni() =>
-        {
-            let pack = |t: usize, g: usize, px: &mut [MaybeUninit<u32>], sx: &mut [f32]| {
-                // SAFETY: the CPU has AVX-512 F and BW (checked above).
-                unsafe { quantize_pack(&x[t * cols..(t + g) * cols], g, cols, px, sx) }
-            };
-            // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked above).
-            unsafe { matmul_packed(q, scales, rows, cols, n, bias, y, pack) }
-        }
-        _ => generic::matmul_i8_i8_token_with(
-            x86_avx512_quantize_i8_token,
-            x86_avx512_matmul_q8_tokens,
-            w,
-            x,
-            n,
-            bias,
+            &px[..groups * gw],
+            &sx[..groups * nb * T],
+            &gs[..groups],
             y,
-        ),
+        )
     }
 }
 
@@ -980,9 +860,13 @@ fn down_tile<const TT: usize>(
     let mut acc: [__m512i; TT] = core::array::from_fn(|t| _mm512_set1_epi32(hcorr[t0 + t]));
     for j4 in 0..UNITS / 4 {
         let wv = _mm512_xor_si512(load_4x16_transposed(q, 4 * j4, d, c0, idx), flip);
-        let hq = &hpk[j4 * T + t0..j4 * T + t0 + TT];
-        for (a, &hv) in acc.iter_mut().zip(hq) {
-            *a = _mm512_dpbusd_epi32(*a, wv, _mm512_set1_epi32(hv as i32));
+        // A fixed-size view and a loop of exactly TT steps, so that the accumulators stay in
+        // registers wherever this is inlined.
+        let Ok(hq) = <&[u32; TT]>::try_from(&hpk[j4 * T + t0..j4 * T + t0 + TT]) else {
+            return;
+        };
+        for t in 0..TT {
+            acc[t] = _mm512_dpbusd_epi32(acc[t], wv, _mm512_set1_epi32(hq[t] as i32));
         }
     }
     for (t, a) in acc.iter().enumerate() {
@@ -1012,18 +896,18 @@ fn ffn_q8_vnni(
     d: usize,
     d_ff: usize,
     out: &mut [f32],
+    px: &mut [u32],
+    sx: &mut [f32],
+    per_pass: usize,
 ) {
     const NB: usize = FFN_MAX_D / QB;
     let (gw, nb) = (d / 4 * T, generic::qt_blocks(d));
-    let per_pass = groups_per_pass(d);
-    let mut px = Packed::new();
-    let mut sx = [0.0f32; SX_CAP];
     // Block sums of the 64 up rows of a step, [4][nb][16].
     let mut corr = [0i32; UNITS / T * NB * T];
     let mut h = [_mm512_setzero_ps(); UNITS];
     let mut hpk = [0u32; UNITS / 4 * T];
     let (mut hcorr, mut hs) = ([0i32; T], [0.0f32; T]);
-    let mut gs = [0usize; MAX_GROUPS];
+    let mut gs = [0usize; generic::Q8_MAX_GROUPS];
     let mut t0 = 0;
     while t0 < n {
         // Up to `per_pass` groups of 16 tokens share each step's weights and block sums.
@@ -1032,7 +916,7 @@ fn ffn_q8_vnni(
         while m < per_pass && t < n {
             let g = T.min(n - t);
             let (pxm, sxm) = (
-                &mut px.0[m * gw..(m + 1) * gw],
+                &mut px[m * gw..(m + 1) * gw],
                 &mut sx[m * nb * T..(m + 1) * nb * T],
             );
             quantize_pack(&x[t * d..(t + g) * d], g, d, pxm, sxm);
@@ -1050,8 +934,7 @@ fn ffn_q8_vnni(
             let next =
                 &up_q[((j0 + UNITS) * d).min(up_q.len())..((j0 + 2 * UNITS) * d).min(up_q.len())];
             let mut tg = t0;
-            // SAFETY: quantize_pack wrote every word of the pass's groups.
-            let pxf = unsafe { px.filled(m * gw) };
+            let pxf = &px[..m * gw];
             for (i, &g) in gs[..m].iter().enumerate() {
                 prefetch_part(next, i, m);
                 let (pxi, sxi) = (
@@ -1101,9 +984,15 @@ fn ffn_q8_vnni(
 /// [`super::accumulate_q8_tokens`]); `up` (`d_ff x d`) and `down_t` (`d_ff x d`, row scales
 /// `s_j`) are int8, `out` holds the down bias (or zeros) on entry.
 ///
+/// The tokens are quantized into `scratch` (f32 words), up to [`generic::q8_groups`]`(d, n)`
+/// groups of 16 at a time (as many as it holds: [`generic::q8_scratch_bytes`]`(d, n) / 4`
+/// words for all of them).
+///
 /// Returns `false`, having done nothing, when the CPU lacks AVX-512 F, BW, VNNI or VBMI (or
 /// AVX2 and FMA, whose GELU bits the fused one repeats) or the shapes are not the fused
-/// kernel's: `d` a multiple of 16 up to [`FFN_MAX_D`], `d_ff` a multiple of 64, int8 weights.
+/// kernel's: `d` a multiple of 16 up to [`FFN_MAX_D`], `d_ff` a multiple of 64, int8 weights,
+/// `scratch` of one group ([`generic::q8_group_words`]) or more.
+#[allow(clippy::too_many_arguments)]
 pub fn x86_avx512_ffn_q8(
     up: &Matrix<'_>,
     up_bias: Option<&[f32]>,
@@ -1112,6 +1001,7 @@ pub fn x86_avx512_ffn_q8(
     x: &[f32],
     n: usize,
     out: &mut [f32],
+    scratch: &mut [f32],
 ) -> bool {
     let (d_ff, d) = (up.rows(), up.cols());
     let (
@@ -1136,11 +1026,19 @@ pub fn x86_avx512_ffn_q8(
         && up_bias.is_none_or(|b| b.len() == d_ff)
         && x.len() == n * d
         && out.len() == n * d;
-    if !(fits && available_vbmi() && super::x86_avx2_available()) {
+    let groups = generic::q8_groups(d, n).min(scratch.len() / generic::q8_group_words(d));
+    if !(fits && groups > 0 && available_vbmi() && super::x86_avx2_available()) {
         return false;
     }
+    let (pw, rest) = scratch.split_at_mut(groups * d / 4 * T);
+    let px: &mut [u32] = bytemuck::cast_slice_mut(pw);
+    let sx = &mut rest[..groups * generic::qt_blocks(d) * T];
     // SAFETY: the CPU has AVX-512 F, BW, VNNI and VBMI (checked above).
-    unsafe { ffn_q8_vnni(up_q, up_s, up_bias, act, down_q, down_s, x, n, d, d_ff, out) };
+    unsafe {
+        ffn_q8_vnni(
+            up_q, up_s, up_bias, act, down_q, down_s, x, n, d, d_ff, out, px, sx, groups,
+        )
+    };
     true
 }
 

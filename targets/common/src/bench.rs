@@ -7,15 +7,16 @@
 //! - `check: <what> <cases> cases, <n> mismatches` (and `mismatch: ...` for the first ones);
 //! - `bench: <kernel> <rows>x<cols> <instructions> instructions <macs> MACs`;
 //! - `token: kernels <name> <instructions> instructions <tokens> tokens stack <bytes> bytes
-//!   digest <hex>`.
+//!   arena <bytes> bytes planned <bytes> bytes digest <hex>` (the arena's high-water mark and
+//!   the plan of that kernel choice, which must be equal).
 
 use topkit::ArenaStorage;
 use topkit::kernels::{
     Kernels, Matrix, Weights, dot_i8_i8, dot_i8_i8_by, matmul_by, matmul_i8_i8_token, matvec,
-    matvec_i8_i8_by, quantize_i8,
+    matvec_i8_i8_by, q8_scratch_bytes, quantize_i8,
 };
 
-use crate::{OUT_LEN, Once, PEAK_BYTES, infer_with};
+use crate::{FAST_PLAN, OUT_LEN, Once, PEAK_BYTES, PLAN, infer_with};
 
 /// Rows of the benchmark matrix (MiniLM's `d_model`).
 pub const ROWS: usize = 384;
@@ -23,6 +24,15 @@ pub const ROWS: usize = 384;
 pub const COLS: usize = 384;
 /// Longest vector of the exactness check (elements): `Q8_MAX_COLS`.
 const MAX_LEN: usize = 4096;
+/// The arena of the model runs: the larger plan of the two kernel choices.
+const ARENA_BYTES: usize = if FAST_PLAN.peak_bytes > PEAK_BYTES {
+    FAST_PLAN.peak_bytes
+} else {
+    PEAK_BYTES
+};
+/// The int8 activations of the fast matrix products below (one group of 16 tokens of
+/// `COLS`, which also holds `check_blocks`' 6 tokens of 100), f32 words.
+const Q8_WORDS: usize = q8_scratch_bytes(COLS, 1) / 4;
 
 /// Everything the benchmark works on, in `.bss` (about 740 KB).
 #[repr(C, align(16))]
@@ -37,7 +47,8 @@ pub struct Buffers {
     yj: [i32; ROWS],
     a: [i8; MAX_LEN + 8],
     b: [i8; MAX_LEN + 8],
-    arena: ArenaStorage<PEAK_BYTES>,
+    arena: ArenaStorage<ARENA_BYTES>,
+    q8: [f32; Q8_WORDS],
     out: [f32; OUT_LEN],
 }
 
@@ -56,6 +67,7 @@ impl Buffers {
             a: [0; MAX_LEN + 8],
             b: [0; MAX_LEN + 8],
             arena: ArenaStorage::new(),
+            q8: [0.0; Q8_WORDS],
             out: [0.0; OUT_LEN],
         }
     }
@@ -257,7 +269,8 @@ fn check_blocks(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
     for n in 1..=6 {
         let (mut got, mut want) = ([0.0f32; 6 * 7], [0.0f32; 6 * 7]);
         let x = &xs[..n * cols];
-        matmul_by(Kernels::Fast, &w, x, n, Some(&bias), &mut got[..n * rows]);
+        let y = &mut got[..n * rows];
+        matmul_by(Kernels::Fast, &w, x, n, Some(&bias), y, &mut bufs.q8);
         matmul_i8_i8_token(&w, x, n, Some(&bias), &mut want[..n * rows]);
         for (g, v) in got[..n * rows].iter().zip(&want[..n * rows]) {
             t.case(
@@ -318,7 +331,7 @@ fn bench_kernels(bufs: &mut Buffers, rng: &mut Rng, clock: &impl Fn() -> u64, fa
         defmt::println!("mismatch: bench matrix shape");
         return 1;
     };
-    let (x, xq, y) = (&bufs.x, &bufs.xq, &mut bufs.y);
+    let (x, xq, y, q8) = (&bufs.x, &bufs.xq, &mut bufs.y, &mut bufs.q8);
     time(clock, "f32 matvec, generic", || matvec(&wf, x, None, y));
     time(
         clock,
@@ -353,7 +366,7 @@ fn bench_kernels(bufs: &mut Buffers, rng: &mut Rng, clock: &impl Fn() -> u64, fa
     time(
         clock,
         "int8 weights, int8 activations by 64-blocks per token (Kernels::Fast matmul, n = 1)",
-        || matmul_by(Kernels::Fast, &wq, x, 1, None, y),
+        || matmul_by(Kernels::Fast, &wq, x, 1, None, y, q8),
     );
     defmt::println!("fast: {=str}", fast);
     mismatches
@@ -362,6 +375,8 @@ fn bench_kernels(bufs: &mut Buffers, rng: &mut Rng, clock: &impl Fn() -> u64, fa
 /// Instructions per token and stack of the firmware model with each kernel choice (a fresh
 /// arena each): the stack painted by `paint` (which returns the depth in use then) before the
 /// run, the peak read by `peak` after it; the difference is what the inference itself takes.
+/// The arena's high-water mark must equal the plan of that kernel choice (a mismatch
+/// otherwise).
 fn bench_model(
     bufs: &mut Buffers,
     clock: &impl Fn() -> u64,
@@ -369,20 +384,32 @@ fn bench_model(
     peak: &impl Fn() -> usize,
 ) -> u32 {
     let mut failed = 0;
-    for (name, k) in [("reference", Kernels::Reference), ("fast", Kernels::Fast)] {
+    let runs = [
+        ("reference", Kernels::Reference, PLAN.peak_bytes),
+        ("fast", Kernels::Fast, FAST_PLAN.peak_bytes),
+    ];
+    for (name, k, planned) in runs {
         let mut arena = bufs.arena.arena();
         let depth = paint();
         let r = infer_with(k, &mut arena, &mut bufs.out, clock);
         let stack = peak().saturating_sub(depth);
         match r {
-            Ok(o) => defmt::println!(
-                "token: kernels {=str} {=u64} instructions {=usize} tokens stack {=usize} bytes digest {=u32:#010x}",
-                name,
-                o.ticks,
-                o.tokens,
-                stack,
-                o.digest
-            ),
+            Ok(o) => {
+                defmt::println!(
+                    "token: kernels {=str} {=u64} instructions {=usize} tokens stack {=usize} bytes arena {=usize} bytes planned {=usize} bytes digest {=u32:#010x}",
+                    name,
+                    o.ticks,
+                    o.tokens,
+                    stack,
+                    o.arena_bytes,
+                    planned,
+                    o.digest
+                );
+                if o.arena_bytes != planned {
+                    defmt::println!("mismatch: {=str} arena differs from its plan", name);
+                    failed += 1;
+                }
+            }
             Err(e) => {
                 defmt::println!("mismatch: model error {}", defmt::Display2Format(&e));
                 failed += 1;

@@ -24,6 +24,11 @@ pub mod generated {
 
 pub use generated::{DTYPE, FLASH_BYTES, MODEL, MODEL_NAME, PEAK_BYTES, PLAN, RUN, TOKENS};
 
+/// The plan of the same run with the layer stack on [`Kernels::Fast`] ([`infer_with`]): its
+/// working buffers (int8 activations, attention blocks) in the arena, not on the stack. The
+/// generated [`PLAN`] is the reference kernels' (what [`infer`] runs).
+pub const FAST_PLAN: topkit::Plan = topkit::plan_with(&MODEL, &RUN, Kernels::Fast);
+
 /// Values of the output: one sentence embedding.
 pub const OUT_LEN: usize = MODEL.d_model;
 

@@ -348,7 +348,8 @@ macro_rules! test_attn_dense_tile {
             let mut rng = Rng(8);
             for hd in [1usize, 3, 4, 8, 32, 36, 64, 100, 128] {
                 for pattern in 0..4 {
-                    let (mut want, mut got) = (AttnDenseState::new(), AttnDenseState::new());
+                    let (mut wa, mut ga) = (vec![0f32; ATTN_LANES * hd], vec![0f32; ATTN_LANES * hd]);
+                    let (mut want, mut got) = (AttnDenseState::new(&mut wa), AttnDenseState::new(&mut ga));
                     for tile in 0..4 {
                         let nk = [ATTN_TILE, 5, 1, 0][tile];
                         let c = attn_case(&mut rng, hd, nk.max(1), pattern);
@@ -519,8 +520,11 @@ macro_rules! test_attn_topk_block {
         #[wasm_bindgen_test]
         fn $name() {
             let mut rng = Rng(12);
-            let mut work = attn::AttnTopkWork::new();
             for k in [1usize, 2, 7, 16, 17, 31, 32] {
+                // Each side its own work buffers of exactly the planned size.
+                let words = attn::AttnTopkWork::words(k, 16 * ATTN_TILE);
+                let (mut wb, mut gb) = (vec![0f32; words], vec![0f32; words]);
+                let (mut ww, mut gw) = (attn::AttnTopkWork::new(&mut wb), attn::AttnTopkWork::new(&mut gb));
                 for pattern in 0..5u32 {
                     let (mut ws, mut wi) = (vec![0f32; k], vec![0u16; k]);
                     let (mut gs, mut gi) = (vec![0f32; k], vec![0u16; k]);
@@ -548,8 +552,8 @@ macro_rules! test_attn_topk_block {
                             })
                             .collect();
                         let kb0 = block * 256;
-                        wl = attn::attn_topk_block(&row, &vis, kb0, k, &mut ws, &mut wi, wl, &mut work);
-                        gl = $f(&row, &vis, kb0, k, &mut gs, &mut gi, gl, &mut work);
+                        wl = attn::attn_topk_block(&row, &vis, kb0, k, &mut ws, &mut wi, wl, &mut ww);
+                        gl = $f(&row, &vis, kb0, k, &mut gs, &mut gi, gl, &mut gw);
                         assert_eq!(gl, wl, "k {k} pattern {pattern} block {block}: length");
                         assert_eq!(bits(&gs[..gl]), bits(&ws[..wl]), "k {k} pattern {pattern} block {block}");
                         assert_eq!(gi[..gl], wi[..wl], "k {k} pattern {pattern} block {block}");

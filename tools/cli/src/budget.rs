@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use serde_json::json;
+use topkit::kernels::Kernels;
 use topkit::plan::{Buffer, Phase};
 use topkit::{ModelConfig, Plan, RunConfig};
 
@@ -33,6 +34,26 @@ pub struct BudgetArgs {
     pub json: bool,
     /// Where to write Rust constants.
     pub emit_rust: Option<PathBuf>,
+    /// Kernels to plan for; `None`: [`default_kernels`].
+    pub kernels: Option<Kernels>,
+}
+
+/// The kernels the CLI runs a model with when none are named: `topkit embed`'s default
+/// ([`Kernels::Fast`]) for encoders, `topkit generate`'s ([`Kernels::Reference`]) for causal
+/// models.
+pub fn default_kernels(model: &ModelConfig) -> Kernels {
+    if model.causal {
+        Kernels::Reference
+    } else {
+        Kernels::Fast
+    }
+}
+
+fn kernels_name(k: Kernels) -> &'static str {
+    match k {
+        Kernels::Fast => "fast",
+        Kernels::Reference => "reference",
+    }
 }
 
 fn phase_name(p: Phase) -> &'static str {
@@ -78,7 +99,8 @@ fn opt(v: Option<usize>) -> String {
     v.map_or("None".into(), |k| format!("Some({k})"))
 }
 
-/// Rust source with the model and run configuration and the plan as `const` items.
+/// Rust source with the model and run configuration, the kernels and the plan as `const`
+/// items.
 pub fn rust_constants(
     source: &str,
     model: &ModelConfig,
@@ -142,11 +164,21 @@ pub fn rust_constants(
     let _ = writeln!(s);
     let _ = writeln!(
         s,
+        "/// The kernels the plan is for: run the model with them (`Encoder::with_kernels`)."
+    );
+    let _ = writeln!(
+        s,
+        "pub const KERNELS: topkit::kernels::Kernels = topkit::kernels::Kernels::{:?};",
+        plan.kernels
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
         "/// Every working buffer of one inference, computed by the core at compile time."
     );
     let _ = writeln!(
         s,
-        "pub const PLAN: topkit::Plan = topkit::plan(&MODEL, &RUN);"
+        "pub const PLAN: topkit::Plan = topkit::plan_with(&MODEL, &RUN, KERNELS);"
     );
     let _ = writeln!(s);
     let _ = writeln!(
@@ -181,7 +213,9 @@ pub fn run(args: &BudgetArgs) -> Result<i32> {
         k_attn: args.k_attn,
         k_ff: args.k_ff,
     };
-    let plan = topkit::try_plan(&model, &run).map_err(|e| anyhow!("cannot plan this run: {e}"))?;
+    let kernels = args.kernels.unwrap_or_else(|| default_kernels(&model));
+    let plan = topkit::try_plan_with(&model, &run, kernels)
+        .map_err(|e| anyhow!("cannot plan this run: {e}"))?;
     let flash_bytes = m.bytes().len();
     let weight_bytes: usize = m.tensors().map(|t| t.bytes()).sum();
     let tokenizer_bytes = m.header().tokenizer.len as usize;
@@ -218,6 +252,7 @@ pub fn run(args: &BudgetArgs) -> Result<i32> {
             "file": args.file.display().to_string(),
             "config": crate::inspect::config_json(&m),
             "run": {"seq_len": run.seq_len, "chunk": run.chunk, "effective_chunk": plan.chunk, "k_attn": run.k_attn, "k_ff": run.k_ff},
+            "kernels": kernels_name(plan.kernels),
             "buffers": buffers,
             "phases": {
                 "persistent": plan.persistent_bytes,
@@ -319,16 +354,17 @@ fn print_text(
         model.max_seq
     );
     outln!(
-        "run: {} tokens, chunk {} (effective {}), attention {}, feed-forward {}",
+        "run: {} tokens, chunk {} (effective {}), attention {}, feed-forward {}, kernels {}",
         run.seq_len,
         run.chunk,
         plan.chunk,
         k(run.k_attn),
-        k(run.k_ff)
+        k(run.k_ff),
+        kernels_name(plan.kernels)
     );
     outln!("");
     outln!(
-        "RAM plan (topkit::plan, {}; every buffer padded to 16 bytes)",
+        "RAM plan (topkit::plan_with, {}; every buffer padded to 16 bytes)",
         if plan.decoder {
             "decoder layout: KV cache of all layers, one chunk at a time"
         } else {

@@ -99,10 +99,11 @@ pub enum Command {
     },
     /// Plan the RAM of one inference and check it (and the flash) against a budget.
     ///
-    /// Prints every working buffer of the core's memory plan (topkit::try_plan) with its phase
-    /// and size, the peak (the arena to provide), the N x N score matrix vanilla attention
-    /// would need, and the flash the packed file takes. With --ram and/or --flash, exits 0 if
-    /// the model fits and 1 if not, naming the buffer that overflows. SIZE is a byte count
+    /// Prints every working buffer of the core's memory plan (topkit::try_plan_with, for the
+    /// chosen kernels) with its phase and size, the peak (the arena to provide), the N x N
+    /// score matrix vanilla attention would need, and the flash the packed file takes. With
+    /// --ram and/or --flash, exits 0 if the model fits and 1 if not, naming the buffer that
+    /// overflows. SIZE is a byte count
     /// with an optional binary suffix: 65536, 64K (= 65536), 4M (= 4 * 1024 * 1024), 1G.
     Budget {
         /// Packed model file.
@@ -128,9 +129,16 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// Write Rust constants (MODEL, RUN, PLAN, PEAK_BYTES, ...) for a firmware to include.
+        /// Write Rust constants (MODEL, RUN, KERNELS, PLAN, PEAK_BYTES, ...) for a firmware
+        /// to include.
         #[arg(long, value_name = "PATH")]
         emit_rust: Option<PathBuf>,
+        /// Kernels the plan is for: `fast` adds the fast kernels' working buffers (int8
+        /// activations, attention blocks), `reference` (the generic kernels, what the firmware
+        /// runs by default). Default: what `topkit embed` (encoders: fast) or `topkit generate`
+        /// (causal models: reference) runs the file with.
+        #[arg(long, value_enum)]
+        kernels: Option<KernelChoice>,
     },
     /// Embed texts with a packed sentence encoder (e.g. all-MiniLM-L6-v2).
     ///
@@ -322,6 +330,7 @@ where
             flash,
             json,
             emit_rust,
+            kernels,
         } => budget::run(&budget::BudgetArgs {
             file,
             seq,
@@ -332,6 +341,7 @@ where
             flash,
             json,
             emit_rust,
+            kernels: kernels.map(Into::into),
         }),
         Command::Embed {
             file,
@@ -471,7 +481,7 @@ pub fn parse_packed<'a>(path: &Path, bytes: &'a [u8], verify_crc: bool) -> Resul
     })
 }
 
-/// `--kernels` of `topkit embed`.
+/// `--kernels` of `topkit embed` and `topkit budget`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum KernelChoice {
     /// Host speed: int8 activations, AVX2/FMA when present.

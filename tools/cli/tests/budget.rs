@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 
 use common::*;
 use topkit::format::PackedModel;
-use topkit::{RunConfig, try_plan};
+use topkit::kernels::Kernels;
+use topkit::{RunConfig, try_plan, try_plan_with};
 
 mod emitted {
     include!("data/emitted_plan.rs");
@@ -49,6 +50,55 @@ fn json(extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", o.stdout, o.stderr))
 }
 
+/// Without `--kernels` an encoder is planned for the fast kernels (what `topkit embed` runs
+/// it with); `--kernels reference` gives the reference plan, which has no byte of the fast
+/// kernels' buffers.
+#[test]
+fn kernels_choose_the_plan() {
+    let run = RunConfig {
+        seq_len: 8,
+        chunk: 4,
+        k_attn: Some(3),
+        k_ff: None,
+    };
+    let seq = ["--seq", "8", "--chunk", "4", "--k-attn", "3"];
+    for (extra, kernels) in [
+        (&[][..], Kernels::Fast),
+        (&["--kernels", "fast"][..], Kernels::Fast),
+        (&["--kernels", "reference"][..], Kernels::Reference),
+    ] {
+        let plan = try_plan_with(&model(), &run, kernels).unwrap();
+        let j = json(&[&seq[..], extra].concat());
+        assert_eq!(j["peak_bytes"], plan.peak_bytes, "{extra:?}");
+        let name = if kernels == Kernels::Fast {
+            "fast"
+        } else {
+            "reference"
+        };
+        assert_eq!(j["kernels"], name);
+        let fast: u64 = j["buffers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["name"].as_str().unwrap().ends_with("_fast"))
+            .map(|b| b["bytes"].as_u64().unwrap())
+            .sum();
+        assert_eq!(fast > 0, kernels == Kernels::Fast, "{extra:?}");
+        let o = budget(&[&seq[..], extra].concat());
+        assert!(
+            o.stdout.contains(&format!("kernels {name}")),
+            "{}",
+            o.stdout
+        );
+    }
+    assert!(
+        try_plan_with(&model(), &run, Kernels::Fast)
+            .unwrap()
+            .peak_bytes
+            > try_plan(&model(), &run).unwrap().peak_bytes
+    );
+}
+
 #[test]
 fn table_is_the_core_plan() {
     let run = RunConfig {
@@ -58,7 +108,16 @@ fn table_is_the_core_plan() {
         k_ff: None,
     };
     let plan = try_plan(&model(), &run).unwrap();
-    let j = json(&["--seq", "8", "--chunk", "4", "--k-attn", "3"]);
+    let j = json(&[
+        "--seq",
+        "8",
+        "--chunk",
+        "4",
+        "--k-attn",
+        "3",
+        "--kernels",
+        "reference",
+    ]);
     let rows = j["buffers"].as_array().unwrap();
     assert_eq!(rows.len(), plan.buffers().len());
     for (row, b) in rows.iter().zip(plan.buffers()) {
@@ -80,7 +139,16 @@ fn table_is_the_core_plan() {
     assert_eq!(j["flash"]["weight_bytes"], weights);
     assert_eq!(j["fits"], true, "no budget given: nothing to exceed");
 
-    let o = budget(&["--seq", "8", "--chunk", "4", "--k-attn", "3"]);
+    let o = budget(&[
+        "--seq",
+        "8",
+        "--chunk",
+        "4",
+        "--k-attn",
+        "3",
+        "--kernels",
+        "reference",
+    ]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     for b in plan.buffers() {
         assert!(
@@ -114,7 +182,7 @@ fn ram_verdict_names_the_buffer_that_overflows() {
         k_ff: None,
     };
     let plan = try_plan(&model(), &run).unwrap();
-    let seq = ["--seq", "8", "--chunk", "4"];
+    let seq = ["--seq", "8", "--chunk", "4", "--kernels", "reference"];
     let with = |ram: usize| {
         let r = ram.to_string();
         let mut a = seq.to_vec();
@@ -266,7 +334,9 @@ fn emitted_constants_compile_and_agree_with_the_file() {
             k_ff: None
         }
     );
-    let plan = try_plan(&emitted::MODEL, &emitted::RUN).unwrap();
+    // An encoder, planned for `topkit embed`'s kernels.
+    assert_eq!(emitted::KERNELS, Kernels::Fast);
+    let plan = try_plan_with(&emitted::MODEL, &emitted::RUN, Kernels::Fast).unwrap();
     assert_eq!(emitted::PLAN, plan);
     assert_eq!(emitted::PEAK_BYTES, plan.peak_bytes);
     assert_eq!(emitted::RAM_BUDGET, 64 * 1024);

@@ -2,7 +2,8 @@
 //! QEMU with `-icount shift=0` on the Cortex-M4F and on RV32IMAC. Each checks the fast int8
 //! kernels (the Arm DSP ones on the M4F) against the generic ones bit for bit, and counts
 //! instructions per multiply-accumulate of the matrix-vector kernels and per token of the
-//! firmware model (reference and fast kernels). The job fails on any mismatch, and when the
+//! firmware model (reference and fast kernels). The job fails on any mismatch (the model's
+//! arena high-water mark against the plan of each kernel choice included), and when the
 //! model's fast answer differs between the two targets (the DSP path against the generic
 //! one); the counts are reported, never checked (see docs/bench-targets.md).
 
@@ -40,10 +41,25 @@ struct Report {
     checks: Vec<(String, u64, u64)>,
     /// `bench:` lines: kernel, instructions, MACs.
     benches: Vec<(String, u64, u64)>,
-    /// `token:` lines: kernels, instructions, tokens, peak stack bytes, digest.
-    tokens: Vec<(String, u64, u64, u64, String)>,
+    /// `token:` lines.
+    tokens: Vec<Token>,
     /// What `Kernels::Fast` runs there.
     fast: String,
+}
+
+/// One `token:` line: a model run with one kernel choice.
+#[derive(Debug, Default, PartialEq)]
+struct Token {
+    kernels: String,
+    instructions: u64,
+    tokens: u64,
+    /// Peak stack of the inference, bytes.
+    stack: u64,
+    /// Arena high-water mark, bytes.
+    arena: u64,
+    /// The plan's peak for these kernels, bytes.
+    planned: u64,
+    digest: String,
 }
 
 /// The numbers of `line` after `prefix`, in order.
@@ -75,14 +91,22 @@ fn parse(log: &str) -> Res<Report> {
         } else if let Some(rest) = line.strip_prefix("token: kernels ") {
             let mut w = rest.split_whitespace();
             let name = w.next().ok_or("bad token line")?.to_string();
-            // `<instructions> instructions <tokens> tokens stack <bytes> bytes digest <hex>`
+            // `<instructions> instructions <tokens> tokens stack <bytes> bytes arena <bytes>
+            // bytes planned <bytes> bytes digest <hex>`
             let (counts, digest) = rest.split_once(" digest ").ok_or("bad token line")?;
             let n = numbers(counts);
-            if n.len() != 3 {
+            if n.len() != 5 {
                 return Err("bad token line".into());
             }
-            r.tokens
-                .push((name, n[0], n[1], n[2], digest.trim().to_string()));
+            r.tokens.push(Token {
+                kernels: name,
+                instructions: n[0],
+                tokens: n[1],
+                stack: n[2],
+                arena: n[3],
+                planned: n[4],
+                digest: digest.trim().to_string(),
+            });
         } else if let Some(rest) = line.strip_prefix("fast: ") {
             r.fast = rest.to_string();
         }
@@ -114,6 +138,12 @@ fn bench_targets(ctx: &Ctx) -> Res {
                 ));
             }
         }
+        for t in r.tokens.iter().filter(|t| t.arena != t.planned) {
+            failures.push(format!(
+                "{}: {} kernels: arena high-water {} bytes, plan {} bytes",
+                fw.target, t.kernels, t.arena, t.planned
+            ));
+        }
         reports.push((fw.target, r));
     }
     println!("\ninstructions per multiply-accumulate, 384 x 384 matrix times one vector");
@@ -133,27 +163,29 @@ fn bench_targets(ctx: &Ctx) -> Res {
         println!();
     }
     println!(
-        "\ninstructions per token and stack of the inference (bytes), firmware model \
-         (Kernels::Reference vs Kernels::Fast)\n"
+        "\ninstructions per token, stack and arena of the inference (bytes), firmware model \
+         (Kernels::Reference vs Kernels::Fast; the arena equals each plan, checked)\n"
     );
     println!(
-        "| target | reference | fast | reference / fast | stack, reference | stack, fast |\n\
-         |---|---:|---:|---:|---:|---:|"
+        "| target | reference | fast | reference / fast | stack, reference | stack, fast | arena, reference | arena, fast |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (t, r) in &reports {
-        let per = |i: usize| r.tokens[i].1 / r.tokens[i].2.max(1);
+        let per = |i: usize| r.tokens[i].instructions / r.tokens[i].tokens.max(1);
         println!(
-            "| {t} | {} | {} | {:.2} | {} | {} |",
+            "| {t} | {} | {} | {:.2} | {} | {} | {} | {} |",
             per(0),
             per(1),
             per(0) as f64 / per(1).max(1) as f64,
-            r.tokens[0].3,
-            r.tokens[1].3
+            r.tokens[0].stack,
+            r.tokens[1].stack,
+            r.tokens[0].arena,
+            r.tokens[1].arena
         );
     }
     let digests: Vec<&str> = reports
         .iter()
-        .map(|(_, r)| r.tokens[1].4.as_str())
+        .map(|(_, r)| r.tokens[1].digest.as_str())
         .collect();
     if digests.windows(2).any(|w| w[0] != w[1]) {
         failures.push(format!(
@@ -203,18 +235,19 @@ mod tests {
         let log = "check: dot_i8_i8 1920 cases, 0 mismatches\n\
             bench: int8 x int8 matvec, fast 384x384 207880 instructions 147456 MACs\n\
             fast: arm_dsp (SMLAD)\n\
-            token: kernels reference 26202440 instructions 32 tokens stack 3600 bytes digest 0x898047ef\n\
-            token: kernels fast 19668640 instructions 32 tokens stack 41000 bytes digest 0x241f3047\n";
+            token: kernels reference 26202440 instructions 32 tokens stack 3600 bytes arena 60000 bytes planned 60000 bytes digest 0x898047ef\n\
+            token: kernels fast 19668640 instructions 32 tokens stack 2100 bytes arena 70016 bytes planned 70016 bytes digest 0x241f3047\n";
         let r = parse(log).unwrap();
         assert_eq!(r.checks, vec![("dot_i8_i8".to_string(), 1920, 0)]);
         assert_eq!(
             r.benches,
             vec![("int8 x int8 matvec, fast".to_string(), 207880, 147456)]
         );
-        assert_eq!(r.tokens[1].4, "0x241f3047");
-        assert_eq!(r.tokens[1].3, 41000);
-        assert_eq!(r.tokens[0].1, 26202440);
-        assert_eq!(r.tokens[0].2, 32);
+        assert_eq!(r.tokens[1].digest, "0x241f3047");
+        assert_eq!(r.tokens[1].stack, 2100);
+        assert_eq!((r.tokens[1].arena, r.tokens[1].planned), (70016, 70016));
+        assert_eq!(r.tokens[0].instructions, 26202440);
+        assert_eq!(r.tokens[0].tokens, 32);
         assert_eq!(r.fast, "arm_dsp (SMLAD)");
         assert!(parse("noise\n").is_err());
     }

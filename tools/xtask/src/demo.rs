@@ -20,12 +20,23 @@ pub fn demo() -> Res {
     let int8 = packed_path("int8");
     step("inspect the int8 file");
     topkit().arg("inspect").arg(&int8).run()?;
-    step("memory plan: 256 tokens, top-k attention k=32, chunk 16, against 4 MiB of RAM");
+    step(
+        "memory plan of the firmware (reference kernels): 256 tokens, top-k attention k=32, chunk 16, against 4 MiB of RAM",
+    );
     topkit()
         .arg("budget")
         .arg(&int8)
         .args([
-            "--seq", "256", "--k-attn", "32", "--chunk", "16", "--ram", "4M",
+            "--seq",
+            "256",
+            "--k-attn",
+            "32",
+            "--chunk",
+            "16",
+            "--ram",
+            "4M",
+            "--kernels",
+            "reference",
         ])
         .run()?;
     step("run it on an emulated microcontroller: RISC-V firmware in QEMU, compared with the host");
