@@ -108,7 +108,7 @@ fn table_is_the_core_plan() {
         k_ff: None,
     };
     let plan = try_plan(&model(), &run).unwrap();
-    let j = json(&[
+    let args = [
         "--seq",
         "8",
         "--chunk",
@@ -117,7 +117,8 @@ fn table_is_the_core_plan() {
         "3",
         "--kernels",
         "reference",
-    ]);
+    ];
+    let j = json(&args);
     let rows = j["buffers"].as_array().unwrap();
     assert_eq!(rows.len(), plan.buffers().len());
     for (row, b) in rows.iter().zip(plan.buffers()) {
@@ -139,16 +140,7 @@ fn table_is_the_core_plan() {
     assert_eq!(j["flash"]["weight_bytes"], weights);
     assert_eq!(j["fits"], true, "no budget given: nothing to exceed");
 
-    let o = budget(&[
-        "--seq",
-        "8",
-        "--chunk",
-        "4",
-        "--k-attn",
-        "3",
-        "--kernels",
-        "reference",
-    ]);
+    let o = budget(&args);
     assert_eq!(o.code, 0, "{}", o.stderr);
     for b in plan.buffers() {
         assert!(
