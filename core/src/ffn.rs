@@ -510,13 +510,6 @@ fn ffn_q8(
     d_ff: usize,
     n: usize,
 ) {
-    fn int8<'w>(m: &Matrix<'w>) -> (&'w [i8], &'w [f32]) {
-        match m.weights() {
-            Weights::I8 { q, scales } => (q, scales),
-            // ffn_with checked the dtypes of up and gate; down_t is checked by the caller.
-            _ => (&[], &[]),
-        }
-    }
     /// Rows `j0..j0 + bl` of an int8 matrix of `d` columns.
     fn rows<'w>(q: &'w [i8], sc: &'w [f32], j0: usize, bl: usize, d: usize) -> Option<Matrix<'w>> {
         let w = Weights::I8 {
@@ -525,10 +518,11 @@ fn ffn_q8(
         };
         Matrix::new(bl, d, w).ok()
     }
-    let (up_q, up_s) = int8(&w.up);
-    let gate = w.gate.as_ref().map(int8);
+    // ffn_with checked the dtypes of up and gate; down_t's values are read only under down_q8.
+    let (up_q, up_s) = w.up.int8().unwrap_or_default();
+    let gate = w.gate.as_ref().map(|g| g.int8().unwrap_or_default());
     let down_q8 = k_ff.is_none() && w.down_t.dtype() == DType::I8;
-    let (down_q, down_s) = int8(&w.down_t);
+    let (down_q, down_s) = w.down_t.int8().unwrap_or_default();
     for ot in out.chunks_exact_mut(d) {
         match w.down_bias {
             Some(b) => ot.copy_from_slice(b),

@@ -394,23 +394,14 @@ pub fn attn_topk_block(
     len: usize,
     work: &mut AttnTopkWork,
 ) -> usize {
-    let k = k.min(ATTN_SELECT_MAX_K).min(scores.len()).min(idx.len());
-    let nt = vis
-        .len()
-        .min(row.len() / ATTN_TILE)
-        .min(ATTN_KEY_BLOCK / ATTN_TILE);
+    let (k, nt, len) = topk_block_sizes(row, vis, k, scores, idx, len);
     let (row, vis) = (&row[..nt * ATTN_TILE], &vis[..nt]);
-    let len = len.min(k);
     if k == 0 {
         return 0;
     }
-    let mut bound = block_bound(row, vis, k);
-    if len == k {
-        let worst = scores[..k].iter().map(|&x| attn_rank(x)).min();
-        bound = bound.max(worst.unwrap_or(ATTN_RANK_NAN));
-    }
+    let bound = full_slots_bound(&scores[..len], k, block_bound(row, vis, k));
     // Candidates in increasing key order: the old slots, then the block.
-    let AttnTopkWork { s, j: ci, r, w } = work;
+    let AttnTopkWork { s, j: ci, r, .. } = work;
     let mut n = 0;
     let old = scores[..len]
         .iter()
@@ -430,6 +421,51 @@ pub fn attn_topk_block(
             n += 1;
         }
     }
+    keep_best(work, n, k, scores, idx)
+}
+
+/// The sizes an [`attn_topk_block`] call (or an arch kernel of it) works with: `(k, tiles,
+/// len)`, the capacity `k` (at most [`ATTN_SELECT_MAX_K`] and the slots' lengths), the whole
+/// tiles of `row` that `vis` covers (at most one key block) and the slots in use (at most `k`).
+pub(crate) fn topk_block_sizes(
+    row: &[f32],
+    vis: &[u16],
+    k: usize,
+    scores: &[f32],
+    idx: &[u16],
+    len: usize,
+) -> (usize, usize, usize) {
+    let k = k.min(ATTN_SELECT_MAX_K).min(scores.len()).min(idx.len());
+    let nt = vis
+        .len()
+        .min(row.len() / ATTN_TILE)
+        .min(ATTN_KEY_BLOCK / ATTN_TILE);
+    (k, nt, len.min(k))
+}
+
+/// `bound` raised to the rank of the worst of the slots `old` when they are full (`k` of
+/// them): a candidate must reach it.
+pub(crate) fn full_slots_bound(old: &[f32], k: usize, bound: i32) -> i32 {
+    if old.len() < k {
+        return bound;
+    }
+    let worst = old.iter().map(|&x| attn_rank(x)).min();
+    bound.max(worst.unwrap_or(ATTN_RANK_NAN))
+}
+
+/// The last step of [`attn_topk_block`] (and of the simd128 kernel, which gathers its
+/// candidates by vector compares): of the `n` candidates in `work` (`s`, `j`, `r`, in
+/// increasing key order), the best `min(n, k)` into `scores`, `idx`, still in key order: the
+/// ranks above the `k`-th largest rank `t` and the first of those equal to `t`. Returns how
+/// many.
+pub(crate) fn keep_best(
+    work: &mut AttnTopkWork<'_>,
+    n: usize,
+    k: usize,
+    scores: &mut [f32],
+    idx: &mut [u16],
+) -> usize {
+    let AttnTopkWork { s, j: ci, r, w } = work;
     let mut o = 0;
     let mut keep = |i: usize| {
         scores[o] = s[i];

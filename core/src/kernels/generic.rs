@@ -215,6 +215,15 @@ pub fn matmul(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut
 /// most [`q8_groups`] puts in one pass.
 pub const Q8_MAX_COLS: usize = 4096;
 
+/// The largest `|x|` of the values, 0 when there are none (NaN never wins a comparison, so
+/// NaNs are passed over): the scale of [`quantize_i8`] and of its arch kernels.
+pub(crate) fn abs_max<'a>(x: impl IntoIterator<Item = &'a f32>) -> f32 {
+    x.into_iter().fold(0.0f32, |m, &v| {
+        let a = if v < 0.0 { -v } else { v };
+        if a > m { a } else { m }
+    })
+}
+
 /// Symmetric int8 quantization of one activation row with its own (dynamic) scale:
 /// `scale = max|x| / 127`, `q[i] = round(x[i] / scale)` (half away from zero), so
 /// `x[i] ~ scale * q[i]`. Returns the scale; an all-zero row gives scale 0 and zeros.
@@ -222,10 +231,7 @@ pub const Q8_MAX_COLS: usize = 4096;
 /// meaningless, as in the f32 path).
 pub fn quantize_i8(x: &[f32], q: &mut [i8]) -> f32 {
     debug_assert_eq!(x.len(), q.len());
-    let max = x.iter().fold(0.0f32, |m, &v| {
-        let a = if v < 0.0 { -v } else { v };
-        if a > m { a } else { m }
-    });
+    let max = abs_max(x);
     if max == 0.0 {
         q.fill(0);
         return 0.0;

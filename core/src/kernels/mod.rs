@@ -139,6 +139,14 @@ impl<'a> Matrix<'a> {
     pub fn weights(&self) -> Weights<'a> {
         self.w
     }
+
+    /// The int8 values and the row scales, `None` for other element types.
+    pub fn int8(&self) -> Option<(&'a [i8], &'a [f32])> {
+        match self.w {
+            Weights::I8 { q, scales } => Some((q, scales)),
+            _ => None,
+        }
+    }
 }
 
 /// Which kernels a model runs with ([`crate::Model::with_kernels`]).

@@ -1013,17 +1013,7 @@ pub fn wasm_simd128_ffn_q8(
     out: &mut [f32],
 ) -> bool {
     let (d_ff, d) = (up.rows(), up.cols());
-    let (
-        Weights::I8 {
-            q: up_q,
-            scales: up_s,
-        },
-        Weights::I8 {
-            q: down_q,
-            scales: down_s,
-        },
-    ) = (up.weights(), down_t.weights())
-    else {
+    let (Some((up_q, up_s)), Some((down_q, down_s))) = (up.int8(), down_t.int8()) else {
         return false;
     };
     let fits = d > 0
@@ -1169,13 +1159,7 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
         f32x4_extract_lane::<2>(mx),
         f32x4_extract_lane::<3>(mx),
     ];
-    let max = lanes
-        .iter()
-        .chain(chunks.remainder())
-        .fold(0.0f32, |m, &v| {
-            let a = if v < 0.0 { -v } else { v };
-            if a > m { a } else { m }
-        });
+    let max = generic::abs_max(lanes.iter().chain(chunks.remainder()));
     if max == 0.0 {
         q.fill(0);
         return 0.0;
@@ -1772,14 +1756,9 @@ pub fn wasm_simd128_attn_topk_block(
     len: usize,
     work: &mut super::attn::AttnTopkWork,
 ) -> usize {
-    use super::attn::{ATTN_KEY_BLOCK, ATTN_RANK_NAN, ATTN_SELECT_MAX_K, attn_rank};
-    let k = k.min(ATTN_SELECT_MAX_K).min(scores.len()).min(idx.len());
-    let nt = vis
-        .len()
-        .min(row.len() / ATTN_TILE)
-        .min(ATTN_KEY_BLOCK / ATTN_TILE);
+    use super::attn::{ATTN_RANK_NAN, attn_rank, full_slots_bound, keep_best, topk_block_sizes};
+    let (k, nt, len) = topk_block_sizes(row, vis, k, scores, idx, len);
     let (row, vis) = (&row[..nt * ATTN_TILE], &vis[..nt]);
-    let len = len.min(k);
     if k == 0 {
         return 0;
     }
@@ -1801,17 +1780,14 @@ pub fn wasm_simd128_attn_topk_block(
         .iter()
         .flat_map(|&v| lanes4(v))
         .fold(f32::INFINITY, |b, x| if x < b { x } else { b });
-    let mut bound = if b > f32::NEG_INFINITY {
+    let group = if b > f32::NEG_INFINITY {
         attn_rank(b)
     } else {
         ATTN_RANK_NAN
     };
-    if len == k {
-        let worst = scores[..k].iter().map(|&x| attn_rank(x)).min();
-        bound = bound.max(worst.unwrap_or(ATTN_RANK_NAN));
-    }
+    let bound = full_slots_bound(&scores[..len], k, group);
     // Candidates in increasing key order: the old slots, then the block.
-    let super::attn::AttnTopkWork { s, j: ci, r, w } = work;
+    let super::attn::AttnTopkWork { s, j: ci, r, .. } = work;
     let mut n = 0;
     let mut push = |x: f32, j: usize, rank: i32| {
         s[n] = x;
@@ -1839,26 +1815,5 @@ pub fn wasm_simd128_attn_topk_block(
             }
         }
     }
-    let mut o = 0;
-    let mut keep = |i: usize| {
-        scores[o] = s[i];
-        idx[o] = ci[i] as u16;
-        o += 1;
-    };
-    if n <= k {
-        (0..n).for_each(&mut keep);
-        return n;
-    }
-    w[..n].copy_from_slice(&r[..n]);
-    let (_, &mut t, _) = w[..n].select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
-    let mut ties = k - r[..n].iter().filter(|&&x| x > t).count();
-    for (i, &ri) in r[..n].iter().enumerate() {
-        if ri > t {
-            keep(i);
-        } else if ri == t && ties > 0 {
-            ties -= 1;
-            keep(i);
-        }
-    }
-    k
+    keep_best(work, n, k, scores, idx)
 }

@@ -1055,12 +1055,7 @@ fn topk_block_avx512(
     len: usize,
     work: &mut AttnTopkWork,
 ) -> usize {
-    let k = k.min(ATTN_SELECT_MAX_K).min(scores.len()).min(idx.len());
-    let nt = vis
-        .len()
-        .min(row.len() / ATTN_TILE)
-        .min(ATTN_KEY_BLOCK / ATTN_TILE);
-    let len = len.min(k);
+    let (k, nt, len) = generic::topk_block_sizes(row, vis, k, scores, idx, len);
     if k == 0 {
         return 0;
     }

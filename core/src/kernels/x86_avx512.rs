@@ -1004,17 +1004,7 @@ pub fn x86_avx512_ffn_q8(
     scratch: &mut [f32],
 ) -> bool {
     let (d_ff, d) = (up.rows(), up.cols());
-    let (
-        Weights::I8 {
-            q: up_q,
-            scales: up_s,
-        },
-        Weights::I8 {
-            q: down_q,
-            scales: down_s,
-        },
-    ) = (up.weights(), down_t.weights())
-    else {
+    let (Some((up_q, up_s)), Some((down_q, down_s))) = (up.int8(), down_t.int8()) else {
         return false;
     };
     let fits = d.is_multiple_of(16)
