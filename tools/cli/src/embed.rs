@@ -11,24 +11,28 @@ use topkit::kernels::Kernels;
 use topkit::tokenizer::{WordPiece, WordPieceOptions};
 use topkit::{ArenaBuf, Plan, RunConfig};
 
+use crate::{KernelChoice, RunOpts};
+
 /// Arguments of `topkit embed`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct EmbedArgs {
     /// Packed model file.
     pub file: PathBuf,
-    /// Keys kept per query (top-k attention); `None`: dense.
-    pub k_attn: Option<usize>,
-    /// Hidden units kept per token in the feed-forward layers; `None`: dense.
-    pub k_ff: Option<usize>,
-    /// Tokens processed together.
-    pub chunk: usize,
-    /// Print JSON.
+    /// Top-k settings and the chunk.
+    #[command(flatten)]
+    pub run: RunOpts,
+    /// Print {"embeddings": [[...], ...]} instead of one line per text.
+    #[arg(long)]
     pub json: bool,
-    /// Kernels to run the encoder with.
-    pub kernels: Kernels,
-    /// Text file, one text per line.
+    /// Kernels: `fast` (int8 activations with blocked dynamic scales, AVX2/FMA when the
+    /// CPU has them) or `reference` (the generic kernels every target runs, bit for bit;
+    /// what the firmware and WASM builds compute).
+    #[arg(long, value_enum, default_value_t = KernelChoice::Fast)]
+    pub kernels: KernelChoice,
+    /// Read texts from PATH, one per line (blank lines skipped), before any TEXT.
+    #[arg(long = "file", value_name = "PATH")]
     pub text_file: Option<PathBuf>,
-    /// Texts from the command line (after those of `text_file`).
+    /// Texts to embed.
     pub texts: Vec<String>,
 }
 
@@ -114,19 +118,9 @@ impl Session<'_, '_> {
         Ok(Tokens { ids, full_len })
     }
 
-    /// The run configuration for inputs up to max_seq tokens.
-    pub fn run_config(
-        &self,
-        k_attn: Option<usize>,
-        k_ff: Option<usize>,
-        chunk: usize,
-    ) -> RunConfig {
-        RunConfig {
-            seq_len: self.max_seq,
-            chunk,
-            k_attn,
-            k_ff,
-        }
+    /// The run of `opts` for inputs up to max_seq tokens.
+    pub fn run_config(&self, opts: &RunOpts) -> RunConfig {
+        opts.config(self.max_seq)
     }
 
     /// Checks `run` against the model (k within range, chunk) and plans its memory.
@@ -207,8 +201,8 @@ pub fn tokenize_all(s: &Session<'_, '_>, texts: &[String]) -> Result<Vec<Tokens>
 /// Runs `topkit embed`.
 pub fn run(args: &EmbedArgs) -> Result<()> {
     let texts = read_texts(args.text_file.as_deref(), &args.texts)?;
-    with_session(&args.file, args.kernels, |s| {
-        let run = s.run_config(args.k_attn, args.k_ff, args.chunk);
+    with_session(&args.file, args.kernels.into(), |s| {
+        let run = s.run_config(&args.run);
         let plan = s.plan(&run)?;
         let tokens = tokenize_all(s, &texts)?;
         let mut all = Vec::with_capacity(tokens.len());

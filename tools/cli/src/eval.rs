@@ -9,25 +9,33 @@ use std::time::Instant;
 use anyhow::{Result, anyhow, bail};
 use serde_json::json;
 
+use crate::RunOpts;
 use crate::embed::{Session, read_texts, tokenize_all, with_session};
 use crate::size::human;
 
 /// Arguments of `topkit eval`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
     /// Packed model file.
     pub file: PathBuf,
-    /// Text file, one text per line.
+    /// Texts, one per line (blank lines skipped).
+    #[arg(long = "file", value_name = "TEXTS")]
     pub text_file: PathBuf,
-    /// k_attn values to try (dense is always tried).
+    /// Keys kept per query to try, comma-separated (dense is always included).
+    #[arg(long, value_name = "LIST", value_parser = parse_k, value_delimiter = ',', default_value = "8,16,32,64,128")]
     pub k_attn: Vec<usize>,
-    /// k_ff values to try (off is always tried).
+    /// Feed-forward hidden units kept per token to try, comma-separated (off is always
+    /// included); default: only off.
+    #[arg(long, value_name = "LIST", value_parser = parse_k, value_delimiter = ',')]
     pub k_ff: Vec<usize>,
     /// Tokens processed together.
+    #[arg(long, default_value_t = 16)]
     pub chunk: usize,
-    /// Where to draw accuracy vs peak RAM (SVG).
+    /// Draw mean and min cosine vs peak RAM into this SVG file, one series per k_ff.
+    #[arg(long, value_name = "OUT.svg")]
     pub plot: Option<PathBuf>,
     /// Print JSON instead of the table.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -92,7 +100,11 @@ pub fn sweep(s: &Session<'_, '_>, args: &EvalArgs, texts: &[String]) -> Result<V
     let plans = settings
         .iter()
         .map(|&(ka, kf)| {
-            let run = s.run_config(ka, kf, args.chunk);
+            let run = s.run_config(&RunOpts {
+                k_attn: ka,
+                k_ff: kf,
+                chunk: args.chunk,
+            });
             Ok((run, s.plan(&run)?))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -16,39 +16,53 @@ use topkit::sample::Sampler;
 use topkit::tokenizer::{Bpe, Utf8Stream};
 use topkit::{ArenaBuf, Plan, RunConfig};
 
+use crate::RunOpts;
+
 /// Arguments of `topkit generate`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("k_attn", |a| a.help(
+    "Keys kept per query (top-k attention over the cache); default: dense attention"
+)))]
+#[command(mut_arg("chunk", |a| a.help("Prompt tokens processed together (prefill)")))]
 pub struct GenerateArgs {
     /// Packed model file.
     pub file: PathBuf,
-    /// Prompt text (tokenized with the file's tokenizer).
+    /// Prompt text.
+    #[arg(long)]
     pub prompt: Option<String>,
-    /// Prompt as token ids instead of text.
+    /// Prompt as comma-separated token ids instead of text.
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
     pub prompt_ids: Option<Vec<u32>>,
-    /// Wrap the prompt in the chat template (ChatML: `<|im_start|>`, `<|im_end|>`).
+    /// Wrap the prompt in the chat template (ChatML, as SmolLM2-Instruct expects).
+    #[arg(long)]
     pub chat: bool,
-    /// System message of the chat template.
+    /// System message of the chat template (default: SmolLM2's).
+    #[arg(long, requires = "chat")]
     pub system: Option<String>,
     /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
-    /// Keys kept per query; `None`: dense attention.
-    pub k_attn: Option<usize>,
-    /// Hidden units kept per token; `None`: dense feed-forward.
-    pub k_ff: Option<usize>,
-    /// Prefill chunk, tokens.
-    pub chunk: usize,
-    /// Sampling temperature; 0 is greedy.
+    /// Top-k settings and the prefill chunk.
+    #[command(flatten)]
+    pub run: RunOpts,
+    /// Sampling temperature; 0 is greedy (ties to the lowest id).
+    #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
-    /// Top-p (nucleus) mass.
+    /// Top-p: sample only from the smallest set of tokens with this much probability.
+    #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
-    /// Seed of the sampler.
+    /// Seed of the sampler (PCG32).
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Context the KV cache is sized for, tokens; default prompt + max_tokens (at most the
-    /// model's max_seq).
+    /// Context the KV cache is sized for, tokens (default: prompt + max-tokens, at most
+    /// the model's max_seq).
+    #[arg(long)]
     pub seq: Option<usize>,
-    /// Keep going after the end-of-sequence token.
+    /// Do not stop at the end-of-sequence token.
+    #[arg(long)]
     pub ignore_eos: bool,
-    /// Print JSON instead of streaming text.
+    /// Print {"prompt_ids", "ids", "text", speeds, bytes} as JSON instead of streaming.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -319,12 +333,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                 c.max_seq
             );
         }
-        let run = RunConfig {
-            seq_len: seq,
-            chunk: args.chunk,
-            k_attn: args.k_attn,
-            k_ff: args.k_ff,
-        };
+        let run = args.run.config(seq);
         let sampler = Sampler::new(args.temperature, args.top_p, args.seed)
             .map_err(|e| anyhow!("--temperature/--top-p: {e}"))?;
         let eos = if args.ignore_eos {

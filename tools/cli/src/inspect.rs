@@ -1,6 +1,6 @@
 //! `topkit inspect`: what a packed file holds.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -21,7 +21,8 @@ pub fn raw_tensor_name(bytes: &[u8], index: usize) -> Option<String> {
     Some(String::from_utf8_lossy(name).into_owned())
 }
 
-fn dtype_name(d: DType) -> &'static str {
+/// The name `--dtype` and the reports give `d`.
+pub fn dtype_name(d: DType) -> &'static str {
     match d {
         DType::F32 => "f32",
         DType::F16 => "f16",
@@ -92,8 +93,22 @@ pub fn bytes_by_dtype(m: &PackedModel<'_>) -> Vec<(&'static str, usize, usize)> 
     out
 }
 
-/// Prints the contents of `path`; checks the CRC unless `verify` is false.
-pub fn run(path: &Path, json_out: bool, verify: bool) -> Result<()> {
+/// Arguments of `topkit inspect`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InspectArgs {
+    /// Packed model file.
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not check the CRC-32 (report it as not checked).
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+/// Prints the contents of `args.file`; checks the CRC unless `--no-verify`.
+pub fn run(args: &InspectArgs) -> Result<()> {
+    let (path, json_out, verify) = (args.file.as_path(), args.json, !args.no_verify);
     let bytes = crate::read_packed(path)?;
     let m = crate::parse_packed(path, bytes.as_slice(), verify)?;
     let crc_status = if verify { "ok" } else { "not checked" };

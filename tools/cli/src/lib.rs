@@ -26,8 +26,7 @@ pub mod embed;
 pub mod eval;
 pub mod eval_lm;
 pub mod generate;
-pub mod gguf;
-pub mod hf;
+pub mod import;
 pub mod inspect;
 pub mod pack;
 pub mod quant;
@@ -35,13 +34,13 @@ pub mod size;
 pub mod writer;
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use clap::{Parser, Subcommand};
+use topkit::RunConfig;
 use topkit::format::{PackedModel, ParseOptions};
 
-use crate::quant::StoreDType;
 use crate::writer::AlignedBytes;
 
 /// Exit code: success, or the model fits the budget.
@@ -70,33 +69,10 @@ pub enum Command {
     /// tokenizer.json). Supported model_type: bert. Matrices (including embeddings) are stored
     /// in --dtype; biases and norm weights stay f32. The quantization error of every tensor
     /// (largest absolute error, relative RMS error) is printed while packing.
-    Pack {
-        /// Hugging Face model directory.
-        src: PathBuf,
-        /// Output file (conventionally .tkm).
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Storage of the matrices: f32 (exact), f16 (half size, relative error <= 2^-11) or
-        /// int8 (quarter size, symmetric, one f32 scale per row, error <= scale/2).
-        #[arg(long, value_enum, default_value_t = StoreDType::F32)]
-        dtype: StoreDType,
-        /// Longest input the packed model accepts, tokens; the position table is cut to it.
-        /// Default: the model's max_position_embeddings.
-        #[arg(long)]
-        max_seq: Option<usize>,
-    },
+    Pack(pack::PackArgs),
     /// Show a packed file: configuration, tokenizer, tensors (dtype, shape, bytes) and the
     /// checksum.
-    Inspect {
-        /// Packed model file.
-        file: PathBuf,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Do not check the CRC-32 (report it as not checked).
-        #[arg(long)]
-        no_verify: bool,
-    },
+    Inspect(inspect::InspectArgs),
     /// Plan the RAM of one inference and check it (and the flash) against a budget.
     ///
     /// Prints every working buffer of the core's memory plan (topkit::try_plan_with, for the
@@ -105,41 +81,7 @@ pub enum Command {
     /// --ram and/or --flash, exits 0 if the model fits and 1 if not, naming the buffer that
     /// overflows. SIZE is a byte count
     /// with an optional binary suffix: 65536, 64K (= 65536), 4M (= 4 * 1024 * 1024), 1G.
-    Budget {
-        /// Packed model file.
-        file: PathBuf,
-        /// Tokens per inference (the buffers are sized for it).
-        #[arg(long)]
-        seq: usize,
-        /// Keys kept per query (top-k attention); default: dense attention.
-        #[arg(long)]
-        k_attn: Option<usize>,
-        /// Hidden units kept per token in the feed-forward layers; default: dense.
-        #[arg(long)]
-        k_ff: Option<usize>,
-        /// Queries (and tokens) processed together.
-        #[arg(long, default_value_t = 16)]
-        chunk: usize,
-        /// RAM budget for the arena, SIZE (e.g. 64K, 4M).
-        #[arg(long, value_parser = size::parse_size)]
-        ram: Option<usize>,
-        /// Flash budget for the packed file, SIZE (e.g. 1M, 32M).
-        #[arg(long, value_parser = size::parse_size)]
-        flash: Option<usize>,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Write Rust constants (MODEL, RUN, KERNELS, PLAN, PEAK_BYTES, ...) for a firmware
-        /// to include.
-        #[arg(long, value_name = "PATH")]
-        emit_rust: Option<PathBuf>,
-        /// Kernels the plan is for: `fast` adds the fast kernels' working buffers (int8
-        /// activations, attention blocks), `reference` (the generic kernels, what the firmware
-        /// runs by default). Default: what `topkit embed` (encoders: fast) or `topkit generate`
-        /// (causal models: reference) runs the file with.
-        #[arg(long, value_enum)]
-        kernels: Option<KernelChoice>,
-    },
+    Budget(budget::BudgetArgs),
     /// Embed texts with a packed sentence encoder (e.g. all-MiniLM-L6-v2).
     ///
     /// Tokenizes with the file's WordPiece tokenizer, runs the encoder in one arena of the
@@ -147,61 +89,14 @@ pub enum Command {
     /// text: a line of space-separated values, or with --json {"embeddings": [[...], ...]}.
     /// Texts longer than max_seq tokens are truncated as the reference tokenizer does, with a
     /// note on stderr. Attention and feed-forward are dense unless --k-attn / --k-ff are given.
-    Embed {
-        /// Packed model file.
-        file: PathBuf,
-        /// Keys kept per query (top-k attention); default: dense attention.
-        #[arg(long)]
-        k_attn: Option<usize>,
-        /// Hidden units kept per token in the feed-forward layers; default: dense.
-        #[arg(long)]
-        k_ff: Option<usize>,
-        /// Tokens processed together.
-        #[arg(long, default_value_t = 16)]
-        chunk: usize,
-        /// Print {"embeddings": [[...], ...]} instead of one line per text.
-        #[arg(long)]
-        json: bool,
-        /// Kernels: `fast` (int8 activations with blocked dynamic scales, AVX2/FMA when the
-        /// CPU has them) or `reference` (the generic kernels every target runs, bit for bit;
-        /// what the firmware and WASM builds compute).
-        #[arg(long, value_enum, default_value_t = KernelChoice::Fast)]
-        kernels: KernelChoice,
-        /// Read texts from PATH, one per line (blank lines skipped), before any TEXT.
-        #[arg(long = "file", value_name = "PATH")]
-        text_file: Option<PathBuf>,
-        /// Texts to embed.
-        texts: Vec<String>,
-    },
+    Embed(embed::EmbedArgs),
     /// Sweep top-k settings: accuracy (cosine to dense) against peak RAM, to choose k.
     ///
     /// Every setting of the cross product (k_attn in --k-attn or dense) x (k_ff in --k-ff or
     /// off) embeds every text of --file; the table gives, per setting, the plan's peak RAM
     /// (the arena to provide), the arena's measured high-water mark, and the min and mean
     /// cosine to the dense embeddings. Progress goes to stderr.
-    Eval {
-        /// Packed model file.
-        file: PathBuf,
-        /// Texts, one per line (blank lines skipped).
-        #[arg(long = "file", value_name = "TEXTS")]
-        text_file: PathBuf,
-        /// Keys kept per query to try, comma-separated (dense is always included).
-        #[arg(long, value_name = "LIST", value_parser = eval::parse_k, value_delimiter = ',', default_value = "8,16,32,64,128")]
-        k_attn: Vec<usize>,
-        /// Feed-forward hidden units kept per token to try, comma-separated (off is always
-        /// included); default: only off.
-        #[arg(long, value_name = "LIST", value_parser = eval::parse_k, value_delimiter = ',')]
-        k_ff: Vec<usize>,
-        /// Tokens processed together.
-        #[arg(long, default_value_t = 16)]
-        chunk: usize,
-        /// Draw mean and min cosine vs peak RAM into this SVG file, one series per k_ff.
-        #[arg(long, value_name = "OUT.svg")]
-        plot: Option<PathBuf>,
-        /// Print JSON instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
+    Eval(eval::EvalArgs),
     /// Generate text with a packed causal language model (e.g. SmolLM2), streaming it.
     ///
     /// Tokenizes the prompt with the file's tokenizer (or takes --prompt-ids), prefills it in
@@ -210,53 +105,7 @@ pub enum Command {
     /// streamed to stdout; prefill and decode speeds (tokens/s) and the arena (planned peak
     /// and measured high-water) go to stderr. Stops at the end-of-sequence token, after
     /// --max-tokens, or when the context (--seq) is full.
-    Generate {
-        /// Packed model file.
-        file: PathBuf,
-        /// Prompt text.
-        #[arg(long)]
-        prompt: Option<String>,
-        /// Prompt as comma-separated token ids instead of text.
-        #[arg(long, value_name = "IDS", value_delimiter = ',')]
-        prompt_ids: Option<Vec<u32>>,
-        /// Wrap the prompt in the chat template (ChatML, as SmolLM2-Instruct expects).
-        #[arg(long)]
-        chat: bool,
-        /// System message of the chat template (default: SmolLM2's).
-        #[arg(long, requires = "chat")]
-        system: Option<String>,
-        /// Most tokens to generate.
-        #[arg(long, default_value_t = 64)]
-        max_tokens: usize,
-        /// Keys kept per query (top-k attention over the cache); default: dense attention.
-        #[arg(long)]
-        k_attn: Option<usize>,
-        /// Hidden units kept per token in the feed-forward layers; default: dense.
-        #[arg(long)]
-        k_ff: Option<usize>,
-        /// Prompt tokens processed together (prefill).
-        #[arg(long, default_value_t = 16)]
-        chunk: usize,
-        /// Sampling temperature; 0 is greedy (ties to the lowest id).
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f32,
-        /// Top-p: sample only from the smallest set of tokens with this much probability.
-        #[arg(long, default_value_t = 1.0)]
-        top_p: f32,
-        /// Seed of the sampler (PCG32).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Context the KV cache is sized for, tokens (default: prompt + max-tokens, at most
-        /// the model's max_seq).
-        #[arg(long)]
-        seq: Option<usize>,
-        /// Do not stop at the end-of-sequence token.
-        #[arg(long)]
-        ignore_eos: bool,
-        /// Print {"prompt_ids", "ids", "text", speeds, bytes} as JSON instead of streaming.
-        #[arg(long)]
-        json: bool,
-    },
+    Generate(generate::GenerateArgs),
     /// Compare top-k attention with dense on a language model over one long text.
     ///
     /// For dense and every --k-attn: the next-token distributions at every position of the
@@ -264,28 +113,35 @@ pub enum Command {
     /// the most likely token), a greedy continuation of --generate tokens against dense's,
     /// prefill and decode speeds (tokens/s), and the arena (planned and measured). Prints a
     /// Markdown table (or JSON); progress goes to stderr.
-    EvalLm {
-        /// Packed model file.
-        file: PathBuf,
-        /// The text, tokenized with the file's tokenizer.
-        #[arg(long, value_name = "PATH")]
-        text_file: Option<PathBuf>,
-        /// The text as token ids (whitespace or comma separated) instead.
-        #[arg(long, value_name = "PATH", conflicts_with = "text_file")]
-        ids_file: Option<PathBuf>,
-        /// Keys kept per query to compare with dense, comma-separated.
-        #[arg(long, value_name = "LIST", value_parser = eval::parse_k, value_delimiter = ',', default_value = "16,32,64")]
-        k_attn: Vec<usize>,
-        /// Tokens processed together (prefill).
-        #[arg(long, default_value_t = 16)]
-        chunk: usize,
-        /// Greedy tokens to generate after the text.
-        #[arg(long, default_value_t = 32)]
-        generate: usize,
-        /// Print JSON instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
+    EvalLm(eval_lm::EvalLmArgs),
+}
+
+/// The options of one run that `budget`, `embed` and `generate` share: top-k settings and
+/// the chunk. A command whose help says more about one of them overrides its text with
+/// `mut_arg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct RunOpts {
+    /// Keys kept per query (top-k attention); default: dense attention.
+    #[arg(long)]
+    pub k_attn: Option<usize>,
+    /// Hidden units kept per token in the feed-forward layers; default: dense.
+    #[arg(long)]
+    pub k_ff: Option<usize>,
+    /// Tokens processed together.
+    #[arg(long, default_value_t = 16)]
+    pub chunk: usize,
+}
+
+impl RunOpts {
+    /// The run of these options over `seq_len` tokens.
+    pub fn config(&self, seq_len: usize) -> RunConfig {
+        RunConfig {
+            seq_len,
+            chunk: self.chunk,
+            k_attn: self.k_attn,
+            k_ff: self.k_ff,
+        }
+    }
 }
 
 /// Runs the tool on `args` (the first is the program name) and returns the exit code.
@@ -302,137 +158,14 @@ where
             return if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
         }
     };
-    let result = match cli.command {
-        Command::Pack {
-            src,
-            output,
-            dtype,
-            max_seq,
-        } => pack::run(&pack::PackArgs {
-            src,
-            output,
-            dtype,
-            max_seq,
-        })
-        .map(|_| EXIT_OK),
-        Command::Inspect {
-            file,
-            json,
-            no_verify,
-        } => inspect::run(&file, json, !no_verify).map(|_| EXIT_OK),
-        Command::Budget {
-            file,
-            seq,
-            k_attn,
-            k_ff,
-            chunk,
-            ram,
-            flash,
-            json,
-            emit_rust,
-            kernels,
-        } => budget::run(&budget::BudgetArgs {
-            file,
-            seq,
-            k_attn,
-            k_ff,
-            chunk,
-            ram,
-            flash,
-            json,
-            emit_rust,
-            kernels: kernels.map(Into::into),
-        }),
-        Command::Embed {
-            file,
-            k_attn,
-            k_ff,
-            chunk,
-            json,
-            kernels,
-            text_file,
-            texts,
-        } => embed::run(&embed::EmbedArgs {
-            file,
-            k_attn,
-            k_ff,
-            chunk,
-            json,
-            kernels: kernels.into(),
-            text_file,
-            texts,
-        })
-        .map(|_| EXIT_OK),
-        Command::Eval {
-            file,
-            text_file,
-            k_attn,
-            k_ff,
-            chunk,
-            plot,
-            json,
-        } => eval::run(&eval::EvalArgs {
-            file,
-            text_file,
-            k_attn,
-            k_ff,
-            chunk,
-            plot,
-            json,
-        })
-        .map(|_| EXIT_OK),
-        Command::Generate {
-            file,
-            prompt,
-            prompt_ids,
-            chat,
-            system,
-            max_tokens,
-            k_attn,
-            k_ff,
-            chunk,
-            temperature,
-            top_p,
-            seed,
-            seq,
-            ignore_eos,
-            json,
-        } => generate::run(&generate::GenerateArgs {
-            file,
-            prompt,
-            prompt_ids,
-            chat,
-            system,
-            max_tokens,
-            k_attn,
-            k_ff,
-            chunk,
-            temperature,
-            top_p,
-            seed,
-            seq,
-            ignore_eos,
-            json,
-        })
-        .map(|_| EXIT_OK),
-        Command::EvalLm {
-            file,
-            text_file,
-            ids_file,
-            k_attn,
-            chunk,
-            generate,
-            json,
-        } => eval_lm::run(&eval_lm::EvalLmArgs {
-            file,
-            text_file,
-            ids_file,
-            k_attn,
-            chunk,
-            generate,
-            json,
-        })
-        .map(|_| EXIT_OK),
+    let result = match &cli.command {
+        Command::Pack(a) => pack::run(a).map(|_| EXIT_OK),
+        Command::Inspect(a) => inspect::run(a).map(|_| EXIT_OK),
+        Command::Budget(a) => budget::run(a),
+        Command::Embed(a) => embed::run(a).map(|_| EXIT_OK),
+        Command::Eval(a) => eval::run(a).map(|_| EXIT_OK),
+        Command::Generate(a) => generate::run(a).map(|_| EXIT_OK),
+        Command::EvalLm(a) => eval_lm::run(a).map(|_| EXIT_OK),
     };
     match result {
         Ok(code) => code,
@@ -446,7 +179,7 @@ where
 /// Checks the command-line parts of `run` against a model whose feed-forward width is `d_ff`
 /// (`--k-attn` and `--chunk` at least 1, `--k-ff` in `1..=d_ff`), with messages that name the
 /// flags. `plan()` checks the same, but its errors speak of config fields, not flags.
-pub fn check_run_args(run: &topkit::RunConfig, d_ff: usize) -> Result<()> {
+pub fn check_run_args(run: &RunConfig, d_ff: usize) -> Result<()> {
     if run.k_attn == Some(0) {
         anyhow::bail!("--k-attn must be at least 1 (keys kept per query)");
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use common::{Lcg, pack, read, s, topkit, transpose};
 use topkit::format::{PackedModel, Special, TokenizerKind};
-use topkit_cli::gguf::{self, GgmlType, Gguf};
+use topkit_cli::import::gguf::{self, GgmlType, Gguf};
 
 // ---------------------------------------------------------------- a tiny GGUF writer
 

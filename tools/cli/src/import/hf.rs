@@ -11,45 +11,12 @@ use serde_json::Value;
 use topkit::format::{FileConfig, Pooling, SPECIALS, Special, TokenizerKind};
 use topkit::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind};
 
+use super::{Mapping, RawTensor, Source, Transform};
+use crate::import::GgmlType;
 use crate::writer::Tokenizer;
 
 /// `model_type` values `topkit pack` converts.
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
-
-/// How a source tensor becomes a packed one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transform {
-    /// As is.
-    None,
-    /// Transposed (a 2-D `[a, b]` becomes `[b, a]`).
-    Transpose,
-    /// Only the first rows (position embeddings cut to `--max-seq`).
-    FirstRows(usize),
-}
-
-/// One packed tensor and where it comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapping {
-    /// Name in the safetensors file.
-    pub source: String,
-    /// topkit name.
-    pub name: String,
-    /// Conversion.
-    pub transform: Transform,
-}
-
-/// A model directory, read and mapped, ready to convert.
-#[derive(Debug)]
-pub struct Source {
-    /// Config section of the packed file.
-    pub config: FileConfig,
-    /// Tokenizer.
-    pub tokenizer: Tokenizer,
-    /// Tensors to pack, in order.
-    pub mappings: Vec<Mapping>,
-    /// Source tensors left out (pooler, MLM head, position ids), by source name.
-    pub skipped: Vec<String>,
-}
 
 fn read_json(path: &Path) -> Result<Value> {
     let text =
@@ -163,41 +130,33 @@ fn bert(dir: &Path, cfg: &Value, st: &SafeTensors<'_>, max_seq: Option<usize>) -
         ""
     };
     let mut mappings = Vec::new();
-    let mut map = |source: String, name: String, transform| {
-        mappings.push(Mapping {
-            source,
-            name,
-            transform,
-        })
+    let mut map = |source: String, name: &str, transform| {
+        mappings.push(Mapping::new(source, name, transform))
     };
     let e = format!("{prefix}embeddings");
     map(
         format!("{e}.word_embeddings.weight"),
-        "tok_emb".into(),
+        "tok_emb",
         Transform::None,
     );
     map(
         format!("{e}.position_embeddings.weight"),
-        "pos_emb".into(),
+        "pos_emb",
         Transform::FirstRows(max_seq),
     );
     if model.type_vocab_size > 0 {
         map(
             format!("{e}.token_type_embeddings.weight"),
-            "seg_emb".into(),
+            "seg_emb",
             Transform::None,
         );
     }
     map(
         format!("{e}.LayerNorm.weight"),
-        "emb_norm.w".into(),
+        "emb_norm.w",
         Transform::None,
     );
-    map(
-        format!("{e}.LayerNorm.bias"),
-        "emb_norm.b".into(),
-        Transform::None,
-    );
+    map(format!("{e}.LayerNorm.bias"), "emb_norm.b", Transform::None);
     for i in 0..model.n_layers {
         let l = format!("{prefix}encoder.layer.{i}");
         let pairs: [(&str, &str, Transform); 8] = [
@@ -217,10 +176,10 @@ fn bert(dir: &Path, cfg: &Value, st: &SafeTensors<'_>, max_seq: Option<usize>) -
             } else {
                 ours.to_string()
             };
-            map(format!("{l}.{hf}.weight"), format!("l{i}.{w}.w"), t);
+            map(format!("{l}.{hf}.weight"), &format!("l{i}.{w}.w"), t);
             map(
                 format!("{l}.{hf}.bias"),
-                format!("l{i}.{ours}.b"),
+                &format!("l{i}.{ours}.b"),
                 Transform::None,
             );
         }
@@ -246,14 +205,7 @@ fn bert(dir: &Path, cfg: &Value, st: &SafeTensors<'_>, max_seq: Option<usize>) -
             );
         }
     }
-    let used: std::collections::HashSet<&str> =
-        mappings.iter().map(|m| m.source.as_str()).collect();
-    let mut skipped: Vec<String> = st
-        .names()
-        .into_iter()
-        .filter(|n| !used.contains(n))
-        .map(str::to_owned)
-        .collect();
+    let mut skipped = super::unused(st.names(), &mappings);
     skipped.sort();
     Ok(Source {
         config: FileConfig {
@@ -402,62 +354,29 @@ fn wordpiece(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
     })
 }
 
+/// The stored bytes of tensor `name` (f32, f16 or bf16).
+pub fn raw<'a>(st: &SafeTensors<'a>, name: &'a str) -> Result<RawTensor<'a>> {
+    let t = st
+        .tensor(name)
+        .map_err(|e| anyhow!("tensor {name:?}: {e}"))?;
+    let ty = match t.dtype() {
+        Dtype::F32 => GgmlType::F32,
+        Dtype::F16 => GgmlType::F16,
+        Dtype::BF16 => GgmlType::Bf16,
+        other => bail!(
+            "tensor {name:?} has dtype {other:?}; only F32, F16 and BF16 weights are supported"
+        ),
+    };
+    Ok(RawTensor {
+        source: name,
+        shape: t.shape().to_vec(),
+        ty,
+        data: t.data(),
+    })
+}
+
 /// Loads a source tensor as f32 (from f32, f16 or bf16) and applies its transform; returns
 /// the shape and the row-major values.
 pub fn load(st: &SafeTensors<'_>, m: &Mapping) -> Result<(Vec<usize>, Vec<f32>)> {
-    let t = st
-        .tensor(&m.source)
-        .map_err(|e| anyhow!("tensor {:?}: {e}", m.source))?;
-    let data = t.data();
-    let values: Vec<f32> = match t.dtype() {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        other => bail!(
-            "tensor {:?} has dtype {other:?}; only F32, F16 and BF16 weights are supported",
-            m.source
-        ),
-    };
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "tensor {:?} holds a non-finite value at element {i}",
-            m.source
-        );
-    }
-    let mut shape = t.shape().to_vec();
-    let values = match m.transform {
-        Transform::None => values,
-        Transform::Transpose => {
-            let &[r, c] = shape.as_slice() else {
-                bail!("tensor {:?} to transpose is not 2-D", m.source)
-            };
-            shape = vec![c, r];
-            let mut out = vec![0f32; values.len()];
-            for i in 0..r {
-                for j in 0..c {
-                    out[j * r + i] = values[i * c + j];
-                }
-            }
-            out
-        }
-        Transform::FirstRows(n) => {
-            ensure!(
-                shape.len() == 2 && shape[0] >= n,
-                "tensor {:?} has fewer than {n} rows",
-                m.source
-            );
-            shape[0] = n;
-            values[..n * shape[1]].to_vec()
-        }
-    };
-    Ok((shape, values))
+    super::load(raw(st, &m.source)?, m.transform)
 }

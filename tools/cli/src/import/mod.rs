@@ -1,0 +1,145 @@
+//! The importers of `topkit pack`: a Hugging Face model directory ([`hf`]) or a llama.cpp GGUF
+//! file ([`gguf`]) becomes a [`Source`]: the packed file's configuration and tokenizer, and a
+//! [`Mapping`] per tensor to pack (where it comes from and how it is [`Transform`]ed).
+//!
+//! Loading a tensor has two steps that both importers share: the importer hands out the
+//! tensor's bytes as the file stores them ([`RawTensor`], with their [`GgmlType`]), and
+//! [`load`] decodes them to f32 and applies the mapping's transform. A packer that keeps ggml
+//! blocks as they are can take the [`RawTensor`] instead of calling [`load`].
+
+pub mod gguf;
+pub mod hf;
+
+use std::collections::HashSet;
+
+use anyhow::{Context, Result, bail, ensure};
+use topkit::format::FileConfig;
+
+pub use self::gguf::GgmlType;
+use crate::writer::Tokenizer;
+
+/// How a source tensor becomes a packed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    /// As is.
+    None,
+    /// Transposed (a 2-D `[a, b]` becomes `[b, a]`): the FFN down projection, whose rows the
+    /// engine adds.
+    Transpose,
+    /// Only the first rows (position embeddings cut to `--max-seq`).
+    FirstRows(usize),
+    /// The rows of a Q or K projection of this many heads put back in the order topkit's
+    /// RoPE expects (see [`gguf::unpermute_rows`]).
+    UnpermuteRows(usize),
+}
+
+/// One packed tensor and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// Name in the source file.
+    pub source: String,
+    /// topkit name.
+    pub name: String,
+    /// Conversion.
+    pub transform: Transform,
+}
+
+/// A model read and mapped, ready to convert.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Config section of the packed file.
+    pub config: FileConfig,
+    /// Tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Tensors to pack, in order.
+    pub mappings: Vec<Mapping>,
+    /// Source tensors left out (unused by topkit), by source name.
+    pub skipped: Vec<String>,
+}
+
+impl Mapping {
+    /// `source` packed as `name` after `transform`.
+    pub fn new(source: impl Into<String>, name: impl Into<String>, transform: Transform) -> Self {
+        Mapping {
+            source: source.into(),
+            name: name.into(),
+            transform,
+        }
+    }
+}
+
+/// The names of `all` no mapping reads, in the order of `all`.
+pub(crate) fn unused<'a>(
+    all: impl IntoIterator<Item = &'a str>,
+    mappings: &[Mapping],
+) -> Vec<String> {
+    let used: HashSet<&str> = mappings.iter().map(|m| m.source.as_str()).collect();
+    all.into_iter()
+        .filter(|n| !used.contains(n))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A source tensor as its file stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawTensor<'a> {
+    /// Name in the source file.
+    pub source: &'a str,
+    /// Shape, outermost first: `[rows, cols]` for a matrix.
+    pub shape: Vec<usize>,
+    /// Element type (safetensors' F32, F16 and BF16 are ggml's of the same name).
+    pub ty: GgmlType,
+    /// The stored bytes, exactly `ty.bytes_of(elements)` of them.
+    pub data: &'a [u8],
+}
+
+impl RawTensor<'_> {
+    /// Number of elements.
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Decodes `raw` to f32 (refusing NaN and infinity) and applies `transform`; returns the
+/// shape (outermost first) and the row-major values.
+pub fn load(raw: RawTensor<'_>, transform: Transform) -> Result<(Vec<usize>, Vec<f32>)> {
+    let name = raw.source;
+    let values = gguf::dequantize(raw.ty, raw.data, raw.elements())
+        .with_context(|| format!("tensor {name:?}"))?;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        bail!("tensor {name:?} holds a non-finite value at element {i}");
+    }
+    let mut shape = raw.shape;
+    let values = match transform {
+        Transform::None => values,
+        Transform::Transpose => {
+            let &[r, c] = shape.as_slice() else {
+                bail!("tensor {name:?} to transpose is not 2-D")
+            };
+            shape = vec![c, r];
+            let mut out = vec![0f32; values.len()];
+            for i in 0..r {
+                for j in 0..c {
+                    out[j * r + i] = values[i * c + j];
+                }
+            }
+            out
+        }
+        Transform::FirstRows(n) => {
+            ensure!(
+                shape.len() == 2 && shape[0] >= n,
+                "tensor {name:?} has fewer than {n} rows"
+            );
+            shape[0] = n;
+            values[..n * shape[1]].to_vec()
+        }
+        Transform::UnpermuteRows(heads) => {
+            let &[r, c] = shape.as_slice() else {
+                bail!("tensor {name:?} is not 2-D")
+            };
+            gguf::unpermute_rows(&values, r, c, heads)
+                .with_context(|| format!("tensor {name:?}"))?
+        }
+    };
+    Ok((shape, values))
+}
