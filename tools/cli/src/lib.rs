@@ -5,6 +5,11 @@
 //!
 //! Exit codes: 0 success (and "fits"), 1 "does not fit" (`budget` with `--ram`/`--flash`),
 //! 2 any error (bad arguments, unreadable or malformed files), with a message naming it.
+//!
+//! Each command is a module that owns its clap arguments (`pack::PackArgs`, ...) and its
+//! `run`; [`RunOpts`] are the run options several commands share. `pack` reads its source
+//! with [`import`] (Hugging Face directories and GGUF files), converts the weights with
+//! [`quant`] and writes the file with [`writer`].
 #![forbid(unsafe_code)]
 
 #[cfg(target_endian = "big")]
