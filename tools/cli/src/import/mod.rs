@@ -44,6 +44,17 @@ pub struct Mapping {
     pub transform: Transform,
 }
 
+impl Mapping {
+    /// `source` packed as `name` after `transform`.
+    pub fn new(source: impl Into<String>, name: impl Into<String>, transform: Transform) -> Self {
+        Mapping {
+            source: source.into(),
+            name: name.into(),
+            transform,
+        }
+    }
+}
+
 /// A model read and mapped, ready to convert.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -55,17 +66,6 @@ pub struct Source {
     pub mappings: Vec<Mapping>,
     /// Source tensors left out (unused by topkit), by source name.
     pub skipped: Vec<String>,
-}
-
-impl Mapping {
-    /// `source` packed as `name` after `transform`.
-    pub fn new(source: impl Into<String>, name: impl Into<String>, transform: Transform) -> Self {
-        Mapping {
-            source: source.into(),
-            name: name.into(),
-            transform,
-        }
-    }
 }
 
 /// The names of `all` no mapping reads, in the order of `all`.

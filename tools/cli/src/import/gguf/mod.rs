@@ -1,6 +1,7 @@
-//! GGUF (llama.cpp's model file) for `topkit pack model.gguf`: the container ([`file`]), ggml's
-//! tensor types ([`dequant`]), the llama architecture's configuration and tensor names
-//! ([`llama`]) and the byte-level BPE tokenizer in the metadata ([`tokenizer`]).
+//! GGUF (llama.cpp's model file) for `topkit pack model.gguf`: the container
+//! ([`file`](mod@file)), ggml's tensor types ([`dequant`]), the llama architecture's
+//! configuration and tensor names ([`llama`]) and the byte-level BPE tokenizer in the
+//! metadata ([`tokenizer`]).
 
 pub mod dequant;
 pub mod file;
