@@ -159,22 +159,21 @@ fn bert(dir: &Path, cfg: &Value, st: &SafeTensors<'_>, max_seq: Option<usize>) -
     map(format!("{e}.LayerNorm.bias"), "emb_norm.b", Transform::None);
     for i in 0..model.n_layers {
         let l = format!("{prefix}encoder.layer.{i}");
-        let pairs: [(&str, &str, Transform); 8] = [
-            ("attention.self.query", "q", Transform::None),
-            ("attention.self.key", "k", Transform::None),
-            ("attention.self.value", "v", Transform::None),
-            ("attention.output.dense", "o", Transform::None),
-            ("attention.output.LayerNorm", "attn_norm", Transform::None),
-            ("intermediate.dense", "ffn.up", Transform::None),
-            ("output.dense", "ffn.down", Transform::Transpose),
-            ("output.LayerNorm", "ffn_norm", Transform::None),
-        ];
-        for (hf, ours, t) in pairs {
+        for (hf, ours) in [
+            ("attention.self.query", "q"),
+            ("attention.self.key", "k"),
+            ("attention.self.value", "v"),
+            ("attention.output.dense", "o"),
+            ("attention.output.LayerNorm", "attn_norm"),
+            ("intermediate.dense", "ffn.up"),
+            ("output.dense", "ffn.down"),
+            ("output.LayerNorm", "ffn_norm"),
+        ] {
             // The engine adds rows of the transposed down projection ("values" of the FFN memory).
-            let w = if ours == "ffn.down" {
-                "ffn.down_t".to_string()
+            let (w, t) = if ours == "ffn.down" {
+                ("ffn.down_t", Transform::Transpose)
             } else {
-                ours.to_string()
+                (ours, Transform::None)
             };
             map(format!("{l}.{hf}.weight"), &format!("l{i}.{w}.w"), t);
             map(
