@@ -10,8 +10,8 @@ use topkit::kernels::Kernels;
 use topkit::plan::{Buffer, Phase};
 use topkit::{ModelConfig, Plan, RunConfig};
 
+use crate::options::{KernelChoice, RunOpts};
 use crate::size::{human, parse_size};
-use crate::{EXIT_DOES_NOT_FIT, EXIT_OK, KernelChoice, RunOpts};
 
 /// Arguments of `topkit budget`.
 #[derive(Debug, Clone, clap::Args)]
@@ -210,10 +210,11 @@ pub fn rust_constants(
     s
 }
 
-/// Runs `topkit budget`; returns the exit code (0 fits or no budget given, 1 does not fit).
-pub fn run(args: &BudgetArgs) -> Result<i32> {
-    let bytes = crate::read_packed(&args.file)?;
-    let m = crate::parse_packed(&args.file, bytes.as_slice(), true)?;
+/// Runs `topkit budget`; returns whether the model fits the budgets given (true when none
+/// is).
+pub fn run(args: &BudgetArgs) -> Result<bool> {
+    let bytes = crate::packed::read_packed(&args.file)?;
+    let m = crate::packed::parse_packed(&args.file, bytes.as_slice(), true)?;
     let model = *m.config();
     let run = args.run.config(args.seq);
     let kernels = args
@@ -326,7 +327,7 @@ pub fn run(args: &BudgetArgs) -> Result<i32> {
             outln!("wrote Rust constants to {}", path.display());
         }
     }
-    Ok(if fits { EXIT_OK } else { EXIT_DOES_NOT_FIT })
+    Ok(fits)
 }
 
 /// Bytes the decoder's f32 KV cache takes per context token: keys and values of every layer.

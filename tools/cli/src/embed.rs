@@ -11,7 +11,7 @@ use topkit::kernels::Kernels;
 use topkit::tokenizer::{WordPiece, WordPieceOptions};
 use topkit::{ArenaBuf, Plan, RunConfig};
 
-use crate::{KernelChoice, RunOpts};
+use crate::options::{KernelChoice, RunOpts};
 
 /// Arguments of `topkit embed`.
 #[derive(Debug, Clone, clap::Args)]
@@ -68,8 +68,8 @@ pub fn with_session<R>(
     kernels: Kernels,
     f: impl FnOnce(&Session<'_, '_>) -> Result<R>,
 ) -> Result<R> {
-    let bytes = crate::read_packed(path)?;
-    let pm = crate::parse_packed(path, bytes.as_slice(), true)?;
+    let bytes = crate::packed::read_packed(path)?;
+    let pm = crate::packed::parse_packed(path, bytes.as_slice(), true)?;
     let ctx = |what: &str| format!("{}: {what}", path.display());
     let layers = layers(&pm).map_err(|e| anyhow!("{}: {e}", ctx("cannot view the layers")))?;
     let encoder = Encoder::from_packed(&pm, &layers)
@@ -125,7 +125,7 @@ impl Session<'_, '_> {
 
     /// Checks `run` against the model (k within range, chunk) and plans its memory.
     pub fn plan(&self, run: &RunConfig) -> Result<Plan> {
-        crate::check_run_args(run, self.encoder.config().d_ff)?;
+        crate::options::check_run_args(run, self.encoder.config().d_ff)?;
         self.encoder
             .model()
             .plan(run)

@@ -9,8 +9,8 @@ use std::time::Instant;
 use anyhow::{Result, anyhow, bail};
 use serde_json::json;
 
-use crate::RunOpts;
 use crate::embed::{Session, read_texts, tokenize_all, with_session};
+use crate::options::RunOpts;
 use crate::size::human;
 
 /// Arguments of `topkit eval`.

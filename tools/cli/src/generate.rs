@@ -16,7 +16,7 @@ use topkit::sample::Sampler;
 use topkit::tokenizer::{Bpe, Utf8Stream};
 use topkit::{ArenaBuf, Plan, RunConfig};
 
-use crate::RunOpts;
+use crate::options::RunOpts;
 
 /// Arguments of `topkit generate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -76,8 +76,8 @@ pub struct Lm<'a> {
 
 /// Opens `path` and calls `f` with its decoder. Errors name the file.
 pub fn with_lm<R>(path: &Path, f: impl FnOnce(&Lm<'_>) -> Result<R>) -> Result<R> {
-    let bytes = crate::read_packed(path)?;
-    let packed = crate::parse_packed(path, bytes.as_slice(), true)?;
+    let bytes = crate::packed::read_packed(path)?;
+    let packed = crate::packed::parse_packed(path, bytes.as_slice(), true)?;
     let layers =
         layers(&packed).map_err(|e| anyhow!("{}: cannot view the layers: {e}", path.display()))?;
     let decoder = Decoder::from_packed(&packed, &layers)
@@ -142,7 +142,7 @@ impl Generation {
 
 /// Checks the k and chunk arguments against the model.
 pub fn check_run(lm: &Lm<'_>, run: &RunConfig) -> Result<Plan> {
-    crate::check_run_args(run, lm.decoder.config().d_ff)?;
+    crate::options::check_run_args(run, lm.decoder.config().d_ff)?;
     lm.decoder
         .plan(run)
         .map_err(|e| anyhow!("cannot plan this run: {e}"))

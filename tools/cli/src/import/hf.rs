@@ -11,8 +11,8 @@ use serde_json::Value;
 use topkit::format::{FileConfig, Pooling, SPECIALS, Special, TokenizerKind};
 use topkit::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind};
 
+use super::gguf::dequant::GgmlType;
 use super::{Mapping, RawTensor, Source, Transform};
-use crate::import::GgmlType;
 use crate::writer::Tokenizer;
 
 /// `model_type` values `topkit pack` converts.

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use anyhow::{Context, Result, bail, ensure};
 use topkit::format::FileConfig;
 
-pub use self::gguf::GgmlType;
+use self::gguf::dequant::{GgmlType, dequantize};
 use crate::writer::Tokenizer;
 
 /// How a source tensor becomes a packed one.
@@ -29,7 +29,7 @@ pub enum Transform {
     /// Only the first rows (position embeddings cut to `--max-seq`).
     FirstRows(usize),
     /// The rows of a Q or K projection of this many heads put back in the order topkit's
-    /// RoPE expects (see [`gguf::unpermute_rows`]).
+    /// RoPE expects (see [`unpermute_rows`]).
     UnpermuteRows(usize),
 }
 
@@ -104,8 +104,8 @@ impl RawTensor<'_> {
 /// shape (outermost first) and the row-major values.
 pub fn load(raw: RawTensor<'_>, transform: Transform) -> Result<(Vec<usize>, Vec<f32>)> {
     let name = raw.source;
-    let values = gguf::dequantize(raw.ty, raw.data, raw.elements())
-        .with_context(|| format!("tensor {name:?}"))?;
+    let values =
+        dequantize(raw.ty, raw.data, raw.elements()).with_context(|| format!("tensor {name:?}"))?;
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         bail!("tensor {name:?} holds a non-finite value at element {i}");
     }
@@ -137,9 +137,37 @@ pub fn load(raw: RawTensor<'_>, transform: Transform) -> Result<(Vec<usize>, Vec
             let &[r, c] = shape.as_slice() else {
                 bail!("tensor {name:?} is not 2-D")
             };
-            gguf::unpermute_rows(&values, r, c, heads)
-                .with_context(|| format!("tensor {name:?}"))?
+            unpermute_rows(&values, r, c, heads).with_context(|| format!("tensor {name:?}"))?
         }
     };
     Ok((shape, values))
+}
+
+/// Undoes llama.cpp's row permutation of a Q or K projection (`rows` x `cols`, `heads`
+/// heads): its converter interleaves the two halves of each head for GPT-J-style RoPE, while
+/// topkit (like Hugging Face) rotates the first half of a head against the second half.
+/// HF row `h*hd + i*hd/2 + j` is GGUF row `h*hd + 2j + i`.
+pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f32>> {
+    ensure!(
+        heads > 0 && rows.is_multiple_of(heads) && (rows / heads).is_multiple_of(2),
+        "cannot undo the RoPE permutation: {rows} rows are not {heads} heads of an even size"
+    );
+    ensure!(
+        values.len() == rows * cols,
+        "unpermute: {} values for {rows}x{cols}",
+        values.len()
+    );
+    let hd = rows / heads;
+    let half = hd / 2;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..heads {
+        for i in 0..2 {
+            for j in 0..half {
+                let dst = (h * hd + i * half + j) * cols;
+                let src = (h * hd + 2 * j + i) * cols;
+                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -11,35 +11,6 @@ use crate::import::{Mapping, Source, Transform};
 /// Longest packed context when `--max-seq` is not given (the KV cache is linear in it).
 pub const DEFAULT_MAX_SEQ_CAP: usize = 2048;
 
-/// Undoes llama.cpp's row permutation of a Q or K projection (`rows` x `cols`, `heads`
-/// heads): its converter interleaves the two halves of each head for GPT-J-style RoPE, while
-/// topkit (like Hugging Face) rotates the first half of a head against the second half.
-/// HF row `h*hd + i*hd/2 + j` is GGUF row `h*hd + 2j + i`.
-pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f32>> {
-    ensure!(
-        heads > 0 && rows.is_multiple_of(heads) && (rows / heads).is_multiple_of(2),
-        "cannot undo the RoPE permutation: {rows} rows are not {heads} heads of an even size"
-    );
-    ensure!(
-        values.len() == rows * cols,
-        "unpermute: {} values for {rows}x{cols}",
-        values.len()
-    );
-    let hd = rows / heads;
-    let half = hd / 2;
-    let mut out = vec![0f32; values.len()];
-    for h in 0..heads {
-        for i in 0..2 {
-            for j in 0..half {
-                let dst = (h * hd + i * half + j) * cols;
-                let src = (h * hd + 2 * j + i) * cols;
-                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Reads the configuration, tokenizer and tensor mapping of a llama-architecture GGUF.
 pub fn source(g: &Gguf, max_seq: Option<usize>) -> Result<Source> {
     let arch = g

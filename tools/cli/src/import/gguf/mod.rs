@@ -12,7 +12,7 @@ use anyhow::Result;
 
 pub use self::dequant::{GgmlType, dequantize};
 pub use self::file::{DEFAULT_ALIGNMENT, Gguf, MAGIC, TensorInfo, Value, is_gguf};
-pub use self::llama::{DEFAULT_MAX_SEQ_CAP, source, unpermute_rows};
+pub use self::llama::{DEFAULT_MAX_SEQ_CAP, source};
 use crate::import::Mapping;
 
 /// Loads `m` from the file as f32 with its transform; returns (shape outermost first, values).
