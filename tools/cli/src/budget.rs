@@ -212,6 +212,10 @@ pub fn rust_constants(
 
 /// Runs `topkit budget`; returns whether the model fits the budgets given (true when none
 /// is).
+///
+/// # Errors
+/// When the file cannot be read or parsed, the run cannot be planned (seq, k or chunk out
+/// of range) or the Rust constants cannot be written.
 pub fn run(args: &BudgetArgs) -> Result<bool> {
     let bytes = crate::packed::read_packed(&args.file)?;
     let m = crate::packed::parse_packed(&args.file, bytes.as_slice(), true)?;

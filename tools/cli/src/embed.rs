@@ -63,6 +63,10 @@ pub struct Session<'a, 'v> {
 
 /// Opens `path` and calls `f` with the encoder (run with `kernels`) and the tokenizer it
 /// holds. Errors name the file.
+///
+/// # Errors
+/// When the file cannot be read or parsed, is not a sentence encoder or has no WordPiece
+/// tokenizer, and whatever `f` returns.
 pub fn with_session<R>(
     path: &Path,
     kernels: Kernels,
@@ -107,6 +111,9 @@ fn max_seq(pm: &PackedModel<'_>) -> usize {
 impl Session<'_, '_> {
     /// Tokenizes `text`, truncating to max_seq as the reference tokenizer does, and counts the
     /// tokens of the whole text (for the truncation note).
+    ///
+    /// # Errors
+    /// When the tokenizer fails on `text`.
     pub fn tokenize(&self, text: &str) -> Result<Tokens> {
         // Every token but [CLS]/[SEP] comes from at least one byte of the text, so this buffer
         // never truncates (normalisation can grow a character, hence the factor 2).
@@ -124,6 +131,9 @@ impl Session<'_, '_> {
     }
 
     /// Checks `run` against the model (k within range, chunk) and plans its memory.
+    ///
+    /// # Errors
+    /// When `--k-attn`, `--k-ff` or `--chunk` is out of range, or the core cannot plan `run`.
     pub fn plan(&self, run: &RunConfig) -> Result<Plan> {
         crate::options::check_run_args(run, self.encoder.config().d_ff)?;
         self.encoder
@@ -135,6 +145,9 @@ impl Session<'_, '_> {
     /// Embeds tokenized texts with `run` in one arena of exactly `plan.peak_bytes`, calling
     /// `each(index, embedding)`. Returns the arena's high-water mark, bytes (the most any
     /// text used).
+    ///
+    /// # Errors
+    /// When the encoder fails on a text (the error names it), and whatever `each` returns.
     pub fn embed_all(
         &self,
         run: &RunConfig,
@@ -159,6 +172,9 @@ impl Session<'_, '_> {
 }
 
 /// Texts of `--file` (one per line, blank lines skipped) and then those of the command line.
+///
+/// # Errors
+/// When `file` cannot be read, or there is no text at all.
 pub fn read_texts(file: Option<&Path>, texts: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     if let Some(path) = file {
@@ -178,6 +194,9 @@ pub fn read_texts(file: Option<&Path>, texts: &[String]) -> Result<Vec<String>> 
 }
 
 /// Tokenizes every text, with a note on stderr for each one cut to max_seq.
+///
+/// # Errors
+/// When the tokenizer fails on a text.
 pub fn tokenize_all(s: &Session<'_, '_>, texts: &[String]) -> Result<Vec<Tokens>> {
     texts
         .iter()
@@ -199,6 +218,10 @@ pub fn tokenize_all(s: &Session<'_, '_>, texts: &[String]) -> Result<Vec<Tokens>
 }
 
 /// Runs `topkit embed`.
+///
+/// # Errors
+/// When the texts or the model cannot be read, the run options are out of range or the
+/// encoder fails.
 pub fn run(args: &EmbedArgs) -> Result<()> {
     let texts = read_texts(args.text_file.as_deref(), &args.texts)?;
     with_session(&args.file, args.kernels.into(), |s| {

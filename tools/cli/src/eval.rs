@@ -59,6 +59,9 @@ pub struct Row {
 }
 
 /// Parses one k of a comma-separated list (`8,16,32`); it must be at least 1.
+///
+/// # Errors
+/// A message when `s` is not a number or is 0.
 pub fn parse_k(s: &str) -> std::result::Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("k must be at least 1".to_string()),
@@ -79,6 +82,10 @@ fn k_name(k: Option<usize>, none: &str) -> String {
 }
 
 /// Runs the sweep on an open session; returns the rows, dense (and off) first.
+///
+/// # Errors
+/// When a text cannot be tokenized, a setting cannot be planned (checked before any is
+/// run) or the encoder fails.
 pub fn sweep(s: &Session<'_, '_>, args: &EvalArgs, texts: &[String]) -> Result<Vec<Row>> {
     let tokens = tokenize_all(s, texts)?;
     let lens: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
@@ -148,6 +155,10 @@ pub fn sweep(s: &Session<'_, '_>, args: &EvalArgs, texts: &[String]) -> Result<V
 }
 
 /// Runs `topkit eval`.
+///
+/// # Errors
+/// When `--plot` does not end in `.svg`, the texts or the model cannot be read, a setting
+/// cannot be planned or run, or the plot cannot be drawn.
 pub fn run(args: &EvalArgs) -> Result<()> {
     let texts = read_texts(Some(&args.text_file), &[])?;
     if let Some(p) = &args.plot
@@ -235,6 +246,9 @@ const COLORS: [plotters::style::RGBColor; 6] = [
 /// Draws mean (solid) and min (dashed) cosine vs peak RAM, one colour per k_ff, each point
 /// labelled with its k_attn; each line runs
 /// through the k_attn values in increasing order, dense last.
+///
+/// # Errors
+/// When the SVG cannot be drawn or written to `path`.
 pub fn plot(path: &Path, rows: &[Row], title: &str) -> Result<()> {
     use plotters::prelude::*;
     let err = |e: &dyn std::fmt::Display| anyhow!("cannot draw {}: {e}", path.display());

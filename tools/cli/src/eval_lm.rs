@@ -188,6 +188,11 @@ fn argmax_f64(x: &[f64]) -> usize {
 }
 
 /// Runs `topkit eval-lm`.
+///
+/// # Errors
+/// When the text (or ids) or the model cannot be read, the text has no tokens or an id out
+/// of the vocabulary, text and continuation exceed max_seq, a setting cannot be planned, or
+/// the arena's high-water mark differs from the plan's peak.
 pub fn run(args: &EvalLmArgs) -> Result<()> {
     with_lm(&args.file, |lm| {
         let ids = match (&args.text_file, &args.ids_file) {

@@ -75,6 +75,10 @@ pub struct Lm<'a> {
 }
 
 /// Opens `path` and calls `f` with its decoder. Errors name the file.
+///
+/// # Errors
+/// When the file cannot be read or parsed or is not a causal language model, and whatever
+/// `f` returns.
 pub fn with_lm<R>(path: &Path, f: impl FnOnce(&Lm<'_>) -> Result<R>) -> Result<R> {
     let bytes = crate::packed::read_packed(path)?;
     let packed = crate::packed::parse_packed(path, bytes.as_slice(), true)?;
@@ -141,6 +145,9 @@ impl Generation {
 }
 
 /// Checks the k and chunk arguments against the model.
+///
+/// # Errors
+/// When `--k-attn`, `--k-ff` or `--chunk` is out of range, or the core cannot plan `run`.
 pub fn check_run(lm: &Lm<'_>, run: &RunConfig) -> Result<Plan> {
     crate::options::check_run_args(run, lm.decoder.config().d_ff)?;
     lm.decoder
@@ -151,6 +158,10 @@ pub fn check_run(lm: &Lm<'_>, run: &RunConfig) -> Result<Plan> {
 /// Prefills `prompt` and generates up to `max_tokens` tokens with `sampler`, calling
 /// `on_token` with each new id as soon as it is chosen. Stops at `eos` (if given), at
 /// `max_tokens`, or when the context (`run.seq_len`) is full.
+///
+/// # Errors
+/// When `run` cannot be planned, the prompt is empty or longer than the context, sampling or
+/// the decoder fails, and whatever `on_token` returns.
 pub fn generate(
     lm: &Lm<'_>,
     run: &RunConfig,
@@ -238,6 +249,9 @@ pub fn decode(lm: &Lm<'_>, ids: &[u32]) -> String {
 
 /// Token ids of `text` with the file's byte-level BPE tokenizer (special tokens written in
 /// the text, such as `<|im_start|>`, become their ids).
+///
+/// # Errors
+/// When the file's tokenizer is not byte-level BPE or fails on `text`.
 pub fn encode(lm: &Lm<'_>, text: &str) -> Result<Vec<u32>> {
     let bpe = Bpe::new(lm.packed.tokenizer())
         .map_err(|e| anyhow!("cannot tokenize text with this file's tokenizer: {e}"))?;
@@ -264,6 +278,10 @@ pub fn chat_template(system: &str) -> (String, String) {
 /// A prompt in the chat template, as token ids: the user message as ids (`--prompt-ids`)
 /// between the template's, or (`--prompt`) the whole template text tokenized at once, as the
 /// reference tokenizer does.
+///
+/// # Errors
+/// When the vocabulary has no `<|im_start|>` or `<|im_end|>` token, or the template text
+/// cannot be encoded.
 pub fn chat_ids(lm: &Lm<'_>, system: &str, user: &UserPrompt) -> Result<Vec<u32>> {
     let vocab = lm.packed.tokenizer().vocab();
     for s in ["<|im_start|>", "<|im_end|>"] {
@@ -302,6 +320,11 @@ pub fn eos_id(lm: &Lm<'_>, chat: bool) -> Option<u32> {
 }
 
 /// Runs `topkit generate`.
+///
+/// # Errors
+/// When the prompt is missing, given twice or has an id out of the vocabulary, `--seq` exceeds
+/// max_seq, the run or sampler options are out of range, generation fails, or the arena's
+/// high-water mark differs from the plan's peak.
 pub fn run(args: &GenerateArgs) -> Result<()> {
     with_lm(&args.file, |lm| {
         let c = *lm.decoder.config();

@@ -95,6 +95,9 @@ pub struct InspectArgs {
 }
 
 /// Prints the contents of `args.file`; checks the CRC unless `--no-verify`.
+///
+/// # Errors
+/// When the file cannot be read or parsed (or its CRC is wrong, unless `--no-verify`).
 pub fn run(args: &InspectArgs) -> Result<()> {
     let (path, json_out, verify) = (args.file.as_path(), args.json, !args.no_verify);
     let bytes = crate::packed::read_packed(path)?;

@@ -34,6 +34,9 @@ impl RunOpts {
 /// Checks the command-line parts of `run` against a model whose feed-forward width is `d_ff`
 /// (`--k-attn` and `--chunk` at least 1, `--k-ff` in `1..=d_ff`), with messages that name the
 /// flags. `plan()` checks the same, but its errors speak of config fields, not flags.
+///
+/// # Errors
+/// When `--k-attn` or `--chunk` is 0 or `--k-ff` is not in `1..=d_ff`.
 pub fn check_run_args(run: &RunConfig, d_ff: usize) -> Result<()> {
     if run.k_attn == Some(0) {
         anyhow::bail!("--k-attn must be at least 1 (keys kept per query)");

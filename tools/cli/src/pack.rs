@@ -119,6 +119,11 @@ impl Input {
 
 /// Packs `args.src` (a Hugging Face model directory or a GGUF file) into `args.output`,
 /// printing per-tensor errors and a summary.
+///
+/// # Errors
+/// When the source cannot be read or is not supported (see [`hf::read_dir`] and
+/// [`gguf::source`]), a tensor cannot be loaded or converted, the written file does not parse
+/// back, or the output cannot be written.
 pub fn run(args: &PackArgs) -> Result<PackReport> {
     let input = Input::open(args)?;
     let src = &input.source;

@@ -8,12 +8,18 @@ use topkit::format::{self, PackedModel, ParseOptions, TENSOR_ENTRY_BYTES, Tensor
 use crate::writer::AlignedBytes;
 
 /// Reads a packed file into aligned memory.
+///
+/// # Errors
+/// When `path` cannot be read.
 pub fn read_packed(path: &Path) -> Result<AlignedBytes> {
     AlignedBytes::read(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))
 }
 
 /// Parses a packed file, with an error that names the file (and the tensor, when a table
 /// entry is at fault).
+///
+/// # Errors
+/// When `bytes` is not a valid packed file (or its CRC is wrong when `verify_crc`).
 pub fn parse_packed<'a>(path: &Path, bytes: &'a [u8], verify_crc: bool) -> Result<PackedModel<'a>> {
     PackedModel::parse_with(bytes, ParseOptions { verify_crc }).map_err(|e| {
         let hint = match e {

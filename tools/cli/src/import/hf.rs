@@ -43,6 +43,11 @@ fn get_usize(cfg: &Value, key: &str) -> Result<usize> {
 
 /// Reads `dir` and maps its tensors for a packed file with at most `max_seq` positions
 /// (`None`: the model's own maximum).
+///
+/// # Errors
+/// When a JSON file cannot be read or parsed, the model type, activation, position
+/// embeddings, pooling or tokenizer is not supported, a configuration value is missing or
+/// invalid, `max_seq` is out of range, or a tensor is missing from `st`.
 pub fn read_dir(dir: &Path, st: &SafeTensors<'_>, max_seq: Option<usize>) -> Result<Source> {
     let cfg = read_json(&dir.join("config.json"))?;
     let model_type = cfg
@@ -354,6 +359,9 @@ fn wordpiece(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
 }
 
 /// The stored bytes of tensor `name` (f32, f16 or bf16).
+///
+/// # Errors
+/// When `st` has no tensor `name`, or its dtype is not F32, F16 or BF16.
 pub fn raw<'a>(st: &SafeTensors<'a>, name: &'a str) -> Result<RawTensor<'a>> {
     let t = st
         .tensor(name)
@@ -376,6 +384,9 @@ pub fn raw<'a>(st: &SafeTensors<'a>, name: &'a str) -> Result<RawTensor<'a>> {
 
 /// Loads a source tensor as f32 (from f32, f16 or bf16) and applies its transform; returns
 /// the shape and the row-major values.
+///
+/// # Errors
+/// As [`raw`] and [`crate::import::load`].
 pub fn load(st: &SafeTensors<'_>, m: &Mapping) -> Result<(Vec<usize>, Vec<f32>)> {
     super::load(raw(st, &m.source)?, m.transform)
 }

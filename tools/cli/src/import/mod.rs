@@ -102,6 +102,11 @@ impl RawTensor<'_> {
 
 /// Decodes `raw` to f32 (refusing NaN and infinity) and applies `transform`; returns the
 /// shape (outermost first) and the row-major values.
+///
+/// # Errors
+/// When the data does not match the type and shape, a value is NaN or infinite, or the
+/// transform does not fit the shape (not 2-D, too few rows, heads that do not divide the
+/// rows).
 pub fn load(raw: RawTensor<'_>, transform: Transform) -> Result<(Vec<usize>, Vec<f32>)> {
     let name = raw.source;
     let values =
@@ -147,6 +152,9 @@ pub fn load(raw: RawTensor<'_>, transform: Transform) -> Result<(Vec<usize>, Vec
 /// heads): its converter interleaves the two halves of each head for GPT-J-style RoPE, while
 /// topkit (like Hugging Face) rotates the first half of a head against the second half.
 /// HF row `h*hd + i*hd/2 + j` is GGUF row `h*hd + 2j + i`.
+///
+/// # Errors
+/// When `rows` is not `heads` heads of an even size, or `values` is not `rows x cols`.
 pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Result<Vec<f32>> {
     ensure!(
         heads > 0 && rows.is_multiple_of(heads) && (rows / heads).is_multiple_of(2),

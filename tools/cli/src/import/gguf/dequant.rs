@@ -85,6 +85,9 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// Dequantizes `n` elements of type `ty` from `data` (exactly `ty.bytes_of(n)` bytes).
 /// The arithmetic is ggml's (and gguf-py's): f16 scales widened to f32, then `q * d (+ m)`
 /// in f32, so Q4_1 and Q8_0 weights come out bit-exact.
+///
+/// # Errors
+/// When `n` is not a whole number of blocks or `data` is not exactly their bytes.
 pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>> {
     let need = ty
         .bytes_of(n as u64)

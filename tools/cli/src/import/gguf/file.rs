@@ -101,12 +101,18 @@ impl TensorInfo {
     }
 
     /// The ggml type, if this reader knows it.
+    ///
+    /// # Errors
+    /// When the type code is not one [`GgmlType`] has.
     pub fn ggml_type(&self) -> Result<GgmlType> {
         GgmlType::from_code(self.ty)
             .ok_or_else(|| anyhow!("tensor {:?}: unsupported type {}", self.name, self.ty))
     }
 
     /// Shape outermost first (topkit's order): `[rows, cols]` for a matrix.
+    ///
+    /// # Errors
+    /// When a dimension does not fit a `usize`.
     pub fn shape(&self) -> Result<Vec<usize>> {
         self.dims
             .iter()
@@ -233,6 +239,11 @@ impl<'a> Reader<'a> {
 impl Gguf {
     /// Parses the header, metadata and tensor infos of `bytes`, checking every tensor's data
     /// range against the file.
+    ///
+    /// # Errors
+    /// When the magic or version is wrong, a count, length or value type is invalid or runs past
+    /// the end of the file, a tensor appears twice, has a zero dimension, an unsupported type,
+    /// rows that are not whole blocks, or data that is misaligned or beyond the file.
     pub fn parse(bytes: &[u8]) -> Result<Gguf> {
         let mut r = Reader { b: bytes, pos: 0 };
         let magic: [u8; 4] = r.arr("magic")?;
@@ -361,6 +372,9 @@ impl Gguf {
     }
 
     /// Metadata value of `key` as a non-negative integer.
+    ///
+    /// # Errors
+    /// When `key` is missing or not a non-negative integer.
     pub fn get_u64(&self, key: &str) -> Result<u64> {
         self.get(key)
             .ok_or_else(|| anyhow!("metadata {key:?} is missing"))?
@@ -369,6 +383,9 @@ impl Gguf {
     }
 
     /// Metadata value of `key` as a `usize`.
+    ///
+    /// # Errors
+    /// When `key` is missing, not a non-negative integer or too large for a `usize`.
     pub fn get_usize(&self, key: &str) -> Result<usize> {
         let v = self.get_u64(key)?;
         usize::try_from(v).map_err(|_| anyhow!("metadata {key:?} = {v} is too large"))
@@ -380,6 +397,9 @@ impl Gguf {
     }
 
     /// The raw bytes of `t` within the whole file `bytes`.
+    ///
+    /// # Errors
+    /// When `t`'s type is unsupported or its data range overflows or lies beyond `bytes`.
     pub fn data<'b>(&self, bytes: &'b [u8], t: &TensorInfo) -> Result<&'b [u8]> {
         let ty = t.ggml_type()?;
         let n = t
@@ -402,6 +422,9 @@ impl Gguf {
     }
 
     /// The stored bytes of the tensor named `name` within the whole file `bytes`.
+    ///
+    /// # Errors
+    /// When there is no tensor `name`, or its type, shape or data range is invalid.
     pub fn raw<'a>(&self, bytes: &'a [u8], name: &'a str) -> Result<RawTensor<'a>> {
         let t = self
             .tensor(name)

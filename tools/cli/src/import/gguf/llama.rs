@@ -12,6 +12,11 @@ use crate::import::{Mapping, Source, Transform};
 pub const DEFAULT_MAX_SEQ_CAP: usize = 2048;
 
 /// Reads the configuration, tokenizer and tensor mapping of a llama-architecture GGUF.
+///
+/// # Errors
+/// When the architecture is not llama, a required metadata key or tensor is missing or
+/// invalid, `max_seq` is out of range, the configuration is invalid, or the tokenizer
+/// metadata is.
 pub fn source(g: &Gguf, max_seq: Option<usize>) -> Result<Source> {
     let arch = g
         .get("general.architecture")

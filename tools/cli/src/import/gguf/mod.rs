@@ -16,6 +16,9 @@ pub use self::llama::{DEFAULT_MAX_SEQ_CAP, source};
 use crate::import::Mapping;
 
 /// Loads `m` from the file as f32 with its transform; returns (shape outermost first, values).
+///
+/// # Errors
+/// As [`Gguf::raw`] and [`crate::import::load`].
 pub fn load(g: &Gguf, bytes: &[u8], m: &Mapping) -> Result<(Vec<usize>, Vec<f32>)> {
     crate::import::load(g.raw(bytes, &m.source)?, m.transform)
 }

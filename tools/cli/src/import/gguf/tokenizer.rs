@@ -8,6 +8,10 @@ use crate::writer::Tokenizer;
 
 /// The byte-level BPE tokenizer of `tokenizer.ggml.model = "gpt2"` (no tokenizer when the
 /// file has none).
+///
+/// # Errors
+/// When the tokenizer model or pre-tokenizer is not supported, the tokens, merges or token
+/// types are missing or malformed, or there are more tokens than `vocab_size`.
 pub fn tokenizer(g: &Gguf, vocab_size: usize) -> Result<Tokenizer> {
     let Some(model) = g.get("tokenizer.ggml.model") else {
         return Ok(Tokenizer::none());
