@@ -179,3 +179,76 @@ pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) ->
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32s(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    fn load_f32(shape: &[usize], v: &[f32], t: Transform) -> Result<(Vec<usize>, Vec<f32>)> {
+        let data = f32s(v);
+        let raw = RawTensor {
+            source: "t",
+            shape: shape.to_vec(),
+            ty: GgmlType::F32,
+            data: &data,
+        };
+        load(raw, t)
+    }
+
+    #[test]
+    fn transforms() {
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let (s, x) = load_f32(&[2, 3], &v, Transform::None).unwrap();
+        assert_eq!((s, x), (vec![2, 3], v.to_vec()));
+        let (s, x) = load_f32(&[2, 3], &v, Transform::Transpose).unwrap();
+        assert_eq!((s, x), (vec![3, 2], vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]));
+        let (s, x) = load_f32(&[3, 2], &v, Transform::FirstRows(2)).unwrap();
+        assert_eq!((s, x), (vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+        // One head of 4 rows: GGUF rows 0, 1, 2, 3 hold HF rows 0, 2, 1, 3.
+        let (s, x) = load_f32(&[4, 1], &v[..4], Transform::UnpermuteRows(1)).unwrap();
+        assert_eq!((s, x), (vec![4, 1], vec![1.0, 3.0, 2.0, 4.0]));
+    }
+
+    #[test]
+    fn refusals_name_the_tensor() {
+        for (shape, v, t, msg) in [
+            (
+                vec![2],
+                vec![1.0, f32::NAN],
+                Transform::None,
+                "non-finite value at element 1",
+            ),
+            (
+                vec![2],
+                vec![1.0, 2.0],
+                Transform::Transpose,
+                "to transpose is not 2-D",
+            ),
+            (
+                vec![1, 2],
+                vec![1.0, 2.0],
+                Transform::FirstRows(2),
+                "fewer than 2 rows",
+            ),
+            (
+                vec![2],
+                vec![1.0, 2.0],
+                Transform::UnpermuteRows(1),
+                "is not 2-D",
+            ),
+            (
+                vec![3, 1],
+                vec![1.0; 3],
+                Transform::UnpermuteRows(1),
+                "even size",
+            ),
+        ] {
+            let e = format!("{:#}", load_f32(&shape, &v, t).unwrap_err());
+            assert!(e.contains("tensor \"t\"") && e.contains(msg), "{t:?}: {e}");
+        }
+    }
+}
