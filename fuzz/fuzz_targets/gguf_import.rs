@@ -1,5 +1,5 @@
-//! The GGUF importer of `topkit pack` (tools/cli/src/gguf.rs: parse, metadata to config and
-//! tokenizer, dequantization, RoPE un-permutation, transposes; then quant.rs, writer.rs and
+//! The GGUF importer of `topkit pack` (tools/cli/src/import/gguf/: parse, metadata to config
+//! and tokenizer, dequantization, RoPE un-permutation, transposes; then quant.rs, writer.rs and
 //! the packer's self-check parse) on arbitrary bytes: an `Err` with a message, or a packed
 //! file that the core parses, whose BPE tokenizer (if any) then encodes and decodes a text
 //! with added tokens, digits and non-ASCII letters back to its bytes (unless a merge made a

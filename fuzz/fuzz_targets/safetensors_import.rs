@@ -1,7 +1,7 @@
-//! The Hugging Face importer of `topkit pack` (tools/cli/src/hf.rs, quant.rs, writer.rs) on
-//! arbitrary safetensors bytes and an arbitrary `config.json`: an `Err` with a message, or a
-//! packed file that the core parses. Input: a little-endian u16 length `L`, then `L` bytes of
-//! config.json (`L == 0`: the tiny BERT's config), then the safetensors bytes.
+//! The Hugging Face importer of `topkit pack` (tools/cli/src/import/hf.rs, quant.rs,
+//! writer.rs) on arbitrary safetensors bytes and an arbitrary `config.json`: an `Err` with a
+//! message, or a packed file that the core parses. Input: a little-endian u16 length `L`, then
+//! `L` bytes of config.json (`L == 0`: the tiny BERT's config), then the safetensors bytes.
 #![no_main]
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use safetensors::SafeTensors;
-use topkit_cli::hf;
+use topkit_cli::import::hf;
 use topkit_cli::quant::StoreDType;
 
 /// A model directory of this process with the tiny BERT's vocabulary and tokenizer config;

@@ -2,7 +2,7 @@
 //! tiny byte-level BPE of `bpe`), and the in-memory `topkit pack` path of a GGUF file.
 
 use topkit::tokenizer::byte_char;
-use topkit_cli::gguf::{self, Gguf};
+use topkit_cli::import::gguf::{self, Gguf};
 use topkit_cli::quant::StoreDType;
 use topkit_cli::writer::AlignedBytes;
 

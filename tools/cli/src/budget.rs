@@ -10,32 +10,40 @@ use topkit::kernels::Kernels;
 use topkit::plan::{Buffer, Phase};
 use topkit::{ModelConfig, Plan, RunConfig};
 
-use crate::size::human;
-use crate::{EXIT_DOES_NOT_FIT, EXIT_OK};
+use crate::options::{KernelChoice, RunOpts};
+use crate::size::{human, parse_size};
 
 /// Arguments of `topkit budget`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("chunk", |a| a.help("Queries (and tokens) processed together")))]
 pub struct BudgetArgs {
     /// Packed model file.
     pub file: PathBuf,
-    /// Tokens per inference.
+    /// Tokens per inference (the buffers are sized for it).
+    #[arg(long)]
     pub seq: usize,
-    /// Keys kept per query.
-    pub k_attn: Option<usize>,
-    /// Hidden units kept per token.
-    pub k_ff: Option<usize>,
-    /// Query chunk.
-    pub chunk: usize,
-    /// RAM budget, bytes.
+    /// Top-k settings and the query chunk.
+    #[command(flatten)]
+    pub run: RunOpts,
+    /// RAM budget for the arena, SIZE (e.g. 64K, 4M).
+    #[arg(long, value_parser = parse_size)]
     pub ram: Option<usize>,
-    /// Flash budget, bytes.
+    /// Flash budget for the packed file, SIZE (e.g. 1M, 32M).
+    #[arg(long, value_parser = parse_size)]
     pub flash: Option<usize>,
-    /// JSON output.
+    /// Print JSON instead of text.
+    #[arg(long)]
     pub json: bool,
-    /// Where to write Rust constants.
+    /// Write Rust constants (MODEL, RUN, KERNELS, PLAN, PEAK_BYTES, ...) for a firmware
+    /// to include.
+    #[arg(long, value_name = "PATH")]
     pub emit_rust: Option<PathBuf>,
-    /// Kernels to plan for; `None`: [`default_kernels`].
-    pub kernels: Option<Kernels>,
+    /// Kernels the plan is for: `fast` adds the fast kernels' working buffers (int8
+    /// activations, attention blocks), `reference` (the generic kernels, what the firmware
+    /// runs by default). Default: what `topkit embed` (encoders: fast) or `topkit generate`
+    /// (causal models: reference) runs the file with.
+    #[arg(long, value_enum)]
+    pub kernels: Option<KernelChoice>,
 }
 
 /// The kernels the CLI runs a model with when none are named: `topkit embed`'s default
@@ -202,18 +210,20 @@ pub fn rust_constants(
     s
 }
 
-/// Runs `topkit budget`; returns the exit code (0 fits or no budget given, 1 does not fit).
-pub fn run(args: &BudgetArgs) -> Result<i32> {
-    let bytes = crate::read_packed(&args.file)?;
-    let m = crate::parse_packed(&args.file, bytes.as_slice(), true)?;
+/// Runs `topkit budget`; returns whether the model fits the budgets given (true when none
+/// is).
+///
+/// # Errors
+/// When the file cannot be read or parsed, the run cannot be planned (seq, k or chunk out
+/// of range) or the Rust constants cannot be written.
+pub fn run(args: &BudgetArgs) -> Result<bool> {
+    let bytes = crate::packed::read_packed(&args.file)?;
+    let m = crate::packed::parse_packed(&args.file, bytes.as_slice(), true)?;
     let model = *m.config();
-    let run = RunConfig {
-        seq_len: args.seq,
-        chunk: args.chunk,
-        k_attn: args.k_attn,
-        k_ff: args.k_ff,
-    };
-    let kernels = args.kernels.unwrap_or_else(|| default_kernels(&model));
+    let run = args.run.config(args.seq);
+    let kernels = args
+        .kernels
+        .map_or_else(|| default_kernels(&model), Kernels::from);
     let plan = topkit::try_plan_with(&model, &run, kernels)
         .map_err(|e| anyhow!("cannot plan this run: {e}"))?;
     let flash_bytes = m.bytes().len();
@@ -321,7 +331,7 @@ pub fn run(args: &BudgetArgs) -> Result<i32> {
             outln!("wrote Rust constants to {}", path.display());
         }
     }
-    Ok(if fits { EXIT_OK } else { EXIT_DOES_NOT_FIT })
+    Ok(fits)
 }
 
 /// Bytes the decoder's f32 KV cache takes per context token: keys and values of every layer.

@@ -11,24 +11,28 @@ use topkit::kernels::Kernels;
 use topkit::tokenizer::{WordPiece, WordPieceOptions};
 use topkit::{ArenaBuf, Plan, RunConfig};
 
+use crate::options::{KernelChoice, RunOpts};
+
 /// Arguments of `topkit embed`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct EmbedArgs {
     /// Packed model file.
     pub file: PathBuf,
-    /// Keys kept per query (top-k attention); `None`: dense.
-    pub k_attn: Option<usize>,
-    /// Hidden units kept per token in the feed-forward layers; `None`: dense.
-    pub k_ff: Option<usize>,
-    /// Tokens processed together.
-    pub chunk: usize,
-    /// Print JSON.
+    /// Top-k settings and the chunk.
+    #[command(flatten)]
+    pub run: RunOpts,
+    /// Print {"embeddings": [[...], ...]} instead of one line per text.
+    #[arg(long)]
     pub json: bool,
-    /// Kernels to run the encoder with.
-    pub kernels: Kernels,
-    /// Text file, one text per line.
+    /// Kernels: `fast` (int8 activations with blocked dynamic scales, AVX2/FMA when the
+    /// CPU has them) or `reference` (the generic kernels every target runs, bit for bit;
+    /// what the firmware and WASM builds compute).
+    #[arg(long, value_enum, default_value_t = KernelChoice::Fast)]
+    pub kernels: KernelChoice,
+    /// Read texts from PATH, one per line (blank lines skipped), before any TEXT.
+    #[arg(long = "file", value_name = "PATH")]
     pub text_file: Option<PathBuf>,
-    /// Texts from the command line (after those of `text_file`).
+    /// Texts to embed.
     pub texts: Vec<String>,
 }
 
@@ -59,13 +63,17 @@ pub struct Session<'a, 'v> {
 
 /// Opens `path` and calls `f` with the encoder (run with `kernels`) and the tokenizer it
 /// holds. Errors name the file.
+///
+/// # Errors
+/// When the file cannot be read or parsed, is not a sentence encoder or has no WordPiece
+/// tokenizer, and whatever `f` returns.
 pub fn with_session<R>(
     path: &Path,
     kernels: Kernels,
     f: impl FnOnce(&Session<'_, '_>) -> Result<R>,
 ) -> Result<R> {
-    let bytes = crate::read_packed(path)?;
-    let pm = crate::parse_packed(path, bytes.as_slice(), true)?;
+    let bytes = crate::packed::read_packed(path)?;
+    let pm = crate::packed::parse_packed(path, bytes.as_slice(), true)?;
     let ctx = |what: &str| format!("{}: {what}", path.display());
     let layers = layers(&pm).map_err(|e| anyhow!("{}: {e}", ctx("cannot view the layers")))?;
     let encoder = Encoder::from_packed(&pm, &layers)
@@ -103,6 +111,9 @@ fn max_seq(pm: &PackedModel<'_>) -> usize {
 impl Session<'_, '_> {
     /// Tokenizes `text`, truncating to max_seq as the reference tokenizer does, and counts the
     /// tokens of the whole text (for the truncation note).
+    ///
+    /// # Errors
+    /// When the tokenizer fails on `text`.
     pub fn tokenize(&self, text: &str) -> Result<Tokens> {
         // Every token but [CLS]/[SEP] comes from at least one byte of the text, so this buffer
         // never truncates (normalisation can grow a character, hence the factor 2).
@@ -114,24 +125,17 @@ impl Session<'_, '_> {
         Ok(Tokens { ids, full_len })
     }
 
-    /// The run configuration for inputs up to max_seq tokens.
-    pub fn run_config(
-        &self,
-        k_attn: Option<usize>,
-        k_ff: Option<usize>,
-        chunk: usize,
-    ) -> RunConfig {
-        RunConfig {
-            seq_len: self.max_seq,
-            chunk,
-            k_attn,
-            k_ff,
-        }
+    /// The run of `opts` for inputs up to max_seq tokens.
+    pub fn run_config(&self, opts: &RunOpts) -> RunConfig {
+        opts.config(self.max_seq)
     }
 
     /// Checks `run` against the model (k within range, chunk) and plans its memory.
+    ///
+    /// # Errors
+    /// When `--k-attn`, `--k-ff` or `--chunk` is out of range, or the core cannot plan `run`.
     pub fn plan(&self, run: &RunConfig) -> Result<Plan> {
-        crate::check_run_args(run, self.encoder.config().d_ff)?;
+        crate::options::check_run_args(run, self.encoder.config().d_ff)?;
         self.encoder
             .model()
             .plan(run)
@@ -141,6 +145,9 @@ impl Session<'_, '_> {
     /// Embeds tokenized texts with `run` in one arena of exactly `plan.peak_bytes`, calling
     /// `each(index, embedding)`. Returns the arena's high-water mark, bytes (the most any
     /// text used).
+    ///
+    /// # Errors
+    /// When the encoder fails on a text (the error names it), and whatever `each` returns.
     pub fn embed_all(
         &self,
         run: &RunConfig,
@@ -165,6 +172,9 @@ impl Session<'_, '_> {
 }
 
 /// Texts of `--file` (one per line, blank lines skipped) and then those of the command line.
+///
+/// # Errors
+/// When `file` cannot be read, or there is no text at all.
 pub fn read_texts(file: Option<&Path>, texts: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     if let Some(path) = file {
@@ -184,6 +194,9 @@ pub fn read_texts(file: Option<&Path>, texts: &[String]) -> Result<Vec<String>> 
 }
 
 /// Tokenizes every text, with a note on stderr for each one cut to max_seq.
+///
+/// # Errors
+/// When the tokenizer fails on a text.
 pub fn tokenize_all(s: &Session<'_, '_>, texts: &[String]) -> Result<Vec<Tokens>> {
     texts
         .iter()
@@ -205,10 +218,14 @@ pub fn tokenize_all(s: &Session<'_, '_>, texts: &[String]) -> Result<Vec<Tokens>
 }
 
 /// Runs `topkit embed`.
+///
+/// # Errors
+/// When the texts or the model cannot be read, the run options are out of range or the
+/// encoder fails.
 pub fn run(args: &EmbedArgs) -> Result<()> {
     let texts = read_texts(args.text_file.as_deref(), &args.texts)?;
-    with_session(&args.file, args.kernels, |s| {
-        let run = s.run_config(args.k_attn, args.k_ff, args.chunk);
+    with_session(&args.file, args.kernels.into(), |s| {
+        let run = s.run_config(&args.run);
         let plan = s.plan(&run)?;
         let tokens = tokenize_all(s, &texts)?;
         let mut all = Vec::with_capacity(tokens.len());

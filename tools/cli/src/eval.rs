@@ -10,24 +10,32 @@ use anyhow::{Result, anyhow, bail};
 use serde_json::json;
 
 use crate::embed::{Session, read_texts, tokenize_all, with_session};
+use crate::options::RunOpts;
 use crate::size::human;
 
 /// Arguments of `topkit eval`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
     /// Packed model file.
     pub file: PathBuf,
-    /// Text file, one text per line.
+    /// Texts, one per line (blank lines skipped).
+    #[arg(long = "file", value_name = "TEXTS")]
     pub text_file: PathBuf,
-    /// k_attn values to try (dense is always tried).
+    /// Keys kept per query to try, comma-separated (dense is always included).
+    #[arg(long, value_name = "LIST", value_parser = parse_k, value_delimiter = ',', default_value = "8,16,32,64,128")]
     pub k_attn: Vec<usize>,
-    /// k_ff values to try (off is always tried).
+    /// Feed-forward hidden units kept per token to try, comma-separated (off is always
+    /// included); default: only off.
+    #[arg(long, value_name = "LIST", value_parser = parse_k, value_delimiter = ',')]
     pub k_ff: Vec<usize>,
     /// Tokens processed together.
+    #[arg(long, default_value_t = 16)]
     pub chunk: usize,
-    /// Where to draw accuracy vs peak RAM (SVG).
+    /// Draw mean and min cosine vs peak RAM into this SVG file, one series per k_ff.
+    #[arg(long, value_name = "OUT.svg")]
     pub plot: Option<PathBuf>,
     /// Print JSON instead of the table.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -51,6 +59,9 @@ pub struct Row {
 }
 
 /// Parses one k of a comma-separated list (`8,16,32`); it must be at least 1.
+///
+/// # Errors
+/// A message when `s` is not a number or is 0.
 pub fn parse_k(s: &str) -> std::result::Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(0) => Err("k must be at least 1".to_string()),
@@ -71,6 +82,10 @@ fn k_name(k: Option<usize>, none: &str) -> String {
 }
 
 /// Runs the sweep on an open session; returns the rows, dense (and off) first.
+///
+/// # Errors
+/// When a text cannot be tokenized, a setting cannot be planned (checked before any is
+/// run) or the encoder fails.
 pub fn sweep(s: &Session<'_, '_>, args: &EvalArgs, texts: &[String]) -> Result<Vec<Row>> {
     let tokens = tokenize_all(s, texts)?;
     let lens: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
@@ -92,7 +107,11 @@ pub fn sweep(s: &Session<'_, '_>, args: &EvalArgs, texts: &[String]) -> Result<V
     let plans = settings
         .iter()
         .map(|&(ka, kf)| {
-            let run = s.run_config(ka, kf, args.chunk);
+            let run = s.run_config(&RunOpts {
+                k_attn: ka,
+                k_ff: kf,
+                chunk: args.chunk,
+            });
             Ok((run, s.plan(&run)?))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -136,6 +155,10 @@ pub fn sweep(s: &Session<'_, '_>, args: &EvalArgs, texts: &[String]) -> Result<V
 }
 
 /// Runs `topkit eval`.
+///
+/// # Errors
+/// When `--plot` does not end in `.svg`, the texts or the model cannot be read, a setting
+/// cannot be planned or run, or the plot cannot be drawn.
 pub fn run(args: &EvalArgs) -> Result<()> {
     let texts = read_texts(Some(&args.text_file), &[])?;
     if let Some(p) = &args.plot
@@ -223,6 +246,9 @@ const COLORS: [plotters::style::RGBColor; 6] = [
 /// Draws mean (solid) and min (dashed) cosine vs peak RAM, one colour per k_ff, each point
 /// labelled with its k_attn; each line runs
 /// through the k_attn values in increasing order, dense last.
+///
+/// # Errors
+/// When the SVG cannot be drawn or written to `path`.
 pub fn plot(path: &Path, rows: &[Row], title: &str) -> Result<()> {
     use plotters::prelude::*;
     let err = |e: &dyn std::fmt::Display| anyhow!("cannot draw {}: {e}", path.display());

@@ -16,28 +16,35 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
-use topkit::sample::argmax;
+use topkit::sample::Sampler;
 use topkit::{ArenaBuf, RunConfig};
 
-use crate::generate::{Lm, check_run, encode, with_lm};
+use crate::eval::parse_k;
+use crate::generate::{self, Lm, check_run, encode, with_lm};
 use crate::size::human;
 
 /// Arguments of `topkit eval-lm`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct EvalLmArgs {
     /// Packed model file.
     pub file: PathBuf,
-    /// The text (tokenized with the file's tokenizer).
+    /// The text, tokenized with the file's tokenizer.
+    #[arg(long, value_name = "PATH")]
     pub text_file: Option<PathBuf>,
     /// The text as token ids (whitespace or comma separated) instead.
+    #[arg(long, value_name = "PATH", conflicts_with = "text_file")]
     pub ids_file: Option<PathBuf>,
-    /// k_attn values to compare with dense.
+    /// Keys kept per query to compare with dense, comma-separated.
+    #[arg(long, value_name = "LIST", value_parser = parse_k, value_delimiter = ',', default_value = "16,32,64")]
     pub k_attn: Vec<usize>,
-    /// Prefill chunk, tokens.
+    /// Tokens processed together (prefill).
+    #[arg(long, default_value_t = 16)]
     pub chunk: usize,
     /// Greedy tokens to generate after the text.
+    #[arg(long, default_value_t = 32)]
     pub generate: usize,
-    /// JSON instead of the table.
+    /// Print JSON instead of the table.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -140,30 +147,13 @@ fn run_setting(
         })?;
     }
 
-    // Prefill, then greedy decode.
-    let mut arena = mem.arena();
-    let mut s = lm.decoder.start(run, &mut arena)?;
-    let t0 = Instant::now();
-    let mut logits = s.feed(ids)?.to_vec();
-    let prefill = t0.elapsed().as_secs_f64();
-    let mut cont = Vec::new();
-    let t1 = Instant::now();
-    let mut steps = 0;
-    while cont.len() < generate {
-        let id = argmax(&logits).ok_or_else(|| anyhow!("empty logits"))?;
-        cont.push(id);
-        if cont.len() == generate {
-            break;
-        }
-        logits.copy_from_slice(s.feed(&[id])?);
-        steps += 1;
-    }
-    let decode = t1.elapsed().as_secs_f64();
-    let high_water = s.high_water();
+    // Prefill, then greedy decode (no end-of-sequence stop: every setting makes as many).
+    let g = generate::generate(lm, run, ids, generate, Sampler::greedy(), None, |_| Ok(()))?;
+    let cont = &g.ids;
     let (same_prefix, same_total) = match dense_cont {
         Some(d) => (
-            d.iter().zip(&cont).take_while(|(a, b)| a == b).count(),
-            d.iter().zip(&cont).filter(|(a, b)| a == b).count(),
+            d.iter().zip(cont).take_while(|(a, b)| a == b).count(),
+            d.iter().zip(cont).filter(|(a, b)| a == b).count(),
         ),
         None => (cont.len(), cont.len()),
     };
@@ -179,11 +169,11 @@ fn run_setting(
         top1_agree: agree as f64 / ids.len() as f64,
         same_prefix,
         same_total,
-        prefill_tps: ids.len() as f64 / prefill.max(1e-9),
-        decode_tps: steps as f64 / decode.max(1e-9),
+        prefill_tps: g.prefill_tps(),
+        decode_tps: g.decode_tps(),
         peak_bytes: plan.peak_bytes,
-        high_water,
-        continuation: cont,
+        high_water: g.high_water,
+        continuation: g.ids,
     })
 }
 
@@ -198,6 +188,11 @@ fn argmax_f64(x: &[f64]) -> usize {
 }
 
 /// Runs `topkit eval-lm`.
+///
+/// # Errors
+/// When the text (or ids) or the model cannot be read, the text has no tokens or an id out
+/// of the vocabulary, text and continuation exceed max_seq, a setting cannot be planned, or
+/// the arena's high-water mark differs from the plan's peak.
 pub fn run(args: &EvalLmArgs) -> Result<()> {
     with_lm(&args.file, |lm| {
         let ids = match (&args.text_file, &args.ids_file) {

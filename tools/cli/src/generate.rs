@@ -16,39 +16,53 @@ use topkit::sample::Sampler;
 use topkit::tokenizer::{Bpe, Utf8Stream};
 use topkit::{ArenaBuf, Plan, RunConfig};
 
+use crate::options::RunOpts;
+
 /// Arguments of `topkit generate`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
+#[command(mut_arg("k_attn", |a| a.help(
+    "Keys kept per query (top-k attention over the cache); default: dense attention"
+)))]
+#[command(mut_arg("chunk", |a| a.help("Prompt tokens processed together (prefill)")))]
 pub struct GenerateArgs {
     /// Packed model file.
     pub file: PathBuf,
-    /// Prompt text (tokenized with the file's tokenizer).
+    /// Prompt text.
+    #[arg(long)]
     pub prompt: Option<String>,
-    /// Prompt as token ids instead of text.
+    /// Prompt as comma-separated token ids instead of text.
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
     pub prompt_ids: Option<Vec<u32>>,
-    /// Wrap the prompt in the chat template (ChatML: `<|im_start|>`, `<|im_end|>`).
+    /// Wrap the prompt in the chat template (ChatML, as SmolLM2-Instruct expects).
+    #[arg(long)]
     pub chat: bool,
-    /// System message of the chat template.
+    /// System message of the chat template (default: SmolLM2's).
+    #[arg(long, requires = "chat")]
     pub system: Option<String>,
     /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
-    /// Keys kept per query; `None`: dense attention.
-    pub k_attn: Option<usize>,
-    /// Hidden units kept per token; `None`: dense feed-forward.
-    pub k_ff: Option<usize>,
-    /// Prefill chunk, tokens.
-    pub chunk: usize,
-    /// Sampling temperature; 0 is greedy.
+    /// Top-k settings and the prefill chunk.
+    #[command(flatten)]
+    pub run: RunOpts,
+    /// Sampling temperature; 0 is greedy (ties to the lowest id).
+    #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
-    /// Top-p (nucleus) mass.
+    /// Top-p: sample only from the smallest set of tokens with this much probability.
+    #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
-    /// Seed of the sampler.
+    /// Seed of the sampler (PCG32).
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Context the KV cache is sized for, tokens; default prompt + max_tokens (at most the
-    /// model's max_seq).
+    /// Context the KV cache is sized for, tokens (default: prompt + max-tokens, at most
+    /// the model's max_seq).
+    #[arg(long)]
     pub seq: Option<usize>,
-    /// Keep going after the end-of-sequence token.
+    /// Do not stop at the end-of-sequence token.
+    #[arg(long)]
     pub ignore_eos: bool,
-    /// Print JSON instead of streaming text.
+    /// Print {"prompt_ids", "ids", "text", speeds, bytes} as JSON instead of streaming.
+    #[arg(long)]
     pub json: bool,
 }
 
@@ -61,9 +75,13 @@ pub struct Lm<'a> {
 }
 
 /// Opens `path` and calls `f` with its decoder. Errors name the file.
+///
+/// # Errors
+/// When the file cannot be read or parsed or is not a causal language model, and whatever
+/// `f` returns.
 pub fn with_lm<R>(path: &Path, f: impl FnOnce(&Lm<'_>) -> Result<R>) -> Result<R> {
-    let bytes = crate::read_packed(path)?;
-    let packed = crate::parse_packed(path, bytes.as_slice(), true)?;
+    let bytes = crate::packed::read_packed(path)?;
+    let packed = crate::packed::parse_packed(path, bytes.as_slice(), true)?;
     let layers =
         layers(&packed).map_err(|e| anyhow!("{}: cannot view the layers: {e}", path.display()))?;
     let decoder = Decoder::from_packed(&packed, &layers)
@@ -127,8 +145,11 @@ impl Generation {
 }
 
 /// Checks the k and chunk arguments against the model.
+///
+/// # Errors
+/// When `--k-attn`, `--k-ff` or `--chunk` is out of range, or the core cannot plan `run`.
 pub fn check_run(lm: &Lm<'_>, run: &RunConfig) -> Result<Plan> {
-    crate::check_run_args(run, lm.decoder.config().d_ff)?;
+    crate::options::check_run_args(run, lm.decoder.config().d_ff)?;
     lm.decoder
         .plan(run)
         .map_err(|e| anyhow!("cannot plan this run: {e}"))
@@ -137,6 +158,10 @@ pub fn check_run(lm: &Lm<'_>, run: &RunConfig) -> Result<Plan> {
 /// Prefills `prompt` and generates up to `max_tokens` tokens with `sampler`, calling
 /// `on_token` with each new id as soon as it is chosen. Stops at `eos` (if given), at
 /// `max_tokens`, or when the context (`run.seq_len`) is full.
+///
+/// # Errors
+/// When `run` cannot be planned, the prompt is empty or longer than the context, sampling or
+/// the decoder fails, and whatever `on_token` returns.
 pub fn generate(
     lm: &Lm<'_>,
     run: &RunConfig,
@@ -224,6 +249,9 @@ pub fn decode(lm: &Lm<'_>, ids: &[u32]) -> String {
 
 /// Token ids of `text` with the file's byte-level BPE tokenizer (special tokens written in
 /// the text, such as `<|im_start|>`, become their ids).
+///
+/// # Errors
+/// When the file's tokenizer is not byte-level BPE or fails on `text`.
 pub fn encode(lm: &Lm<'_>, text: &str) -> Result<Vec<u32>> {
     let bpe = Bpe::new(lm.packed.tokenizer())
         .map_err(|e| anyhow!("cannot tokenize text with this file's tokenizer: {e}"))?;
@@ -250,6 +278,10 @@ pub fn chat_template(system: &str) -> (String, String) {
 /// A prompt in the chat template, as token ids: the user message as ids (`--prompt-ids`)
 /// between the template's, or (`--prompt`) the whole template text tokenized at once, as the
 /// reference tokenizer does.
+///
+/// # Errors
+/// When the vocabulary has no `<|im_start|>` or `<|im_end|>` token, or the template text
+/// cannot be encoded.
 pub fn chat_ids(lm: &Lm<'_>, system: &str, user: &UserPrompt) -> Result<Vec<u32>> {
     let vocab = lm.packed.tokenizer().vocab();
     for s in ["<|im_start|>", "<|im_end|>"] {
@@ -288,6 +320,11 @@ pub fn eos_id(lm: &Lm<'_>, chat: bool) -> Option<u32> {
 }
 
 /// Runs `topkit generate`.
+///
+/// # Errors
+/// When the prompt is missing, given twice or has an id out of the vocabulary, `--seq` exceeds
+/// max_seq, the run or sampler options are out of range, generation fails, or the arena's
+/// high-water mark differs from the plan's peak.
 pub fn run(args: &GenerateArgs) -> Result<()> {
     with_lm(&args.file, |lm| {
         let c = *lm.decoder.config();
@@ -319,12 +356,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                 c.max_seq
             );
         }
-        let run = RunConfig {
-            seq_len: seq,
-            chunk: args.chunk,
-            k_attn: args.k_attn,
-            k_ff: args.k_ff,
-        };
+        let run = args.run.config(seq);
         let sampler = Sampler::new(args.temperature, args.top_p, args.seed)
             .map_err(|e| anyhow!("--temperature/--top-p: {e}"))?;
         let eos = if args.ignore_eos {

@@ -1,27 +1,16 @@
 //! `topkit inspect`: what a packed file holds.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::Result;
 use serde_json::{Value, json};
-use topkit::format::{self, PackedModel, Special, TENSOR_ENTRY_BYTES, TensorEntry, TokenizerKind};
+use topkit::format::{self, PackedModel, Special, TokenizerKind};
 use topkit::kernels::DType;
 
 use crate::size::human;
 
-/// The name of entry `index` of the tensor table, read without validating the file (for
-/// error messages about a file that failed to parse). `None` when it cannot be read.
-pub fn raw_tensor_name(bytes: &[u8], index: usize) -> Option<String> {
-    let header = format::Header::decode(bytes).ok()?;
-    let u = |v: u64| usize::try_from(v).ok();
-    let at = u(header.tensors.offset)?.checked_add(index.checked_mul(TENSOR_ENTRY_BYTES)?)?;
-    let entry = TensorEntry::decode(bytes.get(at..at.checked_add(TENSOR_ENTRY_BYTES)?)?);
-    let start = u(header.names.offset)?.checked_add(entry.name_offset as usize)?;
-    let name = bytes.get(start..start.checked_add(entry.name_len as usize)?)?;
-    Some(String::from_utf8_lossy(name).into_owned())
-}
-
-fn dtype_name(d: DType) -> &'static str {
+/// The name `--dtype` and the reports give `d`.
+pub fn dtype_name(d: DType) -> &'static str {
     match d {
         DType::F32 => "f32",
         DType::F16 => "f16",
@@ -92,10 +81,27 @@ pub fn bytes_by_dtype(m: &PackedModel<'_>) -> Vec<(&'static str, usize, usize)> 
     out
 }
 
-/// Prints the contents of `path`; checks the CRC unless `verify` is false.
-pub fn run(path: &Path, json_out: bool, verify: bool) -> Result<()> {
-    let bytes = crate::read_packed(path)?;
-    let m = crate::parse_packed(path, bytes.as_slice(), verify)?;
+/// Arguments of `topkit inspect`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InspectArgs {
+    /// Packed model file.
+    pub file: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not check the CRC-32 (report it as not checked).
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+/// Prints the contents of `args.file`; checks the CRC unless `--no-verify`.
+///
+/// # Errors
+/// When the file cannot be read or parsed (or its CRC is wrong, unless `--no-verify`).
+pub fn run(args: &InspectArgs) -> Result<()> {
+    let (path, json_out, verify) = (args.file.as_path(), args.json, !args.no_verify);
+    let bytes = crate::packed::read_packed(path)?;
+    let m = crate::packed::parse_packed(path, bytes.as_slice(), verify)?;
     let crc_status = if verify { "ok" } else { "not checked" };
     let t = m.tokenizer();
     let kind = match t.kind() {

@@ -9,21 +9,28 @@ use safetensors::SafeTensors;
 use topkit::format::PackedModel;
 use topkit::kernels::DType;
 
+use crate::import::gguf::{self, Gguf};
+use crate::import::{self, RawTensor, Source, hf};
+use crate::inspect::dtype_name;
 use crate::quant::{self, QuantError, StoreDType};
 use crate::size::human;
 use crate::writer::{self, AlignedBytes, Tensor};
-use crate::{gguf, hf};
 
 /// Arguments of `topkit pack`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct PackArgs {
-    /// Model directory.
+    /// Hugging Face model directory.
     pub src: PathBuf,
-    /// Output file.
+    /// Output file (conventionally .tkm).
+    #[arg(short, long)]
     pub output: PathBuf,
-    /// Storage of the matrices.
+    /// Storage of the matrices: f32 (exact), f16 (half size, relative error <= 2^-11) or
+    /// int8 (quarter size, symmetric, one f32 scale per row, error <= scale/2).
+    #[arg(long, value_enum, default_value_t = StoreDType::F32)]
     pub dtype: StoreDType,
-    /// Longest input, tokens (`None`: the model's maximum).
+    /// Longest input the packed model accepts, tokens; the position table is cut to it.
+    /// Default: the model's max_position_embeddings.
+    #[arg(long)]
     pub max_seq: Option<usize>,
 }
 
@@ -55,34 +62,16 @@ pub struct PackReport {
     pub tokenizer_bytes: usize,
 }
 
-fn dtype_name(d: DType) -> &'static str {
-    match d {
-        DType::F32 => "f32",
-        DType::F16 => "f16",
-        DType::I8 => "int8",
-    }
+/// The source file in memory: a safetensors file or a GGUF file.
+enum Tensors {
+    Safetensors(Vec<u8>),
+    Gguf { bytes: Vec<u8>, g: Gguf },
 }
 
-/// One tensor ready to convert.
-struct Loaded {
-    name: String,
-    source: String,
-    shape: Vec<usize>,
-    values: Vec<f32>,
-    src_bytes: u64,
-}
-
-/// Where the tensors come from: a Hugging Face directory or a GGUF file.
-enum Input {
-    Hf {
-        bytes: Vec<u8>,
-        source: hf::Source,
-    },
-    Gguf {
-        bytes: Vec<u8>,
-        g: gguf::Gguf,
-        source: gguf::GgufSource,
-    },
+/// What `topkit pack` reads: the mapped model and the file its tensors are in.
+struct Input {
+    source: Source,
+    tensors: Tensors,
 }
 
 impl Input {
@@ -90,10 +79,13 @@ impl Input {
         if gguf::is_gguf(&args.src) {
             let bytes = std::fs::read(&args.src)
                 .with_context(|| format!("cannot read {}", args.src.display()))?;
-            let g = gguf::Gguf::parse(&bytes).with_context(|| format!("{}", args.src.display()))?;
+            let g = Gguf::parse(&bytes).with_context(|| format!("{}", args.src.display()))?;
             let source = gguf::source(&g, args.max_seq)
                 .with_context(|| format!("{}", args.src.display()))?;
-            return Ok(Input::Gguf { bytes, g, source });
+            return Ok(Input {
+                source,
+                tensors: Tensors::Gguf { bytes, g },
+            });
         }
         let st_path = args.src.join("model.safetensors");
         if !args.src.join("config.json").exists() {
@@ -107,94 +99,35 @@ impl Input {
         let st =
             SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{}: {e}", st_path.display()))?;
         let source = hf::read_dir(&args.src, &st, args.max_seq)?;
-        Ok(Input::Hf { bytes, source })
+        Ok(Input {
+            source,
+            tensors: Tensors::Safetensors(bytes),
+        })
     }
 
-    fn config(&self) -> &topkit::format::FileConfig {
-        match self {
-            Input::Hf { source, .. } => &source.config,
-            Input::Gguf { source, .. } => &source.config,
-        }
-    }
-
-    fn tokenizer(&self) -> &writer::Tokenizer {
-        match self {
-            Input::Hf { source, .. } => &source.tokenizer,
-            Input::Gguf { source, .. } => &source.tokenizer,
-        }
-    }
-
-    fn skipped(&self) -> &[String] {
-        match self {
-            Input::Hf { source, .. } => &source.skipped,
-            Input::Gguf { source, .. } => &source.skipped,
-        }
-    }
-
-    /// (topkit name, bytes in the source) of every tensor, in packing order.
-    fn sizes(&self) -> Result<Vec<u64>> {
-        match self {
-            Input::Hf { bytes, source } => {
+    /// The stored bytes of source tensor `name`.
+    fn raw<'a>(&'a self, name: &'a str) -> Result<RawTensor<'a>> {
+        match &self.tensors {
+            Tensors::Safetensors(bytes) => {
                 let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("{e}"))?;
-                Ok(source
-                    .mappings
-                    .iter()
-                    .map(|m| st.tensor(&m.source).map_or(0, |t| t.data().len() as u64))
-                    .collect())
+                hf::raw(&st, name)
             }
-            Input::Gguf { bytes, g, source } => Ok(source
-                .mappings
-                .iter()
-                .map(|m| {
-                    g.tensor(&m.source)
-                        .and_then(|t| g.data(bytes, t).ok())
-                        .map_or(0, |d| d.len() as u64)
-                })
-                .collect()),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Input::Hf { source, .. } => source.mappings.len(),
-            Input::Gguf { source, .. } => source.mappings.len(),
-        }
-    }
-
-    fn load(&self, i: usize, src_bytes: u64) -> Result<Loaded> {
-        match self {
-            Input::Hf { bytes, source } => {
-                let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("{e}"))?;
-                let m = &source.mappings[i];
-                let (shape, values) = hf::load(&st, m)?;
-                Ok(Loaded {
-                    name: m.name.clone(),
-                    source: m.source.clone(),
-                    shape,
-                    values,
-                    src_bytes,
-                })
-            }
-            Input::Gguf { bytes, g, source } => {
-                let m = &source.mappings[i];
-                let (shape, values) = gguf::load(g, bytes, m)?;
-                Ok(Loaded {
-                    name: m.name.clone(),
-                    source: m.source.clone(),
-                    shape,
-                    values,
-                    src_bytes,
-                })
-            }
+            Tensors::Gguf { bytes, g } => g.raw(bytes, name),
         }
     }
 }
 
 /// Packs `args.src` (a Hugging Face model directory or a GGUF file) into `args.output`,
 /// printing per-tensor errors and a summary.
+///
+/// # Errors
+/// When the source cannot be read or is not supported (see [`hf::read_dir`] and
+/// [`gguf::source`]), a tensor cannot be loaded or converted, the written file does not parse
+/// back, or the output cannot be written.
 pub fn run(args: &PackArgs) -> Result<PackReport> {
     let input = Input::open(args)?;
-    let cfg = &input.config().model;
+    let src = &input.source;
+    let cfg = &src.config.model;
     outln!(
         "packing {} ({:?}, {} layers, d_model {}, {} heads, d_ff {}, vocab {}, max_seq {}) as {}",
         args.src.display(),
@@ -207,14 +140,16 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         cfg.max_seq,
         args.dtype
     );
-    if !input.skipped().is_empty() {
-        outln!(
-            "not packed (unused by topkit): {}",
-            input.skipped().join(", ")
-        );
+    if !src.skipped.is_empty() {
+        outln!("not packed (unused by topkit): {}", src.skipped.join(", "));
     }
 
-    let sizes = input.sizes()?;
+    // Bytes in the source per tensor, for the progress bar.
+    let sizes: Vec<u64> = src
+        .mappings
+        .iter()
+        .map(|m| input.raw(&m.source).map_or(0, |r| r.data.len() as u64))
+        .collect();
     let total: u64 = sizes.iter().sum();
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -233,16 +168,11 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         "tensor", "shape", "dtype", "bytes", "max |err|", "rel RMS"
     ));
 
-    let mut tensors = Vec::with_capacity(input.len());
-    let mut report = Vec::with_capacity(input.len());
-    for (i, &src_bytes) in sizes.iter().enumerate() {
-        let Loaded {
-            name,
-            source,
-            shape,
-            values,
-            src_bytes,
-        } = input.load(i, src_bytes)?;
+    let mut tensors = Vec::with_capacity(src.mappings.len());
+    let mut report = Vec::with_capacity(src.mappings.len());
+    for (m, &src_bytes) in src.mappings.iter().zip(&sizes) {
+        let (shape, values) = import::load(input.raw(&m.source)?, m.transform)?;
+        let name = m.name.clone();
         bar.set_message(name.clone());
         let cols = *shape.last().unwrap_or(&1);
         // Only matrices are quantized; vectors (biases, norms) are small and stay exact.
@@ -254,7 +184,7 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         let (data, error) = quant::convert(&name, values, cols, dtype)?;
         let t = PackedTensor {
             name: name.clone(),
-            source,
+            source: m.source.clone(),
             shape: shape.clone(),
             dtype: data.dtype(),
             bytes: data.bytes(),
@@ -275,8 +205,8 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
     }
     bar.finish_and_clear();
 
-    let tokenizer_bytes = input.tokenizer().encode()?.len();
-    let file = writer::write_file(input.config(), input.tokenizer(), &tensors)?;
+    let tokenizer_bytes = src.tokenizer.encode()?.len();
+    let file = writer::write_file(&src.config, &src.tokenizer, &tensors)?;
     drop(tensors);
     // Self-check: the core must accept what we wrote, CRC and required tensors included.
     let aligned = AlignedBytes::new(file);
@@ -313,7 +243,7 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
     }
     outln!(
         "  tokenizer: {} tokens, {}",
-        input.tokenizer().tokens.len(),
+        src.tokenizer.tokens.len(),
         human(tokenizer_bytes)
     );
     Ok(PackReport {

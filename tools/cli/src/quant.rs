@@ -90,6 +90,9 @@ pub fn quantize_i8(values: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
 /// Converts `values` (a tensor whose rows have `cols` elements) to `dtype`, with its error.
 /// Fails on NaN or infinite values (a broken checkpoint: the engine would spread them, and an
 /// int8 row scale would become NaN) and on values f16 cannot hold.
+///
+/// # Errors
+/// When a value is NaN or infinite, or beyond the f16 range for [`StoreDType::F16`].
 pub fn convert(
     name: &str,
     values: Vec<f32>,

@@ -3,6 +3,9 @@
 /// Parses a SIZE: a byte count with an optional binary suffix, `K` (1024), `M` (1024^2) or
 /// `G` (1024^3), upper or lower case, optionally followed by `B` or `iB`: `65536`, `64K`,
 /// `64KiB`, `4M`.
+///
+/// # Errors
+/// A message when `s` is not a number with an optional suffix, or overflows.
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let t = t

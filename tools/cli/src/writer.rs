@@ -108,6 +108,10 @@ impl Tokenizer {
     }
 
     /// The tokenizer section's bytes.
+    ///
+    /// # Errors
+    /// When a token is in the vocabulary twice, a special token id is out of the vocabulary, two
+    /// BPE merges are the same pair, or a count does not fit 32 bits.
     pub fn encode(&self) -> Result<Vec<u8>> {
         let n = self.tokens.len();
         let n32 = u32::try_from(n)?;
@@ -196,6 +200,10 @@ fn pad_to_align(out: &mut Vec<u8>) {
 
 /// Builds a whole file: header, config, tokenizer, tensor table (sorted by name), names and
 /// data, each section and tensor 16-byte aligned, then the CRC.
+///
+/// # Errors
+/// When two tensors share a name, a name is empty or too long, a rank is out of range, the
+/// tokenizer cannot be encoded ([`Tokenizer::encode`]) or a size does not fit 32 bits.
 pub fn write_file(
     config: &FileConfig,
     tokenizer: &Tokenizer,
@@ -345,6 +353,9 @@ impl AlignedBytes {
     }
 
     /// Reads a file into aligned memory.
+    ///
+    /// # Errors
+    /// When `path` cannot be read.
     pub fn read(path: &std::path::Path) -> std::io::Result<Self> {
         Ok(Self::new(std::fs::read(path)?))
     }

@@ -37,17 +37,15 @@ fn model() -> topkit::ModelConfig {
     *PackedModel::parse(b.as_slice()).unwrap().config()
 }
 
+/// A run several tests plan: 8 tokens in chunks of 4, top-3 attention.
+const RUN_8_4_3: [&str; 6] = ["--seq", "8", "--chunk", "4", "--k-attn", "3"];
+
 fn budget(extra: &[&str]) -> Out {
-    let mut args = vec!["budget", s(packed())];
-    args.extend_from_slice(extra);
-    topkit(&args)
+    topkit_on("budget", packed(), extra)
 }
 
 fn json(extra: &[&str]) -> serde_json::Value {
-    let mut args = extra.to_vec();
-    args.push("--json");
-    let o = budget(&args);
-    serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", o.stdout, o.stderr))
+    budget(&[extra, &["--json"]].concat()).json()
 }
 
 /// Without `--kernels` an encoder is planned for the fast kernels (what `topkit embed` runs
@@ -108,16 +106,7 @@ fn table_is_the_core_plan() {
         k_ff: None,
     };
     let plan = try_plan(&model(), &run).unwrap();
-    let args = [
-        "--seq",
-        "8",
-        "--chunk",
-        "4",
-        "--k-attn",
-        "3",
-        "--kernels",
-        "reference",
-    ];
+    let args = [&RUN_8_4_3[..], &["--kernels", "reference"]].concat();
     let j = json(&args);
     let rows = j["buffers"].as_array().unwrap();
     assert_eq!(rows.len(), plan.buffers().len());
@@ -249,13 +238,7 @@ fn bad_arguments_exit_2() {
         (vec!["--seq", "4", "--ram", "4X"], "e.g. 65536, 64K, 4M"),
         (vec!["--ram", "4M"], "--seq"),
     ] {
-        let o = budget(&args);
-        assert_eq!(o.code, 2, "{args:?}: {}{}", o.stdout, o.stderr);
-        assert!(
-            o.stderr.contains(needle),
-            "{args:?}: {needle:?} not in {}",
-            o.stderr
-        );
+        budget(&args).assert_error(needle);
     }
 }
 
@@ -285,18 +268,7 @@ fn without_comments(s: &str) -> String {
 fn emitted_rust_matches_the_compiled_golden_copy() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("plan.rs");
-    let o = budget(&[
-        "--seq",
-        "8",
-        "--chunk",
-        "4",
-        "--k-attn",
-        "3",
-        "--ram",
-        "64K",
-        "--emit-rust",
-        s(&path),
-    ]);
+    let o = budget(&[&RUN_8_4_3[..], &["--ram", "64K", "--emit-rust", s(&path)]].concat());
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     let fresh = std::fs::read_to_string(&path).unwrap();
     let golden_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/emitted_plan.rs");

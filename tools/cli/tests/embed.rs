@@ -13,21 +13,10 @@ use common::*;
 
 const BAR: f64 = 0.9999;
 
-fn cache_dir() -> PathBuf {
-    match std::env::var_os("TOPKIT_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/topkit")
-        }
-    }
-}
-
 fn minilm() -> String {
-    let path = cache_dir().join("models/all-MiniLM-L6-v2-f32.tkm");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo xtask fetch-model` first (it fetches and packs the model)",
-        path.display()
+    let path = cached(
+        cache_dir().join("models/all-MiniLM-L6-v2-f32.tkm"),
+        "fetch-model",
     );
     path.to_str().unwrap().to_owned()
 }
@@ -279,13 +268,7 @@ fn errors_exit_2() {
         (vec!["eval", &model, "--file", s(&missing)], "missing.tkm"),
     ];
     for (args, needle) in cases {
-        let out = topkit(&args);
-        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
-        assert!(
-            out.stderr.contains(needle),
-            "{args:?}: stderr should name {needle:?}: {}",
-            out.stderr
-        );
+        topkit(&args).assert_error(needle);
     }
 }
 

@@ -10,29 +10,10 @@ use std::sync::OnceLock;
 use common::*;
 use topkit::format::{FileConfig, PackedModel, Pooling, Special, TokenizerKind};
 use topkit::sample::argmax;
-use topkit::{Activation, Arch, Arena, Decoder, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
-use topkit_cli::writer::{Tensor, TensorData, Tokenizer, write_file};
+use topkit::{Arena, Decoder, ModelConfig, RunConfig};
+use topkit_cli::writer::{Tokenizer, write_file};
 
-const MODEL: ModelConfig = ModelConfig {
-    arch: Arch::Llama,
-    vocab_size: 259,
-    d_model: 16,
-    n_layers: 2,
-    n_heads: 4,
-    n_kv_heads: 2,
-    head_dim: 4,
-    d_ff: 32,
-    max_seq: 64,
-    type_vocab_size: 0,
-    norm: Norm::RmsNorm,
-    norm_eps: 1e-5,
-    act: Activation::Silu,
-    ffn: FfnKind::Gated,
-    pos: PosKind::Rope,
-    rope_theta: 10000.0,
-    causal: true,
-    tie_embeddings: true,
-};
+const MODEL: ModelConfig = LLAMA;
 const EOS: u32 = 258;
 
 /// GPT-2's byte-to-character table: printable Latin-1 bytes stand for themselves, the others
@@ -52,36 +33,12 @@ fn model_file() -> &'static Path {
     static FILE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     let (_, p) = FILE.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
-        let (d, kv, f, v) = (16, 8, 32, 259);
-        let mut rng = Lcg::new(17);
-        let mut t = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
-            let n = shape.iter().product();
-            let data = (0..n).map(|_| offset + scale * rng.next()).collect();
-            Tensor {
-                name,
-                shape,
-                data: TensorData::F32(data),
-            }
-        };
-        let mut tensors = vec![
-            t("tok_emb".into(), vec![v, d], 1.0, 0.0),
-            t("final_norm.w".into(), vec![d], 0.1, 1.0),
-        ];
-        for i in 0..2 {
-            for (n, shape, scale, offset) in [
-                ("q.w", vec![d, d], 0.5, 0.0),
-                ("k.w", vec![kv, d], 0.5, 0.0),
-                ("v.w", vec![kv, d], 0.5, 0.0),
-                ("o.w", vec![d, d], 0.5, 0.0),
-                ("attn_norm.w", vec![d], 0.1, 1.0),
-                ("ffn.up.w", vec![f, d], 0.5, 0.0),
-                ("ffn.gate.w", vec![f, d], 0.5, 0.0),
-                ("ffn.down_t.w", vec![f, d], 0.3, 0.0),
-                ("ffn_norm.w", vec![d], 0.1, 1.0),
-            ] {
-                tensors.push(t(format!("l{i}.{n}"), shape, scale, offset));
-            }
-        }
+        let tensors = llama_tensors(&MODEL, 17, |name| match name {
+            "tok_emb" => (1.0, 0.0),
+            n if n.ends_with("norm.w") => (0.1, 1.0),
+            n if n.ends_with("ffn.down_t.w") => (0.3, 0.0),
+            _ => (0.5, 0.0),
+        });
         let mut tok = Tokenizer::none();
         tok.kind = TokenizerKind::Bpe;
         tok.tokens = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
@@ -130,17 +87,13 @@ fn core_greedy(prompt: &[u32], max: usize, k_attn: Option<usize>) -> Vec<u32> {
 }
 
 fn generate(extra: &[&str]) -> Out {
-    let mut args = vec!["generate", s(model_file())];
-    args.extend_from_slice(extra);
-    topkit(&args)
+    topkit_on("generate", model_file(), extra)
 }
 
 fn json(extra: &[&str]) -> serde_json::Value {
-    let mut args = extra.to_vec();
-    args.push("--json");
-    let o = generate(&args);
+    let o = generate(&[extra, &["--json"]].concat());
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
-    serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", o.stdout))
+    o.json()
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
@@ -262,20 +215,13 @@ fn bad_arguments_are_errors() {
         (vec!["--prompt-ids", "1,2", "--top-p", "0"], "top_p"),
         (vec![], "prompt"),
     ] {
-        let o = generate(&args);
-        assert_eq!(o.code, 2, "{args:?}: {}{}", o.stdout, o.stderr);
-        assert!(o.stderr.contains(msg), "{args:?}: {}", o.stderr);
+        generate(&args).assert_error(msg);
     }
     // An encoder is not a language model.
     let tmp = tiny_dir();
     let bert = pack(&tmp.path().join("model"), &tmp.path().join("bert.tkm"), &[]);
-    let o = topkit(&["generate", s(&bert), "--prompt-ids", "1,2"]);
-    assert_eq!(o.code, 2);
-    assert!(
-        o.stderr.contains("not a causal language model"),
-        "{}",
-        o.stderr
-    );
+    topkit(&["generate", s(&bert), "--prompt-ids", "1,2"])
+        .assert_error("not a causal language model");
 }
 
 #[test]
@@ -319,19 +265,9 @@ fn eval_lm_compares_top_k_with_dense() {
 fn smollm2() -> PathBuf {
     let p = match std::env::var_os("TOPKIT_SMOLLM2") {
         Some(p) => PathBuf::from(p),
-        None => std::env::var_os("TOPKIT_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/topkit")
-            })
-            .join("models/SmolLM2-135M-Instruct-f32.tkm"),
+        None => cache_dir().join("models/SmolLM2-135M-Instruct-f32.tkm"),
     };
-    assert!(
-        p.is_file(),
-        "{} is missing: run `cargo xtask models` first (it fetches and packs SmolLM2)",
-        p.display()
-    );
-    p
+    cached(p, "models")
 }
 
 /// Text prompts through the file's BPE tokenizer and the chat template give the reference's

@@ -8,9 +8,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Lcg, pack, read, s, topkit, transpose};
+use common::{Lcg, cache_dir, cached, pack, read, s, topkit, transpose};
 use topkit::format::{PackedModel, Special, TokenizerKind};
-use topkit_cli::gguf::{self, GgmlType, Gguf};
+use topkit_cli::import::gguf::{self, GgmlType, Gguf};
 
 // ---------------------------------------------------------------- a tiny GGUF writer
 
@@ -34,6 +34,20 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+fn str_bytes(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_str(&mut out, s);
+    out
+}
+
+/// A metadata array: element type `ety`, length, the elements' bytes.
+fn array(ety: u32, items: impl ExactSizeIterator<Item = Vec<u8>>) -> Vec<u8> {
+    let mut out = ety.to_le_bytes().to_vec();
+    out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+    items.for_each(|i| out.extend(i));
+    out
+}
+
 fn write_gguf(kv: &[(&str, Kv)], tensors: &[T]) -> Vec<u8> {
     let mut out = b"GGUF".to_vec();
     out.extend_from_slice(&3u32.to_le_bytes());
@@ -41,36 +55,16 @@ fn write_gguf(kv: &[(&str, Kv)], tensors: &[T]) -> Vec<u8> {
     out.extend_from_slice(&(kv.len() as u64).to_le_bytes());
     for (k, v) in kv {
         put_str(&mut out, k);
-        match v {
-            Kv::U32(x) => {
-                out.extend_from_slice(&4u32.to_le_bytes());
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-            Kv::F32(x) => {
-                out.extend_from_slice(&6u32.to_le_bytes());
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-            Kv::Str(s) => {
-                out.extend_from_slice(&8u32.to_le_bytes());
-                put_str(&mut out, s);
-            }
-            Kv::Strs(v) => {
-                out.extend_from_slice(&9u32.to_le_bytes());
-                out.extend_from_slice(&8u32.to_le_bytes());
-                out.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                for s in v {
-                    put_str(&mut out, s);
-                }
-            }
-            Kv::I32s(v) => {
-                out.extend_from_slice(&9u32.to_le_bytes());
-                out.extend_from_slice(&5u32.to_le_bytes());
-                out.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                for x in v {
-                    out.extend_from_slice(&x.to_le_bytes());
-                }
-            }
-        }
+        // The type code, then the value; an array is its element type, length and elements.
+        let (ty, value) = match v {
+            Kv::U32(x) => (4u32, x.to_le_bytes().to_vec()),
+            Kv::F32(x) => (6, x.to_le_bytes().to_vec()),
+            Kv::Str(s) => (8, str_bytes(s)),
+            Kv::Strs(v) => (9, array(8, v.iter().map(|s| str_bytes(s)))),
+            Kv::I32s(v) => (9, array(5, v.iter().map(|x| x.to_le_bytes().to_vec()))),
+        };
+        out.extend_from_slice(&ty.to_le_bytes());
+        out.extend_from_slice(&value);
     }
     let mut offset = 0u64;
     let mut offsets = Vec::new();
@@ -402,8 +396,7 @@ fn max_seq_and_int8() {
         "--max-seq",
         "129",
     ]);
-    assert_eq!(o.code, 2);
-    assert!(o.stderr.contains("--max-seq"), "{}", o.stderr);
+    o.assert_error("--max-seq");
 }
 
 // ---------------------------------------------------------------- dequantization by hand
@@ -582,18 +575,10 @@ fn malformed_files_are_errors_not_panics() {
 // ---------------------------------------------------------------- the real SmolLM2
 
 fn smollm2_gguf() -> PathBuf {
-    let cache = std::env::var_os("TOPKIT_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/topkit")
-        });
-    let p = cache.join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "the real SmolLM2-135M-Instruct is not at {}: run `cargo xtask fetch-model` first",
-        p.display()
-    );
-    p
+    cached(
+        cache_dir().join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "fetch-model",
+    )
 }
 
 #[test]

@@ -101,6 +101,13 @@ fn set_u32(b: &mut [u8], at: usize, v: u32) {
     writer::reseal(b);
 }
 
+/// A copy of `b` with [`set_u32`] applied.
+fn with_u32(b: &[u8], at: usize, v: u32) -> Vec<u8> {
+    let mut m = b.to_vec();
+    set_u32(&mut m, at, v);
+    m
+}
+
 #[test]
 fn the_valid_file_parses_also_with_padding_after_it() {
     let b = valid();
@@ -158,8 +165,7 @@ fn header_corpus() {
         "not a topkit model file",
     );
 
-    let mut m = b.clone();
-    set_u32(&mut m, 8, 2);
+    let m = with_u32(&b, 8, 2);
     expect(
         &dir,
         "wrong_version",
@@ -225,8 +231,7 @@ fn header_corpus() {
         })
     ));
 
-    let mut m = b.clone();
-    set_u32(&mut m, 28, 1);
+    let m = with_u32(&b, 28, 1);
     expect(
         &dir,
         "reserved_flags",
@@ -237,8 +242,7 @@ fn header_corpus() {
 
     // Config: an enum code that does not exist, and an invalid dimension.
     let cfg_at = header(&b).config.offset as usize;
-    let mut m = b.clone();
-    set_u32(&mut m, cfg_at, 7);
+    let m = with_u32(&b, cfg_at, 7);
     expect(
         &dir,
         "unknown_arch",
@@ -249,8 +253,7 @@ fn header_corpus() {
         },
         "unknown arch code 7",
     );
-    let mut m = b.clone();
-    set_u32(&mut m, cfg_at + 4 * 4, 3); // n_heads 3 does not divide d_model 8
+    let m = with_u32(&b, cfg_at + 4 * 4, 3); // n_heads 3 does not divide d_model 8
     assert!(
         matches!(parse(&m), Err(Error::InvalidConfig(_))),
         "{:?}",
@@ -627,12 +630,7 @@ fn bad_model_directories() {
     let gpt = tmp.path().join("gpt");
     write_hf_dir(&gpt, "gpt2", &tiny_tensors());
     let o = topkit(&["pack", s(&gpt), "-o", s(&out)]);
-    assert_eq!(o.code, 2);
-    assert!(
-        o.stderr.contains("unsupported model_type \"gpt2\""),
-        "{}",
-        o.stderr
-    );
+    o.assert_error("unsupported model_type \"gpt2\"");
     assert!(
         o.stderr.contains("supported model types are bert"),
         "{}",
@@ -644,13 +642,8 @@ fn bad_model_directories() {
     t.remove("encoder.layer.1.attention.self.key.weight");
     write_hf_dir(&holes, "bert", &t);
     let o = topkit(&["pack", s(&holes), "-o", s(&out)]);
-    assert_eq!(o.code, 2);
-    assert!(
-        o.stderr.contains(
-            "missing tensor \"encoder.layer.1.attention.self.key.weight\" (topkit name l1.k.w)"
-        ),
-        "{}",
-        o.stderr
+    o.assert_error(
+        "missing tensor \"encoder.layer.1.attention.self.key.weight\" (topkit name l1.k.w)",
     );
 
     // A weight whose shape disagrees with config.json.
@@ -662,17 +655,10 @@ fn bad_model_directories() {
     );
     write_hf_dir(&bent, "bert", &t);
     let o = topkit(&["pack", s(&bent), "-o", s(&out)]);
-    assert_eq!(o.code, 2);
-    assert!(
-        o.stderr
-            .contains("tensor l0.ffn.up.w: rows is 15, the configuration needs 16"),
-        "{}",
-        o.stderr
-    );
+    o.assert_error("tensor l0.ffn.up.w: rows is 15, the configuration needs 16");
 
     let o = topkit(&["pack", s(&tmp.path().join("nowhere")), "-o", s(&out)]);
-    assert_eq!(o.code, 2);
-    assert!(o.stderr.contains("has no config.json"), "{}", o.stderr);
+    o.assert_error("has no config.json");
 
     let o = topkit(&[
         "pack",
@@ -682,16 +668,10 @@ fn bad_model_directories() {
         "--max-seq",
         "17",
     ]);
-    assert_eq!(o.code, 2);
-    assert!(
-        o.stderr.contains("--max-seq 17 must be in 1..=16"),
-        "{}",
-        o.stderr
-    );
+    o.assert_error("--max-seq 17 must be in 1..=16");
 
     let o = topkit(&["inspect", s(&tmp.path().join("missing.tkm"))]);
-    assert_eq!(o.code, 2);
-    assert!(o.stderr.contains("cannot read"), "{}", o.stderr);
+    o.assert_error("cannot read");
 
     assert!(!out.exists(), "no output file is written on errors");
 }

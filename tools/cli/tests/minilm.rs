@@ -35,19 +35,7 @@ fn round_trip(dtype: &'static str) {
     let st = SafeTensors::deserialize(&src).unwrap();
     let bytes = read(packed(dtype));
     let m = PackedModel::parse(bytes.as_slice()).unwrap();
-    let names = bert_names(LAYERS);
-    assert_eq!(m.tensor_count(), names.len());
-    for (hf, ours, transposed) in names {
-        let (shape, mut want) = st_f32(&st, &hf);
-        let mut want_shape = shape.clone();
-        if transposed {
-            want = transpose(&want, shape[0], shape[1]);
-            want_shape = vec![shape[1], shape[0]];
-        }
-        check_tensor(&m, &ours, &want, &want_shape, dtype);
-    }
-    let layers: Vec<_> = (0..LAYERS).map(|i| m.layer_weights(i).unwrap()).collect();
-    topkit::Model::new(*m.config(), &layers, m.final_norm().unwrap()).unwrap();
+    check_bert(&m, LAYERS, dtype, None, |name| st_f32(&st, name));
 }
 
 #[test]

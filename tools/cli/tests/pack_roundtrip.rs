@@ -20,28 +20,9 @@ fn check_weights(dtype: &str) {
     let bytes = read(&out);
     let m = PackedModel::parse(bytes.as_slice()).unwrap();
     let tensors = tiny_tensors();
-    let names = bert_names(LAYERS);
-    assert_eq!(
-        m.tensor_count(),
-        names.len(),
-        "exactly the mapped tensors, no pooler"
-    );
-    for (hf, ours, transposed) in names {
-        let (shape, mut want) = tensors[&hf].clone();
-        let mut want_shape = shape.clone();
-        if transposed {
-            want = transpose(&want, shape[0], shape[1]);
-            want_shape = vec![shape[1], shape[0]];
-        }
-        if ours == "pos_emb" {
-            want.truncate(MAX_SEQ * D);
-            want_shape[0] = MAX_SEQ;
-        }
-        check_tensor(&m, &ours, &want, &want_shape, dtype);
-    }
-    // The engine accepts the views as they are.
-    let layers: Vec<_> = (0..LAYERS).map(|i| m.layer_weights(i).unwrap()).collect();
-    topkit::Model::new(*m.config(), &layers, m.final_norm().unwrap()).unwrap();
+    check_bert(&m, LAYERS, dtype, Some(MAX_SEQ), |name| {
+        tensors[name].clone()
+    });
 }
 
 #[test]
@@ -243,56 +224,16 @@ fn bert_prefixed_and_gamma_beta_checkpoints_pack() {
 #[test]
 fn llama_style_file_with_bpe_tokenizer() {
     use topkit::format::{FileConfig, TensorName};
-    use topkit_cli::writer::{AlignedBytes, Tensor, TensorData, Tokenizer, write_file};
+    use topkit_cli::writer::{AlignedBytes, Tokenizer, write_file};
     let model = topkit::ModelConfig {
-        arch: Arch::Llama,
         vocab_size: 6,
         d_model: 8,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
         head_dim: 2,
         d_ff: 12,
         max_seq: 32,
-        type_vocab_size: 0,
-        norm: Norm::RmsNorm,
-        norm_eps: 1e-5,
-        act: Activation::Silu,
-        ffn: FfnKind::Gated,
-        pos: PosKind::Rope,
-        rope_theta: 10000.0,
-        causal: true,
-        tie_embeddings: true,
+        ..LLAMA
     };
-    let (d, kv, f) = (8, 4, 12);
-    let mut rng = Lcg::new(3);
-    let mut t = |name: String, shape: Vec<usize>| {
-        let n = shape.iter().product();
-        Tensor {
-            name,
-            shape,
-            data: TensorData::F32((0..n).map(|_| rng.next()).collect()),
-        }
-    };
-    let mut tensors = vec![
-        t("tok_emb".into(), vec![6, d]),
-        t("final_norm.w".into(), vec![d]),
-    ];
-    for i in 0..2 {
-        for (n, shape) in [
-            ("q.w", vec![d, d]),
-            ("k.w", vec![kv, d]),
-            ("v.w", vec![kv, d]),
-            ("o.w", vec![d, d]),
-            ("attn_norm.w", vec![d]),
-            ("ffn.up.w", vec![f, d]),
-            ("ffn.gate.w", vec![f, d]),
-            ("ffn.down_t.w", vec![f, d]),
-            ("ffn_norm.w", vec![d]),
-        ] {
-            tensors.push(t(format!("l{i}.{n}"), shape));
-        }
-    }
+    let tensors = llama_tensors(&model, 3, |_| (1.0, 0.0));
     let mut tok = Tokenizer::none();
     tok.kind = TokenizerKind::Bpe;
     tok.tokens = ["<s>", "</s>", "a", "b", "ab", "Ġab"]

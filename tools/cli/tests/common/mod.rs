@@ -12,9 +12,36 @@ use topkit_cli::writer::AlignedBytes;
 /// Output of one run of the binary.
 #[derive(Debug)]
 pub struct Out {
+    /// The arguments it ran with.
+    pub args: Vec<String>,
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl Out {
+    /// Asserts that the run failed as an error (exit code 2) with `needle` in its message.
+    #[track_caller]
+    pub fn assert_error(&self, needle: &str) {
+        assert_eq!(
+            self.code, 2,
+            "{:?}: exit code {}: {}{}",
+            self.args, self.code, self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "{:?}: {needle:?} not in {}",
+            self.args,
+            self.stderr
+        );
+    }
+
+    /// The JSON the run printed.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("{:?}: {e}: {}{}", self.args, self.stdout, self.stderr))
+    }
 }
 
 /// Runs the `topkit` binary built for this test.
@@ -24,6 +51,7 @@ pub fn topkit(args: &[&str]) -> Out {
         .output()
         .expect("run topkit");
     let o = Out {
+        args: args.iter().map(|a| a.to_string()).collect(),
         code: out
             .status
             .code()
@@ -37,6 +65,13 @@ pub fn topkit(args: &[&str]) -> Out {
         o.stderr
     );
     o
+}
+
+/// Runs `topkit CMD FILE EXTRA...`.
+pub fn topkit_on(cmd: &str, file: &Path, extra: &[&str]) -> Out {
+    let mut args = vec![cmd, s(file)];
+    args.extend_from_slice(extra);
+    topkit(&args)
 }
 
 pub fn s(p: &Path) -> &str {
@@ -312,15 +347,97 @@ pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// Where the real all-MiniLM-L6-v2 lives: `$TOPKIT_CACHE/models/...` or
-/// `~/.cache/topkit/models/...`. Panics with instructions when it is not there.
-pub fn minilm_dir() -> PathBuf {
-    let cache = std::env::var_os("TOPKIT_CACHE")
+/// A tiny Llama: 2 layers of d_model 16, 4 heads of 4 over 2 KV heads, gated SiLU
+/// feed-forward of 32, RMSNorm, RoPE, 259 tokens, 64 positions, tied embeddings.
+pub const LLAMA: topkit::ModelConfig = topkit::ModelConfig {
+    arch: topkit::Arch::Llama,
+    vocab_size: 259,
+    d_model: 16,
+    n_layers: 2,
+    n_heads: 4,
+    n_kv_heads: 2,
+    head_dim: 4,
+    d_ff: 32,
+    max_seq: 64,
+    type_vocab_size: 0,
+    norm: topkit::Norm::RmsNorm,
+    norm_eps: 1e-5,
+    act: topkit::Activation::Silu,
+    ffn: topkit::FfnKind::Gated,
+    pos: topkit::PosKind::Rope,
+    rope_theta: 10000.0,
+    causal: true,
+    tie_embeddings: true,
+};
+
+/// Random f32 tensors of a tied Llama-style `model` in topkit's names and order: `tok_emb`,
+/// `final_norm.w`, then per layer q, k, v, o, attn_norm, ffn.up, ffn.gate, ffn.down_t and
+/// ffn_norm. Element values are `offset + scale * x` with `(scale, offset) = dist(name)` and
+/// `x` from [`Lcg::new`]`(seed)`, drawn in that order.
+pub fn llama_tensors(
+    model: &topkit::ModelConfig,
+    seed: u64,
+    dist: impl Fn(&str) -> (f32, f32),
+) -> Vec<topkit_cli::writer::Tensor> {
+    let (d, kv, f, v) = (model.d_model, model.kv_dim(), model.d_ff, model.vocab_size);
+    let mut rng = Lcg::new(seed);
+    let mut t = |name: String, shape: Vec<usize>| {
+        let (scale, offset) = dist(&name);
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| offset + scale * rng.next()).collect();
+        topkit_cli::writer::Tensor {
+            name,
+            shape,
+            data: topkit_cli::writer::TensorData::F32(data),
+        }
+    };
+    let mut tensors = vec![
+        t("tok_emb".into(), vec![v, d]),
+        t("final_norm.w".into(), vec![d]),
+    ];
+    for i in 0..model.n_layers {
+        for (n, shape) in [
+            ("q.w", vec![d, d]),
+            ("k.w", vec![kv, d]),
+            ("v.w", vec![kv, d]),
+            ("o.w", vec![d, d]),
+            ("attn_norm.w", vec![d]),
+            ("ffn.up.w", vec![f, d]),
+            ("ffn.gate.w", vec![f, d]),
+            ("ffn.down_t.w", vec![f, d]),
+            ("ffn_norm.w", vec![d]),
+        ] {
+            tensors.push(t(format!("l{i}.{n}"), shape));
+        }
+    }
+    tensors
+}
+
+/// The cache `cargo xtask fetch-model` fills: `$TOPKIT_CACHE` or `~/.cache/topkit`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("TOPKIT_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/topkit")
-        });
-    let dir = cache.join("models/all-MiniLM-L6-v2");
+        })
+}
+
+/// `path`, asserting that it is there; else the message says to run `cargo xtask XTASK`, which
+/// fetches and packs the model.
+#[track_caller]
+pub fn cached(path: PathBuf, xtask: &str) -> PathBuf {
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask {xtask}` first (it fetches and packs the model)",
+        path.display()
+    );
+    path
+}
+
+/// Where the real all-MiniLM-L6-v2 lives: `$TOPKIT_CACHE/models/...` or
+/// `~/.cache/topkit/models/...`. Panics with instructions when it is not there.
+pub fn minilm_dir() -> PathBuf {
+    let dir = cache_dir().join("models/all-MiniLM-L6-v2");
     assert!(
         dir.join("model.safetensors").exists() && dir.join("config.json").exists(),
         "the real all-MiniLM-L6-v2 is not in {}: run `cargo xtask fetch-model` first",
@@ -382,4 +499,38 @@ pub fn check_tensor(
             }
         }
     }
+}
+
+/// Checks every tensor of the packed BERT `m` (`layers` blocks, stored as `dtype`) against its
+/// Hugging Face source, `source(name)` = (shape, values): the down projections transposed,
+/// the position table cut to `max_seq` rows when given, nothing else packed; and that the
+/// engine accepts the views as they are.
+pub fn check_bert(
+    m: &topkit::format::PackedModel<'_>,
+    layers: usize,
+    dtype: &str,
+    max_seq: Option<usize>,
+    source: impl Fn(&str) -> (Vec<usize>, Vec<f32>),
+) {
+    let names = bert_names(layers);
+    assert_eq!(
+        m.tensor_count(),
+        names.len(),
+        "exactly the mapped tensors, no pooler"
+    );
+    for (hf, ours, transposed) in names {
+        let (shape, mut want) = source(&hf);
+        let mut want_shape = shape.clone();
+        if transposed {
+            want = transpose(&want, shape[0], shape[1]);
+            want_shape = vec![shape[1], shape[0]];
+        }
+        if let (Some(n), "pos_emb") = (max_seq, ours.as_str()) {
+            want.truncate(n * shape[1]);
+            want_shape[0] = n;
+        }
+        check_tensor(m, &ours, &want, &want_shape, dtype);
+    }
+    let layers: Vec<_> = (0..layers).map(|i| m.layer_weights(i).unwrap()).collect();
+    topkit::Model::new(*m.config(), &layers, m.final_norm().unwrap()).unwrap();
 }

@@ -11,45 +11,12 @@ use serde_json::Value;
 use topkit::format::{FileConfig, Pooling, SPECIALS, Special, TokenizerKind};
 use topkit::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind};
 
+use super::gguf::dequant::GgmlType;
+use super::{Mapping, RawTensor, Source, Transform};
 use crate::writer::Tokenizer;
 
 /// `model_type` values `topkit pack` converts.
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
-
-/// How a source tensor becomes a packed one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transform {
-    /// As is.
-    None,
-    /// Transposed (a 2-D `[a, b]` becomes `[b, a]`).
-    Transpose,
-    /// Only the first rows (position embeddings cut to `--max-seq`).
-    FirstRows(usize),
-}
-
-/// One packed tensor and where it comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapping {
-    /// Name in the safetensors file.
-    pub source: String,
-    /// topkit name.
-    pub name: String,
-    /// Conversion.
-    pub transform: Transform,
-}
-
-/// A model directory, read and mapped, ready to convert.
-#[derive(Debug)]
-pub struct Source {
-    /// Config section of the packed file.
-    pub config: FileConfig,
-    /// Tokenizer.
-    pub tokenizer: Tokenizer,
-    /// Tensors to pack, in order.
-    pub mappings: Vec<Mapping>,
-    /// Source tensors left out (pooler, MLM head, position ids), by source name.
-    pub skipped: Vec<String>,
-}
 
 fn read_json(path: &Path) -> Result<Value> {
     let text =
@@ -76,6 +43,11 @@ fn get_usize(cfg: &Value, key: &str) -> Result<usize> {
 
 /// Reads `dir` and maps its tensors for a packed file with at most `max_seq` positions
 /// (`None`: the model's own maximum).
+///
+/// # Errors
+/// When a JSON file cannot be read or parsed, the model type, activation, position
+/// embeddings, pooling or tokenizer is not supported, a configuration value is missing or
+/// invalid, `max_seq` is out of range, or a tensor is missing from `st`.
 pub fn read_dir(dir: &Path, st: &SafeTensors<'_>, max_seq: Option<usize>) -> Result<Source> {
     let cfg = read_json(&dir.join("config.json"))?;
     let model_type = cfg
@@ -163,64 +135,55 @@ fn bert(dir: &Path, cfg: &Value, st: &SafeTensors<'_>, max_seq: Option<usize>) -
         ""
     };
     let mut mappings = Vec::new();
-    let mut map = |source: String, name: String, transform| {
-        mappings.push(Mapping {
-            source,
-            name,
-            transform,
-        })
+    let mut map = |source: String, name: &str, transform| {
+        mappings.push(Mapping::new(source, name, transform))
     };
     let e = format!("{prefix}embeddings");
     map(
         format!("{e}.word_embeddings.weight"),
-        "tok_emb".into(),
+        "tok_emb",
         Transform::None,
     );
     map(
         format!("{e}.position_embeddings.weight"),
-        "pos_emb".into(),
+        "pos_emb",
         Transform::FirstRows(max_seq),
     );
     if model.type_vocab_size > 0 {
         map(
             format!("{e}.token_type_embeddings.weight"),
-            "seg_emb".into(),
+            "seg_emb",
             Transform::None,
         );
     }
     map(
         format!("{e}.LayerNorm.weight"),
-        "emb_norm.w".into(),
+        "emb_norm.w",
         Transform::None,
     );
-    map(
-        format!("{e}.LayerNorm.bias"),
-        "emb_norm.b".into(),
-        Transform::None,
-    );
+    map(format!("{e}.LayerNorm.bias"), "emb_norm.b", Transform::None);
     for i in 0..model.n_layers {
         let l = format!("{prefix}encoder.layer.{i}");
-        let pairs: [(&str, &str, Transform); 8] = [
-            ("attention.self.query", "q", Transform::None),
-            ("attention.self.key", "k", Transform::None),
-            ("attention.self.value", "v", Transform::None),
-            ("attention.output.dense", "o", Transform::None),
-            ("attention.output.LayerNorm", "attn_norm", Transform::None),
-            ("intermediate.dense", "ffn.up", Transform::None),
-            ("output.dense", "ffn.down", Transform::Transpose),
-            ("output.LayerNorm", "ffn_norm", Transform::None),
-        ];
-        for (hf, ours, t) in pairs {
+        for (hf, ours) in [
+            ("attention.self.query", "q"),
+            ("attention.self.key", "k"),
+            ("attention.self.value", "v"),
+            ("attention.output.dense", "o"),
+            ("attention.output.LayerNorm", "attn_norm"),
+            ("intermediate.dense", "ffn.up"),
+            ("output.dense", "ffn.down"),
+            ("output.LayerNorm", "ffn_norm"),
+        ] {
             // The engine adds rows of the transposed down projection ("values" of the FFN memory).
-            let w = if ours == "ffn.down" {
-                "ffn.down_t".to_string()
+            let (w, t) = if ours == "ffn.down" {
+                ("ffn.down_t", Transform::Transpose)
             } else {
-                ours.to_string()
+                (ours, Transform::None)
             };
-            map(format!("{l}.{hf}.weight"), format!("l{i}.{w}.w"), t);
+            map(format!("{l}.{hf}.weight"), &format!("l{i}.{w}.w"), t);
             map(
                 format!("{l}.{hf}.bias"),
-                format!("l{i}.{ours}.b"),
+                &format!("l{i}.{ours}.b"),
                 Transform::None,
             );
         }
@@ -246,14 +209,7 @@ fn bert(dir: &Path, cfg: &Value, st: &SafeTensors<'_>, max_seq: Option<usize>) -
             );
         }
     }
-    let used: std::collections::HashSet<&str> =
-        mappings.iter().map(|m| m.source.as_str()).collect();
-    let mut skipped: Vec<String> = st
-        .names()
-        .into_iter()
-        .filter(|n| !used.contains(n))
-        .map(str::to_owned)
-        .collect();
+    let mut skipped = super::unused(st.names(), &mappings);
     skipped.sort();
     Ok(Source {
         config: FileConfig {
@@ -402,62 +358,35 @@ fn wordpiece(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
     })
 }
 
-/// Loads a source tensor as f32 (from f32, f16 or bf16) and applies its transform; returns
-/// the shape and the row-major values.
-pub fn load(st: &SafeTensors<'_>, m: &Mapping) -> Result<(Vec<usize>, Vec<f32>)> {
+/// The stored bytes of tensor `name` (f32, f16 or bf16).
+///
+/// # Errors
+/// When `st` has no tensor `name`, or its dtype is not F32, F16 or BF16.
+pub fn raw<'a>(st: &SafeTensors<'a>, name: &'a str) -> Result<RawTensor<'a>> {
     let t = st
-        .tensor(&m.source)
-        .map_err(|e| anyhow!("tensor {:?}: {e}", m.source))?;
-    let data = t.data();
-    let values: Vec<f32> = match t.dtype() {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
+        .tensor(name)
+        .map_err(|e| anyhow!("tensor {name:?}: {e}"))?;
+    let ty = match t.dtype() {
+        Dtype::F32 => GgmlType::F32,
+        Dtype::F16 => GgmlType::F16,
+        Dtype::BF16 => GgmlType::Bf16,
         other => bail!(
-            "tensor {:?} has dtype {other:?}; only F32, F16 and BF16 weights are supported",
-            m.source
+            "tensor {name:?} has dtype {other:?}; only F32, F16 and BF16 weights are supported"
         ),
     };
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "tensor {:?} holds a non-finite value at element {i}",
-            m.source
-        );
-    }
-    let mut shape = t.shape().to_vec();
-    let values = match m.transform {
-        Transform::None => values,
-        Transform::Transpose => {
-            let &[r, c] = shape.as_slice() else {
-                bail!("tensor {:?} to transpose is not 2-D", m.source)
-            };
-            shape = vec![c, r];
-            let mut out = vec![0f32; values.len()];
-            for i in 0..r {
-                for j in 0..c {
-                    out[j * r + i] = values[i * c + j];
-                }
-            }
-            out
-        }
-        Transform::FirstRows(n) => {
-            ensure!(
-                shape.len() == 2 && shape[0] >= n,
-                "tensor {:?} has fewer than {n} rows",
-                m.source
-            );
-            shape[0] = n;
-            values[..n * shape[1]].to_vec()
-        }
-    };
-    Ok((shape, values))
+    Ok(RawTensor {
+        source: name,
+        shape: t.shape().to_vec(),
+        ty,
+        data: t.data(),
+    })
+}
+
+/// Loads a source tensor as f32 (from f32, f16 or bf16) and applies its transform; returns
+/// the shape and the row-major values.
+///
+/// # Errors
+/// As [`raw`] and [`crate::import::load`].
+pub fn load(st: &SafeTensors<'_>, m: &Mapping) -> Result<(Vec<usize>, Vec<f32>)> {
+    super::load(raw(st, &m.source)?, m.transform)
 }

@@ -1,0 +1,71 @@
+//! Options and checks that several commands share.
+
+use anyhow::Result;
+use topkit::RunConfig;
+
+/// The options of one run that `budget`, `embed` and `generate` share: top-k settings and
+/// the chunk. A command whose help says more about one of them overrides its text with
+/// `mut_arg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct RunOpts {
+    /// Keys kept per query (top-k attention); default: dense attention.
+    #[arg(long)]
+    pub k_attn: Option<usize>,
+    /// Hidden units kept per token in the feed-forward layers; default: dense.
+    #[arg(long)]
+    pub k_ff: Option<usize>,
+    /// Tokens processed together.
+    #[arg(long, default_value_t = 16)]
+    pub chunk: usize,
+}
+
+impl RunOpts {
+    /// The run of these options over `seq_len` tokens.
+    pub fn config(&self, seq_len: usize) -> RunConfig {
+        RunConfig {
+            seq_len,
+            chunk: self.chunk,
+            k_attn: self.k_attn,
+            k_ff: self.k_ff,
+        }
+    }
+}
+
+/// Checks the command-line parts of `run` against a model whose feed-forward width is `d_ff`
+/// (`--k-attn` and `--chunk` at least 1, `--k-ff` in `1..=d_ff`), with messages that name the
+/// flags. `plan()` checks the same, but its errors speak of config fields, not flags.
+///
+/// # Errors
+/// When `--k-attn` or `--chunk` is 0 or `--k-ff` is not in `1..=d_ff`.
+pub fn check_run_args(run: &RunConfig, d_ff: usize) -> Result<()> {
+    if run.k_attn == Some(0) {
+        anyhow::bail!("--k-attn must be at least 1 (keys kept per query)");
+    }
+    if let Some(k) = run.k_ff
+        && (k == 0 || k > d_ff)
+    {
+        anyhow::bail!("--k-ff must be in 1..={d_ff} (the model's feed-forward width), got {k}");
+    }
+    if run.chunk == 0 {
+        anyhow::bail!("--chunk must be at least 1");
+    }
+    Ok(())
+}
+
+/// `--kernels` of `topkit embed` and `topkit budget`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelChoice {
+    /// Host speed: int8 activations, AVX2/FMA when present.
+    Fast,
+    /// The generic kernels, bit-identical on every target.
+    Reference,
+}
+
+impl From<KernelChoice> for topkit::kernels::Kernels {
+    fn from(k: KernelChoice) -> Self {
+        match k {
+            KernelChoice::Fast => topkit::kernels::Kernels::Fast,
+            KernelChoice::Reference => topkit::kernels::Kernels::Reference,
+        }
+    }
+}
