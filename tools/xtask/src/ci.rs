@@ -19,6 +19,12 @@ pub const JOBS: &[Job] = &[
         steps: host::fmt,
     },
     Job {
+        name: "deps",
+        about: "module graphs of core, cli, xtask, tests: no import cycle; generic kernels import no arch module",
+        needs_setup: false,
+        steps: host::deps,
+    },
+    Job {
         name: "clippy",
         about: "clippy -D warnings: core + tests (default, then std), then the tools",
         needs_setup: false,

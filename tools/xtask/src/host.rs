@@ -47,6 +47,14 @@ const TOOLS: [&str; 7] = [
     "topkit-bench",
 ];
 
+/// `deps`: the module graph check of `crate::deps`.
+pub fn deps(_: &Ctx) -> Vec<Step> {
+    vec![Step::Check(
+        "no module imports one that imports it back; generic kernels import no arch module".into(),
+        Box::new(crate::deps::check),
+    )]
+}
+
 /// `clippy`: the core alone (both math builds), then the tools.
 pub fn clippy(_: &Ctx) -> Vec<Step> {
     let deny = ["--", "-D", "warnings"];

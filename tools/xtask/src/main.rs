@@ -5,6 +5,7 @@ mod bench;
 mod bench_target;
 mod ci;
 mod demo;
+mod deps;
 mod firmware;
 mod fuzz;
 mod host;
