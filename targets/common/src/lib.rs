@@ -244,12 +244,18 @@ pub fn write_arena(w: &mut impl fmt::Write, o: &Outcome) -> fmt::Result {
         "arena: measured {} bytes, planned {} bytes, {}",
         o.arena_bytes,
         PLAN.peak_bytes,
-        if o.arena_bytes == PLAN.peak_bytes {
-            "equal"
-        } else {
-            "DIFFERENT"
-        }
+        verdict(o.arena_bytes, PLAN.peak_bytes)
     )
+}
+
+/// The verdict of an arena line: `equal` when the measured high-water mark is the planned
+/// peak (bytes), else `DIFFERENT`.
+pub fn verdict(measured: usize, planned: usize) -> &'static str {
+    if measured == planned {
+        "equal"
+    } else {
+        "DIFFERENT"
+    }
 }
 
 #[cfg(feature = "defmt")]

@@ -3,7 +3,11 @@
 //! for line. On bare-metal targets also the panic handler and, with feature `semihosting`,
 //! the global logger that carries the frames to QEMU's semihosting stdout.
 
-use crate::{DTYPE, FIRST, FLASH_BYTES, Input, MODEL, MODEL_NAME, Outcome, PLAN, RUN, TEXT};
+use crate::{
+    DTYPE, FIRST, FLASH_BYTES, Input, MODEL, MODEL_NAME, OUT_LEN, Once, Outcome, PEAK_BYTES, PLAN,
+    RUN, TEXT, infer, verdict,
+};
+use topkit::ArenaStorage;
 
 const _: () = assert!(FIRST == 4, "`answer` logs four first values");
 
@@ -51,17 +55,60 @@ pub fn embedding(out: &[f32]) {
 
 /// Logs the arena line: the text of [`crate::write_arena`].
 pub fn arena(o: &Outcome) {
-    let verdict = if o.arena_bytes == PLAN.peak_bytes {
-        "equal"
-    } else {
-        "DIFFERENT"
-    };
     defmt::println!(
         "arena: measured {=usize} bytes, planned {=usize} bytes, {=str}",
         o.arena_bytes,
         PLAN.peak_bytes,
-        verdict
+        verdict(o.arena_bytes, PLAN.peak_bytes)
     );
+}
+
+/// RAM of a firmware as its report states it, bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Ram {
+    /// Every static (`.data`, `.bss`): from the start of RAM to the stack region.
+    pub statics: usize,
+    /// The whole RAM of the board.
+    pub total: usize,
+}
+
+/// The arena of the main firmware binaries: exactly the plan's peak, in `.bss`.
+static ARENA: Once<ArenaStorage<PEAK_BYTES>> = Once::new(ArenaStorage::new());
+/// Their answer: one sentence embedding (`d_model` f32).
+static OUT: Once<[f32; OUT_LEN]> = Once::new([0.0; OUT_LEN]);
+
+/// What the main firmware binaries run and report: [`crate::infer`] with `clock` into a
+/// static arena of the plan's peak, the stack peak read right after (`stack_peak`, after the
+/// caller painted the stack), then the answer, arena, embedding (text input), stack and `ram`
+/// lines. Stops with status 1 on an error; returns the outcome for the caller's
+/// `instructions:` line, whose counter differs per target. Call it once.
+pub fn run_main(clock: impl Fn() -> u64, stack_peak: impl Fn() -> usize, ram: Ram) -> Outcome {
+    let (Some(storage), Some(out)) = (ARENA.take(), OUT.take()) else {
+        unreachable!("run_main runs once")
+    };
+    let outcome = match infer(&mut storage.arena(), out, clock) {
+        Ok(o) => o,
+        Err(e) => {
+            defmt::error!("error: {}", defmt::Display2Format(&e));
+            exit(1);
+        }
+    };
+    let stack_bytes = stack_peak();
+
+    answer(&outcome);
+    arena(&outcome);
+    if outcome.input == Input::Text {
+        embedding(out);
+    }
+    defmt::println!("stack: peak {=usize} bytes", stack_bytes);
+    defmt::println!(
+        "ram: statics {=usize} + stack {=usize} = {=usize} bytes of {=usize}",
+        ram.statics,
+        stack_bytes,
+        ram.statics + stack_bytes,
+        ram.total
+    );
+    outcome
 }
 
 /// Stops the firmware: semihosting exit with `code` under QEMU; on a board (RTT), a
