@@ -11,9 +11,7 @@ use topkit_fixtures::TextVocab;
 
 fn vocabs() -> &'static [TextVocab; 2] {
     static V: OnceLock<[TextVocab; 2]> = OnceLock::new();
-    V.get_or_init(|| {
-        [TextVocab::tiny(), TextVocab::minilm()]
-    })
+    V.get_or_init(|| [TextVocab::tiny(), TextVocab::minilm()])
 }
 
 fuzz_target!(|data: &[u8]| {
