@@ -13,19 +13,10 @@ const _: () = assert!(FIRST == 4, "`answer` logs four first values");
 
 /// Logs the answer: the text of [`crate::write_answer`].
 pub fn answer(o: &Outcome) {
-    defmt::println!(
-        "model: {=str} {=str} d_model {=usize} layers {=usize} heads {=usize} d_ff {=usize} seq {=usize} chunk {=usize} k_attn {} k_ff {} flash {=usize} bytes",
-        MODEL_NAME,
-        DTYPE,
-        MODEL.d_model,
-        MODEL.n_layers,
-        MODEL.n_heads,
-        MODEL.d_ff,
-        RUN.seq_len,
-        RUN.chunk,
-        RUN.k_attn,
-        RUN.k_ff,
-        FLASH_BYTES
+    model_line!(
+        defmt::println,
+        [],
+        "model: {=str} {=str} d_model {=usize} layers {=usize} heads {=usize} d_ff {=usize} seq {=usize} chunk {=usize} k_attn {} k_ff {} flash {=usize} bytes"
     );
     match o.input {
         Input::Text => defmt::println!("input: {=usize} token ids of {=str:?}", o.tokens, TEXT),
@@ -82,21 +73,35 @@ static OUT: Once<[f32; OUT_LEN]> = Once::new([0.0; OUT_LEN]);
 /// caller painted the stack), then the answer, arena, embedding (text input), stack and `ram`
 /// lines. Stops with status 1 on an error; returns the outcome for the caller's
 /// `instructions:` line, whose counter differs per target. Call it once.
+// Inlined into the entry function, so that the frames live during inference are those of a
+// firmware that writes all of this in its `main` (the stack peak is reported).
+#[inline(always)]
 pub fn run_main(clock: impl Fn() -> u64, stack_peak: impl Fn() -> usize, ram: Ram) -> Outcome {
     let (Some(storage), Some(out)) = (ARENA.take(), OUT.take()) else {
         unreachable!("run_main runs once")
     };
     let outcome = match infer(&mut storage.arena(), out, clock) {
         Ok(o) => o,
-        Err(e) => {
-            defmt::error!("error: {}", defmt::Display2Format(&e));
-            exit(1);
-        }
+        Err(e) => fail(&e),
     };
     let stack_bytes = stack_peak();
+    report(&outcome, out, stack_bytes, ram);
+    outcome
+}
 
-    answer(&outcome);
-    arena(&outcome);
+/// Logs the error and stops with status 1. Out of line, like [`report`], so that the frame
+/// live during inference holds none of the logging's locals (the stack peak counts it).
+#[inline(never)]
+fn fail(e: &topkit::Error) -> ! {
+    defmt::error!("error: {}", defmt::Display2Format(e));
+    exit(1)
+}
+
+/// The lines of [`run_main`] after the inference.
+#[inline(never)]
+fn report(outcome: &Outcome, out: &[f32], stack_bytes: usize, ram: Ram) {
+    answer(outcome);
+    arena(outcome);
     if outcome.input == Input::Text {
         embedding(out);
     }
@@ -108,7 +113,6 @@ pub fn run_main(clock: impl Fn() -> u64, stack_peak: impl Fn() -> usize, ram: Ra
         ram.statics + stack_bytes,
         ram.total
     );
-    outcome
 }
 
 /// Stops the firmware: semihosting exit with `code` under QEMU; on a board (RTT), a
