@@ -3,6 +3,7 @@
 
 pub mod attention_ref;
 pub mod decoder_ref;
+pub mod kernel_checks;
 pub mod kernels_ref;
 pub mod minilm;
 pub mod model_ref;
