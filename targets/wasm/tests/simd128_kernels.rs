@@ -1,6 +1,6 @@
 //! The core's wasm `simd128` kernels against the generic ones, run in node by
 //! `wasm-bindgen-test-runner` (`cargo xtask test-wasm`, simd128 build only): the checks of
-//! tests/src/kernel_checks.rs (shared with the host's x86-64 tests) over its deterministic
+//! tests/src/kernel_checks/ (shared with the host's x86-64 tests) over its deterministic
 //! cases (shapes around the tile and block edges, the fallbacks included). The integer
 //! products, the quantization and the fused feed-forward must give the generic bits (the
 //! design promises it: exact i32 sums, the same float epilogue), the vector `exp` the bits of
@@ -11,7 +11,7 @@
 
 // The checks of every kernel family; this build instantiates those it has kernels for.
 #[allow(dead_code)]
-#[path = "../../../tests/src/kernel_checks.rs"]
+#[path = "../../../tests/src/kernel_checks/mod.rs"]
 mod kernel_checks;
 
 use core::arch::wasm32::{f32x4, f32x4_extract_lane};
