@@ -7,5 +7,6 @@ pub mod kernel_checks;
 pub mod kernels_ref;
 pub mod minilm;
 pub mod model_ref;
+pub mod rng;
 pub mod smollm2;
 pub mod vocab;

@@ -532,70 +532,43 @@ fn bad_inputs_are_errors() {
     let mut out = [0f32; 8];
     assert!(attention(&p, &q, 0, &good, &mut s, &mut out).is_ok());
 
+    // Each bad input against `good`, with `n_out` outputs: which error it gives.
+    let mut run = |p: &AttnParams, q: &[f32], keys: &Keys<'_>, n_out: usize| {
+        attention(p, q, 0, keys, &mut s, &mut out[..n_out])
+    };
     let shape = |r: Result<(), Error>| matches!(r, Err(Error::ShapeMismatch { .. }));
     let config = |r: Result<(), Error>| matches!(r, Err(Error::InvalidConfig(_)));
-    assert!(shape(attention(
-        &p,
-        &q[..7],
-        0,
-        &good,
-        &mut s,
-        &mut out[..7]
-    )));
-    assert!(shape(attention(&p, &q, 0, &good, &mut s, &mut out[..6])));
-    assert!(shape(attention(
+    assert!(shape(run(&p, &q[..7], &good, 7)));
+    assert!(shape(run(&p, &q, &good, 6)));
+    assert!(shape(run(
         &p,
         &q,
-        0,
         &Keys {
             k: &kv[..5],
             ..good
         },
-        &mut s,
-        &mut out
+        8
     )));
-    assert!(shape(attention(
+    assert!(shape(run(
         &p,
         &q,
-        0,
         &Keys {
             v: &kv[..4],
             ..good
         },
-        &mut s,
-        &mut out
+        8
     )));
-    assert!(shape(attention(
+    let valid2 = Some(&valid[..2]);
+    assert!(shape(run(
         &p,
         &q,
-        0,
         &Keys {
-            valid: Some(&valid[..2]),
+            valid: valid2,
             ..good
         },
-        &mut s,
-        &mut out
+        8
     )));
-    assert!(shape(attention(
-        &p,
-        &q,
-        0,
-        &Keys { n: 4, ..good },
-        &mut s,
-        &mut out
-    )));
-    // The fast kernels need the fast part of the scratch (AttnScratch::new_fast).
-    assert!(config(attention_with(
-        Kernels::Fast,
-        &p,
-        &q,
-        0,
-        &good,
-        &mut s,
-        &mut out
-    )));
-    let mut f = AttnScratch::new_fast(&mut arena, &p, 3).unwrap();
-    assert!(attention_with(Kernels::Fast, &p, &q, 0, &good, &mut f, &mut out).is_ok());
+    assert!(shape(run(&p, &q, &Keys { n: 4, ..good }, 8)));
 
     let bad_dims = AttnParams {
         dims: AttnDims {
@@ -605,66 +578,31 @@ fn bad_inputs_are_errors() {
         },
         ..p
     };
-    assert!(config(attention(
-        &bad_dims,
-        &q[..6],
-        0,
-        &good,
-        &mut s,
-        &mut out[..6]
-    )));
-    assert!(config(attention(
-        &AttnParams { chunk: 0, ..p },
-        &q,
-        0,
-        &good,
-        &mut s,
-        &mut out
-    )));
-    assert!(config(attention(
-        &AttnParams {
-            k_attn: Some(0),
-            ..p
-        },
-        &q,
-        0,
-        &good,
-        &mut s,
-        &mut out
-    )));
+    assert!(config(run(&bad_dims, &q[..6], &good, 6)));
+    assert!(config(run(&AttnParams { chunk: 0, ..p }, &q, &good, 8)));
+    let k0 = AttnParams {
+        k_attn: Some(0),
+        ..p
+    };
+    assert!(config(run(&k0, &q, &good, 8)));
     // Scratch made for smaller parameters.
-    assert!(config(attention(
-        &AttnParams {
-            k_attn: Some(3),
-            ..p
-        },
-        &q,
-        0,
-        &good,
-        &mut s,
-        &mut out
-    )));
-    assert!(config(attention(
-        &AttnParams { chunk: 3, ..p },
-        &q,
-        0,
-        &good,
-        &mut s,
-        &mut out
-    )));
+    let k3 = AttnParams {
+        k_attn: Some(3),
+        ..p
+    };
+    assert!(config(run(&k3, &q, &good, 8)));
+    assert!(config(run(&AttnParams { chunk: 3, ..p }, &q, &good, 8)));
     let zero = AttnDims {
         n_heads: 0,
         n_kv_heads: 1,
         head_dim: 2,
     };
-    assert!(config(attention(
-        &AttnParams { dims: zero, ..p },
-        &q,
-        0,
-        &good,
-        &mut s,
-        &mut out
-    )));
+    assert!(config(run(&AttnParams { dims: zero, ..p }, &q, &good, 8)));
+    // The fast kernels need the fast part of the scratch (AttnScratch::new_fast).
+    let fast = attention_with(Kernels::Fast, &p, &q, 0, &good, &mut s, &mut out);
+    assert!(config(fast));
+    let mut f = AttnScratch::new_fast(&mut arena, &p, 3).unwrap();
+    assert!(attention_with(Kernels::Fast, &p, &q, 0, &good, &mut f, &mut out).is_ok());
     assert!(matches!(
         AttnScratch::new(&mut arena, &AttnParams { chunk: 0, ..p }),
         Err(Error::InvalidConfig(_))

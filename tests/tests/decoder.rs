@@ -14,6 +14,7 @@
 use proptest::prelude::*;
 use topkit::sample::{Pcg32, Sampler, argmax, nucleus};
 use topkit::{Arch, Arena, Decoder, Error, ModelConfig, RunConfig, plan};
+use topkit_tests::attention_ref::max_abs_diff;
 use topkit_tests::decoder_ref::OwnedLm;
 use topkit_tests::model_ref::{Dt, OwnedModel, Rng, config};
 
@@ -33,22 +34,6 @@ fn ids(rng: &mut Rng, n: usize, vocab: usize) -> Vec<u32> {
     (0..n)
         .map(|_| (rng.next_u64() % vocab as u64) as u32)
         .collect()
-}
-
-fn max_err(a: &[f32], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| (*a as f64 - b).abs())
-        .fold(0.0, f64::max)
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| (a - b).abs() as f64)
-        .fold(0.0, f64::max)
 }
 
 /// Prefills `prompt` (collecting the logits of every prompt position), then decodes greedily
@@ -111,7 +96,7 @@ fn prefill_and_decode_match_the_reference_at_every_step() {
             let err = logits[..n - 1]
                 .iter()
                 .zip(&want)
-                .map(|(g, w)| max_err(g, w))
+                .map(|(g, w)| max_abs_diff(g, w))
                 .fold(0.0, f64::max);
             println!(
                 "{:?} chunk {chunk}: max abs err of logits over {} steps {err:.2e} (tolerance {TOL_REF:.0e})",
@@ -126,7 +111,7 @@ fn prefill_and_decode_match_the_reference_at_every_step() {
                     let d = l0
                         .iter()
                         .zip(&logits)
-                        .map(|(a, b)| max_diff(a, b))
+                        .map(|(a, b)| max_abs_diff(a, b))
                         .fold(0.0, f64::max);
                     println!("  vs chunk 1: max abs diff {d:.2e} (tolerance {TOL_CHUNK:.0e})");
                     assert!(d < TOL_CHUNK, "chunk {chunk} vs 1: {d}");
@@ -154,7 +139,7 @@ fn top_k_with_k_at_least_the_context_equals_dense() {
             let d = dense
                 .iter()
                 .zip(&topk)
-                .map(|(a, b)| max_diff(a, b))
+                .map(|(a, b)| max_abs_diff(a, b))
                 .fold(0.0, f64::max);
             println!("{:?} k {k} vs dense: max abs diff {d:.2e}", SHAPES[i]);
             assert!(d < TOL_SAME, "k {k}: {d}");
@@ -170,7 +155,7 @@ fn top_k_with_k_at_least_the_context_equals_dense() {
         let d = dense
             .iter()
             .zip(&topk)
-            .map(|(a, b)| max_diff(a, b))
+            .map(|(a, b)| max_abs_diff(a, b))
             .fold(0.0, f64::max);
         assert!(d > 1e-3, "top-2 equals dense: {d}");
     }
@@ -234,7 +219,7 @@ fn errors_are_typed_and_leave_the_session_usable() {
     // The same context fed in one call gives the same logits.
     s.reset();
     let again = s.feed(&[1, 2, 3, 4, 5, 6, 7, 8]).unwrap().to_vec();
-    assert!(max_diff(&last, &again) < TOL_CHUNK);
+    assert!(max_abs_diff(&last, &again) < TOL_CHUNK);
 
     // Too small an arena is refused before anything is taken.
     let mut small = memory(p.peak_bytes - 16);
@@ -350,7 +335,7 @@ proptest! {
             start += len;
             whole.reset();
             let want = whole.feed(&ids[..start]).unwrap();
-            prop_assert!(max_diff(&got, want) < TOL_CHUNK);
+            prop_assert!(max_abs_diff(&got, want) < TOL_CHUNK);
         }
         prop_assert_eq!(split.high_water(), p.peak_bytes);
     }

@@ -9,6 +9,7 @@ use topkit::model::forward;
 use topkit::{
     Arch, Arena, Error, FfnKind, ModelConfig, RunConfig, plan, plan_with, try_plan, try_plan_with,
 };
+use topkit_tests::attention_ref::max_abs_diff;
 use topkit_tests::decoder_ref::OwnedLm;
 use topkit_tests::model_ref::{Dt, OwnedModel, Rng, config};
 
@@ -38,6 +39,19 @@ const TOL_REF: f64 = if cfg!(feature = "std") { 5e-6 } else { 2e-3 };
 /// (dense) and the kept-set (top-k) normalisations.
 /// Measured: 4.8e-7 (std), 3.8e-4 (micromath).
 const TOL_SAME: f64 = if cfg!(feature = "std") { 5e-6 } else { 1e-3 };
+
+/// all-MiniLM-L6-v2's shape, with a context of `max_seq`.
+fn minilm(max_seq: usize) -> ModelConfig {
+    config(Arch::Bert, 384, 12, 12, 1536, 6, max_seq)
+}
+
+/// SmolLM2-135M's shape (its vocabulary and a context of 8192).
+fn smollm2() -> ModelConfig {
+    ModelConfig {
+        vocab_size: 49152,
+        ..config(Arch::Llama, 576, 9, 3, 1536, 30, 8192)
+    }
+}
 
 /// A 16-byte aligned window of exactly `len` bytes inside `buf`.
 fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
@@ -84,14 +98,6 @@ fn run_in_with(
     let mut arena = Arena::new(aligned(&mut buf, bytes))?;
     let out = forward(&model, run, x, valid, &mut arena)?.to_vec();
     Ok((out, arena.high_water()))
-}
-
-fn max_err(a: &[f32], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| (*a as f64 - b).abs())
-        .fold(0.0, f64::max)
 }
 
 /// Runs a decoder session in an arena of exactly `bytes` bytes: feeds `ids` in the given
@@ -252,17 +258,12 @@ fn linear(cfg: &ModelConfig, run: &RunConfig) -> (usize, usize) {
 
 #[test]
 fn peak_is_linear_in_seq_len() {
-    let minilm = config(Arch::Bert, 384, 12, 12, 1536, 6, 8192);
-    let smollm2 = ModelConfig {
-        vocab_size: 49152,
-        ..config(Arch::Llama, 576, 9, 3, 1536, 30, 8192)
-    };
     let cfgs = [
-        minilm,
+        minilm(8192),
         config(Arch::Llama, 64, 8, 2, 160, 3, 8192),
         llama_encoder(64, 8, 2, 160, 3, 8192),
         config(Arch::Bert, 32, 4, 4, 64, 1, 8192),
-        smollm2,
+        smollm2(),
     ];
     for cfg in cfgs {
         for (chunk, k_attn, k_ff) in [
@@ -309,8 +310,8 @@ fn peak_is_linear_in_seq_len() {
         k_attn: Some(32),
         k_ff: None,
     };
-    assert_eq!(linear(&smollm2, &run), (46080, 310336));
-    assert_eq!(plan(&smollm2, &run).peak_bytes, 94682176);
+    assert_eq!(linear(&smollm2(), &run), (46080, 310336));
+    assert_eq!(plan(&smollm2(), &run).peak_bytes, 94682176);
 }
 
 #[test]
@@ -342,7 +343,7 @@ fn chunk_is_capped_at_seq_len() {
 /// k = 32, C = 16. Run with `--nocapture` to print it.
 #[test]
 fn minilm_table() {
-    let cfg = config(Arch::Bert, 384, 12, 12, 1536, 6, 4096);
+    let cfg = minilm(4096);
     let cfg = ModelConfig {
         vocab_size: 30522,
         ..cfg
@@ -422,7 +423,7 @@ fn forward_matches_naive_reference() {
             let run = RunConfig::dense(16, chunk);
             let p = plan(&cfg, &run);
             let (got, _) = run_in(&m, &run, &x, Some(&valid), p.peak_bytes).unwrap();
-            let err = max_err(&got, &want);
+            let err = max_abs_diff(&got, &want);
             println!(
                 "{arch:?} {dt:?} chunk {chunk}: max abs err {err:.2e} (tolerance {TOL_REF:.0e})"
             );
@@ -434,7 +435,7 @@ fn forward_matches_naive_reference() {
         // No padding mask at all.
         let run = RunConfig::dense(n, 5);
         let (got, _) = run_in(&m, &run, &x, None, plan(&cfg, &run).peak_bytes).unwrap();
-        assert!(max_err(&got, &m.reference(&x, None)) < TOL_REF);
+        assert!(max_abs_diff(&got, &m.reference(&x, None)) < TOL_REF);
     }
 }
 
@@ -731,14 +732,9 @@ fn fast_rows_doc(cfg: &ModelConfig, run: &RunConfig) -> (usize, usize, usize, us
 /// documented formulas; a reference plan has none of those bytes.
 #[test]
 fn fast_rows_follow_the_formulas() {
-    let minilm = config(Arch::Bert, 384, 12, 12, 1536, 6, 512);
-    let smollm2 = ModelConfig {
-        vocab_size: 49152,
-        ..config(Arch::Llama, 576, 9, 3, 1536, 30, 8192)
-    };
     let cfgs = [
-        minilm,
-        smollm2,
+        minilm(512),
+        smollm2(),
         config(Arch::Llama, 64, 8, 2, 160, 3, 512),
         llama_encoder(64, 8, 2, 160, 3, 512),
         config(Arch::Bert, 64, 4, 4, 128, 2, 512),
