@@ -540,64 +540,30 @@ fn bad_inputs_are_errors() {
     let config = |r: Result<(), Error>| matches!(r, Err(Error::InvalidConfig(_)));
     assert!(shape(run(&p, &q[..7], &good, 7)));
     assert!(shape(run(&p, &q, &good, 6)));
-    assert!(shape(run(
-        &p,
-        &q,
-        &Keys {
-            k: &kv[..5],
-            ..good
-        },
-        8
-    )));
-    assert!(shape(run(
-        &p,
-        &q,
-        &Keys {
-            v: &kv[..4],
-            ..good
-        },
-        8
-    )));
-    let valid2 = Some(&valid[..2]);
-    assert!(shape(run(
-        &p,
-        &q,
-        &Keys {
-            valid: valid2,
-            ..good
-        },
-        8
-    )));
-    assert!(shape(run(&p, &q, &Keys { n: 4, ..good }, 8)));
+    // `good` with one field changed.
+    let mut keys = [good; 4];
+    keys[0].k = &kv[..5];
+    keys[1].v = &kv[..4];
+    keys[2].valid = Some(&valid[..2]);
+    keys[3].n = 4;
+    for k in &keys {
+        assert!(shape(run(&p, &q, k, 8)), "{k:?}");
+    }
 
-    let bad_dims = AttnParams {
-        dims: AttnDims {
-            n_heads: 3,
-            n_kv_heads: 2,
-            head_dim: 2,
-        },
-        ..p
-    };
+    let mut bad_dims = p;
+    bad_dims.dims.n_heads = 3;
+    bad_dims.dims.n_kv_heads = 2;
     assert!(config(run(&bad_dims, &q[..6], &good, 6)));
-    assert!(config(run(&AttnParams { chunk: 0, ..p }, &q, &good, 8)));
-    let k0 = AttnParams {
-        k_attn: Some(0),
-        ..p
-    };
-    assert!(config(run(&k0, &q, &good, 8)));
-    // Scratch made for smaller parameters.
-    let k3 = AttnParams {
-        k_attn: Some(3),
-        ..p
-    };
-    assert!(config(run(&k3, &q, &good, 8)));
-    assert!(config(run(&AttnParams { chunk: 3, ..p }, &q, &good, 8)));
-    let zero = AttnDims {
-        n_heads: 0,
-        n_kv_heads: 1,
-        head_dim: 2,
-    };
-    assert!(config(run(&AttnParams { dims: zero, ..p }, &q, &good, 8)));
+    // `p` with one field changed; k_attn 3 and chunk 3 are past what the scratch was made for.
+    let mut params = [p; 5];
+    params[0].chunk = 0;
+    params[1].k_attn = Some(0);
+    params[2].k_attn = Some(3);
+    params[3].chunk = 3;
+    params[4].dims.n_heads = 0;
+    for p in &params {
+        assert!(config(run(p, &q, &good, 8)), "{p:?}");
+    }
     // The fast kernels need the fast part of the scratch (AttnScratch::new_fast).
     let fast = attention_with(Kernels::Fast, &p, &q, 0, &good, &mut s, &mut out);
     assert!(config(fast));

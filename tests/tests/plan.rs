@@ -305,10 +305,8 @@ fn peak_is_linear_in_seq_len() {
     }
     // The numbers of the plan module's docs.
     let run = RunConfig {
-        seq_len: 2048,
-        chunk: 16,
         k_attn: Some(32),
-        k_ff: None,
+        ..RunConfig::dense(2048, 16)
     };
     assert_eq!(linear(&smollm2(), &run), (46080, 310336));
     assert_eq!(plan(&smollm2(), &run).peak_bytes, 94682176);
@@ -320,19 +318,15 @@ fn chunk_is_capped_at_seq_len() {
     let a = plan(
         &cfg,
         &RunConfig {
-            seq_len: 5,
-            chunk: 5,
             k_attn: Some(4),
-            k_ff: None,
+            ..RunConfig::dense(5, 5)
         },
     );
     let b = plan(
         &cfg,
         &RunConfig {
-            seq_len: 5,
-            chunk: 64,
             k_attn: Some(4),
-            k_ff: None,
+            ..RunConfig::dense(5, 64)
         },
     );
     assert_eq!(b.chunk, 5);
@@ -352,10 +346,8 @@ fn minilm_table() {
     let b = phase_max(
         &cfg,
         &RunConfig {
-            seq_len: 16,
-            chunk: 16,
             k_attn: Some(32),
-            k_ff: None,
+            ..RunConfig::dense(16, 16)
         },
     );
     println!("peak_bytes(N) = {a} * N + {b}");
@@ -367,10 +359,8 @@ fn minilm_table() {
         let p = plan(
             &cfg,
             &RunConfig {
-                seq_len: n,
-                chunk: 16,
                 k_attn: Some(32),
-                k_ff: None,
+                ..RunConfig::dense(n, 16)
             },
         );
         assert_eq!(p.peak_bytes, a * n + b);
@@ -385,10 +375,8 @@ fn minilm_table() {
     let p = plan(
         &cfg,
         &RunConfig {
-            seq_len: 256,
-            chunk: 16,
             k_attn: Some(32),
-            k_ff: None,
+            ..RunConfig::dense(256, 16)
         },
     );
     for buf in p.buffers() {
@@ -803,10 +791,8 @@ fn fast_rows_follow_the_formulas() {
 #[test]
 fn fast_runs_need_the_fast_plan() {
     let run = RunConfig {
-        seq_len: 20,
-        chunk: 8,
         k_attn: Some(4),
-        k_ff: None,
+        ..RunConfig::dense(20, 8)
     };
     let cfg = config(Arch::Bert, 32, 2, 2, 64, 2, 64);
     let m = OwnedModel::random(cfg, Dt::I8, 31);
@@ -855,10 +841,8 @@ fn fast_answer_does_not_depend_on_the_planned_sizes() {
                 .iter()
                 .map(|&seq| {
                     let run = RunConfig {
-                        seq_len: seq,
-                        chunk: 16,
                         k_attn,
-                        k_ff: None,
+                        ..RunConfig::dense(seq, 16)
                     };
                     let p = plan_with(&cfg, &run, Kernels::Fast);
                     let (out, _) =
@@ -881,10 +865,8 @@ fn fast_answer_does_not_depend_on_the_planned_sizes() {
             .iter()
             .map(|&seq| {
                 let run = RunConfig {
-                    seq_len: seq,
-                    chunk: 8,
                     k_attn,
-                    k_ff: None,
+                    ..RunConfig::dense(seq, 8)
                 };
                 let p = plan_with(&causal, &run, Kernels::Fast);
                 let pieces: Vec<&[u32]> = std::iter::once(&ids[..20])
