@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::minilm::cache_dir;
+use crate::cache::{cache_dir, read_aligned};
 
 /// Where the packed f32 model is: `$TOPKIT_SMOLLM2` if set, else
 /// `<cache>/models/SmolLM2-135M-Instruct-f32.tkm`.
@@ -18,16 +18,7 @@ pub fn packed_path() -> PathBuf {
 /// The bytes of the packed model, in 16-byte aligned memory. Panics with instructions when the
 /// file is missing: tests on the real model never skip.
 pub fn packed() -> Vec<u128> {
-    let path = packed_path();
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}: run `cargo xtask models` first (it fetches and packs SmolLM2)",
-            path.display()
-        )
-    });
-    let mut words = vec![0u128; bytes.len().div_ceil(16)];
-    bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-    words
+    read_aligned(&packed_path(), "cargo xtask models")
 }
 
 /// The reference's logits at one greedy step.

@@ -10,22 +10,14 @@ use proptest::prelude::*;
 use topkit::Error;
 use topkit::format::PackedModel;
 use topkit::tokenizer::{Bpe, Utf8Stream, byte_char, char_byte};
-use topkit_tests::minilm::cache_dir;
+use topkit_tests::cache::{cache_dir, read_aligned};
 
 /// The packed int8 file (the tokenizer section is the same in every dtype), 16-byte aligned.
 fn packed() -> &'static [u8] {
     static FILE: OnceLock<Vec<u128>> = OnceLock::new();
     let words = FILE.get_or_init(|| {
         let path = cache_dir().join("models/SmolLM2-135M-Instruct-int8.tkm");
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}: run `cargo xtask fetch-model` first (it fetches and packs SmolLM2)",
-                path.display()
-            )
-        });
-        let mut words = vec![0u128; bytes.len().div_ceil(16)];
-        bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-        words
+        read_aligned(&path, "cargo xtask fetch-model")
     });
     bytemuck::cast_slice(words)
 }
