@@ -5,6 +5,7 @@
 pub mod attention_ref;
 pub mod cache;
 pub mod decoder_ref;
+pub mod golden;
 pub mod kernel_checks;
 pub mod kernels_ref;
 pub mod minilm;

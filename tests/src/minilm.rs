@@ -2,6 +2,7 @@
 //! the golden embeddings of the reference (tools/reference/minilm_golden.py).
 
 use crate::cache::{cache_dir, read_aligned};
+use crate::golden::{f64s, ids, list, parse, string};
 
 /// The bytes of `models/all-MiniLM-L6-v2-<dtype>.tkm`, in 16-byte aligned memory.
 /// Panics with instructions when the file is missing: tests on the real model never skip.
@@ -22,28 +23,15 @@ pub struct Case {
 
 /// The golden cases and the max_seq_length they were made with.
 pub fn golden() -> (usize, Vec<Case>) {
-    let v: serde_json::Value =
-        serde_json::from_str(include_str!("../data/minilm_golden.json")).unwrap();
-    let nums = |v: &serde_json::Value| -> Vec<f64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    };
-    let cases = v["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            text: c["text"].as_str().unwrap().to_owned(),
-            ids: nums(&c["ids"]).into_iter().map(|x| x as u32).collect(),
-            embedding: nums(&c["embedding"])
-                .into_iter()
-                .map(|x| x as f32)
-                .collect(),
-        })
-        .collect();
+    let v = parse(include_str!("../data/minilm_golden.json"));
+    let cases = list(&v["cases"], |c| Case {
+        text: string(&c["text"]),
+        ids: ids(&c["ids"]),
+        embedding: f64s(&c["embedding"])
+            .into_iter()
+            .map(|x| x as f32)
+            .collect(),
+    });
     (v["max_seq_length"].as_u64().unwrap() as usize, cases)
 }
 

@@ -11,6 +11,7 @@ use topkit::{
 };
 use topkit_tests::attention_ref::max_abs_diff;
 use topkit_tests::decoder_ref::OwnedLm;
+use topkit_tests::kernel_checks::bits;
 use topkit_tests::model_ref::{Dt, OwnedModel, Rng, config};
 
 /// A pre-norm (Llama-style) encoder: RoPE, RMSNorm, gated FFN, bidirectional attention. The
@@ -837,19 +838,18 @@ fn fast_answer_does_not_depend_on_the_planned_sizes() {
         let n = 37;
         let x = input(&mut rng, n, 32);
         for k_attn in [None, Some(5), Some(40)] {
-            let outs: Vec<Vec<u32>> = [n, 100, 512]
-                .iter()
-                .map(|&seq| {
-                    let run = RunConfig {
-                        k_attn,
-                        ..RunConfig::dense(seq, 16)
-                    };
-                    let p = plan_with(&cfg, &run, Kernels::Fast);
-                    let (out, _) =
-                        run_in_with(Kernels::Fast, &m, &run, &x, None, p.peak_bytes).unwrap();
-                    out.iter().map(|v| v.to_bits()).collect()
-                })
-                .collect();
+            let outs = [n, 100, 512].map(|seq| {
+                let run = RunConfig {
+                    k_attn,
+                    ..RunConfig::dense(seq, 16)
+                };
+                let bytes = plan_with(&cfg, &run, Kernels::Fast).peak_bytes;
+                bits(
+                    &run_in_with(Kernels::Fast, &m, &run, &x, None, bytes)
+                        .unwrap()
+                        .0,
+                )
+            });
             assert_eq!(outs[0], outs[1], "{arch:?} {dt:?} {k_attn:?}");
             assert_eq!(outs[0], outs[2], "{arch:?} {dt:?} {k_attn:?}");
         }
@@ -861,21 +861,22 @@ fn fast_answer_does_not_depend_on_the_planned_sizes() {
     let lm = OwnedLm::random(causal, Dt::I8, 41);
     let ids: Vec<u32> = (0..30).map(|i| (i * 7 % 40) as u32).collect();
     for k_attn in [None, Some(5), Some(40)] {
-        let logits: Vec<Vec<u32>> = [30, 300]
-            .iter()
-            .map(|&seq| {
-                let run = RunConfig {
-                    k_attn,
-                    ..RunConfig::dense(seq, 8)
-                };
-                let p = plan_with(&causal, &run, Kernels::Fast);
-                let pieces: Vec<&[u32]> = std::iter::once(&ids[..20])
-                    .chain(ids[20..].chunks(1))
-                    .collect();
-                let (l, _) = decode_in(Kernels::Fast, &lm, &run, &pieces, p.peak_bytes).unwrap();
-                l.iter().map(|v| v.to_bits()).collect()
-            })
+        // A prefill of 20 tokens, then one token per step.
+        let pieces: Vec<&[u32]> = std::iter::once(&ids[..20])
+            .chain(ids[20..].chunks(1))
             .collect();
+        let logits = [30, 300].map(|seq| {
+            let run = RunConfig {
+                k_attn,
+                ..RunConfig::dense(seq, 8)
+            };
+            let bytes = plan_with(&causal, &run, Kernels::Fast).peak_bytes;
+            bits(
+                &decode_in(Kernels::Fast, &lm, &run, &pieces, bytes)
+                    .unwrap()
+                    .0,
+            )
+        });
         assert_eq!(logits[0], logits[1], "decoder {k_attn:?}");
     }
 }
