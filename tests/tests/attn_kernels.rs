@@ -22,8 +22,7 @@ use topkit::kernels::attn::{
     EXP_POLY_MIN, exp_poly,
 };
 use topkit_tests::kernel_checks::{
-    self as check, AttnKeys, CandidatesCase, DenseCase, DenseTile, KeyBlock, ScoresRowsCase,
-    SoftmaxLanesCase, SoftmaxRowsCase, TopkCase, better, exp_rel_error,
+    self as check, AttnKeys, DenseCase, DenseTile, KeyBlock, SlotsCase, better, exp_rel_error,
 };
 
 #[test]
@@ -245,7 +244,7 @@ proptest! {
     /// blocks: the best k (score descending, NaN last, then the lower key), in key order.
     #[test]
     fn generic_topk_block_matches_a_sort(blocks in vec(key_block(), 1..5), k in 1usize..=32) {
-        check::attn_topk_matches_a_sort(&TopkCase { blocks, k }, attn::attn_topk_block);
+        check::attn_topk_matches_a_sort(&(blocks, k), attn::attn_topk_block);
     }
     /// Generic softmax rows within 1e-6 of the f64 formula (values in [-1, 1]).
     #[test]
@@ -295,28 +294,31 @@ fn dense_case() -> impl Strategy<Value = DenseCase> {
     })
 }
 
-fn candidates_case() -> impl Strategy<Value = CandidatesCase> {
+/// `(keys, thresholds, open lanes)`.
+fn candidates_case() -> impl Strategy<Value = (AttnKeys, [f32; ATTN_LANES], u16)> {
     let thr = vec(
         prop_oneof![-1.0f32..1.0, Just(f32::NEG_INFINITY)],
         ATTN_LANES,
     );
-    (block(), thr, any::<u16>()).prop_map(|(b, thr, open)| CandidatesCase {
-        keys: b.keys(),
-        thr: core::array::from_fn(|l| thr[l]),
-        open,
-    })
+    (block(), thr, any::<u16>())
+        .prop_map(|(b, thr, open)| (b.keys(), core::array::from_fn(|l| thr[l]), open))
 }
 
-fn scores_rows_case() -> impl Strategy<Value = ScoresRowsCase> {
-    (block(), 16usize..20).prop_map(|(b, rs)| ScoresRowsCase { keys: b.keys(), rs })
+/// `(keys, row stride)`.
+fn scores_rows_case() -> impl Strategy<Value = (AttnKeys, usize)> {
+    (block(), 16usize..20).prop_map(|(b, rs)| (b.keys(), rs))
 }
 
-/// Slots of rows of up to 40 (values in [-1, 1]).
-fn softmax_rows_case() -> impl Strategy<Value = SoftmaxRowsCase> {
+/// The slots of one row of up to 40 (values in [-1, 1]).
+fn softmax_rows_case() -> impl Strategy<Value = SlotsCase> {
     (1usize..=40, 0usize..=40).prop_flat_map(|(hd, n)| {
         let (sc, ix) = (vec(-20.0f32..20.0, n), vec(0u16..50, n));
-        (sc, ix, vec(-1.0f32..1.0, 50 * hd)).prop_map(move |(sc, ix, v)| SoftmaxRowsCase {
+        (sc, ix, vec(-1.0f32..1.0, 50 * hd)).prop_map(move |(sc, ix, v)| SlotsCase {
             hd,
+            k: n,
+            stride: hd,
+            os: hd,
+            lens: vec![n as u32],
             sc,
             ix,
             v,
@@ -325,27 +327,26 @@ fn softmax_rows_case() -> impl Strategy<Value = SoftmaxRowsCase> {
 }
 
 /// 1 to 16 lanes of up to `k` slots (values in [-1, 1]), output rows padded by 0 to 2.
-fn softmax_lanes_case() -> impl Strategy<Value = SoftmaxLanesCase> {
+fn softmax_lanes_case() -> impl Strategy<Value = SlotsCase> {
     (1usize..=40, 1usize..=40, 0usize..3).prop_flat_map(|(hd, k, pad)| {
         let lens = vec(0u32..=k as u32, 1..=16);
         let (sc, ix) = (vec(-20.0f32..20.0, 16 * k), vec(0u16..50, 16 * k));
-        (lens, sc, ix, vec(-1.0f32..1.0, 50 * hd)).prop_map(move |(lens, sc, ix, v)| {
-            SoftmaxLanesCase {
-                hd,
-                k,
-                stride: hd,
-                os: hd + pad,
-                lens,
-                sc,
-                ix,
-                v,
-            }
+        (lens, sc, ix, vec(-1.0f32..1.0, 50 * hd)).prop_map(move |(lens, sc, ix, v)| SlotsCase {
+            hd,
+            k,
+            stride: hd,
+            os: hd + pad,
+            lens,
+            sc,
+            ix,
+            v,
         })
     })
 }
 
-fn topk_case() -> impl Strategy<Value = TopkCase> {
-    (vec(key_block(), 1..5), 1usize..=32).prop_map(|(blocks, k)| TopkCase { blocks, k })
+/// `(blocks, k)`.
+fn topk_case() -> impl Strategy<Value = (Vec<KeyBlock>, usize)> {
+    (vec(key_block(), 1..5), 1usize..=32)
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]

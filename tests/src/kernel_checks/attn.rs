@@ -51,13 +51,35 @@ impl AttnKeys {
     }
 }
 
+/// A key-major score tile kernel: `attn_scores_tile`'s signature.
+pub trait ScoresTileFn:
+    Fn(&[f32], usize, &[f32], usize, usize, f32, &mut [f32; ATTN_BLOCK])
+{
+}
+impl<F: Fn(&[f32], usize, &[f32], usize, usize, f32, &mut [f32; ATTN_BLOCK])> ScoresTileFn for F {}
+
+/// A top-k block selection kernel: `attn_topk_block`'s signature.
+pub trait TopkBlockFn:
+    Fn(&[f32], &[u16], usize, usize, &mut [f32], &mut [u16], usize, &mut AttnTopkWork<'_>) -> usize
+{
+}
+impl<F> TopkBlockFn for F where
+    F: Fn(
+        &[f32],
+        &[u16],
+        usize,
+        usize,
+        &mut [f32],
+        &mut [u16],
+        usize,
+        &mut AttnTopkWork<'_>,
+    ) -> usize
+{
+}
+
 /// `attn_scores_tile`: `f` within `tol` ([`Tol::Bound`]: `(hd + 2) * EPS * sum_d |q_d k_d| *
 /// scale`) of the generic scores, entries past `nk` untouched.
-pub fn attn_scores_tile(
-    c: &AttnKeys,
-    f: impl Fn(&[f32], usize, &[f32], usize, usize, f32, &mut [f32; ATTN_BLOCK]),
-    tol: Tol,
-) {
+pub fn attn_scores_tile(c: &AttnKeys, f: impl ScoresTileFn, tol: Tol) {
     let (mut want, mut got) = ([f32::NAN; ATTN_BLOCK], [f32::NAN; ATTN_BLOCK]);
     attn::attn_scores_tile(&c.qt, c.hd, &c.k, c.stride, c.nk, c.scale, &mut want);
     f(&c.qt, c.hd, &c.k, c.stride, c.nk, c.scale, &mut got);
@@ -74,24 +96,16 @@ pub fn attn_scores_tile(
     }
 }
 
-/// Lane-major scores over rows of `rs`.
-#[derive(Clone, Debug)]
-pub struct ScoresRowsCase {
-    /// The tile.
-    pub keys: AttnKeys,
-    /// Row stride of the scores (`>= ATTN_TILE`).
-    pub rs: usize,
-}
-
-/// `attn_scores_rows`: `f` within `tol` (as [`attn_scores_tile`]) of the generic rows, bit
-/// for bit its own key-major `tile` kernel transposed, and nothing written past `nk`.
+/// `attn_scores_rows` of a tile over rows of `rs`, `(keys, rs)`: `f` within `tol` (as
+/// [`attn_scores_tile`]) of the generic rows, bit for bit its own key-major `tile` kernel
+/// transposed, and nothing written past `nk`.
 pub fn attn_scores_rows(
-    c: &ScoresRowsCase,
+    c: &(AttnKeys, usize),
     f: impl Fn(&[f32], usize, &[f32], usize, usize, f32, &mut [f32], usize),
-    tile: impl Fn(&[f32], usize, &[f32], usize, usize, f32, &mut [f32; ATTN_BLOCK]),
+    tile: impl ScoresTileFn,
     tol: Tol,
 ) {
-    let (b, rs) = (&c.keys, c.rs);
+    let (b, rs) = (&c.0, c.1);
     let mut want = vec![f32::NAN; ATTN_LANES * rs];
     let mut got = want.clone();
     attn::attn_scores_rows(&b.qt, b.hd, &b.k, b.stride, b.nk, b.scale, &mut want, rs);
@@ -187,20 +201,10 @@ pub fn attn_dense_tile(
     }
 }
 
-/// A tile's scores with per-lane thresholds and a mask of lanes that take every visible key.
-#[derive(Clone, Debug)]
-pub struct CandidatesCase {
-    /// The tile.
-    pub keys: AttnKeys,
-    /// Per lane, the score a candidate must reach.
-    pub thr: [f32; ATTN_LANES],
-    /// Lanes whose slots are not full yet.
-    pub open: u16,
-}
-
-/// `attn_candidates`: `f` gives the generic masks.
+/// `attn_candidates` on a tile's scores with per-lane thresholds and a mask of the lanes whose
+/// slots are not full yet, `(keys, thr, open)`: `f` gives the generic masks.
 pub fn attn_candidates(
-    c: &CandidatesCase,
+    c: &(AttnKeys, [f32; ATTN_LANES], u16),
     f: impl Fn(
         &[f32; ATTN_BLOCK],
         &[u16; ATTN_TILE],
@@ -210,42 +214,18 @@ pub fn attn_candidates(
         &mut [u16; ATTN_TILE],
     ) -> u16,
 ) {
-    let (b, s) = (&c.keys, c.keys.scores());
+    let (b, thr, open) = c;
+    let s = b.scores();
     let (mut want, mut got) = ([0u16; ATTN_TILE], [1u16; ATTN_TILE]);
-    let a = attn::attn_candidates(&s, &b.vis, b.nk, &c.thr, c.open, &mut want);
-    let g = f(&s, &b.vis, b.nk, &c.thr, c.open, &mut got);
+    let a = attn::attn_candidates(&s, &b.vis, b.nk, thr, *open, &mut want);
+    let g = f(&s, &b.vis, b.nk, thr, *open, &mut got);
     assert_eq!((g, got), (a, want));
 }
 
-/// Softmax-weighted sums of the kept slots of one row: scores, key indices, values.
+/// The kept slots of one or a block of lanes (`k` per lane, `lens[l]` of them used) and the
+/// values.
 #[derive(Clone, Debug)]
-pub struct SoftmaxRowsCase {
-    /// Head width (also the values' row stride).
-    pub hd: usize,
-    /// Scores of the slots.
-    pub sc: Vec<f32>,
-    /// Key index of each slot.
-    pub ix: Vec<u16>,
-    /// Value rows.
-    pub v: Vec<f32>,
-}
-
-/// `attn_softmax_rows`: `f` within `tol` of the generic one.
-pub fn attn_softmax_rows(
-    c: &SoftmaxRowsCase,
-    f: impl Fn(&[f32], &[u16], &[f32], usize, usize, &mut [f32]),
-    tol: Tol,
-) {
-    let hd = c.hd;
-    let (mut want, mut got) = (vec![f32::NAN; hd], vec![f32::NAN; hd]);
-    attn::attn_softmax_rows(&c.sc, &c.ix, &c.v, hd, hd, &mut want);
-    f(&c.sc, &c.ix, &c.v, hd, hd, &mut got);
-    assert_all_close(&got, &want, tol, |_| 0.0);
-}
-
-/// The kept slots of a block's lanes (`k` per lane, `lens[l]` of them used) and the values.
-#[derive(Clone, Debug)]
-pub struct SoftmaxLanesCase {
+pub struct SlotsCase {
     /// Head width.
     pub hd: usize,
     /// Slots per lane.
@@ -256,9 +236,9 @@ pub struct SoftmaxLanesCase {
     pub os: usize,
     /// Used slots per lane (a lane per entry, up to `ATTN_LANES`).
     pub lens: Vec<u32>,
-    /// Slot scores, `ATTN_LANES * k`.
+    /// Slot scores, `k` per lane.
     pub sc: Vec<f32>,
-    /// Slot key indices, `ATTN_LANES * k`.
+    /// Slot key indices, `k` per lane.
     pub ix: Vec<u16>,
     /// Value rows.
     pub v: Vec<f32>,
@@ -269,7 +249,7 @@ pub struct SoftmaxLanesCase {
 /// arch's `attn_softmax_rows`) on its slots: attention relies on it, the lanes kernel must not
 /// depend on `k`.
 pub fn attn_softmax_lanes(
-    c: &SoftmaxLanesCase,
+    c: &SlotsCase,
     f: impl Fn(&[f32], &[u16], &[u32], usize, &[f32], usize, usize, &mut [f32], usize),
     rows: impl Fn(&[f32], &[u16], &[f32], usize, usize, &mut [f32]),
     tol: Tol,
@@ -312,6 +292,22 @@ pub fn attn_softmax_lanes(
     }
 }
 
+/// `attn_softmax_rows` on each lane's slots: `f` within `tol` of the generic one.
+pub fn attn_softmax_rows(
+    c: &SlotsCase,
+    f: impl Fn(&[f32], &[u16], &[f32], usize, usize, &mut [f32]),
+    tol: Tol,
+) {
+    let (hd, k, st) = (c.hd, c.k, c.stride);
+    for (l, &n) in c.lens.iter().enumerate() {
+        let (sc, ix) = (&c.sc[l * k..][..n as usize], &c.ix[l * k..][..n as usize]);
+        let (mut want, mut got) = (vec![f32::NAN; hd], vec![f32::NAN; hd]);
+        attn::attn_softmax_rows(sc, ix, &c.v, st, hd, &mut want);
+        f(sc, ix, &c.v, st, hd, &mut got);
+        assert_all_close(&got, &want, tol, |_| 0.0);
+    }
+}
+
 /// One lane's block of keys for `attn_topk_block`: `vis.len()` tiles of scores and their
 /// visibility masks.
 #[derive(Debug, Clone)]
@@ -320,15 +316,6 @@ pub struct KeyBlock {
     pub row: Vec<f32>,
     /// Per tile, the keys the lane sees.
     pub vis: Vec<u16>,
-}
-
-/// Blocks of keys in a row (block `b` holds keys `b * ATTN_KEY_BLOCK..`) and the slots kept.
-#[derive(Debug, Clone)]
-pub struct TopkCase {
-    /// The blocks.
-    pub blocks: Vec<KeyBlock>,
-    /// Slots kept.
-    pub k: usize,
 }
 
 /// The selection order of two scores: score descending (`-0` ties `0`), NaN below everything.
@@ -347,27 +334,16 @@ fn work_for(b: &KeyBlock, k: usize) -> Vec<f32> {
     vec![0f32; AttnTopkWork::words(k, b.vis.len() * ATTN_TILE)]
 }
 
-/// The slots (score bits, key index) after each block of `c` from the selection kernel `f`.
-fn topk_run(
-    c: &TopkCase,
-    f: &impl Fn(
-        &[f32],
-        &[u16],
-        usize,
-        usize,
-        &mut [f32],
-        &mut [u16],
-        usize,
-        &mut AttnTopkWork<'_>,
-    ) -> usize,
-) -> Vec<Vec<(u32, u16)>> {
-    let (mut s, mut ix, mut len) = (vec![0f32; c.k], vec![0u16; c.k], 0);
+/// The slots (score bits, key index) after each block of `(blocks, k)` (block `b` holds keys
+/// `b * ATTN_KEY_BLOCK..`) from the selection kernel `f` keeping `k`.
+fn topk_run(c: &(Vec<KeyBlock>, usize), f: &impl TopkBlockFn) -> Vec<Vec<(u32, u16)>> {
+    let (mut s, mut ix, mut len) = (vec![0f32; c.1], vec![0u16; c.1], 0);
     let mut after = Vec::new();
-    for (bi, b) in c.blocks.iter().enumerate() {
-        let mut words = work_for(b, c.k);
+    for (bi, b) in c.0.iter().enumerate() {
+        let mut words = work_for(b, c.1);
         let mut work = AttnTopkWork::new(&mut words);
         let kb0 = bi * ATTN_KEY_BLOCK;
-        len = f(&b.row, &b.vis, kb0, c.k, &mut s, &mut ix, len, &mut work);
+        len = f(&b.row, &b.vis, kb0, c.1, &mut s, &mut ix, len, &mut work);
         after.push((0..len).map(|i| (s[i].to_bits(), ix[i])).collect());
     }
     after
@@ -375,22 +351,10 @@ fn topk_run(
 
 /// The selection kernel `f` keeps after each block the best `k` of every visible key so far
 /// (score descending, NaN last, then the lower key), in key order: a sort says which.
-pub fn attn_topk_matches_a_sort(
-    c: &TopkCase,
-    f: impl Fn(
-        &[f32],
-        &[u16],
-        usize,
-        usize,
-        &mut [f32],
-        &mut [u16],
-        usize,
-        &mut AttnTopkWork<'_>,
-    ) -> usize,
-) {
+pub fn attn_topk_matches_a_sort(c: &(Vec<KeyBlock>, usize), f: impl TopkBlockFn) {
     let got = topk_run(c, &f);
     let mut seen: Vec<(f32, u16)> = Vec::new();
-    for (bi, (b, got)) in c.blocks.iter().zip(got).enumerate() {
+    for (bi, (b, got)) in c.0.iter().zip(got).enumerate() {
         let kb0 = bi * ATTN_KEY_BLOCK;
         for (t, &v) in b.vis.iter().enumerate() {
             for j in (0..ATTN_TILE).filter(|&j| v >> j & 1 != 0) {
@@ -399,31 +363,19 @@ pub fn attn_topk_matches_a_sort(
         }
         let mut want = seen.clone();
         want.sort_by(|a, b| better(b.0, a.0).then(a.1.cmp(&b.1)));
-        want.truncate(c.k);
+        want.truncate(c.1);
         want.sort_by_key(|p| p.1);
         let want: Vec<(u32, u16)> = want.iter().map(|p| (p.0.to_bits(), p.1)).collect();
-        assert_eq!(got, want, "k {} block {bi}", c.k);
+        assert_eq!(got, want, "k {} block {bi}", c.1);
     }
 }
 
 /// `attn_topk_block`: `f` leaves the generic slots (score bits, key indices) and lengths after
 /// every block, and those of a sort ([`attn_topk_matches_a_sort`]).
-pub fn attn_topk_block(
-    c: &TopkCase,
-    f: impl Fn(
-        &[f32],
-        &[u16],
-        usize,
-        usize,
-        &mut [f32],
-        &mut [u16],
-        usize,
-        &mut AttnTopkWork<'_>,
-    ) -> usize,
-) {
+pub fn attn_topk_block(c: &(Vec<KeyBlock>, usize), f: impl TopkBlockFn) {
     let (got, want) = (topk_run(c, &f), topk_run(c, &attn::attn_topk_block));
     for (bi, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g, w, "k {} block {bi}", c.k);
+        assert_eq!(g, w, "k {} block {bi}", c.1);
     }
     attn_topk_matches_a_sort(c, f);
 }

@@ -256,7 +256,7 @@ pub fn dense_tile() -> impl Iterator<Item = DenseCase> {
 }
 
 /// Lane-major scores: tiles of 0 to 16 keys, row strides past the tile.
-pub fn scores_rows() -> impl Iterator<Item = ScoresRowsCase> {
+pub fn scores_rows() -> impl Iterator<Item = (AttnKeys, usize)> {
     let mut rng = Rng(10);
     [1usize, 4, 7, 32, 64]
         .into_iter()
@@ -264,14 +264,14 @@ pub fn scores_rows() -> impl Iterator<Item = ScoresRowsCase> {
         .map(move |(hd, nk)| {
             let keys = attn_keys(&mut rng, hd, nk, 0);
             let rs = ATTN_TILE + (rng.u32() % 20) as usize;
-            ScoresRowsCase { keys, rs }
+            (keys, rs)
         })
 }
 
 /// Softmax of a block's lanes: used slots from none to `k` (lane 3 none), score ranges
 /// that reach the exponential's limits, head widths around the vector width, rows in any
 /// order, repeated rows.
-pub fn softmax_lanes() -> impl Iterator<Item = SoftmaxLanesCase> {
+pub fn softmax_lanes() -> impl Iterator<Item = SlotsCase> {
     let mut rng = Rng(11);
     [1usize, 3, 4, 16, 20, 32, 64, 100]
         .into_iter()
@@ -294,7 +294,7 @@ pub fn softmax_lanes() -> impl Iterator<Item = SoftmaxLanesCase> {
                     }
                 })
                 .collect();
-            SoftmaxLanesCase {
+            SlotsCase {
                 hd,
                 k,
                 stride,
@@ -310,7 +310,7 @@ pub fn softmax_lanes() -> impl Iterator<Item = SoftmaxLanesCase> {
 /// Block selection: four blocks (16, 3, 1 and 8 tiles) for `k` from 1 to the block
 /// maximum, visibility all, causal-like, random, none and one key per tile, scores with
 /// ties, `-0.0`, infinities and NaN.
-pub fn topk_block() -> impl Iterator<Item = TopkCase> {
+pub fn topk_block() -> impl Iterator<Item = (Vec<KeyBlock>, usize)> {
     let mut rng = Rng(12);
     [1usize, 2, 7, 16, 17, 31, 32]
         .into_iter()
@@ -340,6 +340,6 @@ pub fn topk_block() -> impl Iterator<Item = TopkCase> {
                         .collect(),
                 })
                 .to_vec();
-            TopkCase { blocks, k }
+            (blocks, k)
         })
 }
