@@ -8,7 +8,9 @@
 //! kernel only touches the line that instantiates its test) and the generic kernel on one
 //! case, and asserts that they agree: bit for bit where the design promises it (integer sums,
 //! the same float operations in the same order), else within the [`Tol`] the instantiation
-//! names. [`kernel_test!`] makes one test of a check. The generic kernels are named only here.
+//! names. The arch tests reach the generic kernels only through these checks. A check is a
+//! function rather than a macro body, so that it is type-checked once and a build without a
+//! test harness can call it; [`kernel_test!`] makes one test of a check.
 //!
 //! Files by kernel family: [`q8`] (int8 products, quantization, the fused int8
 //! feed-forward), [`float`] (f32 products, activations, normalisation, `exp`), [`attn`] (the
