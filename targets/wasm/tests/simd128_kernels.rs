@@ -9,8 +9,9 @@
 //! `exp` is the polynomial, not the math library's).
 #![cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 
-// The checks of every kernel family; this build instantiates those it has kernels for.
-#[allow(dead_code)]
+// The checks of every kernel family and their re-exports; this build uses those it has
+// kernels for.
+#[allow(dead_code, unused_imports)]
 #[path = "../../../tests/src/kernel_checks/mod.rs"]
 mod kernel_checks;
 

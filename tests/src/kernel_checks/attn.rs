@@ -1,7 +1,7 @@
 //! The attention kernels: tiles of a block of `ATTN_LANES` queries against `ATTN_TILE` keys,
 //! the softmax of the kept slots, and the top-k selection over blocks of keys.
 
-use super::{Tol, assert_all_close, assert_close, bits, dot_bound, mag};
+use super::tol::{Tol, assert_all_close, assert_close, bits, dot_bound, mag};
 use topkit::kernels::attn::{
     self, ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, AttnTopkWork,
 };

@@ -1,7 +1,9 @@
 //! Deterministic cases for builds without proptest: shapes around the tile and block edges,
 //! the fallbacks included, from [`Rng`] with a fixed seed per operation.
 
-use super::*;
+use super::attn::{AttnKeys, DenseCase, DenseTile, KeyBlock, SlotsCase};
+use super::float::EXP_SPECIALS;
+use super::q8::{AccQ8Case, FfnQ8Case, Q8Case};
 use topkit::Activation;
 use topkit::kernels::attn::{ATTN_BLOCK, ATTN_LANES, ATTN_TILE};
 

@@ -1,6 +1,7 @@
 //! f32 products, activations, normalisation and the exponential.
 
-use super::{AccCase, MatCase, Tol, assert_all_close, assert_close, dot_bound, mag};
+use super::product::{AccCase, MatCase};
+use super::tol::{Tol, assert_all_close, assert_close, dot_bound, mag};
 use topkit::Activation;
 use topkit::kernels::attn::{self, EXP_POLY_MAX, EXP_POLY_MIN};
 use topkit::kernels::{self, Matrix, Weights};

@@ -1,7 +1,8 @@
 //! Int8 products, quantization and the fused int8 feed-forward: always the generic bits (exact
 //! i32 sums, the same float epilogue).
 
-use super::{AccCase, MatCase, bits};
+use super::product::{AccCase, MatCase};
+use super::tol::bits;
 use topkit::Activation;
 use topkit::kernels::{self, Matrix, Weights};
 
