@@ -329,22 +329,27 @@ pub fn better(a: f32, b: f32) -> core::cmp::Ordering {
 }
 
 /// Work buffers of exactly the size a block of `b` needs with `k` slots
-/// ([`AttnTopkWork::words`]), so that a kernel writing past them fails the test.
-fn work_for(b: &KeyBlock, k: usize) -> Vec<f32> {
-    vec![0f32; AttnTopkWork::words(k, b.vis.len() * ATTN_TILE)]
+/// ([`AttnTopkWork::words`]), so that a kernel writing past them fails the test, holding what
+/// the previous block left in `prev` (the attention reuses one buffer for every block).
+fn work_for(b: &KeyBlock, k: usize, prev: &[f32]) -> Vec<f32> {
+    let mut words = vec![0f32; AttnTopkWork::words(k, b.vis.len() * ATTN_TILE)];
+    let n = words.len().min(prev.len());
+    words[..n].copy_from_slice(&prev[..n]);
+    words
 }
 
 /// The slots (score bits, key index) after each block of `(blocks, k)` (block `b` holds keys
 /// `b * ATTN_KEY_BLOCK..`) from the selection kernel `f` keeping `k`.
 fn topk_run(c: &(Vec<KeyBlock>, usize), f: &impl TopkBlockFn) -> Vec<Vec<(u32, u16)>> {
     let (mut s, mut ix, mut len) = (vec![0f32; c.1], vec![0u16; c.1], 0);
-    let mut after = Vec::new();
+    let (mut after, mut prev) = (Vec::new(), Vec::new());
     for (bi, b) in c.0.iter().enumerate() {
-        let mut words = work_for(b, c.1);
+        let mut words = work_for(b, c.1, &prev);
         let mut work = AttnTopkWork::new(&mut words);
         let kb0 = bi * ATTN_KEY_BLOCK;
         len = f(&b.row, &b.vis, kb0, c.1, &mut s, &mut ix, len, &mut work);
         after.push((0..len).map(|i| (s[i].to_bits(), ix[i])).collect());
+        prev = words;
     }
     after
 }
