@@ -1,4 +1,4 @@
-//! The block kernels of the fast attention path (`topkit::kernels::attn`).
+//! The block kernels of the fast attention path (`topkit::kernels::attention`).
 //!
 //! - `exp_poly` against f64 `exp` over a dense grid: max relative error 2e-7 on
 //!   `[EXP_POLY_MIN, EXP_POLY_MAX]` (measured 1.2e-7; printed by the test), exact at 0, 0
@@ -19,9 +19,12 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use topkit::kernels::attn::{
-    self, ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, AttnTopkWork,
-    EXP_POLY_MAX, EXP_POLY_MIN, exp_poly,
+use topkit::kernels::attention::{
+    self as attn, ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, AttnTopkWork,
+};
+use topkit::kernels::{
+    AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, EXP_POLY_MAX, EXP_POLY_MIN, exp_poly,
+    exp_poly_slice,
 };
 
 /// Max relative error of `f` against f64 `exp` over `n` evenly spaced points of `[lo, hi]`.
@@ -42,9 +45,9 @@ fn exp_rel_error(f: impl Fn(&mut [f32]), lo: f32, hi: f32, n: usize) -> f64 {
 
 #[test]
 fn exp_poly_accuracy() {
-    let err = exp_rel_error(attn::exp_poly_slice, EXP_POLY_MIN, EXP_POLY_MAX, 2_000_001);
+    let err = exp_rel_error(exp_poly_slice, EXP_POLY_MIN, EXP_POLY_MAX, 2_000_001);
     // The softmax range, more densely.
-    let err_soft = exp_rel_error(attn::exp_poly_slice, -30.0, 0.0, 2_000_001);
+    let err_soft = exp_rel_error(exp_poly_slice, -30.0, 0.0, 2_000_001);
     eprintln!("exp_poly max relative error: {err:.3e} (softmax range [-30, 0]: {err_soft:.3e})");
     assert!(err <= 2e-7 && err_soft <= 2e-7, "{err} {err_soft}");
     assert_eq!(exp_poly(0.0), 1.0);
@@ -167,8 +170,7 @@ fn key_block() -> impl Strategy<Value = KeyBlock> {
         })
 }
 
-type TopkBlockFn =
-    fn(&[f32], &[u16], usize, usize, &mut [f32], &mut [u16], usize, &mut AttnTopkWork) -> usize;
+type TopkBlockFn = fn(&AttnTopkArgs<'_>, &mut [f32], &mut [u16], usize, &mut AttnTopkWork) -> usize;
 
 /// Work buffers of exactly the size a block of `b` needs with `k` slots
 /// ([`AttnTopkWork::words`]), so that a kernel writing past them fails the test.
@@ -190,7 +192,18 @@ fn check_topk_block(blocks: &[KeyBlock], k: usize, f: TopkBlockFn) -> Result<(),
         }
         let mut words = work_for(b, k);
         let mut work = AttnTopkWork::new(&mut words);
-        len = f(&b.row, &b.vis, kb0, k, &mut s, &mut ix, len, &mut work);
+        len = f(
+            &AttnTopkArgs {
+                row: &b.row,
+                vis: &b.vis,
+                kb0,
+                k,
+            },
+            &mut s,
+            &mut ix,
+            len,
+            &mut work,
+        );
         let mut want = seen.clone();
         want.sort_by(|a, b| better(b.0, a.0).then(a.1.cmp(&b.1)));
         want.truncate(k);
@@ -208,7 +221,7 @@ proptest! {
     #[test]
     fn generic_scores_match_f64(b in block()) {
         let mut s = [0f32; ATTN_BLOCK];
-        attn::attn_scores_tile(&b.qt(), b.hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+        attn::attn_scores_tile(&AttnScoresArgs { qt: &b.qt(), hd: b.hd, k: &b.k, stride: b.stride, nk: b.nk, scale: b.scale() }, &mut s);
         for j in 0..b.nk {
             for l in 0..b.lanes {
                 let (mut want, mut mag) = (0f64, 0f64);
@@ -236,12 +249,12 @@ proptest! {
         let mut tiles = Vec::new();
         for t in 0..2 {
             let mut s = [0f32; ATTN_BLOCK];
-            attn::attn_scores_tile(&b.qt(), hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+            attn::attn_scores_tile(&AttnScoresArgs { qt: &b.qt(), hd, k: &b.k, stride: b.stride, nk: b.nk, scale: b.scale() }, &mut s);
             let vis = b.vis().map(|m| if t == 0 { m } else { m.rotate_left(3) });
             if t == 1 {
                 s.iter_mut().for_each(|x| *x += shift);
             }
-            attn::attn_dense_tile(&s, &vis, b.nk, &b.v, b.stride, hd, &mut st);
+            attn::attn_dense_tile(&AttnTile { s: &s, vis: &vis, nk: b.nk }, &b.v, b.stride, hd, &mut st);
             tiles.push((s, vis));
         }
         for l in 0..b.lanes {
@@ -272,9 +285,9 @@ proptest! {
     fn generic_scores_rows_are_the_tile_transposed(b in block(), rs in 16usize..20) {
         let qt = b.qt();
         let mut s = [0f32; ATTN_BLOCK];
-        attn::attn_scores_tile(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+        attn::attn_scores_tile(&AttnScoresArgs { qt: &qt, hd: b.hd, k: &b.k, stride: b.stride, nk: b.nk, scale: b.scale() }, &mut s);
         let mut rows = vec![f32::NAN; ATTN_LANES * rs];
-        attn::attn_scores_rows(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut rows, rs);
+        attn::attn_scores_rows(&AttnScoresArgs { qt: &qt, hd: b.hd, k: &b.k, stride: b.stride, nk: b.nk, scale: b.scale() }, &mut rows, rs);
         for l in 0..ATTN_LANES {
             for j in 0..rs {
                 let want = if j < b.nk { s[j * ATTN_LANES + l].to_bits() } else { f32::NAN.to_bits() };
@@ -350,8 +363,8 @@ macro_rules! test_scores_tile {
             fn $name(b in block()) {
                 let qt = b.qt();
                 let (mut want, mut got) = ([0f32; ATTN_BLOCK], [0f32; ATTN_BLOCK]);
-                attn::attn_scores_tile(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut want);
-                $f(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut got);
+                attn::attn_scores_tile(&AttnScoresArgs { qt: &qt, hd: b.hd, k: &b.k, stride: b.stride, nk: b.nk, scale: b.scale() }, &mut want);
+                $f(&AttnScoresArgs { qt: &qt, hd: b.hd, k: &b.k, stride: b.stride, nk: b.nk, scale: b.scale() }, &mut got);
                 for j in 0..b.nk {
                     for l in 0..ATTN_LANES {
                         let mag: f64 = (0..b.hd).map(|d| (qt[d * ATTN_LANES + l] as f64 * b.k[j * b.stride + d] as f64).abs()).sum();
@@ -378,14 +391,14 @@ macro_rules! test_dense_tile {
                 let (mut want, mut got) = (AttnDenseState::new(&mut wa), AttnDenseState::new(&mut ga));
                 for t in 0..2 {
                     let mut s = [0f32; ATTN_BLOCK];
-                    attn::attn_scores_tile(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+                    attn::attn_scores_tile(&AttnScoresArgs { qt: &qt, hd: b.hd, k: &b.k, stride: b.stride, nk: b.nk, scale: b.scale() }, &mut s);
                     // The second tile: shifted scores (a new maximum in some lanes), other lanes.
                     let vis = b.vis().map(|m| if t == 0 { m } else { m.rotate_left(3) });
                     if t == 1 {
                         s.iter_mut().for_each(|x| *x += shift);
                     }
-                    attn::attn_dense_tile(&s, &vis, b.nk, &b.v, b.stride, b.hd, &mut want);
-                    $f(&s, &vis, b.nk, &b.v, b.stride, b.hd, &mut got);
+                    attn::attn_dense_tile(&AttnTile { s: &s, vis: &vis, nk: b.nk }, &b.v, b.stride, b.hd, &mut want);
+                    $f(&AttnTile { s: &s, vis: &vis, nk: b.nk }, &b.v, b.stride, b.hd, &mut got);
                 }
                 for l in 0..ATTN_LANES {
                     prop_assert_eq!(got.max[l].to_bits(), want.max[l].to_bits());
@@ -410,11 +423,11 @@ macro_rules! test_candidates {
             #[test]
             fn $name(b in block(), thr in vec(prop_oneof![-1.0f32..1.0, Just(f32::NEG_INFINITY)], 16), open in any::<u16>()) {
                 let mut s = [0f32; ATTN_BLOCK];
-                attn::attn_scores_tile(&b.qt(), b.hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+                attn::attn_scores_tile(&AttnScoresArgs { qt: &b.qt(), hd: b.hd, k: &b.k, stride: b.stride, nk: b.nk, scale: b.scale() }, &mut s);
                 let thr: [f32; ATTN_LANES] = core::array::from_fn(|l| thr[l]);
                 let (mut want, mut got) = ([0u16; ATTN_TILE], [1u16; ATTN_TILE]);
-                let a = attn::attn_candidates(&s, &b.vis(), b.nk, &thr, open, &mut want);
-                let g = $f(&s, &b.vis(), b.nk, &thr, open, &mut got);
+                let a = attn::attn_candidates(&AttnTile { s: &s, vis: &b.vis(), nk: b.nk }, &thr, open, &mut want);
+                let g = $f(&AttnTile { s: &s, vis: &b.vis(), nk: b.nk }, &thr, open, &mut got);
                 prop_assert_eq!(a, g);
                 prop_assert_eq!(want, got);
             }
@@ -451,10 +464,10 @@ macro_rules! test_scores_rows {
             fn $name(b in block(), rs in 16usize..20) {
                 let qt = b.qt();
                 let (mut want, mut got) = (vec![f32::NAN; ATTN_LANES * rs], vec![f32::NAN; ATTN_LANES * rs]);
-                attn::attn_scores_rows(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut want, rs);
-                $f(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut got, rs);
+                attn::attn_scores_rows(&AttnScoresArgs { qt: &qt, hd: b.hd, k: &b.k, stride: b.stride, nk: b.nk, scale: b.scale() }, &mut want, rs);
+                $f(&AttnScoresArgs { qt: &qt, hd: b.hd, k: &b.k, stride: b.stride, nk: b.nk, scale: b.scale() }, &mut got, rs);
                 let mut tile = [0f32; ATTN_BLOCK];
-                $tile(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut tile);
+                $tile(&AttnScoresArgs { qt: &qt, hd: b.hd, k: &b.k, stride: b.stride, nk: b.nk, scale: b.scale() }, &mut tile);
                 for l in 0..ATTN_LANES {
                     for j in 0..rs {
                         let (g, w) = (got[l * rs + j], want[l * rs + j]);
@@ -489,8 +502,8 @@ macro_rules! test_softmax_lanes {
             ) {
                 let os = hd + pad;
                 let (mut want, mut got) = (vec![f32::NAN; 16 * os], vec![f32::NAN; 16 * os]);
-                attn::attn_softmax_lanes(&sc, &ix, &lens, k, &v, hd, hd, &mut want, os);
-                $f(&sc, &ix, &lens, k, &v, hd, hd, &mut got, os);
+                attn::attn_softmax_lanes(&AttnSoftmaxArgs { scores: &sc, idx: &ix, lens: &lens, k, v: &v, stride: hd, hd }, &mut want, os);
+                $f(&AttnSoftmaxArgs { scores: &sc, idx: &ix, lens: &lens, k, v: &v, stride: hd, hd }, &mut got, os);
                 for l in 0..16 {
                     for d in 0..os {
                         let (g, w) = (got[l * os + d], want[l * os + d]);
@@ -527,8 +540,8 @@ macro_rules! test_topk_block {
                     let kb0 = bi * ATTN_KEY_BLOCK;
                     let (mut wb, mut gb) = (work_for(b, k), work_for(b, k));
                     let (mut ww, mut gw) = (AttnTopkWork::new(&mut wb), AttnTopkWork::new(&mut gb));
-                    w.2 = attn::attn_topk_block(&b.row, &b.vis, kb0, k, &mut w.0, &mut w.1, w.2, &mut ww);
-                    g.2 = $f(&b.row, &b.vis, kb0, k, &mut g.0, &mut g.1, g.2, &mut gw);
+                    w.2 = attn::attn_topk_block(&AttnTopkArgs { row: &b.row, vis: &b.vis, kb0, k }, &mut w.0, &mut w.1, w.2, &mut ww);
+                    g.2 = $f(&AttnTopkArgs { row: &b.row, vis: &b.vis, kb0, k }, &mut g.0, &mut g.1, g.2, &mut gw);
                     prop_assert_eq!(g.2, w.2);
                     prop_assert_eq!(&g.1[..g.2], &w.1[..w.2]);
                     let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();

@@ -3,10 +3,10 @@
 //! - Generic int8 kernels against exact references: `dot_i8_i8` equals the i64 sum;
 //!   `quantize_i8` rounds to nearest (error at most `scale / 2` per element, `|q| <= 127`);
 //!   `matmul_i8_i8_token` equals, bit for bit, the documented formula over the input quantized
-//!   in blocks of `QT_BLOCK`, and is within half a block step per element of the f32 product;
+//!   in blocks of `Q8_BLOCK`, and is within half a block step per element of the f32 product;
 //!   `accumulate_q8_tokens` is the exact i32 sum times the token's scale, added to `out`.
-//! - The engine's int8 product (`matmul_by` with `Kernels::Fast` on the planned scratch, and
-//!   the quantize-once pass `quantize_q8_by` + `matmul_q8_by`) gives the generic bits with
+//! - The engine's int8 product (`Kernels::Fast.matmul` on the planned scratch, and
+//!   the quantize-once pass `Kernels::quantize_q8` + `Kernels::matmul_q8`) gives the generic bits with
 //!   whatever kernels this target runs (AVX-512 VNNI packing on x86-64), with the plan's
 //!   scratch and with the smallest one (one group of tokens per pass).
 //! - Arch kernels against the generic ones, one macro per op, instantiated for every arch
@@ -22,7 +22,7 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use topkit::kernels::{self, Kernels, Matrix, Weights};
+use topkit::kernels::{self, Kernels, Matrix, Q8Rows, Weights};
 
 /// An arena of `bytes` bytes (16-byte aligned).
 fn arena_mem(bytes: usize) -> Vec<u128> {
@@ -81,7 +81,7 @@ proptest! {
         let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
         let mut y = vec![0f32; n * rows];
         kernels::matmul_i8_i8_token(&w, &x, n, bias.as_deref(), &mut y);
-        let bl = kernels::QT_BLOCK;
+        let bl = kernels::Q8_BLOCK;
         for i in 0..n {
             let xi = &x[i * cols..(i + 1) * cols];
             let mut xq = vec![0i8; cols];
@@ -138,7 +138,7 @@ proptest! {
     #[test]
     fn accumulate_q8_tokens_is_the_documented_formula((cols, k, n, q, hq, hs, out0) in (0usize..=70, 0usize..=9, 1usize..=5).prop_flat_map(|(c, k, n)| (Just(c), Just(k), Just(n), i8s(k * c), i8s(n * k), vec(1e-4f32..0.1, n), vec(-5.0f32..5.0, n * c)))) {
         let mut out = out0.clone();
-        kernels::accumulate_q8_tokens(&mut out, &q, cols, &hq, &hs, n);
+        kernels::accumulate_q8_tokens(&mut out, &q, cols, Q8Rows { q: &hq, s: &hs, n });
         for t in 0..n {
             for c in 0..cols {
                 // Exact in i32, then one multiply and one add.
@@ -161,7 +161,7 @@ proptest! {
 }
 
 proptest! {
-    /// `matmul_by(Fast)` with int8 weights, on the scratch the plan gives it and on the
+    /// `Kernels::Fast.matmul` with int8 weights, on the scratch the plan gives it and on the
     /// smallest one (one group of 16 tokens, so several passes): the bits of the generic
     /// `matmul_i8_i8_token`, whatever kernels this target runs.
     #[test]
@@ -174,13 +174,13 @@ proptest! {
         for scratch_words in [words, kernels::q8_group_words(cols)] {
             let mut scratch = vec![f32::NAN; scratch_words];
             let mut got = vec![f32::NAN; n * rows];
-            kernels::matmul_by(Kernels::Fast, &w, &x, n, bias.as_deref(), &mut got, &mut scratch);
+            Kernels::Fast.matmul(&w, &x, n, bias.as_deref(), &mut got, &mut scratch);
             prop_assert_eq!(bits(&got), bits(&want), "{} words", scratch_words);
         }
     }
 
-    /// The quantize-once pass: the tokens quantized by `quantize_q8_by(Fast)` (packed for the
-    /// AVX-512 kernels on x86-64), multiplied by `matmul_q8_by(Fast)`, give the bits of the
+    /// The quantize-once pass: the tokens quantized by `Kernels::Fast.quantize_q8` (packed for the
+    /// AVX-512 kernels on x86-64), multiplied by `Kernels::Fast.matmul_q8`, give the bits of the
     /// generic `matmul_q8_tokens` of the generic `quantize_i8_token`, for two matrices of one
     /// pass (as the feed-forward uses it).
     #[test]
@@ -188,19 +188,19 @@ proptest! {
         let n = n.min(16);
         let x = &x[..n * cols];
         let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
-        let nb = kernels::qt_blocks(cols);
+        let nb = kernels::q8_blocks(cols);
         let (mut xq, mut xs) = (vec![0i8; n * cols], vec![0f32; n * nb]);
         for t in 0..n {
             kernels::quantize_i8_token(&x[t * cols..(t + 1) * cols], &mut xq[t * cols..(t + 1) * cols], &mut xs[t * nb..(t + 1) * nb]);
         }
         let mut want = vec![0f32; n * rows];
-        kernels::matmul_q8_tokens(&w, &xq, &xs, n, bias.as_deref(), &mut want);
+        kernels::matmul_q8_tokens(&w, Q8Rows { q: &xq, s: &xs, n }, bias.as_deref(), &mut want);
         let mut scratch = vec![f32::NAN; kernels::q8_group_words(cols)];
-        let pass = kernels::quantize_q8_by(Kernels::Fast, x, cols, &mut scratch);
+        let pass = Kernels::Fast.quantize_q8(x, cols, &mut scratch);
         prop_assert_eq!(pass.len(), n);
         for _ in 0..2 {
             let mut got = vec![f32::NAN; n * rows];
-            kernels::matmul_q8_by(Kernels::Fast, &w, &pass, bias.as_deref(), &mut got);
+            Kernels::Fast.matmul_q8(&w, &pass, bias.as_deref(), &mut got);
             prop_assert_eq!(bits(&got), bits(&want));
         }
     }
@@ -264,7 +264,7 @@ proptest! {
         let mut got = vec![f32::NAN; n * d];
         ffn_with(Kernels::Fast, &w, &x, None, &mut s, &mut got).unwrap();
 
-        let nb = kernels::qt_blocks(d);
+        let nb = kernels::q8_blocks(d);
         let mut want = vec![0f32; n * d];
         for t in 0..n {
             let (xt, ot) = (&x[t * d..(t + 1) * d], &mut want[t * d..(t + 1) * d]);
@@ -274,16 +274,16 @@ proptest! {
             let (mut xq, mut xs) = (vec![0i8; d], vec![0f32; nb]);
             kernels::quantize_i8_token(xt, &mut xq, &mut xs);
             let mut h = vec![0f32; d_ff];
-            kernels::matmul_q8_tokens(&up, &xq, &xs, 1, ub.as_deref(), &mut h);
-            kernels::activate_slice_by(Kernels::Fast, act, &mut h);
-            for (j0, hb) in h.chunks_mut(kernels::QT_BLOCK).enumerate() {
-                let j0 = j0 * kernels::QT_BLOCK;
+            kernels::matmul_q8_tokens(&up, Q8Rows { q: &xq, s: &xs, n: 1 }, ub.as_deref(), &mut h);
+            Kernels::Fast.activate_slice(act, &mut h);
+            for (j0, hb) in h.chunks_mut(kernels::Q8_BLOCK).enumerate() {
+                let j0 = j0 * kernels::Q8_BLOCK;
                 for (v, &sc) in hb.iter_mut().zip(&ds[j0..]) {
                     *v *= sc;
                 }
                 let (mut hq, mut hs) = (vec![0i8; hb.len()], [0f32]);
                 kernels::quantize_i8_token(hb, &mut hq, &mut hs);
-                kernels::accumulate_q8_tokens(ot, &dq[j0 * d..(j0 + hb.len()) * d], d, &hq, &hs, 1);
+                kernels::accumulate_q8_tokens(ot, &dq[j0 * d..(j0 + hb.len()) * d], d, Q8Rows { q: &hq, s: &hs, n: 1 });
             }
         }
         let bad = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
@@ -444,9 +444,9 @@ macro_rules! test_accumulate_q8_tokens {
             fn $name((cols, k, n, q, hq, hs, out0) in (prop_oneof![1usize..=40, (1usize..=8).prop_map(|c| c * 16)], prop_oneof![0usize..=9, (0usize..=20).prop_map(|k| k * 4)], 1usize..=20).prop_flat_map(|(c, k, n)| (Just(c), Just(k), Just(n), i8s(k * c), vec(-127i8..=127, n * k), vec(1e-4f32..0.1, n), vec(-5.0f32..5.0, n * c)))) {
                 let _ = k;
                 let mut want = out0.clone();
-                kernels::accumulate_q8_tokens(&mut want, &q, cols, &hq, &hs, n);
+                kernels::accumulate_q8_tokens(&mut want, &q, cols, Q8Rows { q: &hq, s: &hs, n });
                 let mut got = out0.clone();
-                $f(&mut got, &q, cols, &hq, &hs, n);
+                $f(&mut got, &q, cols, Q8Rows { q: &hq, s: &hs, n });
                 prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
             }
         }
@@ -460,7 +460,7 @@ macro_rules! test_quantize_i8_token {
         proptest! {
             #[test]
             fn $name(x in vec(prop_oneof![-1e3f32..1e3, -1.0f32..1.0, Just(0.0f32)], 0..400)) {
-                let nb = kernels::qt_blocks(x.len());
+                let nb = kernels::q8_blocks(x.len());
                 let (mut qw, mut sw) = (vec![0i8; x.len()], vec![0f32; nb]);
                 kernels::quantize_i8_token(&x, &mut qw, &mut sw);
                 let (mut qg, mut sg) = (vec![0i8; x.len()], vec![0f32; nb]);

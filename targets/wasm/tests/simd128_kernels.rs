@@ -10,8 +10,10 @@
 
 use core::arch::wasm32::{f32x4, f32x4_extract_lane};
 use topkit::Activation;
-use topkit::kernels::attn::{self, ATTN_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState};
-use topkit::kernels::{self, Matrix, Weights};
+use topkit::kernels::attention::{self as attn, ATTN_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState};
+use topkit::kernels::{
+    self, AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, FfnArgs, Matrix, Q8Rows, Weights,
+};
 use wasm_bindgen_test::wasm_bindgen_test;
 
 /// Deterministic pseudo-random numbers (64-bit LCG, high bits).
@@ -85,7 +87,7 @@ macro_rules! test_matmul_q8_tokens {
                     if cols * rows * n > 4_000_000 {
                         continue;
                     }
-                    let nb = kernels::qt_blocks(cols);
+                    let nb = kernels::q8_blocks(cols);
                     let q = rng.i8s(rows * cols);
                     let scales: Vec<f32> = (0..rows).map(|_| rng.f32(0.1).abs() + 1e-4).collect();
                     let bias: Vec<f32> = (0..rows).map(|_| rng.f32(1.0)).collect();
@@ -110,9 +112,9 @@ macro_rules! test_matmul_q8_tokens {
                     .unwrap();
                     for b in [None, Some(bias.as_slice())] {
                         let mut want = vec![0f32; n * rows];
-                        kernels::matmul_q8_tokens(&w, &xq, &xs, n, b, &mut want);
+                        kernels::matmul_q8_tokens(&w, Q8Rows { q: &xq, s: &xs, n }, b, &mut want);
                         let mut got = vec![f32::NAN; n * rows];
-                        $f(&w, &xq, &xs, n, b, &mut got);
+                        $f(&w, Q8Rows { q: &xq, s: &xs, n }, b, &mut got);
                         assert_eq!(bits(&got), bits(&want), "rows {rows} cols {cols} n {n}");
                     }
                 }
@@ -173,9 +175,14 @@ macro_rules! test_accumulate_q8_tokens {
                         let hs: Vec<f32> = (0..n).map(|_| rng.f32(0.1).abs() + 1e-4).collect();
                         let out0: Vec<f32> = (0..n * cols).map(|_| rng.f32(5.0)).collect();
                         let mut want = out0.clone();
-                        kernels::accumulate_q8_tokens(&mut want, &q, cols, &hq, &hs, n);
+                        kernels::accumulate_q8_tokens(
+                            &mut want,
+                            &q,
+                            cols,
+                            Q8Rows { q: &hq, s: &hs, n },
+                        );
                         let mut got = out0.clone();
-                        $f(&mut got, &q, cols, &hq, &hs, n);
+                        $f(&mut got, &q, cols, Q8Rows { q: &hq, s: &hs, n });
                         assert_eq!(bits(&got), bits(&want), "cols {cols} k {k} n {n}");
                     }
                 }
@@ -199,7 +206,7 @@ macro_rules! test_quantize_i8_token {
                     x[1] = 0.5;
                     x[2] = -1.5;
                 }
-                let nb = kernels::qt_blocks(len);
+                let nb = kernels::q8_blocks(len);
                 let (mut qw, mut sw) = (vec![0i8; len], vec![0f32; nb]);
                 kernels::quantize_i8_token(&x, &mut qw, &mut sw);
                 let (mut qg, mut sg) = (vec![0i8; len], vec![0f32; nb]);
@@ -249,10 +256,10 @@ macro_rules! test_exp_f32x4 {
             xs.extend([
                 0.0,
                 -0.0,
-                attn::EXP_POLY_MIN,
-                attn::EXP_POLY_MAX,
-                f32::from_bits(attn::EXP_POLY_MIN.to_bits() + 1),
-                f32::from_bits(attn::EXP_POLY_MAX.to_bits() + 1),
+                kernels::EXP_POLY_MIN,
+                kernels::EXP_POLY_MAX,
+                f32::from_bits(kernels::EXP_POLY_MIN.to_bits() + 1),
+                f32::from_bits(kernels::EXP_POLY_MAX.to_bits() + 1),
                 -1e30,
                 1e30,
                 f32::INFINITY,
@@ -271,7 +278,7 @@ macro_rules! test_exp_f32x4 {
                     f32x4_extract_lane::<3>(v),
                 ];
                 for (g, &xi) in got.iter().zip(&x) {
-                    let want = attn::exp_poly(xi);
+                    let want = kernels::exp_poly(xi);
                     assert!(
                         g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
                         "exp({xi}) = {g} vs {want}"
@@ -328,9 +335,29 @@ macro_rules! test_attn_scores_tile {
                     let scale = 1.0 / (hd as f32).sqrt();
                     let s0: Vec<f32> = (0..ATTN_BLOCK).map(|_| rng.f32(9.0)).collect();
                     let mut want: [f32; ATTN_BLOCK] = s0.clone().try_into().unwrap();
-                    attn::attn_scores_tile(&c.qt, hd, &c.k, c.stride, nk, scale, &mut want);
+                    attn::attn_scores_tile(
+                        &AttnScoresArgs {
+                            qt: &c.qt,
+                            hd,
+                            k: &c.k,
+                            stride: c.stride,
+                            nk,
+                            scale,
+                        },
+                        &mut want,
+                    );
                     let mut got: [f32; ATTN_BLOCK] = s0.try_into().unwrap();
-                    $f(&c.qt, hd, &c.k, c.stride, nk, scale, &mut got);
+                    $f(
+                        &AttnScoresArgs {
+                            qt: &c.qt,
+                            hd,
+                            k: &c.k,
+                            stride: c.stride,
+                            nk,
+                            scale,
+                        },
+                        &mut got,
+                    );
                     assert_eq!(bits(&got), bits(&want), "hd {hd} nk {nk}");
                 }
             }
@@ -348,16 +375,38 @@ macro_rules! test_attn_dense_tile {
             let mut rng = Rng(8);
             for hd in [1usize, 3, 4, 8, 32, 36, 64, 100, 128] {
                 for pattern in 0..4 {
-                    let (mut wa, mut ga) = (vec![0f32; ATTN_LANES * hd], vec![0f32; ATTN_LANES * hd]);
-                    let (mut want, mut got) = (AttnDenseState::new(&mut wa), AttnDenseState::new(&mut ga));
+                    let (mut wa, mut ga) =
+                        (vec![0f32; ATTN_LANES * hd], vec![0f32; ATTN_LANES * hd]);
+                    let (mut want, mut got) =
+                        (AttnDenseState::new(&mut wa), AttnDenseState::new(&mut ga));
                     for tile in 0..4 {
                         let nk = [ATTN_TILE, 5, 1, 0][tile];
                         let c = attn_case(&mut rng, hd, nk.max(1), pattern);
                         // Scores of a growing range, so that later tiles raise the maxima.
                         let m = [1.0f32, 8.0, 30.0, 2.0][tile];
                         let s: [f32; ATTN_BLOCK] = core::array::from_fn(|_| rng.f32(m));
-                        attn::attn_dense_tile(&s, &c.vis, nk, &c.v, c.stride, hd, &mut want);
-                        $f(&s, &c.vis, nk, &c.v, c.stride, hd, &mut got);
+                        attn::attn_dense_tile(
+                            &AttnTile {
+                                s: &s,
+                                vis: &c.vis,
+                                nk,
+                            },
+                            &c.v,
+                            c.stride,
+                            hd,
+                            &mut want,
+                        );
+                        $f(
+                            &AttnTile {
+                                s: &s,
+                                vis: &c.vis,
+                                nk,
+                            },
+                            &c.v,
+                            c.stride,
+                            hd,
+                            &mut got,
+                        );
                         assert_eq!(
                             bits(&got.max),
                             bits(&want.max),
@@ -382,7 +431,7 @@ macro_rules! test_attn_dense_tile {
 }
 
 /// The fused dense int8 feed-forward: `$f` gives the bits of the unfused fast kernels (the
-/// generic int8 products, the simd128 GELU of `activate_slice_by`, each unit times its
+/// generic int8 products, the simd128 GELU of `Kernels::activate_slice`, each unit times its
 /// `down_t` row scale, one int8 scale per token and 64 units), with and without biases, over
 /// widths around the 8-column loads, token counts around the groups of 16 and past one
 /// pass; shapes it does not take (`d_ff` not a multiple of 64, `d` over its maximum) must
@@ -406,10 +455,7 @@ macro_rules! test_ffn_q8 {
                 (1100, 64, 2),
             ];
             for &(d, d_ff, n) in cases {
-                for (act, biased) in [
-                    (Activation::GeluErf, true),
-                    (Activation::Relu, false),
-                ] {
+                for (act, biased) in [(Activation::GeluErf, true), (Activation::Relu, false)] {
                     let uq = rng.i8s(d_ff * d);
                     let us: Vec<f32> = (0..d_ff).map(|_| rng.f32(0.02).abs() + 1e-3).collect();
                     let ub: Vec<f32> = (0..d_ff).map(|_| rng.f32(0.5)).collect();
@@ -424,22 +470,41 @@ macro_rules! test_ffn_q8 {
                         .map(|i| if biased { db[i % d] } else { 0.0 })
                         .collect();
                     let mut got = out0.clone();
-                    let fused = $f(&up, ub, act, &down_t, &x, n, &mut got);
+                    let fused = $f(
+                        &FfnArgs {
+                            up: &up,
+                            up_bias: ub,
+                            act,
+                            down_t: &down_t,
+                            x: &x,
+                            n,
+                        },
+                        &mut got,
+                    );
                     if d_ff % 64 != 0 || d > 1024 {
                         assert!(!fused, "d {d} d_ff {d_ff}: not the fused kernel's shape");
                         assert_eq!(bits(&got), bits(&out0), "d {d} d_ff {d_ff}: output touched");
                         continue;
                     }
                     assert!(fused, "d {d} d_ff {d_ff}");
-                    let nb = kernels::qt_blocks(d);
+                    let nb = kernels::q8_blocks(d);
                     let mut want = out0.clone();
                     for t in 0..n {
                         let (xt, ot) = (&x[t * d..(t + 1) * d], &mut want[t * d..(t + 1) * d]);
                         let (mut xq, mut xs) = (vec![0i8; d], vec![0f32; nb]);
                         kernels::quantize_i8_token(xt, &mut xq, &mut xs);
                         let mut h = vec![0f32; d_ff];
-                        kernels::matmul_q8_tokens(&up, &xq, &xs, 1, ub, &mut h);
-                        kernels::activate_slice_by(Kernels::Fast, act, &mut h);
+                        kernels::matmul_q8_tokens(
+                            &up,
+                            Q8Rows {
+                                q: &xq,
+                                s: &xs,
+                                n: 1,
+                            },
+                            ub,
+                            &mut h,
+                        );
+                        Kernels::Fast.activate_slice(act, &mut h);
                         for (j0, hb) in h.chunks_mut(64).enumerate() {
                             let j0 = j0 * 64;
                             for (v, &sc) in hb.iter_mut().zip(&ds[j0..]) {
@@ -448,7 +513,16 @@ macro_rules! test_ffn_q8 {
                             let (mut hq, mut hs) = (vec![0i8; hb.len()], [0f32]);
                             kernels::quantize_i8_token(hb, &mut hq, &mut hs);
                             let dqb = &dq[j0 * d..(j0 + hb.len()) * d];
-                            kernels::accumulate_q8_tokens(ot, dqb, d, &hq, &hs, 1);
+                            kernels::accumulate_q8_tokens(
+                                ot,
+                                dqb,
+                                d,
+                                Q8Rows {
+                                    q: &hq,
+                                    s: &hs,
+                                    n: 1,
+                                },
+                            );
                         }
                     }
                     assert_eq!(bits(&got), bits(&want), "d {d} d_ff {d_ff} n {n} {act:?}");
@@ -472,8 +546,30 @@ macro_rules! test_attn_scores_rows {
                     let r0: Vec<f32> = (0..ATTN_LANES * rs).map(|_| rng.f32(9.0)).collect();
                     let (mut want, mut got) = (r0.clone(), r0);
                     let scale = 0.3;
-                    attn::attn_scores_rows(&c.qt, hd, &c.k, c.stride, nk, scale, &mut want, rs);
-                    $f(&c.qt, hd, &c.k, c.stride, nk, scale, &mut got, rs);
+                    attn::attn_scores_rows(
+                        &AttnScoresArgs {
+                            qt: &c.qt,
+                            hd,
+                            k: &c.k,
+                            stride: c.stride,
+                            nk,
+                            scale,
+                        },
+                        &mut want,
+                        rs,
+                    );
+                    $f(
+                        &AttnScoresArgs {
+                            qt: &c.qt,
+                            hd,
+                            k: &c.k,
+                            stride: c.stride,
+                            nk,
+                            scale,
+                        },
+                        &mut got,
+                        rs,
+                    );
                     assert_eq!(bits(&got), bits(&want), "hd {hd} nk {nk} rs {rs}");
                 }
             }
@@ -496,15 +592,47 @@ macro_rules! test_attn_softmax_lanes {
                     let v: Vec<f32> = (0..nv * stride).map(|_| rng.f32(3.0)).collect();
                     let m = [1.0f32, 30.0, 200.0][rng.next() as usize % 3];
                     let scores: Vec<f32> = (0..ATTN_LANES * k).map(|_| rng.f32(m)).collect();
-                    let idx: Vec<u16> =
-                        (0..ATTN_LANES * k).map(|_| (rng.next() % nv as u32) as u16).collect();
-                    let lens: Vec<u32> =
-                        (0..ATTN_LANES).map(|l| if l == 3 { 0 } else { rng.next() % (k as u32 + 1) }).collect();
+                    let idx: Vec<u16> = (0..ATTN_LANES * k)
+                        .map(|_| (rng.next() % nv as u32) as u16)
+                        .collect();
+                    let lens: Vec<u32> = (0..ATTN_LANES)
+                        .map(|l| {
+                            if l == 3 {
+                                0
+                            } else {
+                                rng.next() % (k as u32 + 1)
+                            }
+                        })
+                        .collect();
                     let os = hd + 2;
                     let o0: Vec<f32> = (0..ATTN_LANES * os).map(|_| rng.f32(1.0)).collect();
                     let (mut want, mut got) = (o0.clone(), o0);
-                    attn::attn_softmax_lanes(&scores, &idx, &lens, k, &v, stride, hd, &mut want, os);
-                    $f(&scores, &idx, &lens, k, &v, stride, hd, &mut got, os);
+                    attn::attn_softmax_lanes(
+                        &AttnSoftmaxArgs {
+                            scores: &scores,
+                            idx: &idx,
+                            lens: &lens,
+                            k,
+                            v: &v,
+                            stride,
+                            hd,
+                        },
+                        &mut want,
+                        os,
+                    );
+                    $f(
+                        &AttnSoftmaxArgs {
+                            scores: &scores,
+                            idx: &idx,
+                            lens: &lens,
+                            k,
+                            v: &v,
+                            stride,
+                            hd,
+                        },
+                        &mut got,
+                        os,
+                    );
                     assert_eq!(bits(&got), bits(&want), "hd {hd} k {k}");
                 }
             }
@@ -524,7 +652,10 @@ macro_rules! test_attn_topk_block {
                 // Each side its own work buffers of exactly the planned size.
                 let words = attn::AttnTopkWork::words(k, 16 * ATTN_TILE);
                 let (mut wb, mut gb) = (vec![0f32; words], vec![0f32; words]);
-                let (mut ww, mut gw) = (attn::AttnTopkWork::new(&mut wb), attn::AttnTopkWork::new(&mut gb));
+                let (mut ww, mut gw) = (
+                    attn::AttnTopkWork::new(&mut wb),
+                    attn::AttnTopkWork::new(&mut gb),
+                );
                 for pattern in 0..5u32 {
                     let (mut ws, mut wi) = (vec![0f32; k], vec![0u16; k]);
                     let (mut gs, mut gi) = (vec![0f32; k], vec![0u16; k]);
@@ -552,10 +683,36 @@ macro_rules! test_attn_topk_block {
                             })
                             .collect();
                         let kb0 = block * 256;
-                        wl = attn::attn_topk_block(&row, &vis, kb0, k, &mut ws, &mut wi, wl, &mut ww);
-                        gl = $f(&row, &vis, kb0, k, &mut gs, &mut gi, gl, &mut gw);
+                        wl = attn::attn_topk_block(
+                            &AttnTopkArgs {
+                                row: &row,
+                                vis: &vis,
+                                kb0,
+                                k,
+                            },
+                            &mut ws,
+                            &mut wi,
+                            wl,
+                            &mut ww,
+                        );
+                        gl = $f(
+                            &AttnTopkArgs {
+                                row: &row,
+                                vis: &vis,
+                                kb0,
+                                k,
+                            },
+                            &mut gs,
+                            &mut gi,
+                            gl,
+                            &mut gw,
+                        );
                         assert_eq!(gl, wl, "k {k} pattern {pattern} block {block}: length");
-                        assert_eq!(bits(&gs[..gl]), bits(&ws[..wl]), "k {k} pattern {pattern} block {block}");
+                        assert_eq!(
+                            bits(&gs[..gl]),
+                            bits(&ws[..wl]),
+                            "k {k} pattern {pattern} block {block}"
+                        );
                         assert_eq!(gi[..gl], wi[..wl], "k {k} pattern {pattern} block {block}");
                     }
                 }

@@ -1,0 +1,93 @@
+//! Argument structs of the kernels whose inputs outnumber what a signature reads well: the
+//! attention block kernels and the fused feed-forward blocks. Every implementation of an op
+//! (generic, x86-64, wasm32) takes the same struct.
+
+use super::{ATTN_BLOCK, ATTN_TILE, Matrix};
+use crate::config::Activation;
+
+/// Scores of a tile (or block) of keys against a block of transposed queries: for the `nk`
+/// (at most [`super::ATTN_TILE`]) key rows `k_j = k[j * stride..][..hd]`, the sums
+/// `(sum_d qt[d * ATTN_LANES + lane] * k_j[d]) * scale` in increasing `d`.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnScoresArgs<'a> {
+    /// Transposed queries, `hd x ATTN_LANES` ([`super::attn_transpose_queries`]).
+    pub qt: &'a [f32],
+    /// Head width (`<= ATTN_MAX_HEAD_DIM` for the arch kernels).
+    pub hd: usize,
+    /// Key rows from the tile's first key.
+    pub k: &'a [f32],
+    /// Stride of the key rows (f32).
+    pub stride: usize,
+    /// Keys in the tile.
+    pub nk: usize,
+    /// Factor of every score.
+    pub scale: f32,
+}
+
+/// One lane's scores of a block of keys for the top-k merge ([`super::attn_topk_block`]):
+/// `row[t * ATTN_TILE + j]` is the score of key `kb0 + t * ATTN_TILE + j`, visible when bit
+/// `j` of `vis[t]` is set; `k` is the slot capacity.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnTopkArgs<'a> {
+    /// Lane-major scores of the block.
+    pub row: &'a [f32],
+    /// Visibility of each tile's keys.
+    pub vis: &'a [u16],
+    /// First key of the block.
+    pub kb0: usize,
+    /// Slots (at most [`super::ATTN_SELECT_MAX_K`] are used).
+    pub k: usize,
+}
+
+/// The kept slots of up to [`super::ATTN_LANES`] queries and the value rows they name, for the
+/// softmax of the top-k path ([`super::attn_softmax_lanes`]): query `l` has the slots
+/// `scores[l * k..][..lens[l]]`, `idx[l * k..][..lens[l]]`, naming rows
+/// `v[idx * stride..][..hd]`.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnSoftmaxArgs<'a> {
+    /// Kept scores, `k` slots per lane.
+    pub scores: &'a [f32],
+    /// Kept key indices, `k` slots per lane.
+    pub idx: &'a [u16],
+    /// Slots in use per lane.
+    pub lens: &'a [u32],
+    /// Slots per lane.
+    pub k: usize,
+    /// Value rows.
+    pub v: &'a [f32],
+    /// Stride of the value rows (f32).
+    pub stride: usize,
+    /// Head width.
+    pub hd: usize,
+}
+
+/// A dense feed-forward block for the fused kernels: `out += down(act(up x + up_bias))` for
+/// the `n` token rows of `x` (`up` is `d_ff x d`, `down_t` is `d_ff x d`, the transposed down
+/// projection).
+#[derive(Debug, Clone, Copy)]
+pub struct FfnArgs<'a> {
+    /// Up projection, `d_ff x d`.
+    pub up: &'a Matrix<'a>,
+    /// Bias of the up projection, `d_ff`.
+    pub up_bias: Option<&'a [f32]>,
+    /// Activation of the hidden units.
+    pub act: Activation,
+    /// Transposed down projection, `d_ff x d`.
+    pub down_t: &'a Matrix<'a>,
+    /// Token rows, `n x d`.
+    pub x: &'a [f32],
+    /// Tokens.
+    pub n: usize,
+}
+
+/// The scores of a tile ([`super::attn_scores_tile`]'s `s[j * ATTN_LANES + lane]`) and which
+/// lanes see which of its `nk` keys (`vis[j]` bit `lane`).
+#[derive(Debug, Clone, Copy)]
+pub struct AttnTile<'a> {
+    /// Scores, `ATTN_TILE` keys x `ATTN_LANES` lanes.
+    pub s: &'a [f32; ATTN_BLOCK],
+    /// Visibility per key (bit `lane`).
+    pub vis: &'a [u16; ATTN_TILE],
+    /// Keys in the tile.
+    pub nk: usize,
+}
