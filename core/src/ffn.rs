@@ -326,7 +326,7 @@ pub fn ffn_with(
         && w.gate.is_none_or(|g| g.dtype() == DType::I8)
         && d <= Q8_MAX_COLS;
     if q8 {
-        ffn_q8(kernels, w, x, k_ff, scratch, out, d, d_ff, n);
+        ffn_q8(kernels, w, (x, n), k_ff, scratch, out, (d, d_ff));
         return Ok(());
     }
     if kernels == Kernels::Fast
@@ -342,7 +342,7 @@ pub fn ffn_with(
             let [q8, hidden, gate_w, ..] = fast_parts(d, d_ff, scratch.chunk, gate.is_some());
             let (hb, rest) = scratch.fast[q8..].split_at_mut(hidden);
             let gb = &mut rest[..gate_w];
-            ffn_f32_fast(w, up, gate, down, x, out, d, d_ff, n, (hb, gb));
+            ffn_f32_fast(w, (up, gate, down), (x, n), (d, d_ff), out, (hb, gb));
             return Ok(());
         }
     }
@@ -412,17 +412,12 @@ pub fn ffn_with(
 /// hidden units [`UP_UNITS`] at a time by [`Kernels::matmul`] into `hb` (and a gated block's gate
 /// values into `gb`), from the fast scratch, then projected down by
 /// [`Kernels::accumulate_f32`] (register-tiled; rounding differs from [`ffn`]).
-#[allow(clippy::too_many_arguments)]
 fn ffn_f32_fast(
     w: &FfnWeights<'_>,
-    up: &[f32],
-    gate: Option<&[f32]>,
-    down: &[f32],
-    x: &[f32],
+    (up, gate, down): (&[f32], Option<&[f32]>, &[f32]),
+    (x, n): (&[f32], usize),
+    (d, d_ff): (usize, usize),
     out: &mut [f32],
-    d: usize,
-    d_ff: usize,
-    n: usize,
     (hb, gb): (&mut [f32], &mut [f32]),
 ) {
     let kernels = Kernels::Fast;
@@ -484,17 +479,14 @@ fn ffn_f32_fast(
 /// ([`crate::kernels::accumulate_q8_tokens`]); otherwise (top-k, or f32 `down_t`) the down
 /// projection and the selection are those of [`ffn`]. Every buffer is in the scratch `s`
 /// (made by [`FfnScratch::new_fast`], checked by [`ffn_with`]).
-#[allow(clippy::too_many_arguments)]
 fn ffn_q8(
     kernels: Kernels,
     w: &FfnWeights<'_>,
-    x: &[f32],
+    (x, n): (&[f32], usize),
     k_ff: Option<usize>,
     s: &mut FfnScratch<'_>,
     out: &mut [f32],
-    d: usize,
-    d_ff: usize,
-    n: usize,
+    (d, d_ff): (usize, usize),
 ) {
     /// Rows `j0..j0 + bl` of an int8 matrix of `d` columns.
     fn rows<'w>(q: &'w [i8], sc: &'w [f32], j0: usize, bl: usize, d: usize) -> Option<Matrix<'w>> {

@@ -160,13 +160,10 @@ impl Ctx<'_> {
     /// ([`crate::kernels::attention::attn_topk_block`]: exact top-k, slots in key order), then the
     /// softmax over the slots. The block buffers, in `fast` ([`fast_parts`] for blocks of `kb`
     /// keys), serve the whole chunk, all heads.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn fast_topk_chunk(
         &self,
-        n_heads: usize,
-        k: usize,
-        qc: &[f32],
-        pos0: usize,
+        (n_heads, k): (usize, usize),
+        (qc, pos0): (&[f32], usize),
         s: &mut AttnScratch<'_>,
         (fast, kb): (&mut [f32], usize),
         oc: &mut [f32],
@@ -274,13 +271,10 @@ impl Ctx<'_> {
     /// lane's heap in increasing order, so a later key loses ties. The kept rows are summed in
     /// heap order.
     /// Its block buffers are in `fast` ([`fast_parts`]: transposed queries, a tile of scores).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn fast_topk_heap_head(
         &self,
-        h: usize,
-        k: usize,
-        qc: &[f32],
-        pos0: usize,
+        (h, k): (usize, usize),
+        (qc, pos0): (&[f32], usize),
         s: &mut AttnScratch<'_>,
         fast: &mut [f32],
         oc: &mut [f32],

@@ -251,7 +251,7 @@ pub fn attention_with(
             // their summation order) do not depend on the number of keys it cannot see.
             (Some(k), true) if k <= ATTN_SELECT_MAX_K => {
                 let (kb, w) = (scratch.key_block, &mut *fast_words);
-                ctx.fast_topk_chunk(d.n_heads, k.min(n), qc, pos0, scratch, (w, kb), oc)
+                ctx.fast_topk_chunk((d.n_heads, k.min(n)), (qc, pos0), scratch, (w, kb), oc)
             }
             _ => {
                 for h in 0..d.n_heads {
@@ -260,7 +260,7 @@ pub fn attention_with(
                         (Some(k), false) => ctx.topk_head(h, k.min(n), qc, pos0, scratch, oc),
                         (None, false) => ctx.dense_head(h, qc, pos0, scratch, oc),
                         (Some(k), true) => {
-                            ctx.fast_topk_heap_head(h, k.min(n), qc, pos0, scratch, w, oc)
+                            ctx.fast_topk_heap_head((h, k.min(n)), (qc, pos0), scratch, w, oc)
                         }
                         (None, true) => ctx.fast_dense_head(h, qc, pos0, w, oc),
                     }

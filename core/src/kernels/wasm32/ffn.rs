@@ -251,7 +251,7 @@ pub fn wasm_simd128_ffn_q8(a: &FfnArgs<'_>, out: &mut [f32]) -> bool {
                 let uq = &up_q[j0 * d..(j0 + UNITS) * d];
                 let bias = up_bias.map(|b| &b[j0..j0 + UNITS]);
                 let us = &up_s[j0..j0 + UNITS];
-                rows_times_groups(uq, us, (UNITS, d), bias, xw, sw, gs.len(), emit);
+                rows_times_groups(uq, us, (UNITS, d), bias, (xw, sw, gs.len()), emit);
                 // SAFETY: rows_times_groups emitted every unit of every group of the pass.
                 let hv = unsafe { written(&h, gs.len() * UNITS * 4) };
                 let mut t = 0;

@@ -400,15 +400,12 @@ const SPLAT_GROUPS: usize = 6;
 /// per pass, into register tiles of 2 rows x 16 tokens; `emit(r0, rt, i, o)` takes the
 /// results of rows `r0..r0 + rt` for group `i`, `o[r][v]` lane `l` being token `4v + l` of
 /// the group (lanes past the group's tokens are to be ignored).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn rows_times_groups(
     q: &[i8],
     ws: &[f32],
     (rows, cols): (usize, usize),
     bias: Option<&[f32]>,
-    xw: &[i32],
-    sw: &[f32],
-    ngroups: usize,
+    (xw, sw, ngroups): (&[i32], &[f32], usize),
     mut emit: impl FnMut(usize, usize, usize, &[[v128; 4]; 2]),
 ) {
     let (pairs, nb) = (pairs_of(cols), q8_blocks(cols));
@@ -631,20 +628,18 @@ pub fn wasm_simd128_matmul_q8_tokens(
             let (xq, xs) = (&xq[t * cols..(t + g) * cols], &xs[t * nb..(t + g) * nb]);
             pack_q8_group(xq, xs, (g, cols), out, sp);
         },
-        |t0, gs, xw, sw| product_pass(q, scales, (rows, cols), bias, (t0, gs), xw, sw, y),
+        |t0, gs, xw, sw| product_pass(q, scales, (rows, cols), bias, (t0, gs), (xw, sw), y),
     );
 }
 
 /// One pass of [`wasm_simd128_matmul_q8_tokens`]: the groups `gs` of tokens from `t0`.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn product_pass(
     q: &[i8],
     scales: &[f32],
     (rows, cols): (usize, usize),
     bias: Option<&[f32]>,
     (t0, gs): (usize, &[usize]),
-    xw: &[i32],
-    sw: &[f32],
+    (xw, sw): (&[i32], &[f32]),
     y: &mut [f32],
 ) {
     let mut starts = [0usize; MAX_GROUPS];
@@ -657,7 +652,7 @@ pub(super) fn product_pass(
         let (ts, g) = (starts[i], gs[i]);
         store_rows(&mut y[ts * rows..(ts + g) * rows], rows, (r0, rt, g), o);
     };
-    rows_times_groups(q, scales, (rows, cols), bias, xw, sw, gs.len(), emit);
+    rows_times_groups(q, scales, (rows, cols), bias, (xw, sw, gs.len()), emit);
 }
 
 /// simd128 [`super::matmul_i8_i8_token`]: the same bits. Each token is quantized
@@ -683,7 +678,7 @@ pub fn wasm_simd128_matmul_i8_i8_token(
                 |t, g, out, sp| {
                     quantize_group(&x[t * cols..(t + g) * cols], (g, cols), &mut qs, out, sp)
                 },
-                |t0, gs, xw, sw| product_pass(q, scales, (rows, cols), bias, (t0, gs), xw, sw, y),
+                |t0, gs, xw, sw| product_pass(q, scales, (rows, cols), bias, (t0, gs), (xw, sw), y),
             );
         }
         _ => generic::matmul_i8_i8_token_with(

@@ -186,15 +186,11 @@ fn quantize_units(
 /// broadcasts read in place, each lane starting from the token's `-128 * sum h`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
-#[allow(clippy::too_many_arguments)]
 fn down_tile<const TT: usize>(
     out: &mut [f32],
     q: &[i8],
-    d: usize,
-    c0: usize,
-    hpk: &[u32],
-    hcorr: &[i32; Q8_GROUP],
-    hs: &[f32; Q8_GROUP],
+    (d, c0): (usize, usize),
+    (hpk, hcorr, hs): (&[u32], &[i32; Q8_GROUP], &[f32; Q8_GROUP]),
     t0: usize,
 ) {
     let idx = transpose_4x16_idx();
@@ -226,22 +222,14 @@ fn down_tile<const TT: usize>(
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
-#[allow(clippy::too_many_arguments)]
 fn ffn_q8_vnni(
-    up_q: &[i8],
-    up_s: &[f32],
-    up_bias: Option<&[f32]>,
+    (up_q, up_s, up_bias): (&[i8], &[f32], Option<&[f32]>),
     act: Activation,
-    down_q: &[i8],
-    down_s: &[f32],
-    x: &[f32],
-    n: usize,
-    d: usize,
-    d_ff: usize,
+    (down_q, down_s): (&[i8], &[f32]),
+    (x, n): (&[f32], usize),
+    (d, d_ff): (usize, usize),
     out: &mut [f32],
-    px: &mut [u32],
-    sx: &mut [f32],
-    per_pass: usize,
+    (px, sx, per_pass): (&mut [u32], &mut [f32], usize),
 ) {
     const NB: usize = FFN_MAX_D / Q8_BLOCK;
     let (gw, nb) = (d / 4 * Q8_GROUP, q8_blocks(d));
@@ -298,18 +286,19 @@ fn ffn_q8_vnni(
                 activate_units(act, &mut h, Some(&down_s[j0..j0 + UNITS]));
                 quantize_units(&h, &mut hpk, &mut hcorr, &mut hs);
                 let og = &mut out[tg * d..(tg + g) * d];
+                let hq = (&hpk[..], &hcorr, &hs);
                 for c0 in (0..d).step_by(16) {
                     let mut t = 0;
                     while t + 16 <= g {
-                        down_tile::<16>(og, dq, d, c0, &hpk, &hcorr, &hs, t);
+                        down_tile::<16>(og, dq, (d, c0), hq, t);
                         t += 16;
                     }
                     while t + 4 <= g {
-                        down_tile::<4>(og, dq, d, c0, &hpk, &hcorr, &hs, t);
+                        down_tile::<4>(og, dq, (d, c0), hq, t);
                         t += 4;
                     }
                     while t < g {
-                        down_tile::<1>(og, dq, d, c0, &hpk, &hcorr, &hs, t);
+                        down_tile::<1>(og, dq, (d, c0), hq, t);
                         t += 1;
                     }
                 }
@@ -367,7 +356,13 @@ pub fn x86_avx512_ffn_q8(a: &FfnArgs<'_>, out: &mut [f32], scratch: &mut [f32]) 
     // SAFETY: the CPU has AVX-512 F, BW, VNNI and VBMI (checked above).
     unsafe {
         ffn_q8_vnni(
-            up_q, up_s, up_bias, act, down_q, down_s, x, n, d, d_ff, out, px, sx, groups,
+            (up_q, up_s, up_bias),
+            act,
+            (down_q, down_s),
+            (x, n),
+            (d, d_ff),
+            out,
+            (px, sx, groups),
         )
     };
     true
@@ -399,18 +394,15 @@ fn tile_f32_down(w: &[f32], d: usize, h: &[f32], k: usize) -> [__m512; Q8_GROUP]
 }
 
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 fn ffn_f32_avx512(
-    up: &[f32],
-    up_bias: Option<&[f32]>,
-    act: Activation,
-    down: &[f32],
-    x: &[f32],
-    n: usize,
-    d: usize,
-    d_ff: usize,
+    a: &FfnArgs<'_>,
+    (up, down): (&[f32], &[f32]),
+    (d, d_ff): (usize, usize),
     out: &mut [f32],
 ) {
+    let &FfnArgs {
+        up_bias, act, x, n, ..
+    } = a;
     let mut packed = PackedF32([0.0; Q8_GROUP * F32_MAX_COLS]);
     let px = &mut packed.0[..d * Q8_GROUP];
     // The hidden values of a block, packed as the down projection's input: [unit][16].
@@ -478,9 +470,7 @@ fn ffn_f32_avx512(
 /// Returns `false`, having done nothing, without AVX-512 F or when `d` is not a multiple of
 /// 16 up to [`F32_MAX_COLS`].
 pub fn x86_avx512_ffn_f32(a: &FfnArgs<'_>, out: &mut [f32]) -> bool {
-    let &FfnArgs {
-        up_bias, act, x, n, ..
-    } = a;
+    let &FfnArgs { up_bias, x, n, .. } = a;
     let (Weights::F32(up), Weights::F32(down_t)) = (a.up.weights(), a.down_t.weights()) else {
         return false;
     };
@@ -498,6 +488,6 @@ pub fn x86_avx512_ffn_f32(a: &FfnArgs<'_>, out: &mut [f32]) -> bool {
         return false;
     }
     // SAFETY: the CPU has AVX-512 F (checked above).
-    unsafe { ffn_f32_avx512(up, up_bias, act, down_t, x, n, d, d_ff, out) };
+    unsafe { ffn_f32_avx512(a, (up, down_t), (d, d_ff), out) };
     true
 }

@@ -224,7 +224,6 @@ pub(super) fn tile_f32<const RR: usize>(
 /// into `y` (rows of `rows` outputs per token): 16 rows x 16 tokens per tile, written by one
 /// register transpose.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 pub(super) fn f32_rows_times_group(
     w: &[f32],
     rows: usize,
@@ -301,7 +300,6 @@ pub fn x86_avx512_matmul_f32(
 /// w[j][c]` over the `k` rows of `w`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 fn tile_acc_f32<const TT: usize, const CV: usize>(
     out: &mut [f32],
     w: &[f32],

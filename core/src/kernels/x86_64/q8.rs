@@ -315,16 +315,12 @@ pub(super) fn store_row1(f: __m512, y: &mut [f32], rows: usize, r: usize, g: usi
 /// valid tokens in group `i`), into `y` (from the first group's first token). Rows go 16 at
 /// a time, the block sums taken once for all the groups.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
 pub(super) fn rows_times_groups(
     q: &[i8],
     scales: &[f32],
-    rows: usize,
-    cols: usize,
+    (rows, cols): (usize, usize),
     bias: Option<&[f32]>,
-    px: &[u32],
-    sx: &[f32],
-    gs: &[usize],
+    (px, sx, gs): (&[u32], &[f32], &[usize]),
     y: &mut [f32],
 ) {
     let (gw, nb) = (cols / 4 * Q8_GROUP, q8_blocks(cols));
@@ -454,17 +450,12 @@ pub(crate) fn matmul_packed_groups(
         core::array::from_fn(|i| Q8_GROUP.min(n.saturating_sub(i * Q8_GROUP)));
     // SAFETY: the CPU has AVX-512 F, BW and VNNI (packs_q8), and the shapes were checked.
     unsafe {
-        rows_times_groups(
-            q,
-            scales,
-            rows,
-            cols,
-            bias,
+        let packed = (
             &px[..groups * gw],
             &sx[..groups * nb * Q8_GROUP],
             &gs[..groups],
-            y,
-        )
+        );
+        rows_times_groups(q, scales, (rows, cols), bias, packed, y)
     }
 }
 
@@ -541,16 +532,12 @@ pub(super) fn available_vbmi() -> bool {
 /// of `k` int8 rows of `q`, into `out` (rows of `cols`, from the group's first token).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
-#[allow(clippy::too_many_arguments)]
 fn tile_down<const TT: usize>(
     out: &mut [f32],
     q: &[i8],
-    cols: usize,
-    c0: usize,
-    hu: &[u32],
-    kw: usize,
-    hs: &[f32],
-    k: usize,
+    (cols, c0): (usize, usize),
+    (hu, kw): (&[u32], usize),
+    (hs, k): (&[f32], usize),
 ) {
     // Byte 4c + i of a step's weight vector is row i, column c: the index of byte c of
     // 128-bit lane i.
@@ -609,42 +596,18 @@ fn accumulate_q8_tokens_vnni(out: &mut [f32], q: &[i8], cols: usize, h: Q8Rows<'
         for c0 in (0..cols).step_by(16) {
             let mut t = 0;
             while t + 16 <= g {
-                tile_down::<16>(
-                    &mut og[t * cols..],
-                    q,
-                    cols,
-                    c0,
-                    &hu[t * KW..],
-                    KW,
-                    &hs[t..],
-                    k,
-                );
+                let (ht, st) = ((&hu[t * KW..], KW), (&hs[t..], k));
+                tile_down::<16>(&mut og[t * cols..], q, (cols, c0), ht, st);
                 t += 16;
             }
             while t + 4 <= g {
-                tile_down::<4>(
-                    &mut og[t * cols..],
-                    q,
-                    cols,
-                    c0,
-                    &hu[t * KW..],
-                    KW,
-                    &hs[t..],
-                    k,
-                );
+                let (ht, st) = ((&hu[t * KW..], KW), (&hs[t..], k));
+                tile_down::<4>(&mut og[t * cols..], q, (cols, c0), ht, st);
                 t += 4;
             }
             while t < g {
-                tile_down::<1>(
-                    &mut og[t * cols..],
-                    q,
-                    cols,
-                    c0,
-                    &hu[t * KW..],
-                    KW,
-                    &hs[t..],
-                    k,
-                );
+                let (ht, st) = ((&hu[t * KW..], KW), (&hs[t..], k));
+                tile_down::<1>(&mut og[t * cols..], q, (cols, c0), ht, st);
                 t += 1;
             }
         }
