@@ -61,6 +61,32 @@ pub struct AttnSoftmaxArgs<'a> {
     pub hd: usize,
 }
 
+impl<'a> AttnScoresArgs<'a> {
+    /// Key row `j` of the tile: `k[j * stride..][..hd]`.
+    #[inline]
+    pub fn key(&self, j: usize) -> &'a [f32] {
+        &self.k[j * self.stride..][..self.hd]
+    }
+}
+
+impl<'a> AttnSoftmaxArgs<'a> {
+    /// Lanes of the block: `lens.len()`, at most [`super::ATTN_LANES`].
+    #[inline]
+    pub fn lanes(&self) -> usize {
+        self.lens.len().min(super::ATTN_LANES)
+    }
+
+    /// Lane `l`'s kept slots: its `min(lens[l], k)` scores and key indices.
+    #[inline]
+    pub fn slots(&self, l: usize) -> (&'a [f32], &'a [u16]) {
+        let n = (self.lens[l] as usize).min(self.k);
+        (
+            &self.scores[l * self.k..][..n],
+            &self.idx[l * self.k..][..n],
+        )
+    }
+}
+
 /// A dense feed-forward block for the fused kernels: `out += down(act(up x + up_bias))` for
 /// the `n` token rows of `x` (`up` is `d_ff x d`, `down_t` is `d_ff x d`, the transposed down
 /// projection).
@@ -90,4 +116,28 @@ pub struct AttnTile<'a> {
     pub vis: &'a [u16; ATTN_TILE],
     /// Keys in the tile.
     pub nk: usize,
+}
+
+/// The int8 weights of a dense block as the fused kernels read them: `(up_q, up_s)` and
+/// `(down_q, down_s)` (values and row scales, `d_ff x d` each) and `(d, d_ff)`.
+pub type FfnInt8<'a> = ((&'a [i8], &'a [f32]), (&'a [i8], &'a [f32]), (usize, usize));
+
+impl<'a> FfnArgs<'a> {
+    /// The block's int8 weights ([`FfnInt8`]) when its shapes are those of the fused int8
+    /// kernels: `up` and `down_t` int8 `d_ff x d`, `1 <= d <= max_d`, `d_ff` a multiple of
+    /// `units`, the bias `d_ff` long, `x` and the output (`out_len` values) `n x d`; `None`
+    /// otherwise.
+    pub fn int8(&self, out_len: usize, units: usize, max_d: usize) -> Option<FfnInt8<'a>> {
+        let (d_ff, d) = (self.up.rows(), self.up.cols());
+        let (up, down) = (self.up.int8()?, self.down_t.int8()?);
+        let fits = d > 0
+            && d <= max_d
+            && d_ff.is_multiple_of(units)
+            && self.down_t.rows() == d_ff
+            && self.down_t.cols() == d
+            && self.up_bias.is_none_or(|b| b.len() == d_ff)
+            && self.x.len() == self.n * d
+            && out_len == self.n * d;
+        fits.then_some((up, down, (d, d_ff)))
+    }
 }

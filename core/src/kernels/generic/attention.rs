@@ -57,25 +57,16 @@ pub fn attn_transpose_queries(q: &[f32], stride: usize, lanes: usize, hd: usize,
 /// the `nk <= ATTN_TILE` key rows `k_j = k[j * stride..][..hd]`, summed in increasing `d`.
 /// Entries of keys `j >= nk` are left as they are.
 pub fn attn_scores_tile(a: &AttnScoresArgs<'_>, s: &mut [f32; ATTN_BLOCK]) {
-    let &AttnScoresArgs {
-        qt,
-        hd,
-        k,
-        stride,
-        nk,
-        scale,
-    } = a;
-    for j in 0..nk.min(ATTN_TILE) {
-        let kr = &k[j * stride..][..hd];
+    for j in 0..a.nk.min(ATTN_TILE) {
         let mut acc = [0f32; ATTN_LANES];
-        for (d, &kd) in kr.iter().enumerate() {
-            let q = &qt[d * ATTN_LANES..][..ATTN_LANES];
+        for (d, &kd) in a.key(j).iter().enumerate() {
+            let q = &a.qt[d * ATTN_LANES..][..ATTN_LANES];
             for l in 0..ATTN_LANES {
                 acc[l] += q[l] * kd;
             }
         }
         for l in 0..ATTN_LANES {
-            s[j * ATTN_LANES + l] = acc[l] * scale;
+            s[j * ATTN_LANES + l] = acc[l] * a.scale;
         }
     }
 }
@@ -452,24 +443,9 @@ pub fn attn_softmax_rows(
 /// `scores[l * k..][..lens[l]]`, `idx[l * k..][..lens[l]]` (`lens[l] <= k`) and its output
 /// at `out[l * out_stride..][..hd]` (zeros when it kept nothing).
 pub fn attn_softmax_lanes(a: &AttnSoftmaxArgs<'_>, out: &mut [f32], out_stride: usize) {
-    let &AttnSoftmaxArgs {
-        scores,
-        idx,
-        lens,
-        k,
-        v,
-        stride,
-        hd,
-    } = a;
-    for (l, &n) in lens.iter().enumerate().take(ATTN_LANES) {
-        let n = (n as usize).min(k);
-        attn_softmax_rows(
-            &scores[l * k..][..n],
-            &idx[l * k..][..n],
-            v,
-            stride,
-            hd,
-            &mut out[l * out_stride..][..hd],
-        );
+    for l in 0..a.lanes() {
+        let (scores, idx) = a.slots(l);
+        let out = &mut out[l * out_stride..][..a.hd];
+        attn_softmax_rows(scores, idx, a.v, a.stride, a.hd, out);
     }
 }

@@ -41,20 +41,12 @@ fn acc_keys<const W: usize>(
 /// in increasing order from `+0.0`, then multiplies by `scale`). Two keys at a time: 8
 /// accumulators, the 4 query vectors of a column and the 2 key broadcasts.
 pub fn wasm_simd128_attn_scores_tile(a: &AttnScoresArgs<'_>, s: &mut [f32; ATTN_BLOCK]) {
-    let &AttnScoresArgs {
-        qt,
-        hd,
-        k,
-        stride,
-        nk,
-        scale,
-    } = a;
     const G: usize = ATTN_LANES / 4;
-    let nk = nk.min(ATTN_TILE);
-    let qt = &qt[..hd * ATTN_LANES];
-    let sc = f32x4_splat(scale);
+    let nk = a.nk.min(ATTN_TILE);
+    let qt = &a.qt[..a.hd * ATTN_LANES];
+    let sc = f32x4_splat(a.scale);
     let zero = f32x4_splat(0.0);
-    let key = |j: usize| &k[j * stride..][..hd];
+    let key = |j: usize| a.key(j);
     let mut j = 0;
     while j + 2 <= nk {
         let (k0, k1) = (key(j), key(j + 1));
@@ -385,32 +377,17 @@ pub fn wasm_simd128_attn_softmax_lanes(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let &AttnSoftmaxArgs {
-        scores,
-        idx,
-        lens,
-        k,
-        v,
-        stride,
-        hd,
-    } = a;
+    let (v, stride, hd) = (a.v, a.stride, a.hd);
     let mut w = [0f32; generic::ATTN_SELECT_MAX_K + 4];
-    for (l, &n) in lens.iter().enumerate().take(ATTN_LANES) {
-        let n = (n as usize).min(k);
+    for l in 0..a.lanes() {
+        let (sc, ix) = a.slots(l);
+        let n = sc.len();
+        let o = &mut out[l * out_stride..][..hd];
         if n > generic::ATTN_SELECT_MAX_K {
             // Only the block selection's k reaches this kernel; larger ones take the generic.
-            generic::attn_softmax_rows(
-                &scores[l * k..][..n],
-                &idx[l * k..][..n],
-                v,
-                stride,
-                hd,
-                &mut out[l * out_stride..][..hd],
-            );
+            generic::attn_softmax_rows(sc, ix, v, stride, hd, o);
             continue;
         }
-        let (sc, ix) = (&scores[l * k..][..n], &idx[l * k..][..n]);
-        let o = &mut out[l * out_stride..][..hd];
         o.fill(0.0);
         if n == 0 {
             continue;

@@ -193,29 +193,11 @@ pub fn wasm_simd128_accumulate_q8_tokens(out: &mut [f32], q: &[i8], cols: usize,
 /// tokens. Returns `false`, having done nothing, when the shapes are not the fused kernel's:
 /// `d` up to [`FFN_MAX_D`], `d_ff` a multiple of 64, int8 weights.
 pub fn wasm_simd128_ffn_q8(a: &FfnArgs<'_>, out: &mut [f32]) -> bool {
-    let &FfnArgs {
-        up,
-        up_bias,
-        act,
-        down_t,
-        x,
-        n,
-    } = a;
-    let (d_ff, d) = (up.rows(), up.cols());
-    let (Some((up_q, up_s)), Some((down_q, down_s))) = (up.int8(), down_t.int8()) else {
+    let Some(((up_q, up_s), (down_q, down_s), (d, d_ff))) = a.int8(out.len(), UNITS, FFN_MAX_D)
+    else {
         return false;
     };
-    let fits = d > 0
-        && d <= FFN_MAX_D
-        && d_ff.is_multiple_of(UNITS)
-        && down_t.rows() == d_ff
-        && down_t.cols() == d
-        && up_bias.is_none_or(|b| b.len() == d_ff)
-        && x.len() == n * d
-        && out.len() == n * d;
-    if !fits {
-        return false;
-    }
+    let (up_bias, act, x, n) = (a.up_bias, a.act, a.x, a.n);
     let gw = UNIT_PAIRS * Q8_GROUP * 4;
     // The step's values, [group][unit][Q8_GROUP] (lane = token).
     let mut h = [MaybeUninit::<v128>::uninit(); MAX_GROUPS * UNITS * Q8_GROUP / 4];

@@ -87,20 +87,17 @@ pub fn x86_avx512_exp_f32(x: &mut [f32]) {
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn scores_keys<const U: usize>(
-    qt: &[f32],
-    hd: usize,
-    k: &[f32],
-    stride: usize,
+    a: &AttnScoresArgs<'_>,
     j0: usize,
     scale: __m512,
     s: &mut [f32; ATTN_BLOCK],
 ) {
-    let qt = &qt[..hd * ATTN_LANES];
+    let qt = &a.qt[..a.hd * ATTN_LANES];
     // A plain loop: `core::array::from_fn` with a closure was not inlined here (a call per
     // key, about 5% of the fast attention's time).
     let mut rows: [&[f32]; U] = [&[]; U];
     for (u, r) in rows.iter_mut().enumerate() {
-        *r = &k[(j0 + u) * stride..][..hd];
+        *r = a.key(j0 + u);
     }
     let mut acc = [_mm512_setzero_ps(); U];
     for (d, q) in qt.chunks_exact(ATTN_LANES).enumerate() {
@@ -119,27 +116,19 @@ fn scores_keys<const U: usize>(
 
 #[target_feature(enable = "avx512f")]
 fn scores_tile_avx512(a: &AttnScoresArgs<'_>, s: &mut [f32; ATTN_BLOCK]) {
-    let &AttnScoresArgs {
-        qt,
-        hd,
-        k,
-        stride,
-        nk,
-        scale,
-    } = a;
-    let nk = nk.min(ATTN_TILE);
-    let sc = _mm512_set1_ps(scale);
+    let nk = a.nk.min(ATTN_TILE);
+    let sc = _mm512_set1_ps(a.scale);
     let mut j = 0;
     while j + 8 <= nk {
-        scores_keys::<8>(qt, hd, k, stride, j, sc, s);
+        scores_keys::<8>(a, j, sc, s);
         j += 8;
     }
     while j + 4 <= nk {
-        scores_keys::<4>(qt, hd, k, stride, j, sc, s);
+        scores_keys::<4>(a, j, sc, s);
         j += 4;
     }
     while j < nk {
-        scores_keys::<1>(qt, hd, k, stride, j, sc, s);
+        scores_keys::<1>(a, j, sc, s);
         j += 1;
     }
 }
@@ -506,21 +495,13 @@ fn softmax_lanes_c<const C: usize, const U: usize>(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let &AttnSoftmaxArgs {
-        scores,
-        idx,
-        lens,
-        k,
-        v,
-        stride,
-        hd,
-    } = a;
-    let lanes = lens.len().min(ATTN_LANES);
+    let (v, stride, hd) = (a.v, a.stride, a.hd);
+    let lanes = a.lanes();
     let mut w = [0f32; ATTN_LANES * 32];
     let mut inv = [0f32; ATTN_LANES];
     for l in 0..lanes {
-        let n = (lens[l] as usize).min(k);
-        let sl = &scores[l * k..][..n];
+        let (sl, _) = a.slots(l);
+        let n = sl.len();
         let (m_lo, m_hi) = (lanes_mask(n), lanes_mask(n.saturating_sub(16)));
         // SAFETY: the loads are masked to the n elements of sl (the high half starts at
         // element 16, which exists when its mask is not empty).
@@ -543,7 +524,8 @@ fn softmax_lanes_c<const C: usize, const U: usize>(
         inv[l] = 1.0 / _mm512_reduce_add_ps(_mm512_add_ps(w0, w1));
     }
     for l in 0..lanes {
-        let n = (lens[l] as usize).min(k);
+        let (_, il) = a.slots(l);
+        let n = il.len();
         let o = &mut out[l * out_stride..][..hd];
         if n == 0 {
             o.fill(0.0);
@@ -552,7 +534,7 @@ fn softmax_lanes_c<const C: usize, const U: usize>(
         let mut acc = [_mm512_setzero_ps(); C];
         // By chunks of 16 rows as softmax_rows_c, so that the sums are the same (the kernel
         // must not depend on k, which may be the number of keys).
-        let (wl, il) = (&w[l * 32..][..n], &idx[l * k..][..n]);
+        let wl = &w[l * 32..][..n];
         for (wc, ic) in wl.chunks(16).zip(il.chunks(16)) {
             if hd == 16 * C {
                 weighted_rows::<C, U, true>(wc, ic, v, stride, hd, &mut acc);
@@ -585,26 +567,15 @@ fn softmax_lanes_avx512(a: &AttnSoftmaxArgs<'_>, out: &mut [f32], out_stride: us
 /// AVX-512 [`generic::attn_softmax_lanes`] (per lane [`x86_avx512_attn_softmax_rows`] for
 /// `k > 32`; the generic kernel for `hd > ATTN_MAX_HEAD_DIM`).
 pub fn x86_avx512_attn_softmax_lanes(a: &AttnSoftmaxArgs<'_>, out: &mut [f32], out_stride: usize) {
-    let &AttnSoftmaxArgs {
-        scores,
-        idx,
-        lens,
-        k,
-        v,
-        stride,
-        hd,
-    } = a;
-    if available() && hd <= ATTN_MAX_HEAD_DIM && k <= 32 {
+    if available() && a.hd <= ATTN_MAX_HEAD_DIM && a.k <= 32 {
         // SAFETY: the CPU has AVX-512F (checked above).
         unsafe { softmax_lanes_avx512(a, out, out_stride) }
-    } else if available() && hd <= ATTN_MAX_HEAD_DIM {
-        for (l, &n) in lens.iter().enumerate().take(ATTN_LANES) {
-            let n = (n as usize).min(k);
-            let o = &mut out[l * out_stride..][..hd];
+    } else if available() && a.hd <= ATTN_MAX_HEAD_DIM {
+        for l in 0..a.lanes() {
+            let (sc, ix) = a.slots(l);
+            let o = &mut out[l * out_stride..][..a.hd];
             // SAFETY: the CPU has AVX-512F (checked above).
-            unsafe {
-                softmax_rows_avx512(&scores[l * k..][..n], &idx[l * k..][..n], v, stride, hd, o)
-            }
+            unsafe { softmax_rows_avx512(sc, ix, a.v, a.stride, a.hd, o) }
         }
     } else {
         generic::attn_softmax_lanes(a, out, out_stride)
@@ -649,22 +620,14 @@ fn transpose16(r: &[__m512; 16]) -> [__m512; 16] {
 
 #[target_feature(enable = "avx512f")]
 fn scores_rows_avx512(a: &AttnScoresArgs<'_>, rows: &mut [f32], rs: usize) {
-    let &AttnScoresArgs {
-        qt,
-        hd,
-        k,
-        stride,
-        scale,
-        ..
-    } = a;
     let nk = a.nk.min(ATTN_TILE);
     let mut r = [_mm512_setzero_ps(); 16];
     if nk == ATTN_TILE {
         // A whole tile: the 16 keys' chains of scores_keys side by side, in registers.
-        let qt = &qt[..hd * ATTN_LANES];
+        let qt = &a.qt[..a.hd * ATTN_LANES];
         let mut kr: [&[f32]; 16] = [&[]; 16];
         for (u, kru) in kr.iter_mut().enumerate() {
-            *kru = &k[u * stride..][..hd];
+            *kru = a.key(u);
         }
         for (d, q) in qt.chunks_exact(ATTN_LANES).enumerate() {
             let q = load16(q);
@@ -672,7 +635,7 @@ fn scores_rows_avx512(a: &AttnScoresArgs<'_>, rows: &mut [f32], rs: usize) {
                 r[u] = _mm512_fmadd_ps(q, _mm512_set1_ps(kr[u][d]), r[u]);
             }
         }
-        let sc = _mm512_set1_ps(scale);
+        let sc = _mm512_set1_ps(a.scale);
         for ru in &mut r {
             *ru = _mm512_mul_ps(*ru, sc);
         }

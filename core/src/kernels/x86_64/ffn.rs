@@ -325,29 +325,12 @@ fn ffn_q8_vnni(
 /// kernel's: `d` a multiple of 16 up to [`FFN_MAX_D`], `d_ff` a multiple of 64, int8 weights,
 /// `scratch` of one group ([`q8_group_words`]) or more.
 pub fn x86_avx512_ffn_q8(a: &FfnArgs<'_>, out: &mut [f32], scratch: &mut [f32]) -> bool {
-    let &FfnArgs {
-        up,
-        up_bias,
-        act,
-        down_t,
-        x,
-        n,
-    } = a;
-    let (d_ff, d) = (up.rows(), up.cols());
-    let (Some((up_q, up_s)), Some((down_q, down_s))) = (up.int8(), down_t.int8()) else {
+    let Some((up, down, (d, d_ff))) = a.int8(out.len(), UNITS, FFN_MAX_D) else {
         return false;
     };
-    let fits = d.is_multiple_of(16)
-        && d > 0
-        && d <= FFN_MAX_D
-        && d_ff.is_multiple_of(UNITS)
-        && down_t.rows() == d_ff
-        && down_t.cols() == d
-        && up_bias.is_none_or(|b| b.len() == d_ff)
-        && x.len() == n * d
-        && out.len() == n * d;
-    let groups = q8_groups(d, n).min(scratch.len() / q8_group_words(d));
-    if !(fits && groups > 0 && available_vbmi() && super::x86_avx2_available()) {
+    let groups = q8_groups(d, a.n).min(scratch.len() / q8_group_words(d));
+    let cpu = available_vbmi() && super::x86_avx2_available();
+    if !(d.is_multiple_of(16) && groups > 0 && cpu) {
         return false;
     }
     let (pw, rest) = scratch.split_at_mut(groups * d / 4 * Q8_GROUP);
@@ -356,10 +339,10 @@ pub fn x86_avx512_ffn_q8(a: &FfnArgs<'_>, out: &mut [f32], scratch: &mut [f32]) 
     // SAFETY: the CPU has AVX-512 F, BW, VNNI and VBMI (checked above).
     unsafe {
         ffn_q8_vnni(
-            (up_q, up_s, up_bias),
-            act,
-            (down_q, down_s),
-            (x, n),
+            (up.0, up.1, a.up_bias),
+            a.act,
+            down,
+            (a.x, a.n),
             (d, d_ff),
             out,
             (px, sx, groups),
@@ -400,9 +383,7 @@ fn ffn_f32_avx512(
     (d, d_ff): (usize, usize),
     out: &mut [f32],
 ) {
-    let &FfnArgs {
-        up_bias, act, x, n, ..
-    } = a;
+    let (up_bias, act, x, n) = (a.up_bias, a.act, a.x, a.n);
     let mut packed = PackedF32([0.0; Q8_GROUP * F32_MAX_COLS]);
     let px = &mut packed.0[..d * Q8_GROUP];
     // The hidden values of a block, packed as the down projection's input: [unit][16].
