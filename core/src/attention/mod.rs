@@ -21,7 +21,7 @@
 //! [`crate::kernels::attention`] (AVX-512 on x86-64 std builds when the CPU has it):
 //!
 //! - dense: tiles of 16 keys, the scores of a tile one vector per key, an online softmax per
-//!   tile (tile maximum, one rescale, vector `exp` by [`crate::kernels::attention::exp_poly`]);
+//!   tile (tile maximum, one rescale, vector `exp` by [`crate::kernels::exp_poly`]);
 //!   masked keys get weight 0 in a lane of a tile another lane sees, which adds exactly
 //!   nothing to finite values;
 //! - top-k, `k <= ATTN_SELECT_MAX_K` (32): blocks of [`ATTN_KEY_BLOCK`] (256) keys; the

@@ -79,7 +79,7 @@ pub(super) const fn fast_parts(p: &AttnParams, kb: usize) -> [usize; 4] {
     }
 }
 
-/// Bytes of the [`Kernels::Fast`] part of an attention scratch (what [`AttnScratch::new_fast`]
+/// Bytes of the [`crate::kernels::Kernels::Fast`] part of an attention scratch (what [`AttnScratch::new_fast`]
 /// takes after [`scratch_bytes`]) for calls with parameters `p` over at most `max_keys` keys.
 /// With `hd = head_dim`, `L = ATTN_LANES` (16 queries per block) and `kb =
 /// fast_key_block(max_keys)`:
@@ -108,7 +108,7 @@ pub struct AttnScratch<'a> {
     pub(super) chunk: usize,
     /// Slots per query (top-k), `None` for dense.
     pub(super) k: Option<usize>,
-    /// [`Kernels::Fast`]'s block buffers (and, in the engine, the int8 activations of the
+    /// [`crate::kernels::Kernels::Fast`]'s block buffers (and, in the engine, the int8 activations of the
     /// projections), f32 words; empty when made by [`AttnScratch::new`].
     pub(super) fast: &'a mut [f32],
     /// Keys per block of the fast top-k path ([`fast_key_block`]).
@@ -116,8 +116,8 @@ pub struct AttnScratch<'a> {
 }
 
 impl<'a> AttnScratch<'a> {
-    /// Takes exactly [`scratch_bytes`] from the arena: the buffers of [`Kernels::Reference`]
-    /// (a call with [`Kernels::Fast`] then fails, see [`AttnScratch::new_fast`]).
+    /// Takes exactly [`scratch_bytes`] from the arena: the buffers of [`crate::kernels::Kernels::Reference`]
+    /// (a call with [`crate::kernels::Kernels::Fast`] then fails, see [`AttnScratch::new_fast`]).
     pub fn new(arena: &mut Arena<'a>, p: &AttnParams) -> Result<Self, Error> {
         check_params(p)?;
         let c = p.chunk;

@@ -28,7 +28,7 @@ mod wasm32;
 #[cfg(topkit_x86)]
 mod x86_64;
 
-pub use args::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, FfnArgs};
+pub use args::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, FfnArgs, FfnInt8};
 pub use generic::*;
 pub use matrix::{DType, Matrix, Weights, f16};
 pub use q8::*;
@@ -205,12 +205,12 @@ impl Kernels {
         }
         let q: &mut [i8] = &mut bytemuck::cast_slice_mut(qw)[..n * cols];
         let s = &mut rest[..n * nb];
-        for ((xt, qt), st) in x
+        for ((xt, q8t), st) in x
             .chunks_exact(cols)
             .zip(q.chunks_exact_mut(cols))
             .zip(s.chunks_exact_mut(nb))
         {
-            self.quantize_q8_token(xt, qt, st);
+            self.quantize_q8_token(xt, q8t, st);
         }
         Q8Tokens {
             n,

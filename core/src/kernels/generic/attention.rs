@@ -1,5 +1,5 @@
 //! Block kernels of the fast attention path ([`crate::attention`] with
-//! [`super::Kernels::Fast`]): the portable (generic) versions, which run on every target and
+//! [`crate::kernels::Kernels::Fast`]): the portable (generic) versions, which run on every target and
 //! are the reference that the arch versions (`x86_avx512_attn_*`) are tested against.
 //!
 //! The blocks: up to [`ATTN_LANES`] queries (lanes) of one chunk and one head against a tile

@@ -60,7 +60,7 @@ pub fn quantize_i8_token(x: &[f32], q: &mut [i8], s: &mut [f32]) {
 /// `Y[i][r] = (sum_b dot_i8_i8(W[r]_b, Xq[i]_b) as f32 * xs[i][b]) * scale[r] + bias[r]`, the
 /// blocks `b` of [`Q8_BLOCK`] columns summed left to right from `+0.0` (multiply then add, no
 /// FMA). The i32 dots are exact, so arch kernels give the same bits. `W` must be
-/// [`Weights::I8`], `cols <= Q8_MAX_COLS`; shapes as in [`matmul`].
+/// [`Weights::I8`], `cols <= Q8_MAX_COLS`; shapes as in [`super::matmul`].
 pub fn matmul_q8_tokens(w: &Matrix<'_>, x: Q8Rows<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
     matmul_q8_tokens_with(dot_i8_i8, w, x, bias, y);
 }
@@ -151,11 +151,11 @@ pub(crate) fn matmul_i8_i8_token_with(
 /// `Y = X W^T + b` with int8 weights and int8 activations quantized per token: each row of
 /// `X` (`n` rows of `cols <= Q8_MAX_COLS` elements) gets one dynamic scale per [`Q8_BLOCK`]
 /// columns ([`quantize_i8_token`]), every block dot product is an exact i32, then
-/// [`matmul_q8_tokens`]'s float sum. `W` must be [`Weights::I8`]; shapes as in [`matmul`].
+/// [`matmul_q8_tokens`]'s float sum. `W` must be [`Weights::I8`]; shapes as in [`super::matmul`].
 /// Stack: one group of [`Q8_MAX_COLS`] quantized tokens and its scales (68 KiB); the engine
 /// runs the same product on a planned scratch instead ([`crate::kernels::Kernels::matmul`]).
 ///
-/// Error against [`matmul`]: the activation rounding, at most half a step of each block's
+/// Error against [`super::matmul`]: the activation rounding, at most half a step of each block's
 /// scale (`max|x_block| / 254`) per element.
 pub fn matmul_i8_i8_token(
     w: &Matrix<'_>,

@@ -44,7 +44,7 @@ pub fn wasm_simd128_exp_f32x4(x: v128) -> v128 {
     )
 }
 
-/// GELU (erf form) of 4 lanes: [`super::activate_fast`]'s formula ([`super::erf_fast`]) with
+/// GELU (erf form) of 4 lanes: [`crate::kernels::activate_fast`]'s formula ([`crate::kernels::erf_fast`]) with
 /// [`wasm_simd128_exp_f32x4`] for `exp`.
 #[inline(always)]
 pub(super) fn gelu_erf_f32x4(x: v128) -> v128 {
@@ -72,7 +72,7 @@ pub(super) fn gelu_erf_f32x4(x: v128) -> v128 {
 }
 
 /// simd128 GELU (erf form) in place: within `|x| * 2e-7` (plus rounding) of
-/// [`super::activate_fast`] (same formula, the polynomial `exp` of [`generic::exp_poly`]
+/// [`crate::kernels::activate_fast`] (same formula, the polynomial `exp` of [`generic::exp_poly`]
 /// instead of the math library's).
 pub fn wasm_simd128_gelu_erf(x: &mut [f32]) {
     let mut chunks = x.chunks_exact_mut(4);

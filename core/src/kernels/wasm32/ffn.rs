@@ -96,7 +96,7 @@ fn add_down_tile(
     }
 }
 
-/// Packs the `g <= Q8_GROUP` int8 rows `hq` (`k` values each) for [`down_groups`]: vector `p * Q8_GROUP
+/// Packs the `g <= Q8_GROUP` int8 rows `hq` (`k` values each) for `down_groups`: vector `p * Q8_GROUP
 /// + t` (words `4 (p Q8_GROUP + t)..`) broadcasts values `2p`, `2p + 1` of row `t` (zeros past `k`
 /// up to `pairs` pairs and for the rows `g..Q8_GROUP`). Writes exactly `pairs * Q8_GROUP * 4` words.
 fn pack_down_group(hq: &[i8], k: usize, g: usize, pairs: usize, out: &mut [MaybeUninit<i32>]) {
@@ -119,12 +119,12 @@ fn pack_down_group(hq: &[i8], k: usize, g: usize, pairs: usize, out: &mut [Maybe
     }
 }
 
-/// simd128 [`super::accumulate_q8_tokens`]: the same bits (exact i32 sums, then one multiply
+/// simd128 [`crate::kernels::accumulate_q8_tokens`]: the same bits (exact i32 sums, then one multiply
 /// and one add per element). Shapes as there; `k > 128` goes to the generic kernel.
 ///
 /// The tokens' rows are packed in groups of 16 (16-bit pairs along `k`, each broadcast to a
 /// vector), the rows of `q` by pairs of rows per panel of columns, once for all the groups
-/// ([`down_groups`]).
+/// (`down_groups`).
 pub fn wasm_simd128_accumulate_q8_tokens(out: &mut [f32], q: &[i8], cols: usize, h: Q8Rows<'_>) {
     let Q8Rows { q: hq, s: hs, n } = h;
     if n == 0 {
@@ -181,7 +181,7 @@ pub fn wasm_simd128_accumulate_q8_tokens(out: &mut [f32], q: &[i8], cols: usize,
 /// quantized(act(up_j . x_t + up_bias_j) * s_j) * down_t[j]`, with the bits of the unfused
 /// fast kernels that [`crate::ffn::ffn_with`] runs otherwise on wasm
 /// ([`wasm_simd128_matmul_q8_tokens`], [`wasm_simd128_gelu_erf`] or
-/// [`super::activate_fast`], the down scales, [`wasm_simd128_quantize_i8_token`] per 64 units,
+/// [`crate::kernels::activate_fast`], the down scales, [`wasm_simd128_quantize_i8_token`] per 64 units,
 /// [`wasm_simd128_accumulate_q8_tokens`]); `up` (`d_ff x d`) and `down_t` (`d_ff x d`, row
 /// scales `s_j`) are int8, `out` holds the down bias (or zeros) on entry.
 ///
@@ -191,7 +191,7 @@ pub fn wasm_simd128_accumulate_q8_tokens(out: &mut [f32], q: &[i8], cols: usize,
 /// 64 values then get one int8 scale (lane by lane: the maximum over the units is exact in
 /// any order), and the step's down rows are packed once per panel of columns for all the
 /// tokens. Returns `false`, having done nothing, when the shapes are not the fused kernel's:
-/// `d` up to [`FFN_MAX_D`], `d_ff` a multiple of 64, int8 weights.
+/// `d` up to `FFN_MAX_D`, `d_ff` a multiple of 64, int8 weights.
 pub fn wasm_simd128_ffn_q8(a: &FfnArgs<'_>, out: &mut [f32]) -> bool {
     let Some(((up_q, up_s), (down_q, down_s), (d, d_ff))) = a.int8(out.len(), UNITS, FFN_MAX_D)
     else {
@@ -260,9 +260,9 @@ pub fn wasm_simd128_ffn_q8(a: &FfnArgs<'_>, out: &mut [f32]) -> bool {
     true
 }
 
-/// [`super::quantize_i8`] of each token's 64 values `h` (`[unit][Q8_GROUP]` as 4 vectors per unit,
+/// [`crate::kernels::quantize_i8`] of each token's 64 values `h` (`[unit][Q8_GROUP]` as 4 vectors per unit,
 /// lane = token) lane by lane, the same bits as [`quantize_block`] on the token's values:
-/// packs them for [`down_groups`] (vector `p * Q8_GROUP + t` broadcasts units `2p`, `2p + 1` of
+/// packs them for `down_groups` (vector `p * Q8_GROUP + t` broadcasts units `2p`, `2p + 1` of
 /// token `t`) and returns the scales (lane = token).
 fn quantize_units(h: &[v128], out: &mut [MaybeUninit<i32>]) -> [v128; 4] {
     assert!(h.len() >= UNITS * 4 && out.len() >= UNIT_PAIRS * Q8_GROUP * 4);

@@ -592,7 +592,7 @@ pub(super) fn quantize_group(
     }
 }
 
-/// simd128 [`super::matmul_q8_tokens`]: the same bits (exact i32 block dots, the generic float
+/// simd128 [`crate::kernels::matmul_q8_tokens`]: the same bits (exact i32 block dots, the generic float
 /// sum and epilogue). Shapes as there; non-int8 weights or `cols > 4096` go to the generic
 /// kernel.
 ///
@@ -655,7 +655,7 @@ pub(super) fn product_pass(
     rows_times_groups(q, scales, (rows, cols), bias, (xw, sw, gs.len()), emit);
 }
 
-/// simd128 [`super::matmul_i8_i8_token`]: the same bits. Each token is quantized
+/// simd128 [`crate::kernels::matmul_i8_i8_token`]: the same bits. Each token is quantized
 /// ([`wasm_simd128_quantize_i8_token`]) and packed as [`wasm_simd128_matmul_q8_tokens`]
 /// packs, a whole pass of token groups at a time. Shapes as there; other cases take the
 /// generic composition.
@@ -693,7 +693,7 @@ pub fn wasm_simd128_matmul_i8_i8_token(
     }
 }
 
-/// [`super::quantize_i8`] of one block (`q.len() == x.len()`), the same bits for finite
+/// [`crate::kernels::quantize_i8`] of one block (`q.len() == x.len()`), the same bits for finite
 /// inputs: maximum of `|x|` on 4 lanes (exact in any order), then per lane
 /// `t = x * (127 / max)`, `t + 0.5` or `t - 0.5` by the sign of `t`, converted toward zero with
 /// saturation (`as i8` does the same).
@@ -741,7 +741,7 @@ pub(super) fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
     scale
 }
 
-/// simd128 [`super::quantize_i8_token`]: the same bits for finite inputs. Shapes as there.
+/// simd128 [`crate::kernels::quantize_i8_token`]: the same bits for finite inputs. Shapes as there.
 pub fn wasm_simd128_quantize_i8_token(x: &[f32], q: &mut [i8], s: &mut [f32]) {
     debug_assert_eq!(x.len(), q.len());
     debug_assert_eq!(s.len(), q8_blocks(x.len()));

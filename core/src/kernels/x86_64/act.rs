@@ -28,7 +28,7 @@ fn exp_neg_avx2(x: __m256) -> __m256 {
     _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n))
 }
 
-/// GELU (erf form) of 8 lanes: [`super::erf_fast`]'s formula with [`exp_neg_avx2`].
+/// GELU (erf form) of 8 lanes: [`crate::kernels::erf_fast`]'s formula with [`exp_neg_avx2`].
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn gelu_erf_avx2(x: __m256) -> __m256 {
@@ -70,7 +70,7 @@ fn gelu_erf_slice_avx2(x: &mut [f32]) {
 }
 
 /// AVX2+FMA GELU (erf form) in place: within `|x| * 2e-7` (plus rounding) of
-/// [`super::activate_fast`] (same formula, vector `exp`). Elementwise: a value's result does
+/// [`crate::kernels::activate_fast`] (same formula, vector `exp`). Elementwise: a value's result does
 /// not depend on its position in `x`.
 pub fn x86_avx2_gelu_erf(x: &mut [f32]) {
     if x86_avx2_available() {

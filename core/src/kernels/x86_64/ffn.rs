@@ -311,9 +311,9 @@ fn ffn_q8_vnni(
 
 /// The dense int8 feed-forward of `n` tokens `x` (`n x d`), fused: `out[t] += sum_j
 /// quantized(act(up_j . x_t + up_bias_j) * s_j) * down_t[j]`, with the bits of the unfused fast
-/// kernels that [`crate::ffn::ffn_with`] runs otherwise ([`super::matmul_q8_tokens`],
-/// [`crate::kernels::Kernels::activate_slice`], [`super::quantize_i8_token`] per 64 units,
-/// [`super::accumulate_q8_tokens`]); `up` (`d_ff x d`) and `down_t` (`d_ff x d`, row scales
+/// kernels that [`crate::ffn::ffn_with`] runs otherwise ([`crate::kernels::matmul_q8_tokens`],
+/// [`crate::kernels::Kernels::activate_slice`], [`crate::kernels::quantize_i8_token`] per 64 units,
+/// [`crate::kernels::accumulate_q8_tokens`]); `up` (`d_ff x d`) and `down_t` (`d_ff x d`, row scales
 /// `s_j`) are int8, `out` holds the down bias (or zeros) on entry.
 ///
 /// The tokens are quantized into `scratch` (f32 words), up to [`q8_groups`]`(d, n)`
@@ -322,7 +322,7 @@ fn ffn_q8_vnni(
 ///
 /// Returns `false`, having done nothing, when the CPU lacks AVX-512 F, BW, VNNI or VBMI (or
 /// AVX2 and FMA, whose GELU bits the fused one repeats) or the shapes are not the fused
-/// kernel's: `d` a multiple of 16 up to [`FFN_MAX_D`], `d_ff` a multiple of 64, int8 weights,
+/// kernel's: `d` a multiple of 16 up to `FFN_MAX_D`, `d_ff` a multiple of 64, int8 weights,
 /// `scratch` of one group ([`q8_group_words`]) or more.
 pub fn x86_avx512_ffn_q8(a: &FfnArgs<'_>, out: &mut [f32], scratch: &mut [f32]) -> bool {
     let Some((up, down, (d, d_ff))) = a.int8(out.len(), UNITS, FFN_MAX_D) else {
@@ -449,7 +449,7 @@ fn ffn_f32_avx512(
 /// broadcast in place from `down_t`'s rows). Fused multiply-adds and the fast GELU, so the
 /// rounding differs from the reference kernels.
 /// Returns `false`, having done nothing, without AVX-512 F or when `d` is not a multiple of
-/// 16 up to [`F32_MAX_COLS`].
+/// 16 up to `F32_MAX_COLS`.
 pub fn x86_avx512_ffn_f32(a: &FfnArgs<'_>, out: &mut [f32]) -> bool {
     let &FfnArgs { up_bias, x, n, .. } = a;
     let (Weights::F32(up), Weights::F32(down_t)) = (a.up.weights(), a.down_t.weights()) else {

@@ -88,7 +88,7 @@ fn axpy_f32_avx2(y: &mut [f32], a: f32, x: &[f32]) {
 }
 
 /// AVX2+FMA `y += a * x` (f32, equal lengths in elements): one rounding per element instead
-/// of two, so within 1 ulp of `|a x_i|` of the generic [`super::axpy`].
+/// of two, so within 1 ulp of `|a x_i|` of the generic [`crate::kernels::axpy`].
 pub fn x86_avx2_axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     debug_assert_eq!(y.len(), x.len());
     if x86_avx2_available() {
@@ -118,7 +118,7 @@ fn matmul_f32_avx2(
 }
 
 /// AVX2+FMA `a . b` of two f32 slices of equal length (elements); rounding differs from
-/// [`super::dot`] (the generic kernel when the CPU lacks AVX2 or FMA).
+/// [`crate::kernels::dot`] (the generic kernel when the CPU lacks AVX2 or FMA).
 pub fn x86_avx2_dot_f32(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     if x86_avx2_available() {
@@ -130,7 +130,7 @@ pub fn x86_avx2_dot_f32(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// AVX2 `y += s * q` (int8 `q`, f32 `y`, equal lengths in elements): bit-identical to the
-/// generic int8 [`super::axpy_row`] (multiply then add, no FMA).
+/// generic int8 [`crate::kernels::axpy_row`] (multiply then add, no FMA).
 pub fn x86_avx2_axpy_i8(y: &mut [f32], s: f32, q: &[i8]) {
     debug_assert_eq!(y.len(), q.len());
     if x86_avx2_available() {
@@ -143,9 +143,9 @@ pub fn x86_avx2_axpy_i8(y: &mut [f32], s: f32, q: &[i8]) {
     }
 }
 
-/// AVX2+FMA [`super::matmul`] for f32 weights: `y = x W^Q8_GROUP + b` with the dot products of
+/// AVX2+FMA [`crate::kernels::matmul`] for f32 weights: `y = x W^T + b` with the dot products of
 /// [`x86_avx2_dot_f32`] (rounding differs from the generic kernel). Other weight types take
-/// the generic kernel. Shapes as in [`super::matmul`].
+/// the generic kernel. Shapes as in [`crate::kernels::matmul`].
 pub fn x86_avx2_matmul_f32(
     w: &Matrix<'_>,
     x: &[f32],
@@ -269,10 +269,10 @@ fn matmul_f32_avx512(
     }
 }
 
-/// AVX-512 [`super::matmul`] for f32 weights: `y = x W^Q8_GROUP + b`, 16 weight rows times 16
+/// AVX-512 [`crate::kernels::matmul`] for f32 weights: `y = x W^T + b`, 16 weight rows times 16
 /// tokens per register tile, fused multiply-adds over the columns in order (rounding differs
 /// from the generic kernel). Other weight types, rows longer than 1024 or a CPU
-/// without AVX-512 take the AVX2 kernel. Shapes as in [`super::matmul`].
+/// without AVX-512 take the AVX2 kernel. Shapes as in [`crate::kernels::matmul`].
 pub fn x86_avx512_matmul_f32(
     w: &Matrix<'_>,
     x: &[f32],
@@ -365,7 +365,7 @@ fn accumulate_f32_tokens_avx512(
     }
 }
 
-/// AVX-512 [`super::accumulate_f32_tokens`]: fused multiply-adds, summed over the rows in
+/// AVX-512 [`crate::kernels::accumulate_f32_tokens`]: fused multiply-adds, summed over the rows in
 /// order then added to `out` (rounding differs from the generic kernel). Needs `cols` a
 /// multiple of 16 (else the generic kernel).
 pub fn x86_avx512_accumulate_f32_tokens(

@@ -55,7 +55,7 @@ fn layer_norm_avx512(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     }
 }
 
-/// AVX-512 [`super::layer_norm`]: the same formula (corrected two-pass variance) with the
+/// AVX-512 [`crate::kernels::layer_norm`]: the same formula (corrected two-pass variance) with the
 /// sums taken 16 lanes at a time and the affine step fused, so the rounding differs. Shapes as
 /// there; the generic kernel without AVX-512.
 pub fn x86_avx512_layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {

@@ -41,7 +41,7 @@ fn dot_i8_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
     s
 }
 
-/// AVX2 [`super::dot_i8_i8`]: the same exact i32 (the generic kernel when the CPU lacks
+/// AVX2 [`crate::kernels::dot_i8_i8`]: the same exact i32 (the generic kernel when the CPU lacks
 /// AVX2).
 pub fn x86_avx2_dot_i8_i8(a: &[i8], b: &[i8]) -> i32 {
     debug_assert_eq!(a.len(), b.len());
@@ -420,7 +420,7 @@ pub(crate) fn quantize_pack_groups(x: &[f32], cols: usize, px: &mut [u32], sx: &
     }
 }
 
-/// `y = Xq W^Q8_GROUP + b` of `n` tokens packed by [`quantize_pack_groups`] (`px`, `sx`) and the int8
+/// `y = Xq W^T + b` of `n` tokens packed by [`quantize_pack_groups`] (`px`, `sx`) and the int8
 /// matrix `w` ([`packs_q8`] of its columns): the bits of [`generic::matmul_q8_tokens`].
 pub(crate) fn matmul_packed_groups(
     w: &Matrix<'_>,
@@ -511,7 +511,7 @@ fn quantize_i8_token_avx512(x: &[f32], q: &mut [i8], s: &mut [f32]) {
     }
 }
 
-/// AVX-512 [`super::quantize_i8_token`]: the same bits (for finite inputs).
+/// AVX-512 [`crate::kernels::quantize_i8_token`]: the same bits (for finite inputs).
 pub fn x86_avx512_quantize_i8_token(x: &[f32], q: &mut [i8], s: &mut [f32]) {
     debug_assert_eq!(x.len(), q.len());
     if x86_avx512_vnni_available() {
@@ -615,7 +615,7 @@ fn accumulate_q8_tokens_vnni(out: &mut [f32], q: &[i8], cols: usize, h: Q8Rows<'
     }
 }
 
-/// AVX-512 VNNI [`super::accumulate_q8_tokens`]: the same bits. The fast kernel needs `cols`
+/// AVX-512 VNNI [`crate::kernels::accumulate_q8_tokens`]: the same bits. The fast kernel needs `cols`
 /// a multiple of 16 and `k <= 256` a multiple of 4 (else the generic kernel).
 pub fn x86_avx512_accumulate_q8_tokens(out: &mut [f32], q: &[i8], cols: usize, h: Q8Rows<'_>) {
     let Q8Rows { q: hq, s: hs, n } = h;

@@ -451,7 +451,7 @@ fn topk_block_avx512(
 }
 
 /// AVX-512 [`generic::attn_topk_block`]: the same slots. The group bound and the candidates
-/// by vector compares and compress; the `k`-th best by [`kth_rank`] instead of a sort.
+/// by vector compares and compress; the `k`-th best by `kth_rank` instead of a sort.
 pub fn x86_avx512_attn_topk_block(
     a: &AttnTopkArgs<'_>,
     scores: &mut [f32],
