@@ -2,8 +2,27 @@
 //! attention block kernels and the fused feed-forward blocks. Every implementation of an op
 //! (generic, x86-64, wasm32) takes the same struct.
 
-use super::{ATTN_BLOCK, ATTN_TILE, Matrix};
+use super::matrix::Matrix;
 use crate::config::Activation;
+
+// The block shapes of the attention kernels (the arrays of the structs below).
+
+/// Queries per block (lanes of a vector).
+pub const ATTN_LANES: usize = 16;
+/// Keys per tile.
+pub const ATTN_TILE: usize = 16;
+/// Largest head width the fast path takes (the register tiles of the arch kernels are sized for
+/// it); wider heads run the reference path.
+pub const ATTN_MAX_HEAD_DIM: usize = 128;
+/// Scores of one block: `ATTN_TILE` keys x `ATTN_LANES` lanes.
+pub const ATTN_BLOCK: usize = ATTN_TILE * ATTN_LANES;
+/// Largest `k` of the block selection ([`super::attn_topk_block`]); larger `k` use the heap of
+/// [`crate::topk::TopK`].
+pub const ATTN_SELECT_MAX_K: usize = 32;
+/// Most keys per selection block ([`super::attn_topk_block`]); the lane-major scores of a block of
+/// lanes and keys take `ATTN_LANES` times as many f32 (16 KiB). Fewer keys in all make the
+/// block smaller ([`crate::attention::fast_key_block`]).
+pub const ATTN_KEY_BLOCK: usize = 256;
 
 /// Scores of a tile (or block) of keys against a block of transposed queries: for the `nk`
 /// (at most [`super::ATTN_TILE`]) key rows `k_j = k[j * stride..][..hd]`, the sums

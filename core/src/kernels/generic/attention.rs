@@ -20,24 +20,10 @@
 //! memory plan's scratch ([`crate::attention::fast_scratch_bytes`]).
 
 use super::act::exp_poly;
+pub use crate::kernels::args::{
+    ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SELECT_MAX_K, ATTN_TILE,
+};
 use crate::kernels::args::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs};
-
-/// Queries per block (lanes of a vector).
-pub const ATTN_LANES: usize = 16;
-/// Keys per tile.
-pub const ATTN_TILE: usize = 16;
-/// Largest head width the fast path takes (the register tiles of the arch kernels are sized for
-/// it); wider heads run the reference path.
-pub const ATTN_MAX_HEAD_DIM: usize = 128;
-/// Scores of one block: `ATTN_TILE` keys x `ATTN_LANES` lanes.
-pub const ATTN_BLOCK: usize = ATTN_TILE * ATTN_LANES;
-/// Largest `k` of the block selection ([`attn_topk_block`]); larger `k` use the heap of
-/// [`crate::topk::TopK`].
-pub const ATTN_SELECT_MAX_K: usize = 32;
-/// Most keys per selection block ([`attn_topk_block`]); the lane-major scores of a block of
-/// lanes and keys take `ATTN_LANES` times as many f32 (16 KiB). Fewer keys in all make the
-/// block smaller ([`crate::attention::fast_key_block`]).
-pub const ATTN_KEY_BLOCK: usize = 256;
 
 /// Transposes the head slice of up to [`ATTN_LANES`] query rows into `qt` (`hd x ATTN_LANES`,
 /// `qt[d * ATTN_LANES + lane]`), zeros for missing lanes. `q` row `lane` starts at

@@ -4,7 +4,7 @@
 //! The f32 products are generic over the tile dot ([`TileDot`]): [`ScalarTile`] here, the
 //! `simd128` one on wasm (the same bits), picked by the dispatch in `kernels`.
 
-use crate::kernels::{Matrix, Weights};
+use crate::kernels::matrix::{Matrix, Weights};
 use half::f16;
 
 /// Columns per tile of the fixed summation order (elements). `matmul` converts one tile of a
@@ -279,7 +279,7 @@ pub fn scale(x: &mut [f32], s: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{Matrix, Weights};
+    use crate::kernels::matrix::{Matrix, Weights};
 
     /// Pseudo-random values of widely varying magnitude, so that a change of summation order
     /// changes the rounded result.

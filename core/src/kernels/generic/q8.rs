@@ -1,8 +1,8 @@
 //! Int8-activation products: quantization of token rows by blocks of [`Q8_BLOCK`] columns,
 //! exact i32 block dots, and the float epilogue every arch kernel shares.
 
+use crate::kernels::matrix::{Matrix, Weights};
 use crate::kernels::q8::{Q8_BLOCK, Q8_GROUP, Q8_MAX_COLS, Q8Rows, q8_blocks};
-use crate::kernels::{Matrix, Weights};
 
 /// The largest `|x|` of the values, 0 when there are none (NaN never wins a comparison, so
 /// NaNs are passed over): the scale of [`quantize_i8`] and of its arch kernels.

@@ -71,8 +71,8 @@ use crate::kernels::generic::{
     ATTN_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, EXP_P, EXP_POLY_MAX, EXP_POLY_MIN, LN2_HI,
     LN2_LO, LOG2E,
 };
+use crate::kernels::matrix::{Matrix, Weights};
 use crate::kernels::q8::*;
-use crate::kernels::{Matrix, Weights};
 
 /// The 4 f32 `s[..4]` as one vector.
 #[inline(always)]

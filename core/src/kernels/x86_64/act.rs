@@ -3,6 +3,7 @@
 use core::arch::x86_64::*;
 
 use super::*;
+use crate::kernels::generic::{EXP_P, EXP_POLY_MAX, EXP_POLY_MIN, LN2_HI, LN2_LO, LOG2E};
 
 /// `e^x` for 8 lanes, `x` in `[-87, 0]` (all [`gelu_erf_avx2`] needs): `2^n e^r` with
 /// `|r| <= ln2 / 2` and a degree-6 Taylor polynomial (relative error about 1e-7).
@@ -80,5 +81,59 @@ pub fn x86_avx2_gelu_erf(x: &mut [f32]) {
         for v in x.iter_mut() {
             *v = generic::activate_fast(crate::config::Activation::GeluErf, *v);
         }
+    }
+}
+
+/// [`generic::exp_poly`] on 16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn exp16(x: __m512) -> __m512 {
+    let min = _mm512_set1_ps(EXP_POLY_MIN);
+    let max = _mm512_set1_ps(EXP_POLY_MAX);
+    // False for NaN, -inf and below the range: those lanes become 0 (NaN restored below).
+    let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, min);
+    let over = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, max);
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+    let xc = _mm512_max_ps(_mm512_min_ps(x, max), min);
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(xc, _mm512_set1_ps(LOG2E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), xc);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(EXP_P[0]);
+    for &c in &EXP_P[1..] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let y = _mm512_fmadd_ps(
+        p,
+        _mm512_mul_ps(r, r),
+        _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+    );
+    let y = _mm512_maskz_mov_ps(live, _mm512_scalef_ps(y, n));
+    let y = _mm512_mask_mov_ps(y, over, _mm512_set1_ps(f32::INFINITY));
+    _mm512_mask_mov_ps(y, nan, x)
+}
+
+#[target_feature(enable = "avx512f")]
+fn exp_slice_avx512(x: &mut [f32]) {
+    for c in x.chunks_mut(16) {
+        let m = lanes_mask(c.len());
+        // SAFETY: the mask covers exactly the c.len() elements of c; masked-off lanes are
+        // neither read nor written.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(m, c.as_ptr());
+            _mm512_mask_storeu_ps(c.as_mut_ptr(), m, exp16(v));
+        }
+    }
+}
+
+/// AVX-512 [`crate::kernels::exp_poly_slice`]: within 2 ulp of it (FMA in the polynomial).
+/// Runs on the CPUs that run the attention kernels ([`x86_avx512_attn_available`]).
+pub fn x86_avx512_exp_f32(x: &mut [f32]) {
+    if x86_avx512_attn_available() {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe { exp_slice_avx512(x) }
+    } else {
+        generic::exp_poly_slice(x)
     }
 }

@@ -17,71 +17,13 @@
 
 use core::arch::x86_64::*;
 
+use super::act::exp16;
 use super::x86_avx512_attn_available as available;
+use super::{lanes_mask, load16, store16};
 use crate::kernels::args::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile};
 use crate::kernels::generic::attention::{
     self as generic, ATTN_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_TILE, AttnDenseState,
 };
-use crate::kernels::generic::{EXP_P, EXP_POLY_MAX, EXP_POLY_MIN, LN2_HI, LN2_LO, LOG2E};
-
-/// Mask of the first `n` (at most 16) lanes.
-#[inline]
-pub(super) fn lanes_mask(n: usize) -> __mmask16 {
-    if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
-}
-
-/// [`generic::exp_poly`] on 16 lanes.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn exp16(x: __m512) -> __m512 {
-    let min = _mm512_set1_ps(EXP_POLY_MIN);
-    let max = _mm512_set1_ps(EXP_POLY_MAX);
-    // False for NaN, -inf and below the range: those lanes become 0 (NaN restored below).
-    let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, min);
-    let over = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, max);
-    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
-    let xc = _mm512_max_ps(_mm512_min_ps(x, max), min);
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-        _mm512_mul_ps(xc, _mm512_set1_ps(LOG2E)),
-    );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), xc);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-    let mut p = _mm512_set1_ps(EXP_P[0]);
-    for &c in &EXP_P[1..] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-    }
-    let y = _mm512_fmadd_ps(
-        p,
-        _mm512_mul_ps(r, r),
-        _mm512_add_ps(r, _mm512_set1_ps(1.0)),
-    );
-    let y = _mm512_maskz_mov_ps(live, _mm512_scalef_ps(y, n));
-    let y = _mm512_mask_mov_ps(y, over, _mm512_set1_ps(f32::INFINITY));
-    _mm512_mask_mov_ps(y, nan, x)
-}
-
-#[target_feature(enable = "avx512f")]
-fn exp_slice_avx512(x: &mut [f32]) {
-    for c in x.chunks_mut(16) {
-        let m = lanes_mask(c.len());
-        // SAFETY: the mask covers exactly the c.len() elements of c; masked-off lanes are
-        // neither read nor written.
-        unsafe {
-            let v = _mm512_maskz_loadu_ps(m, c.as_ptr());
-            _mm512_mask_storeu_ps(c.as_mut_ptr(), m, exp16(v));
-        }
-    }
-}
-
-/// AVX-512 [`crate::kernels::generic::exp_poly_slice`]: within 2 ulp of it (FMA in the polynomial).
-pub fn x86_avx512_exp_f32(x: &mut [f32]) {
-    if available() {
-        // SAFETY: the CPU has AVX-512F (checked above).
-        unsafe { exp_slice_avx512(x) }
-    } else {
-        crate::kernels::generic::exp_poly_slice(x)
-    }
-}
 
 /// Scores of keys `j0..j0 + U` of a tile for all 16 lanes: `U` independent FMA chains.
 #[inline]
@@ -141,22 +83,6 @@ pub fn x86_avx512_attn_scores_tile(a: &AttnScoresArgs<'_>, s: &mut [f32; ATTN_BL
     } else {
         generic::attn_scores_tile(a, s)
     }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(super) fn load16(x: &[f32]) -> __m512 {
-    let x = &x[..16];
-    // SAFETY: x has exactly 16 elements.
-    unsafe { _mm512_loadu_ps(x.as_ptr()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(super) fn store16(x: &mut [f32], v: __m512) {
-    let x = &mut x[..16];
-    // SAFETY: x has exactly 16 elements.
-    unsafe { _mm512_storeu_ps(x.as_mut_ptr(), v) }
 }
 
 /// `row[..] *= c`, 16 at a time with a masked tail.

@@ -52,8 +52,8 @@ use core::arch::x86_64::*;
 
 use crate::config::Activation;
 use crate::kernels::generic;
+use crate::kernels::matrix::{Matrix, Weights};
 use crate::kernels::q8::*;
-use crate::kernels::{Matrix, Weights};
 
 /// Weight rows per register tile (accumulators: 8 registers of 16 tokens).
 pub const ROWS: usize = 8;
@@ -101,4 +101,26 @@ pub fn x86_avx512_attn_available() -> bool {
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("popcnt")
+}
+
+/// Mask of the first `n` (at most 16) lanes.
+#[inline]
+pub(super) fn lanes_mask(n: usize) -> __mmask16 {
+    if n >= 16 { 0xffff } else { (1u16 << n) - 1 }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn load16(x: &[f32]) -> __m512 {
+    let x = &x[..16];
+    // SAFETY: x has exactly 16 elements.
+    unsafe { _mm512_loadu_ps(x.as_ptr()) }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn store16(x: &mut [f32], v: __m512) {
+    let x = &mut x[..16];
+    // SAFETY: x has exactly 16 elements.
+    unsafe { _mm512_storeu_ps(x.as_mut_ptr(), v) }
 }
