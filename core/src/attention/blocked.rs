@@ -1,7 +1,8 @@
 //! The blocked paths of [`crate::kernels::Kernels::Fast`]: blocks of up to 16 queries (lanes)
 //! against tiles and key blocks, through the block kernels of [`crate::kernels`].
 
-use super::{AttnScratch, Ctx, FAST, VIS_STRIDE};
+use super::params::VIS_STRIDE;
+use super::{AttnScratch, Ctx, FAST};
 use crate::arena::padded;
 use crate::kernels::attention::{
     ATTN_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, AttnTopkWork, attn_transpose_queries,

@@ -24,7 +24,7 @@
 //!   tile (tile maximum, one rescale, vector `exp` by [`crate::kernels::exp_poly`]);
 //!   masked keys get weight 0 in a lane of a tile another lane sees, which adds exactly
 //!   nothing to finite values;
-//! - top-k, `k <= ATTN_SELECT_MAX_K` (32): blocks of [`ATTN_KEY_BLOCK`] (256) keys; the
+//! - top-k, `k <= ATTN_SELECT_MAX_K` (32): blocks of [`crate::kernels::ATTN_KEY_BLOCK`] (256) keys; the
 //!   scores of a block are stored lane-major (each query's scores contiguous), then each
 //!   query's slots are merged with the block by [`crate::kernels::attention::attn_topk_block`]: a
 //!   lower bound on the k-th best score (from the best scores of groups of keys, and the k-th
@@ -40,14 +40,14 @@
 //! [`ATTN_MAX_HEAD_DIM`] run the reference loops. The block buffers (transposed queries,
 //! accumulators, lane-major scores, candidates) are a second part of the scratch,
 //! [`fast_scratch_bytes`], taken by [`AttnScratch::new_fast`]; the key blocks of the top-k
-//! path hold [`fast_key_block`] keys (fewer than [`ATTN_KEY_BLOCK`] for a short context; the
+//! path hold [`fast_key_block`] keys (fewer than [`crate::kernels::ATTN_KEY_BLOCK`] for a short context; the
 //! kept keys do not depend on it).
 //!
 //! Grouped KV heads: query head `h` reads KV head `h / (n_heads / n_kv_heads)`. Scores are
 //! `q . k / sqrt(head_dim)`.
 
 use crate::Error;
-use crate::kernels::attention::{ATTN_KEY_BLOCK, ATTN_MAX_HEAD_DIM, ATTN_SELECT_MAX_K, ATTN_TILE};
+use crate::kernels::attention::{ATTN_MAX_HEAD_DIM, ATTN_SELECT_MAX_K};
 use crate::kernels::{AttnScoresArgs, Kernels};
 use crate::math;
 
@@ -55,76 +55,17 @@ use crate::math;
 const FAST: Kernels = Kernels::Fast;
 
 mod blocked;
+mod params;
 mod reference;
 mod scratch;
 
+use params::check_params;
+pub use params::{AttnDims, AttnParams, Keys, MAX_KEYS};
 use scratch::fast_parts;
 pub use scratch::{AttnScratch, fast_key_block, fast_scratch_bytes, scratch_bytes};
 
-/// Largest number of keys: key indices are stored as `u16` in the top-k slots.
-pub const MAX_KEYS: usize = 1 << 16;
-
 /// Keys streamed per tile: a tile's rows stay in cache while every query of the chunk uses them.
 const KEY_TILE: usize = 16;
-
-/// Most tiles per key block of the fast top-k path.
-const VIS_STRIDE: usize = ATTN_KEY_BLOCK / ATTN_TILE;
-
-/// Head layout of one attention layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttnDims {
-    /// Query heads.
-    pub n_heads: usize,
-    /// Key/value heads (divides `n_heads`).
-    pub n_kv_heads: usize,
-    /// Width of one head.
-    pub head_dim: usize,
-}
-
-/// How an attention call runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttnParams {
-    /// Head layout.
-    pub dims: AttnDims,
-    /// Query `i` (absolute position `q_pos + i`) sees only keys `0..=q_pos + i`.
-    pub causal: bool,
-    /// Keys kept per query and head; `None` is dense.
-    pub k_attn: Option<usize>,
-    /// Queries processed together (C).
-    pub chunk: usize,
-}
-
-/// Keys and values of the whole sequence (or cache), row-major `n x (n_kv_heads * head_dim)`.
-#[derive(Debug, Clone, Copy)]
-pub struct Keys<'a> {
-    /// Key rows.
-    pub k: &'a [f32],
-    /// Value rows.
-    pub v: &'a [f32],
-    /// Number of key rows.
-    pub n: usize,
-    /// Padding mask: `valid[j] == false` hides key `j`. `None`: all keys visible.
-    pub valid: Option<&'a [bool]>,
-}
-
-fn check_params(p: &AttnParams) -> Result<(), Error> {
-    let d = &p.dims;
-    if d.n_heads == 0 || d.n_kv_heads == 0 || d.head_dim == 0 {
-        return Err(Error::InvalidConfig(
-            "attention heads and head_dim must be at least 1",
-        ));
-    }
-    if !d.n_heads.is_multiple_of(d.n_kv_heads) {
-        return Err(Error::InvalidConfig("n_kv_heads must divide n_heads"));
-    }
-    if p.chunk == 0 {
-        return Err(Error::InvalidConfig("chunk must be at least 1"));
-    }
-    if p.k_attn == Some(0) {
-        return Err(Error::InvalidConfig("k_attn must be at least 1"));
-    }
-    Ok(())
-}
 
 /// Multi-head attention of the queries `q` (`n_q x (n_heads * head_dim)`, the first at absolute
 /// position `q_pos`) over `keys`, into `out` (same shape as `q`). Scores are scaled by

@@ -2,7 +2,7 @@
 //! scratch itself ([`AttnScratch`]): the top-k slots of a chunk and the fast path's block
 //! buffers, taken from the arena once.
 
-use super::{AttnParams, check_params};
+use super::params::{AttnParams, check_params};
 use crate::Error;
 use crate::arena::{Arena, padded};
 use crate::kernels::attention::{
@@ -46,7 +46,7 @@ pub const fn scratch_bytes(p: &AttnParams) -> usize {
 }
 
 /// Keys per block of the fast top-k path when calls see at most `max_keys` keys: whole tiles
-/// of [`ATTN_TILE`] (16) covering them, at most [`ATTN_KEY_BLOCK`] (256).
+/// of [`ATTN_TILE`] (16) covering them, at most [`crate::kernels::ATTN_KEY_BLOCK`] (256).
 pub const fn fast_key_block(max_keys: usize) -> usize {
     let kb = max_keys.div_ceil(ATTN_TILE) * ATTN_TILE;
     if kb < ATTN_TILE {

@@ -2,7 +2,7 @@
 
 use core::arch::wasm32::*;
 
-use super::*;
+use super::simd::*;
 
 /// [`generic::exp_poly`] on 4 lanes: the same operations in the same order (no FMA), so
 /// the same bits lane by lane, limits and NaN included.

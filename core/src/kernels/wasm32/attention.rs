@@ -2,7 +2,8 @@
 
 use core::arch::wasm32::*;
 
-use super::*;
+use super::act::wasm_simd128_exp_f32x4;
+use super::simd::*;
 use crate::kernels::args::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs};
 
 /// `acc[..4 * W] += w[j][l] * v[off[j] + d..][..4 * W]` for the keys `j` of the bits of

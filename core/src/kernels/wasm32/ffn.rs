@@ -2,9 +2,10 @@
 //! which share the packing of the down rows.
 
 use core::arch::wasm32::*;
-use core::mem::MaybeUninit;
 
-use super::*;
+use super::act::gelu_erf_f32x4;
+use super::q8::*;
+use super::simd::*;
 use crate::kernels::args::FfnArgs;
 
 /// `out[t][c] += (sum_j hq[t][j] * q[j][c]) as f32 * hs[t]` for the token groups `hw` (`k`
@@ -298,15 +299,4 @@ fn quantize_units(h: &[v128], out: &mut [MaybeUninit<i32>]) -> [v128; 4] {
         }
     }
     mx.map(|m| f32x4_div(m, k127))
-}
-
-/// The lanes of a vector.
-#[inline(always)]
-pub(super) fn lanes4(v: v128) -> [f32; 4] {
-    [
-        f32x4_extract_lane::<0>(v),
-        f32x4_extract_lane::<1>(v),
-        f32x4_extract_lane::<2>(v),
-        f32x4_extract_lane::<3>(v),
-    ]
 }

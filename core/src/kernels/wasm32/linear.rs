@@ -2,7 +2,7 @@
 
 use core::arch::wasm32::*;
 
-use super::*;
+use super::simd::*;
 use crate::kernels::generic::TileDot;
 
 /// The tile dot of the generic products on `simd128`: the generic summation order keeps 4

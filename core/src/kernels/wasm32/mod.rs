@@ -56,74 +56,10 @@ mod attention;
 mod ffn;
 mod linear;
 mod q8;
+mod simd;
 
 pub use act::*;
 pub use attention::*;
 pub use ffn::*;
 pub use linear::*;
 pub use q8::*;
-
-use core::arch::wasm32::*;
-
-use crate::config::Activation;
-use crate::kernels::generic;
-use crate::kernels::generic::{
-    ATTN_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, EXP_P, EXP_POLY_MAX, EXP_POLY_MIN, LN2_HI,
-    LN2_LO, LOG2E,
-};
-use crate::kernels::matrix::{Matrix, Weights};
-use crate::kernels::q8::*;
-
-/// The 4 f32 `s[..4]` as one vector.
-#[inline(always)]
-fn ld4(s: &[f32]) -> v128 {
-    let s = &s[..4];
-    // SAFETY: s holds 4 f32 (16 bytes); v128.load is unaligned.
-    unsafe { v128_load(s.as_ptr() as *const v128) }
-}
-
-/// Stores the 4 lanes of `v` to `s[..4]`.
-#[inline(always)]
-fn st4(s: &mut [f32], v: v128) {
-    let s = &mut s[..4];
-    // SAFETY: s holds 4 f32 (16 bytes); v128.store is unaligned.
-    unsafe { v128_store(s.as_mut_ptr() as *mut v128, v) }
-}
-
-// A packed token group (`Q8_GROUP`) is 4 vectors of 4 lanes.
-const _: () = assert!(Q8_GROUP == 16);
-/// Words (2 int8 values widened to i16 each) of the packed token groups of one pass: 128 KiB
-/// of stack, so that a pass holds [`MAX_GROUPS`] groups of up to 512 columns, 10 of 384 (160
-/// tokens), one of [`Q8_MAX_COLS`]. The weights are packed once per pass.
-const PACK_WORDS: usize = 32 * 1024;
-/// Most token groups of one pass.
-const MAX_GROUPS: usize = 16;
-/// Block scales of the groups of one pass, `[group][block][Q8_GROUP]`.
-const SP_LEN: usize = MAX_GROUPS * Q8_GROUP * 8;
-/// Widest `d_model` of [`wasm_simd128_ffn_q8`].
-pub const FFN_MAX_D: usize = 1024;
-/// Hidden units of one step of [`wasm_simd128_ffn_q8`]: one int8 scale per token.
-const UNITS: usize = Q8_BLOCK;
-/// Pairs of rows (words) of the down projection's 64 units.
-const UNIT_PAIRS: usize = UNITS / 2;
-/// Longest `k` (rows of `q`) [`wasm_simd128_accumulate_q8_tokens`] takes; longer go to the
-/// generic kernel. The feed-forward blocks use 64.
-const ACC_MAX_K: usize = 128;
-/// Columns of the down tiles: 2 vectors.
-const DC: usize = 8;
-/// Words of one packed panel of down-projection rows: 16 KiB, 128 columns of 64 units, which
-/// stay in the L1 cache while every token tile of the pass runs over them.
-const DOWN_WORDS: usize = 4096;
-const _: () = assert!(Q8_BLOCK.is_multiple_of(8) && UNITS.is_multiple_of(8));
-
-/// Pairs of columns (words) of a packed row of `cols` values: `cols` rounded up to 8.
-const fn pairs_of(cols: usize) -> usize {
-    cols.div_ceil(8) * 4
-}
-
-/// Token groups of `cols` columns one pass holds (at least 1 for `cols <= Q8_MAX_COLS`).
-fn groups_per_pass(cols: usize) -> usize {
-    (PACK_WORDS / (pairs_of(cols) * Q8_GROUP))
-        .min(SP_LEN / (q8_blocks(cols) * Q8_GROUP))
-        .clamp(1, MAX_GROUPS)
-}

@@ -2,9 +2,8 @@
 //! and the quantization of token rows.
 
 use core::arch::wasm32::*;
-use core::mem::MaybeUninit;
 
-use super::*;
+use super::simd::*;
 
 /// 8 int8 values from `s[i..i + 8]`, sign-extended to 16-bit lanes (4 words of 2 values).
 ///
@@ -15,41 +14,6 @@ pub(super) unsafe fn load_i8x8(s: &[i8], i: usize) -> v128 {
     debug_assert!(i + 8 <= s.len());
     // SAFETY: the caller guarantees that s[i..i + 8] is in bounds; the load is unaligned.
     unsafe { i16x8_load_extend_i8x8(s.as_ptr().add(i)) }
-}
-
-/// 4x4 transpose of 32-bit lanes: `out[k][j] = rows[j][k]`.
-#[inline(always)]
-pub(super) fn transpose4(rows: [v128; 4]) -> [v128; 4] {
-    let [a, b, c, d] = rows;
-    let t0 = i32x4_shuffle::<0, 4, 1, 5>(a, b);
-    let t1 = i32x4_shuffle::<2, 6, 3, 7>(a, b);
-    let t2 = i32x4_shuffle::<0, 4, 1, 5>(c, d);
-    let t3 = i32x4_shuffle::<2, 6, 3, 7>(c, d);
-    [
-        i32x4_shuffle::<0, 1, 4, 5>(t0, t2),
-        i32x4_shuffle::<2, 3, 6, 7>(t0, t2),
-        i32x4_shuffle::<0, 1, 4, 5>(t1, t3),
-        i32x4_shuffle::<2, 3, 6, 7>(t1, t3),
-    ]
-}
-
-/// The 4 lanes of `v`, each broadcast to a vector.
-#[inline(always)]
-pub(super) fn splat_lanes(v: v128) -> [v128; 4] {
-    [
-        i32x4_shuffle::<0, 0, 0, 0>(v, v),
-        i32x4_shuffle::<1, 1, 1, 1>(v, v),
-        i32x4_shuffle::<2, 2, 2, 2>(v, v),
-        i32x4_shuffle::<3, 3, 3, 3>(v, v),
-    ]
-}
-
-/// Stores 4 words at `out[at..at + 4]`.
-#[inline(always)]
-pub(super) fn store_words(out: &mut [MaybeUninit<i32>], at: usize, v: v128) {
-    let d = &mut out[at..at + 4];
-    // SAFETY: d holds 4 words (16 bytes); v128.store is unaligned.
-    unsafe { v128_store(d.as_mut_ptr() as *mut v128, v) };
 }
 
 /// Columns `2p` and `2p + 1` of an int8 row as one word of two i16 (low half first), zeros
@@ -240,16 +204,6 @@ pub(super) fn pack_row_pairs(
             out[(c / DC * pairs + p) * DC + c % DC].write((w(2 * p) | w(2 * p + 1) << 16) as i32);
         }
     }
-}
-
-/// `buf[..n]` as the values written there.
-///
-/// # Safety
-/// Every element of `buf[..n]` was written.
-pub(super) unsafe fn written<T>(buf: &[MaybeUninit<T>], n: usize) -> &[T] {
-    let b = &buf[..n];
-    // SAFETY: the caller wrote every element of b, and MaybeUninit<T> has the layout of T.
-    unsafe { core::slice::from_raw_parts(b.as_ptr() as *const T, n) }
 }
 
 /// One register tile: the exact i32 sums over `np` pairs of `A` broadcast words of `a` (a

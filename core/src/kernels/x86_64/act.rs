@@ -2,7 +2,7 @@
 
 use core::arch::x86_64::*;
 
-use super::*;
+use super::cpu::*;
 use crate::kernels::generic::{EXP_P, EXP_POLY_MAX, EXP_POLY_MIN, LN2_HI, LN2_LO, LOG2E};
 
 /// `e^x` for 8 lanes, `x` in `[-87, 0]` (all [`gelu_erf_avx2`] needs): `2^n e^r` with

@@ -18,8 +18,8 @@
 use core::arch::x86_64::*;
 
 use super::act::exp16;
-use super::x86_avx512_attn_available as available;
-use super::{lanes_mask, load16, store16};
+use super::cpu::x86_avx512_attn_available as available;
+use super::cpu::{lanes_mask, load16, store16};
 use crate::kernels::args::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile};
 use crate::kernels::generic::attention::{
     self as generic, ATTN_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_TILE, AttnDenseState,

@@ -2,7 +2,9 @@
 
 use core::arch::x86_64::*;
 
-use super::*;
+use super::cpu::*;
+use super::linear::{F32_MAX_COLS, PackedF32, pack_f32, tile_f32};
+use super::q8::*;
 use crate::kernels::args::FfnArgs;
 
 /// `e^x` for 16 lanes, `x` in `[-87, 0]`: the steps of the AVX2 kernel's `exp_neg_avx2`
@@ -86,43 +88,6 @@ fn activate_units(act: Activation, h: &mut [__m512], scales: Option<&[f32]>) {
 const UNITS: usize = Q8_BLOCK;
 /// Widest `d_model` of the fused feed-forward (its packed tokens: 16 x 1024 bytes of stack).
 pub const FFN_MAX_D: usize = 1024;
-
-/// Byte `4 t + i` of the result is byte `16 i + t` of the source: 4 rows of 16 bytes (one per
-/// 128-bit lane) to 16 words of 4 bytes (one per row).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn transpose_4x16_idx() -> __m512i {
-    _mm512_set_epi32(
-        0x3f2f1f0f, 0x3e2e1e0e, 0x3d2d1d0d, 0x3c2c1c0c, 0x3b2b1b0b, 0x3a2a1a0a, 0x39291909,
-        0x38281808, 0x37271707, 0x36261606, 0x35251505, 0x34241404, 0x33231303, 0x32221202,
-        0x31211101, 0x30201000,
-    )
-}
-
-/// The 16 bytes at columns `c0..c0 + 16` of rows `r0..r0 + 4` of a row-major int8 matrix of
-/// `stride` columns, permuted by `idx` ([`transpose_4x16_idx`]: one 4-byte word per column,
-/// holding its 4 rows).
-#[inline]
-#[target_feature(enable = "avx512f,avx512vbmi")]
-pub(super) fn load_4x16_transposed(
-    q: &[i8],
-    r0: usize,
-    stride: usize,
-    c0: usize,
-    idx: __m512i,
-) -> __m512i {
-    let p = &q[r0 * stride + c0..(r0 + 3) * stride + c0 + 16];
-    // SAFETY: rows r0 .. r0 + 3 at columns c0..c0 + 16 lie in p (checked by the slice above);
-    // unaligned loads.
-    let wv = unsafe {
-        let l = |i: usize| _mm_loadu_si128(p.as_ptr().add(i * stride) as *const __m128i);
-        let a = _mm512_castsi128_si512(l(0));
-        let a = _mm512_inserti32x4::<1>(a, l(1));
-        let a = _mm512_inserti32x4::<2>(a, l(2));
-        _mm512_inserti32x4::<3>(a, l(3))
-    };
-    _mm512_permutexvar_epi8(idx, wv)
-}
 
 /// [`generic::quantize_i8`] of each token's [`UNITS`] values `h[j]` (lane `t` of `h[j]`:
 /// token `t`, unit `j`), lane by lane: the scales go to `hs`, `-128 * sum q` to `hcorr`, and

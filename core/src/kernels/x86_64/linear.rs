@@ -2,7 +2,8 @@
 
 use core::arch::x86_64::*;
 
-use super::*;
+use super::cpu::*;
+use super::q8::{store_row1, store_rows16, transpose16};
 
 #[target_feature(enable = "avx2,fma")]
 fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {

@@ -2,19 +2,7 @@
 
 use core::arch::x86_64::*;
 
-use super::*;
-
-/// Whether this CPU runs the f32 kernels of this module (AVX-512 F).
-pub(super) fn available_f32() -> bool {
-    is_x86_feature_detected!("avx512f")
-}
-
-/// Mask of the lanes `i..min(i + 16, n)`.
-#[inline(always)]
-pub(super) fn tail_mask(n: usize, i: usize) -> __mmask16 {
-    let m = (n - i).min(16);
-    if m == 16 { !0 } else { (1u16 << m) - 1 }
-}
+use super::cpu::*;
 
 #[target_feature(enable = "avx512f")]
 fn layer_norm_avx512(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {

@@ -2,7 +2,7 @@
 
 use core::arch::x86_64::*;
 
-use super::*;
+use super::cpu::*;
 
 #[target_feature(enable = "avx2")]
 fn dot_i8_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
@@ -522,12 +522,6 @@ pub fn x86_avx512_quantize_i8_token(x: &[f32], q: &mut [i8], s: &mut [f32]) {
     }
 }
 
-/// Whether this CPU runs [`x86_avx512_accumulate_q8_tokens`]'s fast kernel (also AVX-512
-/// VBMI, for the byte transpose).
-pub(super) fn available_vbmi() -> bool {
-    x86_avx512_vnni_available() && is_x86_feature_detected!("avx512vbmi")
-}
-
 /// `TT` tokens (u8 rows `hu` of `k` values, `k % 4 == 0`) times 16 columns `c0..c0 + 16`
 /// of `k` int8 rows of `q`, into `out` (rows of `cols`, from the group's first token).
 #[inline]
@@ -633,4 +627,41 @@ pub fn x86_avx512_accumulate_q8_tokens(out: &mut [f32], q: &[i8], cols: usize, h
     } else {
         generic::accumulate_q8_tokens(out, q, cols, h)
     }
+}
+
+/// Byte `4 t + i` of the result is byte `16 i + t` of the source: 4 rows of 16 bytes (one per
+/// 128-bit lane) to 16 words of 4 bytes (one per row).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn transpose_4x16_idx() -> __m512i {
+    _mm512_set_epi32(
+        0x3f2f1f0f, 0x3e2e1e0e, 0x3d2d1d0d, 0x3c2c1c0c, 0x3b2b1b0b, 0x3a2a1a0a, 0x39291909,
+        0x38281808, 0x37271707, 0x36261606, 0x35251505, 0x34241404, 0x33231303, 0x32221202,
+        0x31211101, 0x30201000,
+    )
+}
+
+/// The 16 bytes at columns `c0..c0 + 16` of rows `r0..r0 + 4` of a row-major int8 matrix of
+/// `stride` columns, permuted by `idx` ([`transpose_4x16_idx`]: one 4-byte word per column,
+/// holding its 4 rows).
+#[inline]
+#[target_feature(enable = "avx512f,avx512vbmi")]
+pub(super) fn load_4x16_transposed(
+    q: &[i8],
+    r0: usize,
+    stride: usize,
+    c0: usize,
+    idx: __m512i,
+) -> __m512i {
+    let p = &q[r0 * stride + c0..(r0 + 3) * stride + c0 + 16];
+    // SAFETY: rows r0 .. r0 + 3 at columns c0..c0 + 16 lie in p (checked by the slice above);
+    // unaligned loads.
+    let wv = unsafe {
+        let l = |i: usize| _mm_loadu_si128(p.as_ptr().add(i * stride) as *const __m128i);
+        let a = _mm512_castsi128_si512(l(0));
+        let a = _mm512_inserti32x4::<1>(a, l(1));
+        let a = _mm512_inserti32x4::<2>(a, l(2));
+        _mm512_inserti32x4::<3>(a, l(3))
+    };
+    _mm512_permutexvar_epi8(idx, wv)
 }

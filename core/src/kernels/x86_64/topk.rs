@@ -3,8 +3,8 @@
 
 use core::arch::x86_64::*;
 
-use super::x86_avx512_attn_available as available;
-use super::{lanes_mask, load16, store16};
+use super::cpu::x86_avx512_attn_available as available;
+use super::cpu::{lanes_mask, load16, store16};
 use crate::kernels::args::AttnTopkArgs;
 use crate::kernels::generic::attention::{
     self as generic, ATTN_KEY_BLOCK, ATTN_RANK_NAN, ATTN_SELECT_MAX_K, ATTN_TILE, AttnTopkWork,
