@@ -35,22 +35,26 @@ pub fn activate(act: Activation, x: f32) -> f32 {
     }
 }
 
+/// `p` of [`erf_fast`] (Abramowitz & Stegun 7.1.26), shared by its vector versions.
+pub(crate) const ERF_FAST_P: f32 = 0.327_591_1;
+/// `a1..a5` of [`erf_fast`], shared by its vector versions.
+pub(crate) const ERF_FAST_A: [f32; 5] = [
+    0.254_829_6,
+    -0.284_496_72,
+    1.421_413_8,
+    -1.453_152_1,
+    1.061_405_4,
+];
+
 /// `erf(x)` by Abramowitz & Stegun 7.1.26: `1 - t (a1 + t (a2 + ... + t a5)) e^(-x^2)`,
 /// `t = 1 / (1 + p |x|)`, odd in `x`. Absolute error at most 1.5e-7 plus the f32 rounding
 /// and the error of [`math::exp`]; one division and one `exp`, where the reference `erf` costs
 /// several times more. Used by the fast kernels ([`activate_fast`]).
 #[inline]
 pub fn erf_fast(x: f32) -> f32 {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_72,
-        1.421_413_8,
-        -1.453_152_1,
-        1.061_405_4,
-    ];
+    const A: [f32; 5] = ERF_FAST_A;
     let ax = if x < 0.0 { -x } else { x };
-    let t = 1.0 / (1.0 + P * ax);
+    let t = 1.0 / (1.0 + ERF_FAST_P * ax);
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
     let y = 1.0 - poly * math::exp(-ax * ax);
     if x < 0.0 { -y } else { y }

@@ -48,14 +48,8 @@ pub fn wasm_simd128_exp_f32x4(x: v128) -> v128 {
 /// [`wasm_simd128_exp_f32x4`] for `exp`.
 #[inline(always)]
 pub(super) fn gelu_erf_f32x4(x: v128) -> v128 {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_72,
-        1.421_413_8,
-        -1.453_152_1,
-        1.061_405_4,
-    ];
+    const P: f32 = generic::ERF_FAST_P;
+    const A: [f32; 5] = generic::ERF_FAST_A;
     let one = f32x4_splat(1.0);
     let u = f32x4_mul(x, f32x4_splat(core::f32::consts::FRAC_1_SQRT_2));
     let au = f32x4_abs(u);
