@@ -77,7 +77,7 @@ use crate::arena::Arena;
 use crate::attention::{self, AttnParams, AttnScratch, Keys};
 use crate::config::{Arch, ModelConfig, PosKind, RunConfig};
 use crate::format::{PackedModel, TensorName};
-use crate::kernels::{Matrix, axpy_row, matmul_by, matvec, row_to_f32};
+use crate::kernels::{Matrix, axpy_row, matvec, row_to_f32};
 use crate::model::{LayerWeights, Model, apply_rope, ffn_phase, norm_row, norm_rows, residual};
 use crate::plan::{Plan, attn_params};
 
@@ -408,9 +408,9 @@ impl<'s, 'a> Session<'s, 'a> {
                 let mut scratch = AttnScratch::with_fast(s, params, n, attn_fast)?;
                 norm_rows(kernels, c, &l.attn_norm, x, xn);
                 let fast = scratch.fast_words();
-                matmul_by(kernels, &l.q, xn, m, l.q_bias, q, fast);
-                matmul_by(kernels, &l.k, xn, m, l.k_bias, &mut kc[rows.clone()], fast);
-                matmul_by(kernels, &l.v, xn, m, l.v_bias, &mut vc[rows.clone()], fast);
+                kernels.matmul(&l.q, xn, m, l.q_bias, q, fast);
+                kernels.matmul(&l.k, xn, m, l.k_bias, &mut kc[rows.clone()], fast);
+                kernels.matmul(&l.v, xn, m, l.v_bias, &mut vc[rows.clone()], fast);
                 if rope {
                     apply_rope(q, d, hd, p0, c.rope_theta);
                     apply_rope(&mut kc[rows.clone()], kv, hd, p0, c.rope_theta);
@@ -423,7 +423,7 @@ impl<'s, 'a> Session<'s, 'a> {
                 };
                 attention::attention_with(kernels, params, q, p0, &keys, &mut scratch, xn)?;
                 // The queries are spent: their buffer takes the output projection.
-                matmul_by(kernels, &l.o, xn, m, l.o_bias, q, scratch.fast_words());
+                kernels.matmul(&l.o, xn, m, l.o_bias, q, scratch.fast_words());
                 residual(kernels, c, &l.attn_norm, x, q);
                 Ok(())
             })?;

@@ -11,8 +11,6 @@ use crate::config::{ModelConfig, RunConfig};
 use crate::format::{PackedModel, Pooling, TensorName};
 #[cfg(not(feature = "std"))]
 use crate::kernels::layer_norm;
-#[cfg(feature = "std")]
-use crate::kernels::layer_norm_by;
 use crate::kernels::{Matrix, axpy_row, row_to_f32};
 use crate::model::{LayerWeights, Model, NormWeights, forward_with};
 use crate::{Error, Norm, math};
@@ -195,7 +193,7 @@ impl<'a> Encoder<'a> {
                 // The fast LayerNorm exists in std builds only; without std this closure stays
                 // as small as it was (the firmware's stack peak is in it).
                 #[cfg(feature = "std")]
-                layer_norm_by(self.model.kernels(), row, g, b, c.norm_eps);
+                self.model.kernels().layer_norm(row, g, b, c.norm_eps);
                 #[cfg(not(feature = "std"))]
                 layer_norm(row, g, b, c.norm_eps);
             }

@@ -48,7 +48,7 @@ use crate::arena::Arena;
 use crate::attention::{self, AttnScratch, Keys};
 use crate::config::{Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
 use crate::ffn::{self, FfnScratch, FfnWeights};
-use crate::kernels::{Kernels, Matrix, layer_norm_by, matmul_by, rms_norm};
+use crate::kernels::{Kernels, Matrix, rms_norm};
 use crate::plan::{Plan, attn_params, ffn_wide, try_plan_with};
 
 /// Gain and optional bias of one normalisation layer (`d_model` values each).
@@ -236,7 +236,7 @@ impl<'a> Model<'a> {
 
 pub(crate) fn norm_row(k: Kernels, c: &ModelConfig, w: &NormWeights<'_>, x: &mut [f32]) {
     match (c.norm, w.bias) {
-        (Norm::LayerNorm, Some(b)) => layer_norm_by(k, x, w.gain, b, c.norm_eps),
+        (Norm::LayerNorm, Some(b)) => k.layer_norm(x, w.gain, b, c.norm_eps),
         // Model::new rejects a LayerNorm without bias; RMSNorm has none.
         _ => rms_norm(x, w.gain, c.norm_eps),
     }
@@ -379,14 +379,18 @@ pub fn forward_with<'a>(
                     );
                     let rows = start * kv..(start + m) * kv;
                     let k_rows = &mut keys_n[rows.clone()];
-                    matmul_by(model.kernels, &l.k, xn, m, l.k_bias, k_rows, fast);
+                    model.kernels.matmul(&l.k, xn, m, l.k_bias, k_rows, fast);
                     let v_rows = &mut values_n[rows];
-                    matmul_by(model.kernels, &l.v, xn, m, l.v_bias, v_rows, fast);
+                    model.kernels.matmul(&l.v, xn, m, l.v_bias, v_rows, fast);
                 }
             } else {
                 let fast = s.take::<f32>(plan.kv_fast_bytes / 4)?;
-                matmul_by(model.kernels, &l.k, hidden_n, n, l.k_bias, keys_n, fast);
-                matmul_by(model.kernels, &l.v, hidden_n, n, l.v_bias, values_n, fast);
+                model
+                    .kernels
+                    .matmul(&l.k, hidden_n, n, l.k_bias, keys_n, fast);
+                model
+                    .kernels
+                    .matmul(&l.v, hidden_n, n, l.v_bias, values_n, fast);
             }
             if rope {
                 apply_rope(keys_n, kv, c.head_dim, 0, c.rope_theta);
@@ -413,9 +417,9 @@ pub fn forward_with<'a>(
                 let fast = scratch.fast_words();
                 if pre_norm {
                     norm_rows(model.kernels, c, &l.attn_norm, rows, ctx);
-                    matmul_by(model.kernels, &l.q, ctx, m, l.q_bias, q, fast);
+                    model.kernels.matmul(&l.q, ctx, m, l.q_bias, q, fast);
                 } else {
-                    matmul_by(model.kernels, &l.q, rows, m, l.q_bias, q, fast);
+                    model.kernels.matmul(&l.q, rows, m, l.q_bias, q, fast);
                 }
                 if rope {
                     apply_rope(q, d, c.head_dim, start, c.rope_theta);
@@ -431,7 +435,7 @@ pub fn forward_with<'a>(
                 )?;
                 // The queries are spent: their buffer takes the output projection.
                 let fast = scratch.fast_words();
-                matmul_by(model.kernels, &l.o, ctx, m, l.o_bias, q, fast);
+                model.kernels.matmul(&l.o, ctx, m, l.o_bias, q, fast);
                 residual(model.kernels, c, &l.attn_norm, rows, q);
             }
             Ok(())

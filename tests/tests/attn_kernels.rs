@@ -17,9 +17,11 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use topkit::kernels::attn::{
-    self, ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, EXP_POLY_MAX,
-    EXP_POLY_MIN, exp_poly,
+use topkit::kernels::attention::{
+    self as attn, ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState,
+};
+use topkit::kernels::{
+    AttnScoresArgs, AttnTile, EXP_POLY_MAX, EXP_POLY_MIN, exp_poly, exp_poly_slice,
 };
 use topkit_tests::kernel_checks::{
     self as check, AttnKeys, DenseCase, DenseTile, KeyBlock, SlotsCase, better, exp_rel_error,
@@ -27,9 +29,9 @@ use topkit_tests::kernel_checks::{
 
 #[test]
 fn exp_poly_accuracy() {
-    let err = exp_rel_error(attn::exp_poly_slice, EXP_POLY_MIN, EXP_POLY_MAX, 2_000_001);
+    let err = exp_rel_error(exp_poly_slice, EXP_POLY_MIN, EXP_POLY_MAX, 2_000_001);
     // The softmax range, more densely.
-    let err_soft = exp_rel_error(attn::exp_poly_slice, -30.0, 0.0, 2_000_001);
+    let err_soft = exp_rel_error(exp_poly_slice, -30.0, 0.0, 2_000_001);
     eprintln!("exp_poly max relative error: {err:.3e} (softmax range [-30, 0]: {err_soft:.3e})");
     assert!(err <= 2e-7 && err_soft <= 2e-7, "{err} {err_soft}");
     assert_eq!(exp_poly(0.0), 1.0);
@@ -153,7 +155,14 @@ proptest! {
     #[test]
     fn generic_scores_match_f64(b in block()) {
         let mut s = [0f32; ATTN_BLOCK];
-        attn::attn_scores_tile(&b.qt(), b.hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+        attn::attn_scores_tile(&AttnScoresArgs {
+            qt: &b.qt(),
+            hd: b.hd,
+            k: &b.k,
+            stride: b.stride,
+            nk: b.nk,
+            scale: b.scale(),
+        }, &mut s);
         for j in 0..b.nk {
             for l in 0..b.lanes {
                 let (mut want, mut mag) = (0f64, 0f64);
@@ -181,12 +190,24 @@ proptest! {
         let mut tiles = Vec::new();
         for t in 0..2 {
             let mut s = [0f32; ATTN_BLOCK];
-            attn::attn_scores_tile(&b.qt(), hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+            attn::attn_scores_tile(&AttnScoresArgs {
+            qt: &b.qt(),
+            hd: hd,
+            k: &b.k,
+            stride: b.stride,
+            nk: b.nk,
+            scale: b.scale(),
+        }, &mut s);
             let vis = b.vis().map(|m| if t == 0 { m } else { m.rotate_left(3) });
             if t == 1 {
                 s.iter_mut().for_each(|x| *x += shift);
             }
-            attn::attn_dense_tile(&s, &vis, b.nk, &b.v, b.stride, hd, &mut st);
+            let tile = AttnTile {
+                s: &s,
+                vis: &vis,
+                nk: b.nk,
+            };
+            attn::attn_dense_tile(&tile, &b.v, b.stride, hd, &mut st);
             tiles.push((s, vis));
         }
         for l in 0..b.lanes {
@@ -217,9 +238,17 @@ proptest! {
     fn generic_scores_rows_are_the_tile_transposed(b in block(), rs in 16usize..20) {
         let qt = b.qt();
         let mut s = [0f32; ATTN_BLOCK];
-        attn::attn_scores_tile(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut s);
+        let args = AttnScoresArgs {
+            qt: &qt,
+            hd: b.hd,
+            k: &b.k,
+            stride: b.stride,
+            nk: b.nk,
+            scale: b.scale(),
+        };
+        attn::attn_scores_tile(&args, &mut s);
         let mut rows = vec![f32::NAN; ATTN_LANES * rs];
-        attn::attn_scores_rows(&qt, b.hd, &b.k, b.stride, b.nk, b.scale(), &mut rows, rs);
+        attn::attn_scores_rows(&args, &mut rows, rs);
         for l in 0..ATTN_LANES {
             for j in 0..rs {
                 let want = if j < b.nk { s[j * ATTN_LANES + l].to_bits() } else { f32::NAN.to_bits() };

@@ -3,7 +3,7 @@
 //! - Generic int8 kernels against exact references: `dot_i8_i8` equals the i64 sum;
 //!   `quantize_i8` rounds to nearest (error at most `scale / 2` per element, `|q| <= 127`);
 //!   `matmul_i8_i8_token` equals, bit for bit, the documented formula over the input quantized
-//!   in blocks of `QT_BLOCK`, and is within half a block step per element of the f32 product;
+//!   in blocks of `Q8_BLOCK`, and is within half a block step per element of the f32 product;
 //!   `accumulate_q8_tokens` is the exact i32 sum times the token's scale, added to `out`.
 //! - The engine's int8 product (`matmul_by` with `Kernels::Fast` on the planned scratch, and
 //!   the quantize-once pass `quantize_q8_by` + `matmul_q8_by`) gives the generic bits with
@@ -20,7 +20,7 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use topkit::kernels::{self, Kernels, Matrix, Weights};
+use topkit::kernels::{self, Kernels, Matrix, Q8Rows, Weights};
 use topkit_tests::kernel_checks::{AccF32Case, AccQ8Case, FfnQ8Case, MatF32Case, Q8Case, bits};
 
 /// An arena of `bytes` bytes (16-byte aligned).
@@ -75,7 +75,7 @@ proptest! {
         let (rows, cols, n) = (*rows, *cols, *n);
         let mut y = vec![0f32; n * rows];
         kernels::matmul_i8_i8_token(&w, x, n, bias.as_deref(), &mut y);
-        let bl = kernels::QT_BLOCK;
+        let bl = kernels::Q8_BLOCK;
         for i in 0..n {
             let xi = &x[i * cols..(i + 1) * cols];
             let mut xq = vec![0i8; cols];
@@ -132,7 +132,7 @@ proptest! {
     #[test]
     fn accumulate_q8_tokens_is_the_documented_formula((cols, k, n, q, hq, hs, out0) in (0usize..=70, 0usize..=9, 1usize..=5).prop_flat_map(|(c, k, n)| (Just(c), Just(k), Just(n), i8s(k * c), i8s(n * k), vec(1e-4f32..0.1, n), vec(-5.0f32..5.0, n * c)))) {
         let mut out = out0.clone();
-        kernels::accumulate_q8_tokens(&mut out, &q, cols, &hq, &hs, n);
+        kernels::accumulate_q8_tokens(&mut out, &q, cols, Q8Rows { q: &hq, s: &hs, n });
         for t in 0..n {
             for c in 0..cols {
                 // Exact in i32, then one multiply and one add.
@@ -155,11 +155,11 @@ proptest! {
 }
 
 proptest! {
-    /// `matmul_by(Fast)` with int8 weights, on the scratch the plan gives it and on the
+    /// `Kernels::Fast.matmul` with int8 weights, on the scratch the plan gives it and on the
     /// smallest one (one group of 16 tokens, so several passes): the bits of the generic
     /// `matmul_i8_i8_token`, whatever kernels this target runs.
     #[test]
-    fn fast_matmul_by_is_the_generic_product(c in token_case()) {
+    fn fast_matmul_is_the_generic_product(c in token_case()) {
         let (w, Q8Case { rows, cols, n, x, bias, .. }) = (c.matrix(), &c);
         let (rows, cols, n) = (*rows, *cols, *n);
         let mut want = vec![0f32; n * rows];
@@ -169,13 +169,13 @@ proptest! {
         for scratch_words in [words, kernels::q8_group_words(cols)] {
             let mut scratch = vec![f32::NAN; scratch_words];
             let mut got = vec![f32::NAN; n * rows];
-            kernels::matmul_by(Kernels::Fast, &w, x, n, bias.as_deref(), &mut got, &mut scratch);
+            Kernels::Fast.matmul(&w, x, n, bias.as_deref(), &mut got, &mut scratch);
             prop_assert_eq!(bits(&got), bits(&want), "{} words", scratch_words);
         }
     }
 
-    /// The quantize-once pass: the tokens quantized by `quantize_q8_by(Fast)` (packed for the
-    /// AVX-512 kernels on x86-64), multiplied by `matmul_q8_by(Fast)`, give the bits of the
+    /// The quantize-once pass: the tokens quantized by `Kernels::Fast.quantize_q8` (packed for
+    /// the AVX-512 kernels on x86-64), multiplied by `Kernels::Fast.matmul_q8`, give the bits of the
     /// generic `matmul_q8_tokens` of the generic `quantize_i8_token`, for two matrices of one
     /// pass (as the feed-forward uses it).
     #[test]
@@ -185,13 +185,13 @@ proptest! {
         let (w, (xq, xs), Q8Case { rows, cols, x, bias, .. }) = (c.matrix(), c.tokens(), &c);
         let (rows, cols) = (*rows, *cols);
         let mut want = vec![0f32; n * rows];
-        kernels::matmul_q8_tokens(&w, &xq, &xs, n, bias.as_deref(), &mut want);
+        kernels::matmul_q8_tokens(&w, Q8Rows { q: &xq, s: &xs, n }, bias.as_deref(), &mut want);
         let mut scratch = vec![f32::NAN; kernels::q8_group_words(cols)];
-        let pass = kernels::quantize_q8_by(Kernels::Fast, x, cols, &mut scratch);
+        let pass = Kernels::Fast.quantize_q8(x, cols, &mut scratch);
         prop_assert_eq!(pass.len(), n);
         for _ in 0..2 {
             let mut got = vec![f32::NAN; n * rows];
-            kernels::matmul_q8_by(Kernels::Fast, &w, &pass, bias.as_deref(), &mut got);
+            Kernels::Fast.matmul_q8(&w, &pass, bias.as_deref(), &mut got);
             prop_assert_eq!(bits(&got), bits(&want));
         }
     }

@@ -17,7 +17,7 @@ mod kernel_checks;
 
 use core::arch::wasm32::{f32x4, f32x4_extract_lane};
 use kernel_checks::{self as check, Tol, cases};
-use topkit::kernels::{self, attn};
+use topkit::kernels::{self, attention as attn};
 use wasm_bindgen_test::wasm_bindgen_test;
 
 /// `exp_poly` on 4 lanes over a slice, the tail padded with zeros.

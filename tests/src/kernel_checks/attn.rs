@@ -2,9 +2,10 @@
 //! the softmax of the kept slots, and the top-k selection over blocks of keys.
 
 use super::tol::{Tol, assert_all_close, assert_close, bits, dot_bound, mag};
-use topkit::kernels::attn::{
-    self, ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, AttnTopkWork,
+use topkit::kernels::attention::{
+    self as attn, ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, AttnTopkWork,
 };
+use topkit::kernels::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs};
 
 /// Transposed queries, keys and values for the attention tiles.
 #[derive(Clone, Debug)]
@@ -31,16 +32,29 @@ impl AttnKeys {
     /// The generic scores, key-major (`s[key * ATTN_LANES + lane]`).
     pub fn scores(&self) -> [f32; ATTN_BLOCK] {
         let mut s = [0f32; ATTN_BLOCK];
-        attn::attn_scores_tile(
-            &self.qt,
-            self.hd,
-            &self.k,
-            self.stride,
-            self.nk,
-            self.scale,
-            &mut s,
-        );
+        attn::attn_scores_tile(&self.args(), &mut s);
         s
+    }
+
+    /// The kernels' view of the queries and keys.
+    pub fn args(&self) -> AttnScoresArgs<'_> {
+        AttnScoresArgs {
+            qt: &self.qt,
+            hd: self.hd,
+            k: &self.k,
+            stride: self.stride,
+            nk: self.nk,
+            scale: self.scale,
+        }
+    }
+
+    /// The kernels' view of a key-major score tile of these keys.
+    pub fn tile<'a>(&'a self, s: &'a [f32; ATTN_BLOCK]) -> AttnTile<'a> {
+        AttnTile {
+            s,
+            vis: &self.vis,
+            nk: self.nk,
+        }
     }
 
     /// The [`Tol::Bound`] bound of a score: `(hd + 2) * EPS * sum_d |q_d k_d| * scale`.
@@ -52,28 +66,16 @@ impl AttnKeys {
 }
 
 /// A key-major score tile kernel: `attn_scores_tile`'s signature.
-pub trait ScoresTileFn:
-    Fn(&[f32], usize, &[f32], usize, usize, f32, &mut [f32; ATTN_BLOCK])
-{
-}
-impl<F: Fn(&[f32], usize, &[f32], usize, usize, f32, &mut [f32; ATTN_BLOCK])> ScoresTileFn for F {}
+pub trait ScoresTileFn: Fn(&AttnScoresArgs<'_>, &mut [f32; ATTN_BLOCK]) {}
+impl<F: Fn(&AttnScoresArgs<'_>, &mut [f32; ATTN_BLOCK])> ScoresTileFn for F {}
 
 /// A top-k block selection kernel: `attn_topk_block`'s signature.
 pub trait TopkBlockFn:
-    Fn(&[f32], &[u16], usize, usize, &mut [f32], &mut [u16], usize, &mut AttnTopkWork<'_>) -> usize
+    Fn(&AttnTopkArgs<'_>, &mut [f32], &mut [u16], usize, &mut AttnTopkWork<'_>) -> usize
 {
 }
 impl<F> TopkBlockFn for F where
-    F: Fn(
-        &[f32],
-        &[u16],
-        usize,
-        usize,
-        &mut [f32],
-        &mut [u16],
-        usize,
-        &mut AttnTopkWork<'_>,
-    ) -> usize
+    F: Fn(&AttnTopkArgs<'_>, &mut [f32], &mut [u16], usize, &mut AttnTopkWork<'_>) -> usize
 {
 }
 
@@ -81,8 +83,8 @@ impl<F> TopkBlockFn for F where
 /// scale`) of the generic scores, entries past `nk` untouched.
 pub fn attn_scores_tile(c: &AttnKeys, f: impl ScoresTileFn, tol: Tol) {
     let (mut want, mut got) = ([f32::NAN; ATTN_BLOCK], [f32::NAN; ATTN_BLOCK]);
-    attn::attn_scores_tile(&c.qt, c.hd, &c.k, c.stride, c.nk, c.scale, &mut want);
-    f(&c.qt, c.hd, &c.k, c.stride, c.nk, c.scale, &mut got);
+    attn::attn_scores_tile(&c.args(), &mut want);
+    f(&c.args(), &mut got);
     for j in 0..ATTN_TILE {
         for l in 0..ATTN_LANES {
             let (g, w) = (got[j * ATTN_LANES + l], want[j * ATTN_LANES + l]);
@@ -101,17 +103,17 @@ pub fn attn_scores_tile(c: &AttnKeys, f: impl ScoresTileFn, tol: Tol) {
 /// transposed, and nothing written past `nk`.
 pub fn attn_scores_rows(
     c: &(AttnKeys, usize),
-    f: impl Fn(&[f32], usize, &[f32], usize, usize, f32, &mut [f32], usize),
+    f: impl Fn(&AttnScoresArgs<'_>, &mut [f32], usize),
     tile: impl ScoresTileFn,
     tol: Tol,
 ) {
     let (b, rs) = (&c.0, c.1);
     let mut want = vec![f32::NAN; ATTN_LANES * rs];
     let mut got = want.clone();
-    attn::attn_scores_rows(&b.qt, b.hd, &b.k, b.stride, b.nk, b.scale, &mut want, rs);
-    f(&b.qt, b.hd, &b.k, b.stride, b.nk, b.scale, &mut got, rs);
+    attn::attn_scores_rows(&b.args(), &mut want, rs);
+    f(&b.args(), &mut got, rs);
     let mut own = [0f32; ATTN_BLOCK];
-    tile(&b.qt, b.hd, &b.k, b.stride, b.nk, b.scale, &mut own);
+    tile(&b.args(), &mut own);
     for l in 0..ATTN_LANES {
         for j in 0..rs {
             let (g, w) = (got[l * rs + j], want[l * rs + j]);
@@ -157,15 +159,7 @@ pub struct DenseCase {
 /// (accumulator / sum) within `e`.
 pub fn attn_dense_tile(
     c: &DenseCase,
-    f: impl Fn(
-        &[f32; ATTN_BLOCK],
-        &[u16; ATTN_TILE],
-        usize,
-        &[f32],
-        usize,
-        usize,
-        &mut AttnDenseState<'_>,
-    ),
+    f: impl Fn(&AttnTile<'_>, &[f32], usize, usize, &mut AttnDenseState<'_>),
     tol: Tol,
 ) {
     let hd = c.hd;
@@ -173,8 +167,13 @@ pub fn attn_dense_tile(
     let (mut want, mut got) = (AttnDenseState::new(&mut wa), AttnDenseState::new(&mut ga));
     for (i, t) in c.tiles.iter().enumerate() {
         let s: &[f32; ATTN_BLOCK] = t.s.as_slice().try_into().unwrap();
-        attn::attn_dense_tile(s, &t.vis, t.nk, &t.v, t.stride, hd, &mut want);
-        f(s, &t.vis, t.nk, &t.v, t.stride, hd, &mut got);
+        let tile = AttnTile {
+            s,
+            vis: &t.vis,
+            nk: t.nk,
+        };
+        attn::attn_dense_tile(&tile, &t.v, t.stride, hd, &mut want);
+        f(&tile, &t.v, t.stride, hd, &mut got);
         let at = format!("hd {hd} tile {i}");
         let n = ATTN_LANES * hd;
         assert_eq!(bits(&got.max), bits(&want.max), "{at}: max");
@@ -205,20 +204,13 @@ pub fn attn_dense_tile(
 /// slots are not full yet, `(keys, thr, open)`: `f` gives the generic masks.
 pub fn attn_candidates(
     c: &(AttnKeys, [f32; ATTN_LANES], u16),
-    f: impl Fn(
-        &[f32; ATTN_BLOCK],
-        &[u16; ATTN_TILE],
-        usize,
-        &[f32; ATTN_LANES],
-        u16,
-        &mut [u16; ATTN_TILE],
-    ) -> u16,
+    f: impl Fn(&AttnTile<'_>, &[f32; ATTN_LANES], u16, &mut [u16; ATTN_TILE]) -> u16,
 ) {
     let (b, thr, open) = c;
     let s = b.scores();
     let (mut want, mut got) = ([0u16; ATTN_TILE], [1u16; ATTN_TILE]);
-    let a = attn::attn_candidates(&s, &b.vis, b.nk, thr, *open, &mut want);
-    let g = f(&s, &b.vis, b.nk, thr, *open, &mut got);
+    let a = attn::attn_candidates(&b.tile(&s), thr, *open, &mut want);
+    let g = f(&b.tile(&s), thr, *open, &mut got);
     assert_eq!((g, got), (a, want));
 }
 
@@ -250,7 +242,7 @@ pub struct SlotsCase {
 /// depend on `k`.
 pub fn attn_softmax_lanes(
     c: &SlotsCase,
-    f: impl Fn(&[f32], &[u16], &[u32], usize, &[f32], usize, usize, &mut [f32], usize),
+    f: impl Fn(&AttnSoftmaxArgs<'_>, &mut [f32], usize),
     rows: impl Fn(&[f32], &[u16], &[f32], usize, usize, &mut [f32]),
     tol: Tol,
 ) {
@@ -259,8 +251,17 @@ pub fn attn_softmax_lanes(
         vec![f32::NAN; ATTN_LANES * os],
         vec![f32::NAN; ATTN_LANES * os],
     );
-    attn::attn_softmax_lanes(&c.sc, &c.ix, &c.lens, k, &c.v, st, hd, &mut want, os);
-    f(&c.sc, &c.ix, &c.lens, k, &c.v, st, hd, &mut got, os);
+    let args = AttnSoftmaxArgs {
+        scores: &c.sc,
+        idx: &c.ix,
+        lens: &c.lens,
+        k,
+        v: &c.v,
+        stride: st,
+        hd,
+    };
+    attn::attn_softmax_lanes(&args, &mut want, os);
+    f(&args, &mut got, os);
     for l in 0..ATTN_LANES {
         for d in 0..os {
             let (g, w) = (got[l * os + d], want[l * os + d]);
@@ -347,7 +348,13 @@ fn topk_run(c: &(Vec<KeyBlock>, usize), f: &impl TopkBlockFn) -> Vec<Vec<(u32, u
         let mut words = work_for(b, c.1, &prev);
         let mut work = AttnTopkWork::new(&mut words);
         let kb0 = bi * ATTN_KEY_BLOCK;
-        len = f(&b.row, &b.vis, kb0, c.1, &mut s, &mut ix, len, &mut work);
+        let args = AttnTopkArgs {
+            row: &b.row,
+            vis: &b.vis,
+            kb0,
+            k: c.1,
+        };
+        len = f(&args, &mut s, &mut ix, len, &mut work);
         after.push((0..len).map(|i| (s[i].to_bits(), ix[i])).collect());
         prev = words;
     }

@@ -5,7 +5,7 @@ use super::attn::{AttnKeys, DenseCase, DenseTile, KeyBlock, SlotsCase};
 use super::float::EXP_SPECIALS;
 use super::q8::{AccQ8Case, FfnQ8Case, Q8Case};
 use topkit::Activation;
-use topkit::kernels::attn::{ATTN_BLOCK, ATTN_LANES, ATTN_TILE};
+use topkit::kernels::attention::{ATTN_BLOCK, ATTN_LANES, ATTN_TILE};
 
 /// Deterministic pseudo-random numbers (64-bit LCG, high bits).
 pub struct Rng(pub u64);

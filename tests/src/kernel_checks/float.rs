@@ -3,8 +3,8 @@
 use super::product::{AccCase, MatCase};
 use super::tol::{Tol, assert_all_close, assert_close, dot_bound, mag};
 use topkit::Activation;
-use topkit::kernels::attn::{self, EXP_POLY_MAX, EXP_POLY_MIN};
 use topkit::kernels::{self, Matrix, Weights};
+use topkit::kernels::{EXP_POLY_MAX, EXP_POLY_MIN};
 
 /// f32 weights and tokens.
 pub type MatF32Case = MatCase<f32>;
@@ -136,7 +136,7 @@ pub fn exp(x: &[f32], f: impl Fn(&mut [f32]), tol: Tol) {
     let mut got = x.to_vec();
     f(&mut got);
     for (&g, &xi) in got.iter().zip(x) {
-        let want = attn::exp_poly(xi);
+        let want = kernels::exp_poly(xi);
         if want.is_nan() {
             assert!(g.is_nan(), "exp({xi}) = {g}");
             continue;

@@ -4,7 +4,7 @@
 use super::product::{AccCase, MatCase};
 use super::tol::bits;
 use topkit::Activation;
-use topkit::kernels::{self, Matrix, Weights};
+use topkit::kernels::{self, FfnArgs, Matrix, Q8Rows, Weights};
 
 /// Int8 weights and f32 tokens.
 pub type Q8Case = MatCase<i8>;
@@ -24,9 +24,9 @@ impl Q8Case {
     }
 
     /// The tokens quantized by the generic `quantize_i8_token`: values (`n * cols`) and block
-    /// scales (`n * qt_blocks(cols)`).
+    /// scales (`n * q8_blocks(cols)`).
     pub fn tokens(&self) -> (Vec<i8>, Vec<f32>) {
-        let (cols, nb) = (self.cols, kernels::qt_blocks(self.cols));
+        let (cols, nb) = (self.cols, kernels::q8_blocks(self.cols));
         let (mut xq, mut xs) = (vec![0i8; self.n * cols], vec![0f32; self.n * nb]);
         for t in 0..self.n {
             kernels::quantize_i8_token(
@@ -42,13 +42,18 @@ impl Q8Case {
 /// `matmul_q8_tokens` (the tokens quantized by the generic kernel): `f` gives the generic bits.
 pub fn matmul_q8_tokens(
     c: &Q8Case,
-    f: impl Fn(&Matrix<'_>, &[i8], &[f32], usize, Option<&[f32]>, &mut [f32]),
+    f: impl Fn(&Matrix<'_>, Q8Rows<'_>, Option<&[f32]>, &mut [f32]),
 ) {
     let (w, (xq, xs)) = (c.matrix(), c.tokens());
+    let xt = Q8Rows {
+        q: &xq,
+        s: &xs,
+        n: c.n,
+    };
     let mut want = vec![0f32; c.n * c.rows];
-    kernels::matmul_q8_tokens(&w, &xq, &xs, c.n, c.bias.as_deref(), &mut want);
+    kernels::matmul_q8_tokens(&w, xt, c.bias.as_deref(), &mut want);
     let mut got = vec![f32::NAN; c.n * c.rows];
-    f(&w, &xq, &xs, c.n, c.bias.as_deref(), &mut got);
+    f(&w, xt, c.bias.as_deref(), &mut got);
     assert_eq!(bits(&got), bits(&want), "{}", c.shape());
 }
 
@@ -66,21 +71,23 @@ pub fn matmul_i8_i8_token(
 }
 
 /// `accumulate_q8_tokens`: `f` gives the generic bits.
-pub fn accumulate_q8_tokens(
-    c: &AccQ8Case,
-    f: impl Fn(&mut [f32], &[i8], usize, &[i8], &[f32], usize),
-) {
+pub fn accumulate_q8_tokens(c: &AccQ8Case, f: impl Fn(&mut [f32], &[i8], usize, Q8Rows<'_>)) {
+    let h = Q8Rows {
+        q: &c.h,
+        s: &c.hs,
+        n: c.n,
+    };
     let mut want = c.out0.clone();
-    kernels::accumulate_q8_tokens(&mut want, &c.w, c.cols, &c.h, &c.hs, c.n);
+    kernels::accumulate_q8_tokens(&mut want, &c.w, c.cols, h);
     let mut got = c.out0.clone();
-    f(&mut got, &c.w, c.cols, &c.h, &c.hs, c.n);
+    f(&mut got, &c.w, c.cols, h);
     let (cols, k, n) = (c.cols, c.k, c.n);
     assert_eq!(bits(&got), bits(&want), "cols {cols} k {k} n {n}");
 }
 
 /// `quantize_i8_token` of `x`: `f` gives the generic values and the bits of its scales.
 pub fn quantize_i8_token(x: &[f32], f: impl Fn(&[f32], &mut [i8], &mut [f32])) {
-    let nb = kernels::qt_blocks(x.len());
+    let nb = kernels::q8_blocks(x.len());
     let (mut qw, mut sw) = (vec![0i8; x.len()], vec![0f32; nb]);
     kernels::quantize_i8_token(x, &mut qw, &mut sw);
     let (mut qg, mut sg) = (vec![0i8; x.len()], vec![0f32; nb]);
@@ -143,20 +150,25 @@ impl FfnQ8Case {
 
     /// The bits every int8 feed-forward kernel gives, from the unfused generic kernels and the
     /// fast activation: per token the up projection, the activation, each unit times its
-    /// `down_t` row scale, one int8 scale per `QT_BLOCK` units, exact down-projection sums,
+    /// `down_t` row scale, one int8 scale per `Q8_BLOCK` units, exact down-projection sums,
     /// added to [`FfnQ8Case::out0`].
     pub fn unfused(&self) -> Vec<f32> {
-        let (d, d_ff, bl) = (self.d, self.d_ff, kernels::QT_BLOCK);
+        let (d, d_ff, bl) = (self.d, self.d_ff, kernels::Q8_BLOCK);
         let (up, _) = self.matrices();
         let (dq, ds) = (&self.down.0, &self.down.1);
-        let nb = kernels::qt_blocks(d);
+        let nb = kernels::q8_blocks(d);
         let mut out = self.out0();
         for (xt, ot) in self.x.chunks(d).zip(out.chunks_mut(d)) {
             let (mut xq, mut xs) = (vec![0i8; d], vec![0f32; nb]);
             kernels::quantize_i8_token(xt, &mut xq, &mut xs);
             let mut h = vec![0f32; d_ff];
-            kernels::matmul_q8_tokens(&up, &xq, &xs, 1, self.up.2.as_deref(), &mut h);
-            kernels::activate_slice_by(kernels::Kernels::Fast, self.act, &mut h);
+            let xt = Q8Rows {
+                q: &xq,
+                s: &xs,
+                n: 1,
+            };
+            kernels::matmul_q8_tokens(&up, xt, self.up.2.as_deref(), &mut h);
+            kernels::Kernels::Fast.activate_slice(self.act, &mut h);
             for (j0, hb) in h.chunks_mut(bl).enumerate() {
                 let j0 = j0 * bl;
                 for (v, &sc) in hb.iter_mut().zip(&ds[j0..]) {
@@ -165,7 +177,12 @@ impl FfnQ8Case {
                 let (mut hq, mut hs) = (vec![0i8; hb.len()], [0f32]);
                 kernels::quantize_i8_token(hb, &mut hq, &mut hs);
                 let dqb = &dq[j0 * d..(j0 + hb.len()) * d];
-                kernels::accumulate_q8_tokens(ot, dqb, d, &hq, &hs, 1);
+                let ht = Q8Rows {
+                    q: &hq,
+                    s: &hs,
+                    n: 1,
+                };
+                kernels::accumulate_q8_tokens(ot, dqb, d, ht);
             }
         }
         out
@@ -177,14 +194,22 @@ impl FfnQ8Case {
 /// refuses the others without touching the output.
 pub fn ffn_q8(
     c: &FfnQ8Case,
-    f: impl Fn(&Matrix<'_>, Option<&[f32]>, Activation, &Matrix<'_>, &[f32], usize, &mut [f32]) -> bool,
+    f: impl Fn(&FfnArgs<'_>, &mut [f32]) -> bool,
     fits: impl Fn(usize, usize) -> bool,
 ) {
     let (d, d_ff, n, act) = (c.d, c.d_ff, c.n, c.act);
     let (up, down_t) = c.matrices();
     let out0 = c.out0();
     let mut got = out0.clone();
-    let fused = f(&up, c.up.2.as_deref(), c.act, &down_t, &c.x, c.n, &mut got);
+    let args = FfnArgs {
+        up: &up,
+        up_bias: c.up.2.as_deref(),
+        act: c.act,
+        down_t: &down_t,
+        x: &c.x,
+        n: c.n,
+    };
+    let fused = f(&args, &mut got);
     if !fits(d, d_ff) {
         assert!(!fused, "d {d} d_ff {d_ff}: not the fused kernel's shape");
         assert_eq!(bits(&got), bits(&out0), "d {d} d_ff {d_ff}: output touched");
