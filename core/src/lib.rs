@@ -8,8 +8,6 @@ extern crate alloc;
 pub mod arena;
 pub mod attention;
 pub mod config;
-pub mod decoder;
-pub mod encoder;
 mod error;
 pub mod ffn;
 pub mod format;
@@ -28,4 +26,5 @@ pub use config::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfi
 pub use decoder::{Decoder, Session};
 pub use error::Error;
 pub use model::{LayerWeights, Model, NormWeights, forward};
+pub use model::{decoder, encoder};
 pub use plan::{Plan, plan, plan_with, try_plan, try_plan_with};

@@ -51,6 +51,9 @@ use crate::ffn::{self, FfnScratch, FfnWeights};
 use crate::kernels::{Kernels, Matrix, layer_norm_by, matmul_by, rms_norm};
 use crate::plan::{Plan, attn_params, ffn_wide, try_plan_with};
 
+pub mod decoder;
+pub mod encoder;
+
 /// Gain and optional bias of one normalisation layer (`d_model` values each).
 #[derive(Debug, Clone, Copy)]
 pub struct NormWeights<'a> {
