@@ -78,7 +78,10 @@ use crate::attention::{self, AttnParams, AttnScratch, Keys};
 use crate::config::{Arch, ModelConfig, PosKind, RunConfig};
 use crate::format::{PackedModel, TensorName};
 use crate::kernels::{Matrix, axpy_row, matmul_by, matvec, row_to_f32};
-use crate::model::{LayerWeights, Model, apply_rope, ffn_phase, norm_row, norm_rows, residual};
+use crate::model::{
+    LayerWeights, Model, apply_rope, check_len, check_matrix, check_rows, ffn_phase, norm_row,
+    norm_rows, residual,
+};
 use crate::plan::{Plan, attn_params};
 
 /// A causal language model: the layer stack and its embedding and output matrices, as
@@ -89,18 +92,6 @@ pub struct Decoder<'a> {
     tokens: Matrix<'a>,
     positions: Option<Matrix<'a>>,
     head: Matrix<'a>,
-}
-
-fn shape(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            what,
-            expected,
-            found,
-        })
-    }
 }
 
 impl<'a> Decoder<'a> {
@@ -125,27 +116,16 @@ impl<'a> Decoder<'a> {
             ));
         }
         let (v, d) = (c.vocab_size, c.d_model);
-        shape("token embeddings", v * d, tokens.rows() * tokens.cols())?;
-        shape("token embeddings", v, tokens.rows())?;
+        check_matrix("token embeddings", &tokens, v, d)?;
         match (c.pos, &positions) {
-            (PosKind::Learned, Some(p)) => {
-                shape("position embeddings", d, p.cols())?;
-                if p.rows() < c.max_seq {
-                    return Err(Error::ShapeMismatch {
-                        what: "position embeddings",
-                        expected: c.max_seq,
-                        found: p.rows(),
-                    });
-                }
-            }
-            (PosKind::Learned, None) => shape("position embeddings", c.max_seq * d, 0)?,
-            (PosKind::Rope, Some(p)) => shape("position embeddings", 0, p.rows() * p.cols())?,
+            (PosKind::Learned, Some(p)) => check_rows("position embeddings", p, c.max_seq, d)?,
+            (PosKind::Learned, None) => check_len("position embeddings", c.max_seq * d, 0)?,
+            (PosKind::Rope, Some(p)) => check_len("position embeddings", 0, p.rows() * p.cols())?,
             (PosKind::Rope, None) => {}
         }
         let head = match lm_head {
             Some(h) => {
-                shape("output head", v * d, h.rows() * h.cols())?;
-                shape("output head", v, h.rows())?;
+                check_matrix("output head", &h, v, d)?;
                 h
             }
             None if c.tie_embeddings => tokens,
@@ -172,7 +152,7 @@ impl<'a> Decoder<'a> {
     ) -> Result<Self, Error> {
         let c = *packed.config();
         let g = TensorName::global;
-        let model = Model::new(c, layers, packed.final_norm()?)?;
+        let model = Model::from_packed(packed, layers)?;
         let positions = match c.pos {
             PosKind::Learned => Some(packed.matrix(g("pos_emb"))?),
             PosKind::Rope => None,

@@ -14,25 +14,10 @@ use crate::kernels::layer_norm;
 #[cfg(feature = "std")]
 use crate::kernels::layer_norm_by;
 use crate::kernels::{Matrix, axpy_row, row_to_f32};
-use crate::model::{LayerWeights, Model, NormWeights, forward_with};
+use crate::model::{LayerWeights, Model, NormWeights, check_rows, forward_with};
 use crate::{Error, Norm, math};
 
-/// Largest number of layers [`Layers`] holds (no allocation: a fixed array).
-pub const MAX_LAYERS: usize = 48;
-
-/// The layer views of a packed model, in a fixed-capacity vector.
-pub type Layers<'a> = heapless::Vec<LayerWeights<'a>, MAX_LAYERS>;
-
-/// Views of every layer of a packed model, for [`Model::new`].
-pub fn layers<'a>(packed: &PackedModel<'a>) -> Result<Layers<'a>, Error> {
-    let mut layers = Layers::new();
-    for i in 0..packed.config().n_layers {
-        layers
-            .push(packed.layer_weights(i)?)
-            .map_err(|_| Error::InvalidConfig("more layers than topkit::encoder::MAX_LAYERS"))?;
-    }
-    Ok(layers)
-}
+pub use super::weights::{Layers, MAX_LAYERS, layers};
 
 /// The embedding tables of a BERT-family model.
 #[derive(Debug, Clone, Copy)]
@@ -54,24 +39,6 @@ pub struct Encoder<'a> {
     emb: Embeddings<'a>,
     pooling: Pooling,
     normalize: bool,
-}
-
-fn check_rows(what: &'static str, m: &Matrix<'_>, min_rows: usize, d: usize) -> Result<(), Error> {
-    if m.cols() != d {
-        return Err(Error::ShapeMismatch {
-            what,
-            expected: d,
-            found: m.cols(),
-        });
-    }
-    if m.rows() < min_rows {
-        return Err(Error::ShapeMismatch {
-            what,
-            expected: min_rows,
-            found: m.rows(),
-        });
-    }
-    Ok(())
 }
 
 impl<'a> Encoder<'a> {
@@ -118,7 +85,7 @@ impl<'a> Encoder<'a> {
     ) -> Result<Self, Error> {
         let fc = packed.file_config();
         let g = TensorName::global;
-        let model = Model::new(fc.model, layers, packed.final_norm()?)?;
+        let model = Model::from_packed(packed, layers)?;
         let emb = Embeddings {
             tokens: packed.matrix(g("tok_emb"))?,
             positions: packed.matrix(g("pos_emb"))?,

@@ -53,6 +53,7 @@ use crate::plan::{Plan, attn_params, ffn_wide, try_plan_with};
 
 pub mod decoder;
 pub mod encoder;
+pub mod weights;
 
 /// Gain and optional bias of one normalisation layer (`d_model` values each).
 #[derive(Debug, Clone, Copy)]
@@ -105,7 +106,8 @@ pub struct Model<'a> {
     kernels: Kernels,
 }
 
-fn expect(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
+/// [`Error::ShapeMismatch`] unless `found == expected` (elements).
+pub(crate) fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
     if expected == found {
         Ok(())
     } else {
@@ -117,24 +119,49 @@ fn expect(what: &'static str, expected: usize, found: usize) -> Result<(), Error
     }
 }
 
-fn check_matrix(what: &'static str, m: &Matrix<'_>, rows: usize, cols: usize) -> Result<(), Error> {
-    expect(what, rows * cols, m.rows() * m.cols())?;
-    expect(what, rows, m.rows())
+/// [`Error::ShapeMismatch`] unless `m` is `rows x cols`.
+pub(crate) fn check_matrix(
+    what: &'static str,
+    m: &Matrix<'_>,
+    rows: usize,
+    cols: usize,
+) -> Result<(), Error> {
+    check_len(what, rows * cols, m.rows() * m.cols())?;
+    check_len(what, rows, m.rows())
+}
+
+/// [`Error::ShapeMismatch`] unless `m` has `cols` columns and at least `min_rows` rows (an
+/// embedding table may be longer than the model uses).
+pub(crate) fn check_rows(
+    what: &'static str,
+    m: &Matrix<'_>,
+    min_rows: usize,
+    cols: usize,
+) -> Result<(), Error> {
+    check_len(what, cols, m.cols())?;
+    if m.rows() < min_rows {
+        return Err(Error::ShapeMismatch {
+            what,
+            expected: min_rows,
+            found: m.rows(),
+        });
+    }
+    Ok(())
 }
 
 fn check_bias(what: &'static str, b: Option<&[f32]>, len: usize) -> Result<(), Error> {
     match b {
-        Some(b) => expect(what, len, b.len()),
+        Some(b) => check_len(what, len, b.len()),
         None => Ok(()),
     }
 }
 
 fn check_norm(what: &'static str, w: &NormWeights<'_>, c: &ModelConfig) -> Result<(), Error> {
-    expect(what, c.d_model, w.gain.len())?;
+    check_len(what, c.d_model, w.gain.len())?;
     match (c.norm, w.bias) {
-        (Norm::LayerNorm, Some(b)) => expect(what, c.d_model, b.len()),
-        (Norm::LayerNorm, None) => expect(what, c.d_model, 0),
-        (Norm::RmsNorm, Some(b)) => expect(what, 0, b.len()),
+        (Norm::LayerNorm, Some(b)) => check_len(what, c.d_model, b.len()),
+        (Norm::LayerNorm, None) => check_len(what, c.d_model, 0),
+        (Norm::RmsNorm, Some(b)) => check_len(what, 0, b.len()),
         (Norm::RmsNorm, None) => Ok(()),
     }
 }
@@ -158,8 +185,8 @@ fn check_layer(l: &LayerWeights<'_>, c: &ModelConfig) -> Result<(), Error> {
     check_bias("ffn down bias", f.down_bias, d)?;
     match (c.ffn, &f.gate) {
         (FfnKind::Gated, Some(g)) => check_matrix("ffn gate", g, c.d_ff, d)?,
-        (FfnKind::Gated, None) => expect("ffn gate", c.d_ff * d, 0)?,
-        (FfnKind::Plain, Some(g)) => expect("ffn gate", 0, g.rows() * g.cols())?,
+        (FfnKind::Gated, None) => check_len("ffn gate", c.d_ff * d, 0)?,
+        (FfnKind::Plain, Some(g)) => check_len("ffn gate", 0, g.rows() * g.cols())?,
         (FfnKind::Plain, None) => {}
     }
     if f.act != c.act {
@@ -188,7 +215,7 @@ impl<'a> Model<'a> {
                 "rope_theta must be a finite number above 1",
             ));
         }
-        expect("layers", config.n_layers, layers.len())?;
+        check_len("layers", config.n_layers, layers.len())?;
         for l in layers {
             check_layer(l, &config)?;
         }
@@ -350,7 +377,7 @@ pub fn forward_with<'a>(
         });
     }
     if let Some(v) = valid {
-        expect("padding mask", n, v.len())?;
+        check_len("padding mask", n, v.len())?;
     }
     let params = attn_params(c, run);
     let chunk = plan.chunk;

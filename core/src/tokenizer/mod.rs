@@ -36,6 +36,20 @@ pub trait Vocab {
     fn find(&self, prefix: &str, piece: &str) -> Option<u32>;
 }
 
+impl Vocab for crate::format::VocabView<'_> {
+    fn len(&self) -> usize {
+        crate::format::VocabView::len(self)
+    }
+
+    fn token(&self, id: u32) -> Option<&str> {
+        crate::format::VocabView::token(self, id)
+    }
+
+    fn find(&self, prefix: &str, piece: &str) -> Option<u32> {
+        self.find_concat(prefix, piece)
+    }
+}
+
 /// Compares the byte string `prefix ++ piece` with `token`, without concatenating.
 pub fn cmp_concat(prefix: &str, piece: &str, token: &str) -> core::cmp::Ordering {
     prefix.bytes().chain(piece.bytes()).cmp(token.bytes())
