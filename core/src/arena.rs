@@ -81,11 +81,6 @@ impl ArenaBuf {
         }
     }
 
-    /// Storage for the plan's peak: `ArenaBuf::new(plan.peak_bytes)`.
-    pub fn for_plan(plan: &crate::Plan) -> Self {
-        Self::new(plan.peak_bytes)
-    }
-
     /// Bytes the arena gets.
     pub fn len(&self) -> usize {
         self.len

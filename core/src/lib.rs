@@ -14,6 +14,7 @@ pub mod format;
 pub mod kernels;
 pub mod math;
 pub mod model;
+mod name;
 pub mod plan;
 pub mod sample;
 pub mod tokenizer;

@@ -88,6 +88,15 @@ use crate::config::{Arch, FfnKind, ModelConfig, RunConfig};
 use crate::kernels::{self, Kernels};
 use crate::{Error, ffn};
 
+// Here rather than in `arena`, which the plan builds on and which knows no plan.
+#[cfg(feature = "alloc")]
+impl crate::arena::ArenaBuf {
+    /// Storage for the plan's peak: `ArenaBuf::new(plan.peak_bytes)`.
+    pub fn for_plan(plan: &Plan) -> Self {
+        Self::new(plan.peak_bytes)
+    }
+}
+
 /// The phase of a forward pass in which a buffer lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -98,16 +98,15 @@ mod bytes;
 mod config;
 mod crc32;
 mod header;
-pub(crate) mod name;
 mod tensors;
 mod tokenizer;
 
+pub use crate::name::{MAX_NAME_BYTES, TensorName};
 pub use config::{CONFIG_BYTES, FileConfig, Pooling};
 pub use crc32::{Crc32, crc32};
 pub use header::{
     ALIGN, CRC_OFFSET, HEADER_BYTES, Header, MAGIC, Section, VERSION, align_up, file_crc,
 };
-pub use name::{MAX_NAME_BYTES, TensorName};
 pub use tensors::{
     DTYPE_F16, DTYPE_F32, DTYPE_I4_GROUPED, DTYPE_I8, MAX_RANK, TENSOR_ENTRY_BYTES, TensorEntry,
     TensorInfo, TensorView, dtype_bytes, dtype_code,

@@ -5,9 +5,9 @@ use half::f16;
 
 use super::bytes::{le_u32, le_u64, put_u32, put_u64, range, sat, search};
 use super::header::ALIGN;
-use super::name::MAX_NAME_BYTES;
 use crate::Error;
 use crate::kernels::{DType, Matrix, Weights};
+use crate::name::MAX_NAME_BYTES;
 
 /// Size of one tensor table entry, bytes.
 pub const TENSOR_ENTRY_BYTES: usize = 72;

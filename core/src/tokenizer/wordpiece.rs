@@ -1,7 +1,7 @@
 //! BERT's WordPiece tokenizer, streaming and allocation-free.
 
-use super::Vocab;
 use super::unicode::{is_cjk, is_control, is_punctuation, is_whitespace, strip_accents};
+use super::vocab::Vocab;
 use crate::Error;
 
 /// Longest word, in characters, that WordPiece splits; a longer word becomes `[UNK]` (as in

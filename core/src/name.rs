@@ -1,5 +1,6 @@
-//! Tensor names as the engine asks for them. A leaf module: [`crate::Error`] carries a
-//! [`TensorName`], so nothing here may depend on the error type.
+//! Tensor names as the engine asks for them, re-exported by [`crate::format`]. A leaf module:
+//! [`crate::Error`] carries a [`TensorName`], so this imports nothing of the crate (neither
+//! the error type nor the container that returns it).
 
 use core::fmt;
 
