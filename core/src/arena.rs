@@ -125,6 +125,10 @@ pub struct Arena<'a> {
 
 impl<'a> Arena<'a> {
     /// An arena over caller memory, which must start on a 16-byte boundary.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ArenaMisaligned`] when `bytes` does not start on a 16-byte boundary.
     pub fn new(bytes: &'a mut [u8]) -> Result<Self, Error> {
         if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(Error::ArenaMisaligned);
@@ -153,6 +157,10 @@ impl<'a> Arena<'a> {
     }
 
     /// Takes `n` bytes (rounded up to [`ALIGN`]), zeroed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ArenaTooSmall`] when fewer than `padded(n)` bytes are free (nothing is taken).
     pub fn take_bytes(&mut self, n: usize) -> Result<&'a mut [u8], Error> {
         let size = padded(n);
         if size > self.rest.len() {
@@ -172,6 +180,12 @@ impl<'a> Arena<'a> {
     }
 
     /// Takes a zeroed slice of `n` values of a plain-old-data type (`f32`, `u16`, `i8`, ...).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ArenaTooSmall`] as [`Arena::take_bytes`] (`needed` is `usize::MAX` when
+    /// `n` values overflow a byte count); [`Error::ArenaMisaligned`] for a type aligned to
+    /// more than [`ALIGN`] bytes.
     pub fn take<T: bytemuck::Pod>(&mut self, n: usize) -> Result<&'a mut [T], Error> {
         let bytes = n
             .checked_mul(core::mem::size_of::<T>())

@@ -323,15 +323,23 @@ pub(crate) const fn ffn_wide(model: &ModelConfig, run: &RunConfig, kernels: Kern
         && model.kv_dim() >= model.d_model
 }
 
-/// The plan of a run with [`Kernels::Reference`], checked: a typed error for an invalid model
-/// or run configuration, and [`Error::InvalidConfig`] when a byte count would overflow
-/// `usize` (a config read from a file cannot make the plan wrap around).
+/// The plan of a run with [`Kernels::Reference`], checked, so that a config read from a file
+/// cannot make the plan wrap around.
+///
+/// # Errors
+///
+/// The errors of [`ModelConfig::validate`] and [`RunConfig::validate`];
+/// [`Error::InvalidConfig`] when a byte count would overflow `usize`.
 pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Error> {
     try_plan_with(model, run, Kernels::Reference)
 }
 
 /// The plan of a run with `kernels`, checked (as [`try_plan`]). [`Kernels::Reference`] gives
 /// [`try_plan`]'s plan; [`Kernels::Fast`] adds the fast kernels' working buffers.
+///
+/// # Errors
+///
+/// As [`try_plan`].
 pub const fn try_plan_with(
     model: &ModelConfig,
     run: &RunConfig,

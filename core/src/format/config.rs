@@ -91,6 +91,12 @@ impl FileConfig {
     }
 
     /// Reads the section (exactly [`CONFIG_BYTES`] bytes) and validates the model config.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] for a section of another length or non-zero reserved words;
+    /// [`Error::UnknownCode`] for an enum code or flag out of range; [`Error::InvalidConfig`]
+    /// for a negative or non-finite `rope_theta` and the errors of [`ModelConfig::validate`].
     pub fn decode(b: &[u8]) -> Result<FileConfig, Error> {
         if b.len() != CONFIG_BYTES {
             return Err(Error::Malformed("config section is not 96 bytes"));

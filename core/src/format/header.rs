@@ -72,6 +72,12 @@ impl Header {
     /// Reads and checks the header at the start of `buf` (the whole buffer): magic, version,
     /// sizes (the file must fit in `buf`), reserved fields. Section bounds are checked by
     /// [`PackedModel::parse`](super::PackedModel::parse).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadMagic`], [`Error::UnsupportedVersion`], [`Error::Truncated`] when `buf`
+    /// ends before the header or the file, [`Error::Malformed`] for a wrong header size, a
+    /// file size smaller than the header, or non-zero reserved fields.
     pub fn decode(buf: &[u8]) -> Result<Header, Error> {
         let truncated = |needed: usize| Error::Truncated {
             needed,

@@ -148,6 +148,12 @@ impl<'a> TensorInfo<'a> {
     }
 
     /// Zero-copy view: 1-D f32 as a slice, 2-D as a [`Matrix`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a tensor of rank 3 or 4, or on a big-endian target;
+    /// [`Error::Misaligned`] for data not aligned for its element type; the shape errors of
+    /// [`Matrix::new`].
     pub fn view(&self) -> Result<TensorView<'a>, Error> {
         if cfg!(target_endian = "big") {
             return Err(Error::Unsupported(

@@ -133,6 +133,12 @@ impl TokenizerHeader {
     }
 
     /// Reads the header from the first [`TOKENIZER_HEADER_BYTES`] bytes of `b`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] for a short section, non-zero reserved words, or a pre-tokenizer
+    /// or added tokens on a tokenizer that is not BPE; [`Error::UnknownCode`] for an unknown
+    /// kind, flag or pre-tokenizer.
     pub fn decode(b: &[u8]) -> Result<TokenizerHeader, Error> {
         if b.len() < TOKENIZER_HEADER_BYTES {
             return Err(Error::Malformed(

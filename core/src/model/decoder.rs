@@ -21,8 +21,8 @@
 //! Memory: exactly [`crate::plan_with`]'s decoder layout for the model's kernels (see [module
 //! `plan`](mod@crate::plan)): the cache (`8 n_layers kv_dim` bytes per context position), one
 //! chunk of hidden states, the logits row, and per layer the attention and feed-forward phases
-//! of one chunk (with [`crate::kernels::Kernels::Fast`], each with its fast scratch). Once a call has run,
-//! the arena's high-water mark equals [`crate::Plan::peak_bytes`]; nothing is allocated, and
+//! of one chunk (with [`crate::kernels::Kernels::Fast`], each with its fast scratch). Once a
+//! call has run, the arena's high-water mark equals [`crate::Plan::peak_bytes`]; nothing is allocated, and
 //! [`Decoder::start`] refuses an arena that is too small before taking anything.
 //!
 //! # Example
@@ -95,11 +95,16 @@ pub struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
-    /// Checks that `model` is a causal pre-norm model ([`Error::Unsupported`] otherwise) and
-    /// the shapes of its matrices ([`Error::ShapeMismatch`]): `tokens` is `vocab_size x
-    /// d_model`; `positions` (learned positions only, else `None`) has at least `max_seq` rows
-    /// of `d_model`; `lm_head` is `vocab_size x d_model`, and may be `None` only when the
-    /// config ties the embeddings ([`Error::InvalidConfig`]).
+    /// Checks that `model` is a causal pre-norm model and the shapes of its matrices:
+    /// `tokens` is `vocab_size x d_model`; `positions` (learned positions only, else `None`)
+    /// has at least `max_seq` rows of `d_model`; `lm_head` is `vocab_size x d_model`, and may
+    /// be `None` only when the config ties the embeddings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a model that is not causal or not pre-norm;
+    /// [`Error::ShapeMismatch`] for a matrix of the wrong shape; [`Error::InvalidConfig`] for
+    /// no `lm_head` without tied embeddings.
     pub fn new(
         model: Model<'a>,
         tokens: Matrix<'a>,
@@ -146,6 +151,11 @@ impl<'a> Decoder<'a> {
     /// The decoder of a packed causal model (`tok_emb`, `pos_emb` for learned positions,
     /// `lm_head.w` unless the embeddings are tied), over layer views made by
     /// [`crate::encoder::layers`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingTensor`] for a matrix the file lacks; the errors of
+    /// [`Model::from_packed`], [`PackedModel::matrix`] and [`Decoder::new`].
     pub fn from_packed(
         packed: &PackedModel<'a>,
         layers: &'a [LayerWeights<'a>],
@@ -175,8 +185,12 @@ impl<'a> Decoder<'a> {
         self.model.config()
     }
 
-    /// The memory plan of a run with the model's kernels ([`crate::try_plan_with`], decoder layout):
-    /// provide `peak_bytes` of arena.
+    /// The memory plan of a run with the model's kernels ([`crate::try_plan_with`], decoder
+    /// layout): provide `peak_bytes` of arena.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::try_plan_with`].
     pub fn plan(&self, run: &RunConfig) -> Result<Plan, Error> {
         self.model.plan(run)
     }
@@ -189,7 +203,9 @@ impl<'a> Decoder<'a> {
     /// with the same context size, [`Session::reset`] the session, or make a new [`Arena`]
     /// over the same memory.
     ///
-    /// Errors: the checks of [`crate::try_plan_with`]; [`Error::ArenaTooSmall`] when `arena` has less
+    /// # Errors
+    ///
+    /// The checks of [`crate::try_plan_with`]; [`Error::ArenaTooSmall`] when `arena` has less
     /// than `plan.peak_bytes` free (checked before anything is taken).
     pub fn start<'s, 'm>(
         &'s self,
@@ -295,8 +311,10 @@ impl<'s, 'a> Session<'s, 'a> {
     /// chunks, or one decode step for a single id) and returns the logits of the last one
     /// (`vocab_size` values; the caller may overwrite them, e.g. [`crate::sample::Sampler`]).
     ///
-    /// Errors, checked before anything runs (the session is unchanged): [`Error::ShapeMismatch`]
-    /// for no ids, [`Error::SeqTooLong`] when the context would exceed `run.seq_len` tokens,
+    /// # Errors
+    ///
+    /// Checked before anything runs (the session is unchanged): [`Error::ShapeMismatch`] for
+    /// no ids, [`Error::SeqTooLong`] when the context would exceed `run.seq_len` tokens,
     /// [`Error::TokenOutOfRange`] for an id `>= vocab_size`.
     pub fn feed(&mut self, ids: &[u32]) -> Result<&mut [f32], Error> {
         self.check(ids)?;
@@ -315,7 +333,9 @@ impl<'s, 'a> Session<'s, 'a> {
     /// called for each id in order, `position` being its place in the context. Costs one
     /// output-head product (`vocab_size x d_model`) per token instead of one per call.
     ///
-    /// Errors: as [`Session::feed`].
+    /// # Errors
+    ///
+    /// As [`Session::feed`].
     pub fn feed_each(
         &mut self,
         ids: &[u32],

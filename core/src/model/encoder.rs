@@ -44,6 +44,13 @@ pub struct Encoder<'a> {
 impl<'a> Encoder<'a> {
     /// Checks the embedding shapes against the model and that the pooling is one an encoder
     /// can do ([`Pooling::Mean`] or [`Pooling::Cls`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] for an embedding table without `d_model` columns or with
+    /// fewer rows than the model's vocabulary (tokens) or positions, or an embedding
+    /// LayerNorm that is not `d_model` gains and biases of a LayerNorm model;
+    /// [`Error::Unsupported`] for [`Pooling::None`].
     pub fn new(
         model: Model<'a>,
         emb: Embeddings<'a>,
@@ -79,6 +86,11 @@ impl<'a> Encoder<'a> {
     }
 
     /// The encoder of a packed BERT-family file, over layer views made by [`layers`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingTensor`] for an embedding table the file lacks; the errors of
+    /// [`Model::from_packed`], [`PackedModel::matrix`] and [`Encoder::new`].
     pub fn from_packed(
         packed: &PackedModel<'a>,
         layers: &'a [LayerWeights<'a>],
@@ -119,6 +131,10 @@ impl<'a> Encoder<'a> {
 
     /// The memory plan of an embedding with the encoder's kernels ([`Model::plan`]): provide
     /// `peak_bytes` of arena.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::try_plan`].
     pub fn plan(&self, run: &RunConfig) -> Result<crate::Plan, Error> {
         self.model.plan(run)
     }
@@ -126,6 +142,12 @@ impl<'a> Encoder<'a> {
     /// Embeds one tokenized text (`ids`, `[CLS]` and `[SEP]` included, at most `run.seq_len`)
     /// into `out` (`d_model` values), using only `arena` (at least [`Encoder::plan`]'s peak
     /// bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] when `out` is not `d_model` values or `ids` is empty;
+    /// [`Error::TokenOutOfRange`] for an id `>= vocab_size`; the errors of
+    /// [`crate::model::forward`] ([`Error::SeqTooLong`], [`Error::ArenaTooSmall`], ...).
     pub fn embed(
         &self,
         run: &RunConfig,

@@ -198,10 +198,15 @@ fn check_layer(l: &LayerWeights<'_>, c: &ModelConfig) -> Result<(), Error> {
 }
 
 impl<'a> Model<'a> {
-    /// Checks the configuration and the shape of every weight against it:
-    /// [`Error::InvalidConfig`] for a bad config, [`Error::ShapeMismatch`] for a wrong number
-    /// of layers or a weight of the wrong size. `final_norm` is the norm after the last block
-    /// (pre-norm models have one; BERT does not).
+    /// Checks the configuration and the shape of every weight against it. `final_norm` is the
+    /// norm after the last block (pre-norm models have one; BERT does not).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a bad config (see [`ModelConfig::validate`]; with RoPE,
+    /// also a `rope_theta` that is not finite and above 1) or a feed-forward activation other
+    /// than the config's; [`Error::ShapeMismatch`] for a wrong number of layers or a weight of
+    /// the wrong size.
     pub fn new(
         config: ModelConfig,
         layers: &'a [LayerWeights<'a>],
@@ -259,6 +264,10 @@ impl<'a> Model<'a> {
 
     /// The memory plan of a run of this model with its kernels ([`try_plan_with`]): provide
     /// `peak_bytes` of arena.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_plan_with`].
     pub fn plan(&self, run: &RunConfig) -> Result<Plan, Error> {
         try_plan_with(&self.config, run, self.kernels)
     }
@@ -312,9 +321,11 @@ pub(crate) fn residual(
 /// sized by [`Model::plan`] for `run` (whatever `n` is), so the arena must have at least
 /// `plan.peak_bytes` free; nothing is allocated.
 ///
-/// Errors: the config and run checks of [`crate::try_plan`], [`Error::Unsupported`] for a
-/// causal model (use [`crate::decoder`]), [`Error::ShapeMismatch`] when `input` is not a
-/// whole number of non-zero rows or `valid` has the wrong length, [`Error::SeqTooLong`] when
+/// # Errors
+///
+/// The config and run checks of [`crate::try_plan`], [`Error::Unsupported`] for a causal model
+/// (use [`crate::decoder`]), [`Error::ShapeMismatch`] when `input` is not a whole number of
+/// non-zero rows or `valid` has the wrong length, [`Error::SeqTooLong`] when
 /// `n > run.seq_len`, [`Error::ArenaTooSmall`].
 pub fn forward<'a>(
     model: &Model<'_>,
@@ -343,7 +354,9 @@ pub fn forward<'a>(
 /// (`n x d_model` f32, zeroed), e.g. by an embedding lookup, so that the input needs no
 /// buffer of its own outside the plan.
 ///
-/// Errors: as [`forward`], [`Error::ShapeMismatch`] when `n == 0`, and whatever `fill` returns.
+/// # Errors
+///
+/// As [`forward`], [`Error::ShapeMismatch`] when `n == 0`, and whatever `fill` returns.
 pub fn forward_with<'a>(
     model: &Model<'_>,
     run: &RunConfig,
