@@ -113,6 +113,31 @@ impl ArenaBuf {
 ///
 /// Scopes ([`Arena::scope`]) let phases of the computation reuse the same bytes; the
 /// high-water mark is the largest offset (in bytes from the arena start) ever handed out.
+///
+/// # Example
+///
+/// A persistent buffer, then two phases that reuse the same bytes:
+///
+/// ```
+/// use topkit::{ArenaStorage, Error};
+///
+/// let mut storage = ArenaStorage::<256>::new();
+/// let mut arena = storage.arena();
+/// let hidden: &mut [f32] = arena.take(4)?; // 16 bytes, kept
+/// hidden[0] = 1.0;
+/// arena.scope(|phase| -> Result<(), Error> {
+///     let scratch: &mut [f32] = phase.take(20)?; // 80 bytes, given back at the end
+///     scratch.fill(2.0);
+///     Ok(())
+/// })?;
+/// arena.scope(|phase| phase.take::<u16>(9).map(|_| ()))?; // 18 bytes, padded to 32
+/// assert_eq!(arena.used(), 16);
+/// assert_eq!(arena.high_water(), 16 + 80);
+/// // More than is free: an error, and nothing is taken.
+/// assert!(matches!(arena.take::<f32>(100), Err(Error::ArenaTooSmall { .. })));
+/// assert_eq!(arena.remaining(), 256 - 16);
+/// # Ok::<(), Error>(())
+/// ```
 pub struct Arena<'a> {
     rest: &'a mut [u8],
     /// Offset of `rest` from the start of the outermost arena, in bytes.

@@ -472,6 +472,32 @@ pub const fn try_plan_with(
 
 /// The plan of a run with [`Kernels::Reference`], for `const` items: fails compilation when
 /// the configuration is invalid. Use [`try_plan`] for configurations known only at run time.
+///
+/// # Example
+///
+/// A small BERT with top-32 attention over 256 tokens:
+///
+/// ```
+/// use topkit::{Activation, Arch, FfnKind, ModelConfig, Norm, Plan, PosKind, RunConfig, plan};
+///
+/// const MODEL: ModelConfig = ModelConfig {
+///     arch: Arch::Bert, vocab_size: 30522, d_model: 128, n_layers: 2, n_heads: 2,
+///     n_kv_heads: 2, head_dim: 64, d_ff: 512, max_seq: 512, type_vocab_size: 2,
+///     norm: Norm::LayerNorm, norm_eps: 1e-12, act: Activation::GeluErf, ffn: FfnKind::Plain,
+///     pos: PosKind::Learned, rope_theta: 10000.0, causal: false, tie_embeddings: false,
+/// };
+/// const RUN: RunConfig = RunConfig { seq_len: 256, chunk: 16, k_attn: Some(32), k_ff: None };
+/// const PLAN: Plan = plan(&MODEL, &RUN);
+/// // Hidden states, keys and values of 256 tokens, 128 f32 each, for the whole run...
+/// assert_eq!(PLAN.persistent_bytes, 3 * 256 * 128 * 4);
+/// // ...and the largest phase: 16 queries, their context and the top-32 scratch.
+/// assert_eq!(PLAN.attn_phase_bytes, 2 * 16 * 128 * 4 + 16 * 32 * (4 + 2) + 16 * 4);
+/// assert_eq!(PLAN.peak_bytes, PLAN.persistent_bytes + PLAN.attn_phase_bytes);
+/// // Every buffer, in the order the engine takes them from the arena.
+/// let names = PLAN.buffers().map(|b| b.name);
+/// assert_eq!(names[..4], ["hidden", "keys", "values", "logits"]);
+/// assert!(PLAN.buffers().iter().all(|b| b.offset + b.bytes <= PLAN.peak_bytes));
+/// ```
 pub const fn plan(model: &ModelConfig, run: &RunConfig) -> Plan {
     plan_with(model, run, Kernels::Reference)
 }

@@ -242,6 +242,69 @@ impl<'a> Decoder<'a> {
 
 /// A generation in progress: the KV cache of the tokens fed so far and the buffers of one
 /// step, all in the arena given to [`Decoder::start`].
+///
+/// # Example
+///
+/// Greedy generation with a one-block Llama-family model (grouped-query attention, RoPE,
+/// SwiGLU, tied embeddings) whose weights are seeded random slices:
+///
+/// ```
+/// use topkit::kernels::{Matrix, Weights};
+/// use topkit::sample::{Pcg32, Sampler};
+/// use topkit::{Activation, Arch, ArenaStorage, Decoder, Error, FfnKind, LayerWeights, Model};
+/// use topkit::{ModelConfig, Norm, NormWeights, Plan, PosKind, RunConfig, plan};
+///
+/// const CFG: ModelConfig = ModelConfig {
+///     arch: Arch::Llama, vocab_size: 12, d_model: 8, n_layers: 1, n_heads: 2, n_kv_heads: 1,
+///     head_dim: 4, d_ff: 16, max_seq: 16, type_vocab_size: 0, norm: Norm::RmsNorm,
+///     norm_eps: 1e-5, act: Activation::Silu, ffn: FfnKind::Gated, pos: PosKind::Rope,
+///     rope_theta: 10000.0, causal: true, tie_embeddings: true,
+/// };
+/// // A context of 10 tokens, prefill in chunks of 4, top-4 attention.
+/// const RUN: RunConfig = RunConfig { seq_len: 10, chunk: 4, k_attn: Some(4), k_ff: None };
+/// const PLAN: Plan = plan(&CFG, &RUN);
+///
+/// # fn matrix(w: &[f32]) -> Result<Matrix<'_>, Error> {
+/// #     Matrix::new(w.len() / 8, 8, Weights::F32(w))
+/// # }
+/// # let mut rng = Pcg32::new(3);
+/// # let mut random = |n: usize| -> Vec<f32> {
+/// #     (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect()
+/// # };
+/// # let (q, k, v, o) = (random(64), random(32), random(32), random(64));
+/// # let (up, gate, down_t, tokens) = (random(128), random(128), random(128), random(96));
+/// # let gain = [1.0; 8];
+/// # let norm = NormWeights { gain: &gain, bias: None };
+/// # let layers = [LayerWeights {
+/// #     q: matrix(&q)?, q_bias: None, k: matrix(&k)?, k_bias: None,
+/// #     v: matrix(&v)?, v_bias: None, o: matrix(&o)?, o_bias: None,
+/// #     attn_norm: norm,
+/// #     ffn: topkit::ffn::FfnWeights {
+/// #         up: matrix(&up)?, up_bias: None, gate: Some(matrix(&gate)?),
+/// #         down_t: matrix(&down_t)?, down_bias: None, act: Activation::Silu,
+/// #     },
+/// #     ffn_norm: norm,
+/// # }];
+/// // `layers`: one block of zero-copy views (hidden here; see `Encoder` for one in full).
+/// let model = Model::new(CFG, &layers, Some(norm))?;
+/// let decoder = Decoder::new(model, matrix(&tokens)?, None, None)?;
+///
+/// let mut storage = ArenaStorage::<{ PLAN.peak_bytes }>::new();
+/// let mut arena = storage.arena();
+/// let mut session = decoder.start(&RUN, &mut arena)?;
+/// let mut sampler = Sampler::greedy();
+/// let mut text = vec![sampler.sample(session.feed(&[1, 4, 2, 7, 5])?)?]; // prefill
+/// while session.len() < RUN.seq_len {
+///     let last = text[text.len() - 1];
+///     text.push(sampler.sample(session.feed(&[last])?)?); // one decode step
+/// }
+/// assert_eq!(text.len(), 6);
+/// assert!(text.iter().all(|&id| id < 12));
+/// assert_eq!(session.high_water(), PLAN.peak_bytes); // the plan is exact
+/// // The context is full: one more token is an error, and the session is unchanged.
+/// assert!(matches!(session.feed(&[0]), Err(Error::SeqTooLong { len: 11, max: 10 })));
+/// # Ok::<(), Error>(())
+/// ```
 pub struct Session<'s, 'a> {
     dec: &'s Decoder<'s>,
     run: RunConfig,

@@ -33,6 +33,64 @@ pub struct Embeddings<'a> {
 }
 
 /// A sentence encoder: embeddings, layer stack, pooling.
+///
+/// # Example
+///
+/// A one-block BERT with seeded random weights, viewed from slices as a packed file's would
+/// be ([`Encoder::from_packed`]), embeds four tokens in an arena sized at compile time:
+///
+/// ```
+/// use topkit::encoder::{Embeddings, Encoder};
+/// use topkit::format::Pooling;
+/// use topkit::kernels::{Matrix, Weights};
+/// use topkit::{Activation, Arch, ArenaStorage, Error, FfnKind, LayerWeights, Model};
+/// use topkit::{ModelConfig, Norm, NormWeights, Plan, PosKind, RunConfig, plan};
+///
+/// const CFG: ModelConfig = ModelConfig {
+///     arch: Arch::Bert, vocab_size: 12, d_model: 8, n_layers: 1, n_heads: 2, n_kv_heads: 2,
+///     head_dim: 4, d_ff: 16, max_seq: 8, type_vocab_size: 0, norm: Norm::LayerNorm,
+///     norm_eps: 1e-12, act: Activation::GeluErf, ffn: FfnKind::Plain, pos: PosKind::Learned,
+///     rope_theta: 10000.0, causal: false, tie_embeddings: false,
+/// };
+/// const RUN: RunConfig = RunConfig { seq_len: 8, chunk: 4, k_attn: Some(4), k_ff: None };
+/// const PLAN: Plan = plan(&CFG, &RUN);
+///
+/// /// `rows x 8` weights, row-major.
+/// fn matrix(w: &[f32]) -> Result<Matrix<'_>, Error> {
+///     Matrix::new(w.len() / 8, 8, Weights::F32(w))
+/// }
+/// let mut rng = topkit::sample::Pcg32::new(7);
+/// let mut random = |n: usize| -> Vec<f32> {
+///     (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect()
+/// };
+/// let (q, k, v, o) = (random(64), random(64), random(64), random(64));
+/// let (up, down_t, tokens, positions) = (random(128), random(128), random(96), random(64));
+/// let (gain, bias) = ([1.0; 8], [0.0; 8]);
+/// let norm = NormWeights { gain: &gain, bias: Some(&bias) };
+/// let layers = [LayerWeights {
+///     q: matrix(&q)?, q_bias: None, k: matrix(&k)?, k_bias: None,
+///     v: matrix(&v)?, v_bias: None, o: matrix(&o)?, o_bias: None,
+///     attn_norm: norm,
+///     ffn: topkit::ffn::FfnWeights {
+///         up: matrix(&up)?, up_bias: None, gate: None, down_t: matrix(&down_t)?,
+///         down_bias: None, act: Activation::GeluErf,
+///     },
+///     ffn_norm: norm,
+/// }];
+/// let emb = Embeddings {
+///     tokens: matrix(&tokens)?, positions: matrix(&positions)?, segments: None, norm,
+/// };
+/// let encoder = Encoder::new(Model::new(CFG, &layers, None)?, emb, Pooling::Mean, true)?;
+///
+/// let mut storage = ArenaStorage::<{ PLAN.peak_bytes }>::new();
+/// let mut arena = storage.arena();
+/// let mut embedding = [0.0f32; 8];
+/// encoder.embed(&RUN, &[1, 5, 3, 2], &mut arena, &mut embedding)?;
+/// let length: f32 = embedding.iter().map(|x| x * x).sum::<f32>().sqrt();
+/// assert!((length - 1.0).abs() < 1e-5); // mean-pooled, then L2-normalised
+/// assert_eq!(arena.high_water(), PLAN.peak_bytes); // the plan is exact
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Encoder<'a> {
     model: Model<'a>,
