@@ -205,57 +205,53 @@ impl Plan {
     /// them. The phases start at `persistent_bytes` and overlap each other.
     pub const fn buffers(&self) -> [Buffer; N_BUFFERS] {
         use Phase::*;
-        const fn b(name: &'static str, bytes: usize, offset: usize, phase: Phase) -> Buffer {
-            Buffer {
-                name,
-                bytes,
-                offset,
-                phase,
-            }
-        }
-        // Saturating: the fields are public, so a hand-made Plan must not overflow here.
-        let keys = self.hidden_bytes;
-        let values = keys.saturating_add(self.keys_bytes);
-        let logits = values.saturating_add(self.values_bytes);
-        let phase = self.persistent_bytes;
-        let (k_name, v_name) = if self.decoder {
+        let (keys, values) = if self.decoder {
             ("k_cache", "v_cache")
         } else {
             ("keys", "values")
         };
-        let kv_fast = phase.saturating_add(self.kv_norm_bytes);
-        let ctx = phase.saturating_add(self.q_bytes);
-        let attn_scratch = ctx.saturating_add(self.ctx_bytes);
-        let attn_fast = attn_scratch.saturating_add(self.attn_scratch_bytes);
-        let ffn_out = phase.saturating_add(self.ffn_norm_bytes);
-        let ffn_scratch = ffn_out.saturating_add(self.ffn_out_bytes);
-        let ffn_fast = ffn_scratch.saturating_add(self.ffn_scratch_bytes);
-        [
-            b("hidden", self.hidden_bytes, 0, Persistent),
-            b(k_name, self.keys_bytes, keys, Persistent),
-            b(v_name, self.values_bytes, values, Persistent),
-            b("logits", self.logits_bytes, logits, Persistent),
-            b("kv_norm", self.kv_norm_bytes, phase, KvProjection),
-            b("kv_fast", self.kv_fast_bytes, kv_fast, KvProjection),
-            b("q", self.q_bytes, phase, Attention),
-            b("ctx", self.ctx_bytes, ctx, Attention),
-            b(
-                "attn_scratch",
-                self.attn_scratch_bytes,
-                attn_scratch,
-                Attention,
-            ),
-            b("attn_fast", self.attn_fast_bytes, attn_fast, Attention),
-            b("ffn_norm", self.ffn_norm_bytes, phase, FeedForward),
-            b("ffn_out", self.ffn_out_bytes, ffn_out, FeedForward),
-            b(
-                "ffn_scratch",
-                self.ffn_scratch_bytes,
-                ffn_scratch,
-                FeedForward,
-            ),
-            b("ffn_fast", self.ffn_fast_bytes, ffn_fast, FeedForward),
-        ]
+        let list = [
+            ("hidden", self.hidden_bytes, Persistent),
+            (keys, self.keys_bytes, Persistent),
+            (values, self.values_bytes, Persistent),
+            ("logits", self.logits_bytes, Persistent),
+            ("kv_norm", self.kv_norm_bytes, KvProjection),
+            ("kv_fast", self.kv_fast_bytes, KvProjection),
+            ("q", self.q_bytes, Attention),
+            ("ctx", self.ctx_bytes, Attention),
+            ("attn_scratch", self.attn_scratch_bytes, Attention),
+            ("attn_fast", self.attn_fast_bytes, Attention),
+            ("ffn_norm", self.ffn_norm_bytes, FeedForward),
+            ("ffn_out", self.ffn_out_bytes, FeedForward),
+            ("ffn_scratch", self.ffn_scratch_bytes, FeedForward),
+            ("ffn_fast", self.ffn_fast_bytes, FeedForward),
+        ];
+        let mut out = [Buffer {
+            name: "",
+            bytes: 0,
+            offset: 0,
+            phase: Persistent,
+        }; N_BUFFERS];
+        // Each buffer follows the one before it in its phase; every phase after the
+        // persistent buffers starts at `persistent_bytes` (they reuse the same bytes).
+        // Saturating: the fields are public, so a hand-made Plan must not overflow here.
+        let mut offset = 0;
+        let mut i = 0;
+        while i < N_BUFFERS {
+            let (name, bytes, phase) = list[i];
+            if i > 0 && phase as u8 != list[i - 1].2 as u8 {
+                offset = self.persistent_bytes;
+            }
+            out[i] = Buffer {
+                name,
+                bytes,
+                offset,
+                phase,
+            };
+            offset = offset.saturating_add(bytes);
+            i += 1;
+        }
+        out
     }
 }
 

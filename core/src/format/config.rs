@@ -161,39 +161,68 @@ impl FileConfig {
 mod tests {
     use super::*;
 
+    /// Every code of every enum and flag, on SmolLM2-135M's dimensions (grouped-query
+    /// attention, so that `n_kv_heads` is not `n_heads`).
     #[test]
-    fn llama_config_round_trips() {
-        let model = ModelConfig {
-            arch: Arch::Llama,
-            vocab_size: 49152,
-            d_model: 576,
-            n_layers: 30,
-            n_heads: 9,
-            n_kv_heads: 3,
-            head_dim: 64,
-            d_ff: 1536,
-            max_seq: 2048,
-            type_vocab_size: 0,
-            norm: Norm::RmsNorm,
-            norm_eps: 1e-5,
-            act: Activation::Silu,
-            ffn: FfnKind::Gated,
-            pos: PosKind::Rope,
-            rope_theta: 100000.0,
-            causal: true,
-            tie_embeddings: true,
-        };
-        let cfg = FileConfig {
-            model,
-            pooling: Pooling::None,
-            normalize: false,
-        };
-        assert_eq!(FileConfig::decode(&cfg.encode()), Ok(cfg));
-        let mut b = cfg.encode();
-        b[44..48].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
-        assert!(matches!(
-            FileConfig::decode(&b),
-            Err(Error::InvalidConfig(_))
-        ));
+    fn every_config_code_round_trips() {
+        let archs = [Arch::Bert, Arch::Llama];
+        let norms = [Norm::LayerNorm, Norm::RmsNorm];
+        let acts = [
+            Activation::Relu,
+            Activation::GeluErf,
+            Activation::GeluTanh,
+            Activation::Silu,
+        ];
+        let ffns = [FfnKind::Plain, FfnKind::Gated];
+        let poss = [PosKind::Learned, PosKind::Rope];
+        let poolings = [Pooling::None, Pooling::Cls, Pooling::Mean];
+        // Mixed radix over (arch, norm, act, ffn, pos, pooling, causal, tie, normalize).
+        let radix = [2, 2, 4, 2, 2, 3, 2, 2, 2];
+        for i in 0..radix.iter().product::<usize>() {
+            let mut digits = [0usize; 9];
+            let mut rest = i;
+            for (d, r) in digits.iter_mut().zip(radix) {
+                (*d, rest) = (rest % r, rest / r);
+            }
+            let [arch, norm, act, ffn, pos, pooling, causal, tie, normalize] = digits;
+            let cfg = FileConfig {
+                model: ModelConfig {
+                    arch: archs[arch],
+                    vocab_size: 49152,
+                    d_model: 576,
+                    n_layers: 30,
+                    n_heads: 9,
+                    n_kv_heads: 3,
+                    head_dim: 64,
+                    d_ff: 1536,
+                    max_seq: 2048,
+                    type_vocab_size: 2 * (1 - arch),
+                    norm: norms[norm],
+                    norm_eps: 1e-5,
+                    act: acts[act],
+                    ffn: ffns[ffn],
+                    pos: poss[pos],
+                    rope_theta: 100000.0,
+                    causal: causal == 1,
+                    tie_embeddings: tie == 1,
+                },
+                pooling: poolings[pooling],
+                normalize: normalize == 1,
+            };
+            let b = cfg.encode();
+            assert_eq!(FileConfig::decode(&b), Ok(cfg));
+            // The codes are the documented ones, at their documented words.
+            let words = [0, 10, 12, 13, 14, 18, 16, 17, 19].map(|w| le_u32(&b, 4 * w) as usize);
+            assert_eq!(words, digits, "config {i}");
+            // A NaN norm_eps (word 11) or rope_theta (word 15) is refused.
+            for word in [11, 15] {
+                let mut bad = b;
+                bad[4 * word..4 * word + 4].copy_from_slice(&f32::NAN.to_bits().to_le_bytes());
+                assert!(matches!(
+                    FileConfig::decode(&bad),
+                    Err(Error::InvalidConfig(_))
+                ));
+            }
+        }
     }
 }

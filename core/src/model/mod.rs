@@ -106,8 +106,11 @@ pub struct Model<'a> {
     kernels: Kernels,
 }
 
+// The shape checks below are private to `model`: the encoder and decoder (its children) use
+// them for their embedding and output matrices.
+
 /// [`Error::ShapeMismatch`] unless `found == expected` (elements).
-pub(crate) fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
+fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
     if expected == found {
         Ok(())
     } else {
@@ -120,25 +123,15 @@ pub(crate) fn check_len(what: &'static str, expected: usize, found: usize) -> Re
 }
 
 /// [`Error::ShapeMismatch`] unless `m` is `rows x cols`.
-pub(crate) fn check_matrix(
-    what: &'static str,
-    m: &Matrix<'_>,
-    rows: usize,
-    cols: usize,
-) -> Result<(), Error> {
+fn check_matrix(what: &'static str, m: &Matrix<'_>, rows: usize, cols: usize) -> Result<(), Error> {
     check_len(what, rows * cols, m.rows() * m.cols())?;
     check_len(what, rows, m.rows())
 }
 
-/// [`Error::ShapeMismatch`] unless `m` has `cols` columns and at least `min_rows` rows (an
+/// [`Error::ShapeMismatch`] unless `m` has `d` columns and at least `min_rows` rows (an
 /// embedding table may be longer than the model uses).
-pub(crate) fn check_rows(
-    what: &'static str,
-    m: &Matrix<'_>,
-    min_rows: usize,
-    cols: usize,
-) -> Result<(), Error> {
-    check_len(what, cols, m.cols())?;
+fn check_rows(what: &'static str, m: &Matrix<'_>, min_rows: usize, d: usize) -> Result<(), Error> {
+    check_len(what, d, m.cols())?;
     if m.rows() < min_rows {
         return Err(Error::ShapeMismatch {
             what,
