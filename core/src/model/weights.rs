@@ -101,6 +101,9 @@ impl<'a> PackedModel<'a> {
     /// # Errors
     ///
     /// As [`PackedModel::parse`] (no [`Error::ChecksumMismatch`] without `verify_crc`).
+    // Never inlined: inlined into a firmware's `main`, the parse's temporaries (copies of the
+    // model view) would stay in that frame for the whole inference.
+    #[inline(never)]
     pub fn parse_with(bytes: &'a [u8], options: ParseOptions) -> Result<Self, Error> {
         let packed = Self::parse_container(bytes, options.verify_crc, true)?;
         packed.check_expected()?;
@@ -185,6 +188,8 @@ impl<'a> PackedModel<'a> {
     }
 
     /// Checks that every tensor the configuration needs is present with its shape.
+    // Never inlined: one copy serves `parse_with` and `parse_again`.
+    #[inline(never)]
     fn check_expected(&self) -> Result<(), Error> {
         let c = self.config();
         let (v, d, q, kv, f) = (c.vocab_size, c.d_model, c.q_dim(), c.kv_dim(), c.d_ff);
