@@ -164,6 +164,11 @@ impl<'a> Bpe<'a> {
     /// A tokenizer over `tok`, which must be of kind [`TokenizerKind::Bpe`]. Bytes without a
     /// token of their own (SmolLM2 has none for 21 bytes that are rare or never valid UTF-8)
     /// are dropped when encoding, as the reference does (its BPE has no unknown token).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a tokenizer of another kind; [`Error::MissingToken`] when
+    /// no byte has a token.
     pub fn new(tok: &TokenizerView<'a>) -> Result<Self, Error> {
         if tok.kind() != TokenizerKind::Bpe {
             return Err(Error::Unsupported("tokenizer is not byte-level BPE"));
@@ -217,10 +222,13 @@ impl<'a> Bpe<'a> {
     }
 
     /// Tokenizes `text` into `ids`; returns the number of ids written. No special token is
-    /// added (SmolLM2 adds none: prompts carry `<|im_start|>` etc. as text). Fails with
+    /// added (SmolLM2 adds none: prompts carry `<|im_start|>` etc. as text).
+    ///
+    /// # Errors
+    ///
     /// [`Error::ShapeMismatch`] when `ids` is too short: merging a piece in place needs room
     /// for one id per byte of that piece (pieces are words, numbers, punctuation or
-    /// whitespace runs).
+    /// whitespace runs); [`Error::Malformed`] for a merge whose result is not a token.
     pub fn encode(&self, text: &str, ids: &mut [u32]) -> Result<usize, Error> {
         let mut out = Out { ids, len: 0 };
         let mut seg_start = 0;
@@ -323,6 +331,10 @@ impl<'a> Bpe<'a> {
     }
 
     /// Calls `emit` with each byte token `id` stands for (an added token: its text's bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TokenOutOfRange`] for an id outside the vocabulary.
     pub fn token_bytes(&self, id: u32, mut emit: impl FnMut(u8)) -> Result<(), Error> {
         let t = self.tok.vocab().token(id).ok_or(Error::TokenOutOfRange {
             id,
@@ -344,6 +356,11 @@ impl<'a> Bpe<'a> {
     /// Writes the bytes of `ids` into `out`; returns the number of bytes. The bytes are the
     /// original text's (valid UTF-8 when the ids came from [`Bpe::encode`]); a cut in the
     /// middle of a character is possible when decoding a prefix: see [`Utf8Stream`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TokenOutOfRange`] for an id outside the vocabulary; [`Error::ShapeMismatch`]
+    /// when `out` is too short (`expected` is the bytes needed).
     pub fn decode(&self, ids: &[u32], out: &mut [u8]) -> Result<usize, Error> {
         let mut n = 0;
         let cap = out.len();
