@@ -83,9 +83,9 @@
 //! [`ModelConfig::causal`]: crate::ModelConfig::causal
 
 use crate::arena::padded;
-use crate::attention::{self, AttnDims, AttnParams};
 use crate::config::{Arch, FfnKind, ModelConfig, RunConfig};
 use crate::kernels::{self, Kernels};
+use crate::model::attention::{self, AttnDims, AttnParams};
 use crate::{Error, ffn};
 
 // Here rather than in `arena`, which the plan builds on and which knows no plan.

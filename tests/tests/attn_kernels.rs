@@ -192,7 +192,7 @@ proptest! {
             let mut s = [0f32; ATTN_BLOCK];
             attn::attn_scores_tile(&AttnScoresArgs {
             qt: &b.qt(),
-            hd: hd,
+            hd,
             k: &b.k,
             stride: b.stride,
             nk: b.nk,

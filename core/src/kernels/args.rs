@@ -21,7 +21,7 @@ pub const ATTN_BLOCK: usize = ATTN_TILE * ATTN_LANES;
 pub const ATTN_SELECT_MAX_K: usize = 32;
 /// Most keys per selection block ([`super::attn_topk_block`]); the lane-major scores of a block of
 /// lanes and keys take `ATTN_LANES` times as many f32 (16 KiB). Fewer keys in all make the
-/// block smaller ([`crate::attention::fast_key_block`]).
+/// block smaller ([`crate::model::attention::fast_key_block`]).
 pub const ATTN_KEY_BLOCK: usize = 256;
 
 /// Scores of a tile (or block) of keys against a block of transposed queries: for the `nk`
@@ -92,7 +92,7 @@ impl<'a> AttnSoftmaxArgs<'a> {
     /// Lanes of the block: `lens.len()`, at most [`super::ATTN_LANES`].
     #[inline]
     pub fn lanes(&self) -> usize {
-        self.lens.len().min(super::ATTN_LANES)
+        self.lens.len().min(ATTN_LANES)
     }
 
     /// Lane `l`'s kept slots: its `min(lens[l], k)` scores and key indices.

@@ -11,7 +11,7 @@
 //!   the cache (the chunk's own rows included);
 //! - **decode**: one token per call, attending over every cached position. With
 //!   `run.k_attn = Some(k)` each query keeps only its `k` best-scoring keys
-//!   ([`crate::attention`]); `k` at least the context is dense attention up to rounding.
+//!   ([`crate::model::attention`]); `k` at least the context is dense attention up to rounding.
 //!
 //! After the last token of a call, its final hidden state goes through the final norm and the
 //! output head (`lm_head.w`, or the token embeddings when they are tied) into one row of
@@ -74,10 +74,10 @@
 
 use crate::Error;
 use crate::arena::Arena;
-use crate::attention::{self, AttnParams, AttnScratch, Keys};
 use crate::config::{Arch, ModelConfig, PosKind, RunConfig};
 use crate::format::{PackedModel, TensorName};
 use crate::kernels::{Matrix, axpy_row, matvec, row_to_f32};
+use crate::model::attention::{self, AttnParams, AttnScratch, Keys};
 use crate::model::{
     LayerWeights, Model, apply_rope, check_len, check_matrix, check_rows, ffn_phase, norm_row,
     norm_rows, residual,

@@ -45,14 +45,16 @@
 
 use crate::Error;
 use crate::arena::Arena;
-use crate::attention::{self, AttnScratch, Keys};
 use crate::config::{Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
-use crate::ffn::{self, FfnScratch, FfnWeights};
 use crate::kernels::{Kernels, Matrix, rms_norm};
 use crate::plan::{Plan, attn_params, ffn_wide, try_plan_with};
+use attention::{AttnScratch, Keys};
+use ffn::{FfnScratch, FfnWeights};
 
+pub mod attention;
 pub mod decoder;
 pub mod encoder;
+pub mod ffn;
 pub mod weights;
 
 /// Gain and optional bias of one normalisation layer (`d_model` values each).

@@ -36,8 +36,8 @@
 
 use crate::Error;
 use crate::config::{Arch, FfnKind, Norm, PosKind};
-use crate::ffn::FfnWeights;
 use crate::format::{PackedModel, ParseOptions, TensorName};
+use crate::model::ffn::FfnWeights;
 
 use super::{LayerWeights, Model, NormWeights};
 

@@ -1,4 +1,4 @@
-//! Block kernels of the fast attention path ([`crate::attention`] with
+//! Block kernels of the fast attention path ([`crate::model::attention`] with
 //! [`crate::kernels::Kernels::Fast`]): the portable (generic) versions, which run on every target and
 //! are the reference that the arch versions (`x86_avx512_attn_*`) are tested against.
 //!
@@ -17,7 +17,7 @@
 //! The kernels keep only a few tile-sized arrays on the stack (at most [`ATTN_BLOCK`] f32);
 //! the block buffers that grow with the head width, the key block and `k` (transposed
 //! queries, accumulators, lane-major scores, candidates) are the caller's, sliced from the
-//! memory plan's scratch ([`crate::attention::fast_scratch_bytes`]).
+//! memory plan's scratch ([`crate::model::attention::fast_scratch_bytes`]).
 
 use super::act::exp_poly;
 pub use crate::kernels::args::{
@@ -284,7 +284,7 @@ impl<'a> AttnTopkWork<'a> {
 ///
 /// "Best": larger [`attn_rank`] (score descending, NaN last), then the lower key index.
 /// Capacity `k = min(k, ATTN_SELECT_MAX_K, scores.len(), idx.len())`. Key indices are stored
-/// as `u16` (the caller keeps them below [`crate::attention::MAX_KEYS`]). `work` holds
+/// as `u16` (the caller keeps them below [`crate::model::attention::MAX_KEYS`]). `work` holds
 /// `k + 16 * vis.len()` candidates or more ([`AttnTopkWork::words`]).
 ///
 /// Candidates are the old slots and visible keys whose rank reaches a lower bound on the

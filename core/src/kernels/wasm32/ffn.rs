@@ -180,7 +180,7 @@ pub fn wasm_simd128_accumulate_q8_tokens(out: &mut [f32], q: &[i8], cols: usize,
 
 /// The dense int8 feed-forward of `n` tokens `x` (`n x d`), fused: `out[t] += sum_j
 /// quantized(act(up_j . x_t + up_bias_j) * s_j) * down_t[j]`, with the bits of the unfused
-/// fast kernels that [`crate::ffn::ffn_with`] runs otherwise on wasm
+/// fast kernels that [`crate::model::ffn::ffn_with`] runs otherwise on wasm
 /// ([`wasm_simd128_matmul_q8_tokens`], [`wasm_simd128_gelu_erf`] or
 /// [`crate::kernels::activate_fast`], the down scales, [`wasm_simd128_quantize_i8_token`] per 64 units,
 /// [`wasm_simd128_accumulate_q8_tokens`]); `up` (`d_ff x d`) and `down_t` (`d_ff x d`, row

@@ -276,7 +276,7 @@ fn ffn_q8_vnni(
 
 /// The dense int8 feed-forward of `n` tokens `x` (`n x d`), fused: `out[t] += sum_j
 /// quantized(act(up_j . x_t + up_bias_j) * s_j) * down_t[j]`, with the bits of the unfused fast
-/// kernels that [`crate::ffn::ffn_with`] runs otherwise ([`crate::kernels::matmul_q8_tokens`],
+/// kernels that [`crate::model::ffn::ffn_with`] runs otherwise ([`crate::kernels::matmul_q8_tokens`],
 /// [`crate::kernels::Kernels::activate_slice`], [`crate::kernels::quantize_i8_token`] per 64 units,
 /// [`crate::kernels::accumulate_q8_tokens`]); `up` (`d_ff x d`) and `down_t` (`d_ff x d`, row scales
 /// `s_j`) are int8, `out` holds the down bias (or zeros) on entry.

@@ -293,7 +293,7 @@ pub fn x86_avx512_matmul_f32(
             // SAFETY: the CPU has AVX-512 F (checked above).
             unsafe { matmul_f32_avx512(d, rows, cols, x, n, bias, y) }
         }
-        _ => super::x86_avx2_matmul_f32(w, x, n, bias, y),
+        _ => x86_avx2_matmul_f32(w, x, n, bias, y),
     }
 }
 
