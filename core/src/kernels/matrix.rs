@@ -43,6 +43,10 @@ pub struct Matrix<'a> {
 
 impl<'a> Matrix<'a> {
     /// Checks that the storage holds exactly `rows * cols` values (and `rows` scales).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when `rows * cols` overflows, [`Error::ShapeMismatch`] for
+    /// storage of another length.
     pub fn new(rows: usize, cols: usize, w: Weights<'a>) -> Result<Self, Error> {
         let n = rows
             .checked_mul(cols)

@@ -146,6 +146,10 @@ pub struct FfnScratch<'a> {
 impl<'a> FfnScratch<'a> {
     /// Takes exactly [`scratch_bytes`] from the arena: the buffers of [`Kernels::Reference`]
     /// (a call with [`Kernels::Fast`] then fails, see [`FfnScratch::new_fast`]).
+    ///
+    /// # Errors
+    /// The arena's error when it is too small, [`Error::InvalidConfig`] for sizes that
+    /// overflow.
     pub fn new(
         arena: &mut Arena<'a>,
         d_ff: usize,
@@ -188,6 +192,9 @@ impl<'a> FfnScratch<'a> {
     /// Takes [`scratch_bytes`] and then [`fast_scratch_bytes`]`(d_model, d_ff, chunk, gated)`
     /// from the arena: the buffers of both kernel choices, for blocks of `d_model x d_ff`
     /// (`gated`: with a gate projection) and up to `chunk` tokens per call.
+    ///
+    /// # Errors
+    /// As [`FfnScratch::new`].
     pub fn new_fast(
         arena: &mut Arena<'a>,
         d_model: usize,
@@ -286,7 +293,8 @@ fn check(
 /// keeping only the `k_ff` hidden units of largest magnitude per token when `k_ff` is set
 /// (`k_ff >= d_ff` keeps all: the dense result). `out` has the shape of `x`.
 ///
-/// Errors: [`Error::ShapeMismatch`] for inconsistent weights, biases, input or output,
+/// # Errors
+/// [`Error::ShapeMismatch`] for inconsistent weights, biases, input or output,
 /// [`Error::InvalidConfig`] for `k_ff == 0`, a scratch made for a smaller `k_ff` or dense, or
 /// top-k with `d_ff > 65536`.
 pub fn ffn(
@@ -304,7 +312,8 @@ pub fn ffn(
 /// pre-activation is an exact i32 dot product (see [`crate::kernels::matmul_q8_tokens`]); the
 /// down projection stays f32.
 ///
-/// Errors: as [`ffn`].
+/// # Errors
+/// As [`ffn`].
 pub fn ffn_with(
     kernels: Kernels,
     w: &FfnWeights<'_>,

@@ -71,7 +71,8 @@ const KEY_TILE: usize = 16;
 /// position `q_pos`) over `keys`, into `out` (same shape as `q`). Scores are scaled by
 /// `1/sqrt(head_dim)`. A query with no visible key gets zeros.
 ///
-/// Errors: [`Error::InvalidConfig`] for bad parameters or a scratch made for smaller
+/// # Errors
+/// [`Error::InvalidConfig`] for bad parameters or a scratch made for smaller
 /// parameters, [`Error::ShapeMismatch`] for slices of the wrong length, [`Error::SeqTooLong`]
 /// for more than [`MAX_KEYS`] keys.
 pub fn attention(
@@ -89,6 +90,9 @@ pub fn attention(
 /// [`attention`]; [`Kernels::Fast`] runs the block kernels, whose results differ from the
 /// reference by rounding (summation order, FMA, the polynomial `exp`) and, for top-k, by
 /// the order in which the kept rows are summed.
+///
+/// # Errors
+/// As [`attention`].
 pub fn attention_with(
     kernels: Kernels,
     p: &AttnParams,

@@ -118,6 +118,9 @@ pub struct AttnScratch<'a> {
 impl<'a> AttnScratch<'a> {
     /// Takes exactly [`scratch_bytes`] from the arena: the buffers of [`crate::kernels::Kernels::Reference`]
     /// (a call with [`crate::kernels::Kernels::Fast`] then fails, see [`AttnScratch::new_fast`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for bad parameters, the arena's error when it is too small.
     pub fn new(arena: &mut Arena<'a>, p: &AttnParams) -> Result<Self, Error> {
         check_params(p)?;
         let c = p.chunk;
@@ -160,6 +163,9 @@ impl<'a> AttnScratch<'a> {
     /// Takes [`scratch_bytes`] and then [`fast_scratch_bytes`]`(p, max_keys)` from the arena:
     /// the buffers of both kernel choices, for calls over at most `max_keys` keys (more keys
     /// still work, in more key blocks).
+    ///
+    /// # Errors
+    /// As [`AttnScratch::new`].
     pub fn new_fast(arena: &mut Arena<'a>, p: &AttnParams, max_keys: usize) -> Result<Self, Error> {
         Self::with_fast(arena, p, max_keys, fast_scratch_bytes(p, max_keys))
     }
