@@ -1,4 +1,4 @@
-//! The block kernels of the fast attention path (`topkit::kernels::attn`).
+//! The block kernels of the fast attention path (`topkit::kernels::attention`).
 //!
 //! - `exp_poly` against f64 `exp` over a dense grid: max relative error 2e-7 on
 //!   `[EXP_POLY_MIN, EXP_POLY_MAX]` (measured 1.2e-7; printed by the test), exact at 0, 0

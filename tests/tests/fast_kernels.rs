@@ -5,8 +5,8 @@
 //!   `matmul_i8_i8_token` equals, bit for bit, the documented formula over the input quantized
 //!   in blocks of `Q8_BLOCK`, and is within half a block step per element of the f32 product;
 //!   `accumulate_q8_tokens` is the exact i32 sum times the token's scale, added to `out`.
-//! - The engine's int8 product (`matmul_by` with `Kernels::Fast` on the planned scratch, and
-//!   the quantize-once pass `quantize_q8_by` + `matmul_q8_by`) gives the generic bits with
+//! - The engine's int8 product (`Kernels::Fast.matmul` on the planned scratch, and the
+//!   quantize-once pass `Kernels::quantize_q8` + `Kernels::matmul_q8`) gives the generic bits with
 //!   whatever kernels this target runs (AVX-512 VNNI packing on x86-64), with the plan's
 //!   scratch and with the smallest one (one group of tokens per pass).
 //! - Arch kernels against the generic ones: the checks of `topkit_tests::kernel_checks` (one
