@@ -69,3 +69,96 @@ impl From<KernelChoice> for topkit::kernels::Kernels {
         }
     }
 }
+
+/// Bytes of memory this machine can still give (available RAM plus free swap, from
+/// `/proc/meminfo`), or `None` where that cannot be read.
+fn memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = info.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(
+        kib("MemAvailable:")?
+            .saturating_add(kib("SwapFree:").unwrap_or(0))
+            .saturating_mul(1024),
+    )
+}
+
+/// The arena of `plan`, allocated only after checking that the machine can give it: an error
+/// with the bytes needed instead of an abort when it cannot (`what` names the flags that size
+/// it, for the message).
+///
+/// # Errors
+/// When the plan's peak is more than the memory available, or the allocation fails.
+pub fn arena_for(plan: &topkit::Plan, what: &str) -> Result<topkit::ArenaBuf> {
+    let bytes = plan.peak_bytes;
+    let too_much = |avail: &str| {
+        anyhow::anyhow!(
+            "the arena needs {bytes} bytes ({}), more than {avail}: give a smaller {what}",
+            crate::size::human(bytes)
+        )
+    };
+    if let Some(avail) = memory_available()
+        && bytes as u64 > avail
+    {
+        return Err(too_much(&format!(
+            "this machine has available ({})",
+            crate::size::human(usize::try_from(avail).unwrap_or(usize::MAX))
+        )));
+    }
+    topkit::ArenaBuf::try_for_plan(plan).map_err(|_| too_much("the allocator could give"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The case: a Llama of d_model 4096, 48 layers, 65536 tokens of context needs a
+    /// 96 GiB arena; the tool says so (exit 2) instead of aborting in the allocator.
+    #[test]
+    fn an_arena_the_machine_cannot_give_is_an_error() {
+        let model = topkit::ModelConfig {
+            arch: topkit::Arch::Llama,
+            vocab_size: 49152,
+            d_model: 4096,
+            n_layers: 48,
+            n_heads: 32,
+            n_kv_heads: 32,
+            head_dim: 128,
+            d_ff: 11008,
+            max_seq: 65536,
+            type_vocab_size: 0,
+            norm: topkit::Norm::RmsNorm,
+            norm_eps: 1e-5,
+            act: topkit::Activation::Silu,
+            ffn: topkit::FfnKind::Gated,
+            pos: topkit::PosKind::Rope,
+            rope_theta: 10000.0,
+            causal: true,
+            tie_embeddings: true,
+        };
+        let run = RunConfig {
+            seq_len: 65536,
+            chunk: 16,
+            k_attn: None,
+            k_ff: None,
+        };
+        let plan = topkit::try_plan(&model, &run).unwrap();
+        assert!(plan.peak_bytes > 96 << 30, "{}", plan.peak_bytes);
+        let Err(e) = arena_for(&plan, "--seq") else {
+            panic!("an arena of {} bytes was allocated", plan.peak_bytes)
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains(&format!("needs {} bytes", plan.peak_bytes)),
+            "{e}"
+        );
+        assert!(e.contains("--seq"), "{e}");
+    }
+}

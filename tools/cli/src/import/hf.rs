@@ -15,12 +15,24 @@ use super::gguf::dequant::GgmlType;
 use super::{Mapping, RawTensor, Source, Transform};
 use crate::writer::Tokenizer;
 
+/// The files of a model directory that `topkit pack` may read (besides the pooling module's
+/// `config.json` that `modules.json` names).
+pub const INPUT_FILES: &[&str] = &[
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "modules.json",
+    "sentence_bert_config.json",
+];
+
 /// `model_type` values `topkit pack` converts.
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::files::read_text(path)?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
@@ -261,8 +273,7 @@ fn wordpiece(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
     let tok_cfg = read_json_opt(&dir.join("tokenizer_config.json"))?;
     let vocab_txt = dir.join("vocab.txt");
     let tokens: Vec<String> = if vocab_txt.exists() {
-        let text = std::fs::read_to_string(&vocab_txt)
-            .with_context(|| format!("cannot read {}", vocab_txt.display()))?;
+        let text = crate::files::read_text(&vocab_txt)?;
         text.lines().map(str::to_owned).collect()
     } else if let Some(vocab) = tok_json
         .as_ref()
