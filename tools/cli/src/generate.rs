@@ -254,8 +254,17 @@ pub fn decode(lm: &Lm<'_>, ids: &[u32]) -> String {
 pub fn encode(lm: &Lm<'_>, text: &str) -> Result<Vec<u32>> {
     let bpe = Bpe::new(lm.packed.tokenizer())
         .map_err(|e| anyhow!("cannot tokenize text with this file's tokenizer: {e}"))?;
-    // Every id covers at least one byte of the text.
-    let mut ids = vec![0u32; text.len() + 1];
+    // Every id covers at least one byte of the text; the rest is the merge queue, which
+    // keeps hostile text (one 1 MB word) near-linear.
+    let slots = text
+        .len()
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(Bpe::FAST_SLOTS_PER_BYTE))
+        .ok_or_else(|| anyhow!("the text is too long to tokenize"))?;
+    let mut ids = Vec::new();
+    ids.try_reserve_exact(slots)
+        .map_err(|_| anyhow!("cannot allocate {} bytes to tokenize the text", slots * 4))?;
+    ids.resize(slots, 0u32);
     let n = bpe.encode(text, &mut ids)?;
     ids.truncate(n);
     Ok(ids)
