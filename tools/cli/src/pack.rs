@@ -99,7 +99,8 @@ impl Input {
         let bytes = files::read_model(&st_path)?;
         let st =
             SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{}: {e}", st_path.display()))?;
-        let source = hf::read_dir(&args.src, &st, args.max_seq)?;
+        let source = hf::read_dir(&args.src, &st, args.max_seq)
+            .with_context(|| format!("{}", args.src.display()))?;
         Ok(Input {
             src: args.src.clone(),
             source,

@@ -163,3 +163,97 @@ fn a_failed_stdout_is_an_error_a_closed_pipe_is_not() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Wrong-typed or out-of-range fields of a Hugging Face directory are errors naming the file
+/// and the field, never a default or a truncated value.
+#[test]
+fn wrong_typed_fields_are_named_errors() {
+    let edit = |file: &str, from: &str, to: &str, needle: &str| {
+        let tmp = tiny_dir();
+        let dir = tmp.path().join("model");
+        let p = dir.join(file);
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|_| "{}".into());
+        let new = if from.is_empty() {
+            to.to_string()
+        } else {
+            assert!(text.contains(from), "{file}: {from:?} not in {text}");
+            text.replacen(from, to, 1)
+        };
+        std::fs::write(&p, new).unwrap();
+        let out = tmp.path().join("o.tkm");
+        topkit(&["pack", s(&dir), "-o", s(&out)]).assert_error(needle);
+        assert!(!out.exists());
+    };
+    edit(
+        "config.json",
+        r#""layer_norm_eps": 1e-12"#,
+        r#""layer_norm_eps": "x""#,
+        r#"config.json: "layer_norm_eps" must be a positive number"#,
+    );
+    edit(
+        "config.json",
+        r#""layer_norm_eps": 1e-12"#,
+        r#""layer_norm_eps": 0"#,
+        r#""layer_norm_eps" must be a positive number, found 0"#,
+    );
+    edit(
+        "config.json",
+        r#""hidden_act": "gelu""#,
+        r#""hidden_act": 3"#,
+        r#"config.json: "hidden_act" must be a string"#,
+    );
+    edit(
+        "tokenizer.json",
+        "",
+        r#"{"model": {"max_input_chars_per_word": 4294967296}}"#,
+        r#""max_input_chars_per_word" must be an integer in 0..=4294967295"#,
+    );
+    edit(
+        "tokenizer_config.json",
+        "true",
+        r#""yes""#,
+        r#"tokenizer_config.json: "do_lower_case" must be true or false"#,
+    );
+    edit(
+        "1_Pooling/config.json",
+        "true",
+        "1",
+        r#""pooling_mode_mean_tokens" must be true or false"#,
+    );
+    edit(
+        "sentence_bert_config.json",
+        "",
+        r#"{"max_seq_length": -1}"#,
+        r#"sentence_bert_config.json: "max_seq_length" must be a non-negative integer"#,
+    );
+    edit(
+        "sentence_bert_config.json",
+        "",
+        r#"{"max_seq_length": 17}"#,
+        "max_seq_length 17 must be in 1..=16",
+    );
+}
+
+/// A sentence-transformers model packs with its own max_seq_length (what sentence-transformers
+/// truncates to); --max-seq still overrides it.
+#[test]
+fn sentence_bert_max_seq_length_is_the_default() {
+    let tmp = tiny_dir();
+    let dir = tmp.path().join("model");
+    std::fs::write(
+        dir.join("sentence_bert_config.json"),
+        r#"{"max_seq_length": 8, "do_lower_case": false}"#,
+    )
+    .unwrap();
+    let max_seq = |extra: &[&str]| {
+        let out = tmp.path().join("o.tkm");
+        pack(&dir, &out, extra);
+        let bytes = read(&out);
+        let m = topkit::format::PackedModel::parse(bytes.as_slice()).unwrap();
+        m.config().max_seq
+    };
+    assert_eq!(max_seq(&[]), 8);
+    assert_eq!(max_seq(&["--max-seq", "12"]), 12);
+    std::fs::remove_file(dir.join("sentence_bert_config.json")).unwrap();
+    assert_eq!(max_seq(&[]), MAX_POS);
+}
