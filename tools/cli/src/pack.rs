@@ -156,7 +156,12 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         args.dtype
     );
     if !src.skipped.is_empty() {
-        outln!("not packed (unused by topkit): {}", src.skipped.join(", "));
+        let skipped: Vec<_> = src
+            .skipped
+            .iter()
+            .map(|n| crate::inspect::escape_controls(n))
+            .collect();
+        outln!("not packed (unused by topkit): {}", skipped.join(", "));
     }
 
     // Bytes in the source per tensor, for the progress bar.

@@ -257,3 +257,31 @@ fn sentence_bert_max_seq_length_is_the_default() {
     std::fs::remove_file(dir.join("sentence_bert_config.json")).unwrap();
     assert_eq!(max_seq(&[]), MAX_POS);
 }
+
+/// A crafted vocabulary cannot send terminal escape codes through `inspect`.
+#[test]
+fn inspect_escapes_control_characters() {
+    let tmp = tiny_dir();
+    let dir = tmp.path().join("model");
+    let vocab = std::fs::read_to_string(dir.join("vocab.txt")).unwrap();
+    assert!(vocab.contains("[PAD]\n"));
+    std::fs::write(
+        dir.join("vocab.txt"),
+        vocab.replacen("[PAD]\n", "\u{1b}[2J\u{9b}\n", 1),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("special_tokens_map.json"),
+        r#"{"pad_token": "\u001b[2J\u009b"}"#,
+    )
+    .unwrap();
+    let m = pack(&dir, &tmp.path().join("m.tkm"), &[]);
+    let o = topkit(&["inspect", s(&m)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        !o.stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "{:?}",
+        o.stdout
+    );
+    assert!(o.stdout.contains(r"pad=\u{1b}[2J\u{9b}("), "{}", o.stdout);
+}
