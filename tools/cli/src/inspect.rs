@@ -250,18 +250,3 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     outln!("  header, tables and padding: {}", human(overhead));
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::escape_controls;
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(escape_controls("[CLS]"), "[CLS]");
-        assert_eq!(escape_controls("é<|im_end|>"), "é<|im_end|>");
-        assert_eq!(
-            escape_controls("\u{1b}[2J\u{9b}x\n\u{7f}"),
-            "\\u{1b}[2J\\u{9b}x\\n\\u{7f}"
-        );
-    }
-}

@@ -284,4 +284,44 @@ fn inspect_escapes_control_characters() {
         o.stdout
     );
     assert!(o.stdout.contains(r"pad=\u{1b}[2J\u{9b}("), "{}", o.stdout);
+    for (raw, shown) in [
+        ("[CLS]", "[CLS]"),
+        ("é<|im_end|>", "é<|im_end|>"),
+        ("\u{1b}[2J\u{9b}x\n\u{7f}", r"\u{1b}[2J\u{9b}x\n\u{7f}"),
+    ] {
+        assert_eq!(topkit_cli::inspect::escape_controls(raw), shown);
+    }
+}
+
+/// The issue's case: a Llama of d_model 4096, 48 layers, 65536 tokens of context needs a
+/// 96 GiB arena; the tool says so (exit 2) instead of aborting in the allocator.
+#[test]
+fn an_arena_the_machine_cannot_give_is_an_error() {
+    let model = topkit::ModelConfig {
+        d_model: 4096,
+        n_layers: 48,
+        n_heads: 32,
+        n_kv_heads: 32,
+        head_dim: 128,
+        d_ff: 11008,
+        max_seq: 65536,
+        ..LLAMA
+    };
+    let run = topkit::RunConfig {
+        seq_len: 65536,
+        chunk: 16,
+        k_attn: None,
+        k_ff: None,
+    };
+    let plan = topkit::try_plan(&model, &run).unwrap();
+    assert!(plan.peak_bytes > 96 << 30, "{}", plan.peak_bytes);
+    let Err(e) = topkit_cli::options::arena_for(&plan, "--seq") else {
+        panic!("an arena of {} bytes was allocated", plan.peak_bytes)
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains(&format!("needs {} bytes", plan.peak_bytes)),
+        "{e}"
+    );
+    assert!(e.contains("--seq"), "{e}");
 }
