@@ -69,11 +69,9 @@ impl ArenaBuf {
     /// Alignment of the arena start, in bytes.
     pub const LINE: usize = 64;
 
-    /// Zeroed storage for an arena of `bytes` bytes.
-    ///
-    /// # Panics
-    /// Aborts the process when the allocator cannot give the bytes, like any `Vec`; use
-    /// [`ArenaBuf::try_new`] when `bytes` comes from input.
+    /// Zeroed storage for an arena of `bytes` bytes. When the allocator cannot give them, the
+    /// process aborts, as for any `Vec`: use [`ArenaBuf::try_new`] when `bytes` comes from
+    /// input.
     pub fn new(bytes: usize) -> Self {
         let mem = alloc::vec![0u128; Self::words(bytes).unwrap_or(usize::MAX)];
         Self::at_line(mem, bytes)
@@ -83,7 +81,8 @@ impl ArenaBuf {
     /// give them (a size from a file or an argument should never abort the process).
     ///
     /// # Errors
-    /// When the allocation fails or its size overflows.
+    ///
+    /// A `TryReserveError` when the allocation fails or its size overflows.
     pub fn try_new(bytes: usize) -> Result<Self, alloc::collections::TryReserveError> {
         let mut mem = alloc::vec::Vec::new();
         // On overflow, asking for usize::MAX words makes `try_reserve` report it.
@@ -106,19 +105,6 @@ impl ArenaBuf {
             start,
             len: bytes,
         }
-    }
-
-    /// Storage for the plan's peak: `ArenaBuf::new(plan.peak_bytes)`.
-    pub fn for_plan(plan: &crate::Plan) -> Self {
-        Self::new(plan.peak_bytes)
-    }
-
-    /// Storage for the plan's peak: `ArenaBuf::try_new(plan.peak_bytes)`.
-    ///
-    /// # Errors
-    /// When the allocation fails.
-    pub fn try_for_plan(plan: &crate::Plan) -> Result<Self, alloc::collections::TryReserveError> {
-        Self::try_new(plan.peak_bytes)
     }
 
     /// Bytes the arena gets.
@@ -153,6 +139,31 @@ impl ArenaBuf {
 ///
 /// Scopes ([`Arena::scope`]) let phases of the computation reuse the same bytes; the
 /// high-water mark is the largest offset (in bytes from the arena start) ever handed out.
+///
+/// # Example
+///
+/// A persistent buffer, then two phases that reuse the same bytes:
+///
+/// ```
+/// use topkit::{ArenaStorage, Error};
+///
+/// let mut storage = ArenaStorage::<256>::new();
+/// let mut arena = storage.arena();
+/// let hidden: &mut [f32] = arena.take(4)?; // 16 bytes, kept
+/// hidden[0] = 1.0;
+/// arena.scope(|phase| -> Result<(), Error> {
+///     let scratch: &mut [f32] = phase.take(20)?; // 80 bytes, given back at the end
+///     scratch.fill(2.0);
+///     Ok(())
+/// })?;
+/// arena.scope(|phase| phase.take::<u16>(9).map(|_| ()))?; // 18 bytes, padded to 32
+/// assert_eq!(arena.used(), 16);
+/// assert_eq!(arena.high_water(), 16 + 80);
+/// // More than is free: an error, and nothing is taken.
+/// assert!(matches!(arena.take::<f32>(100), Err(Error::ArenaTooSmall { .. })));
+/// assert_eq!(arena.remaining(), 256 - 16);
+/// # Ok::<(), Error>(())
+/// ```
 pub struct Arena<'a> {
     rest: &'a mut [u8],
     /// Offset of `rest` from the start of the outermost arena, in bytes.
@@ -165,6 +176,10 @@ pub struct Arena<'a> {
 
 impl<'a> Arena<'a> {
     /// An arena over caller memory, which must start on a 16-byte boundary.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ArenaMisaligned`] when `bytes` does not start on a 16-byte boundary.
     pub fn new(bytes: &'a mut [u8]) -> Result<Self, Error> {
         if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(Error::ArenaMisaligned);
@@ -193,6 +208,10 @@ impl<'a> Arena<'a> {
     }
 
     /// Takes `n` bytes (rounded up to [`ALIGN`]), zeroed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ArenaTooSmall`] when fewer than `padded(n)` bytes are free (nothing is taken).
     pub fn take_bytes(&mut self, n: usize) -> Result<&'a mut [u8], Error> {
         let size = padded(n);
         if size > self.rest.len() {
@@ -212,6 +231,12 @@ impl<'a> Arena<'a> {
     }
 
     /// Takes a zeroed slice of `n` values of a plain-old-data type (`f32`, `u16`, `i8`, ...).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ArenaTooSmall`] as [`Arena::take_bytes`] (`needed` is `usize::MAX` when
+    /// `n` values overflow a byte count); [`Error::ArenaMisaligned`] for a type aligned to
+    /// more than [`ALIGN`] bytes.
     pub fn take<T: bytemuck::Pod>(&mut self, n: usize) -> Result<&'a mut [T], Error> {
         let bytes = n
             .checked_mul(core::mem::size_of::<T>())

@@ -128,6 +128,12 @@ impl ModelConfig {
     }
 
     /// Checks every field; `Ok` means all the products the plan computes fit in `usize`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the first rule broken: a dimension of 0 or above
+    /// [`MAX_DIM`], `n_kv_heads` not dividing `n_heads`, `n_heads * head_dim != d_model`, an
+    /// odd `head_dim` with RoPE, `norm_eps` outside `(0, 1)`.
     pub const fn validate(&self) -> Result<(), Error> {
         let dims = [
             self.vocab_size,
@@ -182,6 +188,12 @@ impl RunConfig {
     }
 
     /// Checks the run against the model: lengths, chunk and k values.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SeqTooLong`] when `seq_len > model.max_seq`; [`Error::InvalidConfig`] for a
+    /// `seq_len` of 0, a `chunk` or `k_attn` outside `1..=MAX_DIM`, a `k_ff` outside
+    /// `1..=d_ff`.
     pub const fn validate(&self, model: &ModelConfig) -> Result<(), Error> {
         if self.seq_len == 0 {
             return Err(Error::InvalidConfig("seq_len must be at least 1"));

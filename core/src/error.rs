@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::format::TensorName;
+use crate::name::TensorName;
 
 /// Everything that can go wrong in the core, as a small `Copy` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

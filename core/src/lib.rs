@@ -6,16 +6,13 @@
 extern crate alloc;
 
 pub mod arena;
-pub mod attention;
 pub mod config;
-pub mod decoder;
-pub mod encoder;
 mod error;
-pub mod ffn;
 pub mod format;
 pub mod kernels;
 pub mod math;
 pub mod model;
+mod name;
 pub mod plan;
 pub mod sample;
 pub mod tokenizer;
@@ -28,4 +25,5 @@ pub use config::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfi
 pub use decoder::{Decoder, Session};
 pub use error::Error;
 pub use model::{LayerWeights, Model, NormWeights, forward};
+pub use model::{attention, decoder, encoder, ffn};
 pub use plan::{Plan, plan, plan_with, try_plan, try_plan_with};

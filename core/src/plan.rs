@@ -83,10 +83,19 @@
 //! [`ModelConfig::causal`]: crate::ModelConfig::causal
 
 use crate::arena::padded;
-use crate::attention::{self, AttnDims, AttnParams};
 use crate::config::{Arch, FfnKind, ModelConfig, RunConfig};
 use crate::kernels::{self, Kernels};
+use crate::model::attention::{self, AttnDims, AttnParams};
 use crate::{Error, ffn};
+
+// Here rather than in `arena`, which the plan builds on and which knows no plan.
+#[cfg(feature = "alloc")]
+impl crate::arena::ArenaBuf {
+    /// Storage for the plan's peak: `ArenaBuf::new(plan.peak_bytes)`.
+    pub fn for_plan(plan: &Plan) -> Self {
+        Self::new(plan.peak_bytes)
+    }
+}
 
 /// The phase of a forward pass in which a buffer lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,57 +205,53 @@ impl Plan {
     /// them. The phases start at `persistent_bytes` and overlap each other.
     pub const fn buffers(&self) -> [Buffer; N_BUFFERS] {
         use Phase::*;
-        const fn b(name: &'static str, bytes: usize, offset: usize, phase: Phase) -> Buffer {
-            Buffer {
-                name,
-                bytes,
-                offset,
-                phase,
-            }
-        }
-        // Saturating: the fields are public, so a hand-made Plan must not overflow here.
-        let keys = self.hidden_bytes;
-        let values = keys.saturating_add(self.keys_bytes);
-        let logits = values.saturating_add(self.values_bytes);
-        let phase = self.persistent_bytes;
-        let (k_name, v_name) = if self.decoder {
+        let (keys, values) = if self.decoder {
             ("k_cache", "v_cache")
         } else {
             ("keys", "values")
         };
-        let kv_fast = phase.saturating_add(self.kv_norm_bytes);
-        let ctx = phase.saturating_add(self.q_bytes);
-        let attn_scratch = ctx.saturating_add(self.ctx_bytes);
-        let attn_fast = attn_scratch.saturating_add(self.attn_scratch_bytes);
-        let ffn_out = phase.saturating_add(self.ffn_norm_bytes);
-        let ffn_scratch = ffn_out.saturating_add(self.ffn_out_bytes);
-        let ffn_fast = ffn_scratch.saturating_add(self.ffn_scratch_bytes);
-        [
-            b("hidden", self.hidden_bytes, 0, Persistent),
-            b(k_name, self.keys_bytes, keys, Persistent),
-            b(v_name, self.values_bytes, values, Persistent),
-            b("logits", self.logits_bytes, logits, Persistent),
-            b("kv_norm", self.kv_norm_bytes, phase, KvProjection),
-            b("kv_fast", self.kv_fast_bytes, kv_fast, KvProjection),
-            b("q", self.q_bytes, phase, Attention),
-            b("ctx", self.ctx_bytes, ctx, Attention),
-            b(
-                "attn_scratch",
-                self.attn_scratch_bytes,
-                attn_scratch,
-                Attention,
-            ),
-            b("attn_fast", self.attn_fast_bytes, attn_fast, Attention),
-            b("ffn_norm", self.ffn_norm_bytes, phase, FeedForward),
-            b("ffn_out", self.ffn_out_bytes, ffn_out, FeedForward),
-            b(
-                "ffn_scratch",
-                self.ffn_scratch_bytes,
-                ffn_scratch,
-                FeedForward,
-            ),
-            b("ffn_fast", self.ffn_fast_bytes, ffn_fast, FeedForward),
-        ]
+        let list = [
+            ("hidden", self.hidden_bytes, Persistent),
+            (keys, self.keys_bytes, Persistent),
+            (values, self.values_bytes, Persistent),
+            ("logits", self.logits_bytes, Persistent),
+            ("kv_norm", self.kv_norm_bytes, KvProjection),
+            ("kv_fast", self.kv_fast_bytes, KvProjection),
+            ("q", self.q_bytes, Attention),
+            ("ctx", self.ctx_bytes, Attention),
+            ("attn_scratch", self.attn_scratch_bytes, Attention),
+            ("attn_fast", self.attn_fast_bytes, Attention),
+            ("ffn_norm", self.ffn_norm_bytes, FeedForward),
+            ("ffn_out", self.ffn_out_bytes, FeedForward),
+            ("ffn_scratch", self.ffn_scratch_bytes, FeedForward),
+            ("ffn_fast", self.ffn_fast_bytes, FeedForward),
+        ];
+        let mut out = [Buffer {
+            name: "",
+            bytes: 0,
+            offset: 0,
+            phase: Persistent,
+        }; N_BUFFERS];
+        // Each buffer follows the one before it in its phase; every phase after the
+        // persistent buffers starts at `persistent_bytes` (they reuse the same bytes).
+        // Saturating: the fields are public, so a hand-made Plan must not overflow here.
+        let mut offset = 0;
+        let mut i = 0;
+        while i < N_BUFFERS {
+            let (name, bytes, phase) = list[i];
+            if i > 0 && phase as u8 != list[i - 1].2 as u8 {
+                offset = self.persistent_bytes;
+            }
+            out[i] = Buffer {
+                name,
+                bytes,
+                offset,
+                phase,
+            };
+            offset = offset.saturating_add(bytes);
+            i += 1;
+        }
+        out
     }
 }
 
@@ -314,15 +319,23 @@ pub(crate) const fn ffn_wide(model: &ModelConfig, run: &RunConfig, kernels: Kern
         && model.kv_dim() >= model.d_model
 }
 
-/// The plan of a run with [`Kernels::Reference`], checked: a typed error for an invalid model
-/// or run configuration, and [`Error::InvalidConfig`] when a byte count would overflow
-/// `usize` (a config read from a file cannot make the plan wrap around).
+/// The plan of a run with [`Kernels::Reference`], checked, so that a config read from a file
+/// cannot make the plan wrap around.
+///
+/// # Errors
+///
+/// The errors of [`ModelConfig::validate`] and [`RunConfig::validate`];
+/// [`Error::InvalidConfig`] when a byte count would overflow `usize`.
 pub const fn try_plan(model: &ModelConfig, run: &RunConfig) -> Result<Plan, Error> {
     try_plan_with(model, run, Kernels::Reference)
 }
 
 /// The plan of a run with `kernels`, checked (as [`try_plan`]). [`Kernels::Reference`] gives
 /// [`try_plan`]'s plan; [`Kernels::Fast`] adds the fast kernels' working buffers.
+///
+/// # Errors
+///
+/// As [`try_plan`].
 pub const fn try_plan_with(
     model: &ModelConfig,
     run: &RunConfig,
@@ -455,6 +468,32 @@ pub const fn try_plan_with(
 
 /// The plan of a run with [`Kernels::Reference`], for `const` items: fails compilation when
 /// the configuration is invalid. Use [`try_plan`] for configurations known only at run time.
+///
+/// # Example
+///
+/// A small BERT with top-32 attention over 256 tokens:
+///
+/// ```
+/// use topkit::{Activation, Arch, FfnKind, ModelConfig, Norm, Plan, PosKind, RunConfig, plan};
+///
+/// const MODEL: ModelConfig = ModelConfig {
+///     arch: Arch::Bert, vocab_size: 30522, d_model: 128, n_layers: 2, n_heads: 2,
+///     n_kv_heads: 2, head_dim: 64, d_ff: 512, max_seq: 512, type_vocab_size: 2,
+///     norm: Norm::LayerNorm, norm_eps: 1e-12, act: Activation::GeluErf, ffn: FfnKind::Plain,
+///     pos: PosKind::Learned, rope_theta: 10000.0, causal: false, tie_embeddings: false,
+/// };
+/// const RUN: RunConfig = RunConfig { seq_len: 256, chunk: 16, k_attn: Some(32), k_ff: None };
+/// const PLAN: Plan = plan(&MODEL, &RUN);
+/// // Hidden states, keys and values of 256 tokens, 128 f32 each, for the whole run...
+/// assert_eq!(PLAN.persistent_bytes, 3 * 256 * 128 * 4);
+/// // ...and the largest phase: 16 queries, their context and the top-32 scratch.
+/// assert_eq!(PLAN.attn_phase_bytes, 2 * 16 * 128 * 4 + 16 * 32 * (4 + 2) + 16 * 4);
+/// assert_eq!(PLAN.peak_bytes, PLAN.persistent_bytes + PLAN.attn_phase_bytes);
+/// // Every buffer, in the order the engine takes them from the arena.
+/// let names = PLAN.buffers().map(|b| b.name);
+/// assert_eq!(names[..4], ["hidden", "keys", "values", "logits"]);
+/// assert!(PLAN.buffers().iter().all(|b| b.offset + b.bytes <= PLAN.peak_bytes));
+/// ```
 pub const fn plan(model: &ModelConfig, run: &RunConfig) -> Plan {
     plan_with(model, run, Kernels::Reference)
 }

@@ -185,8 +185,11 @@ impl Sampler {
     }
 
     /// Temperature `T` (finite, `>= 0`; 0 is greedy) and top-p `p` (in `(0, 1]`; 1 keeps every
-    /// token), drawing from [`Pcg32::new`]`(seed)`. [`Error::InvalidConfig`] for values out of
-    /// range.
+    /// token), drawing from [`Pcg32::new`]`(seed)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a temperature or top-p out of range.
     pub fn new(temperature: f32, top_p: f32, seed: u64) -> Result<Self, Error> {
         if !(temperature >= 0.0 && temperature.is_finite()) {
             return Err(Error::InvalidConfig(
@@ -211,7 +214,9 @@ impl Sampler {
     /// Picks a token from `logits` (one per vocabulary id). Sampling overwrites `logits` with
     /// the unnormalised weights `exp((l - max) / T)`; greedy leaves them as they are.
     ///
-    /// Errors: [`Error::ShapeMismatch`] for an empty slice.
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] for an empty slice.
     pub fn sample(&mut self, logits: &mut [f32]) -> Result<u32, Error> {
         let Some(best) = argmax(logits) else {
             return Err(Error::ShapeMismatch {

@@ -18,7 +18,7 @@ fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let d = std::env::temp_dir().join(format!("topkit-fuzz-st-{}", std::process::id()));
-        topkit_fuzz::write_hf_dir(&d).expect("temp dir is writable");
+        topkit_fixtures::write_tiny_bert(&d).expect("temp dir is writable");
         d
     })
 }
@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     let (config, st_bytes) = rest.split_at(len);
     let d = dir();
     let config = if config.is_empty() {
-        topkit_fuzz::config_json().into_bytes()
+        topkit_fixtures::config_json("bert").into_bytes()
     } else {
         config.to_vec()
     };

@@ -7,16 +7,11 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use topkit::tokenizer::{Vocab, WordPiece, WordPieceOptions};
-use topkit_fuzz::TextVocab;
+use topkit_fixtures::TextVocab;
 
 fn vocabs() -> &'static [TextVocab; 2] {
     static V: OnceLock<[TextVocab; 2]> = OnceLock::new();
-    V.get_or_init(|| {
-        [
-            TextVocab::parse(&topkit_fuzz::vocab().join("\n")),
-            TextVocab::parse(include_str!("../../tests/data/minilm-vocab.txt")),
-        ]
-    })
+    V.get_or_init(|| [TextVocab::tiny(), TextVocab::minilm()])
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -50,11 +50,18 @@ impl GgufBuilder {
         self
     }
 
+    /// The header of an array (type 9) of `len` elements of type `elem`; the caller appends
+    /// the elements to the returned bytes.
+    fn array(&mut self, k: &str, elem: u32, len: usize) -> &mut Vec<u8> {
+        let out = self.key(k, 9);
+        out.extend_from_slice(&elem.to_le_bytes());
+        out.extend_from_slice(&(len as u64).to_le_bytes());
+        out
+    }
+
     /// An array (type 9) of strings (element type 8).
     pub fn strs(&mut self, k: &str, v: &[String]) -> &mut Self {
-        let out = self.key(k, 9);
-        out.extend_from_slice(&8u32.to_le_bytes());
-        out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        let out = self.array(k, 8, v.len());
         for s in v {
             put_str(out, s);
         }
@@ -63,9 +70,7 @@ impl GgufBuilder {
 
     /// An array (type 9) of i32 (element type 5).
     pub fn i32s(&mut self, k: &str, v: &[i32]) -> &mut Self {
-        let out = self.key(k, 9);
-        out.extend_from_slice(&5u32.to_le_bytes());
-        out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        let out = self.array(k, 5, v.len());
         for x in v {
             out.extend_from_slice(&x.to_le_bytes());
         }

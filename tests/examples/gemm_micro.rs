@@ -2,7 +2,7 @@
 //! `cargo run --release -p topkit-tests --features std --example gemm_micro`
 
 use std::time::Instant;
-use topkit::kernels::{Kernels, Matrix, Weights, matmul_by, q8_scratch_bytes};
+use topkit::kernels::{Kernels, Matrix, Weights, q8_scratch_bytes};
 
 /// Nanoseconds this thread has run on a CPU (`/proc/thread-self/schedstat`), so that the
 /// numbers hold on a loaded machine; wall time where that file is missing.
@@ -53,7 +53,7 @@ fn main() {
             for _ in 0..5 {
                 let t = cpu_ns(origin);
                 for _ in 0..reps {
-                    matmul_by(k, &w, &x, n, Some(&bias), &mut y, &mut scratch);
+                    k.matmul(&w, &x, n, Some(&bias), &mut y, &mut scratch);
                 }
                 best = best.min((cpu_ns(origin) - t) * 1e-9 / reps as f64);
             }

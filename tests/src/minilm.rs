@@ -1,32 +1,14 @@
 //! The packed all-MiniLM-L6-v2 files that `cargo xtask fetch-model` makes in the cache, and
 //! the golden embeddings of the reference (tools/reference/minilm_golden.py).
 
-use std::path::PathBuf;
-
-/// The cache folder: `$TOPKIT_CACHE` or `~/.cache/topkit`.
-pub fn cache_dir() -> PathBuf {
-    match std::env::var_os("TOPKIT_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache/topkit")
-        }
-    }
-}
+use crate::cache::{cache_dir, read_aligned};
+use crate::golden::{f64s, ids, list, parse, string};
 
 /// The bytes of `models/all-MiniLM-L6-v2-<dtype>.tkm`, in 16-byte aligned memory.
 /// Panics with instructions when the file is missing: tests on the real model never skip.
 pub fn packed(dtype: &str) -> Vec<u128> {
     let path = cache_dir().join(format!("models/all-MiniLM-L6-v2-{dtype}.tkm"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}: run `cargo xtask fetch-model` first (it fetches and packs the model)",
-            path.display()
-        )
-    });
-    let mut words = vec![0u128; bytes.len().div_ceil(16)];
-    bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-    words.truncate(bytes.len().div_ceil(16));
-    words
+    read_aligned(&path, "cargo xtask fetch-model")
 }
 
 /// One golden case: text, the reference's token ids, its embedding.
@@ -41,28 +23,15 @@ pub struct Case {
 
 /// The golden cases and the max_seq_length they were made with.
 pub fn golden() -> (usize, Vec<Case>) {
-    let v: serde_json::Value =
-        serde_json::from_str(include_str!("../data/minilm_golden.json")).unwrap();
-    let nums = |v: &serde_json::Value| -> Vec<f64> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect()
-    };
-    let cases = v["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            text: c["text"].as_str().unwrap().to_owned(),
-            ids: nums(&c["ids"]).into_iter().map(|x| x as u32).collect(),
-            embedding: nums(&c["embedding"])
-                .into_iter()
-                .map(|x| x as f32)
-                .collect(),
-        })
-        .collect();
+    let v = parse(include_str!("../data/minilm_golden.json"));
+    let cases = list(&v["cases"], |c| Case {
+        text: string(&c["text"]),
+        ids: ids(&c["ids"]),
+        embedding: f64s(&c["embedding"])
+            .into_iter()
+            .map(|x| x as f32)
+            .collect(),
+    });
     (v["max_seq_length"].as_u64().unwrap() as usize, cases)
 }
 

@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use crate::minilm::cache_dir;
+use crate::cache::{cache_dir, read_aligned};
+use crate::golden::{f64s, ids, list, parse, string};
+use serde_json::Value;
 
 /// Where the packed f32 model is: `$TOPKIT_SMOLLM2` if set, else
 /// `<cache>/models/SmolLM2-135M-Instruct-f32.tkm`.
@@ -18,16 +20,7 @@ pub fn packed_path() -> PathBuf {
 /// The bytes of the packed model, in 16-byte aligned memory. Panics with instructions when the
 /// file is missing: tests on the real model never skip.
 pub fn packed() -> Vec<u128> {
-    let path = packed_path();
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}: run `cargo xtask models` first (it fetches and packs SmolLM2)",
-            path.display()
-        )
-    });
-    let mut words = vec![0u128; bytes.len().div_ceil(16)];
-    bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-    words
+    read_aligned(&packed_path(), "cargo xtask models")
 }
 
 /// The reference's logits at one greedy step.
@@ -54,48 +47,22 @@ pub struct Prompt {
     pub steps: Vec<Step>,
 }
 
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 /// The golden prompts, and the ids of the long (500+ token) text.
 pub fn golden() -> (Vec<Prompt>, Vec<u32>) {
-    let v: serde_json::Value =
-        serde_json::from_str(include_str!("../data/smollm2_golden.json")).unwrap();
-    let prompts = v["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| Prompt {
-            name: p["name"].as_str().unwrap().to_owned(),
-            ids: ids(&p["ids"]),
-            greedy: ids(&p["greedy"]["ids"]),
-            margins: p["margins"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect(),
-            steps: p["steps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| Step {
-                    step: s["step"].as_u64().unwrap() as usize,
-                    top: s["top"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|t| (t[0].as_u64().unwrap() as u32, t[1].as_f64().unwrap()))
-                        .collect(),
-                    logsumexp: s["logsumexp"].as_f64().unwrap(),
-                })
-                .collect(),
-        })
-        .collect();
+    let v = parse(include_str!("../data/smollm2_golden.json"));
+    let step = |s: &Value| Step {
+        step: s["step"].as_u64().unwrap() as usize,
+        top: list(&s["top"], |t| {
+            (t[0].as_u64().unwrap() as u32, t[1].as_f64().unwrap())
+        }),
+        logsumexp: s["logsumexp"].as_f64().unwrap(),
+    };
+    let prompts = list(&v["prompts"], |p| Prompt {
+        name: string(&p["name"]),
+        ids: ids(&p["ids"]),
+        greedy: ids(&p["greedy"]["ids"]),
+        margins: f64s(&p["margins"]),
+        steps: list(&p["steps"], step),
+    });
     (prompts, ids(&v["long"]["ids"]))
 }

@@ -532,139 +532,43 @@ fn bad_inputs_are_errors() {
     let mut out = [0f32; 8];
     assert!(attention(&p, &q, 0, &good, &mut s, &mut out).is_ok());
 
+    // Each bad input against `good`, with `n_out` outputs: which error it gives.
+    let mut run = |p: &AttnParams, q: &[f32], keys: &Keys<'_>, n_out: usize| {
+        attention(p, q, 0, keys, &mut s, &mut out[..n_out])
+    };
     let shape = |r: Result<(), Error>| matches!(r, Err(Error::ShapeMismatch { .. }));
     let config = |r: Result<(), Error>| matches!(r, Err(Error::InvalidConfig(_)));
-    assert!(shape(attention(
-        &p,
-        &q[..7],
-        0,
-        &good,
-        &mut s,
-        &mut out[..7]
-    )));
-    assert!(shape(attention(&p, &q, 0, &good, &mut s, &mut out[..6])));
-    assert!(shape(attention(
-        &p,
-        &q,
-        0,
-        &Keys {
-            k: &kv[..5],
-            ..good
-        },
-        &mut s,
-        &mut out
-    )));
-    assert!(shape(attention(
-        &p,
-        &q,
-        0,
-        &Keys {
-            v: &kv[..4],
-            ..good
-        },
-        &mut s,
-        &mut out
-    )));
-    assert!(shape(attention(
-        &p,
-        &q,
-        0,
-        &Keys {
-            valid: Some(&valid[..2]),
-            ..good
-        },
-        &mut s,
-        &mut out
-    )));
-    assert!(shape(attention(
-        &p,
-        &q,
-        0,
-        &Keys { n: 4, ..good },
-        &mut s,
-        &mut out
-    )));
+    assert!(shape(run(&p, &q[..7], &good, 7)));
+    assert!(shape(run(&p, &q, &good, 6)));
+    // `good` with one field changed.
+    let mut keys = [good; 4];
+    keys[0].k = &kv[..5];
+    keys[1].v = &kv[..4];
+    keys[2].valid = Some(&valid[..2]);
+    keys[3].n = 4;
+    for k in &keys {
+        assert!(shape(run(&p, &q, k, 8)), "{k:?}");
+    }
+
+    let mut bad_dims = p;
+    bad_dims.dims.n_heads = 3;
+    bad_dims.dims.n_kv_heads = 2;
+    assert!(config(run(&bad_dims, &q[..6], &good, 6)));
+    // `p` with one field changed; k_attn 3 and chunk 3 are past what the scratch was made for.
+    let mut params = [p; 5];
+    params[0].chunk = 0;
+    params[1].k_attn = Some(0);
+    params[2].k_attn = Some(3);
+    params[3].chunk = 3;
+    params[4].dims.n_heads = 0;
+    for p in &params {
+        assert!(config(run(p, &q, &good, 8)), "{p:?}");
+    }
     // The fast kernels need the fast part of the scratch (AttnScratch::new_fast).
-    assert!(config(attention_with(
-        Kernels::Fast,
-        &p,
-        &q,
-        0,
-        &good,
-        &mut s,
-        &mut out
-    )));
+    let fast = attention_with(Kernels::Fast, &p, &q, 0, &good, &mut s, &mut out);
+    assert!(config(fast));
     let mut f = AttnScratch::new_fast(&mut arena, &p, 3).unwrap();
     assert!(attention_with(Kernels::Fast, &p, &q, 0, &good, &mut f, &mut out).is_ok());
-
-    let bad_dims = AttnParams {
-        dims: AttnDims {
-            n_heads: 3,
-            n_kv_heads: 2,
-            head_dim: 2,
-        },
-        ..p
-    };
-    assert!(config(attention(
-        &bad_dims,
-        &q[..6],
-        0,
-        &good,
-        &mut s,
-        &mut out[..6]
-    )));
-    assert!(config(attention(
-        &AttnParams { chunk: 0, ..p },
-        &q,
-        0,
-        &good,
-        &mut s,
-        &mut out
-    )));
-    assert!(config(attention(
-        &AttnParams {
-            k_attn: Some(0),
-            ..p
-        },
-        &q,
-        0,
-        &good,
-        &mut s,
-        &mut out
-    )));
-    // Scratch made for smaller parameters.
-    assert!(config(attention(
-        &AttnParams {
-            k_attn: Some(3),
-            ..p
-        },
-        &q,
-        0,
-        &good,
-        &mut s,
-        &mut out
-    )));
-    assert!(config(attention(
-        &AttnParams { chunk: 3, ..p },
-        &q,
-        0,
-        &good,
-        &mut s,
-        &mut out
-    )));
-    let zero = AttnDims {
-        n_heads: 0,
-        n_kv_heads: 1,
-        head_dim: 2,
-    };
-    assert!(config(attention(
-        &AttnParams { dims: zero, ..p },
-        &q,
-        0,
-        &good,
-        &mut s,
-        &mut out
-    )));
     assert!(matches!(
         AttnScratch::new(&mut arena, &AttnParams { chunk: 0, ..p }),
         Err(Error::InvalidConfig(_))

@@ -7,25 +7,19 @@
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
+use serde_json::Value;
 use topkit::Error;
 use topkit::format::PackedModel;
 use topkit::tokenizer::{Bpe, Utf8Stream, byte_char, char_byte};
-use topkit_tests::minilm::cache_dir;
+use topkit_tests::cache::{cache_dir, read_aligned};
+use topkit_tests::golden::{ids, list, parse, string};
 
 /// The packed int8 file (the tokenizer section is the same in every dtype), 16-byte aligned.
 fn packed() -> &'static [u8] {
     static FILE: OnceLock<Vec<u128>> = OnceLock::new();
     let words = FILE.get_or_init(|| {
         let path = cache_dir().join("models/SmolLM2-135M-Instruct-int8.tkm");
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}: run `cargo xtask fetch-model` first (it fetches and packs SmolLM2)",
-                path.display()
-            )
-        });
-        let mut words = vec![0u128; bytes.len().div_ceil(16)];
-        bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
-        words
+        read_aligned(&path, "cargo xtask fetch-model")
     });
     bytemuck::cast_slice(words)
 }
@@ -45,16 +39,11 @@ fn golden() -> Vec<Golden> {
     include_str!("../data/bpe_golden.jsonl")
         .lines()
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let v = parse(l);
             Golden {
-                text: v["text"].as_str().unwrap().to_owned(),
-                ids: v["ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_u64().unwrap() as u32)
-                    .collect(),
-                decoded: v["decoded"].as_str().unwrap().to_owned(),
+                text: string(&v["text"]),
+                ids: ids(&v["ids"]),
+                decoded: string(&v["decoded"]),
             }
         })
         .collect()
@@ -219,25 +208,10 @@ proptest! {
 fn decoder_golden_prompts_tokenize_like_the_reference() {
     let m = model();
     let bpe = Bpe::new(m.tokenizer()).unwrap();
-    let g: serde_json::Value =
-        serde_json::from_str(include_str!("../data/smollm2_golden.json")).unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    let mut cases: Vec<(String, Vec<u32>)> = g["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["text"].as_str().unwrap().to_owned(), ids(&p["ids"])))
-        .collect();
-    cases.push((
-        g["long"]["text"].as_str().unwrap().to_owned(),
-        ids(&g["long"]["ids"]),
-    ));
+    let g = parse(include_str!("../data/smollm2_golden.json"));
+    let text_ids = |p: &Value| (string(&p["text"]), ids(&p["ids"]));
+    let mut cases = list(&g["prompts"], text_ids);
+    cases.push(text_ids(&g["long"]));
     assert_eq!(cases.len(), 5);
     assert!(cases[4].1.len() >= 500);
     for (text, want) in cases {

@@ -13,7 +13,8 @@
 
 use proptest::prelude::*;
 use topkit::sample::{Pcg32, Sampler, argmax, nucleus};
-use topkit::{Arch, Arena, Decoder, Error, ModelConfig, RunConfig, plan};
+use topkit::{Arch, Arena, Decoder, Error, ModelConfig, RunConfig, Session, plan};
+use topkit_tests::attention_ref::max_abs_diff;
 use topkit_tests::decoder_ref::OwnedLm;
 use topkit_tests::model_ref::{Dt, OwnedModel, Rng, config};
 
@@ -35,43 +36,33 @@ fn ids(rng: &mut Rng, n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn max_err(a: &[f32], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| (*a as f64 - b).abs())
-        .fold(0.0, f64::max)
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| (a - b).abs() as f64)
-        .fold(0.0, f64::max)
+/// Runs `f` on a new session of `dec` for `run`, in an arena of exactly the planned size.
+fn with_session<R>(dec: &Decoder<'_>, run: &RunConfig, f: impl FnOnce(&mut Session) -> R) -> R {
+    let mut mem = memory(dec.plan(run).unwrap().peak_bytes);
+    let mut arena = Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
+    f(&mut dec.start(run, &mut arena).unwrap())
 }
 
 /// Prefills `prompt` (collecting the logits of every prompt position), then decodes greedily
 /// up to the context; returns every token and the logits of every position.
 fn generate(dec: &Decoder<'_>, run: &RunConfig, prompt: &[u32]) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let p = dec.plan(run).unwrap();
-    let mut mem = memory(p.peak_bytes);
-    let mut arena = Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
-    let mut s = dec.start(run, &mut arena).unwrap();
-    let mut logits = Vec::new();
-    s.feed_each(prompt, |pos, l| {
-        assert_eq!(pos, logits.len());
-        logits.push(l.to_vec());
+    let peak = dec.plan(run).unwrap().peak_bytes;
+    with_session(dec, run, |s| {
+        let mut logits = Vec::new();
+        s.feed_each(prompt, |pos, l| {
+            assert_eq!(pos, logits.len());
+            logits.push(l.to_vec());
+        })
+        .unwrap();
+        let mut tokens = prompt.to_vec();
+        while s.len() < s.capacity() {
+            let next = argmax(logits.last().unwrap()).unwrap();
+            tokens.push(next);
+            logits.push(s.feed(&[next]).unwrap().to_vec());
+        }
+        assert_eq!(s.high_water(), peak);
+        (tokens, logits)
     })
-    .unwrap();
-    let mut tokens = prompt.to_vec();
-    while s.len() < s.capacity() {
-        let next = argmax(logits.last().unwrap()).unwrap();
-        tokens.push(next);
-        logits.push(s.feed(&[next]).unwrap().to_vec());
-    }
-    assert_eq!(s.high_water(), p.peak_bytes);
-    (tokens, logits)
 }
 
 /// The grouped-query shapes of the tests: (d_model, n_heads, n_kv_heads, tied, weights).
@@ -111,7 +102,7 @@ fn prefill_and_decode_match_the_reference_at_every_step() {
             let err = logits[..n - 1]
                 .iter()
                 .zip(&want)
-                .map(|(g, w)| max_err(g, w))
+                .map(|(g, w)| max_abs_diff(g, w))
                 .fold(0.0, f64::max);
             println!(
                 "{:?} chunk {chunk}: max abs err of logits over {} steps {err:.2e} (tolerance {TOL_REF:.0e})",
@@ -126,7 +117,7 @@ fn prefill_and_decode_match_the_reference_at_every_step() {
                     let d = l0
                         .iter()
                         .zip(&logits)
-                        .map(|(a, b)| max_diff(a, b))
+                        .map(|(a, b)| max_abs_diff(a, b))
                         .fold(0.0, f64::max);
                     println!("  vs chunk 1: max abs diff {d:.2e} (tolerance {TOL_CHUNK:.0e})");
                     assert!(d < TOL_CHUNK, "chunk {chunk} vs 1: {d}");
@@ -154,7 +145,7 @@ fn top_k_with_k_at_least_the_context_equals_dense() {
             let d = dense
                 .iter()
                 .zip(&topk)
-                .map(|(a, b)| max_diff(a, b))
+                .map(|(a, b)| max_abs_diff(a, b))
                 .fold(0.0, f64::max);
             println!("{:?} k {k} vs dense: max abs diff {d:.2e}", SHAPES[i]);
             assert!(d < TOL_SAME, "k {k}: {d}");
@@ -170,7 +161,7 @@ fn top_k_with_k_at_least_the_context_equals_dense() {
         let d = dense
             .iter()
             .zip(&topk)
-            .map(|(a, b)| max_diff(a, b))
+            .map(|(a, b)| max_abs_diff(a, b))
             .fold(0.0, f64::max);
         assert!(d > 1e-3, "top-2 equals dense: {d}");
     }
@@ -181,19 +172,17 @@ fn decode_after_reset_repeats_itself() {
     let lm = lm(0);
     let views = lm.model.layer_views();
     let dec = lm.decoder(&views);
-    let run = RunConfig::dense(16, 4);
-    let mut mem = memory(dec.plan(&run).unwrap().peak_bytes);
-    let mut arena = Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
-    let mut s = dec.start(&run, &mut arena).unwrap();
-    let prompt = [5, 17, 200, 3, 9];
-    let a = s.feed(&prompt).unwrap().to_vec();
-    let a2 = s.feed(&[argmax(&a).unwrap()]).unwrap().to_vec();
-    s.reset();
-    assert!(s.is_empty());
-    let b = s.feed(&prompt).unwrap().to_vec();
-    let b2 = s.feed(&[argmax(&b).unwrap()]).unwrap().to_vec();
-    assert_eq!(a, b);
-    assert_eq!(a2, b2);
+    with_session(&dec, &RunConfig::dense(16, 4), |s| {
+        let prompt = [5, 17, 200, 3, 9];
+        let a = s.feed(&prompt).unwrap().to_vec();
+        let a2 = s.feed(&[argmax(&a).unwrap()]).unwrap().to_vec();
+        s.reset();
+        assert!(s.is_empty());
+        let b = s.feed(&prompt).unwrap().to_vec();
+        let b2 = s.feed(&[argmax(&b).unwrap()]).unwrap().to_vec();
+        assert_eq!(a, b);
+        assert_eq!(a2, b2);
+    });
 }
 
 #[test]
@@ -203,38 +192,37 @@ fn errors_are_typed_and_leave_the_session_usable() {
     let dec = lm.decoder(&views);
     let run = RunConfig::dense(8, 3);
     let p = dec.plan(&run).unwrap();
-    let mut mem = memory(p.peak_bytes);
-    let mut arena = Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
-    let mut s = dec.start(&run, &mut arena).unwrap();
-    assert_eq!(
-        s.feed(&[1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap_err(),
-        Error::SeqTooLong { len: 9, max: 8 }
-    );
-    assert_eq!(
-        s.feed(&[1, 300, 2]).unwrap_err(),
-        Error::TokenOutOfRange {
-            id: 300,
-            vocab_size: 300
-        }
-    );
-    assert!(matches!(s.feed(&[]), Err(Error::ShapeMismatch { .. })));
-    assert!(s.is_empty(), "a refused call feeds nothing");
-    s.feed(&[1, 2, 3, 4, 5, 6]).unwrap();
-    s.feed(&[7]).unwrap();
-    assert_eq!(
-        s.feed(&[8, 9]).unwrap_err(),
-        Error::SeqTooLong { len: 9, max: 8 }
-    );
-    assert_eq!(s.len(), 7);
-    let last = s.feed(&[8]).unwrap().to_vec();
-    assert_eq!(
-        s.feed(&[9]).unwrap_err(),
-        Error::SeqTooLong { len: 9, max: 8 }
-    );
-    // The same context fed in one call gives the same logits.
-    s.reset();
-    let again = s.feed(&[1, 2, 3, 4, 5, 6, 7, 8]).unwrap().to_vec();
-    assert!(max_diff(&last, &again) < TOL_CHUNK);
+    with_session(&dec, &run, |s| {
+        assert_eq!(
+            s.feed(&[1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap_err(),
+            Error::SeqTooLong { len: 9, max: 8 }
+        );
+        assert_eq!(
+            s.feed(&[1, 300, 2]).unwrap_err(),
+            Error::TokenOutOfRange {
+                id: 300,
+                vocab_size: 300
+            }
+        );
+        assert!(matches!(s.feed(&[]), Err(Error::ShapeMismatch { .. })));
+        assert!(s.is_empty(), "a refused call feeds nothing");
+        s.feed(&[1, 2, 3, 4, 5, 6]).unwrap();
+        s.feed(&[7]).unwrap();
+        assert_eq!(
+            s.feed(&[8, 9]).unwrap_err(),
+            Error::SeqTooLong { len: 9, max: 8 }
+        );
+        assert_eq!(s.len(), 7);
+        let last = s.feed(&[8]).unwrap().to_vec();
+        assert_eq!(
+            s.feed(&[9]).unwrap_err(),
+            Error::SeqTooLong { len: 9, max: 8 }
+        );
+        // The same context fed in one call gives the same logits.
+        s.reset();
+        let again = s.feed(&[1, 2, 3, 4, 5, 6, 7, 8]).unwrap().to_vec();
+        assert!(max_abs_diff(&last, &again) < TOL_CHUNK);
+    });
 
     // Too small an arena is refused before anything is taken.
     let mut small = memory(p.peak_bytes - 16);
@@ -350,7 +338,7 @@ proptest! {
             start += len;
             whole.reset();
             let want = whole.feed(&ids[..start]).unwrap();
-            prop_assert!(max_diff(&got, want) < TOL_CHUNK);
+            prop_assert!(max_abs_diff(&got, want) < TOL_CHUNK);
         }
         prop_assert_eq!(split.high_water(), p.peak_bytes);
     }

@@ -5,10 +5,11 @@
 
 use topkit::model::forward;
 use topkit::{Arch, Arena, Error, RunConfig, plan, try_plan};
+use topkit_tests::attention_ref::max_abs_diff;
 use topkit_tests::model_ref::{Dt, OwnedModel, Rng, config};
 
 /// Top-k with k >= keys vs dense in the same build (see tests/plan.rs for the reasoning).
-const TOL_SAME: f32 = if cfg!(feature = "std") { 5e-6 } else { 1e-3 };
+const TOL_SAME: f64 = if cfg!(feature = "std") { 5e-6 } else { 1e-3 };
 
 fn run(
     m: &OwnedModel,
@@ -35,14 +36,6 @@ fn models() -> Vec<OwnedModel> {
             [Dt::F32, Dt::I8].map(|dt| OwnedModel::random(c, dt, 11))
         })
         .collect()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// A padding mask that hides every key: attention contributes zeros, so the result is defined
@@ -110,7 +103,7 @@ fn one_token() {
             ..dense
         };
         let got = run(&m, &topk, &x, None).unwrap();
-        let err = max_diff(&got, &want);
+        let err = max_abs_diff(&got, &want);
         assert!(err <= TOL_SAME, "{:?}: {err}", m.config.arch);
         let two = rng.vec(2 * d, -1.0, 1.0);
         assert_eq!(
@@ -165,7 +158,7 @@ fn k_zero_is_refused_and_k_above_keys_is_dense() {
             };
             assert!(plan(&c, &r).peak_bytes > 0);
             let got = run(&m, &r, &x, None).unwrap();
-            let err = max_diff(&got, &want);
+            let err = max_abs_diff(&got, &want);
             assert!(err <= TOL_SAME, "{:?} k {k}: {err}", c.arch);
         }
     }

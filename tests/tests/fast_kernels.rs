@@ -3,52 +3,36 @@
 //! - Generic int8 kernels against exact references: `dot_i8_i8` equals the i64 sum;
 //!   `quantize_i8` rounds to nearest (error at most `scale / 2` per element, `|q| <= 127`);
 //!   `matmul_i8_i8_token` equals, bit for bit, the documented formula over the input quantized
-//!   in blocks of `QT_BLOCK`, and is within half a block step per element of the f32 product;
+//!   in blocks of `Q8_BLOCK`, and is within half a block step per element of the f32 product;
 //!   `accumulate_q8_tokens` is the exact i32 sum times the token's scale, added to `out`.
-//! - The engine's int8 product (`matmul_by` with `Kernels::Fast` on the planned scratch, and
-//!   the quantize-once pass `quantize_q8_by` + `matmul_q8_by`) gives the generic bits with
+//! - The engine's int8 product (`Kernels::Fast.matmul` on the planned scratch, and the
+//!   quantize-once pass `Kernels::quantize_q8` + `Kernels::matmul_q8`) gives the generic bits with
 //!   whatever kernels this target runs (AVX-512 VNNI packing on x86-64), with the plan's
 //!   scratch and with the smallest one (one group of tokens per pass).
-//! - Arch kernels against the generic ones, one macro per op, instantiated for every arch
-//!   module this build has (x86-64 AVX2/FMA in std builds): integer ops and the no-FMA axpy
-//!   must be bit-identical; the FMA f32 dot within `(n + 3) * EPS * sum|a_i b_i|` of the
-//!   generic one (both are within `n * EPS * sum|a_i b_i|` of the exact value).
+//! - Arch kernels against the generic ones: the checks of `topkit_tests::kernel_checks` (one
+//!   per op, shared with the wasm simd128 tests) over proptest cases, for every arch module
+//!   this build has (x86-64 AVX2/FMA and AVX-512 in std builds): integer ops must be
+//!   bit-identical; the FMA f32 dot within `(n + 3) * EPS * sum|a_i b_i|` of the generic one
+//!   (both are within `n * EPS * sum|a_i b_i|` of the exact value).
 
-// The arch macros are instantiated only in builds that have an arch module.
-#![cfg_attr(
-    not(all(feature = "std", target_arch = "x86_64")),
-    allow(unused_macros)
-)]
+// The arch kernels' case strategies are used only in builds that have an arch module.
+#![cfg_attr(not(all(feature = "std", target_arch = "x86_64")), allow(dead_code))]
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use topkit::kernels::{self, Kernels, Matrix, Weights};
+use topkit::kernels::{self, Kernels, Matrix, Q8Rows, Weights};
+use topkit_tests::kernel_checks::{AccF32Case, AccQ8Case, FfnQ8Case, MatF32Case, Q8Case, bits};
 
 /// An arena of `bytes` bytes (16-byte aligned).
 fn arena_mem(bytes: usize) -> Vec<u128> {
     vec![0u128; bytes.div_ceil(16)]
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
 fn i8s(n: usize) -> impl Strategy<Value = Vec<i8>> {
     vec(any::<i8>(), n)
 }
 
-/// Rows, cols, inputs n, int8 weights, row scales, f32 inputs, optional bias.
-type MatCase = (
-    usize,
-    usize,
-    usize,
-    Vec<i8>,
-    Vec<f32>,
-    Vec<f32>,
-    Option<Vec<f32>>,
-);
-
-fn token_case() -> impl Strategy<Value = MatCase> {
+fn token_case() -> impl Strategy<Value = Q8Case> {
     // Rows past one and two groups of 16, columns in and past whole blocks, tokens past a
     // group of 16.
     let cols = prop_oneof![
@@ -73,15 +57,25 @@ fn token_case() -> impl Strategy<Value = MatCase> {
                 proptest::option::of(vec(-1.0f32..1.0, rows)),
             )
         })
+        .prop_map(|(rows, cols, n, w, scales, x, bias)| Q8Case {
+            rows,
+            cols,
+            n,
+            w,
+            scales,
+            x,
+            bias,
+        })
 }
 
 proptest! {
     #[test]
-    fn matmul_i8_i8_token_is_the_documented_formula((rows, cols, n, q, scales, x, bias) in token_case()) {
-        let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
+    fn matmul_i8_i8_token_is_the_documented_formula(c in token_case()) {
+        let (w, Q8Case { rows, cols, n, w: q, scales, x, bias }) = (c.matrix(), &c);
+        let (rows, cols, n) = (*rows, *cols, *n);
         let mut y = vec![0f32; n * rows];
-        kernels::matmul_i8_i8_token(&w, &x, n, bias.as_deref(), &mut y);
-        let bl = kernels::QT_BLOCK;
+        kernels::matmul_i8_i8_token(&w, x, n, bias.as_deref(), &mut y);
+        let bl = kernels::Q8_BLOCK;
         for i in 0..n {
             let xi = &x[i * cols..(i + 1) * cols];
             let mut xq = vec![0i8; cols];
@@ -98,7 +92,7 @@ proptest! {
                     v += acc as f32 * sx[b];
                 }
                 let mut want = v * scales[r];
-                if let Some(b) = &bias {
+                if let Some(b) = bias {
                     want += b[r];
                 }
                 prop_assert_eq!(y[i * rows + r].to_bits(), want.to_bits());
@@ -113,7 +107,7 @@ proptest! {
 
 proptest! {
     #[test]
-    fn dot_i8_i8_is_exact((a, b) in (0usize..=1000).prop_flat_map(|n| (i8s(n), i8s(n)))) {
+    fn dot_i8_i8_is_exact((a, b) in i8_pair()) {
         let want: i64 = a.iter().zip(&b).map(|(&p, &q)| p as i64 * q as i64).sum();
         prop_assert_eq!(kernels::dot_i8_i8(&a, &b) as i64, want);
     }
@@ -138,7 +132,7 @@ proptest! {
     #[test]
     fn accumulate_q8_tokens_is_the_documented_formula((cols, k, n, q, hq, hs, out0) in (0usize..=70, 0usize..=9, 1usize..=5).prop_flat_map(|(c, k, n)| (Just(c), Just(k), Just(n), i8s(k * c), i8s(n * k), vec(1e-4f32..0.1, n), vec(-5.0f32..5.0, n * c)))) {
         let mut out = out0.clone();
-        kernels::accumulate_q8_tokens(&mut out, &q, cols, &hq, &hs, n);
+        kernels::accumulate_q8_tokens(&mut out, &q, cols, Q8Rows { q: &hq, s: &hs, n });
         for t in 0..n {
             for c in 0..cols {
                 // Exact in i32, then one multiply and one add.
@@ -161,64 +155,49 @@ proptest! {
 }
 
 proptest! {
-    /// `matmul_by(Fast)` with int8 weights, on the scratch the plan gives it and on the
+    /// `Kernels::Fast.matmul` with int8 weights, on the scratch the plan gives it and on the
     /// smallest one (one group of 16 tokens, so several passes): the bits of the generic
     /// `matmul_i8_i8_token`, whatever kernels this target runs.
     #[test]
-    fn fast_matmul_by_is_the_generic_product((rows, cols, n, q, scales, x, bias) in token_case()) {
-        let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
+    fn fast_matmul_is_the_generic_product(c in token_case()) {
+        let (w, Q8Case { rows, cols, n, x, bias, .. }) = (c.matrix(), &c);
+        let (rows, cols, n) = (*rows, *cols, *n);
         let mut want = vec![0f32; n * rows];
-        kernels::matmul_i8_i8_token(&w, &x, n, bias.as_deref(), &mut want);
+        kernels::matmul_i8_i8_token(&w, x, n, bias.as_deref(), &mut want);
         let words = kernels::q8_scratch_bytes(cols, n) / 4;
         prop_assert!(words >= kernels::q8_group_words(cols));
         for scratch_words in [words, kernels::q8_group_words(cols)] {
             let mut scratch = vec![f32::NAN; scratch_words];
             let mut got = vec![f32::NAN; n * rows];
-            kernels::matmul_by(Kernels::Fast, &w, &x, n, bias.as_deref(), &mut got, &mut scratch);
+            Kernels::Fast.matmul(&w, x, n, bias.as_deref(), &mut got, &mut scratch);
             prop_assert_eq!(bits(&got), bits(&want), "{} words", scratch_words);
         }
     }
 
-    /// The quantize-once pass: the tokens quantized by `quantize_q8_by(Fast)` (packed for the
-    /// AVX-512 kernels on x86-64), multiplied by `matmul_q8_by(Fast)`, give the bits of the
+    /// The quantize-once pass: the tokens quantized by `Kernels::Fast.quantize_q8` (packed for
+    /// the AVX-512 kernels on x86-64), multiplied by `Kernels::Fast.matmul_q8`, give the bits of the
     /// generic `matmul_q8_tokens` of the generic `quantize_i8_token`, for two matrices of one
     /// pass (as the feed-forward uses it).
     #[test]
-    fn fast_q8_pass_is_the_generic_product((rows, cols, n, q, scales, x, bias) in token_case()) {
-        let n = n.min(16);
-        let x = &x[..n * cols];
-        let w = Matrix::new(rows, cols, Weights::I8 { q: &q, scales: &scales }).unwrap();
-        let nb = kernels::qt_blocks(cols);
-        let (mut xq, mut xs) = (vec![0i8; n * cols], vec![0f32; n * nb]);
-        for t in 0..n {
-            kernels::quantize_i8_token(&x[t * cols..(t + 1) * cols], &mut xq[t * cols..(t + 1) * cols], &mut xs[t * nb..(t + 1) * nb]);
-        }
+    fn fast_q8_pass_is_the_generic_product(c in token_case()) {
+        let n = c.n.min(16);
+        let c = Q8Case { n, x: c.x[..n * c.cols].to_vec(), ..c };
+        let (w, (xq, xs), Q8Case { rows, cols, x, bias, .. }) = (c.matrix(), c.tokens(), &c);
+        let (rows, cols) = (*rows, *cols);
         let mut want = vec![0f32; n * rows];
-        kernels::matmul_q8_tokens(&w, &xq, &xs, n, bias.as_deref(), &mut want);
+        kernels::matmul_q8_tokens(&w, Q8Rows { q: &xq, s: &xs, n }, bias.as_deref(), &mut want);
         let mut scratch = vec![f32::NAN; kernels::q8_group_words(cols)];
-        let pass = kernels::quantize_q8_by(Kernels::Fast, x, cols, &mut scratch);
+        let pass = Kernels::Fast.quantize_q8(x, cols, &mut scratch);
         prop_assert_eq!(pass.len(), n);
         for _ in 0..2 {
             let mut got = vec![f32::NAN; n * rows];
-            kernels::matmul_q8_by(Kernels::Fast, &w, &pass, bias.as_deref(), &mut got);
+            Kernels::Fast.matmul_q8(&w, &pass, bias.as_deref(), &mut got);
             prop_assert_eq!(bits(&got), bits(&want));
         }
     }
 }
 
-/// Rows `d_ff`, width `d`, tokens `n`, up weights, up scales, up bias, down_t weights, down
-/// scales, down bias, input, activation.
-type FfnCase = (
-    usize,
-    usize,
-    usize,
-    (Vec<i8>, Vec<f32>, Option<Vec<f32>>),
-    (Vec<i8>, Vec<f32>, Option<Vec<f32>>),
-    Vec<f32>,
-    topkit::Activation,
-);
-
-fn ffn_case() -> impl Strategy<Value = FfnCase> {
+fn ffn_case() -> impl Strategy<Value = FfnQ8Case> {
     // The fused AVX-512 kernel's shapes (d a multiple of 16, d_ff of 64, a group of 16 tokens
     // and its rest) and others, which take the unfused loop.
     let d = prop_oneof![(1usize..=8).prop_map(|c| c * 16), 1usize..=40];
@@ -235,14 +214,16 @@ fn ffn_case() -> impl Strategy<Value = FfnCase> {
                 proptest::option::of(vec(-0.5f32..0.5, bias)),
             )
         };
-        (
-            Just(d_ff),
-            Just(d),
-            Just(n),
-            side(d_ff, d_ff),
-            side(d_ff, d),
-            vec(-3.0f32..3.0, n * d),
-            Just(act),
+        (side(d_ff, d_ff), side(d_ff, d), vec(-3.0f32..3.0, n * d)).prop_map(
+            move |(up, down, x)| FfnQ8Case {
+                d,
+                d_ff,
+                n,
+                up,
+                down,
+                x,
+                act,
+            },
         )
     })
 }
@@ -253,39 +234,17 @@ proptest! {
     /// token, the activation, each unit times its `down_t` row scale, one int8 scale per token
     /// and 64 units, exact down-projection sums.
     #[test]
-    fn fast_ffn_q8_is_the_unfused_kernels((d_ff, d, n, (uq, us, ub), (dq, ds, db), x, act) in ffn_case()) {
+    fn fast_ffn_q8_is_the_unfused_kernels(c in ffn_case()) {
         use topkit::ffn::{FfnScratch, FfnWeights, ffn_with};
-        let up = Matrix::new(d_ff, d, Weights::I8 { q: &uq, scales: &us }).unwrap();
-        let down_t = Matrix::new(d_ff, d, Weights::I8 { q: &dq, scales: &ds }).unwrap();
-        let w = FfnWeights { up, up_bias: ub.as_deref(), gate: None, down_t, down_bias: db.as_deref(), act };
+        let (d, d_ff, n, act) = (c.d, c.d_ff, c.n, c.act);
+        let (up, down_t) = c.matrices();
+        let w = FfnWeights { up, up_bias: c.up.2.as_deref(), gate: None, down_t, down_bias: c.down.2.as_deref(), act };
         let mut mem = arena_mem(topkit::ffn::fast_scratch_bytes(d, d_ff, n, false));
         let mut arena = topkit::Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
         let mut s = FfnScratch::new_fast(&mut arena, d, d_ff, n, None, false).unwrap();
         let mut got = vec![f32::NAN; n * d];
-        ffn_with(Kernels::Fast, &w, &x, None, &mut s, &mut got).unwrap();
-
-        let nb = kernels::qt_blocks(d);
-        let mut want = vec![0f32; n * d];
-        for t in 0..n {
-            let (xt, ot) = (&x[t * d..(t + 1) * d], &mut want[t * d..(t + 1) * d]);
-            if let Some(b) = &db {
-                ot.copy_from_slice(b);
-            }
-            let (mut xq, mut xs) = (vec![0i8; d], vec![0f32; nb]);
-            kernels::quantize_i8_token(xt, &mut xq, &mut xs);
-            let mut h = vec![0f32; d_ff];
-            kernels::matmul_q8_tokens(&up, &xq, &xs, 1, ub.as_deref(), &mut h);
-            kernels::activate_slice_by(Kernels::Fast, act, &mut h);
-            for (j0, hb) in h.chunks_mut(kernels::QT_BLOCK).enumerate() {
-                let j0 = j0 * kernels::QT_BLOCK;
-                for (v, &sc) in hb.iter_mut().zip(&ds[j0..]) {
-                    *v *= sc;
-                }
-                let (mut hq, mut hs) = (vec![0i8; hb.len()], [0f32]);
-                kernels::quantize_i8_token(hb, &mut hq, &mut hs);
-                kernels::accumulate_q8_tokens(ot, &dq[j0 * d..(j0 + hb.len()) * d], d, &hq, &hs, 1);
-            }
-        }
+        ffn_with(Kernels::Fast, &w, &c.x, None, &mut s, &mut got).unwrap();
+        let want = c.unfused();
         let bad = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
         prop_assert!(bad.is_none(), "d {} d_ff {} n {} {:?}: first difference at {:?}: {:?} vs {:?}", d, d_ff, n, act, bad, bad.map(|i| got[i]), bad.map(|i| want[i]));
     }
@@ -298,8 +257,7 @@ proptest! {
     #[test]
     fn fast_ffn_f32_is_close_to_reference((d, d_ff, n) in (prop_oneof![(1usize..=8).prop_map(|c| c * 16), 1usize..=40], 1usize..=300, prop_oneof![1usize..=4, 1usize..=40]), seed in any::<u64>()) {
         use topkit::ffn::{FfnScratch, FfnWeights, ffn_with};
-        let mut s = seed;
-        let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 };
+        let mut next = seeded(seed, 1.0);
         let uw: Vec<f32> = (0..d_ff * d).map(|_| next() * 0.2).collect();
         let dw: Vec<f32> = (0..d_ff * d).map(|_| next() * 0.2).collect();
         let ub: Vec<f32> = (0..d_ff).map(|_| next()).collect();
@@ -321,211 +279,120 @@ proptest! {
     }
 }
 
-/// f32 axpy: the arch kernel `$f` (fused) is within 1 ulp of `|a x_i| + |y_i|` of the generic
-/// `axpy` per element.
-macro_rules! test_axpy_f32 {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((x, y0) in (0usize..=300).prop_flat_map(|n| (vec(-10.0f32..10.0, n), vec(-10.0f32..10.0, n))), a in -3.0f32..3.0) {
-                let mut want = y0.clone();
-                kernels::axpy(&mut want, a, &x);
-                let mut got = y0.clone();
-                $f(&mut got, a, &x);
-                for i in 0..x.len() {
-                    let tol = f32::EPSILON as f64 * ((a * x[i]).abs() + y0[i].abs()) as f64 * 2.0;
-                    prop_assert!((got[i] as f64 - want[i] as f64).abs() <= tol, "{} vs {}", got[i], want[i]);
-                }
-            }
-        }
-    };
+// ---- Cases of the arch kernel checks (`topkit_tests::kernel_checks`).
+
+/// Seeded pseudo-random values uniform in `[-m, m)` (64-bit LCG), for cases too large to
+/// shrink usefully.
+fn seeded(mut s: u64, m: f32) -> impl FnMut() -> f32 {
+    move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 * m - m
+    }
 }
 
-/// GELU (erf form) over a slice: the arch kernel `$f` is within `|x| * 1e-6 + 1e-7` of
-/// `activate_fast` (the same formula with a vector exp).
-macro_rules! test_gelu_erf {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name(x in vec(prop_oneof![-10.0f32..10.0, -1.0f32..1.0], 0..40)) {
-                let mut got = x.clone();
-                $f(&mut got);
-                for (&v, &g) in x.iter().zip(&got) {
-                    let want = kernels::activate_fast(topkit::Activation::GeluErf, v);
-                    prop_assert!((g - want).abs() <= v.abs() * 1e-6 + 1e-7, "gelu({}) = {} vs {}", v, g, want);
-                }
-            }
-        }
-    };
+fn i8_pair() -> impl Strategy<Value = (Vec<i8>, Vec<i8>)> {
+    (0usize..=1000).prop_flat_map(|n| (i8s(n), i8s(n)))
 }
 
-/// `dot_i8_i8`: the arch kernel `$f` returns the generic (exact) value.
-macro_rules! test_dot_i8_i8 {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((a, b) in (0usize..=1000).prop_flat_map(|n| (i8s(n), i8s(n)))) {
-                prop_assert_eq!($f(&a, &b), kernels::dot_i8_i8(&a, &b));
-            }
-        }
-    };
+fn f32_pair() -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
+    (0usize..=700).prop_flat_map(|n| (vec(-10.0f32..10.0, n), vec(-10.0f32..10.0, n)))
 }
 
-/// f32 dot: the arch kernel `$f` is within `(n + 3) * EPS * sum|a_i b_i|` of the generic one.
-macro_rules! test_dot_f32 {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((a, b) in (0usize..=700).prop_flat_map(|n| (vec(-10.0f32..10.0, n), vec(-10.0f32..10.0, n)))) {
-                let got = $f(&a, &b);
-                let want = kernels::dot(&a, &b);
-                let scale: f64 = a.iter().zip(&b).map(|(&p, &q)| (p as f64 * q as f64).abs()).sum();
-                let tol = (a.len() as f64 + 3.0) * f32::EPSILON as f64 * scale + 1e-30;
-                prop_assert!((got as f64 - want as f64).abs() <= tol, "{} vs {} (tol {:e})", got, want, tol);
-            }
-        }
-    };
+/// `(x, y0, a)`.
+fn axpy_case() -> impl Strategy<Value = (Vec<f32>, Vec<f32>, f32)> {
+    let xy = (0usize..=300).prop_flat_map(|n| (vec(-10.0f32..10.0, n), vec(-10.0f32..10.0, n)));
+    (xy, -3.0f32..3.0).prop_map(|((x, y0), a)| (x, y0, a))
 }
 
-/// int8 axpy: the arch kernel `$f` gives the bits of the generic int8 `axpy_row`.
-macro_rules! test_axpy_i8 {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((q, y0) in (0usize..=300).prop_flat_map(|n| (i8s(n), vec(-5.0f32..5.0, n))), a in -2.0f32..2.0, s in 1e-4f32..0.1) {
-                let n = q.len();
-                let scales = [s];
-                let w = Matrix::new(1, n, Weights::I8 { q: &q, scales: &scales }).unwrap();
-                let mut want = y0.clone();
-                kernels::axpy_row(&w, 0, a, &mut want);
-                let mut got = y0.clone();
-                $f(&mut got, a * s, &q);
-                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-            }
-        }
-    };
+/// `(q, y0, a, s)`.
+fn axpy_i8_case() -> impl Strategy<Value = (Vec<i8>, Vec<f32>, f32, f32)> {
+    let qy = (0usize..=300).prop_flat_map(|n| (i8s(n), vec(-5.0f32..5.0, n)));
+    (qy, -2.0f32..2.0, 1e-4f32..0.1).prop_map(|((q, y0), a, s)| (q, y0, a, s))
 }
 
-/// f32 matmul: the arch kernel `$f` is within the dot tolerance of the generic `matmul`
-/// (bias added after the sum in both).
-macro_rules! test_matmul_f32 {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((rows, cols, n) in (prop_oneof![1usize..=6, 1usize..=30], 1usize..=300, prop_oneof![1usize..=5, 1usize..=20]), seed in any::<u64>()) {
-                let mut s = seed;
-                let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0 };
-                let wv: Vec<f32> = (0..rows * cols).map(|_| next()).collect();
-                let x: Vec<f32> = (0..n * cols).map(|_| next()).collect();
-                let bias: Vec<f32> = (0..rows).map(|_| next()).collect();
-                let w = Matrix::new(rows, cols, Weights::F32(&wv)).unwrap();
-                let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);
-                kernels::matmul(&w, &x, n, Some(&bias), &mut want);
-                $f(&w, &x, n, Some(&bias), &mut got);
-                for i in 0..n {
-                    for r in 0..rows {
-                        let scale: f64 = (0..cols).map(|c| (wv[r * cols + c] as f64 * x[i * cols + c] as f64).abs()).sum::<f64>() + bias[r].abs() as f64;
-                        let tol = (cols as f64 + 4.0) * f32::EPSILON as f64 * scale + 1e-30;
-                        let (g, w) = (got[i * rows + r], want[i * rows + r]);
-                        prop_assert!((g as f64 - w as f64).abs() <= tol, "{} vs {} (tol {:e})", g, w, tol);
-                    }
-                }
-            }
-        }
-    };
+fn gelu_case() -> impl Strategy<Value = Vec<f32>> {
+    vec(prop_oneof![-10.0f32..10.0, -1.0f32..1.0], 0..40)
 }
 
-/// Down projection of per-token int8 rows: the arch kernel `$f` gives the bits of the generic
-/// `accumulate_q8_tokens`.
-macro_rules! test_accumulate_q8_tokens {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((cols, k, n, q, hq, hs, out0) in (prop_oneof![1usize..=40, (1usize..=8).prop_map(|c| c * 16)], prop_oneof![0usize..=9, (0usize..=20).prop_map(|k| k * 4)], 1usize..=20).prop_flat_map(|(c, k, n)| (Just(c), Just(k), Just(n), i8s(k * c), vec(-127i8..=127, n * k), vec(1e-4f32..0.1, n), vec(-5.0f32..5.0, n * c)))) {
-                let _ = k;
-                let mut want = out0.clone();
-                kernels::accumulate_q8_tokens(&mut want, &q, cols, &hq, &hs, n);
-                let mut got = out0.clone();
-                $f(&mut got, &q, cols, &hq, &hs, n);
-                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-            }
+fn matmul_f32_case() -> impl Strategy<Value = MatF32Case> {
+    let rows = prop_oneof![1usize..=6, 1usize..=30];
+    let n = prop_oneof![1usize..=5, 1usize..=20];
+    (rows, 1usize..=300, n, any::<u64>()).prop_map(|(rows, cols, n, seed)| {
+        let mut next = seeded(seed, 2.0);
+        MatF32Case {
+            rows,
+            cols,
+            n,
+            w: (0..rows * cols).map(|_| next()).collect(),
+            scales: Vec::new(),
+            x: (0..n * cols).map(|_| next()).collect(),
+            bias: Some((0..rows).map(|_| next()).collect()),
         }
-    };
+    })
 }
 
-/// Per-token block quantization: the arch kernel `$f` gives the bits of the generic
-/// `quantize_i8_token`.
-macro_rules! test_quantize_i8_token {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name(x in vec(prop_oneof![-1e3f32..1e3, -1.0f32..1.0, Just(0.0f32)], 0..400)) {
-                let nb = kernels::qt_blocks(x.len());
-                let (mut qw, mut sw) = (vec![0i8; x.len()], vec![0f32; nb]);
-                kernels::quantize_i8_token(&x, &mut qw, &mut sw);
-                let (mut qg, mut sg) = (vec![0i8; x.len()], vec![0f32; nb]);
-                $f(&x, &mut qg, &mut sg);
-                prop_assert_eq!(qg, qw);
-                prop_assert_eq!(sg.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), sw.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
-            }
-        }
-    };
+fn accumulate_q8_case() -> impl Strategy<Value = AccQ8Case> {
+    let cols = prop_oneof![1usize..=40, (1usize..=8).prop_map(|c| c * 16)];
+    let k = prop_oneof![0usize..=9, (0usize..=20).prop_map(|k| k * 4)];
+    (cols, k, 1usize..=20).prop_flat_map(|(cols, k, n)| {
+        let hq = vec(-127i8..=127, n * k);
+        let (hs, out0) = (vec(1e-4f32..0.1, n), vec(-5.0f32..5.0, n * cols));
+        (i8s(k * cols), hq, hs, out0).prop_map(move |(w, h, hs, out0)| AccQ8Case {
+            cols,
+            k,
+            n,
+            w,
+            h,
+            hs,
+            out0,
+        })
+    })
 }
 
-/// f32 down projection of tokens: the arch kernel `$f` is within the dot tolerance of the
-/// generic `accumulate_f32_tokens` per element.
-macro_rules! test_accumulate_f32_tokens {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((cols, k, n, w, h, out0) in (prop_oneof![1usize..=40, (1usize..=8).prop_map(|c| c * 16)], 0usize..=70, 1usize..=9).prop_flat_map(|(c, k, n)| (Just(c), Just(k), Just(n), vec(-2.0f32..2.0, k * c), vec(-2.0f32..2.0, n * k), vec(-5.0f32..5.0, n * c)))) {
-                let mut want = out0.clone();
-                kernels::accumulate_f32_tokens(&mut want, &w, cols, &h, n);
-                let mut got = out0.clone();
-                $f(&mut got, &w, cols, &h, n);
-                for t in 0..n {
-                    for c in 0..cols {
-                        let scale: f64 = (0..k).map(|j| (h[t * k + j] as f64 * w[j * cols + c] as f64).abs()).sum::<f64>() + out0[t * cols + c].abs() as f64;
-                        let tol = 2.0 * (k as f64 + 3.0) * f32::EPSILON as f64 * scale + 1e-30;
-                        let (g, e) = (got[t * cols + c], want[t * cols + c]);
-                        prop_assert!((g as f64 - e as f64).abs() <= tol, "{} vs {} (tol {:e})", g, e, tol);
-                    }
-                }
-            }
-        }
-    };
+fn quantize_case() -> impl Strategy<Value = Vec<f32>> {
+    vec(
+        prop_oneof![-1e3f32..1e3, -1.0f32..1.0, Just(0.0f32)],
+        0..400,
+    )
 }
 
-/// LayerNorm: the arch kernel `$f` (another summation order, fused affine step) is within
-/// `1e-4 * |gamma| * (1 + |z|) + 1e-6 * (1 + |beta|)` of the generic one per element, `z`
-/// the standardized input (inputs with a common offset up to 1000, so that the variance
-/// cancels badly without the corrected two-pass form).
-macro_rules! test_layer_norm {
-    ($name:ident, $f:path) => {
-        proptest! {
-            #[test]
-            fn $name((x, g, b) in (1usize..=400).prop_flat_map(|n| (vec(-10.0f32..10.0, n), vec(-2.0f32..2.0, n), vec(-1.0f32..1.0, n))), offset in prop_oneof![Just(0.0f32), -1000.0f32..1000.0]) {
-                let x: Vec<f32> = x.iter().map(|v| v + offset).collect();
-                let mut want = x.clone();
-                kernels::layer_norm(&mut want, &g, &b, 1e-12);
-                let mut got = x.clone();
-                $f(&mut got, &g, &b, 1e-12);
-                let n = x.len() as f64;
-                let m = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-                let sd = (x.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / n).sqrt().max(1e-30);
-                for i in 0..x.len() {
-                    let z = (x[i] as f64 - m) / sd;
-                    let tol = 1e-4 * (g[i].abs() as f64) * (1.0 + z.abs()) + 1e-6 * (1.0 + b[i].abs() as f64);
-                    prop_assert!((got[i] as f64 - want[i] as f64).abs() <= tol, "{}: {} vs {} (tol {:e})", i, got[i], want[i], tol);
-                }
-            }
-        }
-    };
+fn accumulate_f32_case() -> impl Strategy<Value = AccF32Case> {
+    let cols = prop_oneof![1usize..=40, (1usize..=8).prop_map(|c| c * 16)];
+    (cols, 0usize..=70, 1usize..=9).prop_flat_map(|(cols, k, n)| {
+        let (w, h) = (vec(-2.0f32..2.0, k * cols), vec(-2.0f32..2.0, n * k));
+        (w, h, vec(-5.0f32..5.0, n * cols)).prop_map(move |(w, h, out0)| AccF32Case {
+            cols,
+            k,
+            n,
+            w,
+            h,
+            hs: Vec::new(),
+            out0,
+        })
+    })
+}
+
+/// Inputs with a common offset up to 1000, so that the variance cancels badly without the
+/// corrected two-pass form: `(x, gamma, beta)`.
+fn norm_case() -> impl Strategy<Value = (Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let xgb = (1usize..=400).prop_flat_map(|n| {
+        (
+            vec(-10.0f32..10.0, n),
+            vec(-2.0f32..2.0, n),
+            vec(-1.0f32..1.0, n),
+        )
+    });
+    let offset = prop_oneof![Just(0.0f32), -1000.0f32..1000.0];
+    (xgb, offset).prop_map(|((x, g, b), offset)| (x.iter().map(|v| v + offset).collect(), g, b))
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86_avx512 {
     use super::*;
+    use topkit_tests::kernel_checks::{self as check, Tol};
+    use topkit_tests::kernel_test;
     // On a CPU without AVX-512 VNNI the kernels fall back to the generic ones; say so.
     #[test]
     fn reports_whether_the_cpu_has_avx512_vnni() {
@@ -534,31 +401,34 @@ mod x86_avx512 {
             kernels::x86_avx512_vnni_available()
         );
     }
-    test_accumulate_q8_tokens!(
-        accumulate_q8_tokens,
-        kernels::x86_avx512_accumulate_q8_tokens
-    );
-    test_quantize_i8_token!(quantize_i8_token, kernels::x86_avx512_quantize_i8_token);
-    test_layer_norm!(layer_norm, kernels::x86_avx512_layer_norm);
-    test_matmul_f32!(matmul_f32, kernels::x86_avx512_matmul_f32);
-    test_accumulate_f32_tokens!(
-        accumulate_f32_tokens,
-        kernels::x86_avx512_accumulate_f32_tokens
-    );
+    kernel_test!(proptest accumulate_q8_tokens, accumulate_q8_case()
+        => check::accumulate_q8_tokens, kernels::x86_avx512_accumulate_q8_tokens);
+    kernel_test!(proptest quantize_i8_token, quantize_case()
+        => check::quantize_i8_token, kernels::x86_avx512_quantize_i8_token);
+    kernel_test!(proptest layer_norm, norm_case()
+        => check::layer_norm, kernels::x86_avx512_layer_norm, Tol::Bound);
+    kernel_test!(proptest matmul_f32, matmul_f32_case()
+        => check::matmul_f32, kernels::x86_avx512_matmul_f32, Tol::Bound);
+    kernel_test!(proptest accumulate_f32_tokens, accumulate_f32_case()
+        => check::accumulate_f32_tokens, kernels::x86_avx512_accumulate_f32_tokens, Tol::Bound);
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86_avx2 {
     use super::*;
+    use topkit_tests::kernel_checks::{self as check, Tol};
+    use topkit_tests::kernel_test;
     // On a CPU without AVX2/FMA the kernels fall back to the generic ones; say so.
     #[test]
     fn reports_whether_the_cpu_has_avx2() {
         eprintln!("AVX2+FMA available: {}", kernels::x86_avx2_available());
     }
-    test_dot_i8_i8!(dot_i8_i8, kernels::x86_avx2_dot_i8_i8);
-    test_dot_f32!(dot_f32, kernels::x86_avx2_dot_f32);
-    test_axpy_i8!(axpy_i8, kernels::x86_avx2_axpy_i8);
-    test_matmul_f32!(matmul_f32, kernels::x86_avx2_matmul_f32);
-    test_axpy_f32!(axpy_f32, kernels::x86_avx2_axpy_f32);
-    test_gelu_erf!(gelu_erf, kernels::x86_avx2_gelu_erf);
+    kernel_test!(proptest dot_i8_i8, i8_pair() => check::dot_i8_i8, kernels::x86_avx2_dot_i8_i8);
+    kernel_test!(proptest dot_f32, f32_pair() => check::dot_f32, kernels::x86_avx2_dot_f32, Tol::Bound);
+    kernel_test!(proptest axpy_i8, axpy_i8_case() => check::axpy_i8, kernels::x86_avx2_axpy_i8);
+    kernel_test!(proptest matmul_f32, matmul_f32_case()
+        => check::matmul_f32, kernels::x86_avx2_matmul_f32, Tol::Bound);
+    kernel_test!(proptest axpy_f32, axpy_case() => check::axpy_f32, kernels::x86_avx2_axpy_f32, Tol::Bound);
+    // GELU within `|x| * 1e-6 + 1e-7` of `activate_fast` (the same formula, a vector exp).
+    kernel_test!(proptest gelu_erf, gelu_case() => check::gelu_erf, kernels::x86_avx2_gelu_erf, 1e-6);
 }

@@ -399,42 +399,15 @@ fn bad_inputs_are_errors() {
     let config = |r: Result<Vec<f32>, Error>| matches!(r, Err(Error::InvalidConfig(_)));
     assert!(shape(run(&good, &x[..5], 2, None)));
     assert!(shape(run(&good, &x, 1, None)), "more tokens than the chunk");
-    assert!(shape(run(
-        &FfnWeights {
-            down_t: m(&down, 3, 4),
-            ..good
-        },
-        &x,
-        2,
-        None
-    )));
-    assert!(shape(run(
-        &FfnWeights {
-            gate: Some(m(&up, 2, 6)),
-            ..good
-        },
-        &x,
-        2,
-        None
-    )));
-    assert!(shape(run(
-        &FfnWeights {
-            up_bias: Some(&ub[..3]),
-            ..good
-        },
-        &x,
-        2,
-        None
-    )));
-    assert!(shape(run(
-        &FfnWeights {
-            down_bias: Some(&db[..2]),
-            ..good
-        },
-        &x,
-        2,
-        None
-    )));
+    // `good` with one part of the wrong size.
+    let mut bad = [good; 4];
+    bad[0].down_t = m(&down, 3, 4);
+    bad[1].gate = Some(m(&up, 2, 6));
+    bad[2].up_bias = Some(&ub[..3]);
+    bad[3].down_bias = Some(&db[..2]);
+    for w in &bad {
+        assert!(shape(run(w, &x, 2, None)), "{w:?}");
+    }
     assert!(config(run(&good, &x, 2, Some(0))));
     assert!(config(run(&good, &x, 0, None)));
     assert!(config(run(

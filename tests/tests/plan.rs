@@ -9,7 +9,9 @@ use topkit::model::forward;
 use topkit::{
     Arch, Arena, Error, FfnKind, ModelConfig, RunConfig, plan, plan_with, try_plan, try_plan_with,
 };
+use topkit_tests::attention_ref::max_abs_diff;
 use topkit_tests::decoder_ref::OwnedLm;
+use topkit_tests::kernel_checks::bits;
 use topkit_tests::model_ref::{Dt, OwnedModel, Rng, config};
 
 /// A pre-norm (Llama-style) encoder: RoPE, RMSNorm, gated FFN, bidirectional attention. The
@@ -38,6 +40,19 @@ const TOL_REF: f64 = if cfg!(feature = "std") { 5e-6 } else { 2e-3 };
 /// (dense) and the kept-set (top-k) normalisations.
 /// Measured: 4.8e-7 (std), 3.8e-4 (micromath).
 const TOL_SAME: f64 = if cfg!(feature = "std") { 5e-6 } else { 1e-3 };
+
+/// all-MiniLM-L6-v2's shape, with a context of `max_seq`.
+fn minilm(max_seq: usize) -> ModelConfig {
+    config(Arch::Bert, 384, 12, 12, 1536, 6, max_seq)
+}
+
+/// SmolLM2-135M's shape (its vocabulary and a context of 8192).
+fn smollm2() -> ModelConfig {
+    ModelConfig {
+        vocab_size: 49152,
+        ..config(Arch::Llama, 576, 9, 3, 1536, 30, 8192)
+    }
+}
 
 /// A 16-byte aligned window of exactly `len` bytes inside `buf`.
 fn aligned(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
@@ -84,14 +99,6 @@ fn run_in_with(
     let mut arena = Arena::new(aligned(&mut buf, bytes))?;
     let out = forward(&model, run, x, valid, &mut arena)?.to_vec();
     Ok((out, arena.high_water()))
-}
-
-fn max_err(a: &[f32], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(a, b)| (*a as f64 - b).abs())
-        .fold(0.0, f64::max)
 }
 
 /// Runs a decoder session in an arena of exactly `bytes` bytes: feeds `ids` in the given
@@ -252,17 +259,12 @@ fn linear(cfg: &ModelConfig, run: &RunConfig) -> (usize, usize) {
 
 #[test]
 fn peak_is_linear_in_seq_len() {
-    let minilm = config(Arch::Bert, 384, 12, 12, 1536, 6, 8192);
-    let smollm2 = ModelConfig {
-        vocab_size: 49152,
-        ..config(Arch::Llama, 576, 9, 3, 1536, 30, 8192)
-    };
     let cfgs = [
-        minilm,
+        minilm(8192),
         config(Arch::Llama, 64, 8, 2, 160, 3, 8192),
         llama_encoder(64, 8, 2, 160, 3, 8192),
         config(Arch::Bert, 32, 4, 4, 64, 1, 8192),
-        smollm2,
+        smollm2(),
     ];
     for cfg in cfgs {
         for (chunk, k_attn, k_ff) in [
@@ -304,13 +306,11 @@ fn peak_is_linear_in_seq_len() {
     }
     // The numbers of the plan module's docs.
     let run = RunConfig {
-        seq_len: 2048,
-        chunk: 16,
         k_attn: Some(32),
-        k_ff: None,
+        ..RunConfig::dense(2048, 16)
     };
-    assert_eq!(linear(&smollm2, &run), (46080, 310336));
-    assert_eq!(plan(&smollm2, &run).peak_bytes, 94682176);
+    assert_eq!(linear(&smollm2(), &run), (46080, 310336));
+    assert_eq!(plan(&smollm2(), &run).peak_bytes, 94682176);
 }
 
 #[test]
@@ -319,19 +319,15 @@ fn chunk_is_capped_at_seq_len() {
     let a = plan(
         &cfg,
         &RunConfig {
-            seq_len: 5,
-            chunk: 5,
             k_attn: Some(4),
-            k_ff: None,
+            ..RunConfig::dense(5, 5)
         },
     );
     let b = plan(
         &cfg,
         &RunConfig {
-            seq_len: 5,
-            chunk: 64,
             k_attn: Some(4),
-            k_ff: None,
+            ..RunConfig::dense(5, 64)
         },
     );
     assert_eq!(b.chunk, 5);
@@ -342,7 +338,7 @@ fn chunk_is_capped_at_seq_len() {
 /// k = 32, C = 16. Run with `--nocapture` to print it.
 #[test]
 fn minilm_table() {
-    let cfg = config(Arch::Bert, 384, 12, 12, 1536, 6, 4096);
+    let cfg = minilm(4096);
     let cfg = ModelConfig {
         vocab_size: 30522,
         ..cfg
@@ -351,10 +347,8 @@ fn minilm_table() {
     let b = phase_max(
         &cfg,
         &RunConfig {
-            seq_len: 16,
-            chunk: 16,
             k_attn: Some(32),
-            k_ff: None,
+            ..RunConfig::dense(16, 16)
         },
     );
     println!("peak_bytes(N) = {a} * N + {b}");
@@ -366,10 +360,8 @@ fn minilm_table() {
         let p = plan(
             &cfg,
             &RunConfig {
-                seq_len: n,
-                chunk: 16,
                 k_attn: Some(32),
-                k_ff: None,
+                ..RunConfig::dense(n, 16)
             },
         );
         assert_eq!(p.peak_bytes, a * n + b);
@@ -384,10 +376,8 @@ fn minilm_table() {
     let p = plan(
         &cfg,
         &RunConfig {
-            seq_len: 256,
-            chunk: 16,
             k_attn: Some(32),
-            k_ff: None,
+            ..RunConfig::dense(256, 16)
         },
     );
     for buf in p.buffers() {
@@ -422,7 +412,7 @@ fn forward_matches_naive_reference() {
             let run = RunConfig::dense(16, chunk);
             let p = plan(&cfg, &run);
             let (got, _) = run_in(&m, &run, &x, Some(&valid), p.peak_bytes).unwrap();
-            let err = max_err(&got, &want);
+            let err = max_abs_diff(&got, &want);
             println!(
                 "{arch:?} {dt:?} chunk {chunk}: max abs err {err:.2e} (tolerance {TOL_REF:.0e})"
             );
@@ -434,7 +424,7 @@ fn forward_matches_naive_reference() {
         // No padding mask at all.
         let run = RunConfig::dense(n, 5);
         let (got, _) = run_in(&m, &run, &x, None, plan(&cfg, &run).peak_bytes).unwrap();
-        assert!(max_err(&got, &m.reference(&x, None)) < TOL_REF);
+        assert!(max_abs_diff(&got, &m.reference(&x, None)) < TOL_REF);
     }
 }
 
@@ -731,14 +721,9 @@ fn fast_rows_doc(cfg: &ModelConfig, run: &RunConfig) -> (usize, usize, usize, us
 /// documented formulas; a reference plan has none of those bytes.
 #[test]
 fn fast_rows_follow_the_formulas() {
-    let minilm = config(Arch::Bert, 384, 12, 12, 1536, 6, 512);
-    let smollm2 = ModelConfig {
-        vocab_size: 49152,
-        ..config(Arch::Llama, 576, 9, 3, 1536, 30, 8192)
-    };
     let cfgs = [
-        minilm,
-        smollm2,
+        minilm(512),
+        smollm2(),
         config(Arch::Llama, 64, 8, 2, 160, 3, 512),
         llama_encoder(64, 8, 2, 160, 3, 512),
         config(Arch::Bert, 64, 4, 4, 128, 2, 512),
@@ -807,10 +792,8 @@ fn fast_rows_follow_the_formulas() {
 #[test]
 fn fast_runs_need_the_fast_plan() {
     let run = RunConfig {
-        seq_len: 20,
-        chunk: 8,
         k_attn: Some(4),
-        k_ff: None,
+        ..RunConfig::dense(20, 8)
     };
     let cfg = config(Arch::Bert, 32, 2, 2, 64, 2, 64);
     let m = OwnedModel::random(cfg, Dt::I8, 31);
@@ -855,21 +838,18 @@ fn fast_answer_does_not_depend_on_the_planned_sizes() {
         let n = 37;
         let x = input(&mut rng, n, 32);
         for k_attn in [None, Some(5), Some(40)] {
-            let outs: Vec<Vec<u32>> = [n, 100, 512]
-                .iter()
-                .map(|&seq| {
-                    let run = RunConfig {
-                        seq_len: seq,
-                        chunk: 16,
-                        k_attn,
-                        k_ff: None,
-                    };
-                    let p = plan_with(&cfg, &run, Kernels::Fast);
-                    let (out, _) =
-                        run_in_with(Kernels::Fast, &m, &run, &x, None, p.peak_bytes).unwrap();
-                    out.iter().map(|v| v.to_bits()).collect()
-                })
-                .collect();
+            let outs = [n, 100, 512].map(|seq| {
+                let run = RunConfig {
+                    k_attn,
+                    ..RunConfig::dense(seq, 16)
+                };
+                let bytes = plan_with(&cfg, &run, Kernels::Fast).peak_bytes;
+                bits(
+                    &run_in_with(Kernels::Fast, &m, &run, &x, None, bytes)
+                        .unwrap()
+                        .0,
+                )
+            });
             assert_eq!(outs[0], outs[1], "{arch:?} {dt:?} {k_attn:?}");
             assert_eq!(outs[0], outs[2], "{arch:?} {dt:?} {k_attn:?}");
         }
@@ -881,23 +861,22 @@ fn fast_answer_does_not_depend_on_the_planned_sizes() {
     let lm = OwnedLm::random(causal, Dt::I8, 41);
     let ids: Vec<u32> = (0..30).map(|i| (i * 7 % 40) as u32).collect();
     for k_attn in [None, Some(5), Some(40)] {
-        let logits: Vec<Vec<u32>> = [30, 300]
-            .iter()
-            .map(|&seq| {
-                let run = RunConfig {
-                    seq_len: seq,
-                    chunk: 8,
-                    k_attn,
-                    k_ff: None,
-                };
-                let p = plan_with(&causal, &run, Kernels::Fast);
-                let pieces: Vec<&[u32]> = std::iter::once(&ids[..20])
-                    .chain(ids[20..].chunks(1))
-                    .collect();
-                let (l, _) = decode_in(Kernels::Fast, &lm, &run, &pieces, p.peak_bytes).unwrap();
-                l.iter().map(|v| v.to_bits()).collect()
-            })
+        // A prefill of 20 tokens, then one token per step.
+        let pieces: Vec<&[u32]> = std::iter::once(&ids[..20])
+            .chain(ids[20..].chunks(1))
             .collect();
+        let logits = [30, 300].map(|seq| {
+            let run = RunConfig {
+                k_attn,
+                ..RunConfig::dense(seq, 8)
+            };
+            let bytes = plan_with(&causal, &run, Kernels::Fast).peak_bytes;
+            bits(
+                &decode_in(Kernels::Fast, &lm, &run, &pieces, bytes)
+                    .unwrap()
+                    .0,
+            )
+        });
         assert_eq!(logits[0], logits[1], "decoder {k_attn:?}");
     }
 }

@@ -2,6 +2,7 @@
 //! all-MiniLM-L6-v2's tokenizer.json; tools/reference/wordpiece_golden.py). Exact match.
 
 use topkit::tokenizer::{WordPiece, WordPieceOptions};
+use topkit_tests::golden::{ids, parse};
 use topkit_tests::vocab::TextVocab;
 
 const MAX_SEQ: usize = 256;
@@ -14,14 +15,9 @@ fn matches_reference_ids_on_golden_sentences() {
     let mut failures = Vec::new();
     let mut count = 0;
     for line in golden.lines() {
-        let case: serde_json::Value = serde_json::from_str(line).unwrap();
+        let case = parse(line);
         let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+        let want = ids(&case["ids"]);
         let mut ids = [0u32; MAX_SEQ];
         let enc = wp.encode(text, &mut ids).unwrap();
         let got = &ids[..enc.len];

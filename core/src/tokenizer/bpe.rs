@@ -261,6 +261,11 @@ impl<'a> Bpe<'a> {
     /// A tokenizer over `tok`, which must be of kind [`TokenizerKind::Bpe`]. Bytes without a
     /// token of their own (SmolLM2 has none for 21 bytes that are rare or never valid UTF-8)
     /// are dropped when encoding, as the reference does (its BPE has no unknown token).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a tokenizer of another kind; [`Error::MissingToken`] when
+    /// no byte has a token.
     pub fn new(tok: &TokenizerView<'a>) -> Result<Self, Error> {
         if tok.kind() != TokenizerKind::Bpe {
             return Err(Error::Unsupported("tokenizer is not byte-level BPE"));
@@ -314,11 +319,15 @@ impl<'a> Bpe<'a> {
     }
 
     /// Tokenizes `text` into `ids`; returns the number of ids written. No special token is
-    /// added (SmolLM2 adds none: prompts carry `<|im_start|>` etc. as text). Fails with
+    /// added (SmolLM2 adds none: prompts carry `<|im_start|>` etc. as text).
+    ///
+    /// # Errors
+    ///
     /// [`Error::ShapeMismatch`] when `ids` is too short: merging a piece in place needs room
     /// for one id per byte of that piece (pieces are words, numbers, punctuation or
-    /// whitespace runs). With [`Bpe::FAST_SLOTS_PER_BYTE`] slots per byte of `text`, the time is
-    /// O(n log n) in the text's length, whatever the text.
+    /// whitespace runs); [`Error::Malformed`] for a merge whose result is not a token. With
+    /// [`Bpe::FAST_SLOTS_PER_BYTE`] slots per byte of `text`, the time is O(n log n) in the
+    /// text's length, whatever the text.
     pub fn encode(&self, text: &str, ids: &mut [u32]) -> Result<usize, Error> {
         let mut out = Out { ids, len: 0 };
         let mut seg_start = 0;
@@ -503,6 +512,10 @@ impl<'a> Bpe<'a> {
     }
 
     /// Calls `emit` with each byte token `id` stands for (an added token: its text's bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TokenOutOfRange`] for an id outside the vocabulary.
     pub fn token_bytes(&self, id: u32, mut emit: impl FnMut(u8)) -> Result<(), Error> {
         let t = self.tok.vocab().token(id).ok_or(Error::TokenOutOfRange {
             id,
@@ -524,6 +537,11 @@ impl<'a> Bpe<'a> {
     /// Writes the bytes of `ids` into `out`; returns the number of bytes. The bytes are the
     /// original text's (valid UTF-8 when the ids came from [`Bpe::encode`]); a cut in the
     /// middle of a character is possible when decoding a prefix: see [`Utf8Stream`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TokenOutOfRange`] for an id outside the vocabulary; [`Error::ShapeMismatch`]
+    /// when `out` is too short (`expected` is the bytes needed).
     pub fn decode(&self, ids: &[u32], out: &mut [u8]) -> Result<usize, Error> {
         let mut n = 0;
         let cap = out.len();

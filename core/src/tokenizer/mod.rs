@@ -13,30 +13,9 @@ mod bpe;
 mod unicode;
 #[allow(clippy::unreadable_literal)]
 mod unicode_tables;
+mod vocab;
 mod wordpiece;
 
 pub use bpe::{Bpe, Utf8Stream, byte_char, char_byte};
+pub use vocab::{Vocab, cmp_concat};
 pub use wordpiece::{Encoding, MAX_WORD_CHARS, WordPiece, WordPieceOptions};
-
-/// A vocabulary: token strings by id, and a lookup by string.
-pub trait Vocab {
-    /// Number of tokens.
-    fn len(&self) -> usize;
-
-    /// `true` when the vocabulary has no token.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The string of token `id`, if there is one.
-    fn token(&self, id: u32) -> Option<&str>;
-
-    /// The id of the token whose string is `prefix` followed by `piece` (the concatenation is
-    /// never built: WordPiece looks up `"##" + piece` without allocating).
-    fn find(&self, prefix: &str, piece: &str) -> Option<u32>;
-}
-
-/// Compares the byte string `prefix ++ piece` with `token`, without concatenating.
-pub fn cmp_concat(prefix: &str, piece: &str, token: &str) -> core::cmp::Ordering {
-    prefix.bytes().chain(piece.bytes()).cmp(token.bytes())
-}

@@ -1,7 +1,7 @@
 //! BERT's WordPiece tokenizer, streaming and allocation-free.
 
-use super::Vocab;
 use super::unicode::{is_cjk, is_control, is_punctuation, is_whitespace, strip_accents};
+use super::vocab::Vocab;
 use crate::Error;
 
 /// Longest word, in characters, that WordPiece splits; a longer word becomes `[UNK]` (as in
@@ -164,6 +164,10 @@ impl Out<'_> {
 
 impl<'v, V: Vocab> WordPiece<'v, V> {
     /// A tokenizer over `vocab`, which must hold `[UNK]`, `[CLS]` and `[SEP]`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingToken`] naming the first of them the vocabulary lacks.
     pub fn new(vocab: &'v V, options: WordPieceOptions) -> Result<Self, Error> {
         let special = |name: &'static str| vocab.find("", name).ok_or(Error::MissingToken(name));
         Ok(WordPiece {
@@ -194,6 +198,10 @@ impl<'v, V: Vocab> WordPiece<'v, V> {
     /// Tokenizes `text` as `[CLS] tokens... [SEP]` into `ids`, whose length is the largest
     /// sequence accepted (the model's max_seq_length): longer texts are truncated, as the
     /// reference tokenizer does, and the result says so.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] when `ids` has room for fewer than 2 ids (`[CLS]`, `[SEP]`).
     pub fn encode(&self, text: &str, ids: &mut [u32]) -> Result<Encoding, Error> {
         if ids.len() < 2 {
             return Err(Error::ShapeMismatch {

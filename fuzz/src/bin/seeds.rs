@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(args.next().ok_or("usage: seeds <out> [files...]")?);
     let extra: Vec<PathBuf> = args.map(PathBuf::from).collect();
     let hf = out.join("tiny-bert");
-    topkit_fuzz::write_hf_dir(&hf)?;
+    topkit_fixtures::write_tiny_bert(&hf)?;
 
     // Packed models: whole (parse, parse_infer with 4 run knobs appended), and pieces.
     for (dtype, name) in [
@@ -57,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The importer: the tiny BERT's safetensors with the default and an explicit config.
     let st = std::fs::read(hf.join("model.safetensors"))?;
-    let cfg = topkit_fuzz::config_json();
+    let cfg = topkit_fixtures::config_json("bert");
     let mut with_cfg = (cfg.len() as u16).to_le_bytes().to_vec();
     with_cfg.extend_from_slice(cfg.as_bytes());
     with_cfg.extend_from_slice(&st);

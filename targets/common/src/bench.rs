@@ -12,8 +12,7 @@
 
 use topkit::ArenaStorage;
 use topkit::kernels::{
-    Kernels, Matrix, Weights, dot_i8_i8, dot_i8_i8_by, matmul_by, matmul_i8_i8_token, matvec,
-    matvec_i8_i8_by, q8_scratch_bytes, quantize_i8,
+    Kernels, Matrix, Weights, dot_i8_i8, matmul_i8_i8_token, matvec, q8_scratch_bytes, quantize_i8,
 };
 
 use crate::{FAST_PLAN, OUT_LEN, Once, PEAK_BYTES, PLAN, infer_with};
@@ -179,7 +178,7 @@ const LONG: [usize; 12] = [
 ];
 const OFFSETS: [(usize, usize); 6] = [(0, 0), (1, 1), (1, 0), (0, 3), (2, 2), (3, 1)];
 
-/// The exact dot of `dot_i8_i8_by(Fast)` against `dot_i8_i8`: every length up to 67 and some
+/// The exact dot of `Kernels::Fast.dot_i8` against `dot_i8_i8`: every length up to 67 and some
 /// long ones, both slices at every alignment, random and extreme values.
 fn check_dot(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
     let mut t = Tally::new("dot_i8_i8");
@@ -188,7 +187,7 @@ fn check_dot(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
             for p in PATTERNS {
                 let (a, b) = (&mut bufs.a[oa..oa + len], &mut bufs.b[ob..ob + len]);
                 fill(rng, p, a, b);
-                let (got, want) = (dot_i8_i8_by(Kernels::Fast, a, b), dot_i8_i8(a, b));
+                let (got, want) = (Kernels::Fast.dot_i8(a, b), dot_i8_i8(a, b));
                 t.case(got == want, len, (oa, ob), got as u32, want as u32);
             }
         }
@@ -196,7 +195,7 @@ fn check_dot(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
     t.report()
 }
 
-/// `matvec_i8_i8_by(Fast)` against one `dot_i8_i8` per row: odd shapes, rows that are not
+/// `Kernels::Fast.matvec_i8` against one `dot_i8_i8` per row: odd shapes, rows that are not
 /// word-aligned, more columns than one activation segment.
 fn check_matvec(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
     const SHAPES: [(usize, usize); 14] = [
@@ -230,7 +229,7 @@ fn check_matvec(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
                 }
                 fill(rng, p, &mut bufs.b[..cols], x);
                 let x = &bufs.a[..cols];
-                matvec_i8_i8_by(Kernels::Fast, q, x, &mut bufs.yi[..rows]);
+                Kernels::Fast.matvec_i8(q, x, &mut bufs.yi[..rows]);
                 for r in 0..rows {
                     let want = dot_i8_i8(&q[r * cols..(r + 1) * cols], x);
                     let got = bufs.yi[r];
@@ -270,7 +269,7 @@ fn check_blocks(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
         let (mut got, mut want) = ([0.0f32; 6 * 7], [0.0f32; 6 * 7]);
         let x = &xs[..n * cols];
         let y = &mut got[..n * rows];
-        matmul_by(Kernels::Fast, &w, x, n, Some(&bias), y, &mut bufs.q8);
+        Kernels::Fast.matmul(&w, x, n, Some(&bias), y, &mut bufs.q8);
         matmul_i8_i8_token(&w, x, n, Some(&bias), &mut want[..n * rows]);
         for (g, v) in got[..n * rows].iter().zip(&want[..n * rows]) {
             t.case(
@@ -354,19 +353,19 @@ fn bench_kernels(bufs: &mut Buffers, rng: &mut Rng, clock: &impl Fn() -> u64, fa
     };
     time(clock, "int8 x int8 exact dot per row, fast", || {
         for (r, v) in yj.iter_mut().enumerate() {
-            *v = dot_i8_i8_by(Kernels::Fast, &q[r * COLS..(r + 1) * COLS], xq);
+            *v = Kernels::Fast.dot_i8(&q[r * COLS..(r + 1) * COLS], xq);
         }
     });
     compare(&mut t, yj);
     time(clock, "int8 x int8 matvec, fast", || {
-        matvec_i8_i8_by(Kernels::Fast, q, xq, yj)
+        Kernels::Fast.matvec_i8(q, xq, yj)
     });
     compare(&mut t, yj);
     mismatches += t.report();
     time(
         clock,
         "int8 weights, int8 activations by 64-blocks per token (Kernels::Fast matmul, n = 1)",
-        || matmul_by(Kernels::Fast, &wq, x, 1, None, y, q8),
+        || Kernels::Fast.matmul(&wq, x, 1, None, y, q8),
     );
     defmt::println!("fast: {=str}", fast);
     mismatches

@@ -123,6 +123,9 @@ pub enum Input {
 
 /// The token ids of the run into `ids`: [`TEXT`] tokenized when the file has a WordPiece
 /// tokenizer, else [`TOKENS`]. Returns how many.
+// Out of line: inlined, its WordPiece state would widen the frame that stays live for the
+// whole inference, and the firmware's measured stack peak with it.
+#[inline(never)]
 pub fn token_ids(packed: &PackedModel<'_>, ids: &mut [u32]) -> Result<(Input, usize), Error> {
     let tok = packed.tokenizer();
     if tok.kind() == TokenizerKind::WordPiece {
@@ -195,24 +198,37 @@ pub fn infer_with(
     })
 }
 
+/// Invokes `$mac!($pre.., $fmt, <the values of the model: line>)`: the one list of what the
+/// `model:` line reports, for [`write_answer`] (core::fmt) and `log::answer` (defmt), whose
+/// format strings must each be a literal of their own syntax.
+macro_rules! model_line {
+    ($($mac:ident)::+, [$($pre:expr),*], $fmt:tt) => {
+        $($mac)::+!(
+            $($pre,)*
+            $fmt,
+            MODEL_NAME,
+            DTYPE,
+            MODEL.d_model,
+            MODEL.n_layers,
+            MODEL.n_heads,
+            MODEL.d_ff,
+            RUN.seq_len,
+            RUN.chunk,
+            RUN.k_attn,
+            RUN.k_ff,
+            FLASH_BYTES
+        )
+    };
+}
+
 /// The report lines that must be identical on every target: model, input, output digest,
 /// first values (their f32 bit patterns, so equal text means equal bits). `log::answer` logs
 /// the same text through defmt.
 pub fn write_answer(w: &mut impl fmt::Write, o: &Outcome) -> fmt::Result {
-    writeln!(
-        w,
-        "model: {} {} d_model {} layers {} heads {} d_ff {} seq {} chunk {} k_attn {:?} k_ff {:?} flash {} bytes",
-        MODEL_NAME,
-        DTYPE,
-        MODEL.d_model,
-        MODEL.n_layers,
-        MODEL.n_heads,
-        MODEL.d_ff,
-        RUN.seq_len,
-        RUN.chunk,
-        RUN.k_attn,
-        RUN.k_ff,
-        FLASH_BYTES
+    model_line!(
+        writeln,
+        [w],
+        "model: {} {} d_model {} layers {} heads {} d_ff {} seq {} chunk {} k_attn {:?} k_ff {:?} flash {} bytes"
     )?;
     match o.input {
         Input::Text => writeln!(w, "input: {} token ids of {:?}", o.tokens, TEXT)?,
@@ -244,12 +260,18 @@ pub fn write_arena(w: &mut impl fmt::Write, o: &Outcome) -> fmt::Result {
         "arena: measured {} bytes, planned {} bytes, {}",
         o.arena_bytes,
         PLAN.peak_bytes,
-        if o.arena_bytes == PLAN.peak_bytes {
-            "equal"
-        } else {
-            "DIFFERENT"
-        }
+        verdict(o.arena_bytes, PLAN.peak_bytes)
     )
+}
+
+/// The verdict of an arena line: `equal` when the measured high-water mark is the planned
+/// peak (bytes), else `DIFFERENT`.
+pub fn verdict(measured: usize, planned: usize) -> &'static str {
+    if measured == planned {
+        "equal"
+    } else {
+        "DIFFERENT"
+    }
 }
 
 #[cfg(feature = "defmt")]

@@ -3,25 +3,20 @@
 //! for line. On bare-metal targets also the panic handler and, with feature `semihosting`,
 //! the global logger that carries the frames to QEMU's semihosting stdout.
 
-use crate::{DTYPE, FIRST, FLASH_BYTES, Input, MODEL, MODEL_NAME, Outcome, PLAN, RUN, TEXT};
+use crate::{
+    DTYPE, FIRST, FLASH_BYTES, Input, MODEL, MODEL_NAME, OUT_LEN, Once, Outcome, PEAK_BYTES, PLAN,
+    RUN, TEXT, infer, verdict,
+};
+use topkit::ArenaStorage;
 
 const _: () = assert!(FIRST == 4, "`answer` logs four first values");
 
 /// Logs the answer: the text of [`crate::write_answer`].
 pub fn answer(o: &Outcome) {
-    defmt::println!(
-        "model: {=str} {=str} d_model {=usize} layers {=usize} heads {=usize} d_ff {=usize} seq {=usize} chunk {=usize} k_attn {} k_ff {} flash {=usize} bytes",
-        MODEL_NAME,
-        DTYPE,
-        MODEL.d_model,
-        MODEL.n_layers,
-        MODEL.n_heads,
-        MODEL.d_ff,
-        RUN.seq_len,
-        RUN.chunk,
-        RUN.k_attn,
-        RUN.k_ff,
-        FLASH_BYTES
+    model_line!(
+        defmt::println,
+        [],
+        "model: {=str} {=str} d_model {=usize} layers {=usize} heads {=usize} d_ff {=usize} seq {=usize} chunk {=usize} k_attn {} k_ff {} flash {=usize} bytes"
     );
     match o.input {
         Input::Text => defmt::println!("input: {=usize} token ids of {=str:?}", o.tokens, TEXT),
@@ -51,16 +46,72 @@ pub fn embedding(out: &[f32]) {
 
 /// Logs the arena line: the text of [`crate::write_arena`].
 pub fn arena(o: &Outcome) {
-    let verdict = if o.arena_bytes == PLAN.peak_bytes {
-        "equal"
-    } else {
-        "DIFFERENT"
-    };
     defmt::println!(
         "arena: measured {=usize} bytes, planned {=usize} bytes, {=str}",
         o.arena_bytes,
         PLAN.peak_bytes,
-        verdict
+        verdict(o.arena_bytes, PLAN.peak_bytes)
+    );
+}
+
+/// RAM of a firmware as its report states it, bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Ram {
+    /// Every static (`.data`, `.bss`): from the start of RAM to the stack region.
+    pub statics: usize,
+    /// The whole RAM of the board.
+    pub total: usize,
+}
+
+/// The arena of the main firmware binaries: exactly the plan's peak, in `.bss`.
+static ARENA: Once<ArenaStorage<PEAK_BYTES>> = Once::new(ArenaStorage::new());
+/// Their answer: one sentence embedding (`d_model` f32).
+static OUT: Once<[f32; OUT_LEN]> = Once::new([0.0; OUT_LEN]);
+
+/// What the main firmware binaries run and report: [`crate::infer`] with `clock` into a
+/// static arena of the plan's peak, the stack peak read right after (`stack_peak`, after the
+/// caller painted the stack), then the answer, arena, embedding (text input), stack and `ram`
+/// lines. Stops with status 1 on an error; returns the outcome for the caller's
+/// `instructions:` line, whose counter differs per target. Call it once.
+// Inlined into the entry function, so that the frames live during inference are those of a
+// firmware that writes all of this in its `main` (the stack peak is reported).
+#[inline(always)]
+pub fn run_main(clock: impl Fn() -> u64, stack_peak: impl Fn() -> usize, ram: Ram) -> Outcome {
+    let (Some(storage), Some(out)) = (ARENA.take(), OUT.take()) else {
+        unreachable!("run_main runs once")
+    };
+    let outcome = match infer(&mut storage.arena(), out, clock) {
+        Ok(o) => o,
+        Err(e) => fail(&e),
+    };
+    let stack_bytes = stack_peak();
+    report(&outcome, out, stack_bytes, ram);
+    outcome
+}
+
+/// Logs the error and stops with status 1. Out of line, like [`report`], so that the frame
+/// live during inference holds none of the logging's locals (the stack peak counts it).
+#[inline(never)]
+fn fail(e: &topkit::Error) -> ! {
+    defmt::error!("error: {}", defmt::Display2Format(e));
+    exit(1)
+}
+
+/// The lines of [`run_main`] after the inference.
+#[inline(never)]
+fn report(outcome: &Outcome, out: &[f32], stack_bytes: usize, ram: Ram) {
+    answer(outcome);
+    arena(outcome);
+    if outcome.input == Input::Text {
+        embedding(out);
+    }
+    defmt::println!("stack: peak {=usize} bytes", stack_bytes);
+    defmt::println!(
+        "ram: statics {=usize} + stack {=usize} = {=usize} bytes of {=usize}",
+        ram.statics,
+        stack_bytes,
+        ram.statics + stack_bytes,
+        ram.total
     );
 }
 

@@ -1,5 +1,5 @@
-//! What both Cortex-M binaries need from the board: the instruction counter (SysTick under
-//! QEMU's `-icount shift=0`) and the stack region.
+//! What the Cortex-M binaries need from the board: the instruction counter (SysTick under
+//! QEMU's `-icount shift=0`), the stack region and the RAM in the report.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -60,6 +60,28 @@ pub fn stack_region() -> (usize, usize) {
         &raw const __sheap as usize,
         &raw const _stack_start as usize,
     )
+}
+
+/// The RAM line's figures: statics from the start of RAM to the stack region, of [`RAM_BYTES`].
+pub fn ram() -> topkit_fw::log::Ram {
+    let (static_end, stack_top) = stack_region();
+    topkit_fw::log::Ram {
+        statics: static_end - (stack_top - RAM_BYTES),
+        total: RAM_BYTES,
+    }
+}
+
+/// Logs the `instructions:` line of `o`: SysTick ticks x [`INSTRUCTIONS_PER_TICK`], in all
+/// and per token.
+pub fn log_instructions(o: &topkit_fw::Outcome) {
+    let instructions = o.ticks * INSTRUCTIONS_PER_TICK;
+    defmt::println!(
+        "instructions: {=u64} ({=u64} per token; SysTick {=u64} ticks x {=u64})",
+        instructions,
+        instructions / o.tokens as u64,
+        o.ticks,
+        INSTRUCTIONS_PER_TICK
+    );
 }
 
 /// Paints the free stack (see `topkit_fw::stack`); returns the stack in use at this point,

@@ -14,13 +14,7 @@ mod counter;
 
 use counter::minstret;
 use riscv_rt::entry;
-use topkit::ArenaStorage;
-use topkit_fw::{Input, OUT_LEN, Once, PEAK_BYTES, infer, log};
-
-/// The arena: exactly the plan's peak, in `.bss`.
-static ARENA: Once<ArenaStorage<PEAK_BYTES>> = Once::new(ArenaStorage::new());
-/// The answer: one sentence embedding (`d_model` f32).
-static OUT: Once<[f32; OUT_LEN]> = Once::new([0.0; OUT_LEN]);
+use topkit_fw::log::{self, Ram};
 
 #[entry]
 fn main() -> ! {
@@ -28,33 +22,11 @@ fn main() -> ! {
     let ram_start = board::ram_start();
     board::paint_stack();
 
-    let (Some(storage), Some(out)) = (ARENA.take(), OUT.take()) else {
-        unreachable!("main runs once")
+    let ram = Ram {
+        statics: bottom - ram_start,
+        total: top - ram_start,
     };
-    let mut arena = storage.arena();
-    let outcome = match infer(&mut arena, out, minstret) {
-        Ok(o) => o,
-        Err(e) => {
-            defmt::error!("error: {}", defmt::Display2Format(&e));
-            log::exit(1);
-        }
-    };
-    let stack_bytes = board::stack_peak();
-
-    log::answer(&outcome);
-    log::arena(&outcome);
-    if outcome.input == Input::Text {
-        log::embedding(out);
-    }
-    let statics = bottom - ram_start;
-    defmt::println!("stack: peak {=usize} bytes", stack_bytes);
-    defmt::println!(
-        "ram: statics {=usize} + stack {=usize} = {=usize} bytes of {=usize}",
-        statics,
-        stack_bytes,
-        statics + stack_bytes,
-        top - ram_start
-    );
+    let outcome = log::run_main(minstret, board::stack_peak, ram);
     defmt::println!(
         "instructions: {=u64} ({=u64} per token; minstret)",
         outcome.ticks,

@@ -112,5 +112,5 @@ pub fn arena_for(plan: &topkit::Plan, what: &str) -> Result<topkit::ArenaBuf> {
             crate::size::human(usize::try_from(avail).unwrap_or(usize::MAX))
         )));
     }
-    topkit::ArenaBuf::try_for_plan(plan).map_err(|_| too_much("the allocator could give"))
+    topkit::ArenaBuf::try_new(bytes).map_err(|_| too_much("the allocator could give"))
 }

@@ -7,26 +7,14 @@
 //! model's fast answer differs between the two targets (the DSP path against the generic
 //! one); the counts are reported, never checked (see docs/bench-targets.md).
 
-use crate::ci::{Ctx, Step};
-use crate::firmware::{Firmware, FwModel, build_and_run};
+use crate::firmware::{Firmware, build_and_run};
+use crate::job::{Ctx, Step};
 use crate::util::Res;
 
 /// The `kernels` bins, on the targets whose instruction counts are reported.
 const BENCHES: &[Firmware] = &[
-    Firmware {
-        dir: "cortex-m",
-        target: "thumbv7em-none-eabihf",
-        features: &[],
-        model: FwModel::Generated,
-        bin: "kernels",
-    },
-    Firmware {
-        dir: "riscv",
-        target: "riscv32imac-unknown-none-elf",
-        features: &[],
-        model: FwModel::Generated,
-        bin: "kernels",
-    },
+    Firmware::main("cortex-m", "thumbv7em-none-eabihf").with(&[], "kernels"),
+    Firmware::main("riscv", "riscv32imac-unknown-none-elf").with(&[], "kernels"),
 ];
 
 /// The Cortex-M4 int8 matvec goal of issue #9 (CMSIS-NN class), instructions per MAC.

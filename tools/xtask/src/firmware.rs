@@ -5,7 +5,7 @@
 //! against the board, reports `text/data/bss` against the golden files in
 //! `targets/*/expected/`, and shows that a too-small arena budget fails the build.
 
-use crate::ci::{Ctx, Step, cross_cargo};
+use crate::job::{Ctx, Step, cross_cargo};
 use crate::util::{Cmd, Res, workspace_root};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ pub struct Firmware {
     pub features: &'static [&'static str],
     /// The embedded model.
     pub model: FwModel,
-    /// The binary to run (`topkit-<dir>`, or `heap` for the embedded-alloc variant).
+    /// The binary to run (`heap` for the embedded-alloc variant; empty: `topkit-<dir>`).
     pub bin: &'static str,
 }
 
@@ -73,57 +73,44 @@ fn minilm_tkm() -> PathBuf {
     crate::model::packed_path("int8")
 }
 
-/// Stands for the firmware's main binary, `topkit-<dir>`.
-const BIN: &str = "";
+impl Firmware {
+    /// The main binary (`topkit-<dir>`) of `dir` for `target`, with the generated model.
+    pub const fn main(dir: &'static str, target: &'static str) -> Self {
+        Firmware {
+            dir,
+            target,
+            features: &[],
+            model: FwModel::Generated,
+            bin: "",
+        }
+    }
+
+    /// The same firmware with cargo `features` and binary `bin` (empty: the main one).
+    pub const fn with(self, features: &'static [&'static str], bin: &'static str) -> Self {
+        Firmware {
+            features,
+            bin,
+            ..self
+        }
+    }
+}
 
 /// What `test-cross` runs: the Cortex-M4F firmware with int8 and f32 matrices, the same code
 /// for Cortex-M0+ (no FPU: soft float, still the same bits), the RISC-V one, and the
 /// embedded-alloc variant (config read at run time, arena from a heap).
 pub const FIRMWARES: &[Firmware] = &[
-    Firmware {
-        dir: "cortex-m",
-        target: "thumbv7em-none-eabihf",
-        features: &[],
-        model: FwModel::Generated,
-        bin: BIN,
-    },
-    Firmware {
-        dir: "cortex-m",
-        target: "thumbv7em-none-eabihf",
-        features: &["f32"],
-        model: FwModel::Generated,
-        bin: BIN,
-    },
-    Firmware {
-        dir: "cortex-m",
-        target: "thumbv6m-none-eabi",
-        features: &[],
-        model: FwModel::Generated,
-        bin: BIN,
-    },
-    Firmware {
-        dir: "riscv",
-        target: "riscv32imac-unknown-none-elf",
-        features: &[],
-        model: FwModel::Generated,
-        bin: BIN,
-    },
-    Firmware {
-        dir: "cortex-m",
-        target: "thumbv7em-none-eabihf",
-        features: &["heap"],
-        model: FwModel::Generated,
-        bin: "heap",
-    },
+    Firmware::main("cortex-m", "thumbv7em-none-eabihf"),
+    Firmware::main("cortex-m", "thumbv7em-none-eabihf").with(&["f32"], ""),
+    Firmware::main("cortex-m", "thumbv6m-none-eabi"),
+    Firmware::main("riscv", "riscv32imac-unknown-none-elf"),
+    Firmware::main("cortex-m", "thumbv7em-none-eabihf").with(&["heap"], "heap"),
 ];
 
 /// The MiniLM job: the real model on RISC-V (too large for the Cortex-M board's 4 MiB).
 pub const MINILM: &[Firmware] = &[Firmware {
-    dir: "riscv",
-    target: "riscv32imac-unknown-none-elf",
-    features: &[],
     model: FwModel::MiniLm,
     bin: "topkit-riscv",
+    ..Firmware::main("riscv", "riscv32imac-unknown-none-elf")
 }];
 
 /// Lines of the report that must be identical on the host and every target (`embedding:`
@@ -142,10 +129,7 @@ fn targets_dir() -> PathBuf {
 /// Firmware builds share one target folder (the host build scripts and the packer they run
 /// are built once): `$CARGO_TARGET_DIR/firmware`, else `target/firmware`.
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
-        .join("firmware")
+    crate::util::cargo_target_dir().join("firmware")
 }
 
 fn fw_cargo(ctx: &Ctx, sub: &str, fw: &Firmware) -> Cmd {

@@ -254,7 +254,7 @@ fn run_target(bin_dir: &Path, work: &Path, seeds: &Path, target: &str, secs: u64
 
 /// The core's unit tests and the integration tests under AddressSanitizer (nightly), in the
 /// micromath and the `std` build. The `std` build is the one with the core's `unsafe` code,
-/// the x86-64 AVX2/FMA kernels (core/src/kernels/x86_avx2.rs: unaligned SIMD loads and stores
+/// the x86-64 AVX2/FMA kernels (core/src/kernels/x86_64/: unaligned SIMD loads and stores
 /// through raw pointers): tests/tests/fast_kernels.rs checks each against the generic kernel
 /// and the MiniLM and SmolLM2 tests run whole models through them. Both builds also cover
 /// the dependencies' unsafe code (bytemuck casts of weight bytes, heapless).

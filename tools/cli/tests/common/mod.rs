@@ -2,7 +2,6 @@
 //! `topkit` binary, reading packed files.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -78,186 +77,18 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
-/// Deterministic values in [-1, 1) (a 64-bit LCG), so the fixtures are the same every run.
-pub struct Lcg(u64);
+// The tiny BERT and its vocabulary are shared with topkit-tests and fuzz; each test file
+// uses a part of them.
+#[allow(unused_imports)]
+pub use topkit_fixtures::{
+    D, FF, HEADS, LAYERS, Lcg, MAX_POS, Tensors, VOCAB, config_json, tiny_tensors, vocab,
+};
 
-impl Lcg {
-    pub fn new(seed: u64) -> Self {
-        Lcg(seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407))
-    }
-    pub fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-}
-
-/// Shape of the tiny BERT.
-pub const VOCAB: usize = 40;
-pub const D: usize = 8;
-pub const LAYERS: usize = 2;
-pub const HEADS: usize = 2;
-pub const FF: usize = 16;
-pub const MAX_POS: usize = 16;
-
-/// The tiny BERT's vocabulary: BERT's specials at their usual relative places, words and
-/// `##` pieces, one multi-byte token.
-pub fn vocab() -> Vec<String> {
-    let mut v: Vec<String> = [
-        "[PAD]",
-        "[unused0]",
-        "[UNK]",
-        "[CLS]",
-        "[SEP]",
-        "[MASK]",
-        "é",
-        "the",
-    ]
-    .iter()
-    .map(|t| t.to_string())
-    .collect();
-    let mut i = 0;
-    while v.len() < VOCAB {
-        let c = (b'a' + (i % 26) as u8) as char;
-        v.push(if i < 26 {
-            c.to_string()
-        } else {
-            format!("##{c}")
-        });
-        i += 1;
-    }
-    v
-}
-
-/// Source tensors of the tiny BERT, by Hugging Face name (f32 values, shape).
-pub fn tiny_tensors() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    let mut rng = Lcg::new(7);
-    let mut t = BTreeMap::new();
-    let mut add = |name: String, shape: Vec<usize>, scale: f32| {
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.next() * scale).collect();
-        t.insert(name, (shape, v));
-    };
-    add(
-        "embeddings.word_embeddings.weight".into(),
-        vec![VOCAB, D],
-        1.0,
-    );
-    add(
-        "embeddings.position_embeddings.weight".into(),
-        vec![MAX_POS, D],
-        0.5,
-    );
-    add(
-        "embeddings.token_type_embeddings.weight".into(),
-        vec![2, D],
-        0.5,
-    );
-    add("embeddings.LayerNorm.weight".into(), vec![D], 1.0);
-    add("embeddings.LayerNorm.bias".into(), vec![D], 0.1);
-    for i in 0..LAYERS {
-        let l = format!("encoder.layer.{i}");
-        for (m, rows, cols) in [
-            ("attention.self.query", D, D),
-            ("attention.self.key", D, D),
-            ("attention.self.value", D, D),
-            ("attention.output.dense", D, D),
-            ("intermediate.dense", FF, D),
-            ("output.dense", D, FF),
-        ] {
-            // Wide dynamic range within rows, so int8 errors are not trivially small.
-            add(format!("{l}.{m}.weight"), vec![rows, cols], 3.0);
-            add(format!("{l}.{m}.bias"), vec![rows], 0.1);
-        }
-        for m in ["attention.output.LayerNorm", "output.LayerNorm"] {
-            add(format!("{l}.{m}.weight"), vec![D], 1.0);
-            add(format!("{l}.{m}.bias"), vec![D], 0.1);
-        }
-    }
-    add("pooler.dense.weight".into(), vec![D, D], 1.0);
-    add("pooler.dense.bias".into(), vec![D], 1.0);
-    t
-}
-
-pub fn config_json(model_type: &str) -> String {
-    format!(
-        r#"{{
-  "architectures": ["BertModel"],
-  "model_type": "{model_type}",
-  "hidden_act": "gelu",
-  "hidden_size": {D},
-  "intermediate_size": {FF},
-  "layer_norm_eps": 1e-12,
-  "max_position_embeddings": {MAX_POS},
-  "num_attention_heads": {HEADS},
-  "num_hidden_layers": {LAYERS},
-  "position_embedding_type": "absolute",
-  "type_vocab_size": 2,
-  "vocab_size": {VOCAB}
-}}"#
-    )
-}
-
-/// Writes a Hugging Face BERT directory into `dir` from `tensors` (plus an I64
-/// `embeddings.position_ids`, as real checkpoints have).
-pub fn write_hf_dir(
-    dir: &Path,
-    model_type: &str,
-    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("config.json"), config_json(model_type)).unwrap();
-    std::fs::write(dir.join("vocab.txt"), vocab().join("\n") + "\n").unwrap();
-    std::fs::write(
-        dir.join("tokenizer_config.json"),
-        r#"{"do_lower_case": true}"#,
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("modules.json"),
-        r#"[{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"},
-            {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"},
-            {"idx":2,"name":"2","path":"2_Normalize","type":"sentence_transformers.models.Normalize"}]"#,
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
-    std::fs::write(
-        dir.join("1_Pooling/config.json"),
-        r#"{"pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true}"#,
-    )
-    .unwrap();
-    let bytes: BTreeMap<String, (Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(k, (shape, v))| {
-            (
-                k.clone(),
-                (
-                    shape.clone(),
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                ),
-            )
-        })
-        .collect();
-    let ids: Vec<u8> = (0..MAX_POS as i64).flat_map(|i| i.to_le_bytes()).collect();
-    let mut views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(k, (shape, b))| {
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    views.push((
-        "embeddings.position_ids".into(),
-        safetensors::tensor::TensorView::new(Dtype::I64, vec![1, MAX_POS], &ids).unwrap(),
-    ));
-    let st = safetensors::serialize(views, None).unwrap();
-    std::fs::write(dir.join("model.safetensors"), st).unwrap();
+/// Writes a Hugging Face BERT directory into `dir` from `tensors` (see
+/// [`topkit_fixtures::write_hf_dir`]); panics when it cannot.
+pub fn write_hf_dir(dir: &Path, model_type: &str, tensors: &Tensors) {
+    topkit_fixtures::write_hf_dir(dir, model_type, tensors)
+        .unwrap_or_else(|e| panic!("write {}: {e}", dir.display()));
 }
 
 /// A tiny BERT directory in a fresh temporary folder.

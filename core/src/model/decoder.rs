@@ -11,7 +11,7 @@
 //!   the cache (the chunk's own rows included);
 //! - **decode**: one token per call, attending over every cached position. With
 //!   `run.k_attn = Some(k)` each query keeps only its `k` best-scoring keys
-//!   ([`crate::attention`]); `k` at least the context is dense attention up to rounding.
+//!   ([`crate::model::attention`]); `k` at least the context is dense attention up to rounding.
 //!
 //! After the last token of a call, its final hidden state goes through the final norm and the
 //! output head (`lm_head.w`, or the token embeddings when they are tied) into one row of
@@ -21,8 +21,8 @@
 //! Memory: exactly [`crate::plan_with`]'s decoder layout for the model's kernels (see [module
 //! `plan`](mod@crate::plan)): the cache (`8 n_layers kv_dim` bytes per context position), one
 //! chunk of hidden states, the logits row, and per layer the attention and feed-forward phases
-//! of one chunk (with [`crate::kernels::Kernels::Fast`], each with its fast scratch). Once a call has run,
-//! the arena's high-water mark equals [`crate::Plan::peak_bytes`]; nothing is allocated, and
+//! of one chunk (with [`crate::kernels::Kernels::Fast`], each with its fast scratch). Once a
+//! call has run, the arena's high-water mark equals [`crate::Plan::peak_bytes`]; nothing is allocated, and
 //! [`Decoder::start`] refuses an arena that is too small before taking anything.
 //!
 //! # Example
@@ -74,11 +74,14 @@
 
 use crate::Error;
 use crate::arena::Arena;
-use crate::attention::{self, AttnParams, AttnScratch, Keys};
 use crate::config::{Arch, ModelConfig, PosKind, RunConfig};
 use crate::format::{PackedModel, TensorName};
-use crate::kernels::{Matrix, axpy_row, matmul_by, matvec, row_to_f32};
-use crate::model::{LayerWeights, Model, apply_rope, ffn_phase, norm_row, norm_rows, residual};
+use crate::kernels::{Matrix, axpy_row, matvec, row_to_f32};
+use crate::model::attention::{self, AttnParams, AttnScratch, Keys};
+use crate::model::{
+    LayerWeights, Model, apply_rope, check_len, check_matrix, check_rows, ffn_phase, norm_row,
+    norm_rows, residual,
+};
 use crate::plan::{Plan, attn_params};
 
 /// A causal language model: the layer stack and its embedding and output matrices, as
@@ -91,24 +94,17 @@ pub struct Decoder<'a> {
     head: Matrix<'a>,
 }
 
-fn shape(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            what,
-            expected,
-            found,
-        })
-    }
-}
-
 impl<'a> Decoder<'a> {
-    /// Checks that `model` is a causal pre-norm model ([`Error::Unsupported`] otherwise) and
-    /// the shapes of its matrices ([`Error::ShapeMismatch`]): `tokens` is `vocab_size x
-    /// d_model`; `positions` (learned positions only, else `None`) has at least `max_seq` rows
-    /// of `d_model`; `lm_head` is `vocab_size x d_model`, and may be `None` only when the
-    /// config ties the embeddings ([`Error::InvalidConfig`]).
+    /// Checks that `model` is a causal pre-norm model and the shapes of its matrices:
+    /// `tokens` is `vocab_size x d_model`; `positions` (learned positions only, else `None`)
+    /// has at least `max_seq` rows of `d_model`; `lm_head` is `vocab_size x d_model`, and may
+    /// be `None` only when the config ties the embeddings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] for a model that is not causal or not pre-norm;
+    /// [`Error::ShapeMismatch`] for a matrix of the wrong shape; [`Error::InvalidConfig`] for
+    /// no `lm_head` without tied embeddings.
     pub fn new(
         model: Model<'a>,
         tokens: Matrix<'a>,
@@ -125,27 +121,16 @@ impl<'a> Decoder<'a> {
             ));
         }
         let (v, d) = (c.vocab_size, c.d_model);
-        shape("token embeddings", v * d, tokens.rows() * tokens.cols())?;
-        shape("token embeddings", v, tokens.rows())?;
+        check_matrix("token embeddings", &tokens, v, d)?;
         match (c.pos, &positions) {
-            (PosKind::Learned, Some(p)) => {
-                shape("position embeddings", d, p.cols())?;
-                if p.rows() < c.max_seq {
-                    return Err(Error::ShapeMismatch {
-                        what: "position embeddings",
-                        expected: c.max_seq,
-                        found: p.rows(),
-                    });
-                }
-            }
-            (PosKind::Learned, None) => shape("position embeddings", c.max_seq * d, 0)?,
-            (PosKind::Rope, Some(p)) => shape("position embeddings", 0, p.rows() * p.cols())?,
+            (PosKind::Learned, Some(p)) => check_rows("position embeddings", p, c.max_seq, d)?,
+            (PosKind::Learned, None) => check_len("position embeddings", c.max_seq * d, 0)?,
+            (PosKind::Rope, Some(p)) => check_len("position embeddings", 0, p.rows() * p.cols())?,
             (PosKind::Rope, None) => {}
         }
         let head = match lm_head {
             Some(h) => {
-                shape("output head", v * d, h.rows() * h.cols())?;
-                shape("output head", v, h.rows())?;
+                check_matrix("output head", &h, v, d)?;
                 h
             }
             None if c.tie_embeddings => tokens,
@@ -166,13 +151,18 @@ impl<'a> Decoder<'a> {
     /// The decoder of a packed causal model (`tok_emb`, `pos_emb` for learned positions,
     /// `lm_head.w` unless the embeddings are tied), over layer views made by
     /// [`crate::encoder::layers`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingTensor`] for a matrix the file lacks; the errors of
+    /// [`Model::from_packed`], [`PackedModel::matrix`] and [`Decoder::new`].
     pub fn from_packed(
         packed: &PackedModel<'a>,
         layers: &'a [LayerWeights<'a>],
     ) -> Result<Self, Error> {
         let c = *packed.config();
         let g = TensorName::global;
-        let model = Model::new(c, layers, packed.final_norm()?)?;
+        let model = Model::from_packed(packed, layers)?;
         let positions = match c.pos {
             PosKind::Learned => Some(packed.matrix(g("pos_emb"))?),
             PosKind::Rope => None,
@@ -195,8 +185,12 @@ impl<'a> Decoder<'a> {
         self.model.config()
     }
 
-    /// The memory plan of a run with the model's kernels ([`crate::try_plan_with`], decoder layout):
-    /// provide `peak_bytes` of arena.
+    /// The memory plan of a run with the model's kernels ([`crate::try_plan_with`], decoder
+    /// layout): provide `peak_bytes` of arena.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::try_plan_with`].
     pub fn plan(&self, run: &RunConfig) -> Result<Plan, Error> {
         self.model.plan(run)
     }
@@ -209,7 +203,9 @@ impl<'a> Decoder<'a> {
     /// with the same context size, [`Session::reset`] the session, or make a new [`Arena`]
     /// over the same memory.
     ///
-    /// Errors: the checks of [`crate::try_plan_with`]; [`Error::ArenaTooSmall`] when `arena` has less
+    /// # Errors
+    ///
+    /// The checks of [`crate::try_plan_with`]; [`Error::ArenaTooSmall`] when `arena` has less
     /// than `plan.peak_bytes` free (checked before anything is taken).
     pub fn start<'s, 'm>(
         &'s self,
@@ -246,6 +242,69 @@ impl<'a> Decoder<'a> {
 
 /// A generation in progress: the KV cache of the tokens fed so far and the buffers of one
 /// step, all in the arena given to [`Decoder::start`].
+///
+/// # Example
+///
+/// Greedy generation with a one-block Llama-family model (grouped-query attention, RoPE,
+/// SwiGLU, tied embeddings) whose weights are seeded random slices:
+///
+/// ```
+/// use topkit::kernels::{Matrix, Weights};
+/// use topkit::sample::{Pcg32, Sampler};
+/// use topkit::{Activation, Arch, ArenaStorage, Decoder, Error, FfnKind, LayerWeights, Model};
+/// use topkit::{ModelConfig, Norm, NormWeights, Plan, PosKind, RunConfig, plan};
+///
+/// const CFG: ModelConfig = ModelConfig {
+///     arch: Arch::Llama, vocab_size: 12, d_model: 8, n_layers: 1, n_heads: 2, n_kv_heads: 1,
+///     head_dim: 4, d_ff: 16, max_seq: 16, type_vocab_size: 0, norm: Norm::RmsNorm,
+///     norm_eps: 1e-5, act: Activation::Silu, ffn: FfnKind::Gated, pos: PosKind::Rope,
+///     rope_theta: 10000.0, causal: true, tie_embeddings: true,
+/// };
+/// // A context of 10 tokens, prefill in chunks of 4, top-4 attention.
+/// const RUN: RunConfig = RunConfig { seq_len: 10, chunk: 4, k_attn: Some(4), k_ff: None };
+/// const PLAN: Plan = plan(&CFG, &RUN);
+///
+/// # fn matrix(w: &[f32]) -> Result<Matrix<'_>, Error> {
+/// #     Matrix::new(w.len() / 8, 8, Weights::F32(w))
+/// # }
+/// # let mut rng = Pcg32::new(3);
+/// # let mut random = |n: usize| -> Vec<f32> {
+/// #     (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect()
+/// # };
+/// # let (q, k, v, o) = (random(64), random(32), random(32), random(64));
+/// # let (up, gate, down_t, tokens) = (random(128), random(128), random(128), random(96));
+/// # let gain = [1.0; 8];
+/// # let norm = NormWeights { gain: &gain, bias: None };
+/// # let layers = [LayerWeights {
+/// #     q: matrix(&q)?, q_bias: None, k: matrix(&k)?, k_bias: None,
+/// #     v: matrix(&v)?, v_bias: None, o: matrix(&o)?, o_bias: None,
+/// #     attn_norm: norm,
+/// #     ffn: topkit::ffn::FfnWeights {
+/// #         up: matrix(&up)?, up_bias: None, gate: Some(matrix(&gate)?),
+/// #         down_t: matrix(&down_t)?, down_bias: None, act: Activation::Silu,
+/// #     },
+/// #     ffn_norm: norm,
+/// # }];
+/// // `layers`: one block of zero-copy views (hidden here; see `Encoder` for one in full).
+/// let model = Model::new(CFG, &layers, Some(norm))?;
+/// let decoder = Decoder::new(model, matrix(&tokens)?, None, None)?;
+///
+/// let mut storage = ArenaStorage::<{ PLAN.peak_bytes }>::new();
+/// let mut arena = storage.arena();
+/// let mut session = decoder.start(&RUN, &mut arena)?;
+/// let mut sampler = Sampler::greedy();
+/// let mut text = vec![sampler.sample(session.feed(&[1, 4, 2, 7, 5])?)?]; // prefill
+/// while session.len() < RUN.seq_len {
+///     let last = text[text.len() - 1];
+///     text.push(sampler.sample(session.feed(&[last])?)?); // one decode step
+/// }
+/// assert_eq!(text.len(), 6);
+/// assert!(text.iter().all(|&id| id < 12));
+/// assert_eq!(session.high_water(), PLAN.peak_bytes); // the plan is exact
+/// // The context is full: one more token is an error, and the session is unchanged.
+/// assert!(matches!(session.feed(&[0]), Err(Error::SeqTooLong { len: 11, max: 10 })));
+/// # Ok::<(), Error>(())
+/// ```
 pub struct Session<'s, 'a> {
     dec: &'s Decoder<'s>,
     run: RunConfig,
@@ -315,8 +374,10 @@ impl<'s, 'a> Session<'s, 'a> {
     /// chunks, or one decode step for a single id) and returns the logits of the last one
     /// (`vocab_size` values; the caller may overwrite them, e.g. [`crate::sample::Sampler`]).
     ///
-    /// Errors, checked before anything runs (the session is unchanged): [`Error::ShapeMismatch`]
-    /// for no ids, [`Error::SeqTooLong`] when the context would exceed `run.seq_len` tokens,
+    /// # Errors
+    ///
+    /// Checked before anything runs (the session is unchanged): [`Error::ShapeMismatch`] for
+    /// no ids, [`Error::SeqTooLong`] when the context would exceed `run.seq_len` tokens,
     /// [`Error::TokenOutOfRange`] for an id `>= vocab_size`.
     pub fn feed(&mut self, ids: &[u32]) -> Result<&mut [f32], Error> {
         self.check(ids)?;
@@ -335,7 +396,9 @@ impl<'s, 'a> Session<'s, 'a> {
     /// called for each id in order, `position` being its place in the context. Costs one
     /// output-head product (`vocab_size x d_model`) per token instead of one per call.
     ///
-    /// Errors: as [`Session::feed`].
+    /// # Errors
+    ///
+    /// As [`Session::feed`].
     pub fn feed_each(
         &mut self,
         ids: &[u32],
@@ -408,9 +471,9 @@ impl<'s, 'a> Session<'s, 'a> {
                 let mut scratch = AttnScratch::with_fast(s, params, n, attn_fast)?;
                 norm_rows(kernels, c, &l.attn_norm, x, xn);
                 let fast = scratch.fast_words();
-                matmul_by(kernels, &l.q, xn, m, l.q_bias, q, fast);
-                matmul_by(kernels, &l.k, xn, m, l.k_bias, &mut kc[rows.clone()], fast);
-                matmul_by(kernels, &l.v, xn, m, l.v_bias, &mut vc[rows.clone()], fast);
+                kernels.matmul(&l.q, xn, m, l.q_bias, q, fast);
+                kernels.matmul(&l.k, xn, m, l.k_bias, &mut kc[rows.clone()], fast);
+                kernels.matmul(&l.v, xn, m, l.v_bias, &mut vc[rows.clone()], fast);
                 if rope {
                     apply_rope(q, d, hd, p0, c.rope_theta);
                     apply_rope(&mut kc[rows.clone()], kv, hd, p0, c.rope_theta);
@@ -423,7 +486,7 @@ impl<'s, 'a> Session<'s, 'a> {
                 };
                 attention::attention_with(kernels, params, q, p0, &keys, &mut scratch, xn)?;
                 // The queries are spent: their buffer takes the output projection.
-                matmul_by(kernels, &l.o, xn, m, l.o_bias, q, scratch.fast_words());
+                kernels.matmul(&l.o, xn, m, l.o_bias, q, scratch.fast_words());
                 residual(kernels, c, &l.attn_norm, x, q);
                 Ok(())
             })?;

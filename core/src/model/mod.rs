@@ -45,11 +45,17 @@
 
 use crate::Error;
 use crate::arena::Arena;
-use crate::attention::{self, AttnScratch, Keys};
 use crate::config::{Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
-use crate::ffn::{self, FfnScratch, FfnWeights};
-use crate::kernels::{Kernels, Matrix, layer_norm_by, matmul_by, rms_norm};
+use crate::kernels::{Kernels, Matrix, rms_norm};
 use crate::plan::{Plan, attn_params, ffn_wide, try_plan_with};
+use attention::{AttnScratch, Keys};
+use ffn::{FfnScratch, FfnWeights};
+
+pub mod attention;
+pub mod decoder;
+pub mod encoder;
+pub mod ffn;
+pub mod weights;
 
 /// Gain and optional bias of one normalisation layer (`d_model` values each).
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +108,11 @@ pub struct Model<'a> {
     kernels: Kernels,
 }
 
-fn expect(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
+// The shape checks below are private to `model`: the encoder and decoder (its children) use
+// them for their embedding and output matrices.
+
+/// [`Error::ShapeMismatch`] unless `found == expected` (elements).
+fn check_len(what: &'static str, expected: usize, found: usize) -> Result<(), Error> {
     if expected == found {
         Ok(())
     } else {
@@ -114,24 +124,39 @@ fn expect(what: &'static str, expected: usize, found: usize) -> Result<(), Error
     }
 }
 
+/// [`Error::ShapeMismatch`] unless `m` is `rows x cols`.
 fn check_matrix(what: &'static str, m: &Matrix<'_>, rows: usize, cols: usize) -> Result<(), Error> {
-    expect(what, rows * cols, m.rows() * m.cols())?;
-    expect(what, rows, m.rows())
+    check_len(what, rows * cols, m.rows() * m.cols())?;
+    check_len(what, rows, m.rows())
+}
+
+/// [`Error::ShapeMismatch`] unless `m` has `d` columns and at least `min_rows` rows (an
+/// embedding table may be longer than the model uses).
+fn check_rows(what: &'static str, m: &Matrix<'_>, min_rows: usize, d: usize) -> Result<(), Error> {
+    check_len(what, d, m.cols())?;
+    if m.rows() < min_rows {
+        return Err(Error::ShapeMismatch {
+            what,
+            expected: min_rows,
+            found: m.rows(),
+        });
+    }
+    Ok(())
 }
 
 fn check_bias(what: &'static str, b: Option<&[f32]>, len: usize) -> Result<(), Error> {
     match b {
-        Some(b) => expect(what, len, b.len()),
+        Some(b) => check_len(what, len, b.len()),
         None => Ok(()),
     }
 }
 
 fn check_norm(what: &'static str, w: &NormWeights<'_>, c: &ModelConfig) -> Result<(), Error> {
-    expect(what, c.d_model, w.gain.len())?;
+    check_len(what, c.d_model, w.gain.len())?;
     match (c.norm, w.bias) {
-        (Norm::LayerNorm, Some(b)) => expect(what, c.d_model, b.len()),
-        (Norm::LayerNorm, None) => expect(what, c.d_model, 0),
-        (Norm::RmsNorm, Some(b)) => expect(what, 0, b.len()),
+        (Norm::LayerNorm, Some(b)) => check_len(what, c.d_model, b.len()),
+        (Norm::LayerNorm, None) => check_len(what, c.d_model, 0),
+        (Norm::RmsNorm, Some(b)) => check_len(what, 0, b.len()),
         (Norm::RmsNorm, None) => Ok(()),
     }
 }
@@ -155,8 +180,8 @@ fn check_layer(l: &LayerWeights<'_>, c: &ModelConfig) -> Result<(), Error> {
     check_bias("ffn down bias", f.down_bias, d)?;
     match (c.ffn, &f.gate) {
         (FfnKind::Gated, Some(g)) => check_matrix("ffn gate", g, c.d_ff, d)?,
-        (FfnKind::Gated, None) => expect("ffn gate", c.d_ff * d, 0)?,
-        (FfnKind::Plain, Some(g)) => expect("ffn gate", 0, g.rows() * g.cols())?,
+        (FfnKind::Gated, None) => check_len("ffn gate", c.d_ff * d, 0)?,
+        (FfnKind::Plain, Some(g)) => check_len("ffn gate", 0, g.rows() * g.cols())?,
         (FfnKind::Plain, None) => {}
     }
     if f.act != c.act {
@@ -168,10 +193,15 @@ fn check_layer(l: &LayerWeights<'_>, c: &ModelConfig) -> Result<(), Error> {
 }
 
 impl<'a> Model<'a> {
-    /// Checks the configuration and the shape of every weight against it:
-    /// [`Error::InvalidConfig`] for a bad config, [`Error::ShapeMismatch`] for a wrong number
-    /// of layers or a weight of the wrong size. `final_norm` is the norm after the last block
-    /// (pre-norm models have one; BERT does not).
+    /// Checks the configuration and the shape of every weight against it. `final_norm` is the
+    /// norm after the last block (pre-norm models have one; BERT does not).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a bad config (see [`ModelConfig::validate`]; with RoPE,
+    /// also a `rope_theta` that is not finite and above 1) or a feed-forward activation other
+    /// than the config's; [`Error::ShapeMismatch`] for a wrong number of layers or a weight of
+    /// the wrong size.
     pub fn new(
         config: ModelConfig,
         layers: &'a [LayerWeights<'a>],
@@ -185,7 +215,7 @@ impl<'a> Model<'a> {
                 "rope_theta must be a finite number above 1",
             ));
         }
-        expect("layers", config.n_layers, layers.len())?;
+        check_len("layers", config.n_layers, layers.len())?;
         for l in layers {
             check_layer(l, &config)?;
         }
@@ -229,6 +259,10 @@ impl<'a> Model<'a> {
 
     /// The memory plan of a run of this model with its kernels ([`try_plan_with`]): provide
     /// `peak_bytes` of arena.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_plan_with`].
     pub fn plan(&self, run: &RunConfig) -> Result<Plan, Error> {
         try_plan_with(&self.config, run, self.kernels)
     }
@@ -236,7 +270,7 @@ impl<'a> Model<'a> {
 
 pub(crate) fn norm_row(k: Kernels, c: &ModelConfig, w: &NormWeights<'_>, x: &mut [f32]) {
     match (c.norm, w.bias) {
-        (Norm::LayerNorm, Some(b)) => layer_norm_by(k, x, w.gain, b, c.norm_eps),
+        (Norm::LayerNorm, Some(b)) => k.layer_norm(x, w.gain, b, c.norm_eps),
         // Model::new rejects a LayerNorm without bias; RMSNorm has none.
         _ => rms_norm(x, w.gain, c.norm_eps),
     }
@@ -282,9 +316,11 @@ pub(crate) fn residual(
 /// sized by [`Model::plan`] for `run` (whatever `n` is), so the arena must have at least
 /// `plan.peak_bytes` free; nothing is allocated.
 ///
-/// Errors: the config and run checks of [`crate::try_plan`], [`Error::Unsupported`] for a
-/// causal model (use [`crate::decoder`]), [`Error::ShapeMismatch`] when `input` is not a
-/// whole number of non-zero rows or `valid` has the wrong length, [`Error::SeqTooLong`] when
+/// # Errors
+///
+/// The config and run checks of [`crate::try_plan`], [`Error::Unsupported`] for a causal model
+/// (use [`crate::decoder`]), [`Error::ShapeMismatch`] when `input` is not a whole number of
+/// non-zero rows or `valid` has the wrong length, [`Error::SeqTooLong`] when
 /// `n > run.seq_len`, [`Error::ArenaTooSmall`].
 pub fn forward<'a>(
     model: &Model<'_>,
@@ -313,7 +349,9 @@ pub fn forward<'a>(
 /// (`n x d_model` f32, zeroed), e.g. by an embedding lookup, so that the input needs no
 /// buffer of its own outside the plan.
 ///
-/// Errors: as [`forward`], [`Error::ShapeMismatch`] when `n == 0`, and whatever `fill` returns.
+/// # Errors
+///
+/// As [`forward`], [`Error::ShapeMismatch`] when `n == 0`, and whatever `fill` returns.
 pub fn forward_with<'a>(
     model: &Model<'_>,
     run: &RunConfig,
@@ -347,7 +385,7 @@ pub fn forward_with<'a>(
         });
     }
     if let Some(v) = valid {
-        expect("padding mask", n, v.len())?;
+        check_len("padding mask", n, v.len())?;
     }
     let params = attn_params(c, run);
     let chunk = plan.chunk;
@@ -379,14 +417,18 @@ pub fn forward_with<'a>(
                     );
                     let rows = start * kv..(start + m) * kv;
                     let k_rows = &mut keys_n[rows.clone()];
-                    matmul_by(model.kernels, &l.k, xn, m, l.k_bias, k_rows, fast);
+                    model.kernels.matmul(&l.k, xn, m, l.k_bias, k_rows, fast);
                     let v_rows = &mut values_n[rows];
-                    matmul_by(model.kernels, &l.v, xn, m, l.v_bias, v_rows, fast);
+                    model.kernels.matmul(&l.v, xn, m, l.v_bias, v_rows, fast);
                 }
             } else {
                 let fast = s.take::<f32>(plan.kv_fast_bytes / 4)?;
-                matmul_by(model.kernels, &l.k, hidden_n, n, l.k_bias, keys_n, fast);
-                matmul_by(model.kernels, &l.v, hidden_n, n, l.v_bias, values_n, fast);
+                model
+                    .kernels
+                    .matmul(&l.k, hidden_n, n, l.k_bias, keys_n, fast);
+                model
+                    .kernels
+                    .matmul(&l.v, hidden_n, n, l.v_bias, values_n, fast);
             }
             if rope {
                 apply_rope(keys_n, kv, c.head_dim, 0, c.rope_theta);
@@ -413,9 +455,9 @@ pub fn forward_with<'a>(
                 let fast = scratch.fast_words();
                 if pre_norm {
                     norm_rows(model.kernels, c, &l.attn_norm, rows, ctx);
-                    matmul_by(model.kernels, &l.q, ctx, m, l.q_bias, q, fast);
+                    model.kernels.matmul(&l.q, ctx, m, l.q_bias, q, fast);
                 } else {
-                    matmul_by(model.kernels, &l.q, rows, m, l.q_bias, q, fast);
+                    model.kernels.matmul(&l.q, rows, m, l.q_bias, q, fast);
                 }
                 if rope {
                     apply_rope(q, d, c.head_dim, start, c.rope_theta);
@@ -431,7 +473,7 @@ pub fn forward_with<'a>(
                 )?;
                 // The queries are spent: their buffer takes the output projection.
                 let fast = scratch.fast_words();
-                matmul_by(model.kernels, &l.o, ctx, m, l.o_bias, q, fast);
+                model.kernels.matmul(&l.o, ctx, m, l.o_bias, q, fast);
                 residual(model.kernels, c, &l.attn_norm, rows, q);
             }
             Ok(())

@@ -11,28 +11,11 @@ use crate::config::{ModelConfig, RunConfig};
 use crate::format::{PackedModel, Pooling, TensorName};
 #[cfg(not(feature = "std"))]
 use crate::kernels::layer_norm;
-#[cfg(feature = "std")]
-use crate::kernels::layer_norm_by;
 use crate::kernels::{Matrix, axpy_row, row_to_f32};
-use crate::model::{LayerWeights, Model, NormWeights, forward_with};
+use crate::model::{LayerWeights, Model, NormWeights, check_rows, forward_with};
 use crate::{Error, Norm, math};
 
-/// Largest number of layers [`Layers`] holds (no allocation: a fixed array).
-pub const MAX_LAYERS: usize = 48;
-
-/// The layer views of a packed model, in a fixed-capacity vector.
-pub type Layers<'a> = heapless::Vec<LayerWeights<'a>, MAX_LAYERS>;
-
-/// Views of every layer of a packed model, for [`Model::new`].
-pub fn layers<'a>(packed: &PackedModel<'a>) -> Result<Layers<'a>, Error> {
-    let mut layers = Layers::new();
-    for i in 0..packed.config().n_layers {
-        layers
-            .push(packed.layer_weights(i)?)
-            .map_err(|_| Error::InvalidConfig("more layers than topkit::encoder::MAX_LAYERS"))?;
-    }
-    Ok(layers)
-}
+pub use super::weights::{Layers, MAX_LAYERS, layers};
 
 /// The embedding tables of a BERT-family model.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +31,64 @@ pub struct Embeddings<'a> {
 }
 
 /// A sentence encoder: embeddings, layer stack, pooling.
+///
+/// # Example
+///
+/// A one-block BERT with seeded random weights, viewed from slices as a packed file's would
+/// be ([`Encoder::from_packed`]), embeds four tokens in an arena sized at compile time:
+///
+/// ```
+/// use topkit::encoder::{Embeddings, Encoder};
+/// use topkit::format::Pooling;
+/// use topkit::kernels::{Matrix, Weights};
+/// use topkit::{Activation, Arch, ArenaStorage, Error, FfnKind, LayerWeights, Model};
+/// use topkit::{ModelConfig, Norm, NormWeights, Plan, PosKind, RunConfig, plan};
+///
+/// const CFG: ModelConfig = ModelConfig {
+///     arch: Arch::Bert, vocab_size: 12, d_model: 8, n_layers: 1, n_heads: 2, n_kv_heads: 2,
+///     head_dim: 4, d_ff: 16, max_seq: 8, type_vocab_size: 0, norm: Norm::LayerNorm,
+///     norm_eps: 1e-12, act: Activation::GeluErf, ffn: FfnKind::Plain, pos: PosKind::Learned,
+///     rope_theta: 10000.0, causal: false, tie_embeddings: false,
+/// };
+/// const RUN: RunConfig = RunConfig { seq_len: 8, chunk: 4, k_attn: Some(4), k_ff: None };
+/// const PLAN: Plan = plan(&CFG, &RUN);
+///
+/// /// `rows x 8` weights, row-major.
+/// fn matrix(w: &[f32]) -> Result<Matrix<'_>, Error> {
+///     Matrix::new(w.len() / 8, 8, Weights::F32(w))
+/// }
+/// let mut rng = topkit::sample::Pcg32::new(7);
+/// let mut random = |n: usize| -> Vec<f32> {
+///     (0..n).map(|_| rng.next_f64() as f32 - 0.5).collect()
+/// };
+/// let (q, k, v, o) = (random(64), random(64), random(64), random(64));
+/// let (up, down_t, tokens, positions) = (random(128), random(128), random(96), random(64));
+/// let (gain, bias) = ([1.0; 8], [0.0; 8]);
+/// let norm = NormWeights { gain: &gain, bias: Some(&bias) };
+/// let layers = [LayerWeights {
+///     q: matrix(&q)?, q_bias: None, k: matrix(&k)?, k_bias: None,
+///     v: matrix(&v)?, v_bias: None, o: matrix(&o)?, o_bias: None,
+///     attn_norm: norm,
+///     ffn: topkit::ffn::FfnWeights {
+///         up: matrix(&up)?, up_bias: None, gate: None, down_t: matrix(&down_t)?,
+///         down_bias: None, act: Activation::GeluErf,
+///     },
+///     ffn_norm: norm,
+/// }];
+/// let emb = Embeddings {
+///     tokens: matrix(&tokens)?, positions: matrix(&positions)?, segments: None, norm,
+/// };
+/// let encoder = Encoder::new(Model::new(CFG, &layers, None)?, emb, Pooling::Mean, true)?;
+///
+/// let mut storage = ArenaStorage::<{ PLAN.peak_bytes }>::new();
+/// let mut arena = storage.arena();
+/// let mut embedding = [0.0f32; 8];
+/// encoder.embed(&RUN, &[1, 5, 3, 2], &mut arena, &mut embedding)?;
+/// let length: f32 = embedding.iter().map(|x| x * x).sum::<f32>().sqrt();
+/// assert!((length - 1.0).abs() < 1e-5); // mean-pooled, then L2-normalised
+/// assert_eq!(arena.high_water(), PLAN.peak_bytes); // the plan is exact
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Encoder<'a> {
     model: Model<'a>,
@@ -56,27 +97,16 @@ pub struct Encoder<'a> {
     normalize: bool,
 }
 
-fn check_rows(what: &'static str, m: &Matrix<'_>, min_rows: usize, d: usize) -> Result<(), Error> {
-    if m.cols() != d {
-        return Err(Error::ShapeMismatch {
-            what,
-            expected: d,
-            found: m.cols(),
-        });
-    }
-    if m.rows() < min_rows {
-        return Err(Error::ShapeMismatch {
-            what,
-            expected: min_rows,
-            found: m.rows(),
-        });
-    }
-    Ok(())
-}
-
 impl<'a> Encoder<'a> {
     /// Checks the embedding shapes against the model and that the pooling is one an encoder
     /// can do ([`Pooling::Mean`] or [`Pooling::Cls`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] for an embedding table without `d_model` columns or with
+    /// fewer rows than the model's vocabulary (tokens) or positions, or an embedding
+    /// LayerNorm that is not `d_model` gains and biases of a LayerNorm model;
+    /// [`Error::Unsupported`] for [`Pooling::None`].
     pub fn new(
         model: Model<'a>,
         emb: Embeddings<'a>,
@@ -112,13 +142,18 @@ impl<'a> Encoder<'a> {
     }
 
     /// The encoder of a packed BERT-family file, over layer views made by [`layers`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingTensor`] for an embedding table the file lacks; the errors of
+    /// [`Model::from_packed`], [`PackedModel::matrix`] and [`Encoder::new`].
     pub fn from_packed(
         packed: &PackedModel<'a>,
         layers: &'a [LayerWeights<'a>],
     ) -> Result<Self, Error> {
         let fc = packed.file_config();
         let g = TensorName::global;
-        let model = Model::new(fc.model, layers, packed.final_norm()?)?;
+        let model = Model::from_packed(packed, layers)?;
         let emb = Embeddings {
             tokens: packed.matrix(g("tok_emb"))?,
             positions: packed.matrix(g("pos_emb"))?,
@@ -152,6 +187,10 @@ impl<'a> Encoder<'a> {
 
     /// The memory plan of an embedding with the encoder's kernels ([`Model::plan`]): provide
     /// `peak_bytes` of arena.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::try_plan`].
     pub fn plan(&self, run: &RunConfig) -> Result<crate::Plan, Error> {
         self.model.plan(run)
     }
@@ -159,6 +198,12 @@ impl<'a> Encoder<'a> {
     /// Embeds one tokenized text (`ids`, `[CLS]` and `[SEP]` included, at most `run.seq_len`)
     /// into `out` (`d_model` values), using only `arena` (at least [`Encoder::plan`]'s peak
     /// bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShapeMismatch`] when `out` is not `d_model` values or `ids` is empty;
+    /// [`Error::TokenOutOfRange`] for an id `>= vocab_size`; the errors of
+    /// [`crate::model::forward`] ([`Error::SeqTooLong`], [`Error::ArenaTooSmall`], ...).
     pub fn embed(
         &self,
         run: &RunConfig,
@@ -195,7 +240,7 @@ impl<'a> Encoder<'a> {
                 // The fast LayerNorm exists in std builds only; without std this closure stays
                 // as small as it was (the firmware's stack peak is in it).
                 #[cfg(feature = "std")]
-                layer_norm_by(self.model.kernels(), row, g, b, c.norm_eps);
+                self.model.kernels().layer_norm(row, g, b, c.norm_eps);
                 #[cfg(not(feature = "std"))]
                 layer_norm(row, g, b, c.norm_eps);
             }

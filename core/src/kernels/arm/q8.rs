@@ -17,11 +17,11 @@
 //!   `CMP` + `BNE`: 42 instructions, 1.31 per multiply-accumulate (CMSIS-NN's layout).
 //!
 //! `Kernels::Fast`'s int8 product in the model (one activation scale per token and block of 64
-//! columns, [`super::matmul_q8_tokens`]) takes its exact block dots from [`arm_dsp_dot_i8_i8`].
+//! columns, [`crate::kernels::generic::matmul_q8_tokens`]) takes its exact block dots from [`arm_dsp_dot_i8_i8`].
 //!
 //! Measured figures: docs/bench-targets.md.
 
-use super::dot_i8_i8;
+use crate::kernels::generic::dot_i8_i8;
 use core::arch::asm;
 
 // The unrolled steps of the loops below, as asm template text (fixed registers: see each

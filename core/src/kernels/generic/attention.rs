@@ -1,5 +1,5 @@
-//! Block kernels of the fast attention path ([`crate::attention`] with
-//! [`super::Kernels::Fast`]): the portable (generic) versions, which run on every target and
+//! Block kernels of the fast attention path ([`crate::model::attention`] with
+//! [`crate::kernels::Kernels::Fast`]): the portable (generic) versions, which run on every target and
 //! are the reference that the arch versions (`x86_avx512_attn_*`) are tested against.
 //!
 //! The blocks: up to [`ATTN_LANES`] queries (lanes) of one chunk and one head against a tile
@@ -17,84 +17,13 @@
 //! The kernels keep only a few tile-sized arrays on the stack (at most [`ATTN_BLOCK`] f32);
 //! the block buffers that grow with the head width, the key block and `k` (transposed
 //! queries, accumulators, lane-major scores, candidates) are the caller's, sliced from the
-//! memory plan's scratch ([`crate::attention::fast_scratch_bytes`]).
+//! memory plan's scratch ([`crate::model::attention::fast_scratch_bytes`]).
 
-/// Queries per block (lanes of a vector).
-pub const ATTN_LANES: usize = 16;
-/// Keys per tile.
-pub const ATTN_TILE: usize = 16;
-/// Largest head width the fast path takes (the register tiles of the arch kernels are sized for
-/// it); wider heads run the reference path.
-pub const ATTN_MAX_HEAD_DIM: usize = 128;
-/// Scores of one block: `ATTN_TILE` keys x `ATTN_LANES` lanes.
-pub const ATTN_BLOCK: usize = ATTN_TILE * ATTN_LANES;
-/// Largest `k` of the block selection ([`attn_topk_block`]); larger `k` use the heap of
-/// [`crate::topk::TopK`].
-pub const ATTN_SELECT_MAX_K: usize = 32;
-/// Most keys per selection block ([`attn_topk_block`]); the lane-major scores of a block of
-/// lanes and keys take `ATTN_LANES` times as many f32 (16 KiB). Fewer keys in all make the
-/// block smaller ([`crate::attention::fast_key_block`]).
-pub const ATTN_KEY_BLOCK: usize = 256;
-
-/// Below this `exp_poly` returns 0 (`ln` of the smallest normal f32 is -87.3365).
-pub const EXP_POLY_MIN: f32 = -87.336_54;
-/// Above this `exp_poly` returns `+inf`.
-pub const EXP_POLY_MAX: f32 = 88.37;
-
-pub(crate) const LOG2E: f32 = core::f32::consts::LOG2_E;
-/// ln 2 split in two (Cody-Waite): `LN2_HI` has 9 significant bits, so `n * LN2_HI` is exact
-/// for `|n| <= 2^15`.
-pub(crate) const LN2_HI: f32 = 0.693_359_4;
-pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
-/// Cephes `expf` minimax coefficients: `e^r ~ 1 + r + r^2 (P0 r^5 + ... + P5)` on
-/// `|r| <= ln(2) / 2`.
-pub(crate) const EXP_P: [f32; 6] = [
-    1.987_569_1e-4,
-    1.398_2e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_5e-1,
-    0.5,
-];
-
-/// `e^x` by range reduction and a degree-7 polynomial (Cephes `expf`): `x = n ln 2 + r`,
-/// `|r| <= ln(2)/2`, `e^x = 2^n (1 + r + r^2 P(r))`.
-///
-/// Domain: results are 0 for `x < EXP_POLY_MIN` (and `-inf`), `+inf` above `EXP_POLY_MAX`.
-/// Measured max relative error on `[EXP_POLY_MIN, EXP_POLY_MAX]` against f64: 8.1e-8
-/// (under 1 ulp; 1.2e-7 for the AVX-512 version with FMA; `tests/tests/attn_kernels.rs`
-/// asserts 2e-7 over 2 million points), and `exp_poly(0) == 1` exactly. NaN gives NaN. Pure f32 arithmetic (no FMA), so bit-identical on every target.
-#[inline]
-pub fn exp_poly(x: f32) -> f32 {
-    if x.is_nan() {
-        return x;
-    }
-    if x < EXP_POLY_MIN {
-        return 0.0;
-    }
-    if x > EXP_POLY_MAX {
-        return f32::INFINITY;
-    }
-    // Round to nearest (even) by the 1.5 * 2^23 trick: |x log2 e| < 128.
-    const ROUND: f32 = 12_582_912.0;
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let mut p = EXP_P[0];
-    for &c in &EXP_P[1..] {
-        p = p * r + c;
-    }
-    let y = p * (r * r) + r + 1.0;
-    // 2^n for n in [-126, 127]: n >= round(-87.34 log2 e) = -126 and <= 127.
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    y * two_n
-}
-
-/// `e^x` in place over a slice, element by element ([`exp_poly`]).
-pub fn exp_poly_slice(x: &mut [f32]) {
-    for v in x {
-        *v = exp_poly(*v);
-    }
-}
+use super::act::exp_poly;
+pub use crate::kernels::args::{
+    ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SELECT_MAX_K, ATTN_TILE,
+};
+use crate::kernels::args::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs};
 
 /// Transposes the head slice of up to [`ATTN_LANES`] query rows into `qt` (`hd x ATTN_LANES`,
 /// `qt[d * ATTN_LANES + lane]`), zeros for missing lanes. `q` row `lane` starts at
@@ -113,26 +42,17 @@ pub fn attn_transpose_queries(q: &[f32], stride: usize, lanes: usize, hd: usize,
 /// Scores of a tile: `s[j * ATTN_LANES + lane] = (sum_d qt[d][lane] * k_j[d]) * scale` for
 /// the `nk <= ATTN_TILE` key rows `k_j = k[j * stride..][..hd]`, summed in increasing `d`.
 /// Entries of keys `j >= nk` are left as they are.
-pub fn attn_scores_tile(
-    qt: &[f32],
-    hd: usize,
-    k: &[f32],
-    stride: usize,
-    nk: usize,
-    scale: f32,
-    s: &mut [f32; ATTN_BLOCK],
-) {
-    for j in 0..nk.min(ATTN_TILE) {
-        let kr = &k[j * stride..][..hd];
+pub fn attn_scores_tile(a: &AttnScoresArgs<'_>, s: &mut [f32; ATTN_BLOCK]) {
+    for j in 0..a.nk.min(ATTN_TILE) {
         let mut acc = [0f32; ATTN_LANES];
-        for (d, &kd) in kr.iter().enumerate() {
-            let q = &qt[d * ATTN_LANES..][..ATTN_LANES];
+        for (d, &kd) in a.key(j).iter().enumerate() {
+            let q = &a.qt[d * ATTN_LANES..][..ATTN_LANES];
             for l in 0..ATTN_LANES {
                 acc[l] += q[l] * kd;
             }
         }
         for l in 0..ATTN_LANES {
-            s[j * ATTN_LANES + l] = acc[l] * scale;
+            s[j * ATTN_LANES + l] = acc[l] * a.scale;
         }
     }
 }
@@ -167,14 +87,13 @@ impl<'a> AttnDenseState<'a> {
 /// sum and `w * v_j` to the accumulator (`v_j = v[j * stride..][..hd]`, keys in increasing
 /// order). Keys a lane does not see never touch it.
 pub fn attn_dense_tile(
-    s: &[f32; ATTN_BLOCK],
-    vis: &[u16; ATTN_TILE],
-    nk: usize,
+    t: &AttnTile<'_>,
     v: &[f32],
     stride: usize,
     hd: usize,
     st: &mut AttnDenseState,
 ) {
+    let &AttnTile { s, vis, nk } = t;
     let nk = nk.min(ATTN_TILE);
     for l in 0..ATTN_LANES {
         let seen = |j: usize| vis[j] >> l & 1 != 0;
@@ -208,13 +127,12 @@ pub fn attn_dense_tile(
 /// (`s > thr[lane]`, strictly: a later key loses ties). Returns the OR of `cand[..nk]`;
 /// `cand[j]` for `j >= nk` is 0.
 pub fn attn_candidates(
-    s: &[f32; ATTN_BLOCK],
-    vis: &[u16; ATTN_TILE],
-    nk: usize,
+    t: &AttnTile<'_>,
     thr: &[f32; ATTN_LANES],
     open: u16,
     cand: &mut [u16; ATTN_TILE],
 ) -> u16 {
+    let &AttnTile { s, vis, nk } = t;
     let mut any = 0;
     for j in 0..ATTN_TILE {
         let mut m = 0u16;
@@ -236,20 +154,10 @@ pub fn attn_candidates(
 /// `s[j * ATTN_LANES + lane]` (the same sum, the same bits) for the `nk <= ATTN_TILE` keys and
 /// all [`ATTN_LANES`] lanes; entries of keys `j >= nk` are left as they are. `rows` holds
 /// `ATTN_LANES` rows of stride `rs >= ATTN_TILE`.
-#[allow(clippy::too_many_arguments)]
-pub fn attn_scores_rows(
-    qt: &[f32],
-    hd: usize,
-    k: &[f32],
-    stride: usize,
-    nk: usize,
-    scale: f32,
-    rows: &mut [f32],
-    rs: usize,
-) {
-    let nk = nk.min(ATTN_TILE);
+pub fn attn_scores_rows(a: &AttnScoresArgs<'_>, rows: &mut [f32], rs: usize) {
+    let nk = a.nk.min(ATTN_TILE);
     let mut s = [0f32; ATTN_BLOCK];
-    attn_scores_tile(qt, hd, k, stride, nk, scale, &mut s);
+    attn_scores_tile(a, &mut s);
     for l in 0..ATTN_LANES {
         let row = &mut rows[l * rs..][..nk];
         for (j, r) in row.iter_mut().enumerate() {
@@ -376,25 +284,22 @@ impl<'a> AttnTopkWork<'a> {
 ///
 /// "Best": larger [`attn_rank`] (score descending, NaN last), then the lower key index.
 /// Capacity `k = min(k, ATTN_SELECT_MAX_K, scores.len(), idx.len())`. Key indices are stored
-/// as `u16` (the caller keeps them below [`crate::attention::MAX_KEYS`]). `work` holds
+/// as `u16` (the caller keeps them below [`crate::model::attention::MAX_KEYS`]). `work` holds
 /// `k + 16 * vis.len()` candidates or more ([`AttnTopkWork::words`]).
 ///
 /// Candidates are the old slots and visible keys whose rank reaches a lower bound on the
 /// `k`-th best (the `k`-th best kept when the slots are full, and the block's group bound);
 /// with more than `k` of them, the `k`-th largest rank `t` is found by `select_nth_unstable`
 /// and the kept ones are the ranks above `t` and the first (lowest keys) of those equal to `t`.
-#[allow(clippy::too_many_arguments)]
 pub fn attn_topk_block(
-    row: &[f32],
-    vis: &[u16],
-    kb0: usize,
-    k: usize,
+    a: &AttnTopkArgs<'_>,
     scores: &mut [f32],
     idx: &mut [u16],
     len: usize,
     work: &mut AttnTopkWork,
 ) -> usize {
-    let (k, nt, len) = topk_block_sizes(row, vis, k, scores, idx, len);
+    let &AttnTopkArgs { row, vis, kb0, .. } = a;
+    let (k, nt, len) = topk_block_sizes(a, scores, idx, len);
     let (row, vis) = (&row[..nt * ATTN_TILE], &vis[..nt]);
     if k == 0 {
         return 0;
@@ -428,13 +333,12 @@ pub fn attn_topk_block(
 /// len)`, the capacity `k` (at most [`ATTN_SELECT_MAX_K`] and the slots' lengths), the whole
 /// tiles of `row` that `vis` covers (at most one key block) and the slots in use (at most `k`).
 pub(crate) fn topk_block_sizes(
-    row: &[f32],
-    vis: &[u16],
-    k: usize,
+    a: &AttnTopkArgs<'_>,
     scores: &[f32],
     idx: &[u16],
     len: usize,
 ) -> (usize, usize, usize) {
+    let &AttnTopkArgs { row, vis, k, .. } = a;
     let k = k.min(ATTN_SELECT_MAX_K).min(scores.len()).min(idx.len());
     let nt = vis
         .len()
@@ -524,62 +428,10 @@ pub fn attn_softmax_rows(
 /// [`attn_softmax_rows`] for up to [`ATTN_LANES`] queries: query `l` has the kept slots
 /// `scores[l * k..][..lens[l]]`, `idx[l * k..][..lens[l]]` (`lens[l] <= k`) and its output
 /// at `out[l * out_stride..][..hd]` (zeros when it kept nothing).
-#[allow(clippy::too_many_arguments)]
-pub fn attn_softmax_lanes(
-    scores: &[f32],
-    idx: &[u16],
-    lens: &[u32],
-    k: usize,
-    v: &[f32],
-    stride: usize,
-    hd: usize,
-    out: &mut [f32],
-    out_stride: usize,
-) {
-    for (l, &n) in lens.iter().enumerate().take(ATTN_LANES) {
-        let n = (n as usize).min(k);
-        attn_softmax_rows(
-            &scores[l * k..][..n],
-            &idx[l * k..][..n],
-            v,
-            stride,
-            hd,
-            &mut out[l * out_stride..][..hd],
-        );
+pub fn attn_softmax_lanes(a: &AttnSoftmaxArgs<'_>, out: &mut [f32], out_stride: usize) {
+    for l in 0..a.lanes() {
+        let (scores, idx) = a.slots(l);
+        let out = &mut out[l * out_stride..][..a.hd];
+        attn_softmax_rows(scores, idx, a.v, a.stride, a.hd, out);
     }
 }
-
-// The fast path's choice: the AVX-512 kernels in std builds on x86-64 (each falls back to the
-// generic one when the CPU lacks AVX-512F), the simd128 kernels on wasm (the generic
-// candidates of the heap path), the generic ones elsewhere.
-#[cfg(not(all(feature = "std", target_arch = "x86_64")))]
-pub(crate) use self::attn_candidates as candidates_fast;
-#[cfg(not(any(
-    all(feature = "std", target_arch = "x86_64"),
-    all(target_arch = "wasm32", target_feature = "simd128")
-)))]
-pub(crate) use self::{attn_dense_tile as dense_tile_fast, attn_scores_tile as scores_tile_fast};
-#[cfg(not(any(
-    all(feature = "std", target_arch = "x86_64"),
-    all(target_arch = "wasm32", target_feature = "simd128")
-)))]
-pub(crate) use self::{
-    attn_scores_rows as scores_rows_fast, attn_softmax_lanes as softmax_lanes_fast,
-    attn_topk_block as topk_block_fast,
-};
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub(crate) use super::wasm_simd128::{
-    wasm_simd128_attn_dense_tile as dense_tile_fast,
-    wasm_simd128_attn_scores_rows as scores_rows_fast,
-    wasm_simd128_attn_scores_tile as scores_tile_fast,
-    wasm_simd128_attn_softmax_lanes as softmax_lanes_fast,
-    wasm_simd128_attn_topk_block as topk_block_fast,
-};
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-pub(crate) use super::x86_attention::{
-    x86_avx512_attn_candidates as candidates_fast, x86_avx512_attn_dense_tile as dense_tile_fast,
-    x86_avx512_attn_scores_rows as scores_rows_fast,
-    x86_avx512_attn_scores_tile as scores_tile_fast,
-    x86_avx512_attn_softmax_lanes as softmax_lanes_fast,
-    x86_avx512_attn_topk_block as topk_block_fast,
-};

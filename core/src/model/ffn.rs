@@ -17,7 +17,7 @@
 //! In both modes a unit with `h == 0` adds nothing and its `down_t` row is not read.
 //!
 //! [`Kernels::Fast`] computes the hidden units in blocks of [`UP_UNITS`] for up to
-//! [`QT_GROUP`] tokens at a time, with int8 activations for int8 weights; its working buffers
+//! [`Q8_GROUP`] tokens at a time, with int8 activations for int8 weights; its working buffers
 //! (the quantized tokens, the block of hidden values, ...) are a second part of the scratch,
 //! [`fast_scratch_bytes`], taken by [`FfnScratch::new_fast`].
 
@@ -25,9 +25,8 @@ use crate::Error;
 use crate::arena::{ALIGN, Arena, padded};
 use crate::config::Activation;
 use crate::kernels::{
-    DType, Kernels, Matrix, Q8_MAX_COLS, QT_GROUP, Weights, accumulate_f32_tokens_by,
-    accumulate_q8_tokens_by, activate, activate_fast, activate_slice_by, axpy_row_by, dot_row_by,
-    matmul_by, matmul_q8_by, q8_scratch_bytes, quantize_i8_token_by, quantize_q8_by,
+    DType, FfnArgs, Kernels, Matrix, Q8_GROUP, Q8_MAX_COLS, Q8Rows, Weights, activate_fast,
+    q8_scratch_bytes,
 };
 use crate::topk::{Rank, TopK};
 
@@ -90,11 +89,11 @@ pub const UP_UNITS: usize = 256;
 /// Hidden units [`Kernels::Fast`] projects down together: with int8 `down_t` they share one
 /// int8 scale per token.
 const Q8_UNITS: usize = 64;
-const _: () = assert!(Q8_UNITS == crate::kernels::QT_BLOCK);
+const _: () = assert!(Q8_UNITS == crate::kernels::Q8_BLOCK);
 
 /// The parts of the fast scratch, in f32 words: `(q8, hidden, gate, hidden_q8, hidden_scales)`.
 const fn fast_parts(d_model: usize, d_ff: usize, tokens: usize, gated: bool) -> [usize; 5] {
-    let g = if tokens < QT_GROUP { tokens } else { QT_GROUP };
+    let g = if tokens < Q8_GROUP { tokens } else { Q8_GROUP };
     let units = if d_ff < UP_UNITS { d_ff } else { UP_UNITS };
     let hidden = padded(4 * g * units) / 4;
     [
@@ -108,7 +107,7 @@ const fn fast_parts(d_model: usize, d_ff: usize, tokens: usize, gated: bool) -> 
 
 /// Bytes of the [`Kernels::Fast`] part of a feed-forward scratch for up to `tokens` tokens per
 /// call (what [`FfnScratch::new_fast`] takes after [`scratch_bytes`]), for int8 or f32 weights
-/// alike, dense or top-k. With `g = min(tokens, QT_GROUP)` (16) and `u = min(d_ff,
+/// alike, dense or top-k. With `g = min(tokens, Q8_GROUP)` (16) and `u = min(d_ff,
 /// UP_UNITS)` (256):
 ///
 /// - `q8_scratch_bytes(d_model, tokens)`: the tokens quantized to int8
@@ -147,6 +146,10 @@ pub struct FfnScratch<'a> {
 impl<'a> FfnScratch<'a> {
     /// Takes exactly [`scratch_bytes`] from the arena: the buffers of [`Kernels::Reference`]
     /// (a call with [`Kernels::Fast`] then fails, see [`FfnScratch::new_fast`]).
+    ///
+    /// # Errors
+    /// The arena's error when it is too small, [`Error::InvalidConfig`] for sizes that
+    /// overflow.
     pub fn new(
         arena: &mut Arena<'a>,
         d_ff: usize,
@@ -189,6 +192,9 @@ impl<'a> FfnScratch<'a> {
     /// Takes [`scratch_bytes`] and then [`fast_scratch_bytes`]`(d_model, d_ff, chunk, gated)`
     /// from the arena: the buffers of both kernel choices, for blocks of `d_model x d_ff`
     /// (`gated`: with a gate projection) and up to `chunk` tokens per call.
+    ///
+    /// # Errors
+    /// As [`FfnScratch::new`].
     pub fn new_fast(
         arena: &mut Arena<'a>,
         d_model: usize,
@@ -287,7 +293,8 @@ fn check(
 /// keeping only the `k_ff` hidden units of largest magnitude per token when `k_ff` is set
 /// (`k_ff >= d_ff` keeps all: the dense result). `out` has the shape of `x`.
 ///
-/// Errors: [`Error::ShapeMismatch`] for inconsistent weights, biases, input or output,
+/// # Errors
+/// [`Error::ShapeMismatch`] for inconsistent weights, biases, input or output,
 /// [`Error::InvalidConfig`] for `k_ff == 0`, a scratch made for a smaller `k_ff` or dense, or
 /// top-k with `d_ff > 65536`.
 pub fn ffn(
@@ -305,7 +312,8 @@ pub fn ffn(
 /// pre-activation is an exact i32 dot product (see [`crate::kernels::matmul_q8_tokens`]); the
 /// down projection stays f32.
 ///
-/// Errors: as [`ffn`].
+/// # Errors
+/// As [`ffn`].
 pub fn ffn_with(
     kernels: Kernels,
     w: &FfnWeights<'_>,
@@ -327,7 +335,7 @@ pub fn ffn_with(
         && w.gate.is_none_or(|g| g.dtype() == DType::I8)
         && d <= Q8_MAX_COLS;
     if q8 {
-        ffn_q8(kernels, w, x, k_ff, scratch, out, d, d_ff, n);
+        ffn_q8(kernels, w, (x, n), k_ff, scratch, out, (d, d_ff));
         return Ok(());
     }
     if kernels == Kernels::Fast
@@ -343,18 +351,15 @@ pub fn ffn_with(
             let [q8, hidden, gate_w, ..] = fast_parts(d, d_ff, scratch.chunk, gate.is_some());
             let (hb, rest) = scratch.fast[q8..].split_at_mut(hidden);
             let gb = &mut rest[..gate_w];
-            ffn_f32_fast(w, up, gate, down, x, out, d, d_ff, n, (hb, gb));
+            ffn_f32_fast(w, (up, gate, down), (x, n), (d, d_ff), out, (hb, gb));
             return Ok(());
         }
     }
-    let act = |v: f32| match kernels {
-        Kernels::Reference => activate(w.act, v),
-        Kernels::Fast => activate_fast(w.act, v),
-    };
+    let act = |v: f32| kernels.activate(w.act, v);
     let hidden = |j: usize, xt: &[f32]| {
-        let u = dot_row_by(kernels, &w.up, j, xt) + w.up_bias.map_or(0.0, |b| b[j]);
+        let u = kernels.dot_row(&w.up, j, xt) + w.up_bias.map_or(0.0, |b| b[j]);
         match &w.gate {
-            Some(g) => act(dot_row_by(kernels, g, j, xt)) * u,
+            Some(g) => act(kernels.dot_row(g, j, xt)) * u,
             None => act(u),
         }
     };
@@ -370,7 +375,7 @@ pub fn ffn_with(
                 for (xt, ot) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
                     let h = hidden(j, xt);
                     if h != 0.0 {
-                        axpy_row_by(kernels, &w.down_t, j, h, ot);
+                        kernels.axpy_row(&w.down_t, j, h, ot);
                     }
                 }
             }
@@ -403,7 +408,7 @@ pub fn ffn_with(
                 let (hs, js) = sel.sorted_by_index();
                 for (&h, &j) in hs.iter().zip(js) {
                     if h != 0.0 {
-                        axpy_row_by(kernels, &w.down_t, j as usize, h, ot);
+                        kernels.axpy_row(&w.down_t, j as usize, h, ot);
                     }
                 }
             }
@@ -412,21 +417,16 @@ pub fn ffn_with(
     Ok(())
 }
 
-/// Dense f32 body of [`ffn_with`] with the fast kernels: [`QT_GROUP`] tokens at a time, the
-/// hidden units [`UP_UNITS`] at a time by [`matmul_by`] into `hb` (and a gated block's gate
+/// Dense f32 body of [`ffn_with`] with the fast kernels: [`Q8_GROUP`] tokens at a time, the
+/// hidden units [`UP_UNITS`] at a time by [`Kernels::matmul`] into `hb` (and a gated block's gate
 /// values into `gb`), from the fast scratch, then projected down by
-/// [`accumulate_f32_tokens_by`] (register-tiled; rounding differs from [`ffn`]).
-#[allow(clippy::too_many_arguments)]
+/// [`Kernels::accumulate_f32`] (register-tiled; rounding differs from [`ffn`]).
 fn ffn_f32_fast(
     w: &FfnWeights<'_>,
-    up: &[f32],
-    gate: Option<&[f32]>,
-    down: &[f32],
-    x: &[f32],
+    (up, gate, down): (&[f32], Option<&[f32]>, &[f32]),
+    (x, n): (&[f32], usize),
+    (d, d_ff): (usize, usize),
     out: &mut [f32],
-    d: usize,
-    d_ff: usize,
-    n: usize,
     (hb, gb): (&mut [f32], &mut [f32]),
 ) {
     let kernels = Kernels::Fast;
@@ -436,14 +436,13 @@ fn ffn_f32_fast(
             None => ot.fill(0.0),
         }
     }
-    // The same loop on AVX-512 with each token group packed once.
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if gate.is_none() && crate::kernels::x86_avx512_ffn_f32(up, w.up_bias, w.act, down, x, n, out) {
+    // The same loop fused where the target has it (AVX-512, each token group packed once).
+    if gate.is_none() && kernels.ffn_f32_fused(&fused_args(w, x, n), out) {
         return;
     }
     let mut t0 = 0;
     while t0 < n {
-        let g = QT_GROUP.min(n - t0);
+        let g = Q8_GROUP.min(n - t0);
         let xg = &x[t0 * d..(t0 + g) * d];
         let mut j0 = 0;
         while j0 < d_ff {
@@ -453,31 +452,22 @@ fn ffn_f32_fast(
                 return;
             };
             // f32 weights: the product needs no int8 scratch.
-            matmul_by(
-                kernels,
-                &upm,
-                xg,
-                g,
-                w.up_bias.map(|b| &b[j0..j0 + bl]),
-                hb,
-                &mut [],
-            );
+            kernels.matmul(&upm, xg, g, w.up_bias.map(|b| &b[j0..j0 + bl]), hb, &mut []);
             match gate {
-                None => activate_slice_by(kernels, w.act, hb),
+                None => kernels.activate_slice(w.act, hb),
                 Some(gq) => {
                     let Ok(gm) = Matrix::new(bl, d, Weights::F32(&gq[j0 * d..(j0 + bl) * d]))
                     else {
                         return;
                     };
                     let gb = &mut gb[..g * bl];
-                    matmul_by(kernels, &gm, xg, g, None, gb, &mut []);
+                    kernels.matmul(&gm, xg, g, None, gb, &mut []);
                     for (h, &gv) in hb.iter_mut().zip(gb.iter()) {
                         *h *= activate_fast(w.act, gv);
                     }
                 }
             }
-            accumulate_f32_tokens_by(
-                kernels,
+            kernels.accumulate_f32(
                 &mut out[t0 * d..(t0 + g) * d],
                 &down[j0 * d..(j0 + bl) * d],
                 d,
@@ -490,25 +480,22 @@ fn ffn_f32_fast(
     }
 }
 
-/// Int8-activation body of [`ffn_with`]. The chunk's tokens are quantized [`QT_GROUP`] at a
-/// time by blocks of 64 columns ([`quantize_q8_by`]) into the fast scratch; the hidden units
-/// are computed [`UP_UNITS`] at a time by [`matmul_q8_by`] (exact i32 dots). Dense with int8
+/// Int8-activation body of [`ffn_with`]. The chunk's tokens are quantized [`Q8_GROUP`] at a
+/// time by blocks of 64 columns ([`Kernels::quantize_q8`]) into the fast scratch; the hidden units
+/// are computed [`UP_UNITS`] at a time by [`Kernels::matmul_q8`] (exact i32 dots). Dense with int8
 /// `down_t`, each token's block of [`Q8_UNITS`] values `h_j * scale_j` is quantized to int8
 /// with its own scale and projected down with exact i32 sums
 /// ([`crate::kernels::accumulate_q8_tokens`]); otherwise (top-k, or f32 `down_t`) the down
 /// projection and the selection are those of [`ffn`]. Every buffer is in the scratch `s`
 /// (made by [`FfnScratch::new_fast`], checked by [`ffn_with`]).
-#[allow(clippy::too_many_arguments)]
 fn ffn_q8(
     kernels: Kernels,
     w: &FfnWeights<'_>,
-    x: &[f32],
+    (x, n): (&[f32], usize),
     k_ff: Option<usize>,
     s: &mut FfnScratch<'_>,
     out: &mut [f32],
-    d: usize,
-    d_ff: usize,
-    n: usize,
+    (d, d_ff): (usize, usize),
 ) {
     /// Rows `j0..j0 + bl` of an int8 matrix of `d` columns.
     fn rows<'w>(q: &'w [i8], sc: &'w [f32], j0: usize, bl: usize, d: usize) -> Option<Matrix<'w>> {
@@ -531,22 +518,13 @@ fn ffn_q8(
     }
     let [q8_w, hb_w, gb_w, hq_w, hs_w] = fast_parts(d, d_ff, s.chunk, gate.is_some());
     let (q8, rest) = s.fast.split_at_mut(q8_w);
-    // The whole dense block fused on AVX-512 (the same bits as the loop below).
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    // The whole dense block fused where the target has it (AVX-512 VNNI; wasm simd128, every
+    // token of the call sharing each step's packed weights, its working buffers on the wasm
+    // stack): the same bits as the loop below.
     if k_ff.is_none()
         && down_q8
         && gate.is_none()
-        && crate::kernels::x86_avx512_ffn_q8(&w.up, w.up_bias, w.act, &w.down_t, x, n, out, q8)
-    {
-        return;
-    }
-    // The same on wasm simd128, every token of the call sharing each step's packed weights
-    // (its working buffers are on the wasm stack, 1 MiB by default, not in the plan).
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    if k_ff.is_none()
-        && down_q8
-        && gate.is_none()
-        && crate::kernels::wasm_simd128_ffn_q8(&w.up, w.up_bias, w.act, &w.down_t, x, n, out)
+        && kernels.ffn_q8_fused(&fused_args(w, x, n), out, q8)
     {
         return;
     }
@@ -561,8 +539,8 @@ fn ffn_q8(
     }
     let mut t0 = 0;
     while t0 < n {
-        let g = QT_GROUP.min(n - t0);
-        let xq = quantize_q8_by(kernels, &x[t0 * d..(t0 + g) * d], d, q8);
+        let g = Q8_GROUP.min(n - t0);
+        let xq = kernels.quantize_q8(&x[t0 * d..(t0 + g) * d], d, q8);
         let mut j0 = 0;
         while j0 < d_ff {
             let bl = UP_UNITS.min(d_ff - j0);
@@ -571,15 +549,15 @@ fn ffn_q8(
                 return;
             };
             let bias = w.up_bias.map(|b| &b[j0..j0 + bl]);
-            matmul_q8_by(kernels, &up, &xq, bias, hb);
+            kernels.matmul_q8(&up, &xq, bias, hb);
             match gate {
-                None => activate_slice_by(kernels, w.act, hb),
+                None => kernels.activate_slice(w.act, hb),
                 Some((gq, gs)) => {
                     let Some(gm) = rows(gq, gs, j0, bl, d) else {
                         return;
                     };
                     let gb = &mut gb[..g * bl];
-                    matmul_q8_by(kernels, &gm, &xq, None, gb);
+                    kernels.matmul_q8(&gm, &xq, None, gb);
                     for (h, &gv) in hb.iter_mut().zip(gb.iter()) {
                         *h *= activate_fast(w.act, gv);
                     }
@@ -597,22 +575,23 @@ fn ffn_q8(
                         for (v, &sc) in h.iter_mut().zip(&down_s[ju..ju + ul]) {
                             *v *= sc;
                         }
-                        // One block of QT_BLOCK = Q8_UNITS values: quantize_i8 of h.
-                        quantize_i8_token_by(
-                            kernels,
+                        // One block of Q8_BLOCK = Q8_UNITS values: quantize_i8 of h.
+                        kernels.quantize_q8_token(
                             h,
                             &mut hq[t * ul..(t + 1) * ul],
                             &mut hs[t..t + 1],
                         );
                     }
-                    accumulate_q8_tokens_by(
-                        kernels,
+                    let h = Q8Rows {
+                        q: &hq[..g * ul],
+                        s: &hs[..g],
+                        n: g,
+                    };
+                    kernels.accumulate_q8(
                         &mut out[t0 * d..(t0 + g) * d],
                         &down_q[ju * d..(ju + ul) * d],
                         d,
-                        &hq[..g * ul],
-                        &hs[..g],
-                        g,
+                        h,
                     );
                     u0 += ul;
                 }
@@ -625,7 +604,7 @@ fn ffn_q8(
                         None => {
                             for (b, &hv) in h.iter().enumerate() {
                                 if hv != 0.0 {
-                                    axpy_row_by(kernels, &w.down_t, j0 + b, hv, ot);
+                                    kernels.axpy_row(&w.down_t, j0 + b, hv, ot);
                                 }
                             }
                         }
@@ -660,9 +639,21 @@ fn ffn_q8(
             let (hs, js) = sel.sorted_by_index();
             for (&h, &j) in hs.iter().zip(js) {
                 if h != 0.0 {
-                    axpy_row_by(kernels, &w.down_t, j as usize, h, ot);
+                    kernels.axpy_row(&w.down_t, j as usize, h, ot);
                 }
             }
         }
+    }
+}
+
+/// The fused kernels' view of a dense block of `w` over the `n` tokens `x`.
+fn fused_args<'a>(w: &'a FfnWeights<'a>, x: &'a [f32], n: usize) -> FfnArgs<'a> {
+    FfnArgs {
+        up: &w.up,
+        up_bias: w.up_bias,
+        act: w.act,
+        down_t: &w.down_t,
+        x,
+        n,
     }
 }
