@@ -20,10 +20,17 @@ pub const TEXT_LIMIT: u64 = 256 << 20;
 
 /// Opens `path` for reading when it is a regular file, and returns it with its size.
 fn open_regular(path: &Path) -> Result<(File, u64)> {
-    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let cannot = || format!("cannot read {}", path.display());
+    // Checked before opening too: opening a FIFO waits for a writer.
+    check_regular(path, &std::fs::metadata(path).with_context(cannot)?)?;
+    let file = File::open(path).with_context(cannot)?;
+    // And on the opened file, which is what is read.
+    let meta = file.metadata().with_context(cannot)?;
+    check_regular(path, &meta)?;
+    Ok((file, meta.len()))
+}
+
+fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     if !meta.is_file() {
         let kind = if meta.is_dir() {
             "a directory"
@@ -32,7 +39,7 @@ fn open_regular(path: &Path) -> Result<(File, u64)> {
         };
         bail!("cannot read {}: {kind}", path.display());
     }
-    Ok((file, meta.len()))
+    Ok(())
 }
 
 /// Reads the regular file `path` whole, refusing one longer than `limit` bytes. At most the

@@ -513,17 +513,22 @@ impl Gguf {
     }
 }
 
-/// Whether `path` looks like a GGUF file (by its magic, or its extension when unreadable).
+/// Whether `path` looks like a GGUF file (by its magic, or its extension when unreadable or
+/// not a regular file: a FIFO is not opened, since opening one waits for a writer).
 pub fn is_gguf(path: &std::path::Path) -> bool {
-    if path.is_dir() {
-        return false;
+    let by_extension = || {
+        path.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return false,
+        Ok(m) if !m.is_file() => return by_extension(),
+        _ => {}
     }
     let mut magic = [0u8; 4];
     match std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
     {
         Ok(()) => &magic == MAGIC,
-        Err(_) => path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf")),
+        Err(_) => by_extension(),
     }
 }
