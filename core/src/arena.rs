@@ -69,9 +69,35 @@ impl ArenaBuf {
     /// Alignment of the arena start, in bytes.
     pub const LINE: usize = 64;
 
-    /// Zeroed storage for an arena of `bytes` bytes.
+    /// Zeroed storage for an arena of `bytes` bytes. When the allocator cannot give them, the
+    /// process aborts, as for any `Vec`: use [`ArenaBuf::try_new`] when `bytes` comes from
+    /// input.
     pub fn new(bytes: usize) -> Self {
-        let mem = alloc::vec![0u128; bytes.div_ceil(16) + (Self::LINE - 16) / 16];
+        let mem = alloc::vec![0u128; Self::words(bytes).unwrap_or(usize::MAX)];
+        Self::at_line(mem, bytes)
+    }
+
+    /// Zeroed storage for an arena of `bytes` bytes, or an error when the allocator cannot
+    /// give them (a size from a file or an argument should never abort the process).
+    ///
+    /// # Errors
+    ///
+    /// A `TryReserveError` when the allocation fails or its size overflows.
+    pub fn try_new(bytes: usize) -> Result<Self, alloc::collections::TryReserveError> {
+        let mut mem = alloc::vec::Vec::new();
+        // On overflow, asking for usize::MAX words makes `try_reserve` report it.
+        let words = Self::words(bytes).unwrap_or(usize::MAX);
+        mem.try_reserve_exact(words)?;
+        mem.resize(words, 0u128);
+        Ok(Self::at_line(mem, bytes))
+    }
+
+    /// 16-byte words of storage an arena of `bytes` bytes takes (with the line slack).
+    fn words(bytes: usize) -> Option<usize> {
+        bytes.div_ceil(16).checked_add((Self::LINE - 16) / 16)
+    }
+
+    fn at_line(mem: alloc::vec::Vec<u128>, bytes: usize) -> Self {
         let addr = mem.as_ptr() as usize;
         let start = addr.next_multiple_of(Self::LINE) - addr;
         ArenaBuf {
@@ -297,7 +323,11 @@ mod tests {
     #[test]
     fn arena_buf_is_line_aligned_and_exact() {
         for n in [0, 1, 15, 16, 17, 63, 64, 65, 1000, 98_720] {
-            let mut buf = ArenaBuf::new(n);
+            let mut buf = if n % 2 == 0 {
+                ArenaBuf::new(n)
+            } else {
+                ArenaBuf::try_new(n).unwrap()
+            };
             assert_eq!(buf.len(), n);
             let mut arena = buf.arena();
             assert_eq!(arena.remaining(), n);
@@ -308,5 +338,13 @@ mod tests {
             let rest = arena.remaining();
             assert!(arena.take::<u8>(rest + 1).is_err());
         }
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn an_arena_too_large_is_an_error_not_an_abort() {
+        // More than any address space gives (and the word count overflows).
+        assert!(ArenaBuf::try_new(usize::MAX).is_err());
+        assert!(ArenaBuf::try_new(usize::MAX / 2).is_err());
     }
 }

@@ -5,7 +5,8 @@
 //! - **Greedy** ([`argmax`]): the largest logit; ties go to the lowest id, NaN is never
 //!   chosen (unless every logit is NaN: then id 0).
 //! - **Temperature** `T > 0`: token `i` has weight `w_i = exp((l_i - max) / T)`, probability
-//!   `w_i / sum(w)`. `T = 0` is greedy.
+//!   `w_i / sum(w)`. `T = 0` is greedy, and so is a `T` whose inverse overflows f32 (below
+//!   about 2.9e-39), the limit of the weights as `T` goes to 0.
 //! - **Top-p** `p` in `(0, 1]`: only the nucleus can be drawn, the smallest set of most
 //!   probable tokens whose probability mass is at least `p`; ties at its edge go to the lower
 //!   ids. Precisely: order the tokens by (probability descending, id ascending) and keep the
@@ -224,14 +225,16 @@ impl Sampler {
                 found: 0,
             });
         };
-        if self.is_greedy() {
+        let inv_t = 1.0 / self.temperature;
+        // A temperature so small that 1/T overflows (below about 2.9e-39) is greedy: the
+        // weights would be 0 * inf = NaN for the largest logit and 0 for every other.
+        if self.is_greedy() || !inv_t.is_finite() {
             return Ok(best);
         }
         let max = logits[best as usize];
         if !max.is_finite() {
             return Ok(best);
         }
-        let inv_t = 1.0 / self.temperature;
         for l in logits.iter_mut() {
             let w = math::exp((*l - max) * inv_t);
             // NaN logits get no weight; `max` itself gets exp(0) = 1, so the total is >= 1.
@@ -320,5 +323,24 @@ mod tests {
             k += 1;
         });
         assert_eq!(&got[..k], &[0, 1]);
+    }
+
+    #[test]
+    fn a_temperature_whose_inverse_overflows_is_greedy() {
+        let logits = [0.5f32, 3.0, -1.0, 3.0, 2.0];
+        for t in [1e-45f32, 1e-40, f32::MIN_POSITIVE / 8.0] {
+            let mut s = Sampler::new(t, 1.0, 7).unwrap();
+            let mut l = logits;
+            assert_eq!(s.sample(&mut l).unwrap(), 1, "T = {t:e}");
+            let mut s = Sampler::new(t, 0.5, 7).unwrap();
+            let mut l = logits;
+            assert_eq!(s.sample(&mut l).unwrap(), 1, "T = {t:e}, top-p 0.5");
+        }
+        // The smallest normal temperature still samples, and only among the largest logits.
+        let mut s = Sampler::new(f32::MIN_POSITIVE, 1.0, 7).unwrap();
+        for _ in 0..16 {
+            let mut l = logits;
+            assert!(matches!(s.sample(&mut l).unwrap(), 1 | 3));
+        }
     }
 }

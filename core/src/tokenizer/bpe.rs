@@ -134,6 +134,96 @@ fn gpt2_match(s: &str) -> usize {
 /// `byte_ids` entry of a byte the vocabulary has no token for.
 const NO_BYTE: u32 = u32::MAX;
 
+/// "None" in the merge queue's links, ranks and heap positions.
+const NONE: u32 = u32::MAX;
+
+/// See [`Bpe::FAST_SLOTS_PER_BYTE`].
+const SLOTS_PER_SYMBOL: usize = 6;
+
+/// A binary min-heap of symbol positions keyed by (rank of the symbol's pair, position), with
+/// each position's place in the heap so that a key can change or leave.
+struct Queue<'b> {
+    /// Rank of the pair (symbol, successor); [`NONE`] when it merges to nothing.
+    rank: &'b mut [u32],
+    /// The heap of positions.
+    heap: &'b mut [u32],
+    /// Place of each position in `heap`, [`NONE`] when absent.
+    at: &'b mut [u32],
+    len: usize,
+}
+
+impl Queue<'_> {
+    fn key(&self, h: usize) -> (u32, u32) {
+        let p = self.heap[h];
+        (self.rank[p as usize], p)
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.at[self.heap[a] as usize] = a as u32;
+        self.at[self.heap[b] as usize] = b as u32;
+    }
+
+    fn up(&mut self, mut h: usize) {
+        while h > 0 && self.key(h) < self.key((h - 1) / 2) {
+            self.swap(h, (h - 1) / 2);
+            h = (h - 1) / 2;
+        }
+    }
+
+    fn down(&mut self, mut h: usize) {
+        loop {
+            let (l, r) = (2 * h + 1, 2 * h + 2);
+            let mut m = h;
+            if l < self.len && self.key(l) < self.key(m) {
+                m = l;
+            }
+            if r < self.len && self.key(r) < self.key(m) {
+                m = r;
+            }
+            if m == h {
+                return;
+            }
+            self.swap(h, m);
+            h = m;
+        }
+    }
+
+    /// Sets the rank of position `p`'s pair: [`NONE`] takes it out of the heap.
+    fn set(&mut self, p: usize, rank: u32) {
+        self.rank[p] = rank;
+        let h = self.at[p];
+        match (h == NONE, rank == NONE) {
+            (true, true) => {}
+            (true, false) => {
+                self.heap[self.len] = p as u32;
+                self.at[p] = self.len as u32;
+                self.len += 1;
+                self.up(self.len - 1);
+            }
+            (false, true) => {
+                let h = h as usize;
+                self.len -= 1;
+                if h != self.len {
+                    self.swap(h, self.len);
+                    self.up(h);
+                    self.down(h);
+                }
+                self.at[p] = NONE;
+            }
+            (false, false) => {
+                self.up(h as usize);
+                self.down(h as usize);
+            }
+        }
+    }
+
+    /// The position with the lowest (rank, position), if any pair merges.
+    fn top(&self) -> Option<usize> {
+        (self.len > 0).then(|| self.heap[0] as usize)
+    }
+}
+
 /// A byte-level BPE tokenizer over the tokenizer section of a packed file.
 #[derive(Debug, Clone, Copy)]
 pub struct Bpe<'a> {
@@ -161,6 +251,13 @@ impl Out<'_> {
 }
 
 impl<'a> Bpe<'a> {
+    /// Id-buffer slots per byte of text that let [`Bpe::encode`] merge every piece in
+    /// O(n log n) for a piece of n bytes (the slots after a piece hold its merge queue: links,
+    /// ranks, a heap); with less room a piece is merged by rescanning it for each merge, which
+    /// is O(n^2) in the longest piece (a word or whitespace run) and needs no memory at all.
+    /// Both give the same ids.
+    pub const FAST_SLOTS_PER_BYTE: usize = SLOTS_PER_SYMBOL;
+
     /// A tokenizer over `tok`, which must be of kind [`TokenizerKind::Bpe`]. Bytes without a
     /// token of their own (SmolLM2 has none for 21 bytes that are rare or never valid UTF-8)
     /// are dropped when encoding, as the reference does (its BPE has no unknown token).
@@ -228,7 +325,9 @@ impl<'a> Bpe<'a> {
     ///
     /// [`Error::ShapeMismatch`] when `ids` is too short: merging a piece in place needs room
     /// for one id per byte of that piece (pieces are words, numbers, punctuation or
-    /// whitespace runs); [`Error::Malformed`] for a merge whose result is not a token.
+    /// whitespace runs); [`Error::Malformed`] for a merge whose result is not a token. With
+    /// [`Bpe::FAST_SLOTS_PER_BYTE`] slots per byte of `text`, the time is O(n log n) in the
+    /// text's length, whatever the text.
     pub fn encode(&self, text: &str, ids: &mut [u32]) -> Result<usize, Error> {
         let mut out = Out { ids, len: 0 };
         let mut seg_start = 0;
@@ -305,7 +404,37 @@ impl<'a> Bpe<'a> {
                 n += 1;
             }
         }
+        // With room for the queue after the piece, merge in O(n log n); else by rescanning,
+        // which is quadratic only in the length of one piece.
+        let rest = out
+            .ids
+            .get_mut(start..)
+            .ok_or(Error::Malformed("token id buffer"))?;
+        out.len = start
+            + match n
+                .checked_mul(SLOTS_PER_SYMBOL)
+                .and_then(|m| rest.get_mut(..m))
+            {
+                Some(buf) if n > 2 => self.merge_queued(buf, n)?,
+                _ => self.merge_scan(rest.get_mut(..n).unwrap_or_default())?,
+            };
+        Ok(())
+    }
+
+    /// The token that merging `l` and `r` makes.
+    fn merged(&self, l: u32, r: u32) -> Result<u32, Error> {
         let vocab = self.tok.vocab();
+        match (vocab.token(l), vocab.token(r)) {
+            (Some(a), Some(b)) => vocab.find_concat(a, b),
+            _ => None,
+        }
+        .ok_or(Error::Malformed("a BPE merge does not make a token"))
+    }
+
+    /// Merges the symbols `w` in place by rescanning every pair for each merge: O(n^2) merge
+    /// lookups, no memory besides `w`. Returns the number of symbols left.
+    fn merge_scan(&self, w: &mut [u32]) -> Result<usize, Error> {
+        let mut n = w.len();
         loop {
             let mut best: Option<(u32, usize)> = None;
             for p in 0..n.saturating_sub(1) {
@@ -316,18 +445,70 @@ impl<'a> Bpe<'a> {
                 }
             }
             let Some((_, p)) = best else { break };
-            let (l, r) = (w[p], w[p + 1]);
-            let merged = match (vocab.token(l), vocab.token(r)) {
-                (Some(a), Some(b)) => vocab.find_concat(a, b),
-                _ => None,
-            }
-            .ok_or(Error::Malformed("a BPE merge does not make a token"))?;
-            w[p] = merged;
+            w[p] = self.merged(w[p], w[p + 1])?;
             w.copy_within(p + 2..n, p + 1);
             n -= 1;
         }
-        out.len = start + n;
-        Ok(())
+        Ok(n)
+    }
+
+    /// Merges the `n` symbols at the start of `buf` (which holds [`SLOTS_PER_SYMBOL`] slots per
+    /// symbol) with the same result as [`Bpe::merge_scan`] in O(n log n): the symbols form a
+    /// linked list, and the pair of each symbol with its successor sits in a binary heap keyed
+    /// by (merge rank, position), so the lowest rank, leftmost on ties, is always on top.
+    /// Returns the number of symbols left, moved to the start of `buf`.
+    fn merge_queued(&self, buf: &mut [u32], n: usize) -> Result<usize, Error> {
+        let (w, rest) = buf.split_at_mut(n);
+        let (next, rest) = rest.split_at_mut(n);
+        let (prev, rest) = rest.split_at_mut(n);
+        let (rank, rest) = rest.split_at_mut(n);
+        let (heap, rest) = rest.split_at_mut(n);
+        let at = rest
+            .get_mut(..n)
+            .ok_or(Error::Malformed("token id buffer"))?;
+        let mut q = Queue {
+            rank,
+            heap,
+            at,
+            len: 0,
+        };
+        for i in 0..n {
+            next[i] = if i + 1 < n { (i + 1) as u32 } else { NONE };
+            prev[i] = if i > 0 { (i - 1) as u32 } else { NONE };
+            q.at[i] = NONE;
+            let r = match w.get(i + 1) {
+                Some(&b) => self.tok.merge_rank(w[i], b).unwrap_or(NONE),
+                None => NONE,
+            };
+            q.set(i, r);
+        }
+        while let Some(p) = q.top() {
+            let r = next[p] as usize;
+            w[p] = self.merged(w[p], w[r])?;
+            // Unlink `r`; `p` now pairs with `r`'s successor, and `p`'s predecessor with `p`.
+            q.set(r, NONE);
+            let after = next[r];
+            next[p] = after;
+            if let Some(back) = prev.get_mut(after as usize) {
+                *back = p as u32;
+            }
+            let right = w.get(after as usize).copied();
+            let rp = right.and_then(|b| self.tok.merge_rank(w[p], b));
+            q.set(p, rp.unwrap_or(NONE));
+            let left = prev[p] as usize;
+            if let Some(&a) = w.get(left) {
+                let rl = self.tok.merge_rank(a, w[p]).unwrap_or(NONE);
+                q.set(left, rl);
+            }
+        }
+        // Symbol 0 is never unlinked (only right-hand symbols are): walk from it.
+        let (mut i, mut k) = (0usize, 0usize);
+        while i < n {
+            w[k] = w[i];
+            k += 1;
+            i = next[i] as usize;
+        }
+        Ok(k)
     }
 
     /// Calls `emit` with each byte token `id` stands for (an added token: its text's bytes).

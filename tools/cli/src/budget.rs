@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use serde_json::json;
 use topkit::kernels::Kernels;
 use topkit::plan::{Buffer, Phase};
@@ -249,7 +249,7 @@ pub fn run(args: &BudgetArgs) -> Result<bool> {
             flash_bytes,
             args.ram,
         );
-        write_file(path, &src)?;
+        write_file(path, &src, &args.file)?;
     }
 
     if args.json {
@@ -339,8 +339,8 @@ pub fn kv_cache_per_token(model: &ModelConfig) -> usize {
     8 * model.n_layers * model.kv_dim()
 }
 
-fn write_file(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+fn write_file(path: &Path, text: &str, model: &Path) -> Result<()> {
+    crate::files::write_atomic(path, text.as_bytes(), &[model])
 }
 
 fn print_text(

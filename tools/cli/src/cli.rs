@@ -1,6 +1,7 @@
 //! The command line: the commands, their dispatch and the exit codes.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 
 use clap::{Parser, Subcommand};
 
@@ -93,6 +94,7 @@ where
             return if e.use_stderr() { EXIT_ERROR } else { EXIT_OK };
         }
     };
+    crate::stdio::reset();
     let result = match &cli.command {
         Command::Pack(a) => pack::run(a).map(|_| EXIT_OK),
         Command::Inspect(a) => inspect::run(a).map(|_| EXIT_OK),
@@ -104,11 +106,19 @@ where
         Command::Generate(a) => generate::run(a).map(|_| EXIT_OK),
         Command::EvalLm(a) => eval_lm::run(a).map(|_| EXIT_OK),
     };
-    match result {
+    let code = match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             EXIT_ERROR
         }
+    };
+    match crate::stdio::finish() {
+        Some(failure) => {
+            // Best effort: stderr may be the stream that failed.
+            let _ = writeln!(std::io::stderr(), "error: {failure}");
+            EXIT_ERROR
+        }
+        None => code,
     }
 }

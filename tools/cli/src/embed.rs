@@ -9,7 +9,7 @@ use topkit::encoder::{Encoder, layers};
 use topkit::format::{PackedModel, TokenizerKind, VocabView};
 use topkit::kernels::Kernels;
 use topkit::tokenizer::{WordPiece, WordPieceOptions};
-use topkit::{ArenaBuf, Plan, RunConfig};
+use topkit::{Plan, RunConfig};
 
 use crate::options::{KernelChoice, RunOpts};
 
@@ -155,7 +155,7 @@ impl Session<'_, '_> {
         texts: &[Tokens],
         mut each: impl FnMut(usize, Vec<f32>) -> Result<()>,
     ) -> Result<usize> {
-        let mut mem = ArenaBuf::for_plan(plan);
+        let mut mem = crate::options::arena_for(plan, "--chunk or --k-attn")?;
         let d = self.encoder.config().d_model;
         let mut high = 0;
         for (i, t) in texts.iter().enumerate() {
@@ -178,8 +178,7 @@ impl Session<'_, '_> {
 pub fn read_texts(file: Option<&Path>, texts: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     if let Some(path) = file {
-        let s = std::fs::read_to_string(path)
-            .map_err(|e| anyhow!("cannot read texts from {}: {e}", path.display()))?;
+        let s = crate::files::read_text(path).context("cannot read texts")?;
         out.extend(
             s.lines()
                 .filter(|l| !l.trim().is_empty())
@@ -204,7 +203,7 @@ pub fn tokenize_all(s: &Session<'_, '_>, texts: &[String]) -> Result<Vec<Tokens>
         .map(|(i, text)| {
             let t = s.tokenize(text)?;
             if t.truncated() {
-                eprintln!(
+                errln!(
                     "note: text {} has {} tokens ([CLS] and [SEP] included); truncated to {} \
                      (the model's max_seq), as the reference does",
                     i + 1,

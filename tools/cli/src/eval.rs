@@ -3,7 +3,7 @@
 //! the cosine to the dense embedding (min and mean over the texts), its cost the plan's peak RAM
 //! (the arena to provide), checked against the arena's measured high-water mark.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
@@ -31,7 +31,8 @@ pub struct EvalArgs {
     /// Tokens processed together.
     #[arg(long, default_value_t = 16)]
     pub chunk: usize,
-    /// Draw mean and min cosine vs peak RAM into this SVG file, one series per k_ff.
+    /// Draw mean and min cosine vs keys kept per query into this SVG file, one series per
+    /// k_ff.
     #[arg(long, value_name = "OUT.svg")]
     pub plot: Option<PathBuf>,
     /// Print JSON instead of the table.
@@ -89,7 +90,7 @@ fn k_name(k: Option<usize>, none: &str) -> String {
 pub fn sweep(s: &Session<'_, '_>, args: &EvalArgs, texts: &[String]) -> Result<Vec<Row>> {
     let tokens = tokenize_all(s, texts)?;
     let lens: Vec<usize> = tokens.iter().map(|t| t.ids.len()).collect();
-    eprintln!(
+    errln!(
         "{} texts, tokens per text: min {}, mean {:.1}, max {} (max_seq {})",
         lens.len(),
         lens.iter().min().unwrap_or(&0),
@@ -138,7 +139,7 @@ pub fn sweep(s: &Session<'_, '_>, args: &EvalArgs, texts: &[String]) -> Result<V
             mean_cosine: cos.iter().sum::<f64>() / cos.len() as f64,
             seconds: start.elapsed().as_secs_f64(),
         };
-        eprintln!(
+        errln!(
             "[{}/{}] k_attn {} k_ff {}: min cosine {:.6}, mean {:.6}, peak {} ({:.1} s)",
             i + 1,
             settings.len(),
@@ -167,16 +168,22 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bail!("--plot writes SVG: give a path ending in .svg");
     }
     // The reference kernels: the sweep in docs/eval-minilm.md is what every target computes.
-    let rows = with_session(&args.file, topkit::kernels::Kernels::Reference, |s| {
-        sweep(s, args, &texts)
+    let inputs = [args.file.as_path(), args.text_file.as_path()];
+    if let Some(p) = &args.plot {
+        // Before the sweep, so that the mistake costs no time.
+        crate::files::check_not_input(p, &inputs)?;
+    }
+    let (rows, max_seq) = with_session(&args.file, topkit::kernels::Kernels::Reference, |s| {
+        Ok((sweep(s, args, &texts)?, s.max_seq))
     })?;
     if let Some(path) = &args.plot {
         let name = args.file.file_name().map_or_else(
             || args.file.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        plot(path, &rows, &format!("{name}: {} texts", texts.len()))?;
-        eprintln!("plot written to {}", path.display());
+        let svg = plot(&rows, &format!("{name}: {} texts", texts.len()), max_seq)?;
+        crate::files::write_atomic(path, svg.as_bytes(), &inputs)?;
+        errln!("plot written to {}", path.display());
     }
     if args.json {
         let rows: Vec<_> = rows
@@ -243,107 +250,118 @@ const COLORS: [plotters::style::RGBColor; 6] = [
     plotters::style::RGBColor(0x94, 0x67, 0xbd),
 ];
 
-/// Draws mean (solid) and min (dashed) cosine vs peak RAM, one colour per k_ff, each point
-/// labelled with its k_attn; each line runs
-/// through the k_attn values in increasing order, dense last.
+/// Digits after the point the cosine axis needs so that labels `span` apart differ: 3 for a
+/// span of 0.1 or more, up to 8.
+fn cosine_digits(span: f64) -> usize {
+    let step = (span / 5.0).max(1e-8);
+    // ceil(-log10(step)) digits show a step; at least 3 as before, at most 8 (f32 noise).
+    (-step.log10()).ceil().clamp(3.0, 8.0) as usize
+}
+
+/// Draws mean (solid) and min (dashed) cosine against the keys kept per query (log scale;
+/// dense attention at `dense_keys`, the most a query can see), one colour per k_ff, each
+/// point labelled with its k_attn; each line runs through the k_attn values in increasing
+/// order, dense last. Returns the SVG text.
 ///
 /// # Errors
-/// When the SVG cannot be drawn or written to `path`.
-pub fn plot(path: &Path, rows: &[Row], title: &str) -> Result<()> {
+/// When the SVG cannot be drawn.
+pub fn plot(rows: &[Row], title: &str, dense_keys: usize) -> Result<String> {
     use plotters::prelude::*;
-    let err = |e: &dyn std::fmt::Display| anyhow!("cannot draw {}: {e}", path.display());
-    let kib = |b: usize| b as f64 / 1024.0;
+    let err = |e: &dyn std::fmt::Display| anyhow!("cannot draw the plot: {e}");
+    let keys = |r: &Row| r.k_attn.unwrap_or(dense_keys).min(dense_keys).max(1) as f64;
     let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
     let mut y0 = 1.0f64;
     for r in rows {
-        x0 = x0.min(kib(r.peak_bytes));
-        x1 = x1.max(kib(r.peak_bytes));
+        x0 = x0.min(keys(r));
+        x1 = x1.max(keys(r));
         y0 = y0.min(r.min_cosine);
     }
-    let xpad = ((x1 - x0) * 0.08).max(8.0);
-    let ypad = ((1.0 - y0) * 0.08).max(1e-4);
-    let root = SVGBackend::new(path, (960, 640)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("Accuracy vs peak RAM ({title})"),
-            ("sans-serif", 20),
-        )
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(80)
-        .build_cartesian_2d(x0 - xpad..x1 + xpad, y0 - ypad..1.0 + ypad / 2.0)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("peak RAM of the plan (KiB)")
-        .y_desc("cosine to dense (solid: mean, dashed: min)")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.3}"))
-        .draw()
-        .map_err(|e| err(&e))?;
-    let mut k_ffs: Vec<Option<usize>> = Vec::new();
-    for r in rows {
-        if !k_ffs.contains(&r.k_ff) {
-            k_ffs.push(r.k_ff);
-        }
-    }
-    for (i, k_ff) in k_ffs.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()].to_rgba();
-        let mut series: Vec<&Row> = rows.iter().filter(|r| r.k_ff == *k_ff).collect();
-        // Along k_attn (dense last): within a k_ff the RAM barely moves, accuracy does.
-        series.sort_by_key(|r| r.k_attn.unwrap_or(usize::MAX));
-        let mean: Vec<(f64, f64)> = series
-            .iter()
-            .map(|r| (kib(r.peak_bytes), r.mean_cosine))
-            .collect();
-        let min: Vec<(f64, f64)> = series
-            .iter()
-            .map(|r| (kib(r.peak_bytes), r.min_cosine))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(mean.clone(), color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(format!("k_ff {}", k_name(*k_ff, "off")))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(mean.iter().map(|&p| Circle::new(p, 4, color.filled())))
-            .map_err(|e| err(&e))?;
-        chart
-            .draw_series(DashedLineSeries::new(
-                min.clone(),
-                6,
-                4,
-                color.stroke_width(1),
-            ))
-            .map_err(|e| err(&e))?;
-        chart
-            .draw_series(
-                min.iter()
-                    .map(|&p| TriangleMarker::new(p, 4, color.filled())),
+    let ypad = ((1.0 - y0) * 0.08).max(1e-6);
+    let digits = cosine_digits(1.0 - y0);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, 640)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("Accuracy vs keys kept per query ({title})"),
+                ("sans-serif", 20),
+            )
+            .margin(16)
+            .x_label_area_size(48)
+            .y_label_area_size(40 + 8 * digits as u32)
+            .build_cartesian_2d(
+                (x0 / 1.3..x1 * 1.3).log_scale(),
+                y0 - ypad..1.0 + ypad / 2.0,
             )
             .map_err(|e| err(&e))?;
         chart
-            .draw_series(series.iter().zip(&mean).map(|(r, &(x, y))| {
-                // Offset in pixels, right of and above the point.
-                EmptyElement::at((x, y))
-                    + Text::new(
-                        k_name(r.k_attn, "dense"),
-                        (6, -12),
-                        ("sans-serif", 11).into_font().color(&color),
-                    )
-            }))
+            .configure_mesh()
+            .x_desc(format!(
+                "keys kept per query (k_attn, log scale; dense = {dense_keys}, the longest input)"
+            ))
+            .y_desc("cosine to dense (solid: mean, dashed: min)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.digits$}"))
+            .draw()
             .map_err(|e| err(&e))?;
+        let mut k_ffs: Vec<Option<usize>> = Vec::new();
+        for r in rows {
+            if !k_ffs.contains(&r.k_ff) {
+                k_ffs.push(r.k_ff);
+            }
+        }
+        for (i, k_ff) in k_ffs.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()].to_rgba();
+            let mut series: Vec<&Row> = rows.iter().filter(|r| r.k_ff == *k_ff).collect();
+            // Along k_attn (dense last): within a k_ff the RAM barely moves, accuracy does.
+            series.sort_by_key(|r| r.k_attn.unwrap_or(usize::MAX));
+            let mean: Vec<(f64, f64)> = series.iter().map(|r| (keys(r), r.mean_cosine)).collect();
+            let min: Vec<(f64, f64)> = series.iter().map(|r| (keys(r), r.min_cosine)).collect();
+            chart
+                .draw_series(LineSeries::new(mean.clone(), color.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(format!("k_ff {}", k_name(*k_ff, "off")))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(mean.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(|e| err(&e))?;
+            chart
+                .draw_series(DashedLineSeries::new(
+                    min.clone(),
+                    6,
+                    4,
+                    color.stroke_width(1),
+                ))
+                .map_err(|e| err(&e))?;
+            chart
+                .draw_series(
+                    min.iter()
+                        .map(|&p| TriangleMarker::new(p, 4, color.filled())),
+                )
+                .map_err(|e| err(&e))?;
+            chart
+                .draw_series(series.iter().zip(&mean).map(|(r, &(x, y))| {
+                    // Offset in pixels, right of and above the point.
+                    EmptyElement::at((x, y))
+                        + Text::new(
+                            k_name(r.k_attn, "dense"),
+                            (6, -12),
+                            ("sans-serif", 11).into_font().color(&color),
+                        )
+                }))
+                .map_err(|e| err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+    Ok(svg)
 }

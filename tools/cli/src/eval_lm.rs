@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
+use topkit::RunConfig;
 use topkit::sample::Sampler;
-use topkit::{ArenaBuf, RunConfig};
 
 use crate::eval::parse_k;
 use crate::generate::{self, Lm, check_run, encode, with_lm};
@@ -94,8 +94,7 @@ fn kl(lp: &[f64], lq: &[f64]) -> f64 {
 }
 
 fn read_ids(path: &std::path::Path) -> Result<Vec<u32>> {
-    let s = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read ids from {}", path.display()))?;
+    let s = crate::files::read_text(path).context("cannot read ids")?;
     s.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
         .filter(|t| !t.is_empty())
         .map(|t| {
@@ -116,7 +115,7 @@ fn run_setting(
     dense_cont: Option<&[u32]>,
 ) -> Result<Row> {
     let plan = check_run(lm, run)?;
-    let mut mem = ArenaBuf::for_plan(&plan);
+    let mut mem = crate::options::arena_for(&plan, "--seq or --max-tokens")?;
 
     // Teacher forcing.
     let fill = dense.is_empty();
@@ -197,8 +196,7 @@ pub fn run(args: &EvalLmArgs) -> Result<()> {
     with_lm(&args.file, |lm| {
         let ids = match (&args.text_file, &args.ids_file) {
             (Some(t), None) => {
-                let text = std::fs::read_to_string(t)
-                    .with_context(|| format!("cannot read {}", t.display()))?;
+                let text = crate::files::read_text(t)?;
                 encode(lm, &text)?
             }
             (None, Some(p)) => read_ids(p)?,
@@ -214,7 +212,7 @@ pub fn run(args: &EvalLmArgs) -> Result<()> {
                 c.vocab_size
             );
         }
-        let seq = ids.len() + args.generate;
+        let seq = ids.len().saturating_add(args.generate);
         if seq > c.max_seq {
             bail!(
                 "{} tokens of text + {} generated exceed the model's max_seq {}",
@@ -223,7 +221,7 @@ pub fn run(args: &EvalLmArgs) -> Result<()> {
                 c.max_seq
             );
         }
-        eprintln!(
+        errln!(
             "{} tokens of text, {} generated; context {seq}, chunk {}",
             ids.len(),
             args.generate,
@@ -248,7 +246,7 @@ pub fn run(args: &EvalLmArgs) -> Result<()> {
                 &mut dense,
                 dense_cont.as_deref(),
             )?;
-            eprintln!(
+            errln!(
                 "  {}: done in {:.1} s",
                 k.map_or("dense".into(), |k| format!("top-{k}")),
                 t.elapsed().as_secs_f64()

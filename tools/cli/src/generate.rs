@@ -3,7 +3,6 @@
 //! cache (dense or top-k attention), greedy or sampled, streaming the text as it comes.
 //! Speeds (prefill and decode, tokens/s) and the arena (planned and measured) go to stderr.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -14,7 +13,7 @@ use topkit::encoder::layers;
 use topkit::format::{PackedModel, Special};
 use topkit::sample::Sampler;
 use topkit::tokenizer::{Bpe, Utf8Stream};
-use topkit::{ArenaBuf, Plan, RunConfig};
+use topkit::{Plan, RunConfig};
 
 use crate::options::RunOpts;
 
@@ -182,7 +181,7 @@ pub fn generate(
             plan.seq_len
         );
     }
-    let mut mem = ArenaBuf::for_plan(&plan);
+    let mut mem = crate::options::arena_for(&plan, "--seq or --max-tokens")?;
     let mut arena = mem.arena();
     let mut s = lm.decoder.start(run, &mut arena)?;
     let t0 = Instant::now();
@@ -255,8 +254,17 @@ pub fn decode(lm: &Lm<'_>, ids: &[u32]) -> String {
 pub fn encode(lm: &Lm<'_>, text: &str) -> Result<Vec<u32>> {
     let bpe = Bpe::new(lm.packed.tokenizer())
         .map_err(|e| anyhow!("cannot tokenize text with this file's tokenizer: {e}"))?;
-    // Every id covers at least one byte of the text.
-    let mut ids = vec![0u32; text.len() + 1];
+    // Every id covers at least one byte of the text; the rest is the merge queue, which
+    // keeps hostile text (one 1 MB word) near-linear.
+    let slots = text
+        .len()
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(Bpe::FAST_SLOTS_PER_BYTE))
+        .ok_or_else(|| anyhow!("the text is too long to tokenize"))?;
+    let mut ids = Vec::new();
+    ids.try_reserve_exact(slots)
+        .map_err(|_| anyhow!("cannot allocate {} bytes to tokenize the text", slots * 4))?;
+    ids.resize(slots, 0u32);
     let n = bpe.encode(text, &mut ids)?;
     ids.truncate(n);
     Ok(ids)
@@ -349,7 +357,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         };
         let seq = args
             .seq
-            .unwrap_or_else(|| (prompt.len() + args.max_tokens).min(c.max_seq));
+            .unwrap_or_else(|| prompt.len().saturating_add(args.max_tokens).min(c.max_seq));
         if seq > c.max_seq {
             bail!(
                 "--seq {seq} is longer than the model's max_seq {}",
@@ -365,15 +373,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             eos_id(lm, args.chat)
         };
         let mut stream = Utf8Stream::new();
-        let mut stdout = std::io::stdout();
         let json = args.json;
         let g = generate(lm, &run, &prompt, args.max_tokens, sampler, eos, |id| {
             if !json && Some(id) != eos {
                 let mut text = String::new();
                 token_bytes(lm, id, |b| stream.push(b, &mut |ch| text.push(ch)));
                 // A closed pipe ends the output, not the run.
-                let _ = stdout.write_all(text.as_bytes());
-                let _ = stdout.flush();
+                crate::stdio::out_bytes(text.as_bytes());
             }
             Ok(())
         })
@@ -397,7 +403,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             outln!("{rest}");
         }
         let attn = run.k_attn.map_or("dense".into(), |k| format!("top-{k}"));
-        eprintln!(
+        errln!(
             "prefill: {} tokens in {:.3} s ({:.1} tokens/s); decode: {} tokens in {:.3} s ({:.1} tokens/s); attention {attn}, chunk {}",
             g.prompt_tokens,
             g.prefill_secs,
@@ -407,7 +413,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             g.decode_tps(),
             g.plan.chunk
         );
-        eprintln!(
+        errln!(
             "arena: planned {} bytes ({}), measured high-water {} bytes; KV cache {} bytes for {} tokens; stopped: {}",
             g.plan.peak_bytes,
             crate::size::human(g.plan.peak_bytes),

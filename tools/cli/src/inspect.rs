@@ -18,6 +18,24 @@ pub fn dtype_name(d: DType) -> &'static str {
     }
 }
 
+/// `s` with its control characters (C0, DEL, C1: terminal escape sequences start with them)
+/// written as Rust escapes (`\u{1b}`, `\n`), for printing strings that come from a file.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 fn specials(m: &PackedModel<'_>) -> Vec<(&'static str, u32, String)> {
     let t = m.tokenizer();
     [
@@ -199,7 +217,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     );
     let sp: Vec<String> = specials(&m)
         .iter()
-        .map(|(n, id, s)| format!("{n}={s}({id})"))
+        .map(|(n, id, s)| format!("{n}={}({id})", escape_controls(s)))
         .collect();
     if !sp.is_empty() {
         outln!("  special: {}", sp.join(" "));
@@ -215,7 +233,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     for t in m.tensors() {
         outln!(
             "  {:<22} {:<5} {:<14} {:>11}",
-            t.name,
+            escape_controls(t.name),
             dtype_name(t.dtype),
             format!("{:?}", t.shape()),
             t.bytes()

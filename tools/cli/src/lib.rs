@@ -8,7 +8,7 @@
 //!
 //! [`cli`] is the command line and the exit codes. Each command is a module that owns its clap
 //! arguments (`pack::PackArgs`, ...) and its `run`; [`options`] holds what several commands
-//! share, [`packed`] reads packed files. `pack` reads its source with [`import`] (Hugging Face
+//! share, [`packed`] reads packed files, [`files`] reads inputs and writes outputs safely. `pack` reads its source with [`import`] (Hugging Face
 //! directories and GGUF files), converts the weights with [`quant`] and writes the file with
 //! [`writer`].
 #![forbid(unsafe_code)]
@@ -18,13 +18,20 @@ compile_error!(
     "topkit-cli writes little-endian files by casting host values: it needs a little-endian host"
 );
 
-/// `println!` that ignores write errors: when stdout is a closed pipe (`topkit inspect | head`)
-/// the tool keeps going and still exits with its verdict, instead of panicking.
+/// `println!` that does not panic on a write error: when stdout is a closed pipe (`topkit
+/// inspect | head`) the tool keeps going and still exits with its verdict; any other failure
+/// (a full disk) is remembered and makes the run exit 2 (see [`stdio`]).
 macro_rules! outln {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::stdio::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprintln!` that does not panic on a write error, remembered as [`outln!`]'s are.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::stdio::err(format_args!("{}\n", format_args!($($arg)*)))
+    };
 }
 
 pub mod budget;
@@ -32,6 +39,7 @@ pub mod cli;
 pub mod embed;
 pub mod eval;
 pub mod eval_lm;
+pub mod files;
 pub mod generate;
 pub mod import;
 pub mod inspect;
@@ -40,6 +48,7 @@ pub mod pack;
 pub mod packed;
 pub mod quant;
 pub mod size;
+pub mod stdio;
 pub mod writer;
 
 pub use crate::cli::{Cli, Command, EXIT_DOES_NOT_FIT, EXIT_ERROR, EXIT_OK, run};

@@ -69,3 +69,48 @@ impl From<KernelChoice> for topkit::kernels::Kernels {
         }
     }
 }
+
+/// Bytes of memory this machine can still give (available RAM plus free swap, from
+/// `/proc/meminfo`), or `None` where that cannot be read.
+fn memory_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = info.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(
+        kib("MemAvailable:")?
+            .saturating_add(kib("SwapFree:").unwrap_or(0))
+            .saturating_mul(1024),
+    )
+}
+
+/// The arena of `plan`, allocated only after checking that the machine can give it: an error
+/// with the bytes needed instead of an abort when it cannot (`what` names the flags that size
+/// it, for the message).
+///
+/// # Errors
+/// When the plan's peak is more than the memory available, or the allocation fails.
+pub fn arena_for(plan: &topkit::Plan, what: &str) -> Result<topkit::ArenaBuf> {
+    let bytes = plan.peak_bytes;
+    let too_much = |avail: &str| {
+        anyhow::anyhow!(
+            "the arena needs {bytes} bytes ({}), more than {avail}: give a smaller {what}",
+            crate::size::human(bytes)
+        )
+    };
+    if let Some(avail) = memory_available()
+        && bytes as u64 > avail
+    {
+        return Err(too_much(&format!(
+            "this machine has available ({})",
+            crate::size::human(usize::try_from(avail).unwrap_or(usize::MAX))
+        )));
+    }
+    topkit::ArenaBuf::try_new(bytes).map_err(|_| too_much("the allocator could give"))
+}

@@ -9,6 +9,7 @@ use safetensors::SafeTensors;
 use topkit::format::PackedModel;
 use topkit::kernels::DType;
 
+use crate::files;
 use crate::import::gguf::{self, Gguf};
 use crate::import::{self, RawTensor, Source, hf};
 use crate::inspect::dtype_name;
@@ -70,6 +71,7 @@ enum Tensors {
 
 /// What `topkit pack` reads: the mapped model and the file its tensors are in.
 struct Input {
+    src: PathBuf,
     source: Source,
     tensors: Tensors,
 }
@@ -77,12 +79,12 @@ struct Input {
 impl Input {
     fn open(args: &PackArgs) -> Result<Input> {
         if gguf::is_gguf(&args.src) {
-            let bytes = std::fs::read(&args.src)
-                .with_context(|| format!("cannot read {}", args.src.display()))?;
+            let bytes = files::read_model(&args.src)?;
             let g = Gguf::parse(&bytes).with_context(|| format!("{}", args.src.display()))?;
             let source = gguf::source(&g, args.max_seq)
                 .with_context(|| format!("{}", args.src.display()))?;
             return Ok(Input {
+                src: args.src.clone(),
                 source,
                 tensors: Tensors::Gguf { bytes, g },
             });
@@ -94,15 +96,24 @@ impl Input {
                 args.src.display()
             );
         }
-        let bytes = std::fs::read(&st_path)
-            .with_context(|| format!("cannot read {}", st_path.display()))?;
+        let bytes = files::read_model(&st_path)?;
         let st =
             SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{}: {e}", st_path.display()))?;
-        let source = hf::read_dir(&args.src, &st, args.max_seq)?;
+        let source = hf::read_dir(&args.src, &st, args.max_seq)
+            .with_context(|| format!("{}", args.src.display()))?;
         Ok(Input {
+            src: args.src.clone(),
             source,
             tensors: Tensors::Safetensors(bytes),
         })
+    }
+
+    /// The files this input was read from, which the output may not overwrite.
+    fn files(&self) -> Vec<PathBuf> {
+        match self.tensors {
+            Tensors::Gguf { .. } => vec![self.src.clone()],
+            Tensors::Safetensors(_) => hf::INPUT_FILES.iter().map(|f| self.src.join(f)).collect(),
+        }
     }
 
     /// The stored bytes of source tensor `name`.
@@ -126,6 +137,10 @@ impl Input {
 /// back, or the output cannot be written.
 pub fn run(args: &PackArgs) -> Result<PackReport> {
     let input = Input::open(args)?;
+    let inputs = input.files();
+    let inputs: Vec<&std::path::Path> = inputs.iter().map(PathBuf::as_path).collect();
+    // Refused before the conversion too, so that the mistake costs no time.
+    files::check_not_input(&args.output, &inputs)?;
     let src = &input.source;
     let cfg = &src.config.model;
     outln!(
@@ -141,7 +156,12 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         args.dtype
     );
     if !src.skipped.is_empty() {
-        outln!("not packed (unused by topkit): {}", src.skipped.join(", "));
+        let skipped: Vec<_> = src
+            .skipped
+            .iter()
+            .map(|n| crate::inspect::escape_controls(n))
+            .collect();
+        outln!("not packed (unused by topkit): {}", skipped.join(", "));
     }
 
     // Bytes in the source per tensor, for the progress bar.
@@ -216,8 +236,7 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
             args.src.display()
         )
     })?;
-    std::fs::write(&args.output, aligned.as_slice())
-        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    files::write_atomic(&args.output, aligned.as_slice(), &inputs)?;
 
     let file_bytes = aligned.as_slice().len();
     outln!(

@@ -12,7 +12,7 @@ use crate::writer::AlignedBytes;
 /// # Errors
 /// When `path` cannot be read.
 pub fn read_packed(path: &Path) -> Result<AlignedBytes> {
-    AlignedBytes::read(path).map_err(|e| anyhow!("cannot read {}: {e}", path.display()))
+    AlignedBytes::read(path)
 }
 
 /// Parses a packed file, with an error that names the file (and the tensor, when a table

@@ -352,12 +352,12 @@ impl AlignedBytes {
         AlignedBytes { buf, start, len }
     }
 
-    /// Reads a file into aligned memory.
+    /// Reads a file into aligned memory (a regular file only, see [`crate::files`]).
     ///
     /// # Errors
-    /// When `path` cannot be read.
-    pub fn read(path: &std::path::Path) -> std::io::Result<Self> {
-        Ok(Self::new(std::fs::read(path)?))
+    /// When `path` cannot be read or is not a regular file.
+    pub fn read(path: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(Self::new(crate::files::read_model(path)?))
     }
 
     /// The bytes.

@@ -184,6 +184,45 @@ fn a_seed_fixes_the_sample() {
     assert_ne!(run("7"), run("8"));
 }
 
+/// A temperature whose inverse overflows f32 is greedy, not "the last id every time".
+#[test]
+fn a_tiny_temperature_is_greedy() {
+    let greedy = ids(&json(&["--prompt-ids", PROMPT, "--max-tokens", "8"])["ids"]);
+    for t in ["1e-45", "1e-39"] {
+        let v = json(&[
+            "--prompt-ids",
+            PROMPT,
+            "--max-tokens",
+            "8",
+            "--temperature",
+            t,
+        ]);
+        assert_eq!(ids(&v["ids"]), greedy, "--temperature {t}");
+    }
+}
+
+/// Counts near usize::MAX do not wrap: the context is capped at max_seq as for any large
+/// count (generate), or the error says what is too long (eval-lm).
+#[test]
+fn huge_counts_do_not_wrap() {
+    let max = usize::MAX.to_string();
+    let v = json(&["--prompt-ids", PROMPT, "--max-tokens", &max, "--ignore-eos"]);
+    assert_eq!(v["stop"], "context_full");
+    assert_eq!(v["run"]["seq_len"], MODEL.max_seq);
+    let tmp = tempfile::tempdir().unwrap();
+    let ids_path = tmp.path().join("ids.txt");
+    std::fs::write(&ids_path, "1 2 3").unwrap();
+    topkit(&[
+        "eval-lm",
+        s(model_file()),
+        "--ids-file",
+        s(&ids_path),
+        "--generate",
+        &max,
+    ])
+    .assert_error("exceed the model's max_seq");
+}
+
 #[test]
 fn the_context_bounds_the_generation() {
     let v = json(&[
@@ -213,6 +252,11 @@ fn bad_arguments_are_errors() {
             "temperature",
         ),
         (vec!["--prompt-ids", "1,2", "--top-p", "0"], "top_p"),
+        (vec!["--prompt-ids", "1,2", "--top-p", "NaN"], "top_p"),
+        (
+            vec!["--prompt-ids", "1,2", "--temperature", "inf"],
+            "temperature",
+        ),
         (vec![], "prompt"),
     ] {
         generate(&args).assert_error(msg);

@@ -733,3 +733,133 @@ fn packed_bpe_section_is_checked() {
     b[pre_at + 4..pre_at + 8].copy_from_slice(&1u32.to_le_bytes());
     assert!(parse(&mut b).is_err());
 }
+
+/// The tiny file with metadata `key` replaced by `value` (or added when absent).
+fn tiny_with(key: &'static str, value: Kv, extra: Vec<T>) -> Vec<u8> {
+    let t = tiny();
+    let g = Gguf::parse(&t.bytes).unwrap();
+    let mut kv: Vec<(&str, Kv)> =
+        g.kv.iter()
+            .filter(|(k, _)| k != key)
+            .map(|(k, v)| {
+                let k: &'static str = Box::leak(k.clone().into_boxed_str());
+                let v = match v {
+                    gguf::Value::U32(x) => Kv::U32(*x),
+                    gguf::Value::F32(x) => Kv::F32(*x),
+                    gguf::Value::Str(s) => Kv::Str(Box::leak(s.clone().into_boxed_str())),
+                    gguf::Value::Array(a) if a.ty == 8 => Kv::Strs(
+                        a.values()
+                            .map(|v| v.unwrap().as_str().unwrap().to_owned())
+                            .collect(),
+                    ),
+                    gguf::Value::Array(a) => Kv::I32s(
+                        a.values()
+                            .map(|v| match v.unwrap() {
+                                gguf::Value::I32(x) => x,
+                                other => panic!("{other:?}"),
+                            })
+                            .collect(),
+                    ),
+                    other => panic!("{other:?}"),
+                };
+                (k, v)
+            })
+            .collect();
+    kv.push((key, value));
+    let mut tensors: Vec<T> = g
+        .tensors
+        .iter()
+        .map(|ti| T {
+            name: ti.name.clone(),
+            dims: ti.dims.clone(),
+            ty: ti.ty,
+            data: g.data(&t.bytes, ti).unwrap().to_vec(),
+        })
+        .collect();
+    tensors.extend(extra);
+    write_gguf(&kv, &tensors)
+}
+
+/// Fields the core would refuse (or run as nonsense) only later are refused by `pack`, naming
+/// the field and the file.
+#[test]
+fn nonsense_metadata_is_refused_at_pack() {
+    for (key, value, needle) in [
+        ("llama.rope.freq_base", Kv::F32(0.0), "llama.rope.freq_base"),
+        ("llama.rope.freq_base", Kv::F32(-1.0), "positive"),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            Kv::F32(f32::NAN),
+            "layer_norm_rms_epsilon",
+        ),
+        (
+            "llama.rope.dimension_count",
+            Kv::Str("32"),
+            "llama.rope.dimension_count",
+        ),
+        (
+            "tokenizer.ggml.merges",
+            Kv::Strs(vec!["a b".into(), "c e".into()]),
+            "which is not a token",
+        ),
+    ] {
+        let bytes = tiny_with(key, value, Vec::new());
+        rejects(&bytes, needle);
+        let (dir, p) = write_tmp(&bytes);
+        topkit(&["pack", s(&p), "-o", s(&dir.path().join("o.tkm"))])
+            .assert_error(&format!("{}: ", p.display()));
+        topkit(&["pack", s(&p), "-o", s(&dir.path().join("o.tkm"))]).assert_error(needle);
+    }
+}
+
+/// 20,000 layers (and as many extra tensors): refused at once, before any tensor is read.
+#[test]
+fn too_many_layers_are_refused_at_once() {
+    let extra = (0..20_000)
+        .map(|i| T {
+            name: format!("extra.{i}"),
+            dims: vec![1],
+            ty: 0,
+            data: f32_bytes(&[1.0]),
+        })
+        .collect();
+    let bytes = tiny_with("llama.block_count", Kv::U32(20_000), extra);
+    let start = std::time::Instant::now();
+    rejects(&bytes, "20000 layers");
+    let (dir, p) = write_tmp(&bytes);
+    topkit(&["pack", s(&p), "-o", s(&dir.path().join("o.tkm"))])
+        .assert_error("20000 layers, more than the 48");
+    assert!(start.elapsed().as_secs() < 10, "{:?}", start.elapsed());
+}
+
+/// A large metadata array is kept as its bytes (not an enum per element) and decoded on
+/// demand; the tiny file with 4 MiB of u8 metadata still packs.
+#[test]
+fn metadata_arrays_cost_their_size() {
+    let mut bytes = tiny().bytes;
+    // The key/value goes right after the header (magic, version, counts); a length of 32 *
+    // k bytes keeps the data section where its offsets point. Key: 8 + 9 bytes, type 4,
+    // element type 4, count 8, then the elements.
+    let n = (4usize << 20) + 31;
+    let mut kvs = Vec::new();
+    kvs.extend_from_slice(&("big.array".len() as u64).to_le_bytes());
+    kvs.extend_from_slice(b"big.array");
+    kvs.extend_from_slice(&9u32.to_le_bytes());
+    kvs.extend_from_slice(&array(0, (0..n).map(|i| vec![i as u8])));
+    assert_eq!(kvs.len() % 32, 0);
+    let count = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) + 1;
+    bytes[16..24].copy_from_slice(&count.to_le_bytes());
+    let mut file = bytes[..24].to_vec();
+    file.extend_from_slice(&kvs);
+    file.extend_from_slice(&bytes[24..]);
+    let g = Gguf::parse(&file).unwrap();
+    match g.get("big.array") {
+        Some(gguf::Value::Array(a)) => {
+            assert_eq!(a.len(), n);
+            assert_eq!(a.values().nth(300).unwrap().unwrap(), gguf::Value::U8(44));
+        }
+        other => panic!("{other:?}"),
+    }
+    let (dir, p) = write_tmp(&file);
+    pack(&p, &dir.path().join("o.tkm"), &[]);
+}

@@ -25,7 +25,8 @@ fn packed(dtype: &'static str) -> &'static Path {
         pack(
             &minilm_dir(),
             &dir.path().join(format!("minilm-{dtype}.tkm")),
-            &["--dtype", dtype],
+            // The whole position table (sentence_bert_config.json's 256 is the default).
+            &["--dtype", dtype, "--max-seq", "512"],
         )
     })
 }

@@ -15,12 +15,24 @@ use super::gguf::dequant::GgmlType;
 use super::{Mapping, RawTensor, Source, Transform};
 use crate::writer::Tokenizer;
 
+/// The files of a model directory that `topkit pack` may read (besides the pooling module's
+/// `config.json` that `modules.json` names).
+pub const INPUT_FILES: &[&str] = &[
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "modules.json",
+    "sentence_bert_config.json",
+];
+
 /// `model_type` values `topkit pack` converts.
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
 
 fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::files::read_text(path)?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
@@ -29,6 +41,24 @@ fn read_json_opt(path: &Path) -> Result<Option<Value>> {
         read_json(path).map(Some)
     } else {
         Ok(None)
+    }
+}
+
+/// `key` of the JSON object `obj` read from `file`, converted by `conv`: `None` when absent or
+/// null, an error naming the file, the key and the expected type (`what`) when `conv` refuses
+/// it, never a silent default.
+fn field<'v, T>(
+    obj: Option<&'v Value>,
+    file: &str,
+    key: &str,
+    what: &str,
+    conv: impl Fn(&'v Value) -> Option<T>,
+) -> Result<Option<T>> {
+    match obj.and_then(|o| o.get(key)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => conv(v)
+            .map(Some)
+            .ok_or_else(|| anyhow!("{file}: {key:?} must be {what}, found {v}")),
     }
 }
 
@@ -77,7 +107,14 @@ fn activation(name: &str) -> Result<Activation> {
 }
 
 fn bert(dir: &Path, cfg: &Value, st: &SafeTensors<'_>, max_seq: Option<usize>) -> Result<Source> {
-    if let Some(p) = cfg.get("position_embedding_type").and_then(Value::as_str) {
+    let config = "config.json";
+    if let Some(p) = field(
+        Some(cfg),
+        config,
+        "position_embedding_type",
+        "a string",
+        Value::as_str,
+    )? {
         ensure!(
             p == "absolute",
             "unsupported position_embedding_type {p:?} (only \"absolute\")"
@@ -90,15 +127,35 @@ fn bert(dir: &Path, cfg: &Value, st: &SafeTensors<'_>, max_seq: Option<usize>) -
         "hidden_size {d_model} is not a multiple of num_attention_heads {n_heads}"
     );
     let max_pos = get_usize(cfg, "max_position_embeddings")?;
-    let max_seq = max_seq.unwrap_or(max_pos);
+    let max_seq = match (max_seq, sentence_max_seq(dir)?) {
+        (Some(m), _) => m,
+        // sentence-transformers truncates to its own max_seq_length: so does the packed file.
+        (None, Some(m)) => {
+            ensure!(
+                (1..=max_pos).contains(&m),
+                "sentence_bert_config.json: max_seq_length {m} must be in 1..={max_pos} (config.json's max_position_embeddings)"
+            );
+            m
+        }
+        (None, None) => max_pos,
+    };
     ensure!(
         (1..=max_pos).contains(&max_seq),
         "--max-seq {max_seq} must be in 1..={max_pos} (the model's max_position_embeddings)"
     );
-    let act = cfg
-        .get("hidden_act")
-        .and_then(Value::as_str)
-        .unwrap_or("gelu");
+    let act = field(Some(cfg), config, "hidden_act", "a string", Value::as_str)?.unwrap_or("gelu");
+    let norm_eps = field(
+        Some(cfg),
+        config,
+        "layer_norm_eps",
+        "a positive number",
+        |v| {
+            v.as_f64()
+                .map(|x| x as f32)
+                .filter(|x| x.is_finite() && *x > 0.0)
+        },
+    )?
+    .unwrap_or(1e-12);
     let model = ModelConfig {
         arch: Arch::Bert,
         vocab_size: get_usize(cfg, "vocab_size")?,
@@ -113,10 +170,7 @@ fn bert(dir: &Path, cfg: &Value, st: &SafeTensors<'_>, max_seq: Option<usize>) -
             .get("type_vocab_size")
             .map_or(Ok(0), |_| get_usize(cfg, "type_vocab_size"))?,
         norm: Norm::LayerNorm,
-        norm_eps: cfg
-            .get("layer_norm_eps")
-            .and_then(Value::as_f64)
-            .unwrap_or(1e-12) as f32,
+        norm_eps,
         act: activation(act)?,
         ffn: FfnKind::Plain,
         pos: PosKind::Learned,
@@ -125,6 +179,7 @@ fn bert(dir: &Path, cfg: &Value, st: &SafeTensors<'_>, max_seq: Option<usize>) -
         tie_embeddings: false,
     };
     model.validate().map_err(|e| anyhow!("config.json: {e}"))?;
+    super::check_runnable(&model, "config.json: num_hidden_layers")?;
     let (pooling, normalize) = sentence_transformers(dir)?;
     let tokenizer = wordpiece(dir, model.vocab_size)?;
 
@@ -223,27 +278,51 @@ fn bert(dir: &Path, cfg: &Value, st: &SafeTensors<'_>, max_seq: Option<usize>) -
     })
 }
 
+/// `max_seq_length` of a sentence-transformers model's `sentence_bert_config.json`, if any:
+/// the longest input sentence-transformers embeds (longer texts are truncated to it).
+fn sentence_max_seq(dir: &Path) -> Result<Option<usize>> {
+    let cfg = read_json_opt(&dir.join("sentence_bert_config.json"))?;
+    field(
+        cfg.as_ref(),
+        "sentence_bert_config.json",
+        "max_seq_length",
+        "a non-negative integer",
+        |v| v.as_u64().and_then(|x| usize::try_from(x).ok()),
+    )
+}
+
 /// Pooling and normalisation of a sentence-transformers model (`modules.json`).
 fn sentence_transformers(dir: &Path) -> Result<(Pooling, bool)> {
     let Some(modules) = read_json_opt(&dir.join("modules.json"))? else {
         return Ok((Pooling::None, false));
     };
-    let modules = modules.as_array().cloned().unwrap_or_default();
-    let ty = |m: &Value| {
-        m.get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    let normalize = modules.iter().any(|m| ty(m).ends_with(".Normalize"));
+    let modules = modules
+        .as_array()
+        .ok_or_else(|| anyhow!("modules.json: must be an array of modules, found {modules}"))?;
+    let mut types = Vec::with_capacity(modules.len());
+    for m in modules {
+        types
+            .push(field(Some(m), "modules.json", "type", "a string", Value::as_str)?.unwrap_or(""));
+    }
+    let normalize = types.iter().any(|t| t.ends_with(".Normalize"));
     let mut pooling = Pooling::None;
-    if let Some(p) = modules.iter().find(|m| ty(m).ends_with(".Pooling")) {
-        let path = p.get("path").and_then(Value::as_str).unwrap_or("1_Pooling");
+    if let Some(i) = types.iter().position(|t| t.ends_with(".Pooling")) {
+        let path = field(
+            Some(&modules[i]),
+            "modules.json",
+            "path",
+            "a string",
+            Value::as_str,
+        )?
+        .unwrap_or("1_Pooling");
         let pc = read_json(&dir.join(path).join("config.json"))?;
-        let flag = |k: &str| pc.get(k).and_then(Value::as_bool).unwrap_or(false);
-        pooling = if flag("pooling_mode_mean_tokens") {
+        let file = format!("{path}/config.json");
+        let flag = |k: &str| -> Result<bool> {
+            Ok(field(Some(&pc), &file, k, "true or false", Value::as_bool)?.unwrap_or(false))
+        };
+        pooling = if flag("pooling_mode_mean_tokens")? {
             Pooling::Mean
-        } else if flag("pooling_mode_cls_token") {
+        } else if flag("pooling_mode_cls_token")? {
             Pooling::Cls
         } else {
             bail!(
@@ -261,8 +340,7 @@ fn wordpiece(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
     let tok_cfg = read_json_opt(&dir.join("tokenizer_config.json"))?;
     let vocab_txt = dir.join("vocab.txt");
     let tokens: Vec<String> = if vocab_txt.exists() {
-        let text = std::fs::read_to_string(&vocab_txt)
-            .with_context(|| format!("cannot read {}", vocab_txt.display()))?;
+        let text = crate::files::read_text(&vocab_txt)?;
         text.lines().map(str::to_owned).collect()
     } else if let Some(vocab) = tok_json
         .as_ref()
@@ -296,27 +374,29 @@ fn wordpiece(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
         tokens.len()
     );
     let normalizer = tok_json.as_ref().and_then(|t| t.get("normalizer"));
-    let lowercase = normalizer
-        .and_then(|n| n.get("lowercase"))
-        .and_then(Value::as_bool)
-        .or_else(|| {
-            tok_cfg
-                .as_ref()
-                .and_then(|c| c.get("do_lower_case"))
-                .and_then(Value::as_bool)
-        })
-        .unwrap_or(true);
+    let (tj, tc) = ("tokenizer.json normalizer", "tokenizer_config.json");
+    let bool_of = |obj: Option<&Value>, file: &str, key: &str| {
+        field(obj, file, key, "true or false", Value::as_bool)
+    };
+    let lowercase = match bool_of(normalizer, tj, "lowercase")? {
+        Some(b) => b,
+        None => bool_of(tok_cfg.as_ref(), tc, "do_lower_case")?.unwrap_or(true),
+    };
     // BERT strips accents when lower-casing unless told otherwise (`strip_accents: null`).
-    let strip_accents = normalizer
-        .and_then(|n| n.get("strip_accents"))
-        .or_else(|| tok_cfg.as_ref().and_then(|c| c.get("strip_accents")))
-        .and_then(Value::as_bool)
-        .unwrap_or(lowercase);
-    let max_word_chars = tok_json
-        .as_ref()
-        .and_then(|t| t.pointer("/model/max_input_chars_per_word"))
-        .and_then(Value::as_u64)
-        .unwrap_or(100) as u32;
+    // A key in the normalizer, even null, decides over tokenizer_config.json.
+    let strip_accents = match normalizer.and_then(|n| n.get("strip_accents")) {
+        Some(_) => bool_of(normalizer, tj, "strip_accents")?,
+        None => bool_of(tok_cfg.as_ref(), tc, "strip_accents")?,
+    }
+    .unwrap_or(lowercase);
+    let max_word_chars = field(
+        tok_json.as_ref().and_then(|t| t.get("model")),
+        "tokenizer.json model",
+        "max_input_chars_per_word",
+        "an integer in 0..=4294967295",
+        |v| v.as_u64().and_then(|x| u32::try_from(x).ok()),
+    )?
+    .unwrap_or(100);
     let special_map = read_json_opt(&dir.join("special_tokens_map.json"))?;
     let special_name = |key: &str, default: &str| -> String {
         let v = special_map.as_ref().and_then(|m| m.get(key));

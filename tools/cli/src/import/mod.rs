@@ -68,6 +68,22 @@ pub struct Source {
     pub skipped: Vec<String>,
 }
 
+/// Refuses, before any weight is read, a model the core cannot run although its
+/// configuration is valid: more layers than [`topkit::encoder::MAX_LAYERS`]. `what` names
+/// where the count comes from.
+///
+/// # Errors
+/// When the model has too many layers.
+pub(crate) fn check_runnable(model: &topkit::ModelConfig, what: &str) -> anyhow::Result<()> {
+    let max = topkit::encoder::MAX_LAYERS;
+    anyhow::ensure!(
+        model.n_layers <= max,
+        "{what}: {} layers, more than the {max} topkit runs",
+        model.n_layers
+    );
+    Ok(())
+}
+
 /// The names of `all` no mapping reads, in the order of `all`.
 pub(crate) fn unused<'a>(
     all: impl IntoIterator<Item = &'a str>,

@@ -6,6 +6,8 @@
 //! Every length, count and offset is checked against the file before use: bad files give an
 //! error, never a panic or a huge allocation.
 
+use std::collections::HashMap;
+
 use anyhow::{Result, anyhow, bail, ensure};
 
 use super::dequant::{GgmlType, type_name};
@@ -37,8 +39,8 @@ pub enum Value {
     Bool(bool),
     /// UTF-8 string (invalid UTF-8 is replaced).
     Str(String),
-    /// Array of values of one type.
-    Array(Vec<Value>),
+    /// Array of values of one type, kept as its bytes in the file and decoded on demand.
+    Array(Array),
     /// u64.
     U64(u64),
     /// i64.
@@ -78,6 +80,43 @@ impl Value {
             Value::Str(s) => Some(s),
             _ => None,
         }
+    }
+}
+
+/// A metadata array: its element type, length and the bytes of its elements as stored (so a
+/// large array costs its size in the file, not an enum per element; arrays nobody reads are
+/// never decoded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    /// GGUF value type of the elements.
+    pub ty: u32,
+    /// Number of elements.
+    pub len: u64,
+    /// Metadata key, for error messages.
+    key: String,
+    depth: u32,
+    raw: Vec<u8>,
+}
+
+impl Array {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        usize::try_from(self.len).unwrap_or(usize::MAX)
+    }
+
+    /// `true` for an array of no element.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The elements, decoded one at a time (their bytes were checked when the file was
+    /// parsed, so this does not fail on a parsed file).
+    pub fn values(&self) -> impl Iterator<Item = Result<Value>> + '_ {
+        let mut r = Reader {
+            b: &self.raw,
+            pos: 0,
+        };
+        (0..self.len).map(move |_| r.value(self.ty, &self.key, self.depth + 1))
     }
 }
 
@@ -138,6 +177,10 @@ pub struct Gguf {
     pub alignment: u64,
     /// Offset of the data section in the file, bytes.
     pub data_start: u64,
+    /// Position in `tensors` of each tensor name (lookups in O(1), not a scan per name).
+    index: HashMap<String, usize>,
+    /// Position in `kv` of each key (the first, when a key repeats).
+    kv_index: HashMap<String, usize>,
 }
 
 struct Reader<'a> {
@@ -195,6 +238,18 @@ impl<'a> Reader<'a> {
         );
         Ok(n)
     }
+    /// Moves past one value of type `ty`: a string without copying it, anything else as
+    /// `value` reads it (with the same checks).
+    fn skip(&mut self, ty: u32, key: &str, depth: u32) -> Result<()> {
+        if ty == 8 {
+            let n = self.u64(key)?;
+            self.take(n, key)?;
+        } else {
+            self.value(ty, key, depth)?;
+        }
+        Ok(())
+    }
+
     fn value(&mut self, ty: u32, key: &str, depth: u32) -> Result<Value> {
         Ok(match ty {
             0 => Value::U8(self.arr::<1>(key)?[0]),
@@ -222,11 +277,22 @@ impl<'a> Reader<'a> {
                     _ => bail!("metadata {key:?}: unknown array element type {ety}"),
                 };
                 let n = self.count(&format!("metadata {key:?} array length"), min)?;
-                let mut v = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    v.push(self.value(ety, key, depth + 1)?);
+                let start = self.pos;
+                if ety == 8 || ety == 9 {
+                    // Variable-size elements: walk them (strings are skipped, not copied).
+                    for _ in 0..n {
+                        self.skip(ety, key, depth + 1)?;
+                    }
+                } else {
+                    self.take(n * min, key)?;
                 }
-                Value::Array(v)
+                Value::Array(Array {
+                    ty: ety,
+                    len: n,
+                    key: key.to_owned(),
+                    depth,
+                    raw: self.b.get(start..self.pos).unwrap_or_default().to_vec(),
+                })
             }
             10 => Value::U64(self.u64(key)?),
             11 => Value::I64(i64::from_le_bytes(self.arr(key)?)),
@@ -288,12 +354,18 @@ impl Gguf {
                 offset,
             });
         }
+        let mut kv_index = HashMap::with_capacity(kv.len());
+        for (i, (k, _)) in kv.iter().enumerate() {
+            kv_index.entry(k.clone()).or_insert(i);
+        }
         let mut g = Gguf {
             version,
             kv,
             tensors,
             alignment: DEFAULT_ALIGNMENT,
             data_start: 0,
+            index: HashMap::new(),
+            kv_index,
         };
         if let Some(a) = g.get("general.alignment") {
             let a = a
@@ -310,10 +382,10 @@ impl Gguf {
             .checked_next_multiple_of(g.alignment)
             .ok_or_else(|| anyhow!("data offset overflows"))?;
         let file = bytes.len() as u64;
-        let mut names = std::collections::HashSet::new();
-        for t in &g.tensors {
+        let mut index = HashMap::with_capacity(g.tensors.len());
+        for (i, t) in g.tensors.iter().enumerate() {
             ensure!(
-                names.insert(t.name.as_str()),
+                index.insert(t.name.clone(), i).is_none(),
                 "tensor {:?} appears twice",
                 t.name
             );
@@ -363,12 +435,14 @@ impl Gguf {
                 t.name
             );
         }
+        g.index = index;
         Ok(g)
     }
 
     /// Metadata value of `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.kv.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        let i = *self.kv_index.get(key)?;
+        self.kv.get(i).map(|(_, v)| v)
     }
 
     /// Metadata value of `key` as a non-negative integer.
@@ -393,7 +467,8 @@ impl Gguf {
 
     /// The tensor named `name`.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.tensors.iter().find(|t| t.name == name)
+        let i = *self.index.get(name)?;
+        self.tensors.get(i)
     }
 
     /// The raw bytes of `t` within the whole file `bytes`.
@@ -438,17 +513,22 @@ impl Gguf {
     }
 }
 
-/// Whether `path` looks like a GGUF file (by its magic, or its extension when unreadable).
+/// Whether `path` looks like a GGUF file (by its magic, or its extension when unreadable or
+/// not a regular file: a FIFO is not opened, since opening one waits for a writer).
 pub fn is_gguf(path: &std::path::Path) -> bool {
-    if path.is_dir() {
-        return false;
+    let by_extension = || {
+        path.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => return false,
+        Ok(m) if !m.is_file() => return by_extension(),
+        _ => {}
     }
     let mut magic = [0u8; 4];
     match std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
     {
         Ok(()) => &magic == MAGIC,
-        Err(_) => path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf")),
+        Err(_) => by_extension(),
     }
 }

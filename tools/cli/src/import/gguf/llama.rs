@@ -38,7 +38,9 @@ pub fn source(g: &Gguf, max_seq: Option<usize>) -> Result<Source> {
     );
     let head_dim = d_model / n_heads;
     if let Some(v) = g.get("llama.rope.dimension_count") {
-        let rd = v.as_u64().unwrap_or(0);
+        let rd = v.as_u64().ok_or_else(|| {
+            anyhow!("metadata \"llama.rope.dimension_count\" must be a non-negative integer, found {v:?}")
+        })?;
         ensure!(
             rd == head_dim as u64,
             "llama.rope.dimension_count {rd} differs from the head size {head_dim} (partial RoPE is not supported)"
@@ -57,13 +59,16 @@ pub fn source(g: &Gguf, max_seq: Option<usize>) -> Result<Source> {
         Some(_) => g.get_usize("llama.vocab_size")?,
         None => usize::try_from(*emb.dims.get(1).unwrap_or(&0))?,
     };
+    // A positive finite f32: 0, a negative or an overflowing value would pack and fail (or
+    // give NaN) only when the model runs.
     let f = |k: &str, default: f64| -> Result<f32> {
         match g.get(k) {
             None => Ok(default as f32),
             Some(v) => v
                 .as_f64()
                 .map(|x| x as f32)
-                .ok_or_else(|| anyhow!("metadata {k:?} is not a number")),
+                .filter(|x| x.is_finite() && *x > 0.0)
+                .ok_or_else(|| anyhow!("metadata {k:?} must be a positive number, found {v:?}")),
         }
     };
     let tie = g.tensor("output.weight").is_none();
@@ -90,6 +95,7 @@ pub fn source(g: &Gguf, max_seq: Option<usize>) -> Result<Source> {
     model
         .validate()
         .map_err(|e| anyhow!("GGUF metadata: {e}"))?;
+    crate::import::check_runnable(&model, "metadata llama.block_count")?;
 
     let mut mappings = vec![Mapping::new(
         "token_embd.weight",

@@ -24,11 +24,10 @@ pub fn tokenizer(g: &Gguf, vocab_size: usize) -> Result<Tokenizer> {
     let strings = |key: &str| -> Result<Vec<String>> {
         match g.get(key) {
             Some(Value::Array(v)) => v
-                .iter()
-                .map(|x| {
-                    x.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| anyhow!("{key} holds a non-string"))
+                .values()
+                .map(|x| match x? {
+                    Value::Str(s) => Ok(s),
+                    _ => Err(anyhow!("{key} holds a non-string")),
                 })
                 .collect(),
             Some(_) => bail!("{key} is not an array"),
@@ -59,7 +58,14 @@ pub fn tokenizer(g: &Gguf, vocab_size: usize) -> Result<Tokenizer> {
                     .copied()
                     .ok_or_else(|| anyhow!("merge {r} {m:?} names {s:?}, which is not a token"))
             };
-            Ok((id(a)?, id(b)?))
+            let pair = (id(a)?, id(b)?);
+            // The core merges by looking the concatenation up: it must be a token.
+            ensure!(
+                index.contains_key(format!("{a}{b}").as_str()),
+                "merge {r} {m:?} makes {:?}, which is not a token",
+                format!("{a}{b}")
+            );
+            Ok(pair)
         })
         .collect::<Result<Vec<_>>>()?;
     let n = tokens.len() as u64;
@@ -94,14 +100,13 @@ pub fn tokenizer(g: &Gguf, vocab_size: usize) -> Result<Tokenizer> {
                 types.len(),
                 tokens.len()
             );
-            types
-                .iter()
-                .enumerate()
-                .filter(|(i, t)| {
-                    matches!(t, Value::I32(3) | Value::I32(4)) && !tokens[*i].is_empty()
-                })
-                .map(|(i, _)| i as u32)
-                .collect()
+            let mut added = Vec::new();
+            for (i, t) in types.values().enumerate() {
+                if matches!(t?, Value::I32(3) | Value::I32(4)) && !tokens[i].is_empty() {
+                    added.push(i as u32);
+                }
+            }
+            added
         }
         Some(_) => bail!("tokenizer.ggml.token_type is not an array"),
         None => Vec::new(),
