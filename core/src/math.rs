@@ -173,18 +173,18 @@ mod tests {
         assert_eq!(sqrt(f32::INFINITY), f32::INFINITY);
         assert!(sqrt(-1.0).is_nan());
         assert!(sqrt(f32::NAN).is_nan());
-        assert_eq!(tanh(0.0), 0.0);
-        assert_eq!(tanh(50.0), 1.0);
-        assert_eq!(tanh(-50.0), -1.0);
-        assert_eq!(tanh(f32::INFINITY), 1.0);
-        assert_eq!(tanh(f32::NEG_INFINITY), -1.0);
-        assert!(tanh(f32::NAN).is_nan());
-        assert_eq!(erf(0.0), 0.0);
-        assert_eq!(erf(10.0), 1.0);
-        assert_eq!(erf(-10.0), -1.0);
-        assert_eq!(erf(f32::INFINITY), 1.0);
-        assert_eq!(erf(f32::NEG_INFINITY), -1.0);
-        assert!(erf(f32::NAN).is_nan());
+        odd_saturating("tanh", tanh, 50.0);
+        odd_saturating("erf", erf, 10.0);
+    }
+
+    /// The special values of an odd function `f` that saturates at +-1 from `big` on.
+    fn odd_saturating(name: &str, f: fn(f32) -> f32, big: f32) {
+        assert_eq!(f(0.0), 0.0, "{name}(0)");
+        assert_eq!(f(big), 1.0, "{name}({big})");
+        assert_eq!(f(-big), -1.0, "{name}(-{big})");
+        assert_eq!(f(f32::INFINITY), 1.0, "{name}(inf)");
+        assert_eq!(f(f32::NEG_INFINITY), -1.0, "{name}(-inf)");
+        assert!(f(f32::NAN).is_nan(), "{name}(NaN)");
     }
 
     #[test]

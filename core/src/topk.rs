@@ -140,20 +140,28 @@ impl<'a> TopK<'a> {
         self.sift_down(0, k);
     }
 
-    fn sift_down(&mut self, mut c: usize, end: usize) {
+    /// [`TopK::sift`] for the selection heap (the worst kept pair on top).
+    fn sift_down(&mut self, c: usize, end: usize) {
+        self.sift(c, end, Self::worse);
+    }
+
+    /// Moves slot `c` down the heap on `..end` in which slot `a` belongs above slot `b` when
+    /// `above(self, a, b)`.
+    #[inline(always)]
+    fn sift(&mut self, mut c: usize, end: usize, above: impl Fn(&Self, usize, usize) -> bool) {
         loop {
             let l = 2 * c + 1;
             if l >= end {
                 break;
             }
             let r = l + 1;
-            let w = if r < end && self.worse(r, l) { r } else { l };
-            if !self.worse(w, c) {
+            let m = if r < end && above(self, r, l) { r } else { l };
+            if !above(self, m, c) {
                 break;
             }
-            self.scores.swap(c, w);
-            self.idx.swap(c, w);
-            c = w;
+            self.scores.swap(c, m);
+            self.idx.swap(c, m);
+            c = m;
         }
     }
 
@@ -179,25 +187,9 @@ impl<'a> TopK<'a> {
         (&mut self.scores[..n], &self.idx[..n])
     }
 
-    fn sift_down_idx(&mut self, mut c: usize, end: usize) {
-        loop {
-            let l = 2 * c + 1;
-            if l >= end {
-                break;
-            }
-            let r = l + 1;
-            let m = if r < end && self.idx[r] > self.idx[l] {
-                r
-            } else {
-                l
-            };
-            if self.idx[m] <= self.idx[c] {
-                break;
-            }
-            self.scores.swap(c, m);
-            self.idx.swap(c, m);
-            c = m;
-        }
+    /// [`TopK::sift`] for a max-heap on the index.
+    fn sift_down_idx(&mut self, c: usize, end: usize) {
+        self.sift(c, end, |t, a, b| t.idx[a] > t.idx[b]);
     }
 }
 

@@ -10,7 +10,7 @@
 use topkit::encoder::{Encoder, layers};
 use topkit::format::PackedModel;
 use topkit::kernels::Kernels;
-use topkit::tokenizer::{WordPiece, WordPieceOptions};
+use topkit::tokenizer::WordPiece;
 use topkit::{Arena, RunConfig};
 use topkit_tests::minilm::{cosine, golden, packed};
 
@@ -39,15 +39,7 @@ fn run_with(dtype: &str, k_attn: Option<usize>, kernels: Kernels) -> Vec<(String
         .unwrap()
         .with_kernels(kernels);
     let tok = pm.tokenizer();
-    let vocab = tok.vocab();
-    let wp = WordPiece::new(
-        &vocab,
-        WordPieceOptions {
-            lowercase: tok.lowercase(),
-            strip_accents: tok.strip_accents(),
-        },
-    )
-    .unwrap();
+    let wp = WordPiece::from_view(tok).unwrap();
     let (max_seq, cases) = golden();
     let run = RunConfig {
         seq_len: max_seq,

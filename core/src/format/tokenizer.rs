@@ -416,6 +416,11 @@ impl<'a> TokenizerView<'a> {
         self.vocab
     }
 
+    /// The vocabulary, borrowed from the view (for tokenizers that hold a reference to it).
+    pub fn vocab_ref(&self) -> &VocabView<'a> {
+        &self.vocab
+    }
+
     /// Number of BPE merges.
     pub fn n_merges(&self) -> usize {
         self.header.n_merges as usize

@@ -138,45 +138,31 @@ impl Kernels {
                     && w.cols() <= Q8_MAX_COLS
                     && scratch.len() >= q8_group_words(w.cols()) =>
             {
-                self.matmul_i8_fast(w, x, n, bias, y, scratch)
+                // On wasm simd128 many token groups per pass, each weight row widened once for
+                // all of them, its working buffers on the wasm stack (1 MiB by default), not
+                // in the plan.
+                #[cfg(topkit_wasm_simd)]
+                wasm_simd128_matmul_i8_i8_token(w, x, n, bias, y);
+                // Elsewhere passes of up to [`q8_groups`] groups of tokens (as many as
+                // `scratch` holds), each quantized once ([`Kernels::quantize_q8`]) and
+                // multiplied ([`Kernels::matmul_q8`]).
+                #[cfg(not(topkit_wasm_simd))]
+                {
+                    let (rows, cols) = (w.rows(), w.cols());
+                    let groups = q8_groups(cols, n).min(scratch.len() / q8_group_words(cols));
+                    let pass = groups * Q8_GROUP;
+                    let mut i0 = 0;
+                    while i0 < n {
+                        let t = pass.min(n - i0);
+                        let xq = self.quantize_q8(&x[i0 * cols..(i0 + t) * cols], cols, scratch);
+                        self.matmul_q8(w, &xq, bias, &mut y[i0 * rows..(i0 + t) * rows]);
+                        i0 += t;
+                    }
+                }
             }
             #[cfg(topkit_x86)]
             (Kernels::Fast, DType::F32) => x86_avx512_matmul_f32(w, x, n, bias, y),
             _ => matmul(w, x, n, bias, y),
-        }
-    }
-
-    /// The fast int8 product of [`Kernels::matmul`]: passes of up to [`q8_groups`] groups of
-    /// tokens (as many as `scratch` holds), each quantized once ([`Kernels::quantize_q8`]) and
-    /// multiplied ([`Kernels::matmul_q8`]). On wasm simd128 many token groups per pass, each
-    /// weight row widened once for all of them, its working buffers on the wasm stack (1 MiB
-    /// by default), not in the plan.
-    fn matmul_i8_fast(
-        self,
-        w: &Matrix<'_>,
-        x: &[f32],
-        n: usize,
-        bias: Option<&[f32]>,
-        y: &mut [f32],
-        scratch: &mut [f32],
-    ) {
-        #[cfg(topkit_wasm_simd)]
-        {
-            let _ = scratch;
-            wasm_simd128_matmul_i8_i8_token(w, x, n, bias, y)
-        }
-        #[cfg(not(topkit_wasm_simd))]
-        {
-            let (rows, cols) = (w.rows(), w.cols());
-            let groups = q8_groups(cols, n).min(scratch.len() / q8_group_words(cols));
-            let pass = groups * Q8_GROUP;
-            let mut i0 = 0;
-            while i0 < n {
-                let t = pass.min(n - i0);
-                let xq = self.quantize_q8(&x[i0 * cols..(i0 + t) * cols], cols, scratch);
-                self.matmul_q8(w, &xq, bias, &mut y[i0 * rows..(i0 + t) * rows]);
-                i0 += t;
-            }
         }
     }
 

@@ -3,6 +3,7 @@
 use super::unicode::{is_cjk, is_control, is_punctuation, is_whitespace, strip_accents};
 use super::vocab::Vocab;
 use crate::Error;
+use crate::format::{TokenizerView, VocabView};
 
 /// Longest word, in characters, that WordPiece splits; a longer word becomes `[UNK]` (as in
 /// BERT, whose `max_input_chars_per_word` is 100).
@@ -159,6 +160,23 @@ impl Out<'_> {
             }
             _ => self.truncated = true,
         }
+    }
+}
+
+impl<'v, 'a> WordPiece<'v, VocabView<'a>> {
+    /// The tokenizer of a packed file's tokenizer section `tok`: its vocabulary and its
+    /// normaliser settings ([`TokenizerView::lowercase`], [`TokenizerView::strip_accents`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`WordPiece::new`]: [`Error::MissingToken`] naming the first of `[UNK]`, `[CLS]` and
+    /// `[SEP]` the vocabulary lacks.
+    pub fn from_view(tok: &'v TokenizerView<'a>) -> Result<Self, Error> {
+        let options = WordPieceOptions {
+            lowercase: tok.lowercase(),
+            strip_accents: tok.strip_accents(),
+        };
+        WordPiece::new(tok.vocab_ref(), options)
     }
 }
 

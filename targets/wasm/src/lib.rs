@@ -11,7 +11,7 @@ use js_sys::{Array, Float32Array, Object, Reflect};
 use topkit::encoder::{Encoder, layers};
 use topkit::format::{PackedModel, ParseOptions, TokenizerKind};
 use topkit::kernels::Kernels;
-use topkit::tokenizer::{WordPiece, WordPieceOptions};
+use topkit::tokenizer::WordPiece;
 use topkit::{ArenaBuf, Plan, RunConfig};
 use wasm_bindgen::prelude::*;
 
@@ -195,15 +195,7 @@ impl Model {
             .map_err(core_err)?
             .with_kernels(kernels);
         let tok = pm.tokenizer();
-        let vocab = tok.vocab();
-        let wp = WordPiece::new(
-            &vocab,
-            WordPieceOptions {
-                lowercase: tok.lowercase(),
-                strip_accents: tok.strip_accents(),
-            },
-        )
-        .map_err(core_err)?;
+        let wp = WordPiece::from_view(tok).map_err(core_err)?;
         f(&encoder, &wp)
     }
 

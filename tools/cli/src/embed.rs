@@ -8,7 +8,7 @@ use serde_json::json;
 use topkit::encoder::{Encoder, layers};
 use topkit::format::{PackedModel, TokenizerKind, VocabView};
 use topkit::kernels::Kernels;
-use topkit::tokenizer::{WordPiece, WordPieceOptions};
+use topkit::tokenizer::WordPiece;
 use topkit::{Plan, RunConfig};
 
 use crate::options::{KernelChoice, RunOpts};
@@ -87,15 +87,8 @@ pub fn with_session<R>(
             tok.kind()
         );
     }
-    let vocab = tok.vocab();
-    let tokenizer = WordPiece::new(
-        &vocab,
-        WordPieceOptions {
-            lowercase: tok.lowercase(),
-            strip_accents: tok.strip_accents(),
-        },
-    )
-    .map_err(|e| anyhow!("{}: {e}", ctx("bad WordPiece vocabulary")))?;
+    let tokenizer = WordPiece::from_view(tok)
+        .map_err(|e| anyhow!("{}: {e}", ctx("bad WordPiece vocabulary")))?;
     let max_seq = max_seq(&pm);
     f(&Session {
         encoder,

@@ -163,6 +163,13 @@ pub fn matmul(w: &Matrix<'_>, x: &[f32], n: usize, bias: Option<&[f32]>, y: &mut
     matmul_with::<ScalarTile>(w, x, n, bias, y);
 }
 
+/// Whether `x` holds `n` tokens of `w.cols()` values and `y` `n` tokens of `w.rows()`: the
+/// shapes of [`matmul`] and of the token products of int8 activations.
+#[inline]
+pub(crate) fn tokens_fit(w: &Matrix<'_>, x: &[f32], n: usize, y: &[f32]) -> bool {
+    x.len() == n * w.cols() && y.len() == n * w.rows()
+}
+
 /// [`matmul`] with the tile dot `D`.
 pub fn matmul_with<D: TileDot>(
     w: &Matrix<'_>,
@@ -171,9 +178,8 @@ pub fn matmul_with<D: TileDot>(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
+    debug_assert!(tokens_fit(w, x, n, y));
     let (rows, cols) = (w.rows(), w.cols());
-    debug_assert_eq!(x.len(), n * cols);
-    debug_assert_eq!(y.len(), n * rows);
     debug_assert!(bias.is_none_or(|b| b.len() == rows));
     for v in y.iter_mut() {
         *v = 0.0;

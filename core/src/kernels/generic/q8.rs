@@ -1,6 +1,7 @@
 //! Int8-activation products: quantization of token rows by blocks of [`Q8_BLOCK`] columns,
 //! exact i32 block dots, and the float epilogue every arch kernel shares.
 
+use super::linear::tokens_fit;
 use crate::kernels::matrix::{Matrix, Weights};
 use crate::kernels::q8::{Q8_BLOCK, Q8_GROUP, Q8_MAX_COLS, Q8Rows, q8_blocks};
 
@@ -122,8 +123,7 @@ pub(crate) fn matmul_i8_i8_token_with(
 ) {
     let (rows, cols) = (w.rows(), w.cols());
     let nb = q8_blocks(cols);
-    debug_assert_eq!(x.len(), n * cols);
-    debug_assert_eq!(y.len(), n * rows);
+    debug_assert!(tokens_fit(w, x, n, y));
     debug_assert!(cols <= Q8_MAX_COLS);
     let mut qx = [0i8; Q8_GROUP * Q8_MAX_COLS];
     let mut sx = [0.0f32; Q8_GROUP * Q8_MAX_COLS / Q8_BLOCK];

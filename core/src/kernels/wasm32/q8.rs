@@ -623,7 +623,7 @@ pub fn wasm_simd128_matmul_i8_i8_token(
     let (rows, cols) = (w.rows(), w.cols());
     match w.weights() {
         Weights::I8 { q, scales }
-            if cols > 0 && cols <= Q8_MAX_COLS && x.len() == n * cols && y.len() == n * rows =>
+            if cols > 0 && cols <= Q8_MAX_COLS && generic::tokens_fit(w, x, n, y) =>
         {
             let mut qs = [0i8; 4 * Q8_MAX_COLS];
             passes(

@@ -329,11 +329,8 @@ fn weighted_rows<const C: usize, const U: usize, const FULL: bool>(
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn softmax_rows_c<const C: usize, const U: usize>(
-    scores: &[f32],
-    idx: &[u16],
-    v: &[f32],
-    stride: usize,
-    hd: usize,
+    (scores, idx): (&[f32], &[u16]),
+    (v, stride, hd): (&[f32], usize, usize),
     out: &mut [f32],
 ) {
     let mut mv = _mm512_set1_ps(f32::NEG_INFINITY);
@@ -369,13 +366,12 @@ fn softmax_rows_c<const C: usize, const U: usize>(
     }
 }
 
+/// The softmax of the kept `scores` over the value rows `v[idx * stride..][..hd]` into
+/// `out[..hd]` (zeros when nothing is kept), by [`softmax_rows_c`] for the head's width.
 #[target_feature(enable = "avx512f")]
 fn softmax_rows_avx512(
-    scores: &[f32],
-    idx: &[u16],
-    v: &[f32],
-    stride: usize,
-    hd: usize,
+    (scores, idx): (&[f32], &[u16]),
+    (v, stride, hd): (&[f32], usize, usize),
     out: &mut [f32],
 ) {
     let n = scores.len().min(idx.len());
@@ -386,10 +382,10 @@ fn softmax_rows_avx512(
         return;
     }
     match hd.div_ceil(16) {
-        1 => softmax_rows_c::<1, 4>(scores, idx, v, stride, hd, out),
-        2 => softmax_rows_c::<2, 4>(scores, idx, v, stride, hd, out),
-        3 | 4 => softmax_rows_c::<4, 2>(scores, idx, v, stride, hd, out),
-        _ => softmax_rows_c::<8, 1>(scores, idx, v, stride, hd, out),
+        1 => softmax_rows_c::<1, 4>((scores, idx), (v, stride, hd), out),
+        2 => softmax_rows_c::<2, 4>((scores, idx), (v, stride, hd), out),
+        3 | 4 => softmax_rows_c::<4, 2>((scores, idx), (v, stride, hd), out),
+        _ => softmax_rows_c::<8, 1>((scores, idx), (v, stride, hd), out),
     }
 }
 
@@ -404,7 +400,7 @@ pub fn x86_avx512_attn_softmax_rows(
 ) {
     if available() && hd <= ATTN_MAX_HEAD_DIM {
         // SAFETY: the CPU has AVX-512F (checked above).
-        unsafe { softmax_rows_avx512(scores, idx, v, stride, hd, out) }
+        unsafe { softmax_rows_avx512((scores, idx), (v, stride, hd), out) }
     } else {
         generic::attn_softmax_rows(scores, idx, v, stride, hd, out)
     }
@@ -501,7 +497,7 @@ pub fn x86_avx512_attn_softmax_lanes(a: &AttnSoftmaxArgs<'_>, out: &mut [f32], o
             let (sc, ix) = a.slots(l);
             let o = &mut out[l * out_stride..][..a.hd];
             // SAFETY: the CPU has AVX-512F (checked above).
-            unsafe { softmax_rows_avx512(sc, ix, a.v, a.stride, a.hd, o) }
+            unsafe { softmax_rows_avx512((sc, ix), (a.v, a.stride, a.hd), o) }
         }
     } else {
         generic::attn_softmax_lanes(a, out, out_stride)

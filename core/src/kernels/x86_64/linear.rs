@@ -286,8 +286,7 @@ pub fn x86_avx512_matmul_f32(
         Weights::F32(d)
             if cols > 0
                 && cols <= F32_MAX_COLS
-                && x.len() == n * cols
-                && y.len() == n * rows
+                && generic::tokens_fit(w, x, n, y)
                 && available_f32() =>
         {
             // SAFETY: the CPU has AVX-512 F (checked above).

@@ -48,6 +48,36 @@ impl Ctx<'_> {
         any != 0
     }
 
+    /// Scores, into `sc`, each tile of keys that a lane of the block whose first query is at
+    /// `gpos` sees (`lanes` queries of KV head `kvh`, transposed in `qt`), and calls
+    /// `f(t0, o, tile)` with the tile's first key `t0`, the offset `o` of its key and value
+    /// rows and the tile.
+    #[inline(always)]
+    fn visible_tiles(
+        &self,
+        (kvh, gpos, lanes): (usize, usize, usize),
+        qt: &[f32],
+        sc: &mut [f32; ATTN_BLOCK],
+        mut f: impl FnMut(usize, usize, &AttnTile<'_>),
+    ) {
+        let mut vis = [0u16; ATTN_TILE];
+        let end = self.key_end(gpos.saturating_add(lanes - 1));
+        for t0 in (0..end).step_by(ATTN_TILE) {
+            let nk = ATTN_TILE.min(end - t0);
+            if !self.tile_vis(t0, nk, gpos, lanes, &mut vis) {
+                continue;
+            }
+            let o = t0 * self.kv_dim + kvh * self.hd;
+            FAST.attn_scores_tile(&self.scores_args(qt, o, nk), sc);
+            let tile = AttnTile {
+                s: sc,
+                vis: &vis,
+                nk,
+            };
+            f(t0, o, &tile);
+        }
+    }
+
     /// Dense head `h` for one chunk of queries `qc` (the first at `pos0`), into `oc`, by the
     /// block kernels: per block of lanes, the blocked online softmax over the key tiles.
     /// Its block buffers are in `fast` ([`fast_parts`]: transposed queries, accumulators, a
@@ -68,7 +98,6 @@ impl Ctx<'_> {
         let Ok(sc) = <&mut [f32; ATTN_BLOCK]>::try_from(&mut rest[..ATTN_BLOCK]) else {
             return;
         };
-        let mut vis = [0u16; ATTN_TILE];
         let mut st = AttnDenseState::new(acc);
         for g0 in (0..nc).step_by(ATTN_LANES) {
             let lanes = ATTN_LANES.min(nc - g0);
@@ -77,21 +106,9 @@ impl Ctx<'_> {
             st.max = [f32::NEG_INFINITY; ATTN_LANES];
             st.sum = [0.0; ATTN_LANES];
             st.acc[..lanes * hd].fill(0.0);
-            let end = self.key_end(gpos.saturating_add(lanes - 1));
-            for t0 in (0..end).step_by(ATTN_TILE) {
-                let nk = ATTN_TILE.min(end - t0);
-                if !self.tile_vis(t0, nk, gpos, lanes, &mut vis) {
-                    continue;
-                }
-                let o = t0 * kv_dim + kvh * hd;
-                FAST.attn_scores_tile(&self.scores_args(qt, o, nk), sc);
-                let tile = AttnTile {
-                    s: sc,
-                    vis: &vis,
-                    nk,
-                };
-                FAST.attn_dense_tile(&tile, &self.keys.v[o..], kv_dim, hd, &mut st);
-            }
+            self.visible_tiles((kvh, gpos, lanes), qt, sc, |_, o, tile| {
+                FAST.attn_dense_tile(tile, &self.keys.v[o..], kv_dim, hd, &mut st);
+            });
             for l in 0..lanes {
                 let out = &mut oc[(g0 + l) * q_dim + h * hd..][..hd];
                 let acc = &st.acc[l * hd..][..hd];
@@ -280,14 +297,13 @@ impl Ctx<'_> {
         fast: &mut [f32],
         oc: &mut [f32],
     ) {
-        let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
+        let (hd, q_dim) = (self.hd, self.q_dim);
         let nc = qc.len() / q_dim;
         let kvh = h / self.group;
         let (qt, rest) = fast.split_at_mut(ATTN_LANES * hd);
         let Ok(sc) = <&mut [f32; ATTN_BLOCK]>::try_from(&mut rest[..ATTN_BLOCK]) else {
             return;
         };
-        let mut vis = [0u16; ATTN_TILE];
         let mut cand = [0u16; ATTN_TILE];
         s.lens[..nc].fill(0);
         for g0 in (0..nc).step_by(ATTN_LANES) {
@@ -300,23 +316,11 @@ impl Ctx<'_> {
             } else {
                 (1 << lanes) - 1
             };
-            let end = self.key_end(gpos.saturating_add(lanes - 1));
-            for t0 in (0..end).step_by(ATTN_TILE) {
-                let nk = ATTN_TILE.min(end - t0);
-                if !self.tile_vis(t0, nk, gpos, lanes, &mut vis) {
-                    continue;
+            self.visible_tiles((kvh, gpos, lanes), qt, sc, |t0, _, tile| {
+                if FAST.attn_candidates(tile, &thr, open, &mut cand) == 0 {
+                    return;
                 }
-                let o = t0 * kv_dim + kvh * hd;
-                FAST.attn_scores_tile(&self.scores_args(qt, o, nk), sc);
-                let tile = AttnTile {
-                    s: sc,
-                    vis: &vis,
-                    nk,
-                };
-                if FAST.attn_candidates(&tile, &thr, open, &mut cand) == 0 {
-                    continue;
-                }
-                for (j, &cj) in cand[..nk].iter().enumerate() {
+                for (j, &cj) in cand[..tile.nk].iter().enumerate() {
                     let mut cm = cj;
                     while cm != 0 {
                         let l = cm.trailing_zeros() as usize;
@@ -326,7 +330,7 @@ impl Ctx<'_> {
                         let idx = &mut s.idx[qi * k..(qi + 1) * k];
                         let mut sel = TopK::resume(slots, idx, s.lens[qi], Rank::Value);
                         // t0 + j < MAX_KEYS (checked): the key index fits in u16.
-                        sel.push(sc[j * ATTN_LANES + l], (t0 + j) as u16);
+                        sel.push(tile.s[j * ATTN_LANES + l], (t0 + j) as u16);
                         s.lens[qi] = sel.state();
                         if let Some(w) = sel.worst() {
                             thr[l] = w;
@@ -334,7 +338,7 @@ impl Ctx<'_> {
                         }
                     }
                 }
-            }
+            });
         }
         for qi in 0..nc {
             let slots = &mut s.scores[qi * k..(qi + 1) * k];
