@@ -2,7 +2,7 @@
 //! dtype (built by quantizing f32 values, compared against their dequantized f64 values).
 
 use topkit::config::Activation;
-use topkit::kernels::{DType, Matrix, Weights, f16};
+use topkit::kernels::{BLOCK, BlockType, DType, Matrix, Weights, f16};
 
 /// `erf(x)` in f64, independent of any library: the Maclaurin series for `|x| < 3` (largest
 /// term about 170, so about 1e-13 of cancellation error), and `1 - erfc` with erfc from its
@@ -66,6 +66,13 @@ pub enum OwnedMatrix {
         /// One scale per row.
         scales: Vec<f32>,
     },
+    /// ggml blocks, rounded to nearest ([`BlockType::quantize`]).
+    Blocks {
+        /// The block type.
+        ty: BlockType,
+        /// The blocks, row-major.
+        data: Vec<u8>,
+    },
 }
 
 /// A test matrix: shape plus storage.
@@ -101,6 +108,15 @@ impl TestMatrix {
                 }
                 OwnedMatrix::I8 { q, scales }
             }
+            DType::Block(ty) => {
+                assert_eq!(cols % BLOCK, 0, "block matrices have whole blocks per row");
+                let bb = ty.block_bytes();
+                let mut data = vec![0u8; values.len() / BLOCK * bb];
+                for (w, out) in values.chunks_exact(BLOCK).zip(data.chunks_exact_mut(bb)) {
+                    ty.quantize(w, out);
+                }
+                OwnedMatrix::Blocks { ty, data }
+            }
         };
         TestMatrix { rows, cols, data }
     }
@@ -111,6 +127,7 @@ impl TestMatrix {
             OwnedMatrix::F32(d) => Weights::F32(d),
             OwnedMatrix::F16(d) => Weights::F16(d),
             OwnedMatrix::I8 { q, scales } => Weights::I8 { q, scales },
+            OwnedMatrix::Blocks { ty, data } => Weights::Blocks { ty: *ty, data },
         };
         Matrix::new(self.rows, self.cols, w).expect("test matrix shape")
     }
@@ -122,6 +139,11 @@ impl TestMatrix {
             OwnedMatrix::F32(d) => d[i] as f64,
             OwnedMatrix::F16(d) => d[i].to_f64(),
             OwnedMatrix::I8 { q, scales } => scales[r] as f64 * q[i] as f64,
+            OwnedMatrix::Blocks { ty, data } => {
+                let bb = ty.block_bytes();
+                let b = i / BLOCK;
+                ty.element(&data[b * bb..(b + 1) * bb], i % BLOCK) as f64
+            }
         }
     }
 

@@ -87,8 +87,11 @@
 //!
 //! **Tensor table**: `n` entries of [`TENSOR_ENTRY_BYTES`] bytes, sorted by name (unique), see
 //! [`TensorEntry`]. dtype codes: f32 0, f16 1, int8 2 (symmetric, one f32 scale per row: the
-//! row is every dimension but the last), 3 reserved for int4 grouped (rejected for now). 1-D
-//! tensors are f32.
+//! row is every dimension but the last), 3 reserved for int4 grouped (rejected), and the ggml
+//! block types at 0x100 + ggml's type code (`Q4_0` 0x102, `Q4_1` 0x103, `Q5_0` 0x106, `Q5_1`
+//! 0x107, `Q8_0` 0x108; [`crate::kernels::BlockType`]): each row (the last dimension) a whole
+//! number of 32-weight blocks laid out as ggml's, `group` 32, the data length exactly the
+//! blocks' bytes. 1-D tensors are f32.
 //!
 //! Which tensors a model needs (names, shapes) and how they become the engine's
 //! [`LayerWeights`](crate::LayerWeights) is the model's side of the file:
@@ -108,8 +111,8 @@ pub use header::{
     ALIGN, CRC_OFFSET, HEADER_BYTES, Header, MAGIC, Section, VERSION, align_up, file_crc,
 };
 pub use tensors::{
-    DTYPE_F16, DTYPE_F32, DTYPE_I4_GROUPED, DTYPE_I8, MAX_RANK, TENSOR_ENTRY_BYTES, TensorEntry,
-    TensorInfo, TensorView, dtype_bytes, dtype_code,
+    DTYPE_BLOCK_BASE, DTYPE_F16, DTYPE_F32, DTYPE_I4_GROUPED, DTYPE_I8, MAX_RANK,
+    TENSOR_ENTRY_BYTES, TensorEntry, TensorInfo, TensorView, data_bytes, dtype_code, dtype_of_code,
 };
 pub use tokenizer::{
     BPE_PRE_DIGITS_GPT2, BPE_PRE_GPT2, NO_TOKEN, SPECIALS, Special, TOKENIZER_HEADER_BYTES,

@@ -6,7 +6,7 @@ use half::f16;
 use super::bytes::{le_u32, le_u64, put_u32, put_u64, range, sat, search};
 use super::header::ALIGN;
 use crate::Error;
-use crate::kernels::{DType, Matrix, Weights};
+use crate::kernels::{BLOCK, BlockType, DType, Matrix, Weights};
 use crate::name::MAX_NAME_BYTES;
 
 /// Size of one tensor table entry, bytes.
@@ -25,7 +25,8 @@ pub struct TensorEntry {
     pub name_offset: u32,
     /// Length of the name, bytes.
     pub name_len: u32,
-    /// Element type code (f32 0, f16 1, int8 2, int4 grouped 3 reserved).
+    /// Element type code (f32 0, f16 1, int8 2, int4 grouped 3 reserved, ggml blocks
+    /// [`DTYPE_BLOCK_BASE`] + ggml's type code).
     pub dtype: u32,
     /// Number of dimensions, 1..=4.
     pub rank: u32,
@@ -39,7 +40,7 @@ pub struct TensorEntry {
     pub scales_offset: u64,
     /// Length of the scales, bytes; 0 when none.
     pub scales_len: u64,
-    /// Group size of grouped quantization (int4, later); 0 now.
+    /// Weights per block: 32 for ggml block types, 0 for the others.
     pub group: u32,
 }
 
@@ -52,21 +53,45 @@ pub const DTYPE_I8: u32 = 2;
 /// dtype code reserved for int4 tensors with grouped scales (not supported yet).
 pub const DTYPE_I4_GROUPED: u32 = 3;
 
+/// dtype codes of ggml block types are this plus ggml's type code: `Q4_0` 0x102, `Q4_1`
+/// 0x103, `Q5_0` 0x106, `Q5_1` 0x107, `Q8_0` 0x108.
+pub const DTYPE_BLOCK_BASE: u32 = 0x100;
+
 /// The file code of a dtype.
 pub fn dtype_code(d: DType) -> u32 {
     match d {
         DType::F32 => DTYPE_F32,
         DType::F16 => DTYPE_F16,
         DType::I8 => DTYPE_I8,
+        DType::Block(t) => DTYPE_BLOCK_BASE + t.ggml_code(),
     }
 }
 
-/// Bytes of one element of `d`.
-pub fn dtype_bytes(d: DType) -> usize {
+/// The dtype of file code `code`, `None` for unknown codes (and the reserved int4 code).
+pub fn dtype_of_code(code: u32) -> Option<DType> {
+    Some(match code {
+        DTYPE_F32 => DType::F32,
+        DTYPE_F16 => DType::F16,
+        DTYPE_I8 => DType::I8,
+        c if c > DTYPE_BLOCK_BASE => DType::Block(BlockType::from_ggml_code(c - DTYPE_BLOCK_BASE)?),
+        _ => return None,
+    })
+}
+
+/// Bytes of the data of `elements` values of `d` whose last dimension is `cols` (int8 scales
+/// not counted): `None` on overflow, or for a block type when `cols` is not a whole number of
+/// blocks.
+pub fn data_bytes(d: DType, elements: usize, cols: usize) -> Option<usize> {
     match d {
-        DType::F32 => 4,
-        DType::F16 => 2,
-        DType::I8 => 1,
+        DType::F32 => elements.checked_mul(4),
+        DType::F16 => elements.checked_mul(2),
+        DType::I8 => Some(elements),
+        DType::Block(t) => {
+            if cols == 0 || !cols.is_multiple_of(BLOCK) {
+                return None;
+            }
+            t.matrix_bytes(elements / cols, cols)
+        }
     }
 }
 
@@ -180,6 +205,10 @@ impl<'a> TensorInfo<'a> {
                         q: bytemuck::try_cast_slice(self.data).map_err(|_| cast_err)?,
                         scales: bytemuck::try_cast_slice(self.scales).map_err(|_| cast_err)?,
                     },
+                    DType::Block(ty) => Weights::Blocks {
+                        ty,
+                        data: self.data,
+                    },
                 };
                 Ok(TensorView::Matrix(Matrix::new(
                     self.shape[0],
@@ -277,12 +306,10 @@ impl<'a> TensorTable<'a> {
         }
         let name = core::str::from_utf8(&self.names[name_range])
             .map_err(|_| bad("name is not valid UTF-8"))?;
-        let dtype = match e.dtype {
-            DTYPE_F32 => DType::F32,
-            DTYPE_F16 => DType::F16,
-            DTYPE_I8 => DType::I8,
-            DTYPE_I4_GROUPED => return Err(Error::Unsupported("int4 grouped tensors")),
-            code => {
+        let dtype = match (e.dtype, dtype_of_code(e.dtype)) {
+            (_, Some(d)) => d,
+            (DTYPE_I4_GROUPED, None) => return Err(Error::Unsupported("int4 grouped tensors")),
+            (code, None) => {
                 return Err(Error::UnknownCode {
                     what: "tensor dtype",
                     code,
@@ -299,8 +326,15 @@ impl<'a> TensorTable<'a> {
         if rank == 1 && dtype != DType::F32 {
             return Err(bad("1-D tensors must be f32"));
         }
-        if e.group != 0 {
-            return Err(bad("group size must be 0 for f32, f16 and int8"));
+        let group = if dtype.block().is_some() {
+            BLOCK as u32
+        } else {
+            0
+        };
+        if e.group != group {
+            return Err(bad(
+                "group size must be 32 for block types, 0 for the others",
+            ));
         }
         if le_u32(self.table, index * TENSOR_ENTRY_BYTES + 68) != 0 {
             return Err(bad("reserved field is not zero"));
@@ -312,7 +346,12 @@ impl<'a> TensorTable<'a> {
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or(too_big)?;
         let rows = shape[..rank - 1].iter().product::<usize>();
-        let want = elements.checked_mul(dtype_bytes(dtype)).ok_or(too_big)?;
+        let cols = shape[rank - 1];
+        let want = data_bytes(dtype, elements, cols).ok_or(if dtype.block().is_some() {
+            bad("rows are not whole blocks of 32")
+        } else {
+            too_big
+        })?;
         let sized = |what, expected: usize, len: u64| {
             if len == expected as u64 {
                 return Ok(());

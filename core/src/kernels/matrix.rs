@@ -1,5 +1,6 @@
 //! Weight matrices: element types and borrowed storage.
 
+use super::blocks::BlockType;
 use crate::Error;
 /// IEEE half float, the element of [`Weights::F16`] (re-exported from the `half` crate).
 pub use half::f16;
@@ -14,6 +15,28 @@ pub enum DType {
     F16,
     /// Symmetric int8 with one f32 scale per row: `w[r][c] = scale[r] * q[r][c]`.
     I8,
+    /// ggml blocks of 32 weights along each row ([`BlockType`]).
+    Block(BlockType),
+}
+
+impl DType {
+    /// The name `--dtype` takes and `inspect` prints: `f32`, `f16`, `int8`, `q4_0`, ...
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::I8 => "int8",
+            DType::Block(t) => t.name(),
+        }
+    }
+
+    /// The block type, `None` for f32, f16 and int8.
+    pub const fn block(self) -> Option<BlockType> {
+        match self {
+            DType::Block(t) => Some(t),
+            _ => None,
+        }
+    }
 }
 
 /// Borrowed weight storage (zero-copy view of flash, a file or a JS buffer).
@@ -29,6 +52,13 @@ pub enum Weights<'a> {
         q: &'a [i8],
         /// One scale per row.
         scales: &'a [f32],
+    },
+    /// ggml blocks: each row is `cols / 32` blocks of `ty.block_bytes()` bytes.
+    Blocks {
+        /// The block type.
+        ty: BlockType,
+        /// The blocks, row-major.
+        data: &'a [u8],
     },
 }
 
@@ -64,6 +94,19 @@ impl<'a> Matrix<'a> {
                 }
                 (q.len(), "int8 matrix")
             }
+            Weights::Blocks { ty, data } => {
+                let want = ty.matrix_bytes(rows, cols).ok_or(Error::InvalidConfig(
+                    "block matrix columns are not whole blocks",
+                ))?;
+                if data.len() != want {
+                    return Err(Error::ShapeMismatch {
+                        what: "block matrix bytes",
+                        expected: want,
+                        found: data.len(),
+                    });
+                }
+                return Ok(Matrix { rows, cols, w });
+            }
         };
         if len != n {
             return Err(Error::ShapeMismatch {
@@ -91,12 +134,35 @@ impl<'a> Matrix<'a> {
             Weights::F32(_) => DType::F32,
             Weights::F16(_) => DType::F16,
             Weights::I8 { .. } => DType::I8,
+            Weights::Blocks { ty, .. } => DType::Block(ty),
         }
     }
 
     /// The storage.
     pub fn weights(&self) -> Weights<'a> {
         self.w
+    }
+
+    /// Bytes of the weights (and int8 row scales): what the matrix takes in flash.
+    pub fn bytes(&self) -> usize {
+        match self.w {
+            Weights::F32(d) => 4 * d.len(),
+            Weights::F16(d) => 2 * d.len(),
+            Weights::I8 { q, scales } => q.len() + 4 * scales.len(),
+            Weights::Blocks { data, .. } => data.len(),
+        }
+    }
+
+    /// The block type and the blocks of row `r` (< rows), `None` for other element types.
+    #[inline]
+    pub fn block_row(&self, r: usize) -> Option<(BlockType, &'a [u8])> {
+        match self.w {
+            Weights::Blocks { ty, data } => {
+                let rb = self.cols / super::blocks::BLOCK * ty.block_bytes();
+                Some((ty, &data[r * rb..(r + 1) * rb]))
+            }
+            _ => None,
+        }
     }
 
     /// The int8 values and the row scales, `None` for other element types.

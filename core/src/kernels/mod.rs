@@ -17,6 +17,7 @@
 //! bits).
 
 mod args;
+mod blocks;
 pub mod generic;
 mod matrix;
 mod q8;
@@ -29,6 +30,7 @@ mod wasm32;
 mod x86_64;
 
 pub use args::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, FfnArgs, FfnInt8};
+pub use blocks::{BLOCK, BlockType};
 pub use generic::*;
 pub use matrix::{DType, Matrix, Weights, f16};
 pub use q8::*;
@@ -160,6 +162,26 @@ impl Kernels {
                     }
                 }
             }
+            // Block weights take row-major int8 tokens (blocks of 32 weights under blocks of
+            // Q8_BLOCK activations), quantized with the reference layout.
+            (Kernels::Fast, DType::Block(_))
+                if w.cols() <= Q8_MAX_COLS && scratch.len() >= q8_group_words(w.cols()) =>
+            {
+                let (rows, cols) = (w.rows(), w.cols());
+                let groups = q8_groups(cols, n).min(scratch.len() / q8_group_words(cols));
+                let pass = groups * Q8_GROUP;
+                let mut i0 = 0;
+                while i0 < n {
+                    let t = pass.min(n - i0);
+                    let xq = Kernels::Reference.quantize_q8(
+                        &x[i0 * cols..(i0 + t) * cols],
+                        cols,
+                        scratch,
+                    );
+                    self.matmul_q8(w, &xq, bias, &mut y[i0 * rows..(i0 + t) * rows]);
+                    i0 += t;
+                }
+            }
             #[cfg(topkit_x86)]
             (Kernels::Fast, DType::F32) => x86_avx512_matmul_f32(w, x, n, bias, y),
             _ => matmul(w, x, n, bias, y),
@@ -231,7 +253,7 @@ impl Kernels {
             #[cfg(topkit_arm_dsp)]
             Kernels::Fast => generic::matmul_q8_tokens_with(arm_dsp_dot_i8_i8, w, x, bias, y),
             #[cfg(topkit_wasm_simd)]
-            Kernels::Fast => wasm_simd128_matmul_q8_tokens(w, x, bias, y),
+            Kernels::Fast if w.dtype() == DType::I8 => wasm_simd128_matmul_q8_tokens(w, x, bias, y),
             _ => matmul_q8_tokens(w, x, bias, y),
         }
     }
@@ -296,6 +318,12 @@ impl Kernels {
                 }
             }
         }
+    }
+
+    /// `y[r] += a * W[r][j]` for every row (as [`axpy_col`]: the same bits for every choice).
+    #[inline]
+    pub fn axpy_col(self, w: &Matrix<'_>, j: usize, a: f32, y: &mut [f32]) {
+        axpy_col(w, j, a, y);
     }
 
     /// `W[r] . x` with the row's scale applied (f32 activations; as [`dot_row`]).

@@ -17,6 +17,9 @@ pub const Q8_GROUP: usize = 16;
 /// of 4.
 pub const Q8_BLOCK: usize = 64;
 
+// A block of weights ([`super::BLOCK`]) lies under one activation block.
+const _: () = assert!(Q8_BLOCK.is_multiple_of(super::blocks::BLOCK));
+
 /// Scales per token of a `cols`-wide row in [`super::matmul_q8_tokens`] (`cols.div_ceil(Q8_BLOCK)`).
 pub const fn q8_blocks(cols: usize) -> usize {
     cols.div_ceil(Q8_BLOCK)

@@ -11,11 +11,7 @@ use crate::size::human;
 
 /// The name `--dtype` and the reports give `d`.
 pub fn dtype_name(d: DType) -> &'static str {
-    match d {
-        DType::F32 => "f32",
-        DType::F16 => "f16",
-        DType::I8 => "int8",
-    }
+    d.name()
 }
 
 /// `s` with its control characters (C0, DEL, C1: terminal escape sequences start with them)

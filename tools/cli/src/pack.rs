@@ -298,5 +298,15 @@ pub fn dequantize(t: &topkit::format::TensorInfo<'_>) -> Vec<f32> {
                 .map(|(i, &q)| f32::from(q as i8) * scales[i / cols])
                 .collect()
         }
+        DType::Block(ty) => {
+            let mut out = vec![0f32; t.elements()];
+            for (o, b) in out
+                .chunks_exact_mut(topkit::kernels::BLOCK)
+                .zip(t.data.chunks_exact(ty.block_bytes()))
+            {
+                ty.dequantize(b, o);
+            }
+            out
+        }
     }
 }

@@ -24,6 +24,13 @@ pub enum TensorData {
         /// One scale per row.
         scales: Vec<f32>,
     },
+    /// ggml blocks, row-major, exactly as ggml lays them out.
+    Blocks {
+        /// The block type.
+        ty: topkit::kernels::BlockType,
+        /// The blocks' bytes.
+        data: Vec<u8>,
+    },
 }
 
 impl TensorData {
@@ -33,6 +40,7 @@ impl TensorData {
             TensorData::F32(_) => DType::F32,
             TensorData::F16(_) => DType::F16,
             TensorData::I8 { .. } => DType::I8,
+            TensorData::Blocks { ty, .. } => DType::Block(*ty),
         }
     }
 
@@ -41,6 +49,7 @@ impl TensorData {
             TensorData::F32(v) => bytemuck::cast_slice(v),
             TensorData::F16(v) => bytemuck::cast_slice(v),
             TensorData::I8 { q, .. } => bytemuck::cast_slice(q),
+            TensorData::Blocks { data, .. } => data,
         }
     }
 
@@ -283,7 +292,11 @@ pub fn write_file(
             data_len,
             scales_offset,
             scales_len,
-            group: 0,
+            group: if t.data.dtype().block().is_some() {
+                topkit::kernels::BLOCK as u32
+            } else {
+                0
+            },
         });
     }
     for (i, e) in entries.iter().enumerate() {

@@ -4,6 +4,7 @@
 //! The f32 products are generic over the tile dot ([`TileDot`]): [`ScalarTile`] here, the
 //! `simd128` one on wasm (the same bits), picked by the dispatch in `kernels`.
 
+use crate::kernels::blocks::{BLOCK, BlockType};
 use crate::kernels::matrix::{Matrix, Weights};
 use half::f16;
 
@@ -101,7 +102,44 @@ pub fn dot_row_with<D: TileDot>(w: &Matrix<'_>, r: usize, x: &[f32]) -> f32 {
         Weights::F32(d) => dot_with::<D>(&d[r * c..(r + 1) * c], x),
         Weights::F16(d) => dot_conv(&d[r * c..(r + 1) * c], x, f16_to_f32),
         Weights::I8 { q, scales } => dot_conv(&q[r * c..(r + 1) * c], x, i8_to_f32) * scales[r],
+        Weights::Blocks { ty, data } => {
+            let rb = c / BLOCK * ty.block_bytes();
+            let row = &data[r * rb..(r + 1) * rb];
+            let mut buf = [0.0f32; TILE];
+            let mut total = 0.0f32;
+            for (t, xt) in x.chunks(TILE).enumerate() {
+                let tile = dequantize_tile(ty, row, t * TILE, xt.len(), &mut buf);
+                total += D::dot_tile(tile, xt);
+            }
+            total
+        }
     }
+}
+
+/// Columns `c0..c0 + len` of a row of blocks dequantized into `buf` (`c0` and `len` whole
+/// blocks, `len <= TILE`): the tile the f32 order multiplies.
+#[inline(always)]
+fn dequantize_tile<'b>(
+    ty: BlockType,
+    row: &[u8],
+    c0: usize,
+    len: usize,
+    buf: &'b mut [f32; TILE],
+) -> &'b [f32] {
+    let bb = ty.block_bytes();
+    let first = c0 / BLOCK;
+    for (i, out) in buf[..len].chunks_exact_mut(BLOCK).enumerate() {
+        let b = first + i;
+        ty.dequantize(&row[b * bb..(b + 1) * bb], out);
+    }
+    &buf[..len]
+}
+
+/// The blocks of row `r` of a block matrix with `cols` columns.
+#[inline(always)]
+fn block_row(ty: BlockType, data: &[u8], cols: usize, r: usize) -> &[u8] {
+    let rb = cols / BLOCK * ty.block_bytes();
+    &data[r * rb..(r + 1) * rb]
 }
 
 /// `y += a * W[r]` elementwise (int8: `y += (a * scale) * q`). `y.len() == cols`, `r < rows`.
@@ -120,6 +158,52 @@ pub fn axpy_row(w: &Matrix<'_>, r: usize, a: f32, y: &mut [f32]) {
             let s = a * scales[r];
             for (yi, &qi) in y.iter_mut().zip(&q[r * c..(r + 1) * c]) {
                 *yi += s * qi as f32;
+            }
+        }
+        Weights::Blocks { ty, data } => {
+            let bb = ty.block_bytes();
+            let mut buf = [0.0f32; BLOCK];
+            for (yb, blk) in y
+                .chunks_exact_mut(BLOCK)
+                .zip(block_row(ty, data, c, r).chunks_exact(bb))
+            {
+                ty.dequantize(blk, &mut buf);
+                axpy(yb, a, &buf);
+            }
+        }
+    }
+}
+
+/// `y[r] += a * W[r][j]` for every row `r` (`y.len() == rows`, `j < cols`): column `j` of `W`
+/// added with weight `a`, element by element in row order. For a matrix `W` this equals
+/// [`axpy_row`] of row `j` of `W^T` bit for bit (the same products, the same sums), so a
+/// down projection kept in ggml's `[d_model, d_ff]` layout adds a unit exactly as its
+/// transpose would.
+pub fn axpy_col(w: &Matrix<'_>, j: usize, a: f32, y: &mut [f32]) {
+    debug_assert!(j < w.cols());
+    debug_assert_eq!(y.len(), w.rows());
+    let c = w.cols();
+    match w.weights() {
+        Weights::F32(d) => {
+            for (r, yr) in y.iter_mut().enumerate() {
+                *yr += a * d[r * c + j];
+            }
+        }
+        Weights::F16(d) => {
+            for (r, yr) in y.iter_mut().enumerate() {
+                *yr += a * d[r * c + j].to_f32();
+            }
+        }
+        Weights::I8 { q, scales } => {
+            for (r, yr) in y.iter_mut().enumerate() {
+                *yr += (a * scales[r]) * q[r * c + j] as f32;
+            }
+        }
+        Weights::Blocks { ty, data } => {
+            let (bb, b, jj) = (ty.block_bytes(), j / BLOCK, j % BLOCK);
+            for (r, yr) in y.iter_mut().enumerate() {
+                let row = block_row(ty, data, c, r);
+                *yr += a * ty.element(&row[b * bb..(b + 1) * bb], jj);
             }
         }
     }
@@ -141,6 +225,15 @@ pub fn row_to_f32(w: &Matrix<'_>, r: usize, out: &mut [f32]) {
             let s = scales[r];
             for (o, &v) in out.iter_mut().zip(&q[r * c..(r + 1) * c]) {
                 *o = s * v as f32;
+            }
+        }
+        Weights::Blocks { ty, data } => {
+            let bb = ty.block_bytes();
+            for (o, blk) in out
+                .chunks_exact_mut(BLOCK)
+                .zip(block_row(ty, data, c, r).chunks_exact(bb))
+            {
+                ty.dequantize(blk, o);
             }
         }
     }
@@ -203,6 +296,9 @@ pub fn matmul_with<D: TileDot>(
                         *o = v as f32;
                     }
                     &buf[..len]
+                }
+                Weights::Blocks { ty, data } => {
+                    dequantize_tile(ty, block_row(ty, data, cols, r), t0, len, &mut buf)
                 }
             };
             for i in 0..n {

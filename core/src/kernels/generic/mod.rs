@@ -11,7 +11,9 @@
 //!
 //! Products are plain `w * x` (never fused multiply-add) so the same build gives the same bits
 //! on every target. For int8 rows the sum is over `q * x` and the row scale multiplies the
-//! total once; a bias is added last.
+//! total once; a bias is added last. Rows of ggml blocks are dequantized a tile at a time
+//! ([`crate::kernels::BlockType::dequantize`]) and then summed in this order, so a block
+//! matrix gives the bits of its dequantized f32 matrix.
 //!
 //! # Preconditions
 //! These are internal hot paths: shapes are checked with `debug_assert!` only. A wrong length

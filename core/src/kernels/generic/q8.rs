@@ -2,6 +2,7 @@
 //! exact i32 block dots, and the float epilogue every arch kernel shares.
 
 use super::linear::tokens_fit;
+use crate::kernels::blocks::{BLOCK, BlockType};
 use crate::kernels::matrix::{Matrix, Weights};
 use crate::kernels::q8::{Q8_BLOCK, Q8_GROUP, Q8_MAX_COLS, Q8Rows, q8_blocks};
 
@@ -61,7 +62,8 @@ pub fn quantize_i8_token(x: &[f32], q: &mut [i8], s: &mut [f32]) {
 /// `Y[i][r] = (sum_b dot_i8_i8(W[r]_b, Xq[i]_b) as f32 * xs[i][b]) * scale[r] + bias[r]`, the
 /// blocks `b` of [`Q8_BLOCK`] columns summed left to right from `+0.0` (multiply then add, no
 /// FMA). The i32 dots are exact, so arch kernels give the same bits. `W` must be
-/// [`Weights::I8`], `cols <= Q8_MAX_COLS`; shapes as in [`super::matmul`].
+/// [`Weights::I8`] or [`Weights::Blocks`] (see `matmul_q8_blocks` for their order),
+/// `cols <= Q8_MAX_COLS`; shapes as in [`super::matmul`].
 pub fn matmul_q8_tokens(w: &Matrix<'_>, x: Q8Rows<'_>, bias: Option<&[f32]>, y: &mut [f32]) {
     matmul_q8_tokens_with(dot_i8_i8, w, x, bias, y);
 }
@@ -82,9 +84,16 @@ pub(crate) fn matmul_q8_tokens_with(
     debug_assert_eq!(xq.len(), n * cols);
     debug_assert_eq!(xs.len(), n * nb);
     debug_assert_eq!(y.len(), n * rows);
-    let Weights::I8 { q, scales } = w.weights() else {
-        debug_assert!(false, "matmul_q8_tokens needs int8 weights");
-        return;
+    let (q, scales) = match w.weights() {
+        Weights::I8 { q, scales } => (q, scales),
+        Weights::Blocks { ty, data } => {
+            matmul_q8_blocks(ty, data, (rows, cols), x, bias, y);
+            return;
+        }
+        _ => {
+            debug_assert!(false, "matmul_q8_tokens needs int8 or block weights");
+            return;
+        }
     };
     for i in 0..n {
         let (xi, si) = (&xq[i * cols..(i + 1) * cols], &xs[i * nb..(i + 1) * nb]);
@@ -95,6 +104,46 @@ pub(crate) fn matmul_q8_tokens_with(
                 v += dot(wb, xb) as f32 * sb;
             }
             y[i * rows + r] = q8_token_out(v, scales[r], bias.map(|b| b[r]));
+        }
+    }
+}
+
+/// The block-weight case of [`matmul_q8_tokens`]: `Y[i][r]` sums over the weight blocks `b`
+/// of row `r`, left to right from `+0.0`,
+/// `(dot_i8_i8(q_b, xq_b) as f32 * xs) * d_b` and, for the kinds with a min,
+/// `+ (sum(xq_b) as f32 * xs) * m_b` (two adds, in that order), where `q_b` are the block's
+/// integers ([`BlockType::ints`]), `xq_b` the token's 32 int8 values under it and `xs` the
+/// scale of the [`Q8_BLOCK`] activation block that holds it; then the bias. The integer sums
+/// are exact, so an arch kernel that keeps this order per output gives the same bits.
+fn matmul_q8_blocks(
+    ty: BlockType,
+    data: &[u8],
+    (rows, cols): (usize, usize),
+    x: Q8Rows<'_>,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let Q8Rows { q: xq, s: xs, n } = x;
+    let nb = q8_blocks(cols);
+    let bb = ty.block_bytes();
+    let rb = cols / BLOCK * bb;
+    let mut qw = [0i8; BLOCK];
+    for i in 0..n {
+        let (xi, si) = (&xq[i * cols..(i + 1) * cols], &xs[i * nb..(i + 1) * nb]);
+        for r in 0..rows {
+            let row = &data[r * rb..(r + 1) * rb];
+            let mut v = 0.0f32;
+            for (b, (blk, xb)) in row.chunks_exact(bb).zip(xi.chunks_exact(BLOCK)).enumerate() {
+                ty.ints(blk, &mut qw);
+                let (d, m) = ty.scale_min(blk);
+                let s = si[b * BLOCK / Q8_BLOCK];
+                v += (dot_i8_i8(&qw, xb) as f32 * s) * d;
+                if ty.has_min() {
+                    let sum = xb.iter().fold(0i32, |a, &q| a + q as i32);
+                    v += (sum as f32 * s) * m;
+                }
+            }
+            y[i * rows + r] = q8_token_out(v, 1.0, bias.map(|b| b[r]));
         }
     }
 }
