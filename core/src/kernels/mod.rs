@@ -37,6 +37,8 @@ pub use q8::*;
 
 #[cfg(topkit_arm_dsp)]
 pub use arm::{DSP_SEGMENT, arm_dsp_dot_i8_i8, arm_dsp_matvec_i8_i8};
+#[cfg(all(topkit_arm_dsp, target_abi = "eabihf"))]
+pub use arm::{SEG_BLOCKS, arm_dsp_matmul_q8_blocks};
 #[cfg(topkit_wasm_simd)]
 pub use wasm32::{
     wasm_simd128_accumulate_q8_tokens, wasm_simd128_attn_dense_tile, wasm_simd128_attn_scores_rows,
@@ -249,6 +251,11 @@ impl Kernels {
         y: &mut [f32],
     ) {
         match self {
+            // Block weights: the SMLAD row loops of Q8_0, Q4_0, Q4_1 (others inside: generic).
+            #[cfg(all(topkit_arm_dsp, target_abi = "eabihf"))]
+            Kernels::Fast if matches!(w.dtype(), DType::Block(_)) => {
+                arm_dsp_matmul_q8_blocks(w, x, bias, y)
+            }
             // The exact block dots on SMLAD: the same i32s, so the same bits.
             #[cfg(topkit_arm_dsp)]
             Kernels::Fast => generic::matmul_q8_tokens_with(arm_dsp_dot_i8_i8, w, x, bias, y),
