@@ -44,7 +44,8 @@ pub use wasm32::{
     wasm_simd128_accumulate_q8_tokens, wasm_simd128_attn_dense_tile, wasm_simd128_attn_scores_rows,
     wasm_simd128_attn_scores_tile, wasm_simd128_attn_softmax_lanes, wasm_simd128_attn_topk_block,
     wasm_simd128_exp_f32x4, wasm_simd128_ffn_q8, wasm_simd128_gelu_erf,
-    wasm_simd128_matmul_i8_i8_token, wasm_simd128_matmul_q8_tokens, wasm_simd128_quantize_i8_token,
+    wasm_simd128_matmul_i8_i8_token, wasm_simd128_matmul_q8_blocks, wasm_simd128_matmul_q8_tokens,
+    wasm_simd128_quantize_i8_token,
 };
 #[cfg(topkit_x86)]
 pub use x86_64::{
@@ -165,7 +166,8 @@ impl Kernels {
                 }
             }
             // Block weights take row-major int8 tokens (blocks of 32 weights under blocks of
-            // Q8_BLOCK activations), quantized with the reference layout.
+            // Q8_BLOCK activations), quantized with the reference layout (the same values
+            // with the fast quantization where it keeps that layout: wasm simd128).
             (Kernels::Fast, DType::Block(_))
                 if w.cols() <= Q8_MAX_COLS && scratch.len() >= q8_group_words(w.cols()) =>
             {
@@ -175,11 +177,12 @@ impl Kernels {
                 let mut i0 = 0;
                 while i0 < n {
                     let t = pass.min(n - i0);
-                    let xq = Kernels::Reference.quantize_q8(
-                        &x[i0 * cols..(i0 + t) * cols],
-                        cols,
-                        scratch,
-                    );
+                    let quant = if cfg!(topkit_wasm_simd) {
+                        self
+                    } else {
+                        Kernels::Reference
+                    };
+                    let xq = quant.quantize_q8(&x[i0 * cols..(i0 + t) * cols], cols, scratch);
                     self.matmul_q8(w, &xq, bias, &mut y[i0 * rows..(i0 + t) * rows]);
                     i0 += t;
                 }
@@ -261,6 +264,10 @@ impl Kernels {
             Kernels::Fast => generic::matmul_q8_tokens_with(arm_dsp_dot_i8_i8, w, x, bias, y),
             #[cfg(topkit_wasm_simd)]
             Kernels::Fast if w.dtype() == DType::I8 => wasm_simd128_matmul_q8_tokens(w, x, bias, y),
+            #[cfg(topkit_wasm_simd)]
+            Kernels::Fast if matches!(w.dtype(), DType::Block(_)) => {
+                wasm_simd128_matmul_q8_blocks(w, x, bias, y)
+            }
             _ => matmul_q8_tokens(w, x, bias, y),
         }
     }
