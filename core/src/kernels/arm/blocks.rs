@@ -284,6 +284,26 @@ fn row_q4_1(row: &[u8], xs: &[u32], v: f32) -> f32 {
     f32::from_bits(vb)
 }
 
+/// Every row's segment `(at, len)` (bytes from the row start) of `data` (`rb` bytes a row)
+/// through the row loop `f` with the expanded activations `xe`, from `+0.0` (`first`) or
+/// from the running sums in `y`.
+#[inline(always)]
+fn rows_of(
+    data: &[u8],
+    (at, len): (usize, usize),
+    rb: usize,
+    xe: &[u32],
+    first: bool,
+    y: &mut [f32],
+    f: impl Fn(&[u8], &[u32], f32) -> f32,
+) {
+    for (row, yr) in data.chunks_exact(rb).zip(y.iter_mut()) {
+        // The running sum from the previous segment (exact: stored and reloaded).
+        let v = if first { 0.0 } else { *yr };
+        *yr = f(&row[at..at + len], xe, v);
+    }
+}
+
 /// DSP [`crate::kernels::matmul_q8_tokens`] for block weights: the same bits. `Q8_0`, `Q4_0`
 /// and `Q4_1` weights run the SMLAD row loops (see the module doc); other weights, other
 /// block types and inconsistent shapes take the generic kernel. Shapes as there. Stack:
@@ -326,15 +346,11 @@ pub fn arm_dsp_matmul_q8_blocks(
             let seg = &xi[b0 * BLOCK..(b0 + len) * BLOCK];
             expand(ty, seg, |b| si[(b0 + b) * BLOCK / Q8_BLOCK], xe);
             let xe = &buf[..len * bw];
-            for (r, yr) in yi.iter_mut().enumerate() {
-                // The running sum from the previous segment (exact: stored and reloaded).
-                let v = if b0 == 0 { 0.0 } else { *yr };
-                let row = &data[r * rb + b0 * bb..r * rb + (b0 + len) * bb];
-                *yr = match ty {
-                    BlockType::Q8_0 => row_q8_0(row, xe, v),
-                    BlockType::Q4_0 => row_q4_0(row, xe, v),
-                    _ => row_q4_1(row, xe, v),
-                };
+            let seg = (b0 * bb, len * bb);
+            match ty {
+                BlockType::Q8_0 => rows_of(data, seg, rb, xe, b0 == 0, yi, row_q8_0),
+                BlockType::Q4_0 => rows_of(data, seg, rb, xe, b0 == 0, yi, row_q4_0),
+                _ => rows_of(data, seg, rb, xe, b0 == 0, yi, row_q4_1),
             }
             b0 += len;
         }
