@@ -108,10 +108,11 @@ pub enum Kernels {
     /// ([`Kernels::dot_i8`], [`Kernels::matvec_i8`]) and, on hard-float builds, the `Q8_0`,
     /// `Q4_0` and `Q4_1` block-weight products run the DSP (SMLAD) kernels, the same bits as
     /// the generic ones. On wasm32 with `simd128` the int8 and block-weight products (many
-    /// token groups per packing or decoding of the weights), the fused dense int8 feed-forward, the quantization, the
-    /// attention block kernels (dense and top-k) and GELU run the simd128 kernels (the same
-    /// bits as the generic ones, GELU within a few ulps). Results differ from `Reference` by
-    /// the activation rounding (int8) or the summation order (f32).
+    /// token groups per packing or decoding of the weights), the fused dense int8
+    /// feed-forward, the quantization, the attention block kernels (dense and top-k) and GELU
+    /// run the simd128 kernels (the same bits as the generic ones, GELU within a few ulps).
+    /// Results differ from `Reference` by the activation rounding (int8) or the summation
+    /// order (f32).
     Fast,
 }
 

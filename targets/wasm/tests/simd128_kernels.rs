@@ -5,8 +5,8 @@
 //! products (int8 and block weights), the quantization and the fused feed-forward must give
 //! the generic bits (the design promises it: exact i32 sums, the same float epilogue), the
 //! vector `exp` the bits of `exp_poly`, the attention tiles the generic bits (the same float
-//! operations in the same order, lane by lane), and GELU stays within `|x| * 3e-7 + 1e-7` of `activate_fast` (its
-//! `exp` is the polynomial, not the math library's).
+//! operations in the same order, lane by lane), and GELU stays within `|x| * 3e-7 + 1e-7` of
+//! `activate_fast` (its `exp` is the polynomial, not the math library's).
 #![cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 
 // The checks of every kernel family and their re-exports; this build uses those it has

@@ -13,8 +13,9 @@
 //! test harness can call it; [`kernel_test!`] makes one test of a check.
 //!
 //! Files by kernel family: [`q8`] (int8 products, quantization, the fused int8
-//! feed-forward), [`blocks_emb`] (block weights times int8 activations, with its cases), [`float`] (f32 products, activations, normalisation, `exp`), [`attn`] (the
-//! attention tiles and the top-k selection); what they share: [`tol`] (tolerances and
+//! feed-forward), [`blocks_emb`] (block weights times int8 activations, with its cases),
+//! [`float`] (f32 products, activations, normalisation, `exp`), [`attn`] (the attention tiles
+//! and the top-k selection); what they share: [`tol`] (tolerances and
 //! comparisons), [`product`] (the cases of matrix products); [`cases`], the deterministic
 //! cases. Each uses only `topkit` and `std`: the wasm test crate has no other dependency.
 //! This file only declares and re-exports them (none imports it back).

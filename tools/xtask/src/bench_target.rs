@@ -1,8 +1,8 @@
 //! `cargo xtask bench-target`: the `kernels` firmware bins (`targets/common/src/bench.rs`) in
 //! QEMU with `-icount shift=0` on the Cortex-M4F and on RV32IMAC. Each checks the fast int8
 //! and block-weight kernels (the Arm DSP ones on the M4F) against the generic ones bit for
-//! bit, and counts instructions per multiply-accumulate of the matrix-vector kernels and per token of the
-//! firmware model (reference and fast kernels). The job fails on any mismatch (the model's
+//! bit, and counts instructions per multiply-accumulate of the matrix-vector kernels and per
+//! token of the firmware model (reference and fast kernels). The job fails on any mismatch (the model's
 //! arena high-water mark against the plan of each kernel choice included), and when the
 //! model's fast answer differs between the two targets (the DSP path against the generic
 //! one); the counts are reported, never checked (see docs/bench-targets.md).
