@@ -37,12 +37,15 @@ pub use q8::*;
 
 #[cfg(topkit_arm_dsp)]
 pub use arm::{DSP_SEGMENT, arm_dsp_dot_i8_i8, arm_dsp_matvec_i8_i8};
+#[cfg(all(topkit_arm_dsp, target_abi = "eabihf"))]
+pub use arm::{SEG_BLOCKS, arm_dsp_matmul_q8_blocks};
 #[cfg(topkit_wasm_simd)]
 pub use wasm32::{
     wasm_simd128_accumulate_q8_tokens, wasm_simd128_attn_dense_tile, wasm_simd128_attn_scores_rows,
     wasm_simd128_attn_scores_tile, wasm_simd128_attn_softmax_lanes, wasm_simd128_attn_topk_block,
     wasm_simd128_exp_f32x4, wasm_simd128_ffn_q8, wasm_simd128_gelu_erf,
-    wasm_simd128_matmul_i8_i8_token, wasm_simd128_matmul_q8_tokens, wasm_simd128_quantize_i8_token,
+    wasm_simd128_matmul_i8_i8_token, wasm_simd128_matmul_q8_blocks, wasm_simd128_matmul_q8_tokens,
+    wasm_simd128_quantize_i8_token,
 };
 #[cfg(topkit_x86)]
 pub use x86_64::{
@@ -102,12 +105,14 @@ pub enum Kernels {
     /// [`Q8_BLOCK`] columns, exact i32 sums, [`matmul_i8_i8_token`]), and in std builds on
     /// x86-64 the AVX-512 (VNNI) or AVX2/FMA kernels when the CPU has them (detected at run
     /// time). On Arm with feature `arm-dsp` the exact int8 dots and matrix-vector products
-    /// ([`Kernels::dot_i8`], [`Kernels::matvec_i8`]) run the DSP (SMLAD) kernels, the same bits
-    /// as the generic ones. On wasm32 with `simd128` the int8 products (many token groups per
-    /// packing of the weights), the fused dense int8 feed-forward, the quantization, the
-    /// attention block kernels (dense and top-k) and GELU run the simd128 kernels (the same
-    /// bits as the generic ones, GELU within a few ulps). Results differ from `Reference` by
-    /// the activation rounding (int8) or the summation order (f32).
+    /// ([`Kernels::dot_i8`], [`Kernels::matvec_i8`]) and, on hard-float builds, the `Q8_0`,
+    /// `Q4_0` and `Q4_1` block-weight products run the DSP (SMLAD) kernels, the same bits as
+    /// the generic ones. On wasm32 with `simd128` the int8 and block-weight products (many
+    /// token groups per packing or decoding of the weights), the fused dense int8
+    /// feed-forward, the quantization, the attention block kernels (dense and top-k) and GELU
+    /// run the simd128 kernels (the same bits as the generic ones, GELU within a few ulps).
+    /// Results differ from `Reference` by the activation rounding (int8) or the summation
+    /// order (f32).
     Fast,
 }
 
@@ -163,7 +168,8 @@ impl Kernels {
                 }
             }
             // Block weights take row-major int8 tokens (blocks of 32 weights under blocks of
-            // Q8_BLOCK activations), quantized with the reference layout.
+            // Q8_BLOCK activations), quantized with the reference layout (the same values
+            // with the fast quantization where it keeps that layout: wasm simd128).
             (Kernels::Fast, DType::Block(_))
                 if w.cols() <= Q8_MAX_COLS && scratch.len() >= q8_group_words(w.cols()) =>
             {
@@ -173,11 +179,12 @@ impl Kernels {
                 let mut i0 = 0;
                 while i0 < n {
                     let t = pass.min(n - i0);
-                    let xq = Kernels::Reference.quantize_q8(
-                        &x[i0 * cols..(i0 + t) * cols],
-                        cols,
-                        scratch,
-                    );
+                    let quant = if cfg!(topkit_wasm_simd) {
+                        self
+                    } else {
+                        Kernels::Reference
+                    };
+                    let xq = quant.quantize_q8(&x[i0 * cols..(i0 + t) * cols], cols, scratch);
                     self.matmul_q8(w, &xq, bias, &mut y[i0 * rows..(i0 + t) * rows]);
                     i0 += t;
                 }
@@ -249,11 +256,20 @@ impl Kernels {
         y: &mut [f32],
     ) {
         match self {
+            // Block weights: the SMLAD row loops of Q8_0, Q4_0, Q4_1 (others inside: generic).
+            #[cfg(all(topkit_arm_dsp, target_abi = "eabihf"))]
+            Kernels::Fast if matches!(w.dtype(), DType::Block(_)) => {
+                arm_dsp_matmul_q8_blocks(w, x, bias, y)
+            }
             // The exact block dots on SMLAD: the same i32s, so the same bits.
             #[cfg(topkit_arm_dsp)]
             Kernels::Fast => generic::matmul_q8_tokens_with(arm_dsp_dot_i8_i8, w, x, bias, y),
             #[cfg(topkit_wasm_simd)]
             Kernels::Fast if w.dtype() == DType::I8 => wasm_simd128_matmul_q8_tokens(w, x, bias, y),
+            #[cfg(topkit_wasm_simd)]
+            Kernels::Fast if matches!(w.dtype(), DType::Block(_)) => {
+                wasm_simd128_matmul_q8_blocks(w, x, bias, y)
+            }
             _ => matmul_q8_tokens(w, x, bias, y),
         }
     }

@@ -12,7 +12,8 @@
 
 use topkit::ArenaStorage;
 use topkit::kernels::{
-    Kernels, Matrix, Weights, dot_i8_i8, matmul_i8_i8_token, matvec, q8_scratch_bytes, quantize_i8,
+    BLOCK, BlockType, Kernels, Matrix, Q8Rows, Weights, dot_i8_i8, matmul_i8_i8_token,
+    matmul_q8_tokens, matvec, q8_blocks, q8_group_words, quantize_i8, quantize_i8_token,
 };
 
 use crate::{FAST_PLAN, OUT_LEN, Once, PEAK_BYTES, PLAN, infer_with};
@@ -29,9 +30,11 @@ const ARENA_BYTES: usize = if FAST_PLAN.peak_bytes > PEAK_BYTES {
 } else {
     PEAK_BYTES
 };
-/// The int8 activations of the fast matrix products below (one group of 16 tokens of
-/// `COLS`, which also holds `check_blocks`' 6 tokens of 100), f32 words.
-const Q8_WORDS: usize = q8_scratch_bytes(COLS, 1) / 4;
+/// The int8 activations of the fast matrix products below (one group of 16 tokens of up to
+/// 2048 columns, which also holds `check_blocks`' 6 tokens of 100), f32 words.
+const Q8_WORDS: usize = q8_group_words(2048);
+/// Bytes of the block matrices: `ROWS x COLS` of the largest block (`Q8_0`, 34 bytes).
+const BLOCK_BYTES: usize = ROWS * COLS / BLOCK * 34;
 
 /// Everything the benchmark works on, in `.bss` (about 740 KB).
 #[repr(C, align(16))]
@@ -48,6 +51,7 @@ pub struct Buffers {
     b: [i8; MAX_LEN + 8],
     arena: ArenaStorage<ARENA_BYTES>,
     q8: [f32; Q8_WORDS],
+    wb: [u8; BLOCK_BYTES],
     out: [f32; OUT_LEN],
 }
 
@@ -67,6 +71,7 @@ impl Buffers {
             b: [0; MAX_LEN + 8],
             arena: ArenaStorage::new(),
             q8: [0.0; Q8_WORDS],
+            wb: [0; BLOCK_BYTES],
             out: [0.0; OUT_LEN],
         }
     }
@@ -284,6 +289,168 @@ fn check_blocks(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
     t.report()
 }
 
+/// Fills `bufs.wb` with a `rows x cols` matrix of `ty`: the blocks of `w` (round to nearest),
+/// then, unless `raw` is `None`, every byte after the f16 scale (and min) set to `raw(byte)`
+/// (the integers of every value, `-128` included for `Q8_0`). Returns the byte length.
+fn fill_blocks(
+    bufs: &mut Buffers,
+    ty: BlockType,
+    (rows, cols): (usize, usize),
+    mut raw: Option<&mut dyn FnMut() -> u8>,
+) -> usize {
+    let bb = ty.block_bytes();
+    let len = rows * cols / BLOCK * bb;
+    let head = if ty.has_min() { 4 } else { 2 };
+    for (wb, out) in bufs.wf[..rows * cols]
+        .chunks_exact(BLOCK)
+        .zip(bufs.wb[..len].chunks_exact_mut(bb))
+    {
+        ty.quantize(wb, out);
+        if let Some(f) = raw.as_mut() {
+            out[head..].iter_mut().for_each(|v| *v = f());
+        }
+    }
+    len
+}
+
+/// Block weights (every block type) times int8 activations: `Kernels::Fast.matmul_q8_rows`
+/// (the DSP row loops on the M4F for `Q8_0`, `Q4_0`, `Q4_1`) against the generic
+/// `matmul_q8_tokens`, compared as f32 bit patterns: whole rows of 1 to 64 blocks (more than
+/// one activation segment of the DSP kernel), 1 and 3 tokens, with and without bias, weights
+/// rounded from random values or raw random and extreme integers.
+fn check_block_weights(bufs: &mut Buffers, rng: &mut Rng) -> u32 {
+    const SHAPES: [(usize, usize); 7] = [
+        (1, 32),
+        (3, 64),
+        (5, 96),
+        (2, 160),
+        (4, 384),
+        (2, 1056),
+        (1, 2048),
+    ];
+    let mut t = Tally::new("matmul_q8_blocks");
+    for ty in BlockType::ALL {
+        for (rows, cols) in SHAPES {
+            for pattern in 0..4u8 {
+                for n in [1usize, 3] {
+                    for v in bufs.wf[..(rows + n) * cols].iter_mut() {
+                        *v = rng.f32();
+                    }
+                    let len = match pattern {
+                        0 => fill_blocks(bufs, ty, (rows, cols), None),
+                        1 => fill_blocks(bufs, ty, (rows, cols), Some(&mut || rng.i8() as u8)),
+                        2 => fill_blocks(bufs, ty, (rows, cols), Some(&mut || 0x80)),
+                        _ => fill_blocks(bufs, ty, (rows, cols), Some(&mut || 0xff)),
+                    };
+                    let nb = q8_blocks(cols);
+                    let mut xs = [0.0f32; 3 * 32];
+                    let x = &bufs.wf[rows * cols..(rows + n) * cols];
+                    let xq = &mut bufs.wq[..n * cols];
+                    for i in 0..n {
+                        let xi = &x[i * cols..(i + 1) * cols];
+                        if pattern == 2 && i == 0 {
+                            // The extremes of the activations too: every value -127.
+                            xq[..cols].fill(-127);
+                            xs[..nb].fill(1.0 / 127.0);
+                        } else {
+                            let (q, s) = (&mut xq[i * cols..(i + 1) * cols], &mut xs[i * nb..]);
+                            quantize_i8_token(xi, q, &mut s[..nb]);
+                        }
+                    }
+                    let x = Q8Rows {
+                        q: &bufs.wq[..n * cols],
+                        s: &xs[..n * nb],
+                        n,
+                    };
+                    let Ok(w) = Matrix::new(
+                        rows,
+                        cols,
+                        Weights::Blocks {
+                            ty,
+                            data: &bufs.wb[..len],
+                        },
+                    ) else {
+                        defmt::println!("mismatch: matmul_q8_blocks matrix shape");
+                        return t.report() + 1;
+                    };
+                    let bias = [0.375f32; 5];
+                    let bias = (pattern & 1 == 1).then_some(&bias[..rows]);
+                    let (mut got, mut want) = ([0.0f32; 15], [0.0f32; 15]);
+                    Kernels::Fast.matmul_q8_rows(&w, x, bias, &mut got[..n * rows]);
+                    matmul_q8_tokens(&w, x, bias, &mut want[..n * rows]);
+                    for (g, v) in got[..n * rows].iter().zip(&want[..n * rows]) {
+                        t.case(
+                            g.to_bits() == v.to_bits(),
+                            cols,
+                            (ty.ggml_code() as usize, pattern as usize),
+                            g.to_bits(),
+                            v.to_bits(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    t.report()
+}
+
+/// The block-weight products on the `ROWS x COLS` matrix `bufs.wf` times one int8 vector
+/// (`bufs.x`, quantized by blocks of 64 columns), generic and `Kernels::Fast`, timed by
+/// `clock`; the fast outputs are compared with the generic ones (f32 bits).
+fn bench_block_weights(bufs: &mut Buffers, clock: &impl Fn() -> u64) -> u32 {
+    let mut t = Tally::new("bench_block_rows");
+    let mut xs = [0.0f32; COLS / 64];
+    quantize_i8_token(&bufs.x, &mut bufs.xq, &mut xs);
+    for (ty, fast, generic) in [
+        (
+            BlockType::Q8_0,
+            "Q8_0 weights x int8 matvec, fast",
+            "Q8_0 weights x int8 matvec, generic",
+        ),
+        (
+            BlockType::Q4_0,
+            "Q4_0 weights x int8 matvec, fast",
+            "Q4_0 weights x int8 matvec, generic",
+        ),
+        (
+            BlockType::Q4_1,
+            "Q4_1 weights x int8 matvec, fast",
+            "Q4_1 weights x int8 matvec, generic",
+        ),
+    ] {
+        let len = fill_blocks(bufs, ty, (ROWS, COLS), None);
+        let Ok(w) = Matrix::new(
+            ROWS,
+            COLS,
+            Weights::Blocks {
+                ty,
+                data: &bufs.wb[..len],
+            },
+        ) else {
+            defmt::println!("mismatch: bench block matrix shape");
+            return 1;
+        };
+        let x = Q8Rows {
+            q: &bufs.xq,
+            s: &xs,
+            n: 1,
+        };
+        let (y, want) = (&mut bufs.y, &mut [0.0f32; ROWS]);
+        time(clock, generic, || matmul_q8_tokens(&w, x, None, want));
+        time(clock, fast, || Kernels::Fast.matmul_q8_rows(&w, x, None, y));
+        for (g, v) in y.iter().zip(want.iter()) {
+            t.case(
+                g.to_bits() == v.to_bits(),
+                COLS,
+                (ty.ggml_code() as usize, 0),
+                g.to_bits(),
+                v.to_bits(),
+            );
+        }
+    }
+    t.report()
+}
+
 /// Logs one `bench:` line: instructions of `f` (by `clock`) for `ROWS x COLS` MACs.
 fn time(clock: &impl Fn() -> u64, what: &str, f: impl FnOnce()) {
     let t0 = clock();
@@ -436,7 +603,9 @@ pub fn run(
     let mut m = check_dot(bufs, &mut rng);
     m += check_matvec(bufs, &mut rng);
     m += check_blocks(bufs, &mut rng);
+    m += check_block_weights(bufs, &mut rng);
     m += bench_kernels(bufs, &mut rng, &clock, fast);
+    m += bench_block_weights(bufs, &clock);
     m += bench_model(bufs, &clock, &paint_stack, &stack_peak);
     defmt::println!("done: {=u32} mismatches", m);
     m

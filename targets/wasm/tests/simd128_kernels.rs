@@ -2,11 +2,11 @@
 //! `wasm-bindgen-test-runner` (`cargo xtask test-wasm`, simd128 build only): the checks of
 //! tests/src/kernel_checks/ (shared with the host's x86-64 tests) over its deterministic
 //! cases (shapes around the tile and block edges, the fallbacks included). The integer
-//! products, the quantization and the fused feed-forward must give the generic bits (the
-//! design promises it: exact i32 sums, the same float epilogue), the vector `exp` the bits of
-//! `exp_poly`, the attention tiles the generic bits (the same float operations in the same
-//! order, lane by lane), and GELU stays within `|x| * 3e-7 + 1e-7` of `activate_fast` (its
-//! `exp` is the polynomial, not the math library's).
+//! products (int8 and block weights), the quantization and the fused feed-forward must give
+//! the generic bits (the design promises it: exact i32 sums, the same float epilogue), the
+//! vector `exp` the bits of `exp_poly`, the attention tiles the generic bits (the same float
+//! operations in the same order, lane by lane), and GELU stays within `|x| * 3e-7 + 1e-7` of
+//! `activate_fast` (its `exp` is the polynomial, not the math library's).
 #![cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 
 // The checks of every kernel family and their re-exports; this build uses those it has
@@ -35,6 +35,13 @@ fn exp_lanes(x: &mut [f32]) {
     }
 }
 
+/// `Kernels::Fast.matmul` with the scratch the engine plans (`q8_scratch_bytes`): on block
+/// weights it quantizes the tokens and runs the simd128 block product.
+fn fast_matmul(w: &kernels::Matrix<'_>, x: &[f32], n: usize, b: Option<&[f32]>, y: &mut [f32]) {
+    let mut scratch = vec![0f32; kernels::q8_scratch_bytes(w.cols(), n) / 4];
+    kernels::Kernels::Fast.matmul(w, x, n, b, y, &mut scratch);
+}
+
 /// The shapes the fused feed-forward takes: `d_ff` a multiple of 64, `d` up to 1024.
 fn ffn_q8_fits(d: usize, d_ff: usize) -> bool {
     d_ff.is_multiple_of(64) && d <= 1024
@@ -46,6 +53,10 @@ kernel_test!(#[wasm_bindgen_test] matmul_q8_tokens,
 kernel_test!(#[wasm_bindgen_test] matmul_i8_i8_token,
     cases::q8(2, &[(2, 1), (7, 3), (12, 33), (3, 270)], false)
     => check::matmul_i8_i8_token, kernels::wasm_simd128_matmul_i8_i8_token);
+kernel_test!(#[wasm_bindgen_test] matmul_q8_blocks, check::block_cases(4)
+    => check::matmul_q8_blocks, kernels::wasm_simd128_matmul_q8_blocks);
+kernel_test!(#[wasm_bindgen_test] fast_matmul_blocks, check::block_cases(5)
+    => check::matmul_blocks_f32_tokens, fast_matmul);
 kernel_test!(#[wasm_bindgen_test] accumulate_q8_tokens, cases::accumulate_q8()
     => check::accumulate_q8_tokens, kernels::wasm_simd128_accumulate_q8_tokens);
 kernel_test!(#[wasm_bindgen_test] quantize_i8_token, cases::quantize()

@@ -83,7 +83,7 @@ pub const DSP_SEGMENT: usize = 1024;
 
 /// `[x0, x2]` and `[x1, x3]` (low halfword first) of the 4 int8 lanes of `w`, sign-extended.
 #[inline(always)]
-fn sxtb16_pair(w: u32) -> (u32, u32) {
+pub(super) fn sxtb16_pair(w: u32) -> (u32, u32) {
     let (even, odd): (u32, u32);
     // SAFETY: register-only arithmetic (ARMv7E-M DSP extension, which the cfg of this module
     // requires).
@@ -125,8 +125,9 @@ fn dot4_words(a: u32, b: u32) -> i32 {
     s
 }
 
+/// The little-endian word of the 4 int8 values `p[..4]`.
 #[inline(always)]
-fn word(p: &[i8]) -> u32 {
+pub(super) fn word(p: &[i8]) -> u32 {
     u32::from_le_bytes([p[0] as u8, p[1] as u8, p[2] as u8, p[3] as u8])
 }
 

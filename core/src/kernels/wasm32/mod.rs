@@ -17,6 +17,12 @@
 //!   `i32x4.dot_i16x8_s` of 4 tokens' pairs with a row's pair, in register tiles of 2 rows x 16
 //!   tokens. The block sums are exact i32 (any order), then the generic float sum and epilogue
 //!   lane by lane: the same bits.
+//! - [`wasm_simd128_matmul_q8_blocks`] (block weights, every ggml type): the tokens packed as
+//!   for the int8 product; each pair of weight rows decoded once per pass (the integers of its
+//!   blocks to int8, `d` and `m` to f32) and widened as an int8 pair is, then the same register
+//!   tiles of 2 rows x 16 tokens with the float step per block of 32 columns
+//!   (`(dot as f32 * s) * d`, then `(sum(x) as f32 * s) * m` for the `_1` kinds), lane by
+//!   lane: the same bits.
 //! - [`wasm_simd128_ffn_q8`] (the dense int8 feed-forward, all the tokens of a call): per step
 //!   of 64 hidden units the up rows are widened once for the pass, the tiles take the
 //!   activation and the down scales in registers, each token's 64 values one int8 scale (lane
@@ -53,6 +59,7 @@
 
 mod act;
 mod attention;
+mod blocks;
 mod ffn;
 mod linear;
 mod q8;
@@ -60,6 +67,7 @@ mod simd;
 
 pub use act::*;
 pub use attention::*;
+pub use blocks::*;
 pub use ffn::*;
 pub use linear::*;
 pub use q8::*;

@@ -344,7 +344,7 @@ pub(super) unsafe fn pair_dots<const SPLAT: bool>(
 /// ([`pack_rows2`]): that costs about 6 instructions more per pair of 2 rows, and saves one
 /// per pair in every group's tile (a `v128.load32_splat` at an offset is 2 instructions in V8,
 /// a `v128.load` one).
-const SPLAT_GROUPS: usize = 6;
+pub(super) const SPLAT_GROUPS: usize = 6;
 
 /// Every row of the int8 matrix `q` (`rows x cols`, row scales `ws`, `bias`) times the
 /// packed token groups of one pass (`xw`: `ngroups` groups of `pairs_of(cols) * Q8_GROUP` words;
