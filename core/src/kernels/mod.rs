@@ -47,16 +47,21 @@ pub use wasm32::{
 #[cfg(topkit_x86)]
 pub use x86_64::{
     x86_avx2_available, x86_avx2_axpy_f32, x86_avx2_axpy_i8, x86_avx2_dot_f32, x86_avx2_dot_i8_i8,
-    x86_avx2_gelu_erf, x86_avx2_matmul_f32, x86_avx512_accumulate_f32_tokens,
-    x86_avx512_accumulate_q8_tokens, x86_avx512_attn_available, x86_avx512_attn_candidates,
-    x86_avx512_attn_dense_tile, x86_avx512_attn_scores_rows, x86_avx512_attn_scores_tile,
-    x86_avx512_attn_softmax_lanes, x86_avx512_attn_softmax_rows, x86_avx512_attn_topk_block,
-    x86_avx512_exp_f32, x86_avx512_ffn_f32, x86_avx512_ffn_q8, x86_avx512_layer_norm,
-    x86_avx512_matmul_f32, x86_avx512_quantize_i8_token, x86_avx512_vnni_available,
+    x86_avx2_gelu_erf, x86_avx2_matmul_f32, x86_avx2_matmul_q8_rows,
+    x86_avx512_accumulate_f32_tokens, x86_avx512_accumulate_q8_tokens, x86_avx512_attn_available,
+    x86_avx512_attn_candidates, x86_avx512_attn_dense_tile, x86_avx512_attn_scores_rows,
+    x86_avx512_attn_scores_tile, x86_avx512_attn_softmax_lanes, x86_avx512_attn_softmax_rows,
+    x86_avx512_attn_topk_block, x86_avx512_exp_f32, x86_avx512_ffn_f32, x86_avx512_ffn_q8,
+    x86_avx512_layer_norm, x86_avx512_matmul_f32, x86_avx512_matmul_q8_rows,
+    x86_avx512_quantize_i8_token, x86_avx512_vnni_available,
 };
 
 use crate::config::Activation;
 use q8::Q8Layout;
+
+/// Most tokens per pass for which [`Kernels::matmul`] on int8 weights quantizes row-major
+/// (the kernels of [`Kernels::matmul_q8_rows`]) rather than into the packed groups of 16.
+const Q8_ROWS_MAX: usize = 4;
 
 /// The tile dot of this target's reference products: the same bits everywhere, one f32x4 per
 /// 4 columns on wasm `simd128`.
@@ -135,6 +140,23 @@ impl Kernels {
         scratch: &mut [f32],
     ) {
         match (self, w.dtype()) {
+            // One token (a decode step, the output head) is quantized on the stack (4 KiB),
+            // so the products need no scratch; the same bits as the passes below.
+            #[cfg(topkit_x86)]
+            (Kernels::Fast, DType::I8 | DType::Block(_))
+                if n == 1 && w.cols() > 0 && w.cols() <= Q8_MAX_COLS =>
+            {
+                let (cols, nb) = (w.cols(), q8_blocks(w.cols()));
+                let mut q = [0i8; Q8_MAX_COLS];
+                let mut s = [0f32; Q8_MAX_COLS / Q8_BLOCK];
+                self.quantize_q8_token(&x[..cols], &mut q[..cols], &mut s[..nb]);
+                let xt = Q8Rows {
+                    q: &q[..cols],
+                    s: &s[..nb],
+                    n: 1,
+                };
+                self.matmul_q8_rows(w, xt, bias, y);
+            }
             (Kernels::Fast, DType::I8)
                 if w.cols() > 0
                     && w.cols() <= Q8_MAX_COLS
@@ -156,14 +178,21 @@ impl Kernels {
                     let mut i0 = 0;
                     while i0 < n {
                         let t = pass.min(n - i0);
-                        let xq = self.quantize_q8(&x[i0 * cols..(i0 + t) * cols], cols, scratch);
+                        let xt = &x[i0 * cols..(i0 + t) * cols];
+                        // A few tokens (a decode step) take the row-major layout: the packed
+                        // kernels fill whole groups of 16 (the same bits either way).
+                        let xq = if t <= Q8_ROWS_MAX {
+                            self.quantize_q8_rows(xt, cols, scratch)
+                        } else {
+                            self.quantize_q8(xt, cols, scratch)
+                        };
                         self.matmul_q8(w, &xq, bias, &mut y[i0 * rows..(i0 + t) * rows]);
                         i0 += t;
                     }
                 }
             }
             // Block weights take row-major int8 tokens (blocks of 32 weights under blocks of
-            // Q8_BLOCK activations), quantized with the reference layout.
+            // Q8_BLOCK activations).
             (Kernels::Fast, DType::Block(_))
                 if w.cols() <= Q8_MAX_COLS && scratch.len() >= q8_group_words(w.cols()) =>
             {
@@ -173,11 +202,7 @@ impl Kernels {
                 let mut i0 = 0;
                 while i0 < n {
                     let t = pass.min(n - i0);
-                    let xq = Kernels::Reference.quantize_q8(
-                        &x[i0 * cols..(i0 + t) * cols],
-                        cols,
-                        scratch,
-                    );
+                    let xq = self.quantize_q8_rows(&x[i0 * cols..(i0 + t) * cols], cols, scratch);
                     self.matmul_q8(w, &xq, bias, &mut y[i0 * rows..(i0 + t) * rows]);
                     i0 += t;
                 }
@@ -199,9 +224,10 @@ impl Kernels {
         let n = x.len() / cols;
         let (nb, groups) = (q8_blocks(cols), n.div_ceil(Q8_GROUP));
         debug_assert!(scratch.len() >= groups * q8_group_words(cols));
-        let (qw, rest) = scratch.split_at_mut((Q8_GROUP * groups * cols / 4).min(scratch.len()));
         #[cfg(topkit_x86)]
         if self.is_fast() && x86_64::packs_q8(cols) {
+            let (qw, rest) =
+                scratch.split_at_mut((Q8_GROUP * groups * cols / 4).min(scratch.len()));
             let px: &mut [u32] = bytemuck::cast_slice_mut(qw);
             let sx = &mut rest[..groups * Q8_GROUP * nb];
             x86_64::quantize_pack_groups(&x[..n * cols], cols, px, sx);
@@ -211,6 +237,16 @@ impl Kernels {
                 layout: Q8Layout::Packed { px, sx },
             };
         }
+        self.quantize_q8_rows(x, cols, scratch)
+    }
+
+    /// [`Kernels::quantize_q8`] in the row-major layout ([`Q8Rows`]) whatever the choice (the
+    /// layout of the block-weight products, and of the int8 ones for a few tokens).
+    fn quantize_q8_rows<'s>(self, x: &[f32], cols: usize, scratch: &'s mut [f32]) -> Q8Tokens<'s> {
+        let cols = cols.max(1);
+        let n = x.len() / cols;
+        let (nb, groups) = (q8_blocks(cols), n.div_ceil(Q8_GROUP));
+        let (qw, rest) = scratch.split_at_mut((Q8_GROUP * groups * cols / 4).min(scratch.len()));
         let q: &mut [i8] = &mut bytemuck::cast_slice_mut(qw)[..n * cols];
         let s = &mut rest[..n * nb];
         for ((xt, q8t), st) in x
@@ -254,6 +290,9 @@ impl Kernels {
             Kernels::Fast => generic::matmul_q8_tokens_with(arm_dsp_dot_i8_i8, w, x, bias, y),
             #[cfg(topkit_wasm_simd)]
             Kernels::Fast if w.dtype() == DType::I8 => wasm_simd128_matmul_q8_tokens(w, x, bias, y),
+            // Block and int8 weights, 8 rows per register (the same bits).
+            #[cfg(topkit_x86)]
+            Kernels::Fast => x86_avx512_matmul_q8_rows(w, x, bias, y),
             _ => matmul_q8_tokens(w, x, bias, y),
         }
     }

@@ -13,13 +13,14 @@
 //! test harness can call it; [`kernel_test!`] makes one test of a check.
 //!
 //! Files by kernel family: [`q8`] (int8 products, quantization, the fused int8
-//! feed-forward), [`float`] (f32 products, activations, normalisation, `exp`), [`attn`] (the
+//! feed-forward), [`blocks`] (block weights times int8 tokens), [`float`] (f32 products, activations, normalisation, `exp`), [`attn`] (the
 //! attention tiles and the top-k selection); what they share: [`tol`] (tolerances and
 //! comparisons), [`product`] (the cases of matrix products); [`cases`], the deterministic
 //! cases. Each uses only `topkit` and `std`: the wasm test crate has no other dependency.
 //! This file only declares and re-exports them (none imports it back).
 
 pub mod attn;
+pub mod blocks;
 pub mod cases;
 pub mod float;
 pub mod product;
@@ -27,6 +28,7 @@ pub mod q8;
 pub mod tol;
 
 pub use attn::*;
+pub use blocks::*;
 pub use float::*;
 pub use product::*;
 pub use q8::*;

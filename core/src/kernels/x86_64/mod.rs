@@ -34,6 +34,7 @@
 
 mod act;
 mod attention;
+mod blocks;
 mod cpu;
 mod ffn;
 mod linear;
@@ -43,6 +44,7 @@ mod topk;
 
 pub use act::*;
 pub use attention::*;
+pub use blocks::*;
 pub use cpu::{x86_avx2_available, x86_avx512_attn_available, x86_avx512_vnni_available};
 pub use ffn::*;
 pub use linear::*;
