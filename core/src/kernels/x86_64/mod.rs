@@ -21,7 +21,11 @@
 //!   registers (units x tokens), the per-token quantization of the 64 units lane-wise, then the
 //!   down projection with the weights as `u8 = w + 128` (a `vpermb` transpose of 4 rows) and
 //!   the activations broadcast in place; the same bits as the unfused kernels.
-//! - f32 (`vfmadd231ps`): fused, in another order than [`crate::kernels::matmul`] (rounding only).
+//! - f32 (`vfmadd231ps`): fused, in another order than [`crate::kernels::matmul`] (rounding only);
+//!   up to 3 tokens (decoding) run a matrix-vector kernel, 4 rows per step.
+//! - Block weights and int8 weights times row-major int8 tokens ([`blocks`]): 8 weight rows
+//!   per 256-bit register, AVX2 or AVX-512 VNNI, the generic bits (one token, a decode step,
+//!   takes this path for int8 weights too).
 //!
 //! Stack: the int8 kernels keep only register tiles and small per-call buffers on the stack
 //! (the block sums of 16 rows, 4 KiB; the fused feed-forward's 64 units, about 9 KiB); the
