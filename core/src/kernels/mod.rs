@@ -59,8 +59,8 @@ pub use x86_64::{
 use crate::config::Activation;
 use q8::Q8Layout;
 
-/// Most tokens per pass for which [`Kernels::matmul`] on int8 weights quantizes row-major
-/// (the kernels of [`Kernels::matmul_q8_rows`]) rather than into the packed groups of 16.
+/// Most tokens [`Kernels::quantize_q8`] quantizes row-major with [`Kernels::Fast`] (for the
+/// kernels of [`Kernels::matmul_q8_rows`]) rather than into the packed groups of 16.
 const Q8_ROWS_MAX: usize = 4;
 
 /// The tile dot of this target's reference products: the same bits everywhere, one f32x4 per
@@ -178,14 +178,7 @@ impl Kernels {
                     let mut i0 = 0;
                     while i0 < n {
                         let t = pass.min(n - i0);
-                        let xt = &x[i0 * cols..(i0 + t) * cols];
-                        // A few tokens (a decode step) take the row-major layout: the packed
-                        // kernels fill whole groups of 16 (the same bits either way).
-                        let xq = if t <= Q8_ROWS_MAX {
-                            self.quantize_q8_rows(xt, cols, scratch)
-                        } else {
-                            self.quantize_q8(xt, cols, scratch)
-                        };
+                        let xq = self.quantize_q8(&x[i0 * cols..(i0 + t) * cols], cols, scratch);
                         self.matmul_q8(w, &xq, bias, &mut y[i0 * rows..(i0 + t) * rows]);
                         i0 += t;
                     }
@@ -218,14 +211,15 @@ impl Kernels {
     /// `n.div_ceil(16)` groups of [`q8_group_words`]`(cols)` f32 words (`cols >= 1`).
     /// [`Kernels::Fast`] lays them out for the target's fast product (packed by groups of
     /// [`Q8_GROUP`] tokens on x86-64 with AVX-512 VNNI when `cols` is a multiple of 4),
-    /// [`Kernels::Reference`] row by row.
+    /// [`Kernels::Reference`] row by row, as [`Kernels::Fast`] does for up to 4 tokens (a
+    /// decode step: the packed kernels fill whole groups of 16 tokens).
     pub fn quantize_q8<'s>(self, x: &[f32], cols: usize, scratch: &'s mut [f32]) -> Q8Tokens<'s> {
         let cols = cols.max(1);
         let n = x.len() / cols;
         let (nb, groups) = (q8_blocks(cols), n.div_ceil(Q8_GROUP));
         debug_assert!(scratch.len() >= groups * q8_group_words(cols));
         #[cfg(topkit_x86)]
-        if self.is_fast() && x86_64::packs_q8(cols) {
+        if self.is_fast() && n > Q8_ROWS_MAX && x86_64::packs_q8(cols) {
             let (qw, rest) =
                 scratch.split_at_mut((Q8_GROUP * groups * cols / 4).min(scratch.len()));
             let px: &mut [u32] = bytemuck::cast_slice_mut(qw);
