@@ -247,8 +247,18 @@ macro_rules! block_kernels {
                 while t0 < n {
                     let tn = BT.min(n - t0);
                     acc[..tn].fill(_mm256_setzero_ps());
+                    // The next tile's 8 rows stream in while these run (a hint: never faults).
+                    let ahead = data[((r0 + BR) * rb).min(data.len())..].as_ptr();
+                    let left = data.len().saturating_sub((r0 + BR) * rb);
                     for b in 0..nw {
                         let o = b * bb;
+                        for c in (0..BR * bb).step_by(64) {
+                            let at = (b * BR * bb + c).min(left.saturating_sub(1));
+                            if left > 0 {
+                                // SAFETY: a prefetch never faults; at < left keeps it inside.
+                                unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.add(at).cast()) };
+                            }
+                        }
                         // SAFETY: each row slice holds nw whole blocks, so o + bb <= rb.
                         let w: [__m256i; BR] = core::array::from_fn(|i| unsafe {
                             unpack::<T>(rows8[i].as_ptr().add(o))
