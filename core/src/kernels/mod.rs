@@ -184,8 +184,9 @@ impl Kernels {
                     }
                 }
             }
-            // Block weights take row-major int8 tokens (blocks of 32 weights under blocks of
-            // Q8_BLOCK activations).
+            // Block weights take the int8 tokens as int8 weights do (blocks of 32 weights
+            // under blocks of Q8_BLOCK activations; packed groups on AVX-512 VNNI for more
+            // than 4 tokens).
             (Kernels::Fast, DType::Block(_))
                 if w.cols() <= Q8_MAX_COLS && scratch.len() >= q8_group_words(w.cols()) =>
             {
@@ -195,7 +196,7 @@ impl Kernels {
                 let mut i0 = 0;
                 while i0 < n {
                     let t = pass.min(n - i0);
-                    let xq = self.quantize_q8_rows(&x[i0 * cols..(i0 + t) * cols], cols, scratch);
+                    let xq = self.quantize_q8(&x[i0 * cols..(i0 + t) * cols], cols, scratch);
                     self.matmul_q8(w, &xq, bias, &mut y[i0 * rows..(i0 + t) * rows]);
                     i0 += t;
                 }

@@ -16,8 +16,15 @@
 //! to i16 (`vpmaddwd`); AVX-512 VNNI (`vpdpbusd` on 256-bit vectors, AVX-512 VL) takes the
 //! 4/5-bit integers as the unsigned operand and, for signed weights, the tokens as
 //! `u8 = x + 128` with `128 * sum(w)` taken off. Every dot is exact for any int8 input.
+//!
+//! More than 4 tokens come packed by groups of 16 (AVX-512 VNNI, the layout of
+//! [`super::q8`]): then 16 weight rows are unpacked to int8 on the stack (88 KiB with their
+//! scales, mins and sums) once for every group, and each block's dots run as the int8
+//! kernel's, tokens in lanes (`vpdpbusd` of the packed tokens and a broadcast of 4 weights),
+//! followed by the generic block steps lane-wise.
 
 use super::cpu::*;
+use super::q8::{store_row1, store_rows16};
 use crate::kernels::blocks::{BLOCK, BlockType};
 
 /// Weight rows per tile (lanes of a 256-bit register).
@@ -482,5 +489,168 @@ pub fn x86_avx512_matmul_q8_rows(
 ) {
     if !(vnni256() && run(Isa::Vnni, w, x, bias, y)) {
         x86_avx2_matmul_q8_rows(w, x, bias, y);
+    }
+}
+
+/// Weight blocks per row at most ([`Q8_MAX_COLS`] / 32).
+const MAX_W: usize = Q8_MAX_COLS / BLOCK;
+
+/// 16 weight rows unpacked for [`blocks_times_groups`]: their integers (`ints`, row-major,
+/// `cols` each), scales, mins and `-128 * sum` per block (`[row][block]`).
+#[repr(align(64))]
+struct Unpacked16 {
+    q: [i8; Q8_GROUP * Q8_MAX_COLS],
+    d: [f32; Q8_GROUP * MAX_W],
+    m: [f32; Q8_GROUP * MAX_W],
+    corr: [i32; Q8_GROUP * MAX_W],
+}
+
+/// One tile: 8 unpacked rows (`u`, rows `r0..r0 + 8` of it) times a packed group `px` with
+/// block scales `sx`: lane `t` of result `r` is token `t`'s sum over the blocks (the generic
+/// order: `v += (isum * xs) * d`, then `v += (sum(xq) * xs) * m` with `MIN`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn tile_blocks<const MIN: bool>(
+    u: &Unpacked16,
+    r0: usize,
+    (cols, nw): (usize, usize),
+    px: &[u32],
+    sx: &[f32],
+) -> [__m512; ROWS] {
+    const K4: usize = BLOCK / 4;
+    let px = &px[..cols / 4 * Q8_GROUP];
+    let ones = _mm512_set1_epi8(1);
+    let mut f = [_mm512_setzero_ps(); ROWS];
+    for b in 0..nw {
+        let mut acc: [__m512i; ROWS] =
+            core::array::from_fn(|r| _mm512_set1_epi32(u.corr[(r0 + r) * MAX_W + b]));
+        let mut xsum = _mm512_setzero_si512();
+        for k4 in b * K4..(b + 1) * K4 {
+            // SAFETY: (k4 + 1) * 16 <= cols / 4 * 16 = px.len(); unaligned load.
+            let xv =
+                unsafe { _mm512_loadu_si512(px.as_ptr().add(k4 * Q8_GROUP) as *const __m512i) };
+            for (r, a) in acc.iter_mut().enumerate() {
+                let w = &u.q[(r0 + r) * Q8_MAX_COLS + 4 * k4..][..4];
+                // SAFETY: w has 4 bytes; unaligned read.
+                let w4 = unsafe { (w.as_ptr() as *const i32).read_unaligned() };
+                *a = _mm512_dpbusd_epi32(*a, xv, _mm512_set1_epi32(w4));
+            }
+            if MIN {
+                xsum = _mm512_dpbusd_epi32(xsum, xv, ones);
+            }
+        }
+        // SAFETY: the block's activation block b / 2 < nb, and sx holds nb * 16 f32.
+        let sv = unsafe { _mm512_loadu_ps(sx.as_ptr().add(b * BLOCK / Q8_BLOCK * Q8_GROUP)) };
+        for (r, (fr, a)) in f.iter_mut().zip(&acc).enumerate() {
+            let d = _mm512_set1_ps(u.d[(r0 + r) * MAX_W + b]);
+            *fr = _mm512_add_ps(
+                *fr,
+                _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(*a), sv), d),
+            );
+        }
+        if MIN {
+            // The tokens summed u8 = x + 128 over 32 columns.
+            let xs = _mm512_sub_epi32(xsum, _mm512_set1_epi32(32 * 128));
+            let xsv = _mm512_mul_ps(_mm512_cvtepi32_ps(xs), sv);
+            for (r, fr) in f.iter_mut().enumerate() {
+                let m = _mm512_set1_ps(u.m[(r0 + r) * MAX_W + b]);
+                *fr = _mm512_add_ps(*fr, _mm512_mul_ps(xsv, m));
+            }
+        }
+    }
+    f
+}
+
+/// Block weights `data` (`rows x cols`, `ty`) times the packed token groups (`px`, `sx`, `gs`
+/// as [`super::q8::rows_times_groups`] takes them), plus `bias`, into `y`: 16 rows unpacked
+/// at a time for every group, the bits of the generic kernel.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn blocks_times_groups(
+    (ty, data): (BlockType, &[u8]),
+    (rows, cols): (usize, usize),
+    bias: Option<&[f32]>,
+    (px, sx, gs): (&[u32], &[f32], &[usize]),
+    y: &mut [f32],
+) {
+    let (bb, nw, nb) = (ty.block_bytes(), cols / BLOCK, q8_blocks(cols));
+    let (rb, gw) = (nw * bb, cols / 4 * Q8_GROUP);
+    let mut u = Unpacked16 {
+        q: [0; Q8_GROUP * Q8_MAX_COLS],
+        d: [0.0; Q8_GROUP * MAX_W],
+        m: [0.0; Q8_GROUP * MAX_W],
+        corr: [0; Q8_GROUP * MAX_W],
+    };
+    let mut q32 = [0i8; BLOCK];
+    for r0 in (0..rows).step_by(Q8_GROUP) {
+        for r in 0..Q8_GROUP {
+            // Rows past the last repeat it; their lanes are never stored.
+            let row = &data[(r0 + r).min(rows - 1) * rb..][..rb];
+            for (b, blk) in row.chunks_exact(bb).enumerate() {
+                ty.ints(blk, &mut q32);
+                let (d, m) = ty.scale_min(blk);
+                u.q[r * Q8_MAX_COLS + b * BLOCK..][..BLOCK].copy_from_slice(&q32);
+                u.d[r * MAX_W + b] = d;
+                u.m[r * MAX_W + b] = m;
+                u.corr[r * MAX_W + b] = -128 * q32.iter().map(|&v| v as i32).sum::<i32>();
+            }
+        }
+        let rr = Q8_GROUP.min(rows - r0);
+        let mut y0 = 0;
+        for (i, &g) in gs.iter().enumerate() {
+            let (pxi, sxi) = (
+                &px[i * gw..(i + 1) * gw],
+                &sx[i * nb * Q8_GROUP..(i + 1) * nb * Q8_GROUP],
+            );
+            let tile = |h: usize| {
+                if ty.has_min() {
+                    tile_blocks::<true>(&u, h, (cols, nw), pxi, sxi)
+                } else {
+                    tile_blocks::<false>(&u, h, (cols, nw), pxi, sxi)
+                }
+            };
+            let (lo, hi) = (tile(0), tile(ROWS));
+            let f: [__m512; Q8_GROUP] = core::array::from_fn(|r| {
+                let v = if r < ROWS { lo[r] } else { hi[r - ROWS] };
+                // The epilogue of generic::q8_token_out with a row scale of 1.
+                let v = _mm512_mul_ps(v, _mm512_set1_ps(1.0));
+                match bias {
+                    Some(b) => _mm512_add_ps(v, _mm512_set1_ps(b[(r0 + r).min(rows - 1)])),
+                    None => v,
+                }
+            });
+            let yg = &mut y[y0 * rows..];
+            if rr == Q8_GROUP {
+                store_rows16(f, yg, rows, r0, g);
+            } else {
+                for (r, &fr) in f.iter().enumerate().take(rr) {
+                    store_row1(fr, yg, rows, r0 + r, g);
+                }
+            }
+            y0 += g;
+        }
+    }
+}
+
+/// [`blocks_times_groups`] when `w` holds block weights of `cols` (a multiple of 32)
+/// columns; `false` when it ran nothing. The caller checked the CPU and the packed shapes.
+pub(super) fn matmul_packed_blocks(
+    w: &Matrix<'_>,
+    bias: Option<&[f32]>,
+    packed: (&[u32], &[f32], &[usize]),
+    y: &mut [f32],
+) -> bool {
+    let (rows, cols) = (w.rows(), w.cols());
+    match w.weights() {
+        Weights::Blocks { ty, data }
+            if cols.is_multiple_of(BLOCK)
+                && rows > 0
+                && data.len() == rows * cols / BLOCK * ty.block_bytes() =>
+        {
+            // SAFETY: the caller checked AVX-512 F, BW and VNNI (packs_q8) and the shapes of
+            // the packed groups, y and bias; data's length was checked above.
+            unsafe { blocks_times_groups((ty, data), (rows, cols), bias, packed, y) };
+            true
+        }
+        _ => false,
     }
 }
