@@ -266,7 +266,7 @@ impl Kernels {
         match xq.layout {
             Q8Layout::Rows(x) => self.matmul_q8_rows(w, x, bias, y),
             #[cfg(topkit_x86)]
-            Q8Layout::Packed { px, sx } => x86_64::matmul_packed_groups(w, px, sx, xq.n, bias, y),
+            Q8Layout::Packed { px, sx } => x86_64::matmul_packed(w, px, sx, xq.n, bias, y),
         }
     }
 

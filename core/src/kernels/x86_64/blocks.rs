@@ -631,26 +631,43 @@ fn blocks_times_groups(
     }
 }
 
-/// [`blocks_times_groups`] when `w` holds block weights of `cols` (a multiple of 32)
-/// columns; `false` when it ran nothing. The caller checked the CPU and the packed shapes.
-pub(super) fn matmul_packed_blocks(
+/// `y = Xq W^T + b` of `n` tokens packed by `quantize_pack_groups` (`px`, `sx`): block weights
+/// by [`blocks_times_groups`], int8 weights by [`super::q8::matmul_packed_groups`]; the bits
+/// of [`generic::matmul_q8_tokens`].
+pub(crate) fn matmul_packed(
     w: &Matrix<'_>,
+    px: &[u32],
+    sx: &[f32],
+    n: usize,
     bias: Option<&[f32]>,
-    packed: (&[u32], &[f32], &[usize]),
     y: &mut [f32],
-) -> bool {
+) {
     let (rows, cols) = (w.rows(), w.cols());
-    match w.weights() {
-        Weights::Blocks { ty, data }
-            if cols.is_multiple_of(BLOCK)
-                && rows > 0
-                && data.len() == rows * cols / BLOCK * ty.block_bytes() =>
-        {
-            // SAFETY: the caller checked AVX-512 F, BW and VNNI (packs_q8) and the shapes of
-            // the packed groups, y and bias; data's length was checked above.
-            unsafe { blocks_times_groups((ty, data), (rows, cols), bias, packed, y) };
-            true
-        }
-        _ => false,
+    let (gw, nb, groups) = (cols / 4 * Q8_GROUP, q8_blocks(cols), n.div_ceil(Q8_GROUP));
+    let Weights::Blocks { ty, data } = w.weights() else {
+        super::q8::matmul_packed_groups(w, px, sx, n, bias, y);
+        return;
+    };
+    if !super::q8::packs_q8(cols)
+        || !cols.is_multiple_of(BLOCK)
+        || rows == 0
+        || data.len() != rows * cols / BLOCK * ty.block_bytes()
+        || groups > Q8_MAX_GROUPS
+        || px.len() < groups * gw
+        || sx.len() < groups * nb * Q8_GROUP
+        || y.len() != n * rows
+        || bias.is_some_and(|b| b.len() != rows)
+    {
+        debug_assert!(false, "matmul_packed: shapes");
+        return;
     }
+    let gs: [usize; Q8_MAX_GROUPS] =
+        core::array::from_fn(|i| Q8_GROUP.min(n.saturating_sub(i * Q8_GROUP)));
+    let packed = (
+        &px[..groups * gw],
+        &sx[..groups * nb * Q8_GROUP],
+        &gs[..groups],
+    );
+    // SAFETY: the CPU has AVX-512 F, BW and VNNI (packs_q8), and the shapes were checked.
+    unsafe { blocks_times_groups((ty, data), (rows, cols), bias, packed, y) }
 }

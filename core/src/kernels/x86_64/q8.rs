@@ -421,8 +421,8 @@ pub(crate) fn quantize_pack_groups(x: &[f32], cols: usize, px: &mut [u32], sx: &
 }
 
 /// `y = Xq W^T + b` of `n` tokens packed by [`quantize_pack_groups`] (`px`, `sx`) and the int8
-/// or block matrix `w` ([`packs_q8`] of its columns): the bits of
-/// [`generic::matmul_q8_tokens`].
+/// matrix `w` ([`packs_q8`] of its columns): the bits of [`generic::matmul_q8_tokens`]
+/// (block weights: `super::blocks::matmul_packed`).
 pub(crate) fn matmul_packed_groups(
     w: &Matrix<'_>,
     px: &[u32],
@@ -433,6 +433,10 @@ pub(crate) fn matmul_packed_groups(
 ) {
     let (rows, cols) = (w.rows(), w.cols());
     let (gw, nb, groups) = (cols / 4 * Q8_GROUP, q8_blocks(cols), n.div_ceil(Q8_GROUP));
+    let Weights::I8 { q, scales } = w.weights() else {
+        debug_assert!(false, "matmul_packed_groups needs int8 weights");
+        return;
+    };
     if !packs_q8(cols)
         || groups > Q8_MAX_GROUPS
         || px.len() < groups * gw
@@ -445,20 +449,15 @@ pub(crate) fn matmul_packed_groups(
     }
     let gs: [usize; Q8_MAX_GROUPS] =
         core::array::from_fn(|i| Q8_GROUP.min(n.saturating_sub(i * Q8_GROUP)));
-    let packed = (
-        &px[..groups * gw],
-        &sx[..groups * nb * Q8_GROUP],
-        &gs[..groups],
-    );
-    if super::blocks::matmul_packed_blocks(w, bias, packed, y) {
-        return;
-    }
-    let Weights::I8 { q, scales } = w.weights() else {
-        debug_assert!(false, "matmul_packed_groups needs int8 or block weights");
-        return;
-    };
     // SAFETY: the CPU has AVX-512 F, BW and VNNI (packs_q8), and the shapes were checked.
-    unsafe { rows_times_groups(q, scales, (rows, cols), bias, packed, y) }
+    unsafe {
+        let packed = (
+            &px[..groups * gw],
+            &sx[..groups * nb * Q8_GROUP],
+            &gs[..groups],
+        );
+        rows_times_groups(q, scales, (rows, cols), bias, packed, y)
+    }
 }
 
 /// `quantize_i8` of one block (`x.len() <= 64`), the same bits as the generic one.
