@@ -103,10 +103,10 @@ pub enum Kernels {
     /// tests compare against a host run of these).
     #[default]
     Reference,
-    /// Host speed: int8 weights take int8 activations (dynamic scales per token and block of
-    /// [`Q8_BLOCK`] columns, exact i32 sums, [`matmul_i8_i8_token`]), and in std builds on
-    /// x86-64 the AVX-512 (VNNI) or AVX2/FMA kernels when the CPU has them (detected at run
-    /// time). On Arm with feature `arm-dsp` the exact int8 dots and matrix-vector products
+    /// Host speed: int8 and block weights take int8 activations (dynamic scales per token and
+    /// block of [`Q8_BLOCK`] columns, exact i32 sums, [`matmul_i8_i8_token`]), and in std
+    /// builds on x86-64 the AVX-512 (VNNI) or AVX2/FMA kernels when the CPU has them
+    /// (detected at run time; a few tokens, as in decoding, run matrix-vector kernels). On Arm with feature `arm-dsp` the exact int8 dots and matrix-vector products
     /// ([`Kernels::dot_i8`], [`Kernels::matvec_i8`]) run the DSP (SMLAD) kernels, the same bits
     /// as the generic ones. On wasm32 with `simd128` the int8 products (many token groups per
     /// packing of the weights), the fused dense int8 feed-forward, the quantization, the
@@ -128,8 +128,10 @@ impl Kernels {
     /// same bits on every target), which must hold one group of tokens:
     /// [`q8_scratch_bytes`]`(w.cols(), n)` bytes (`/ 4` f32 words) give the passes the kernels
     /// are tuned for, fewer bytes (down to one group, [`q8_group_words`]) more passes; with
-    /// less, or rows longer than [`Q8_MAX_COLS`], the f32-activation product runs. Otherwise
-    /// `scratch` is not used (it may be empty).
+    /// less, or rows longer than [`Q8_MAX_COLS`], the f32-activation product runs. Block
+    /// weights take the same int8 path. On x86-64 (std builds) one token is quantized on the
+    /// stack instead, so int8 and block weights need no scratch for it. Otherwise `scratch`
+    /// is not used (it may be empty).
     pub fn matmul(
         self,
         w: &Matrix<'_>,
