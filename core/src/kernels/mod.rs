@@ -61,6 +61,7 @@ use q8::Q8Layout;
 
 /// Most tokens [`Kernels::quantize_q8`] quantizes row-major with [`Kernels::Fast`] (for the
 /// kernels of [`Kernels::matmul_q8_rows`]) rather than into the packed groups of 16.
+#[cfg(topkit_x86)]
 const Q8_ROWS_MAX: usize = 4;
 
 /// The tile dot of this target's reference products: the same bits everywhere, one f32x4 per
@@ -214,15 +215,15 @@ impl Kernels {
     /// `n.div_ceil(16)` groups of [`q8_group_words`]`(cols)` f32 words (`cols >= 1`).
     /// [`Kernels::Fast`] lays them out for the target's fast product (packed by groups of
     /// [`Q8_GROUP`] tokens on x86-64 with AVX-512 VNNI when `cols` is a multiple of 4),
-    /// [`Kernels::Reference`] row by row, as [`Kernels::Fast`] does for up to 4 tokens (a
-    /// decode step: the packed kernels fill whole groups of 16 tokens).
+    /// [`Kernels::Reference`] row by row, as [`Kernels::Fast`] does elsewhere and on x86-64
+    /// for up to 4 tokens (a decode step: the packed kernels fill whole groups of 16).
     pub fn quantize_q8<'s>(self, x: &[f32], cols: usize, scratch: &'s mut [f32]) -> Q8Tokens<'s> {
         let cols = cols.max(1);
         let n = x.len() / cols;
-        let (nb, groups) = (q8_blocks(cols), n.div_ceil(Q8_GROUP));
-        debug_assert!(scratch.len() >= groups * q8_group_words(cols));
+        debug_assert!(scratch.len() >= n.div_ceil(Q8_GROUP) * q8_group_words(cols));
         #[cfg(topkit_x86)]
         if self.is_fast() && n > Q8_ROWS_MAX && x86_64::packs_q8(cols) {
+            let (nb, groups) = (q8_blocks(cols), n.div_ceil(Q8_GROUP));
             let (qw, rest) =
                 scratch.split_at_mut((Q8_GROUP * groups * cols / 4).min(scratch.len()));
             let px: &mut [u32] = bytemuck::cast_slice_mut(qw);
