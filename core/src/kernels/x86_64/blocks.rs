@@ -182,6 +182,22 @@ fn corr_vnni(w: &[__m256i; BR]) -> __m256i {
     _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<7>(reduce8(&s)))
 }
 
+/// `-128 * sum(w)` of one row's 32 values as 8 partial sums (lanes), for [`dot32_vnni`]'s
+/// signed weights.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+fn corr_row_vnni(w: __m256i) -> __m256i {
+    let s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), w);
+    _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<7>(s))
+}
+
+/// The AVX2 path needs no correction (its signed dots are exact as they are).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn corr_row_avx2(_w: __m256i) -> __m256i {
+    _mm256_setzero_si256()
+}
+
 /// The AVX2 path needs no correction (its signed dots are exact as they are).
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -221,7 +237,7 @@ fn lanes(f: impl Fn(usize) -> f32) -> [f32; BR] {
 /// One product kernel per instruction set from one body: `$feat` enables the instructions of
 /// `$dot` and `$corr`.
 macro_rules! block_kernels {
-    ($blocks:ident, $int8:ident, $feat:literal, $dot:ident, $corr:ident) => {
+    ($blocks:ident, $int8:ident, $feat:literal, $dot:ident, $corr:ident, $corr_row:ident) => {
         /// Block weights `data` (`rows x cols`, type `T`) times the row-major tokens
         /// (`xq`: `n * cols`, `xs`: `n * q8_blocks(cols)`), plus `bias`, into `y`
         /// (`n x rows`): the bits of the generic kernel. `cols` is a positive multiple of
@@ -357,10 +373,13 @@ macro_rules! block_kernels {
                                 _mm256_loadu_si256(rows8[i].as_ptr().add(c).cast())
                             });
                         }
-                        let corr = _mm256_add_epi32($corr(&w[0]), $corr(&w[1]));
+                        // Each row's correction as partial sums: one reduction per token.
+                        let corr: [__m256i; BR] = core::array::from_fn(|i| {
+                            _mm256_add_epi32($corr_row(w[0][i]), $corr_row(w[1][i]))
+                        });
                         for (t, a) in (t0..t0 + tn).zip(acc.iter_mut()) {
                             let xt = &xq[t * cols..(t + 1) * cols];
-                            let mut p = [_mm256_setzero_si256(); BR];
+                            let mut p = corr;
                             for (j, wj) in w.iter().enumerate().take(w1 - w0) {
                                 let xb = &xt[(w0 + j) * BLOCK..][..BLOCK];
                                 // SAFETY: xb has 32 i8; unaligned load.
@@ -370,7 +389,7 @@ macro_rules! block_kernels {
                                     *pi = _mm256_add_epi32(*pi, $dot(true, wi, x, xu));
                                 }
                             }
-                            let isum = _mm256_add_epi32(reduce8(&p), corr);
+                            let isum = reduce8(&p);
                             let sv = _mm256_set1_ps(xs[t * nb + k]);
                             *a = _mm256_add_ps(*a, _mm256_mul_ps(_mm256_cvtepi32_ps(isum), sv));
                         }
@@ -390,14 +409,16 @@ block_kernels!(
     int8_avx2,
     "avx2,fma,f16c",
     dot32_avx2,
-    corr_avx2
+    corr_avx2,
+    corr_row_avx2
 );
 block_kernels!(
     blocks_vnni,
     int8_vnni,
     "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
     dot32_vnni,
-    corr_vnni
+    corr_vnni,
+    corr_row_vnni
 );
 
 /// Which of the two kernel sets runs.
