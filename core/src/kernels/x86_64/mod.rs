@@ -29,7 +29,9 @@
 //!
 //! Stack: the int8 kernels keep only register tiles and small per-call buffers on the stack
 //! (the block sums of 16 rows, 4 KiB; the fused feed-forward's 64 units, about 9 KiB); the
-//! packed int8 activations are in the planned scratch. The f32 kernels pack 16 tokens of up to
+//! packed int8 activations are in the planned scratch. The block-weight product of packed
+//! tokens unpacks 16 rows on the stack (88 KiB), and one token's int8 activations are
+//! quantized on the stack (4 KiB) by [`crate::kernels::Kernels::matmul`]. The f32 kernels pack 16 tokens of up to
 //! [`F32_MAX_COLS`] f32 on the stack (64 KiB, plus 16 KiB of hidden values in the feed-forward):
 //! host-only paths (std builds on x86-64), bounded by these constants.
 //!
