@@ -20,8 +20,10 @@
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use topkit::kernels::{self, Kernels, Matrix, Q8Rows, Weights};
-use topkit_tests::kernel_checks::{AccF32Case, AccQ8Case, FfnQ8Case, MatF32Case, Q8Case, bits};
+use topkit::kernels::{self, BlockType, Kernels, Matrix, Q8Rows, Weights};
+use topkit_tests::kernel_checks::{
+    AccF32Case, AccQ8Case, BlockCase, FfnQ8Case, MatF32Case, Q8Case, bits,
+};
 
 /// An arena of `bytes` bytes (16-byte aligned).
 fn arena_mem(bytes: usize) -> Vec<u128> {
@@ -391,6 +393,68 @@ fn norm_case() -> impl Strategy<Value = (Vec<f32>, Vec<f32>, Vec<f32>)> {
     (xgb, offset).prop_map(|((x, g, b), offset)| (x.iter().map(|v| v + offset).collect(), g, b))
 }
 
+/// Block-weight cases: every type, columns 32..1536, tokens around the tile and group edges
+/// (1, 2, 15, 16, 17, 40), rows around the 8-row tiles, with and without bias.
+fn block_case() -> impl Strategy<Value = BlockCase> {
+    let cols = prop_oneof![
+        (1usize..=48).prop_map(|b| b * 32),
+        prop::sample::select(vec![32usize, 64, 96, 384, 576, 1536]),
+    ];
+    let n = prop::sample::select(vec![1usize, 2, 15, 16, 17, 40]);
+    (
+        prop::sample::select(BlockType::ALL.to_vec()),
+        prop_oneof![1usize..=9, 1usize..=24],
+        cols,
+        n,
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(|(ty, rows, cols, n, bias, seed)| BlockCase::new(ty, (rows, cols, n), bias, seed))
+}
+
+/// Int8 weights with columns a multiple of 32 (the shapes of the row-major int8 kernels).
+fn int8_rows_case() -> impl Strategy<Value = Q8Case> {
+    let n = prop::sample::select(vec![1usize, 2, 15, 16, 17, 40]);
+    (1usize..=20, (1usize..=48).prop_map(|b| b * 32), n)
+        .prop_flat_map(|(rows, cols, n)| {
+            (
+                Just(rows),
+                Just(cols),
+                Just(n),
+                i8s(rows * cols),
+                vec(1e-4f32..0.1, rows),
+                vec(-50.0f32..50.0, n * cols),
+                proptest::option::of(vec(-1.0f32..1.0, rows)),
+            )
+        })
+        .prop_map(|(rows, cols, n, w, scales, x, bias)| Q8Case {
+            rows,
+            cols,
+            n,
+            w,
+            scales,
+            x,
+            bias,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    // The engine's product on block weights (the stack path for one token, passes of the
+    // planned and of the smallest scratch) gives the generic bits.
+    #[test]
+    fn fast_matmul_blocks_is_the_generic_product(c in block_case()) {
+        topkit_tests::kernel_checks::fast_matmul_blocks(&c, Kernels::Fast);
+    }
+}
+
+#[test]
+fn fast_matmul_blocks_fixed_cases() {
+    for c in topkit_tests::kernel_checks::block_cases() {
+        topkit_tests::kernel_checks::fast_matmul_blocks(&c, Kernels::Fast);
+    }
+}
+
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 mod x86_avx512 {
     use super::*;
@@ -414,6 +478,12 @@ mod x86_avx512 {
         => check::matmul_f32, kernels::x86_avx512_matmul_f32, Tol::Bound);
     kernel_test!(proptest accumulate_f32_tokens, accumulate_f32_case()
         => check::accumulate_f32_tokens, kernels::x86_avx512_accumulate_f32_tokens, Tol::Bound);
+    kernel_test!(proptest matmul_q8_blocks, block_case()
+        => check::matmul_q8_blocks, kernels::x86_avx512_matmul_q8_rows);
+    kernel_test!(#[test] matmul_q8_blocks_fixed, check::block_cases()
+        => check::matmul_q8_blocks, kernels::x86_avx512_matmul_q8_rows);
+    kernel_test!(proptest matmul_q8_rows_int8, int8_rows_case()
+        => check::matmul_q8_tokens, kernels::x86_avx512_matmul_q8_rows);
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
@@ -434,4 +504,10 @@ mod x86_avx2 {
     kernel_test!(proptest axpy_f32, axpy_case() => check::axpy_f32, kernels::x86_avx2_axpy_f32, Tol::Bound);
     // GELU within `|x| * 1e-6 + 1e-7` of `activate_fast` (the same formula, a vector exp).
     kernel_test!(proptest gelu_erf, gelu_case() => check::gelu_erf, kernels::x86_avx2_gelu_erf, 1e-6);
+    kernel_test!(proptest matmul_q8_blocks, block_case()
+        => check::matmul_q8_blocks, kernels::x86_avx2_matmul_q8_rows);
+    kernel_test!(#[test] matmul_q8_blocks_fixed, check::block_cases()
+        => check::matmul_q8_blocks, kernels::x86_avx2_matmul_q8_rows);
+    kernel_test!(proptest matmul_q8_rows_int8, int8_rows_case()
+        => check::matmul_q8_tokens, kernels::x86_avx2_matmul_q8_rows);
 }

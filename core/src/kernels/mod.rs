@@ -50,16 +50,22 @@ pub use wasm32::{
 #[cfg(topkit_x86)]
 pub use x86_64::{
     x86_avx2_available, x86_avx2_axpy_f32, x86_avx2_axpy_i8, x86_avx2_dot_f32, x86_avx2_dot_i8_i8,
-    x86_avx2_gelu_erf, x86_avx2_matmul_f32, x86_avx512_accumulate_f32_tokens,
-    x86_avx512_accumulate_q8_tokens, x86_avx512_attn_available, x86_avx512_attn_candidates,
-    x86_avx512_attn_dense_tile, x86_avx512_attn_scores_rows, x86_avx512_attn_scores_tile,
-    x86_avx512_attn_softmax_lanes, x86_avx512_attn_softmax_rows, x86_avx512_attn_topk_block,
-    x86_avx512_exp_f32, x86_avx512_ffn_f32, x86_avx512_ffn_q8, x86_avx512_layer_norm,
-    x86_avx512_matmul_f32, x86_avx512_quantize_i8_token, x86_avx512_vnni_available,
+    x86_avx2_gelu_erf, x86_avx2_matmul_f32, x86_avx2_matmul_q8_rows,
+    x86_avx512_accumulate_f32_tokens, x86_avx512_accumulate_q8_tokens, x86_avx512_attn_available,
+    x86_avx512_attn_candidates, x86_avx512_attn_dense_tile, x86_avx512_attn_scores_rows,
+    x86_avx512_attn_scores_tile, x86_avx512_attn_softmax_lanes, x86_avx512_attn_softmax_rows,
+    x86_avx512_attn_topk_block, x86_avx512_exp_f32, x86_avx512_ffn_f32, x86_avx512_ffn_q8,
+    x86_avx512_layer_norm, x86_avx512_matmul_f32, x86_avx512_matmul_q8_rows,
+    x86_avx512_quantize_i8_token, x86_avx512_vnni_available,
 };
 
 use crate::config::Activation;
 use q8::Q8Layout;
+
+/// Most tokens [`Kernels::quantize_q8`] quantizes row-major with [`Kernels::Fast`] (for the
+/// kernels of [`Kernels::matmul_q8_rows`]) rather than into the packed groups of 16.
+#[cfg(topkit_x86)]
+const Q8_ROWS_MAX: usize = 4;
 
 /// The tile dot of this target's reference products: the same bits everywhere, one f32x4 per
 /// 4 columns on wasm `simd128`.
@@ -101,10 +107,11 @@ pub enum Kernels {
     /// tests compare against a host run of these).
     #[default]
     Reference,
-    /// Host speed: int8 weights take int8 activations (dynamic scales per token and block of
-    /// [`Q8_BLOCK`] columns, exact i32 sums, [`matmul_i8_i8_token`]), and in std builds on
-    /// x86-64 the AVX-512 (VNNI) or AVX2/FMA kernels when the CPU has them (detected at run
-    /// time). On Arm with feature `arm-dsp` the exact int8 dots and matrix-vector products
+    /// Host speed: int8 and block weights take int8 activations (dynamic scales per token and
+    /// block of [`Q8_BLOCK`] columns, exact i32 sums, [`matmul_i8_i8_token`]), and in std
+    /// builds on x86-64 the AVX-512 (VNNI) or AVX2/FMA kernels when the CPU has them
+    /// (detected at run time; a few tokens, as in decoding, run matrix-vector kernels). On Arm
+    /// with feature `arm-dsp` the exact int8 dots and matrix-vector products
     /// ([`Kernels::dot_i8`], [`Kernels::matvec_i8`]) and, on hard-float builds, the `Q8_0`,
     /// `Q4_0` and `Q4_1` block-weight products run the DSP (SMLAD) kernels, the same bits as
     /// the generic ones. On wasm32 with `simd128` the int8 and block-weight products (many
@@ -128,8 +135,10 @@ impl Kernels {
     /// same bits on every target), which must hold one group of tokens:
     /// [`q8_scratch_bytes`]`(w.cols(), n)` bytes (`/ 4` f32 words) give the passes the kernels
     /// are tuned for, fewer bytes (down to one group, [`q8_group_words`]) more passes; with
-    /// less, or rows longer than [`Q8_MAX_COLS`], the f32-activation product runs. Otherwise
-    /// `scratch` is not used (it may be empty).
+    /// less, or rows longer than [`Q8_MAX_COLS`], the f32-activation product runs. Block
+    /// weights take the same int8 path. On x86-64 (std builds) one token is quantized on the
+    /// stack instead, so int8 and block weights need no scratch for it. Otherwise `scratch`
+    /// is not used (it may be empty).
     pub fn matmul(
         self,
         w: &Matrix<'_>,
@@ -140,6 +149,23 @@ impl Kernels {
         scratch: &mut [f32],
     ) {
         match (self, w.dtype()) {
+            // One token (a decode step, the output head) is quantized on the stack (4 KiB),
+            // so the products need no scratch; the same bits as the passes below.
+            #[cfg(topkit_x86)]
+            (Kernels::Fast, DType::I8 | DType::Block(_))
+                if n == 1 && w.cols() > 0 && w.cols() <= Q8_MAX_COLS =>
+            {
+                let (cols, nb) = (w.cols(), q8_blocks(w.cols()));
+                let mut q = [0i8; Q8_MAX_COLS];
+                let mut s = [0f32; Q8_MAX_COLS / Q8_BLOCK];
+                self.quantize_q8_token(&x[..cols], &mut q[..cols], &mut s[..nb]);
+                let xt = Q8Rows {
+                    q: &q[..cols],
+                    s: &s[..nb],
+                    n: 1,
+                };
+                self.matmul_q8_rows(w, xt, bias, y);
+            }
             (Kernels::Fast, DType::I8)
                 if w.cols() > 0
                     && w.cols() <= Q8_MAX_COLS
@@ -167,9 +193,9 @@ impl Kernels {
                     }
                 }
             }
-            // Block weights take row-major int8 tokens (blocks of 32 weights under blocks of
-            // Q8_BLOCK activations), quantized with the reference layout (the same values
-            // with the fast quantization where it keeps that layout: wasm simd128).
+            // Block weights take the int8 tokens as int8 weights do (blocks of 32 weights
+            // under blocks of Q8_BLOCK activations; packed groups on AVX-512 VNNI for more
+            // than 4 tokens).
             (Kernels::Fast, DType::Block(_))
                 if w.cols() <= Q8_MAX_COLS && scratch.len() >= q8_group_words(w.cols()) =>
             {
@@ -179,12 +205,7 @@ impl Kernels {
                 let mut i0 = 0;
                 while i0 < n {
                     let t = pass.min(n - i0);
-                    let quant = if cfg!(topkit_wasm_simd) {
-                        self
-                    } else {
-                        Kernels::Reference
-                    };
-                    let xq = quant.quantize_q8(&x[i0 * cols..(i0 + t) * cols], cols, scratch);
+                    let xq = self.quantize_q8(&x[i0 * cols..(i0 + t) * cols], cols, scratch);
                     self.matmul_q8(w, &xq, bias, &mut y[i0 * rows..(i0 + t) * rows]);
                     i0 += t;
                 }
@@ -200,15 +221,17 @@ impl Kernels {
     /// `n.div_ceil(16)` groups of [`q8_group_words`]`(cols)` f32 words (`cols >= 1`).
     /// [`Kernels::Fast`] lays them out for the target's fast product (packed by groups of
     /// [`Q8_GROUP`] tokens on x86-64 with AVX-512 VNNI when `cols` is a multiple of 4),
-    /// [`Kernels::Reference`] row by row.
+    /// [`Kernels::Reference`] row by row, as [`Kernels::Fast`] does elsewhere and on x86-64
+    /// for up to 4 tokens (a decode step: the packed kernels fill whole groups of 16).
     pub fn quantize_q8<'s>(self, x: &[f32], cols: usize, scratch: &'s mut [f32]) -> Q8Tokens<'s> {
         let cols = cols.max(1);
         let n = x.len() / cols;
-        let (nb, groups) = (q8_blocks(cols), n.div_ceil(Q8_GROUP));
-        debug_assert!(scratch.len() >= groups * q8_group_words(cols));
-        let (qw, rest) = scratch.split_at_mut((Q8_GROUP * groups * cols / 4).min(scratch.len()));
+        debug_assert!(scratch.len() >= n.div_ceil(Q8_GROUP) * q8_group_words(cols));
         #[cfg(topkit_x86)]
-        if self.is_fast() && x86_64::packs_q8(cols) {
+        if self.is_fast() && n > Q8_ROWS_MAX && x86_64::packs_q8(cols) {
+            let (nb, groups) = (q8_blocks(cols), n.div_ceil(Q8_GROUP));
+            let (qw, rest) =
+                scratch.split_at_mut((Q8_GROUP * groups * cols / 4).min(scratch.len()));
             let px: &mut [u32] = bytemuck::cast_slice_mut(qw);
             let sx = &mut rest[..groups * Q8_GROUP * nb];
             x86_64::quantize_pack_groups(&x[..n * cols], cols, px, sx);
@@ -218,6 +241,16 @@ impl Kernels {
                 layout: Q8Layout::Packed { px, sx },
             };
         }
+        self.quantize_q8_rows(x, cols, scratch)
+    }
+
+    /// [`Kernels::quantize_q8`] in the row-major layout ([`Q8Rows`]) whatever the choice (the
+    /// layout of the block-weight products, and of the int8 ones for a few tokens).
+    fn quantize_q8_rows<'s>(self, x: &[f32], cols: usize, scratch: &'s mut [f32]) -> Q8Tokens<'s> {
+        let cols = cols.max(1);
+        let n = x.len() / cols;
+        let (nb, groups) = (q8_blocks(cols), n.div_ceil(Q8_GROUP));
+        let (qw, rest) = scratch.split_at_mut((Q8_GROUP * groups * cols / 4).min(scratch.len()));
         let q: &mut [i8] = &mut bytemuck::cast_slice_mut(qw)[..n * cols];
         let s = &mut rest[..n * nb];
         for ((xt, q8t), st) in x
@@ -242,7 +275,7 @@ impl Kernels {
         match xq.layout {
             Q8Layout::Rows(x) => self.matmul_q8_rows(w, x, bias, y),
             #[cfg(topkit_x86)]
-            Q8Layout::Packed { px, sx } => x86_64::matmul_packed_groups(w, px, sx, xq.n, bias, y),
+            Q8Layout::Packed { px, sx } => x86_64::matmul_packed(w, px, sx, xq.n, bias, y),
         }
     }
 
@@ -270,6 +303,9 @@ impl Kernels {
             Kernels::Fast if matches!(w.dtype(), DType::Block(_)) => {
                 wasm_simd128_matmul_q8_blocks(w, x, bias, y)
             }
+            // Block and int8 weights, 8 rows per register (the same bits).
+            #[cfg(topkit_x86)]
+            Kernels::Fast => x86_avx512_matmul_q8_rows(w, x, bias, y),
             _ => matmul_q8_tokens(w, x, bias, y),
         }
     }

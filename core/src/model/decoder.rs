@@ -76,7 +76,7 @@ use crate::Error;
 use crate::arena::Arena;
 use crate::config::{Arch, ModelConfig, PosKind, RunConfig};
 use crate::format::{PackedModel, TensorName};
-use crate::kernels::{Matrix, axpy_row, matvec, row_to_f32};
+use crate::kernels::{Matrix, axpy_row, row_to_f32};
 use crate::model::attention::{self, AttnParams, AttnScratch, Keys};
 use crate::model::{
     LayerWeights, Model, apply_rope, check_len, check_matrix, check_rows, ffn_phase, norm_row,
@@ -173,6 +173,12 @@ impl<'a> Decoder<'a> {
             Some(packed.matrix(g("lm_head.w"))?)
         };
         Self::new(model, packed.matrix(g("tok_emb"))?, positions, lm_head)
+    }
+
+    /// The same decoder run with `kernels` (as [`crate::Model::with_kernels`]).
+    pub fn with_kernels(mut self, kernels: crate::kernels::Kernels) -> Self {
+        self.model = self.model.with_kernels(kernels);
+        self
     }
 
     /// The layer stack.
@@ -505,6 +511,10 @@ impl<'s, 'a> Session<'s, 'a> {
         if let Some(w) = dec.model.final_norm() {
             norm_row(dec.model.kernels(), c, &w, row);
         }
-        matvec(&dec.head, row, None, self.logits);
+        // One token: the kernels' product needs no scratch (the fast ones quantize it on
+        // the stack), and the reference kernels give `matvec`'s bits.
+        dec.model
+            .kernels()
+            .matmul(&dec.head, row, 1, None, self.logits, &mut []);
     }
 }

@@ -53,10 +53,10 @@ kernel_test!(#[wasm_bindgen_test] matmul_q8_tokens,
 kernel_test!(#[wasm_bindgen_test] matmul_i8_i8_token,
     cases::q8(2, &[(2, 1), (7, 3), (12, 33), (3, 270)], false)
     => check::matmul_i8_i8_token, kernels::wasm_simd128_matmul_i8_i8_token);
-kernel_test!(#[wasm_bindgen_test] matmul_q8_blocks, check::block_cases(4)
-    => check::matmul_q8_blocks, kernels::wasm_simd128_matmul_q8_blocks);
-kernel_test!(#[wasm_bindgen_test] fast_matmul_blocks, check::block_cases(5)
-    => check::matmul_blocks_f32_tokens, fast_matmul);
+kernel_test!(#[wasm_bindgen_test] matmul_q8_blocks, check::blocks_emb::block_cases(4)
+    => check::blocks_emb::matmul_q8_blocks, kernels::wasm_simd128_matmul_q8_blocks);
+kernel_test!(#[wasm_bindgen_test] fast_matmul_blocks, check::blocks_emb::block_cases(5)
+    => check::blocks_emb::matmul_blocks_f32_tokens, fast_matmul);
 kernel_test!(#[wasm_bindgen_test] accumulate_q8_tokens, cases::accumulate_q8()
     => check::accumulate_q8_tokens, kernels::wasm_simd128_accumulate_q8_tokens);
 kernel_test!(#[wasm_bindgen_test] quantize_i8_token, cases::quantize()

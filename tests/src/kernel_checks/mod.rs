@@ -13,14 +13,15 @@
 //! test harness can call it; [`kernel_test!`] makes one test of a check.
 //!
 //! Files by kernel family: [`q8`] (int8 products, quantization, the fused int8
-//! feed-forward), [`blocks_emb`] (block weights times int8 activations, with its cases),
-//! [`float`] (f32 products, activations, normalisation, `exp`), [`attn`] (the attention tiles
-//! and the top-k selection); what they share: [`tol`] (tolerances and
+//! feed-forward), [`blocks`] and [`blocks_emb`] (block weights times int8 tokens, with their
+//! cases; the second not re-exported: its names are the first's), [`float`] (f32 products, activations, normalisation, `exp`), [`attn`] (the
+//! attention tiles and the top-k selection); what they share: [`tol`] (tolerances and
 //! comparisons), [`product`] (the cases of matrix products); [`cases`], the deterministic
 //! cases. Each uses only `topkit` and `std`: the wasm test crate has no other dependency.
 //! This file only declares and re-exports them (none imports it back).
 
 pub mod attn;
+pub mod blocks;
 pub mod blocks_emb;
 pub mod cases;
 pub mod float;
@@ -29,7 +30,7 @@ pub mod q8;
 pub mod tol;
 
 pub use attn::*;
-pub use blocks_emb::*;
+pub use blocks::*;
 pub use float::*;
 pub use product::*;
 pub use q8::*;

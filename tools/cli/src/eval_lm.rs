@@ -193,7 +193,7 @@ fn argmax_f64(x: &[f64]) -> usize {
 /// of the vocabulary, text and continuation exceed max_seq, a setting cannot be planned, or
 /// the arena's high-water mark differs from the plan's peak.
 pub fn run(args: &EvalLmArgs) -> Result<()> {
-    with_lm(&args.file, |lm| {
+    with_lm(&args.file, topkit::kernels::Kernels::Reference, |lm| {
         let ids = match (&args.text_file, &args.ids_file) {
             (Some(t), None) => {
                 let text = crate::files::read_text(t)?;

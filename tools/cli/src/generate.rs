@@ -15,7 +15,8 @@ use topkit::sample::Sampler;
 use topkit::tokenizer::{Bpe, Utf8Stream};
 use topkit::{Plan, RunConfig};
 
-use crate::options::RunOpts;
+use crate::options::{KernelChoice, RunOpts};
+use topkit::kernels::Kernels;
 
 /// Arguments of `topkit generate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -63,6 +64,10 @@ pub struct GenerateArgs {
     /// Print {"prompt_ids", "ids", "text", speeds, bytes} as JSON instead of streaming.
     #[arg(long)]
     pub json: bool,
+    /// Kernels: `reference` (the generic kernels every target runs, bit for bit) or `fast`
+    /// (int8 activations for int8 and block weights, AVX2 / AVX-512 when the CPU has them).
+    #[arg(long, value_enum, default_value_t = KernelChoice::Reference)]
+    pub kernels: KernelChoice,
 }
 
 /// A packed causal language model, ready to run.
@@ -78,13 +83,18 @@ pub struct Lm<'a> {
 /// # Errors
 /// When the file cannot be read or parsed or is not a causal language model, and whatever
 /// `f` returns.
-pub fn with_lm<R>(path: &Path, f: impl FnOnce(&Lm<'_>) -> Result<R>) -> Result<R> {
+pub fn with_lm<R>(
+    path: &Path,
+    kernels: Kernels,
+    f: impl FnOnce(&Lm<'_>) -> Result<R>,
+) -> Result<R> {
     let bytes = crate::packed::read_packed(path)?;
     let packed = crate::packed::parse_packed(path, bytes.as_slice(), true)?;
     let layers =
         layers(&packed).map_err(|e| anyhow!("{}: cannot view the layers: {e}", path.display()))?;
     let decoder = Decoder::from_packed(&packed, &layers)
-        .map_err(|e| anyhow!("{}: not a causal language model: {e}", path.display()))?;
+        .map_err(|e| anyhow!("{}: not a causal language model: {e}", path.display()))?
+        .with_kernels(kernels);
     f(&Lm { decoder, packed })
 }
 
@@ -334,7 +344,7 @@ pub fn eos_id(lm: &Lm<'_>, chat: bool) -> Option<u32> {
 /// max_seq, the run or sampler options are out of range, generation fails, or the arena's
 /// high-water mark differs from the plan's peak.
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    with_lm(&args.file, |lm| {
+    with_lm(&args.file, args.kernels.into(), |lm| {
         let c = *lm.decoder.config();
         let user = match (&args.prompt, &args.prompt_ids) {
             (Some(_), Some(_)) => bail!("give --prompt or --prompt-ids, not both"),

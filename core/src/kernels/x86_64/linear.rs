@@ -270,10 +270,76 @@ fn matmul_f32_avx512(
     }
 }
 
+/// Tokens up to which [`x86_avx512_matmul_f32`] runs matrix-vector products (one token at a
+/// time, [`MV_ROWS`] rows per step) rather than 16-token tiles.
+const MV_TOKENS: usize = 3;
+/// Weight rows per step of the matrix-vector product.
+const MV_ROWS: usize = 4;
+
+/// `y = x W^T + b` one token at a time: [`MV_ROWS`] rows share each 16 columns of the token,
+/// fused multiply-adds per lane, then one horizontal sum per row (rounding differs from the
+/// generic kernel).
+#[target_feature(enable = "avx512f")]
+fn matvec_f32_avx512(
+    w: &[f32],
+    (rows, cols): (usize, usize),
+    (x, n): (&[f32], usize),
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let b = |r: usize| bias.map_or(0.0, |b| b[r]);
+    for (xt, yt) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)).take(n) {
+        let mut r = 0;
+        while r + MV_ROWS <= rows {
+            let v = mv_rows::<MV_ROWS>(&w[r * cols..(r + MV_ROWS) * cols], cols, xt);
+            for (i, v) in v.into_iter().enumerate() {
+                yt[r + i] = v + b(r + i);
+            }
+            r += MV_ROWS;
+        }
+        while r < rows {
+            yt[r] = mv_rows::<1>(&w[r * cols..(r + 1) * cols], cols, xt)[0] + b(r);
+            r += 1;
+        }
+    }
+}
+
+/// The `RR` rows `wr` (`cols` each) dotted with `xt`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn mv_rows<const RR: usize>(wr: &[f32], cols: usize, xt: &[f32]) -> [f32; RR] {
+    let (wr, xt) = (&wr[..RR * cols], &xt[..cols]);
+    let mut acc = [_mm512_setzero_ps(); RR];
+    let mut c = 0;
+    while c + 16 <= cols {
+        // SAFETY: c + 16 <= cols = xt.len(); unaligned load.
+        let xv = unsafe { _mm512_loadu_ps(xt.as_ptr().add(c)) };
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: i * cols + c + 16 <= RR * cols = wr.len(); unaligned load.
+            let wv = unsafe { _mm512_loadu_ps(wr.as_ptr().add(i * cols + c)) };
+            *a = _mm512_fmadd_ps(wv, xv, *a);
+        }
+        c += 16;
+    }
+    if c < cols {
+        let m = tail_mask(cols, c);
+        // SAFETY: the masked loads read columns c..cols only, of xt and of each row of wr.
+        let xv = unsafe { _mm512_maskz_loadu_ps(m, xt.as_ptr().add(c)) };
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: as above.
+            let wv = unsafe { _mm512_maskz_loadu_ps(m, wr.as_ptr().add(i * cols + c)) };
+            *a = _mm512_fmadd_ps(wv, xv, *a);
+        }
+    }
+    core::array::from_fn(|i| _mm512_reduce_add_ps(acc[i]))
+}
+
 /// AVX-512 [`crate::kernels::matmul`] for f32 weights: `y = x W^T + b`, 16 weight rows times 16
 /// tokens per register tile, fused multiply-adds over the columns in order (rounding differs
-/// from the generic kernel). Other weight types, rows longer than 1024 or a CPU
-/// without AVX-512 take the AVX2 kernel. Shapes as in [`crate::kernels::matmul`].
+/// from the generic kernel); up to 3 tokens (decoding) go one at a time, 4 rows per step,
+/// each row's 16 lanes summed at the end. Other weight types, rows longer than 1024 (more
+/// than 3 tokens) or a CPU without AVX-512 take the AVX2 kernel. Shapes as in
+/// [`crate::kernels::matmul`].
 pub fn x86_avx512_matmul_f32(
     w: &Matrix<'_>,
     x: &[f32],
@@ -283,6 +349,12 @@ pub fn x86_avx512_matmul_f32(
 ) {
     let (rows, cols) = (w.rows(), w.cols());
     match w.weights() {
+        Weights::F32(d)
+            if cols > 0 && n <= MV_TOKENS && generic::tokens_fit(w, x, n, y) && available_f32() =>
+        {
+            // SAFETY: the CPU has AVX-512 F (checked above), and the shapes were checked.
+            unsafe { matvec_f32_avx512(d, (rows, cols), (x, n), bias, y) }
+        }
         Weights::F32(d)
             if cols > 0
                 && cols <= F32_MAX_COLS

@@ -21,11 +21,17 @@
 //!   registers (units x tokens), the per-token quantization of the 64 units lane-wise, then the
 //!   down projection with the weights as `u8 = w + 128` (a `vpermb` transpose of 4 rows) and
 //!   the activations broadcast in place; the same bits as the unfused kernels.
-//! - f32 (`vfmadd231ps`): fused, in another order than [`crate::kernels::matmul`] (rounding only).
+//! - f32 (`vfmadd231ps`): fused, in another order than [`crate::kernels::matmul`] (rounding only);
+//!   up to 3 tokens (decoding) run a matrix-vector kernel, 4 rows per step.
+//! - Block weights and int8 weights times row-major int8 tokens ([`blocks`]): 8 weight rows
+//!   per 256-bit register, AVX2 or AVX-512 VNNI, the generic bits (one token, a decode step,
+//!   takes this path for int8 weights too).
 //!
 //! Stack: the int8 kernels keep only register tiles and small per-call buffers on the stack
 //! (the block sums of 16 rows, 4 KiB; the fused feed-forward's 64 units, about 9 KiB); the
-//! packed int8 activations are in the planned scratch. The f32 kernels pack 16 tokens of up to
+//! packed int8 activations are in the planned scratch. The block-weight product of packed
+//! tokens unpacks 16 rows on the stack (88 KiB), and one token's int8 activations are
+//! quantized on the stack (4 KiB) by [`crate::kernels::Kernels::matmul`]. The f32 kernels pack 16 tokens of up to
 //! [`F32_MAX_COLS`] f32 on the stack (64 KiB, plus 16 KiB of hidden values in the feed-forward):
 //! host-only paths (std builds on x86-64), bounded by these constants.
 //!
@@ -34,6 +40,7 @@
 
 mod act;
 mod attention;
+mod blocks;
 mod cpu;
 mod ffn;
 mod linear;
@@ -43,6 +50,7 @@ mod topk;
 
 pub use act::*;
 pub use attention::*;
+pub use blocks::*;
 pub use cpu::{x86_avx2_available, x86_avx512_attn_available, x86_avx512_vnni_available};
 pub use ffn::*;
 pub use linear::*;

@@ -421,7 +421,8 @@ pub(crate) fn quantize_pack_groups(x: &[f32], cols: usize, px: &mut [u32], sx: &
 }
 
 /// `y = Xq W^T + b` of `n` tokens packed by [`quantize_pack_groups`] (`px`, `sx`) and the int8
-/// matrix `w` ([`packs_q8`] of its columns): the bits of [`generic::matmul_q8_tokens`].
+/// matrix `w` ([`packs_q8`] of its columns): the bits of [`generic::matmul_q8_tokens`]
+/// (block weights: `super::blocks::matmul_packed`).
 pub(crate) fn matmul_packed_groups(
     w: &Matrix<'_>,
     px: &[u32],
