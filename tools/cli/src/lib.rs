@@ -35,12 +35,15 @@ macro_rules! errln {
 }
 
 pub mod budget;
+pub mod calib;
 pub mod cli;
 pub mod embed;
 pub mod eval;
 pub mod eval_lm;
 pub mod files;
+pub mod flash;
 pub mod generate;
+pub mod gptq;
 pub mod import;
 pub mod inspect;
 pub mod options;

@@ -1,0 +1,382 @@
+//! `topkit pack --flash BUDGET`: a dtype per tensor so that the whole file fits the budget,
+//! losing the least accuracy.
+//!
+//! 1. Every tensor's candidates are the dtypes it [fits](StoreDType::fits) (vectors stay f32;
+//!    a `--dtype-for` override leaves only its dtype).
+//! 2. Each candidate's error is measured: for the linear layers of an encoder the calibration
+//!    makes possible ([`crate::calib`]), the relative output error on the calibration
+//!    activations, `||X (W - W')^T|| / ||X W^T||`, with the better of round-to-nearest and
+//!    GPTQ ([`crate::gptq`]) for the block dtypes; for the others (embeddings, decoders), the
+//!    relative RMS error of the weights. GPTQ is fitted on half the calibration texts and
+//!    measured on the other half (see [`Calibration`]); the file gets GPTQ fitted on all.
+//! 3. Greedy allocation: every tensor starts at its smallest candidate; then, while the file
+//!    fits, the upgrade with the largest decrease of the summed squared errors per byte added
+//!    is taken. The file's size is the real writer's: header, configuration, tokenizer,
+//!    table, names and 16-byte alignment, measured by writing the f32 file once.
+
+use anyhow::{Result, anyhow, bail};
+use topkit::format::PackedModel;
+use topkit::kernels::BLOCK;
+use topkit::tokenizer::WordPiece;
+
+use crate::calib::{self, Calibration};
+use crate::gptq::{self, Layout};
+use crate::import::Source;
+use crate::quant::{self, QuantError, StoreDType};
+use crate::writer::{self, AlignedBytes, Tensor, TensorData};
+
+/// A tensor loaded as f32.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// topkit name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub values: Vec<f32>,
+}
+
+/// How a candidate was quantized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Exact (f32), or the dtype's own rounding (f16, int8).
+    Plain,
+    /// Round-to-nearest blocks.
+    Rtn,
+    /// GPTQ blocks.
+    Gptq,
+}
+
+impl Method {
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Plain => "-",
+            Method::Rtn => "rtn",
+            Method::Gptq => "gptq",
+        }
+    }
+}
+
+/// One candidate of a tensor.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    /// The dtype.
+    pub dtype: StoreDType,
+    /// Bytes in the file, alignment padding included.
+    pub bytes: usize,
+    /// Relative error (output error on calibration activations or weight error, see
+    /// [`Choice::on_outputs`]).
+    pub error: f64,
+    /// How it is quantized.
+    pub method: Method,
+}
+
+/// What `--flash` chose for one tensor.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    /// topkit name.
+    pub name: String,
+    /// The chosen candidate.
+    pub chosen: Candidate,
+    /// `true`: the error is the relative output error on calibration activations; `false`:
+    /// the relative RMS error of the weights.
+    pub on_outputs: bool,
+    /// Every candidate measured, smallest first.
+    pub candidates: Vec<Candidate>,
+}
+
+/// The result of the allocation.
+#[derive(Debug)]
+pub struct Allocation {
+    /// The tensors to write.
+    pub tensors: Vec<Tensor>,
+    /// Per tensor, in order.
+    pub choices: Vec<Choice>,
+    /// The predicted size of the file, bytes.
+    pub file_bytes: usize,
+    /// Calibration tokens (0 without calibration).
+    pub calib_tokens: usize,
+}
+
+fn padded(bytes: usize) -> usize {
+    bytes.div_ceil(topkit::format::ALIGN) * topkit::format::ALIGN
+}
+
+/// The linear layout of a tensor that calibration covers.
+fn layout(name: &str) -> Layout {
+    if name.ends_with("ffn.down_t.w") {
+        Layout::InOut
+    } else {
+        Layout::OutIn
+    }
+}
+
+/// The f32 values `data` decodes to (`cols` per row).
+pub fn decode(data: &TensorData, cols: usize) -> Vec<f32> {
+    match data {
+        TensorData::F32(v) => v.clone(),
+        TensorData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        TensorData::I8 { q, scales } => q
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| f32::from(v) * scales[i / cols])
+            .collect(),
+        TensorData::Blocks { ty, data } => quant::dequantize_blocks(data, *ty),
+    }
+}
+
+/// Quantizes `t` to `dtype` by `method` (`u` the GPTQ factor of its inputs).
+fn make(t: &Loaded, dtype: StoreDType, method: Method, u: Option<&[f64]>) -> Result<TensorData> {
+    let cols = *t.shape.last().unwrap_or(&1);
+    match (method, dtype.block(), u) {
+        (Method::Gptq, Some(ty), Some(u)) => {
+            let (n_in, n_out) = dims(t);
+            Ok(TensorData::Blocks {
+                ty,
+                data: gptq::quantize(ty, &t.values, layout(&t.name), n_in, n_out, u),
+            })
+        }
+        _ => Ok(quant::convert(&t.name, t.values.clone(), cols, dtype)?.0),
+    }
+}
+
+/// Inputs and outputs of a linear weight.
+fn dims(t: &Loaded) -> (usize, usize) {
+    let (r, c) = (t.shape[0], *t.shape.last().unwrap_or(&1));
+    match layout(&t.name) {
+        Layout::OutIn => (c, r),
+        Layout::InOut => (r, c),
+    }
+}
+
+/// Tokenizes `texts` with the WordPiece tokenizer of `pm`, each cut to its `max_seq`.
+///
+/// # Errors
+/// When the file has no WordPiece tokenizer or a text cannot be tokenized.
+pub fn tokenize(pm: &PackedModel<'_>, texts: &[String]) -> Result<Vec<Vec<u32>>> {
+    let wp = WordPiece::from_view(pm.tokenizer())
+        .map_err(|e| anyhow!("calibration needs the WordPiece tokenizer: {e}"))?;
+    let max = pm.config().max_seq;
+    texts
+        .iter()
+        .map(|text| {
+            let mut ids = vec![0u32; max];
+            let n = wp.encode(text, &mut ids)?.len;
+            ids.truncate(n);
+            Ok(ids)
+        })
+        .collect()
+}
+
+/// Chooses each tensor's dtype so that the file fits `budget` bytes (see the module doc).
+/// `fixed` gives a tensor's forced dtype (a `--dtype-for` override); `texts` are the
+/// calibration texts. Progress goes to stderr.
+///
+/// # Errors
+/// When even the smallest choices do not fit, a tensor cannot be converted, or the f32 file
+/// cannot be built.
+pub fn allocate(
+    src: &Source,
+    tensors: Vec<Loaded>,
+    budget: usize,
+    fixed: impl Fn(&str) -> Option<StoreDType>,
+    texts: &[String],
+) -> Result<Allocation> {
+    // The f32 file: its size gives the fixed part of every file, its tokenizer and weights
+    // the calibration.
+    let f32_file = writer::write_file(
+        &src.config,
+        &src.tokenizer,
+        &tensors
+            .iter()
+            .map(|t| Tensor {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                data: TensorData::F32(t.values.clone()),
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    let overhead = f32_file.len()
+        - tensors
+            .iter()
+            .map(|t| padded(t.values.len() * 4))
+            .sum::<usize>();
+    let cfg = &src.config.model;
+    let calibration: Option<Calibration> = if calib::supported(cfg) {
+        let aligned = AlignedBytes::new(f32_file);
+        let pm = PackedModel::parse(aligned.as_slice()).map_err(|e| anyhow!("{e}"))?;
+        let ids = tokenize(&pm, texts)?;
+        let by_name: std::collections::HashMap<&str, &[f32]> = tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.values.as_slice()))
+            .collect();
+        errln!("calibrating on {} texts", ids.len());
+        let n = ids.len();
+        let c = calib::collect(cfg, |name| by_name.get(name).copied(), &ids, |i| {
+            if (i + 1) % 10 == 0 || i + 1 == n {
+                errln!("  calibration forward: {}/{n} texts", i + 1);
+            }
+        })?;
+        errln!("calibration: {} texts, {} tokens", c.texts, c.tokens);
+        Some(c)
+    } else {
+        errln!(
+            "note: no calibration for this architecture; errors are the weights' relative RMS"
+        );
+        None
+    };
+
+    // Per distinct input (q, k and v share theirs): the GPTQ factor fitted on the even half,
+    // the one fitted on all texts, and the odd half's H to measure on.
+    struct Inputs {
+        u_half: Vec<f64>,
+        u_all: Vec<f64>,
+        eval: Vec<f64>,
+    }
+    let mut inputs: std::collections::HashMap<String, Inputs> = Default::default();
+    let mut choices = Vec::with_capacity(tensors.len());
+    for (k, t) in tensors.iter().enumerate() {
+        let key = Calibration::key(&t.name)
+            .filter(|key| calibration.as_ref().is_some_and(|c| c.halves(key).is_some()));
+        if let (Some(key), Some(cal)) = (&key, &calibration)
+            && !inputs.contains_key(key)
+            && let Some([a, b]) = cal.halves(key)
+        {
+            let all: Vec<f64> = a.h.iter().zip(&b.h).map(|(x, y)| x + y).collect();
+            let bad = || anyhow!("calibration of {}: H is not positive definite", t.name);
+            inputs.insert(
+                key.clone(),
+                Inputs {
+                    u_half: gptq::inverse_factor(&a.h, a.n).ok_or_else(bad)?,
+                    u_all: gptq::inverse_factor(&all, a.n).ok_or_else(bad)?,
+                    eval: b.h.clone(),
+                },
+            );
+        }
+        let inp = key.as_ref().and_then(|k| inputs.get(k));
+        let h = inp.map(|i| i.eval.as_slice());
+        let u = inp.map(|i| i.u_half.as_slice());
+        let dtypes: Vec<StoreDType> = match fixed(&t.name) {
+            Some(d) if d.fits(&t.shape) => vec![d],
+            Some(d) => bail!(
+                "--dtype-for: tensor {} of shape {:?} cannot be stored as {d} (rows must be whole blocks of {BLOCK}; vectors stay f32)",
+                t.name,
+                t.shape
+            ),
+            None => StoreDType::BY_SIZE
+                .into_iter()
+                .filter(|d| d.fits(&t.shape))
+                .collect(),
+        };
+        let cols = *t.shape.last().unwrap_or(&1);
+        let mut candidates = Vec::new();
+        for d in dtypes {
+            let bytes = padded(d.bytes(&t.shape).ok_or_else(|| anyhow!("size overflow"))?);
+            let measure = |data: &TensorData| -> f64 {
+                let back = decode(data, cols);
+                match h {
+                    Some(h) => {
+                        let (n_in, n_out) = dims(t);
+                        gptq::output_error(h, &t.values, &back, layout(&t.name), n_in, n_out)
+                    }
+                    None => QuantError::measure(&t.values, back.into_iter()).rel_rms,
+                }
+            };
+            let first = if d.block().is_some() {
+                Method::Rtn
+            } else {
+                Method::Plain
+            };
+            let error = if d == StoreDType::F32 {
+                0.0
+            } else {
+                measure(&make(t, d, first, None)?)
+            };
+            let mut best = Candidate {
+                dtype: d,
+                bytes,
+                error,
+                method: first,
+            };
+            if d.block().is_some() && u.is_some() {
+                let e = measure(&make(t, d, Method::Gptq, u)?);
+                if e < best.error {
+                    best.error = e;
+                    best.method = Method::Gptq;
+                }
+            }
+            candidates.push(best);
+        }
+        errln!(
+            "[{}/{}] {}: {}",
+            k + 1,
+            tensors.len(),
+            t.name,
+            candidates
+                .iter()
+                .map(|c| format!("{} {:.2e}{}", c.dtype, c.error, if c.method == Method::Gptq { "*" } else { "" }))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let chosen = *candidates
+            .iter()
+            .min_by_key(|c| c.bytes)
+            .ok_or_else(|| anyhow!("tensor {}: no dtype fits", t.name))?;
+        choices.push(Choice {
+            name: t.name.clone(),
+            chosen,
+            on_outputs: h.is_some(),
+            candidates,
+        });
+    }
+
+    let mut total = overhead + choices.iter().map(|c| c.chosen.bytes).sum::<usize>();
+    if total > budget {
+        bail!(
+            "even the smallest dtypes do not fit: the file would take {total} bytes ({}), the budget is {budget} bytes ({})",
+            crate::size::human(total),
+            crate::size::human(budget)
+        );
+    }
+    loop {
+        let mut best: Option<(f64, usize, Candidate)> = None;
+        for (i, c) in choices.iter().enumerate() {
+            for cand in &c.candidates {
+                if cand.bytes <= c.chosen.bytes
+                    || cand.error >= c.chosen.error
+                    || total - c.chosen.bytes + cand.bytes > budget
+                {
+                    continue;
+                }
+                let gain = (c.chosen.error.powi(2) - cand.error.powi(2))
+                    / (cand.bytes - c.chosen.bytes) as f64;
+                if best.as_ref().is_none_or(|b| gain > b.0) {
+                    best = Some((gain, i, *cand));
+                }
+            }
+        }
+        let Some((_, i, cand)) = best else { break };
+        total = total - choices[i].chosen.bytes + cand.bytes;
+        choices[i].chosen = cand;
+    }
+
+    let mut out = Vec::with_capacity(tensors.len());
+    for (t, c) in tensors.iter().zip(&choices) {
+        let u = Calibration::key(&t.name)
+            .and_then(|k| inputs.get(&k))
+            .map(|i| i.u_all.as_slice());
+        let data = make(t, c.chosen.dtype, c.chosen.method, u)?;
+        out.push(Tensor {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            data,
+        });
+    }
+    Ok(Allocation {
+        tensors: out,
+        choices,
+        file_bytes: total,
+        calib_tokens: calibration.as_ref().map_or(0, |c| c.tokens),
+    })
+}
