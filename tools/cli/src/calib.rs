@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use anyhow::{Result, anyhow, bail};
 use topkit::kernels::{self, Kernels, Matrix, Weights};
+use topkit::format::Pooling;
 use topkit::{Arch, FfnKind, ModelConfig, Norm, PosKind};
 
 /// The shipped calibration texts, one per line: written for topkit (prose on many topics,
@@ -95,19 +96,25 @@ fn accumulate(acc: &mut [f64], x: &[f32], n: usize, cols: usize) -> Result<()> {
     Ok(())
 }
 
-/// Runs the f32 encoder whose tensors `get` returns (by topkit name, f32 values) over every
-/// token sequence of `texts` (ids with `[CLS]` and `[SEP]`), summing each linear layer's
-/// `X^T X`; `progress(i)` is called after text `i`.
+/// Where a linear layer's inputs are observed: layer and [`Calibration::key`] suffix
+/// (`qkv`, `o`, `up`, `down`).
+pub type Observer<'o> = dyn FnMut(usize, &'static str, &[f32], usize, usize) -> Result<()> + 'o;
+
+/// The f32 forward of a BERT-style encoder (see [`supported`]) whose tensors `get` returns by
+/// topkit name, over one token sequence `ids` (with `[CLS]` and `[SEP]`): returns the pooled
+/// embedding (first token for [`Pooling::Cls`], else the mean; not normalized). `observe`
+/// sees every linear layer's input rows (`n` tokens of `cols`) before the layer runs.
 ///
 /// # Errors
-/// When the model is not [`supported`], a tensor is missing or has the wrong size, or a
-/// sequence is longer than the position table.
-pub fn collect<'a>(
+/// When the model is not supported, a tensor is missing or has the wrong size, an id is out
+/// of the vocabulary or `ids` is longer than the position table.
+pub fn forward<'a>(
     c: &ModelConfig,
-    get: impl Fn(&str) -> Option<&'a [f32]>,
-    texts: &[Vec<u32>],
-    mut progress: impl FnMut(usize),
-) -> Result<Calibration> {
+    pooling: Pooling,
+    get: &dyn Fn(&str) -> Option<&'a [f32]>,
+    ids: &[u32],
+    observe: &mut Observer<'_>,
+) -> Result<Vec<f32>> {
     if !supported(c) {
         bail!("calibration runs BERT-style encoders only");
     }
@@ -115,7 +122,10 @@ pub fn collect<'a>(
     let t = |name: &str, len: usize| -> Result<&'a [f32]> {
         let v = get(name).ok_or_else(|| anyhow!("calibration: no tensor {name}"))?;
         if v.len() != len {
-            bail!("calibration: tensor {name} has {} values, expected {len}", v.len());
+            bail!(
+                "calibration: tensor {name} has {} values, expected {len}",
+                v.len()
+            );
         }
         Ok(v)
     };
@@ -129,9 +139,111 @@ pub fn collect<'a>(
     } else {
         None
     };
+    let scale = 1.0 / (hd as f32).sqrt();
+    let n = ids.len();
+    if n == 0 || n > c.max_seq {
+        bail!("a calibration text has {n} tokens, not in 1..={}", c.max_seq);
+    }
+    let mut x = vec![0f32; n * d];
+    for (p, &id) in ids.iter().enumerate() {
+        let id = id as usize;
+        if id >= c.vocab_size {
+            bail!("calibration: token id {id} out of the vocabulary");
+        }
+        let row = &mut x[p * d..(p + 1) * d];
+        for k in 0..d {
+            row[k] = tok[id * d + k] + seg.map_or(0.0, |s| s[k]) + pos[p * d + k];
+        }
+    }
+    let (g, b) = (t("emb_norm.w", d)?, t("emb_norm.b", d)?);
+    x.chunks_exact_mut(d)
+        .for_each(|r| kernels::layer_norm(r, g, b, c.norm_eps));
+    let mut down = vec![0f32; d * ff];
+    for i in 0..c.n_layers {
+        let l = |s: &str| format!("l{i}.{s}");
+        observe(i, "qkv", &x, n, d)?;
+        let lin = |name: &str, x: &[f32], rows: usize, cols: usize| -> Result<Vec<f32>> {
+            let w = mat(&l(&format!("{name}.w")), rows, cols)?;
+            let b = t(&l(&format!("{name}.b")), rows)?;
+            let mut y = vec![0f32; n * rows];
+            Kernels::Fast.matmul(&w, x, n, Some(b), &mut y, &mut []);
+            Ok(y)
+        };
+        let (q, k, v) = (lin("q", &x, d, d)?, lin("k", &x, d, d)?, lin("v", &x, d, d)?);
+        let mut ctx = vec![0f32; n * d];
+        let mut s = vec![0f32; n];
+        for h in 0..heads {
+            let o = h * hd;
+            for a in 0..n {
+                let qa = &q[a * d + o..a * d + o + hd];
+                for (bb, sv) in s.iter_mut().enumerate() {
+                    *sv = kernels::dot(qa, &k[bb * d + o..bb * d + o + hd]) * scale;
+                }
+                kernels::softmax(&mut s);
+                let out = &mut ctx[a * d + o..a * d + o + hd];
+                for (bb, &p) in s.iter().enumerate() {
+                    for (y, &vv) in out.iter_mut().zip(&v[bb * d + o..bb * d + o + hd]) {
+                        *y += p * vv;
+                    }
+                }
+            }
+        }
+        observe(i, "o", &ctx, n, d)?;
+        let att = lin("o", &ctx, d, d)?;
+        for (xv, a) in x.iter_mut().zip(&att) {
+            *xv += a;
+        }
+        let (g, b) = (t(&l("attn_norm.w"), d)?, t(&l("attn_norm.b"), d)?);
+        x.chunks_exact_mut(d)
+            .for_each(|r| kernels::layer_norm(r, g, b, c.norm_eps));
+        observe(i, "up", &x, n, d)?;
+        let mut hid = lin("ffn.up", &x, ff, d)?;
+        kernels::activate_slice(c.act, &mut hid);
+        observe(i, "down", &hid, n, ff)?;
+        // The down projection is stored transposed ([ff, d]); the product wants [d, ff].
+        let dt = t(&l("ffn.down_t.w"), ff * d)?;
+        for f in 0..ff {
+            for o in 0..d {
+                down[o * ff + f] = dt[f * d + o];
+            }
+        }
+        let wd = Matrix::new(d, ff, Weights::F32(&down)).map_err(|e| anyhow!("{e}"))?;
+        let mut y = vec![0f32; n * d];
+        Kernels::Fast.matmul(&wd, &hid, n, Some(t(&l("ffn.down.b"), d)?), &mut y, &mut []);
+        for (xv, a) in x.iter_mut().zip(&y) {
+            *xv += a;
+        }
+        let (g, b) = (t(&l("ffn_norm.w"), d)?, t(&l("ffn_norm.b"), d)?);
+        x.chunks_exact_mut(d)
+            .for_each(|r| kernels::layer_norm(r, g, b, c.norm_eps));
+    }
+    Ok(match pooling {
+        Pooling::Cls => x[..d].to_vec(),
+        _ => {
+            let mut out = vec![0f32; d];
+            for row in x.chunks_exact(d) {
+                out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+            }
+            out.iter_mut().for_each(|o| *o /= n as f32);
+            out
+        }
+    })
+}
+
+/// Runs [`forward`] over every token sequence of `texts`, summing each linear layer's
+/// `X^T X` (even and odd texts apart); `progress(i)` is called after text `i`.
+///
+/// # Errors
+/// Those of [`forward`].
+pub fn collect<'a>(
+    c: &ModelConfig,
+    get: &dyn Fn(&str) -> Option<&'a [f32]>,
+    texts: &[Vec<u32>],
+    mut progress: impl FnMut(usize),
+) -> Result<Calibration> {
     let mut inputs: HashMap<String, [Hessian; 2]> = HashMap::new();
     for i in 0..c.n_layers {
-        for (key, n) in [("qkv", d), ("o", d), ("up", d), ("down", ff)] {
+        for (key, n) in [("qkv", c.d_model), ("o", c.d_model), ("up", c.d_model), ("down", c.d_ff)] {
             let h = Hessian {
                 n,
                 h: vec![0.0; n * n],
@@ -139,92 +251,15 @@ pub fn collect<'a>(
             inputs.insert(format!("l{i}.{key}"), [h.clone(), h]);
         }
     }
-    // The down projection is stored transposed; the forward wants it as [d, ff].
-    let mut down = Vec::with_capacity(c.n_layers);
-    for i in 0..c.n_layers {
-        let dt = t(&format!("l{i}.ffn.down_t.w"), ff * d)?;
-        let mut w = vec![0f32; d * ff];
-        for f in 0..ff {
-            for o in 0..d {
-                w[o * ff + f] = dt[f * d + o];
-            }
-        }
-        down.push(w);
-    }
-    let scale = 1.0 / (hd as f32).sqrt();
     let mut tokens = 0;
     for (ti, ids) in texts.iter().enumerate() {
-        let n = ids.len();
-        if n > c.max_seq {
-            bail!("calibration text {} has {n} tokens, more than max_seq {}", ti + 1, c.max_seq);
-        }
-        let mut x = vec![0f32; n * d];
-        for (p, &id) in ids.iter().enumerate() {
-            let id = id as usize;
-            if id >= c.vocab_size {
-                bail!("calibration: token id {id} out of the vocabulary");
-            }
-            let row = &mut x[p * d..(p + 1) * d];
-            for k in 0..d {
-                row[k] = tok[id * d + k] + pos[p * d + k] + seg.map_or(0.0, |s| s[k]);
-            }
-        }
-        let (g, b) = (t("emb_norm.w", d)?, t("emb_norm.b", d)?);
-        x.chunks_exact_mut(d)
-            .for_each(|r| kernels::layer_norm(r, g, b, c.norm_eps));
-        for i in 0..c.n_layers {
-            let l = |s: &str| format!("l{i}.{s}");
-            let hs = |key: &str| format!("l{i}.{key}");
-            accumulate(&mut inputs.get_mut(&hs("qkv")).ok_or_else(|| anyhow!("qkv"))?[ti % 2].h, &x, n, d)?;
-            let lin = |name: &str, x: &[f32], rows: usize, cols: usize| -> Result<Vec<f32>> {
-                let w = mat(&l(&format!("{name}.w")), rows, cols)?;
-                let b = t(&l(&format!("{name}.b")), rows)?;
-                let mut y = vec![0f32; n * rows];
-                Kernels::Fast.matmul(&w, x, n, Some(b), &mut y, &mut []);
-                Ok(y)
-            };
-            let (q, k, v) = (lin("q", &x, d, d)?, lin("k", &x, d, d)?, lin("v", &x, d, d)?);
-            let mut ctx = vec![0f32; n * d];
-            let mut s = vec![0f32; n];
-            for h in 0..heads {
-                let o = h * hd;
-                for a in 0..n {
-                    let qa = &q[a * d + o..a * d + o + hd];
-                    for (bb, sv) in s.iter_mut().enumerate() {
-                        *sv = kernels::dot(qa, &k[bb * d + o..bb * d + o + hd]) * scale;
-                    }
-                    kernels::softmax(&mut s);
-                    let out = &mut ctx[a * d + o..a * d + o + hd];
-                    for (bb, &p) in s.iter().enumerate() {
-                        for (y, &vv) in out.iter_mut().zip(&v[bb * d + o..bb * d + o + hd]) {
-                            *y += p * vv;
-                        }
-                    }
-                }
-            }
-            accumulate(&mut inputs.get_mut(&hs("o")).ok_or_else(|| anyhow!("o"))?[ti % 2].h, &ctx, n, d)?;
-            let att = lin("o", &ctx, d, d)?;
-            for (xv, a) in x.iter_mut().zip(&att) {
-                *xv += a;
-            }
-            let (g, b) = (t(&l("attn_norm.w"), d)?, t(&l("attn_norm.b"), d)?);
-            x.chunks_exact_mut(d)
-                .for_each(|r| kernels::layer_norm(r, g, b, c.norm_eps));
-            accumulate(&mut inputs.get_mut(&hs("up")).ok_or_else(|| anyhow!("up"))?[ti % 2].h, &x, n, d)?;
-            let mut hid = lin("ffn.up", &x, ff, d)?;
-            kernels::activate_slice(c.act, &mut hid);
-            accumulate(&mut inputs.get_mut(&hs("down")).ok_or_else(|| anyhow!("down"))?[ti % 2].h, &hid, n, ff)?;
-            let wd = Matrix::new(d, ff, Weights::F32(&down[i])).map_err(|e| anyhow!("{e}"))?;
-            let mut y = vec![0f32; n * d];
-            Kernels::Fast.matmul(&wd, &hid, n, Some(t(&l("ffn.down.b"), d)?), &mut y, &mut []);
-            for (xv, a) in x.iter_mut().zip(&y) {
-                *xv += a;
-            }
-            let (g, b) = (t(&l("ffn_norm.w"), d)?, t(&l("ffn_norm.b"), d)?);
-            x.chunks_exact_mut(d)
-                .for_each(|r| kernels::layer_norm(r, g, b, c.norm_eps));
-        }
-        tokens += n;
+        forward(c, Pooling::Mean, get, ids, &mut |layer, key, x, n, cols| {
+            let h = inputs
+                .get_mut(&format!("l{layer}.{key}"))
+                .ok_or_else(|| anyhow!("calibration: no inputs l{layer}.{key}"))?;
+            accumulate(&mut h[ti % 2].h, x, n, cols)
+        })?;
+        tokens += ids.len();
         progress(ti);
     }
     Ok(Calibration {

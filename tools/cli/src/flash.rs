@@ -14,6 +14,8 @@
 //!    is taken. The file's size is the real writer's: header, configuration, tokenizer,
 //!    table, names and 16-byte alignment, measured by writing the f32 file once.
 
+use std::collections::HashMap;
+
 use anyhow::{Result, anyhow, bail};
 use topkit::format::PackedModel;
 use topkit::kernels::BLOCK;
@@ -70,6 +72,11 @@ pub struct Candidate {
     pub error: f64,
     /// How it is quantized.
     pub method: Method,
+    /// What the allocation minimizes the sum of: with calibration, the predicted mean
+    /// `1 - cosine` of the embeddings of the held-out calibration texts to f32's when only
+    /// this tensor is quantized (the error squared times the tensor's measured sensitivity);
+    /// without, the error squared.
+    pub loss: f64,
 }
 
 /// What `--flash` chose for one tensor.
@@ -150,6 +157,13 @@ fn dims(t: &Loaded) -> (usize, usize) {
     }
 }
 
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    if na > 0.0 && nb > 0.0 { dot / (na * nb) } else { 0.0 }
+}
+
 /// Tokenizes `texts` with the WordPiece tokenizer of `pm`, each cut to its `max_seq`.
 ///
 /// # Errors
@@ -203,29 +217,38 @@ pub fn allocate(
             .map(|t| padded(t.values.len() * 4))
             .sum::<usize>();
     let cfg = &src.config.model;
+    let pooling = src.config.pooling;
+    let by_name: HashMap<&str, &[f32]> = tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.values.as_slice()))
+        .collect();
+    // Calibration token ids: the even texts fit, the odd ones measure.
+    let mut held_out: Vec<Vec<u32>> = Vec::new();
     let calibration: Option<Calibration> = if calib::supported(cfg) {
         let aligned = AlignedBytes::new(f32_file);
         let pm = PackedModel::parse(aligned.as_slice()).map_err(|e| anyhow!("{e}"))?;
         let ids = tokenize(&pm, texts)?;
-        let by_name: std::collections::HashMap<&str, &[f32]> = tensors
-            .iter()
-            .map(|t| (t.name.as_str(), t.values.as_slice()))
-            .collect();
-        errln!("calibrating on {} texts", ids.len());
+        if ids.len() < 2 {
+            bail!("--flash calibration needs at least 2 texts (half fit, half measure)");
+        }
         let n = ids.len();
-        let c = calib::collect(cfg, |name| by_name.get(name).copied(), &ids, |i| {
-            if (i + 1) % 10 == 0 || i + 1 == n {
-                errln!("  calibration forward: {}/{n} texts", i + 1);
+        let c = calib::collect(cfg, &|name| by_name.get(name).copied(), &ids, |i| {
+            if (i + 1) % 20 == 0 || i + 1 == n {
+                errln!("calibration forward: {}/{n} texts", i + 1);
             }
         })?;
         errln!("calibration: {} texts, {} tokens", c.texts, c.tokens);
+        held_out = ids.into_iter().skip(1).step_by(2).collect();
         Some(c)
     } else {
-        errln!(
-            "note: no calibration for this architecture; errors are the weights' relative RMS"
-        );
+        errln!("note: no calibration for this architecture; errors are the weights' relative RMS");
         None
     };
+    // f32 embeddings of the held-out texts, for the sensitivities.
+    let reference: Vec<Vec<f32>> = held_out
+        .iter()
+        .map(|ids| calib::forward(cfg, pooling, &|n| by_name.get(n).copied(), ids, &mut |_, _, _, _, _| Ok(())))
+        .collect::<Result<_>>()?;
 
     // Per distinct input (q, k and v share theirs): the GPTQ factor fitted on the even half,
     // the one fitted on all texts, and the odd half's H to measure on.
@@ -298,15 +321,43 @@ pub fn allocate(
                 bytes,
                 error,
                 method: first,
+                loss: error * error,
             };
             if d.block().is_some() && u.is_some() {
                 let e = measure(&make(t, d, Method::Gptq, u)?);
                 if e < best.error {
                     best.error = e;
                     best.method = Method::Gptq;
+                    best.loss = e * e;
                 }
             }
             candidates.push(best);
+        }
+        // The sensitivity of the final embeddings to this tensor: one forward of the held-out
+        // texts with only it quantized, at its smallest dtype (fitted on the other half), gives
+        // the mean 1 - cosine per unit of squared error; the other dtypes scale with theirs.
+        if !reference.is_empty()
+            && candidates.len() > 1
+            && let Some(small) = candidates.first().copied()
+            && small.error > 0.0
+        {
+            let back = decode(&make(t, small.dtype, small.method, u)?, cols);
+            let get = |n: &str| {
+                if n == t.name {
+                    Some(back.as_slice())
+                } else {
+                    by_name.get(n).copied()
+                }
+            };
+            let mut loss = 0.0;
+            for (ids, want) in held_out.iter().zip(&reference) {
+                let e = calib::forward(cfg, pooling, &get, ids, &mut |_, _, _, _, _| Ok(()))?;
+                loss += 1.0 - cosine(&e, want);
+            }
+            let sens = (loss / held_out.len() as f64).max(0.0) / (small.error * small.error);
+            for c in &mut candidates {
+                c.loss = sens * c.error * c.error;
+            }
         }
         errln!(
             "[{}/{}] {}: {}",
@@ -315,7 +366,13 @@ pub fn allocate(
             t.name,
             candidates
                 .iter()
-                .map(|c| format!("{} {:.2e}{}", c.dtype, c.error, if c.method == Method::Gptq { "*" } else { "" }))
+                .map(|c| format!(
+                    "{} {:.2e}{} ({:.1e})",
+                    c.dtype,
+                    c.error,
+                    if c.method == Method::Gptq { "*" } else { "" },
+                    c.loss
+                ))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -344,13 +401,12 @@ pub fn allocate(
         for (i, c) in choices.iter().enumerate() {
             for cand in &c.candidates {
                 if cand.bytes <= c.chosen.bytes
-                    || cand.error >= c.chosen.error
+                    || cand.loss >= c.chosen.loss
                     || total - c.chosen.bytes + cand.bytes > budget
                 {
                     continue;
                 }
-                let gain = (c.chosen.error.powi(2) - cand.error.powi(2))
-                    / (cand.bytes - c.chosen.bytes) as f64;
+                let gain = (c.chosen.loss - cand.loss) / (cand.bytes - c.chosen.bytes) as f64;
                 if best.as_ref().is_none_or(|b| gain > b.0) {
                     best = Some((gain, i, *cand));
                 }
