@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use anyhow::{Result, anyhow, bail};
-use topkit::kernels::{self, Kernels, Matrix, Weights};
 use topkit::format::Pooling;
+use topkit::kernels::{self, Kernels, Matrix, Weights};
 use topkit::{Arch, FfnKind, ModelConfig, Norm, PosKind};
 
 /// The shipped calibration texts, one per line: written for topkit (prose on many topics,
@@ -103,7 +103,10 @@ pub type Observer<'o> = dyn FnMut(usize, &'static str, &[f32], usize, usize) -> 
 /// The f32 forward of a BERT-style encoder (see [`supported`]) whose tensors `get` returns by
 /// topkit name, over one token sequence `ids` (with `[CLS]` and `[SEP]`): returns the pooled
 /// embedding (first token for [`Pooling::Cls`], else the mean; not normalized). `observe`
-/// sees every linear layer's input rows (`n` tokens of `cols`) before the layer runs.
+/// sees every linear layer's input rows (`n` tokens of `cols`) before the layer runs (the
+/// `qkv` inputs of layer `i` are its input hidden states). With `start = Some((i, x))` the
+/// forward begins at layer `i` with hidden states `x` (what `observe` saw there), skipping
+/// the embeddings and the earlier layers.
 ///
 /// # Errors
 /// When the model is not supported, a tensor is missing or has the wrong size, an id is out
@@ -113,6 +116,7 @@ pub fn forward<'a>(
     pooling: Pooling,
     get: &dyn Fn(&str) -> Option<&'a [f32]>,
     ids: &[u32],
+    start: Option<(usize, &[f32])>,
     observe: &mut Observer<'_>,
 ) -> Result<Vec<f32>> {
     if !supported(c) {
@@ -132,34 +136,21 @@ pub fn forward<'a>(
     let mat = |name: &str, rows: usize, cols: usize| -> Result<Matrix<'a>> {
         Matrix::new(rows, cols, Weights::F32(t(name, rows * cols)?)).map_err(|e| anyhow!("{e}"))
     };
-    let tok = t("tok_emb", c.vocab_size * d)?;
-    let pos = t("pos_emb", c.max_seq * d)?;
-    let seg = if c.type_vocab_size > 0 {
-        Some(t("seg_emb", c.type_vocab_size * d)?)
-    } else {
-        None
-    };
     let scale = 1.0 / (hd as f32).sqrt();
     let n = ids.len();
     if n == 0 || n > c.max_seq {
-        bail!("a calibration text has {n} tokens, not in 1..={}", c.max_seq);
+        bail!(
+            "a calibration text has {n} tokens, not in 1..={}",
+            c.max_seq
+        );
     }
-    let mut x = vec![0f32; n * d];
-    for (p, &id) in ids.iter().enumerate() {
-        let id = id as usize;
-        if id >= c.vocab_size {
-            bail!("calibration: token id {id} out of the vocabulary");
-        }
-        let row = &mut x[p * d..(p + 1) * d];
-        for k in 0..d {
-            row[k] = tok[id * d + k] + seg.map_or(0.0, |s| s[k]) + pos[p * d + k];
-        }
-    }
-    let (g, b) = (t("emb_norm.w", d)?, t("emb_norm.b", d)?);
-    x.chunks_exact_mut(d)
-        .for_each(|r| kernels::layer_norm(r, g, b, c.norm_eps));
+    let (first, mut x) = match start {
+        Some((i, x)) if x.len() == n * d => (i, x.to_vec()),
+        Some(_) => bail!("calibration: hidden states of the wrong size"),
+        None => (0, embed(c, &t, ids)?),
+    };
     let mut down = vec![0f32; d * ff];
-    for i in 0..c.n_layers {
+    for i in first..c.n_layers {
         let l = |s: &str| format!("l{i}.{s}");
         observe(i, "qkv", &x, n, d)?;
         let lin = |name: &str, x: &[f32], rows: usize, cols: usize| -> Result<Vec<f32>> {
@@ -169,7 +160,11 @@ pub fn forward<'a>(
             Kernels::Fast.matmul(&w, x, n, Some(b), &mut y, &mut []);
             Ok(y)
         };
-        let (q, k, v) = (lin("q", &x, d, d)?, lin("k", &x, d, d)?, lin("v", &x, d, d)?);
+        let (q, k, v) = (
+            lin("q", &x, d, d)?,
+            lin("k", &x, d, d)?,
+            lin("v", &x, d, d)?,
+        );
         let mut ctx = vec![0f32; n * d];
         let mut s = vec![0f32; n];
         for h in 0..heads {
@@ -230,6 +225,37 @@ pub fn forward<'a>(
     })
 }
 
+/// The embedding layer's output (token + segment 0 + position, layer-normed) of `ids`.
+fn embed<'a>(
+    c: &ModelConfig,
+    t: &dyn Fn(&str, usize) -> Result<&'a [f32]>,
+    ids: &[u32],
+) -> Result<Vec<f32>> {
+    let d = c.d_model;
+    let tok = t("tok_emb", c.vocab_size * d)?;
+    let pos = t("pos_emb", c.max_seq * d)?;
+    let seg = if c.type_vocab_size > 0 {
+        Some(t("seg_emb", c.type_vocab_size * d)?)
+    } else {
+        None
+    };
+    let mut x = vec![0f32; ids.len() * d];
+    for (p, &id) in ids.iter().enumerate() {
+        let id = id as usize;
+        if id >= c.vocab_size {
+            bail!("calibration: token id {id} out of the vocabulary");
+        }
+        let row = &mut x[p * d..(p + 1) * d];
+        for k in 0..d {
+            row[k] = tok[id * d + k] + seg.map_or(0.0, |s| s[k]) + pos[p * d + k];
+        }
+    }
+    let (g, b) = (t("emb_norm.w", d)?, t("emb_norm.b", d)?);
+    x.chunks_exact_mut(d)
+        .for_each(|r| kernels::layer_norm(r, g, b, c.norm_eps));
+    Ok(x)
+}
+
 /// Runs [`forward`] over every token sequence of `texts`, summing each linear layer's
 /// `X^T X` (even and odd texts apart); `progress(i)` is called after text `i`.
 ///
@@ -243,7 +269,12 @@ pub fn collect<'a>(
 ) -> Result<Calibration> {
     let mut inputs: HashMap<String, [Hessian; 2]> = HashMap::new();
     for i in 0..c.n_layers {
-        for (key, n) in [("qkv", c.d_model), ("o", c.d_model), ("up", c.d_model), ("down", c.d_ff)] {
+        for (key, n) in [
+            ("qkv", c.d_model),
+            ("o", c.d_model),
+            ("up", c.d_model),
+            ("down", c.d_ff),
+        ] {
             let h = Hessian {
                 n,
                 h: vec![0.0; n * n],
@@ -253,12 +284,19 @@ pub fn collect<'a>(
     }
     let mut tokens = 0;
     for (ti, ids) in texts.iter().enumerate() {
-        forward(c, Pooling::Mean, get, ids, &mut |layer, key, x, n, cols| {
-            let h = inputs
-                .get_mut(&format!("l{layer}.{key}"))
-                .ok_or_else(|| anyhow!("calibration: no inputs l{layer}.{key}"))?;
-            accumulate(&mut h[ti % 2].h, x, n, cols)
-        })?;
+        forward(
+            c,
+            Pooling::Mean,
+            get,
+            ids,
+            None,
+            &mut |layer, key, x, n, cols| {
+                let h = inputs
+                    .get_mut(&format!("l{layer}.{key}"))
+                    .ok_or_else(|| anyhow!("calibration: no inputs l{layer}.{key}"))?;
+                accumulate(&mut h[ti % 2].h, x, n, cols)
+            },
+        )?;
         tokens += ids.len();
         progress(ti);
     }

@@ -158,10 +158,18 @@ fn dims(t: &Loaded) -> (usize, usize) {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    if na > 0.0 && nb > 0.0 { dot / (na * nb) } else { 0.0 }
+    if na > 0.0 && nb > 0.0 {
+        dot / (na * nb)
+    } else {
+        0.0
+    }
 }
 
 /// Tokenizes `texts` with the WordPiece tokenizer of `pm`, each cut to its `max_seq`.
@@ -244,11 +252,28 @@ pub fn allocate(
         errln!("note: no calibration for this architecture; errors are the weights' relative RMS");
         None
     };
-    // f32 embeddings of the held-out texts, for the sensitivities.
-    let reference: Vec<Vec<f32>> = held_out
-        .iter()
-        .map(|ids| calib::forward(cfg, pooling, &|n| by_name.get(n).copied(), ids, &mut |_, _, _, _, _| Ok(())))
-        .collect::<Result<_>>()?;
+    // f32 embeddings of the held-out texts, for the sensitivities, and every layer's input
+    // hidden states, so that a tensor's sensitivity is measured from its own layer on.
+    let mut reference: Vec<Vec<f32>> = Vec::with_capacity(held_out.len());
+    let mut layer_in: Vec<Vec<Vec<f32>>> = Vec::with_capacity(held_out.len());
+    for ids in &held_out {
+        let mut ins = Vec::with_capacity(cfg.n_layers);
+        let e = calib::forward(
+            cfg,
+            pooling,
+            &|n| by_name.get(n).copied(),
+            ids,
+            None,
+            &mut |_, key, x, _, _| {
+                if key == "qkv" {
+                    ins.push(x.to_vec());
+                }
+                Ok(())
+            },
+        )?;
+        reference.push(e);
+        layer_in.push(ins);
+    }
 
     // Per distinct input (q, k and v share theirs): the GPTQ factor fitted on the even half,
     // the one fitted on all texts, and the odd half's H to measure on.
@@ -260,8 +285,11 @@ pub fn allocate(
     let mut inputs: std::collections::HashMap<String, Inputs> = Default::default();
     let mut choices = Vec::with_capacity(tensors.len());
     for (k, t) in tensors.iter().enumerate() {
-        let key = Calibration::key(&t.name)
-            .filter(|key| calibration.as_ref().is_some_and(|c| c.halves(key).is_some()));
+        let key = Calibration::key(&t.name).filter(|key| {
+            calibration
+                .as_ref()
+                .is_some_and(|c| c.halves(key).is_some())
+        });
         if let (Some(key), Some(cal)) = (&key, &calibration)
             && !inputs.contains_key(key)
             && let Some([a, b]) = cal.halves(key)
@@ -349,9 +377,17 @@ pub fn allocate(
                     by_name.get(n).copied()
                 }
             };
+            let layer = t
+                .name
+                .strip_prefix('l')
+                .and_then(|r| r.split_once('.'))
+                .and_then(|(i, _)| i.parse::<usize>().ok())
+                .filter(|&i| i < cfg.n_layers);
             let mut loss = 0.0;
-            for (ids, want) in held_out.iter().zip(&reference) {
-                let e = calib::forward(cfg, pooling, &get, ids, &mut |_, _, _, _, _| Ok(()))?;
+            for ((ids, want), ins) in held_out.iter().zip(&reference).zip(&layer_in) {
+                let start = layer.map(|i| (i, ins[i].as_slice()));
+                let e =
+                    calib::forward(cfg, pooling, &get, ids, start, &mut |_, _, _, _, _| Ok(()))?;
                 loss += 1.0 - cosine(&e, want);
             }
             let sens = (loss / held_out.len() as f64).max(0.0) / (small.error * small.error);

@@ -336,7 +336,8 @@ mod tests {
         let w = values(n_in * n_out, 3);
         for ty in BlockType::ALL {
             for layout in [Layout::OutIn, Layout::InOut] {
-                let rtn = crate::quant::dequantize_blocks(&crate::quant::quantize_blocks(&w, ty), ty);
+                let rtn =
+                    crate::quant::dequantize_blocks(&crate::quant::quantize_blocks(&w, ty), ty);
                 let g = quantize(ty, &w, layout, n_in, n_out, &u);
                 assert_eq!(g.len(), n_in * n_out / BLOCK * ty.block_bytes());
                 let gq = crate::quant::dequantize_blocks(&g, ty);

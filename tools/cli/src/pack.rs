@@ -329,7 +329,12 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
             "max |err|",
             "rel RMS"
         );
-        for ((t, c), (orig, cols)) in alloc.tensors.into_iter().zip(&alloc.choices).zip(&originals) {
+        for ((t, c), (orig, cols)) in alloc
+            .tensors
+            .into_iter()
+            .zip(&alloc.choices)
+            .zip(&originals)
+        {
             let back = flash::decode(&t.data, *cols);
             let error = QuantError::measure(orig, back.into_iter());
             let pt = PackedTensor {

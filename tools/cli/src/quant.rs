@@ -204,7 +204,12 @@ pub fn dequantize_blocks(data: &[u8], ty: BlockType) -> Vec<f32> {
     out
 }
 
-fn blocks(name: &str, values: &[f32], cols: usize, ty: BlockType) -> Result<(TensorData, QuantError)> {
+fn blocks(
+    name: &str,
+    values: &[f32],
+    cols: usize,
+    ty: BlockType,
+) -> Result<(TensorData, QuantError)> {
     if cols == 0 || cols % BLOCK != 0 || values.len() % cols != 0 {
         bail!("tensor {name}: rows of {cols} elements are not whole blocks of {BLOCK}");
     }
