@@ -521,3 +521,30 @@ pub fn dequantize(t: &topkit::format::TensorInfo<'_>) -> Vec<f32> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_and_substrings() {
+        let o = |p: &str| DTypeFor::parse(&format!("{p}=q4_1")).unwrap();
+        assert!(o("tok_emb").matches("tok_emb"));
+        assert!(o("ffn").matches("l3.ffn.up.w"));
+        assert!(!o("ffn").matches("l3.q.w"));
+        assert!(o("l*.q.w").matches("l0.q.w") && o("l*.q.w").matches("l11.q.w"));
+        assert!(!o("l*.q.w").matches("l0.q.b") && !o("l*.q.w").matches("xl0.q.w"));
+        assert!(o("l?.o.w").matches("l5.o.w") && !o("l?.o.w").matches("l15.o.w"));
+        assert!(o("*").matches("anything") && o("*down_t*").matches("l1.ffn.down_t.w"));
+        assert!(!o("*.w").matches("l1.ffn.up.b"));
+        assert_eq!(o("x").dtype, StoreDType::Q4_1);
+        assert!(DTypeFor::parse("tok_emb").is_err());
+        assert!(DTypeFor::parse("=f16").is_err());
+        assert!(DTypeFor::parse("a=q9").is_err());
+        // The last matching override wins.
+        let list = [o("l*"), DTypeFor::parse("l1.*=f16").unwrap()];
+        assert_eq!(override_for(&list, "l1.q.w"), Some(StoreDType::F16));
+        assert_eq!(override_for(&list, "l0.q.w"), Some(StoreDType::Q4_1));
+        assert_eq!(override_for(&list, "tok_emb"), None);
+    }
+}

@@ -81,7 +81,7 @@ impl StoreDType {
             return self == StoreDType::F32;
         }
         let cols = *shape.last().unwrap_or(&0);
-        self.block().is_none() || (cols > 0 && cols % BLOCK == 0)
+        self.block().is_none() || (cols > 0 && cols.is_multiple_of(BLOCK))
     }
 
     /// Bytes a tensor of `shape` takes in this dtype (data and scales, without the file's
@@ -210,7 +210,7 @@ fn blocks(
     cols: usize,
     ty: BlockType,
 ) -> Result<(TensorData, QuantError)> {
-    if cols == 0 || cols % BLOCK != 0 || values.len() % cols != 0 {
+    if cols == 0 || !cols.is_multiple_of(BLOCK) || !values.len().is_multiple_of(cols) {
         bail!("tensor {name}: rows of {cols} elements are not whole blocks of {BLOCK}");
     }
     let data = quantize_blocks(values, ty);
@@ -377,5 +377,52 @@ mod tests {
         let e = QuantError::measure(&[3.0, 4.0], [3.0f32, 4.5].into_iter());
         assert_eq!(e.max_abs, 0.5);
         assert!((e.rel_rms - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn block_sizes_and_fallbacks() {
+        assert_eq!(StoreDType::Q4_0.bytes(&[2, 64]), Some(4 * 18));
+        assert_eq!(StoreDType::Q5_1.bytes(&[3, 32]), Some(3 * 24));
+        assert_eq!(StoreDType::Q8_0.bytes(&[1, 32]), Some(34));
+        assert_eq!(StoreDType::Int8.bytes(&[2, 8]), Some(16 + 8));
+        assert_eq!(StoreDType::Q4_1.bytes(&[2, 48]), None);
+        assert!(!StoreDType::Q4_0.fits(&[64]) && StoreDType::F32.fits(&[64]));
+        assert!(StoreDType::Int8.fits(&[2, 48]));
+        // Smallest per weight first, for rows of 384.
+        let sizes: Vec<usize> = StoreDType::BY_SIZE
+            .iter()
+            .map(|d| d.bytes(&[4, 384]).unwrap())
+            .collect();
+        assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
+        let err = convert("t", vec![0.5; 48], 48, StoreDType::Q4_0).unwrap_err();
+        assert!(err.to_string().contains("not whole blocks"), "{err}");
+    }
+
+    #[test]
+    fn blocks_round_trip_within_a_step() {
+        let values: Vec<f32> = (0..128)
+            .map(|i| ((i * 29 % 41) as f32 - 20.0) * 0.05)
+            .collect();
+        for d in [
+            StoreDType::Q4_0,
+            StoreDType::Q4_1,
+            StoreDType::Q5_0,
+            StoreDType::Q5_1,
+            StoreDType::Q8_0,
+        ] {
+            let (data, err) = convert("t", values.clone(), 64, d).unwrap();
+            assert_eq!(
+                data.dtype(),
+                topkit::kernels::DType::Block(d.block().unwrap())
+            );
+            assert_eq!(data.bytes(), d.bytes(&[2, 64]).unwrap());
+            // Values span [-1, 1]: `_0` kinds step max|x| / 2^(bits-1) and clamp the positive
+            // extreme by up to one step, `_1` kinds lose half a step of 2 / (2^bits - 1);
+            // both within 1 / 2^(bits-1), plus f16 scale rounding.
+            let bits = d.block().unwrap().bits();
+            let bound = 1.0 / f64::from(1u32 << (bits - 1)) + 2e-3;
+            assert!(err.max_abs <= bound, "{d}: {err:?} > {bound}");
+            assert!(err.rel_rms > 0.0);
+        }
     }
 }
