@@ -193,7 +193,8 @@ pub fn tokenize(pm: &PackedModel<'_>, texts: &[String]) -> Result<Vec<Vec<u32>>>
 
 /// Chooses each tensor's dtype so that the file fits `budget` bytes (see the module doc).
 /// `fixed` gives a tensor's forced dtype (a `--dtype-for` override); `texts` are the
-/// calibration texts. Progress goes to stderr.
+/// calibration texts; `gptq` allows GPTQ (else round-to-nearest only). Progress goes to
+/// stderr.
 ///
 /// # Errors
 /// When even the smallest choices do not fit, a tensor cannot be converted, or the f32 file
@@ -204,7 +205,9 @@ pub fn allocate(
     budget: usize,
     fixed: impl Fn(&str) -> Option<StoreDType>,
     texts: &[String],
+    gptq: bool,
 ) -> Result<Allocation> {
+    let started = std::time::Instant::now();
     // The f32 file: its size gives the fixed part of every file, its tokenizer and weights
     // the calibration.
     let f32_file = writer::write_file(
@@ -245,7 +248,12 @@ pub fn allocate(
                 errln!("calibration forward: {}/{n} texts", i + 1);
             }
         })?;
-        errln!("calibration: {} texts, {} tokens", c.texts, c.tokens);
+        errln!(
+            "calibration: {} texts, {} tokens ({:.1} s)",
+            c.texts,
+            c.tokens,
+            started.elapsed().as_secs_f64()
+        );
         held_out = ids.into_iter().skip(1).step_by(2).collect();
         Some(c)
     } else {
@@ -307,7 +315,7 @@ pub fn allocate(
         }
         let inp = key.as_ref().and_then(|k| inputs.get(k));
         let h = inp.map(|i| i.eval.as_slice());
-        let u = inp.map(|i| i.u_half.as_slice());
+        let u = inp.filter(|_| gptq).map(|i| i.u_half.as_slice());
         let dtypes: Vec<StoreDType> = match fixed(&t.name) {
             Some(d) if d.fits(&t.shape) => vec![d],
             Some(d) => bail!(
@@ -396,9 +404,10 @@ pub fn allocate(
             }
         }
         errln!(
-            "[{}/{}] {}: {}",
+            "[{}/{}, {:.0} s] {}: {}",
             k + 1,
             tensors.len(),
+            started.elapsed().as_secs_f64(),
             t.name,
             candidates
                 .iter()

@@ -49,6 +49,9 @@ pub struct PackArgs {
     /// tools/cli/data/calibration.txt).
     #[arg(long, value_name = "FILE", requires = "flash")]
     pub calib: Option<PathBuf>,
+    /// With --flash: round-to-nearest only, no GPTQ (to see what GPTQ gains).
+    #[arg(long, requires = "flash")]
+    pub no_gptq: bool,
     /// Longest input the packed model accepts, tokens; the position table is cut to it.
     /// Default: the model's max_position_embeddings.
     #[arg(long)]
@@ -317,6 +320,7 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
             budget,
             |name| override_for(&args.dtype_for, name),
             &texts,
+            !args.no_gptq,
         )?;
         outln!(
             "{:<22} {:<14} {:<5} {:<4} {:>11}  {:>10}  {:>10}  {:>10}",
