@@ -31,8 +31,10 @@ pub enum Command {
     ///
     /// SRC holds config.json, model.safetensors and the tokenizer (vocab.txt or
     /// tokenizer.json). Supported model_type: bert. Matrices (including embeddings) are stored
-    /// in --dtype; biases and norm weights stay f32. The quantization error of every tensor
-    /// (largest absolute error, relative RMS error) is printed while packing.
+    /// in --dtype (or --dtype-for's); biases and norm weights stay f32. With --flash SIZE the
+    /// dtypes are chosen per tensor so that the file fits, by measured loss on calibration
+    /// texts. The quantization error of every tensor (largest absolute error, relative RMS
+    /// error) is printed while packing.
     Pack(pack::PackArgs),
     /// Show a packed file: configuration, tokenizer, tensors (dtype, shape, bytes) and the
     /// checksum.
