@@ -62,6 +62,8 @@ pub enum Command {
     /// off) embeds every text of --file; the table gives, per setting, the plan's peak RAM
     /// (the arena to provide), the arena's measured high-water mark, and the min and mean
     /// cosine to the dense embeddings. Progress goes to stderr.
+    /// With --against REFERENCE: FILE's embeddings against another file's instead (min and
+    /// mean cosine), what a quantization recipe costs.
     Eval(eval::EvalArgs),
     /// Generate text with a packed causal language model (e.g. SmolLM2), streaming it.
     ///
@@ -79,6 +81,8 @@ pub enum Command {
     /// the most likely token), a greedy continuation of --generate tokens against dense's,
     /// prefill and decode speeds (tokens/s), and the arena (planned and measured). Prints a
     /// Markdown table (or JSON); progress goes to stderr.
+    /// With --against REFERENCE: FILE against another file instead (KL(reference || FILE),
+    /// top-1 agreement, greedy continuation), what a quantization recipe costs.
     EvalLm(eval_lm::EvalLmArgs),
 }
 

@@ -1,5 +1,5 @@
-//! `topkit pack --dtype` with block dtypes, `--dtype-for`, `--flash` and `topkit eval
-//! --against`: on the tiny synthetic BERT (fallbacks, overrides, budgets, errors) and on the
+//! `topkit pack --dtype` with block dtypes, `--dtype-for`, `--flash`, `topkit eval
+//! --against` and `topkit eval-lm --against`: on the tiny synthetic BERT (fallbacks, overrides, budgets, errors) and on the
 //! real all-MiniLM-L6-v2 packed with `--flash 16MiB` by `cargo xtask models` (the pack takes
 //! a minute or two in release, too long for a debug test; these tests fail, not skip, when
 //! the file is absent), against the golden embeddings of sentence-transformers.
@@ -275,4 +275,43 @@ fn eval_against_reports_the_cost_of_a_recipe() {
     let out = topkit(&["eval", s(&a), "--file", s(&t), "--against", s(&a), "--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!((out.json()["min_cosine"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+}
+
+/// `eval-lm --against` on SmolLM2 (`cargo xtask models`): int8 against f32 has a small,
+/// positive KL; f32 against itself is exact.
+#[test]
+fn eval_lm_against_compares_distributions() {
+    let dir = cache_dir().join("models");
+    let f32 = cached(dir.join("SmolLM2-135M-Instruct-f32.tkm"), "models");
+    let int8 = cached(dir.join("SmolLM2-135M-Instruct-int8.tkm"), "models");
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = tmp.path().join("ids.txt");
+    // "The capital of France is" and a few more tokens, from SmolLM2's tokenizer.
+    std::fs::write(&ids, "504 3575 282 4649 314 7042 30 378").unwrap();
+    let run = |file: &std::path::Path| {
+        let out = topkit(&[
+            "eval-lm",
+            s(file),
+            "--ids-file",
+            s(&ids),
+            "--against",
+            s(&f32),
+            "--generate",
+            "4",
+            "--json",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json()
+    };
+    let same = run(&f32);
+    assert_eq!(same["kl_mean"].as_f64(), Some(0.0), "{same}");
+    assert_eq!(same["top1_agreement"].as_f64(), Some(1.0), "{same}");
+    assert_eq!(same["greedy_same_total"].as_u64(), Some(4), "{same}");
+    let q = run(&int8);
+    let kl = q["kl_mean"].as_f64().unwrap();
+    assert!(kl > 0.0 && kl < 0.5, "{q}");
+    assert!(q["kl_max"].as_f64().unwrap() >= kl, "{q}");
+    let top1 = q["top1_agreement"].as_f64().unwrap();
+    assert!((0.5..=1.0).contains(&top1), "{q}");
+    assert_eq!(q["text_tokens"].as_u64(), Some(8));
 }
