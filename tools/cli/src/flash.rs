@@ -104,6 +104,8 @@ pub struct Allocation {
     pub file_bytes: usize,
     /// Calibration tokens (0 without calibration).
     pub calib_tokens: usize,
+    /// Per tensor, the error of the data written against the f32 values.
+    pub errors: Vec<QuantError>,
 }
 
 fn padded(bytes: usize) -> usize {
@@ -463,11 +465,17 @@ pub fn allocate(
     }
 
     let mut out = Vec::with_capacity(tensors.len());
+    let mut errors = Vec::with_capacity(tensors.len());
     for (t, c) in tensors.iter().zip(&choices) {
         let u = Calibration::key(&t.name)
             .and_then(|k| inputs.get(&k))
             .map(|i| i.u_all.as_slice());
         let data = make(t, c.chosen.dtype, c.chosen.method, u)?;
+        let cols = *t.shape.last().unwrap_or(&1);
+        errors.push(QuantError::measure(
+            &t.values,
+            decode(&data, cols).into_iter(),
+        ));
         out.push(Tensor {
             name: t.name.clone(),
             shape: t.shape.clone(),
@@ -479,5 +487,6 @@ pub fn allocate(
         choices,
         file_bytes: total,
         calib_tokens: calibration.as_ref().map_or(0, |c| c.tokens),
+        errors,
     })
 }

@@ -310,10 +310,6 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
                 .map(str::to_owned)
                 .collect(),
         };
-        let originals: Vec<(Vec<f32>, usize)> = loaded
-            .iter()
-            .map(|t| (t.values.clone(), *t.shape.last().unwrap_or(&1)))
-            .collect();
         let alloc = flash::allocate(
             src,
             loaded,
@@ -333,14 +329,12 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
             "max |err|",
             "rel RMS"
         );
-        for ((t, c), (orig, cols)) in alloc
+        for ((t, c), &error) in alloc
             .tensors
             .into_iter()
             .zip(&alloc.choices)
-            .zip(&originals)
+            .zip(&alloc.errors)
         {
-            let back = flash::decode(&t.data, *cols);
-            let error = QuantError::measure(orig, back.into_iter());
             let pt = PackedTensor {
                 name: t.name.clone(),
                 source: src
