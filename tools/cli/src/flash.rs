@@ -146,6 +146,11 @@ fn make(t: &Loaded, dtype: StoreDType, method: Method, u: Option<&[f64]>) -> Res
                 data: gptq::quantize(ty, &t.values, layout(&t.name), n_in, n_out, u),
             })
         }
+        (Method::Gptq, None, Some(u)) if dtype == StoreDType::Int8 => {
+            let (n_in, n_out) = dims(t);
+            let (q, scales) = gptq::quantize_int8(&t.values, layout(&t.name), n_in, n_out, u);
+            Ok(TensorData::I8 { q, scales })
+        }
         _ => Ok(quant::convert(&t.name, t.values.clone(), cols, dtype)?.0),
     }
 }
@@ -361,7 +366,7 @@ pub fn allocate(
                 method: first,
                 loss: error * error,
             };
-            if d.block().is_some() && u.is_some() {
+            if (d.block().is_some() || d == StoreDType::Int8) && u.is_some() {
                 let e = measure(&make(t, d, Method::Gptq, u)?);
                 if e < best.error {
                     best.error = e;

@@ -112,6 +112,16 @@ fn block_scale(ty: BlockType, w: &[f32]) -> (f32, f32) {
     ty.scale_min(b)
 }
 
+/// What GPTQ rounds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grid {
+    /// ggml blocks of 32 along the stored rows.
+    Block(BlockType),
+    /// Symmetric int8 with one scale per stored row (`max|row| / 127`, as
+    /// [`crate::quant::quantize_i8`]).
+    Int8,
+}
+
 /// GPTQ-quantizes the weight `w` of a linear layer with `n_in` inputs and `n_out` outputs,
 /// stored in `layout`, to blocks of `ty`, given `u` from [`inverse_factor`] of its inputs'
 /// `H` (`n_in x n_in`). Returns the blocks in the file's layout (row-major over the stored
@@ -124,45 +134,119 @@ pub fn quantize(
     n_out: usize,
     u: &[f64],
 ) -> Vec<u8> {
+    let (q, sm) = run(Grid::Block(ty), w, layout, n_in, n_out, u);
+    let mut out = vec![0u8; sm.len() * ty.block_bytes()];
+    let mut ints = [0u8; BLOCK];
+    for ((ob, qs), &(d, m)) in out
+        .chunks_exact_mut(ty.block_bytes())
+        .zip(q.chunks_exact(BLOCK))
+        .zip(&sm)
+    {
+        ints.copy_from_slice(qs);
+        ty.pack(&ints, d, m, ob);
+    }
+    out
+}
+
+/// [`quantize`] to symmetric int8 with one f32 scale per stored row: the values and the
+/// scales, as the file stores them. The scales are round-to-nearest's (`max|row| / 127` of
+/// the row when it is reached); GPTQ moves the values.
+pub fn quantize_int8(
+    w: &[f32],
+    layout: Layout,
+    n_in: usize,
+    n_out: usize,
+    u: &[f64],
+) -> (Vec<i8>, Vec<f32>) {
+    let (q, sm) = run(Grid::Int8, w, layout, n_in, n_out, u);
+    (
+        q.into_iter().map(|v| v as i8).collect(),
+        sm.into_iter().map(|(d, _)| d).collect(),
+    )
+}
+
+/// The int8 scale of `row`.
+fn int8_scale(row: impl Iterator<Item = f32>) -> f32 {
+    row.fold(0f32, |m, x| m.max(x.abs())) / 127.0
+}
+
+/// The GPTQ loop: the stored integers in the file's layout and the scale (and min) of every
+/// group (block, or stored row for int8), indexed as the file stores them.
+fn run(
+    grid: Grid,
+    w: &[f32],
+    layout: Layout,
+    n_in: usize,
+    n_out: usize,
+    u: &[f64],
+) -> (Vec<u8>, Vec<(f32, f32)>) {
     // Work on W^T ([in][out]): one row per input, updated as earlier inputs are quantized.
     let mut wt = match layout {
         Layout::InOut => w.to_vec(),
         Layout::OutIn => transpose(w, n_out, n_in),
     };
     let mut q = vec![0u8; n_in * n_out];
-    // Scale and min of every block, indexed as the stored blocks are.
-    let blocks = n_in * n_out / BLOCK;
-    let mut sm = vec![(0f32, 0f32); blocks];
+    let groups = match (grid, layout) {
+        (Grid::Block(_), _) => n_in * n_out / BLOCK,
+        (Grid::Int8, Layout::OutIn) => n_out,
+        (Grid::Int8, Layout::InOut) => n_in,
+    };
+    let mut sm = vec![(0f32, 0f32); groups];
+    if let (Grid::Int8, Layout::OutIn) = (grid, layout) {
+        // One scale per output, from its whole row as it is before any feedback.
+        for (o, g) in sm.iter_mut().enumerate() {
+            *g = (int8_scale((0..n_in).map(|i| wt[i * n_out + o])), 0.0);
+        }
+    }
+    let group = |i: usize, o: usize| match (grid, layout) {
+        (Grid::Block(_), Layout::OutIn) => o * (n_in / BLOCK) + i / BLOCK,
+        (Grid::Block(_), Layout::InOut) => i * (n_out / BLOCK) + o / BLOCK,
+        (Grid::Int8, Layout::OutIn) => o,
+        (Grid::Int8, Layout::InOut) => i,
+    };
     let mut err = vec![0f32; BLOCK * n_out];
     let mut col = [0f32; BLOCK];
     for b0 in (0..n_in).step_by(BLOCK) {
         let b1 = (b0 + BLOCK).min(n_in);
-        if layout == Layout::OutIn {
+        if let (Grid::Block(ty), Layout::OutIn) = (grid, layout) {
             // The blocks of inputs b0..b0+32, one per output, from their current weights.
             for o in 0..n_out {
                 for (k, c) in col.iter_mut().enumerate() {
                     *c = wt[(b0 + k) * n_out + o];
                 }
-                sm[o * (n_in / BLOCK) + b0 / BLOCK] = block_scale(ty, &col);
+                sm[group(b0, o)] = block_scale(ty, &col);
             }
         }
         for i in b0..b1 {
             let row = i * n_out;
-            if layout == Layout::InOut {
-                for g in 0..n_out / BLOCK {
-                    let at = row + g * BLOCK;
-                    sm[i * (n_out / BLOCK) + g] = block_scale(ty, &wt[at..at + BLOCK]);
+            match (grid, layout) {
+                (Grid::Block(ty), Layout::InOut) => {
+                    for g in 0..n_out / BLOCK {
+                        let at = row + g * BLOCK;
+                        sm[i * (n_out / BLOCK) + g] = block_scale(ty, &wt[at..at + BLOCK]);
+                    }
                 }
+                (Grid::Int8, Layout::InOut) => {
+                    sm[i] = (int8_scale(wt[row..row + n_out].iter().copied()), 0.0);
+                }
+                _ => {}
             }
             let uii = u[i * n_in + i] as f32;
             let e = &mut err[(i - b0) * n_out..(i - b0 + 1) * n_out];
             for o in 0..n_out {
-                let (d, m) = match layout {
-                    Layout::OutIn => sm[o * (n_in / BLOCK) + i / BLOCK],
-                    Layout::InOut => sm[i * (n_out / BLOCK) + o / BLOCK],
-                };
+                let (d, m) = sm[group(i, o)];
                 let x = wt[row + o];
-                let (qi, back) = round_with(ty, d, m, x);
+                let (qi, back) = match grid {
+                    Grid::Block(ty) => round_with(ty, d, m, x),
+                    Grid::Int8 => {
+                        let v = if d > 0.0 {
+                            (x / d).round().clamp(-127.0, 127.0)
+                        } else {
+                            0.0
+                        };
+                        (v as i8 as u8, v * d)
+                    }
+                };
                 q[row + o] = qi;
                 e[o] = (x - back) / uii;
             }
@@ -189,23 +273,12 @@ pub fn quantize(
             }
         }
     }
-    // Back to the stored layout and packed.
+    // Back to the stored layout.
     let q = match layout {
         Layout::InOut => q,
         Layout::OutIn => transpose(&q, n_in, n_out),
     };
-    let mut out = vec![0u8; blocks * ty.block_bytes()];
-    let mut ints = [0u8; BLOCK];
-    for ((k, ob), qs) in out
-        .chunks_exact_mut(ty.block_bytes())
-        .enumerate()
-        .zip(q.chunks_exact(BLOCK))
-    {
-        ints.copy_from_slice(qs);
-        let (d, m) = sm[k];
-        ty.pack(&ints, d, m, ob);
-    }
-    out
+    (q, sm)
 }
 
 fn transpose<T: Copy + Default>(a: &[T], rows: usize, cols: usize) -> Vec<T> {
@@ -349,6 +422,37 @@ mod tests {
                 );
                 assert!(e_gptq > 0.0);
             }
+        }
+    }
+
+    /// GPTQ to int8 rows beats the per-row round-to-nearest of `quant::quantize_i8`.
+    #[test]
+    fn gptq_int8_beats_round_to_nearest() {
+        let (n_in, n_out) = (64, 48);
+        let h = hessian(n_in, 300);
+        let u = inverse_factor(&h, n_in).unwrap();
+        let w = values(n_in * n_out, 11);
+        for layout in [Layout::OutIn, Layout::InOut] {
+            let cols = if layout == Layout::OutIn { n_in } else { n_out };
+            let (rq, rs) = crate::quant::quantize_i8(&w, cols);
+            let rtn: Vec<f32> = rq
+                .iter()
+                .enumerate()
+                .map(|(k, &v)| f32::from(v) * rs[k / cols])
+                .collect();
+            let (q, s) = quantize_int8(&w, layout, n_in, n_out, &u);
+            assert_eq!((q.len(), s.len()), (w.len(), w.len() / cols));
+            let g: Vec<f32> = q
+                .iter()
+                .enumerate()
+                .map(|(k, &v)| f32::from(v) * s[k / cols])
+                .collect();
+            let e_rtn = output_error(&h, &w, &rtn, layout, n_in, n_out);
+            let e_gptq = output_error(&h, &w, &g, layout, n_in, n_out);
+            assert!(
+                e_gptq < e_rtn,
+                "{layout:?}: GPTQ {e_gptq} not below RTN {e_rtn}"
+            );
         }
     }
 
