@@ -31,8 +31,10 @@ pub enum Command {
     ///
     /// SRC holds config.json, model.safetensors and the tokenizer (vocab.txt or
     /// tokenizer.json). Supported model_type: bert. Matrices (including embeddings) are stored
-    /// in --dtype; biases and norm weights stay f32. The quantization error of every tensor
-    /// (largest absolute error, relative RMS error) is printed while packing.
+    /// in --dtype (or --dtype-for's); biases and norm weights stay f32. With --flash SIZE the
+    /// dtypes are chosen per tensor so that the file fits, by measured loss on calibration
+    /// texts. The quantization error of every tensor (largest absolute error, relative RMS
+    /// error) is printed while packing.
     Pack(pack::PackArgs),
     /// Show a packed file: configuration, tokenizer, tensors (dtype, shape, bytes) and the
     /// checksum.
@@ -60,6 +62,8 @@ pub enum Command {
     /// off) embeds every text of --file; the table gives, per setting, the plan's peak RAM
     /// (the arena to provide), the arena's measured high-water mark, and the min and mean
     /// cosine to the dense embeddings. Progress goes to stderr.
+    /// With --against REFERENCE: FILE's embeddings against another file's instead (min and
+    /// mean cosine), what a quantization recipe costs.
     Eval(eval::EvalArgs),
     /// Generate text with a packed causal language model (e.g. SmolLM2), streaming it.
     ///
@@ -77,6 +81,8 @@ pub enum Command {
     /// the most likely token), a greedy continuation of --generate tokens against dense's,
     /// prefill and decode speeds (tokens/s), and the arena (planned and measured). Prints a
     /// Markdown table (or JSON); progress goes to stderr.
+    /// With --against REFERENCE: FILE against another file instead (KL(reference || FILE),
+    /// top-1 agreement, greedy continuation), what a quantization recipe costs.
     EvalLm(eval_lm::EvalLmArgs),
 }
 

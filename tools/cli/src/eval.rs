@@ -38,6 +38,94 @@ pub struct EvalArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Instead of the sweep: compare FILE's embeddings (dense) with those of this file (e.g.
+    /// the f32 packing of the same model), text by text: min and mean cosine, what a
+    /// quantization recipe costs.
+    #[arg(long, value_name = "REFERENCE", conflicts_with_all = ["k_attn", "k_ff", "plot"])]
+    pub against: Option<PathBuf>,
+    /// Kernels for --against (the sweep always runs the reference kernels).
+    #[arg(long, value_enum, default_value_t = crate::options::KernelChoice::Reference, requires = "against")]
+    pub kernels: crate::options::KernelChoice,
+}
+
+/// What `eval --against` measured.
+#[derive(Debug, Clone)]
+pub struct Against {
+    /// Cosine of FILE's embedding to the reference's, per text.
+    pub cosines: Vec<f64>,
+    /// Bytes of FILE.
+    pub file_bytes: u64,
+    /// Bytes of the reference.
+    pub reference_bytes: u64,
+}
+
+impl Against {
+    /// Smallest cosine.
+    pub fn min(&self) -> f64 {
+        self.cosines.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    /// Mean cosine.
+    pub fn mean(&self) -> f64 {
+        self.cosines.iter().sum::<f64>() / self.cosines.len().max(1) as f64
+    }
+}
+
+/// The dense embeddings of `texts` with the encoder in `path`.
+fn embed_file(
+    path: &std::path::Path,
+    kernels: topkit::kernels::Kernels,
+    texts: &[String],
+) -> Result<Vec<Vec<f32>>> {
+    with_session(path, kernels, |s| {
+        let tokens = tokenize_all(s, texts)?;
+        let run = s.run_config(&RunOpts {
+            k_attn: None,
+            k_ff: None,
+            chunk: 16,
+        });
+        let plan = s.plan(&run)?;
+        let mut out = Vec::with_capacity(texts.len());
+        s.embed_all(&run, &plan, &tokens, |_, e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok(out)
+    })
+}
+
+/// Compares the embeddings of `file` with those of `reference` on `texts`.
+///
+/// # Errors
+/// When a file cannot be read, is not a sentence encoder, or the two embed to different
+/// widths.
+pub fn against(
+    file: &std::path::Path,
+    reference: &std::path::Path,
+    kernels: topkit::kernels::Kernels,
+    texts: &[String],
+) -> Result<Against> {
+    errln!("embedding {} texts with {}", texts.len(), file.display());
+    let a = embed_file(file, kernels, texts)?;
+    errln!(
+        "embedding {} texts with {}",
+        texts.len(),
+        reference.display()
+    );
+    let b = embed_file(reference, kernels, texts)?;
+    if a.first().map(Vec::len) != b.first().map(Vec::len) {
+        bail!(
+            "{} and {} embed to different widths: not the same model",
+            file.display(),
+            reference.display()
+        );
+    }
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    Ok(Against {
+        cosines: a.iter().zip(&b).map(|(x, y)| cosine(x, y)).collect(),
+        file_bytes: size(file),
+        reference_bytes: size(reference),
+    })
 }
 
 /// One setting of the sweep and what it gave.
@@ -172,6 +260,40 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     if let Some(p) = &args.plot {
         // Before the sweep, so that the mistake costs no time.
         crate::files::check_not_input(p, &inputs)?;
+    }
+    if let Some(reference) = &args.against {
+        let r = against(&args.file, reference, args.kernels.into(), &texts)?;
+        if args.json {
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "texts": texts.len(),
+                    "file_bytes": r.file_bytes,
+                    "reference_bytes": r.reference_bytes,
+                    "min_cosine": r.min(),
+                    "mean_cosine": r.mean(),
+                    "cosines": r.cosines,
+                }))?
+            );
+        } else {
+            outln!("{:<40} {:>12} {:>10}", "file", "bytes", "size");
+            for (p, b) in [(&args.file, r.file_bytes), (reference, r.reference_bytes)] {
+                outln!(
+                    "{:<40} {:>12} {:>10}",
+                    p.display(),
+                    b,
+                    human(usize::try_from(b).unwrap_or(usize::MAX))
+                );
+            }
+            outln!(
+                "{} texts: cosine to the reference min {:.6}, mean {:.6} ({:?} kernels)",
+                texts.len(),
+                r.min(),
+                r.mean(),
+                args.kernels
+            );
+        }
+        return Ok(());
     }
     let (rows, max_seq) = with_session(&args.file, topkit::kernels::Kernels::Reference, |s| {
         Ok((sweep(s, args, &texts)?, s.max_seq))

@@ -46,6 +46,11 @@ pub struct EvalLmArgs {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Instead of the top-k sweep: compare FILE (dense) with this file (e.g. the f32 packing
+    /// of the same model) on the text: KL(reference || FILE), top-1 agreement and the greedy
+    /// continuation, what a quantization recipe costs.
+    #[arg(long, value_name = "REFERENCE", conflicts_with = "k_attn")]
+    pub against: Option<PathBuf>,
 }
 
 /// One attention setting's results.
@@ -186,6 +191,96 @@ fn argmax_f64(x: &[f64]) -> usize {
     best
 }
 
+/// The text's token ids (`--text-file` through the file's tokenizer, or `--ids-file`).
+fn text_ids(args: &EvalLmArgs, lm: &Lm<'_>) -> Result<Vec<u32>> {
+    match (&args.text_file, &args.ids_file) {
+        (Some(t), None) => {
+            let text = crate::files::read_text(t)?;
+            encode(lm, &text)
+        }
+        (None, Some(p)) => read_ids(p),
+        _ => bail!("give exactly one of --text-file and --ids-file"),
+    }
+}
+
+/// `eval-lm --against`: dense FILE against dense REFERENCE on the text.
+fn against(args: &EvalLmArgs, reference: &std::path::Path) -> Result<()> {
+    let mut dense = Vec::new();
+    let (ids, want) = with_lm(reference, topkit::kernels::Kernels::Reference, |lm| {
+        let ids = text_ids(args, lm)?;
+        let run = checked_run(args, lm, &ids)?;
+        errln!(
+            "{}: {} tokens, teacher-forced and {} generated",
+            reference.display(),
+            ids.len(),
+            args.generate
+        );
+        let row = run_setting(lm, &ids, &run, args.generate, &mut dense, None)?;
+        Ok((ids, row.continuation))
+    })?;
+    let row = with_lm(&args.file, topkit::kernels::Kernels::Reference, |lm| {
+        if text_ids(args, lm)? != ids {
+            bail!("the two files tokenize the text differently: not the same model");
+        }
+        let run = checked_run(args, lm, &ids)?;
+        errln!("{}: the same", args.file.display());
+        run_setting(lm, &ids, &run, args.generate, &mut dense, Some(&want))
+    })?;
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "text_tokens": ids.len(), "kl_mean": row.kl_mean, "kl_max": row.kl_max,
+                "top1_agreement": row.top1_agree, "greedy_same_prefix": row.same_prefix,
+                "greedy_same_total": row.same_total, "generated": args.generate,
+            }))?
+        );
+    } else {
+        outln!(
+            "{} against {} ({} positions): mean KL {:.3e} nats, max {:.3e}, top-1 agreement {:.2} %, greedy continuation equal for {} of {} tokens ({} before the first difference)",
+            args.file.display(),
+            reference.display(),
+            ids.len(),
+            row.kl_mean,
+            row.kl_max,
+            100.0 * row.top1_agree,
+            row.same_total,
+            args.generate,
+            row.same_prefix
+        );
+    }
+    Ok(())
+}
+
+/// The dense run of the text and its continuation, checked against the model.
+fn checked_run(args: &EvalLmArgs, lm: &Lm<'_>, ids: &[u32]) -> Result<RunConfig> {
+    if ids.is_empty() {
+        bail!("the text has no tokens");
+    }
+    let c = *lm.decoder.config();
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= c.vocab_size) {
+        bail!(
+            "token id {id} is not below the vocabulary size {}",
+            c.vocab_size
+        );
+    }
+    let seq = ids.len().saturating_add(args.generate);
+    if seq > c.max_seq {
+        bail!(
+            "{} tokens of text + {} generated exceed the model's max_seq {}",
+            ids.len(),
+            args.generate,
+            c.max_seq
+        );
+    }
+    Ok(RunConfig {
+        seq_len: seq,
+        chunk: args.chunk,
+        k_attn: None,
+        k_ff: None,
+    })
+}
+
 /// Runs `topkit eval-lm`.
 ///
 /// # Errors
@@ -193,15 +288,11 @@ fn argmax_f64(x: &[f64]) -> usize {
 /// of the vocabulary, text and continuation exceed max_seq, a setting cannot be planned, or
 /// the arena's high-water mark differs from the plan's peak.
 pub fn run(args: &EvalLmArgs) -> Result<()> {
+    if let Some(reference) = &args.against {
+        return against(args, reference);
+    }
     with_lm(&args.file, topkit::kernels::Kernels::Reference, |lm| {
-        let ids = match (&args.text_file, &args.ids_file) {
-            (Some(t), None) => {
-                let text = crate::files::read_text(t)?;
-                encode(lm, &text)?
-            }
-            (None, Some(p)) => read_ids(p)?,
-            _ => bail!("give exactly one of --text-file and --ids-file"),
-        };
+        let ids = text_ids(args, lm)?;
         if ids.is_empty() {
             bail!("the text has no tokens");
         }

@@ -10,7 +10,8 @@
 //! arguments (`pack::PackArgs`, ...) and its `run`; [`options`] holds what several commands
 //! share, [`packed`] reads packed files, [`files`] reads inputs and writes outputs safely. `pack` reads its source with [`import`] (Hugging Face
 //! directories and GGUF files), converts the weights with [`quant`] and writes the file with
-//! [`writer`].
+//! [`writer`]; `pack --flash` chooses the dtypes with [`flash`], which calibrates with
+//! [`calib`] and quantizes with [`gptq`].
 #![forbid(unsafe_code)]
 
 #[cfg(target_endian = "big")]
@@ -35,12 +36,15 @@ macro_rules! errln {
 }
 
 pub mod budget;
+pub mod calib;
 pub mod cli;
 pub mod embed;
 pub mod eval;
 pub mod eval_lm;
 pub mod files;
+pub mod flash;
 pub mod generate;
+pub mod gptq;
 pub mod import;
 pub mod inspect;
 pub mod options;

@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use safetensors::SafeTensors;
 use topkit::format::PackedModel;
 use topkit::kernels::DType;
 
 use crate::files;
+use crate::flash;
 use crate::import::gguf::{self, Gguf};
 use crate::import::{self, RawTensor, Source, hf};
 use crate::inspect::dtype_name;
@@ -25,14 +26,105 @@ pub struct PackArgs {
     /// Output file (conventionally .tkm).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Storage of the matrices: f32 (exact), f16 (half size, relative error <= 2^-11) or
-    /// int8 (quarter size, symmetric, one f32 scale per row, error <= scale/2).
-    #[arg(long, value_enum, default_value_t = StoreDType::F32)]
+    /// Storage of the matrices: f32 (exact), f16 (half size, relative error <= 2^-11), int8
+    /// (quarter size, symmetric, one f32 scale per row, error <= scale/2), or ggml blocks of
+    /// 32 weights along a row (q4_0, q4_1, q5_0, q5_1, q8_0; round-to-nearest). Matrices
+    /// whose rows are not whole blocks are stored int8 (said in the report); vectors (biases,
+    /// norms) stay f32.
+    #[arg(long, value_enum, default_value_t = StoreDType::F32, conflicts_with = "flash")]
     pub dtype: StoreDType,
+    /// Per-tensor dtype, PATTERN=DTYPE (repeatable; the last match wins). PATTERN is a glob
+    /// (`*`, `?`) on the topkit tensor names when it has `*` or `?`, else a substring:
+    /// `tok_emb`, `pos_emb`, `seg_emb`, `l3.q.w`, `l3.ffn.up.w`, `l3.ffn.down_t.w`, `ffn`,
+    /// `l*.o.w` (`topkit inspect` lists the names). With --flash, fixes those tensors.
+    #[arg(long, value_name = "PATTERN=DTYPE", value_parser = DTypeFor::parse)]
+    pub dtype_for: Vec<DTypeFor>,
+    /// Flash budget for the whole file (tokenizer, table and alignment included): choose
+    /// each tensor's dtype so that the file fits, losing the least accuracy on calibration
+    /// texts (GPTQ for the block dtypes of an encoder's linear layers). SIZE: bytes, or with
+    /// a 1024-based suffix K, M, G (KB, KiB, MB, MiB, ...): 16MiB.
+    #[arg(long, value_name = "SIZE", value_parser = crate::size::parse_size)]
+    pub flash: Option<usize>,
+    /// Calibration texts for --flash, one per line (default: the shipped
+    /// tools/cli/data/calibration.txt).
+    #[arg(long, value_name = "FILE", requires = "flash")]
+    pub calib: Option<PathBuf>,
+    /// With --flash: round-to-nearest only, no GPTQ (to see what GPTQ gains).
+    #[arg(long, requires = "flash")]
+    pub no_gptq: bool,
     /// Longest input the packed model accepts, tokens; the position table is cut to it.
     /// Default: the model's max_position_embeddings.
     #[arg(long)]
     pub max_seq: Option<usize>,
+}
+
+/// One `--dtype-for PATTERN=DTYPE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DTypeFor {
+    /// Glob (with `*` or `?`) or substring of tensor names.
+    pub pattern: String,
+    /// The dtype of the tensors it matches.
+    pub dtype: StoreDType,
+}
+
+impl DTypeFor {
+    /// Parses `PATTERN=DTYPE`.
+    ///
+    /// # Errors
+    /// A message when there is no `=`, the pattern is empty or the dtype is unknown.
+    pub fn parse(s: &str) -> std::result::Result<DTypeFor, String> {
+        let (p, d) = s
+            .rsplit_once('=')
+            .ok_or_else(|| format!("{s:?}: expected PATTERN=DTYPE, e.g. tok_emb=q4_1"))?;
+        if p.is_empty() {
+            return Err(format!("{s:?}: empty pattern"));
+        }
+        Ok(DTypeFor {
+            pattern: p.to_owned(),
+            dtype: d.trim().parse()?,
+        })
+    }
+
+    /// Whether the pattern matches tensor `name`.
+    pub fn matches(&self, name: &str) -> bool {
+        if self.pattern.contains(['*', '?']) {
+            glob(self.pattern.as_bytes(), name.as_bytes())
+        } else {
+            name.contains(&self.pattern)
+        }
+    }
+}
+
+/// `*` any run of bytes, `?` one byte, the rest literal; the whole name must match.
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    // Iterative with one backtrack point: the last `*` seen.
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < s.len() {
+        if i < p.len() && (p[i] == b'?' || p[i] == s[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == b'*' {
+            star = Some((i, j));
+            i += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == b'*')
+}
+
+/// The dtype `--dtype-for` gives `name` (the last matching override), if any.
+fn override_for(overrides: &[DTypeFor], name: &str) -> Option<StoreDType> {
+    overrides
+        .iter()
+        .rev()
+        .find(|o| o.matches(name))
+        .map(|o| o.dtype)
 }
 
 /// What was packed, per tensor.
@@ -50,6 +142,9 @@ pub struct PackedTensor {
     pub bytes: usize,
     /// Conversion error.
     pub error: QuantError,
+    /// With --flash: the relative error the choice was made on (output error on calibration
+    /// activations, or the weights' relative RMS) and the method.
+    pub flash: Option<(f64, crate::flash::Method)>,
 }
 
 /// Summary of a pack.
@@ -61,6 +156,8 @@ pub struct PackReport {
     pub file_bytes: usize,
     /// Bytes of the tokenizer section.
     pub tokenizer_bytes: usize,
+    /// The --flash budget, bytes.
+    pub budget: Option<usize>,
 }
 
 /// The source file in memory: a safetensors file or a GGUF file.
@@ -153,7 +250,10 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         cfg.d_ff,
         cfg.vocab_size,
         cfg.max_seq,
-        args.dtype
+        match args.flash {
+            Some(b) => format!("dtypes chosen to fit {b} bytes ({})", human(b)),
+            None => args.dtype.to_string(),
+        }
     );
     if !src.skipped.is_empty() {
         let skipped: Vec<_> = src
@@ -183,47 +283,139 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
             bar.println(line)
         }
     };
-    say(format!(
-        "{:<22} {:<14} {:<5} {:>11}  {:>10}  {:>10}",
-        "tensor", "shape", "dtype", "bytes", "max |err|", "rel RMS"
-    ));
-
     let mut tensors = Vec::with_capacity(src.mappings.len());
     let mut report = Vec::with_capacity(src.mappings.len());
-    for (m, &src_bytes) in src.mappings.iter().zip(&sizes) {
-        let (shape, values) = import::load(input.raw(&m.source)?, m.transform)?;
-        let name = m.name.clone();
-        bar.set_message(name.clone());
-        let cols = *shape.last().unwrap_or(&1);
-        // Only matrices are quantized; vectors (biases, norms) are small and stay exact.
-        let dtype = if shape.len() >= 2 {
-            args.dtype
-        } else {
-            StoreDType::F32
+    if let Some(budget) = args.flash {
+        // Every tensor in memory as f32 first: the allocation compares them all.
+        let mut loaded = Vec::with_capacity(src.mappings.len());
+        for (m, &src_bytes) in src.mappings.iter().zip(&sizes) {
+            bar.set_message(m.name.clone());
+            let (shape, values) = import::load(input.raw(&m.source)?, m.transform)?;
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                bail!("tensor {}: value at element {i} is not finite", m.name);
+            }
+            loaded.push(flash::Loaded {
+                name: m.name.clone(),
+                shape,
+                values,
+            });
+            bar.inc(src_bytes);
+        }
+        bar.finish_and_clear();
+        let texts = match &args.calib {
+            Some(p) => crate::embed::read_texts(Some(p), &[])?,
+            None => crate::calib::DEFAULT_TEXTS
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect(),
         };
-        let (data, error) = quant::convert(&name, values, cols, dtype)?;
-        let t = PackedTensor {
-            name: name.clone(),
-            source: m.source.clone(),
-            shape: shape.clone(),
-            dtype: data.dtype(),
-            bytes: data.bytes(),
-            error,
-        };
+        let alloc = flash::allocate(
+            src,
+            loaded,
+            budget,
+            |name| override_for(&args.dtype_for, name),
+            &texts,
+            !args.no_gptq,
+        )?;
+        outln!(
+            "{:<22} {:<14} {:<5} {:<4} {:>11}  {:>10}  {:>10}  {:>10}",
+            "tensor",
+            "shape",
+            "dtype",
+            "meth",
+            "bytes",
+            "rel err",
+            "max |err|",
+            "rel RMS"
+        );
+        for ((t, c), &error) in alloc
+            .tensors
+            .into_iter()
+            .zip(&alloc.choices)
+            .zip(&alloc.errors)
+        {
+            let pt = PackedTensor {
+                name: t.name.clone(),
+                source: src
+                    .mappings
+                    .iter()
+                    .find(|m| m.name == t.name)
+                    .map_or_else(String::new, |m| m.source.clone()),
+                shape: t.shape.clone(),
+                dtype: t.data.dtype(),
+                bytes: t.data.bytes(),
+                error,
+                flash: Some((c.chosen.error, c.chosen.method)),
+            };
+            outln!(
+                "{:<22} {:<14} {:<5} {:<4} {:>11}  {:>10.3e}{} {:>10.3e}  {:>10.3e}",
+                pt.name,
+                format!("{:?}", pt.shape),
+                dtype_name(pt.dtype),
+                c.chosen.method.name(),
+                pt.bytes,
+                c.chosen.error,
+                if c.on_outputs { "o" } else { "w" },
+                pt.error.max_abs,
+                pt.error.rel_rms
+            );
+            report.push(pt);
+            tensors.push(t);
+        }
+        outln!(
+            "rel err: o = relative output error on {} calibration tokens, w = relative RMS of the weights; meth: rtn round-to-nearest, gptq error-compensated",
+            alloc.calib_tokens
+        );
+    } else {
         say(format!(
-            "{:<22} {:<14} {:<5} {:>11}  {:>10.3e}  {:>10.3e}",
-            t.name,
-            format!("{:?}", t.shape),
-            dtype_name(t.dtype),
-            t.bytes,
-            t.error.max_abs,
-            t.error.rel_rms
+            "{:<22} {:<14} {:<5} {:>11}  {:>10}  {:>10}",
+            "tensor", "shape", "dtype", "bytes", "max |err|", "rel RMS"
         ));
-        report.push(t);
-        tensors.push(Tensor { name, shape, data });
-        bar.inc(src_bytes);
+        for (m, &src_bytes) in src.mappings.iter().zip(&sizes) {
+            let (shape, values) = import::load(input.raw(&m.source)?, m.transform)?;
+            let name = m.name.clone();
+            bar.set_message(name.clone());
+            let cols = *shape.last().unwrap_or(&1);
+            let wanted = override_for(&args.dtype_for, &name).unwrap_or(args.dtype);
+            // Vectors (biases, norms) are small and stay exact; matrices whose rows are not
+            // whole blocks take int8 instead of a block dtype.
+            let dtype = if wanted.fits(&shape) {
+                wanted
+            } else if shape.len() >= 2 {
+                say(format!(
+                    "note: {name}: rows of {cols} are not whole blocks of {}; stored int8 instead of {wanted}",
+                    topkit::kernels::BLOCK
+                ));
+                StoreDType::Int8
+            } else {
+                StoreDType::F32
+            };
+            let (data, error) = quant::convert(&name, values, cols, dtype)?;
+            let t = PackedTensor {
+                name: name.clone(),
+                source: m.source.clone(),
+                shape: shape.clone(),
+                dtype: data.dtype(),
+                bytes: data.bytes(),
+                error,
+                flash: None,
+            };
+            say(format!(
+                "{:<22} {:<14} {:<5} {:>11}  {:>10.3e}  {:>10.3e}",
+                t.name,
+                format!("{:?}", t.shape),
+                dtype_name(t.dtype),
+                t.bytes,
+                t.error.max_abs,
+                t.error.rel_rms
+            ));
+            report.push(t);
+            tensors.push(Tensor { name, shape, data });
+            bar.inc(src_bytes);
+        }
+        bar.finish_and_clear();
     }
-    bar.finish_and_clear();
 
     let tokenizer_bytes = src.tokenizer.encode()?.len();
     let file = writer::write_file(&src.config, &src.tokenizer, &tensors)?;
@@ -239,6 +431,14 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
     files::write_atomic(&args.output, aligned.as_slice(), &inputs)?;
 
     let file_bytes = aligned.as_slice().len();
+    if let Some(budget) = args.flash {
+        // The allocation predicted the writer's size; the file written is what counts.
+        if file_bytes > budget {
+            bail!(
+                "the packed file takes {file_bytes} bytes, more than the --flash budget of {budget} bytes"
+            );
+        }
+    }
     outln!(
         "wrote {}: {} ({file_bytes} bytes), {} tensors, CRC {:#010x}",
         args.output.display(),
@@ -265,10 +465,19 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         src.tokenizer.tokens.len(),
         human(tokenizer_bytes)
     );
+    if let Some(budget) = args.flash {
+        outln!(
+            "  budget met: {file_bytes} of {budget} bytes ({} of {}), {} bytes to spare",
+            human(file_bytes),
+            human(budget),
+            budget - file_bytes
+        );
+    }
     Ok(PackReport {
         tensors: report,
         file_bytes,
         tokenizer_bytes,
+        budget: args.flash,
     })
 }
 
@@ -308,5 +517,32 @@ pub fn dequantize(t: &topkit::format::TensorInfo<'_>) -> Vec<f32> {
             }
             out
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_and_substrings() {
+        let o = |p: &str| DTypeFor::parse(&format!("{p}=q4_1")).unwrap();
+        assert!(o("tok_emb").matches("tok_emb"));
+        assert!(o("ffn").matches("l3.ffn.up.w"));
+        assert!(!o("ffn").matches("l3.q.w"));
+        assert!(o("l*.q.w").matches("l0.q.w") && o("l*.q.w").matches("l11.q.w"));
+        assert!(!o("l*.q.w").matches("l0.q.b") && !o("l*.q.w").matches("xl0.q.w"));
+        assert!(o("l?.o.w").matches("l5.o.w") && !o("l?.o.w").matches("l15.o.w"));
+        assert!(o("*").matches("anything") && o("*down_t*").matches("l1.ffn.down_t.w"));
+        assert!(!o("*.w").matches("l1.ffn.up.b"));
+        assert_eq!(o("x").dtype, StoreDType::Q4_1);
+        assert!(DTypeFor::parse("tok_emb").is_err());
+        assert!(DTypeFor::parse("=f16").is_err());
+        assert!(DTypeFor::parse("a=q9").is_err());
+        // The last matching override wins.
+        let list = [o("l*"), DTypeFor::parse("l1.*=f16").unwrap()];
+        assert_eq!(override_for(&list, "l1.q.w"), Some(StoreDType::F16));
+        assert_eq!(override_for(&list, "l0.q.w"), Some(StoreDType::Q4_1));
+        assert_eq!(override_for(&list, "tok_emb"), None);
     }
 }

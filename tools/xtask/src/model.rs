@@ -142,6 +142,11 @@ fn finish_unpack(tmp: &Path, unpacked: &Path, to: &Path) -> Res {
 /// Dtypes the tests read packed (`<cache>/models/all-MiniLM-L6-v2-<dtype>.tkm`).
 pub const PACKED_DTYPES: &[&str] = &["f32", "int8"];
 
+/// The flash budget of the `pack --flash` file the tests read
+/// (`<cache>/models/all-MiniLM-L6-v2-flash16.tkm`): the external flash of ESP32-S3 /
+/// RP2350-class boards (issue 16).
+pub const FLASH_BUDGET: &str = "16MiB";
+
 /// Where the packed file of `dtype` goes.
 pub fn packed_path(dtype: &str) -> PathBuf {
     cache_dir()
@@ -163,8 +168,9 @@ pub fn topkit_cli() -> Cmd {
 
 /// Fetches the models (all-MiniLM-L6-v2 and SmolLM2-135M-Instruct), then packs them with
 /// this checkout's `topkit pack` (release build) for every dtype the tests use, MiniLM at its
-/// max_seq_length (256). Packing again every time keeps the files in step with the format of
-/// the checkout. Returns the MiniLM folder.
+/// max_seq_length (256), and MiniLM with `--flash 16MiB` (calibration and GPTQ: the slow
+/// one, a minute or two). Packing again every time keeps the files in step with the format
+/// of the checkout. Returns the MiniLM folder.
 pub fn fetch_and_pack() -> Res<PathBuf> {
     smollm2::fetch_and_pack()?;
     let dir = fetch_model()?;
@@ -177,6 +183,13 @@ pub fn fetch_and_pack() -> Res<PathBuf> {
             .args(["--dtype", dtype, "--max-seq", "256"])
             .run()?;
     }
+    topkit_cli()
+        .arg("pack")
+        .arg(&dir)
+        .arg("-o")
+        .arg(packed_path("flash16"))
+        .args(["--flash", FLASH_BUDGET, "--max-seq", "256"])
+        .run()?;
     Ok(dir)
 }
 
