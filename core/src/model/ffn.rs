@@ -3,6 +3,11 @@
 //! The hidden unit `j` of token `t` is `h = act(up[j] . x_t + up_bias[j])`, or for a gated
 //! block `h = act(gate[j] . x_t) * (up[j] . x_t + up_bias[j])`; the output is
 //! `down_bias + sum_j h_j * down_t[j]`, the rows of `down_t` being the "values" of the memory.
+//! The down projection is stored either transposed (`d_ff x d_model`, unit `j` is row `j`:
+//! [`DownLayout::Transposed`]) or in ggml's layout (`d_model x d_ff`, unit `j` is column `j`:
+//! [`DownLayout::Columns`]), which a GGUF's quantized blocks (along `d_ff`) need. Both add unit
+//! `j` element by element in the same order ([`Kernels::axpy_row`] of the transpose and
+//! [`Kernels::axpy_col`] give the same bits), so the reference results do not depend on it.
 //!
 //! Loops are weight-stationary: the outer loop runs over the hidden units, the inner over the
 //! chunk's tokens, so each row of `up`, `gate` (and, dense, `down_t`) is read once per chunk.
@@ -42,13 +47,40 @@ pub struct FfnWeights<'a> {
     pub up_bias: Option<&'a [f32]>,
     /// Gate projection `d_ff x d_model` of a gated FFN: `act(gate x) * (up x)`.
     pub gate: Option<Matrix<'a>>,
-    /// Down projection stored transposed, `d_ff x d_model`: row `j` is the "value" added
-    /// with weight `h_j`.
+    /// Down projection: `d_ff x d_model` stored transposed (row `j` is the "value" added
+    /// with weight `h_j`) for [`DownLayout::Transposed`], `d_model x d_ff` (column `j` is that
+    /// value) for [`DownLayout::Columns`].
     pub down_t: Matrix<'a>,
+    /// How `down_t` is stored.
+    pub down_layout: DownLayout,
     /// Bias of the down projection (`d_model`), if any.
     pub down_bias: Option<&'a [f32]>,
     /// Hidden activation.
     pub act: Activation,
+}
+
+/// How the down projection of [`FfnWeights`] is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DownLayout {
+    /// `d_ff x d_model`, the transpose of the projection: the value of unit `j` is row `j`.
+    /// The fast kernels' fused and int8 down projections need this layout.
+    #[default]
+    Transposed,
+    /// `d_model x d_ff`, ggml's layout (a GGUF's `ffn_down`, quantized blocks along `d_ff`):
+    /// the value of unit `j` is column `j`, added by [`Kernels::axpy_col`].
+    Columns,
+}
+
+impl FfnWeights<'_> {
+    /// `out += h * value_j`: the down projection's unit `j` (a row or a column of `down_t`,
+    /// as [`FfnWeights::down_layout`] says).
+    #[inline]
+    fn add_unit(&self, kernels: Kernels, j: usize, h: f32, out: &mut [f32]) {
+        match self.down_layout {
+            DownLayout::Transposed => kernels.axpy_row(&self.down_t, j, h, out),
+            DownLayout::Columns => kernels.axpy_col(&self.down_t, j, h, out),
+        }
+    }
 }
 
 /// `padded(n * size)`, saturating at `usize::MAX`.
@@ -224,8 +256,8 @@ fn check(
     if d == 0 {
         return Err(Error::InvalidConfig("d_model must be at least 1"));
     }
-    let same = |m: &Matrix<'_>, what| {
-        if m.rows() != d_ff || m.cols() != d {
+    let shape = |m: &Matrix<'_>, (rows, cols), what| {
+        if m.rows() != rows || m.cols() != cols {
             return Err(Error::ShapeMismatch {
                 what,
                 expected: d_ff * d,
@@ -234,7 +266,11 @@ fn check(
         }
         Ok(())
     };
-    same(&w.down_t, "ffn down_t (d_ff x d_model)")?;
+    let same = |m: &Matrix<'_>, what| shape(m, (d_ff, d), what);
+    match w.down_layout {
+        DownLayout::Transposed => same(&w.down_t, "ffn down_t (d_ff x d_model)")?,
+        DownLayout::Columns => shape(&w.down_t, (d, d_ff), "ffn down (d_model x d_ff)")?,
+    }
     if let Some(g) = &w.gate {
         same(g, "ffn gate (d_ff x d_model)")?;
     }
@@ -340,6 +376,7 @@ pub fn ffn_with(
     }
     if kernels == Kernels::Fast
         && k_ff.is_none()
+        && w.down_layout == DownLayout::Transposed
         && let (Weights::F32(up), Weights::F32(down)) = (w.up.weights(), w.down_t.weights())
     {
         let gate = match w.gate.map(|g| g.weights()) {
@@ -375,7 +412,7 @@ pub fn ffn_with(
                 for (xt, ot) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
                     let h = hidden(j, xt);
                     if h != 0.0 {
-                        kernels.axpy_row(&w.down_t, j, h, ot);
+                        w.add_unit(kernels, j, h, ot);
                     }
                 }
             }
@@ -408,7 +445,7 @@ pub fn ffn_with(
                 let (hs, js) = sel.sorted_by_index();
                 for (&h, &j) in hs.iter().zip(js) {
                     if h != 0.0 {
-                        kernels.axpy_row(&w.down_t, j as usize, h, ot);
+                        w.add_unit(kernels, j as usize, h, ot);
                     }
                 }
             }
@@ -508,7 +545,8 @@ fn ffn_q8(
     // ffn_with checked the dtypes of up and gate; down_t's values are read only under down_q8.
     let (up_q, up_s) = w.up.int8().unwrap_or_default();
     let gate = w.gate.as_ref().map(|g| g.int8().unwrap_or_default());
-    let down_q8 = k_ff.is_none() && w.down_t.dtype() == DType::I8;
+    let down_q8 =
+        k_ff.is_none() && w.down_layout == DownLayout::Transposed && w.down_t.dtype() == DType::I8;
     let (down_q, down_s) = w.down_t.int8().unwrap_or_default();
     for ot in out.chunks_exact_mut(d) {
         match w.down_bias {
@@ -604,7 +642,7 @@ fn ffn_q8(
                         None => {
                             for (b, &hv) in h.iter().enumerate() {
                                 if hv != 0.0 {
-                                    kernels.axpy_row(&w.down_t, j0 + b, hv, ot);
+                                    w.add_unit(kernels, j0 + b, hv, ot);
                                 }
                             }
                         }
@@ -639,7 +677,7 @@ fn ffn_q8(
             let (hs, js) = sel.sorted_by_index();
             for (&h, &j) in hs.iter().zip(js) {
                 if h != 0.0 {
-                    kernels.axpy_row(&w.down_t, j as usize, h, ot);
+                    w.add_unit(kernels, j as usize, h, ot);
                 }
             }
         }
