@@ -1,4 +1,4 @@
-//! `topkit pack`: a Hugging Face model directory to one packed file.
+//! `topkit pack`: a Hugging Face model directory or a GGUF file to one packed file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,15 +20,19 @@ use crate::writer::{self, AlignedBytes, Tensor};
 /// Arguments of `topkit pack`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PackArgs {
-    /// Hugging Face model directory.
+    /// Hugging Face model directory, or GGUF file.
     pub src: PathBuf,
     /// Output file (conventionally .tkm).
     #[arg(short, long)]
     pub output: PathBuf,
     /// Storage of the matrices: f32 (exact), f16 (half size, relative error <= 2^-11) or
-    /// int8 (quarter size, symmetric, one f32 scale per row, error <= scale/2).
-    #[arg(long, value_enum, default_value_t = StoreDType::F32)]
-    pub dtype: StoreDType,
+    /// int8 (quarter size, symmetric, one f32 scale per row, error <= scale/2); every matrix
+    /// is dequantized first. Default: f32 for a Hugging Face directory; for a GGUF file, each
+    /// tensor as it is stored: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 blocks byte for byte (the FFN
+    /// down projection in ggml's layout, l{i}.ffn.down.w), F16 matrices as f16, F32, BF16 and
+    /// the k-quants (Q2_K..Q6_K, which topkit does not run) dequantized to f32.
+    #[arg(long, value_enum)]
+    pub dtype: Option<StoreDType>,
     /// Longest input the packed model accepts, tokens; the position table is cut to it.
     /// Default: the model's max_position_embeddings.
     #[arg(long)]
@@ -153,7 +157,11 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         cfg.d_ff,
         cfg.vocab_size,
         cfg.max_seq,
-        args.dtype
+        match (args.dtype, &input.tensors) {
+            (Some(d), _) => d.to_string(),
+            (None, Tensors::Gguf { .. }) => "stored (ggml blocks kept)".into(),
+            (None, Tensors::Safetensors(_)) => StoreDType::F32.to_string(),
+        }
     );
     if !src.skipped.is_empty() {
         let skipped: Vec<_> = src
@@ -191,17 +199,19 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
     let mut tensors = Vec::with_capacity(src.mappings.len());
     let mut report = Vec::with_capacity(src.mappings.len());
     for (m, &src_bytes) in src.mappings.iter().zip(&sizes) {
-        let (shape, values) = import::load(input.raw(&m.source)?, m.transform)?;
-        let name = m.name.clone();
-        bar.set_message(name.clone());
-        let cols = *shape.last().unwrap_or(&1);
-        // Only matrices are quantized; vectors (biases, norms) are small and stay exact.
-        let dtype = if shape.len() >= 2 {
-            args.dtype
-        } else {
-            StoreDType::F32
+        let raw = input.raw(&m.source)?;
+        let keep = args.dtype.is_none() && matches!(input.tensors, Tensors::Gguf { .. });
+        let (name, shape, data, error) = match keep {
+            true => match import::keep::keep_blocks(&raw, m)? {
+                Some(k) => (k.name, k.shape, k.data, QuantError::default()),
+                None => {
+                    let dtype = import::keep::default_dtype(&raw);
+                    convert(raw, m, dtype)?
+                }
+            },
+            false => convert(raw, m, args.dtype.unwrap_or(StoreDType::F32))?,
         };
-        let (data, error) = quant::convert(&name, values, cols, dtype)?;
+        bar.set_message(name.clone());
         let t = PackedTensor {
             name: name.clone(),
             source: m.source.clone(),
@@ -270,6 +280,24 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         file_bytes,
         tokenizer_bytes,
     })
+}
+
+/// Loads `raw` as f32 with `m`'s transform and converts it to `dtype` (matrices only: vectors,
+/// biases and norms, are small and stay exact); returns `(name, shape, data, error)`.
+fn convert(
+    raw: RawTensor<'_>,
+    m: &import::Mapping,
+    dtype: StoreDType,
+) -> Result<(String, Vec<usize>, writer::TensorData, QuantError)> {
+    let (shape, values) = import::load(raw, m.transform)?;
+    let cols = *shape.last().unwrap_or(&1);
+    let dtype = if shape.len() >= 2 {
+        dtype
+    } else {
+        StoreDType::F32
+    };
+    let (data, error) = quant::convert(&m.name, values, cols, dtype)?;
+    Ok((m.name.clone(), shape, data, error))
 }
 
 /// Tensor data of a packed file as f32 (dequantized), for comparisons.
