@@ -470,7 +470,7 @@ fn down_layouts_give_the_same_bits() {
     use topkit::ffn::{FfnScratch as S, fast_scratch_bytes};
     use topkit::kernels::{BlockType, DType};
     use topkit_tests::kernels_ref::TestMatrix;
-    let (d, f, n) = (24, 64, 5);
+    let (d, f, n) = (24, 64, 11);
     let mut r = Rng::new(0x5eed_d0e5);
     let up = TestMatrix::quantize(DType::F32, f, d, &r.vec(f * d, -0.5, 0.5));
     let gate = TestMatrix::quantize(DType::F32, f, d, &r.vec(f * d, -0.5, 0.5));

@@ -30,7 +30,7 @@ use crate::Error;
 use crate::arena::{ALIGN, Arena, padded};
 use crate::config::Activation;
 use crate::kernels::{
-    DType, FfnArgs, Kernels, Matrix, Q8_GROUP, Q8_MAX_COLS, Q8Rows, Weights, activate_fast,
+    BLOCK, DType, FfnArgs, Kernels, Matrix, Q8_GROUP, Q8_MAX_COLS, Q8Rows, Weights, activate_fast,
     q8_scratch_bytes,
 };
 use crate::topk::{Rank, TopK};
@@ -407,6 +407,9 @@ pub fn ffn_with(
         }
     }
     match k_ff {
+        None if w.down_layout == DownLayout::Columns && w.down_t.block_row(0).is_some() => {
+            dense_block_cols(kernels, w, (x, n), (d, d_ff), out);
+        }
         None => {
             for j in 0..d_ff {
                 for (xt, ot) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
@@ -678,6 +681,113 @@ fn ffn_q8(
             for (&h, &j) in hs.iter().zip(js) {
                 if h != 0.0 {
                     w.add_unit(kernels, j as usize, h, ot);
+                }
+            }
+        }
+    }
+}
+
+/// Tokens [`dense_block_cols`] computes together.
+const COLS_TOKENS: usize = 8;
+
+/// Rows `j0..j0 + n` of `m`, `None` when they are not inside it.
+fn sub_rows<'w>(m: &Matrix<'w>, j0: usize, n: usize) -> Option<Matrix<'w>> {
+    let c = m.cols();
+    let w = match m.weights() {
+        Weights::F32(d) => Weights::F32(d.get(j0 * c..(j0 + n) * c)?),
+        Weights::F16(d) => Weights::F16(d.get(j0 * c..(j0 + n) * c)?),
+        Weights::I8 { q, scales } => Weights::I8 {
+            q: q.get(j0 * c..(j0 + n) * c)?,
+            scales: scales.get(j0..j0 + n)?,
+        },
+        Weights::Blocks { ty, data } => {
+            let rb = ty.matrix_bytes(1, c)?;
+            Weights::Blocks {
+                ty,
+                data: data.get(j0 * rb..(j0 + n) * rb)?,
+            }
+        }
+    };
+    Matrix::new(n, c, w).ok()
+}
+
+/// The dense body of [`ffn_with`] for a block-typed down projection in ggml's layout
+/// ([`DownLayout::Columns`]), with the bits of the unit-by-unit loop: [`COLS_TOKENS`] tokens
+/// and [`BLOCK`] units at a time, the units' pre-activations by the generic
+/// [`crate::kernels::matmul`] (bit-identical to [`crate::kernels::dot_row`] for any number of
+/// tokens, each weight block decoded once per group of tokens), then each block of the down
+/// projection decoded once per token ([`add_block_cols`]). Its buffers (2 KiB) are on the
+/// stack of this function only, which is never inlined.
+#[inline(never)]
+fn dense_block_cols(
+    kernels: Kernels,
+    w: &FfnWeights<'_>,
+    (x, n): (&[f32], usize),
+    (d, d_ff): (usize, usize),
+    out: &mut [f32],
+) {
+    let mut hb = [0f32; BLOCK * COLS_TOKENS];
+    let mut gb = [0f32; BLOCK * COLS_TOKENS];
+    let mut t0 = 0;
+    while t0 < n {
+        let g = COLS_TOKENS.min(n - t0);
+        let xg = &x[t0 * d..(t0 + g) * d];
+        let mut j0 = 0;
+        while j0 < d_ff {
+            let bl = BLOCK.min(d_ff - j0);
+            let Some(up) = sub_rows(&w.up, j0, bl) else {
+                return;
+            };
+            let hb = &mut hb[..g * bl];
+            crate::kernels::matmul(&up, xg, g, w.up_bias.map(|b| &b[j0..j0 + bl]), hb);
+            match &w.gate {
+                None => hb.iter_mut().for_each(|h| *h = kernels.activate(w.act, *h)),
+                Some(gm) => {
+                    let Some(gm) = sub_rows(gm, j0, bl) else {
+                        return;
+                    };
+                    let gb = &mut gb[..g * bl];
+                    crate::kernels::matmul(&gm, xg, g, None, gb);
+                    for (h, &gv) in hb.iter_mut().zip(gb.iter()) {
+                        *h *= kernels.activate(w.act, gv);
+                    }
+                }
+            }
+            add_block_cols(&w.down_t, j0, hb, &mut out[t0 * d..(t0 + g) * d]);
+            j0 += bl;
+        }
+        t0 += g;
+    }
+}
+
+/// `out_t[r] += sum_b h_t[b] * down[r][j0 + b]` for each token `t` (`h` holds `bl` values
+/// per token, `out` `d_model` per token) and a block-typed down projection in ggml's layout
+/// (`d_model x d_ff`, `j0` a multiple of [`BLOCK`], `bl <= BLOCK`): units with `h == 0`
+/// skipped, the others added in increasing order, each product and sum as
+/// [`Kernels::axpy_col`] makes it (bit-identical to adding the units one at a time). Each
+/// weight block is decoded once for all the tokens.
+fn add_block_cols(down: &Matrix<'_>, j0: usize, h: &[f32], out: &mut [f32]) {
+    let d = down.rows();
+    if d == 0 || out.is_empty() {
+        return;
+    }
+    let bl = h.len() / (out.len() / d).max(1);
+    let mut wv = [0f32; BLOCK];
+    for r in 0..d {
+        let Some((ty, row)) = down.block_row(r) else {
+            return;
+        };
+        let bb = ty.block_bytes();
+        let b = j0 / BLOCK;
+        let Some(block) = row.get(b * bb..(b + 1) * bb) else {
+            return;
+        };
+        ty.dequantize(block, &mut wv);
+        for (ht, ot) in h.chunks_exact(bl).zip(out.chunks_exact_mut(d)) {
+            let o = &mut ot[r];
+            for (&hv, &wj) in ht.iter().zip(&wv) {
+                if hv != 0.0 {
+                    *o += hv * wj;
                 }
             }
         }
