@@ -467,7 +467,7 @@ fn tiny_gguf_keeps_its_blocks() {
     assert_eq!(b["flash"]["weight_bytes_by_dtype"], j["bytes_by_dtype"]);
     let o = topkit(&["budget", "--seq", "16", s(&k)]);
     assert!(
-        o.stdout.contains(&format!("q4_1 ")) && o.stdout.contains(&format!("({want} bytes,")),
+        o.stdout.contains("q4_1 ") && o.stdout.contains(&format!("({want} bytes,")),
         "{}",
         o.stdout
     );
