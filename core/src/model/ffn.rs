@@ -392,6 +392,17 @@ pub fn ffn_with(
             return Ok(());
         }
     }
+    if kernels == Kernels::Fast
+        && k_ff.is_none()
+        && w.down_layout == DownLayout::Columns
+        && w.down_t.block_row(0).is_some()
+        && w.up.block_row(0).is_some()
+        && w.gate.is_none_or(|g| g.block_row(0).is_some())
+        && d <= Q8_MAX_COLS
+    {
+        ffn_blocks_fast(w, (x, n), scratch, out, (d, d_ff));
+        return Ok(());
+    }
     let act = |v: f32| kernels.activate(w.act, v);
     let hidden = |j: usize, xt: &[f32]| {
         let u = kernels.dot_row(&w.up, j, xt) + w.up_bias.map_or(0.0, |b| b[j]);
@@ -687,6 +698,62 @@ fn ffn_q8(
     }
 }
 
+/// Dense body of [`ffn_with`] with the fast kernels for block weights and a block-typed down
+/// projection in ggml's layout: [`Q8_GROUP`] tokens at a time quantized to int8 by blocks
+/// (the row-major layout block products take) into the fast scratch, the hidden units
+/// [`UP_UNITS`] at a time by [`Kernels::matmul_q8`] (exact i32 block sums, the two scales in
+/// f32) into its hidden buffer, then projected down by [`add_block_cols`] (each weight block
+/// decoded once per group of tokens). Rounding differs from [`ffn`] in the int8 activations.
+fn ffn_blocks_fast(
+    w: &FfnWeights<'_>,
+    (x, n): (&[f32], usize),
+    s: &mut FfnScratch<'_>,
+    out: &mut [f32],
+    (d, d_ff): (usize, usize),
+) {
+    let kernels = Kernels::Fast;
+    for ot in out.chunks_exact_mut(d) {
+        match w.down_bias {
+            Some(b) => ot.copy_from_slice(b),
+            None => ot.fill(0.0),
+        }
+    }
+    let [q8_w, hb_w, gb_w, ..] = fast_parts(d, d_ff, s.chunk, w.gate.is_some());
+    let (q8, rest) = s.fast.split_at_mut(q8_w);
+    let (hb, rest) = rest.split_at_mut(hb_w);
+    let gb = &mut rest[..gb_w];
+    let mut t0 = 0;
+    while t0 < n {
+        let g = Q8_GROUP.min(n - t0);
+        let xq = Kernels::Reference.quantize_q8(&x[t0 * d..(t0 + g) * d], d, q8);
+        let mut j0 = 0;
+        while j0 < d_ff {
+            let bl = UP_UNITS.min(d_ff - j0);
+            let hb = &mut hb[..g * bl];
+            let Some(up) = sub_rows(&w.up, j0, bl) else {
+                return;
+            };
+            kernels.matmul_q8(&up, &xq, w.up_bias.map(|b| &b[j0..j0 + bl]), hb);
+            match &w.gate {
+                None => kernels.activate_slice(w.act, hb),
+                Some(gm) => {
+                    let Some(gm) = sub_rows(gm, j0, bl) else {
+                        return;
+                    };
+                    let gb = &mut gb[..g * bl];
+                    kernels.matmul_q8(&gm, &xq, None, gb);
+                    for (h, &gv) in hb.iter_mut().zip(gb.iter()) {
+                        *h *= activate_fast(w.act, gv);
+                    }
+                }
+            }
+            add_block_cols(&w.down_t, j0, hb, &mut out[t0 * d..(t0 + g) * d]);
+            j0 += bl;
+        }
+        t0 += g;
+    }
+}
+
 /// Tokens [`dense_block_cols`] computes together.
 const COLS_TOKENS: usize = 8;
 
@@ -762,34 +829,40 @@ fn dense_block_cols(
 
 /// `out_t[r] += sum_b h_t[b] * down[r][j0 + b]` for each token `t` (`h` holds `bl` values
 /// per token, `out` `d_model` per token) and a block-typed down projection in ggml's layout
-/// (`d_model x d_ff`, `j0` a multiple of [`BLOCK`], `bl <= BLOCK`): units with `h == 0`
+/// (`d_model x d_ff`, `j0` a multiple of [`BLOCK`], `j0 + bl <= d_ff`): units with `h == 0`
 /// skipped, the others added in increasing order, each product and sum as
 /// [`Kernels::axpy_col`] makes it (bit-identical to adding the units one at a time). Each
 /// weight block is decoded once for all the tokens.
 fn add_block_cols(down: &Matrix<'_>, j0: usize, h: &[f32], out: &mut [f32]) {
     let d = down.rows();
-    if d == 0 || out.is_empty() {
+    let n = out.len() / d.max(1);
+    if d == 0 || n == 0 {
         return;
     }
-    let bl = h.len() / (out.len() / d).max(1);
+    let bl = h.len() / n;
     let mut wv = [0f32; BLOCK];
     for r in 0..d {
         let Some((ty, row)) = down.block_row(r) else {
             return;
         };
         let bb = ty.block_bytes();
-        let b = j0 / BLOCK;
-        let Some(block) = row.get(b * bb..(b + 1) * bb) else {
-            return;
-        };
-        ty.dequantize(block, &mut wv);
-        for (ht, ot) in h.chunks_exact(bl).zip(out.chunks_exact_mut(d)) {
-            let o = &mut ot[r];
-            for (&hv, &wj) in ht.iter().zip(&wv) {
-                if hv != 0.0 {
-                    *o += hv * wj;
+        let mut u0 = 0;
+        while u0 < bl {
+            let ul = BLOCK.min(bl - u0);
+            let b = (j0 + u0) / BLOCK;
+            let Some(block) = row.get(b * bb..(b + 1) * bb) else {
+                return;
+            };
+            ty.dequantize(block, &mut wv);
+            for (ht, ot) in h.chunks_exact(bl).zip(out.chunks_exact_mut(d)) {
+                let o = &mut ot[r];
+                for (&hv, &wj) in ht[u0..u0 + ul].iter().zip(&wv) {
+                    if hv != 0.0 {
+                        *o += hv * wj;
+                    }
                 }
             }
+            u0 += ul;
         }
     }
 }
