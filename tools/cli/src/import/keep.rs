@@ -6,7 +6,7 @@
 //! position cut keeps the first rows, the Q/K un-permutation moves rows. The FFN down
 //! projection, which topkit otherwise stores transposed (`l{i}.ffn.down_t.w`), cannot be
 //! transposed block by block: it is kept in ggml's layout as `l{i}.ffn.down.w` (`d_model x
-//! d_ff`, see [`topkit::model::weights`](topkit::format)).
+//! d_ff`, which the engine runs as [`topkit::ffn::DownLayout::Columns`]).
 
 use anyhow::{Context, Result, bail, ensure};
 use topkit::kernels::BlockType;
