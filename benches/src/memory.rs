@@ -109,6 +109,7 @@ pub fn run(args: &[String]) -> Result<()> {
             up_bias: None,
             gate: None,
             down_t: m(&down, f)?,
+            down_layout: topkit::ffn::DownLayout::Transposed,
             down_bias: None,
             act: Activation::GeluErf,
         },

@@ -289,6 +289,7 @@ impl OwnedModel {
                         up_bias: fb(0),
                         gate: l.gate.as_ref().map(|g| g.view()),
                         down_t: l.down_t.view(),
+                        down_layout: topkit::ffn::DownLayout::Transposed,
                         down_bias: fb(1),
                         act: self.config.act,
                     },

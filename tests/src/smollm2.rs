@@ -23,6 +23,27 @@ pub fn packed() -> Vec<u128> {
     read_aligned(&packed_path(), "cargo xtask models")
 }
 
+/// Where the model packed with its ggml blocks kept (`topkit pack` of the Q4_1 GGUF without
+/// `--dtype`) is: `$TOPKIT_SMOLLM2_BLOCKS` if set, else
+/// `<cache>/models/SmolLM2-135M-Instruct-blocks.tkm`.
+pub fn blocks_path() -> PathBuf {
+    match std::env::var_os("TOPKIT_SMOLLM2_BLOCKS") {
+        Some(p) => PathBuf::from(p),
+        None => cache_dir().join("models/SmolLM2-135M-Instruct-blocks.tkm"),
+    }
+}
+
+/// The bytes of the blocks-kept model, in 16-byte aligned memory (panics as [`packed`]).
+pub fn packed_blocks() -> Vec<u128> {
+    read_aligned(&blocks_path(), "cargo xtask models")
+}
+
+/// The Q4_1 GGUF both packed files are made from: `<cache>/models/SmolLM2-135M-Instruct/
+/// SmolLM2-135M-Instruct.Q4_1.gguf`.
+pub fn gguf_path() -> PathBuf {
+    cache_dir().join("models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
 /// The reference's logits at one greedy step.
 pub struct Step {
     /// Greedy step: 0 is the logits after the whole prompt.

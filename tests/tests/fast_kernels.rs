@@ -243,7 +243,7 @@ proptest! {
         use topkit::ffn::{FfnScratch, FfnWeights, ffn_with};
         let (d, d_ff, n, act) = (c.d, c.d_ff, c.n, c.act);
         let (up, down_t) = c.matrices();
-        let w = FfnWeights { up, up_bias: c.up.2.as_deref(), gate: None, down_t, down_bias: c.down.2.as_deref(), act };
+        let w = FfnWeights { up, up_bias: c.up.2.as_deref(), gate: None, down_t, down_layout: topkit::ffn::DownLayout::Transposed, down_bias: c.down.2.as_deref(), act };
         let mut mem = arena_mem(topkit::ffn::fast_scratch_bytes(d, d_ff, n, false));
         let mut arena = topkit::Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
         let mut s = FfnScratch::new_fast(&mut arena, d, d_ff, n, None, false).unwrap();
@@ -270,7 +270,7 @@ proptest! {
         let x: Vec<f32> = (0..n * d).map(|_| next() * 3.0).collect();
         let up = Matrix::new(d_ff, d, Weights::F32(&uw)).unwrap();
         let down_t = Matrix::new(d_ff, d, Weights::F32(&dw)).unwrap();
-        let w = FfnWeights { up, up_bias: Some(&ub), gate: None, down_t, down_bias: Some(&db), act: topkit::Activation::GeluErf };
+        let w = FfnWeights { up, up_bias: Some(&ub), gate: None, down_t, down_layout: topkit::ffn::DownLayout::Transposed, down_bias: Some(&db), act: topkit::Activation::GeluErf };
         let mut mem = arena_mem(topkit::ffn::fast_scratch_bytes(d, d_ff, n, false));
         let mut arena = topkit::Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
         let mut sc = FfnScratch::new_fast(&mut arena, d, d_ff, n, None, false).unwrap();

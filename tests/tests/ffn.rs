@@ -15,7 +15,7 @@
 
 use half::f16;
 use proptest::prelude::*;
-use topkit::ffn::{FfnScratch, FfnWeights, ffn, ffn_with, scratch_bytes};
+use topkit::ffn::{DownLayout, FfnScratch, FfnWeights, ffn, ffn_with, scratch_bytes};
 use topkit::kernels::{Kernels, Matrix, Weights, activate};
 use topkit::{Activation, ArenaStorage, Error};
 use topkit_tests::attention_ref::{RefFfn, Rng, ffn_ref, gelu_erf, gelu_tanh, relu, silu};
@@ -182,6 +182,7 @@ impl Block {
             up_bias: self.up_bias.as_deref(),
             gate: self.gate.as_ref().map(|g| g.matrix(c.f, c.d)),
             down_t: self.down_t.matrix(c.f, c.d),
+            down_layout: DownLayout::Transposed,
             down_bias: self.down_bias.as_deref(),
             act: c.act,
         }
@@ -329,6 +330,7 @@ fn topk_keeps_largest_magnitude() {
         up_bias: None,
         gate: Some(Matrix::new(6, 1, Weights::F32(&gate)).unwrap()),
         down_t: Matrix::new(6, 1, Weights::F32(&down)).unwrap(),
+        down_layout: DownLayout::Transposed,
         down_bias: None,
         act: Activation::Relu,
     };
@@ -389,6 +391,7 @@ fn bad_inputs_are_errors() {
         up_bias: Some(&ub),
         gate: None,
         down_t: m(&down, 4, 3),
+        down_layout: DownLayout::Transposed,
         down_bias: Some(&db),
         act: Activation::GeluErf,
     };
@@ -454,4 +457,113 @@ fn bad_inputs_are_errors() {
         FfnScratch::new_fast(&mut arena, 1 << 17, 4, 2, None, false),
         Err(Error::InvalidConfig(_))
     ));
+}
+
+/// The down projection in ggml's layout (`d_model x d_ff`, [`DownLayout::Columns`]) gives the
+/// bits of its transpose ([`DownLayout::Transposed`]) with the reference kernels, for f32,
+/// f16 and every block type (blocks along `d_ff`; the transpose is the dequantized f32
+/// matrix, which is what the reference kernels compute with), dense and top-k, plain and
+/// gated; int8 (whose per-row scales multiply `h` first, `(h s) q` instead of `h (s q)`) is
+/// within rounding of it; the fast kernels stay close to the reference.
+#[test]
+fn down_layouts_give_the_same_bits() {
+    use topkit::ffn::{FfnScratch as S, fast_scratch_bytes};
+    use topkit::kernels::{BlockType, DType};
+    use topkit_tests::kernels_ref::TestMatrix;
+    let (d, f, n) = (64, 96, 11);
+    let mut r = Rng::new(0x5eed_d0e5);
+    let (up_vals, gate_vals) = (r.vec(f * d, -0.5, 0.5), r.vec(f * d, -0.5, 0.5));
+    let down_vals = r.vec(d * f, -1.0, 1.0);
+    let x = r.vec(n * d, -1.0, 1.0);
+    let db = r.vec(d, -0.1, 0.1);
+    let mut dtypes = vec![DType::F32, DType::F16, DType::I8];
+    dtypes.extend(BlockType::ALL.map(DType::Block));
+    for dt in dtypes {
+        // Columns: d x f in dt. Transposed: its dequantized values, transposed, in f32 (for
+        // int8 the per-row scales of the d x f matrix do not survive a transpose).
+        let down = TestMatrix::quantize(dt, d, f, &down_vals);
+        let mut t = vec![0f32; f * d];
+        for i in 0..d {
+            for j in 0..f {
+                t[j * d + i] = down.get(i, j) as f32;
+            }
+        }
+        let down_t = TestMatrix::quantize(DType::F32, f, d, &t);
+        // up and gate in f32, and for the block types also in the same blocks (the fast
+        // kernels' int8-activation path for a whole block model).
+        for (gated, blocks_up) in [(false, false), (true, false), (false, true), (true, true)] {
+            let up_dt = if blocks_up { dt } else { DType::F32 };
+            if blocks_up && !matches!(dt, DType::Block(_)) {
+                continue;
+            }
+            let up = TestMatrix::quantize(up_dt, f, d, &up_vals);
+            let gate = TestMatrix::quantize(up_dt, f, d, &gate_vals);
+            let cols = FfnWeights {
+                up: up.matrix(),
+                up_bias: None,
+                gate: gated.then(|| gate.matrix()),
+                down_t: down.matrix(),
+                down_layout: DownLayout::Columns,
+                down_bias: Some(&db),
+                act: Activation::Silu,
+            };
+            let rows = FfnWeights {
+                down_t: down_t.matrix(),
+                down_layout: DownLayout::Transposed,
+                ..cols
+            };
+            for k_ff in [None, Some(7)] {
+                let a = run(&cols, &x, n, k_ff).unwrap();
+                let b = run(&rows, &x, n, k_ff).unwrap();
+                let scale = 1.0 + a.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let err = |o: &[f32]| {
+                    o.iter()
+                        .zip(&a)
+                        .map(|(o, w)| (o - w).abs())
+                        .fold(0.0, f32::max)
+                };
+                if dt == DType::I8 {
+                    assert!(
+                        err(&b) <= 1e-5 * scale,
+                        "{dt:?} gated {gated} k_ff {k_ff:?}"
+                    );
+                } else {
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&a), bits(&b), "{dt:?} gated {gated} k_ff {k_ff:?}");
+                }
+                // The fast kernels on the Columns layout, against the reference.
+                let mut storage = Box::new(ArenaStorage::<ARENA>::new());
+                let mut arena = storage.arena();
+                let mut s = S::new_fast(&mut arena, d, f, n, k_ff, gated).unwrap();
+                assert_eq!(
+                    arena.high_water(),
+                    scratch_bytes(f, n, k_ff) + fast_scratch_bytes(d, f, n, gated)
+                );
+                let mut out = vec![f32::NAN; x.len()];
+                ffn_with(Kernels::Fast, &cols, &x, k_ff, &mut s, &mut out).unwrap();
+                let e = err(&out);
+                // int8 activations (blocks_up) round each token to 1/254 of its largest value.
+                let tol = if blocks_up { 2e-2 } else { 1e-5 };
+                assert!(
+                    e <= tol * scale,
+                    "{dt:?} gated {gated} blocks {blocks_up} k_ff {k_ff:?}: {e}"
+                );
+            }
+        }
+        // The wrong shape for the layout is refused.
+        let up = TestMatrix::quantize(DType::F32, f, d, &up_vals);
+        let bad = FfnWeights {
+            up: up.matrix(),
+            up_bias: None,
+            gate: None,
+            down_t: down_t.matrix(),
+            down_layout: DownLayout::Columns,
+            down_bias: None,
+            act: Activation::Silu,
+        };
+        assert!(matches!(
+            run(&bad, &x, n, None),
+            Err(Error::ShapeMismatch { .. })
+        ));
+    }
 }

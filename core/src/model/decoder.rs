@@ -287,7 +287,8 @@ impl<'a> Decoder<'a> {
 /// #     attn_norm: norm,
 /// #     ffn: topkit::ffn::FfnWeights {
 /// #         up: matrix(&up)?, up_bias: None, gate: Some(matrix(&gate)?),
-/// #         down_t: matrix(&down_t)?, down_bias: None, act: Activation::Silu,
+/// #         down_t: matrix(&down_t)?, down_layout: topkit::ffn::DownLayout::Transposed,
+/// #         down_bias: None, act: Activation::Silu,
 /// #     },
 /// #     ffn_norm: norm,
 /// # }];

@@ -71,6 +71,7 @@ pub struct Embeddings<'a> {
 ///     attn_norm: norm,
 ///     ffn: topkit::ffn::FfnWeights {
 ///         up: matrix(&up)?, up_bias: None, gate: None, down_t: matrix(&down_t)?,
+///         down_layout: topkit::ffn::DownLayout::Transposed,
 ///         down_bias: None, act: Activation::GeluErf,
 ///     },
 ///     ffn_norm: norm,

@@ -3,6 +3,11 @@
 //! The hidden unit `j` of token `t` is `h = act(up[j] . x_t + up_bias[j])`, or for a gated
 //! block `h = act(gate[j] . x_t) * (up[j] . x_t + up_bias[j])`; the output is
 //! `down_bias + sum_j h_j * down_t[j]`, the rows of `down_t` being the "values" of the memory.
+//! The down projection is stored either transposed (`d_ff x d_model`, unit `j` is row `j`:
+//! [`DownLayout::Transposed`]) or in ggml's layout (`d_model x d_ff`, unit `j` is column `j`:
+//! [`DownLayout::Columns`]), which a GGUF's quantized blocks (along `d_ff`) need. Both add unit
+//! `j` element by element in the same order ([`Kernels::axpy_row`] of the transpose and
+//! [`Kernels::axpy_col`] give the same bits), so the reference results do not depend on it.
 //!
 //! Loops are weight-stationary: the outer loop runs over the hidden units, the inner over the
 //! chunk's tokens, so each row of `up`, `gate` (and, dense, `down_t`) is read once per chunk.
@@ -25,7 +30,7 @@ use crate::Error;
 use crate::arena::{ALIGN, Arena, padded};
 use crate::config::Activation;
 use crate::kernels::{
-    DType, FfnArgs, Kernels, Matrix, Q8_GROUP, Q8_MAX_COLS, Q8Rows, Weights, activate_fast,
+    BLOCK, DType, FfnArgs, Kernels, Matrix, Q8_GROUP, Q8_MAX_COLS, Q8Rows, Weights, activate_fast,
     q8_scratch_bytes,
 };
 use crate::topk::{Rank, TopK};
@@ -42,13 +47,40 @@ pub struct FfnWeights<'a> {
     pub up_bias: Option<&'a [f32]>,
     /// Gate projection `d_ff x d_model` of a gated FFN: `act(gate x) * (up x)`.
     pub gate: Option<Matrix<'a>>,
-    /// Down projection stored transposed, `d_ff x d_model`: row `j` is the "value" added
-    /// with weight `h_j`.
+    /// Down projection: `d_ff x d_model` stored transposed (row `j` is the "value" added
+    /// with weight `h_j`) for [`DownLayout::Transposed`], `d_model x d_ff` (column `j` is that
+    /// value) for [`DownLayout::Columns`].
     pub down_t: Matrix<'a>,
+    /// How `down_t` is stored.
+    pub down_layout: DownLayout,
     /// Bias of the down projection (`d_model`), if any.
     pub down_bias: Option<&'a [f32]>,
     /// Hidden activation.
     pub act: Activation,
+}
+
+/// How the down projection of [`FfnWeights`] is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DownLayout {
+    /// `d_ff x d_model`, the transpose of the projection: the value of unit `j` is row `j`.
+    /// The fast kernels' fused and int8 down projections need this layout.
+    #[default]
+    Transposed,
+    /// `d_model x d_ff`, ggml's layout (a GGUF's `ffn_down`, quantized blocks along `d_ff`):
+    /// the value of unit `j` is column `j`, added by [`Kernels::axpy_col`].
+    Columns,
+}
+
+impl FfnWeights<'_> {
+    /// `out += h * value_j`: the down projection's unit `j` (a row or a column of `down_t`,
+    /// as [`FfnWeights::down_layout`] says).
+    #[inline]
+    fn add_unit(&self, kernels: Kernels, j: usize, h: f32, out: &mut [f32]) {
+        match self.down_layout {
+            DownLayout::Transposed => kernels.axpy_row(&self.down_t, j, h, out),
+            DownLayout::Columns => kernels.axpy_col(&self.down_t, j, h, out),
+        }
+    }
 }
 
 /// `padded(n * size)`, saturating at `usize::MAX`.
@@ -224,8 +256,8 @@ fn check(
     if d == 0 {
         return Err(Error::InvalidConfig("d_model must be at least 1"));
     }
-    let same = |m: &Matrix<'_>, what| {
-        if m.rows() != d_ff || m.cols() != d {
+    let shape = |m: &Matrix<'_>, (rows, cols), what| {
+        if m.rows() != rows || m.cols() != cols {
             return Err(Error::ShapeMismatch {
                 what,
                 expected: d_ff * d,
@@ -234,7 +266,11 @@ fn check(
         }
         Ok(())
     };
-    same(&w.down_t, "ffn down_t (d_ff x d_model)")?;
+    let same = |m: &Matrix<'_>, what| shape(m, (d_ff, d), what);
+    match w.down_layout {
+        DownLayout::Transposed => same(&w.down_t, "ffn down_t (d_ff x d_model)")?,
+        DownLayout::Columns => shape(&w.down_t, (d, d_ff), "ffn down (d_model x d_ff)")?,
+    }
     if let Some(g) = &w.gate {
         same(g, "ffn gate (d_ff x d_model)")?;
     }
@@ -340,6 +376,7 @@ pub fn ffn_with(
     }
     if kernels == Kernels::Fast
         && k_ff.is_none()
+        && w.down_layout == DownLayout::Transposed
         && let (Weights::F32(up), Weights::F32(down)) = (w.up.weights(), w.down_t.weights())
     {
         let gate = match w.gate.map(|g| g.weights()) {
@@ -354,6 +391,17 @@ pub fn ffn_with(
             ffn_f32_fast(w, (up, gate, down), (x, n), (d, d_ff), out, (hb, gb));
             return Ok(());
         }
+    }
+    if kernels == Kernels::Fast
+        && k_ff.is_none()
+        && w.down_layout == DownLayout::Columns
+        && w.down_t.block_row(0).is_some()
+        && w.up.block_row(0).is_some()
+        && w.gate.is_none_or(|g| g.block_row(0).is_some())
+        && d <= Q8_MAX_COLS
+    {
+        ffn_blocks_fast(w, (x, n), scratch, out, (d, d_ff));
+        return Ok(());
     }
     let act = |v: f32| kernels.activate(w.act, v);
     let hidden = |j: usize, xt: &[f32]| {
@@ -370,12 +418,15 @@ pub fn ffn_with(
         }
     }
     match k_ff {
+        None if w.down_layout == DownLayout::Columns && w.down_t.block_row(0).is_some() => {
+            dense_block_cols(kernels, w, (x, n), (d, d_ff), out);
+        }
         None => {
             for j in 0..d_ff {
                 for (xt, ot) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
                     let h = hidden(j, xt);
                     if h != 0.0 {
-                        kernels.axpy_row(&w.down_t, j, h, ot);
+                        w.add_unit(kernels, j, h, ot);
                     }
                 }
             }
@@ -408,7 +459,7 @@ pub fn ffn_with(
                 let (hs, js) = sel.sorted_by_index();
                 for (&h, &j) in hs.iter().zip(js) {
                     if h != 0.0 {
-                        kernels.axpy_row(&w.down_t, j as usize, h, ot);
+                        w.add_unit(kernels, j as usize, h, ot);
                     }
                 }
             }
@@ -508,7 +559,8 @@ fn ffn_q8(
     // ffn_with checked the dtypes of up and gate; down_t's values are read only under down_q8.
     let (up_q, up_s) = w.up.int8().unwrap_or_default();
     let gate = w.gate.as_ref().map(|g| g.int8().unwrap_or_default());
-    let down_q8 = k_ff.is_none() && w.down_t.dtype() == DType::I8;
+    let down_q8 =
+        k_ff.is_none() && w.down_layout == DownLayout::Transposed && w.down_t.dtype() == DType::I8;
     let (down_q, down_s) = w.down_t.int8().unwrap_or_default();
     for ot in out.chunks_exact_mut(d) {
         match w.down_bias {
@@ -604,7 +656,7 @@ fn ffn_q8(
                         None => {
                             for (b, &hv) in h.iter().enumerate() {
                                 if hv != 0.0 {
-                                    kernels.axpy_row(&w.down_t, j0 + b, hv, ot);
+                                    w.add_unit(kernels, j0 + b, hv, ot);
                                 }
                             }
                         }
@@ -639,9 +691,178 @@ fn ffn_q8(
             let (hs, js) = sel.sorted_by_index();
             for (&h, &j) in hs.iter().zip(js) {
                 if h != 0.0 {
-                    kernels.axpy_row(&w.down_t, j as usize, h, ot);
+                    w.add_unit(kernels, j as usize, h, ot);
                 }
             }
+        }
+    }
+}
+
+/// Dense body of [`ffn_with`] with the fast kernels for block weights and a block-typed down
+/// projection in ggml's layout: [`Q8_GROUP`] tokens at a time quantized to int8 by blocks
+/// (the row-major layout block products take) into the fast scratch, the hidden units
+/// [`UP_UNITS`] at a time by [`Kernels::matmul_q8`] (exact i32 block sums, the two scales in
+/// f32) into its hidden buffer, then projected down by [`add_block_cols`] (each weight block
+/// decoded once per group of tokens). Rounding differs from [`ffn`] in the int8 activations.
+fn ffn_blocks_fast(
+    w: &FfnWeights<'_>,
+    (x, n): (&[f32], usize),
+    s: &mut FfnScratch<'_>,
+    out: &mut [f32],
+    (d, d_ff): (usize, usize),
+) {
+    let kernels = Kernels::Fast;
+    for ot in out.chunks_exact_mut(d) {
+        match w.down_bias {
+            Some(b) => ot.copy_from_slice(b),
+            None => ot.fill(0.0),
+        }
+    }
+    let [q8_w, hb_w, gb_w, ..] = fast_parts(d, d_ff, s.chunk, w.gate.is_some());
+    let (q8, rest) = s.fast.split_at_mut(q8_w);
+    let (hb, rest) = rest.split_at_mut(hb_w);
+    let gb = &mut rest[..gb_w];
+    let mut t0 = 0;
+    while t0 < n {
+        let g = Q8_GROUP.min(n - t0);
+        let xq = Kernels::Reference.quantize_q8(&x[t0 * d..(t0 + g) * d], d, q8);
+        let mut j0 = 0;
+        while j0 < d_ff {
+            let bl = UP_UNITS.min(d_ff - j0);
+            let hb = &mut hb[..g * bl];
+            let Some(up) = sub_rows(&w.up, j0, bl) else {
+                return;
+            };
+            kernels.matmul_q8(&up, &xq, w.up_bias.map(|b| &b[j0..j0 + bl]), hb);
+            match &w.gate {
+                None => kernels.activate_slice(w.act, hb),
+                Some(gm) => {
+                    let Some(gm) = sub_rows(gm, j0, bl) else {
+                        return;
+                    };
+                    let gb = &mut gb[..g * bl];
+                    kernels.matmul_q8(&gm, &xq, None, gb);
+                    for (h, &gv) in hb.iter_mut().zip(gb.iter()) {
+                        *h *= activate_fast(w.act, gv);
+                    }
+                }
+            }
+            add_block_cols(&w.down_t, j0, hb, &mut out[t0 * d..(t0 + g) * d]);
+            j0 += bl;
+        }
+        t0 += g;
+    }
+}
+
+/// Tokens [`dense_block_cols`] computes together.
+const COLS_TOKENS: usize = 8;
+
+/// Rows `j0..j0 + n` of `m`, `None` when they are not inside it.
+fn sub_rows<'w>(m: &Matrix<'w>, j0: usize, n: usize) -> Option<Matrix<'w>> {
+    let c = m.cols();
+    let w = match m.weights() {
+        Weights::F32(d) => Weights::F32(d.get(j0 * c..(j0 + n) * c)?),
+        Weights::F16(d) => Weights::F16(d.get(j0 * c..(j0 + n) * c)?),
+        Weights::I8 { q, scales } => Weights::I8 {
+            q: q.get(j0 * c..(j0 + n) * c)?,
+            scales: scales.get(j0..j0 + n)?,
+        },
+        Weights::Blocks { ty, data } => {
+            let rb = ty.matrix_bytes(1, c)?;
+            Weights::Blocks {
+                ty,
+                data: data.get(j0 * rb..(j0 + n) * rb)?,
+            }
+        }
+    };
+    Matrix::new(n, c, w).ok()
+}
+
+/// The dense body of [`ffn_with`] for a block-typed down projection in ggml's layout
+/// ([`DownLayout::Columns`]), with the bits of the unit-by-unit loop: [`COLS_TOKENS`] tokens
+/// and [`BLOCK`] units at a time, the units' pre-activations by the generic
+/// [`crate::kernels::matmul`] (bit-identical to [`crate::kernels::dot_row`] for any number of
+/// tokens, each weight block decoded once per group of tokens), then each block of the down
+/// projection decoded once per token ([`add_block_cols`]). Its buffers (2 KiB) are on the
+/// stack of this function only, which is never inlined.
+#[inline(never)]
+fn dense_block_cols(
+    kernels: Kernels,
+    w: &FfnWeights<'_>,
+    (x, n): (&[f32], usize),
+    (d, d_ff): (usize, usize),
+    out: &mut [f32],
+) {
+    let mut hb = [0f32; BLOCK * COLS_TOKENS];
+    let mut gb = [0f32; BLOCK * COLS_TOKENS];
+    let mut t0 = 0;
+    while t0 < n {
+        let g = COLS_TOKENS.min(n - t0);
+        let xg = &x[t0 * d..(t0 + g) * d];
+        let mut j0 = 0;
+        while j0 < d_ff {
+            let bl = BLOCK.min(d_ff - j0);
+            let Some(up) = sub_rows(&w.up, j0, bl) else {
+                return;
+            };
+            let hb = &mut hb[..g * bl];
+            crate::kernels::matmul(&up, xg, g, w.up_bias.map(|b| &b[j0..j0 + bl]), hb);
+            match &w.gate {
+                None => hb.iter_mut().for_each(|h| *h = kernels.activate(w.act, *h)),
+                Some(gm) => {
+                    let Some(gm) = sub_rows(gm, j0, bl) else {
+                        return;
+                    };
+                    let gb = &mut gb[..g * bl];
+                    crate::kernels::matmul(&gm, xg, g, None, gb);
+                    for (h, &gv) in hb.iter_mut().zip(gb.iter()) {
+                        *h *= kernels.activate(w.act, gv);
+                    }
+                }
+            }
+            add_block_cols(&w.down_t, j0, hb, &mut out[t0 * d..(t0 + g) * d]);
+            j0 += bl;
+        }
+        t0 += g;
+    }
+}
+
+/// `out_t[r] += sum_b h_t[b] * down[r][j0 + b]` for each token `t` (`h` holds `bl` values
+/// per token, `out` `d_model` per token) and a block-typed down projection in ggml's layout
+/// (`d_model x d_ff`, `j0` a multiple of [`BLOCK`], `j0 + bl <= d_ff`): units with `h == 0`
+/// skipped, the others added in increasing order, each product and sum as
+/// [`Kernels::axpy_col`] makes it (bit-identical to adding the units one at a time). Each
+/// weight block is decoded once for all the tokens.
+fn add_block_cols(down: &Matrix<'_>, j0: usize, h: &[f32], out: &mut [f32]) {
+    let d = down.rows();
+    let n = out.len() / d.max(1);
+    if d == 0 || n == 0 {
+        return;
+    }
+    let bl = h.len() / n;
+    let mut wv = [0f32; BLOCK];
+    for r in 0..d {
+        let Some((ty, row)) = down.block_row(r) else {
+            return;
+        };
+        let bb = ty.block_bytes();
+        let mut u0 = 0;
+        while u0 < bl {
+            let ul = BLOCK.min(bl - u0);
+            let b = (j0 + u0) / BLOCK;
+            let Some(block) = row.get(b * bb..(b + 1) * bb) else {
+                return;
+            };
+            ty.dequantize(block, &mut wv);
+            for (ht, ot) in h.chunks_exact(bl).zip(out.chunks_exact_mut(d)) {
+                let o = &mut ot[r];
+                for (&hv, &wj) in ht[u0..u0 + ul].iter().zip(&wv) {
+                    if hv != 0.0 {
+                        *o += hv * wj;
+                    }
+                }
+            }
+            u0 += ul;
         }
     }
 }

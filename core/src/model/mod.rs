@@ -176,7 +176,10 @@ fn check_layer(l: &LayerWeights<'_>, c: &ModelConfig) -> Result<(), Error> {
     let f = &l.ffn;
     check_matrix("ffn up", &f.up, c.d_ff, d)?;
     check_bias("ffn up bias", f.up_bias, c.d_ff)?;
-    check_matrix("ffn down (transposed)", &f.down_t, c.d_ff, d)?;
+    match f.down_layout {
+        ffn::DownLayout::Transposed => check_matrix("ffn down (transposed)", &f.down_t, c.d_ff, d)?,
+        ffn::DownLayout::Columns => check_matrix("ffn down", &f.down_t, d, c.d_ff)?,
+    }
     check_bias("ffn down bias", f.down_bias, d)?;
     match (c.ffn, &f.gate) {
         (FfnKind::Gated, Some(g)) => check_matrix("ffn gate", g, c.d_ff, d)?,

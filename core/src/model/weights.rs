@@ -24,6 +24,7 @@
 //! | `l{i}.ffn.up.w`, `.b` | `F x D`, `F` | FFN input projection (the memory's "keys")        |
 //! | `l{i}.ffn.gate.w`   | `F x D`   | gate of a gated FFN (SwiGLU)                           |
 //! | `l{i}.ffn.down_t.w` | `F x D`   | down projection **transposed**: row `j` is the "value" added with weight `h_j` |
+//! | `l{i}.ffn.down.w`   | `D x F`   | the same in ggml's layout (column `j` is the value): a file has exactly one of the two per layer |
 //! | `l{i}.ffn.down.b`   | `D`       | bias of the down projection                            |
 //! | `l{i}.ffn_norm.w`, `.b` | `D`   | BERT: after the FFN; Llama: before it                  |
 //! | `final_norm.w`, `.b`| `D`       | norm after the last block (pre-norm decoders)          |
@@ -37,7 +38,7 @@
 use crate::Error;
 use crate::config::{Arch, FfnKind, Norm, PosKind};
 use crate::format::{PackedModel, ParseOptions, TensorName};
-use crate::model::ffn::FfnWeights;
+use crate::model::ffn::{DownLayout, FfnWeights};
 
 use super::{LayerWeights, Model, NormWeights};
 
@@ -149,6 +150,10 @@ impl<'a> PackedModel<'a> {
             FfnKind::Gated => Some(self.matrix(l("ffn.gate.w"))?),
             FfnKind::Plain => None,
         };
+        let (down_t, down_layout) = match self.lookup(l("ffn.down.w")) {
+            Some(_) => (self.matrix(l("ffn.down.w"))?, DownLayout::Columns),
+            None => (self.matrix(l("ffn.down_t.w"))?, DownLayout::Transposed),
+        };
         Ok(LayerWeights {
             q: self.matrix(l("q.w"))?,
             q_bias: self.optional_vector(l("q.b"))?,
@@ -163,7 +168,8 @@ impl<'a> PackedModel<'a> {
                 up: self.matrix(l("ffn.up.w"))?,
                 up_bias: self.optional_vector(l("ffn.up.b"))?,
                 gate,
-                down_t: self.matrix(l("ffn.down_t.w"))?,
+                down_t,
+                down_layout,
                 down_bias: self.optional_vector(l("ffn.down.b"))?,
                 act: c.act,
             },
@@ -224,7 +230,18 @@ impl<'a> PackedModel<'a> {
             if c.ffn == FfnKind::Gated {
                 self.expect(l("ffn.gate.w"), &[f, d], true)?;
             }
-            self.expect(l("ffn.down_t.w"), &[f, d], true)?;
+            // Exactly one of the two layouts of the down projection.
+            let down = l("ffn.down.w");
+            if self.lookup(down).is_some() {
+                if self.lookup(l("ffn.down_t.w")).is_some() {
+                    return Err(Error::Malformed(
+                        "a layer has both ffn.down.w and ffn.down_t.w",
+                    ));
+                }
+                self.expect(down, &[d, f], true)?;
+            } else {
+                self.expect(l("ffn.down_t.w"), &[f, d], true)?;
+            }
             self.expect(l("ffn.down.b"), &[d], bert)?;
             self.expect(l("ffn_norm.w"), &[d], true)?;
             self.expect(l("ffn_norm.b"), &[d], ln)?;

@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pack::run(&PackArgs {
             src: hf.clone(),
             output: tkm.clone(),
-            dtype,
+            dtype: Some(dtype),
             max_seq: None,
         })?;
         let bytes = std::fs::read(&tkm)?;

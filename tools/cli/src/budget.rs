@@ -228,6 +228,7 @@ pub fn run(args: &BudgetArgs) -> Result<bool> {
         .map_err(|e| anyhow!("cannot plan this run: {e}"))?;
     let flash_bytes = m.bytes().len();
     let weight_bytes: usize = m.tensors().map(|t| t.bytes()).sum();
+    let by_dtype = crate::inspect::bytes_by_dtype(&m);
     let tokenizer_bytes = m.header().tokenizer.len as usize;
 
     let ram_over = args
@@ -274,7 +275,7 @@ pub fn run(args: &BudgetArgs) -> Result<bool> {
             "layout": if plan.decoder { "decoder" } else { "encoder" },
             "kv_cache_bytes_per_token": plan.decoder.then(|| kv_cache_per_token(&model)),
             "vanilla_scores_bytes": plan.vanilla_scores_bytes,
-            "flash": {"file_bytes": flash_bytes, "weight_bytes": weight_bytes, "tokenizer_bytes": tokenizer_bytes},
+            "flash": {"file_bytes": flash_bytes, "weight_bytes": weight_bytes, "tokenizer_bytes": tokenizer_bytes, "weight_bytes_by_dtype": crate::inspect::by_dtype_json(&by_dtype)},
             "ram_budget": args.ram,
             "flash_budget": args.flash,
             "fits": fits,
@@ -289,7 +290,7 @@ pub fn run(args: &BudgetArgs) -> Result<bool> {
             &run,
             &plan,
             flash_bytes,
-            weight_bytes,
+            (weight_bytes, &by_dtype),
             tokenizer_bytes,
         );
         if let Some((ram, (b, used))) = ram_over {
@@ -349,7 +350,7 @@ fn print_text(
     run: &RunConfig,
     plan: &Plan,
     flash_bytes: usize,
-    weight_bytes: usize,
+    (weight_bytes, by_dtype): (usize, &[(&str, usize, usize)]),
     tokenizer_bytes: usize,
 ) {
     let k = |v: Option<usize>| v.map_or("dense".to_string(), |k| format!("top-{k}"));
@@ -440,4 +441,9 @@ fn print_text(
         human(tokenizer_bytes),
         human(flash_bytes.saturating_sub(weight_bytes + tokenizer_bytes))
     );
+    let by: Vec<String> = by_dtype
+        .iter()
+        .map(|(n, c, b)| format!("{n} {} ({b} bytes, {c} tensors)", human(*b)))
+        .collect();
+    outln!("  weights by dtype: {}", by.join(", "));
 }

@@ -95,6 +95,23 @@ pub fn bytes_by_dtype(m: &PackedModel<'_>) -> Vec<(&'static str, usize, usize)> 
     out
 }
 
+/// [`bytes_by_dtype`] as JSON: `{dtype: {"tensors": count, "bytes": bytes}}` (`inspect
+/// --json`'s `bytes_by_dtype`, `budget --json`'s `flash.weight_bytes_by_dtype`).
+pub fn by_dtype_json(by: &[(&str, usize, usize)]) -> Value {
+    by.iter()
+        .map(|&(n, c, b)| (n.to_string(), json!({"tensors": c, "bytes": b})))
+        .collect::<serde_json::Map<String, Value>>()
+        .into()
+}
+
+/// ggml's name of a block dtype's type (`"Q4_1"`), `None` for the other dtypes.
+pub fn block_type_name(d: DType) -> Option<&'static str> {
+    match d {
+        DType::Block(ty) => Some(crate::import::gguf::dequant::type_name(ty.ggml_code())),
+        _ => None,
+    }
+}
+
 /// Arguments of `topkit inspect`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InspectArgs {
@@ -126,16 +143,13 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     if json_out {
         let tensors: Vec<Value> = m
             .tensors()
-            .map(|t| json!({"name": t.name, "dtype": dtype_name(t.dtype), "shape": t.shape(), "bytes": t.bytes()}))
+            .map(|t| json!({"name": t.name, "dtype": dtype_name(t.dtype), "block_type": block_type_name(t.dtype), "shape": t.shape(), "bytes": t.bytes()}))
             .collect();
         let sp: serde_json::Map<String, Value> = specials(&m)
             .into_iter()
             .map(|(n, id, s)| (n.to_string(), json!({"id": id, "token": s})))
             .collect();
-        let by: serde_json::Map<String, Value> = bytes_by_dtype(&m)
-            .into_iter()
-            .map(|(n, c, b)| (n.to_string(), json!({"tensors": c, "bytes": b})))
-            .collect();
+        let by = by_dtype_json(&bytes_by_dtype(&m));
         let out = json!({
             "file": path.display().to_string(),
             "format_version": format::VERSION,
@@ -237,7 +251,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     }
     let by: Vec<String> = bytes_by_dtype(&m)
         .iter()
-        .map(|(n, c, b)| format!("{n}: {c} tensors, {}", human(*b)))
+        .map(|(n, c, b)| format!("{n}: {c} tensors, {} ({b} bytes)", human(*b)))
         .collect();
     outln!("  total: {}", by.join("; "));
     let overhead = m.bytes().len()

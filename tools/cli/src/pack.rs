@@ -1,4 +1,4 @@
-//! `topkit pack`: a Hugging Face model directory to one packed file.
+//! `topkit pack`: a Hugging Face model directory or a GGUF file to one packed file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,18 +21,22 @@ use crate::writer::{self, AlignedBytes, Tensor};
 /// Arguments of `topkit pack`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PackArgs {
-    /// Hugging Face model directory.
+    /// Hugging Face model directory, or GGUF file.
     pub src: PathBuf,
     /// Output file (conventionally .tkm).
     #[arg(short, long)]
     pub output: PathBuf,
     /// Storage of the matrices: f32 (exact), f16 (half size, relative error <= 2^-11), int8
     /// (quarter size, symmetric, one f32 scale per row, error <= scale/2), or ggml blocks of
-    /// 32 weights along a row (q4_0, q4_1, q5_0, q5_1, q8_0; round-to-nearest). Matrices
-    /// whose rows are not whole blocks are stored int8 (said in the report); vectors (biases,
-    /// norms) stay f32.
-    #[arg(long, value_enum, default_value_t = StoreDType::F32, conflicts_with = "flash")]
-    pub dtype: StoreDType,
+    /// 32 weights along a row (q4_0, q4_1, q5_0, q5_1, q8_0; round-to-nearest); every matrix
+    /// is dequantized first. Matrices whose rows are not whole blocks are stored int8 (said
+    /// in the report); vectors (biases, norms) stay f32. Default: f32 for a Hugging Face
+    /// directory; for a GGUF file, each tensor as it is stored: Q4_0, Q4_1, Q5_0, Q5_1 and
+    /// Q8_0 blocks byte for byte (the FFN down projection in ggml's layout, l{i}.ffn.down.w),
+    /// F16 matrices as f16, F32, BF16 and the k-quants (Q2_K..Q6_K, which topkit does not
+    /// run) dequantized to f32.
+    #[arg(long, value_enum, conflicts_with = "flash")]
+    pub dtype: Option<StoreDType>,
     /// Per-tensor dtype, PATTERN=DTYPE (repeatable; the last match wins). PATTERN is a glob
     /// (`*`, `?`) on the topkit tensor names when it has `*` or `?`, else a substring:
     /// `tok_emb`, `pos_emb`, `seg_emb`, `l3.q.w`, `l3.ffn.up.w`, `l3.ffn.down_t.w`, `ffn`,
@@ -250,9 +254,11 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         cfg.d_ff,
         cfg.vocab_size,
         cfg.max_seq,
-        match args.flash {
-            Some(b) => format!("dtypes chosen to fit {b} bytes ({})", human(b)),
-            None => args.dtype.to_string(),
+        match (args.flash, args.dtype, &input.tensors) {
+            (Some(b), _, _) => format!("dtypes chosen to fit {b} bytes ({})", human(b)),
+            (None, Some(d), _) => d.to_string(),
+            (None, None, Tensors::Gguf { .. }) => "stored (ggml blocks kept)".into(),
+            (None, None, Tensors::Safetensors(_)) => StoreDType::F32.to_string(),
         }
     );
     if !src.skipped.is_empty() {
@@ -372,12 +378,48 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
             "{:<22} {:<14} {:<5} {:>11}  {:>10}  {:>10}",
             "tensor", "shape", "dtype", "bytes", "max |err|", "rel RMS"
         ));
+        let gguf = matches!(input.tensors, Tensors::Gguf { .. });
         for (m, &src_bytes) in src.mappings.iter().zip(&sizes) {
-            let (shape, values) = import::load(input.raw(&m.source)?, m.transform)?;
+            let raw = input.raw(&m.source)?;
+            let over = override_for(&args.dtype_for, &m.name);
+            // A GGUF's tensors stay as they are stored unless a dtype is asked for.
+            if gguf && args.dtype.is_none() && over.is_none() {
+                let (name, shape, data, error) = match import::keep::keep_blocks(&raw, m)? {
+                    Some(k) => (k.name, k.shape, k.data, QuantError::default()),
+                    None => {
+                        let dtype = import::keep::default_dtype(&raw);
+                        convert(raw, m, dtype)?
+                    }
+                };
+                bar.set_message(name.clone());
+                let t = PackedTensor {
+                    name: name.clone(),
+                    source: m.source.clone(),
+                    shape: shape.clone(),
+                    dtype: data.dtype(),
+                    bytes: data.bytes(),
+                    error,
+                    flash: None,
+                };
+                say(format!(
+                    "{:<22} {:<14} {:<5} {:>11}  {:>10.3e}  {:>10.3e}",
+                    t.name,
+                    format!("{:?}", t.shape),
+                    dtype_name(t.dtype),
+                    t.bytes,
+                    t.error.max_abs,
+                    t.error.rel_rms
+                ));
+                report.push(t);
+                tensors.push(Tensor { name, shape, data });
+                bar.inc(src_bytes);
+                continue;
+            }
+            let (shape, values) = import::load(raw, m.transform)?;
             let name = m.name.clone();
             bar.set_message(name.clone());
             let cols = *shape.last().unwrap_or(&1);
-            let wanted = override_for(&args.dtype_for, &name).unwrap_or(args.dtype);
+            let wanted = over.unwrap_or(args.dtype.unwrap_or(StoreDType::F32));
             // Vectors (biases, norms) are small and stay exact; matrices whose rows are not
             // whole blocks take int8 instead of a block dtype.
             let dtype = if wanted.fits(&shape) {
@@ -479,6 +521,24 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
         tokenizer_bytes,
         budget: args.flash,
     })
+}
+
+/// Loads `raw` as f32 with `m`'s transform and converts it to `dtype` (matrices only: vectors,
+/// biases and norms, are small and stay exact); returns `(name, shape, data, error)`.
+fn convert(
+    raw: RawTensor<'_>,
+    m: &import::Mapping,
+    dtype: StoreDType,
+) -> Result<(String, Vec<usize>, writer::TensorData, QuantError)> {
+    let (shape, values) = import::load(raw, m.transform)?;
+    let cols = *shape.last().unwrap_or(&1);
+    let dtype = if shape.len() >= 2 {
+        dtype
+    } else {
+        StoreDType::F32
+    };
+    let (data, error) = quant::convert(&m.name, values, cols, dtype)?;
+    Ok((m.name.clone(), shape, data, error))
 }
 
 /// Tensor data of a packed file as f32 (dequantized), for comparisons.

@@ -376,6 +376,103 @@ fn tiny_gguf_packs_into_the_expected_tensors() {
     topkit::Model::new(*m.config(), &layers, m.final_norm().unwrap()).unwrap();
 }
 
+/// Without `--dtype` the Q4_1 blocks are kept byte for byte (the down projection in ggml's
+/// layout as `l{i}.ffn.down.w`, the Q/K rows un-permuted as whole rows), they stand for the
+/// values of the `--dtype f32` pack, the file is about the GGUF's size, and the reference
+/// kernels give the same logits bit for bit from both files. `inspect` and `budget` report
+/// the block dtype and its bytes.
+#[test]
+fn tiny_gguf_keeps_its_blocks() {
+    use topkit::decoder::Decoder;
+    use topkit::kernels::{BlockType, DType};
+    let tiny = tiny();
+    let (dir, src) = write_tmp(&tiny.bytes);
+    let kept = read(&pack(&src, &dir.path().join("k.tkm"), &[]));
+    let full = read(&pack(&src, &dir.path().join("f.tkm"), &["--dtype", "f32"]));
+    let mk = PackedModel::parse(kept.as_slice()).unwrap();
+    let mf = PackedModel::parse(full.as_slice()).unwrap();
+    assert!(kept.as_slice().len() < tiny.bytes.len() + 4096);
+    assert_eq!(mk.tensor_count(), mf.tensor_count());
+    for t in mf.tensors() {
+        let (name, want) = match t.name.strip_suffix(".ffn.down_t.w") {
+            // Kept untransposed: its transpose is the f32 pack's down_t.
+            Some(l) => {
+                assert!(mk.find(t.name).is_none(), "{}", t.name);
+                let (shape, v) = tensor_values(&mf, t.name);
+                (
+                    format!("{l}.ffn.down.w"),
+                    (vec![shape[1], shape[0]], transpose(&v, shape[0], shape[1])),
+                )
+            }
+            None => (t.name.to_string(), tensor_values(&mf, t.name)),
+        };
+        let k = mk.find(&name).unwrap_or_else(|| panic!("{name}"));
+        let want_dtype = if t.shape().len() == 2 {
+            DType::Block(BlockType::Q4_1)
+        } else {
+            DType::F32
+        };
+        assert_eq!(k.dtype, want_dtype, "{name}");
+        let got = tensor_values(&mk, &name);
+        assert_eq!(got.0, want.0, "{name}");
+        assert!(
+            got.1
+                .iter()
+                .zip(&want.1)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}"
+        );
+    }
+    let logits = |m: &PackedModel<'_>| {
+        let layers: Vec<_> = (0..LAYERS).map(|i| m.layer_weights(i).unwrap()).collect();
+        let dec = Decoder::from_packed(m, &layers).unwrap();
+        let run = topkit::RunConfig::dense(24, 4);
+        let plan = dec.plan(&run).unwrap();
+        let mut mem = vec![0u128; plan.peak_bytes / 16];
+        let mut arena = topkit::Arena::new(bytemuck::cast_slice_mut(&mut mem)).unwrap();
+        let mut sess = dec.start(&run, &mut arena).unwrap();
+        let ids: Vec<u32> = (0..10).map(|i| (i * 7 + 3) % 20).collect();
+        let mut out = Vec::new();
+        sess.feed_each(&ids, |_, l| out.extend(l.iter().map(|x| x.to_bits())))
+            .unwrap();
+        for id in [4, 9] {
+            out.extend(sess.feed(&[id]).unwrap().iter().map(|x| x.to_bits()));
+        }
+        out
+    };
+    assert_eq!(logits(&mk), logits(&mf));
+    // inspect and budget: per-tensor block type, bytes per dtype.
+    let k = dir.path().join("k.tkm");
+    let o = topkit(&["inspect", "--json", s(&k)]);
+    let j: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let q = &j["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "l0.ffn.down.w")
+        .unwrap();
+    assert_eq!(
+        (q["dtype"].as_str(), q["block_type"].as_str()),
+        (Some("q4_1"), Some("Q4_1"))
+    );
+    let by = &j["bytes_by_dtype"]["q4_1"];
+    let want: usize = mk
+        .tensors()
+        .filter(|t| t.shape().len() == 2)
+        .map(|t| t.bytes())
+        .sum();
+    assert_eq!(by["bytes"].as_u64(), Some(want as u64));
+    let o = topkit(&["budget", "--json", "--seq", "16", s(&k)]);
+    let b: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(b["flash"]["weight_bytes_by_dtype"], j["bytes_by_dtype"]);
+    let o = topkit(&["budget", "--seq", "16", s(&k)]);
+    assert!(
+        o.stdout.contains("q4_1 ") && o.stdout.contains(&format!("({want} bytes,")),
+        "{}",
+        o.stdout
+    );
+}
+
 #[test]
 fn max_seq_and_int8() {
     let tiny = tiny();

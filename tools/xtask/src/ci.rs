@@ -32,7 +32,7 @@ pub const JOBS: &[Job] = &[
     },
     Job {
         name: "models",
-        about: "fetch all-MiniLM-L6-v2 and SmolLM2-135M into the cache, pack them (f32, int8; MiniLM also --flash 16MiB)",
+        about: "fetch all-MiniLM-L6-v2 and SmolLM2-135M into the cache, pack them (f32, int8; MiniLM also --flash 16MiB, SmolLM2 also with its Q4_1 blocks kept)",
         needs_setup: false,
         steps: host::models,
     },

@@ -250,8 +250,13 @@ pub mod smollm2 {
         Ok(path)
     }
 
+    /// Stem suffix of the file packed with its ggml blocks kept (`topkit pack` without
+    /// `--dtype`): `<cache>/models/SmolLM2-135M-Instruct-blocks.tkm`.
+    pub const BLOCKS: &str = "blocks";
+
     /// Fetches the GGUF and packs it with this checkout's `topkit pack` for every dtype the
-    /// tests use (the Q4_1 dequantization is exact, so f32 is an exact copy of the weights).
+    /// tests use (the Q4_1 dequantization is exact, so f32 is an exact copy of the weights),
+    /// and once with its blocks kept ([`BLOCKS`]).
     pub fn fetch_and_pack() -> Res<PathBuf> {
         let path = fetch()?;
         for dtype in PACKED_DTYPES {
@@ -263,6 +268,12 @@ pub mod smollm2 {
                 .args(["--dtype", dtype])
                 .run()?;
         }
+        super::topkit_cli()
+            .arg("pack")
+            .arg(&path)
+            .arg("-o")
+            .arg(packed_path(BLOCKS))
+            .run()?;
         Ok(path)
     }
 }

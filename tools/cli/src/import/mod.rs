@@ -9,6 +9,7 @@
 
 pub mod gguf;
 pub mod hf;
+pub mod keep;
 
 use std::collections::HashSet;
 
@@ -181,19 +182,34 @@ pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) ->
         "unpermute: {} values for {rows}x{cols}",
         values.len()
     );
+    let mut out = Vec::with_capacity(values.len());
+    for src in unpermute_order(rows, heads)? {
+        out.extend_from_slice(&values[src * cols..(src + 1) * cols]);
+    }
+    Ok(out)
+}
+
+/// The source row of each row of [`unpermute_rows`]' result, in order: HF row
+/// `h*hd + i*hd/2 + j` is GGUF row `h*hd + 2j + i`.
+///
+/// # Errors
+/// When `rows` is not `heads` heads of an even size.
+pub fn unpermute_order(rows: usize, heads: usize) -> Result<Vec<usize>> {
+    ensure!(
+        heads > 0 && rows.is_multiple_of(heads) && (rows / heads).is_multiple_of(2),
+        "cannot undo the RoPE permutation: {rows} rows are not {heads} heads of an even size"
+    );
     let hd = rows / heads;
     let half = hd / 2;
-    let mut out = vec![0f32; values.len()];
+    let mut order = Vec::with_capacity(rows);
     for h in 0..heads {
         for i in 0..2 {
             for j in 0..half {
-                let dst = (h * hd + i * half + j) * cols;
-                let src = (h * hd + 2 * j + i) * cols;
-                out[dst..dst + cols].copy_from_slice(&values[src..src + cols]);
+                order.push(h * hd + 2 * j + i);
             }
         }
     }
-    Ok(out)
+    Ok(order)
 }
 
 #[cfg(test)]

@@ -397,7 +397,7 @@ impl Gguf {
             );
             let ty = GgmlType::from_code(t.ty).ok_or_else(|| {
                 anyhow!(
-                    "tensor {:?} has ggml type {} ({}), which topkit cannot read (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0)",
+                    "tensor {:?} has ggml type {} ({}), which topkit cannot read (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K)",
                     t.name,
                     t.ty,
                     type_name(t.ty)
