@@ -2,7 +2,7 @@
 //! attention block kernels and the fused feed-forward blocks. Every implementation of an op
 //! (generic, x86-64, wasm32) takes the same struct.
 
-use super::matrix::Matrix;
+use super::matrix::{Matrix, f16};
 use crate::config::Activation;
 
 // The block shapes of the attention kernels (the arrays of the structs below).
@@ -159,4 +159,63 @@ impl<'a> FfnArgs<'a> {
             && out_len == self.n * d;
         fits.then_some((up, down, (d, d_ff)))
     }
+}
+
+/// Key or value rows as the attention reads them: row-major `n x kv_dim` values in one of the
+/// storage types of [`crate::KvType`]. The head row at offset `o` (a multiple of `head_dim`:
+/// `position * kv_dim + kv_head * head_dim`) is `head_dim` values from `o`; int8 rows have
+/// the scale `scales[o / head_dim]`.
+#[derive(Debug, Clone, Copy)]
+pub enum KvRows<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// IEEE half values.
+    F16(&'a [f16]),
+    /// int8 values, `x ~ scales[row] * q`, one scale per head row.
+    Int8 {
+        /// Values.
+        q: &'a [i8],
+        /// One scale per head row.
+        scales: &'a [f32],
+    },
+}
+
+impl KvRows<'_> {
+    /// Stored values (`n * kv_dim` for `n` rows).
+    pub fn len(&self) -> usize {
+        match self {
+            KvRows::F32(x) => x.len(),
+            KvRows::F16(x) => x.len(),
+            KvRows::Int8 { q, .. } => q.len(),
+        }
+    }
+
+    /// No values stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The f32 values, `None` for other storage types.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            KvRows::F32(x) => Some(x),
+            _ => None,
+        }
+    }
+}
+
+/// Writable key or value rows ([`KvRows`]) for storing projections.
+#[derive(Debug)]
+pub enum KvRowsMut<'a> {
+    /// f32 values.
+    F32(&'a mut [f32]),
+    /// IEEE half values.
+    F16(&'a mut [f16]),
+    /// int8 values and one scale per head row.
+    Int8 {
+        /// Values.
+        q: &'a mut [i8],
+        /// One scale per head row.
+        scales: &'a mut [f32],
+    },
 }

@@ -29,7 +29,9 @@ mod wasm32;
 #[cfg(topkit_x86)]
 mod x86_64;
 
-pub use args::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, FfnArgs, FfnInt8};
+pub use args::{
+    AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, FfnArgs, FfnInt8, KvRows, KvRowsMut,
+};
 pub use blocks::{BLOCK, BlockType};
 pub use generic::*;
 pub use matrix::{DType, Matrix, Weights, f16};

@@ -23,7 +23,10 @@ use super::act::exp_poly;
 pub use crate::kernels::args::{
     ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SELECT_MAX_K, ATTN_TILE,
 };
-use crate::kernels::args::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs};
+use crate::kernels::args::{
+    AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, KvRows, KvRowsMut,
+};
+use crate::kernels::f16;
 
 /// Transposes the head slice of up to [`ATTN_LANES`] query rows into `qt` (`hd x ATTN_LANES`,
 /// `qt[d * ATTN_LANES + lane]`), zeros for missing lanes. `q` row `lane` starts at
@@ -434,4 +437,89 @@ pub fn attn_softmax_lanes(a: &AttnSoftmaxArgs<'_>, out: &mut [f32], out_stride: 
         let out = &mut out[l * out_stride..][..a.hd];
         attn_softmax_rows(scores, idx, a.v, a.stride, a.hd, out);
     }
+}
+
+/// Dequantizes `n` head rows of `hd` values into `out` (`n * hd` f32, row `r` at `r * hd`):
+/// row `r` is the head row at offset `o + r * stride` of `rows` ([`KvRows`]; `o` and `stride`
+/// multiples of `hd`). f32 rows are copied, f16 rows converted exactly, int8 rows give
+/// `scale * (q as f32)` (one rounding). This is how the attention reads a stored cache: one
+/// tile of rows at a time.
+pub fn kv_rows_to_f32(
+    rows: &KvRows<'_>,
+    o: usize,
+    stride: usize,
+    n: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    for (r, dst) in out.chunks_exact_mut(hd).take(n).enumerate() {
+        let a = o + r * stride;
+        match rows {
+            KvRows::F32(x) => dst.copy_from_slice(&x[a..a + hd]),
+            KvRows::F16(x) => {
+                for (d, &h) in dst.iter_mut().zip(&x[a..a + hd]) {
+                    *d = h.to_f32();
+                }
+            }
+            KvRows::Int8 { q, scales } => {
+                let s = scales[a / hd];
+                for (d, &v) in dst.iter_mut().zip(&q[a..a + hd]) {
+                    *d = s * v as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Stores `x` (whole head rows of `hd` f32) into `dst` from offset `o` (a multiple of `hd`):
+/// f32 copied, f16 rounded to nearest even, int8 quantized per head row by
+/// [`super::quantize_i8`] (`scale = max|x| / 127`, the scale at `scales[(o + r * hd) / hd]`).
+pub fn kv_store_rows(x: &[f32], hd: usize, dst: &mut KvRowsMut<'_>, o: usize) {
+    match dst {
+        KvRowsMut::F32(d) => d[o..o + x.len()].copy_from_slice(x),
+        KvRowsMut::F16(d) => {
+            for (h, &v) in d[o..o + x.len()].iter_mut().zip(x) {
+                *h = f16::from_f32(v);
+            }
+        }
+        KvRowsMut::Int8 { q, scales } => {
+            let q = &mut q[o..o + x.len()];
+            for (r, (xr, qr)) in x.chunks_exact(hd).zip(q.chunks_exact_mut(hd)).enumerate() {
+                scales[o / hd + r] = super::quantize_i8(xr, qr);
+            }
+        }
+    }
+}
+
+/// [`attn_softmax_rows`] over stored value rows ([`KvRows`]): the kept slots `(scores, idx)`
+/// weight the head rows at `o + idx * stride` of `v`, each dequantized by [`kv_rows_to_f32`]
+/// into `row` (`hd` f32 or more) just before it is added; the same sums in the same order as
+/// [`attn_softmax_rows`] over the dequantized rows. Zeros when `scores` is empty.
+pub fn attn_softmax_kv_rows(
+    (scores, idx): (&[f32], &[u16]),
+    (v, o, stride): (&KvRows<'_>, usize, usize),
+    hd: usize,
+    row: &mut [f32],
+    out: &mut [f32],
+) {
+    let out = &mut out[..hd];
+    out.fill(0.0);
+    if scores.is_empty() {
+        return;
+    }
+    let row = &mut row[..hd];
+    let m = scores
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    let mut sum = 0.0;
+    for (&x, &j) in scores.iter().zip(idx) {
+        let w = exp_poly(x - m);
+        sum += w;
+        kv_rows_to_f32(v, o + j as usize * stride, stride, 1, hd, row);
+        for (o, &vx) in out.iter_mut().zip(row.iter()) {
+            *o += w * vx;
+        }
+    }
+    let inv = 1.0 / sum;
+    out.iter_mut().for_each(|o| *o *= inv);
 }
