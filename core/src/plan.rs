@@ -151,8 +151,8 @@ pub struct Plan {
     /// Keys. Encoder: the current layer's, `seq_len x kv_dim` values, `padded(4 N kv_dim)`
     /// in f32; decoder: the key cache of every layer, `n_layers x seq_len x kv_dim` values,
     /// `padded(4 L N kv_dim)` in f32. With `R` rows of `kv_dim` ([`cache_bytes`]): f16
-    /// `padded(2 R kv_dim)`, int8 `padded(R kv_dim) + padded(4 R n_kv_heads)` (the values,
-    /// then one f32 scale per head row).
+    /// `padded(2 R kv_dim)`, int8 `padded(R kv_dim) + padded(4 R kv_dim / 32)` (the values,
+    /// then one f32 scale per 32 values; per head row when 32 does not divide `head_dim`).
     pub keys_bytes: usize,
     /// Values, the same size as the keys.
     pub values_bytes: usize,
@@ -326,7 +326,8 @@ pub const fn attn_params(model: &ModelConfig, run: &RunConfig) -> AttnParams {
 
 /// Bytes of `rows` rows of `kv_dim` keys (or values) stored as `kv`, checked: f32
 /// `padded(4 rows kv_dim)`, f16 `padded(2 rows kv_dim)`, int8 `padded(rows kv_dim) +
-/// padded(4 rows n_kv_heads)` (the values, then one f32 scale per head row).
+/// padded(4 rows kv_dim / g)` (the values, then one f32 scale per group of
+/// `g = kernels::kv_int8_group(head_dim)` values).
 ///
 /// # Errors
 ///
@@ -341,7 +342,10 @@ pub const fn cache_bytes(model: &ModelConfig, kv: KvType, rows: usize) -> Result
         _ => return Err(OVERFLOW),
     };
     match kv {
-        KvType::Int8 => add(values, tri!(f32_buf(rows, model.n_kv_heads))),
+        KvType::Int8 => {
+            let per_row = model.n_kv_heads * kernels::kv_int8_scales(model.head_dim);
+            add(values, tri!(f32_buf(rows, per_row)))
+        }
         _ => Ok(values),
     }
 }
@@ -601,8 +605,9 @@ pub const fn plan_with(model: &ModelConfig, run: &RunConfig, kernels: Kernels) -
 ///
 /// # Example
 ///
-/// SmolLM2-135M's KV cache for 2048 tokens in int8: 30 layers x 2 x (192 values + 3 scales of
-/// 4 bytes) per token, 3.76 times smaller than in f32.
+/// SmolLM2-135M's KV cache for 2048 tokens in int8: 30 layers x (192 values + 6 scales of 4
+/// bytes, one per 32 values) per token for the keys, as many for the values, 3.56 times
+/// smaller than in f32.
 ///
 /// ```
 /// use topkit::kernels::Kernels;
@@ -618,7 +623,7 @@ pub const fn plan_with(model: &ModelConfig, run: &RunConfig, kernels: Kernels) -
 /// const RUN: RunConfig = RunConfig::dense(2048, 16);
 /// let f32_plan = plan_with(&SMOLLM2, &RUN, Kernels::Fast);
 /// let int8 = plan_kv(&SMOLLM2, &RUN, Kernels::Fast, KvType::Int8);
-/// assert_eq!(int8.keys_bytes, 2048 * 30 * (192 + 3 * 4));
+/// assert_eq!(int8.keys_bytes, 2048 * 30 * (192 + 6 * 4));
 /// assert!(3.5 * (int8.keys_bytes + int8.values_bytes) as f64
 ///     <= (f32_plan.keys_bytes + f32_plan.values_bytes) as f64);
 /// ```

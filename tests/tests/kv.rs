@@ -7,7 +7,9 @@ use topkit::attention::{
     AttnDims, AttnParams, AttnScratch, Keys, KvKeys, attention_kv, attention_with,
     fast_scratch_bytes, kv_tile_bytes, scratch_bytes,
 };
-use topkit::kernels::{Kernels, KvRows, KvRowsMut, f16, kv_store_rows};
+use topkit::kernels::{
+    Kernels, KvRows, KvRowsMut, f16, kv_int8_group, kv_int8_scales, kv_store_rows,
+};
 use topkit::{
     Arch, Arena, Error, KvType, ModelConfig, RunConfig, forward, plan_kv, plan_with, try_plan_kv,
 };
@@ -30,7 +32,7 @@ impl Stored {
         let mut s = match kv {
             KvType::F32 => Stored::F32(vec![0.0; x.len()]),
             KvType::F16 => Stored::F16(vec![f16::ZERO; x.len()]),
-            KvType::Int8 => Stored::Int8(vec![0; x.len()], vec![0.0; x.len() / hd]),
+            KvType::Int8 => Stored::Int8(vec![0; x.len()], vec![0.0; x.len() / kv_int8_group(hd)]),
         };
         let mut dst = match &mut s {
             Stored::F32(v) => KvRowsMut::F32(v),
@@ -57,32 +59,45 @@ impl Stored {
             Stored::Int8(q, s) => q
                 .iter()
                 .enumerate()
-                .map(|(i, &v)| s[i / hd] * v as f32)
+                .map(|(i, &v)| s[i / kv_int8_group(hd)] * v as f32)
                 .collect(),
         }
     }
 }
 
-/// int8 rows: one scale per head row, `max|x| / 127`, and every value within half a step;
-/// f16 rows: round to nearest.
+/// int8 rows: one scale per group of 32 values (heads of 64: two per head row; heads of 16:
+/// one per head row), `max|x| / 127`, and every value within half a step; f16 rows: round to
+/// nearest.
 #[test]
 fn stored_rows_are_the_documented_roundings() {
+    assert_eq!((kv_int8_group(64), kv_int8_scales(64)), (32, 2));
+    assert_eq!((kv_int8_group(16), kv_int8_scales(16)), (16, 1));
+    assert_eq!((kv_int8_group(96), kv_int8_scales(96)), (32, 3));
     let mut rng = Rng::new(5);
-    let hd = 16;
-    let mut x = rng.vec(6 * hd, -3.0, 3.0);
-    x[2 * hd..3 * hd].fill(0.0); // an all-zero row: scale 0
-    let Stored::Int8(q, s) = Stored::new(KvType::Int8, &x, hd) else {
-        unreachable!()
-    };
-    for (r, row) in x.chunks(hd).enumerate() {
-        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_eq!(s[r], max / 127.0, "row {r}");
-        for (i, &v) in row.iter().enumerate() {
-            let err = (v - s[r] * q[r * hd + i] as f32).abs();
-            assert!(err <= s[r] * 0.5 * 1.0001, "row {r} col {i}: {err}");
+    for hd in [16, 64] {
+        let g = kv_int8_group(hd);
+        let mut x = rng.vec(6 * hd, -3.0, 3.0);
+        x[2 * hd..3 * hd].fill(0.0); // an all-zero row: scale 0
+        x[4 * hd] = 40.0; // an outlier: only its group's step grows
+        let Stored::Int8(q, s) = Stored::new(KvType::Int8, &x, hd) else {
+            unreachable!()
+        };
+        assert_eq!(s.len(), 6 * hd / g);
+        for (r, grp) in x.chunks(g).enumerate() {
+            let max = grp.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(s[r], max / 127.0, "group {r}");
+            for (i, &v) in grp.iter().enumerate() {
+                let err = (v - s[r] * q[r * g + i] as f32).abs();
+                assert!(err <= s[r] * 0.5 * 1.0001, "group {r} col {i}: {err}");
+            }
+        }
+        assert!(q[2 * hd..3 * hd].iter().all(|&v| v == 0));
+        if hd == 64 {
+            assert!(s[4 * hd / g + 1] < 3.0 / 127.0 * 1.0001);
         }
     }
-    assert!(q[2 * hd..3 * hd].iter().all(|&v| v == 0));
+    let hd = 16;
+    let x = rng.vec(6 * hd, -3.0, 3.0);
     let Stored::F16(h) = Stored::new(KvType::F16, &x, hd) else {
         unreachable!()
     };
@@ -113,7 +128,7 @@ fn scratch_for<'a>(
 #[test]
 fn stored_attention_is_f32_attention_over_the_dequantized_rows() {
     let mut rng = Rng::new(11);
-    for (n_heads, n_kv, hd) in [(4, 2, 16), (3, 1, 32), (2, 2, 8)] {
+    for (n_heads, n_kv, hd) in [(4, 2, 16), (3, 1, 64), (2, 2, 8)] {
         let dims = AttnDims {
             n_heads,
             n_kv_heads: n_kv,
@@ -263,7 +278,8 @@ fn plan_sizes_the_stored_cache() {
             let h = plan_kv(&cfg, &run, kernels, KvType::F16);
             assert_eq!(h.keys_bytes, 2 * rows * cfg.kv_dim());
             let i = plan_kv(&cfg, &run, kernels, KvType::Int8);
-            assert_eq!(i.keys_bytes, rows * (cfg.kv_dim() + 4 * cfg.n_kv_heads));
+            let scales = cfg.n_kv_heads * kv_int8_scales(cfg.head_dim);
+            assert_eq!(i.keys_bytes, rows * (cfg.kv_dim() + 4 * scales));
             assert_eq!(i.values_bytes, i.keys_bytes);
             assert!(
                 3.5 * (i.keys_bytes as f64) <= f.keys_bytes as f64,

@@ -161,21 +161,44 @@ impl<'a> FfnArgs<'a> {
     }
 }
 
+/// Values per scale of int8 keys and values ([`KvRows::Int8`]) when it divides the head width
+/// (else one scale per head row, see [`kv_int8_group`]): RoPE puts a head's large channels in
+/// both of its halves, so groups smaller than a head keep the other channels' steps small.
+pub const KV_INT8_GROUP: usize = 32;
+
+/// Values per scale of int8 keys and values of heads of `head_dim`: [`KV_INT8_GROUP`] when it
+/// divides `head_dim`, else `head_dim` (at least 1).
+pub const fn kv_int8_group(head_dim: usize) -> usize {
+    if head_dim.is_multiple_of(KV_INT8_GROUP) {
+        KV_INT8_GROUP
+    } else if head_dim == 0 {
+        1
+    } else {
+        head_dim
+    }
+}
+
+/// Scales per head row of int8 keys and values: `head_dim / kv_int8_group(head_dim)`.
+pub const fn kv_int8_scales(head_dim: usize) -> usize {
+    head_dim / kv_int8_group(head_dim)
+}
+
 /// Key or value rows as the attention reads them: row-major `n x kv_dim` values in one of the
 /// storage types of [`crate::KvType`]. The head row at offset `o` (a multiple of `head_dim`:
-/// `position * kv_dim + kv_head * head_dim`) is `head_dim` values from `o`; int8 rows have
-/// the scale `scales[o / head_dim]`.
+/// `position * kv_dim + kv_head * head_dim`) is `head_dim` values from `o`; int8 value `i`
+/// has the scale `scales[i / g]`, `g = kv_int8_group(head_dim)`.
 #[derive(Debug, Clone, Copy)]
 pub enum KvRows<'a> {
     /// f32 values.
     F32(&'a [f32]),
     /// IEEE half values.
     F16(&'a [f16]),
-    /// int8 values, `x ~ scales[row] * q`, one scale per head row.
+    /// int8 values, `x[i] ~ scales[i / g] * q[i]`, one scale per group of
+    /// `g = kv_int8_group(head_dim)` values.
     Int8 {
         /// Values.
         q: &'a [i8],
-        /// One scale per head row.
+        /// One scale per group.
         scales: &'a [f32],
     },
 }
@@ -211,11 +234,11 @@ pub enum KvRowsMut<'a> {
     F32(&'a mut [f32]),
     /// IEEE half values.
     F16(&'a mut [f16]),
-    /// int8 values and one scale per head row.
+    /// int8 values and one scale per group ([`kv_int8_group`]).
     Int8 {
         /// Values.
         q: &'a mut [i8],
-        /// One scale per head row.
+        /// One scale per group.
         scales: &'a mut [f32],
     },
 }

@@ -30,7 +30,8 @@ mod wasm32;
 mod x86_64;
 
 pub use args::{
-    AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, FfnArgs, FfnInt8, KvRows, KvRowsMut,
+    AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, FfnArgs, FfnInt8, KV_INT8_GROUP,
+    KvRows, KvRowsMut, kv_int8_group, kv_int8_scales,
 };
 pub use blocks::{BLOCK, BlockType};
 pub use generic::*;

@@ -471,7 +471,8 @@ impl<'s, 'a> Session<'s, 'a> {
         }
         let params = &self.params;
         let attn_fast = self.plan.attn_fast_bytes;
-        let nkv = c.n_kv_heads;
+        // int8 scales per cache row.
+        let nkv = c.n_kv_heads * crate::kernels::kv_int8_scales(hd);
         let (kcache, vcache) = (&mut self.k_cache, &mut self.v_cache);
         for (li, l) in dec.model.layers().iter().enumerate() {
             // This layer's cache rows: `n` positions from row `li * n`.

@@ -50,7 +50,9 @@
 use crate::Error;
 use crate::arena::Arena;
 use crate::config::{Arch, FfnKind, KvType, ModelConfig, Norm, PosKind, RunConfig};
-use crate::kernels::{Kernels, KvRows, KvRowsMut, Matrix, f16, kv_store_rows, rms_norm};
+use crate::kernels::{
+    Kernels, KvRows, KvRowsMut, Matrix, f16, kv_int8_scales, kv_store_rows, rms_norm,
+};
 use crate::plan::{Plan, attn_params, ffn_wide, try_plan_kv};
 use attention::{AttnScratch, KvKeys};
 use ffn::{FfnScratch, FfnWeights};
@@ -137,12 +139,13 @@ impl<'a> KvStore<'a> {
             KvType::F16 => KvStore::F16(arena.take(n)?),
             KvType::Int8 => {
                 let q = arena.take(n)?;
-                KvStore::Int8(q, arena.take(rows * c.n_kv_heads)?)
+                let per_row = c.n_kv_heads * kv_int8_scales(c.head_dim);
+                KvStore::Int8(q, arena.take(rows * per_row)?)
             }
         })
     }
 
-    /// Rows `r0..r0 + n` (of `kv_dim` values, `nkv` head rows each) for the attention.
+    /// Rows `r0..r0 + n` (of `kv_dim` values, `nkv` int8 scales each) for the attention.
     pub(crate) fn rows(&self, (r0, n): (usize, usize), kv_dim: usize, nkv: usize) -> KvRows<'_> {
         let v = r0 * kv_dim..(r0 + n) * kv_dim;
         match self {
@@ -488,7 +491,7 @@ pub fn forward_with<'a>(
     let mut values = KvStore::take(arena, plan.kv, plan.seq_len, c)?;
     let hidden_n = &mut hidden[..n * d];
     fill(hidden_n)?;
-    let (hd, nkv) = (c.head_dim, c.n_kv_heads);
+    let (hd, nkv) = (c.head_dim, c.n_kv_heads * kv_int8_scales(c.head_dim));
 
     for l in model.layers {
         // K/V projection of all tokens.

@@ -24,7 +24,7 @@ pub use crate::kernels::args::{
     ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SELECT_MAX_K, ATTN_TILE,
 };
 use crate::kernels::args::{
-    AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, KvRows, KvRowsMut,
+    AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, KvRows, KvRowsMut, kv_int8_group,
 };
 use crate::kernels::f16;
 
@@ -441,8 +441,8 @@ pub fn attn_softmax_lanes(a: &AttnSoftmaxArgs<'_>, out: &mut [f32], out_stride: 
 
 /// Dequantizes `n` head rows of `hd` values into `out` (`n * hd` f32, row `r` at `r * hd`):
 /// row `r` is the head row at offset `o + r * stride` of `rows` ([`KvRows`]; `o` and `stride`
-/// multiples of `hd`). f32 rows are copied, f16 rows converted exactly, int8 rows give
-/// `scale * (q as f32)` (one rounding). This is how the attention reads a stored cache: one
+/// multiples of `hd`). f32 rows are copied, f16 rows converted exactly, int8 values give
+/// `scale * (q as f32)` with their group's scale (one rounding). This is how the attention reads a stored cache: one
 /// tile of rows at a time.
 pub fn kv_rows_to_f32(
     rows: &KvRows<'_>,
@@ -462,9 +462,13 @@ pub fn kv_rows_to_f32(
                 }
             }
             KvRows::Int8 { q, scales } => {
-                let s = scales[a / hd];
-                for (d, &v) in dst.iter_mut().zip(&q[a..a + hd]) {
-                    *d = s * v as f32;
+                let g = kv_int8_group(hd);
+                let groups = dst.chunks_exact_mut(g).zip(q[a..a + hd].chunks_exact(g));
+                for (i, (dg, qg)) in groups.enumerate() {
+                    let s = scales[a / g + i];
+                    for (d, &v) in dg.iter_mut().zip(qg) {
+                        *d = s * v as f32;
+                    }
                 }
             }
         }
@@ -472,8 +476,9 @@ pub fn kv_rows_to_f32(
 }
 
 /// Stores `x` (whole head rows of `hd` f32) into `dst` from offset `o` (a multiple of `hd`):
-/// f32 copied, f16 rounded to nearest even, int8 quantized per head row by
-/// [`super::quantize_i8`] (`scale = max|x| / 127`, the scale at `scales[(o + r * hd) / hd]`).
+/// f32 copied, f16 rounded to nearest even, int8 quantized per group of
+/// `g = kv_int8_group(hd)` values by [`super::quantize_i8`] (`scale = max|x| / 127`, value
+/// `i` of `dst` with the scale `scales[i / g]`).
 pub fn kv_store_rows(x: &[f32], hd: usize, dst: &mut KvRowsMut<'_>, o: usize) {
     match dst {
         KvRowsMut::F32(d) => d[o..o + x.len()].copy_from_slice(x),
@@ -483,9 +488,10 @@ pub fn kv_store_rows(x: &[f32], hd: usize, dst: &mut KvRowsMut<'_>, o: usize) {
             }
         }
         KvRowsMut::Int8 { q, scales } => {
+            let g = kv_int8_group(hd);
             let q = &mut q[o..o + x.len()];
-            for (r, (xr, qr)) in x.chunks_exact(hd).zip(q.chunks_exact_mut(hd)).enumerate() {
-                scales[o / hd + r] = super::quantize_i8(xr, qr);
+            for (i, (xg, qg)) in x.chunks_exact(g).zip(q.chunks_exact_mut(g)).enumerate() {
+                scales[o / g + i] = super::quantize_i8(xg, qg);
             }
         }
     }

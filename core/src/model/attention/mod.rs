@@ -120,7 +120,7 @@ pub fn attention_with(
 /// # Errors
 /// As [`attention`]; [`Error::InvalidConfig`] for f16 or int8 rows and a scratch without the
 /// tile buffer ([`AttnScratch::take_kv_tile`]); [`Error::ShapeMismatch`] for int8 scales that
-/// are not one per head row.
+/// are not one per group ([`crate::kernels::kv_int8_group`]).
 pub fn attention_kv(
     kernels: Kernels,
     p: &AttnParams,
@@ -185,12 +185,13 @@ pub fn attention_kv(
         });
     }
     for rows in [&keys.k, &keys.v] {
+        let per_row = d.n_kv_heads * crate::kernels::kv_int8_scales(d.head_dim);
         if let KvRows::Int8 { scales, .. } = rows
-            && scales.len() != n * d.n_kv_heads
+            && scales.len() != n * per_row
         {
             return Err(Error::ShapeMismatch {
                 what: "attention int8 scales",
-                expected: n * d.n_kv_heads,
+                expected: n * per_row,
                 found: scales.len(),
             });
         }
