@@ -27,10 +27,12 @@
 //! | persistent | `values` (decoder: `v_cache`) | `padded(4 N kv)` | `padded(4 L N kv)` |
 //! | persistent | `logits` | 0 | `padded(4 V)` |
 //! | K/V projection | normed token chunk | `pre * padded(4 C d)` | 0 |
+//! | K/V projection | `kv_stage`, f32 K/V of a chunk (stored keys only) | `padded(4 C kv)` | 0 |
 //! | attention | queries, then the output projection | `padded(4 C d)` | `padded(4 C d)` |
 //! | attention | normed chunk, then the attention context | `padded(4 C d)` | `padded(4 C d)` |
 //! | attention | attention scratch, top-k | `padded(4 C k) + padded(2 C k) + padded(4 C)` | same |
 //! | attention | attention scratch, dense | `padded(8 C)` | same |
+//! | attention | `kv_work`, tile (and decoder staging; stored keys only) | `padded(128 hd)` | `padded(128 hd) + padded(4 C kv)` |
 //! | feed-forward | normed token chunk | `pre * padded(4 C d)` | same |
 //! | feed-forward | FFN output | `padded(4 C d)` | same |
 //! | feed-forward | FFN scratch, top-k (`k' = min(k_ff, d_ff)`) | `padded(4 C k') + padded(2 C k') + padded(4 C)` | same |
@@ -47,6 +49,14 @@
 //! blocks, `kv >= d`) runs the feed-forward of all `N` tokens in one call with its output in
 //! the `keys` buffer, which holds nothing live in that phase: the same bytes, one call instead
 //! of `N / C` (see [`crate::model`]).
+//!
+//! The keys and values above are f32 (`4` bytes per value, [`KvType::F32`], the default). With
+//! [`KvType::F16`] they take 2 bytes per value, with [`KvType::Int8`] 1 byte per value plus
+//! one f32 scale per group of 32 values ([`cache_bytes`]; [`plan_kv`] and [`try_plan_kv`]
+//! take the type). Stored keys add `kv_stage` (the encoder projects a chunk at a time into f32
+//! and stores it; its `kv_fast` is then sized for `C` tokens) and `kv_work` (`hd =
+//! head_dim`: 16 key and 16 value rows of one head dequantized for the attention, and the
+//! decoder's f32 K/V of a chunk), 0 for f32.
 //!
 //! The phases run one after the other in every layer and reuse the same bytes, so
 //!
