@@ -316,6 +316,21 @@ fn plan_sizes_the_stored_cache() {
     }
 }
 
+/// Bars of [`decoder_with_each_cache_type`] (largest logit difference to the f32 cache, f16
+/// and int8). Measured: f32 weights 5.6e-4 / 2.1e-2 (both kernels); int8 weights, reference
+/// 1.8e-3 / 4.2e-2 (this random model's int8 logits are larger); int8 weights, fast kernels
+/// 5.4e-2 / 1.3e-1:
+/// there the activations are quantized to int8 before every product, so any change of the
+/// attention output, however small, moves some of them by a step, and f16 keys (nearly exact)
+/// move the logits about as much as int8 keys.
+fn bars(dt: Dt, kernels: Kernels) -> (f64, f64) {
+    match (dt, kernels) {
+        (Dt::I8, Kernels::Fast) => (0.15, 0.3),
+        (Dt::I8, _) => (5e-3, 0.1),
+        _ => (2e-3, 3e-2),
+    }
+}
+
 /// The decoder with every cache type and both kernels: the arena's high-water equals the
 /// plan's peak; the logits stay close to the f32 cache's (f16 closer than int8), and the f32
 /// cache gives the bits of the default decoder.
@@ -325,10 +340,15 @@ fn decoder_with_each_cache_type() {
         vocab_size: 300,
         ..config(Arch::Llama, 64, 4, 2, 96, 2, 64)
     };
-    let lm = OwnedLm::random(cfg, Dt::F32, 3);
-    let views = lm.model.layer_views();
     let ids: Vec<u32> = (0..40).map(|i| (i * 37 % 300) as u32).collect();
-    for kernels in KERNELS {
+    for (dt, kernels) in [
+        (Dt::F32, Kernels::Reference),
+        (Dt::F32, Kernels::Fast),
+        (Dt::I8, Kernels::Reference),
+        (Dt::I8, Kernels::Fast),
+    ] {
+        let lm = OwnedLm::random(cfg, dt, 3);
+        let views = lm.model.layer_views();
         for k_attn in [None, Some(8), Some(40)] {
             let run = RunConfig {
                 k_attn,
@@ -371,12 +391,13 @@ fn decoder_with_each_cache_type() {
                 max_abs_diff(&logits[0], &logits[1]),
                 max_abs_diff(&logits[0], &logits[2]),
             );
-            let what = format!("{kernels:?} {k_attn:?}: f16 {d16}, int8 {d8}");
+            let what = format!("{dt:?} {kernels:?} {k_attn:?}: f16 {d16}, int8 {d8}");
             // A small k keeps near-ties of these random scores, which the rounding may swap
             // (a step in the output): only dense and k >= the context are held to the bars.
             if k_attn.is_none_or(|k| k >= ids.len()) {
-                assert!(d16 > 0.0 && d16 < 2e-3, "{what}");
-                assert!(d8 > d16 && d8 < 3e-2, "{what}");
+                let (b16, b8) = bars(dt, kernels);
+                assert!(d16 > 0.0 && d16 < b16, "{what}");
+                assert!(d8 > d16 && d8 < b8, "{what}");
             } else {
                 assert!(logits[2].iter().all(|x| x.is_finite()), "{what}");
             }
