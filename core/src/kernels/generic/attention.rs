@@ -20,6 +20,7 @@
 //! memory plan's scratch ([`crate::model::attention::fast_scratch_bytes`]).
 
 use super::act::exp_poly;
+use super::q8::quantize_i8;
 pub use crate::kernels::args::{
     ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SELECT_MAX_K, ATTN_TILE,
 };
@@ -477,7 +478,7 @@ pub fn kv_rows_to_f32(
 
 /// Stores `x` (whole head rows of `hd` f32) into `dst` from offset `o` (a multiple of `hd`):
 /// f32 copied, f16 rounded to nearest even, int8 quantized per group of
-/// `g = kv_int8_group(hd)` values by [`super::quantize_i8`] (`scale = max|x| / 127`, value
+/// `g = kv_int8_group(hd)` values by [`quantize_i8`] (`scale = max|x| / 127`, value
 /// `i` of `dst` with the scale `scales[i / g]`).
 pub fn kv_store_rows(x: &[f32], hd: usize, dst: &mut KvRowsMut<'_>, o: usize) {
     match dst {
@@ -491,7 +492,7 @@ pub fn kv_store_rows(x: &[f32], hd: usize, dst: &mut KvRowsMut<'_>, o: usize) {
             let g = kv_int8_group(hd);
             let q = &mut q[o..o + x.len()];
             for (i, (xg, qg)) in x.chunks_exact(g).zip(q.chunks_exact_mut(g)).enumerate() {
-                scales[o / g + i] = super::quantize_i8(xg, qg);
+                scales[o / g + i] = quantize_i8(xg, qg);
             }
         }
     }
