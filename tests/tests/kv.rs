@@ -123,8 +123,8 @@ fn scratch_for<'a>(
 
 /// Attention over stored keys and values gives the bits of the f32 attention over the
 /// dequantized rows, with both kernels, in every mode (dense, top-k with the block selection,
-/// top-k with the heap), causal or not, with padding; the fast top-k path's output sums the
-/// kept rows with the generic kernel, so it matches within rounding there.
+/// top-k with the heap), causal or not, with padding; the fast top-k paths' outputs sum the
+/// kept stored rows with the generic kernel, so they match within rounding there.
 #[test]
 fn stored_attention_is_f32_attention_over_the_dequantized_rows() {
     let mut rng = Rng::new(11);
@@ -178,7 +178,9 @@ fn stored_attention_is_f32_attention_over_the_dequantized_rows() {
                         let mut want = vec![0.0; q.len()];
                         attention_with(kernels, &p, &q, q_pos, &plain, &mut s, &mut want).unwrap();
                         let what = format!("{kv:?} {kernels:?} {k_attn:?} n={n} hd={hd}");
-                        if kernels == Kernels::Fast && k_attn == Some(4) {
+                        // The fast top-k outputs over f32 rows may run an arch softmax kernel
+                        // (std builds with AVX-512); over stored rows the generic one.
+                        if kernels == Kernels::Fast && k_attn.is_some() {
                             let d = max_abs_diff(&got, &want);
                             assert!(d < 1e-5, "{what}: {d}");
                         } else {
