@@ -27,7 +27,7 @@ pub use crate::kernels::args::{
 use crate::kernels::args::{
     AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, KvRows, KvRowsMut, kv_int8_group,
 };
-use crate::kernels::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// Transposes the head slice of up to [`ATTN_LANES`] query rows into `qt` (`hd x ATTN_LANES`,
 /// `qt[d * ATTN_LANES + lane]`), zeros for missing lanes. `q` row `lane` starts at
@@ -457,11 +457,8 @@ pub fn kv_rows_to_f32(
         let a = o + r * stride;
         match rows {
             KvRows::F32(x) => dst.copy_from_slice(&x[a..a + hd]),
-            KvRows::F16(x) => {
-                for (d, &h) in dst.iter_mut().zip(&x[a..a + hd]) {
-                    *d = h.to_f32();
-                }
-            }
+            // Exact either way; std builds convert with F16C when the CPU has it.
+            KvRows::F16(x) => x[a..a + hd].convert_to_f32_slice(dst),
             KvRows::Int8 { q, scales } => {
                 let g = kv_int8_group(hd);
                 let groups = dst.chunks_exact_mut(g).zip(q[a..a + hd].chunks_exact(g));
@@ -483,11 +480,7 @@ pub fn kv_rows_to_f32(
 pub fn kv_store_rows(x: &[f32], hd: usize, dst: &mut KvRowsMut<'_>, o: usize) {
     match dst {
         KvRowsMut::F32(d) => d[o..o + x.len()].copy_from_slice(x),
-        KvRowsMut::F16(d) => {
-            for (h, &v) in d[o..o + x.len()].iter_mut().zip(x) {
-                *h = f16::from_f32(v);
-            }
-        }
+        KvRowsMut::F16(d) => d[o..o + x.len()].convert_from_f32_slice(x),
         KvRowsMut::Int8 { q, scales } => {
             let g = kv_int8_group(hd);
             let q = &mut q[o..o + x.len()];
