@@ -112,6 +112,48 @@ pub struct RunConfig {
     pub k_ff: Option<usize>,
 }
 
+/// Storage type of the attention keys and values: the decoder's KV cache and the encoder's
+/// keys and values of the current layer (a run option, see [`crate::plan_kv`]).
+///
+/// Every type stores rows of `head_dim` values, one per position and KV head, in the same
+/// order as the f32 rows (`position * kv_dim + kv_head * head_dim`). The attention reads them
+/// as stored, a tile of 16 rows at a time dequantized to f32 on the fly
+/// ([`crate::kernels::kv_rows_to_f32`]), never as a dequantized copy of the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum KvType {
+    /// f32 values (4 bytes each): the exact results, the default.
+    #[default]
+    F32,
+    /// IEEE half values (2 bytes each), rounded to nearest even.
+    F16,
+    /// int8 values with one f32 scale per group of 32 values of a head row (per head row when
+    /// 32 does not divide `head_dim`, [`crate::kernels::kv_int8_group`]): `scale = max|x| /
+    /// 127` over the group, `q = round(x / scale)` (half away from zero), `x ~ scale * q`.
+    /// Heads of 64: 72 bytes per head row, 3.56 times less than f32.
+    Int8,
+}
+
+impl KvType {
+    /// The name the CLI's `--kv` takes: `f32`, `f16`, `int8`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Int8 => "int8",
+        }
+    }
+
+    /// Bytes of one stored value (the scales of [`KvType::Int8`] not counted).
+    pub const fn value_bytes(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+            KvType::Int8 => 1,
+        }
+    }
+}
+
 /// Largest value accepted for any dimension; keeps every byte count far from overflow on
 /// 32-bit targets and makes key indices fit in `u16` slots.
 pub const MAX_DIM: usize = 1 << 16;

@@ -21,9 +21,9 @@ pub mod topk;
 #[cfg(feature = "alloc")]
 pub use arena::ArenaBuf;
 pub use arena::{Arena, ArenaStorage};
-pub use config::{Activation, Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
+pub use config::{Activation, Arch, FfnKind, KvType, ModelConfig, Norm, PosKind, RunConfig};
 pub use decoder::{Decoder, Session};
 pub use error::Error;
 pub use model::{LayerWeights, Model, NormWeights, forward};
 pub use model::{attention, decoder, encoder, ffn};
-pub use plan::{Plan, plan, plan_with, try_plan, try_plan_with};
+pub use plan::{Plan, plan, plan_kv, plan_with, try_plan, try_plan_kv, try_plan_with};

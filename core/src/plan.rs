@@ -27,10 +27,12 @@
 //! | persistent | `values` (decoder: `v_cache`) | `padded(4 N kv)` | `padded(4 L N kv)` |
 //! | persistent | `logits` | 0 | `padded(4 V)` |
 //! | K/V projection | normed token chunk | `pre * padded(4 C d)` | 0 |
+//! | K/V projection | `kv_stage`, f32 K/V of a chunk (stored keys only) | `padded(4 C kv)` | 0 |
 //! | attention | queries, then the output projection | `padded(4 C d)` | `padded(4 C d)` |
 //! | attention | normed chunk, then the attention context | `padded(4 C d)` | `padded(4 C d)` |
 //! | attention | attention scratch, top-k | `padded(4 C k) + padded(2 C k) + padded(4 C)` | same |
 //! | attention | attention scratch, dense | `padded(8 C)` | same |
+//! | attention | `kv_work`, tile (and decoder staging; stored keys only) | `padded(128 hd)` | `padded(128 hd) + padded(4 C kv)` |
 //! | feed-forward | normed token chunk | `pre * padded(4 C d)` | same |
 //! | feed-forward | FFN output | `padded(4 C d)` | same |
 //! | feed-forward | FFN scratch, top-k (`k' = min(k_ff, d_ff)`) | `padded(4 C k') + padded(2 C k') + padded(4 C)` | same |
@@ -47,6 +49,14 @@
 //! blocks, `kv >= d`) runs the feed-forward of all `N` tokens in one call with its output in
 //! the `keys` buffer, which holds nothing live in that phase: the same bytes, one call instead
 //! of `N / C` (see [`crate::model`]).
+//!
+//! The keys and values above are f32 (`4` bytes per value, [`KvType::F32`], the default). With
+//! [`KvType::F16`] they take 2 bytes per value, with [`KvType::Int8`] 1 byte per value plus
+//! one f32 scale per group of 32 values ([`cache_bytes`]; [`plan_kv`] and [`try_plan_kv`]
+//! take the type). Stored keys add `kv_stage` (the encoder projects a chunk at a time into f32
+//! and stores it; its `kv_fast` is then sized for `C` tokens) and `kv_work` (`hd =
+//! head_dim`: 16 key and 16 value rows of one head dequantized for the attention, and the
+//! decoder's f32 K/V of a chunk), 0 for f32.
 //!
 //! The phases run one after the other in every layer and reuse the same bytes, so
 //!
@@ -83,7 +93,7 @@
 //! [`ModelConfig::causal`]: crate::ModelConfig::causal
 
 use crate::arena::padded;
-use crate::config::{Arch, FfnKind, ModelConfig, RunConfig};
+use crate::config::{Arch, FfnKind, KvType, ModelConfig, RunConfig};
 use crate::kernels::{self, Kernels};
 use crate::model::attention::{self, AttnDims, AttnParams};
 use crate::{Error, ffn};
@@ -134,6 +144,10 @@ pub struct Plan {
     /// The kernels the buffers are sized for: [`Kernels::Fast`] adds its working buffers
     /// (`kv_fast_bytes`, `attn_fast_bytes`, `ffn_fast_bytes`), 0 for [`Kernels::Reference`].
     pub kernels: Kernels,
+    /// Storage type of the keys and values (the KV cache): sizes `keys_bytes`,
+    /// `values_bytes`, and for types other than [`KvType::F32`] adds `kv_stage_bytes` and
+    /// `kv_work_bytes`.
+    pub kv: KvType,
     /// Tokens the buffers are sized for (`run.seq_len`).
     pub seq_len: usize,
     /// Effective chunk: `min(run.chunk, run.seq_len)` tokens.
@@ -144,9 +158,11 @@ pub struct Plan {
     /// Hidden states. Encoder: `seq_len x d_model` f32, `padded(4 N d_model)`; decoder: one
     /// chunk's, `chunk x d_model` f32, `padded(4 C d_model)`.
     pub hidden_bytes: usize,
-    /// Keys. Encoder: the current layer's, `seq_len x kv_dim` f32, `padded(4 N kv_dim)`;
-    /// decoder: the key cache of every layer, `n_layers x seq_len x kv_dim` f32,
-    /// `padded(4 L N kv_dim)`.
+    /// Keys. Encoder: the current layer's, `seq_len x kv_dim` values, `padded(4 N kv_dim)`
+    /// in f32; decoder: the key cache of every layer, `n_layers x seq_len x kv_dim` values,
+    /// `padded(4 L N kv_dim)` in f32. With `R` rows of `kv_dim` ([`cache_bytes`]): f16
+    /// `padded(2 R kv_dim)`, int8 `padded(R kv_dim) + padded(4 R kv_dim / 32)` (the values,
+    /// then one f32 scale per 32 values; per head row when 32 does not divide `head_dim`).
     pub keys_bytes: usize,
     /// Values, the same size as the keys.
     pub values_bytes: usize,
@@ -159,6 +175,10 @@ pub struct Plan {
     /// ([`kernels::q8_scratch_bytes`] of `d_model` columns and `chunk` tokens, pre-norm, or
     /// `seq_len` tokens, post-norm). Else 0.
     pub kv_fast_bytes: usize,
+    /// Encoder with a [`KvType`] other than f32: the f32 K (then V) projection of one chunk
+    /// before it is stored, `chunk x kv_dim` f32 (the projections then run a chunk at a time,
+    /// so `kv_fast_bytes` is sized for `chunk` tokens). Else 0.
+    pub kv_stage_bytes: usize,
     /// Queries of a chunk, later its output projection, `chunk x d_model` f32.
     pub q_bytes: usize,
     /// Normed chunk (pre-norm), later the attention context, `chunk x d_model` f32.
@@ -169,6 +189,10 @@ pub struct Plan {
     /// `seq_len` keys), which also hold the int8 activations of the projections of a chunk
     /// ([`kernels::q8_scratch_bytes`]), whichever is larger. Else 0.
     pub attn_fast_bytes: usize,
+    /// A [`KvType`] other than f32: a tile of 16 key rows and 16 value rows of one head
+    /// dequantized to f32, `padded(4 * 32 * head_dim)`, and (decoder) the f32 K (then V)
+    /// projection of a chunk before it is stored, `padded(4 C kv_dim)`. Else 0.
+    pub kv_work_bytes: usize,
     /// Normed token chunk for the feed-forward, `chunk x d_model` f32 (pre-norm only, else 0).
     pub ffn_norm_bytes: usize,
     /// Feed-forward output of a chunk, `chunk x d_model` f32.
@@ -198,7 +222,7 @@ pub struct Plan {
 }
 
 /// Number of buffers [`Plan::buffers`] lists.
-pub const N_BUFFERS: usize = 14;
+pub const N_BUFFERS: usize = 16;
 
 impl Plan {
     /// Every working buffer with its size, offset and phase, in the order the engine takes
@@ -216,10 +240,12 @@ impl Plan {
             (values, self.values_bytes, Persistent),
             ("logits", self.logits_bytes, Persistent),
             ("kv_norm", self.kv_norm_bytes, KvProjection),
+            ("kv_stage", self.kv_stage_bytes, KvProjection),
             ("kv_fast", self.kv_fast_bytes, KvProjection),
             ("q", self.q_bytes, Attention),
             ("ctx", self.ctx_bytes, Attention),
             ("attn_scratch", self.attn_scratch_bytes, Attention),
+            ("kv_work", self.kv_work_bytes, Attention),
             ("attn_fast", self.attn_fast_bytes, Attention),
             ("ffn_norm", self.ffn_norm_bytes, FeedForward),
             ("ffn_out", self.ffn_out_bytes, FeedForward),
@@ -308,11 +334,43 @@ pub const fn attn_params(model: &ModelConfig, run: &RunConfig) -> AttnParams {
     }
 }
 
+/// Bytes of `rows` rows of `kv_dim` keys (or values) stored as `kv`, checked: f32
+/// `padded(4 rows kv_dim)`, f16 `padded(2 rows kv_dim)`, int8 `padded(rows kv_dim) +
+/// padded(4 rows kv_dim / g)` (the values, then one f32 scale per group of
+/// `g = kernels::kv_int8_group(head_dim)` values).
+///
+/// # Errors
+///
+/// [`Error::InvalidConfig`] when the count overflows `usize`.
+pub const fn cache_bytes(model: &ModelConfig, kv: KvType, rows: usize) -> Result<usize, Error> {
+    let n = match rows.checked_mul(model.kv_dim()) {
+        Some(n) => n,
+        None => return Err(OVERFLOW),
+    };
+    let values = match n.checked_mul(kv.value_bytes()) {
+        Some(b) if b <= usize::MAX - 15 => padded(b),
+        _ => return Err(OVERFLOW),
+    };
+    match kv {
+        KvType::Int8 => {
+            let per_row = model.n_kv_heads * kernels::kv_int8_scales(model.head_dim);
+            add(values, tri!(f32_buf(rows, per_row)))
+        }
+        _ => Ok(values),
+    }
+}
+
 /// Whether the feed-forward of a layer runs all `seq_len` tokens in one call (the encoder's
 /// fast path, see the module docs): [`Kernels::Fast`], an encoder of post-norm blocks, a dense
-/// feed-forward, and `kv_dim >= d_model` (its output goes to the `keys` buffer).
-pub(crate) const fn ffn_wide(model: &ModelConfig, run: &RunConfig, kernels: Kernels) -> bool {
-    matches!(kernels, Kernels::Fast)
+/// feed-forward, `kv_dim >= d_model` and f32 keys (its output goes to the `keys` buffer).
+pub(crate) const fn ffn_wide(
+    model: &ModelConfig,
+    run: &RunConfig,
+    kernels: Kernels,
+    kv: KvType,
+) -> bool {
+    matches!(kv, KvType::F32)
+        && matches!(kernels, Kernels::Fast)
         && !model.causal
         && matches!(model.arch, Arch::Bert)
         && run.k_ff.is_none()
@@ -341,6 +399,21 @@ pub const fn try_plan_with(
     run: &RunConfig,
     kernels: Kernels,
 ) -> Result<Plan, Error> {
+    try_plan_kv(model, run, kernels, KvType::F32)
+}
+
+/// The plan of a run with `kernels` and keys and values stored as `kv`, checked (as
+/// [`try_plan`]). [`KvType::F32`] gives [`try_plan_with`]'s plan.
+///
+/// # Errors
+///
+/// As [`try_plan`].
+pub const fn try_plan_kv(
+    model: &ModelConfig,
+    run: &RunConfig,
+    kernels: Kernels,
+    kv_type: KvType,
+) -> Result<Plan, Error> {
     tri!(model.validate());
     tri!(run.validate(model));
     let n = run.seq_len;
@@ -366,7 +439,7 @@ pub const fn try_plan_with(
     } else {
         (tri!(f32_buf(n, d)), n, 0)
     };
-    let keys_bytes = tri!(f32_buf(cache_rows, kv));
+    let keys_bytes = tri!(cache_bytes(model, kv_type, cache_rows));
     let values_bytes = keys_bytes;
     let persistent_bytes = tri!(add(
         tri!(add(tri!(add(hidden_bytes, keys_bytes)), values_bytes)),
@@ -378,13 +451,21 @@ pub const fn try_plan_with(
     let kv_norm_bytes = if pre_norm && !decoder { chunk_bytes } else { 0 };
     // The fast kernels quantize the projections' inputs to int8 (d_model columns each): a
     // chunk at a time, or (post-norm encoder) all tokens at once.
+    // Keys and values stored as other than f32 are projected a chunk at a time into an f32
+    // staging buffer first.
     let fast = matches!(kernels, Kernels::Fast);
+    let staged = !matches!(kv_type, KvType::F32);
     let kv_fast_bytes = if fast && !decoder {
-        kernels::q8_scratch_bytes(d, if pre_norm { c } else { n })
+        kernels::q8_scratch_bytes(d, if pre_norm || staged { c } else { n })
     } else {
         0
     };
-    let kv_phase_bytes = tri!(add(kv_norm_bytes, kv_fast_bytes));
+    let kv_stage_bytes = if staged && !decoder {
+        tri!(f32_buf(c, kv))
+    } else {
+        0
+    };
+    let kv_phase_bytes = tri!(add(tri!(add(kv_norm_bytes, kv_fast_bytes)), kv_stage_bytes));
 
     // Attention, per query chunk. `q_dim == d_model` (validated), so the queries' buffer can
     // take the output projection and the normed chunk's buffer can take the context.
@@ -400,16 +481,35 @@ pub const fn try_plan_with(
     } else {
         0
     };
+    // The attention dequantizes a tile of 16 key rows and 16 value rows of one head; the
+    // decoder stages a chunk's K and V projections.
+    let kv_work_bytes = if staged {
+        let tile = tri!(f32_buf(2 * kernels::ATTN_TILE, model.head_dim));
+        if decoder {
+            tri!(add(tile, tri!(f32_buf(c, kv))))
+        } else {
+            tile
+        }
+    } else {
+        0
+    };
     let attn_phase_bytes = tri!(add(
-        tri!(add(tri!(add(q_bytes, ctx_bytes)), attn_scratch_bytes)),
-        attn_fast_bytes
+        tri!(add(
+            tri!(add(tri!(add(q_bytes, ctx_bytes)), attn_scratch_bytes)),
+            attn_fast_bytes
+        )),
+        kv_work_bytes
     ));
 
     // Feed-forward, per token chunk.
     let ffn_norm_bytes = if pre_norm { chunk_bytes } else { 0 };
     let ffn_out_bytes = chunk_bytes;
     let ffn_scratch_bytes = ffn::scratch_bytes(model.d_ff, c, run.k_ff);
-    let ffn_tokens = if ffn_wide(model, run, kernels) { n } else { c };
+    let ffn_tokens = if ffn_wide(model, run, kernels, kv_type) {
+        n
+    } else {
+        c
+    };
     let gated = matches!(model.ffn, FfnKind::Gated);
     let ffn_fast_bytes = if fast {
         ffn::fast_scratch_bytes(d, model.d_ff, ffn_tokens, gated)
@@ -439,6 +539,7 @@ pub const fn try_plan_with(
 
     Ok(Plan {
         kernels,
+        kv: kv_type,
         seq_len: n,
         chunk: c,
         decoder,
@@ -448,10 +549,12 @@ pub const fn try_plan_with(
         logits_bytes,
         kv_norm_bytes,
         kv_fast_bytes,
+        kv_stage_bytes,
         q_bytes,
         ctx_bytes,
         attn_scratch_bytes,
         attn_fast_bytes,
+        kv_work_bytes,
         ffn_norm_bytes,
         ffn_out_bytes,
         ffn_scratch_bytes,
@@ -502,6 +605,40 @@ pub const fn plan(model: &ModelConfig, run: &RunConfig) -> Plan {
 /// time).
 pub const fn plan_with(model: &ModelConfig, run: &RunConfig, kernels: Kernels) -> Plan {
     match try_plan_with(model, run, kernels) {
+        Ok(p) => p,
+        Err(_) => panic!("invalid model or run configuration"),
+    }
+}
+
+/// The plan of a run with `kernels` and keys and values stored as `kv`, for `const` items (as
+/// [`plan`]; [`try_plan_kv`] at run time).
+///
+/// # Example
+///
+/// SmolLM2-135M's KV cache for 2048 tokens in int8: 30 layers x (192 values + 6 scales of 4
+/// bytes, one per 32 values) per token for the keys, as many for the values, 3.56 times
+/// smaller than in f32.
+///
+/// ```
+/// use topkit::kernels::Kernels;
+/// use topkit::{Activation, Arch, FfnKind, KvType, ModelConfig, Norm, PosKind, RunConfig};
+/// use topkit::{plan_kv, plan_with};
+///
+/// const SMOLLM2: ModelConfig = ModelConfig {
+///     arch: Arch::Llama, vocab_size: 49152, d_model: 576, n_layers: 30, n_heads: 9,
+///     n_kv_heads: 3, head_dim: 64, d_ff: 1536, max_seq: 8192, type_vocab_size: 0,
+///     norm: Norm::RmsNorm, norm_eps: 1e-5, act: Activation::Silu, ffn: FfnKind::Gated,
+///     pos: PosKind::Rope, rope_theta: 100000.0, causal: true, tie_embeddings: true,
+/// };
+/// const RUN: RunConfig = RunConfig::dense(2048, 16);
+/// let f32_plan = plan_with(&SMOLLM2, &RUN, Kernels::Fast);
+/// let int8 = plan_kv(&SMOLLM2, &RUN, Kernels::Fast, KvType::Int8);
+/// assert_eq!(int8.keys_bytes, 2048 * 30 * (192 + 6 * 4));
+/// assert!(3.5 * (int8.keys_bytes + int8.values_bytes) as f64
+///     <= (f32_plan.keys_bytes + f32_plan.values_bytes) as f64);
+/// ```
+pub const fn plan_kv(model: &ModelConfig, run: &RunConfig, kernels: Kernels, kv: KvType) -> Plan {
+    match try_plan_kv(model, run, kernels, kv) {
         Ok(p) => p,
         Err(_) => panic!("invalid model or run configuration"),
     }

@@ -2,7 +2,7 @@
 //! attention block kernels and the fused feed-forward blocks. Every implementation of an op
 //! (generic, x86-64, wasm32) takes the same struct.
 
-use super::matrix::Matrix;
+use super::matrix::{Matrix, f16};
 use crate::config::Activation;
 
 // The block shapes of the attention kernels (the arrays of the structs below).
@@ -159,4 +159,86 @@ impl<'a> FfnArgs<'a> {
             && out_len == self.n * d;
         fits.then_some((up, down, (d, d_ff)))
     }
+}
+
+/// Values per scale of int8 keys and values ([`KvRows::Int8`]) when it divides the head width
+/// (else one scale per head row, see [`kv_int8_group`]): RoPE puts a head's large channels in
+/// both of its halves, so groups smaller than a head keep the other channels' steps small.
+pub const KV_INT8_GROUP: usize = 32;
+
+/// Values per scale of int8 keys and values of heads of `head_dim`: [`KV_INT8_GROUP`] when it
+/// divides `head_dim`, else `head_dim` (at least 1).
+pub const fn kv_int8_group(head_dim: usize) -> usize {
+    if head_dim.is_multiple_of(KV_INT8_GROUP) {
+        KV_INT8_GROUP
+    } else if head_dim == 0 {
+        1
+    } else {
+        head_dim
+    }
+}
+
+/// Scales per head row of int8 keys and values: `head_dim / kv_int8_group(head_dim)`.
+pub const fn kv_int8_scales(head_dim: usize) -> usize {
+    head_dim / kv_int8_group(head_dim)
+}
+
+/// Key or value rows as the attention reads them: row-major `n x kv_dim` values in one of the
+/// storage types of [`crate::KvType`]. The head row at offset `o` (a multiple of `head_dim`:
+/// `position * kv_dim + kv_head * head_dim`) is `head_dim` values from `o`; int8 value `i`
+/// has the scale `scales[i / g]`, `g = kv_int8_group(head_dim)`.
+#[derive(Debug, Clone, Copy)]
+pub enum KvRows<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// IEEE half values.
+    F16(&'a [f16]),
+    /// int8 values, `x[i] ~ scales[i / g] * q[i]`, one scale per group of
+    /// `g = kv_int8_group(head_dim)` values.
+    Int8 {
+        /// Values.
+        q: &'a [i8],
+        /// One scale per group.
+        scales: &'a [f32],
+    },
+}
+
+impl KvRows<'_> {
+    /// Stored values (`n * kv_dim` for `n` rows).
+    pub fn len(&self) -> usize {
+        match self {
+            KvRows::F32(x) => x.len(),
+            KvRows::F16(x) => x.len(),
+            KvRows::Int8 { q, .. } => q.len(),
+        }
+    }
+
+    /// No values stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The f32 values, `None` for other storage types.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            KvRows::F32(x) => Some(x),
+            _ => None,
+        }
+    }
+}
+
+/// Writable key or value rows ([`KvRows`]) for storing projections.
+#[derive(Debug)]
+pub enum KvRowsMut<'a> {
+    /// f32 values.
+    F32(&'a mut [f32]),
+    /// IEEE half values.
+    F16(&'a mut [f16]),
+    /// int8 values and one scale per group ([`kv_int8_group`]).
+    Int8 {
+        /// Values.
+        q: &'a mut [i8],
+        /// One scale per group.
+        scales: &'a mut [f32],
+    },
 }

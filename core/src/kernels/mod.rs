@@ -29,7 +29,10 @@ mod wasm32;
 #[cfg(topkit_x86)]
 mod x86_64;
 
-pub use args::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, FfnArgs, FfnInt8};
+pub use args::{
+    AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, FfnArgs, FfnInt8, KV_INT8_GROUP,
+    KvRows, KvRowsMut, kv_int8_group, kv_int8_scales,
+};
 pub use blocks::{BLOCK, BlockType};
 pub use generic::*;
 pub use matrix::{DType, Matrix, Weights, f16};

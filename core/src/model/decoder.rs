@@ -74,13 +74,13 @@
 
 use crate::Error;
 use crate::arena::Arena;
-use crate::config::{Arch, ModelConfig, PosKind, RunConfig};
+use crate::config::{Arch, KvType, ModelConfig, PosKind, RunConfig};
 use crate::format::{PackedModel, TensorName};
-use crate::kernels::{Matrix, axpy_row, row_to_f32};
-use crate::model::attention::{self, AttnParams, AttnScratch, Keys};
+use crate::kernels::{Matrix, axpy_row, kv_store_rows, row_to_f32};
+use crate::model::attention::{self, AttnParams, AttnScratch, KvKeys};
 use crate::model::{
-    LayerWeights, Model, apply_rope, check_len, check_matrix, check_rows, ffn_phase, norm_row,
-    norm_rows, residual,
+    KvStore, LayerWeights, Model, apply_rope, check_len, check_matrix, check_rows, ffn_phase,
+    norm_row, norm_rows, residual,
 };
 use crate::plan::{Plan, attn_params};
 
@@ -175,7 +175,14 @@ impl<'a> Decoder<'a> {
         Self::new(model, packed.matrix(g("tok_emb"))?, positions, lm_head)
     }
 
-    /// The same decoder run with `kernels` (as [`crate::Model::with_kernels`]).
+    /// The same decoder with its KV cache stored as `kv` ([`Model::with_kv`]; default
+    /// [`KvType::F32`]).
+    pub fn with_kv(mut self, kv: KvType) -> Self {
+        self.model = self.model.with_kv(kv);
+        self
+    }
+
+    /// The same decoder run with `kernels` ([`Model::with_kernels`]).
     pub fn with_kernels(mut self, kernels: crate::kernels::Kernels) -> Self {
         self.model = self.model.with_kernels(kernels);
         self
@@ -226,10 +233,10 @@ impl<'a> Decoder<'a> {
                 available: arena.used() + arena.remaining(),
             });
         }
-        let cache = c.n_layers * plan.seq_len * c.kv_dim();
+        let cache = c.n_layers * plan.seq_len;
         let hidden = arena.take::<f32>(plan.chunk * c.d_model)?;
-        let k_cache = arena.take::<f32>(cache)?;
-        let v_cache = arena.take::<f32>(cache)?;
+        let k_cache = KvStore::take(arena, plan.kv, cache, c)?;
+        let v_cache = KvStore::take(arena, plan.kv, cache, c)?;
         let logits = arena.take::<f32>(c.vocab_size)?;
         Ok(Session {
             dec: self,
@@ -319,10 +326,11 @@ pub struct Session<'s, 'a> {
     params: AttnParams,
     /// One chunk of hidden states, `chunk x d_model`.
     hidden: &'a mut [f32],
-    /// Keys of every layer: layer `l`, position `p` at row `l * seq_len + p` of `kv_dim`.
-    k_cache: &'a mut [f32],
+    /// Keys of every layer: layer `l`, position `p` at row `l * seq_len + p` of `kv_dim`
+    /// (stored as `plan.kv`).
+    k_cache: KvStore<'a>,
     /// Values, laid out as the keys.
-    v_cache: &'a mut [f32],
+    v_cache: KvStore<'a>,
     /// Logits of the last token that went through the head, `vocab_size`.
     logits: &'a mut [f32],
     arena: &'s mut Arena<'a>,
@@ -464,34 +472,52 @@ impl<'s, 'a> Session<'s, 'a> {
         }
         let params = &self.params;
         let attn_fast = self.plan.attn_fast_bytes;
-        let rows = p0 * kv..(p0 + m) * kv;
-        let layer_cache = self
-            .k_cache
-            .chunks_exact_mut(n * kv)
-            .zip(self.v_cache.chunks_exact_mut(n * kv));
-        for (l, (kc, vc)) in dec.model.layers().iter().zip(layer_cache) {
+        // int8 scales per cache row.
+        let nkv = c.n_kv_heads * crate::kernels::kv_int8_scales(hd);
+        let (kcache, vcache) = (&mut self.k_cache, &mut self.v_cache);
+        for (li, l) in dec.model.layers().iter().enumerate() {
+            // This layer's cache rows: `n` positions from row `li * n`.
+            let layer = (li * n, n);
             self.arena.scope(|s| -> Result<(), Error> {
-                // Same order as `Plan::buffers`: queries, normed chunk / context, scratch, fast
-                // scratch.
+                // Same order as `Plan::buffers`: queries, normed chunk / context, scratch, for a
+                // stored cache its tile and the chunk's K/V staging, fast scratch.
                 let q = &mut s.take::<f32>(chunk * d)?[..m * d];
                 let xn = &mut s.take::<f32>(chunk * d)?[..m * d];
-                let mut scratch = AttnScratch::with_fast(s, params, n, attn_fast)?;
+                let bufs = (self.plan.kv_work_bytes, attn_fast);
+                let mut scratch = AttnScratch::with_fast(s, params, n, bufs)?;
                 norm_rows(kernels, c, &l.attn_norm, x, xn);
                 let fast = scratch.fast_words();
                 kernels.matmul(&l.q, xn, m, l.q_bias, q, fast);
-                kernels.matmul(&l.k, xn, m, l.k_bias, &mut kc[rows.clone()], fast);
-                kernels.matmul(&l.v, xn, m, l.v_bias, &mut vc[rows.clone()], fast);
+                if let (Some(kc), Some(vc)) =
+                    (kcache.f32_rows(layer, kv), vcache.f32_rows(layer, kv))
+                {
+                    let rows = p0 * kv..(p0 + m) * kv;
+                    kernels.matmul(&l.k, xn, m, l.k_bias, &mut kc[rows.clone()], fast);
+                    kernels.matmul(&l.v, xn, m, l.v_bias, &mut vc[rows.clone()], fast);
+                    if rope {
+                        apply_rope(&mut kc[rows], kv, hd, p0, c.rope_theta);
+                    }
+                } else {
+                    let (stage, fast) = scratch.stage_and_fast(hd);
+                    let stage = &mut stage[..m * kv];
+                    kernels.matmul(&l.k, xn, m, l.k_bias, stage, fast);
+                    if rope {
+                        apply_rope(stage, kv, hd, p0, c.rope_theta);
+                    }
+                    kv_store_rows(stage, hd, &mut kcache.rows_mut(layer, kv, nkv), p0 * kv);
+                    kernels.matmul(&l.v, xn, m, l.v_bias, stage, fast);
+                    kv_store_rows(stage, hd, &mut vcache.rows_mut(layer, kv, nkv), p0 * kv);
+                }
                 if rope {
                     apply_rope(q, d, hd, p0, c.rope_theta);
-                    apply_rope(&mut kc[rows.clone()], kv, hd, p0, c.rope_theta);
                 }
-                let keys = Keys {
-                    k: &kc[..rows.end],
-                    v: &vc[..rows.end],
+                let keys = KvKeys {
+                    k: kcache.rows((li * n, p0 + m), kv, nkv),
+                    v: vcache.rows((li * n, p0 + m), kv, nkv),
                     n: p0 + m,
                     valid: None,
                 };
-                attention::attention_with(kernels, params, q, p0, &keys, &mut scratch, xn)?;
+                attention::attention_kv(kernels, params, q, p0, &keys, &mut scratch, xn)?;
                 // The queries are spent: their buffer takes the output projection.
                 kernels.matmul(&l.o, xn, m, l.o_bias, q, scratch.fast_words());
                 residual(kernels, c, &l.attn_norm, x, q);

@@ -176,6 +176,13 @@ impl<'a> Encoder<'a> {
         self
     }
 
+    /// The same encoder with its keys and values stored as `kv` ([`Model::with_kv`]; default
+    /// [`crate::KvType::F32`]).
+    pub fn with_kv(mut self, kv: crate::KvType) -> Self {
+        self.model = self.model.with_kv(kv);
+        self
+    }
+
     /// The layer stack.
     pub fn model(&self) -> &Model<'a> {
         &self.model

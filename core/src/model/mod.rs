@@ -21,6 +21,10 @@
 //!      of the plan (the phase still takes its chunk-sized output buffer, unused; its fast
 //!      buffers are sized for all tokens, [`Plan::ffn_tokens`]).
 //!
+//! Keys and values stored as f16 or int8 ([`Model::with_kv`], [`crate::KvType`]) are projected
+//! a chunk at a time into an f32 staging buffer (RoPE applied there) and stored from it; the
+//! feed-forward then runs a chunk at a time (the `keys` buffer is too small for its output).
+//!
 //! Each phase's last buffer is the fast kernels' scratch (none with [`Kernels::Reference`]):
 //! the int8 activations of the projections and the attention's and feed-forward's block
 //! buffers, so nothing large is on the stack. After a run, `arena.high_water()` (minus what
@@ -45,10 +49,12 @@
 
 use crate::Error;
 use crate::arena::Arena;
-use crate::config::{Arch, FfnKind, ModelConfig, Norm, PosKind, RunConfig};
-use crate::kernels::{Kernels, Matrix, rms_norm};
-use crate::plan::{Plan, attn_params, ffn_wide, try_plan_with};
-use attention::{AttnScratch, Keys};
+use crate::config::{Arch, FfnKind, KvType, ModelConfig, Norm, PosKind, RunConfig};
+use crate::kernels::{
+    Kernels, KvRows, KvRowsMut, Matrix, f16, kv_int8_scales, kv_store_rows, rms_norm,
+};
+use crate::plan::{Plan, attn_params, ffn_wide, try_plan_kv};
+use attention::{AttnScratch, KvKeys};
 use ffn::{FfnScratch, FfnWeights};
 
 pub mod attention;
@@ -106,6 +112,81 @@ pub struct Model<'a> {
     layers: &'a [LayerWeights<'a>],
     final_norm: Option<NormWeights<'a>>,
     kernels: Kernels,
+    kv: KvType,
+}
+
+/// Keys (or values) taken from the arena in a [`KvType`]: rows of `kv_dim` values (and, int8,
+/// one scale per head row), in the plan's order (values, then scales).
+pub(crate) enum KvStore<'a> {
+    F32(&'a mut [f32]),
+    F16(&'a mut [f16]),
+    Int8(&'a mut [i8], &'a mut [f32]),
+}
+
+impl<'a> KvStore<'a> {
+    /// Takes `rows` rows of the model's `kv_dim` stored as `kv` ([`crate::plan::cache_bytes`]).
+    pub(crate) fn take(
+        arena: &mut Arena<'a>,
+        kv: KvType,
+        rows: usize,
+        c: &ModelConfig,
+    ) -> Result<Self, Error> {
+        let n = rows
+            .checked_mul(c.kv_dim())
+            .ok_or(Error::InvalidConfig("keys overflow"))?;
+        Ok(match kv {
+            KvType::F32 => KvStore::F32(arena.take(n)?),
+            KvType::F16 => KvStore::F16(arena.take(n)?),
+            KvType::Int8 => {
+                let q = arena.take(n)?;
+                let per_row = c.n_kv_heads * kv_int8_scales(c.head_dim);
+                KvStore::Int8(q, arena.take(rows * per_row)?)
+            }
+        })
+    }
+
+    /// Rows `r0..r0 + n` (of `kv_dim` values, `nkv` int8 scales each) for the attention.
+    pub(crate) fn rows(&self, (r0, n): (usize, usize), kv_dim: usize, nkv: usize) -> KvRows<'_> {
+        let v = r0 * kv_dim..(r0 + n) * kv_dim;
+        match self {
+            KvStore::F32(x) => KvRows::F32(&x[v]),
+            KvStore::F16(x) => KvRows::F16(&x[v]),
+            KvStore::Int8(q, s) => KvRows::Int8 {
+                q: &q[v],
+                scales: &s[r0 * nkv..(r0 + n) * nkv],
+            },
+        }
+    }
+
+    /// Rows `r0..r0 + n`, writable.
+    pub(crate) fn rows_mut(
+        &mut self,
+        (r0, n): (usize, usize),
+        kv_dim: usize,
+        nkv: usize,
+    ) -> KvRowsMut<'_> {
+        let v = r0 * kv_dim..(r0 + n) * kv_dim;
+        match self {
+            KvStore::F32(x) => KvRowsMut::F32(&mut x[v]),
+            KvStore::F16(x) => KvRowsMut::F16(&mut x[v]),
+            KvStore::Int8(q, s) => KvRowsMut::Int8 {
+                q: &mut q[v],
+                scales: &mut s[r0 * nkv..(r0 + n) * nkv],
+            },
+        }
+    }
+
+    /// The f32 rows `r0..r0 + n`, `None` for other storage types.
+    pub(crate) fn f32_rows(
+        &mut self,
+        (r0, n): (usize, usize),
+        kv_dim: usize,
+    ) -> Option<&mut [f32]> {
+        match self {
+            KvStore::F32(x) => Some(&mut x[r0 * kv_dim..(r0 + n) * kv_dim]),
+            _ => None,
+        }
+    }
 }
 
 // The shape checks below are private to `model`: the encoder and decoder (its children) use
@@ -230,6 +311,7 @@ impl<'a> Model<'a> {
             layers,
             final_norm,
             kernels: Kernels::Reference,
+            kv: KvType::F32,
         })
     }
 
@@ -238,6 +320,18 @@ impl<'a> Model<'a> {
     pub fn with_kernels(mut self, kernels: Kernels) -> Self {
         self.kernels = kernels;
         self
+    }
+
+    /// The same model with its keys and values (the encoder's, the decoder's KV cache) stored
+    /// as `kv` (default [`KvType::F32`]); the plan changes accordingly ([`crate::plan_kv`]).
+    pub fn with_kv(mut self, kv: KvType) -> Self {
+        self.kv = kv;
+        self
+    }
+
+    /// How this model stores its keys and values.
+    pub fn kv(&self) -> KvType {
+        self.kv
     }
 
     /// The kernels this model runs with.
@@ -260,14 +354,14 @@ impl<'a> Model<'a> {
         self.final_norm
     }
 
-    /// The memory plan of a run of this model with its kernels ([`try_plan_with`]): provide
-    /// `peak_bytes` of arena.
+    /// The memory plan of a run of this model with its kernels and KV storage
+    /// ([`try_plan_kv`]): provide `peak_bytes` of arena.
     ///
     /// # Errors
     ///
-    /// As [`try_plan_with`].
+    /// As [`try_plan_kv`].
     pub fn plan(&self, run: &RunConfig) -> Result<Plan, Error> {
-        try_plan_with(&self.config, run, self.kernels)
+        try_plan_kv(&self.config, run, self.kernels, self.kv)
     }
 }
 
@@ -396,61 +490,86 @@ pub fn forward_with<'a>(
     let rope = matches!(c.pos, PosKind::Rope);
 
     let hidden = arena.take::<f32>(plan.seq_len * d)?;
-    let keys = arena.take::<f32>(plan.seq_len * kv)?;
-    let values = arena.take::<f32>(plan.seq_len * kv)?;
+    let mut keys = KvStore::take(arena, plan.kv, plan.seq_len, c)?;
+    let mut values = KvStore::take(arena, plan.kv, plan.seq_len, c)?;
     let hidden_n = &mut hidden[..n * d];
     fill(hidden_n)?;
-    let (keys_n, values_n) = (&mut keys[..n * kv], &mut values[..n * kv]);
+    let (hd, nkv) = (c.head_dim, c.n_kv_heads * kv_int8_scales(c.head_dim));
 
     for l in model.layers {
         // K/V projection of all tokens.
         arena.scope(|s| -> Result<(), Error> {
-            if pre_norm {
-                let xn = s.take::<f32>(chunk * d)?;
-                let fast = s.take::<f32>(plan.kv_fast_bytes / 4)?;
-                for start in (0..n).step_by(chunk) {
-                    let m = chunk.min(n - start);
-                    let xn = &mut xn[..m * d];
-                    norm_rows(
-                        model.kernels,
-                        c,
-                        &l.attn_norm,
-                        &hidden_n[start * d..(start + m) * d],
-                        xn,
-                    );
-                    let rows = start * kv..(start + m) * kv;
-                    let k_rows = &mut keys_n[rows.clone()];
-                    model.kernels.matmul(&l.k, xn, m, l.k_bias, k_rows, fast);
-                    let v_rows = &mut values_n[rows];
-                    model.kernels.matmul(&l.v, xn, m, l.v_bias, v_rows, fast);
-                }
+            let mut xn = if pre_norm {
+                Some(s.take::<f32>(chunk * d)?)
             } else {
-                let fast = s.take::<f32>(plan.kv_fast_bytes / 4)?;
-                model
-                    .kernels
-                    .matmul(&l.k, hidden_n, n, l.k_bias, keys_n, fast);
-                model
-                    .kernels
-                    .matmul(&l.v, hidden_n, n, l.v_bias, values_n, fast);
+                None
+            };
+            let stage = s.take::<f32>(plan.kv_stage_bytes / 4)?;
+            let fast = s.take::<f32>(plan.kv_fast_bytes / 4)?;
+            if let (Some(keys_n), Some(values_n)) =
+                (keys.f32_rows((0, n), kv), values.f32_rows((0, n), kv))
+            {
+                if let Some(xn) = xn.as_deref_mut() {
+                    for start in (0..n).step_by(chunk) {
+                        let m = chunk.min(n - start);
+                        let xn = &mut xn[..m * d];
+                        let rows = &hidden_n[start * d..(start + m) * d];
+                        norm_rows(model.kernels, c, &l.attn_norm, rows, xn);
+                        let rows = start * kv..(start + m) * kv;
+                        let k_rows = &mut keys_n[rows.clone()];
+                        model.kernels.matmul(&l.k, xn, m, l.k_bias, k_rows, fast);
+                        let v_rows = &mut values_n[rows];
+                        model.kernels.matmul(&l.v, xn, m, l.v_bias, v_rows, fast);
+                    }
+                } else {
+                    model
+                        .kernels
+                        .matmul(&l.k, hidden_n, n, l.k_bias, keys_n, fast);
+                    model
+                        .kernels
+                        .matmul(&l.v, hidden_n, n, l.v_bias, values_n, fast);
+                }
+                if rope {
+                    apply_rope(keys_n, kv, hd, 0, c.rope_theta);
+                }
+                return Ok(());
             }
-            if rope {
-                apply_rope(keys_n, kv, c.head_dim, 0, c.rope_theta);
+            // Stored keys: project a chunk into `stage`, then store it.
+            for start in (0..n).step_by(chunk) {
+                let m = chunk.min(n - start);
+                let rows = &hidden_n[start * d..(start + m) * d];
+                let x: &[f32] = match xn.as_deref_mut() {
+                    Some(xn) => {
+                        let xn = &mut xn[..m * d];
+                        norm_rows(model.kernels, c, &l.attn_norm, rows, xn);
+                        xn
+                    }
+                    None => rows,
+                };
+                let st = &mut stage[..m * kv];
+                model.kernels.matmul(&l.k, x, m, l.k_bias, st, fast);
+                if rope {
+                    apply_rope(st, kv, hd, start, c.rope_theta);
+                }
+                kv_store_rows(st, hd, &mut keys.rows_mut((0, n), kv, nkv), start * kv);
+                model.kernels.matmul(&l.v, x, m, l.v_bias, st, fast);
+                kv_store_rows(st, hd, &mut values.rows_mut((0, n), kv, nkv), start * kv);
             }
             Ok(())
         })?;
 
         // Attention, one query chunk at a time, in place.
-        let keys_view = Keys {
-            k: keys_n,
-            v: values_n,
+        let keys_view = KvKeys {
+            k: keys.rows((0, n), kv, nkv),
+            v: values.rows((0, n), kv, nkv),
             n,
             valid,
         };
         arena.scope(|s| -> Result<(), Error> {
             let q = s.take::<f32>(chunk * d)?;
             let ctx = s.take::<f32>(chunk * d)?;
-            let mut scratch =
-                AttnScratch::with_fast(s, &params, plan.seq_len, plan.attn_fast_bytes)?;
+            let bufs = (plan.kv_work_bytes, plan.attn_fast_bytes);
+            let mut scratch = AttnScratch::with_fast(s, &params, plan.seq_len, bufs)?;
             for start in (0..n).step_by(chunk) {
                 let m = chunk.min(n - start);
                 let (q, ctx) = (&mut q[..m * d], &mut ctx[..m * d]);
@@ -465,7 +584,7 @@ pub fn forward_with<'a>(
                 if rope {
                     apply_rope(q, d, c.head_dim, start, c.rope_theta);
                 }
-                attention::attention_with(
+                attention::attention_kv(
                     model.kernels,
                     &params,
                     q,
@@ -487,7 +606,9 @@ pub fn forward_with<'a>(
         // up to 16 groups of 16 tokens), the output in `keys`: nothing reads this layer's keys
         // any more, and the next layer's K projection overwrites them. Else one token chunk
         // at a time.
-        if ffn_wide(c, run, model.kernels) {
+        if ffn_wide(c, run, model.kernels, plan.kv)
+            && let Some(keys_n) = keys.f32_rows((0, n), kv)
+        {
             let out = &mut keys_n[..n * d];
             ffn_phase_wide(c, model.kernels, l, &plan, hidden_n, out, arena)?;
             continue;

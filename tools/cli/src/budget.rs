@@ -8,9 +8,9 @@ use anyhow::{Result, anyhow};
 use serde_json::json;
 use topkit::kernels::Kernels;
 use topkit::plan::{Buffer, Phase};
-use topkit::{ModelConfig, Plan, RunConfig};
+use topkit::{KvType, ModelConfig, Plan, RunConfig};
 
-use crate::options::{KernelChoice, RunOpts};
+use crate::options::{KernelChoice, KvChoice, RunOpts};
 use crate::size::{human, parse_size};
 
 /// Arguments of `topkit budget`.
@@ -44,6 +44,10 @@ pub struct BudgetArgs {
     /// (causal models: reference) runs the file with.
     #[arg(long, value_enum)]
     pub kernels: Option<KernelChoice>,
+    /// Storage of the attention keys and values (the decoder's KV cache): `f32`, `f16`, or
+    /// `int8` (one f32 scale per head row).
+    #[arg(long, value_enum, default_value_t = KvChoice::F32)]
+    pub kv: KvChoice,
 }
 
 /// The kernels the CLI runs a model with when none are named: `topkit embed`'s default
@@ -186,7 +190,15 @@ pub fn rust_constants(
     );
     let _ = writeln!(
         s,
-        "pub const PLAN: topkit::Plan = topkit::plan_with(&MODEL, &RUN, KERNELS);"
+        "{}",
+        match plan.kv {
+            KvType::F32 => {
+                "pub const PLAN: topkit::Plan = topkit::plan_with(&MODEL, &RUN, KERNELS);".into()
+            }
+            kv => format!(
+                "pub const PLAN: topkit::Plan = topkit::plan_kv(&MODEL, &RUN, KERNELS, topkit::KvType::{kv:?});"
+            ),
+        }
     );
     let _ = writeln!(s);
     let _ = writeln!(
@@ -224,7 +236,7 @@ pub fn run(args: &BudgetArgs) -> Result<bool> {
     let kernels = args
         .kernels
         .map_or_else(|| default_kernels(&model), Kernels::from);
-    let plan = topkit::try_plan_with(&model, &run, kernels)
+    let plan = topkit::try_plan_kv(&model, &run, kernels, args.kv.into())
         .map_err(|e| anyhow!("cannot plan this run: {e}"))?;
     let flash_bytes = m.bytes().len();
     let weight_bytes: usize = m.tensors().map(|t| t.bytes()).sum();
@@ -264,6 +276,8 @@ pub fn run(args: &BudgetArgs) -> Result<bool> {
             "config": crate::inspect::config_json(&m),
             "run": {"seq_len": run.seq_len, "chunk": run.chunk, "effective_chunk": plan.chunk, "k_attn": run.k_attn, "k_ff": run.k_ff},
             "kernels": kernels_name(plan.kernels),
+            "kv": plan.kv.name(),
+            "kv_cache_bytes": plan.keys_bytes + plan.values_bytes,
             "buffers": buffers,
             "phases": {
                 "persistent": plan.persistent_bytes,
@@ -273,7 +287,7 @@ pub fn run(args: &BudgetArgs) -> Result<bool> {
             },
             "peak_bytes": plan.peak_bytes,
             "layout": if plan.decoder { "decoder" } else { "encoder" },
-            "kv_cache_bytes_per_token": plan.decoder.then(|| kv_cache_per_token(&model)),
+            "kv_cache_bytes_per_token": plan.decoder.then(|| kv_cache_per_token_as(&model, plan.kv)),
             "vanilla_scores_bytes": plan.vanilla_scores_bytes,
             "flash": {"file_bytes": flash_bytes, "weight_bytes": weight_bytes, "tokenizer_bytes": tokenizer_bytes, "weight_bytes_by_dtype": crate::inspect::by_dtype_json(&by_dtype)},
             "ram_budget": args.ram,
@@ -340,6 +354,18 @@ pub fn kv_cache_per_token(model: &ModelConfig) -> usize {
     8 * model.n_layers * model.kv_dim()
 }
 
+/// Bytes of the KV cache per context token with keys and values stored as `kv`: `2 x n_layers
+/// x kv_dim` values, plus (int8) one f32 scale per group of values
+/// ([`topkit::kernels::kv_int8_group`]).
+pub fn kv_cache_per_token_as(model: &ModelConfig, kv: KvType) -> usize {
+    let scales = if kv == KvType::Int8 {
+        4 * model.n_kv_heads * topkit::kernels::kv_int8_scales(model.head_dim)
+    } else {
+        0
+    };
+    2 * model.n_layers * (kv.value_bytes() * model.kv_dim() + scales)
+}
+
 fn write_file(path: &Path, text: &str, model: &Path) -> Result<()> {
     crate::files::write_atomic(path, text.as_bytes(), &[model])
 }
@@ -365,17 +391,23 @@ fn print_text(
         model.max_seq
     );
     outln!(
-        "run: {} tokens, chunk {} (effective {}), attention {}, feed-forward {}, kernels {}",
+        "run: {} tokens, chunk {} (effective {}), attention {}, feed-forward {}, kernels {}, kv {}",
         run.seq_len,
         run.chunk,
         plan.chunk,
         k(run.k_attn),
         k(run.k_ff),
-        kernels_name(plan.kernels)
+        kernels_name(plan.kernels),
+        plan.kv.name()
     );
     outln!("");
     outln!(
-        "RAM plan (topkit::plan_with, {}; every buffer padded to 16 bytes)",
+        "RAM plan (topkit::{}, {}; every buffer padded to 16 bytes)",
+        if plan.kv == KvType::F32 {
+            "plan_with"
+        } else {
+            "plan_kv"
+        },
         if plan.decoder {
             "decoder layout: KV cache of all layers, one chunk at a time"
         } else {
@@ -420,13 +452,37 @@ fn print_text(
         human(plan.peak_bytes)
     );
     if plan.decoder {
+        let per = kv_cache_per_token_as(model, plan.kv);
+        let how = match plan.kv {
+            KvType::F32 => "k_cache + v_cache: 8 x n_layers x kv_dim".to_string(),
+            KvType::F16 => "k_cache + v_cache: 4 x n_layers x kv_dim".to_string(),
+            KvType::Int8 => format!(
+                "k_cache + v_cache: 2 x n_layers x (kv_dim + 4 kv_dim / {})",
+                topkit::kernels::kv_int8_group(model.head_dim)
+            ),
+        };
         outln!(
-            "  {:<28} {:>12} {:>11}  (k_cache + v_cache: 8 x n_layers x kv_dim)",
+            "  {:<28} {:>12} {:>11}  ({how})",
             "KV cache per context token",
-            kv_cache_per_token(model),
-            human(kv_cache_per_token(model))
+            per,
+            human(per)
         );
     }
+    let cache = plan.keys_bytes + plan.values_bytes;
+    let f32_cache = topkit::try_plan_with(model, run, plan.kernels)
+        .map_or(0, |p| p.keys_bytes + p.values_bytes);
+    outln!(
+        "  {:<28} {:>12} {:>11}  ({} keys and values; f32: {f32_cache} bytes, {:.2}x)",
+        if plan.decoder {
+            "KV cache"
+        } else {
+            "keys + values"
+        },
+        cache,
+        human(cache),
+        plan.kv.name(),
+        f32_cache as f64 / cache.max(1) as f64
+    );
     outln!(
         "  {:<28} {:>12} {:>11}  (n_heads x N x N f32, one layer)",
         "vanilla attention scores",

@@ -10,17 +10,23 @@
 //! - **speed**: prefill of the text (one call, chunks of `--chunk`) and the decode steps of the
 //!   continuation, tokens/s;
 //! - **memory**: the plan's peak (the arena) and the measured high-water mark, bytes.
+//!
+//! The baseline is always dense attention over an f32 KV cache. With `--kv f16` or `--kv
+//! int8`, a row "dense, int8 cache" compares the stored cache with it, and the top-k rows run
+//! over that cache too. `--kernels fast` runs every setting (the baseline too) with the fast
+//! kernels.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::json;
-use topkit::RunConfig;
 use topkit::sample::Sampler;
+use topkit::{KvType, RunConfig};
 
 use crate::eval::parse_k;
 use crate::generate::{self, Lm, check_run, encode, with_lm};
+use crate::options::{KernelChoice, KvChoice};
 use crate::size::human;
 
 /// Arguments of `topkit eval-lm`.
@@ -51,6 +57,13 @@ pub struct EvalLmArgs {
     /// continuation, what a quantization recipe costs.
     #[arg(long, value_name = "REFERENCE", conflicts_with = "k_attn")]
     pub against: Option<PathBuf>,
+    /// KV cache of the compared settings: `f32`, `f16` or `int8` (the baseline is always
+    /// dense over an f32 cache; other types add a dense row over that cache).
+    #[arg(long, value_enum, default_value_t = KvChoice::F32)]
+    pub kv: KvChoice,
+    /// Kernels of every setting: `reference` or `fast`.
+    #[arg(long, value_enum, default_value_t = KernelChoice::Reference)]
+    pub kernels: KernelChoice,
 }
 
 /// One attention setting's results.
@@ -58,6 +71,8 @@ pub struct EvalLmArgs {
 pub struct Row {
     /// Keys kept per query; `None`: dense.
     pub k_attn: Option<usize>,
+    /// Storage of the KV cache.
+    pub kv: KvType,
     /// Mean over positions of KL(dense || this), nats.
     pub kl_mean: f64,
     /// Mean KL over the positions whose context has more than k tokens (where top-k can
@@ -163,6 +178,7 @@ fn run_setting(
     };
     Ok(Row {
         k_attn: run.k_attn,
+        kv: lm.decoder.model().kv(),
         kl_mean: kl_sum / ids.len() as f64,
         kl_mean_past_k: if past_n > 0 {
             past_sum / past_n as f64
@@ -179,6 +195,15 @@ fn run_setting(
         high_water: g.high_water,
         continuation: g.ids,
     })
+}
+
+/// "dense" or "top-k", and the cache type when it is not f32.
+fn label(r: &Row) -> String {
+    let a = r.k_attn.map_or("dense".into(), |k| format!("top-{k}"));
+    match r.kv {
+        KvType::F32 => a,
+        kv => format!("{a}, {} cache", kv.name()),
+    }
 }
 
 fn argmax_f64(x: &[f64]) -> usize {
@@ -320,7 +345,15 @@ pub fn run(args: &EvalLmArgs) -> Result<()> {
         );
         let mut dense = Vec::new();
         let mut rows: Vec<Row> = Vec::new();
-        for k in std::iter::once(None).chain(args.k_attn.iter().map(|&k| Some(k))) {
+        let (kernels, kv): (topkit::kernels::Kernels, KvType) =
+            (args.kernels.into(), args.kv.into());
+        let mut settings = vec![(None, KvType::F32)];
+        if kv != KvType::F32 {
+            settings.push((None, kv));
+        }
+        settings.extend(args.k_attn.iter().map(|&k| (Some(k), kv)));
+        for (k, kv) in settings {
+            let lm = &lm.with(kernels, kv);
             let run = RunConfig {
                 seq_len: seq,
                 chunk: args.chunk,
@@ -339,7 +372,7 @@ pub fn run(args: &EvalLmArgs) -> Result<()> {
             )?;
             errln!(
                 "  {}: done in {:.1} s",
-                k.map_or("dense".into(), |k| format!("top-{k}")),
+                label(&row),
                 t.elapsed().as_secs_f64()
             );
             if row.high_water != row.peak_bytes {
@@ -356,7 +389,7 @@ pub fn run(args: &EvalLmArgs) -> Result<()> {
                 .iter()
                 .map(|r| {
                     json!({
-                        "k_attn": r.k_attn, "kl_mean": r.kl_mean, "kl_mean_past_k": r.kl_mean_past_k, "kl_max": r.kl_max,
+                        "k_attn": r.k_attn, "kv": r.kv.name(), "kl_mean": r.kl_mean, "kl_mean_past_k": r.kl_mean_past_k, "kl_max": r.kl_max,
                         "top1_agreement": r.top1_agree, "greedy_same_prefix": r.same_prefix,
                         "greedy_same_total": r.same_total, "generated": args.generate,
                         "prefill_tokens_per_s": r.prefill_tps, "decode_tokens_per_s": r.decode_tps,
@@ -368,13 +401,13 @@ pub fn run(args: &EvalLmArgs) -> Result<()> {
             outln!(
                 "{}",
                 serde_json::to_string_pretty(
-                    &json!({"text_tokens": ids.len(), "chunk": args.chunk, "rows": out})
+                    &json!({"text_tokens": ids.len(), "chunk": args.chunk, "kernels": if kernels.is_fast() { "fast" } else { "reference" }, "rows": out})
                 )?
             );
             return Ok(());
         }
         outln!(
-            "| attention | mean KL(dense ‖ top-k), nats | mean KL where context > k | max KL | top-1 agreement (teacher-forced, {} positions) | greedy continuation = dense ({} tokens): before first difference / in total | prefill tokens/s | decode tokens/s | peak arena bytes |",
+            "| attention | mean KL(dense ‖ this), nats | mean KL where context > k | max KL | top-1 agreement (teacher-forced, {} positions) | greedy continuation = dense ({} tokens): before first difference / in total | prefill tokens/s | decode tokens/s | peak arena bytes |",
             ids.len(),
             args.generate
         );
@@ -382,7 +415,7 @@ pub fn run(args: &EvalLmArgs) -> Result<()> {
         for r in &rows {
             outln!(
                 "| {} | {:.2e} | {:.2e} | {:.2e} | {:.2} % | {} / {} | {:.1} | {:.2} | {} ({}) |",
-                r.k_attn.map_or("dense".into(), |k| format!("top-{k}")),
+                label(r),
                 r.kl_mean,
                 r.kl_mean_past_k,
                 r.kl_max,

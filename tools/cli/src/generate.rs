@@ -11,12 +11,12 @@ use serde_json::json;
 use topkit::decoder::Decoder;
 use topkit::encoder::layers;
 use topkit::format::{PackedModel, Special};
+use topkit::kernels::Kernels;
 use topkit::sample::Sampler;
 use topkit::tokenizer::{Bpe, Utf8Stream};
-use topkit::{Plan, RunConfig};
+use topkit::{KvType, Plan, RunConfig};
 
-use crate::options::{KernelChoice, RunOpts};
-use topkit::kernels::Kernels;
+use crate::options::{KernelChoice, KvChoice, RunOpts};
 
 /// Arguments of `topkit generate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -64,10 +64,14 @@ pub struct GenerateArgs {
     /// Print {"prompt_ids", "ids", "text", speeds, bytes} as JSON instead of streaming.
     #[arg(long)]
     pub json: bool,
-    /// Kernels: `reference` (the generic kernels every target runs, bit for bit) or `fast`
-    /// (int8 activations for int8 and block weights, AVX2 / AVX-512 when the CPU has them).
+    /// Kernels: `reference` (the generic kernels, bit for bit what every target computes) or
+    /// `fast` (int8 activations, the block attention kernels, AVX2/FMA when present).
     #[arg(long, value_enum, default_value_t = KernelChoice::Reference)]
     pub kernels: KernelChoice,
+    /// Storage of the KV cache: `f32` (exact), `f16`, or `int8` (one f32 scale per head row,
+    /// about 3.8x smaller than f32).
+    #[arg(long, value_enum, default_value_t = KvChoice::F32)]
+    pub kv: KvChoice,
 }
 
 /// A packed causal language model, ready to run.
@@ -96,6 +100,16 @@ pub fn with_lm<R>(
         .map_err(|e| anyhow!("{}: not a causal language model: {e}", path.display()))?
         .with_kernels(kernels);
     f(&Lm { decoder, packed })
+}
+
+impl<'a> Lm<'a> {
+    /// The same model run with `kernels` and its KV cache stored as `kv`.
+    pub fn with(&self, kernels: Kernels, kv: KvType) -> Lm<'a> {
+        Lm {
+            decoder: self.decoder.with_kernels(kernels).with_kv(kv),
+            packed: self.packed,
+        }
+    }
 }
 
 /// Why generation stopped.
@@ -345,6 +359,7 @@ pub fn eos_id(lm: &Lm<'_>, chat: bool) -> Option<u32> {
 /// high-water mark differs from the plan's peak.
 pub fn run(args: &GenerateArgs) -> Result<()> {
     with_lm(&args.file, args.kernels.into(), |lm| {
+        let lm = &lm.with(args.kernels.into(), args.kv.into());
         let c = *lm.decoder.config();
         let user = match (&args.prompt, &args.prompt_ids) {
             (Some(_), Some(_)) => bail!("give --prompt or --prompt-ids, not both"),
@@ -403,6 +418,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
                 "prefill": {"tokens": g.prompt_tokens, "seconds": g.prefill_secs, "tokens_per_s": g.prefill_tps()},
                 "decode": {"tokens": g.decode_steps, "seconds": g.decode_secs, "tokens_per_s": g.decode_tps()},
                 "run": {"seq_len": run.seq_len, "chunk": run.chunk, "k_attn": run.k_attn, "k_ff": run.k_ff},
+                "kernels": if g.plan.kernels.is_fast() { "fast" } else { "reference" },
+                "kv": g.plan.kv.name(),
+                "kv_cache_bytes": g.plan.keys_bytes + g.plan.values_bytes,
                 "peak_bytes": g.plan.peak_bytes,
                 "high_water_bytes": g.high_water,
             });
@@ -414,20 +432,26 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         }
         let attn = run.k_attn.map_or("dense".into(), |k| format!("top-{k}"));
         errln!(
-            "prefill: {} tokens in {:.3} s ({:.1} tokens/s); decode: {} tokens in {:.3} s ({:.1} tokens/s); attention {attn}, chunk {}",
+            "prefill: {} tokens in {:.3} s ({:.1} tokens/s); decode: {} tokens in {:.3} s ({:.1} tokens/s); attention {attn}, chunk {}, kernels {}",
             g.prompt_tokens,
             g.prefill_secs,
             g.prefill_tps(),
             g.decode_steps,
             g.decode_secs,
             g.decode_tps(),
-            g.plan.chunk
+            g.plan.chunk,
+            if g.plan.kernels.is_fast() {
+                "fast"
+            } else {
+                "reference"
+            }
         );
         errln!(
-            "arena: planned {} bytes ({}), measured high-water {} bytes; KV cache {} bytes for {} tokens; stopped: {}",
+            "arena: planned {} bytes ({}), measured high-water {} bytes; KV cache ({}) {} bytes for {} tokens; stopped: {}",
             g.plan.peak_bytes,
             crate::size::human(g.plan.peak_bytes),
             g.high_water,
+            g.plan.kv.name(),
             g.plan.keys_bytes + g.plan.values_bytes,
             g.plan.seq_len,
             g.stop.name()

@@ -70,6 +70,29 @@ impl From<KernelChoice> for topkit::kernels::Kernels {
     }
 }
 
+/// `--kv`: how the attention keys and values (the decoder's KV cache, the encoder's keys and
+/// values) are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KvChoice {
+    /// 4 bytes per value: exact.
+    #[default]
+    F32,
+    /// 2 bytes per value (IEEE half).
+    F16,
+    /// 1 byte per value and one f32 scale per head row.
+    Int8,
+}
+
+impl From<KvChoice> for topkit::KvType {
+    fn from(k: KvChoice) -> Self {
+        match k {
+            KvChoice::F32 => topkit::KvType::F32,
+            KvChoice::F16 => topkit::KvType::F16,
+            KvChoice::Int8 => topkit::KvType::Int8,
+        }
+    }
+}
+
 /// Bytes of memory this machine can still give (available RAM plus free swap, from
 /// `/proc/meminfo`), or `None` where that cannot be read.
 fn memory_available() -> Option<u64> {

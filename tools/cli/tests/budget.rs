@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use common::*;
 use topkit::format::PackedModel;
 use topkit::kernels::Kernels;
-use topkit::{RunConfig, try_plan, try_plan_with};
+use topkit::{KvType, RunConfig, try_plan, try_plan_kv, try_plan_with};
 
 mod emitted {
     include!("data/emitted_plan.rs");
@@ -46,6 +46,52 @@ fn budget(extra: &[&str]) -> Out {
 
 fn json(extra: &[&str]) -> serde_json::Value {
     budget(&[extra, &["--json"]].concat()).json()
+}
+
+/// `--kv` plans the keys and values in that type (the core's `plan_kv`), names it in the
+/// JSON and the text, and `--emit-rust` writes `plan_kv` for it (`plan_with` for f32, so the
+/// golden file above is unchanged).
+#[test]
+fn kv_chooses_the_key_storage() {
+    let run = RunConfig {
+        seq_len: 8,
+        chunk: 4,
+        k_attn: Some(3),
+        k_ff: None,
+    };
+    let mut f32_cache = 0;
+    for (name, kv) in [
+        ("f32", KvType::F32),
+        ("f16", KvType::F16),
+        ("int8", KvType::Int8),
+    ] {
+        let v = json(&[&RUN_8_4_3[..], &["--kv", name]].concat());
+        let plan = try_plan_kv(&model(), &run, Kernels::Fast, kv).unwrap();
+        assert_eq!(v["kv"], name);
+        assert_eq!(v["peak_bytes"].as_u64(), Some(plan.peak_bytes as u64));
+        let cache = v["kv_cache_bytes"].as_u64().unwrap();
+        assert_eq!(cache, (plan.keys_bytes + plan.values_bytes) as u64);
+        if kv == KvType::F32 {
+            f32_cache = cache;
+        } else {
+            assert!(cache < f32_cache, "{name}: {cache} vs {f32_cache}");
+        }
+        let text = budget(&[&RUN_8_4_3[..], &["--kv", name]].concat());
+        assert!(
+            text.stdout.contains(&format!("{name} keys and values")),
+            "{}",
+            text.stdout
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("plan.rs");
+    let o = budget(&[&RUN_8_4_3[..], &["--kv", "int8", "--emit-rust", s(&out)]].concat());
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let src = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        src.contains("topkit::plan_kv(&MODEL, &RUN, KERNELS, topkit::KvType::Int8)"),
+        "{src}"
+    );
 }
 
 /// Without `--kernels` an encoder is planned for the fast kernels (what `topkit embed` runs

@@ -9,8 +9,9 @@ use std::sync::OnceLock;
 
 use common::*;
 use topkit::format::{FileConfig, PackedModel, Pooling, Special, TokenizerKind};
+use topkit::kernels::Kernels;
 use topkit::sample::argmax;
-use topkit::{Arena, Decoder, ModelConfig, RunConfig};
+use topkit::{Arena, Decoder, KvType, ModelConfig, RunConfig};
 use topkit_cli::writer::{Tokenizer, write_file};
 
 const MODEL: ModelConfig = LLAMA;
@@ -62,10 +63,23 @@ fn model_file() -> &'static Path {
 
 /// Greedy ids by the core directly, stopping after `max` tokens or at EOS.
 fn core_greedy(prompt: &[u32], max: usize, k_attn: Option<usize>) -> Vec<u32> {
+    core_greedy_as(prompt, max, k_attn, (Kernels::Reference, KvType::F32))
+}
+
+/// [`core_greedy`] with the given kernels and KV cache type.
+fn core_greedy_as(
+    prompt: &[u32],
+    max: usize,
+    k_attn: Option<usize>,
+    (kernels, kv): (Kernels, KvType),
+) -> Vec<u32> {
     let bytes = read(model_file());
     let pm = PackedModel::parse(bytes.as_slice()).unwrap();
     let layers: Vec<_> = (0..2).map(|i| pm.layer_weights(i).unwrap()).collect();
-    let dec = Decoder::from_packed(&pm, &layers).unwrap();
+    let dec = Decoder::from_packed(&pm, &layers)
+        .unwrap()
+        .with_kernels(kernels)
+        .with_kv(kv);
     let run = RunConfig {
         k_attn,
         ..RunConfig::dense(prompt.len() + max, 16)
@@ -137,6 +151,50 @@ fn greedy_ids_are_the_core_decoders() {
         "64",
     ]);
     assert_eq!(ids(&v["ids"]), core_greedy(&prompt, 20, None));
+}
+
+/// `--kv` and `--kernels` run the core decoder with that cache and those kernels; the JSON
+/// names them and the cache bytes.
+#[test]
+fn kv_and_kernels_choose_the_decoder() {
+    let prompt = [72, 101, 108, 108, 111, 44, 32];
+    let mut f32_bytes = 0;
+    for (kv, kvt) in [
+        ("f32", KvType::F32),
+        ("f16", KvType::F16),
+        ("int8", KvType::Int8),
+    ] {
+        for (kn, kernels) in [("reference", Kernels::Reference), ("fast", Kernels::Fast)] {
+            let v = json(&[
+                "--prompt-ids",
+                PROMPT,
+                "--max-tokens",
+                "12",
+                "--chunk",
+                "3",
+                "--kv",
+                kv,
+                "--kernels",
+                kn,
+            ]);
+            let want = core_greedy_as(&prompt, 12, None, (kernels, kvt));
+            assert_eq!(ids(&v["ids"]), want, "{kv} {kn}");
+            assert_eq!(
+                (v["kv"].as_str(), v["kernels"].as_str()),
+                (Some(kv), Some(kn))
+            );
+            assert_eq!(v["peak_bytes"], v["high_water_bytes"]);
+            let bytes = v["kv_cache_bytes"].as_u64().unwrap();
+            match kvt {
+                KvType::F32 => f32_bytes = bytes,
+                KvType::F16 => assert_eq!(2 * bytes, f32_bytes),
+                // Heads of 4 here: 4 values and one 4-byte scale per head row.
+                KvType::Int8 => assert_eq!(2 * bytes, f32_bytes),
+            }
+        }
+    }
+    let o = generate(&["--prompt-ids", PROMPT, "--kv", "int4"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
 }
 
 #[test]
@@ -299,6 +357,37 @@ fn eval_lm_compares_top_k_with_dense() {
     assert_eq!(rows[2]["continuation"], rows[0]["continuation"]);
     // Top-2 over up to 48 keys changes the distributions.
     assert!(f(&rows[1], "kl_mean") > 1e-6, "{}", rows[1]);
+    for r in rows {
+        assert_eq!(r["peak_bytes"], r["high_water_bytes"]);
+    }
+
+    // --kv int8: the f32 baseline, dense over the int8 cache, then top-k over it.
+    let o = topkit(&[
+        "eval-lm",
+        s(model_file()),
+        "--ids-file",
+        s(&ids_path),
+        "--k-attn",
+        "64",
+        "--generate",
+        "4",
+        "--kv",
+        "int8",
+        "--json",
+    ]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    let kv: Vec<_> = rows.iter().map(|r| r["kv"].as_str().unwrap()).collect();
+    assert_eq!(kv, ["f32", "int8", "int8"]);
+    assert_eq!(f(&rows[0], "kl_mean"), 0.0);
+    // The int8 cache is close to the f32 one, not equal.
+    assert!(
+        f(&rows[1], "kl_mean") > 0.0 && f(&rows[1], "kl_max") < 1e-2,
+        "{}",
+        rows[1]
+    );
+    assert!(rows[1]["peak_bytes"].as_u64() < rows[0]["peak_bytes"].as_u64());
     for r in rows {
         assert_eq!(r["peak_bytes"], r["high_water_bytes"]);
     }

@@ -20,10 +20,14 @@
 //! memory plan's scratch ([`crate::model::attention::fast_scratch_bytes`]).
 
 use super::act::exp_poly;
+use super::q8::quantize_i8;
 pub use crate::kernels::args::{
     ATTN_BLOCK, ATTN_KEY_BLOCK, ATTN_LANES, ATTN_MAX_HEAD_DIM, ATTN_SELECT_MAX_K, ATTN_TILE,
 };
-use crate::kernels::args::{AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs};
+use crate::kernels::args::{
+    AttnScoresArgs, AttnSoftmaxArgs, AttnTile, AttnTopkArgs, KvRows, KvRowsMut, kv_int8_group,
+};
+use half::slice::HalfFloatSliceExt;
 
 /// Transposes the head slice of up to [`ATTN_LANES`] query rows into `qt` (`hd x ATTN_LANES`,
 /// `qt[d * ATTN_LANES + lane]`), zeros for missing lanes. `q` row `lane` starts at
@@ -434,4 +438,88 @@ pub fn attn_softmax_lanes(a: &AttnSoftmaxArgs<'_>, out: &mut [f32], out_stride: 
         let out = &mut out[l * out_stride..][..a.hd];
         attn_softmax_rows(scores, idx, a.v, a.stride, a.hd, out);
     }
+}
+
+/// Dequantizes `n` head rows of `hd` values into `out` (`n * hd` f32, row `r` at `r * hd`):
+/// row `r` is the head row at offset `o + r * stride` of `rows` ([`KvRows`]; `o` and `stride`
+/// multiples of `hd`). f32 rows are copied, f16 rows converted exactly, int8 values give
+/// `scale * (q as f32)` with their group's scale (one rounding). This is how the attention reads a stored cache: one
+/// tile of rows at a time.
+pub fn kv_rows_to_f32(
+    rows: &KvRows<'_>,
+    o: usize,
+    stride: usize,
+    n: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    for (r, dst) in out.chunks_exact_mut(hd).take(n).enumerate() {
+        let a = o + r * stride;
+        match rows {
+            KvRows::F32(x) => dst.copy_from_slice(&x[a..a + hd]),
+            // Exact either way; std builds convert with F16C when the CPU has it.
+            KvRows::F16(x) => x[a..a + hd].convert_to_f32_slice(dst),
+            KvRows::Int8 { q, scales } => {
+                let g = kv_int8_group(hd);
+                let groups = dst.chunks_exact_mut(g).zip(q[a..a + hd].chunks_exact(g));
+                for (i, (dg, qg)) in groups.enumerate() {
+                    let s = scales[a / g + i];
+                    for (d, &v) in dg.iter_mut().zip(qg) {
+                        *d = s * v as f32;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stores `x` (whole head rows of `hd` f32) into `dst` from offset `o` (a multiple of `hd`):
+/// f32 copied, f16 rounded to nearest even, int8 quantized per group of
+/// `g = kv_int8_group(hd)` values by [`quantize_i8`] (`scale = max|x| / 127`, value
+/// `i` of `dst` with the scale `scales[i / g]`).
+pub fn kv_store_rows(x: &[f32], hd: usize, dst: &mut KvRowsMut<'_>, o: usize) {
+    match dst {
+        KvRowsMut::F32(d) => d[o..o + x.len()].copy_from_slice(x),
+        KvRowsMut::F16(d) => d[o..o + x.len()].convert_from_f32_slice(x),
+        KvRowsMut::Int8 { q, scales } => {
+            let g = kv_int8_group(hd);
+            let q = &mut q[o..o + x.len()];
+            for (i, (xg, qg)) in x.chunks_exact(g).zip(q.chunks_exact_mut(g)).enumerate() {
+                scales[o / g + i] = quantize_i8(xg, qg);
+            }
+        }
+    }
+}
+
+/// [`attn_softmax_rows`] over stored value rows ([`KvRows`]): the kept slots `(scores, idx)`
+/// weight the head rows at `o + idx * stride` of `v`, each dequantized by [`kv_rows_to_f32`]
+/// into `row` (`hd` f32 or more) just before it is added; the same sums in the same order as
+/// [`attn_softmax_rows`] over the dequantized rows. Zeros when `scores` is empty.
+pub fn attn_softmax_kv_rows(
+    (scores, idx): (&[f32], &[u16]),
+    (v, o, stride): (&KvRows<'_>, usize, usize),
+    hd: usize,
+    row: &mut [f32],
+    out: &mut [f32],
+) {
+    let out = &mut out[..hd];
+    out.fill(0.0);
+    if scores.is_empty() {
+        return;
+    }
+    let row = &mut row[..hd];
+    let m = scores
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    let mut sum = 0.0;
+    for (&x, &j) in scores.iter().zip(idx) {
+        let w = exp_poly(x - m);
+        sum += w;
+        kv_rows_to_f32(v, o + j as usize * stride, stride, 1, hd, row);
+        for (o, &vx) in out.iter_mut().zip(row.iter()) {
+            *o += w * vx;
+        }
+    }
+    let inv = 1.0 / sum;
+    out.iter_mut().for_each(|o| *o *= inv);
 }

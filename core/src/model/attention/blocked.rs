@@ -7,7 +7,7 @@ use crate::arena::padded;
 use crate::kernels::attention::{
     ATTN_BLOCK, ATTN_LANES, ATTN_TILE, AttnDenseState, AttnTopkWork, attn_transpose_queries,
 };
-use crate::kernels::{AttnSoftmaxArgs, AttnTile, AttnTopkArgs};
+use crate::kernels::{AttnSoftmaxArgs, AttnTile, AttnTopkArgs, KvRows, attn_softmax_kv_rows};
 use crate::topk::{Rank, TopK};
 
 impl Ctx<'_> {
@@ -50,16 +50,18 @@ impl Ctx<'_> {
 
     /// Scores, into `sc`, each tile of keys that a lane of the block whose first query is at
     /// `gpos` sees (`lanes` queries of KV head `kvh`, transposed in `qt`), and calls
-    /// `f(t0, o, tile)` with the tile's first key `t0`, the offset `o` of its key and value
-    /// rows and the tile.
+    /// `f(t0, (v, stride), tile)` with the tile's first key `t0`, its value rows as f32 (when
+    /// `need_v`, else empty; the cache's rows, or for stored keys rows dequantized into `buf`)
+    /// and the tile.
     #[inline(always)]
     fn visible_tiles(
         &self,
         (kvh, gpos, lanes): (usize, usize, usize),
         qt: &[f32],
-        sc: &mut [f32; ATTN_BLOCK],
-        mut f: impl FnMut(usize, usize, &AttnTile<'_>),
+        (sc, buf, need_v): (&mut [f32; ATTN_BLOCK], &mut [f32], bool),
+        mut f: impl FnMut(usize, (&[f32], usize), &AttnTile<'_>),
     ) {
+        let (kbuf, vbuf) = buf.split_at_mut(buf.len() / 2);
         let mut vis = [0u16; ATTN_TILE];
         let end = self.key_end(gpos.saturating_add(lanes - 1));
         for t0 in (0..end).step_by(ATTN_TILE) {
@@ -67,14 +69,19 @@ impl Ctx<'_> {
             if !self.tile_vis(t0, nk, gpos, lanes, &mut vis) {
                 continue;
             }
-            let o = t0 * self.kv_dim + kvh * self.hd;
-            FAST.attn_scores_tile(&self.scores_args(qt, o, nk), sc);
+            let kr = self.tile_rows(&self.keys.k, (t0, nk, kvh), kbuf);
+            FAST.attn_scores_tile(&self.scores_args(qt, kr, nk), sc);
             let tile = AttnTile {
                 s: sc,
                 vis: &vis,
                 nk,
             };
-            f(t0, o, &tile);
+            let vr = if need_v {
+                self.tile_rows(&self.keys.v, (t0, nk, kvh), vbuf)
+            } else {
+                (&[][..], 0)
+            };
+            f(t0, vr, &tile);
         }
     }
 
@@ -85,12 +92,11 @@ impl Ctx<'_> {
     pub(super) fn fast_dense_head(
         &self,
         h: usize,
-        qc: &[f32],
-        pos0: usize,
-        fast: &mut [f32],
+        (qc, pos0): (&[f32], usize),
+        (fast, buf): (&mut [f32], &mut [f32]),
         oc: &mut [f32],
     ) {
-        let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
+        let (hd, q_dim) = (self.hd, self.q_dim);
         let nc = qc.len() / q_dim;
         let kvh = h / self.group;
         let (qt, rest) = fast.split_at_mut(ATTN_LANES * hd);
@@ -106,8 +112,9 @@ impl Ctx<'_> {
             st.max = [f32::NEG_INFINITY; ATTN_LANES];
             st.sum = [0.0; ATTN_LANES];
             st.acc[..lanes * hd].fill(0.0);
-            self.visible_tiles((kvh, gpos, lanes), qt, sc, |_, o, tile| {
-                FAST.attn_dense_tile(tile, &self.keys.v[o..], kv_dim, hd, &mut st);
+            let bufs = (&mut *sc, &mut *buf, true);
+            self.visible_tiles((kvh, gpos, lanes), qt, bufs, |_, (v, vs), tile| {
+                FAST.attn_dense_tile(tile, v, vs, hd, &mut st);
             });
             for l in 0..lanes {
                 let out = &mut oc[(g0 + l) * q_dim + h * hd..][..hd];
@@ -183,10 +190,10 @@ impl Ctx<'_> {
         (n_heads, k): (usize, usize),
         (qc, pos0): (&[f32], usize),
         s: &mut AttnScratch<'_>,
-        (fast, kb): (&mut [f32], usize),
+        (fast, kb, buf): (&mut [f32], usize, &mut [f32]),
         oc: &mut [f32],
     ) {
-        let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
+        let (hd, q_dim) = (self.hd, self.q_dim);
         let nc = qc.len() / q_dim;
         let stride = kb / ATTN_TILE;
         let (qt, rest) = fast.split_at_mut(ATTN_LANES * hd);
@@ -215,7 +222,8 @@ impl Ctx<'_> {
                     for t in (0..nt).filter(|&t| any >> t & 1 != 0) {
                         let t0 = kb0 + t * ATTN_TILE;
                         let nk = ATTN_TILE.min(kb1 - t0);
-                        let a = self.scores_args(qt, t0 * kv_dim + kvh * hd, nk);
+                        let kr = self.tile_rows(&self.keys.k, (t0, nk, kvh), &mut *buf);
+                        let a = self.scores_args(qt, kr, nk);
                         FAST.attn_scores_rows(&a, &mut rows[t * ATTN_TILE..], kb);
                     }
                     for (l, len) in lens.iter_mut().enumerate() {
@@ -245,18 +253,18 @@ impl Ctx<'_> {
                     }
                 }
             }
-            self.fast_topk_output(h, k, nc, s, oc);
+            self.fast_topk_output((h, k, nc), s, &mut *buf, oc);
         }
     }
 
     /// The output of the fast top-k paths: per query, the softmax over its `s.lens` kept
-    /// slots weighting their value rows, in slot order.
+    /// slots weighting their value rows, in slot order (stored values dequantized a row at a
+    /// time into `buf`).
     pub(super) fn fast_topk_output(
         &self,
-        h: usize,
-        k: usize,
-        nc: usize,
+        (h, k, nc): (usize, usize, usize),
         s: &mut AttnScratch<'_>,
+        buf: &mut [f32],
         oc: &mut [f32],
     ) {
         let (hd, q_dim, kv_dim) = (self.hd, self.q_dim, self.kv_dim);
@@ -268,6 +276,16 @@ impl Ctx<'_> {
             }
             return;
         }
+        let KvRows::F32(v) = self.keys.v else {
+            for qi in 0..nc {
+                let n = (s.lens[qi] as usize).min(k);
+                let (scores, idx) = (&s.scores[qi * k..][..n], &s.idx[qi * k..][..n]);
+                let out = &mut oc[qi * q_dim + h * hd..][..hd];
+                let rows = (&self.keys.v, kvh * hd, kv_dim);
+                attn_softmax_kv_rows((scores, idx), rows, hd, &mut *buf, out);
+            }
+            return;
+        };
         for g0 in (0..nc).step_by(ATTN_LANES) {
             let lanes = ATTN_LANES.min(nc - g0);
             let a = AttnSoftmaxArgs {
@@ -275,7 +293,7 @@ impl Ctx<'_> {
                 idx: &s.idx[g0 * k..],
                 lens: &s.lens[g0..g0 + lanes],
                 k,
-                v: &self.keys.v[kvh * hd..],
+                v: &v[kvh * hd..],
                 stride: kv_dim,
                 hd,
             };
@@ -294,7 +312,7 @@ impl Ctx<'_> {
         (h, k): (usize, usize),
         (qc, pos0): (&[f32], usize),
         s: &mut AttnScratch<'_>,
-        fast: &mut [f32],
+        (fast, buf): (&mut [f32], &mut [f32]),
         oc: &mut [f32],
     ) {
         let (hd, q_dim) = (self.hd, self.q_dim);
@@ -316,7 +334,8 @@ impl Ctx<'_> {
             } else {
                 (1 << lanes) - 1
             };
-            self.visible_tiles((kvh, gpos, lanes), qt, sc, |t0, _, tile| {
+            let bufs = (&mut *sc, &mut *buf, false);
+            self.visible_tiles((kvh, gpos, lanes), qt, bufs, |t0, _, tile| {
                 if FAST.attn_candidates(tile, &thr, open, &mut cand) == 0 {
                     return;
                 }
@@ -345,6 +364,6 @@ impl Ctx<'_> {
             let idx = &mut s.idx[qi * k..(qi + 1) * k];
             s.lens[qi] = TopK::resume(slots, idx, s.lens[qi], Rank::Value).len() as u32;
         }
-        self.fast_topk_output(h, k, nc, s, oc);
+        self.fast_topk_output((h, k, nc), s, buf, oc);
     }
 }

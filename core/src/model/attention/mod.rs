@@ -43,12 +43,20 @@
 //! path hold [`fast_key_block`] keys (fewer than [`crate::kernels::ATTN_KEY_BLOCK`] for a short context; the
 //! kept keys do not depend on it).
 //!
+//! Stored keys and values ([`attention_kv`], [`KvKeys`]: f16, or int8 with one scale per head
+//! row, see [`crate::KvType`]) are read as stored: each tile of 16 key rows (and value rows) of
+//! one head is dequantized by [`crate::kernels::kv_rows_to_f32`] into the scratch's tile
+//! buffer ([`AttnScratch::take_kv_tile`], `2 * 16 * head_dim` f32) and scored (and weighted)
+//! there by the same kernels as f32 rows; the top-k outputs dequantize their kept value rows
+//! one at a time ([`crate::kernels::attn_softmax_kv_rows`]). No dequantized copy of the cache
+//! exists; an f32 cache is read in place as before.
+//!
 //! Grouped KV heads: query head `h` reads KV head `h / (n_heads / n_kv_heads)`. Scores are
 //! `q . k / sqrt(head_dim)`.
 
 use crate::Error;
 use crate::kernels::attention::{ATTN_MAX_HEAD_DIM, ATTN_SELECT_MAX_K};
-use crate::kernels::{AttnScoresArgs, Kernels};
+use crate::kernels::{AttnScoresArgs, Kernels, KvRows, kv_rows_to_f32};
 use crate::math;
 
 /// The kernels of the blocked paths (only [`Kernels::Fast`] takes them).
@@ -60,9 +68,9 @@ mod reference;
 mod scratch;
 
 use params::check_params;
-pub use params::{AttnDims, AttnParams, Keys, MAX_KEYS};
+pub use params::{AttnDims, AttnParams, Keys, KvKeys, MAX_KEYS};
 use scratch::fast_parts;
-pub use scratch::{AttnScratch, fast_key_block, fast_scratch_bytes, scratch_bytes};
+pub use scratch::{AttnScratch, fast_key_block, fast_scratch_bytes, kv_tile_bytes, scratch_bytes};
 
 /// Keys streamed per tile: a tile's rows stay in cache while every query of the chunk uses them.
 const KEY_TILE: usize = 16;
@@ -99,6 +107,26 @@ pub fn attention_with(
     q: &[f32],
     q_pos: usize,
     keys: &Keys<'_>,
+    scratch: &mut AttnScratch<'_>,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    attention_kv(kernels, p, q, q_pos, &KvKeys::from(keys), scratch, out)
+}
+
+/// [`attention_with`] over keys and values stored in any [`crate::KvType`]: f32 rows are read
+/// in place, f16 and int8 rows a tile at a time through the scratch's tile buffer (see the
+/// module doc), so the results are those of the f32 attention over the dequantized rows.
+///
+/// # Errors
+/// As [`attention`]; [`Error::InvalidConfig`] for f16 or int8 rows and a scratch without the
+/// tile buffer ([`AttnScratch::take_kv_tile`]); [`Error::ShapeMismatch`] for int8 scales that
+/// are not one per group ([`crate::kernels::kv_int8_group`]).
+pub fn attention_kv(
+    kernels: Kernels,
+    p: &AttnParams,
+    q: &[f32],
+    q_pos: usize,
+    keys: &KvKeys<'_>,
     scratch: &mut AttnScratch<'_>,
     out: &mut [f32],
 ) -> Result<(), Error> {
@@ -156,6 +184,24 @@ pub fn attention_with(
             found: keys.v.len(),
         });
     }
+    for rows in [&keys.k, &keys.v] {
+        let per_row = d.n_kv_heads * crate::kernels::kv_int8_scales(d.head_dim);
+        if let KvRows::Int8 { scales, .. } = rows
+            && scales.len() != n * per_row
+        {
+            return Err(Error::ShapeMismatch {
+                what: "attention int8 scales",
+                expected: n * per_row,
+                found: scales.len(),
+            });
+        }
+    }
+    let stored = keys.k.as_f32().is_none() || keys.v.as_f32().is_none();
+    if stored && scratch.tile.len() < 2 * KEY_TILE * d.head_dim {
+        return Err(Error::InvalidConfig(
+            "attention over f16 or int8 keys needs the tile buffer (AttnScratch::take_kv_tile)",
+        ));
+    }
     if let Some(valid) = keys.valid
         && valid.len() != n
     {
@@ -185,6 +231,10 @@ pub fn attention_with(
     }
     // Out of the scratch while the fast paths run (they borrow both), back at the end.
     let fast_words = core::mem::take(&mut scratch.fast);
+    let tile_words = core::mem::take(&mut scratch.tile);
+    // The tile only (the engine's buffer may hold its K/V staging rows after it).
+    let tile_len = (2 * KEY_TILE * d.head_dim).min(tile_words.len());
+    let tile = &mut tile_words[..tile_len];
     let mut c0 = 0;
     while c0 < n_q {
         let c1 = n_q.min(c0 + p.chunk);
@@ -196,18 +246,21 @@ pub fn attention_with(
             // their summation order) do not depend on the number of keys it cannot see.
             (Some(k), true) if k <= ATTN_SELECT_MAX_K => {
                 let (kb, w) = (scratch.key_block, &mut *fast_words);
-                ctx.fast_topk_chunk((d.n_heads, k.min(n)), (qc, pos0), scratch, (w, kb), oc)
+                let hk = (d.n_heads, k.min(n));
+                ctx.fast_topk_chunk(hk, (qc, pos0), scratch, (w, kb, &mut *tile), oc)
             }
             _ => {
                 for h in 0..d.n_heads {
-                    let w = &mut *fast_words;
+                    let (w, t) = (&mut *fast_words, &mut *tile);
                     match (p.k_attn, fast) {
-                        (Some(k), false) => ctx.topk_head(h, k.min(n), qc, pos0, scratch, oc),
-                        (None, false) => ctx.dense_head(h, qc, pos0, scratch, oc),
-                        (Some(k), true) => {
-                            ctx.fast_topk_heap_head((h, k.min(n)), (qc, pos0), scratch, w, oc)
+                        (Some(k), false) => {
+                            ctx.topk_head((h, k.min(n)), (qc, pos0), scratch, t, oc)
                         }
-                        (None, true) => ctx.fast_dense_head(h, qc, pos0, w, oc),
+                        (None, false) => ctx.dense_head(h, (qc, pos0), scratch, t, oc),
+                        (Some(k), true) => {
+                            ctx.fast_topk_heap_head((h, k.min(n)), (qc, pos0), scratch, (w, t), oc)
+                        }
+                        (None, true) => ctx.fast_dense_head(h, (qc, pos0), (w, t), oc),
                     }
                 }
             }
@@ -215,6 +268,7 @@ pub fn attention_with(
         c0 = c1;
     }
     scratch.fast = fast_words;
+    scratch.tile = tile_words;
     Ok(())
 }
 
@@ -226,7 +280,7 @@ struct Ctx<'k> {
     group: usize,
     scale: f32,
     causal: bool,
-    keys: &'k Keys<'k>,
+    keys: &'k KvKeys<'k>,
 }
 
 impl Ctx<'_> {
@@ -243,26 +297,40 @@ impl Ctx<'_> {
         self.keys.valid.is_none_or(|v| v[j]) && !(self.causal && j > pos)
     }
 
-    /// The scores of the transposed queries `qt` against the `nk` keys from offset `o` of the
-    /// key rows.
-    fn scores_args<'a>(&'a self, qt: &'a [f32], o: usize, nk: usize) -> AttnScoresArgs<'a> {
+    /// The scores of the transposed queries `qt` against the `nk` f32 key rows from `k`
+    /// (stride `stride`).
+    fn scores_args<'a>(
+        &self,
+        qt: &'a [f32],
+        (k, stride): (&'a [f32], usize),
+        nk: usize,
+    ) -> AttnScoresArgs<'a> {
         AttnScoresArgs {
             qt,
             hd: self.hd,
-            k: &self.keys.k[o..],
-            stride: self.kv_dim,
+            k,
+            stride,
             nk,
             scale: self.scale,
         }
     }
 
-    fn key_row(&self, j: usize, kvh: usize) -> &[f32] {
-        let o = j * self.kv_dim + kvh * self.hd;
-        &self.keys.k[o..o + self.hd]
-    }
-
-    fn value_row(&self, j: usize, kvh: usize) -> &[f32] {
-        let o = j * self.kv_dim + kvh * self.hd;
-        &self.keys.v[o..o + self.hd]
+    /// Rows `t0..t0 + nk` of KV head `kvh` of `rows` as f32 rows and their stride: the rows
+    /// themselves (stride `kv_dim`) when they are f32, else dequantized into `buf` (stride
+    /// `hd`, at most [`KEY_TILE`] rows).
+    fn tile_rows<'b>(
+        &self,
+        rows: &'b KvRows<'b>,
+        (t0, nk, kvh): (usize, usize, usize),
+        buf: &'b mut [f32],
+    ) -> (&'b [f32], usize) {
+        let o = t0 * self.kv_dim + kvh * self.hd;
+        match rows {
+            KvRows::F32(x) => (&x[o..], self.kv_dim),
+            _ => {
+                kv_rows_to_f32(rows, o, self.kv_dim, nk, self.hd, buf);
+                (&buf[..nk * self.hd], self.hd)
+            }
+        }
     }
 }

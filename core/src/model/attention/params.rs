@@ -1,6 +1,7 @@
 //! The shapes of an attention call ([`AttnDims`], [`AttnParams`], [`Keys`]) and their checks.
 
 use crate::Error;
+use crate::kernels::KvRows;
 use crate::kernels::attention::{ATTN_KEY_BLOCK, ATTN_TILE};
 
 /// Largest number of keys: key indices are stored as `u16` in the top-k slots.
@@ -44,6 +45,32 @@ pub struct Keys<'a> {
     pub n: usize,
     /// Padding mask: `valid[j] == false` hides key `j`. `None`: all keys visible.
     pub valid: Option<&'a [bool]>,
+}
+
+/// Keys and values stored in any [`crate::KvType`] ([`KvRows`]), row-major `n x (n_kv_heads *
+/// head_dim)` values: what [`super::attention_kv`] reads (the decoder's cache, the encoder's
+/// keys and values). [`Keys`] is the f32 case.
+#[derive(Debug, Clone, Copy)]
+pub struct KvKeys<'a> {
+    /// Key rows.
+    pub k: KvRows<'a>,
+    /// Value rows.
+    pub v: KvRows<'a>,
+    /// Number of key rows.
+    pub n: usize,
+    /// Padding mask: `valid[j] == false` hides key `j`. `None`: all keys visible.
+    pub valid: Option<&'a [bool]>,
+}
+
+impl<'a> From<&Keys<'a>> for KvKeys<'a> {
+    fn from(k: &Keys<'a>) -> Self {
+        KvKeys {
+            k: KvRows::F32(k.k),
+            v: KvRows::F32(k.v),
+            n: k.n,
+            valid: k.valid,
+        }
+    }
 }
 
 pub(super) fn check_params(p: &AttnParams) -> Result<(), Error> {

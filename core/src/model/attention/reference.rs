@@ -8,12 +8,13 @@ use crate::topk::{Rank, TopK};
 
 impl Ctx<'_> {
     /// Dense head `h` for one chunk of queries `qc` (the first at `pos0`), into `oc`.
+    /// `tile` holds a tile of dequantized key and value rows for stored (f16, int8) keys.
     pub(super) fn dense_head(
         &self,
         h: usize,
-        qc: &[f32],
-        pos0: usize,
+        (qc, pos0): (&[f32], usize),
         s: &mut AttnScratch<'_>,
+        tile: &mut [f32],
         oc: &mut [f32],
     ) {
         let nc = qc.len() / self.q_dim;
@@ -25,9 +26,12 @@ impl Ctx<'_> {
             oc[i * self.q_dim + h * self.hd..][..self.hd].fill(0.0);
         }
         let end = self.key_end(pos0.saturating_add(nc - 1));
+        let (kbuf, vbuf) = tile.split_at_mut(tile.len() / 2);
         let mut t0 = 0;
         while t0 < end {
             let t1 = end.min(t0 + KEY_TILE);
+            let (kt, ks) = self.tile_rows(&self.keys.k, (t0, t1 - t0, kvh), kbuf);
+            let (vt, vs) = self.tile_rows(&self.keys.v, (t0, t1 - t0, kvh), vbuf);
             for i in 0..nc {
                 let pos = pos0.saturating_add(i);
                 let qr = &qc[i * self.q_dim + h * self.hd..][..self.hd];
@@ -36,8 +40,8 @@ impl Ctx<'_> {
                     if !self.visible(j, pos) {
                         continue;
                     }
-                    let sc = dot(qr, self.key_row(j, kvh)) * self.scale;
-                    let v = self.value_row(j, kvh);
+                    let sc = dot(qr, &kt[(j - t0) * ks..][..self.hd]) * self.scale;
+                    let v = &vt[(j - t0) * vs..][..self.hd];
                     // The sum is 0 exactly until the first visible key (weights are > 0).
                     if sum[i] == 0.0 {
                         max[i] = sc;
@@ -70,13 +74,13 @@ impl Ctx<'_> {
     }
 
     /// Top-k head `h` (keeping `k` keys per query) for one chunk of queries `qc`, into `oc`.
+    /// `tile` holds a tile of dequantized key rows (and one value row) for stored keys.
     pub(super) fn topk_head(
         &self,
-        h: usize,
-        k: usize,
-        qc: &[f32],
-        pos0: usize,
+        (h, k): (usize, usize),
+        (qc, pos0): (&[f32], usize),
         s: &mut AttnScratch<'_>,
+        tile: &mut [f32],
         oc: &mut [f32],
     ) {
         let nc = qc.len() / self.q_dim;
@@ -84,9 +88,11 @@ impl Ctx<'_> {
         let lens = &mut s.lens[..nc];
         lens.fill(0);
         let end = self.key_end(pos0.saturating_add(nc - 1));
+        let (kbuf, vbuf) = tile.split_at_mut(tile.len() / 2);
         let mut t0 = 0;
         while t0 < end {
             let t1 = end.min(t0 + KEY_TILE);
+            let (kt, ks) = self.tile_rows(&self.keys.k, (t0, t1 - t0, kvh), kbuf);
             for (i, len) in lens.iter_mut().enumerate() {
                 let pos = pos0.saturating_add(i);
                 let qr = &qc[i * self.q_dim + h * self.hd..][..self.hd];
@@ -99,7 +105,8 @@ impl Ctx<'_> {
                 for j in t0..t1 {
                     if self.visible(j, pos) {
                         // j < MAX_KEYS was checked, so it fits in u16.
-                        sel.push(dot(qr, self.key_row(j, kvh)) * self.scale, j as u16);
+                        let kr = &kt[(j - t0) * ks..][..self.hd];
+                        sel.push(dot(qr, kr) * self.scale, j as u16);
                     }
                 }
                 *len = sel.state();
@@ -126,7 +133,8 @@ impl Ctx<'_> {
             for (&x, &j) in sc.iter().zip(ix) {
                 let w = math::exp(x - m);
                 sum += w;
-                axpy(acc, w, self.value_row(j as usize, kvh));
+                let (v, _) = self.tile_rows(&self.keys.v, (j as usize, 1, kvh), vbuf);
+                axpy(acc, w, &v[..self.hd]);
             }
             scale(acc, 1.0 / sum);
         }

@@ -96,6 +96,13 @@ pub const fn fast_scratch_bytes(p: &AttnParams, max_keys: usize) -> usize {
     4 * (w[0] + w[1] + w[2] + w[3])
 }
 
+/// Bytes of the tile buffer of an attention call over stored (f16, int8) keys and values
+/// ([`AttnScratch::take_kv_tile`]): 16 key rows and 16 value rows of `head_dim` f32,
+/// `padded(4 * 32 * head_dim)`. Saturates at `usize::MAX` on overflow.
+pub const fn kv_tile_bytes(head_dim: usize) -> usize {
+    buf_bytes(2 * ATTN_TILE, head_dim.saturating_mul(4))
+}
+
 /// Working buffers of an attention call, sliced from the arena.
 pub struct AttnScratch<'a> {
     /// Top-k: `C*k` kept scores. Dense: running maximum (`C`) then running sum (`C`).
@@ -113,6 +120,9 @@ pub struct AttnScratch<'a> {
     pub(super) fast: &'a mut [f32],
     /// Keys per block of the fast top-k path ([`fast_key_block`]).
     pub(super) key_block: usize,
+    /// Stored (f16, int8) keys and values: a tile of key rows, then a tile of value rows,
+    /// dequantized ([`kv_tile_bytes`]); empty otherwise.
+    pub(super) tile: &'a mut [f32],
 }
 
 impl<'a> AttnScratch<'a> {
@@ -140,6 +150,7 @@ impl<'a> AttnScratch<'a> {
                     k: Some(k),
                     fast: &mut [],
                     key_block: ATTN_KEY_BLOCK,
+                    tile: &mut [],
                 })
             }
             None => {
@@ -155,6 +166,7 @@ impl<'a> AttnScratch<'a> {
                     k: None,
                     fast: &mut [],
                     key_block: ATTN_KEY_BLOCK,
+                    tile: &mut [],
                 })
             }
         }
@@ -167,19 +179,30 @@ impl<'a> AttnScratch<'a> {
     /// # Errors
     /// As [`AttnScratch::new`].
     pub fn new_fast(arena: &mut Arena<'a>, p: &AttnParams, max_keys: usize) -> Result<Self, Error> {
-        Self::with_fast(arena, p, max_keys, fast_scratch_bytes(p, max_keys))
+        Self::with_fast(arena, p, max_keys, (0, fast_scratch_bytes(p, max_keys)))
     }
 
-    /// [`AttnScratch::new`], then `fast_bytes` (0, or at least [`fast_scratch_bytes`]`(p,
-    /// max_keys)`) of fast buffers: the engine's attention phase, whose fast buffers also hold
-    /// the int8 activations of its projections ([`AttnScratch::fast_words`]).
+    /// [`AttnScratch::new`], then `kv_work_bytes` (0, or the plan's `kv_work_bytes`: the tile
+    /// buffer of stored keys, [`kv_tile_bytes`], then the decoder's K/V staging rows,
+    /// [`AttnScratch::stage_and_fast`]), then `fast_bytes` (0, or at least
+    /// [`fast_scratch_bytes`]`(p, max_keys)`) of fast buffers: the engine's attention phase,
+    /// whose fast buffers also hold the int8 activations of its projections
+    /// ([`AttnScratch::fast_words`]).
     pub(crate) fn with_fast(
         arena: &mut Arena<'a>,
         p: &AttnParams,
         max_keys: usize,
-        fast_bytes: usize,
+        (kv_work_bytes, fast_bytes): (usize, usize),
     ) -> Result<Self, Error> {
         let mut s = Self::new(arena, p)?;
+        if kv_work_bytes > 0 {
+            if kv_work_bytes < kv_tile_bytes(p.dims.head_dim) {
+                return Err(Error::InvalidConfig(
+                    "attention tile buffer smaller than kv_tile_bytes",
+                ));
+            }
+            s.tile = arena.take(kv_work_bytes / 4)?;
+        }
         if fast_bytes > 0 {
             if fast_bytes < fast_scratch_bytes(p, max_keys) {
                 return Err(Error::InvalidConfig(
@@ -190,6 +213,27 @@ impl<'a> AttnScratch<'a> {
             s.key_block = fast_key_block(max_keys);
         }
         Ok(s)
+    }
+
+    /// Takes the tile buffer that an attention call over stored (f16, int8) keys and values
+    /// needs ([`kv_tile_bytes`]`(head_dim)`) from the arena.
+    ///
+    /// # Errors
+    /// The arena's error when it is too small.
+    pub fn take_kv_tile(&mut self, arena: &mut Arena<'a>, head_dim: usize) -> Result<(), Error> {
+        let words = 2usize
+            .checked_mul(ATTN_TILE)
+            .and_then(|n| n.checked_mul(head_dim))
+            .ok_or(Error::InvalidConfig("head_dim overflows"))?;
+        self.tile = arena.take(words)?;
+        Ok(())
+    }
+
+    /// The decoder's K/V staging rows (what follows the tile in the `kv_work` buffer, see
+    /// [`AttnScratch::with_fast`]) and the fast buffers, both free between attention calls.
+    pub(crate) fn stage_and_fast(&mut self, head_dim: usize) -> (&mut [f32], &mut [f32]) {
+        let t = (2 * ATTN_TILE * head_dim).min(self.tile.len());
+        (&mut self.tile[t..], self.fast)
     }
 
     /// The fast buffers, free between attention calls (the engine quantizes the projections'
