@@ -567,3 +567,56 @@ fn down_layouts_give_the_same_bits() {
         ));
     }
 }
+
+/// A block-typed `down_t` ([`DownLayout::Transposed`], blocks along `d_model`), with int8 or
+/// block `up`/`gate`: the fast kernels (int8 activations into the units, the rows of `down_t`
+/// converted to f32 a few at a time for all the tokens) stay within the int8 activation
+/// rounding of the reference, dense, plain and gated.
+#[test]
+fn block_down_t_fast_is_close_to_the_reference() {
+    use topkit::ffn::{FfnScratch as S, fast_scratch_bytes};
+    use topkit::kernels::{BlockType, DType};
+    use topkit_tests::kernels_ref::TestMatrix;
+    let (d, f, n) = (64, 96, 19);
+    let mut r = Rng::new(0xb10c_d0e5);
+    let (up_vals, gate_vals) = (r.vec(f * d, -0.5, 0.5), r.vec(f * d, -0.5, 0.5));
+    let down_vals = r.vec(f * d, -1.0, 1.0);
+    let x = r.vec(n * d, -1.0, 1.0);
+    let db = r.vec(d, -0.1, 0.1);
+    for ty in BlockType::ALL {
+        let down_t = TestMatrix::quantize(DType::Block(ty), f, d, &down_vals);
+        for up_dt in [DType::I8, DType::Block(ty)] {
+            for gated in [false, true] {
+                let up = TestMatrix::quantize(up_dt, f, d, &up_vals);
+                let gate = TestMatrix::quantize(up_dt, f, d, &gate_vals);
+                let w = FfnWeights {
+                    up: up.matrix(),
+                    up_bias: None,
+                    gate: gated.then(|| gate.matrix()),
+                    down_t: down_t.matrix(),
+                    down_layout: DownLayout::Transposed,
+                    down_bias: Some(&db),
+                    act: Activation::Silu,
+                };
+                let a = run(&w, &x, n, None).unwrap();
+                let scale = 1.0 + a.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let mut storage = Box::new(ArenaStorage::<ARENA>::new());
+                let mut arena = storage.arena();
+                let mut s = S::new_fast(&mut arena, d, f, n, None, gated).unwrap();
+                assert_eq!(
+                    arena.high_water(),
+                    scratch_bytes(f, n, None) + fast_scratch_bytes(d, f, n, gated)
+                );
+                let mut out = vec![f32::NAN; x.len()];
+                ffn_with(Kernels::Fast, &w, &x, None, &mut s, &mut out).unwrap();
+                let e = out
+                    .iter()
+                    .zip(&a)
+                    .map(|(o, w)| (o - w).abs())
+                    .fold(0.0, f32::max);
+                // int8 activations round each token to 1/254 of its largest value.
+                assert!(e <= 2e-2 * scale, "{ty:?} up {up_dt:?} gated {gated}: {e}");
+            }
+        }
+    }
+}

@@ -394,8 +394,7 @@ pub fn ffn_with(
     }
     if kernels == Kernels::Fast
         && k_ff.is_none()
-        && w.down_layout == DownLayout::Columns
-        && w.down_t.block_row(0).is_some()
+        && (w.down_layout == DownLayout::Transposed || w.down_t.block_row(0).is_some())
         && w.up.block_row(0).is_some()
         && w.gate.is_none_or(|g| g.block_row(0).is_some())
         && d <= Q8_MAX_COLS
@@ -647,6 +646,18 @@ fn ffn_q8(
                     );
                     u0 += ul;
                 }
+            } else if k.is_none()
+                && w.down_layout == DownLayout::Transposed
+                && w.down_t.block_row(0).is_some()
+            {
+                add_rows_f32(
+                    kernels,
+                    &w.down_t,
+                    j0,
+                    hb,
+                    g,
+                    &mut out[t0 * d..(t0 + g) * d],
+                );
             } else {
                 for t in 0..g {
                     let tt = t0 + t;
@@ -698,12 +709,13 @@ fn ffn_q8(
     }
 }
 
-/// Dense body of [`ffn_with`] with the fast kernels for block weights and a block-typed down
-/// projection in ggml's layout: [`Q8_GROUP`] tokens at a time quantized to int8 by blocks
+/// Dense body of [`ffn_with`] with the fast kernels for block `up` (and `gate`) weights and a
+/// block-typed down projection in ggml's layout ([`add_block_cols`]) or any `down_t`
+/// ([`add_rows_f32`]): [`Q8_GROUP`] tokens at a time quantized to int8 by blocks
 /// (the row-major layout block products take) into the fast scratch, the hidden units
 /// [`UP_UNITS`] at a time by [`Kernels::matmul_q8`] (exact i32 block sums, the two scales in
-/// f32) into its hidden buffer, then projected down by [`add_block_cols`] (each weight block
-/// decoded once per group of tokens). Rounding differs from [`ffn`] in the int8 activations.
+/// f32) into its hidden buffer, then projected down (each weight block decoded once per group
+/// of tokens). Rounding differs from [`ffn`] in the int8 activations.
 fn ffn_blocks_fast(
     w: &FfnWeights<'_>,
     (x, n): (&[f32], usize),
@@ -747,10 +759,63 @@ fn ffn_blocks_fast(
                     }
                 }
             }
-            add_block_cols(&w.down_t, j0, hb, &mut out[t0 * d..(t0 + g) * d]);
+            let ot = &mut out[t0 * d..(t0 + g) * d];
+            match w.down_layout {
+                DownLayout::Columns => add_block_cols(&w.down_t, j0, hb, ot),
+                DownLayout::Transposed => add_rows_f32(kernels, &w.down_t, j0, hb, g, ot),
+            }
             j0 += bl;
         }
         t0 += g;
+    }
+}
+
+/// f32 values of `down_t` rows [`add_rows_f32`] converts at a time (16 KiB on the stack).
+const ROWS_F32_BUF: usize = 4096;
+
+/// `out_t += sum_b h_t[b] * down_t[j0 + b]` for the `g <= Q8_GROUP` tokens of `out` (`d_model`
+/// values each), `h` holding `bl = h.len() / g` hidden values per token: the dense down
+/// projection of a block of units with the fast kernels for a `down_t` ([`DownLayout::Transposed`])
+/// whose rows are not int8 (block types): up to 16 rows converted to f32 once for all the tokens
+/// ([`crate::kernels::row_to_f32`]) and added by [`Kernels::accumulate_f32`]. Rows longer than
+/// the buffer take the per-unit adds.
+fn add_rows_f32(
+    kernels: Kernels,
+    down_t: &Matrix<'_>,
+    j0: usize,
+    h: &[f32],
+    g: usize,
+    out: &mut [f32],
+) {
+    let d = down_t.cols();
+    if g == 0 || d == 0 {
+        return;
+    }
+    let bl = h.len() / g;
+    if d > ROWS_F32_BUF || g > Q8_GROUP {
+        for (ht, ot) in h.chunks_exact(bl).zip(out.chunks_exact_mut(d)) {
+            for (b, &hv) in ht.iter().enumerate() {
+                if hv != 0.0 {
+                    kernels.axpy_row(down_t, j0 + b, hv, ot);
+                }
+            }
+        }
+        return;
+    }
+    let per = (ROWS_F32_BUF / d).min(16);
+    let mut wbuf = [0f32; ROWS_F32_BUF];
+    let mut hsub = [0f32; 16 * Q8_GROUP];
+    let mut u0 = 0;
+    while u0 < bl {
+        let ul = per.min(bl - u0);
+        for (i, wr) in wbuf[..ul * d].chunks_exact_mut(d).enumerate() {
+            crate::kernels::row_to_f32(down_t, j0 + u0 + i, wr);
+        }
+        for t in 0..g {
+            hsub[t * ul..(t + 1) * ul].copy_from_slice(&h[t * bl + u0..t * bl + u0 + ul]);
+        }
+        kernels.accumulate_f32(out, &wbuf[..ul * d], d, &hsub[..g * ul], g);
+        u0 += ul;
     }
 }
 
