@@ -568,6 +568,72 @@ fn down_layouts_give_the_same_bits() {
     }
 }
 
+/// The fast kernels on a block-typed down projection in ggml's layout stay within the int8
+/// activations' rounding of the reference for every token count (one token, a few, more than
+/// a group of 16 in several passes) and chunk (a chunk of one leaves the gated block's fast
+/// scratch too small for a token's hidden row: the per-block projection), with `d_ff` above
+/// one block of hidden units (256).
+#[test]
+fn block_columns_fast_matches_reference() {
+    use topkit::ffn::fast_scratch_bytes;
+    use topkit::kernels::{BlockType, DType};
+    use topkit_tests::kernels_ref::TestMatrix;
+    let (d, f) = (64, 320);
+    let mut r = Rng::new(0xd0_5eed);
+    let (up_vals, gate_vals) = (r.vec(f * d, -0.5, 0.5), r.vec(f * d, -0.5, 0.5));
+    let down_vals = r.vec(d * f, -1.0, 1.0);
+    let db = r.vec(d, -0.1, 0.1);
+    for ty in [BlockType::Q4_1, BlockType::Q8_0, BlockType::Q5_0] {
+        let dt = DType::Block(ty);
+        let (up, gate) = (
+            TestMatrix::quantize(dt, f, d, &up_vals),
+            TestMatrix::quantize(dt, f, d, &gate_vals),
+        );
+        let down = TestMatrix::quantize(dt, d, f, &down_vals);
+        for gated in [false, true] {
+            let w = FfnWeights {
+                up: up.matrix(),
+                up_bias: None,
+                gate: gated.then(|| gate.matrix()),
+                down_t: down.matrix(),
+                down_layout: DownLayout::Columns,
+                down_bias: Some(&db),
+                act: Activation::Silu,
+            };
+            for n in [1, 3, 16, 37] {
+                let x = r.vec(n * d, -1.0, 1.0);
+                let want = run(&w, &x, n, None).unwrap();
+                let scale = 1.0 + want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for chunk in [1, 2, n] {
+                    let mut storage = Box::new(ArenaStorage::<ARENA>::new());
+                    let mut arena = storage.arena();
+                    let mut s = FfnScratch::new_fast(&mut arena, d, f, chunk, None, gated).unwrap();
+                    assert_eq!(arena.high_water(), fast_scratch_bytes(d, f, chunk, gated));
+                    let mut out = vec![f32::NAN; x.len()];
+                    for (xc, oc) in x.chunks(chunk * d).zip(out.chunks_mut(chunk * d)) {
+                        ffn_with(Kernels::Fast, &w, xc, None, &mut s, oc).unwrap();
+                    }
+                    let e = out
+                        .iter()
+                        .zip(&want)
+                        .map(|(o, w)| (o - w).abs())
+                        .fold(0.0, f32::max);
+                    // int8 activations round each token (and hidden row) to 1/254 of its
+                    // largest value per block of 64.
+                    assert!(
+                        e <= 2e-2 * scale,
+                        "{ty:?} gated {gated} n {n} chunk {chunk}: {e} (scale {scale})"
+                    );
+                    assert!(
+                        e > 0.0 || n == 0,
+                        "{ty:?}: the fast path is not the reference"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// A block-typed `down_t` ([`DownLayout::Transposed`], blocks along `d_model`), with int8 or
 /// block `up`/`gate`: the fast kernels (int8 activations into the units, the rows of `down_t`
 /// converted to f32 a few at a time for all the tokens) stay within the int8 activation

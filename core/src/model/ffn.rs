@@ -31,7 +31,7 @@ use crate::arena::{ALIGN, Arena, padded};
 use crate::config::Activation;
 use crate::kernels::{
     BLOCK, DType, FfnArgs, Kernels, Matrix, Q8_GROUP, Q8_MAX_COLS, Q8Rows, Weights, activate_fast,
-    q8_scratch_bytes,
+    q8_blocks, q8_scratch_bytes,
 };
 use crate::topk::{Rank, TopK};
 
@@ -710,12 +710,16 @@ fn ffn_q8(
 }
 
 /// Dense body of [`ffn_with`] with the fast kernels for block `up` (and `gate`) weights and a
-/// block-typed down projection in ggml's layout ([`add_block_cols`]) or any `down_t`
-/// ([`add_rows_f32`]): [`Q8_GROUP`] tokens at a time quantized to int8 by blocks
-/// (the row-major layout block products take) into the fast scratch, the hidden units
-/// [`UP_UNITS`] at a time by [`Kernels::matmul_q8`] (exact i32 block sums, the two scales in
-/// f32) into its hidden buffer, then projected down (each weight block decoded once per group
-/// of tokens). Rounding differs from [`ffn`] in the int8 activations.
+/// block-typed down projection in ggml's layout, or any `down_t` ([`DownLayout::Transposed`],
+/// projected by [`add_rows_f32`]): the tokens quantized to int8 row by row ([`quantize_rows`],
+/// the layout the block products take) into the fast scratch, the hidden units
+/// [`UP_UNITS`] at a time by [`Kernels::matmul_q8_rows`] (exact i32 block sums, the two scales
+/// in f32). The down projection wants each token's `d_ff` hidden values at once: when the
+/// fast scratch holds them for some tokens ([`down_tokens`]), they are gathered there,
+/// quantized to int8 and projected by [`Kernels::matmul_q8_rows`] (the arch block kernels,
+/// [`ffn_blocks_fast_rows`]); otherwise (`d_ff > Q8_MAX_COLS`, or a scratch too small) each
+/// block of hidden values is projected by [`add_block_cols`] (each weight block decoded once
+/// per group of [`Q8_GROUP`] tokens). Rounding differs from [`ffn`] in the int8 activations.
 fn ffn_blocks_fast(
     w: &FfnWeights<'_>,
     (x, n): (&[f32], usize),
@@ -723,46 +727,39 @@ fn ffn_blocks_fast(
     out: &mut [f32],
     (d, d_ff): (usize, usize),
 ) {
-    let kernels = Kernels::Fast;
+    let gated = w.gate.is_some();
+    let units = UP_UNITS.min(d_ff);
+    let gd = down_tokens(s.fast.len(), (d, d_ff), Q8_GROUP.min(s.chunk), gated);
+    if gd > 0 && w.down_layout == DownLayout::Columns {
+        ffn_blocks_fast_rows(w, (x, n), s, out, (d, d_ff), gd);
+        return;
+    }
     for ot in out.chunks_exact_mut(d) {
         match w.down_bias {
             Some(b) => ot.copy_from_slice(b),
             None => ot.fill(0.0),
         }
     }
-    let [q8_w, hb_w, gb_w, ..] = fast_parts(d, d_ff, s.chunk, w.gate.is_some());
+    let [q8_w, hb_w, gb_w, ..] = fast_parts(d, d_ff, s.chunk, gated);
     let (q8, rest) = s.fast.split_at_mut(q8_w);
     let (hb, rest) = rest.split_at_mut(hb_w);
     let gb = &mut rest[..gb_w];
     let mut t0 = 0;
     while t0 < n {
         let g = Q8_GROUP.min(n - t0);
-        let xq = Kernels::Reference.quantize_q8(&x[t0 * d..(t0 + g) * d], d, q8);
+        // q8 holds a group of 16 tokens: q8_scratch_bytes(d, chunk) >= q8_group_words(d).
+        let xq = quantize_rows(&x[t0 * d..(t0 + g) * d], d, q8);
         let mut j0 = 0;
         while j0 < d_ff {
-            let bl = UP_UNITS.min(d_ff - j0);
+            let bl = units.min(d_ff - j0);
             let hb = &mut hb[..g * bl];
-            let Some(up) = sub_rows(&w.up, j0, bl) else {
+            if !hidden_block(w, xq, j0, hb, gb) {
                 return;
-            };
-            kernels.matmul_q8(&up, &xq, w.up_bias.map(|b| &b[j0..j0 + bl]), hb);
-            match &w.gate {
-                None => kernels.activate_slice(w.act, hb),
-                Some(gm) => {
-                    let Some(gm) = sub_rows(gm, j0, bl) else {
-                        return;
-                    };
-                    let gb = &mut gb[..g * bl];
-                    kernels.matmul_q8(&gm, &xq, None, gb);
-                    for (h, &gv) in hb.iter_mut().zip(gb.iter()) {
-                        *h *= activate_fast(w.act, gv);
-                    }
-                }
             }
             let ot = &mut out[t0 * d..(t0 + g) * d];
             match w.down_layout {
                 DownLayout::Columns => add_block_cols(&w.down_t, j0, hb, ot),
-                DownLayout::Transposed => add_rows_f32(kernels, &w.down_t, j0, hb, g, ot),
+                DownLayout::Transposed => add_rows_f32(Kernels::Fast, &w.down_t, j0, hb, g, ot),
             }
             j0 += bl;
         }
@@ -816,6 +813,132 @@ fn add_rows_f32(
         }
         kernels.accumulate_f32(out, &wbuf[..ul * d], d, &hsub[..g * ul], g);
         u0 += ul;
+    }
+}
+
+/// f32 words of `t` tokens of `cols` values quantized to int8 row by row ([`quantize_rows`]):
+/// the values, then one scale per [`crate::kernels::Q8_BLOCK`] columns of each token.
+const fn rows_words(t: usize, cols: usize) -> usize {
+    (t * cols).div_ceil(4) + t * q8_blocks(cols)
+}
+
+/// Quantizes the token rows of `x` (`cols` values each) to int8 by blocks of
+/// [`crate::kernels::Q8_BLOCK`] columns ([`Kernels::quantize_q8_token`]) into the first
+/// [`rows_words`] words of `words`.
+fn quantize_rows<'s>(x: &[f32], cols: usize, words: &'s mut [f32]) -> Q8Rows<'s> {
+    let (n, nb) = (x.len() / cols.max(1), q8_blocks(cols));
+    let (qw, sw) = words.split_at_mut((n * cols).div_ceil(4));
+    let q: &mut [i8] = &mut bytemuck::cast_slice_mut(qw)[..n * cols];
+    let s = &mut sw[..n * nb];
+    for ((xt, qt), st) in x
+        .chunks_exact(cols)
+        .zip(q.chunks_exact_mut(cols))
+        .zip(s.chunks_exact_mut(nb))
+    {
+        Kernels::Fast.quantize_q8_token(xt, qt, st);
+    }
+    Q8Rows { q, s, n }
+}
+
+/// The activated hidden units `j0..j0 + bl` (`bl = hb.len() / xq.n`) of the int8 tokens `xq`
+/// into `hb` (token-major), a gated block's gate values through `gb` (at least as long as
+/// `hb`). `false` when the rows are not inside the weights (checked before, so never).
+fn hidden_block(
+    w: &FfnWeights<'_>,
+    xq: Q8Rows<'_>,
+    j0: usize,
+    hb: &mut [f32],
+    gb: &mut [f32],
+) -> bool {
+    let kernels = Kernels::Fast;
+    let bl = hb.len() / xq.n.max(1);
+    let Some(up) = sub_rows(&w.up, j0, bl) else {
+        return false;
+    };
+    kernels.matmul_q8_rows(&up, xq, w.up_bias.map(|b| &b[j0..j0 + bl]), hb);
+    match &w.gate {
+        None => kernels.activate_slice(w.act, hb),
+        Some(gm) => {
+            let Some(gm) = sub_rows(gm, j0, bl) else {
+                return false;
+            };
+            let gb = &mut gb[..hb.len()];
+            kernels.matmul_q8_rows(&gm, xq, None, gb);
+            for (h, &gv) in hb.iter_mut().zip(gb.iter()) {
+                *h *= activate_fast(w.act, gv);
+            }
+        }
+    }
+    true
+}
+
+/// f32 words [`ffn_blocks_fast_rows`] lays out before the `t x d_ff` hidden rows of `t`
+/// tokens: their int8 rows, a block of [`UP_UNITS`] hidden values and (gated) of gate values
+/// per token; later the hidden rows quantized to int8, over the same words.
+const fn rows_lead(d: usize, d_ff: usize, t: usize, gated: bool) -> usize {
+    let units = if d_ff < UP_UNITS { d_ff } else { UP_UNITS };
+    let up = rows_words(t, d) + t * units * if gated { 2 } else { 1 };
+    let down = rows_words(t, d_ff);
+    if up > down { up } else { down }
+}
+
+/// Tokens (at most `max`) whose `d_ff` hidden values [`ffn_blocks_fast_rows`] holds at once
+/// in a fast scratch of `words` f32 words ([`rows_lead`] words, then the hidden rows); 0 when
+/// not even one token's fit or the rows are too long for the int8 products (`Q8_MAX_COLS`).
+/// The scratch is the plan's ([`fast_scratch_bytes`], sized for the f32 and int8 paths),
+/// which is enough for one token from a chunk of one on, for SmolLM2's shapes (one token:
+/// 2201 words of 2980) and most others: the plan does not change with the weights' layout.
+const fn down_tokens(words: usize, (d, d_ff): (usize, usize), max: usize, gated: bool) -> usize {
+    if d > Q8_MAX_COLS || d_ff > Q8_MAX_COLS {
+        return 0;
+    }
+    let mut t = max;
+    while t > 0 && rows_lead(d, d_ff, t, gated) + t * d_ff > words {
+        t -= 1;
+    }
+    t
+}
+
+/// [`ffn_blocks_fast`] with room for the hidden rows of `gd >= 1` tokens ([`down_tokens`]):
+/// `gd` tokens at a time, their hidden units computed [`UP_UNITS`] at a time and gathered
+/// into rows of `d_ff` values, which are quantized to int8 ([`quantize_rows`]) and projected
+/// down with the down bias by [`Kernels::matmul_q8_rows`].
+fn ffn_blocks_fast_rows(
+    w: &FfnWeights<'_>,
+    (x, n): (&[f32], usize),
+    s: &mut FfnScratch<'_>,
+    out: &mut [f32],
+    (d, d_ff): (usize, usize),
+    gd: usize,
+) {
+    let gated = w.gate.is_some();
+    let units = UP_UNITS.min(d_ff);
+    let (front, rest) = s.fast.split_at_mut(rows_lead(d, d_ff, gd, gated));
+    let hid = &mut rest[..gd * d_ff];
+    let mut t0 = 0;
+    while t0 < n {
+        let g = gd.min(n - t0);
+        {
+            let (q8, rest) = front.split_at_mut(rows_words(gd, d));
+            let (hb, gb) = rest.split_at_mut(gd * units);
+            let xq = quantize_rows(&x[t0 * d..(t0 + g) * d], d, q8);
+            let mut j0 = 0;
+            while j0 < d_ff {
+                let bl = units.min(d_ff - j0);
+                let hb = &mut hb[..g * bl];
+                if !hidden_block(w, xq, j0, hb, gb) {
+                    return;
+                }
+                for (ht, row) in hb.chunks_exact(bl).zip(hid.chunks_exact_mut(d_ff)) {
+                    row[j0..j0 + bl].copy_from_slice(ht);
+                }
+                j0 += bl;
+            }
+        }
+        let hq = quantize_rows(&hid[..g * d_ff], d_ff, front);
+        let y = &mut out[t0 * d..(t0 + g) * d];
+        Kernels::Fast.matmul_q8_rows(&w.down_t, hq, w.down_bias, y);
+        t0 += g;
     }
 }
 
