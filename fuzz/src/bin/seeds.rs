@@ -28,12 +28,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (StoreDType::F32, "f32"),
         (StoreDType::F16, "f16"),
         (StoreDType::Int8, "int8"),
+        (StoreDType::Q4_1, "q4_1"),
+        (StoreDType::Q8_0, "q8_0"),
     ] {
         let tkm = out.join(format!("tiny-{name}.tkm"));
         pack::run(&PackArgs {
             src: hf.clone(),
             output: tkm.clone(),
             dtype: Some(dtype),
+            dtype_for: Vec::new(),
+            flash: None,
+            calib: None,
+            no_gptq: false,
             max_seq: None,
         })?;
         let bytes = std::fs::read(&tkm)?;
