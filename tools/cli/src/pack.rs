@@ -383,57 +383,36 @@ pub fn run(args: &PackArgs) -> Result<PackReport> {
             let raw = input.raw(&m.source)?;
             let over = override_for(&args.dtype_for, &m.name);
             // A GGUF's tensors stay as they are stored unless a dtype is asked for.
-            if gguf && args.dtype.is_none() && over.is_none() {
-                let (name, shape, data, error) = match import::keep::keep_blocks(&raw, m)? {
+            let (name, shape, data, error) = if gguf && args.dtype.is_none() && over.is_none() {
+                match import::keep::keep_blocks(&raw, m)? {
                     Some(k) => (k.name, k.shape, k.data, QuantError::default()),
                     None => {
                         let dtype = import::keep::default_dtype(&raw);
                         convert(raw, m, dtype)?
                     }
-                };
-                bar.set_message(name.clone());
-                let t = PackedTensor {
-                    name: name.clone(),
-                    source: m.source.clone(),
-                    shape: shape.clone(),
-                    dtype: data.dtype(),
-                    bytes: data.bytes(),
-                    error,
-                    flash: None,
-                };
-                say(format!(
-                    "{:<22} {:<14} {:<5} {:>11}  {:>10.3e}  {:>10.3e}",
-                    t.name,
-                    format!("{:?}", t.shape),
-                    dtype_name(t.dtype),
-                    t.bytes,
-                    t.error.max_abs,
-                    t.error.rel_rms
-                ));
-                report.push(t);
-                tensors.push(Tensor { name, shape, data });
-                bar.inc(src_bytes);
-                continue;
-            }
-            let (shape, values) = import::load(raw, m.transform)?;
-            let name = m.name.clone();
-            bar.set_message(name.clone());
-            let cols = *shape.last().unwrap_or(&1);
-            let wanted = over.unwrap_or(args.dtype.unwrap_or(StoreDType::F32));
-            // Vectors (biases, norms) are small and stay exact; matrices whose rows are not
-            // whole blocks take int8 instead of a block dtype.
-            let dtype = if wanted.fits(&shape) {
-                wanted
-            } else if shape.len() >= 2 {
-                say(format!(
-                    "note: {name}: rows of {cols} are not whole blocks of {}; stored int8 instead of {wanted}",
-                    topkit::kernels::BLOCK
-                ));
-                StoreDType::Int8
+                }
             } else {
-                StoreDType::F32
+                let (shape, values) = import::load(raw, m.transform)?;
+                let name = m.name.clone();
+                let cols = *shape.last().unwrap_or(&1);
+                let wanted = over.unwrap_or(args.dtype.unwrap_or(StoreDType::F32));
+                // Vectors (biases, norms) are small and stay exact; matrices whose rows are
+                // not whole blocks take int8 instead of a block dtype.
+                let dtype = if wanted.fits(&shape) {
+                    wanted
+                } else if shape.len() >= 2 {
+                    say(format!(
+                        "note: {name}: rows of {cols} are not whole blocks of {}; stored int8 instead of {wanted}",
+                        topkit::kernels::BLOCK
+                    ));
+                    StoreDType::Int8
+                } else {
+                    StoreDType::F32
+                };
+                let (data, error) = quant::convert(&name, values, cols, dtype)?;
+                (name, shape, data, error)
             };
-            let (data, error) = quant::convert(&name, values, cols, dtype)?;
+            bar.set_message(name.clone());
             let t = PackedTensor {
                 name: name.clone(),
                 source: m.source.clone(),
